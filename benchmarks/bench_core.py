@@ -1,0 +1,542 @@
+#!/usr/bin/env python3
+"""Benchmark the capture core against the floor and against peer tools.
+
+    python benchmarks/bench_core.py                      # generate 2 M packets, full table
+    python benchmarks/bench_core.py CAPTURE.pcap         # use an existing capture
+    python benchmarks/bench_core.py --quick              # 200 k packets, 1 run, small prefix
+    python benchmarks/bench_core.py --threads 1,2        # our rows at 1 and 2 threads
+    python benchmarks/bench_core.py --skip-ours          # peers only (API not ready)
+
+Rows (see benchmarks/README.md): floor (cat), floor (numba record walk), our
+decode, our decode + flow table, our whole `egress-detector flows` command,
+nfstream, dpkt, scapy (prefix, extrapolated) and tshark. Each row is the median
+of `--runs` runs after a warm-up; in-process rows exclude interpreter start and
+JIT compile, whole-process rows include everything a user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DATA = HERE / "data"
+sys.path.insert(0, str(HERE))  # gen_capture, peers
+
+# numba reads NUMBA_NUM_THREADS once, at import: parse the arguments and set it before
+# anything imports numba (peers and gen_capture import it lazily; numpy is safe).
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    mode: str  # whole-process / in-process
+    seconds: float | None = None  # median
+    packets_in: int | None = None  # packets the rate is computed over
+    counted: int | None = None  # packets the tool accounted for
+    flows: int | None = None
+    maxrss_mib: float | None = None
+    check: str = ""
+    note: str = ""
+    runs: list[float] = field(default_factory=list)
+    error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def pps(self) -> float | None:
+        if self.seconds and self.packets_in:
+            return self.packets_in / self.seconds
+        return None
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def median_of(runs: int, fn: Callable[[], Any]) -> tuple[float, list[float], Any]:
+    """Call `fn` `runs` times; fn returns (seconds, result). Median seconds, all, last."""
+    times: list[float] = []
+    result = None
+    for _ in range(runs):
+        seconds, result = fn()
+        times.append(seconds)
+    return statistics.median(times), times, result
+
+
+def load_truth(capture: Path) -> dict[str, Any] | None:
+    side = Path(f"{capture}.json")
+    return json.loads(side.read_text()) if side.exists() else None
+
+
+def ensure_capture(args: argparse.Namespace) -> Path:
+    """The capture to measure: the one given, or a generated one (reused if present)."""
+    if args.capture is not None:
+        if not args.capture.exists():
+            raise SystemExit(f"bench_core: {args.capture} does not exist")
+        return args.capture
+    kind = "full" if args.full_payload else f"snap{args.snaplen}"
+    path = DATA / f"cap-{args.packets}p-{args.flows}f-{kind}-s{args.seed}.pcap"
+    truth = load_truth(path)
+    want = {"packets": args.packets, "flows": args.flows, "seed": args.seed}
+    if (
+        path.exists()
+        and truth
+        and all(truth["args"].get(k) == v for k, v in want.items())
+        and truth["args"]["full_payload"] == args.full_payload
+        and (args.full_payload or truth["args"]["snaplen"] == args.snaplen)
+        and truth["file_bytes"] == path.stat().st_size
+    ):
+        print(f"# reusing {path}", file=sys.stderr)
+        return path
+    import gen_capture
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    print(f"# generating {path} ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    gen_capture.generate(path, args.packets, args.flows, args.snaplen, args.full_payload, args.seed)
+    print(f"# generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return path
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the file once so every row sees the same warm page cache."""
+    with open(path, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+def environment() -> dict[str, str]:
+    info = {
+        "python": platform.python_version(),
+        "cores": str(os.cpu_count()),
+        "machine": platform.machine(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for mod in ("numpy", "numba", "nfstream", "dpkt", "scapy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing peer is reported, not fatal
+            info[mod] = "-"
+    return info
+
+
+# --------------------------------------------------------------------------- ours
+
+API_HINT = (
+    "our capture API is not importable yet. bench_core codes against:\n"
+    "  from detector.capture import read_packets   # read_packets(paths, chunk_packets=...)\n"
+    "  from detector.flows import FlowTable        # FlowTable(idle_timeout=, active_timeout=)\n"
+    "Run with --skip-ours to measure the floor and the peers only."
+)
+
+
+def import_ours() -> tuple[Any, Any]:
+    """(read_packets, FlowTable), or exit with a clear message."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from detector.capture import read_packets
+        from detector.flows import FlowTable
+    except Exception as exc:  # noqa: BLE001 - a half-written package can raise anything
+        raise SystemExit(f"bench_core: {API_HINT}\n  ({type(exc).__name__}: {exc})") from exc
+    return read_packets, FlowTable
+
+
+def our_command() -> list[str]:
+    """The console script if installed, else `python -m detector` from this checkout."""
+    exe = shutil.which("egress-detector")
+    if exe:
+        return [exe]
+    return [sys.executable, "-m", "detector"]
+
+
+def make_warmup_capture(capture: Path, truth: dict[str, Any] | None) -> Path:
+    """A small capture of the same shape, so JIT warm-up compiles the same paths."""
+    import gen_capture
+
+    args = (truth or {}).get("args", {})
+    path = Path(tempfile.gettempdir()) / f"bench-core-warmup-{os.getpid()}.pcap"
+    gen_capture.generate(
+        path,
+        20_000,
+        1_000,
+        snaplen=args.get("snaplen", 128),
+        full_payload=args.get("full_payload", False),
+        seed=99,
+    )
+    return path
+
+
+def measure_ours(
+    capture: Path,
+    truth: dict[str, Any] | None,
+    threads: list[int],
+    runs: int,
+    chunk: int,
+    cmd: list[str],
+    rows_wanted: set[str],
+) -> list[Row]:
+    read_packets, FlowTable = import_ours()
+    import numba
+
+    warm = make_warmup_capture(capture, truth)
+    rows: list[Row] = []
+    try:
+        # JIT compile (or cache load) outside any timing.
+        for b in read_packets([warm], chunk_packets=chunk):
+            len(b)
+        ft = FlowTable(idle_timeout=120.0, active_timeout=1800.0)
+        for b in read_packets([warm], chunk_packets=chunk):
+            ft.ingest(b)
+        ft.flush()
+        ft.to_frame()
+        for t in threads:
+            numba.set_num_threads(min(t, numba.config.NUMBA_NUM_THREADS))
+            tag = f" [{t} thr]"
+            if "decode" in rows_wanted:
+                rows.append(_ours_decode(read_packets, capture, truth, runs, chunk, tag))
+            if "flows" in rows_wanted:
+                rows.append(_ours_flows(read_packets, FlowTable, capture, truth, runs, chunk, tag))
+            if "cmd" in rows_wanted:
+                rows.append(_ours_command(cmd, capture, truth, runs, t, tag))
+    finally:
+        warm.unlink(missing_ok=True)
+        Path(f"{warm}.json").unlink(missing_ok=True)
+    return rows
+
+
+Truth = dict[str, Any] | None
+
+
+def _ours_decode(
+    read_packets: Callable[..., Any], capture: Path, truth: Truth, runs: int, chunk: int, tag: str
+) -> Row:
+    row = Row("decode", "ours: decode (read_packets)" + tag, "in-process")
+
+    def once() -> tuple[float, tuple[int, int, int]]:
+        n = ok = wire = 0
+        t0 = time.perf_counter()
+        for b in read_packets([capture], chunk_packets=chunk):
+            n += len(b)
+            ok += int((b.status == 0).sum())
+            wire += int(b.wire_len.sum(dtype="uint64"))
+        return time.perf_counter() - t0, (n, ok, wire)
+
+    row.seconds, row.runs, (n, ok, wire) = median_of(runs, once)
+    row.counted = n
+    row.note = "incl. status==0 count and wire_len sum per batch"
+    row.detail = {"decoded_ok": ok, "wire_bytes": wire}
+    if truth:
+        good = n == truth["packets"] and wire == truth["wire_bytes"] and ok == n
+        row.check = "ok" if good else f"MISMATCH packets {n}/{truth['packets']} ok={ok}"
+    return row
+
+
+def _ours_flows(
+    read_packets: Callable[..., Any],
+    flow_table: type,
+    capture: Path,
+    truth: Truth,
+    runs: int,
+    chunk: int,
+    tag: str,
+) -> Row:
+    row = Row("flows", "ours: decode + flow table" + tag, "in-process")
+
+    def once() -> tuple[float, tuple[int, int, float]]:
+        t0 = time.perf_counter()
+        ft = flow_table(idle_timeout=120.0, active_timeout=1800.0)
+        for b in read_packets([capture], chunk_packets=chunk):
+            ft.ingest(b)
+        ft.flush()
+        t_frame = time.perf_counter()
+        df = ft.to_frame()
+        t1 = time.perf_counter()
+        return t1 - t0, (len(df), int(df["bidirectional_packets"].sum()), t1 - t_frame)
+
+    row.seconds, row.runs, (flows, pkts, t_frame) = median_of(runs, once)
+    row.flows, row.counted = flows, pkts
+    row.note = f"incl. to_frame ({t_frame:.2f} s of it)"
+    if truth:
+        want = truth["flows_with_timeouts"]["flows"]
+        good = flows == want and pkts == truth["packets"]
+        row.check = "ok" if good else f"MISMATCH flows {flows}/{want} packets {pkts}"
+    return row
+
+
+def _ours_command(
+    cmd: list[str], capture: Path, truth: Truth, runs: int, threads: int, tag: str
+) -> Row:
+    import pyarrow.parquet as pq
+    from peers import run_timed
+
+    row = Row("cmd", "ours: egress-detector flows" + tag, "whole-process")
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "flows.parquet"
+        full = [*cmd, "flows", str(capture), "-o", str(out)]
+        first = run_timed(full, env=env)  # may compile and write numba's cache
+        if first.returncode != 0:
+            row.error = f"exit {first.returncode}: {first.stderr.strip()[-300:]}"
+            return row
+        rss: list[float] = []
+
+        def once() -> tuple[float, None]:
+            t = run_timed(full, env=env)
+            if t.returncode != 0:
+                raise RuntimeError(t.stderr[-500:])
+            rss.append(t.maxrss_kib / 1024)
+            return t.seconds, None
+
+        row.seconds, row.runs, _ = median_of(runs, once)
+        table = pq.read_table(out, columns=["bidirectional_packets"])
+        row.flows = table.num_rows
+        row.counted = int(table.column("bidirectional_packets").to_numpy().sum())
+    row.maxrss_mib = max(rss)
+    row.note = f"first run {first.seconds:.1f} s (JIT/cache), NUMBA_NUM_THREADS={threads}"
+    row.detail = {"command": " ".join(full[:-4] + ["flows", "CAPTURE", "-o", "OUT"])}
+    if truth:
+        want = truth["flows_with_timeouts"]["flows"]
+        good = row.flows == want and row.counted == truth["packets"]
+        row.check = "ok" if good else f"MISMATCH flows {row.flows}/{want} packets {row.counted}"
+    return row
+
+
+# -------------------------------------------------------------------------- peers
+
+
+def measure_peers(
+    capture: Path,
+    truth: dict[str, Any] | None,
+    names: list[str],
+    runs: int,
+    scapy_prefix: int,
+    nfstream_meters: int | None,
+) -> list[Row]:
+    import peers
+
+    rows: list[Row] = []
+    for name in names:
+        peer = peers.PEERS[name]
+        row = Row(name, peer.label, peer.mode, note=peer.note)
+        why = peers.available(name)
+        if why:
+            row.error = f"skipped: {why}"
+            rows.append(row)
+            continue
+        kwargs: dict[str, Any] = {}
+        if name == "scapy":
+            kwargs["prefix"] = scapy_prefix
+        if name == "nfstream":
+            kwargs["n_meters"] = nfstream_meters
+        try:
+            peer.run(capture, **kwargs) if name in ("walk", "scapy") else None  # warm-up
+
+            def once(peer: Any = peer, kwargs: dict[str, Any] = kwargs) -> tuple[float, Any]:
+                r = peer.run(capture, **kwargs)
+                return r.seconds, r
+
+            row.seconds, row.runs, res = median_of(runs, once)
+        except Exception as exc:  # noqa: BLE001 - one broken peer must not stop the table
+            row.error = f"{type(exc).__name__}: {str(exc).strip()[-300:]}"
+            rows.append(row)
+            continue
+        row.counted, row.flows, row.detail = res.packets, res.flows, dict(res.detail)
+        row.maxrss_mib = row.detail.pop("maxrss_mib", None)
+        row.packets_in = res.packets if peer.prefix else None  # else: the file's count
+        if truth:
+            row.check = _peer_check(name, res, truth)
+        rows.append(row)
+    return rows
+
+
+def _peer_check(name: str, res: Any, truth: dict[str, Any]) -> str:
+    """Compare a peer's counts with the generator's truth; explain known differences."""
+    if name == "walk":
+        good = res.packets == truth["packets"] and res.detail["wire_bytes"] == truth["wire_bytes"]
+        return "ok" if good else f"MISMATCH {res.packets} packets"
+    if name == "dpkt":
+        good = res.packets == truth["packets"] and res.flows == truth["flows"]
+        return "ok (keys)" if good else f"flows {res.flows}/{truth['flows']} keys"
+    if name == "tshark":
+        good = (
+            res.flows == truth["flows_tcp"] and res.detail["conv_packets"] == truth["packets_tcp"]
+        )
+        return "ok (tcp)" if good else f"tcp convs {res.flows}/{truth['flows_tcp']}"
+    if name == "nfstream":
+        want = truth["flows_with_timeouts"]["flows"]
+        missing = truth["packets"] - res.packets
+        v6 = res.detail.get("by_ip_version", {}).get("ipv6", {}).get("packets", 0)
+        return (
+            f"packets -{missing:,} (ipv6 {v6:,}/{truth['packets_ipv6']:,}), "
+            f"flows {res.flows:,}/{want:,}"
+        )
+    return ""
+
+
+# -------------------------------------------------------------------------- table
+
+
+def print_table(rows: list[Row], capture: Path, truth: dict[str, Any] | None, args: Any) -> None:
+    size = capture.stat().st_size
+    total = truth["packets"] if truth else None
+    walk = next((r for r in rows if r.key == "walk" and r.counted), None)
+    if total is None and walk:
+        total = walk.counted
+    for r in rows:
+        if r.packets_in is None and r.seconds:
+            r.packets_in = total
+    nf = next((r.pps() for r in rows if r.key == "nfstream" and r.pps()), None)
+    floor = walk.pps() if walk else None
+
+    print(f"\n# capture: {capture} ({size / 1e6:,.1f} MB, {total:,} packets)")
+    if truth:
+        t = truth
+        print(
+            f"# truth: {t['flows']:,} keys, {t['flows_with_timeouts']['flows']:,} flows with"
+            f" timeouts, {t['packets_ipv6']:,} IPv6 packets ({t['packets_truncated_ipv6']:,}"
+            f" truncated), snaplen {'full' if t['args']['full_payload'] else t['args']['snaplen']}"
+        )
+    env = environment()
+    print("# " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    print(f"# medians of {args.runs} run(s); ratios: x nfstream = pps / nfstream pps,"
+          " x floor = pps / numba-walk pps\n")  # fmt: skip
+    head = (
+        f"{'row':44s} {'mode':13s} {'seconds':>9s} {'packets/s':>13s} {'MB/s':>9s}"
+        f" {'x nfstream':>10s} {'x floor':>8s} {'flows':>9s} {'RSS MiB':>8s}  check / note"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if r.error:
+            print(f"{r.label:44s} {r.mode:13s} {r.error}")
+            continue
+        pps = r.pps()
+        mbs = size / 1e6 / r.seconds if r.seconds else None
+        if r.key == "scapy" and pps and total:
+            mbs = pps * size / total / 1e6  # prefix: bytes scale with packets
+        cols = [
+            f"{r.label:44s}",
+            f"{r.mode:13s}",
+            f"{r.seconds:9.3f}" if r.seconds is not None else f"{'-':>9s}",
+            f"{pps:13,.0f}" if pps else f"{'-':>13s}",
+            f"{mbs:9,.1f}" if mbs else f"{'-':>9s}",
+            f"{pps / nf:10.2f}" if pps and nf else f"{'-':>10s}",
+            f"{pps / floor:8.3f}" if pps and floor else f"{'-':>8s}",
+            f"{r.flows:9,d}" if r.flows is not None else f"{'-':>9s}",
+            f"{r.maxrss_mib:8,.0f}" if r.maxrss_mib else f"{'-':>8s}",
+        ]
+        note = "; ".join(x for x in (r.check, r.note) if x)
+        print(" ".join(cols) + "  " + note)
+    cmd_rows = [r for r in rows if r.key == "cmd" and r.maxrss_mib]
+    for r in cmd_rows:
+        print(f"\n# peak RSS of {r.label.split(': ', 1)[1]}: {r.maxrss_mib:,.0f} MiB")
+
+
+# --------------------------------------------------------------------------- main
+
+ALL_ROWS = ["cat", "walk", "decode", "flows", "cmd", "nfstream", "dpkt", "scapy", "tshark"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description="Capture-core benchmark.", formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("capture", nargs="?", type=Path, help="pcap to use (default: generate)")
+    ap.add_argument("--packets", type=int, default=2_000_000)
+    ap.add_argument("--flows", type=int, default=100_000)
+    ap.add_argument("--snaplen", type=int, default=128)
+    ap.add_argument("--full-payload", action="store_true")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="200k packets, 1 run, small prefix")
+    ap.add_argument("--runs", type=int, default=3, help="runs per row (median reported)")
+    ap.add_argument(
+        "--threads",
+        default=None,
+        help="comma-separated numba thread counts for our rows, e.g. 1,2 (default: 1,<cores>)",
+    )
+    ap.add_argument("--chunk-packets", type=int, default=1 << 20)
+    ap.add_argument("--rows", default=",".join(ALL_ROWS), help="subset of: " + ",".join(ALL_ROWS))
+    ap.add_argument("--skip-ours", action="store_true", help="floor and peers only")
+    ap.add_argument("--scapy-prefix", type=int, default=20_000)
+    ap.add_argument("--nfstream-meters", type=int, default=None, help="default: nfstream's")
+    ap.add_argument("--cmd", default=None, help="our command (default: egress-detector)")
+    ap.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.packets, args.flows = 200_000, 10_000
+        args.runs = 1
+        args.scapy_prefix = min(args.scapy_prefix, 5_000)
+    cores = os.cpu_count() or 1
+    spec = args.threads or ",".join(dict.fromkeys(["1", str(cores)]))
+    args.thread_list = [int(x) for x in spec.split(",") if x]
+    unknown = set(args.rows.split(",")) - set(ALL_ROWS)
+    if unknown:
+        ap.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Before numba is imported anywhere in this process (see the note at the top).
+    os.environ["NUMBA_NUM_THREADS"] = str(max(args.thread_list))
+    wanted = set(args.rows.split(","))
+    ours_wanted = wanted & {"decode", "flows", "cmd"}
+    if ours_wanted and not args.skip_ours:
+        import_ours()  # fail fast, before generating or running peers
+
+    capture = ensure_capture(args)
+    truth = load_truth(capture)
+    warm_page_cache(capture)
+
+    rows = measure_peers(capture, truth, [n for n in ("cat", "walk") if n in wanted], args.runs,
+                         args.scapy_prefix, args.nfstream_meters)  # fmt: skip
+    if ours_wanted and not args.skip_ours:
+        cmd = args.cmd.split() if args.cmd else our_command()
+        rows += measure_ours(
+            capture, truth, args.thread_list, args.runs, args.chunk_packets, cmd, ours_wanted
+        )
+    peer_names = [n for n in ("nfstream", "dpkt", "scapy", "tshark") if n in wanted]
+    rows += measure_peers(
+        capture, truth, peer_names, args.runs, args.scapy_prefix, args.nfstream_meters
+    )
+    print_table(rows, capture, truth, args)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "capture": str(capture),
+                    "truth": truth,
+                    "environment": environment(),
+                    "rows": [{**r.__dict__, "packets_per_s": r.pps()} for r in rows],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"bench_core: {exc}")

@@ -1,0 +1,73 @@
+"""One place for numba's compile options, so no kernel hard-codes them.
+
+* ``EGRESS_DETECTOR_BOUNDSCHECK=1`` compiles every kernel with bounds checking
+  (an out-of-range index raises instead of reading past a buffer). The fuzz tests
+  run that way. Caching is off then, so a checked build never lands in, or is
+  loaded from, the cache the fast build uses.
+* The cache lives in a directory we can write even when site-packages is
+  read-only: ``$EGRESS_DETECTOR_CACHE_DIR``, else ``$NUMBA_CACHE_DIR``, else
+  ``$XDG_CACHE_HOME/egress-detector/numba`` (``~/.cache/...``).
+
+Every kernel module imports its options from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numba
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("EGRESS_DETECTOR_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "egress-detector" / "numba"
+
+
+def _kernel_fingerprint() -> str:
+    """A hash of every kernel source file.
+
+    numba's cache checks only the file that defines a function, not the helpers
+    inlined into it from other files: an edited ``decode.py`` would leave a stale
+    ``records.py`` kernel in the cache. Keying the cache directory on all kernel
+    sources (and numba's version) makes any change recompile everything.
+    """
+    digest = hashlib.sha256(numba.__version__.encode())
+    for source in sorted((Path(__file__).parent / "_kernels").glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+BOUNDSCHECK: bool = os.environ.get("EGRESS_DETECTOR_BOUNDSCHECK", "") == "1"
+CACHE_DIR: Path = _cache_dir() / _kernel_fingerprint()
+CACHE: bool = not BOUNDSCHECK
+
+if CACHE:
+    try:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError:  # an unwritable home: compile every run rather than fail
+        CACHE = False
+
+if CACHE:
+    # numba reads this when a kernel is first cached or loaded, not at import.
+    numba.config.CACHE_DIR = str(CACHE_DIR)
+
+# Kernels: nopython, no Python objects; fastmath is off because we do no float
+# reductions where reassociation would pay, and exact integer results matter.
+KERNEL = dict(cache=CACHE, boundscheck=BOUNDSCHECK, nogil=True)
+# Per-packet helpers are inlined at numba IR level: a normal call would incref and
+# decref every array argument per packet, the 6x trap in PERF-NOTES.
+INLINE = dict(cache=CACHE, boundscheck=BOUNDSCHECK, inline="always")
+
+
+def is_compiled_cache_warm() -> bool:
+    """True when compiled kernels are already in the cache (start-up will be fast)."""
+    if not CACHE:
+        return False
+    return any(CACHE_DIR.rglob("*.nbi"))

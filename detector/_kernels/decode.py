@@ -1,0 +1,403 @@
+"""Decode one captured frame: link layer → IP → transport ports and flags.
+
+``decode_frame`` is a pure function of the buffer and a record's position. It
+never reads at or past ``off + caplen`` (the callers guarantee that lies inside
+the buffer) and never raises: a frame that is not IP, cut short or malformed is
+reported through its status code. Field meanings are in docs/flows.md.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._jit import INLINE
+
+# Link types (https://www.tcpdump.org/linktypes.html)
+LINKTYPE_NULL = 0  # BSD loopback, address family in host byte order
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_BSD_A = 12  # DLT_RAW on some BSDs
+LINKTYPE_RAW_BSD_B = 14  # DLT_RAW on OpenBSD
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108  # OpenBSD loopback, address family in network byte order
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_PPP = 9  # RFC 1661, optional HDLC-like address/control bytes
+LINKTYPE_PPP_HDLC = 50  # RFC 1662 framing
+LINKTYPE_C_HDLC = 104  # Cisco HDLC: address, control, ethertype
+LINKTYPE_NFLOG = 239  # Linux netfilter log: TLVs, the packet in NFULA_PAYLOAD
+
+# Ethertypes
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_8021Q = 0x8100  # IEEE 802.1Q C-tag
+ETHERTYPE_8021AD = 0x88A8  # IEEE 802.1ad S-tag (QinQ)
+ETHERTYPE_QINQ_OLD = 0x9100  # pre-standard QinQ
+ETHERTYPE_MPLS = 0x8847
+ETHERTYPE_MPLS_MCAST = 0x8848
+ETHERTYPE_PPPOE_SESSION = 0x8864  # RFC 2516
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
+PPP_MPLS_UNICAST = 0x0281
+PPP_MPLS_MULTICAST = 0x0283
+ETHERTYPE_PBB = 0x88E7  # IEEE 802.1ah backbone I-tag, then a whole customer Ethernet header
+ETHERTYPE_VNTAG = 0x8926  # Cisco VN-Tag
+NFULA_PAYLOAD = 9
+ETHERTYPE_UNKNOWN_VERSION = -1  # look at the IP version nibble (raw IP, MPLS payload)
+
+# Address families seen in the 4-byte loopback header (Linux, BSDs, macOS).
+AF_INET = 2
+AF_INET6_LINUX = 10
+AF_INET6_NETBSD = 24
+AF_INET6_FREEBSD = 28
+AF_INET6_DARWIN = 30
+
+# IP protocol numbers
+IPPROTO_HOPOPTS = 0
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ROUTING = 43
+IPPROTO_FRAGMENT = 44
+IPPROTO_AH = 51
+IPPROTO_ICMPV6 = 58
+IPPROTO_DSTOPTS = 60
+IPPROTO_MOBILITY = 135
+IPPROTO_HIP = 139
+IPPROTO_SHIM6 = 140
+IPPROTO_SCTP = 132
+IPPROTO_UDPLITE = 136
+
+# Packet status codes (docs/flows.md)
+STATUS_OK = 0
+STATUS_NOT_IP = 1
+STATUS_UNKNOWN_LINKTYPE = 2
+STATUS_TRUNCATED = 3
+STATUS_MALFORMED = 4
+STATUS_NAMES = ("decoded", "not IP", "unknown link type", "IP header cut short", "malformed IP")
+
+NO_VLAN = 0xFFFF
+IPV4_MAPPED_PREFIX = np.uint64(0x0000FFFF00000000)  # ::ffff:0:0/96, low half
+
+MAX_TAGS = 8  # VLAN tags / MPLS labels followed before giving up: hostile stacks cost bounded work
+MAX_EXT_HEADERS = 12
+
+
+@njit(**INLINE)
+def u16be(buf, i):
+    return (np.int64(buf[i]) << 8) | np.int64(buf[i + 1])
+
+
+@njit(**INLINE)
+def u32be(buf, i):
+    return (
+        (np.int64(buf[i]) << 24)
+        | (np.int64(buf[i + 1]) << 16)
+        | (np.int64(buf[i + 2]) << 8)
+        | np.int64(buf[i + 3])
+    )
+
+
+@njit(**INLINE)
+def u32le(buf, i):
+    return (
+        (np.int64(buf[i + 3]) << 24)
+        | (np.int64(buf[i + 2]) << 16)
+        | (np.int64(buf[i + 1]) << 8)
+        | np.int64(buf[i])
+    )
+
+
+@njit(**INLINE)
+def u64be(buf, i):
+    return (
+        (np.uint64(buf[i]) << 56)
+        | (np.uint64(buf[i + 1]) << 48)
+        | (np.uint64(buf[i + 2]) << 40)
+        | (np.uint64(buf[i + 3]) << 32)
+        | (np.uint64(buf[i + 4]) << 24)
+        | (np.uint64(buf[i + 5]) << 16)
+        | (np.uint64(buf[i + 6]) << 8)
+        | np.uint64(buf[i + 7])
+    )
+
+
+@njit(**INLINE)
+def _loopback_ethertype(af):
+    if af == AF_INET:
+        return ETHERTYPE_IPV4
+    if af == AF_INET6_LINUX or af == AF_INET6_NETBSD or af == AF_INET6_FREEBSD:
+        return ETHERTYPE_IPV6
+    if af == AF_INET6_DARWIN:
+        return ETHERTYPE_IPV6
+    return 0
+
+
+@njit(**INLINE)
+def _ppp_ethertype(ppp):
+    if ppp == PPP_IPV4:
+        return ETHERTYPE_IPV4
+    if ppp == PPP_IPV6:
+        return ETHERTYPE_IPV6
+    if ppp == PPP_MPLS_UNICAST or ppp == PPP_MPLS_MULTICAST:
+        return ETHERTYPE_MPLS
+    return 0
+
+
+@njit(**INLINE)
+def decode_frame(buf, off, caplen, linktype):
+    """Decode the frame at ``buf[off:off+caplen]``.
+
+    Returns ``(status, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, sport,
+    dport, tcp_flags, vlan, frag, frag_id)``.
+    """
+    end = off + caplen
+    p = off
+    vlan = NO_VLAN
+    src_hi = np.uint64(0)
+    src_lo = np.uint64(0)
+    dst_hi = np.uint64(0)
+    dst_lo = np.uint64(0)
+    z = np.int64(0)
+
+    # ---- link layer: find where the network layer starts and its ethertype
+    if linktype == LINKTYPE_ETHERNET:
+        if p + 14 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        et = u16be(buf, p + 12)
+        p += 14
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if p + 16 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        et = u16be(buf, p + 14)
+        p += 16
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if p + 20 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        et = u16be(buf, p)
+        p += 20
+    elif (
+        linktype == LINKTYPE_RAW
+        or linktype == LINKTYPE_RAW_BSD_A
+        or linktype == LINKTYPE_RAW_BSD_B
+    ):
+        et = ETHERTYPE_UNKNOWN_VERSION
+    elif linktype == LINKTYPE_IPV4 or linktype == LINKTYPE_IPV6:
+        # Trust the version nibble over the link type, as Wireshark does.
+        et = ETHERTYPE_UNKNOWN_VERSION
+    elif linktype == LINKTYPE_PPP or linktype == LINKTYPE_PPP_HDLC:
+        if p + 2 <= end and buf[p] == 0xFF and buf[p + 1] == 0x03:
+            p += 2
+        if p + 1 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        if buf[p] & 1:  # RFC 1661 protocol-field compression: one byte
+            et = _ppp_ethertype(np.int64(buf[p]))
+            p += 1
+        else:
+            if p + 2 > end:
+                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            et = _ppp_ethertype(u16be(buf, p))
+            p += 2
+    elif linktype == LINKTYPE_C_HDLC:
+        if p + 4 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        et = u16be(buf, p + 2)
+        p += 4
+    elif linktype == LINKTYPE_NFLOG:
+        # 4-byte header, then TLVs whose length and type are in the capturing
+        # host's byte order (little-endian on every Linux seen in practice).
+        et = 0
+        q = p + 4
+        for _ in range(32):
+            if q + 4 > end:
+                break
+            tlv_len = (np.int64(buf[q + 1]) << 8) | np.int64(buf[q])
+            tlv_type = (np.int64(buf[q + 3]) << 8) | np.int64(buf[q + 2])
+            if tlv_len < 4:
+                break
+            if tlv_type == NFULA_PAYLOAD:
+                p = q + 4
+                et = ETHERTYPE_UNKNOWN_VERSION
+                break
+            q += (tlv_len + 3) & ~3
+        if et == 0:
+            return STATUS_NOT_IP, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+    elif linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
+        if p + 4 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        if linktype == LINKTYPE_LOOP:
+            et = _loopback_ethertype(u32be(buf, p))
+        else:
+            # Host byte order of the machine that captured: try both, as
+            # libpcap's readers do (a family value always fits in 16 bits).
+            af = u32le(buf, p)
+            if af > 0xFFFF:
+                af = u32be(buf, p)
+            et = _loopback_ethertype(af)
+        p += 4
+    else:
+        return STATUS_UNKNOWN_LINKTYPE, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+
+    # ---- tags and shims between link and network layer, bounded in count
+    for _ in range(MAX_TAGS):
+        if et == ETHERTYPE_8021Q or et == ETHERTYPE_8021AD or et == ETHERTYPE_QINQ_OLD:
+            if p + 4 > end:
+                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            if vlan == NO_VLAN:
+                vlan = u16be(buf, p) & 0x0FFF
+            et = u16be(buf, p + 2)
+            p += 4
+        elif et == ETHERTYPE_MPLS or et == ETHERTYPE_MPLS_MCAST:
+            bottom = False
+            for _label in range(MAX_TAGS):
+                if p + 4 > end:
+                    return (STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo,
+                            z, z, z, vlan, 0, z)
+                bottom = (buf[p + 2] & 1) == 1
+                p += 4
+                if bottom:
+                    break
+            if not bottom:
+                return STATUS_MALFORMED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            et = ETHERTYPE_UNKNOWN_VERSION
+        elif et == ETHERTYPE_PPPOE_SESSION:
+            if p + 8 > end:
+                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            et = _ppp_ethertype(u16be(buf, p + 6))
+            p += 8
+        elif et == ETHERTYPE_PBB:
+            if p + 18 > end:
+                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            et = u16be(buf, p + 16)
+            p += 18
+        elif et == ETHERTYPE_VNTAG:
+            if p + 6 > end:
+                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            et = u16be(buf, p + 4)
+            p += 6
+        elif 0 <= et < 0x0600:
+            # IEEE 802.3 length field: only LLC/SNAP (AA AA 03, OUI, type) carries IP.
+            if p + 8 <= end and buf[p] == 0xAA and buf[p + 1] == 0xAA and buf[p + 2] == 0x03:
+                et = u16be(buf, p + 6)
+                p += 8
+            else:
+                et = 0
+                break
+        else:
+            break
+
+    if et == ETHERTYPE_UNKNOWN_VERSION:
+        if p >= end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        version = buf[p] >> 4
+        if version == 4:
+            et = ETHERTYPE_IPV4
+        elif version == 6:
+            et = ETHERTYPE_IPV6
+        else:
+            et = 0
+
+    # ---- network layer
+    frag = 0
+    frag_id = z
+    if et == ETHERTYPE_IPV4:
+        if p + 20 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        ihl = np.int64(buf[p] & 0x0F) * 4
+        if (buf[p] >> 4) != 4 or ihl < 20:
+            return STATUS_MALFORMED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        ip_version = 4
+        proto = np.int64(buf[p + 9])
+        src_lo = IPV4_MAPPED_PREFIX | np.uint64(u32be(buf, p + 12))
+        dst_lo = IPV4_MAPPED_PREFIX | np.uint64(u32be(buf, p + 16))
+        frag_word = u16be(buf, p + 6)
+        frag_offset = frag_word & 0x1FFF
+        more_fragments = (frag_word & 0x2000) != 0
+        if frag_offset != 0 or more_fragments:
+            frag = 1
+            frag_id = u16be(buf, p + 4)
+            if frag_offset != 0:
+                # No transport header here; the flow table finds the ports.
+                return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
+                        z, z, z, vlan, frag, frag_id)
+            frag = 3
+        p += ihl
+    elif et == ETHERTYPE_IPV6:
+        if p + 40 > end:
+            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        if (buf[p] >> 4) != 6:
+            return STATUS_MALFORMED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        ip_version = 6
+        proto = np.int64(buf[p + 6])
+        src_hi = u64be(buf, p + 8)
+        src_lo = u64be(buf, p + 16)
+        dst_hi = u64be(buf, p + 24)
+        dst_lo = u64be(buf, p + 32)
+        p += 40
+        for _ in range(MAX_EXT_HEADERS):
+            if (
+                proto == IPPROTO_HOPOPTS
+                or proto == IPPROTO_ROUTING
+                or proto == IPPROTO_DSTOPTS
+                or proto == IPPROTO_MOBILITY
+                or proto == IPPROTO_HIP
+                or proto == IPPROTO_SHIM6
+            ):
+                if p + 2 > end:
+                    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
+                            z, z, z, vlan, frag, frag_id)
+                nxt = np.int64(buf[p])
+                p += (np.int64(buf[p + 1]) + 1) * 8
+                proto = nxt
+            elif proto == IPPROTO_AH:
+                if p + 2 > end:
+                    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
+                            z, z, z, vlan, frag, frag_id)
+                nxt = np.int64(buf[p])
+                p += (np.int64(buf[p + 1]) + 2) * 4
+                proto = nxt
+            elif proto == IPPROTO_FRAGMENT:
+                if p + 8 > end:
+                    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
+                            z, z, z, vlan, frag, frag_id)
+                nxt = np.int64(buf[p])
+                frag_word = u16be(buf, p + 2)
+                frag_offset = frag_word >> 3
+                more_fragments = (frag_word & 1) != 0
+                proto = nxt
+                # RFC 6946: offset 0 without M is an "atomic fragment": a whole packet.
+                if frag_offset != 0 or more_fragments:
+                    frag = 1
+                    frag_id = u32be(buf, p + 4)
+                    if frag_offset != 0:
+                        return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
+                                z, z, z, vlan, frag, frag_id)
+                    frag = 3
+                p += 8
+            else:
+                break
+    elif et == 0:
+        return STATUS_NOT_IP, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+    else:
+        return STATUS_NOT_IP, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+
+    # ---- transport: ports when their bytes were captured, flags when theirs were
+    sport = z
+    dport = z
+    flags = z
+    if proto == IPPROTO_TCP:
+        if p + 4 <= end:
+            sport = u16be(buf, p)
+            dport = u16be(buf, p + 2)
+            if p + 14 <= end:
+                flags = u16be(buf, p + 12) & 0x0FFF
+    elif proto == IPPROTO_UDP or proto == IPPROTO_SCTP or proto == IPPROTO_UDPLITE:
+        if p + 4 <= end:
+            sport = u16be(buf, p)
+            dport = u16be(buf, p + 2)
+    elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+        if p + 2 <= end:
+            sport = np.int64(buf[p])
+            dport = np.int64(buf[p + 1])
+    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
+            sport, dport, flags, vlan, frag, frag_id)

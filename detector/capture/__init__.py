@@ -1,0 +1,17 @@
+"""Where packets come from: capture files (pcap, pcapng, gzip) — and later the
+live mirror-port ring and pcap streams on stdin."""
+
+from .batch import BATCH_DTYPES, BYTES_PER_PACKET, PacketBatch, address_text, concat
+from .files import CaptureProblem, CaptureReader, CaptureStats, read_packets
+
+__all__ = [
+    "BATCH_DTYPES",
+    "BYTES_PER_PACKET",
+    "CaptureProblem",
+    "CaptureReader",
+    "CaptureStats",
+    "PacketBatch",
+    "address_text",
+    "concat",
+    "read_packets",
+]

@@ -1,0 +1,99 @@
+"""The packet batch: one struct-of-arrays chunk of decoded packets."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .._kernels.decode import STATUS_NAMES
+
+# Column name → dtype. The order is the kernels' argument order.
+BATCH_DTYPES: dict[str, type[np.generic]] = {
+    "ts_ns": np.int64,
+    "interface": np.int32,
+    "src_hi": np.uint64,
+    "src_lo": np.uint64,
+    "dst_hi": np.uint64,
+    "dst_lo": np.uint64,
+    "sport": np.uint16,
+    "dport": np.uint16,
+    "proto": np.uint8,
+    "ip_version": np.uint8,
+    "wire_len": np.uint32,
+    "cap_len": np.uint32,
+    "tcp_flags": np.uint16,
+    "vlan": np.uint16,
+    "frag": np.uint8,
+    "frag_id": np.uint32,
+    "offset": np.int64,
+    "status": np.uint8,
+}
+
+BYTES_PER_PACKET = sum(np.dtype(t).itemsize for t in BATCH_DTYPES.values())
+
+
+@dataclass
+class PacketBatch:
+    """Decoded packets, one row each (see docs/flows.md for every field)."""
+
+    ts_ns: np.ndarray
+    interface: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    proto: np.ndarray
+    ip_version: np.ndarray
+    wire_len: np.ndarray
+    cap_len: np.ndarray
+    tcp_flags: np.ndarray
+    vlan: np.ndarray
+    frag: np.ndarray
+    frag_id: np.ndarray
+    offset: np.ndarray
+    status: np.ndarray
+
+    @classmethod
+    def empty(cls, capacity: int) -> PacketBatch:
+        return cls(**{name: np.empty(capacity, dtype) for name, dtype in BATCH_DTYPES.items()})
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def head(self, n: int) -> PacketBatch:
+        """The first ``n`` rows (views, no copy)."""
+        return PacketBatch(*(a[:n] for a in self.arrays()))
+
+    def copy(self) -> PacketBatch:
+        return PacketBatch(*(a.copy() for a in self.arrays()))
+
+    def __len__(self) -> int:
+        return int(self.ts_ns.shape[0])
+
+    def src_ip(self, i: int) -> str:
+        return address_text(int(self.src_hi[i]), int(self.src_lo[i]))
+
+    def dst_ip(self, i: int) -> str:
+        return address_text(int(self.dst_hi[i]), int(self.dst_lo[i]))
+
+    def status_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.status, minlength=len(STATUS_NAMES))
+        return {STATUS_NAMES[i]: int(c) for i, c in enumerate(counts) if c and i < len(STATUS_NAMES)}
+
+
+def address_text(hi: int, lo: int) -> str:
+    """Text form of a 128-bit address; IPv4-mapped addresses print as IPv4."""
+    value = (hi << 64) | lo
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address(value))
+
+
+def concat(batches: list[PacketBatch]) -> PacketBatch:
+    if not batches:
+        return PacketBatch.empty(0)
+    return PacketBatch(*(np.concatenate(cols) for cols in zip(*(b.arrays() for b in batches))))

@@ -1,0 +1,420 @@
+"""Read capture files (pcap, pcapng, either gzip-compressed) into packet batches.
+
+The file is read sequentially into one reused buffer; a numba kernel walks the
+records in it and decodes every packet. Memory stays bounded by the buffer and
+the batch size whatever the file size. Damage stops the reading of that file
+with a :class:`CaptureProblem` naming the byte offset; every packet before it has
+already been delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .._kernels import records as rk
+from .._kernels.decode import STATUS_NAMES, STATUS_UNKNOWN_LINKTYPE
+from ..errors import CaptureError, DecodeError
+from .batch import PacketBatch
+
+GZIP_MAGIC = b"\x1f\x8b"
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+# Classic pcap magic as the bytes appear on disk → (big_endian, nanosecond)
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": (False, False),
+    b"\x4d\x3c\xb2\xa1": (False, True),
+    b"\xa1\xb2\xc3\xd4": (True, False),
+    b"\xa1\xb2\x3c\x4d": (True, True),
+}
+PCAP_HEADER_BYTES = 24
+
+DEFAULT_BUFFER_BYTES = 32 << 20
+DEFAULT_BATCH_PACKETS = 1 << 18
+MAX_INTERFACES = 1 << 16  # pcapng interface ids are 32-bit; 65,536 is far beyond real files
+
+LINKTYPE_NAMES = {
+    0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP",
+    108: "OpenBSD loopback", 113: "Linux cooked v1", 228: "IPv4", 229: "IPv6",
+    276: "Linux cooked v2", 105: "IEEE 802.11", 127: "802.11 radiotap", 9: "PPP",
+    192: "PPI", 195: "IEEE 802.15.4", 239: "NFLOG", 249: "Linux vsock",
+}
+
+
+@dataclass
+class CaptureProblem:
+    """Something wrong with a capture file, located by byte offset.
+
+    ``fatal`` problems stopped the reading of that file early; the others are
+    warnings (a last record cut short is normal for a capture still being written).
+    """
+
+    path: str
+    offset: int | None
+    message: str
+    fatal: bool
+
+    def __str__(self) -> str:
+        where = f"byte offset {self.offset}: " if self.offset is not None else ""
+        return f"{self.path}: {where}{self.message}"
+
+
+@dataclass
+class CaptureStats:
+    """What reading one file found."""
+
+    path: str
+    format: str = ""
+    compressed: bool = False
+    packets: int = 0
+    wire_bytes: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    linktypes: set[int] = field(default_factory=set)
+    status_counts: np.ndarray = field(
+        default_factory=lambda: np.zeros(len(STATUS_NAMES), dtype=np.int64)
+    )
+    unknown_linktype_packets: dict[int, int] = field(default_factory=dict)
+    counters: np.ndarray = field(default_factory=lambda: np.zeros(rk.N_COUNTERS, dtype=np.int64))
+    problems: list[CaptureProblem] = field(default_factory=list)
+    bytes_consumed: int = 0
+
+
+class _GzipStream:
+    """A gzip reader that keeps every byte decompressed before damage.
+
+    ``gzip.GzipFile`` raises on a stream cut short and drops what it had
+    decompressed in that call; a capture still being written is cut short by
+    nature, so we drive zlib ourselves. Concatenated members are read in turn.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(wbits=31)
+        self._started = False  # has the current member received any input?
+        self._tail = b""  # compressed bytes read from disk but not yet inflated
+        self.error: str | None = None
+        self.truncated = False
+
+    def read(self, size: int) -> bytes:
+        out: list[bytes] = []
+        have = 0
+        while have < size and self.error is None:
+            data, self._tail = (self._tail, b"") if self._tail else (self._raw.read(1 << 20), b"")
+            if not data:
+                self.truncated = self._started and not self._inflate.eof
+                break
+            self._started = True
+            try:
+                piece = self._inflate.decompress(data, size - have)
+            except zlib.error as exc:
+                self.error = f"gzip data is corrupt ({exc})"
+                break
+            out.append(piece)
+            have += len(piece)
+            if self._inflate.eof:
+                rest = self._inflate.unused_data
+                self._inflate = zlib.decompressobj(wbits=31)
+                self._started = False
+                # Zero padding after the last member is common (tape, dd); ignore it.
+                self._tail = rest if rest.strip(b"\x00") else b""
+            else:
+                self._tail = self._inflate.unconsumed_tail
+        return b"".join(out)
+
+
+def _describe_unknown_start(head: bytes) -> str:
+    if not head:
+        return "the file is empty (0 bytes)"
+    shown = head[:8].hex(" ")
+    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head[:64])
+    if printable >= min(len(head), 64) * 0.9:
+        text = head[:24].decode("ascii", "replace").split("\n")[0]
+        return f"not a pcap or pcapng file: it looks like text ({text!r})"
+    return f"not a pcap or pcapng file (it starts with {shown})"
+
+
+class CaptureReader:
+    """Iterate over the packets of one capture file, in batches.
+
+    >>> for batch in CaptureReader("incident.pcap.gz"):
+    ...     print(len(batch), batch.ts_ns[0])
+
+    ``reuse_batch=True`` yields the same arrays each time (fastest; a consumer
+    that keeps a batch must ``copy()`` it).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_packets: int = DEFAULT_BATCH_PACKETS,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        reuse_batch: bool = False,
+    ) -> None:
+        self.path = str(path)
+        self.batch_packets = batch_packets
+        self.buffer_bytes = max(buffer_bytes, rk.MAX_BLOCK_BYTES * 2)
+        self.reuse_batch = reuse_batch
+        self.stats = CaptureStats(path=self.path)
+
+    # -- opening -----------------------------------------------------------------
+    def _open(self) -> tuple[BinaryIO, _GzipStream | None, bytes]:
+        try:
+            raw = open(self.path, "rb")  # noqa: SIM115  (closed by the iterator)
+        except FileNotFoundError:
+            raise CaptureError(f"{self.path}: no such file") from None
+        except IsADirectoryError:
+            raise CaptureError(f"{self.path}: is a directory, not a capture file") from None
+        except OSError as exc:
+            raise CaptureError(f"{self.path}: cannot open: {exc.strerror}") from None
+        head = raw.read(4)
+        if head[:2] == GZIP_MAGIC:
+            raw.seek(0)
+            stream = _GzipStream(raw)
+            self.stats.compressed = True
+            return raw, stream, stream.read(4)
+        return raw, None, head
+
+    def __iter__(self) -> Iterator[PacketBatch]:
+        raw, gz, head = self._open()
+        try:
+            yield from self._read(raw, gz, head)
+        finally:
+            raw.close()
+
+    def _read(self, raw: BinaryIO, gz: _GzipStream | None, head: bytes) -> Iterator[PacketBatch]:
+        stats = self.stats
+        if head == PCAPNG_MAGIC:
+            stats.format = "pcapng"
+        elif head in PCAP_MAGICS:
+            stats.format = "pcap"
+        else:
+            what = _describe_unknown_start(head)
+            if gz is not None:
+                what = "gzip-compressed, but " + what
+                if gz.error or (gz.truncated and not head):
+                    what = f"gzip stream unreadable ({gz.error or 'cut short'})"
+            raise CaptureError(
+                f"{self.path}: {what}; expected pcap or pcapng "
+                "(tcpdump -w, dumpcap, Wireshark; editcap -F pcap converts other formats)"
+            )
+
+        buf = np.empty(self.buffer_bytes, dtype=np.uint8)
+        view = memoryview(buf)
+        buf[:4] = np.frombuffer(head, dtype=np.uint8)
+        filled = 4
+        base = 0  # file offset of buf[0] (decompressed offset for gzip)
+        eof = False
+
+        def refill() -> None:
+            nonlocal filled, eof
+            while filled < buf.shape[0] and not eof:
+                if gz is None:
+                    n = raw.readinto(view[filled:])  # type: ignore[attr-defined]
+                else:
+                    data = gz.read(buf.shape[0] - filled)
+                    n = len(data)
+                    buf[filled : filled + n] = np.frombuffer(data, dtype=np.uint8)
+                if not n:
+                    eof = True
+                else:
+                    filled += n
+
+        refill()
+        pos = 0
+        big_endian = nanosecond = False
+        linktype = snaplen = 0
+        if stats.format == "pcap":
+            if filled < PCAP_HEADER_BYTES:
+                raise CaptureError(
+                    f"{self.path}: the pcap file header is cut short ({filled} of 24 bytes)"
+                )
+            big_endian, nanosecond = PCAP_MAGICS[head]
+            order = ">" if big_endian else "<"
+            major, minor, _zone, _sigfigs, snaplen, linktype_field = np.frombuffer(
+                buf[4:24].tobytes(), dtype=np.dtype(f"{order}u2,{order}u2,{order}i4,"
+                                                    f"{order}u4,{order}u4,{order}u4")
+            )[0]
+            if major != 2:
+                raise CaptureError(
+                    f"{self.path}: byte offset 4: pcap version {major}.{minor} is not one we "
+                    "read (expected 2.4); the file may be damaged"
+                )
+            linktype = int(linktype_field) & 0xFFFF  # upper bits: FCS length flags
+            snaplen = int(snaplen)
+            stats.linktypes.add(linktype)
+            pos = PCAP_HEADER_BYTES
+
+        section = np.zeros(rk.SEC_FIELDS, dtype=np.int64)
+        interfaces = np.zeros((MAX_INTERFACES, rk.IF_COLUMNS), dtype=np.int64)
+        batch = PacketBatch.empty(self.batch_packets)
+        counters = stats.counters
+
+        while True:
+            if not self.reuse_batch and len(batch) == 0:
+                batch = PacketBatch.empty(self.batch_packets)
+            if stats.format == "pcap":
+                n, pos, why, detail = rk.walk_pcap(
+                    buf, pos, filled, big_endian, nanosecond, linktype, snaplen, base, 0,
+                    self.batch_packets, counters, *batch.arrays(),
+                )
+            else:
+                n, pos, why, detail = rk.walk_pcapng(
+                    buf, pos, filled, section, interfaces, base, 0, self.batch_packets,
+                    counters, *batch.arrays(),
+                )
+            if n:
+                out = batch.head(n)
+                self._account(out)
+                yield out
+                if not self.reuse_batch:
+                    batch = PacketBatch.empty(self.batch_packets)
+            stats.bytes_consumed = base + pos
+            if why == rk.WALK_OK and pos < filled:
+                continue  # the batch was full; more records in the buffer
+            if why in (rk.WALK_OK, rk.WALK_NEED_MORE):
+                if eof:
+                    if pos < filled:
+                        self._problem(
+                            base + pos,
+                            f"the last record is cut short ({filled - pos} bytes of it are in "
+                            "the file); normal for a capture still being written; "
+                            f"{stats.packets} packets before it were read",
+                            fatal=False,
+                        )
+                    break
+                # Slide the unread tail to the front and read on.
+                tail = filled - pos
+                buf[:tail] = buf[pos:filled]
+                base += pos
+                filled = tail
+                pos = 0
+                refill()
+                if filled == tail and eof and tail == 0:
+                    break
+                continue
+            self._problem(base + pos, self._walk_error(why, int(detail)), fatal=True)
+            break
+
+        if gz is not None:
+            if gz.error:
+                self._problem(base + filled, gz.error + f"; {stats.packets} packets before it were read", fatal=True)
+            elif gz.truncated:
+                self._problem(
+                    None,
+                    "the gzip stream ends early (file still being written, or copied "
+                    "before it was complete); every whole packet in it was read",
+                    fatal=False,
+                )
+        if stats.format == "pcapng":
+            n_if = int(section[rk.SEC_N_INTERFACES])
+            stats.linktypes.update(int(x) for x in interfaces[:n_if, rk.IF_LINKTYPE])
+        self._report_counters()
+
+    # -- bookkeeping ---------------------------------------------------------------
+    def _account(self, batch: PacketBatch) -> None:
+        s = self.stats
+        n = len(batch)
+        s.packets += n
+        s.wire_bytes += int(batch.wire_len.sum(dtype=np.int64))
+        first, last = int(batch.ts_ns.min()), int(batch.ts_ns.max())
+        s.first_ns = first if s.first_ns is None else min(s.first_ns, first)
+        s.last_ns = last if s.last_ns is None else max(s.last_ns, last)
+        s.status_counts += np.bincount(batch.status, minlength=len(STATUS_NAMES))[
+            : len(STATUS_NAMES)
+        ]
+
+    def _problem(self, offset: int | None, message: str, *, fatal: bool) -> None:
+        self.stats.problems.append(CaptureProblem(self.path, offset, message, fatal))
+
+    def _walk_error(self, why: int, detail: int) -> str:
+        kept = f"{self.stats.packets} packets before it were read"
+        if why == rk.WALK_RECORD_TOO_LONG:
+            return (
+                f"record length {detail} is beyond the 262144-byte limit: the file is damaged "
+                f"here; {kept}, the rest is skipped"
+            )
+        if why == rk.WALK_BAD_BLOCK:
+            return (
+                f"pcapng block length {detail} is impossible (damaged block); {kept}, "
+                "the rest is skipped"
+            )
+        if why == rk.WALK_BAD_SECTION:
+            return (
+                f"pcapng section header expected here (found 0x{detail:08x}); the file is "
+                f"damaged; {kept}, the rest is skipped"
+            )
+        if why == rk.WALK_BAD_VERSION:
+            return f"pcapng section of major version {detail} (expected 1); {kept}"
+        return f"unexpected reader state {why}; {kept}"
+
+    def _report_counters(self) -> None:
+        s = self.stats
+        c = s.counters
+        unknown = int(s.status_counts[STATUS_UNKNOWN_LINKTYPE])
+        if unknown:
+            names = ", ".join(
+                f"{lt} ({LINKTYPE_NAMES.get(lt, 'unsupported')})" for lt in sorted(s.linktypes)
+            )
+            self._problem(
+                None,
+                f"{unknown} packets of a link type we do not decode were counted and skipped "
+                f"(link types in file: {names})",
+                fatal=False,
+            )
+        if c[rk.COUNT_UNKNOWN_INTERFACE]:
+            self._problem(
+                None,
+                f"{c[rk.COUNT_UNKNOWN_INTERFACE]} packets name an interface the file never "
+                "described; skipped",
+                fatal=False,
+            )
+        if c[rk.COUNT_TOO_MANY_INTERFACES]:
+            self._problem(
+                None,
+                f"more than {MAX_INTERFACES} interfaces in one section; the extra ones were ignored",
+                fatal=False,
+            )
+
+
+def read_packets(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    batch_packets: int = DEFAULT_BATCH_PACKETS,
+    reuse_batch: bool = False,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+    stats_out: list[CaptureStats] | None = None,
+) -> Iterator[PacketBatch]:
+    """Packets of several files, in the order given, as one stream of batches.
+
+    Problems go to ``on_problem``; without one, the first fatal problem raises
+    :class:`DecodeError` (after the good packets before it were yielded) and
+    warnings are ignored. A file that cannot be read at all raises
+    :class:`CaptureError` unless ``on_problem`` is given.
+    """
+    for path in paths:
+        reader = CaptureReader(path, batch_packets=batch_packets, reuse_batch=reuse_batch)
+        if stats_out is not None:
+            stats_out.append(reader.stats)
+        try:
+            yield from reader
+        except CaptureError as exc:
+            if on_problem is None:
+                raise
+            on_problem(CaptureProblem(str(path), None, str(exc).removeprefix(f"{path}: "), True))
+            continue
+        for problem in reader.stats.problems:
+            if on_problem is not None:
+                on_problem(problem)
+            elif problem.fatal:
+                raise DecodeError(str(problem))
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    return Path(path).stat().st_size

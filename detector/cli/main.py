@@ -1,0 +1,236 @@
+"""Command line: argument parsing, exit codes and messages only; no logic."""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .. import __version__
+from ..errors import DetectorError
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit codes, the same for every command."""
+
+    OK = 0  # done; no alerts
+    ALERTS = 1  # done; alerts were raised
+    USAGE = 2  # bad command line, policy or configuration
+    UNREADABLE = 3  # some input could not be read completely (what was read is in the output)
+
+
+EXIT_CODES_HELP = """exit codes:
+  0  done (no alerts)
+  1  done, alerts raised
+  2  usage, policy or configuration error
+  3  some input could not be read completely; everything read before the damage
+     is in the output, and each problem is reported on stderr with its byte offset
+"""
+
+FLOWS_EPILOG = """examples:
+  egress-detector flows incident.pcap
+      print the flows of a capture as a table
+  egress-detector flows /var/captures/20260204-*.pcap.gz -o flows.parquet
+      rotated hourly captures, given in time order, read as one stream: flows
+      continue across files; Parquet for pandas, DuckDB or Spark
+  egress-detector flows mirror.pcapng --idle-timeout 60 -o flows.csv
+
+flow columns, timeouts and how packets are counted: docs/flows.md
+bytes are frame bytes on the wire (as tshark's conversation table counts them),
+correct even for headers-only captures (small snap length).
+
+""" + EXIT_CODES_HELP
+
+
+def _say(message: str) -> None:
+    print(f"egress-detector: {message}", file=sys.stderr, flush=True)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"must be at least 16, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="egress-detector",
+        description=(
+            "Find network egress that should not happen: isolated hosts talking "
+            "outside, off-hours bulk uploads, P2P and messaging apps. Reads pcap/pcapng "
+            "files (gzip too)."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error, show the full Python traceback (for bug reports)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    flows = commands.add_parser(
+        "flows",
+        help="write the bidirectional flows of captures (table, CSV, JSON lines, Parquet)",
+        description="Decode captures and write one record per bidirectional flow.",
+        epilog=FLOWS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    flows.add_argument("captures", nargs="+", metavar="CAPTURE",
+                       help="pcap or pcapng files, optionally gzip-compressed; rotated "
+                            "files in time order")
+    flows.add_argument("-o", "--output", metavar="FILE",
+                       help="write to FILE; the format follows the extension (.parquet, "
+                            ".csv, .jsonl) unless --format is given; default: a table on stdout")
+    flows.add_argument("--format", choices=["table", "csv", "jsonl", "parquet"],
+                       help="output format (default: from -o's extension, else table)")
+    flows.add_argument("--idle-timeout", type=_positive_float, default=120.0, metavar="SECONDS",
+                       help="close a flow after this long without packets (default: 120)")
+    flows.add_argument("--active-timeout", type=_positive_float, default=1800.0,
+                       metavar="SECONDS",
+                       help="close a flow this long after its first packet and start a new "
+                            "one (default: 1800)")
+    flows.add_argument("--max-flows", type=_positive_int, default=1_000_000, metavar="N",
+                       help="flows kept open at once; beyond it the least recently seen "
+                            "are closed early and counted (default: 1000000, about 216 "
+                            "bytes each)")
+    flows.add_argument("--top", type=int, metavar="N",
+                       help="table output: only the N flows with the most bytes")
+    flows.add_argument("-q", "--quiet", action="store_true",
+                       help="no summary or progress on stderr (problems are still reported)")
+    return parser
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    if args.output:
+        suffix = Path(args.output).suffix.lower()
+        return {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
+                ".json": "jsonl", ".ndjson": "jsonl"}.get(suffix, "table")
+    return "table"
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _progress(batches: Iterator, paths: Sequence[str], enabled: bool) -> Iterator:
+    """A progress bar by bytes of input, on stderr, only on a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield from batches
+        return
+    from tqdm import tqdm
+
+    total = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    with tqdm(total=total, unit="B", unit_scale=True, desc="reading", file=sys.stderr,
+              leave=False) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(int(batch.cap_len.sum()) + 16 * len(batch))
+
+
+def _run_flows(args: argparse.Namespace) -> ExitStatus:
+    from .. import _jit
+    from ..capture import CaptureProblem, CaptureStats
+    from ..flows.table import flows_from_captures
+    from ..flows.write import write_flows
+
+    fmt = _output_format(args)
+    if fmt == "parquet" and not args.output:
+        _say("Parquet output needs a file: add -o FILE.parquet")
+        return ExitStatus.USAGE
+    if not _jit.is_compiled_cache_warm() and not args.quiet:
+        _say(f"compiling the packet kernels for this machine (once, about 30 s; cached in "
+             f"{_jit.CACHE_DIR.parent})")
+
+    damaged = False
+
+    def on_problem(problem: CaptureProblem) -> None:
+        nonlocal damaged
+        damaged = damaged or problem.fatal
+        _say(("error: " if problem.fatal else "warning: ") + str(problem))
+
+    stats: list[CaptureStats] = []
+    started = time.perf_counter()
+    frame, table = flows_from_captures(
+        args.captures,
+        idle_timeout=args.idle_timeout,
+        active_timeout=args.active_timeout,
+        max_flows=args.max_flows,
+        on_problem=on_problem,
+        stats_out=stats,
+        progress=lambda b: _progress(b, args.captures, not args.quiet),
+    )
+    elapsed = time.perf_counter() - started
+    write_flows(frame, fmt, args.output, top=args.top)
+    if not args.quiet:
+        packets = sum(s.packets for s in stats)
+        wire = sum(s.wire_bytes for s in stats)
+        skipped = packets - table.packets
+        rate = packets / elapsed if elapsed > 0 else 0.0
+        line = (f"{len(stats)} file(s), {packets:,} packets ({_human_bytes(wire)} on the wire) "
+                f"→ {len(frame):,} flows in {elapsed:.2f} s ({rate / 1e6:.2f} M packets/s)")
+        if skipped:
+            line += f"; {skipped:,} packets carried no IP and are in no flow"
+        if table.evicted_flows:
+            line += (f"; {table.evicted_flows:,} flows closed early because the table was "
+                     "full (raise --max-flows)")
+        _say(line)
+    return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return ExitStatus.USAGE
+    try:
+        if args.command == "flows":
+            return _run_flows(args)
+    except DetectorError as exc:
+        if args.traceback:
+            raise
+        _say(f"error: {exc}")
+        return ExitStatus.UNREADABLE if _is_input_error(exc) else ExitStatus.USAGE
+    except BrokenPipeError:  # `egress-detector flows x.pcap | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitStatus.OK
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130  # the shell's convention for SIGINT
+    parser.error(f"unknown command {args.command}")
+    return ExitStatus.USAGE
+
+
+def _is_input_error(exc: DetectorError) -> bool:
+    from ..errors import CaptureError
+
+    return isinstance(exc, CaptureError)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(int(main()))
