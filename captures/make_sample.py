@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,7 @@ def fmt_local(ts_us: int) -> str:
 
 
 def fmt_utc(ts_us: int) -> str:
-    d = datetime.fromtimestamp(ts_us // 1_000_000, tz=timezone.utc)
+    d = datetime.fromtimestamp(ts_us // 1_000_000, tz=UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_us % 1_000_000:06d}Z"
 
 
@@ -146,9 +146,22 @@ C, S = 0, 1  # the two sides of a TCP connection: client (initiator), server
 MSS = 1448  # 1514-byte frames: 14 Ethernet + 20 IPv4 + 32 TCP (timestamps) + 1448
 PAYLOAD_W = 64  # widest captured payload is 96 - 42 (UDP) = 54 bytes
 COLS = (
-    "ts", "src", "dst", "proto", "sport", "dport", "seq", "ack", "flags", "win",
-    "thl", "tsval", "tsecr", "plen", "pid",
-)  # fmt: skip
+    "ts",
+    "src",
+    "dst",
+    "proto",
+    "sport",
+    "dport",
+    "seq",
+    "ack",
+    "flags",
+    "win",
+    "thl",
+    "tsval",
+    "tsecr",
+    "plen",
+    "pid",
+)
 
 
 class Capture:
@@ -197,12 +210,43 @@ class Capture:
         self._eph[host] = p
         return p
 
-    def add(self, ts, src, dst, proto, sport, dport, seq=0, ack=0, flags=0, win=0,
-            thl=0, tsval=0, tsecr=0, plen=0, pid=-1) -> None:  # fmt: skip
+    def add(
+        self,
+        ts,
+        src,
+        dst,
+        proto,
+        sport,
+        dport,
+        seq=0,
+        ack=0,
+        flags=0,
+        win=0,
+        thl=0,
+        tsval=0,
+        tsecr=0,
+        plen=0,
+        pid=-1,
+    ) -> None:
         self._rows.append(
-            (int(ts), src, dst, proto, sport, dport, seq, ack, flags, win, thl,
-             int(tsval), int(tsecr), plen, pid)
-        )  # fmt: skip
+            (
+                int(ts),
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                win,
+                thl,
+                int(tsval),
+                int(tsecr),
+                plen,
+                pid,
+            )
+        )
 
     def add_arrays(self, n: int, **cols) -> None:
         self._flush()
@@ -253,8 +297,15 @@ class Tcp:
     otherwise both ends are on the LAN next to the mirror.
     """
 
-    def __init__(self, cap: Capture, cli: int, srv: int, dport: int, rtt_ms: float,
-                 remote_server: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cap: Capture,
+        cli: int,
+        srv: int,
+        dport: int,
+        rtt_ms: float,
+        remote_server: bool = True,
+    ) -> None:
         self.cap = cap
         r = cap.rng
         self.ip = (cli, srv)
@@ -265,12 +316,19 @@ class Tcp:
         self.remote = (False, remote_server)
         self.last_ts = [0, 0]
         self.t = 0
+        # what the captured first bytes of a mid-stream segment show: one block of
+        # "ciphertext" per direction (random blocks per segment would cost ~10% more
+        # compressed size for nothing a header-level detector can see)
+        self.block = [cap.pool[int(r.integers(len(cap.pool)))] for _ in (C, S)]
 
     def after(self, side: int, t: float, proc_us: float = 0.0) -> int:
         """Mirror time of a packet that `side` sends on seeing one at time t."""
         r = self.cap.rng
-        lat = self.rtt * (1 + 0.03 * abs(r.standard_normal())) if self.remote[side] else (
-            r.uniform(60, 250))
+        lat = (
+            self.rtt * (1 + 0.03 * abs(r.standard_normal()))
+            if self.remote[side]
+            else (r.uniform(60, 250))
+        )
         return int(t + lat + proc_us) + 1
 
     def pkt(self, side: int, t: int, flags: int, plen: int = 0, pid: int = -1) -> int:
@@ -278,11 +336,22 @@ class Tcp:
         syn = bool(flags & F_SYN)
         tsval = int(self.cap.clock(self.ip[side], t))
         self.cap.add(
-            t, self.ip[side], self.ip[o], 6, self.port[side], self.port[o],
-            seq=self.nxt[side], ack=self.nxt[o] if flags & F_ACK else 0, flags=flags,
-            win=64240 if syn else self.win[side], thl=40 if syn else 32, tsval=tsval,
-            tsecr=self.last_ts[o] if flags & F_ACK else 0, plen=plen, pid=pid,
-        )  # fmt: skip
+            t,
+            self.ip[side],
+            self.ip[o],
+            6,
+            self.port[side],
+            self.port[o],
+            seq=self.nxt[side],
+            ack=self.nxt[o] if flags & F_ACK else 0,
+            flags=flags,
+            win=64240 if syn else self.win[side],
+            thl=40 if syn else 32,
+            tsval=tsval,
+            tsecr=self.last_ts[o] if flags & F_ACK else 0,
+            plen=plen,
+            pid=pid,
+        )
         self.nxt[side] += plen + (1 if flags & (F_SYN | F_FIN) else 0)
         self.last_ts[side] = tsval
         self.t = max(self.t, t)
@@ -302,16 +371,30 @@ class Tcp:
         """A small message (one segment, PSH)."""
         return self.pkt(side, max(t, self.t + 1), F_PSH | F_ACK, plen, pid)
 
-    def send(self, side: int, t: int, nbytes: int, rate_bps: float, first: int | None = None,
-             final_ack: bool = True, psh_every: int = 0, wander: float = 0.0,
-             ack_delay_us: float | None = None) -> tuple[int, int]:  # fmt: skip
+    def send(
+        self,
+        side: int,
+        t: int,
+        nbytes: int,
+        rate_bps: float,
+        first: int | None = None,
+        final_ack: bool = True,
+        psh_every: int = 0,
+        wander: float = 0.0,
+        ack_delay_us: float | None = None,
+    ) -> tuple[int, int]:
         """Send nbytes from `side` as full-sized segments paced at rate_bps (wire
         rate); the receiver ACKs every second segment (and the last one if
         final_ack). Returns (time of the last segment, time of the last ACK)."""
         cap, r, o = self.cap, self.cap.rng, 1 - side
         if nbytes <= MSS:
-            t = self.pkt(side, max(t, self.t + 1), F_PSH | F_ACK, nbytes,
-                         cap.pool[0] if first is None else first)  # fmt: skip
+            t = self.pkt(
+                side,
+                max(t, self.t + 1),
+                F_PSH | F_ACK,
+                nbytes,
+                self.block[side] if first is None else first,
+            )
             if final_ack:
                 self.pkt(o, self._ack_time(o, t, ack_delay_us), F_ACK)
             return t, self.t
@@ -350,21 +433,46 @@ class Tcp:
         flags[-1] |= F_PSH
         if psh_every:
             flags[psh_every - 1 :: psh_every] |= F_PSH
-        pids = np.asarray(cap.pool, np.int64)[r.integers(0, len(cap.pool), n)]
+        pids = np.full(n, self.block[side], np.int64)
         if first is not None:
             pids[0] = first
         cap.add_arrays(
-            n, ts=times, src=self.ip[side], dst=self.ip[o], proto=6, sport=self.port[side],
-            dport=self.port[o], seq=seq, ack=self.nxt[o], flags=flags, win=self.win[side],
-            thl=32, tsval=tsv, tsecr=tsecr, plen=sizes, pid=pids,
-        )  # fmt: skip
+            n,
+            ts=times,
+            src=self.ip[side],
+            dst=self.ip[o],
+            proto=6,
+            sport=self.port[side],
+            dport=self.port[o],
+            seq=seq,
+            ack=self.nxt[o],
+            flags=flags,
+            win=self.win[side],
+            thl=32,
+            tsval=tsv,
+            tsecr=tsecr,
+            plen=sizes,
+            pid=pids,
+        )
         if len(idx):
             cap.add_arrays(
-                len(idx), ts=ack_t, src=self.ip[o], dst=self.ip[side], proto=6,
-                sport=self.port[o], dport=self.port[side], seq=self.nxt[o],
-                ack=seq[idx] + sizes[idx], flags=F_ACK, win=self.win[o], thl=32,
-                tsval=ack_tsv, tsecr=tsv[idx], plen=0, pid=-1,
-            )  # fmt: skip
+                len(idx),
+                ts=ack_t,
+                src=self.ip[o],
+                dst=self.ip[side],
+                proto=6,
+                sport=self.port[o],
+                dport=self.port[side],
+                seq=self.nxt[o],
+                ack=seq[idx] + sizes[idx],
+                flags=F_ACK,
+                win=self.win[o],
+                thl=32,
+                tsval=ack_tsv,
+                tsecr=tsv[idx],
+                plen=0,
+                pid=-1,
+            )
             self.last_ts[o] = int(ack_tsv[-1])
         self.nxt[side] += nbytes
         self.last_ts[side] = int(tsv[-1])
@@ -402,8 +510,14 @@ def tls_open(conn: Tcp, t: int, down_bps: float) -> int:
     plen, pid = client_hello(cap)
     t = conn.msg(C, t + int(r.uniform(200, 2000)), plen, pid)
     flight = int(r.integers(2600, 5200))
-    last, _ = conn.send(S, conn.after(S, t, r.uniform(500, 4000)), flight, down_bps,
-                        first=server_hello(cap), final_ack=False)  # fmt: skip
+    last, _ = conn.send(
+        S,
+        conn.after(S, t, r.uniform(500, 4000)),
+        flight,
+        down_bps,
+        first=server_hello(cap),
+        final_ack=False,
+    )
     fin = b"\x14\x03\x03\x00\x01\x01\x17\x03\x03\x00\x35" + cap.pool_bytes(int(r.integers(48)))
     return conn.msg(C, conn.after(C, last, r.uniform(500, 3000)), 64, cap.pid(fin))
 
@@ -463,8 +577,14 @@ def ntp_poll(cap: Capture, t: int) -> None:
     cap.add(t, GATEWAY, NTP_SERVER, 17, port, 123, plen=48, pid=cap.pid(req))
     t2 = t + int(r.uniform(17000, 21000))
     rx = ntp_ts(t + 9000)
-    resp = (b"\x24\x02\x0a\xe8\x00\x00\x01\x10\x00\x00\x02\x30" + bytes([198, 51, 100, 7])
-            + ntp_ts(t - 400_000_000) + req[40:48] + rx + ntp_ts(t + 9050))  # fmt: skip
+    resp = (
+        b"\x24\x02\x0a\xe8\x00\x00\x01\x10\x00\x00\x02\x30"
+        + bytes([198, 51, 100, 7])
+        + ntp_ts(t - 400_000_000)
+        + req[40:48]
+        + rx
+        + ntp_ts(t + 9050)
+    )
     cap.add(t2, NTP_SERVER, GATEWAY, 17, 123, port, plen=48, pid=cap.pid(resp))
 
 
@@ -479,14 +599,29 @@ class Smb:
         self.conn, self.mid = conn, 0
 
     def _pid(self, cmd: int, msg_len: int, resp: bool, status: int = 0) -> int:
-        hdr = (b"\x00" + (msg_len - 4).to_bytes(3, "big") + b"\xfeSMB\x40\x00\x01\x00"
-               + status.to_bytes(4, "little") + cmd.to_bytes(2, "little")
-               + (1 if resp else 31).to_bytes(2, "little") + (1 if resp else 0).to_bytes(4, "little")
-               + bytes(4) + self.mid.to_bytes(8, "little"))  # fmt: skip
+        hdr = (
+            b"\x00"
+            + (msg_len - 4).to_bytes(3, "big")
+            + b"\xfeSMB\x40\x00\x01\x00"
+            + status.to_bytes(4, "little")
+            + cmd.to_bytes(2, "little")
+            + (1 if resp else 31).to_bytes(2, "little")
+            + (1 if resp else 0).to_bytes(4, "little")
+            + bytes(4)
+            + self.mid.to_bytes(8, "little")
+        )
         return self.conn.cap.pid(hdr)
 
-    def call(self, t: int, cmd: int, req: int, resp: int, status: int = 0,
-             proc_us: float = 150.0, lan_bps: float = 400e6) -> int:  # fmt: skip
+    def call(
+        self,
+        t: int,
+        cmd: int,
+        req: int,
+        resp: int,
+        status: int = 0,
+        proc_us: float = 150.0,
+        lan_bps: float = 400e6,
+    ) -> int:
         """Request of req bytes, response of resp bytes; returns the end time."""
         c = self.conn
         if req <= MSS:
@@ -497,8 +632,9 @@ class Smb:
         if resp <= MSS:
             t = c.msg(S, t2, resp, self._pid(cmd, resp, True, status))
         else:
-            _, t = c.send(S, t2, resp, lan_bps, first=self._pid(cmd, resp, True, status),
-                          final_ack=False)  # fmt: skip
+            _, t = c.send(
+                S, t2, resp, lan_bps, first=self._pid(cmd, resp, True, status), final_ack=False
+            )
         self.mid += 1
         return t
 
@@ -549,8 +685,9 @@ def night(cap: Capture) -> None:
     conn = Tcp(cap, BACKUP_PC, addr, 443, rtt_ms=61)
     t = tls_open(conn, local(1, 0, 0.312), 30e6)
     t = conn.msg(C, t + 900, 412, cap.app_pid(407))  # upload request header
-    last, t = conn.send(C, t + 300, 30_000_000, 4.0e6, first=cap.app_pid(16401),
-                        psh_every=45, wander=0.10)  # fmt: skip
+    last, t = conn.send(
+        C, t + 300, 30_000_000, 4.0e6, first=cap.app_pid(16401), psh_every=45, wander=0.10
+    )
     t = conn.msg(S, conn.after(S, last, 35000), 310, cap.app_pid(305))
     t = conn.pkt(C, conn.after(C, t), F_ACK)
     conn.close(t + 1_200_000)
@@ -571,6 +708,8 @@ def incident(cap: Capture) -> None:
     rdp = Tcp(cap, BRIDGE_PC, ISO_PC, 3389, rtt_ms=0.3, remote_server=False)
     t = rdp.open(local(2, 7, 31.093))
     cr = b"\x03\x00\x00\x2b\x26\xe0\x00\x00\x00\x00\x00Cookie: mstshash=OPS44\r\n"
+    cr += b"\x01\x00\x08\x00\x03\x00\x00\x00"  # RDP_NEG_REQ
+    assert len(cr) == 43
     t = rdp.msg(C, t + 300, 43, cap.pid(cr))
     cc = b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x1f\x08\x00\x02\x00\x00\x00"
     t = rdp.msg(S, rdp.after(S, t, 900), 19, cap.pid(cc))
@@ -585,8 +724,14 @@ def incident(cap: Capture) -> None:
         t = rdp.msg(C, t, int(r.integers(40, 160)), cap.app_pid(int(r.integers(35, 155))))
         if r.random() < (0.75 if busy else 0.4):  # a screen update
             size = int(np.clip(r.lognormal(np.log(1800), 1.0), 120, 120_000))
-            _, t = rdp.send(S, rdp.after(S, t, r.uniform(2000, 15000)), size, 60e6,
-                            first=cap.app_pid(size - 5), ack_delay_us=r.uniform(200, 30000))  # fmt: skip
+            _, t = rdp.send(
+                S,
+                rdp.after(S, t, r.uniform(2000, 15000)),
+                size,
+                60e6,
+                first=cap.app_pid(size - 5),
+                ack_delay_us=r.uniform(200, 30000),
+            )
         else:  # nothing to redraw: a delayed ACK
             t = rdp.pkt(S, rdp.after(S, t, r.uniform(1000, 40000)), F_ACK)
     rdp.close(end + 400_000)
@@ -595,8 +740,9 @@ def incident(cap: Capture) -> None:
     up = Tcp(cap, ISO_PC, DROP, 443, rtt_ms=87.5)
     t = tls_open(up, local(2, 13, 40.127), 8e6)
     t = up.msg(C, t + 700, 498, cap.app_pid(493))  # PUT/POST header
-    last, t = up.send(C, t + 400, 60_000_000, 1.5e6, first=cap.app_pid(16401),
-                      psh_every=45, wander=0.18)  # fmt: skip
+    last, t = up.send(
+        C, t + 400, 60_000_000, 1.5e6, first=cap.app_pid(16401), psh_every=45, wander=0.18
+    )
     t = up.msg(S, up.after(S, last, 60000), 287, cap.app_pid(282))
     t = up.pkt(C, up.after(C, t), F_ACK)
     up.close(t + 350_000)
@@ -607,16 +753,30 @@ def tls_open_existing(conn: Tcp, t: int) -> int:
     r = conn.cap.rng
     plen, pid = client_hello(conn.cap)
     t = conn.msg(C, conn.after(C, t, 400), plen, pid)
-    last, _ = conn.send(S, conn.after(S, t, 1500), int(r.integers(1400, 2600)), 300e6,
-                        first=server_hello(conn.cap), final_ack=False)  # fmt: skip
+    last, _ = conn.send(
+        S,
+        conn.after(S, t, 1500),
+        int(r.integers(1400, 2600)),
+        300e6,
+        first=server_hello(conn.cap),
+        final_ack=False,
+    )
     fin = b"\x14\x03\x03\x00\x01\x01\x17\x03\x03\x00\x35" + conn.cap.pool_bytes(7)
     t = conn.msg(C, conn.after(C, last, 800), 64, conn.cap.pid(fin))
     # CredSSP / NLA and the RDP capability exchange: a few records each way
     for _ in range(6):
-        t = conn.msg(C, conn.after(C, t, r.uniform(300, 3000)), int(r.integers(90, 900)),
-                     conn.cap.app_pid(int(r.integers(85, 895))))  # fmt: skip
-        t = conn.msg(S, conn.after(S, t, r.uniform(300, 3000)), int(r.integers(60, 1200)),
-                     conn.cap.app_pid(int(r.integers(55, 1195))))  # fmt: skip
+        t = conn.msg(
+            C,
+            conn.after(C, t, r.uniform(300, 3000)),
+            int(r.integers(90, 900)),
+            conn.cap.app_pid(int(r.integers(85, 895))),
+        )
+        t = conn.msg(
+            S,
+            conn.after(S, t, r.uniform(300, 3000)),
+            int(r.integers(60, 1200)),
+            conn.cap.app_pid(int(r.integers(55, 1195))),
+        )
     return t
 
 
@@ -634,12 +794,18 @@ def browse_visit(cap: Capture, t: int, host: int, known: dict[str, int]) -> None
         conn = Tcp(cap, host, addr, 443, rtt_ms=rtt)
         down = float(r.uniform(15e6, 45e6))
         tt = tls_open(conn, t + int(r.uniform(100, 900)), down)
-        mu, sd, lo, hi = (np.log(28_000), 1.0, 1500, 900_000) if j == 0 else (
-            np.log(9_000), 1.0, 400, 400_000)
+        mu, sd, lo, hi = (
+            (np.log(16_000), 0.9, 1500, 400_000) if j == 0 else (np.log(6_000), 0.9, 400, 150_000)
+        )
         for k in range(1 + (r.random() < 0.35) + (r.random() < 0.15)):
             resp = int(np.clip(r.lognormal(mu - 0.8 * (k > 0), sd), lo, hi))
-            tt = https(conn, tt + int(r.uniform(300, 400_000)) * (k > 0) + 300,
-                       int(r.integers(300, 1100)), resp, down)  # fmt: skip
+            tt = https(
+                conn,
+                tt + int(r.uniform(300, 400_000)) * (k > 0) + 300,
+                int(r.integers(300, 1100)),
+                resp,
+                down,
+            )
         conn.close(tt + int(r.uniform(4e6, 65e6)))
 
 
@@ -657,14 +823,17 @@ def morning(cap: Capture) -> None:
     r = cap.rng
     # internet computers: staff arrive 08:30-09:10, browse until 10:00
     for i, host in enumerate(INTERNET_PCS):
-        arrive = local(8, 30, 20) + int(r.uniform(0, 40 * 60e6)) if host != BRIDGE_PC else (
-            local(8, 41, 12.5))
+        arrive = (
+            local(8, 30, 20) + int(r.uniform(0, 40 * 60e6))
+            if host != BRIDGE_PC
+            else (local(8, 41, 12.5))
+        )
         known: dict[str, int] = {}
         update_check(cap, arrive + int(r.uniform(40e6, 120e6)), host, known)
         t = arrive + int(r.uniform(60e6, 200e6))
         while t < T_END - 90_000_000:
             browse_visit(cap, t, host, known)
-            t += int(r.exponential(250e6 if i % 3 else 380e6)) + 15_000_000
+            t += int(r.exponential(330e6 if i % 3 else 480e6)) + 20_000_000
     # isolated computers: documents from the isolated file server over SMB
     for host, arrive in ((ISO_PC2, local(8, 36, 4.2)), (ISO_PC, local(8, 47, 31.7))):
         t = arrive + int(r.uniform(60e6, 180e6))
@@ -673,13 +842,15 @@ def morning(cap: Capture) -> None:
             smb = Smb(conn)
             tt = smb.login(conn.open(t) + 300, r)
             for _ in range(int(r.integers(1, 4))):
-                size = int(np.clip(r.lognormal(np.log(70_000), 0.9), 6_000, 1_200_000))
+                size = int(np.clip(r.lognormal(np.log(45_000), 0.8), 6_000, 600_000))
                 tt = smb.read_file(tt + int(r.uniform(0.2e6, 8e6)), size, r)
             if r.random() < 0.4:  # save an edited document back
-                tt = smb.write_file(tt + int(r.uniform(10e6, 50e6)), int(r.integers(20_000, 160_000)), r)
+                tt = smb.write_file(
+                    tt + int(r.uniform(10e6, 50e6)), int(r.integers(20_000, 160_000)), r
+                )
             tt = smb.logout(tt + int(r.uniform(2e6, 20e6)))
             conn.close(tt + int(r.uniform(1e6, 10e6)))
-            t += int(r.uniform(4 * 60e6, 13 * 60e6))
+            t += int(r.uniform(6 * 60e6, 16 * 60e6))
 
 
 def build(seed: int = SEED) -> tuple[dict[str, np.ndarray], Capture]:
@@ -761,15 +932,20 @@ def serialize(p: dict[str, np.ndarray], table: list[bytes]) -> bytes:
         chunk[np.arange(w)[None, :] >= p["plen"][rows][:, None]] = 0
         rec[rows, 16 + off : 16 + SNAPLEN] = chunk
     mask = np.arange(16 + SNAPLEN)[None, :] < (16 + p["caplen"])[:, None]
-    header = (b"\xd4\xc3\xb2\xa1" + (2).to_bytes(2, "little") + (4).to_bytes(2, "little")
-              + bytes(8) + SNAPLEN.to_bytes(4, "little") + LINKTYPE_ETHERNET.to_bytes(4, "little"))  # fmt: skip
+    header = (
+        b"\xd4\xc3\xb2\xa1"
+        + (2).to_bytes(2, "little")
+        + (4).to_bytes(2, "little")
+        + bytes(8)
+        + SNAPLEN.to_bytes(4, "little")
+        + LINKTYPE_ETHERNET.to_bytes(4, "little")
+    )
     return header + rec[mask].tobytes()
 
 
 def write_gz(raw: bytes, path: Path) -> bytes:
     buf = io.BytesIO()
-    with gzip.GzipFile(filename=path.name, mode="wb", fileobj=buf, compresslevel=9,
-                       mtime=0) as gz:  # fmt: skip
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=9, mtime=0) as gz:
         gz.write(raw)
     data = buf.getvalue()
     path.write_bytes(data)
@@ -780,8 +956,10 @@ def write_gz(raw: bytes, path: Path) -> bytes:
 # summary (from the arrays that were written) and independent verification
 # --------------------------------------------------------------------------------------
 
-INCIDENT = (ISO_PC, DROP, 443)
-BACKUP = (BACKUP_PC, MIRROR, 443)
+# (client, server, server port, from, to): the two big uploads of the night. The
+# backup window excludes the morning's update checks of 10.8.10.20 to the same mirror.
+INCIDENT = (ISO_PC, DROP, 443, T0, T_END)
+BACKUP = (BACKUP_PC, MIRROR, 443, T0, local(6, 0))
 
 
 def summarize(p: dict[str, np.ndarray]) -> dict[str, object]:
@@ -801,9 +979,10 @@ def summarize(p: dict[str, np.ndarray]) -> dict[str, object]:
     s["tcp flows"] = int((flows[:, 0] == 6).sum())
     s["udp flows"] = int((flows[:, 0] == 17).sum())
     s["hosts"] = int(len(np.unique(np.concatenate([p["src"], p["dst"]]))))
-    for label, (cli, srv, port) in (("incident", INCIDENT), ("backup", BACKUP)):
-        out = (p["src"] == cli) & (p["dst"] == srv) & (p["dport"] == port)
-        back = (p["src"] == srv) & (p["dst"] == cli) & (p["sport"] == port)
+    for label, (cli, srv, port, t_from, t_to) in (("incident", INCIDENT), ("backup", BACKUP)):
+        window = (p["ts"] >= t_from) & (p["ts"] < t_to)
+        out = (p["src"] == cli) & (p["dst"] == srv) & (p["dport"] == port) & window
+        back = (p["src"] == srv) & (p["dst"] == cli) & (p["sport"] == port) & window
         both = out | back
         s[f"{label} flows"] = int(len(np.unique(finv[both])))
         s[f"{label} out packets"] = int(out.sum())
@@ -815,8 +994,9 @@ def summarize(p: dict[str, np.ndarray]) -> dict[str, object]:
         s[f"{label} first"] = int(p["ts"][both][0])
         s[f"{label} last"] = int(p["ts"][both][-1])
     for port in (445, 3389):
-        m = (((p["src"] == BRIDGE_PC) & (p["dst"] == ISO_PC) & (p["dport"] == port))
-             | ((p["src"] == ISO_PC) & (p["dst"] == BRIDGE_PC) & (p["sport"] == port)))  # fmt: skip
+        m = ((p["src"] == BRIDGE_PC) & (p["dst"] == ISO_PC) & (p["dport"] == port)) | (
+            (p["src"] == ISO_PC) & (p["dst"] == BRIDGE_PC) & (p["sport"] == port)
+        )
         s[f"bridge {port} packets"] = int(m.sum())
         s[f"bridge {port} wire bytes"] = int(p["wire"][m].sum())
         s[f"bridge {port} first"] = int(p["ts"][m][0])
@@ -827,8 +1007,9 @@ def summarize(p: dict[str, np.ndarray]) -> dict[str, object]:
 def show(s: dict[str, object]) -> str:
     lines = []
     for k, v in s.items():
-        if isinstance(v, int) and (k.endswith(" first") or k.endswith(" last") or k in (
-                "first packet", "last packet")):  # fmt: skip
+        if isinstance(v, int) and (
+            k.endswith(" first") or k.endswith(" last") or k in ("first packet", "last packet")
+        ):
             v = f"{fmt_local(v)} = {fmt_utc(v)}"
         elif isinstance(v, int):
             v = f"{v:,}"
@@ -859,7 +1040,6 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
     check(int.from_bytes(raw[16:20], "little") == SNAPLEN, "snaplen is not 96")
     check(int.from_bytes(raw[20:24], "little") == LINKTYPE_ETHERNET, "link type is not 1")
 
-    inside = INTERNAL
     allowed = [INTERNAL, *OUTSIDE_RANGES]
     n = wire_total = cap_total = 0
     prev_ts = -1
@@ -883,8 +1063,10 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
             prev_ts = ts
             first_ts = first_ts or ts
             last_ts = ts
-            check(meta.caplen == min(meta.wirelen, SNAPLEN) == len(buf),
-                  f"packet {n}: cap_len {meta.caplen} wire_len {meta.wirelen}")  # fmt: skip
+            check(
+                meta.caplen == min(meta.wirelen, SNAPLEN) == len(buf),
+                f"packet {n}: cap_len {meta.caplen} wire_len {meta.wirelen}",
+            )
             wire_total += meta.wirelen
             cap_total += meta.caplen
             eth = dpkt.ethernet.Ethernet(buf)
@@ -896,8 +1078,10 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
             src, dst = int.from_bytes(pkt.src, "big"), int.from_bytes(pkt.dst, "big")
             addrs.update((src, dst))
             for a in (src, dst):
-                check(any(ipaddress.IPv4Address(a) in net for net in allowed),
-                      f"packet {n}: address {ipstr(a)} outside the allowed ranges")  # fmt: skip
+                check(
+                    any(ipaddress.IPv4Address(a) in net for net in allowed),
+                    f"packet {n}: address {ipstr(a)} outside the allowed ranges",
+                )
             if src in last_id:
                 check(pkt.id == (last_id[src] + 1) & 0xFFFF, f"packet {n}: IP id of {ipstr(src)}")
             last_id[src] = pkt.id
@@ -930,12 +1114,21 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
                 nxt[d] = (l4.seq + plen + syn + fin) & 0xFFFFFFFF
                 if l4.flags & dpkt.tcp.TH_ACK:
                     peer = (fk, eb)
-                    check(peer in nxt and ((nxt[peer] - l4.ack) & 0xFFFFFFFF) < 1 << 30,
-                          f"packet {n}: ACK of unseen data in {fk}")  # fmt: skip
-                    check(((l4.ack - top_ack.get(d, l4.ack)) & 0xFFFFFFFF) < 1 << 30,
-                          f"packet {n}: ACK goes backwards in {fk}")  # fmt: skip
+                    check(
+                        peer in nxt and ((nxt[peer] - l4.ack) & 0xFFFFFFFF) < 1 << 30,
+                        f"packet {n}: ACK of unseen data in {fk}",
+                    )
+                    check(
+                        ((l4.ack - top_ack.get(d, l4.ack)) & 0xFFFFFFFF) < 1 << 30,
+                        f"packet {n}: ACK goes backwards in {fk}",
+                    )
                     top_ack[d] = l4.ack
-            for label, (cli, srv, port) in (("incident", INCIDENT), ("backup", BACKUP)):
+            for label, (cli, srv, port, t_from, t_to) in (
+                ("incident", INCIDENT),
+                ("backup", BACKUP),
+            ):
+                if not t_from <= ts < t_to:
+                    continue
                 for direction, match in (
                     ("out", src == cli and dst == srv and dport == port),
                     ("in", src == srv and dst == cli and sport == port),
@@ -948,7 +1141,8 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
                         lasts[label] = ts
             for port in (445, 3389):
                 if (src, dst, dport) == (BRIDGE_PC, ISO_PC, port) or (
-                        (src, dst, sport) == (ISO_PC, BRIDGE_PC, port)):  # fmt: skip
+                    (src, dst, sport) == (ISO_PC, BRIDGE_PC, port)
+                ):
                     stat[f"bridge {port} packets"] += 1
                     stat[f"bridge {port} wire bytes"] += meta.wirelen
                     firsts.setdefault(f"bridge {port}", ts)
@@ -957,8 +1151,12 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
         reader.close()
 
     for fk, seen in tcp_first.items():
-        ok = (len(seen) == 2 and seen[0][1] == dpkt.tcp.TH_SYN
-              and seen[1][1] == dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK and seen[0][0] != seen[1][0])  # fmt: skip
+        ok = (
+            len(seen) == 2
+            and seen[0][1] == dpkt.tcp.TH_SYN
+            and seen[1][1] == dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK
+            and seen[0][0] != seen[1][0]
+        )
         check(ok, f"TCP flow {fk} does not start with SYN, SYN-ACK")
     check(ids_found == 0, f"{ids_found} payloads look like national ID numbers")
 
@@ -975,15 +1173,25 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
     check(split == len(flows), f"flows split by timeouts: {split} != {len(flows)} 5-tuples")
 
     got: dict[str, object] = {
-        "packets": n, "wire bytes": wire_total, "captured bytes": cap_total,
-        "first packet": first_ts, "last packet": last_ts, "flows": len(flows),
+        "packets": n,
+        "wire bytes": wire_total,
+        "captured bytes": cap_total,
+        "first packet": first_ts,
+        "last packet": last_ts,
+        "flows": len(flows),
         "tcp flows": sum(1 for k in flows if k[0] == 6),
-        "udp flows": sum(1 for k in flows if k[0] == 17), "hosts": len(addrs),
-    }  # fmt: skip
-    for label, (cli, srv, port) in (("incident", INCIDENT), ("backup", BACKUP)):
+        "udp flows": sum(1 for k in flows if k[0] == 17),
+        "hosts": len(addrs),
+    }
+    for label, (cli, srv, port, t_from, t_to) in (("incident", INCIDENT), ("backup", BACKUP)):
         got[f"{label} flows"] = sum(
-            1 for k in flows if k[0] == 6 and {k[1], k[2]} & {(srv, port)} and
-            any(e[0] == cli for e in (k[1], k[2])))  # fmt: skip
+            1
+            for k, times in flows.items()
+            if k[0] == 6
+            and (srv, port) in k[1:]
+            and cli in (k[1][0], k[2][0])
+            and t_from <= times[0] < t_to
+        )
         for d in ("out", "in"):
             for m in ("packets", "wire bytes", "payload bytes"):
                 got[f"{label} {d} {m}"] = stat[f"{label} {d} {m}"]
@@ -1002,19 +1210,27 @@ def verify(path: Path, expected: dict[str, object]) -> list[str]:
     check(local(2, 19) <= inc_last < local(2, 20), "upload does not end at 02:19:xx")
     check(55e6 <= got["incident out payload bytes"] <= 65e6, "upload is not ~60 MB")
     check(28e6 <= got["backup out payload bytes"] <= 32e6, "backup is not ~30 MB")
-    print(f"verify: {n:,} packets, {len(flows):,} flows read back with RawPcapReader + dpkt; "
-          f"{split:,} flows with the 120 s / 1800 s timeouts of docs/flows.md")  # fmt: skip
+    print(
+        f"verify: {n:,} packets, {len(flows):,} flows read back with RawPcapReader + dpkt; "
+        f"{split:,} flows with the 120 s / 1800 s timeouts of docs/flows.md"
+    )
     return problems
 
 
 def tshark_check(path: Path, expected: dict[str, object]) -> list[str]:
-    exe = shutil.which("tshark") or ("/usr/bin/tshark" if Path("/usr/bin/tshark").exists() else None)
+    exe = shutil.which("tshark")
+    if not exe and Path("/usr/bin/tshark").exists():
+        exe = "/usr/bin/tshark"
     if not exe:
         print("tshark: not installed, cross-check skipped")
         return []
     problems = []
-    out = subprocess.run([exe, "-n", "-r", str(path), "-q", "-z", "conv,ip"],
-                         capture_output=True, text=True, check=False).stdout  # fmt: skip
+    out = subprocess.run(
+        [exe, "-n", "-r", str(path), "-q", "-z", "conv,ip"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     print("tshark -q -z conv,ip (the first rows):")
     rows = out.splitlines()
     print("\n".join(rows[:14]))
@@ -1022,16 +1238,24 @@ def tshark_check(path: Path, expected: dict[str, object]) -> list[str]:
     line = next((x for x in rows if "<->" in x and set(x.split()[0:3:2]) == pair), None)
     if line is None:
         return ["tshark: no conversation 10.8.40.31 <-> 203.0.113.140"]
-    frames = [int(x.replace(",", "")) for x in re.findall(r"(?<![\w.])[\d,]+(?= +[\d,.]+ ?[kMG]?B)", line)]
+    # "A <-> B  frames bytes  frames bytes  frames bytes  start duration" (bytes
+    # may carry a unit: "62 MB"); keep the three frame counts
+    counts = re.findall(r"(?<![\w.])(\d[\d,]*) +[\d,.]+ ?(?:[kMG]B|bytes)", line)
+    frames = [int(x.replace(",", "")) for x in counts]
     want = expected["incident out packets"] + expected["incident in packets"]
     if want not in frames:
         problems.append(f"tshark: incident conversation frames {frames}, expected total {want}")
     total = sum(1 for x in rows if "<->" in x)
     print(f"tshark: {total} IP conversations; incident conversation frame counts {frames}")
-    exp = subprocess.run([exe, "-n", "-r", str(path), "-q", "-z", "expert,warn"],
-                         capture_output=True, text=True, check=False).stdout  # fmt: skip
-    seq_warn = [x for x in exp.splitlines() if re.search(r"(?i)not captured|unseen|retrans|out.of.order|dup", x)]
-    print("tshark -z expert,warn: " + ("; ".join(s.strip() for s in seq_warn) or "no TCP sequence warnings"))
+    exp = subprocess.run(
+        [exe, "-n", "-r", str(path), "-q", "-z", "expert,warn"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    bad = re.compile(r"(?i)not captured|unseen|retrans|out.of.order|dup|zero window|lost")
+    seq_warn = [x.strip() for x in exp.splitlines() if bad.search(x)]
+    print("tshark -z expert,warn: " + ("; ".join(seq_warn) or "no TCP sequence-analysis warnings"))
     if seq_warn:
         problems.append("tshark reports TCP sequence-analysis warnings")
     return problems
@@ -1039,8 +1263,11 @@ def tshark_check(path: Path, expected: dict[str, object]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--verify", action="store_true",
-                    help="read the written file back (scapy + dpkt, tshark if present) and check it")  # fmt: skip
+    ap.add_argument(
+        "--verify",
+        action="store_true",
+        help="read the written file back (scapy + dpkt, tshark if present) and check it",
+    )
     ap.add_argument("-o", "--output", type=Path, default=OUT, help=f"default: {OUT}")
     args = ap.parse_args(argv)
 
@@ -1050,12 +1277,16 @@ def main(argv: list[str] | None = None) -> int:
     data = write_gz(raw, args.output)
     elapsed = time.perf_counter() - t_start
     summary = summarize(packets)
-    print(f"wrote {args.output}: {len(data):,} bytes gzip ({len(raw):,} bytes pcap), "
-          f"sha256 {hashlib.sha256(data).hexdigest()[:16]}..., {elapsed:.1f} s")  # fmt: skip
+    print(
+        f"wrote {args.output}: {len(data):,} bytes gzip ({len(raw):,} bytes pcap), "
+        f"sha256 {hashlib.sha256(data).hexdigest()[:16]}..., {elapsed:.1f} s"
+    )
     print(show(summary))
     d = (summary["incident last"] - summary["incident first"]) / 1e6
-    print(f"  {'incident duration':<28} {d:.1f} s, "
-          f"{summary['incident out wire bytes'] * 8 / d / 1e6:.2f} Mbit/s out on the wire")  # fmt: skip
+    print(
+        f"  {'incident duration':<28} {d:.1f} s, "
+        f"{summary['incident out wire bytes'] * 8 / d / 1e6:.2f} Mbit/s out on the wire"
+    )
     if len(data) >= 2_000_000:
         print("error: the compressed capture must stay below 2 MB", file=sys.stderr)
         return 1

@@ -177,9 +177,7 @@ def decode_frame(buf, off, caplen, linktype):
         et = u16be(buf, p)
         p += 20
     elif (
-        linktype == LINKTYPE_RAW
-        or linktype == LINKTYPE_RAW_BSD_A
-        or linktype == LINKTYPE_RAW_BSD_B
+        linktype == LINKTYPE_RAW or linktype == LINKTYPE_RAW_BSD_A or linktype == LINKTYPE_RAW_BSD_B
     ):
         et = ETHERTYPE_UNKNOWN_VERSION
     elif linktype == LINKTYPE_IPV4 or linktype == LINKTYPE_IPV6:
@@ -251,8 +249,21 @@ def decode_frame(buf, off, caplen, linktype):
             bottom = False
             for _label in range(MAX_TAGS):
                 if p + 4 > end:
-                    return (STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo,
-                            z, z, z, vlan, 0, z)
+                    return (
+                        STATUS_TRUNCATED,
+                        0,
+                        0,
+                        src_hi,
+                        src_lo,
+                        dst_hi,
+                        dst_lo,
+                        z,
+                        z,
+                        z,
+                        vlan,
+                        0,
+                        z,
+                    )
                 bottom = (buf[p + 2] & 1) == 1
                 p += 4
                 if bottom:
@@ -276,8 +287,18 @@ def decode_frame(buf, off, caplen, linktype):
             et = u16be(buf, p + 4)
             p += 6
         elif 0 <= et < 0x0600:
-            # IEEE 802.3 length field: only LLC/SNAP (AA AA 03, OUI, type) carries IP.
-            if p + 8 <= end and buf[p] == 0xAA and buf[p + 1] == 0xAA and buf[p + 2] == 0x03:
+            # IEEE 802.3 length field: only LLC/SNAP (AA AA 03) with an
+            # encapsulated-Ethernet OUI (00-00-00, or 00-00-F8 for 802.1H)
+            # carries an ethertype.
+            if (
+                p + 8 <= end
+                and buf[p] == 0xAA
+                and buf[p + 1] == 0xAA
+                and buf[p + 2] == 0x03
+                and buf[p + 3] == 0
+                and buf[p + 4] == 0
+                and (buf[p + 5] == 0 or buf[p + 5] == 0xF8)
+            ):
                 et = u16be(buf, p + 6)
                 p += 8
             else:
@@ -318,8 +339,21 @@ def decode_frame(buf, off, caplen, linktype):
             frag_id = u16be(buf, p + 4)
             if frag_offset != 0:
                 # No transport header here; the flow table finds the ports.
-                return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
-                        z, z, z, vlan, frag, frag_id)
+                return (
+                    STATUS_OK,
+                    ip_version,
+                    proto,
+                    src_hi,
+                    src_lo,
+                    dst_hi,
+                    dst_lo,
+                    z,
+                    z,
+                    z,
+                    vlan,
+                    frag,
+                    frag_id,
+                )
             frag = 3
         p += ihl
     elif et == ETHERTYPE_IPV6:
@@ -344,22 +378,61 @@ def decode_frame(buf, off, caplen, linktype):
                 or proto == IPPROTO_SHIM6
             ):
                 if p + 2 > end:
-                    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
-                            z, z, z, vlan, frag, frag_id)
+                    return (
+                        STATUS_OK,
+                        ip_version,
+                        proto,
+                        src_hi,
+                        src_lo,
+                        dst_hi,
+                        dst_lo,
+                        z,
+                        z,
+                        z,
+                        vlan,
+                        frag,
+                        frag_id,
+                    )
                 nxt = np.int64(buf[p])
                 p += (np.int64(buf[p + 1]) + 1) * 8
                 proto = nxt
             elif proto == IPPROTO_AH:
                 if p + 2 > end:
-                    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
-                            z, z, z, vlan, frag, frag_id)
+                    return (
+                        STATUS_OK,
+                        ip_version,
+                        proto,
+                        src_hi,
+                        src_lo,
+                        dst_hi,
+                        dst_lo,
+                        z,
+                        z,
+                        z,
+                        vlan,
+                        frag,
+                        frag_id,
+                    )
                 nxt = np.int64(buf[p])
                 p += (np.int64(buf[p + 1]) + 2) * 4
                 proto = nxt
             elif proto == IPPROTO_FRAGMENT:
                 if p + 8 > end:
-                    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
-                            z, z, z, vlan, frag, frag_id)
+                    return (
+                        STATUS_OK,
+                        ip_version,
+                        proto,
+                        src_hi,
+                        src_lo,
+                        dst_hi,
+                        dst_lo,
+                        z,
+                        z,
+                        z,
+                        vlan,
+                        frag,
+                        frag_id,
+                    )
                 nxt = np.int64(buf[p])
                 frag_word = u16be(buf, p + 2)
                 frag_offset = frag_word >> 3
@@ -370,8 +443,21 @@ def decode_frame(buf, off, caplen, linktype):
                     frag = 1
                     frag_id = u32be(buf, p + 4)
                     if frag_offset != 0:
-                        return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
-                                z, z, z, vlan, frag, frag_id)
+                        return (
+                            STATUS_OK,
+                            ip_version,
+                            proto,
+                            src_hi,
+                            src_lo,
+                            dst_hi,
+                            dst_lo,
+                            z,
+                            z,
+                            z,
+                            vlan,
+                            frag,
+                            frag_id,
+                        )
                     frag = 3
                 p += 8
             else:
@@ -399,5 +485,18 @@ def decode_frame(buf, off, caplen, linktype):
         if p + 2 <= end:
             sport = np.int64(buf[p])
             dport = np.int64(buf[p + 1])
-    return (STATUS_OK, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo,
-            sport, dport, flags, vlan, frag, frag_id)
+    return (
+        STATUS_OK,
+        ip_version,
+        proto,
+        src_hi,
+        src_lo,
+        dst_hi,
+        dst_lo,
+        sport,
+        dport,
+        flags,
+        vlan,
+        frag,
+        frag_id,
+    )

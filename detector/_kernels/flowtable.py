@@ -16,32 +16,40 @@ fills, the kernel returns and the caller drains it and calls again.
 import numpy as np
 from numba import njit
 
-from .._jit import INLINE, KERNEL
+from .._jit import HOT_LOOP, INLINE, KERNEL
 
-# Flow row columns (int64 each). A = the endpoint with the smaller (address, port).
+# The meta column packs the rest of the key: a_port << 48 | b_port << 32 | proto << 16 | vlan
+
+# Flow row columns (int64 each), grouped by cache line: a packet touches the
+# first line (key and times) and the line of its direction. A = the endpoint
+# with the smaller (address, port).
 C_A_HI = 0
 C_A_LO = 1
 C_B_HI = 2
 C_B_LO = 3
-C_A_PORT = 4
-C_B_PORT = 5
-C_PROTO = 6
-C_VLAN = 7
-C_IP_VERSION = 8
-C_INIT_IS_A = 9  # 1 when A started the flow
-C_FIRST = 10
-C_LAST = 11
-C_SLOT = 12  # where the row sits in the slot table (kept up to date by shifts)
-C_REASON = 13  # why the flow was closed (export rows only)
-# Per direction, A→B from column 14, B→A from column 19.
-C_DIR = 14
+C_META = 4  # a_port << 48 | b_port << 32 | proto << 16 | vlan: one compare, one hash input
+C_FIRST = 5
+C_LAST = 6
+C_SLOT = 7  # where the row sits in the slot table (kept up to date by shifts); -1 free
+# Per direction: A→B from column 8, B→A from column 16.
+C_DIR = 8
 D_PACKETS = 0
 D_BYTES = 1
 D_FIRST = 2
 D_LAST = 3
 D_FLAGS = 4
-DIR_WIDTH = 5
-FLOW_COLUMNS = C_DIR + 2 * DIR_WIDTH  # 24 → 192 bytes per row
+DIR_WIDTH = 8
+C_INIT_IS_A = 13  # 1 when A started the flow (spare room of the A→B line)
+C_IP_VERSION = 14
+C_REASON = 15  # why the flow was closed (export rows only)
+FLOW_COLUMNS = 24  # 192 bytes per row, three cache lines
+ROW_ALIGN = 64
+
+
+@njit(**INLINE)
+def meta_key(a_port, b_port, proto, vlan):
+    return (a_port << 48) | (b_port << 32) | (proto << 16) | vlan
+
 
 REASON_IDLE = 0
 REASON_ACTIVE = 1
@@ -58,7 +66,8 @@ S_EVICTED = 4  # flows closed early because the table was full
 S_FRAG_HITS = 5  # non-first fragments attributed to their flow
 S_FRAG_MISSES = 6
 S_PACKETS = 7  # IP packets counted into flows
-S_FIELDS = 8
+S_LATEST = 8  # latest packet time counted
+S_FIELDS = 9
 
 TCP_SYN = 0x02
 TCP_ACK = 0x10
@@ -79,7 +88,7 @@ def icmp_counterparts():
     for a, b in ((8, 0), (13, 14), (15, 16), (17, 18), (10, 9)):
         table[0, a] = b
         table[0, b] = a
-    for a, b in ((128, 129), (133, 134), (135, 136), (130, 131), (144, 145), (146, 147)):
+    for a, b in ((128, 129), (130, 131), (133, 134), (135, 136), (139, 140), (144, 145)):
         table[1, a] = b
         table[1, b] = a
     return table
@@ -87,21 +96,22 @@ def icmp_counterparts():
 
 @njit(**INLINE)
 def mix64(x):
-    # splitmix64 finaliser: cheap, and every input bit moves every output bit.
+    # splitmix64 finaliser: every input bit moves every output bit.
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
 
 
 @njit(**INLINE)
-def flow_hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto, vlan):
-    h = mix64(a_lo ^ np.uint64(0x9E3779B97F4A7C15))
-    h = mix64(h ^ a_hi)
-    h = mix64(h ^ b_lo)
-    h = mix64(h ^ b_hi)
-    tail = (np.uint64(a_port) << np.uint64(48)) | (np.uint64(b_port) << np.uint64(32))
-    tail |= (np.uint64(proto) << np.uint64(16)) | np.uint64(vlan)
-    return mix64(h ^ tail)
+def flow_hash(a_hi, a_lo, b_hi, b_lo, meta):
+    # Independent multiplies (they run in parallel), then one finaliser: a
+    # third of the cost of chaining a full mix per field.
+    h = a_lo * np.uint64(0x9E3779B97F4A7C15)
+    h ^= b_lo * np.uint64(0xC2B2AE3D27D4EB4F)
+    h ^= a_hi * np.uint64(0x165667B19E3779F9)
+    h ^= b_hi * np.uint64(0xD6E8FEB86659FD93)
+    h ^= meta * np.uint64(0xFF51AFD7ED558CCD)
+    return mix64(h)
 
 
 @njit(**INLINE)
@@ -132,6 +142,7 @@ def _remove(flows, slots, mask, row, free, state):
             flows[(entry & LOW32) - 1, C_SLOT] = i
             i = j
     slots[i] = EMPTY
+    flows[row, C_SLOT] = -1
     free[state[S_N_FREE]] = row
     state[S_N_FREE] += 1
     state[S_LIVE] -= 1
@@ -148,29 +159,30 @@ def sweep_idle(flows, slots, free, state, now, idle_ns, export, n_export):
     for row in range(state[S_HIGH_WATER]):
         if n_export >= export.shape[0]:
             break
-        if flows[row, C_SLOT] < 0:
-            continue
-        if now - flows[row, C_LAST] > idle_ns:
+        if flows[row, C_SLOT] >= 0 and now - flows[row, C_LAST] > idle_ns:
             _export(flows, row, REASON_IDLE, export, n_export)
             n_export += 1
             _remove(flows, slots, mask, row, free, state)
-            flows[row, C_SLOT] = -1
     return n_export
 
 
 @njit(**KERNEL)
-def flush_all(flows, slots, free, state, reason, export, n_export):
-    """Export every live flow with ``reason``; returns the new export count."""
+def flush_all(flows, slots, free, state, idle_ns, export, n_export):
+    """Export every live flow (end of input); returns the new export count.
+
+    A flow already idle at the latest packet time closes as ``idle``, the rest
+    as ``end``: the reason must not depend on when a sweep last ran.
+    """
     mask = slots.shape[0] - 1
+    latest = state[S_LATEST]
     for row in range(state[S_HIGH_WATER]):
         if n_export >= export.shape[0]:
             break
-        if flows[row, C_SLOT] < 0:
-            continue
-        _export(flows, row, reason, export, n_export)
-        n_export += 1
-        _remove(flows, slots, mask, row, free, state)
-        flows[row, C_SLOT] = -1
+        if flows[row, C_SLOT] >= 0:
+            reason = REASON_IDLE if latest - flows[row, C_LAST] > idle_ns else REASON_END
+            _export(flows, row, reason, export, n_export)
+            n_export += 1
+            _remove(flows, slots, mask, row, free, state)
     return n_export
 
 
@@ -187,184 +199,253 @@ def evict_oldest(flows, slots, free, state, export, n_export):
             k += 1
     if k == 0:
         return n_export
-    cut = np.partition(lasts[:k], max(k // 8 - 1, 0))[max(k // 8 - 1, 0)]
-    room = export.shape[0] - n_export
+    kth = max(k // 8 - 1, 0)
+    cut = np.partition(lasts[:k], kth)[kth]
     for row in range(high):
-        if room == 0:
+        if n_export >= export.shape[0]:
             break
         if flows[row, C_SLOT] >= 0 and flows[row, C_LAST] <= cut:
             _export(flows, row, REASON_EVICTED, export, n_export)
             n_export += 1
-            room -= 1
             _remove(flows, slots, mask, row, free, state)
-            flows[row, C_SLOT] = -1
             state[S_EVICTED] += 1
     return n_export
 
 
-@njit(**KERNEL)
-def aggregate(
-    ts_ns, src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto, ip_version, wire_len,
-    tcp_flags, vlan, frag, frag_id, start, stop,
-    flows, slots, free, state, frag_keys, frag_ports, icmp_map,
-    idle_ns, active_ns, sweep_every_ns, export, n_export,
-):
-    """Count packets ``start..stop`` of a batch into the flow table.
+COUNT_OK = 0
+COUNT_EXPORT_FULL = 1  # drain the export buffer, then count this packet again
+COUNT_TABLE_FULL = 2  # grow or evict, then count this packet again
 
-    Returns ``(next_packet, n_export, why)``: ``why`` is 0 when all packets were
-    counted, 1 when the export buffer is full, 2 when the table is full (the
-    caller evicts or grows, then calls again from ``next_packet``).
+
+@njit(**INLINE)
+def count_packet(
+    t,
+    s_hi,
+    s_lo,
+    d_hi,
+    d_lo,
+    sp,
+    dp,
+    pr,
+    ipv,
+    wire,
+    fl,
+    vl,
+    fr,
+    fid,
+    flows,
+    slots,
+    free,
+    state,
+    frag_keys,
+    frag_ports,
+    icmp_map,
+    params,
+    export,
+    n_export,
+):
+    """Count one IP packet into the flow table.
+
+    The table's arrays come one by one, not as the ``table`` tuple the kernels
+    take: unpacking a tuple of arrays per packet costs a reference count per
+    array per packet (PERF-NOTES, lesson 1). ``params`` = (idle_ns, active_ns,
+    sweep_every_ns). Returns ``(n_export, COUNT_*)``; on anything but COUNT_OK
+    the packet was not counted and must be offered again (what was done before
+    stopping is idempotent).
     """
+    idle_ns = params[0]
+    active_ns = params[1]
+    # Room for a timed-out flow plus a sweep's first export before we start.
+    if n_export + 2 > export.shape[0]:
+        return n_export, COUNT_EXPORT_FULL
+    if t >= state[S_NEXT_SWEEP]:
+        if state[S_NEXT_SWEEP] != 0:
+            n_export = sweep_idle(flows, slots, free, state, t, idle_ns, export, n_export)
+            if n_export + 2 > export.shape[0]:
+                return n_export, COUNT_EXPORT_FULL
+        state[S_NEXT_SWEEP] = t + params[2]
     mask = slots.shape[0] - 1
-    frag_mask = frag_keys.shape[0] - 1
-    capacity = flows.shape[0]
-    export_cap = export.shape[0]
+
+    if fr != 0:
+        # First fragments leave their ports for the later ones (same addresses,
+        # protocol and identification).
+        frag_mask = frag_keys.shape[0] - 1
+        fkey = flow_hash(s_hi, s_lo, d_hi, d_lo, (np.uint64(fid) << np.uint64(8)) | np.uint64(pr))
+        fslot = np.int64(fkey & np.uint64(frag_mask))
+        if fr & 2:
+            frag_keys[fslot] = fkey
+            frag_ports[fslot] = (sp << 16) | dp
+        elif frag_keys[fslot] == fkey:
+            sp = frag_ports[fslot] >> 16
+            dp = frag_ports[fslot] & 0xFFFF
+            state[S_FRAG_HITS] += 1
+        else:
+            state[S_FRAG_MISSES] += 1
+
+    if pr == IPPROTO_ICMP or pr == IPPROTO_ICMPV6:
+        counterpart = icmp_map[0 if pr == IPPROTO_ICMP else 1, sp & 0xFF]
+        if counterpart >= 0:
+            dp = counterpart
+
+    # Canonical order: A is the smaller (address, port).
+    if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
+        a_hi, a_lo, b_hi, b_lo, meta, d = s_hi, s_lo, d_hi, d_lo, meta_key(sp, dp, pr, vl), 0
+    else:
+        a_hi, a_lo, b_hi, b_lo, meta, d = d_hi, d_lo, s_hi, s_lo, meta_key(dp, sp, pr, vl), 1
+    h = flow_hash(a_hi, a_lo, b_hi, b_lo, np.uint64(meta))
+    tag = np.int64(h >> np.uint64(32))
+    j = tag & mask
+    ia_hi = np.int64(a_hi)
+    ia_lo = np.int64(a_lo)
+    ib_hi = np.int64(b_hi)
+    ib_lo = np.int64(b_lo)
+    row = -1
+    while True:
+        entry = slots[j]
+        if entry == EMPTY:
+            break
+        if ((entry >> 32) & LOW32) == tag:
+            r = (entry & LOW32) - 1
+            if (
+                flows[r, C_A_LO] == ia_lo
+                and flows[r, C_B_LO] == ib_lo
+                and flows[r, C_META] == meta
+                and flows[r, C_A_HI] == ia_hi
+                and flows[r, C_B_HI] == ib_hi
+            ):
+                row = r
+                break
+        j = (j + 1) & mask
+
+    if row >= 0:
+        reason = -1
+        if t - flows[row, C_LAST] > idle_ns:
+            reason = REASON_IDLE
+        elif t - flows[row, C_FIRST] > active_ns:
+            reason = REASON_ACTIVE
+        if reason >= 0:
+            _export(flows, row, reason, export, n_export)
+            n_export += 1
+            _remove(flows, slots, mask, row, free, state)
+            row = -1
+            # The hole may have pulled entries back: probe again for a free slot.
+            j = tag & mask
+            while slots[j] != EMPTY:
+                j = (j + 1) & mask
+
+    if row < 0:
+        if state[S_N_FREE] > 0:
+            state[S_N_FREE] -= 1
+            row = free[state[S_N_FREE]]
+        elif state[S_HIGH_WATER] < flows.shape[0]:
+            row = state[S_HIGH_WATER]
+            state[S_HIGH_WATER] += 1
+        else:
+            return n_export, COUNT_TABLE_FULL
+        slots[j] = (tag << 32) | (row + 1)
+        state[S_LIVE] += 1
+        flows[row, C_A_HI] = ia_hi
+        flows[row, C_A_LO] = ia_lo
+        flows[row, C_B_HI] = ib_hi
+        flows[row, C_B_LO] = ib_lo
+        flows[row, C_META] = meta
+        flows[row, C_FIRST] = t
+        flows[row, C_LAST] = t
+        flows[row, C_SLOT] = j
+        for c in range(C_DIR, FLOW_COLUMNS):
+            flows[row, c] = 0
+        flows[row, C_DIR + D_FIRST] = -1
+        flows[row, C_DIR + DIR_WIDTH + D_FIRST] = -1
+        # The initiator sent the first packet, unless that packet is a SYN+ACK:
+        # then the receiver had sent the (uncaptured) SYN.
+        synack = pr == IPPROTO_TCP and (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)
+        flows[row, C_INIT_IS_A] = 1 if (d == 0) != synack else 0
+        flows[row, C_IP_VERSION] = ipv
+        flows[row, C_REASON] = -1
+
+    # min/max rather than first/last written: merged multi-interface captures
+    # are not always in time order.
+    base = C_DIR + d * DIR_WIDTH
+    flows[row, base + D_PACKETS] += 1
+    flows[row, base + D_BYTES] += wire
+    first = flows[row, base + D_FIRST]
+    if first < 0 or t < first:
+        flows[row, base + D_FIRST] = t
+    if t > flows[row, base + D_LAST]:
+        flows[row, base + D_LAST] = t
+    flows[row, base + D_FLAGS] |= fl
+    if t > flows[row, C_LAST]:
+        flows[row, C_LAST] = t
+    elif t < flows[row, C_FIRST]:
+        flows[row, C_FIRST] = t
+    state[S_PACKETS] += 1
+    if t > state[S_LATEST]:
+        state[S_LATEST] = t
+    return n_export, COUNT_OK
+
+
+@njit(**HOT_LOOP)
+def aggregate(
+    ts_ns,
+    src_hi,
+    src_lo,
+    dst_hi,
+    dst_lo,
+    sport,
+    dport,
+    proto,
+    ip_version,
+    wire_len,
+    tcp_flags,
+    vlan,
+    frag,
+    frag_id,
+    start,
+    stop,
+    table,
+    params,
+    export,
+    n_export,
+):
+    """Count packets ``start..stop`` of a batch into the flow table ``table``
+    (flows, slots, free, state, frag_keys, frag_ports, icmp_map).
+
+    Returns ``(next_packet, n_export, why)`` with ``why`` a COUNT_* code: the
+    caller drains, grows or evicts, then calls again from ``next_packet``.
+    """
+    flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
     for i in range(start, stop):
-        # Room for up to two exports (a timed-out flow, a sweep) before we start.
-        if n_export + 2 > export_cap:
-            return i, n_export, 1
         if ip_version[i] == 0:
             continue
-        t = ts_ns[i]
-        if t >= state[S_NEXT_SWEEP]:
-            if state[S_NEXT_SWEEP] != 0:
-                n_export = sweep_idle(flows, slots, free, state, t, idle_ns, export, n_export)
-                if n_export >= export_cap:
-                    return i, n_export, 1
-            state[S_NEXT_SWEEP] = t + sweep_every_ns
-
-        s_hi = src_hi[i]
-        s_lo = src_lo[i]
-        d_hi = dst_hi[i]
-        d_lo = dst_lo[i]
-        sp = np.int64(sport[i])
-        dp = np.int64(dport[i])
-        pr = np.int64(proto[i])
-        fl = np.int64(tcp_flags[i])
-        fr = frag[i]
-
-        if fr != 0:
-            # First fragments leave their ports for the later ones (same
-            # addresses, protocol and identification).
-            fk = mix64(mix64(s_lo ^ mix64(s_hi)) ^ mix64(d_lo ^ mix64(d_hi)))
-            fk = mix64(fk ^ (np.uint64(frag_id[i]) << np.uint64(8)) ^ np.uint64(pr))
-            fslot = np.int64(fk & np.uint64(frag_mask))
-            if fr & 2:
-                frag_keys[fslot] = fk
-                frag_ports[fslot] = (sp << 16) | dp
-            elif frag_keys[fslot] == fk:
-                sp = frag_ports[fslot] >> 16
-                dp = frag_ports[fslot] & 0xFFFF
-                state[S_FRAG_HITS] += 1
-            else:
-                state[S_FRAG_MISSES] += 1
-
-        if pr == IPPROTO_ICMP or pr == IPPROTO_ICMPV6:
-            counterpart = icmp_map[0 if pr == IPPROTO_ICMP else 1, sp & 0xFF]
-            if counterpart >= 0:
-                dp = counterpart
-
-        # Canonical order: A is the smaller (address, port).
-        if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
-            a_hi, a_lo, b_hi, b_lo, a_port, b_port, d = s_hi, s_lo, d_hi, d_lo, sp, dp, 0
-        else:
-            a_hi, a_lo, b_hi, b_lo, a_port, b_port, d = d_hi, d_lo, s_hi, s_lo, dp, sp, 1
-        vl = np.int64(vlan[i])
-        h = flow_hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, pr, vl)
-        tag = np.int64(h >> np.uint64(32))
-        j = tag & mask
-        ia_hi = np.int64(a_hi)
-        ia_lo = np.int64(a_lo)
-        ib_hi = np.int64(b_hi)
-        ib_lo = np.int64(b_lo)
-        row = -1
-        while True:
-            entry = slots[j]
-            if entry == EMPTY:
-                break
-            if ((entry >> 32) & LOW32) == tag:
-                r = (entry & LOW32) - 1
-                if (
-                    flows[r, C_A_LO] == ia_lo
-                    and flows[r, C_B_LO] == ib_lo
-                    and flows[r, C_A_HI] == ia_hi
-                    and flows[r, C_B_HI] == ib_hi
-                    and flows[r, C_A_PORT] == a_port
-                    and flows[r, C_B_PORT] == b_port
-                    and flows[r, C_PROTO] == pr
-                    and flows[r, C_VLAN] == vl
-                ):
-                    row = r
-                    break
-            j = (j + 1) & mask
-
-        if row >= 0:
-            reason = -1
-            if t - flows[row, C_LAST] > idle_ns:
-                reason = REASON_IDLE
-            elif t - flows[row, C_FIRST] > active_ns:
-                reason = REASON_ACTIVE
-            if reason >= 0:
-                _export(flows, row, reason, export, n_export)
-                n_export += 1
-                _remove(flows, slots, mask, row, free, state)
-                flows[row, C_SLOT] = -1
-                row = -1
-                # The hole may have moved entries: probe again for a free slot.
-                j = tag & mask
-                while slots[j] != EMPTY:
-                    j = (j + 1) & mask
-
-        if row < 0:
-            if state[S_N_FREE] > 0:
-                state[S_N_FREE] -= 1
-                row = free[state[S_N_FREE]]
-            elif state[S_HIGH_WATER] < capacity:
-                row = state[S_HIGH_WATER]
-                state[S_HIGH_WATER] += 1
-            else:
-                return i, n_export, 2
-            slots[j] = (tag << 32) | (row + 1)
-            state[S_LIVE] += 1
-            flows[row, C_A_HI] = ia_hi
-            flows[row, C_A_LO] = ia_lo
-            flows[row, C_B_HI] = ib_hi
-            flows[row, C_B_LO] = ib_lo
-            flows[row, C_A_PORT] = a_port
-            flows[row, C_B_PORT] = b_port
-            flows[row, C_PROTO] = pr
-            flows[row, C_VLAN] = vl
-            flows[row, C_IP_VERSION] = ip_version[i]
-            # The initiator sent the first packet, unless that packet is a
-            # SYN+ACK: then the receiver had sent the (uncaptured) SYN.
-            synack = pr == IPPROTO_TCP and (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)
-            sender_is_a = d == 0
-            flows[row, C_INIT_IS_A] = 1 if sender_is_a != synack else 0
-            flows[row, C_FIRST] = t
-            flows[row, C_LAST] = t
-            flows[row, C_SLOT] = j
-            flows[row, C_REASON] = -1
-            for c in range(C_DIR, FLOW_COLUMNS):
-                flows[row, c] = 0
-            flows[row, C_DIR + D_FIRST] = -1
-            flows[row, C_DIR + DIR_WIDTH + D_FIRST] = -1
-
-        # min/max rather than first/last written: merged multi-interface captures
-        # are not always in time order.
-        base = C_DIR + d * DIR_WIDTH
-        flows[row, base + D_PACKETS] += 1
-        flows[row, base + D_BYTES] += wire_len[i]
-        if flows[row, base + D_FIRST] < 0 or t < flows[row, base + D_FIRST]:
-            flows[row, base + D_FIRST] = t
-        if t > flows[row, base + D_LAST]:
-            flows[row, base + D_LAST] = t
-        flows[row, base + D_FLAGS] |= fl
-        if t > flows[row, C_LAST]:
-            flows[row, C_LAST] = t
-        elif t < flows[row, C_FIRST]:
-            flows[row, C_FIRST] = t
-        state[S_PACKETS] += 1
-    return stop, n_export, 0
+        n_export, why = count_packet(
+            ts_ns[i],
+            src_hi[i],
+            src_lo[i],
+            dst_hi[i],
+            dst_lo[i],
+            np.int64(sport[i]),
+            np.int64(dport[i]),
+            np.int64(proto[i]),
+            np.int64(ip_version[i]),
+            np.int64(wire_len[i]),
+            np.int64(tcp_flags[i]),
+            np.int64(vlan[i]),
+            frag[i],
+            frag_id[i],
+            flows,
+            slots,
+            free,
+            state,
+            frag_keys,
+            frag_ports,
+            icmp_map,
+            params,
+            export,
+            n_export,
+        )
+        if why != COUNT_OK:
+            return i, n_export, why
+    return stop, n_export, COUNT_OK
 
 
 @njit(**KERNEL)
@@ -375,9 +456,11 @@ def rebuild_slots(flows, high_water, slots):
         if flows[row, C_SLOT] < 0:
             continue
         h = flow_hash(
-            np.uint64(flows[row, C_A_HI]), np.uint64(flows[row, C_A_LO]),
-            np.uint64(flows[row, C_B_HI]), np.uint64(flows[row, C_B_LO]),
-            flows[row, C_A_PORT], flows[row, C_B_PORT], flows[row, C_PROTO], flows[row, C_VLAN],
+            np.uint64(flows[row, C_A_HI]),
+            np.uint64(flows[row, C_A_LO]),
+            np.uint64(flows[row, C_B_HI]),
+            np.uint64(flows[row, C_B_LO]),
+            np.uint64(flows[row, C_META]),
         )
         tag = np.int64(h >> np.uint64(32))
         j = tag & mask

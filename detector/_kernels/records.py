@@ -6,15 +6,16 @@ fit entirely in the buffer, at ``max_records``, or at damage. They return where
 they stopped and why; the Python reader refills the buffer from there. Walking
 and decoding are fused so a packet is read once while it is in cache.
 
-Output arrays (struct of arrays, one row per packet) are written from row
-``first`` on; their dtypes are those of ``detector.capture.batch.BATCH_DTYPES``.
+Output arrays (struct of arrays, one row per packet) have the dtypes of
+``detector.capture.batch.BATCH_DTYPES``.
 """
 
 import numpy as np
 from numba import njit
 
-from .._jit import INLINE, KERNEL
+from .._jit import HOT_LOOP, INLINE
 from .decode import decode_frame, u32be, u32le
+from .flowtable import COUNT_OK, count_packet
 
 # Why a walk stopped.
 WALK_OK = 0  # buffer consumed exactly, or max_records reached
@@ -23,6 +24,7 @@ WALK_RECORD_TOO_LONG = 2  # a length field beyond MAX_RECORD_BYTES: damage, not 
 WALK_BAD_BLOCK = 3  # pcapng block length impossible (too small, unaligned, mismatched)
 WALK_BAD_SECTION = 4  # pcapng section header with an unknown byte-order magic
 WALK_BAD_VERSION = 5  # pcapng section of a major version we do not read
+WALK_COUNT_STOPPED = 6  # the flow table asked to stop (detail: its COUNT_* code)
 
 # libpcap refuses records above 256 KiB (MAXIMUM_SNAPLEN); so do we. A larger
 # length is a damaged header, and trusting it would swallow good packets.
@@ -36,7 +38,24 @@ COUNT_CAPLEN_OVER_WIRELEN = 1
 COUNT_UNKNOWN_INTERFACE = 2
 COUNT_TOO_MANY_INTERFACES = 3
 COUNT_SKIPPED_BLOCKS = 4
-N_COUNTERS = 8
+COUNT_PACKETS = 5
+COUNT_WIRE_BYTES = 6
+COUNT_FIRST_TS = 7  # the caller starts it at the largest int64
+COUNT_LAST_TS = 8  # the caller starts it at the smallest int64
+COUNT_STATUS = 9  # 9..13: packets per decode status (decode.STATUS_*)
+N_COUNTERS = 16
+
+
+@njit(**INLINE)
+def _take(counters, t, wire, st):
+    counters[COUNT_PACKETS] += 1
+    counters[COUNT_WIRE_BYTES] += wire
+    if t < counters[COUNT_FIRST_TS]:
+        counters[COUNT_FIRST_TS] = t
+    if t > counters[COUNT_LAST_TS]:
+        counters[COUNT_LAST_TS] = t
+    counters[COUNT_STATUS + st] += 1
+
 
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_IDB = 0x00000001
@@ -93,62 +112,134 @@ def _ts_to_ns(ts, mul, div, shift):
     return whole * 1_000_000_000 + np.int64(frac * (1e9 / 2.0**shift))
 
 
-@njit(**KERNEL)
+@njit(**HOT_LOOP)
 def walk_pcap(
-    buf, pos, end, big_endian, nanosecond, linktype, snaplen, base_offset, first, max_records,
-    counters, ts_ns, interface, src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto,
-    ip_version, wire_len, cap_len, tcp_flags, vlan, frag, frag_id, offset, status,
+    buf,
+    pos,
+    end,
+    big_endian,
+    nanosecond,
+    linktype,
+    snaplen,
+    base_offset,
+    max_records,
+    counters,
+    out,
+    write_out,
+    count,
+    table,
+    params,
+    export,
+    n_export,
 ):
     """Walk classic pcap records in ``buf[pos:end]``.
 
-    Returns ``(rows_written, stop_pos, why, detail)``; ``detail`` is the bad
-    length for WALK_RECORD_TOO_LONG.
+    ``out`` is the batch's arrays (written when ``write_out``); with ``count``
+    each packet is also counted into the flow table ``table`` (see
+    ``flowtable.count_packet``) in the same pass, so it is never written out and
+    read back. Returns ``(packets, stop_pos, why, detail,
+    n_export)``; ``detail`` is the bad length for WALK_RECORD_TOO_LONG.
     """
+    (
+        ts_ns,
+        interface,
+        src_hi,
+        src_lo,
+        dst_hi,
+        dst_lo,
+        sport,
+        dport,
+        proto,
+        ip_version,
+        wire_len,
+        cap_len,
+        tcp_flags,
+        vlan,
+        frag,
+        frag_id,
+        offset,
+        status,
+    ) = out
+    flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
     frac_mul = 1 if nanosecond else 1000
-    row = first
-    limit = first + max_records
-    while row < limit:
+    row = 0
+    while row < max_records:
         if pos + 16 > end:
             if pos == end:
-                return row - first, pos, WALK_OK, 0
-            return row - first, pos, WALK_NEED_MORE, 0
+                return row, pos, WALK_OK, 0, n_export
+            return row, pos, WALK_NEED_MORE, 0, n_export
         sec = _u32(buf, pos, big_endian)
         frac = _u32(buf, pos + 4, big_endian)
         incl = _u32(buf, pos + 8, big_endian)
         orig = _u32(buf, pos + 12, big_endian)
         if incl > MAX_RECORD_BYTES:
-            return row - first, pos, WALK_RECORD_TOO_LONG, incl
+            return row, pos, WALK_RECORD_TOO_LONG, incl, n_export
         data = pos + 16
         if data + incl > end:
-            return row - first, pos, WALK_NEED_MORE, 0
+            return row, pos, WALK_NEED_MORE, 0, n_export
+        (st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid) = decode_frame(
+            buf, data, incl, linktype
+        )
+        t = sec * 1_000_000_000 + frac * frac_mul
+        if count and ipv != 0:
+            n_export, done = count_packet(
+                t,
+                sh,
+                sl,
+                dh,
+                dl,
+                sp,
+                dp,
+                np.int64(pr),
+                np.int64(ipv),
+                orig,
+                fl,
+                vl,
+                fr,
+                fid,
+                flows,
+                slots,
+                free,
+                state,
+                frag_keys,
+                frag_ports,
+                icmp_map,
+                params,
+                export,
+                n_export,
+            )
+            if done != COUNT_OK:
+                return row, pos, WALK_COUNT_STOPPED, done, n_export
+        # Counted only once the packet is taken (a stopped count offers it again).
         if snaplen > 0 and incl > snaplen:
             counters[COUNT_CAPLEN_OVER_SNAPLEN] += 1
         if incl > orig:
             counters[COUNT_CAPLEN_OVER_WIRELEN] += 1
-        (st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid) = decode_frame(
-            buf, data, incl, linktype
-        )
-        ts_ns[row] = sec * 1_000_000_000 + frac * frac_mul
-        interface[row] = 0
-        src_hi[row] = sh
-        src_lo[row] = sl
-        dst_hi[row] = dh
-        dst_lo[row] = dl
-        sport[row] = sp
-        dport[row] = dp
-        proto[row] = pr
-        ip_version[row] = ipv
-        wire_len[row] = orig
-        cap_len[row] = incl
-        tcp_flags[row] = fl
-        vlan[row] = vl
-        frag[row] = fr
-        frag_id[row] = fid
-        offset[row] = base_offset + pos
-        status[row] = st
+        _take(counters, t, orig, st)
         row += 1
         pos = data + incl
-    return row - first, pos, WALK_OK, 0
+        if not write_out:
+            continue
+        r = row - 1
+        ts_ns[r] = t
+        interface[r] = 0
+        src_hi[r] = sh
+        src_lo[r] = sl
+        dst_hi[r] = dh
+        dst_lo[r] = dl
+        sport[r] = sp
+        dport[r] = dp
+        proto[r] = pr
+        ip_version[r] = ipv
+        wire_len[r] = orig
+        cap_len[r] = incl
+        tcp_flags[r] = fl
+        vlan[r] = vl
+        frag[r] = fr
+        frag_id[r] = fid
+        offset[r] = base_offset + data - 16
+        status[r] = st
+    return row, pos, WALK_OK, 0, n_export
 
 
 @njit(**INLINE)
@@ -193,24 +284,55 @@ def _read_idb(buf, pos, block_len, big_endian, section, interfaces, counters):
     section[SEC_N_INTERFACES] = n + 1
 
 
-@njit(**KERNEL)
+@njit(**HOT_LOOP)
 def walk_pcapng(
-    buf, pos, end, section, interfaces, base_offset, first, max_records,
-    counters, ts_ns, interface, src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto,
-    ip_version, wire_len, cap_len, tcp_flags, vlan, frag, frag_id, offset, status,
+    buf,
+    pos,
+    end,
+    section,
+    interfaces,
+    base_offset,
+    max_records,
+    counters,
+    out,
+    write_out,
+    count,
+    table,
+    params,
+    export,
+    n_export,
 ):
     """Walk pcapng blocks in ``buf[pos:end]``; ``section`` and ``interfaces``
-    carry the section's byte order and interface table across calls.
-
-    Returns ``(rows_written, stop_pos, why, detail)``.
+    carry the section's byte order and interface table across calls. Other
+    arguments and the result as for ``walk_pcap``.
     """
-    row = first
-    limit = first + max_records
-    while row < limit:
+    (
+        ts_ns,
+        interface,
+        src_hi,
+        src_lo,
+        dst_hi,
+        dst_lo,
+        sport,
+        dport,
+        proto,
+        ip_version,
+        wire_len,
+        cap_len,
+        tcp_flags,
+        vlan,
+        frag,
+        frag_id,
+        offset,
+        status,
+    ) = out
+    flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
+    row = 0
+    while row < max_records:
         if pos + 12 > end:
             if pos == end:
-                return row - first, pos, WALK_OK, 0
-            return row - first, pos, WALK_NEED_MORE, 0
+                return row, pos, WALK_OK, 0, n_export
+            return row, pos, WALK_NEED_MORE, 0, n_export
         # The SHB type reads the same in both byte orders; its body says which.
         block_type_le = u32le(buf, pos)
         if block_type_le == PCAPNG_SHB:
@@ -220,42 +342,42 @@ def walk_pcapng(
             elif u32be(buf, pos + 8) == PCAPNG_BYTE_ORDER_MAGIC:
                 big_endian = True
             else:
-                return row - first, pos, WALK_BAD_SECTION, magic
+                return row, pos, WALK_BAD_SECTION, magic, n_export
             block_len = _u32(buf, pos + 4, big_endian)
             if block_len < 28 or block_len % 4 != 0 or block_len > MAX_BLOCK_BYTES:
-                return row - first, pos, WALK_BAD_BLOCK, block_len
+                return row, pos, WALK_BAD_BLOCK, block_len, n_export
             if pos + block_len > end:
-                return row - first, pos, WALK_NEED_MORE, 0
+                return row, pos, WALK_NEED_MORE, 0, n_export
             major = _u16(buf, pos + 12, big_endian)
             if major != 1:
-                return row - first, pos, WALK_BAD_VERSION, major
+                return row, pos, WALK_BAD_VERSION, major, n_export
             section[SEC_BIG_ENDIAN] = 1 if big_endian else 0
             section[SEC_N_INTERFACES] = 0
             section[SEC_STARTED] = 1
             pos += block_len
             continue
         if section[SEC_STARTED] == 0:
-            return row - first, pos, WALK_BAD_SECTION, block_type_le
+            return row, pos, WALK_BAD_SECTION, block_type_le, n_export
         big_endian = section[SEC_BIG_ENDIAN] == 1
         block_type = _u32(buf, pos, big_endian)
         block_len = _u32(buf, pos + 4, big_endian)
         if block_len < 12 or block_len % 4 != 0 or block_len > MAX_BLOCK_BYTES:
-            return row - first, pos, WALK_BAD_BLOCK, block_len
+            return row, pos, WALK_BAD_BLOCK, block_len, n_export
         if pos + block_len > end:
-            return row - first, pos, WALK_NEED_MORE, 0
+            return row, pos, WALK_NEED_MORE, 0, n_export
         if _u32(buf, pos + block_len - 4, big_endian) != block_len:
-            return row - first, pos, WALK_BAD_BLOCK, block_len
+            return row, pos, WALK_BAD_BLOCK, block_len, n_export
 
         if block_type == PCAPNG_IDB:
             if block_len < 20:
-                return row - first, pos, WALK_BAD_BLOCK, block_len
+                return row, pos, WALK_BAD_BLOCK, block_len, n_export
             _read_idb(buf, pos, block_len, big_endian, section, interfaces, counters)
             pos += block_len
             continue
 
         if block_type == PCAPNG_EPB or block_type == PCAPNG_PB:
             if block_len < 32:
-                return row - first, pos, WALK_BAD_BLOCK, block_len
+                return row, pos, WALK_BAD_BLOCK, block_len, n_export
             if block_type == PCAPNG_EPB:
                 if_id = _u32(buf, pos + 8, big_endian)
             else:
@@ -265,10 +387,10 @@ def walk_pcapng(
             orig = _u32(buf, pos + 24, big_endian)
             data = pos + 28
             if incl > block_len - 32:
-                return row - first, pos, WALK_BAD_BLOCK, block_len
+                return row, pos, WALK_BAD_BLOCK, block_len, n_export
         elif block_type == PCAPNG_SPB:
             if block_len < 16:
-                return row - first, pos, WALK_BAD_BLOCK, block_len
+                return row, pos, WALK_BAD_BLOCK, block_len, n_export
             if_id = 0
             orig = _u32(buf, pos + 8, big_endian)
             data = pos + 12
@@ -289,38 +411,76 @@ def walk_pcapng(
                 incl = snap
             t = section[SEC_LAST_TS]
         else:
-            if snap > 0 and incl > snap:
-                counters[COUNT_CAPLEN_OVER_SNAPLEN] += 1
-            t = _ts_to_ns(
-                ts,
-                interfaces[if_id, IF_TS_MUL],
-                interfaces[if_id, IF_TS_DIV],
-                interfaces[if_id, IF_TS_SHIFT],
-            ) + interfaces[if_id, IF_TS_OFFSET_NS]
-            section[SEC_LAST_TS] = t
-        if incl > orig:
-            counters[COUNT_CAPLEN_OVER_WIRELEN] += 1
+            t = (
+                _ts_to_ns(
+                    ts,
+                    interfaces[if_id, IF_TS_MUL],
+                    interfaces[if_id, IF_TS_DIV],
+                    interfaces[if_id, IF_TS_SHIFT],
+                )
+                + interfaces[if_id, IF_TS_OFFSET_NS]
+            )
         (st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid) = decode_frame(
             buf, data, incl, interfaces[if_id, IF_LINKTYPE]
         )
-        ts_ns[row] = t
-        interface[row] = if_id
-        src_hi[row] = sh
-        src_lo[row] = sl
-        dst_hi[row] = dh
-        dst_lo[row] = dl
-        sport[row] = sp
-        dport[row] = dp
-        proto[row] = pr
-        ip_version[row] = ipv
-        wire_len[row] = orig
-        cap_len[row] = incl
-        tcp_flags[row] = fl
-        vlan[row] = vl
-        frag[row] = fr
-        frag_id[row] = fid
-        offset[row] = base_offset + pos
-        status[row] = st
+        if count and ipv != 0:
+            n_export, done = count_packet(
+                t,
+                sh,
+                sl,
+                dh,
+                dl,
+                sp,
+                dp,
+                np.int64(pr),
+                np.int64(ipv),
+                orig,
+                fl,
+                vl,
+                fr,
+                fid,
+                flows,
+                slots,
+                free,
+                state,
+                frag_keys,
+                frag_ports,
+                icmp_map,
+                params,
+                export,
+                n_export,
+            )
+            if done != COUNT_OK:
+                return row, pos, WALK_COUNT_STOPPED, done, n_export
+        # State and counters change only once the packet is taken.
+        section[SEC_LAST_TS] = t
+        if block_type != PCAPNG_SPB and snap > 0 and incl > snap:
+            counters[COUNT_CAPLEN_OVER_SNAPLEN] += 1
+        if incl > orig:
+            counters[COUNT_CAPLEN_OVER_WIRELEN] += 1
+        _take(counters, t, orig, st)
         row += 1
+        block_start = pos
         pos += block_len
-    return row - first, pos, WALK_OK, 0
+        if not write_out:
+            continue
+        r = row - 1
+        ts_ns[r] = t
+        interface[r] = if_id
+        src_hi[r] = sh
+        src_lo[r] = sl
+        dst_hi[r] = dh
+        dst_lo[r] = dl
+        sport[r] = sp
+        dport[r] = dp
+        proto[r] = pr
+        ip_version[r] = ipv
+        wire_len[r] = orig
+        cap_len[r] = incl
+        tcp_flags[r] = fl
+        vlan[r] = vl
+        frag[r] = fr
+        frag_id[r] = fid
+        offset[r] = base_offset + block_start
+        status[r] = st
+    return row, pos, WALK_OK, 0, n_export

@@ -82,7 +82,9 @@ class PacketBatch:
 
     def status_counts(self) -> dict[str, int]:
         counts = np.bincount(self.status, minlength=len(STATUS_NAMES))
-        return {STATUS_NAMES[i]: int(c) for i, c in enumerate(counts) if c and i < len(STATUS_NAMES)}
+        return {
+            STATUS_NAMES[i]: int(c) for i, c in enumerate(counts) if c and i < len(STATUS_NAMES)
+        }
 
 
 def address_text(hi: int, lo: int) -> str:
@@ -96,4 +98,6 @@ def address_text(hi: int, lo: int) -> str:
 def concat(batches: list[PacketBatch]) -> PacketBatch:
     if not batches:
         return PacketBatch.empty(0)
-    return PacketBatch(*(np.concatenate(cols) for cols in zip(*(b.arrays() for b in batches))))
+    return PacketBatch(
+        *(np.concatenate(cols) for cols in zip(*(b.arrays() for b in batches), strict=True))
+    )

@@ -9,15 +9,19 @@ already been delivered.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
+import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from .._kernels import flowtable as fk
 from .._kernels import records as rk
 from .._kernels.decode import STATUS_NAMES, STATUS_UNKNOWN_LINKTYPE
 from ..errors import CaptureError, DecodeError
@@ -34,15 +38,31 @@ PCAP_MAGICS = {
 }
 PCAP_HEADER_BYTES = 24
 
-DEFAULT_BUFFER_BYTES = 32 << 20
+DEFAULT_BUFFER_BYTES = 64 << 20
+# Map windows with their pages already present: one system call instead of a
+# page fault per 64 KiB.
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 DEFAULT_BATCH_PACKETS = 1 << 18
 MAX_INTERFACES = 1 << 16  # pcapng interface ids are 32-bit; 65,536 is far beyond real files
 
 LINKTYPE_NAMES = {
-    0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP",
-    108: "OpenBSD loopback", 113: "Linux cooked v1", 228: "IPv4", 229: "IPv6",
-    276: "Linux cooked v2", 105: "IEEE 802.11", 127: "802.11 radiotap", 9: "PPP",
-    192: "PPI", 195: "IEEE 802.15.4", 239: "NFLOG", 249: "Linux vsock",
+    0: "BSD loopback",
+    1: "Ethernet",
+    12: "raw IP",
+    14: "raw IP",
+    101: "raw IP",
+    108: "OpenBSD loopback",
+    113: "Linux cooked v1",
+    228: "IPv4",
+    229: "IPv6",
+    276: "Linux cooked v2",
+    105: "IEEE 802.11",
+    127: "802.11 radiotap",
+    9: "PPP",
+    192: "PPI",
+    195: "IEEE 802.15.4",
+    239: "NFLOG",
+    249: "Linux vsock",
 }
 
 
@@ -64,6 +84,46 @@ class CaptureProblem:
         return f"{self.path}: {where}{self.message}"
 
 
+def _new_counters() -> np.ndarray:
+    counters = np.zeros(rk.N_COUNTERS, dtype=np.int64)
+    counters[rk.COUNT_FIRST_TS] = np.iinfo(np.int64).max
+    counters[rk.COUNT_LAST_TS] = np.iinfo(np.int64).min
+    return counters
+
+
+class PacketCounter(Protocol):
+    """What the reader needs of a flow table to count packets as it decodes
+    them (``detector.flows.FlowTable`` is one)."""
+
+    kernel_params: np.ndarray
+    n_export: int
+
+    @property
+    def kernel_table(self) -> tuple[np.ndarray, ...]: ...
+
+    @property
+    def export_buffer(self) -> np.ndarray: ...
+
+    def handle(self, why: int) -> None: ...
+
+
+# Stand-in table for walks that only decode: the same array types as a real
+# table, so numba compiles one version of each walker for both uses.
+_NO_TABLE = (
+    (
+        np.full((1, fk.FLOW_COLUMNS), -1, dtype=np.int64),
+        np.zeros(2, dtype=np.int64),
+        np.zeros(1, dtype=np.int64),
+        np.zeros(fk.S_FIELDS, dtype=np.int64),
+        np.zeros(2, dtype=np.uint64),
+        np.zeros(2, dtype=np.int64),
+        np.zeros((2, 256), dtype=np.int64),
+    ),
+    np.zeros(3, dtype=np.int64),
+    np.zeros((1, fk.FLOW_COLUMNS), dtype=np.int64),
+)
+
+
 @dataclass
 class CaptureStats:
     """What reading one file found."""
@@ -80,7 +140,7 @@ class CaptureStats:
         default_factory=lambda: np.zeros(len(STATUS_NAMES), dtype=np.int64)
     )
     unknown_linktype_packets: dict[int, int] = field(default_factory=dict)
-    counters: np.ndarray = field(default_factory=lambda: np.zeros(rk.N_COUNTERS, dtype=np.int64))
+    counters: np.ndarray = field(default_factory=_new_counters)
     problems: list[CaptureProblem] = field(default_factory=list)
     bytes_consumed: int = 0
 
@@ -128,6 +188,86 @@ class _GzipStream:
         return b"".join(out)
 
 
+class _Source:
+    """A window on the (decompressed) file: ``window(offset)`` returns
+    ``(buffer, base, end, eof)`` where ``buffer[offset - base:end]`` are the next
+    bytes and ``eof`` says the file ends at ``end``."""
+
+    def window(self, offset: int) -> tuple[np.ndarray, int, int, bool]:
+        raise NotImplementedError
+
+
+class _MappedSource(_Source):
+    """Plain files are mapped, not copied: reading them into a buffer costs as
+    much as decoding them (PERF-NOTES). Windows are mapped one at a time so the
+    resident size stays bounded however large the file."""
+
+    def __init__(self, raw: BinaryIO, window_bytes: int) -> None:
+        self._fd = raw.fileno()
+        self._size = os.fstat(self._fd).st_size
+        self._window = max(window_bytes, mmap.ALLOCATIONGRANULARITY * 2)
+
+    def window(self, offset: int) -> tuple[np.ndarray, int, int, bool]:
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        length = min(self._window, self._size - start)
+        if length <= 0:
+            return np.empty(0, dtype=np.uint8), offset, 0, True
+        mapped = mmap.mmap(
+            self._fd,
+            length,
+            flags=mmap.MAP_SHARED | _MAP_POPULATE,
+            prot=mmap.PROT_READ,
+            offset=start,
+        )
+        with contextlib.suppress(AttributeError, OSError):
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+        # The array keeps the mapping alive; dropping it unmaps the window.
+        return np.frombuffer(mapped, dtype=np.uint8), start, length, start + length >= self._size
+
+
+class _StreamSource(_Source):
+    """Compressed files and pipes: decompress into one reused buffer, sliding the
+    unread tail of a window to its front before reading on."""
+
+    def __init__(self, raw: BinaryIO, gz: _GzipStream | None, head: bytes, size: int) -> None:
+        self._raw = raw
+        self._gz = gz
+        self._buf = np.empty(size, dtype=np.uint8)
+        self._buf[: len(head)] = np.frombuffer(head, dtype=np.uint8)
+        self._base = 0
+        self._filled = len(head)
+        self._eof = False
+
+    def window(self, offset: int) -> tuple[np.ndarray, int, int, bool]:
+        buf = self._buf
+        keep = self._filled - (offset - self._base)
+        if offset != self._base:
+            buf[:keep] = buf[offset - self._base : self._filled]
+            self._base = offset
+            self._filled = keep
+        view = memoryview(buf.data)
+        while self._filled < buf.shape[0] and not self._eof:
+            if self._gz is None:
+                n = self._raw.readinto(view[self._filled :])  # type: ignore[attr-defined]
+            else:
+                data = self._gz.read(buf.shape[0] - self._filled)
+                n = len(data)
+                buf[self._filled : self._filled + n] = np.frombuffer(data, dtype=np.uint8)
+            if not n:
+                self._eof = True
+            else:
+                self._filled += n
+        return buf, self._base, self._filled, self._eof
+
+
+def _mappable(raw: BinaryIO) -> bool:
+    try:
+        info = os.fstat(raw.fileno())
+    except (OSError, AttributeError):
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size > 0
+
+
 def _describe_unknown_start(head: bytes) -> str:
     if not head:
         return "the file is empty (0 bytes)"
@@ -147,6 +287,11 @@ class CaptureReader:
 
     ``reuse_batch=True`` yields the same arrays each time (fastest; a consumer
     that keeps a batch must ``copy()`` it).
+
+    With a ``counter`` (a flow table), each packet is counted into it as it is
+    decoded, in the same pass; the iterator then yields how many more bytes of
+    the file on disk were read at each step (for progress bars), or batches
+    with ``keep_batches``.
     """
 
     def __init__(
@@ -156,8 +301,13 @@ class CaptureReader:
         batch_packets: int = DEFAULT_BATCH_PACKETS,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         reuse_batch: bool = False,
+        counter: PacketCounter | None = None,
+        keep_batches: bool = False,
     ) -> None:
         self.path = str(path)
+        self.counter = counter
+        self.keep_batches = keep_batches
+        self.position = 0  # bytes of the (decompressed) file read so far
         self.batch_packets = batch_packets
         self.buffer_bytes = max(buffer_bytes, rk.MAX_BLOCK_BYTES * 2)
         self.reuse_batch = reuse_batch
@@ -181,14 +331,14 @@ class CaptureReader:
             return raw, stream, stream.read(4)
         return raw, None, head
 
-    def __iter__(self) -> Iterator[PacketBatch]:
+    def __iter__(self) -> Iterator[Any]:
         raw, gz, head = self._open()
         try:
             yield from self._read(raw, gz, head)
         finally:
             raw.close()
 
-    def _read(self, raw: BinaryIO, gz: _GzipStream | None, head: bytes) -> Iterator[PacketBatch]:
+    def _read(self, raw: BinaryIO, gz: _GzipStream | None, head: bytes) -> Iterator[Any]:
         stats = self.stats
         if head == PCAPNG_MAGIC:
             stats.format = "pcapng"
@@ -205,28 +355,12 @@ class CaptureReader:
                 "(tcpdump -w, dumpcap, Wireshark; editcap -F pcap converts other formats)"
             )
 
-        buf = np.empty(self.buffer_bytes, dtype=np.uint8)
-        view = memoryview(buf)
-        buf[:4] = np.frombuffer(head, dtype=np.uint8)
-        filled = 4
-        base = 0  # file offset of buf[0] (decompressed offset for gzip)
-        eof = False
-
-        def refill() -> None:
-            nonlocal filled, eof
-            while filled < buf.shape[0] and not eof:
-                if gz is None:
-                    n = raw.readinto(view[filled:])  # type: ignore[attr-defined]
-                else:
-                    data = gz.read(buf.shape[0] - filled)
-                    n = len(data)
-                    buf[filled : filled + n] = np.frombuffer(data, dtype=np.uint8)
-                if not n:
-                    eof = True
-                else:
-                    filled += n
-
-        refill()
+        source: _Source
+        if gz is None and _mappable(raw):
+            source = _MappedSource(raw, self.buffer_bytes)
+        else:
+            source = _StreamSource(raw, gz, head, self.buffer_bytes)
+        buf, base, filled, eof = source.window(0)
         pos = 0
         big_endian = nanosecond = False
         linktype = snaplen = 0
@@ -238,8 +372,8 @@ class CaptureReader:
             big_endian, nanosecond = PCAP_MAGICS[head]
             order = ">" if big_endian else "<"
             major, minor, _zone, _sigfigs, snaplen, linktype_field = np.frombuffer(
-                buf[4:24].tobytes(), dtype=np.dtype(f"{order}u2,{order}u2,{order}i4,"
-                                                    f"{order}u4,{order}u4,{order}u4")
+                buf[4:24].tobytes(),
+                dtype=np.dtype(f"{order}u2,{order}u2,{order}i4,{order}u4,{order}u4,{order}u4"),
             )[0]
             if major != 2:
                 raise CaptureError(
@@ -253,31 +387,81 @@ class CaptureReader:
 
         section = np.zeros(rk.SEC_FIELDS, dtype=np.int64)
         interfaces = np.zeros((MAX_INTERFACES, rk.IF_COLUMNS), dtype=np.int64)
-        batch = PacketBatch.empty(self.batch_packets)
+        counter = self.counter
+        counting = counter is not None
+        # Counting alone writes no packet rows: a one-row batch satisfies the kernel.
+        batch = PacketBatch.empty(1 if counting and not self.keep_batches else self.batch_packets)
+        write_out = not counting or self.keep_batches
+        table, params, export = (
+            (counter.kernel_table, counter.kernel_params, counter.export_buffer)
+            if counter is not None
+            else _NO_TABLE
+        )
+        n_export = counter.n_export if counter is not None else 0
         counters = stats.counters
+        done_on_disk = 0
 
         while True:
-            if not self.reuse_batch and len(batch) == 0:
+            if write_out and not self.reuse_batch and len(batch) == 0:
                 batch = PacketBatch.empty(self.batch_packets)
             if stats.format == "pcap":
-                n, pos, why, detail = rk.walk_pcap(
-                    buf, pos, filled, big_endian, nanosecond, linktype, snaplen, base, 0,
-                    self.batch_packets, counters, *batch.arrays(),
+                n, pos, why, detail, n_export = rk.walk_pcap(
+                    buf,
+                    pos,
+                    filled,
+                    big_endian,
+                    nanosecond,
+                    linktype,
+                    snaplen,
+                    base,
+                    self.batch_packets,
+                    counters,
+                    batch.arrays(),
+                    write_out,
+                    counting,
+                    table,
+                    params,
+                    export,
+                    n_export,
                 )
             else:
-                n, pos, why, detail = rk.walk_pcapng(
-                    buf, pos, filled, section, interfaces, base, 0, self.batch_packets,
-                    counters, *batch.arrays(),
+                n, pos, why, detail, n_export = rk.walk_pcapng(
+                    buf,
+                    pos,
+                    filled,
+                    section,
+                    interfaces,
+                    base,
+                    self.batch_packets,
+                    counters,
+                    batch.arrays(),
+                    write_out,
+                    counting,
+                    table,
+                    params,
+                    export,
+                    n_export,
                 )
+            self._account()
+            if counter is not None:
+                counter.n_export = n_export
+                if why == rk.WALK_COUNT_STOPPED:
+                    counter.handle(int(detail))
+                    # The table may have grown: take its arrays afresh.
+                    table, export = counter.kernel_table, counter.export_buffer
+                    n_export = counter.n_export
             if n:
-                out = batch.head(n)
-                self._account(out)
-                yield out
-                if not self.reuse_batch:
-                    batch = PacketBatch.empty(self.batch_packets)
-            stats.bytes_consumed = base + pos
-            if why == rk.WALK_OK and pos < filled:
-                continue  # the batch was full; more records in the buffer
+                self.position = base + pos
+                if write_out:
+                    yield batch.head(n)
+                    if not self.reuse_batch:
+                        batch = PacketBatch.empty(self.batch_packets)
+                else:
+                    on_disk = self.position if gz is None else raw.tell()
+                    yield on_disk - done_on_disk
+                    done_on_disk = on_disk
+            if why == rk.WALK_COUNT_STOPPED or (why == rk.WALK_OK and pos < filled):
+                continue  # more records in this window
             if why in (rk.WALK_OK, rk.WALK_NEED_MORE):
                 if eof:
                     if pos < filled:
@@ -289,22 +473,21 @@ class CaptureReader:
                             fatal=False,
                         )
                     break
-                # Slide the unread tail to the front and read on.
-                tail = filled - pos
-                buf[:tail] = buf[pos:filled]
-                base += pos
-                filled = tail
-                pos = 0
-                refill()
-                if filled == tail and eof and tail == 0:
-                    break
+                resume = base + pos
+                buf, base, filled, eof = source.window(resume)
+                pos = resume - base
                 continue
             self._problem(base + pos, self._walk_error(why, int(detail)), fatal=True)
             break
+        stats.bytes_consumed = base + pos
 
         if gz is not None:
             if gz.error:
-                self._problem(base + filled, gz.error + f"; {stats.packets} packets before it were read", fatal=True)
+                self._problem(
+                    base + filled,
+                    gz.error + f"; {stats.packets} packets before it were read",
+                    fatal=True,
+                )
             elif gz.truncated:
                 self._problem(
                     None,
@@ -318,17 +501,15 @@ class CaptureReader:
         self._report_counters()
 
     # -- bookkeeping ---------------------------------------------------------------
-    def _account(self, batch: PacketBatch) -> None:
+    def _account(self) -> None:
         s = self.stats
-        n = len(batch)
-        s.packets += n
-        s.wire_bytes += int(batch.wire_len.sum(dtype=np.int64))
-        first, last = int(batch.ts_ns.min()), int(batch.ts_ns.max())
-        s.first_ns = first if s.first_ns is None else min(s.first_ns, first)
-        s.last_ns = last if s.last_ns is None else max(s.last_ns, last)
-        s.status_counts += np.bincount(batch.status, minlength=len(STATUS_NAMES))[
-            : len(STATUS_NAMES)
-        ]
+        c = s.counters
+        s.packets = int(c[rk.COUNT_PACKETS])
+        s.wire_bytes = int(c[rk.COUNT_WIRE_BYTES])
+        if s.packets:
+            s.first_ns = int(c[rk.COUNT_FIRST_TS])
+            s.last_ns = int(c[rk.COUNT_LAST_TS])
+        s.status_counts = c[rk.COUNT_STATUS : rk.COUNT_STATUS + len(STATUS_NAMES)].copy()
 
     def _problem(self, offset: int | None, message: str, *, fatal: bool) -> None:
         self.stats.problems.append(CaptureProblem(self.path, offset, message, fatal))
@@ -378,7 +559,8 @@ class CaptureReader:
         if c[rk.COUNT_TOO_MANY_INTERFACES]:
             self._problem(
                 None,
-                f"more than {MAX_INTERFACES} interfaces in one section; the extra ones were ignored",
+                f"more than {MAX_INTERFACES} interfaces in one section; the extra ones "
+                "were ignored",
                 fatal=False,
             )
 
@@ -390,8 +572,11 @@ def read_packets(
     reuse_batch: bool = False,
     on_problem: Callable[[CaptureProblem], None] | None = None,
     stats_out: list[CaptureStats] | None = None,
-) -> Iterator[PacketBatch]:
-    """Packets of several files, in the order given, as one stream of batches.
+    counter: PacketCounter | None = None,
+) -> Iterator[Any]:
+    """Packets of several files, in the order given, as one stream of batches
+    (with a ``counter``, counted into it and yielded as packet counts; see
+    :class:`CaptureReader`).
 
     Problems go to ``on_problem``; without one, the first fatal problem raises
     :class:`DecodeError` (after the good packets before it were yielded) and
@@ -399,7 +584,9 @@ def read_packets(
     :class:`CaptureError` unless ``on_problem`` is given.
     """
     for path in paths:
-        reader = CaptureReader(path, batch_packets=batch_packets, reuse_batch=reuse_batch)
+        reader = CaptureReader(
+            path, batch_packets=batch_packets, reuse_batch=reuse_batch, counter=counter
+        )
         if stats_out is not None:
             stats_out.append(reader.stats)
         try:

@@ -31,7 +31,8 @@ EXIT_CODES_HELP = """exit codes:
      is in the output, and each problem is reported on stderr with its byte offset
 """
 
-FLOWS_EPILOG = """examples:
+FLOWS_EPILOG = (
+    """examples:
   egress-detector flows incident.pcap
       print the flows of a capture as a table
   egress-detector flows /var/captures/20260204-*.pcap.gz -o flows.parquet
@@ -43,7 +44,9 @@ flow columns, timeouts and how packets are counted: docs/flows.md
 bytes are frame bytes on the wire (as tshark's conversation table counts them),
 correct even for headers-only captures (small snap length).
 
-""" + EXIT_CODES_HELP
+"""
+    + EXIT_CODES_HELP
+)
 
 
 def _say(message: str) -> None:
@@ -82,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--traceback", action="store_true",
-                        help="on an error, show the full Python traceback (for bug reports)")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, show the full Python traceback (for bug reports)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     flows = commands.add_parser(
@@ -93,28 +99,56 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=FLOWS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    flows.add_argument("captures", nargs="+", metavar="CAPTURE",
-                       help="pcap or pcapng files, optionally gzip-compressed; rotated "
-                            "files in time order")
-    flows.add_argument("-o", "--output", metavar="FILE",
-                       help="write to FILE; the format follows the extension (.parquet, "
-                            ".csv, .jsonl) unless --format is given; default: a table on stdout")
-    flows.add_argument("--format", choices=["table", "csv", "jsonl", "parquet"],
-                       help="output format (default: from -o's extension, else table)")
-    flows.add_argument("--idle-timeout", type=_positive_float, default=120.0, metavar="SECONDS",
-                       help="close a flow after this long without packets (default: 120)")
-    flows.add_argument("--active-timeout", type=_positive_float, default=1800.0,
-                       metavar="SECONDS",
-                       help="close a flow this long after its first packet and start a new "
-                            "one (default: 1800)")
-    flows.add_argument("--max-flows", type=_positive_int, default=1_000_000, metavar="N",
-                       help="flows kept open at once; beyond it the least recently seen "
-                            "are closed early and counted (default: 1000000, about 216 "
-                            "bytes each)")
-    flows.add_argument("--top", type=int, metavar="N",
-                       help="table output: only the N flows with the most bytes")
-    flows.add_argument("-q", "--quiet", action="store_true",
-                       help="no summary or progress on stderr (problems are still reported)")
+    flows.add_argument(
+        "captures",
+        nargs="+",
+        metavar="CAPTURE",
+        help="pcap or pcapng files, optionally gzip-compressed; rotated files in time order",
+    )
+    flows.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE; the format follows the extension (.parquet, "
+        ".csv, .jsonl) unless --format is given; default: a table on stdout",
+    )
+    flows.add_argument(
+        "--format",
+        choices=["table", "csv", "jsonl", "parquet"],
+        help="output format (default: from -o's extension, else table)",
+    )
+    flows.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="close a flow after this long without packets (default: 120)",
+    )
+    flows.add_argument(
+        "--active-timeout",
+        type=_positive_float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="close a flow this long after its first packet and start a new one (default: 1800)",
+    )
+    flows.add_argument(
+        "--max-flows",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="flows kept open at once; beyond it the least recently seen "
+        "are closed early and counted (default: 1000000, about 216 "
+        "bytes each)",
+    )
+    flows.add_argument(
+        "--top", type=int, metavar="N", help="table output: only the N flows with the most bytes"
+    )
+    flows.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no summary or progress on stderr (problems are still reported)",
+    )
     return parser
 
 
@@ -123,8 +157,14 @@ def _output_format(args: argparse.Namespace) -> str:
         return str(args.format)
     if args.output:
         suffix = Path(args.output).suffix.lower()
-        return {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
-                ".json": "jsonl", ".ndjson": "jsonl"}.get(suffix, "table")
+        return {
+            ".parquet": "parquet",
+            ".pq": "parquet",
+            ".csv": "csv",
+            ".jsonl": "jsonl",
+            ".json": "jsonl",
+            ".ndjson": "jsonl",
+        }.get(suffix, "table")
     return "table"
 
 
@@ -136,19 +176,20 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _progress(batches: Iterator, paths: Sequence[str], enabled: bool) -> Iterator:
-    """A progress bar by bytes of input, on stderr, only on a terminal."""
+def _progress(steps: Iterator[int], paths: Sequence[str], enabled: bool) -> Iterator[int]:
+    """A progress bar by bytes of input on disk, on stderr, only on a terminal."""
     if not enabled or not sys.stderr.isatty():
-        yield from batches
+        yield from steps
         return
     from tqdm import tqdm
 
     total = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
-    with tqdm(total=total, unit="B", unit_scale=True, desc="reading", file=sys.stderr,
-              leave=False) as bar:
-        for batch in batches:
-            yield batch
-            bar.update(int(batch.cap_len.sum()) + 16 * len(batch))
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="reading", file=sys.stderr, leave=False
+    ) as bar:
+        for step in steps:
+            yield step
+            bar.update(step)
 
 
 def _run_flows(args: argparse.Namespace) -> ExitStatus:
@@ -161,9 +202,12 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     if fmt == "parquet" and not args.output:
         _say("Parquet output needs a file: add -o FILE.parquet")
         return ExitStatus.USAGE
-    if not _jit.is_compiled_cache_warm() and not args.quiet:
-        _say(f"compiling the packet kernels for this machine (once, about 30 s; cached in "
-             f"{_jit.CACHE_DIR.parent})")
+    compiling = not _jit.is_compiled_cache_warm()
+    if compiling and not args.quiet:
+        _say(
+            f"compiling the packet kernels for this machine (once, about 30 s; cached in "
+            f"{_jit.CACHE_DIR.parent})"
+        )
 
     damaged = False
 
@@ -190,13 +234,17 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         wire = sum(s.wire_bytes for s in stats)
         skipped = packets - table.packets
         rate = packets / elapsed if elapsed > 0 else 0.0
-        line = (f"{len(stats)} file(s), {packets:,} packets ({_human_bytes(wire)} on the wire) "
-                f"→ {len(frame):,} flows in {elapsed:.2f} s ({rate / 1e6:.2f} M packets/s)")
+        line = (
+            f"{len(stats)} file(s), {packets:,} packets ({_human_bytes(wire)} on the wire) "
+            f"→ {len(frame):,} flows in {elapsed:.2f} s ({rate / 1e6:.2f} M packets/s)"
+        )
         if skipped:
             line += f"; {skipped:,} packets carried no IP and are in no flow"
         if table.evicted_flows:
-            line += (f"; {table.evicted_flows:,} flows closed early because the table was "
-                     "full (raise --max-flows)")
+            line += (
+                f"; {table.evicted_flows:,} flows closed early because the table was "
+                "full (raise --max-flows)"
+            )
         _say(line)
     return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
 

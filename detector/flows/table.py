@@ -22,8 +22,29 @@ FRAG_SLOTS = 1 << 14  # recent first fragments remembered for their followers
 # One row (192 B), two slots (16 B) and a free-list entry (8 B).
 BYTES_PER_FLOW = fk.FLOW_COLUMNS * 8 + 2 * 8 + 8
 
-TRANSPORT_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp",
-                   51: "ah", 58: "ipv6-icmp", 89: "ospf", 103: "pim", 112: "vrrp", 132: "sctp"}
+# IANA protocol keywords, lower case (the names Zeek and ECS use for the common ones).
+TRANSPORT_NAMES = {
+    0: "hopopt",
+    1: "icmp",
+    2: "igmp",
+    4: "ipv4",
+    6: "tcp",
+    17: "udp",
+    41: "ipv6",
+    43: "ipv6-route",
+    44: "ipv6-frag",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "ipv6-icmp",
+    59: "ipv6-nonxt",
+    60: "ipv6-opts",
+    89: "ospf",
+    103: "pim",
+    112: "vrrp",
+    132: "sctp",
+    136: "udplite",
+}
 
 FLOW_COLUMNS_DOC: dict[str, str] = {
     "first_seen": "first packet (UTC)",
@@ -92,16 +113,34 @@ class FlowTable:
         self._frag_keys = np.zeros(FRAG_SLOTS, dtype=np.uint64)
         self._frag_ports = np.zeros(FRAG_SLOTS, dtype=np.int64)
         self._icmp = fk.icmp_counterparts()
-        self._export = np.empty((EXPORT_ROWS, fk.FLOW_COLUMNS), dtype=np.int64)
-        self._n_export = 0
+        self.export_buffer = np.empty((EXPORT_ROWS, fk.FLOW_COLUMNS), dtype=np.int64)
+        self.n_export = 0
+        self.kernel_params = np.array([self.idle_ns, self.active_ns, self.sweep_ns], dtype=np.int64)
         self._done: list[np.ndarray] = []
         self.on_export: Callable[[np.ndarray], None] | None = None
 
     @staticmethod
     def _new_rows(capacity: int) -> np.ndarray:
-        rows = np.empty((capacity, fk.FLOW_COLUMNS), dtype=np.int64)
+        # Rows start on a cache-line boundary, so each row is exactly three lines.
+        spare = fk.ROW_ALIGN // 8
+        raw = np.empty(capacity * fk.FLOW_COLUMNS + spare, dtype=np.int64)
+        skip = (-raw.ctypes.data % fk.ROW_ALIGN) // 8
+        rows = raw[skip : skip + capacity * fk.FLOW_COLUMNS].reshape(capacity, fk.FLOW_COLUMNS)
         rows[:, fk.C_SLOT] = -1
         return rows
+
+    @property
+    def kernel_table(self) -> tuple[np.ndarray, ...]:
+        """The arrays the counting kernels take, in their order."""
+        return (
+            self._flows,
+            self._slots,
+            self._free,
+            self._state,
+            self._frag_keys,
+            self._frag_ports,
+            self._icmp,
+        )
 
     @staticmethod
     def _slot_count(capacity: int) -> int:
@@ -135,37 +174,66 @@ class FlowTable:
         n = len(batch)
         i = 0
         while i < n:
-            i, self._n_export, why = fk.aggregate(
-                batch.ts_ns, batch.src_hi, batch.src_lo, batch.dst_hi, batch.dst_lo,
-                batch.sport, batch.dport, batch.proto, batch.ip_version, batch.wire_len,
-                batch.tcp_flags, batch.vlan, batch.frag, batch.frag_id, i, n,
-                self._flows, self._slots, self._free, self._state, self._frag_keys,
-                self._frag_ports, self._icmp, self.idle_ns, self.active_ns, self.sweep_ns,
-                self._export, self._n_export,
+            i, self.n_export, why = fk.aggregate(
+                batch.ts_ns,
+                batch.src_hi,
+                batch.src_lo,
+                batch.dst_hi,
+                batch.dst_lo,
+                batch.sport,
+                batch.dport,
+                batch.proto,
+                batch.ip_version,
+                batch.wire_len,
+                batch.tcp_flags,
+                batch.vlan,
+                batch.frag,
+                batch.frag_id,
+                i,
+                n,
+                self.kernel_table,
+                self.kernel_params,
+                self.export_buffer,
+                self.n_export,
             )
-            if why == 1:
-                self._drain()
-            elif why == 2:
-                self._make_room()
+            self.handle(why)
+
+    def handle(self, why: int) -> None:
+        """Do what a counting kernel that stopped with ``why`` asks for."""
+        if why == fk.COUNT_EXPORT_FULL:
+            self._drain()
+        elif why == fk.COUNT_TABLE_FULL:
+            self._make_room()
 
     def expire(self, now_ns: int) -> None:
         """Close flows idle at ``now_ns`` (live capture: the clock moves on
         when packets stop)."""
         while True:
-            self._n_export = fk.sweep_idle(
-                self._flows, self._slots, self._free, self._state, now_ns, self.idle_ns,
-                self._export, self._n_export,
+            self.n_export = fk.sweep_idle(
+                self._flows,
+                self._slots,
+                self._free,
+                self._state,
+                now_ns,
+                self.idle_ns,
+                self.export_buffer,
+                self.n_export,
             )
-            if self._n_export < self._export.shape[0]:
+            if self.n_export < self.export_buffer.shape[0]:
                 break
             self._drain()
 
     def flush(self) -> None:
         """Close every open flow (end of input)."""
         while self.live_flows:
-            self._n_export = fk.flush_all(
-                self._flows, self._slots, self._free, self._state, fk.REASON_END,
-                self._export, self._n_export,
+            self.n_export = fk.flush_all(
+                self._flows,
+                self._slots,
+                self._free,
+                self._state,
+                self.idle_ns,
+                self.export_buffer,
+                self.n_export,
             )
             self._drain()
         self._drain()
@@ -175,10 +243,10 @@ class FlowTable:
         if capacity < self.max_flows:
             self._grow(min(capacity * 2, self.max_flows))
             return
-        if self._export.shape[0] - self._n_export < max(capacity // 8, 1):
+        if self.export_buffer.shape[0] - self.n_export < max(capacity // 8, 1):
             self._drain()
-        self._n_export = fk.evict_oldest(
-            self._flows, self._slots, self._free, self._state, self._export, self._n_export
+        self.n_export = fk.evict_oldest(
+            self._flows, self._slots, self._free, self._state, self.export_buffer, self.n_export
         )
         self._drain()
 
@@ -194,13 +262,13 @@ class FlowTable:
         self._flows, self._free, self._slots = rows, free, slots
 
     def _drain(self) -> None:
-        if self._n_export:
-            done = self._export[: self._n_export].copy()
+        if self.n_export:
+            done = self.export_buffer[: self.n_export].copy()
             if self.on_export is not None:
                 self.on_export(done)
             else:
                 self._done.append(done)
-            self._n_export = 0
+            self.n_export = 0
 
     # -- output ------------------------------------------------------------------
     def exported_rows(self) -> np.ndarray:
@@ -251,21 +319,30 @@ def rows_to_frame(rows: np.ndarray, *, community_id: bool = True) -> pd.DataFram
     src_lo = np.where(init_a, u[:, fk.C_A_LO], u[:, fk.C_B_LO])
     dst_hi = np.where(init_a, u[:, fk.C_B_HI], u[:, fk.C_A_HI])
     dst_lo = np.where(init_a, u[:, fk.C_B_LO], u[:, fk.C_A_LO])
-    src_port = np.where(init_a, rows[:, fk.C_A_PORT], rows[:, fk.C_B_PORT])
-    dst_port = np.where(init_a, rows[:, fk.C_B_PORT], rows[:, fk.C_A_PORT])
-    fwd = np.where(init_a[:, None], rows[:, a_dir : a_dir + fk.DIR_WIDTH],
-                   rows[:, b_dir : b_dir + fk.DIR_WIDTH])
-    rev = np.where(init_a[:, None], rows[:, b_dir : b_dir + fk.DIR_WIDTH],
-                   rows[:, a_dir : a_dir + fk.DIR_WIDTH])
+    meta = u[:, fk.C_META]
+    a_port = (meta >> np.uint64(48)).astype(np.int64)
+    b_port = ((meta >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
+    src_port = np.where(init_a, a_port, b_port)
+    dst_port = np.where(init_a, b_port, a_port)
+    fwd = np.where(
+        init_a[:, None],
+        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
+        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
+    )
+    rev = np.where(
+        init_a[:, None],
+        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
+        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
+    )
 
     def stamp(ns: np.ndarray) -> pd.DatetimeIndex:
         return pd.to_datetime(np.where(ns < 0, np.iinfo(np.int64).min, ns), unit="ns", utc=True)
 
     n = len(rows)
-    protocol = rows[:, fk.C_PROTO].astype(np.uint8)
+    protocol = ((meta >> np.uint64(16)) & np.uint64(0xFF)).astype(np.uint8)
     src_text = _address_texts(src_hi, src_lo) if n else np.empty(0, dtype=object)
     dst_text = _address_texts(dst_hi, dst_lo) if n else np.empty(0, dtype=object)
-    vlan = rows[:, fk.C_VLAN]
+    vlan = (meta & np.uint64(0xFFFF)).astype(np.int64)
     frame = pd.DataFrame(
         {
             "first_seen": stamp(rows[:, fk.C_FIRST]),
@@ -277,7 +354,9 @@ def rows_to_frame(rows: np.ndarray, *, community_id: bool = True) -> pd.DataFram
             "protocol": protocol,
             "transport": pd.Categorical(
                 [TRANSPORT_NAMES.get(int(p), str(int(p))) for p in protocol]
-            ) if n else pd.Categorical([]),
+            )
+            if n
+            else pd.Categorical([]),
             "ip_version": rows[:, fk.C_IP_VERSION].astype(np.uint8),
             "vlan_id": np.where(vlan == 0xFFFF, -1, vlan).astype(np.int32),
             "src2dst_packets": fwd[:, fk.D_PACKETS],
@@ -294,7 +373,7 @@ def rows_to_frame(rows: np.ndarray, *, community_id: bool = True) -> pd.DataFram
             "dst2src_tcp_flags": rev[:, fk.D_FLAGS].astype(np.uint16),
             "duration_ms": (rows[:, fk.C_LAST] - rows[:, fk.C_FIRST]) / 1e6,
             "expiry_reason": pd.Categorical.from_codes(
-                rows[:, fk.C_REASON].astype(np.int8), categories=list(fk.REASON_NAMES)
+                rows[:, fk.C_REASON].astype(np.int8), categories=pd.Index(fk.REASON_NAMES)
             ),
         }
     )
@@ -302,8 +381,14 @@ def rows_to_frame(rows: np.ndarray, *, community_id: bool = True) -> pd.DataFram
         frame["community_id"] = [
             community_id_v1(_packed(sh, sl), _packed(dh, dl), p, sp, dp)
             for sh, sl, dh, dl, p, sp, dp in zip(
-                src_hi.tolist(), src_lo.tolist(), dst_hi.tolist(), dst_lo.tolist(),
-                protocol.tolist(), src_port.tolist(), dst_port.tolist(), strict=True,
+                src_hi.tolist(),
+                src_lo.tolist(),
+                dst_hi.tolist(),
+                dst_lo.tolist(),
+                protocol.tolist(),
+                src_port.tolist(),
+                dst_port.tolist(),
+                strict=True,
             )
         ]
     return frame
@@ -317,13 +402,12 @@ def flows_from_captures(
     max_flows: int = DEFAULT_MAX_FLOWS,
     on_problem: Callable[[CaptureProblem], None] | None = None,
     stats_out: list[CaptureStats] | None = None,
-    progress: Callable[[Iterator[PacketBatch]], Iterator[PacketBatch]] | None = None,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
 ) -> tuple[pd.DataFrame, FlowTable]:
     """Read captures (one stream, in the order given) and return their flows."""
-    table = FlowTable(idle_timeout=idle_timeout, active_timeout=active_timeout,
-                      max_flows=max_flows)
-    batches = read_packets(paths, reuse_batch=True, on_problem=on_problem, stats_out=stats_out)
-    for batch in progress(batches) if progress else batches:
-        table.ingest(batch)
+    table = FlowTable(idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows)
+    steps = read_packets(paths, counter=table, on_problem=on_problem, stats_out=stats_out)
+    for _ in progress(steps) if progress else steps:
+        pass
     table.flush()
     return table.to_frame(), table

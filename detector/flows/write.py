@@ -9,9 +9,20 @@ import pandas as pd
 
 from ..errors import DetectorError
 
-TABLE_COLUMNS = ["first_seen", "src_ip", "src_port", "dst_ip", "dst_port", "transport",
-                 "src2dst_packets", "src2dst_bytes", "dst2src_packets", "dst2src_bytes",
-                 "duration_ms", "expiry_reason"]
+TABLE_COLUMNS = [
+    "first_seen",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "transport",
+    "src2dst_packets",
+    "src2dst_bytes",
+    "dst2src_packets",
+    "dst2src_bytes",
+    "duration_ms",
+    "expiry_reason",
+]
 
 
 def _for_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -19,8 +30,8 @@ def _for_text(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):
-            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").where(
-                out[column].notna(), None
+            out[column] = (
+                out[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").where(out[column].notna(), None)
             )
     return out
 
