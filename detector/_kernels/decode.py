@@ -44,6 +44,7 @@ ETHERTYPE_PBB = 0x88E7  # IEEE 802.1ah backbone I-tag, then a whole customer Eth
 ETHERTYPE_VNTAG = 0x8926  # Cisco VN-Tag
 NFULA_PAYLOAD = 9
 ETHERTYPE_UNKNOWN_VERSION = -1  # look at the IP version nibble (raw IP, MPLS payload)
+ETHERTYPE_NOT_IP = -2  # a protocol we know carries no IP (not an 802.3 length field)
 
 # Address families seen in the 4-byte loopback header (Linux, BSDs, macOS).
 AF_INET = 2
@@ -130,7 +131,7 @@ def _loopback_ethertype(af):
         return ETHERTYPE_IPV6
     if af == AF_INET6_DARWIN:
         return ETHERTYPE_IPV6
-    return 0
+    return ETHERTYPE_NOT_IP
 
 
 @njit(**INLINE)
@@ -141,7 +142,14 @@ def _ppp_ethertype(ppp):
         return ETHERTYPE_IPV6
     if ppp == PPP_MPLS_UNICAST or ppp == PPP_MPLS_MULTICAST:
         return ETHERTYPE_MPLS
-    return 0
+    return ETHERTYPE_NOT_IP
+
+
+@njit(**INLINE)
+def _no_ip(status, vlan):
+    zero = np.uint64(0)
+    z = np.int64(0)
+    return status, 0, 0, zero, zero, zero, zero, z, z, z, vlan, 0, z
 
 
 @njit(**INLINE)
@@ -154,6 +162,7 @@ def decode_frame(buf, off, caplen, linktype):
     end = off + caplen
     p = off
     vlan = NO_VLAN
+    after_mpls = False
     src_hi = np.uint64(0)
     src_lo = np.uint64(0)
     dst_hi = np.uint64(0)
@@ -163,17 +172,17 @@ def decode_frame(buf, off, caplen, linktype):
     # ---- link layer: find where the network layer starts and its ethertype
     if linktype == LINKTYPE_ETHERNET:
         if p + 14 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         et = u16be(buf, p + 12)
         p += 14
     elif linktype == LINKTYPE_LINUX_SLL:
         if p + 16 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         et = u16be(buf, p + 14)
         p += 16
     elif linktype == LINKTYPE_LINUX_SLL2:
         if p + 20 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         et = u16be(buf, p)
         p += 20
     elif (
@@ -187,24 +196,24 @@ def decode_frame(buf, off, caplen, linktype):
         if p + 2 <= end and buf[p] == 0xFF and buf[p + 1] == 0x03:
             p += 2
         if p + 1 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         if buf[p] & 1:  # RFC 1661 protocol-field compression: one byte
             et = _ppp_ethertype(np.int64(buf[p]))
             p += 1
         else:
             if p + 2 > end:
-                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+                return _no_ip(STATUS_TRUNCATED, vlan)
             et = _ppp_ethertype(u16be(buf, p))
             p += 2
     elif linktype == LINKTYPE_C_HDLC:
         if p + 4 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         et = u16be(buf, p + 2)
         p += 4
     elif linktype == LINKTYPE_NFLOG:
         # 4-byte header, then TLVs whose length and type are in the capturing
         # host's byte order (little-endian on every Linux seen in practice).
-        et = 0
+        et = ETHERTYPE_NOT_IP
         q = p + 4
         for _ in range(32):
             if q + 4 > end:
@@ -218,11 +227,11 @@ def decode_frame(buf, off, caplen, linktype):
                 et = ETHERTYPE_UNKNOWN_VERSION
                 break
             q += (tlv_len + 3) & ~3
-        if et == 0:
-            return STATUS_NOT_IP, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        if et == ETHERTYPE_NOT_IP:
+            return _no_ip(STATUS_NOT_IP, vlan)
     elif linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
         if p + 4 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         if linktype == LINKTYPE_LOOP:
             et = _loopback_ethertype(u32be(buf, p))
         else:
@@ -234,13 +243,13 @@ def decode_frame(buf, off, caplen, linktype):
             et = _loopback_ethertype(af)
         p += 4
     else:
-        return STATUS_UNKNOWN_LINKTYPE, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        return _no_ip(STATUS_UNKNOWN_LINKTYPE, vlan)
 
     # ---- tags and shims between link and network layer, bounded in count
     for _ in range(MAX_TAGS):
         if et == ETHERTYPE_8021Q or et == ETHERTYPE_8021AD or et == ETHERTYPE_QINQ_OLD:
             if p + 4 > end:
-                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+                return _no_ip(STATUS_TRUNCATED, vlan)
             if vlan == NO_VLAN:
                 vlan = u16be(buf, p) & 0x0FFF
             et = u16be(buf, p + 2)
@@ -249,84 +258,72 @@ def decode_frame(buf, off, caplen, linktype):
             bottom = False
             for _label in range(MAX_TAGS):
                 if p + 4 > end:
-                    return (
-                        STATUS_TRUNCATED,
-                        0,
-                        0,
-                        src_hi,
-                        src_lo,
-                        dst_hi,
-                        dst_lo,
-                        z,
-                        z,
-                        z,
-                        vlan,
-                        0,
-                        z,
-                    )
+                    return _no_ip(STATUS_TRUNCATED, vlan)
                 bottom = (buf[p + 2] & 1) == 1
                 p += 4
                 if bottom:
                     break
             if not bottom:
-                return STATUS_MALFORMED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+                return _no_ip(STATUS_MALFORMED, vlan)
             et = ETHERTYPE_UNKNOWN_VERSION
+            after_mpls = True
         elif et == ETHERTYPE_PPPOE_SESSION:
             if p + 8 > end:
-                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+                return _no_ip(STATUS_TRUNCATED, vlan)
             et = _ppp_ethertype(u16be(buf, p + 6))
             p += 8
         elif et == ETHERTYPE_PBB:
             if p + 18 > end:
-                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+                return _no_ip(STATUS_TRUNCATED, vlan)
             et = u16be(buf, p + 16)
             p += 18
         elif et == ETHERTYPE_VNTAG:
             if p + 6 > end:
-                return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+                return _no_ip(STATUS_TRUNCATED, vlan)
             et = u16be(buf, p + 4)
             p += 6
         elif 0 <= et < 0x0600:
             # IEEE 802.3 length field: only LLC/SNAP (AA AA 03) with an
             # encapsulated-Ethernet OUI (00-00-00, or 00-00-F8 for 802.1H)
             # carries an ethertype.
+            # Plain LLC (STP, NetBIOS...) carries no IP, even when cut short.
             if (
-                p + 8 <= end
-                and buf[p] == 0xAA
-                and buf[p + 1] == 0xAA
-                and buf[p + 2] == 0x03
-                and buf[p + 3] == 0
-                and buf[p + 4] == 0
-                and (buf[p + 5] == 0 or buf[p + 5] == 0xF8)
+                (p < end and buf[p] != 0xAA)
+                or (p + 1 < end and buf[p + 1] != 0xAA)
+                or (p + 2 < end and buf[p + 2] != 0x03)
             ):
-                et = u16be(buf, p + 6)
-                p += 8
-            else:
-                et = 0
-                break
+                return _no_ip(STATUS_NOT_IP, vlan)
+            if p + 8 > end:
+                return _no_ip(STATUS_TRUNCATED, vlan)
+            if buf[p + 3] != 0 or buf[p + 4] != 0 or (buf[p + 5] != 0 and buf[p + 5] != 0xF8):
+                return _no_ip(STATUS_NOT_IP, vlan)  # SNAP with a vendor protocol
+            et = u16be(buf, p + 6)
+            p += 8
         else:
             break
 
     if et == ETHERTYPE_UNKNOWN_VERSION:
         if p >= end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         version = buf[p] >> 4
         if version == 4:
             et = ETHERTYPE_IPV4
         elif version == 6:
             et = ETHERTYPE_IPV6
         else:
-            et = 0
+            # Where only IP can follow, another version is a damaged header;
+            # an MPLS label stack may also carry Ethernet pseudowires.
+            return _no_ip(STATUS_NOT_IP if after_mpls else STATUS_MALFORMED, vlan)
 
     # ---- network layer
     frag = 0
     frag_id = z
     if et == ETHERTYPE_IPV4:
         if p + 20 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         ihl = np.int64(buf[p] & 0x0F) * 4
         if (buf[p] >> 4) != 4 or ihl < 20:
-            return STATUS_MALFORMED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_MALFORMED, vlan)
         ip_version = 4
         proto = np.int64(buf[p + 9])
         src_lo = IPV4_MAPPED_PREFIX | np.uint64(u32be(buf, p + 12))
@@ -358,9 +355,9 @@ def decode_frame(buf, off, caplen, linktype):
         p += ihl
     elif et == ETHERTYPE_IPV6:
         if p + 40 > end:
-            return STATUS_TRUNCATED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_TRUNCATED, vlan)
         if (buf[p] >> 4) != 6:
-            return STATUS_MALFORMED, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+            return _no_ip(STATUS_MALFORMED, vlan)
         ip_version = 6
         proto = np.int64(buf[p + 6])
         src_hi = u64be(buf, p + 8)
@@ -462,10 +459,8 @@ def decode_frame(buf, off, caplen, linktype):
                 p += 8
             else:
                 break
-    elif et == 0:
-        return STATUS_NOT_IP, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
     else:
-        return STATUS_NOT_IP, 0, 0, src_hi, src_lo, dst_hi, dst_lo, z, z, z, vlan, 0, z
+        return _no_ip(STATUS_NOT_IP, vlan)
 
     # ---- transport: ports when their bytes were captured, flags when theirs were
     sport = z

@@ -211,7 +211,9 @@ class _MappedSource(_Source):
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
         length = min(self._window, self._size - start)
         if length <= 0:
-            return np.empty(0, dtype=np.uint8), offset, 0, True
+            empty = np.empty(0, dtype=np.uint8)
+            empty.flags.writeable = False
+            return empty, offset, 0, True
         mapped = mmap.mmap(
             self._fd,
             length,
@@ -257,7 +259,11 @@ class _StreamSource(_Source):
                 self._eof = True
             else:
                 self._filled += n
-        return buf, self._base, self._filled, self._eof
+        # Hand the kernels a read-only view, as a mapped window is: numba
+        # compiles one version per array type, and a second one costs start-up.
+        view_ro = buf.view()
+        view_ro.flags.writeable = False
+        return view_ro, self._base, self._filled, self._eof
 
 
 def _mappable(raw: BinaryIO) -> bool:
