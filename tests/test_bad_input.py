@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from corpus import CORPUS
 from detector.capture import CaptureReader, concat, read_packets
 from detector.errors import CaptureError, DecodeError
+
+from corpus import CORPUS
 
 UNREADABLE = CORPUS / "unreadable"
 

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from corpus import CORPUS, comparable, corpus_files, have_corpus, load_truth
 from detector.capture import CaptureReader, concat
+
+from corpus import CORPUS, comparable, corpus_files, have_corpus, load_truth
 
 needs_corpus = pytest.mark.skipif(
     not have_corpus(), reason=f"the shared capture corpus is not at {CORPUS} (set EGRESS_CORPUS)"
