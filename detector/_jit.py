@@ -18,7 +18,35 @@ import os
 import sys
 from pathlib import Path
 
-import numba
+
+def _start_numba_without_scipy():  # type: ignore[no-untyped-def]
+    """Import numba and start its compiler target without touching SciPy.
+
+    numba imports SciPy to check its version, and on first use imports
+    ``scipy.linalg.cython_blas`` to offer ``np.dot`` inside kernels: together
+    0.8 s of a 1.5 s start-up budget, for linear algebra our kernels never do.
+    Hiding SciPy meanwhile makes numba record "no BLAS"; SciPy imports normally
+    afterwards (scikit-learn needs it). If anything imported SciPy or started
+    numba before us, there is nothing to save and nothing is hidden.
+    """
+    if "scipy" in sys.modules or "numba.np.arraymath" in sys.modules:
+        import numba
+
+        return numba
+    sys.modules["scipy"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        import numba
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+        cpu_target.typing_context.refresh()
+    finally:
+        if sys.modules.get("scipy", 0) is None:
+            del sys.modules["scipy"]
+    return numba
+
+
+numba = _start_numba_without_scipy()
 
 
 def _cache_dir() -> Path:
@@ -60,34 +88,6 @@ if CACHE:
     numba.config.CACHE_DIR = str(CACHE_DIR)  # type: ignore[attr-defined]
 
 
-def _start_numba_without_blas() -> None:
-    """Start numba's compiler target without probing SciPy's BLAS.
-
-    On first use numba imports ``scipy.linalg.cython_blas`` to offer ``np.dot``
-    inside kernels; that import alone takes 0.6 s of a 1.5 s start-up budget,
-    and our kernels do no linear algebra. Hiding the module while numba probes
-    makes it record "no BLAS"; SciPy imports normally afterwards (scikit-learn).
-    """
-    if "numba.np.arraymath" in sys.modules:
-        return  # already started (someone used numba first): nothing to save
-    hidden = ("scipy.linalg.cython_blas", "scipy.linalg.cython_lapack")
-    saved = {name: sys.modules.get(name) for name in hidden}
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
-    try:
-        from numba.core.registry import cpu_target
-
-        cpu_target.target_context.refresh()
-        cpu_target.typing_context.refresh()
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-_start_numba_without_blas()
 
 # Kernels: nopython, no Python objects; fastmath is off because we do no float
 # reductions where reassociation would pay, and exact integer results matter.

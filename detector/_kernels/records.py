@@ -114,132 +114,99 @@ def _ts_to_ns(ts, mul, div, shift):
 
 @njit(**HOT_LOOP)
 def walk_pcap(
-    buf,
-    pos,
-    end,
-    big_endian,
-    nanosecond,
-    linktype,
-    snaplen,
-    base_offset,
-    max_records,
-    counters,
-    out,
-    write_out,
-    count,
-    table,
-    params,
-    export,
-    n_export,
-):
+    buf, pos, end, big_endian, nanosecond, linktype, snaplen, base_offset, max_records,
+    counters, out, write_out, count, table, params, export, n_export,
+):  # fmt: skip
     """Walk classic pcap records in ``buf[pos:end]``.
 
     ``out`` is the batch's arrays (written when ``write_out``); with ``count``
     each packet is also counted into the flow table ``table`` (see
     ``flowtable.count_packet``) in the same pass, so it is never written out and
-    read back. Returns ``(packets, stop_pos, why, detail,
-    n_export)``; ``detail`` is the bad length for WALK_RECORD_TOO_LONG.
+    read back. Returns ``(packets, stop_pos, why, detail, n_export)``;
+    ``detail`` is the bad length for WALK_RECORD_TOO_LONG.
     """
-    (
-        ts_ns,
-        interface,
-        src_hi,
-        src_lo,
-        dst_hi,
-        dst_lo,
-        sport,
-        dport,
-        proto,
-        ip_version,
-        wire_len,
-        cap_len,
-        tcp_flags,
-        vlan,
-        frag,
-        frag_id,
-        offset,
-        status,
-    ) = out
+    (ts_ns, interface, src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto, ip_version,
+     wire_len, cap_len, tcp_flags, vlan, frag, frag_id, offset, status) = out  # fmt: skip
     flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
     frac_mul = 1 if nanosecond else 1000
+    # Running totals live in registers and reach ``counters`` once, at the end.
+    wire_total = np.int64(0)
+    first_ts = counters[COUNT_FIRST_TS]
+    last_ts = counters[COUNT_LAST_TS]
+    over_snaplen = np.int64(0)
+    over_wirelen = np.int64(0)
     row = 0
+    why = WALK_OK
+    detail = np.int64(0)
     while row < max_records:
         if pos + 16 > end:
-            if pos == end:
-                return row, pos, WALK_OK, 0, n_export
-            return row, pos, WALK_NEED_MORE, 0, n_export
+            why = WALK_OK if pos == end else WALK_NEED_MORE
+            break
         sec = _u32(buf, pos, big_endian)
         frac = _u32(buf, pos + 4, big_endian)
         incl = _u32(buf, pos + 8, big_endian)
         orig = _u32(buf, pos + 12, big_endian)
         if incl > MAX_RECORD_BYTES:
-            return row, pos, WALK_RECORD_TOO_LONG, incl, n_export
+            why = WALK_RECORD_TOO_LONG
+            detail = incl
+            break
         data = pos + 16
         if data + incl > end:
-            return row, pos, WALK_NEED_MORE, 0, n_export
-        (st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid) = decode_frame(
+            why = WALK_NEED_MORE
+            break
+        st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid = decode_frame(
             buf, data, incl, linktype
         )
         t = sec * 1_000_000_000 + frac * frac_mul
         if count and ipv != 0:
             n_export, done = count_packet(
-                t,
-                sh,
-                sl,
-                dh,
-                dl,
-                sp,
-                dp,
-                np.int64(pr),
-                np.int64(ipv),
-                orig,
-                fl,
-                vl,
-                fr,
-                fid,
-                flows,
-                slots,
-                free,
-                state,
-                frag_keys,
-                frag_ports,
-                icmp_map,
-                params,
-                export,
+                t, sh, sl, dh, dl, sp, dp, np.int64(pr), np.int64(ipv), orig, fl, vl, fr, fid,
+                flows, slots, free, state, frag_keys, frag_ports, icmp_map, params, export,
                 n_export,
-            )
+            )  # fmt: skip
             if done != COUNT_OK:
-                return row, pos, WALK_COUNT_STOPPED, done, n_export
-        # Counted only once the packet is taken (a stopped count offers it again).
+                # Not taken: offered again after the caller made room.
+                why = WALK_COUNT_STOPPED
+                detail = done
+                break
+        wire_total += orig
+        if t < first_ts:
+            first_ts = t
+        if t > last_ts:
+            last_ts = t
         if snaplen > 0 and incl > snaplen:
-            counters[COUNT_CAPLEN_OVER_SNAPLEN] += 1
+            over_snaplen += 1
         if incl > orig:
-            counters[COUNT_CAPLEN_OVER_WIRELEN] += 1
-        _take(counters, t, orig, st)
+            over_wirelen += 1
+        counters[COUNT_STATUS + st] += 1
+        if write_out:
+            ts_ns[row] = t
+            interface[row] = 0
+            src_hi[row] = sh
+            src_lo[row] = sl
+            dst_hi[row] = dh
+            dst_lo[row] = dl
+            sport[row] = sp
+            dport[row] = dp
+            proto[row] = pr
+            ip_version[row] = ipv
+            wire_len[row] = orig
+            cap_len[row] = incl
+            tcp_flags[row] = fl
+            vlan[row] = vl
+            frag[row] = fr
+            frag_id[row] = fid
+            offset[row] = base_offset + pos
+            status[row] = st
         row += 1
         pos = data + incl
-        if not write_out:
-            continue
-        r = row - 1
-        ts_ns[r] = t
-        interface[r] = 0
-        src_hi[r] = sh
-        src_lo[r] = sl
-        dst_hi[r] = dh
-        dst_lo[r] = dl
-        sport[r] = sp
-        dport[r] = dp
-        proto[r] = pr
-        ip_version[r] = ipv
-        wire_len[r] = orig
-        cap_len[r] = incl
-        tcp_flags[r] = fl
-        vlan[r] = vl
-        frag[r] = fr
-        frag_id[r] = fid
-        offset[r] = base_offset + data - 16
-        status[r] = st
-    return row, pos, WALK_OK, 0, n_export
+    counters[COUNT_PACKETS] += row
+    counters[COUNT_WIRE_BYTES] += wire_total
+    counters[COUNT_FIRST_TS] = first_ts
+    counters[COUNT_LAST_TS] = last_ts
+    counters[COUNT_CAPLEN_OVER_SNAPLEN] += over_snaplen
+    counters[COUNT_CAPLEN_OVER_WIRELEN] += over_wirelen
+    return row, pos, why, detail, n_export
 
 
 @njit(**INLINE)

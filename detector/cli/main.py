@@ -168,14 +168,6 @@ def _output_format(args: argparse.Namespace) -> str:
     return "table"
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def _progress(steps: Iterator[int], paths: Sequence[str], enabled: bool) -> Iterator[int]:
     """A progress bar by bytes of input on disk, on stderr, only on a terminal."""
     if not enabled or not sys.stderr.isatty():
@@ -195,8 +187,8 @@ def _progress(steps: Iterator[int], paths: Sequence[str], enabled: bool) -> Iter
 def _run_flows(args: argparse.Namespace) -> ExitStatus:
     from .. import _jit
     from ..capture import CaptureProblem, CaptureStats
-    from ..flows.table import flows_from_captures
-    from ..flows.write import write_flows
+    from ..flows.table import count_flows
+    from ..flows.write import human_bytes, write_flows
 
     fmt = _output_format(args)
     if fmt == "parquet" and not args.output:
@@ -218,7 +210,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
 
     stats: list[CaptureStats] = []
     started = time.perf_counter()
-    frame, table = flows_from_captures(
+    table = count_flows(
         args.captures,
         idle_timeout=args.idle_timeout,
         active_timeout=args.active_timeout,
@@ -228,15 +220,17 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         progress=lambda b: _progress(b, args.captures, not args.quiet),
     )
     elapsed = time.perf_counter() - started
-    write_flows(frame, fmt, args.output, top=args.top)
+    columns = table.columns()
+    write_flows(columns, fmt, args.output, top=args.top)
     if not args.quiet:
         packets = sum(s.packets for s in stats)
         wire = sum(s.wire_bytes for s in stats)
         skipped = packets - table.packets
         rate = packets / elapsed if elapsed > 0 else 0.0
         line = (
-            f"{len(stats)} file(s), {packets:,} packets ({_human_bytes(wire)} on the wire) "
-            f"→ {len(frame):,} flows in {elapsed:.2f} s ({rate / 1e6:.2f} M packets/s)"
+            f"{len(stats)} file(s), {packets:,} packets ({human_bytes(wire)} on the wire) "
+            f"→ {len(columns['first_seen']):,} flows in {elapsed:.2f} s "
+            f"({rate / 1e6:.2f} M packets/s)"
         )
         if skipped:
             line += f"; {skipped:,} packets carried no IP and are in no flow"

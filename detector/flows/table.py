@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .._kernels import flowtable as fk
 from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
-from .community_id import community_id_v1
+from .records import columns_to_frame, flow_columns
+
+if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (start-up time)
+    import pandas as pd
 
 NS = 1_000_000_000
 DEFAULT_IDLE_TIMEOUT = 120.0  # seconds, as nfstream
@@ -21,58 +24,6 @@ EXPORT_ROWS = 1 << 16
 FRAG_SLOTS = 1 << 14  # recent first fragments remembered for their followers
 # One row (192 B), two slots (16 B) and a free-list entry (8 B).
 BYTES_PER_FLOW = fk.FLOW_COLUMNS * 8 + 2 * 8 + 8
-
-# IANA protocol keywords, lower case (the names Zeek and ECS use for the common ones).
-TRANSPORT_NAMES = {
-    0: "hopopt",
-    1: "icmp",
-    2: "igmp",
-    4: "ipv4",
-    6: "tcp",
-    17: "udp",
-    41: "ipv6",
-    43: "ipv6-route",
-    44: "ipv6-frag",
-    47: "gre",
-    50: "esp",
-    51: "ah",
-    58: "ipv6-icmp",
-    59: "ipv6-nonxt",
-    60: "ipv6-opts",
-    89: "ospf",
-    103: "pim",
-    112: "vrrp",
-    132: "sctp",
-    136: "udplite",
-}
-
-FLOW_COLUMNS_DOC: dict[str, str] = {
-    "first_seen": "first packet (UTC)",
-    "last_seen": "last packet (UTC)",
-    "src_ip": "initiator address",
-    "src_port": "initiator port (ICMP: type)",
-    "dst_ip": "responder address",
-    "dst_port": "responder port (ICMP: counterpart type or code)",
-    "protocol": "IP protocol number",
-    "transport": "protocol name (tcp, udp, icmp, ipv6-icmp, ...)",
-    "ip_version": "4 or 6",
-    "vlan_id": "outermost VLAN id, -1 when untagged",
-    "src2dst_packets": "packets initiator → responder",
-    "src2dst_bytes": "bytes on the wire initiator → responder",
-    "dst2src_packets": "packets responder → initiator",
-    "dst2src_bytes": "bytes on the wire responder → initiator",
-    "bidirectional_packets": "both directions",
-    "bidirectional_bytes": "both directions",
-    "src2dst_first_seen": "first packet initiator → responder (NaT if none)",
-    "src2dst_last_seen": "last packet initiator → responder",
-    "dst2src_first_seen": "first packet responder → initiator (NaT if none)",
-    "dst2src_last_seen": "last packet responder → initiator",
-    "src2dst_tcp_flags": "OR of TCP flags initiator → responder",
-    "dst2src_tcp_flags": "OR of TCP flags responder → initiator",
-    "duration_ms": "last_seen - first_seen in milliseconds",
-    "expiry_reason": "idle, active, end (input ended) or evicted (table full)",
-    "community_id": "Community ID v1 hash (seed 0)",
-}
 
 
 class FlowTable:
@@ -280,118 +231,15 @@ class FlowTable:
             self._done = [np.concatenate(self._done)]
         return self._done[0]
 
+    def columns(self, *, community_id: bool = True) -> dict[str, np.ndarray]:
+        """Closed flows as numpy columns (``FLOW_COLUMNS_DOC``), in order of first
+        packet; timestamps are ``datetime64[ns]`` in UTC, NaT where none."""
+        return flow_columns(self.exported_rows(), community_id=community_id)
+
     def to_frame(self, *, community_id: bool = True) -> pd.DataFrame:
-        """Closed flows as a DataFrame with the columns of ``FLOW_COLUMNS_DOC``,
-        in order of first packet."""
-        return rows_to_frame(self.exported_rows(), community_id=community_id)
-
-
-def _address_texts(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """Text of 128-bit addresses, converting each distinct address once."""
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    texts = []
-    import ipaddress
-
-    for h, low in uniq.tolist():
-        if h == 0 and (low >> 32) == 0xFFFF:
-            x = low & 0xFFFFFFFF
-            texts.append(f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}")
-        else:
-            texts.append(str(ipaddress.IPv6Address((h << 64) | low)))
-    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
-
-
-def _packed(hi: int, lo: int) -> bytes:
-    if hi == 0 and (lo >> 32) == 0xFFFF:
-        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
-    return ((hi << 64) | lo).to_bytes(16, "big")
-
-
-def rows_to_frame(rows: np.ndarray, *, community_id: bool = True) -> pd.DataFrame:
-    """Turn raw flow rows into the documented flow columns."""
-    rows = rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")] if len(rows) else rows
-    u = rows.view(np.uint64)
-    init_a = rows[:, fk.C_INIT_IS_A] == 1
-    a_dir = fk.C_DIR
-    b_dir = fk.C_DIR + fk.DIR_WIDTH
-    src_hi = np.where(init_a, u[:, fk.C_A_HI], u[:, fk.C_B_HI])
-    src_lo = np.where(init_a, u[:, fk.C_A_LO], u[:, fk.C_B_LO])
-    dst_hi = np.where(init_a, u[:, fk.C_B_HI], u[:, fk.C_A_HI])
-    dst_lo = np.where(init_a, u[:, fk.C_B_LO], u[:, fk.C_A_LO])
-    meta = u[:, fk.C_META]
-    a_port = (meta >> np.uint64(48)).astype(np.int64)
-    b_port = ((meta >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
-    src_port = np.where(init_a, a_port, b_port)
-    dst_port = np.where(init_a, b_port, a_port)
-    fwd = np.where(
-        init_a[:, None],
-        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
-        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
-    )
-    rev = np.where(
-        init_a[:, None],
-        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
-        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
-    )
-
-    def stamp(ns: np.ndarray) -> pd.DatetimeIndex:
-        return pd.to_datetime(np.where(ns < 0, np.iinfo(np.int64).min, ns), unit="ns", utc=True)
-
-    n = len(rows)
-    protocol = ((meta >> np.uint64(16)) & np.uint64(0xFF)).astype(np.uint8)
-    src_text = _address_texts(src_hi, src_lo) if n else np.empty(0, dtype=object)
-    dst_text = _address_texts(dst_hi, dst_lo) if n else np.empty(0, dtype=object)
-    vlan = (meta & np.uint64(0xFFFF)).astype(np.int64)
-    frame = pd.DataFrame(
-        {
-            "first_seen": stamp(rows[:, fk.C_FIRST]),
-            "last_seen": stamp(rows[:, fk.C_LAST]),
-            "src_ip": src_text,
-            "src_port": src_port.astype(np.uint16),
-            "dst_ip": dst_text,
-            "dst_port": dst_port.astype(np.uint16),
-            "protocol": protocol,
-            "transport": pd.Categorical(
-                [TRANSPORT_NAMES.get(int(p), str(int(p))) for p in protocol]
-            )
-            if n
-            else pd.Categorical([]),
-            "ip_version": rows[:, fk.C_IP_VERSION].astype(np.uint8),
-            "vlan_id": np.where(vlan == 0xFFFF, -1, vlan).astype(np.int32),
-            "src2dst_packets": fwd[:, fk.D_PACKETS],
-            "src2dst_bytes": fwd[:, fk.D_BYTES],
-            "dst2src_packets": rev[:, fk.D_PACKETS],
-            "dst2src_bytes": rev[:, fk.D_BYTES],
-            "bidirectional_packets": fwd[:, fk.D_PACKETS] + rev[:, fk.D_PACKETS],
-            "bidirectional_bytes": fwd[:, fk.D_BYTES] + rev[:, fk.D_BYTES],
-            "src2dst_first_seen": stamp(fwd[:, fk.D_FIRST]),
-            "src2dst_last_seen": stamp(np.where(fwd[:, fk.D_PACKETS] > 0, fwd[:, fk.D_LAST], -1)),
-            "dst2src_first_seen": stamp(rev[:, fk.D_FIRST]),
-            "dst2src_last_seen": stamp(np.where(rev[:, fk.D_PACKETS] > 0, rev[:, fk.D_LAST], -1)),
-            "src2dst_tcp_flags": fwd[:, fk.D_FLAGS].astype(np.uint16),
-            "dst2src_tcp_flags": rev[:, fk.D_FLAGS].astype(np.uint16),
-            "duration_ms": (rows[:, fk.C_LAST] - rows[:, fk.C_FIRST]) / 1e6,
-            "expiry_reason": pd.Categorical.from_codes(
-                rows[:, fk.C_REASON].astype(np.int8), categories=pd.Index(fk.REASON_NAMES)
-            ),
-        }
-    )
-    if community_id:
-        frame["community_id"] = [
-            community_id_v1(_packed(sh, sl), _packed(dh, dl), p, sp, dp)
-            for sh, sl, dh, dl, p, sp, dp in zip(
-                src_hi.tolist(),
-                src_lo.tolist(),
-                dst_hi.tolist(),
-                dst_lo.tolist(),
-                protocol.tolist(),
-                src_port.tolist(),
-                dst_port.tolist(),
-                strict=True,
-            )
-        ]
-    return frame
+        """Closed flows as a pandas DataFrame (``FLOW_COLUMNS_DOC``), in order of
+        first packet; timestamps are timezone-aware UTC."""
+        return columns_to_frame(self.columns(community_id=community_id))
 
 
 def flows_from_captures(
@@ -404,10 +252,30 @@ def flows_from_captures(
     stats_out: list[CaptureStats] | None = None,
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
 ) -> tuple[pd.DataFrame, FlowTable]:
-    """Read captures (one stream, in the order given) and return their flows."""
+    """Read captures (one stream, in the order given) and return their flows as
+    a DataFrame, and the table (for its counters)."""
+    table = count_flows(
+        paths, idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows,
+        on_problem=on_problem, stats_out=stats_out, progress=progress,
+    )  # fmt: skip
+    return table.to_frame(), table
+
+
+def count_flows(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    active_timeout: float = DEFAULT_ACTIVE_TIMEOUT,
+    max_flows: int = DEFAULT_MAX_FLOWS,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+    stats_out: list[CaptureStats] | None = None,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+) -> FlowTable:
+    """Read captures (one stream, in the order given) into a flow table and close
+    every flow; ``table.columns()`` or ``table.to_frame()`` give the records."""
     table = FlowTable(idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows)
     steps = read_packets(paths, counter=table, on_problem=on_problem, stats_out=stats_out)
     for _ in progress(steps) if progress else steps:
         pass
     table.flush()
-    return table.to_frame(), table
+    return table

@@ -1,0 +1,197 @@
+"""Flow records: raw flow-table rows → documented columns (numpy only).
+
+pandas is imported only by ``columns_to_frame``: the command line writes flows
+without it, which keeps a warm start of ``egress-detector flows`` near one second.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._kernels import flowtable as fk
+from .community_id import community_id_v1
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+NAT = np.iinfo(np.int64).min  # numpy's and pandas' "not a time"
+
+# IANA protocol keywords, lower case (the names Zeek and ECS use for the common ones).
+TRANSPORT_NAMES = {
+    0: "hopopt",
+    1: "icmp",
+    2: "igmp",
+    4: "ipv4",
+    6: "tcp",
+    17: "udp",
+    41: "ipv6",
+    43: "ipv6-route",
+    44: "ipv6-frag",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "ipv6-icmp",
+    59: "ipv6-nonxt",
+    60: "ipv6-opts",
+    89: "ospf",
+    103: "pim",
+    112: "vrrp",
+    132: "sctp",
+    136: "udplite",
+}
+
+FLOW_COLUMNS_DOC: dict[str, str] = {
+    "first_seen": "first packet (UTC)",
+    "last_seen": "last packet (UTC)",
+    "src_ip": "initiator address",
+    "src_port": "initiator port (ICMP: type)",
+    "dst_ip": "responder address",
+    "dst_port": "responder port (ICMP: counterpart type or code)",
+    "protocol": "IP protocol number",
+    "transport": "protocol name (tcp, udp, icmp, ipv6-icmp, ...)",
+    "ip_version": "4 or 6",
+    "vlan_id": "outermost VLAN id, -1 when untagged",
+    "src2dst_packets": "packets initiator → responder",
+    "src2dst_bytes": "bytes on the wire initiator → responder",
+    "dst2src_packets": "packets responder → initiator",
+    "dst2src_bytes": "bytes on the wire responder → initiator",
+    "bidirectional_packets": "both directions",
+    "bidirectional_bytes": "both directions",
+    "src2dst_first_seen": "first packet initiator → responder (NaT if none)",
+    "src2dst_last_seen": "last packet initiator → responder",
+    "dst2src_first_seen": "first packet responder → initiator (NaT if none)",
+    "dst2src_last_seen": "last packet responder → initiator",
+    "src2dst_tcp_flags": "OR of TCP flags initiator → responder",
+    "dst2src_tcp_flags": "OR of TCP flags responder → initiator",
+    "duration_ms": "last_seen - first_seen in milliseconds",
+    "expiry_reason": "idle, active, end (input ended) or evicted (table full)",
+    "community_id": "Community ID v1 hash (seed 0)",
+}
+
+
+TIMESTAMP_COLUMNS = [
+    "first_seen", "last_seen", "src2dst_first_seen", "src2dst_last_seen",
+    "dst2src_first_seen", "dst2src_last_seen",
+]  # fmt: skip
+CATEGORY_COLUMNS = ["transport", "expiry_reason"]
+
+
+def _address_texts(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Text of 128-bit addresses, converting each distinct address once."""
+    pairs = np.stack([hi, lo], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    texts = []
+    for h, low in uniq.tolist():
+        if h == 0 and (low >> 32) == 0xFFFF:
+            x = low & 0xFFFFFFFF
+            texts.append(f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}")
+        else:
+            texts.append(str(ipaddress.IPv6Address((h << 64) | low)))
+    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
+
+
+def _packed(hi: int, lo: int) -> bytes:
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return ((hi << 64) | lo).to_bytes(16, "big")
+
+
+def flow_columns(rows: np.ndarray, *, community_id: bool = True) -> dict[str, np.ndarray]:
+    """Turn raw flow rows into the documented flow columns, ordered by first packet."""
+    rows = rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")] if len(rows) else rows
+    u = rows.view(np.uint64)
+    init_a = rows[:, fk.C_INIT_IS_A] == 1
+    a_dir = fk.C_DIR
+    b_dir = fk.C_DIR + fk.DIR_WIDTH
+    src_hi = np.where(init_a, u[:, fk.C_A_HI], u[:, fk.C_B_HI])
+    src_lo = np.where(init_a, u[:, fk.C_A_LO], u[:, fk.C_B_LO])
+    dst_hi = np.where(init_a, u[:, fk.C_B_HI], u[:, fk.C_A_HI])
+    dst_lo = np.where(init_a, u[:, fk.C_B_LO], u[:, fk.C_A_LO])
+    meta = u[:, fk.C_META]
+    a_port = (meta >> np.uint64(48)).astype(np.int64)
+    b_port = ((meta >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
+    src_port = np.where(init_a, a_port, b_port)
+    dst_port = np.where(init_a, b_port, a_port)
+    fwd = np.where(
+        init_a[:, None],
+        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
+        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
+    )
+    rev = np.where(
+        init_a[:, None],
+        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
+        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
+    )
+
+    def stamp(ns: np.ndarray) -> np.ndarray:
+        return np.where(ns < 0, NAT, ns).astype(np.int64).view("M8[ns]")
+
+    n = len(rows)
+    protocol = ((meta >> np.uint64(16)) & np.uint64(0xFF)).astype(np.uint8)
+    src_text = _address_texts(src_hi, src_lo) if n else np.empty(0, dtype=object)
+    dst_text = _address_texts(dst_hi, dst_lo) if n else np.empty(0, dtype=object)
+    vlan = (meta & np.uint64(0xFFFF)).astype(np.int64)
+    reasons = np.asarray(fk.REASON_NAMES, dtype=object)
+    names = np.asarray([TRANSPORT_NAMES.get(int(p), str(int(p))) for p in range(256)], dtype=object)
+    frame: dict[str, Any] = dict(
+        {
+            "first_seen": stamp(rows[:, fk.C_FIRST]),
+            "last_seen": stamp(rows[:, fk.C_LAST]),
+            "src_ip": src_text,
+            "src_port": src_port.astype(np.uint16),
+            "dst_ip": dst_text,
+            "dst_port": dst_port.astype(np.uint16),
+            "protocol": protocol,
+            "transport": names[protocol],
+            "ip_version": rows[:, fk.C_IP_VERSION].astype(np.uint8),
+            "vlan_id": np.where(vlan == 0xFFFF, -1, vlan).astype(np.int32),
+            "src2dst_packets": fwd[:, fk.D_PACKETS],
+            "src2dst_bytes": fwd[:, fk.D_BYTES],
+            "dst2src_packets": rev[:, fk.D_PACKETS],
+            "dst2src_bytes": rev[:, fk.D_BYTES],
+            "bidirectional_packets": fwd[:, fk.D_PACKETS] + rev[:, fk.D_PACKETS],
+            "bidirectional_bytes": fwd[:, fk.D_BYTES] + rev[:, fk.D_BYTES],
+            "src2dst_first_seen": stamp(fwd[:, fk.D_FIRST]),
+            "src2dst_last_seen": stamp(np.where(fwd[:, fk.D_PACKETS] > 0, fwd[:, fk.D_LAST], -1)),
+            "dst2src_first_seen": stamp(rev[:, fk.D_FIRST]),
+            "dst2src_last_seen": stamp(np.where(rev[:, fk.D_PACKETS] > 0, rev[:, fk.D_LAST], -1)),
+            "src2dst_tcp_flags": fwd[:, fk.D_FLAGS].astype(np.uint16),
+            "dst2src_tcp_flags": rev[:, fk.D_FLAGS].astype(np.uint16),
+            "duration_ms": (rows[:, fk.C_LAST] - rows[:, fk.C_FIRST]) / 1e6,
+            "expiry_reason": reasons[rows[:, fk.C_REASON]],
+        }
+    )
+    if community_id:
+        frame["community_id"] = np.asarray(
+            [
+                community_id_v1(_packed(sh, sl), _packed(dh, dl), p, sp, dp)
+                for sh, sl, dh, dl, p, sp, dp in zip(
+                    src_hi.tolist(),
+                    src_lo.tolist(),
+                    dst_hi.tolist(),
+                    dst_lo.tolist(),
+                    protocol.tolist(),
+                    src_port.tolist(),
+                    dst_port.tolist(),
+                    strict=True,
+                )
+            ],
+            dtype=object,
+        )
+    return frame
+
+
+def columns_to_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The flow columns as a pandas DataFrame: UTC-aware timestamps, categories."""
+    import pandas as pd
+
+    frame = pd.DataFrame(columns)
+    for name in TIMESTAMP_COLUMNS:
+        frame[name] = frame[name].dt.tz_localize("UTC")
+    for name in CATEGORY_COLUMNS:
+        frame[name] = frame[name].astype("category")
+    frame["expiry_reason"] = frame["expiry_reason"].cat.set_categories(list(fk.REASON_NAMES))
+    return frame
