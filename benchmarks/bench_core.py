@@ -17,6 +17,7 @@ JIT compile, whole-process rows include everything a user waits for.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,8 @@ class Row:
     key: str
     label: str
     mode: str  # whole-process / in-process
-    seconds: float | None = None  # median
+    seconds: float | None = None  # median wall time
+    cpu_seconds: float | None = None  # median user + system CPU (all threads/processes)
     packets_in: int | None = None  # packets the rate is computed over
     counted: int | None = None  # packets the tool accounted for
     flows: int | None = None
@@ -53,6 +56,7 @@ class Row:
     check: str = ""
     note: str = ""
     runs: list[float] = field(default_factory=list)
+    cpu_runs: list[float] = field(default_factory=list)
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -61,18 +65,26 @@ class Row:
             return self.packets_in / self.seconds
         return None
 
+    def pps_cpu(self) -> float | None:
+        if self.cpu_seconds and self.packets_in:
+            return self.packets_in / self.cpu_seconds
+        return None
+
 
 # ------------------------------------------------------------------------ helpers
 
 
-def median_of(runs: int, fn: Callable[[], Any]) -> tuple[float, list[float], Any]:
-    """Call `fn` `runs` times; fn returns (seconds, result). Median seconds, all, last."""
-    times: list[float] = []
+def measure(row: Row, runs: int, fn: Callable[[], tuple[float, float, Any]]) -> Any:
+    """Call `fn` `runs` times; fn returns (wall s, CPU s, result). Medians go into
+    `row`; the last result is returned."""
     result = None
     for _ in range(runs):
-        seconds, result = fn()
-        times.append(seconds)
-    return statistics.median(times), times, result
+        seconds, cpu, result = fn()
+        row.runs.append(seconds)
+        row.cpu_runs.append(cpu)
+    row.seconds = statistics.median(row.runs)
+    row.cpu_seconds = statistics.median(row.cpu_runs)
+    return result
 
 
 def load_truth(capture: Path) -> dict[str, Any] | None:
@@ -117,6 +129,35 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
+class CpuWatch:
+    """How much CPU other processes used while we ran (on 2 cores it skews figures).
+
+    Busy jiffies of the whole machine from /proc/stat, minus this process's and its
+    reaped children's CPU time from os.times(), over the wall time: the average
+    number of cores someone else kept busy.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float]:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0.0, 0.0, time.monotonic()
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return busy, own, time.monotonic()
+
+    def others_cores(self) -> float:
+        busy0, own0, t0 = self.start
+        busy1, own1, t1 = self._snapshot()
+        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9))
+
+
 def environment() -> dict[str, str]:
     info = {
         "python": platform.python_version(),
@@ -148,15 +189,34 @@ API_HINT = (
 )
 
 
-def import_ours() -> tuple[Any, Any]:
-    """(read_packets, FlowTable), or exit with a clear message."""
+def import_ours(chunk: int | None = None) -> tuple[Callable[..., Any], type]:
+    """(reader, FlowTable), or exit with a clear message.
+
+    `reader(path)` iterates `read_packets([path], ...)` with the chunk size given
+    under whichever keyword this version of the API takes (the contract says
+    `chunk_packets`; an earlier draft named it `batch_packets`); None keeps the
+    API's default.
+    """
     sys.path.insert(0, str(REPO))
     try:
         from detector.capture import read_packets
         from detector.flows import FlowTable
     except Exception as exc:  # noqa: BLE001 - a half-written package can raise anything
         raise SystemExit(f"bench_core: {API_HINT}\n  ({type(exc).__name__}: {exc})") from exc
-    return read_packets, FlowTable
+    kwargs: dict[str, Any] = {}
+    if chunk is not None:
+        params = inspect.signature(read_packets).parameters
+        name = next((n for n in ("chunk_packets", "batch_packets") if n in params), None)
+        if name is None:
+            raise SystemExit(
+                "bench_core: read_packets takes neither chunk_packets nor batch_packets"
+            )
+        kwargs[name] = chunk
+
+    def reader(path: Path) -> Any:
+        return read_packets([path], **kwargs)
+
+    return reader, FlowTable
 
 
 def our_command() -> list[str]:
@@ -189,57 +249,95 @@ def measure_ours(
     truth: dict[str, Any] | None,
     threads: list[int],
     runs: int,
-    chunk: int,
+    chunk: int | None,
     cmd: list[str],
     rows_wanted: set[str],
 ) -> list[Row]:
-    read_packets, FlowTable = import_ours()
+    read_packets, FlowTable = import_ours(chunk)
     import numba
 
     warm = make_warmup_capture(capture, truth)
     rows: list[Row] = []
-    try:
-        # JIT compile (or cache load) outside any timing.
-        for b in read_packets([warm], chunk_packets=chunk):
+
+    def warm_up_decode() -> None:
+        for b in read_packets(warm):
             len(b)
+
+    def warm_up_flows() -> None:
         ft = FlowTable(idle_timeout=120.0, active_timeout=1800.0)
-        for b in read_packets([warm], chunk_packets=chunk):
+        for b in read_packets(warm):
             ft.ingest(b)
         ft.flush()
         ft.to_frame()
+
+    # JIT compile (or cache load) outside any timing. The API is young: a failure
+    # becomes an error row, so the floor and peer rows are still measured.
+    broken: dict[str, str] = {}
+    for key, warm_up in (("decode", warm_up_decode), ("flows", warm_up_flows)):
+        if key in rows_wanted:
+            try:
+                warm_up()
+            except Exception as exc:  # noqa: BLE001
+                broken[key] = _short_error(exc)
+    try:
         for t in threads:
-            numba.set_num_threads(min(t, numba.config.NUMBA_NUM_THREADS))
+            # main() set NUMBA_NUM_THREADS to the largest count before importing numba.
+            numba.set_num_threads(min(t, int(os.environ.get("NUMBA_NUM_THREADS", t))))
             tag = f" [{t} thr]"
-            if "decode" in rows_wanted:
-                rows.append(_ours_decode(read_packets, capture, truth, runs, chunk, tag))
-            if "flows" in rows_wanted:
-                rows.append(_ours_flows(read_packets, FlowTable, capture, truth, runs, chunk, tag))
-            if "cmd" in rows_wanted:
-                rows.append(_ours_command(cmd, capture, truth, runs, t, tag))
+            jobs: list[tuple[str, str, str, Callable[[], Row]]] = [
+                ("decode", "ours: decode (read_packets)", "in-process",
+                 partial(_ours_decode, read_packets, capture, truth, runs, tag)),
+                ("flows", "ours: decode + flow table", "in-process",
+                 partial(_ours_flows, read_packets, FlowTable, capture, truth, runs, tag)),
+                ("cmd", "ours: egress-detector flows", "whole-process",
+                 partial(_ours_command, cmd, capture, truth, runs, t, tag)),
+            ]  # fmt: skip
+            for key, label, mode, job in jobs:
+                if key not in rows_wanted:
+                    continue
+                if key in broken:
+                    rows.append(Row(key, label + tag, mode, error=broken[key]))
+                    continue
+                try:
+                    rows.append(job())
+                except Exception as exc:  # noqa: BLE001
+                    rows.append(Row(key, label + tag, mode, error=_short_error(exc)))
     finally:
         warm.unlink(missing_ok=True)
         Path(f"{warm}.json").unlink(missing_ok=True)
     return rows
 
 
+def _short_error(exc: BaseException) -> str:
+    """One line for the table: type and the last line of the message (numba's are long)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    for line in lines:  # numba puts the useful part (e.g. a NameError) first
+        if "Error" in line:
+            text = line
+            break
+    text = text.replace("\x1b[1m", "").replace("\x1b[0m", "")
+    return f"ERROR {type(exc).__name__}: {text[:200]}"
+
+
 Truth = dict[str, Any] | None
 
 
 def _ours_decode(
-    read_packets: Callable[..., Any], capture: Path, truth: Truth, runs: int, chunk: int, tag: str
+    read_packets: Callable[..., Any], capture: Path, truth: Truth, runs: int, tag: str
 ) -> Row:
     row = Row("decode", "ours: decode (read_packets)" + tag, "in-process")
 
-    def once() -> tuple[float, tuple[int, int, int]]:
+    def once() -> tuple[float, float, tuple[int, int, int]]:
         n = ok = wire = 0
-        t0 = time.perf_counter()
-        for b in read_packets([capture], chunk_packets=chunk):
+        c0, t0 = time.process_time(), time.perf_counter()
+        for b in read_packets(capture):
             n += len(b)
             ok += int((b.status == 0).sum())
             wire += int(b.wire_len.sum(dtype="uint64"))
-        return time.perf_counter() - t0, (n, ok, wire)
+        return time.perf_counter() - t0, time.process_time() - c0, (n, ok, wire)
 
-    row.seconds, row.runs, (n, ok, wire) = median_of(runs, once)
+    n, ok, wire = measure(row, runs, once)
     row.counted = n
     row.note = "incl. status==0 count and wire_len sum per batch"
     row.detail = {"decoded_ok": ok, "wire_bytes": wire}
@@ -255,23 +353,23 @@ def _ours_flows(
     capture: Path,
     truth: Truth,
     runs: int,
-    chunk: int,
     tag: str,
 ) -> Row:
     row = Row("flows", "ours: decode + flow table" + tag, "in-process")
 
-    def once() -> tuple[float, tuple[int, int, float]]:
-        t0 = time.perf_counter()
+    def once() -> tuple[float, float, tuple[int, int, float]]:
+        c0, t0 = time.process_time(), time.perf_counter()
         ft = flow_table(idle_timeout=120.0, active_timeout=1800.0)
-        for b in read_packets([capture], chunk_packets=chunk):
+        for b in read_packets(capture):
             ft.ingest(b)
         ft.flush()
         t_frame = time.perf_counter()
         df = ft.to_frame()
         t1 = time.perf_counter()
-        return t1 - t0, (len(df), int(df["bidirectional_packets"].sum()), t1 - t_frame)
+        cpu = time.process_time() - c0
+        return t1 - t0, cpu, (len(df), int(df["bidirectional_packets"].sum()), t1 - t_frame)
 
-    row.seconds, row.runs, (flows, pkts, t_frame) = median_of(runs, once)
+    flows, pkts, t_frame = measure(row, runs, once)
     row.flows, row.counted = flows, pkts
     row.note = f"incl. to_frame ({t_frame:.2f} s of it)"
     if truth:
@@ -299,14 +397,14 @@ def _ours_command(
             return row
         rss: list[float] = []
 
-        def once() -> tuple[float, None]:
+        def once() -> tuple[float, float, None]:
             t = run_timed(full, env=env)
             if t.returncode != 0:
                 raise RuntimeError(t.stderr[-500:])
             rss.append(t.maxrss_kib / 1024)
-            return t.seconds, None
+            return t.seconds, t.cpu_seconds, None
 
-        row.seconds, row.runs, _ = median_of(runs, once)
+        measure(row, runs, once)
         table = pq.read_table(out, columns=["bidirectional_packets"])
         row.flows = table.num_rows
         row.counted = int(table.column("bidirectional_packets").to_numpy().sum())
@@ -348,19 +446,21 @@ def measure_peers(
         if name == "nfstream":
             kwargs["n_meters"] = nfstream_meters
         try:
-            peer.run(capture, **kwargs) if name in ("walk", "scapy") else None  # warm-up
+            if peer.mode == "in-process":
+                peer.run(capture, **kwargs)  # warm-up: JIT compile, lazy imports, first faults
 
-            def once(peer: Any = peer, kwargs: dict[str, Any] = kwargs) -> tuple[float, Any]:
+            def once(peer: Any = peer, kwargs: dict[str, Any] = kwargs) -> tuple[float, float, Any]:
                 r = peer.run(capture, **kwargs)
-                return r.seconds, r
+                return r.seconds, r.detail.get("cpu_seconds", float("nan")), r
 
-            row.seconds, row.runs, res = median_of(runs, once)
+            res = measure(row, runs, once)
         except Exception as exc:  # noqa: BLE001 - one broken peer must not stop the table
-            row.error = f"{type(exc).__name__}: {str(exc).strip()[-300:]}"
+            row.error = _short_error(exc)
             rows.append(row)
             continue
         row.counted, row.flows, row.detail = res.packets, res.flows, dict(res.detail)
         row.maxrss_mib = row.detail.pop("maxrss_mib", None)
+        row.detail.pop("cpu_seconds", None)
         row.packets_in = res.packets if peer.prefix else None  # else: the file's count
         if truth:
             row.check = _peer_check(name, res, truth)
@@ -370,7 +470,7 @@ def measure_peers(
 
 def _peer_check(name: str, res: Any, truth: dict[str, Any]) -> str:
     """Compare a peer's counts with the generator's truth; explain known differences."""
-    if name == "walk":
+    if name.startswith("walk"):
         good = res.packets == truth["packets"] and res.detail["wire_bytes"] == truth["wire_bytes"]
         return "ok" if good else f"MISMATCH {res.packets} packets"
     if name == "dpkt":
@@ -398,14 +498,14 @@ def _peer_check(name: str, res: Any, truth: dict[str, Any]) -> str:
 def print_table(rows: list[Row], capture: Path, truth: dict[str, Any] | None, args: Any) -> None:
     size = capture.stat().st_size
     total = truth["packets"] if truth else None
-    walk = next((r for r in rows if r.key == "walk" and r.counted), None)
-    if total is None and walk:
-        total = walk.counted
+    walks = [r for r in rows if r.key.startswith("walk") and r.counted and r.seconds]
+    if total is None and walks:
+        total = walks[0].counted
     for r in rows:
         if r.packets_in is None and r.seconds:
             r.packets_in = total
     nf = next((r.pps() for r in rows if r.key == "nfstream" and r.pps()), None)
-    floor = walk.pps() if walk else None
+    floor = max((r.pps() or 0.0 for r in walks), default=0.0) or None
 
     print(f"\n# capture: {capture} ({size / 1e6:,.1f} MB, {total:,} packets)")
     if truth:
@@ -417,11 +517,13 @@ def print_table(rows: list[Row], capture: Path, truth: dict[str, Any] | None, ar
         )
     env = environment()
     print("# " + ", ".join(f"{k} {v}" for k, v in env.items()))
-    print(f"# medians of {args.runs} run(s); ratios: x nfstream = pps / nfstream pps,"
-          " x floor = pps / numba-walk pps\n")  # fmt: skip
+    print(f"# medians of {args.runs} run(s); x nfstream = pps / nfstream pps;"
+          " x floor = pps / the faster numba record walk's pps;\n# cpu s = user + system CPU"
+          " of all threads/processes (pkt/cpu-s holds up when other processes compete)\n")  # fmt: skip
     head = (
         f"{'row':44s} {'mode':13s} {'seconds':>9s} {'packets/s':>13s} {'MB/s':>9s}"
-        f" {'x nfstream':>10s} {'x floor':>8s} {'flows':>9s} {'RSS MiB':>8s}  check / note"
+        f" {'x nfstream':>10s} {'x floor':>8s} {'cpu s':>8s} {'pkt/cpu-s':>12s}"
+        f" {'flows':>9s} {'RSS MiB':>8s}  check / note"
     )
     print(head)
     print("-" * len(head))
@@ -430,6 +532,7 @@ def print_table(rows: list[Row], capture: Path, truth: dict[str, Any] | None, ar
             print(f"{r.label:44s} {r.mode:13s} {r.error}")
             continue
         pps = r.pps()
+        cpu_pps = r.pps_cpu() if r.cpu_seconds == r.cpu_seconds else None  # NaN: unknown
         mbs = size / 1e6 / r.seconds if r.seconds else None
         if r.key == "scapy" and pps and total:
             mbs = pps * size / total / 1e6  # prefix: bytes scale with packets
@@ -441,19 +544,34 @@ def print_table(rows: list[Row], capture: Path, truth: dict[str, Any] | None, ar
             f"{mbs:9,.1f}" if mbs else f"{'-':>9s}",
             f"{pps / nf:10.2f}" if pps and nf else f"{'-':>10s}",
             f"{pps / floor:8.3f}" if pps and floor else f"{'-':>8s}",
+            f"{r.cpu_seconds:8.3f}" if cpu_pps else f"{'-':>8s}",
+            f"{cpu_pps:12,.0f}" if cpu_pps else f"{'-':>12s}",
             f"{r.flows:9,d}" if r.flows is not None else f"{'-':>9s}",
             f"{r.maxrss_mib:8,.0f}" if r.maxrss_mib else f"{'-':>8s}",
         ]
         note = "; ".join(x for x in (r.check, r.note) if x)
         print(" ".join(cols) + "  " + note)
     cmd_rows = [r for r in rows if r.key == "cmd" and r.maxrss_mib]
+    if cmd_rows:
+        print()
     for r in cmd_rows:
-        print(f"\n# peak RSS of {r.label.split(': ', 1)[1]}: {r.maxrss_mib:,.0f} MiB")
+        print(f"# peak RSS of {r.label.split(': ', 1)[1]}: {r.maxrss_mib:,.0f} MiB")
 
 
 # --------------------------------------------------------------------------- main
 
-ALL_ROWS = ["cat", "walk", "decode", "flows", "cmd", "nfstream", "dpkt", "scapy", "tshark"]
+ALL_ROWS = [
+    "cat",
+    "walk",
+    "walk-populate",
+    "decode",
+    "flows",
+    "cmd",
+    "nfstream",
+    "dpkt",
+    "scapy",
+    "tshark",
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -473,7 +591,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="comma-separated numba thread counts for our rows, e.g. 1,2 (default: 1,<cores>)",
     )
-    ap.add_argument("--chunk-packets", type=int, default=1 << 20)
+    ap.add_argument(
+        "--chunk-packets", type=int, default=None, help="packets per batch (default: the API's)"
+    )
     ap.add_argument("--rows", default=",".join(ALL_ROWS), help="subset of: " + ",".join(ALL_ROWS))
     ap.add_argument("--skip-ours", action="store_true", help="floor and peers only")
     ap.add_argument("--scapy-prefix", type=int, default=20_000)
@@ -506,8 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     capture = ensure_capture(args)
     truth = load_truth(capture)
     warm_page_cache(capture)
+    watch = CpuWatch()
 
-    rows = measure_peers(capture, truth, [n for n in ("cat", "walk") if n in wanted], args.runs,
+    rows = measure_peers(capture, truth, [n for n in ("cat", "walk", "walk-populate") if n in wanted], args.runs,
                          args.scapy_prefix, args.nfstream_meters)  # fmt: skip
     if ours_wanted and not args.skip_ours:
         cmd = args.cmd.split() if args.cmd else our_command()
@@ -519,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
         capture, truth, peer_names, args.runs, args.scapy_prefix, args.nfstream_meters
     )
     print_table(rows, capture, truth, args)
+    others = watch.others_cores()
+    print(f"# other processes kept {others:.2f} of {os.cpu_count()} cores busy during the run")
+    if others > 0.2:
+        print("# WARNING: the machine was not idle: figures are low and noisy", file=sys.stderr)
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -14,9 +14,10 @@ Flows are interleaved over `--span` seconds and records are written in
 non-decreasing timestamp order.
 
 Everything is built with numpy, never per packet in Python: per-flow and
-per-packet fields are arrays, records are assembled in blocks of `--block`
-packets as byte columns scattered into one zeroed buffer, and each block is one
-large sequential write. 2 M packets take a few seconds; 20 M are fine.
+per-packet fields are arrays; for each block of `--block` packets the record and
+frame headers are built column-wise per header shape, the ragged records are cut
+from a zeroed matrix with one boolean mask (the zeros are the payload), and each
+block goes out in large sequential writes. 2 M packets take ~6 s; 20 M ~1.5 min.
 
 `OUT.pcap.json` records the exact truth: packet and byte totals, the number of
 distinct bidirectional (VLAN, protocol, addresses, ports) keys, and the number of
@@ -31,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -270,31 +271,43 @@ def _key_matrix(f: Flows) -> np.ndarray:
     return np.column_stack([head, lo_end, hi_end])
 
 
+def _repeated_rows(mat: np.ndarray) -> np.ndarray:
+    """Indices of rows equal to an earlier row (in sorted order) of a 2-D array.
+
+    A lexsort over the columns and a neighbour compare: much faster than
+    np.unique(axis=0), which sorts opaque void records (16 s for 1 M flows).
+    """
+    order = np.lexsort(mat.T[::-1])
+    ordered = mat[order]
+    same = np.all(ordered[1:] == ordered[:-1], axis=1)
+    return order[1:][same]
+
+
 def count_distinct_keys(f: Flows) -> int:
-    return int(np.unique(_key_matrix(f), axis=0).shape[0])
+    return int(f.sport.size - _repeated_rows(_key_matrix(f)).size)
 
 
 def _make_keys_unique(rng: np.random.Generator, f: Flows) -> None:
-    """Redraw client ports of flows that repeat an earlier flow's key.
+    """Redraw client ports of flows that repeat another flow's key.
 
     Popular clients and servers make 5-tuple collisions likely (birthday problem on
     the ephemeral port); unique keys make the truth exact and simple: one generated
     flow is one key, so timeout splits can be counted per generated flow.
     """
     for _ in range(100):
-        _, first = np.unique(_key_matrix(f), axis=0, return_index=True)
-        dup = np.ones(f.sport.size, dtype=bool)
-        dup[first] = False
-        if not dup.any():
+        dup = np.sort(_repeated_rows(_key_matrix(f)))  # index order: reproducible draws
+        if dup.size == 0:
             return
-        f.sport[dup] = rng.integers(32768, 61000, size=int(dup.sum())).astype(np.uint16)
+        f.sport[dup] = rng.integers(32768, 61000, size=dup.size).astype(np.uint16)
     raise RuntimeError("could not make flow keys unique; use fewer --flows")
 
 
 # ------------------------------------------------------------------------- packets
 
 
-def _segment_exclusive_cumsum(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray):
+def _segment_exclusive_cumsum(
+    values: np.ndarray, starts: np.ndarray, sizes: np.ndarray
+) -> np.ndarray:
     """Per-flow running total of `values` before each packet (flows are contiguous)."""
     incl = np.cumsum(values)
     excl = incl - values
@@ -455,7 +468,7 @@ def count_timeout_flows(flow: np.ndarray, ts_us: np.ndarray, idle_us: int, activ
 # -------------------------------------------------------------------------- writer
 
 
-def _put(rows: np.ndarray, col: int, values: np.ndarray, dtype: str) -> None:
+def _put(rows: np.ndarray, col: int, values: np.ndarray | int, dtype: str) -> None:
     """Store `values` as `dtype` (e.g. '>u2' big-endian) into byte columns of `rows`."""
     width = np.dtype(dtype).itemsize
     rows[:, col : col + width] = (
@@ -672,7 +685,7 @@ def _write_records(out: BinaryIO, hdr: np.ndarray, rec_len: np.ndarray) -> int:
         grid = np.zeros((lens.size, longest), dtype=np.uint8)
         grid[:, :width] = hdr[lo : lo + step, :width]
         records = grid[columns < lens[:, None]]
-        out.write(memoryview(records))
+        out.write(records.data)
         written += records.size
     return written
 
@@ -692,7 +705,7 @@ def generate(
     block: int = 256 * 1024,
     idle_s: float = 120.0,
     active_s: float = 1800.0,
-) -> dict:
+) -> dict[str, Any]:
     """Write `out` and `out`.json; return the truth summary (also in the sidecar)."""
     if flows < 1 or packets < 1:
         raise SystemExit("--packets and --flows must be positive")

@@ -7,7 +7,9 @@ Every runner returns a `PeerRun(packets, seconds, flows, detail)`:
   scapy; None when the tool does not count packets, like `cat`);
 * `seconds` - wall time of what was measured (see `mode` in `PEERS`);
 * `flows`   - flows (or conversations) the tool reported, None if it has none;
-* `detail`  - tool-specific extras (per-IP-version counts, peak RSS, notes).
+* `detail`  - tool-specific extras: `cpu_seconds` (user + system CPU of what was
+  timed: robust to other processes competing for the cores), peak RSS,
+  per-IP-version counts.
 
 Two kinds of measurement, named in `PEERS[name].mode`:
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import re
 import shutil
@@ -67,6 +70,7 @@ class Timed:
     seconds: float
     returncode: int
     maxrss_kib: int
+    cpu_seconds: float
     stdout: str
     stderr: str
     extra: dict[str, Any] = field(default_factory=dict)
@@ -115,6 +119,8 @@ def run_timed(
             seconds=seconds,
             returncode=proc.returncode,
             maxrss_kib=maxrss_kib,
+            # The child's and its reaped descendants' CPU (here: time + the command).
+            cpu_seconds=rusage.ru_utime + rusage.ru_stime,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
         )
@@ -132,6 +138,7 @@ def _child(name: str, path: Path, env: dict[str, str] | None = None, **kwargs: A
     res = json.loads(t.stdout.strip().splitlines()[-1])
     detail = res.get("detail", {})
     detail["maxrss_mib"] = round(t.maxrss_kib / 1024, 1)
+    detail["cpu_seconds"] = t.cpu_seconds
     detail["inner_seconds"] = res["inner_seconds"]
     return PeerRun(res["packets"], t.seconds, res["flows"], detail)
 
@@ -144,7 +151,8 @@ def floor_cat(path: Path) -> PeerRun:
     t = run_timed(["cat", str(path)], discard_stdout=True)
     if t.returncode != 0:
         raise RuntimeError(f"cat failed: {t.stderr[-500:]}")
-    return PeerRun(None, t.seconds, None, {"maxrss_mib": round(t.maxrss_kib / 1024, 1)})
+    detail = {"maxrss_mib": round(t.maxrss_kib / 1024, 1), "cpu_seconds": t.cpu_seconds}
+    return PeerRun(None, t.seconds, None, detail)
 
 
 _walk_kernel: Callable[..., Any] | None = None
@@ -158,7 +166,7 @@ def _get_walk_kernel() -> Callable[..., Any]:
         from numba import njit
 
         @njit(nogil=True, cache=False)
-        def walk(buf: np.ndarray, big_endian: bool) -> tuple[int, int, int]:
+        def walk(buf, big_endian):  # untyped on purpose: numba infers the types
             # Only the 16-byte record headers are read: the floor for any parser
             # that must look at every record of a classic pcap.
             n = 0
@@ -210,22 +218,41 @@ def pcap_byte_order(path: Path) -> bool:
     raise ValueError(f"{path}: not a classic pcap (magic {magic.hex()})")
 
 
-def floor_numba_walk(path: Path) -> PeerRun:
-    """numba loop over the record headers of an np.memmap of the file (in-process).
+def floor_numba_walk(path: Path, populate: bool = False) -> PeerRun:
+    """numba loop over the record headers of a memory map of the file (in-process).
 
-    Counts records and sums orig_len; the JIT compile happens before timing.
+    Counts records and sums orig_len; the JIT compile happens before timing, the
+    mapping inside it. With a plain `np.memmap` most of the time is page faults
+    (one per few pages touched); `populate=True` maps with MAP_POPULATE so the
+    kernel maps the whole (cached) file in one call, which is the true floor for a
+    parser and shows what the faults cost.
     """
     walk = _get_walk_kernel()
     big = pcap_byte_order(path)
+    size = os.path.getsize(path)
+    c0 = time.process_time()
     t0 = time.perf_counter()
-    # asarray: a plain read-only ndarray view of the mapping, so numba reuses the
-    # warm-up's compiled signature instead of compiling for the memmap subclass.
-    buf = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
+    if populate:
+        with open(path, "rb") as fh:
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            mapping = mmap.mmap(fh.fileno(), size, flags=flags, prot=mmap.PROT_READ)
+        buf = np.frombuffer(mapping, dtype=np.uint8)
+    else:
+        # asarray: a plain read-only ndarray view of the mapping, so numba reuses
+        # the warm-up's compiled signature instead of compiling for np.memmap.
+        buf = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     n, wire, end = walk(buf, big)
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     del buf
-    detail = {"wire_bytes": int(wire), "clean_end": end == os.path.getsize(path)}
+    if populate:
+        mapping.close()
+    detail = {"wire_bytes": int(wire), "clean_end": end == size, "cpu_seconds": cpu}
     return PeerRun(int(n), seconds, None, detail)
+
+
+def floor_numba_walk_populate(path: Path) -> PeerRun:
+    return floor_numba_walk(path, populate=True)
 
 
 # -------------------------------------------------------------------------- tools
@@ -307,6 +334,7 @@ def scapy_prefix(path: Path, prefix: int = 20_000) -> PeerRun:
 
     flows: dict[tuple, int] = {}
     n = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for raw, _meta in RawPcapReader(str(path)):
         pkt = Ether(raw)
@@ -323,7 +351,8 @@ def scapy_prefix(path: Path, prefix: int = 20_000) -> PeerRun:
         if n >= prefix:
             break
     seconds = time.perf_counter() - t0
-    return PeerRun(n, seconds, len(flows), {"prefix": n})
+    detail = {"prefix": n, "cpu_seconds": time.process_time() - c0}
+    return PeerRun(n, seconds, len(flows), detail)
 
 
 def tshark_conv(path: Path, stats: str = "conv,tcp") -> PeerRun:
@@ -345,6 +374,7 @@ def tshark_conv(path: Path, stats: str = "conv,tcp") -> PeerRun:
         "stats": stats,
         "io_bytes": int(m.group(2)) if m else None,
         "maxrss_mib": round(t.maxrss_kib / 1024, 1),
+        "cpu_seconds": t.cpu_seconds,
     }
     return PeerRun(frames, t.seconds, convs, detail)
 
@@ -374,7 +404,9 @@ def parse_tshark_conv(text: str) -> tuple[int, int]:
 PEERS: dict[str, Peer] = {
     "cat": Peer("cat", "floor: cat > /dev/null", "whole-process", floor_cat),
     "walk": Peer("walk", "floor: numba record walk", "in-process", floor_numba_walk,
-                 "memmap, record headers only, after JIT warm-up"),
+                 "np.memmap, record headers only"),
+    "walk-populate": Peer("walk-populate", "floor: numba walk, MAP_POPULATE", "in-process",
+                          floor_numba_walk_populate, "mmap(MAP_POPULATE), record headers only"),
     "nfstream": Peer("nfstream", "nfstream", "whole-process", nfstream,
                      "statistical_analysis=False, n_dissections=0"),
     "dpkt": Peer("dpkt", "dpkt loop + dict", "whole-process", dpkt_loop),
@@ -390,7 +422,13 @@ def available(name: str) -> str | None:
         return f"{TSHARK} not found"
     if name == "cat" and shutil.which("cat") is None:
         return "cat not found"
-    modules = {"nfstream": "nfstream", "dpkt": "dpkt", "scapy": "scapy", "walk": "numba"}
+    modules = {
+        "nfstream": "nfstream",
+        "dpkt": "dpkt",
+        "scapy": "scapy",
+        "walk": "numba",
+        "walk-populate": "numba",
+    }
     if name in modules:
         import importlib.util
 

@@ -88,7 +88,6 @@ if CACHE:
     numba.config.CACHE_DIR = str(CACHE_DIR)  # type: ignore[attr-defined]
 
 
-
 # Kernels: nopython, no Python objects; fastmath is off because we do no float
 # reductions where reassociation would pay, and exact integer results matter.
 KERNEL = dict(cache=CACHE, boundscheck=BOUNDSCHECK, nogil=True)

@@ -21,8 +21,15 @@ from pathlib import Path
 from scapy.compat import raw
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
-from scapy.layers.inet6 import (ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt,
-                                IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
+from scapy.layers.inet6 import (
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.ppp import PPP, PPPoE
 
@@ -454,9 +461,13 @@ def case_pcapng_multi(d) -> list[Path]:
          raw IPv6 UDP 2001:db8::9:1:3 -> 2001:db8::9:2:4 (58)
       c. EPB if 2, ticks 5*1024 + 1 -> 5 s + floor(10^9/1024) = 976562 ns, plus
          tsoffset T0 -> ts T0 + 5.000976562 s; the UDP of (a), reversed (52)
-      d. SPB (interface 0: Ethernet, snaplen 128): orig_len 300, 130 bytes stored
-         (padded to 132): cap_len = min(300, 128, 132) = 128; no timestamp:
-         that of (c); the Ethernet UDP of (a) with 258 bytes of payload, cut.
+      d. SPB (interface 0: Ethernet, snaplen 128): orig_len 300, 128 bytes stored
+         (as the spec says: min(snaplen, orig_len)): cap_len = min(300, 128,
+         128) = 128; no timestamp: that of (c); the Ethernet UDP of (a) with 258
+         bytes of payload, cut.
+      d2. SPB: orig_len 53, 53 bytes stored (body padded to 56): cap_len =
+         min(53, 128, 56) = 53; ts of (c); 10.9.0.1:1 -> 10.9.0.2:2 with 11 bytes
+         of payload.
       e. PB (obsolete, type 2) if 1, ticks T0*10^9 + 6*10^9 -> T0 + 6 s; the raw
          IPv6 UDP of (b) (58)
     Section 2, big-endian:
@@ -467,9 +478,11 @@ def case_pcapng_multi(d) -> list[Path]:
     Expected records (ts, interface, linktype, cap_len, wire_len):
       a (T0+0.123456, 0, 1, 52, 52); b (T0+0.987654321, 1, 101, 58, 58);
       c (T0+5.000976562, 2, 1, 52, 52); d (T0+5.000976562, 0, 1, 128, 300);
+      d2 (T0+5.000976562, 0, 1, 53, 53);
       e (T0+6, 1, 101, 58, 58); f (T0+7.005, 0, 228, 38, 38).
-    Expected flows (3): udp 10.9.0.1:1 <-> 10.9.0.2:2, 3 packets (a, d from
-    10.9.0.1; c back), 52+300 / 52 bytes; udp v6 2 packets 116 bytes; udp 38.
+    Expected flows (3): udp 10.9.0.1:1 <-> 10.9.0.2:2, 4 packets (a, d, d2 from
+    10.9.0.1; c back), 52+300+53 / 52 bytes; udp v6 2 packets 116 bytes; udp 38.
+    (tshark 4.0 shows the custom block as an extra frame of 12 bytes.)
     """
     w = Pcapng()
     w.shb("<")
@@ -486,7 +499,8 @@ def case_pcapng_multi(d) -> list[Path]:
     w.epb(0, T0 * 10**6 + 123456, e_udp)
     w.epb(1, T0 * 10**9 + 987654321, r_v6)
     w.epb(2, 5 * 1024 + 1, e_udp_back)
-    w.spb(big[:130], 300)
+    w.spb(big[:128], 300)
+    w.spb(eth(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=1, dport=2) / (b"u" * 11)), 53)
     w.pb(1, T0 * 10**9 + 6 * 10**9, r_v6)
     w.shb(">")
     w.idb(228, tsresol=3)
@@ -571,11 +585,12 @@ def case_rotated(d) -> list[Path]:
 def case_gzip_pcapng(d) -> list[Path]:
     """gzip-compressed pcapng (the name says nothing: ``capture.bin``).
 
-    SHB (28 bytes: no options) + IDB (Ethernet, default resolution; 36 bytes)
-    + two EPBs, 10.14.0.1:1000 -> 10.14.0.2:2000 UDP, 10 bytes payload (52; the
-    EPB is 32 + 52 + 12 (comment option) + 4 = 100 bytes), at T0 + 1 s and T0 + 2 s.
+    SHB (28 bytes: no options) + IDB (Ethernet, default resolution, an if_name
+    option: 16 + 16 + 4 + 4 = 40 bytes) + two EPBs, 10.14.0.1:1000 ->
+    10.14.0.2:2000 UDP, 10 bytes payload (52; the EPB is 28 + 52 + 12 (comment
+    option) + 4 (end of options) + 4 = 100 bytes), at T0 + 1 s and T0 + 2 s.
 
-    Expected records: offsets 64 and 164 (in the decompressed bytes), 52 bytes.
+    Expected records: offsets 68 and 168 (in the decompressed bytes), 52 bytes.
     Expected flow (1): 2 packets, 104 bytes.
     """
     w = Pcapng()
@@ -586,6 +601,314 @@ def case_gzip_pcapng(d) -> list[Path]:
     w.epb(0, (T0 + 2) * 10**6, f)
     path = Path(d) / "capture.bin"
     path.write_bytes(gzip.compress(w.bytes()))
+    return [path]
+
+
+def case_ppp_hdlc(d) -> list[Path]:
+    """PPP (9 and 50) and Cisco HDLC (104): three files, given separately.
+
+    ppp9.pcap (9):
+      1. FF 03 00 21 + IPv4 UDP 10.15.0.1:1 -> 10.15.0.2:2, 10 bytes payload (4 + 38 = 42)
+      2. 00 57 (no address/control) + IPv6 TCP S 2001:db8::f:1:3 -> 2001:db8::f:2:4 (2 + 60 = 62)
+      3. FF 03 21 (protocol compressed to one byte) + the UDP of 1 reversed (3 + 38 = 41)
+      4. FF 03 C0 21 + LCP echo request (4 + 8 = 12): status 1
+      5. FF 03 02 81 + MPLS label 100 (bottom) + ICMP echo 10.15.0.3 -> 10.15.0.4
+         (4 + 4 + 28 = 36)
+    ppp50.pcap (50): FF 03 00 21 + IPv4 TCP SA 10.15.1.1:5 -> 10.15.1.2:6 (4 + 40 = 44).
+    chdlc104.pcap (104): 0F 00 08 00 + IPv4 UDP 10.15.2.1:7 -> 10.15.2.2:8, 10 bytes
+      payload (42); 8F 00 86 DD + IPv6 UDP 2001:db8::f:3:9 -> 2001:db8::f:4:10 (62);
+      8F 00 80 35 + an 18-byte SLARP body (22): status 1.
+
+    Expected flows: ppp9 3: udp 10.15.0.1:1 -> 10.15.0.2:2 1+1 packets 42+41
+    bytes; tcp v6 1 packet 62 bytes flags 0x002; icmp 10.15.0.3:8 -> 10.15.0.4:0
+    36 bytes.  ppp50 1: tcp 10.15.1.2:6 -> 10.15.1.1:5 (the SYN+ACK's receiver),
+    0+1 packets, 44 bytes, dst2src flags 0x012.  chdlc104 2: udp 42; udp v6 62.
+    """
+    d = Path(d)
+    u = raw(IP(src="10.15.0.1", dst="10.15.0.2") / UDP(sport=1, dport=2) / (b"u" * 10))
+    u_back = raw(IP(src="10.15.0.2", dst="10.15.0.1") / UDP(sport=2, dport=1) / (b"u" * 10))
+    t6 = raw(IPv6(src="2001:db8::f:1", dst="2001:db8::f:2") / TCP(sport=3, dport=4, flags="S"))
+    icmp = raw(IP(src="10.15.0.3", dst="10.15.0.4") / ICMP(type=8))
+    mpls = struct.pack(">I", (100 << 12) | (1 << 8) | 64)
+    ppp9 = [
+        (_ts(0), b"\xff\x03\x00\x21" + u),
+        (_ts(0.1), b"\x00\x57" + t6),
+        (_ts(0.2), b"\xff\x03\x21" + u_back),
+        (_ts(0.3), b"\xff\x03\xc0\x21" + b"\x09\x01\x00\x08\x00\x00\x00\x00"),
+        (_ts(0.4), b"\xff\x03\x02\x81" + mpls + icmp),
+    ]
+    ppp50 = [(_ts(0), b"\xff\x03\x00\x21" + raw(IP(src="10.15.1.1", dst="10.15.1.2") /
+                                               TCP(sport=5, dport=6, flags="SA")))]
+    chdlc = [
+        (_ts(0), b"\x0f\x00\x08\x00" + raw(IP(src="10.15.2.1", dst="10.15.2.2") / UDP(sport=7, dport=8)
+                                           / (b"u" * 10))),
+        (_ts(1), b"\x8f\x00\x86\xdd" + raw(IPv6(src="2001:db8::f:3", dst="2001:db8::f:4") /
+                                           UDP(sport=9, dport=10) / (b"u" * 10))),
+        (_ts(2), b"\x8f\x00\x80\x35" + bytes(18)),
+    ]
+    return [write_pcap(d / "ppp9.pcap", 9, ppp9), write_pcap(d / "ppp50.pcap", 50, ppp50),
+            write_pcap(d / "chdlc104.pcap", 104, chdlc)]
+
+
+def _tlv(tlv_type: int, value: bytes) -> bytes:
+    # NFLOG TLV: length (header included) and type little-endian, value padded to 4
+    return _pad4(struct.pack("<HH", 4 + len(value), tlv_type) + value)
+
+
+def case_nflog(d) -> list[Path]:
+    """Linux NFLOG (239): header (family, version, resource id), then TLVs.
+
+      1. family 2; NFULA_PACKET_HDR (type 1, 8 bytes), NFULA_PREFIX (type 10,
+         "test\\0\\0": length 10, padded to 12), NFULA_PAYLOAD (type 9) with IPv4
+         TCP S 10.16.0.1:1000 -> 10.16.0.2:80: 4 + 8 + 12 + 4 + 40 = 68 bytes
+      2. family 10; NFULA_PACKET_HDR, NFULA_PAYLOAD with IPv6 UDP
+         2001:db8::10:1:53 -> 2001:db8::10:2:5353, 10 bytes payload, the TLV
+         padded to a multiple of 4: 4 + 8 + (4 + 58 + 2) = 76
+      3. header, NFULA_PACKET_HDR, NFULA_PREFIX, no payload TLV (24 bytes): status 1
+      4. header, a TLV of length 2 (impossible), then a payload TLV (4+4+4+40 = 52):
+         status 1 (the walk stops at the bad TLV)
+
+    Expected flows (2): tcp 1 packet 68 bytes flags 0x002; udp v6 1 packet 76.
+    """
+    hdr4 = struct.pack(">BBH", 2, 0, 1)
+    hdr6 = struct.pack(">BBH", 10, 0, 1)
+    phdr = _tlv(1, struct.pack(">HBB", 0x0800, 3, 0))
+    prefix = _tlv(10, b"test\0\0")
+    syn = raw(IP(src="10.16.0.1", dst="10.16.0.2") / TCP(sport=1000, dport=80, flags="S"))
+    v6 = raw(IPv6(src="2001:db8::10:1", dst="2001:db8::10:2") / UDP(sport=53, dport=5353) / (b"u" * 10))
+    pk = [
+        (_ts(0), hdr4 + phdr + prefix + _tlv(9, syn)),
+        (_ts(1), hdr6 + phdr + _tlv(9, v6)),
+        (_ts(2), hdr4 + phdr + prefix),
+        (_ts(3), hdr4 + struct.pack("<HH", 2, 10) + _tlv(9, syn)),
+    ]
+    return [write_pcap(Path(d) / "nflog.pcap", 239, pk)]
+
+
+def _tags(*vids: int, tpid: int = 0x8100) -> bytes:
+    """VLAN tags without the final ethertype: each tag is (TCI, next TPID)."""
+    out = b""
+    for i, vid in enumerate(vids):
+        out += struct.pack(">H", vid) + (struct.pack(">H", tpid) if i + 1 < len(vids) else b"")
+    return out
+
+
+def _labels(n: int) -> bytes:
+    return b"".join(struct.pack(">I", ((16 + i) << 12) | ((i == n - 1) << 8) | 64) for i in range(n))
+
+
+def case_shims(d) -> list[Path]:
+    """PBB, VN-Tag, LLC/SNAP after a tag, and the depth limits (Ethernet, LE us
+    pcap; MACs 02..0b / 02..0a as in case_ethernet_misc).  Payloads: IPv4 UDP
+    with 10 bytes of payload (38 bytes) unless said otherwise.
+
+      1. 0x88a8 vid 300 / 0x88e7 I-tag (4 bytes) + customer MACs (12) + 0x8100
+         vid 5 + 0x0800 / TCP S 10.17.0.1:1 -> 10.17.0.2:2 (40): 14+4+18+4+40 = 80,
+         vlan 300 (the outermost)
+      2. 0x88e7 / customer MACs + 0x0800 / UDP 10.17.0.3:3 -> 10.17.0.4:4: 14+18+38 = 70
+      3. 0x8926 VN-Tag (4 bytes + 0x0800) / UDP 10.17.1.1:5 -> 10.17.1.2:6: 14+6+38 = 58
+      4. VN-Tag (+ 0x8100) / vid 11 + 0x0800 / UDP 10.17.1.2:6 -> 10.17.1.1:5: 62
+      5. 0x8100 vid 12 + 802.3 length / AA AA 03 00 00 F8 08 00 / UDP 10.17.2.1:7 ->
+         10.17.2.2:8: 14+4+8+38 = 64
+      6. 802.3 length / AA AA 03 00 00 0C 08 00 (a Cisco OUI) / IPv4 UDP: status 1
+      7. 8 VLAN tags (vids 1-8) / UDP 10.17.3.1:9 -> 10.17.3.2:10: 14+32+38 = 84
+      8. 9 VLAN tags / UDP: status 1 (deeper than 8), vlan 1
+      9. 8 MPLS labels (bottom of stack on the 8th) / UDP 10.17.4.1:11 -> 10.17.4.2:12: 84
+     10. 9 MPLS labels: status 4 (no bottom of stack within 8 labels)
+     11. 4 tags (vids 21-24) / PBB / 3 tags (25-27) / UDP 10.17.5.1:13 -> 10.17.5.2:14:
+         8 shims in all, decoded: 14+16+18+12+38 = 98, vlan 21
+     12. 4 tags / PBB / 4 tags / the same UDP: 9 shims, status 1 (the kernel counts
+         tags, stacks and shims together)
+
+    Expected flows (8): tcp vlan 300 80; udp 70; udp vlan -1 58; udp vlan 11 62;
+    udp vlan 12 64; udp vlan 1 84; udp (MPLS) 84; udp vlan 21 98.
+    """
+    macs = bytes.fromhex("02000000000b02000000000a")
+    u = lambda a, b, sp, dp: raw(IP(src=a, dst=b) / UDP(sport=sp, dport=dp) / (b"u" * 10))  # noqa: E731
+    be = lambda x: struct.pack(">H", x)  # noqa: E731
+    syn = raw(IP(src="10.17.0.1", dst="10.17.0.2") / TCP(sport=1, dport=2, flags="S"))
+    itag = bytes.fromhex("00010203")
+    snap_ip = b"\xaa\xaa\x03\x00\x00\xf8\x08\x00" + u("10.17.2.1", "10.17.2.2", 7, 8)
+    cisco = b"\xaa\xaa\x03\x00\x00\x0c\x08\x00" + u("10.17.2.1", "10.17.2.2", 7, 8)
+    deep = u("10.17.3.1", "10.17.3.2", 9, 10)
+    mixed = u("10.17.5.1", "10.17.5.2", 13, 14)
+    pk = [
+        macs + be(0x88A8) + be(300) + be(0x88E7) + itag + macs + be(0x8100) + be(5)
+        + be(0x0800) + syn,
+        macs + be(0x88E7) + itag + macs + be(0x0800) + u("10.17.0.3", "10.17.0.4", 3, 4),
+        macs + be(0x8926) + bytes.fromhex("80010000") + be(0x0800) + u("10.17.1.1", "10.17.1.2", 5, 6),
+        macs + be(0x8926) + bytes.fromhex("80010000") + be(0x8100) + be(11) + be(0x0800)
+        + u("10.17.1.2", "10.17.1.1", 6, 5),
+        macs + be(0x8100) + be(12) + be(len(snap_ip)) + snap_ip,
+        macs + be(len(cisco)) + cisco,
+        macs + be(0x8100) + _tags(*range(1, 9)) + be(0x0800) + deep,
+        macs + be(0x8100) + _tags(*range(1, 10)) + be(0x0800) + deep,
+        macs + be(0x8847) + _labels(8) + u("10.17.4.1", "10.17.4.2", 11, 12),
+        macs + be(0x8847) + _labels(9) + u("10.17.4.1", "10.17.4.2", 11, 12),
+        macs + be(0x8100) + _tags(21, 22, 23, 24) + be(0x88E7) + itag + macs + be(0x8100)
+        + _tags(25, 26, 27) + be(0x0800) + mixed,
+        macs + be(0x8100) + _tags(21, 22, 23, 24) + be(0x88E7) + itag + macs + be(0x8100)
+        + _tags(25, 26, 27, 28) + be(0x0800) + mixed,
+    ]
+    return [write_pcap(Path(d) / "shims.pcap", 1, [(_ts(i * 0.001), f) for i, f in enumerate(pk)])]
+
+
+def case_sctp_udplite(d) -> list[Path]:
+    """SCTP and UDP-Lite ports; a protocol without ports (Ethernet, LE us pcap).
+
+      1. IPv4 SCTP 10.18.0.1:2905 -> 10.18.0.2:2944: common header (12) + a
+         16-byte chunk: 14 + 20 + 28 = 62
+      2. the same back, 2944 -> 2905 (62)
+      3. IPv6 UDP-Lite (136) 2001:db8::12:1:4000 -> 2001:db8::12:2:5000, 8-byte
+         header + 10 bytes: 14 + 40 + 18 = 72
+      4. the SCTP packet of 1 cut to 2 bytes of SCTP header: 36 captured, 62 on
+         the wire: ports 0
+      5. IPv4 GRE (47) 10.18.1.1 -> 10.18.1.2, 4-byte GRE header + 20 bytes: 58
+
+    Expected flows (4): sctp 10.18.0.1:2905 -> 10.18.0.2:2944 1+1 packets 62+62;
+    udplite 1 packet 72; sctp 10.18.0.1:0 -> 10.18.0.2:0 62 bytes; gre 58.
+    """
+    sctp = lambda sp, dp: struct.pack(">HHII", sp, dp, 0x1234, 0) + bytes.fromhex("0100001000000000") + bytes(8)  # noqa
+    a, b = "10.18.0.1", "10.18.0.2"
+    s1 = eth(IP(src=a, dst=b, proto=132) / sctp(2905, 2944))
+    pk = [
+        (_ts(0), s1),
+        (_ts(0.1), eth(IP(src=b, dst=a, proto=132) / sctp(2944, 2905), MAC_B, MAC_A)),
+        (_ts(0.2), eth(IPv6(src="2001:db8::12:1", dst="2001:db8::12:2", nh=136) /
+                       (struct.pack(">HHHH", 4000, 5000, 8, 0) + b"l" * 10))),
+        (_ts(0.3), s1[:36], len(s1)),
+        (_ts(0.4), eth(IP(src="10.18.1.1", dst="10.18.1.2", proto=47) / (b"\x00\x00\x08\x00" + bytes(20)))),
+    ]
+    return [write_pcap(Path(d) / "sctp_udplite.pcap", 1, pk)]
+
+
+def _ext(nh: int, length_units: int = 0, kind: str = "opts") -> bytes:
+    if kind == "frag":
+        return struct.pack(">BBHI", nh, 0, 0, 0)
+    if kind == "ah":
+        return _ah(nh)
+    return bytes([nh, length_units]) + bytes(6 + 8 * length_units)
+
+
+def case_cut_chains(d) -> list[Path]:
+    """Extension-header chains and IPv4 options cut by the snap length, and the
+    extension-header limit (Ethernet, LE us pcap; each frame cut as said, wire
+    length 200).  IPv6 2001:db8::13:1 -> 2001:db8::13:2, IPv4 10.19.0.1 -> 10.19.0.2.
+
+      1. IPv6, next header 0 (hop-by-hop), 1 byte of it: 55 captured: proto 0
+      2. hop-by-hop (8, next 43) + 1 byte of a routing header: 63: proto 43
+      3. hop-by-hop (8, next 44) + 4 bytes of a fragment header (needs 8): 66: proto 44
+      4. hop-by-hop of 16 bytes (length 1, next 6) of which 2 are captured: 56:
+         proto 6, ports 0 (the header's length runs past the capture)
+      5. AH (next 17), 1 byte of it: 55: proto 51
+      6. IPv4 IHL 15 (40 bytes of options) TCP 1234 -> 80, 14 + 34 = 48 captured:
+         status 0, proto 6, ports 0
+      7. IPv4, 19 bytes of its header: 33 captured: status 3
+      8. IPv6, 39 bytes of its header: 53 captured: status 3
+      9. IPv4 IHL 6 UDP 1234 -> 53, 14 + 24 + 4 = 42 captured: ports read
+     10. 13 extension headers (hop-by-hop, then 12 destination options) + UDP 7 -> 8,
+         uncut: the chain is followed 12 deep: proto 60, ports 0
+     11. 12 extension headers + UDP 7 -> 8, uncut: proto 17, ports (7, 8)
+
+    Expected flows (10), one packet each, 200 bytes: v6 protos 0, 43, 44, 6
+    (ports 0), 51, 60, 17 (7 -> 8); v4 tcp ports 0, udp 1234 -> 53.
+    """
+    a6 = IPv6(src="2001:db8::13:1", dst="2001:db8::13:2")
+    a4 = dict(src="10.19.0.1", dst="10.19.0.2")
+
+    def v6(nh, body, cut=None):
+        f = eth(IPv6(src="2001:db8::13:1", dst="2001:db8::13:2", nh=nh) / body)
+        return f[:cut] if cut else f
+
+    chain13 = b"".join(_ext(60 if i < 12 else 17) for i in range(13))
+    chain12 = b"".join(_ext(60 if i < 11 else 17) for i in range(12))
+    udp78 = raw(UDP(sport=7, dport=8) / (b"u" * 10))
+    opts40 = IP(proto=6, ihl=15, options=b"\x01" * 40, **a4) / TCP(sport=1234, dport=80)
+    opts4 = IP(proto=17, ihl=6, options=b"\x01" * 4, **a4) / UDP(sport=1234, dport=53)
+    frames = [
+        v6(0, _ext(17) + bytes(10), 55),
+        v6(0, _ext(43) + bytes(16), 63),
+        v6(0, _ext(44) + bytes(16), 66),
+        v6(0, _ext(6, 1) + bytes(20), 56),
+        v6(51, _ah(17) + bytes(10), 55),
+        eth(opts40)[:48],
+        eth(IP(**a4) / UDP())[:33],
+        eth(a6 / UDP())[:53],
+        eth(opts4)[:42],
+        v6(0, chain13 + udp78),
+        v6(0, chain12 + udp78),
+    ]
+    pk = [(_ts(i * 0.001), f, 200) for i, f in enumerate(frames)]
+    return [write_pcap(Path(d) / "cut_chains.pcap", 1, pk)]
+
+
+def _icmp6(t: int, code: int = 0) -> bytes:
+    return struct.pack(">BBHI", t, code, 0, 0) + bytes(16)
+
+
+def case_icmp_pairs(d) -> list[Path]:
+    """ICMPv6 and ICMPv4 request/reply pairs of the flow key (Ethernet, LE us pcap).
+    IPv6 2001:db8::14:1 (A) and 2001:db8::14:2 (B): each ICMPv6 frame is 14 + 40 +
+    24 = 78 bytes.  IPv4 10.20.0.1 (C) / 10.20.0.2 (D): 14 + 20 + 8 + 12 = 54.
+
+      A->B 130 (MLD query), B->A 131 (report)         -> one flow 130/131
+      A->B 139 (node information query), B->A 140      -> one flow 139/140
+      A->B 144 (home agent discovery), B->A 145        -> one flow 144/145
+      A->B 146 (mobile prefix solicitation), B->A 147  -> two flows (146, 0), (147, 0)
+      B->A 1 code 4 (port unreachable)                 -> one flow (1, 4)
+      C->D 13 (timestamp), D->C 14                     -> one flow 13/14
+      D->C 11 code 0 (time exceeded)                   -> one flow (11, 0)
+
+    Expected flows (8): ipv6-icmp A:130 -> B:131 1+1; A:139 -> B:140 1+1;
+    A:144 -> B:145 1+1; A:146 -> B:0; B:147 -> A:0; B:1 -> A:4; icmp C:13 -> D:14
+    1+1; D:11 -> C:0.
+    """
+    a, b = "2001:db8::14:1", "2001:db8::14:2"
+    c, dd = "10.20.0.1", "10.20.0.2"
+    six = lambda s, t, ty, code=0: eth(IPv6(src=s, dst=t, nh=58) / _icmp6(ty, code))  # noqa: E731
+    four = lambda s, t, ty: eth(IP(src=s, dst=t, proto=1) / (struct.pack(">BBHI", ty, 0, 0, 0) + bytes(12)))  # noqa
+    frames = [six(a, b, 130), six(b, a, 131), six(a, b, 139), six(b, a, 140), six(a, b, 144),
+              six(b, a, 145), six(a, b, 146), six(b, a, 147), six(b, a, 1, 4),
+              four(c, dd, 13), four(dd, c, 14), four(dd, c, 11)]
+    return [write_pcap(Path(d) / "icmp_pairs.pcap", 1, [(_ts(i * 0.01), f) for i, f in enumerate(frames)])]
+
+
+def case_end_clock_non_ip(d) -> list[Path]:
+    """The end-of-input clock counts every packet, IP or not (docs/flows.md:
+    "the latest packet of the input").  Ethernet, LE us pcap:
+
+      t=0     UDP 10.21.0.1:1 -> 10.21.0.2:2 (52)
+      t=100   UDP 10.21.0.3:3 -> 10.21.0.4:4 (52)
+      t=200   ARP (42): status 1
+
+    Expected flows (2): the first is 200 s before the latest packet: idle; the
+    second 100 s: end.
+    """
+    pk = [(_ts(0), udp4("10.21.0.1", "10.21.0.2", 1, 2)), (_ts(100), udp4("10.21.0.3", "10.21.0.4", 3, 4)),
+          (_ts(200), eth(ARP(psrc="10.21.0.1", pdst="10.21.0.2", hwsrc=MAC_A)))]
+    return [write_pcap(Path(d) / "end_clock_non_ip.pcap", 1, pk)]
+
+
+def case_before_1970(d) -> list[Path]:
+    """Timestamps before 1970 (negative int64 ns): pcapng with if_tsoffset -2000 s,
+    if_tsresol 9.  UDP 10.22.0.1:1 -> 10.22.0.2:2 (52 bytes) at ticks 1 s and
+    1.5 s -> ts -1999 s and -1998.5 s; the reply at 2 s -> -1998 s.  Then a UDP
+    10.22.0.3:3 -> 10.22.0.4:4 at 1900 s -> -100 s.
+
+    Expected flows (2): 10.22.0.1:1 -> 10.22.0.2:2 2+1 packets, first -1999 s,
+    last -1998 s, src2dst last -1998.5 s, dst2src first = last = -1998 s,
+    reason idle (1898 s before the latest packet); the other 1 packet, end.
+    """
+    w = Pcapng()
+    w.shb("<")
+    w.idb(1, tsresol=9, tsoffset=-2000)
+    f = udp4("10.22.0.1", "10.22.0.2", 1, 2)
+    w.epb(0, 1 * NS, f)
+    w.epb(0, 1 * NS + NS // 2, f)
+    w.epb(0, 2 * NS, udp4("10.22.0.2", "10.22.0.1", 2, 1))
+    w.epb(0, 1900 * NS, udp4("10.22.0.3", "10.22.0.4", 3, 4))
+    path = Path(d) / "before_1970.pcapng"
+    path.write_bytes(w.bytes())
     return [path]
 
 
@@ -606,7 +929,24 @@ CASES = {
     "headers_only": case_headers_only,
     "rotated": case_rotated,
     "gzip_pcapng": case_gzip_pcapng,
+    "ppp_hdlc": case_ppp_hdlc,
+    "nflog": case_nflog,
+    "shims": case_shims,
+    "sctp_udplite": case_sctp_udplite,
+    "cut_chains": case_cut_chains,
+    "icmp_pairs": case_icmp_pairs,
+    "end_clock_non_ip": case_end_clock_non_ip,
+    "before_1970": case_before_1970,
 }
+
+# Cases whose files are independent captures (each is its own stream); the
+# others are one stream, their files in the order given.
+SEPARATE_FILES = {"sll", "raw_null_loop", "nanosecond_pcap", "ppp_hdlc"}
+
+
+def stream_groups(name: str, paths: list[Path]) -> list[list[Path]]:
+    """The streams of a case: each file alone for SEPARATE_FILES, else all together."""
+    return [[p] for p in paths] if name in SEPARATE_FILES else [list(paths)]
 
 
 def write_all(d) -> dict[str, list[Path]]:
@@ -624,14 +964,19 @@ def write_all(d) -> dict[str, list[Path]]:
 # --------------------------------------------------------------------------
 
 def random_capture(path, n_packets: int, n_flows: int, seed: int, *, fmt: str = "pcap",
-                   long_gap_p: float = 0.03) -> Path:
+                   long_gap_p: float = 0.03, exact_gap_p: float = 0.01, mean_gap_s: float = 0.05,
+                   snaplen: int | None = None) -> Path:
     """A mixed random capture: IPv4/IPv6, TCP/UDP/ICMP(v6) echo, some VLAN-tagged
     (0x8100, sometimes inside 0x88a8), a few IPv4 fragment trains, a few non-IP
     frames; non-decreasing timestamps whose gaps are mostly sub-second, with
-    probability ``long_gap_p`` 100-400 s (so > 120 s splits happen) and sometimes
-    exactly 120 s.  ``fmt``: "pcap" (LE us), "pcap-ns", "pcap-be" or "pcapng".
+    probability ``long_gap_p`` 100-400 s (so > 120 s splits happen) and with
+    probability ``exact_gap_p`` exactly 120 s; the other gaps are exponential with
+    mean ``mean_gap_s``.  ``fmt``: "pcap" (LE us), "pcap-ns", "pcap-be" or "pcapng".
+    ``snaplen`` cuts every frame to that many bytes (wire length kept).
 
-    Deterministic for a given seed.  No expected values: compare implementations.
+    Deterministic for a given seed (and a prefix of a longer capture with the
+    same seed).  IPv4 identification = the flow's index, except in fragment
+    trains (0x8001, 0x8002, ...).  No expected values: compare implementations.
     """
     rnd = random.Random(seed)
     flows = []
@@ -648,65 +993,81 @@ def random_capture(path, n_packets: int, n_flows: int, seed: int, *, fmt: str = 
         flows.append(dict(v6=v6, proto=proto, a=a, b=b, sp=rnd.randrange(1024, 1040),
                           dp=rnd.choice([53, 80, 443]), vlan=vlan))
     t = T0_NS + rnd.randrange(NS)
-    ip_id = 1
+    ip_id = 0x8000  # fragment trains; other IPv4 packets carry their flow's index as id
+    cache: dict[tuple, bytes] = {}  # scapy is slow: a frame is built once per variant
+
+    def l2(f):
+        if f["vlan"] is None:
+            return Ether(src=MAC_A, dst=MAC_B)
+        if isinstance(f["vlan"], tuple):
+            return Ether(src=MAC_A, dst=MAC_B) / Dot1AD(vlan=f["vlan"][0]) / Dot1Q(vlan=f["vlan"][1])
+        return Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=f["vlan"])
+
+    def frame(i, fwd, flags, n):
+        key = (i, fwd, flags, n)
+        if key not in cache:
+            f = flows[i]
+            src, dst = (f["a"], f["b"]) if fwd else (f["b"], f["a"])
+            sp, dp = (f["sp"], f["dp"]) if fwd else (f["dp"], f["sp"])
+            if f["proto"] == 6:
+                l4 = TCP(sport=sp, dport=dp, flags=flags) / (b"d" * n)
+            elif f["proto"] == 17:
+                l4 = UDP(sport=sp, dport=dp) / (b"d" * n)
+            elif f["v6"]:
+                l4 = (ICMPv6EchoRequest() if fwd else ICMPv6EchoReply()) / (b"d" * n)
+            else:
+                l4 = ICMP(type=8 if fwd else 0) / (b"d" * n)
+            l3 = IPv6(src=src, dst=dst) if f["v6"] else IP(src=src, dst=dst, id=i)
+            cache[key] = raw(l2(f) / l3 / l4)
+        return cache[key]
+
     pk = []
     while len(pk) < n_packets:
         r = rnd.random()
         if r < long_gap_p:
             t += rnd.randrange(100 * NS, 400 * NS)
-        elif r < long_gap_p + 0.01:
+        elif r < long_gap_p + exact_gap_p:
             t += 120 * NS
         else:
-            t += int(rnd.expovariate(1 / 0.05) * NS)
+            t += int(rnd.expovariate(1 / mean_gap_s) * NS)
         if rnd.random() < 0.02:
             pk.append((t, eth(ARP(psrc="10.20.0.1", pdst="10.20.0.2", hwsrc=MAC_A))))
             continue
-        f = rnd.choice(flows)
+        i = rnd.randrange(len(flows))
+        f = flows[i]
         fwd = rnd.random() < 0.6
-        src, dst = (f["a"], f["b"]) if fwd else (f["b"], f["a"])
-        sp, dp = (f["sp"], f["dp"]) if fwd else (f["dp"], f["sp"])
         n = rnd.choice([0, 0, 10, 100, 1000])
-        if f["proto"] == 6:
-            l4 = TCP(sport=sp, dport=dp, flags=rnd.choice(["S", "SA", "A", "PA", "FA", "R"])) / (b"d" * n)
-        elif f["proto"] == 17:
-            l4 = UDP(sport=sp, dport=dp) / (b"d" * n)
-        elif f["v6"]:
-            l4 = (ICMPv6EchoRequest() if fwd else ICMPv6EchoReply()) / (b"d" * n)
-        else:
-            l4 = ICMP(type=8 if fwd else 0) / (b"d" * n)
-        l3 = IPv6(src=src, dst=dst) if f["v6"] else IP(src=src, dst=dst, id=ip_id & 0xFFFF)
-        ip_id += 1
-        if f["vlan"] is None:
-            l2 = Ether(src=MAC_A, dst=MAC_B)
-        elif isinstance(f["vlan"], tuple):
-            l2 = Ether(src=MAC_A, dst=MAC_B) / Dot1AD(vlan=f["vlan"][0]) / Dot1Q(vlan=f["vlan"][1])
-        else:
-            l2 = Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=f["vlan"])
+        flags = rnd.choice(["S", "SA", "A", "PA", "FA", "R"]) if f["proto"] == 6 else ""
         if not f["v6"] and f["proto"] == 17 and n == 1000 and rnd.random() < 0.5:
             # an IPv4 fragment train: 3 fragments, sometimes the first is missing
-            dgram = raw(l4)
+            src, dst = (f["a"], f["b"]) if fwd else (f["b"], f["a"])
+            sp, dp = (f["sp"], f["dp"]) if fwd else (f["dp"], f["sp"])
+            dgram = raw(UDP(sport=sp, dport=dp) / (b"d" * n))
             frags = [(0, dgram[:504], 1), (63, dgram[504:1000], 1), (125, dgram[1000:], 0)]
             skip_first = rnd.random() < 0.2
-            for i, (off, chunk, mf) in enumerate(frags):
-                if i == 0 and skip_first:
+            ip_id += 1
+            for k, (off, chunk, mf) in enumerate(frags):
+                if k == 0 and skip_first:
                     continue
                 ip = IP(src=src, dst=dst, id=ip_id & 0xFFFF, proto=17, flags="MF" if mf else 0, frag=off)
-                pk.append((t + i * 1000, raw(l2 / ip / chunk)))
+                pk.append((t + k * 1000, raw(l2(f) / ip / chunk)))
             t += 3000
             continue
-        pk.append((t, raw(l2 / l3 / l4)))
+        pk.append((t, frame(i, fwd, flags, n)))
     pk = pk[:n_packets]
+    if snaplen is not None:
+        pk = [(ts, fr[:snaplen], len(fr)) for ts, fr in pk]
     path = Path(path)
     if fmt == "pcapng":
         w = Pcapng()
         w.shb("<")
         w.idb(1, tsresol=9)
-        for ts, frame in pk:
-            w.epb(0, ts, frame)
+        for ts, frame, *wire in pk:
+            w.epb(0, ts, frame, *wire)
         path.write_bytes(w.bytes())
     else:
         kw = {"pcap": {}, "pcap-ns": {"nano": True}, "pcap-be": {"endian": ">"}}[fmt]
         if not kw.get("nano"):
-            pk = [(ts // 1000 * 1000, fr) for ts, fr in pk]
+            pk = [(ts // 1000 * 1000, *rest) for ts, *rest in pk]
         write_pcap(path, 1, pk, **kw)
     return path

@@ -17,25 +17,39 @@ Choices made where docs/flows.md is silent or ambiguous (each is one place in
 the code, marked ``CHOICE``):
 
 1.  ``status != 0`` means no usable IP header: ``ip_version`` 0, addresses,
-    ``proto``, ports, flags and fragment fields 0.  Such packets are not counted
-    in flows.  Status 3 covers IPv4 options and IPv6 extension headers that are
-    cut short (they are part of the IP header); status 4 covers a version nibble
-    that contradicts the link layer (ethertype 0x0800 with version 6, ...) and an
-    IPv4 IHL below 5.  The IPv4 total length and IPv6 payload length are never
-    used (TSO / BIG TCP frames report 0).
-2.  Link types 101/12/14 *and* 228/229 take the IP version from the first nibble
-    (as tshark does: a LINKTYPE_IPV4 file carrying IPv6 decodes as IPv6); a
-    nibble other than 4/6 there is status 4.  After an MPLS stack a nibble other
-    than 4/6 is "not IP" (status 1: pseudowires).  A frame too short for its
-    link header is status 1.
+    ``proto``, ports, flags and fragment fields 0 (the outermost VLAN id found on
+    the way is kept).  Such packets are not counted in flows.  Status 3 means the
+    fixed IP header (20 bytes IPv4, 40 bytes IPv6) is not all captured; status 4
+    covers a version nibble that contradicts the link layer (ethertype 0x0800
+    with version 6, ...; checked once the fixed header is there) and an IPv4 IHL
+    below 5.  IPv4 options and IPv6 extension headers cut short are *not* status
+    3 (docs/flows.md): the packet keeps its addresses, ``proto`` is the last
+    next-header value reached, ports are 0.  An extension header is followed
+    when its first 2 bytes (all 8 for a fragment header) are captured, even if
+    its length runs past the capture.  The IPv4 total length and IPv6 payload
+    length are never used (TSO / BIG TCP frames report 0).  A frame cut before
+    the IP header could be found (link header, VLAN tag, MPLS label, PPPoE, PBB,
+    VN-Tag, or an LLC/SNAP header whose captured bytes could still be
+    AA AA 03 00 00 00/F8, not all captured) is status 3 too: "not IP" cannot be
+    known.  Captured LLC bytes that already rule SNAP + IP out are status 1.  ``frag_id`` is 0 unless the packet
+    is a fragment (``frag != 0``); an IPv6 atomic fragment (offset 0, no M) is
+    not a fragment; with several fragment headers the last one decides.
+2.  Link types 101/12/14 *and* 228/229, and the NFLOG payload, take the IP
+    version from the first nibble (as tshark does: a LINKTYPE_IPV4 file carrying
+    IPv6 decodes as IPv6); a nibble other than 4/6 there is status 4.  After an
+    MPLS stack a nibble other than 4/6 is "not IP" (status 1: pseudowires).
 3.  "Transport header cut short" is judged per field: ports are read when the 4
-    bytes holding them are captured (2 bytes of type/code for ICMP/ICMPv6), TCP
-    flags when bytes 12-13 of the TCP header are captured.  Otherwise 0.  See
-    ``_PORT_BYTES`` / ``_TCP_FLAGS_BYTES``.
-4.  802.3 + LLC/SNAP: AA AA 03 with OUI 00-00-00 or 00-00-F8 (the encapsulated
-    ethertype OUIs, as tshark); any other OUI is not IP.  Link types 113/276: a
-    protocol value below 0x0600 is not IP.  The ethertype after SNAP, SLL and
-    SLL2 goes through the same dispatcher as Ethernet's (VLAN/MPLS/PPPoE).
+    bytes holding them are captured (TCP, UDP, SCTP, UDP-Lite; 2 bytes of
+    type/code for ICMP/ICMPv6, whatever the IP version), TCP flags when bytes
+    12-13 of the TCP header are captured.  Otherwise 0.  See ``_PORT_BYTES`` /
+    ``_TCP_FLAGS_BYTES``.
+4.  An ethertype below 0x0600 anywhere in the chain (after Ethernet, SLL, SLL2,
+    Cisco HDLC, a VLAN tag, ...) is an 802.3 length: IP only behind LLC/SNAP
+    AA AA 03 with OUI 00-00-00 or 00-00-F8 (the encapsulated-ethertype OUIs, as
+    tshark); anything else is not IP.  The ethertype after SNAP goes through the
+    same chain (VLAN, MPLS, PPPoE, PBB, VN-Tag).  PPP and PPPoE carry IPv4
+    (0x0021), IPv6 (0x0057) and MPLS (0x0281, 0x0283); other PPP protocols are
+    not IP.
 5.  Classic pcap link type = the low 16 bits of the header's link-type field (the
     upper bits are FCS length / reserved).  Microsecond/nanosecond fractions
     outside their range are added as they are (tshark shows the same instant).
@@ -47,31 +61,50 @@ the code, marked ``CHOICE``):
     partial record is dropped); so does a block length < 12 or not a multiple of
     4.  Unknown magic, a pcap major version other than 2 and an SHB major
     version other than 1 raise ``ValueError``.
-8.  ICMP flow-key ports: exactly the pairs of docs/flows.md (ICMPv6 includes
-    146/147, which Community ID does *not* pair; Community ID pairs 139/140, which
-    docs/flows.md does not).  The flow key uses the doc's table; ``community_id``
-    uses the Community ID v1 spec's table, from the first packet's raw type and
-    code.  The mapping is applied to the ports a packet has after fragment
-    attribution, so an unattributed ICMP non-first fragment (type 0, code 0)
-    lands in the flow key of "echo reply" ports (0, 8).
+8.  ICMP flow-key ports: the request/reply pairs of docs/flows.md, which are
+    Community ID v1's (ICMPv6 128/129, 130/131, 133/134, 135/136, 139/140,
+    144/145; 146/147 are *not* paired).  ``community_id`` is computed from the
+    first packet's type and code.  The mapping is applied to the ports a packet
+    has after fragment attribution, so an unattributed ICMP non-first fragment
+    (type 0, code 0) lands in the flow key of "echo reply" ports (0, 8).
 9.  SYN+ACK means ``flags & 0x012 == 0x012`` (other bits may be set).
 10. Per direction ``*_first_ns`` is the minimum and ``*_last_ns`` the maximum of
     the timestamps seen (same as first/last packet when time does not go
     backwards).  The idle test is ``ts - last_ns > idle``, the active test
-    ``ts - first_ns > active``; idle is tested first.
+    ``ts - first_ns > active``; idle is tested first.  Timeouts in seconds are
+    converted to ns with ``round``.
 11. End of input: a flow still open is closed ``idle`` when the stream clock (the
-    largest timestamp of any record read, IP or not) is more than
-    ``idle_timeout`` after its last packet -- a periodic sweep would have closed
-    it as idle -- and ``end`` otherwise.  This makes the result independent of
-    when sweeps run, which the doc promises.
+    largest timestamp of any record read, IP or not: "the latest packet of the
+    input") is more than ``idle_timeout`` after its last packet -- a periodic
+    sweep would have closed it as idle -- and ``end`` otherwise.  This makes the
+    result independent of when sweeps run, which the doc promises.
 12. Fragment map (src, dst, proto, frag_id) -> ports, filled by first fragments,
     never expires here (a new first fragment with the same key overwrites), and
     it is shared across files.  VLAN is not part of its key.
-13. SCTP and other protocols get no ports (the doc names TCP/UDP/ICMP only), but
-    Community ID still hashes ports 0/0 for the port protocols (1, 6, 17, 58,
-    132); other protocols are hashed without ports.
-14. ``transport`` names come from a small table of IANA keywords, else
+13. Community ID hashes ports (0/0 when none were read) for its port protocols
+    (1, 6, 17, 58, 132); other protocols, UDP-Lite included, are hashed without
+    ports, as the Community ID spec says.
+14. ``transport`` names: the IANA keywords in lower case of
+    ``TRANSPORT_NAMES`` (the same set as detector/flows/table.py), else
     ``str(protocol)``.
+15. ``ts_ns`` is int64 nanoseconds: an exact time beyond the int64 range wraps
+    (two's complement), as docs/flows.md says (a broken pcapng writer in the
+    corpus stamps packets in the year ~150000).  Times before 1970 are negative.
+16. Tags and shims between link and network layer (VLAN tags, MPLS label
+    stacks, PPPoE, PBB, VN-Tag, LLC/SNAP) are followed at most 8 *in all*
+    (docs/flows.md says "a depth of 8 each"; the kernel counts them together,
+    and so do we); what is still a tag after 8 is not IP (status 1).  An MPLS
+    stack without bottom-of-stack within 8 labels is status 4.  IPv6 extension
+    headers are followed 12 deep (then ``proto`` is the next-header value
+    reached, ports 0 unless it is a transport).
+17. NFLOG: 4-byte header, then TLVs with little-endian length and type, at most
+    32 looked at; the packet is the value of the first NFULA_PAYLOAD (type 9)
+    TLV, up to the end of the captured bytes.  A record whose captured TLVs hold
+    no payload (or a TLV length below 4) is not IP (status 1): NFLOG records
+    need not carry a packet.
+18. A flow whose two end points are the same (address and port) cannot tell its
+    directions apart: every packet goes the way the first one went (dst2src when
+    that was a SYN+ACK, else src2dst).
 
 Flow dicts use the column names of docs/flows.md except that the timestamps are
 integer nanoseconds and are named ``first_ns``, ``last_ns``,
@@ -175,6 +208,11 @@ def _ticks_to_ns(ticks: int, tsresol: int) -> int:
     return ticks // 10 ** (tsresol - 9)
 
 
+def _int64(ns: int) -> int:
+    """CHOICE 15: docs/flows.md: times are int64 ns; later dates wrap (two's complement)."""
+    return (ns + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
 def _options(body: bytes, e: str) -> dict[int, bytes]:
     """pcapng options (code -> first value)."""
     opts = {}
@@ -242,7 +280,7 @@ def _read_pcapng(buf: bytes) -> list[Record]:
             data = body[20:20 + caplen]
             if iface_id < len(ifaces):
                 ifc = ifaces[iface_id]
-                ts = _ticks_to_ns((hi << 32) | lo, ifc.tsresol) + ifc.tsoffset * 1_000_000_000
+                ts = _int64(_ticks_to_ns((hi << 32) | lo, ifc.tsresol) + ifc.tsoffset * 1_000_000_000)
                 lt = ifc.linktype
             else:  # CHOICE 6
                 ts = _ticks_to_ns((hi << 32) | lo, 6)
@@ -272,16 +310,34 @@ NO_VLAN = 0xFFFF
 V4_MAPPED = 0xFFFF << 32
 
 # CHOICE 3: bytes of transport header needed for the ports / the TCP flags
-_PORT_BYTES = {6: 4, 17: 4, 1: 2, 58: 2}
+# (TCP, UDP, SCTP, UDP-Lite: the two ports; ICMP, ICMPv6: type and code)
+_PORT_BYTES = {6: 4, 17: 4, 132: 4, 136: 4, 1: 2, 58: 2}
 _TCP_FLAGS_BYTES = 14
 
 IPV6_EXT_GENERIC = (0, 43, 60, 135, 139, 140)  # length (x + 1) * 8
 IPV6_EXT_FRAG = 44
 IPV6_EXT_AH = 51  # length (x + 2) * 4
 
+# Ethertypes and the like
+ET_IPV4 = 0x0800
+ET_IPV6 = 0x86DD
+ET_ANY = -1  # the IP version is the first nibble (raw IP, after MPLS, NFLOG payload)
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+ET_MPLS = (0x8847, 0x8848)
+ET_PPPOE = 0x8864
+ET_PBB = 0x88E7  # 4-byte I-tag, then a 14-byte customer Ethernet header
+ET_VNTAG = 0x8926  # 6 bytes, the ethertype in the last two
+SNAP_PREFIXES = (b"\xaa\xaa\x03\x00\x00\x00", b"\xaa\xaa\x03\x00\x00\xf8")  # CHOICE 4
+PPP_PROTOCOLS = {0x0021: ET_IPV4, 0x0057: ET_IPV6, 0x0281: 0x8847, 0x0283: 0x8848}
+
 NULL_AF_INET = (2,)
 NULL_AF_INET6 = (10, 24, 28, 30)
+
+# CHOICE 16: bounds on hostile stacks, counted as the kernel counts them
+MAX_SHIMS = 8  # VLAN tags + MPLS stacks + PPPoE + PBB + VN-Tag + LLC/SNAP, together
+MAX_MPLS_LABELS = 8  # per MPLS stack
+MAX_EXT_HEADERS = 12  # IPv6 extension headers
+MAX_NFLOG_TLVS = 32  # NFLOG TLVs looked at before the payload one
 
 
 @dataclass
@@ -348,93 +404,122 @@ def _u16(d: bytes, i: int) -> int:
     return (d[i] << 8) | d[i + 1]
 
 
-# link-layer results
-L3_NONE, L3_V4, L3_V6, L3_ANY, L3_MPLS = "none", "v4", "v6", "any", "mpls"
+def _u16le(d: bytes, i: int) -> int:
+    return d[i] | (d[i + 1] << 8)
 
 
-def _ethertype(d: bytes, off: int, etype: int, vlan: int):
-    """Follow an ethertype chain. Returns (l3 kind, offset of l3, vlan)."""
-    while True:
-        if etype in VLAN_TPIDS:
-            if off + 4 > len(d):
-                return L3_NONE, off, vlan
-            if vlan == NO_VLAN:
-                vlan = _u16(d, off) & 0x0FFF
-            etype = _u16(d, off + 2)
-            off += 4
-        elif etype == 0x0800:
-            return L3_V4, off, vlan
-        elif etype == 0x86DD:
-            return L3_V6, off, vlan
-        elif etype in (0x8847, 0x8848):
-            while True:
-                if off + 4 > len(d):
-                    return L3_NONE, off, vlan
-                bottom = d[off + 2] & 1
-                off += 4
-                if bottom:
-                    return L3_MPLS, off, vlan
-        elif etype == 0x8864:
-            if off + 8 > len(d):
-                return L3_NONE, off, vlan
-            ppp = _u16(d, off + 6)
-            off += 8
-            if ppp == 0x0021:
-                return L3_V4, off, vlan
-            if ppp == 0x0057:
-                return L3_V6, off, vlan
-            return L3_NONE, off, vlan
-        else:
-            return L3_NONE, off, vlan
+class _Stop(Exception):
+    """Decoding ends early with a status (raised inside decode only)."""
+
+    def __init__(self, status: int):
+        self.status = status
 
 
-def _link(d: bytes, lt: int):
-    """(l3 kind, offset, vlan) or None for an unknown link type."""
-    if lt == 1:
-        if len(d) < 14:
-            return L3_NONE, 0, NO_VLAN
-        etype = _u16(d, 12)
-        if etype <= 1500:  # 802.3 length field: LLC/SNAP
-            if len(d) < 22:
-                return L3_NONE, 0, NO_VLAN
-            if d[14] == 0xAA and d[15] == 0xAA and d[16] == 0x03 and d[17:20] in (b"\0\0\0", b"\0\0\xf8"):
-                return _ethertype(d, 22, _u16(d, 20), NO_VLAN)
-            return L3_NONE, 0, NO_VLAN
-        return _ethertype(d, 14, etype, NO_VLAN)
-    if lt == 113:
-        if len(d) < 16:
-            return L3_NONE, 0, NO_VLAN
-        proto = _u16(d, 14)
-        if proto < 0x0600:
-            return L3_NONE, 0, NO_VLAN
-        return _ethertype(d, 16, proto, NO_VLAN)
-    if lt == 276:
-        if len(d) < 20:
-            return L3_NONE, 0, NO_VLAN
-        proto = _u16(d, 0)
-        if proto < 0x0600:
-            return L3_NONE, 0, NO_VLAN
-        return _ethertype(d, 20, proto, NO_VLAN)
-    if lt in (101, 12, 14, 228, 229):  # CHOICE 2
-        return L3_ANY, 0, NO_VLAN
-    if lt in (0, 108):
-        if len(d) < 4:
-            return L3_NONE, 0, NO_VLAN
+def _need(d: bytes, end: int) -> None:
+    """CHOICE 1: a header the frame does not hold entirely is "cut short"."""
+    if end > len(d):
+        raise _Stop(ST_CUT_SHORT)
+
+
+def _link(d: bytes, lt: int) -> tuple[int, int]:
+    """(ethertype, offset of what follows the link header); raises _Stop."""
+    if lt == 1:  # Ethernet
+        _need(d, 14)
+        return _u16(d, 12), 14
+    if lt == 113:  # Linux cooked v1
+        _need(d, 16)
+        return _u16(d, 14), 16
+    if lt == 276:  # Linux cooked v2
+        _need(d, 20)
+        return _u16(d, 0), 20
+    if lt in (101, 12, 14, 228, 229):  # raw IP, IPv4, IPv6: CHOICE 2
+        return ET_ANY, 0
+    if lt in (0, 108):  # BSD null (host order) / OpenBSD loopback (network order)
+        _need(d, 4)
         candidates = [struct.unpack(">I", d[:4])[0]]
         if lt == 0:  # host order of an unknown writer: try both
             candidates.append(struct.unpack("<I", d[:4])[0])
         if any(af in NULL_AF_INET for af in candidates):
-            return L3_V4, 4, NO_VLAN
+            return ET_IPV4, 4
         if any(af in NULL_AF_INET6 for af in candidates):
-            return L3_V6, 4, NO_VLAN
-        return L3_NONE, 4, NO_VLAN
-    return None
+            return ET_IPV6, 4
+        raise _Stop(ST_NOT_IP)
+    if lt in (9, 50):  # PPP: optional FF 03, protocol of 1 byte (odd first byte) or 2
+        pos = 2 if d[:2] == b"\xff\x03" else 0
+        _need(d, pos + 1)
+        if d[pos] & 1:
+            proto, pos = d[pos], pos + 1
+        else:
+            _need(d, pos + 2)
+            proto, pos = _u16(d, pos), pos + 2
+        if proto not in PPP_PROTOCOLS:
+            raise _Stop(ST_NOT_IP)
+        return PPP_PROTOCOLS[proto], pos
+    if lt == 104:  # Cisco HDLC: address, control, ethertype
+        _need(d, 4)
+        return _u16(d, 2), 4
+    if lt == 239:  # NFLOG: 4-byte header, then little-endian TLVs (CHOICE 17)
+        pos = 4
+        for _ in range(MAX_NFLOG_TLVS):
+            if pos + 4 > len(d):
+                break
+            length, tlv_type = _u16le(d, pos), _u16le(d, pos + 2)
+            if length < 4:
+                break
+            if tlv_type == 9:  # NFULA_PAYLOAD
+                return ET_ANY, pos + 4
+            pos += (length + 3) // 4 * 4
+        raise _Stop(ST_NOT_IP)
+    raise _Stop(ST_UNKNOWN_LINK)
+
+
+def _shims(p: Packet, d: bytes, etype: int, off: int) -> tuple[int, int]:
+    """Follow VLAN tags, MPLS stacks, PPPoE, PBB, VN-Tag and LLC/SNAP headers
+    (at most MAX_SHIMS of them in all).  Sets ``p.vlan`` to the outermost VLAN id;
+    returns (ethertype, offset) of what follows; raises _Stop."""
+    for _ in range(MAX_SHIMS):
+        if etype in VLAN_TPIDS:
+            _need(d, off + 4)
+            if p.vlan == NO_VLAN:
+                p.vlan = _u16(d, off) & 0x0FFF
+            etype, off = _u16(d, off + 2), off + 4
+        elif etype in ET_MPLS:
+            for _label in range(MAX_MPLS_LABELS):
+                _need(d, off + 4)
+                bottom = d[off + 2] & 1
+                off += 4
+                if bottom:
+                    break
+            else:
+                raise _Stop(ST_MALFORMED)  # no bottom of stack within MAX_MPLS_LABELS
+            etype = ET_ANY
+        elif etype == ET_PPPOE:
+            _need(d, off + 8)
+            ppp = _u16(d, off + 6)
+            if ppp not in PPP_PROTOCOLS:
+                raise _Stop(ST_NOT_IP)
+            etype, off = PPP_PROTOCOLS[ppp], off + 8
+        elif etype == ET_PBB:
+            _need(d, off + 18)
+            etype, off = _u16(d, off + 16), off + 18
+        elif etype == ET_VNTAG:
+            _need(d, off + 6)
+            etype, off = _u16(d, off + 4), off + 6
+        elif 0 <= etype < 0x0600:  # CHOICE 4: an 802.3 length field, then LLC
+            head = d[off:off + 8]
+            if not any(prefix.startswith(head[:6]) for prefix in SNAP_PREFIXES):
+                raise _Stop(ST_NOT_IP)  # plain LLC (STP, NetBIOS, ...), vendor SNAP
+            _need(d, off + 8)  # CHOICE 1: what was captured could still be SNAP + IP
+            etype, off = _u16(d, off + 6), off + 8
+        else:
+            break
+    return etype, off
 
 
 def _transport(p: Packet, d: bytes, pos: int) -> None:
     need = _PORT_BYTES.get(p.proto)
     if need is not None and pos + need <= len(d):
-        if p.proto in (6, 17):
+        if need == 4:
             p.sport, p.dport = _u16(d, pos), _u16(d, pos + 2)
         else:
             p.sport, p.dport = d[pos], d[pos + 1]
@@ -442,82 +527,72 @@ def _transport(p: Packet, d: bytes, pos: int) -> None:
         p.tcp_flags = _u16(d, pos + 12) & 0x0FFF
 
 
-def _fail(p: Packet, status: int) -> Packet:
-    # CHOICE 1: nothing of the IP layer survives a bad status
-    p.status = status
-    p.ip_version = 0
-    p.src = p.dst = p.sport = p.dport = p.proto = p.tcp_flags = p.frag = p.frag_id = 0
-    return p
-
-
-def _ipv4(p: Packet, d: bytes, off: int) -> Packet:
-    if off + 1 > len(d):
-        return _fail(p, ST_CUT_SHORT)
-    if d[off] >> 4 != 4:
-        return _fail(p, ST_MALFORMED)
+def _ipv4(p: Packet, d: bytes, off: int) -> None:
+    _need(d, off + 20)  # CHOICE 1: the fixed header is the IP header
     ihl = (d[off] & 0x0F) * 4
-    if ihl < 20:
-        return _fail(p, ST_MALFORMED)
-    if off + ihl > len(d):
-        return _fail(p, ST_CUT_SHORT)
+    if d[off] >> 4 != 4 or ihl < 20:
+        raise _Stop(ST_MALFORMED)
     p.ip_version = 4
-    p.frag_id = _u16(d, off + 4)
-    flags_off = _u16(d, off + 6)
-    more = bool(flags_off & 0x2000)
-    frag_off = flags_off & 0x1FFF
     p.proto = d[off + 9]
     p.src = V4_MAPPED | struct.unpack(">I", d[off + 12:off + 16])[0]
     p.dst = V4_MAPPED | struct.unpack(">I", d[off + 16:off + 20])[0]
+    flags_off = _u16(d, off + 6)
+    more = bool(flags_off & 0x2000)
+    frag_off = flags_off & 0x1FFF
     if more or frag_off > 0:
-        p.frag |= 1
-    if frag_off == 0 and more:
-        p.frag |= 2
+        p.frag = 1 if frag_off else 3
+        p.frag_id = _u16(d, off + 4)
     if frag_off == 0:
+        # options cut short: off + ihl lies past the captured bytes, so ports 0
         _transport(p, d, off + ihl)
-    return p
 
 
-def _ipv6(p: Packet, d: bytes, off: int) -> Packet:
-    if off + 1 > len(d):
-        return _fail(p, ST_CUT_SHORT)
+def _ipv6(p: Packet, d: bytes, off: int) -> None:
+    _need(d, off + 40)
     if d[off] >> 4 != 6:
-        return _fail(p, ST_MALFORMED)
-    if off + 40 > len(d):
-        return _fail(p, ST_CUT_SHORT)
+        raise _Stop(ST_MALFORMED)
     p.ip_version = 6
-    nxt = d[off + 6]
     p.src = int.from_bytes(d[off + 8:off + 24], "big")
     p.dst = int.from_bytes(d[off + 24:off + 40], "big")
+    nxt = d[off + 6]
     pos = off + 40
-    first_or_unfragmented = True
-    while nxt in IPV6_EXT_GENERIC or nxt == IPV6_EXT_FRAG or nxt == IPV6_EXT_AH:
-        if pos + 2 > len(d):
-            return _fail(p, ST_CUT_SHORT)
-        if nxt == IPV6_EXT_FRAG:
-            hlen = 8
-        elif nxt == IPV6_EXT_AH:
-            hlen = (d[pos + 1] + 2) * 4
-        else:
-            hlen = (d[pos + 1] + 1) * 8
-        if pos + hlen > len(d):
-            return _fail(p, ST_CUT_SHORT)  # CHOICE 1: ext headers are IP header
-        if nxt == IPV6_EXT_FRAG:
+    # Extension headers (CHOICE 1): each needs its next-header and length bytes
+    # (the whole 8 bytes for a fragment header); one cut before that ends the
+    # chain with proto = its own type, status 0, ports 0.  A header whose length
+    # runs past the captured bytes still gives its next header.
+    for _ in range(MAX_EXT_HEADERS):
+        if nxt in IPV6_EXT_GENERIC or nxt == IPV6_EXT_AH:
+            if pos + 2 > len(d):
+                p.proto = nxt
+                return
+            hlen = (d[pos + 1] + 2) * 4 if nxt == IPV6_EXT_AH else (d[pos + 1] + 1) * 8
+            nxt, pos = d[pos], pos + hlen
+        elif nxt == IPV6_EXT_FRAG:
+            if pos + 8 > len(d):
+                p.proto = nxt
+                return
             w = _u16(d, pos + 2)
             frag_off, more = w >> 3, w & 1
-            p.frag_id = struct.unpack(">I", d[pos + 4:pos + 8])[0]
-            if more or frag_off > 0:
-                p.frag |= 1
-            if frag_off == 0 and more:
-                p.frag |= 2
-            if frag_off > 0:
-                first_or_unfragmented = False
-        nxt = d[pos]
-        pos += hlen
-        if not first_or_unfragmented:
-            break  # what follows is the middle of the fragmentable part
+            nxt = d[pos]
+            if more or frag_off > 0:  # else an atomic fragment (RFC 6946): a whole packet
+                p.frag = 1 if frag_off else 3
+                p.frag_id = struct.unpack(">I", d[pos + 4:pos + 8])[0]
+                if frag_off:
+                    p.proto = nxt  # what follows is the middle of the fragmentable part
+                    return
+            pos += 8
+        else:
+            break
     p.proto = nxt
-    if first_or_unfragmented:
-        _transport(p, d, pos)
+    _transport(p, d, pos)
+
+
+def _fail(p: Packet, status: int) -> Packet:
+    # CHOICE 1: nothing of the IP layer survives a bad status (the VLAN id found
+    # on the way does)
+    p.status = status
+    p.ip_version = 0
+    p.src = p.dst = p.sport = p.dport = p.proto = p.tcp_flags = p.frag = p.frag_id = 0
     return p
 
 
@@ -525,26 +600,28 @@ def decode(rec: Record) -> Packet:
     p = Packet(ts_ns=rec.ts_ns, interface=rec.interface, wire_len=rec.wire_len,
                cap_len=len(rec.data), offset=rec.offset)
     d = rec.data
-    link = _link(d, rec.linktype)
-    if link is None:
-        return _fail(p, ST_UNKNOWN_LINK)
-    kind, off, vlan = link
-    p.vlan = vlan
-    if kind == L3_NONE:
-        return _fail(p, ST_NOT_IP)
-    if kind in (L3_ANY, L3_MPLS):
-        if off >= len(d):
-            return _fail(p, ST_CUT_SHORT if kind == L3_ANY else ST_NOT_IP)
-        version = d[off] >> 4
-        if version == 4:
-            kind = L3_V4
-        elif version == 6:
-            kind = L3_V6
+    try:
+        etype, off = _link(d, rec.linktype)
+        ip_link = etype == ET_ANY  # raw IP / IPv4 / IPv6 link type, NFLOG payload
+        etype, off = _shims(p, d, etype, off)
+        if etype == ET_ANY:
+            _need(d, off + 1)
+            version = d[off] >> 4
+            if version == 4:
+                etype = ET_IPV4
+            elif version == 6:
+                etype = ET_IPV6
+            else:  # CHOICE 2: the link said IP; after MPLS it may be a pseudowire
+                raise _Stop(ST_MALFORMED if ip_link else ST_NOT_IP)
+        if etype == ET_IPV4:
+            _ipv4(p, d, off)
+        elif etype == ET_IPV6:
+            _ipv6(p, d, off)
         else:
-            return _fail(p, ST_MALFORMED if kind == L3_ANY else ST_NOT_IP)
-    if kind == L3_V4:
-        return _ipv4(p, d, off)
-    return _ipv6(p, d, off)
+            raise _Stop(ST_NOT_IP)
+    except _Stop as stop:
+        return _fail(p, stop.status)
+    return p
 
 
 def naive_packets(paths) -> list[Packet]:
@@ -561,7 +638,7 @@ def naive_packets(paths) -> list[Packet]:
 CID_ICMP4 = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
 CID_ICMP6 = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133,
              135: 136, 136: 135, 139: 140, 140: 139, 144: 145, 145: 144}
-CID_PORT_PROTOS = (1, 6, 17, 58, 132)
+CID_PORT_PROTOS = (1, 6, 17, 58, 132)  # CHOICE 13
 
 
 def _addr_bytes(addr: int, ip_version: int) -> bytes:
@@ -598,20 +675,21 @@ def community_id(src: int, dst: int, ip_version: int, proto: int,
 # Flows
 # --------------------------------------------------------------------------
 
-# docs/flows.md counterpart types for the flow key (CHOICE 8)
-FLOW_ICMP4 = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17, 10: 9, 9: 10}
-FLOW_ICMP6 = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135,
-              130: 131, 131: 130, 144: 145, 145: 144, 146: 147, 147: 146}
+# docs/flows.md counterpart types for the flow key: the Community ID v1 pairs
+FLOW_ICMP4 = CID_ICMP4
+FLOW_ICMP6 = CID_ICMP6
 
-TRANSPORT_NAMES = {1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 41: "ipv6",
-                   47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp", 59: "ipv6-nonxt",
-                   89: "ospf", 103: "pim", 112: "vrrp", 132: "sctp", 136: "udplite"}
+# CHOICE 14: IANA keywords in lower case (the set detector/flows/table.py names)
+TRANSPORT_NAMES = {0: "hopopt", 1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 41: "ipv6",
+                   43: "ipv6-route", 44: "ipv6-frag", 47: "gre", 50: "esp", 51: "ah",
+                   58: "ipv6-icmp", 59: "ipv6-nonxt", 60: "ipv6-opts", 89: "ospf", 103: "pim",
+                   112: "vrrp", 132: "sctp", 136: "udplite"}
 
 NS = 1_000_000_000
 
 
 def flow_ports(proto: int, sport: int, dport: int) -> tuple[int, int]:
-    """Ports as the flow key sees them (ICMP: type and counterpart, or code)."""
+    """Ports as the flow key sees them (ICMP: type and counterpart, or code; CHOICE 8)."""
     if proto == 1 and sport in FLOW_ICMP4:
         return sport, FLOW_ICMP4[sport]
     if proto == 58 and sport in FLOW_ICMP6:
@@ -628,6 +706,7 @@ class _Flow:
     ip_version: int
     vlan: int
     cid_ports: tuple  # raw ports of the first packet, from the initiator
+    first_dir: int  # direction of the first packet (1: a SYN+ACK from the responder)
     first_ns: int
     last_ns: int
     n: list = field(default_factory=lambda: [0, 0])
@@ -680,10 +759,10 @@ class _Flow:
 
 def flows_from_packets(packets, idle_timeout: float = 120.0, active_timeout: float = 1800.0) -> list[dict]:
     """The flow table over packets in the given (stream) order."""
-    idle_ns = round(idle_timeout * NS)
+    idle_ns = round(idle_timeout * NS)  # CHOICE 10
     active_ns = round(active_timeout * NS)
     table: dict[tuple, _Flow] = {}
-    frag_ports: dict[tuple, tuple] = {}
+    frag_ports: dict[tuple, tuple] = {}  # CHOICE 12
     closed: list[dict] = []
     clock = None
     for p in packets:
@@ -713,9 +792,13 @@ def flows_from_packets(packets, idle_timeout: float = 120.0, active_timeout: flo
                 init, resp, cid_ports = b, a, (dport, sport)
             else:
                 init, resp, cid_ports = a, b, (sport, dport)
-            flow = _Flow(key, init, resp, p.proto, p.ip_version, p.vlan, cid_ports, p.ts_ns, p.ts_ns)
+            flow = _Flow(key, init, resp, p.proto, p.ip_version, p.vlan, cid_ports, int(synack),
+                         p.ts_ns, p.ts_ns)
             table[key] = flow
-        direction = 0 if a == flow.init else 1
+        if a == b:  # CHOICE 18
+            direction = flow.first_dir
+        else:
+            direction = 0 if a == flow.init else 1
         flow.add(direction, p)
 
     for flow in table.values():  # CHOICE 11

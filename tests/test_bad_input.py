@@ -164,14 +164,17 @@ def test_pcapng_bad_block_length(tmp_path):
     assert problem.fatal and problem.offset == epb and "block length 7" in problem.message
 
 
-def test_pcapng_packet_before_interface_is_skipped(tmp_path):
+def test_pcapng_packet_of_undescribed_interface_is_counted_not_decoded(tmp_path):
     data = pcapng_bytes(2)
     shb, rest = data[:28], data[48:]  # drop the IDB: packets name an unknown interface
     path = tmp_path / "no-idb.pcapng"
     path.write_bytes(shb + rest)
     batch, stats = read_all(path)
-    assert len(batch) == 0
-    assert any("interface the file never described" in str(p) for p in stats.problems)
+    assert len(batch) == 2
+    assert batch.status.tolist() == [2, 2] and batch.ip_version.tolist() == [0, 0]
+    assert batch.ts_ns.tolist() == [0, 1000]  # default resolution: microseconds
+    (problem,) = stats.problems
+    assert "2 packets name an interface the file never described" in str(problem)
 
 
 @pytest.mark.skipif(not UNREADABLE.is_dir(), reason=f"corpus not at {CORPUS}")

@@ -293,10 +293,15 @@ def decode_frame(buf, off, caplen, linktype):
                 or (p + 2 < end and buf[p + 2] != 0x03)
             ):
                 return _no_ip(STATUS_NOT_IP, vlan)
+            # SNAP with a vendor OUI carries a vendor protocol, not an ethertype.
+            if (
+                (p + 3 < end and buf[p + 3] != 0)
+                or (p + 4 < end and buf[p + 4] != 0)
+                or (p + 5 < end and buf[p + 5] != 0 and buf[p + 5] != 0xF8)
+            ):
+                return _no_ip(STATUS_NOT_IP, vlan)
             if p + 8 > end:
                 return _no_ip(STATUS_TRUNCATED, vlan)
-            if buf[p + 3] != 0 or buf[p + 4] != 0 or (buf[p + 5] != 0 and buf[p + 5] != 0xF8):
-                return _no_ip(STATUS_NOT_IP, vlan)  # SNAP with a vendor protocol
             et = u16be(buf, p + 6)
             p += 8
         else:

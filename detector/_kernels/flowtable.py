@@ -61,12 +61,12 @@ REASON_NAMES = ("idle", "active", "end", "evicted")
 S_LIVE = 0  # live flows
 S_HIGH_WATER = 1  # rows ever used (rows below it are live or on the free list)
 S_N_FREE = 2
-S_NEXT_SWEEP = 3  # packet time of the next idle sweep
+S_NEXT_SWEEP = 3  # packet time of the next idle sweep (NO_TIME: none yet)
 S_EVICTED = 4  # flows closed early because the table was full
 S_FRAG_HITS = 5  # non-first fragments attributed to their flow
 S_FRAG_MISSES = 6
 S_PACKETS = 7  # IP packets counted into flows
-S_LATEST = 8  # latest packet time counted
+S_LATEST = 8  # latest packet time seen, IP or not (NO_TIME: none yet)
 S_FIELDS = 9
 
 TCP_SYN = 0x02
@@ -76,6 +76,9 @@ IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
 
 EMPTY = np.int64(0)
+# "No time yet": packet times may be negative (before 1970, or wrapped in a
+# damaged file), so neither 0 nor -1 can mean "unset".
+NO_TIME = np.iinfo(np.int64).min
 LOW32 = np.int64(0xFFFFFFFF)
 
 
@@ -259,7 +262,7 @@ def count_packet(
     if n_export + 2 > export.shape[0]:
         return n_export, COUNT_EXPORT_FULL
     if t >= state[S_NEXT_SWEEP]:
-        if state[S_NEXT_SWEEP] != 0:
+        if state[S_NEXT_SWEEP] != NO_TIME:
             n_export = sweep_idle(flows, slots, free, state, t, idle_ns, export, n_export)
             if n_export + 2 > export.shape[0]:
                 return n_export, COUNT_EXPORT_FULL
@@ -354,8 +357,6 @@ def count_packet(
         flows[row, C_SLOT] = j
         for c in range(C_DIR, FLOW_COLUMNS):
             flows[row, c] = 0
-        flows[row, C_DIR + D_FIRST] = -1
-        flows[row, C_DIR + DIR_WIDTH + D_FIRST] = -1
         # The initiator sent the first packet, unless that packet is a SYN+ACK:
         # then the receiver had sent the (uncaptured) SYN.
         synack = pr == IPPROTO_TCP and (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)
@@ -366,21 +367,21 @@ def count_packet(
     # min/max rather than first/last written: merged multi-interface captures
     # are not always in time order.
     base = C_DIR + d * DIR_WIDTH
+    if flows[row, base + D_PACKETS] == 0:
+        flows[row, base + D_FIRST] = t
+        flows[row, base + D_LAST] = t
+    elif t < flows[row, base + D_FIRST]:
+        flows[row, base + D_FIRST] = t
+    elif t > flows[row, base + D_LAST]:
+        flows[row, base + D_LAST] = t
     flows[row, base + D_PACKETS] += 1
     flows[row, base + D_BYTES] += wire
-    first = flows[row, base + D_FIRST]
-    if first < 0 or t < first:
-        flows[row, base + D_FIRST] = t
-    if t > flows[row, base + D_LAST]:
-        flows[row, base + D_LAST] = t
     flows[row, base + D_FLAGS] |= fl
     if t > flows[row, C_LAST]:
         flows[row, C_LAST] = t
     elif t < flows[row, C_FIRST]:
         flows[row, C_FIRST] = t
     state[S_PACKETS] += 1
-    if t > state[S_LATEST]:
-        state[S_LATEST] = t
     return n_export, COUNT_OK
 
 
@@ -415,6 +416,9 @@ def aggregate(
     """
     flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
     for i in range(start, stop):
+        # Every packet moves the clock, IP or not (the end-of-input reason uses it).
+        if ts_ns[i] > state[S_LATEST]:
+            state[S_LATEST] = ts_ns[i]
         if ip_version[i] == 0:
             continue
         n_export, why = count_packet(

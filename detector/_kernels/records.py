@@ -15,7 +15,7 @@ from numba import njit
 
 from .._jit import HOT_LOOP, INLINE
 from .decode import decode_frame, u32be, u32le
-from .flowtable import COUNT_OK, count_packet
+from .flowtable import COUNT_OK, S_LATEST, count_packet
 
 # Why a walk stopped.
 WALK_OK = 0  # buffer consumed exactly, or max_records reached
@@ -158,6 +158,8 @@ def walk_pcap(
             buf, data, incl, linktype
         )
         t = sec * 1_000_000_000 + frac * frac_mul
+        if count and t > state[S_LATEST]:
+            state[S_LATEST] = t  # every packet moves the clock, IP or not
         if count and ipv != 0:
             n_export, done = count_packet(
                 t, sh, sl, dh, dl, sp, dp, np.int64(pr), np.int64(ipv), orig, fl, vl, fr, fid,
@@ -368,28 +370,32 @@ def walk_pcapng(
             pos += block_len
             continue
 
-        if if_id >= section[SEC_N_INTERFACES]:
+        if if_id < section[SEC_N_INTERFACES]:
+            snap = interfaces[if_id, IF_SNAPLEN]
+            linktype = interfaces[if_id, IF_LINKTYPE]
+            ts_mul = interfaces[if_id, IF_TS_MUL]
+            ts_div = interfaces[if_id, IF_TS_DIV]
+            ts_shift = interfaces[if_id, IF_TS_SHIFT]
+            ts_offset = interfaces[if_id, IF_TS_OFFSET_NS]
+        else:
+            # A packet of an interface the file never described: its link type
+            # is unknown, so it is kept as such (status "unknown link type"),
+            # timed in the default microseconds.
             counters[COUNT_UNKNOWN_INTERFACE] += 1
-            pos += block_len
-            continue
-        snap = interfaces[if_id, IF_SNAPLEN]
+            snap = 0
+            linktype = -1
+            ts_mul, ts_div, ts_shift, ts_offset = 1000, 1, -1, 0
         if block_type == PCAPNG_SPB:
             if snap > 0 and incl > snap:
                 incl = snap
             t = section[SEC_LAST_TS]
         else:
-            t = (
-                _ts_to_ns(
-                    ts,
-                    interfaces[if_id, IF_TS_MUL],
-                    interfaces[if_id, IF_TS_DIV],
-                    interfaces[if_id, IF_TS_SHIFT],
-                )
-                + interfaces[if_id, IF_TS_OFFSET_NS]
-            )
-        (st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid) = decode_frame(
-            buf, data, incl, interfaces[if_id, IF_LINKTYPE]
+            t = _ts_to_ns(ts, ts_mul, ts_div, ts_shift) + ts_offset
+        st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid = decode_frame(
+            buf, data, incl, linktype
         )
+        if count and t > state[S_LATEST]:
+            state[S_LATEST] = t  # every packet moves the clock, IP or not
         if count and ipv != 0:
             n_export, done = count_packet(
                 t,

@@ -544,7 +544,8 @@ class CaptureReader:
     def _report_counters(self) -> None:
         s = self.stats
         c = s.counters
-        unknown = int(s.status_counts[STATUS_UNKNOWN_LINKTYPE])
+        undescribed = int(c[rk.COUNT_UNKNOWN_INTERFACE])
+        unknown = int(s.status_counts[STATUS_UNKNOWN_LINKTYPE]) - undescribed
         if unknown:
             names = ", ".join(
                 f"{lt} ({LINKTYPE_NAMES.get(lt, 'unsupported')})" for lt in sorted(s.linktypes)
@@ -555,11 +556,11 @@ class CaptureReader:
                 f"(link types in file: {names})",
                 fatal=False,
             )
-        if c[rk.COUNT_UNKNOWN_INTERFACE]:
+        if undescribed:
             self._problem(
                 None,
-                f"{c[rk.COUNT_UNKNOWN_INTERFACE]} packets name an interface the file never "
-                "described; skipped",
+                f"{undescribed} packets name an interface the file never described; "
+                "counted, not decoded (their link type is unknown)",
                 fatal=False,
             )
         if c[rk.COUNT_TOO_MANY_INTERFACES]:

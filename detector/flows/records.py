@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._kernels import community as ck
 from .._kernels import flowtable as fk
 from .community_id import community_id_v1
 
@@ -79,13 +80,15 @@ TIMESTAMP_COLUMNS = [
 CATEGORY_COLUMNS = ["transport", "expiry_reason"]
 
 
-def _address_texts(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """Text of 128-bit addresses, converting each distinct address once."""
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+def _address_texts(hi: np.ndarray, lo: np.ndarray, is_v4: np.ndarray) -> np.ndarray:
+    """Text of 128-bit addresses, converting each distinct address once. IPv4
+    flows print dotted quads; an IPv6 flow prints IPv6 text even for an
+    IPv4-mapped address (``::ffff:10.0.0.1``), as tshark does."""
+    keys = np.stack([hi, lo, is_v4.astype(np.uint64)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     texts = []
-    for h, low in uniq.tolist():
-        if h == 0 and (low >> 32) == 0xFFFF:
+    for h, low, v4 in uniq.tolist():
+        if v4:
             x = low & 0xFFFFFFFF
             texts.append(f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}")
         else:
@@ -93,10 +96,34 @@ def _address_texts(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
 
 
-def _packed(hi: int, lo: int) -> bytes:
-    if hi == 0 and (lo >> 32) == 0xFFFF:
-        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
-    return ((hi << 64) | lo).to_bytes(16, "big")
+def _community_ids(
+    src_hi: np.ndarray, src_lo: np.ndarray, dst_hi: np.ndarray, dst_lo: np.ndarray,
+    protocol: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray, is_v4: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    # The kernel hashes IPv4-mapped addresses as 4 bytes: give IPv6 flows with
+    # such addresses to the one-flow version (they are rare).
+    mapped = (src_hi == 0) & ((src_lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    odd = np.flatnonzero(~is_v4 & mapped)
+    icmp = (protocol == 1) | (protocol == 58)
+    pairs = np.where(protocol == 1, ICMP4_COUNTERPART[src_port & 0xFF],
+                     ICMP6_COUNTERPART[src_port & 0xFF])  # fmt: skip
+    one_way = icmp & (pairs < 0)
+    out = np.empty((len(src_hi), ck.ID_CHARS), dtype=np.uint8)
+    ports = (src_port.astype(np.int64), dst_port.astype(np.int64))
+    ck.community_ids(src_hi, src_lo, dst_hi, dst_lo, protocol.astype(np.int64), *ports, one_way,
+                     0, out)  # fmt: skip
+    ids = out.view(f"S{ck.ID_CHARS}").ravel().astype(str).astype(object)
+    for i in odd.tolist():
+        ids[i] = community_id_v1(
+            ((int(src_hi[i]) << 64) | int(src_lo[i])).to_bytes(16, "big"),
+            ((int(dst_hi[i]) << 64) | int(dst_lo[i])).to_bytes(16, "big"),
+            int(protocol[i]), int(src_port[i]), int(dst_port[i]),
+        )  # fmt: skip
+    return ids
+
+
+ICMP4_COUNTERPART = fk.icmp_counterparts()[0]
+ICMP6_COUNTERPART = fk.icmp_counterparts()[1]
 
 
 def flow_columns(rows: np.ndarray, *, community_id: bool = True) -> dict[str, np.ndarray]:
@@ -115,71 +142,58 @@ def flow_columns(rows: np.ndarray, *, community_id: bool = True) -> dict[str, np
     b_port = ((meta >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
     src_port = np.where(init_a, a_port, b_port)
     dst_port = np.where(init_a, b_port, a_port)
-    fwd = np.where(
-        init_a[:, None],
-        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
-        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
-    )
-    rev = np.where(
-        init_a[:, None],
-        rows[:, b_dir : b_dir + fk.DIR_WIDTH],
-        rows[:, a_dir : a_dir + fk.DIR_WIDTH],
-    )
+    a_side = rows[:, a_dir : a_dir + fk.DIR_WIDTH]
+    b_side = rows[:, b_dir : b_dir + fk.DIR_WIDTH]
+    fwd = np.where(init_a[:, None], a_side, b_side)
+    rev = np.where(init_a[:, None], b_side, a_side)
+    ip_version = rows[:, fk.C_IP_VERSION].astype(np.uint8)
+    is_v4 = ip_version == 4
 
-    def stamp(ns: np.ndarray) -> np.ndarray:
-        return np.where(ns < 0, NAT, ns).astype(np.int64).view("M8[ns]")
+    def stamp(ns: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+        # Times may be negative (before 1970): only "no packet" means NaT.
+        ns = ns.astype(np.int64)
+        if present is not None:
+            ns = np.where(present, ns, NAT)
+        return ns.view("M8[ns]")
 
     n = len(rows)
     protocol = ((meta >> np.uint64(16)) & np.uint64(0xFF)).astype(np.uint8)
-    src_text = _address_texts(src_hi, src_lo) if n else np.empty(0, dtype=object)
-    dst_text = _address_texts(dst_hi, dst_lo) if n else np.empty(0, dtype=object)
+    src_text = _address_texts(src_hi, src_lo, is_v4) if n else np.empty(0, dtype=object)
+    dst_text = _address_texts(dst_hi, dst_lo, is_v4) if n else np.empty(0, dtype=object)
     vlan = (meta & np.uint64(0xFFFF)).astype(np.int64)
     reasons = np.asarray(fk.REASON_NAMES, dtype=object)
-    names = np.asarray([TRANSPORT_NAMES.get(int(p), str(int(p))) for p in range(256)], dtype=object)
-    frame: dict[str, Any] = dict(
-        {
-            "first_seen": stamp(rows[:, fk.C_FIRST]),
-            "last_seen": stamp(rows[:, fk.C_LAST]),
-            "src_ip": src_text,
-            "src_port": src_port.astype(np.uint16),
-            "dst_ip": dst_text,
-            "dst_port": dst_port.astype(np.uint16),
-            "protocol": protocol,
-            "transport": names[protocol],
-            "ip_version": rows[:, fk.C_IP_VERSION].astype(np.uint8),
-            "vlan_id": np.where(vlan == 0xFFFF, -1, vlan).astype(np.int32),
-            "src2dst_packets": fwd[:, fk.D_PACKETS],
-            "src2dst_bytes": fwd[:, fk.D_BYTES],
-            "dst2src_packets": rev[:, fk.D_PACKETS],
-            "dst2src_bytes": rev[:, fk.D_BYTES],
-            "bidirectional_packets": fwd[:, fk.D_PACKETS] + rev[:, fk.D_PACKETS],
-            "bidirectional_bytes": fwd[:, fk.D_BYTES] + rev[:, fk.D_BYTES],
-            "src2dst_first_seen": stamp(fwd[:, fk.D_FIRST]),
-            "src2dst_last_seen": stamp(np.where(fwd[:, fk.D_PACKETS] > 0, fwd[:, fk.D_LAST], -1)),
-            "dst2src_first_seen": stamp(rev[:, fk.D_FIRST]),
-            "dst2src_last_seen": stamp(np.where(rev[:, fk.D_PACKETS] > 0, rev[:, fk.D_LAST], -1)),
-            "src2dst_tcp_flags": fwd[:, fk.D_FLAGS].astype(np.uint16),
-            "dst2src_tcp_flags": rev[:, fk.D_FLAGS].astype(np.uint16),
-            "duration_ms": (rows[:, fk.C_LAST] - rows[:, fk.C_FIRST]) / 1e6,
-            "expiry_reason": reasons[rows[:, fk.C_REASON]],
-        }
-    )
+    names = np.asarray([TRANSPORT_NAMES.get(p, str(p)) for p in range(256)], dtype=object)
+    fwd_any = fwd[:, fk.D_PACKETS] > 0
+    rev_any = rev[:, fk.D_PACKETS] > 0
+    frame: dict[str, Any] = {
+        "first_seen": stamp(rows[:, fk.C_FIRST]),
+        "last_seen": stamp(rows[:, fk.C_LAST]),
+        "src_ip": src_text,
+        "src_port": src_port.astype(np.uint16),
+        "dst_ip": dst_text,
+        "dst_port": dst_port.astype(np.uint16),
+        "protocol": protocol,
+        "transport": names[protocol],
+        "ip_version": ip_version,
+        "vlan_id": np.where(vlan == 0xFFFF, -1, vlan).astype(np.int32),
+        "src2dst_packets": fwd[:, fk.D_PACKETS],
+        "src2dst_bytes": fwd[:, fk.D_BYTES],
+        "dst2src_packets": rev[:, fk.D_PACKETS],
+        "dst2src_bytes": rev[:, fk.D_BYTES],
+        "bidirectional_packets": fwd[:, fk.D_PACKETS] + rev[:, fk.D_PACKETS],
+        "bidirectional_bytes": fwd[:, fk.D_BYTES] + rev[:, fk.D_BYTES],
+        "src2dst_first_seen": stamp(fwd[:, fk.D_FIRST], fwd_any),
+        "src2dst_last_seen": stamp(fwd[:, fk.D_LAST], fwd_any),
+        "dst2src_first_seen": stamp(rev[:, fk.D_FIRST], rev_any),
+        "dst2src_last_seen": stamp(rev[:, fk.D_LAST], rev_any),
+        "src2dst_tcp_flags": fwd[:, fk.D_FLAGS].astype(np.uint16),
+        "dst2src_tcp_flags": rev[:, fk.D_FLAGS].astype(np.uint16),
+        "duration_ms": (rows[:, fk.C_LAST] - rows[:, fk.C_FIRST]) / 1e6,
+        "expiry_reason": reasons[rows[:, fk.C_REASON]],
+    }
     if community_id:
-        frame["community_id"] = np.asarray(
-            [
-                community_id_v1(_packed(sh, sl), _packed(dh, dl), p, sp, dp)
-                for sh, sl, dh, dl, p, sp, dp in zip(
-                    src_hi.tolist(),
-                    src_lo.tolist(),
-                    dst_hi.tolist(),
-                    dst_lo.tolist(),
-                    protocol.tolist(),
-                    src_port.tolist(),
-                    dst_port.tolist(),
-                    strict=True,
-                )
-            ],
-            dtype=object,
+        frame["community_id"] = _community_ids(
+            src_hi, src_lo, dst_hi, dst_lo, protocol, src_port, dst_port, is_v4
         )
     return frame
 

@@ -50,8 +50,9 @@ class FlowTable:
             )
         if max_flows < 16:
             raise ValueError(f"max_flows must be at least 16 (got {max_flows})")
-        self.idle_ns = int(idle_timeout * NS)
-        self.active_ns = int(active_timeout * NS)
+        # round, not int: 1.001 s is 1001000000 ns, not 1000999999.
+        self.idle_ns = round(idle_timeout * NS)
+        self.active_ns = round(active_timeout * NS)
         # Sweeping more often than a quarter of the idle timeout frees memory no
         # sooner in practice and costs a scan of the table each time.
         self.sweep_ns = max(self.idle_ns // 4, NS)
@@ -61,6 +62,8 @@ class FlowTable:
         self._slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
         self._free = np.empty(capacity, dtype=np.int64)
         self._state = np.zeros(fk.S_FIELDS, dtype=np.int64)
+        self._state[fk.S_NEXT_SWEEP] = fk.NO_TIME
+        self._state[fk.S_LATEST] = fk.NO_TIME
         self._frag_keys = np.zeros(FRAG_SLOTS, dtype=np.uint64)
         self._frag_ports = np.zeros(FRAG_SLOTS, dtype=np.int64)
         self._icmp = fk.icmp_counterparts()
