@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import os
 import sys
@@ -274,5 +275,14 @@ def _is_input_error(exc: DetectorError) -> bool:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(int(main()))
+    """Console-script entry point.
+
+    Exits without the interpreter's teardown: with numba loaded, tearing down
+    its compiler objects takes 0.4 s, a third of a warm start. Everything we
+    write is closed or flushed by then; no atexit work of ours is skipped.
+    """
+    code = int(main())
+    with contextlib.suppress(BrokenPipeError, ValueError):  # a closed pipe: nothing to save
+        sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -84,16 +84,21 @@ def _address_texts(hi: np.ndarray, lo: np.ndarray, is_v4: np.ndarray) -> np.ndar
     """Text of 128-bit addresses, converting each distinct address once. IPv4
     flows print dotted quads; an IPv6 flow prints IPv6 text even for an
     IPv4-mapped address (``::ffff:10.0.0.1``), as tshark does."""
-    keys = np.stack([hi, lo, is_v4.astype(np.uint64)], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    texts = []
-    for h, low, v4 in uniq.tolist():
-        if v4:
-            x = low & 0xFFFFFFFF
-            texts.append(f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}")
-        else:
-            texts.append(str(ipaddress.IPv6Address((h << 64) | low)))
-    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
+    texts = np.empty(len(hi), dtype=object)
+    # IPv4 first, on the low half alone: a 1-D unique is far cheaper than a
+    # row-wise one (0.4 s for 100k flows).
+    v4 = np.flatnonzero(is_v4)
+    if len(v4):
+        uniq, inverse = np.unique(lo[v4] & np.uint64(0xFFFFFFFF), return_inverse=True)
+        quads = [f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}" for x in uniq.tolist()]
+        texts[v4] = np.asarray(quads, dtype=object)[inverse.reshape(-1)]
+    v6 = np.flatnonzero(~is_v4)
+    if len(v6):
+        pairs = np.stack([hi[v6], lo[v6]], axis=1)
+        uniq6, inverse6 = np.unique(pairs, axis=0, return_inverse=True)
+        words = [str(ipaddress.IPv6Address((h << 64) | low)) for h, low in uniq6.tolist()]
+        texts[v6] = np.asarray(words, dtype=object)[inverse6.reshape(-1)]
+    return texts
 
 
 def _community_ids(
