@@ -143,6 +143,7 @@ class CaptureStats:
     counters: np.ndarray = field(default_factory=_new_counters)
     problems: list[CaptureProblem] = field(default_factory=list)
     bytes_consumed: int = 0
+    disk_position: int = 0  # bytes of the file on disk read so far (for progress bars)
 
 
 class _GzipStream:
@@ -292,7 +293,8 @@ class CaptureReader:
     ...     print(len(batch), batch.ts_ns[0])
 
     ``reuse_batch=True`` yields the same arrays each time (fastest; a consumer
-    that keeps a batch must ``copy()`` it).
+    that keeps a batch must ``copy()`` it). ``batch_supply`` hands out the batch
+    to fill next (a pool shared with another thread, say).
 
     With a ``counter`` (a flow table), each packet is counted into it as it is
     decoded, in the same pass; the iterator then yields how many more bytes of
@@ -309,8 +311,10 @@ class CaptureReader:
         reuse_batch: bool = False,
         counter: PacketCounter | None = None,
         keep_batches: bool = False,
+        batch_supply: Callable[[], PacketBatch] | None = None,
     ) -> None:
         self.path = str(path)
+        self.batch_supply = batch_supply
         self.counter = counter
         self.keep_batches = keep_batches
         self.position = 0  # bytes of the (decompressed) file read so far
@@ -395,9 +399,13 @@ class CaptureReader:
         interfaces = np.zeros((MAX_INTERFACES, rk.IF_COLUMNS), dtype=np.int64)
         counter = self.counter
         counting = counter is not None
-        # Counting alone writes no packet rows: a one-row batch satisfies the kernel.
-        batch = PacketBatch.empty(1 if counting and not self.keep_batches else self.batch_packets)
         write_out = not counting or self.keep_batches
+        if not write_out:
+            batch = PacketBatch.empty(1)  # counting alone writes no rows
+        elif self.batch_supply is not None:
+            batch = self.batch_supply()
+        else:
+            batch = PacketBatch.empty(self.batch_packets)
         table, params, export = (
             (counter.kernel_table, counter.kernel_params, counter.export_buffer)
             if counter is not None
@@ -408,8 +416,7 @@ class CaptureReader:
         done_on_disk = 0
 
         while True:
-            if write_out and not self.reuse_batch and len(batch) == 0:
-                batch = PacketBatch.empty(self.batch_packets)
+            max_records = len(batch) if write_out else self.batch_packets
             if stats.format == "pcap":
                 n, pos, why, detail, n_export = rk.walk_pcap(
                     buf,
@@ -420,7 +427,7 @@ class CaptureReader:
                     linktype,
                     snaplen,
                     base,
-                    self.batch_packets,
+                    max_records,
                     counters,
                     batch.arrays(),
                     write_out,
@@ -438,7 +445,7 @@ class CaptureReader:
                     section,
                     interfaces,
                     base,
-                    self.batch_packets,
+                    max_records,
                     counters,
                     batch.arrays(),
                     write_out,
@@ -458,14 +465,16 @@ class CaptureReader:
                     n_export = counter.n_export
             if n:
                 self.position = base + pos
+                stats.disk_position = self.position if gz is None else raw.tell()
                 if write_out:
                     yield batch.head(n)
-                    if not self.reuse_batch:
+                    if self.batch_supply is not None:
+                        batch = self.batch_supply()
+                    elif not self.reuse_batch:
                         batch = PacketBatch.empty(self.batch_packets)
                 else:
-                    on_disk = self.position if gz is None else raw.tell()
-                    yield on_disk - done_on_disk
-                    done_on_disk = on_disk
+                    yield stats.disk_position - done_on_disk
+                    done_on_disk = stats.disk_position
             if why == rk.WALK_COUNT_STOPPED or (why == rk.WALK_OK and pos < filled):
                 continue  # more records in this window
             if why in (rk.WALK_OK, rk.WALK_NEED_MORE):
@@ -580,6 +589,7 @@ def read_packets(
     on_problem: Callable[[CaptureProblem], None] | None = None,
     stats_out: list[CaptureStats] | None = None,
     counter: PacketCounter | None = None,
+    batch_supply: Callable[[], PacketBatch] | None = None,
 ) -> Iterator[Any]:
     """Packets of several files, in the order given, as one stream of batches
     (with a ``counter``, counted into it and yielded as packet counts; see
@@ -592,7 +602,11 @@ def read_packets(
     """
     for path in paths:
         reader = CaptureReader(
-            path, batch_packets=batch_packets, reuse_batch=reuse_batch, counter=counter
+            path,
+            batch_packets=batch_packets,
+            reuse_batch=reuse_batch,
+            counter=counter,
+            batch_supply=batch_supply,
         )
         if stats_out is not None:
             stats_out.append(reader.stats)

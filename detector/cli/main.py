@@ -22,6 +22,7 @@ class ExitStatus(enum.IntEnum):
     ALERTS = 1  # done; alerts were raised
     USAGE = 2  # bad command line, policy or configuration
     UNREADABLE = 3  # some input could not be read completely (what was read is in the output)
+    INTERNAL = 4  # a bug in egress-detector: please report it (rerun with --traceback)
 
 
 EXIT_CODES_HELP = """exit codes:
@@ -30,6 +31,7 @@ EXIT_CODES_HELP = """exit codes:
   2  usage, policy or configuration error
   3  some input could not be read completely; everything read before the damage
      is in the output, and each problem is reported on stderr with its byte offset
+  4  internal error (a bug): rerun with --traceback and report what it prints
 """
 
 FLOWS_EPILOG = (
@@ -145,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=int, metavar="N", help="table output: only the N flows with the most bytes"
     )
     flows.add_argument(
+        "--threads",
+        type=int,
+        choices=[1, 2],
+        metavar="N",
+        help="1: decode and count in one pass; 2: decode in a second thread while counting "
+        "(the same flows, faster on 2 or more cores). Default: 2 when the machine has 2 or "
+        "more cores",
+    )
+    flows.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -216,6 +227,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         idle_timeout=args.idle_timeout,
         active_timeout=args.active_timeout,
         max_flows=args.max_flows,
+        threads=args.threads if args.threads is not None else min(2, os.cpu_count() or 1),
         on_problem=on_problem,
         stats_out=stats,
         progress=lambda b: _progress(b, args.captures, not args.quiet),
@@ -264,6 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130  # the shell's convention for SIGINT
+    except Exception as exc:
+        if args.traceback:
+            raise
+        _say(
+            f"internal error: {type(exc).__name__}: {exc} (a bug; rerun with --traceback "
+            "and report what it prints)"
+        )
+        return ExitStatus.INTERNAL
     parser.error(f"unknown command {args.command}")
     return ExitStatus.USAGE
 
