@@ -214,3 +214,14 @@ def test_cli_reports_damage_and_keeps_output(tmp_path):
     # Packets 0-2 of the damaged file and 0-1 of the good one: ports 40000..40002.
     lines = out.read_text().splitlines()
     assert len(lines) == 1 + 3
+
+
+def test_documented_sizes_are_the_real_ones():
+    """docs/flows.md quotes bytes per flow and per packet; keep them true."""
+    from pathlib import Path
+
+    from detector.capture import BYTES_PER_PACKET
+    from detector.flows.table import BYTES_PER_FLOW
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "flows.md").read_text()
+    assert f"**{BYTES_PER_FLOW} bytes per" in doc and f"{BYTES_PER_PACKET} bytes per" in doc

@@ -199,6 +199,7 @@ def _progress(steps: Iterator[int], paths: Sequence[str], enabled: bool) -> Iter
 def _run_flows(args: argparse.Namespace) -> ExitStatus:
     from .. import _jit
     from ..capture import CaptureProblem, CaptureStats
+    from ..flows.records import iter_flow_columns, largest_rows
     from ..flows.table import count_flows
     from ..flows.write import human_bytes, write_flows
 
@@ -233,8 +234,11 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         progress=lambda b: _progress(b, args.captures, not args.quiet),
     )
     elapsed = time.perf_counter() - started
-    columns = table.columns()
-    write_flows(columns, fmt, args.output, top=args.top)
+    rows = table.exported_rows()
+    n_flows = len(rows)
+    if args.top is not None:
+        rows = largest_rows(rows, args.top)
+    write_flows(iter_flow_columns(rows), fmt, args.output, by_bytes=args.top is not None)
     if not args.quiet:
         packets = sum(s.packets for s in stats)
         wire = sum(s.wire_bytes for s in stats)
@@ -242,7 +246,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         rate = packets / elapsed if elapsed > 0 else 0.0
         line = (
             f"{len(stats)} file(s), {packets:,} packets ({human_bytes(wire)} on the wire) "
-            f"→ {len(columns['first_seen']):,} flows in {elapsed:.2f} s "
+            f"→ {n_flows:,} flows in {elapsed:.2f} s "
             f"({rate / 1e6:.2f} M packets/s)"
         )
         if skipped:

@@ -7,6 +7,7 @@ without it, which keeps a warm start of ``egress-detector flows`` near one secon
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -131,9 +132,32 @@ ICMP4_COUNTERPART = fk.icmp_counterparts()[0]
 ICMP6_COUNTERPART = fk.icmp_counterparts()[1]
 
 
-def flow_columns(rows: np.ndarray, *, community_id: bool = True) -> dict[str, np.ndarray]:
+def largest_rows(rows: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` flows with the most bytes (both directions), largest first,
+    chosen on the raw rows before any text is made."""
+    size = rows[:, fk.C_DIR + fk.D_BYTES] + rows[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
+    return rows[np.argsort(-size, kind="stable")[: max(n, 0)]]
+
+
+def iter_flow_columns(
+    rows: np.ndarray, *, slice_flows: int = 1 << 17, community_id: bool = True
+) -> Iterator[dict[str, np.ndarray]]:
+    """``flow_columns`` of all rows in order of first packet, ``slice_flows`` flows
+    at a time (a million flows as columns and strings take far more memory than
+    their rows)."""
+    order = np.argsort(rows[:, fk.C_FIRST], kind="stable")
+    for start in range(0, max(len(order), 1), slice_flows):
+        yield flow_columns(
+            rows[order[start : start + slice_flows]], community_id=community_id, presorted=True
+        )
+
+
+def flow_columns(
+    rows: np.ndarray, *, community_id: bool = True, presorted: bool = False
+) -> dict[str, np.ndarray]:
     """Turn raw flow rows into the documented flow columns, ordered by first packet."""
-    rows = rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")] if len(rows) else rows
+    if not presorted and len(rows):
+        rows = rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")]
     u = rows.view(np.uint64)
     init_a = rows[:, fk.C_INIT_IS_A] == 1
     a_dir = fk.C_DIR

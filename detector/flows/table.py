@@ -13,7 +13,7 @@ import numpy as np
 from .._kernels import flowtable as fk
 from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
 from ..errors import DecodeError
-from .records import columns_to_frame, flow_columns
+from .records import columns_to_frame, flow_columns, iter_flow_columns
 
 if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (start-up time)
     import pandas as pd
@@ -234,13 +234,33 @@ class FlowTable:
         if not self._done:
             return np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
         if len(self._done) > 1:
-            self._done = [np.concatenate(self._done)]
+            # Copy chunk by chunk, freeing each: np.concatenate would hold every
+            # chunk and the result at once (twice the memory of the flows).
+            total = sum(len(chunk) for chunk in self._done)
+            rows = np.empty((total, fk.FLOW_COLUMNS), dtype=np.int64)
+            at = 0
+            self._done.reverse()
+            while self._done:
+                chunk = self._done.pop()
+                rows[at : at + len(chunk)] = chunk
+                at += len(chunk)
+                del chunk
+            self._done = [rows]
         return self._done[0]
 
     def columns(self, *, community_id: bool = True) -> dict[str, np.ndarray]:
         """Closed flows as numpy columns (``FLOW_COLUMNS_DOC``), in order of first
         packet; timestamps are ``datetime64[ns]`` in UTC, NaT where none."""
         return flow_columns(self.exported_rows(), community_id=community_id)
+
+    def column_slices(
+        self, *, slice_flows: int = 1 << 17, community_id: bool = True
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The same columns, in order of first packet, a slice at a time: what
+        writers use, so memory holds the flow rows plus one slice of columns."""
+        return iter_flow_columns(
+            self.exported_rows(), slice_flows=slice_flows, community_id=community_id
+        )
 
     def to_frame(self, *, community_id: bool = True) -> pd.DataFrame:
         """Closed flows as a pandas DataFrame (``FLOW_COLUMNS_DOC``), in order of
