@@ -13,6 +13,7 @@ import pytest
 from detector.flows import count_flows
 from detector.flows.records import iter_flow_columns
 from detector.flows.write import _timestamp_texts, write_flows
+
 from gen_cases import random_capture
 
 
