@@ -293,7 +293,7 @@ def measure_ours(
                 ("decode", "ours: decode (read_packets)", "in-process",
                  partial(_ours_decode, read_packets, capture, truth, runs, tag)),
                 ("flows", "ours: decode + flow table", "in-process",
-                 partial(_ours_flows, read_packets, FlowTable, capture, truth, runs, tag)),
+                 partial(_ours_flows, read_packets, FlowTable, capture, truth, runs, tag, t)),
                 ("cmd", "ours: egress-detector flows", "whole-process",
                  partial(_ours_command, cmd, capture, truth, runs, t, tag)),
             ]  # fmt: skip
@@ -367,6 +367,7 @@ def _ours_flows(
     truth: Truth,
     runs: int,
     tag: str,
+    threads: int = 1,
 ) -> Row:
     row = Row("flows", "ours: decode + flow table" + tag, "in-process")
 
@@ -376,7 +377,10 @@ def _ours_flows(
         c0, t0 = time.process_time(), time.perf_counter()
         if fused is not None:
             # The flows command's path: decode and count in one pass.
-            ft = fused([str(capture)], idle_timeout=120.0, active_timeout=1800.0)
+            # [N thr] is the flows command's --threads: 2 runs the decoder in a
+            # second thread while this one counts.
+            ft = fused([str(capture)], idle_timeout=120.0, active_timeout=1800.0,
+                       threads=min(threads, 2))  # fmt: skip
         else:
             ft = flow_table(idle_timeout=120.0, active_timeout=1800.0)
             for b in read_packets(capture):
@@ -393,7 +397,8 @@ def _ours_flows(
     row.flows, row.counted = flows, pkts
     row.note = (
         f"fused decode+count; flow records built after: +{t_records:.2f} s (not in rate)"
-        if fused is not None else f"batches then ingest; records +{t_records:.2f} s"
+        if fused is not None
+        else f"batches then ingest; records +{t_records:.2f} s"
     )
     if truth:
         want = truth["flows_with_timeouts"]["flows"]
@@ -413,7 +418,7 @@ def _ours_command(
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "flows.parquet"
-        full = [*cmd, "flows", str(capture), "-o", str(out)]
+        full = [*cmd, "flows", str(capture), "-o", str(out), "--threads", str(min(threads, 2))]
         first = run_timed(full, env=env)  # may compile and write numba's cache
         if first.returncode != 0:
             row.error = f"exit {first.returncode}: {first.stderr.strip()[-300:]}"

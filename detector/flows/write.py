@@ -119,7 +119,15 @@ def _write_parquet(slices: Iterable[dict[str, np.ndarray]], path: str) -> None:
                     index, name, table.column(name).cast(pa.dictionary(pa.int8(), pa.string()))
                 )
             if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
+                # Dictionaries only where values repeat (a unique-per-flow
+                # Community ID gains nothing and costs half the write time);
+                # zstd: a third smaller than snappy for about the same time.
+                writer = pq.ParquetWriter(
+                    path,
+                    table.schema,
+                    compression="zstd",
+                    use_dictionary=["src_ip", "dst_ip", "transport", "expiry_reason"],
+                )
             writer.write_table(table)  # one row group per slice
     finally:
         if writer is not None:
