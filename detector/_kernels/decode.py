@@ -153,6 +153,28 @@ def _no_ip(status, vlan):
 
 
 @njit(**INLINE)
+def _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id):
+    """An IP packet whose transport header is not there (a later fragment) or
+    cut short: addresses and protocol, ports and flags 0."""
+    z = np.int64(0)
+    return (
+        STATUS_OK,
+        ip_version,
+        proto,
+        src_hi,
+        src_lo,
+        dst_hi,
+        dst_lo,
+        z,
+        z,
+        z,
+        vlan,
+        frag,
+        frag_id,
+    )
+
+
+@njit(**INLINE)
 def decode_frame(buf, off, caplen, linktype):
     """Decode the frame at ``buf[off:off+caplen]``.
 
@@ -341,20 +363,8 @@ def decode_frame(buf, off, caplen, linktype):
             frag_id = u16be(buf, p + 4)
             if frag_offset != 0:
                 # No transport header here; the flow table finds the ports.
-                return (
-                    STATUS_OK,
-                    ip_version,
-                    proto,
-                    src_hi,
-                    src_lo,
-                    dst_hi,
-                    dst_lo,
-                    z,
-                    z,
-                    z,
-                    vlan,
-                    frag,
-                    frag_id,
+                return _no_ports(
+                    ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                 )
             frag = 3
         p += ihl
@@ -380,60 +390,24 @@ def decode_frame(buf, off, caplen, linktype):
                 or proto == IPPROTO_SHIM6
             ):
                 if p + 2 > end:
-                    return (
-                        STATUS_OK,
-                        ip_version,
-                        proto,
-                        src_hi,
-                        src_lo,
-                        dst_hi,
-                        dst_lo,
-                        z,
-                        z,
-                        z,
-                        vlan,
-                        frag,
-                        frag_id,
+                    return _no_ports(
+                        ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                     )
                 nxt = np.int64(buf[p])
                 p += (np.int64(buf[p + 1]) + 1) * 8
                 proto = nxt
             elif proto == IPPROTO_AH:
                 if p + 2 > end:
-                    return (
-                        STATUS_OK,
-                        ip_version,
-                        proto,
-                        src_hi,
-                        src_lo,
-                        dst_hi,
-                        dst_lo,
-                        z,
-                        z,
-                        z,
-                        vlan,
-                        frag,
-                        frag_id,
+                    return _no_ports(
+                        ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                     )
                 nxt = np.int64(buf[p])
                 p += (np.int64(buf[p + 1]) + 2) * 4
                 proto = nxt
             elif proto == IPPROTO_FRAGMENT:
                 if p + 8 > end:
-                    return (
-                        STATUS_OK,
-                        ip_version,
-                        proto,
-                        src_hi,
-                        src_lo,
-                        dst_hi,
-                        dst_lo,
-                        z,
-                        z,
-                        z,
-                        vlan,
-                        frag,
-                        frag_id,
+                    return _no_ports(
+                        ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                     )
                 nxt = np.int64(buf[p])
                 frag_word = u16be(buf, p + 2)
@@ -445,20 +419,8 @@ def decode_frame(buf, off, caplen, linktype):
                     frag = 1
                     frag_id = u32be(buf, p + 4)
                     if frag_offset != 0:
-                        return (
-                            STATUS_OK,
-                            ip_version,
-                            proto,
-                            src_hi,
-                            src_lo,
-                            dst_hi,
-                            dst_lo,
-                            z,
-                            z,
-                            z,
-                            vlan,
-                            frag,
-                            frag_id,
+                        return _no_ports(
+                            ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                         )
                     frag = 3
                 p += 8
