@@ -13,6 +13,7 @@ import contextlib
 import mmap
 import os
 import stat
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -154,19 +155,24 @@ class _GzipStream:
     nature, so we drive zlib ourselves. Concatenated members are read in turn.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO | _Prepended) -> None:
         self._raw = raw
         self._inflate = zlib.decompressobj(wbits=31)
         self._started = False  # has the current member received any input?
         self._tail = b""  # compressed bytes read from disk but not yet inflated
         self.error: str | None = None
         self.truncated = False
+        self.consumed = 0  # compressed bytes read so far (progress on pipes too)
 
     def read(self, size: int) -> bytes:
         out: list[bytes] = []
         have = 0
         while have < size and self.error is None:
-            data, self._tail = (self._tail, b"") if self._tail else (self._raw.read(1 << 20), b"")
+            if self._tail:
+                data, self._tail = self._tail, b""
+            else:
+                data = self._raw.read(1 << 20)
+                self.consumed += len(data)
             if not data:
                 self.truncated = self._started and not self._inflate.eof
                 break
@@ -187,6 +193,20 @@ class _GzipStream:
             else:
                 self._tail = self._inflate.unconsumed_tail
         return b"".join(out)
+
+
+class _Prepended:
+    """A non-seekable stream with bytes already read put back in front."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, size: int) -> bytes:
+        if self._head:
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        return self._raw.read(size)
 
 
 class _Source:
@@ -325,6 +345,15 @@ class CaptureReader:
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> tuple[BinaryIO, _GzipStream | None, bytes]:
+        if self.path == "-":
+            # A pcap stream on standard input (tcpdump -w - | egress-detector flows -).
+            raw = sys.stdin.buffer
+            head = raw.read(4)
+            if head[:2] == GZIP_MAGIC:
+                stream = _GzipStream(_Prepended(head, raw))
+                self.stats.compressed = True
+                return raw, stream, stream.read(4)
+            return raw, None, head
         try:
             raw = open(self.path, "rb")  # noqa: SIM115  (closed by the iterator)
         except FileNotFoundError:
@@ -346,7 +375,8 @@ class CaptureReader:
         try:
             yield from self._read(raw, gz, head)
         finally:
-            raw.close()
+            if raw is not sys.stdin.buffer:
+                raw.close()
 
     def _read(self, raw: BinaryIO, gz: _GzipStream | None, head: bytes) -> Iterator[Any]:
         stats = self.stats
@@ -465,7 +495,7 @@ class CaptureReader:
                     n_export = counter.n_export
             if n:
                 self.position = base + pos
-                stats.disk_position = self.position if gz is None else raw.tell()
+                stats.disk_position = self.position if gz is None else gz.consumed
                 if write_out:
                     yield batch.head(n)
                     if self.batch_supply is not None:

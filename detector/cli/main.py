@@ -42,6 +42,8 @@ FLOWS_EPILOG = (
       rotated hourly captures, given in time order, read as one stream: flows
       continue across files; Parquet for pandas, DuckDB or Spark
   egress-detector flows mirror.pcapng --idle-timeout 60 -o flows.csv
+  tcpdump -i eth1 -w - | egress-detector flows - -o flows.parquet
+      a pcap stream on standard input (gzip too): flows are written when it ends
 
 flow columns, timeouts and how packets are counted: docs/flows.md
 bytes are frame bytes on the wire (as tshark's conversation table counts them),
@@ -106,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "captures",
         nargs="+",
         metavar="CAPTURE",
-        help="pcap or pcapng files, optionally gzip-compressed; rotated files in time order",
+        help="pcap or pcapng files, optionally gzip-compressed; rotated files in time "
+        "order; - reads a pcap stream from standard input",
     )
     flows.add_argument(
         "-o",

@@ -1,0 +1,55 @@
+"""The command line as an administrator uses it: help, exit codes, standard
+input, output formats."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+from test_bad_input import pcap_bytes
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "detector", *args], input=stdin,
+                          capture_output=True, timeout=180)  # fmt: skip
+
+
+def test_no_command_prints_help_and_exits_2():
+    proc = run()
+    assert proc.returncode == 2 and b"flows" in proc.stderr
+
+
+def test_flows_help_teaches():
+    proc = run("flows", "--help")
+    text = proc.stdout.decode()
+    assert proc.returncode == 0
+    for needle in ("examples:", "exit codes:", "--idle-timeout", "Parquet", "docs/flows.md"):
+        assert needle in text
+
+
+def test_parquet_needs_a_file(tmp_path):
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(3))
+    proc = run("flows", str(capture), "--format", "parquet")
+    assert proc.returncode == 2 and b"-o FILE.parquet" in proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+def test_standard_input_plain_and_gzip(tmp_path):
+    data = pcap_bytes(5)
+    for stdin in (data, gzip.compress(data, mtime=0)):
+        proc = run("flows", "-", "--format", "jsonl", "-q", stdin=stdin)
+        assert proc.returncode == 0, proc.stderr
+        flows = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert sorted(f["src_port"] for f in flows) == [40000, 40001, 40002, 40003, 40004]
+        assert all(f["dst_ip"] == "198.51.100.7" and f["src2dst_bytes"] == 60 for f in flows)
+
+
+def test_top_orders_by_bytes(tmp_path):
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(4))
+    proc = run("flows", str(capture), "--top", "2", "-q")
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 0 and len(lines) == 3 and lines[0].startswith("first packet")
