@@ -47,6 +47,32 @@ N_COUNTERS = 16
 
 
 @njit(**INLINE)
+def _write_row(out, r, t, if_id, sh, sl, dh, dl, sp, dp, pr, ipv, orig, incl, fl, vl, fr, fid,
+               offset_in_file, st):  # fmt: skip
+    """Write one decoded packet into row ``r`` of the batch arrays ``out``."""
+    (ts_ns, interface, src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto, ip_version,
+     wire_len, cap_len, tcp_flags, vlan, frag, frag_id, offset, status) = out  # fmt: skip
+    ts_ns[r] = t
+    interface[r] = if_id
+    src_hi[r] = sh
+    src_lo[r] = sl
+    dst_hi[r] = dh
+    dst_lo[r] = dl
+    sport[r] = sp
+    dport[r] = dp
+    proto[r] = pr
+    ip_version[r] = ipv
+    wire_len[r] = orig
+    cap_len[r] = incl
+    tcp_flags[r] = fl
+    vlan[r] = vl
+    frag[r] = fr
+    frag_id[r] = fid
+    offset[r] = offset_in_file
+    status[r] = st
+
+
+@njit(**INLINE)
 def _take(counters, t, wire, st):
     counters[COUNT_PACKETS] += 1
     counters[COUNT_WIRE_BYTES] += wire
@@ -125,8 +151,6 @@ def walk_pcap(
     read back. Returns ``(packets, stop_pos, why, detail, n_export)``;
     ``detail`` is the bad length for WALK_RECORD_TOO_LONG.
     """
-    (ts_ns, interface, src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto, ip_version,
-     wire_len, cap_len, tcp_flags, vlan, frag, frag_id, offset, status) = out  # fmt: skip
     flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
     frac_mul = 1 if nanosecond else 1000
     # Running totals live in registers and reach ``counters`` once, at the end.
@@ -182,24 +206,8 @@ def walk_pcap(
             over_wirelen += 1
         counters[COUNT_STATUS + st] += 1
         if write_out:
-            ts_ns[row] = t
-            interface[row] = 0
-            src_hi[row] = sh
-            src_lo[row] = sl
-            dst_hi[row] = dh
-            dst_lo[row] = dl
-            sport[row] = sp
-            dport[row] = dp
-            proto[row] = pr
-            ip_version[row] = ipv
-            wire_len[row] = orig
-            cap_len[row] = incl
-            tcp_flags[row] = fl
-            vlan[row] = vl
-            frag[row] = fr
-            frag_id[row] = fid
-            offset[row] = base_offset + pos
-            status[row] = st
+            _write_row(out, row, t, 0, sh, sl, dh, dl, sp, dp, pr, ipv, orig, incl, fl, vl, fr,
+                       fid, base_offset + pos, st)  # fmt: skip
         row += 1
         pos = data + incl
     counters[COUNT_PACKETS] += row
@@ -275,26 +283,6 @@ def walk_pcapng(
     carry the section's byte order and interface table across calls. Other
     arguments and the result as for ``walk_pcap``.
     """
-    (
-        ts_ns,
-        interface,
-        src_hi,
-        src_lo,
-        dst_hi,
-        dst_lo,
-        sport,
-        dport,
-        proto,
-        ip_version,
-        wire_len,
-        cap_len,
-        tcp_flags,
-        vlan,
-        frag,
-        frag_id,
-        offset,
-        status,
-    ) = out
     flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
     row = 0
     while row < max_records:
@@ -437,23 +425,6 @@ def walk_pcapng(
         pos += block_len
         if not write_out:
             continue
-        r = row - 1
-        ts_ns[r] = t
-        interface[r] = if_id
-        src_hi[r] = sh
-        src_lo[r] = sl
-        dst_hi[r] = dh
-        dst_lo[r] = dl
-        sport[r] = sp
-        dport[r] = dp
-        proto[r] = pr
-        ip_version[r] = ipv
-        wire_len[r] = orig
-        cap_len[r] = incl
-        tcp_flags[r] = fl
-        vlan[r] = vl
-        frag[r] = fr
-        frag_id[r] = fid
-        offset[r] = base_offset + block_start
-        status[r] = st
+        _write_row(out, row - 1, t, if_id, sh, sl, dh, dl, sp, dp, pr, ipv, orig, incl, fl, vl,
+                   fr, fid, base_offset + block_start, st)  # fmt: skip
     return row, pos, WALK_OK, 0, n_export
