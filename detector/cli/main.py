@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[1, 2],
         metavar="N",
         help="1: decode and count in one pass; 2: decode in a second thread while counting "
-        "(the same flows, faster on 2 or more cores). Default: 2 when the machine has 2 or "
-        "more cores",
+        "(the same flows, faster on 2 or more cores). Default: 2 for inputs over 64 MB on a "
+        "machine with 2 or more cores, else 1",
     )
     flows.add_argument(
         "-q",
@@ -203,7 +203,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     from .. import _jit
     from ..capture import CaptureProblem, CaptureStats
     from ..flows.records import iter_flow_columns, largest_rows
-    from ..flows.table import count_flows
+    from ..flows.table import auto_threads, count_flows
     from ..flows.write import human_bytes, write_flows
 
     fmt = _output_format(args)
@@ -231,7 +231,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         idle_timeout=args.idle_timeout,
         active_timeout=args.active_timeout,
         max_flows=args.max_flows,
-        threads=args.threads if args.threads is not None else min(2, os.cpu_count() or 1),
+        threads=args.threads if args.threads is not None else auto_threads(args.captures),
         on_problem=on_problem,
         stats_out=stats,
         progress=lambda b: _progress(b, args.captures, not args.quiet),
