@@ -17,7 +17,6 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import numpy as np
@@ -652,7 +651,3 @@ def read_packets(
                 on_problem(problem)
             elif problem.fatal:
                 raise DecodeError(str(problem))
-
-
-def file_size(path: str | os.PathLike[str]) -> int:
-    return Path(path).stat().st_size
