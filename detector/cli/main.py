@@ -213,7 +213,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     compiling = not _jit.is_compiled_cache_warm()
     if compiling and not args.quiet:
         _say(
-            f"compiling the packet kernels for this machine (once, about 30 s; cached in "
+            f"compiling the packet kernels for this machine (once, about 45 s; cached in "
             f"{_jit.CACHE_DIR.parent})"
         )
 
