@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 CORPUS = Path(os.environ.get("EGRESS_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 PCAPS = CORPUS / "pcaps"
 TRUTH = CORPUS / "truth"
@@ -41,6 +43,13 @@ NO_VLAN = 0xFFFF
 
 def have_corpus() -> bool:
     return PCAPS.is_dir() and TRUTH.is_dir()
+
+
+# The one skip marker for tests that need the corpus (CI has it; a user's fresh
+# clone may not).
+needs_corpus = pytest.mark.skipif(
+    not have_corpus(), reason=f"the shared capture corpus is not at {CORPUS} (set EGRESS_CORPUS)"
+)
 
 
 def corpus_files() -> list[Path]:

@@ -9,11 +9,7 @@ import pytest
 
 from detector.capture import CaptureReader, concat
 
-from corpus import CORPUS, comparable, corpus_files, have_corpus, load_truth
-
-needs_corpus = pytest.mark.skipif(
-    not have_corpus(), reason=f"the shared capture corpus is not at {CORPUS} (set EGRESS_CORPUS)"
-)
+from corpus import comparable, corpus_files, load_truth, needs_corpus
 
 # Captures where we differ from tshark, and why. Every other field of every
 # other packet must match exactly.

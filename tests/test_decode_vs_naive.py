@@ -234,9 +234,7 @@ def test_pcapng_packet_of_undescribed_interface(tmp_path):
 # capture agrees on every field of every packet.
 KNOWN_DECODE_DIFFS: dict[str, str] = {}
 
-needs_corpus = pytest.mark.skipif(
-    not corpus.have_corpus(),
-    reason=f"the shared capture corpus is not at {corpus.CORPUS} (set EGRESS_CORPUS)")
+needs_corpus = corpus.needs_corpus
 
 
 @needs_corpus

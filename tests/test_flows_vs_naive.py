@@ -355,9 +355,7 @@ def test_fragment_cache_forgets_a_first_fragment_replaced_in_its_slot(tmp_path):
 # file -> the columns on which the kernel's flows differ from naive.py's, and why.
 KNOWN_FLOW_DIFFS: dict[str, set[str]] = {}
 
-needs_corpus = pytest.mark.skipif(
-    not corpus.have_corpus(),
-    reason=f"the shared capture corpus is not at {corpus.CORPUS} (set EGRESS_CORPUS)")
+needs_corpus = corpus.needs_corpus
 
 
 @needs_corpus

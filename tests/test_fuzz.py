@@ -12,14 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from corpus import CORPUS, have_corpus
+from corpus import needs_corpus
 
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.mark.skipif(not have_corpus(), reason=f"the shared capture corpus is not at {CORPUS}")
+@needs_corpus
 def test_kernels_never_read_out_of_bounds_on_mutated_captures():
     env = dict(os.environ, EGRESS_DETECTOR_BOUNDSCHECK="1")
     proc = subprocess.run(

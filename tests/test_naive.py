@@ -685,7 +685,7 @@ KNOWN_CORPUS_DIFFS = {
 }
 
 
-@pytest.mark.skipif(not corpus.have_corpus(), reason="shared corpus not found")
+@corpus.needs_corpus
 def test_corpus_agrees_with_tshark():
     files = corpus.corpus_files()
     assert len(files) >= 150

@@ -6,7 +6,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -269,21 +269,12 @@ class FlowTable:
 
 
 def flows_from_captures(
-    paths: Iterable[str | os.PathLike[str]],
-    *,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    active_timeout: float = DEFAULT_ACTIVE_TIMEOUT,
-    max_flows: int = DEFAULT_MAX_FLOWS,
-    on_problem: Callable[[CaptureProblem], None] | None = None,
-    stats_out: list[CaptureStats] | None = None,
-    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+    paths: Iterable[str | os.PathLike[str]], **options: Any
 ) -> tuple[pd.DataFrame, FlowTable]:
     """Read captures (one stream, in the order given) and return their flows as
-    a DataFrame, and the table (for its counters)."""
-    table = count_flows(
-        paths, idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows,
-        on_problem=on_problem, stats_out=stats_out, progress=progress,
-    )  # fmt: skip
+    a DataFrame, and the table (for its counters). Options as for
+    :func:`count_flows`."""
+    table = count_flows(paths, **options)
     return table.to_frame(), table
 
 
