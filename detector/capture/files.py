@@ -621,7 +621,7 @@ def read_packets(
     batch_supply: Callable[[], PacketBatch] | None = None,
 ) -> Iterator[Any]:
     """Packets of several files, in the order given, as one stream of batches
-    (with a ``counter``, counted into it and yielded as packet counts; see
+    (with a ``counter``, counted into it, yielding bytes of input read; see
     :class:`CaptureReader`).
 
     Problems go to ``on_problem``; without one, the first fatal problem raises

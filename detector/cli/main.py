@@ -31,6 +31,7 @@ EXIT_CODES_HELP = """exit codes:
   2  usage, policy or configuration error
   3  some input could not be read completely; everything read before the damage
      is in the output, and each problem is reported on stderr with its byte offset
+     (a scan that also raised alerts exits 1: alerts come first)
   4  internal error (a bug): rerun with --traceback and report what it prints
 """
 
@@ -48,6 +49,25 @@ FLOWS_EPILOG = (
 flow columns, timeouts and how packets are counted: docs/flows.md
 bytes are frame bytes on the wire (as tshark's conversation table counts them),
 correct even for headers-only captures (small snap length).
+
+"""
+    + EXIT_CODES_HELP
+)
+
+
+SCAN_EPILOG = (
+    """examples:
+  egress-detector scan --policy site.toml incident.pcap
+      alerts as a table, worst first, in the site's local time
+  egress-detector scan --policy site.toml --format jsonl -o alerts.jsonl /var/captures/*.pcap.gz
+      JSON lines with ECS field names, for a SIEM (Elastic, Splunk, Wazuh)
+  egress-detector scan --policy site.toml --features-out hosts.parquet day.pcapng
+      also write the per-host window features (the model's input)
+
+the site policy (networks, isolated hosts, business hours, allowlist, rule
+thresholds): docs/policy.md. The rules and what each one catches: docs/rules.md.
+Without --policy: RFC 1918 and fc00::/7 are internal, business hours are
+Mon-Fri 08:00-18:00 in this machine's time zone, and no host is isolated.
 
 """
     + EXIT_CODES_HELP
@@ -164,6 +184,65 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no summary or progress on stderr (problems are still reported)",
     )
+
+    scan = commands.add_parser(
+        "scan",
+        help="check captures against the site policy and raise alerts",
+        description="Read captures, build per-host traffic in the site's time zone, run the "
+        "egress rules and write alerts: a table, JSON lines (ECS) or CSV.",
+        epilog=SCAN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scan.add_argument(
+        "captures",
+        nargs="+",
+        metavar="CAPTURE",
+        help="pcap or pcapng files, optionally gzip-compressed; rotated files in time "
+        "order; - reads a pcap stream from standard input",
+    )
+    scan.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="the site policy (TOML, see docs/policy.md); default: built-in defaults, "
+        "with a warning",
+    )
+    scan.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write alerts to FILE; the format follows the extension (.jsonl, .csv) unless "
+        "--format is given; default: stdout",
+    )
+    scan.add_argument(
+        "--format",
+        choices=["table", "jsonl", "csv"],
+        help="alert format (default: from -o's extension, else table)",
+    )
+    scan.add_argument(
+        "--features-out",
+        metavar="FILE.parquet",
+        help="also write the per-host window features (Parquet; .csv writes CSV)",
+    )
+    scan.add_argument(
+        "--window",
+        type=int,
+        metavar="MINUTES",
+        help="feature window in minutes, aligned in site-local time; must divide a day "
+        "(default: the policy's features.window_minutes, else 10)",
+    )
+    scan.add_argument(
+        "--threads",
+        type=int,
+        choices=[1, 2],
+        metavar="N",
+        help="1 or 2 threads for reading (default: 2 for inputs over 64 MB on 2 or more cores)",
+    )
+    scan.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no summary or progress on stderr (problems and policy warnings are still shown)",
+    )
     return parser
 
 
@@ -263,6 +342,77 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
 
 
+def _run_scan(args: argparse.Namespace) -> ExitStatus:
+    from .. import _jit
+    from ..alerts import write_alerts
+    from ..capture import CaptureProblem, CaptureStats
+    from ..detect.scan import scan_captures
+    from ..flows.table import auto_threads
+    from ..flows.write import human_bytes
+    from ..policy import default_policy, load_policy
+
+    policy = load_policy(args.policy) if args.policy else default_policy()
+    for warning in policy.warnings:
+        _say(f"warning: {warning}")
+    if args.window is not None and not (1 <= args.window <= 1440 and 1440 % args.window == 0):
+        _say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
+        return ExitStatus.USAGE
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.output).suffix.lower() if args.output else ""
+        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(
+            suffix, "table"
+        )
+    if args.features_out and Path(args.features_out).suffix.lower() not in (
+        ".parquet", ".pq", ".csv"
+    ):  # fmt: skip
+        _say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
+        return ExitStatus.USAGE
+    if not _jit.is_compiled_cache_warm() and not args.quiet:
+        _say(
+            f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+            f"{_jit.CACHE_DIR.parent})"
+        )
+
+    damaged = False
+
+    def on_problem(problem: CaptureProblem) -> None:
+        nonlocal damaged
+        damaged = damaged or problem.fatal
+        _say(("error: " if problem.fatal else "warning: ") + str(problem))
+
+    stats: list[CaptureStats] = []
+    started = time.perf_counter()
+    result = scan_captures(
+        args.captures,
+        policy,
+        window_minutes=args.window,
+        threads=args.threads if args.threads is not None else auto_threads(args.captures),
+        on_problem=on_problem,
+        stats_out=stats,
+        progress=lambda b: _progress(b, args.captures, not args.quiet),
+    )
+    write_alerts(result.alerts, fmt, args.output, policy.zone, policy.site_name)
+    if args.features_out:
+        if Path(args.features_out).suffix.lower() == ".csv":
+            result.features.to_csv(args.features_out, index=False)
+        else:
+            result.features.to_parquet(args.features_out, index=False, compression="zstd")
+    if not args.quiet:
+        elapsed = time.perf_counter() - started
+        packets = sum(s.packets for s in stats)
+        wire = sum(s.wire_bytes for s in stats)
+        hosts = result.features["host"].nunique() if len(result.features) else 0
+        _say(
+            f"{len(stats)} file(s), {packets:,} packets ({human_bytes(wire)}), "
+            f"{hosts} internal hosts, {len(result.features):,} host windows "
+            f"→ {len(result.alerts)} alert(s) in {elapsed:.2f} s"
+        )
+    if result.alerts:
+        return ExitStatus.ALERTS
+    return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -272,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "flows":
             return _run_flows(args)
+        if args.command == "scan":
+            return _run_scan(args)
     except DetectorError as exc:
         if args.traceback:
             raise

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -288,6 +288,7 @@ def count_flows(
     stats_out: list[CaptureStats] | None = None,
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     threads: int = 1,
+    also: Sequence[BatchConsumer] = (),
 ) -> FlowTable:
     """Read captures (one stream, in the order given) into a flow table and close
     every flow; ``table.columns()`` or ``table.to_frame()`` give the records.
@@ -295,11 +296,18 @@ def count_flows(
     One thread decodes and counts in a single pass. Two threads split the work
     into a pipeline: one decodes the next batch while the other counts this one
     (both kernels release the GIL); the flows are identical either way.
+
+    ``also`` are more consumers (e.g. the per-minute activity table of a scan)
+    fed every decoded batch after the flow table, so a capture is read once.
     """
     table = FlowTable(idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows)
+    consumers: list[BatchConsumer] = [table, *also]
     if threads >= 2:
-        steps = _decode_in_background(table, paths, on_problem, stats_out)
+        steps = _decode_in_background(consumers, paths, on_problem, stats_out)
+    elif also:
+        steps = _feed(consumers, paths, on_problem, stats_out)
     else:
+        # The fused kernel: decode and count without writing a batch at all.
         steps = read_packets(paths, counter=table, on_problem=on_problem, stats_out=stats_out)
     for _ in progress(steps) if progress else steps:
         pass
@@ -325,8 +333,29 @@ PIPELINE_BATCH = 1 << 15  # packets per batch between the two threads: fits in L
 PIPELINE_DEPTH = 4  # batches in flight
 
 
+class BatchConsumer(Protocol):
+    def ingest(self, batch: PacketBatch) -> None: ...
+
+
+def _feed(
+    consumers: Sequence[BatchConsumer],
+    paths: Iterable[str | os.PathLike[str]],
+    on_problem: Callable[[CaptureProblem], None] | None,
+    stats_out: list[CaptureStats] | None,
+) -> Iterator[int]:
+    """Decode batches and hand each to every consumer; yields bytes-on-disk progress."""
+    stats: list[CaptureStats] = stats_out if stats_out is not None else []
+    done = 0
+    for batch in read_packets(paths, reuse_batch=True, on_problem=on_problem, stats_out=stats):
+        for consumer in consumers:
+            consumer.ingest(batch)
+        position = sum(s.disk_position for s in stats)
+        yield position - done
+        done = position
+
+
 def _decode_in_background(
-    table: FlowTable,
+    consumers: Sequence[BatchConsumer],
     paths: Iterable[str | os.PathLike[str]],
     on_problem: Callable[[CaptureProblem], None] | None,
     stats_out: list[CaptureStats] | None,
@@ -379,7 +408,8 @@ def _decode_in_background(
                 raise error
             if slot is None:
                 break
-            table.ingest(slot)
+            for consumer in consumers:
+                consumer.ingest(slot)
             free.put(_whole(slot))
             yield advanced
     finally:

@@ -1,0 +1,136 @@
+"""Where alerts go: a table for a person, JSON lines (ECS) for a SIEM, CSV for a
+spreadsheet. Every format carries the same alerts in the same order (worst
+first)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+from ..flows.write import human_bytes
+from .record import SEVERITY_NAMES, Alert, local_time, to_ecs
+
+ALERT_FORMATS = ("table", "jsonl", "csv")
+
+CSV_COLUMNS = (
+    "@timestamp",
+    "severity",
+    "severity_name",
+    "rule_id",
+    "rule_name",
+    "start",
+    "end",
+    "source_ip",
+    "source_bytes",
+    "source_packets",
+    "source_port",
+    "destination_ip",
+    "destination_port",
+    "destination_bytes",
+    "destination_packets",
+    "transport",
+    "direction",
+    "community_id",
+    "site",
+    "message",
+)
+
+
+def write_alerts(
+    alerts: Sequence[Alert],
+    fmt: str,
+    output: str | None,
+    zone: ZoneInfo,
+    site_name: str,
+) -> None:
+    """Write ``alerts`` as ``fmt`` to the file ``output`` (stdout when None)."""
+    if fmt not in ALERT_FORMATS:
+        raise ValueError(f"unknown alert format {fmt!r} (one of {', '.join(ALERT_FORMATS)})")
+    if output is None:
+        _write(alerts, fmt, sys.stdout, zone, site_name)
+        sys.stdout.flush()
+        return
+    with open(output, "w", encoding="utf-8", newline="") as stream:
+        _write(alerts, fmt, stream, zone, site_name)
+
+
+def _write(alerts: Sequence[Alert], fmt: str, stream: IO[str], zone: ZoneInfo, site: str) -> None:
+    if fmt == "jsonl":
+        for alert in alerts:
+            stream.write(json.dumps(to_ecs(alert, zone, site), ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(stream)
+        writer.writerow(CSV_COLUMNS)
+        for alert in alerts:
+            writer.writerow(_csv_row(alert, zone, site))
+    else:
+        stream.write(format_table(alerts, zone, site))
+
+
+def _csv_row(alert: Alert, zone: ZoneInfo, site: str) -> list[Any]:
+    return [
+        local_time(alert.start_ns, zone),
+        alert.severity,
+        SEVERITY_NAMES.get(alert.severity, ""),
+        alert.rule_id,
+        alert.rule_name,
+        local_time(alert.start_ns, zone),
+        local_time(alert.end_ns, zone),
+        alert.source_ip,
+        alert.source_bytes,
+        alert.source_packets,
+        "" if alert.source_port is None else alert.source_port,
+        alert.destination_ip or "",
+        "" if alert.destination_port is None else alert.destination_port,
+        alert.destination_bytes if alert.destination_ip else "",
+        alert.destination_packets if alert.destination_ip else "",
+        alert.transport or "",
+        alert.direction or "",
+        alert.community_id or "",
+        site,
+        alert.message,
+    ]
+
+
+def format_table(alerts: Sequence[Alert], zone: ZoneInfo, site: str, width: int = 100) -> str:
+    """Alerts for a person: worst first, local times, sizes in kB/MB/GB."""
+    out = io.StringIO()
+    if not alerts:
+        out.write(f"no alerts ({site})\n")
+        return out.getvalue()
+    header = f"{'SEVERITY':<9}{'RULE':<29}{'WHEN (local)':<28}{'HOST':<17}{'OTHER SIDE':<23}SENT"
+    out.write(header + "\n")
+    for alert in alerts:
+        start = local_time(alert.start_ns, zone, digits=0)
+        end = local_time(alert.end_ns, zone, digits=0)
+        when = f"{start[:10]} {start[11:16]}–{end[11:16]}"
+        if start[:10] != end[:10]:
+            when = f"{start[5:10]} {start[11:16]}–{end[5:10]} {end[11:16]}"
+        other = alert.destination_ip or ""
+        if other and alert.destination_port is not None:
+            other = f"[{other}]" if ":" in other else other
+            # An ephemeral port on the other side says nothing: show the service's.
+            if alert.source_port is None or alert.destination_port <= alert.source_port:
+                other += f":{alert.destination_port}"
+        sent = human_bytes(alert.source_bytes) if alert.source_bytes else ""
+        out.write(
+            f"{SEVERITY_NAMES.get(alert.severity, '?').upper():<9}{alert.rule_id:<29}"
+            f"{when:<28}{alert.source_ip:<17}{other:<23}{sent}\n"
+        )
+        for line in textwrap.wrap(alert.message, width=width - 4):
+            out.write(f"    {line}\n")
+    counts: dict[str, int] = {}
+    for alert in alerts:
+        name = SEVERITY_NAMES.get(alert.severity, "?")
+        counts[name] = counts.get(name, 0) + 1
+    summary = ", ".join(
+        f"{counts[name]} {name}" for name in ("critical", "high", "medium", "low") if name in counts
+    )
+    out.write(f"\n{len(alerts)} alert(s) for {site}: {summary}; times are {zone.key} local time\n")
+    return out.getvalue()

@@ -1,0 +1,1 @@
+"""Detection: the rules (and, later, the model) over per-host traffic."""

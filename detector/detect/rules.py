@@ -1,0 +1,609 @@
+"""The core egress rules. Each is declared once in ``RULES`` (id, name, what it
+catches) and implemented by one function over the per-host traffic view.
+
+Thresholds and severities come from the site policy (docs/policy.md); what each
+rule catches, its known false positives and its regression captures are in
+docs/rules.md. Every rule merges consecutive minutes of the same (host,
+destination) — gaps up to one feature window — into one alert with a start and
+an end, so a long transfer is one alert, not a flood.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..alerts.record import Alert
+from ..features.hosts import HOUR_NS, MINUTE_NS, HostTraffic
+from ..flows.community_id import community_id_v1
+from ..flows.records import TRANSPORT_NAMES
+from ..flows.write import human_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..policy import Policy
+
+# Beyond this many destinations for one (rule, host), the rest are summed into
+# one more alert: a host sweeping the internet must not bury the console.
+MAX_ALERTS_PER_HOST = 20
+
+
+@dataclass
+class ScanContext:
+    policy: Policy
+    traffic: HostTraffic
+    window_minutes: int
+
+    @property
+    def gap_ns(self) -> int:
+        """Minutes closer than this belong to the same alert."""
+        return self.window_minutes * MINUTE_NS
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule_id: str
+    name: str
+    catches: str
+    check: Callable[[ScanContext], list[Alert]]
+
+
+# -- shared helpers ----------------------------------------------------------------
+
+
+def _runs(minutes: np.ndarray, gap_ns: int) -> np.ndarray:
+    """Run number of each sorted minute: a new run starts after a gap > ``gap_ns``."""
+    if len(minutes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(np.diff(minutes) > gap_ns)]).astype(np.int64)
+
+
+def _dense_spans(
+    minutes: np.ndarray, volume: np.ndarray, span_ns: int, threshold: int, gap_ns: int
+) -> list[tuple[int, int]]:
+    """Index ranges [first, last] of ``minutes`` (sorted, unique) covered by some
+    span of ``span_ns`` whose ``volume`` reaches ``threshold``, merged when
+    closer than ``gap_ns``.
+
+    A span is a run of whole minutes: the one ending at minute t covers
+    (t - span, t]. Every minute is tried as an end, so where window or hour
+    boundaries fall cannot hide a transfer.
+    """
+    if len(minutes) == 0:
+        return []
+    total = np.concatenate([[0], np.cumsum(volume, dtype=np.int64)])
+    starts = np.searchsorted(minutes, minutes - span_ns + MINUTE_NS, side="left")
+    sums = total[1:] - total[starts]
+    hits = np.flatnonzero(sums >= threshold)
+    spans: list[tuple[int, int]] = []
+    for end in hits:
+        first = int(starts[end])
+        # Trim minutes that carried nothing at the front of the span.
+        while first < end and volume[first] == 0:
+            first += 1
+        if spans and minutes[first] - minutes[spans[-1][1]] <= gap_ns:
+            spans[-1] = (spans[-1][0], int(end))
+        else:
+            spans.append((first, int(end)))
+    return spans
+
+
+def _between(rows: pd.DataFrame, first_minute: int, last_minute: int) -> pd.DataFrame:
+    minutes = rows["minute_ns"].to_numpy()
+    return rows[(minutes >= first_minute) & (minutes <= last_minute)]
+
+
+def _packed(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed
+
+
+def _transport(proto: int) -> str:
+    return TRANSPORT_NAMES.get(int(proto), str(int(proto)))
+
+
+def _main_conversation(rows: pd.DataFrame) -> Any:
+    """The conversation (peer port, host port, proto) that carried most bytes."""
+    by = rows.groupby(["peer_port", "host_port", "proto"], sort=False)[["bytes_out", "bytes_in"]]
+    sums = by.sum()
+    return (sums["bytes_out"] + sums["bytes_in"]).idxmax()
+
+
+def _local(ts_ns: int, policy: Policy) -> datetime:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).astimezone(policy.zone)
+
+
+def _when(start_ns: int, end_ns: int, policy: Policy) -> str:
+    """'from 02:13 to 02:19 local time (Wed 2026-02-04)' in the site's zone."""
+    a, b = _local(start_ns, policy), _local(end_ns, policy)
+    if a.date() == b.date():
+        return f"from {a:%H:%M} to {b:%H:%M} local time ({a:%a %Y-%m-%d})"
+    return f"from {a:%a %Y-%m-%d %H:%M} to {b:%a %Y-%m-%d %H:%M} local time"
+
+
+def _hours_phrase(start_ns: int, end_ns: int, policy: Policy) -> str:
+    minutes = np.arange(start_ns - start_ns % MINUTE_NS, end_ns + 1, MINUTE_NS, dtype=np.int64)
+    business = policy.is_business_time(minutes)
+    if not business.any():
+        return "outside business hours"
+    if business.all():
+        return "during business hours"
+    return "partly outside business hours"
+
+
+def _alert_for_rows(
+    ctx: ScanContext,
+    rule: Rule,
+    severity: int,
+    host: int,
+    peer: int | None,
+    rows: pd.DataFrame,
+    message: str,
+    direction: str | None,
+    evidence: dict[str, Any],
+) -> Alert:
+    traffic = ctx.traffic
+    alert = Alert(
+        rule_id=rule.rule_id,
+        rule_name=rule.name,
+        severity=severity,
+        start_ns=int(rows["first_ns"].min()),
+        end_ns=int(rows["last_ns"].max()),
+        source_ip=traffic.text(host),
+        message=message,
+        source_bytes=int(rows["bytes_out"].sum()),
+        source_packets=int(rows["packets_out"].sum()),
+        direction=direction,
+        evidence=evidence,
+    )
+    if peer is not None:
+        peer_port, host_port, proto = _main_conversation(rows)
+        alert.destination_ip = traffic.text(peer)
+        if int(proto) in PORTED:
+            alert.source_port = int(host_port)
+            alert.destination_port = int(peer_port)
+        alert.destination_bytes = int(rows["bytes_in"].sum())
+        alert.destination_packets = int(rows["packets_in"].sum())
+        alert.transport = _transport(proto)
+        alert.community_id = community_id_v1(
+            _packed(alert.source_ip),
+            _packed(alert.destination_ip),
+            int(proto),
+            int(host_port),
+            int(peer_port),
+        )
+    return alert
+
+
+PORTED = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite
+
+
+def _service_port(alert: Alert) -> int | None:
+    """The port that names the service: the peer's, unless the host is the
+    server (its port is the lower one, e.g. 445 against an ephemeral 51682)."""
+    if alert.destination_port is None:
+        return None
+    if alert.source_port is not None and alert.source_port < alert.destination_port:
+        return alert.source_port
+    return alert.destination_port
+
+
+def _endpoint(alert: Alert) -> str:
+    """'203.0.113.140:443' when the other side offers the service, else
+    '10.8.10.44 (to tcp/445 on the host)'."""
+    if alert.destination_ip is None:
+        return "?"
+    ip = alert.destination_ip
+    text = f"[{ip}]" if ":" in ip else ip
+    service = _service_port(alert)
+    if service is None:
+        return text
+    if service == alert.destination_port:
+        return f"{text}:{service}"
+    return f"{text} (to {alert.transport}/{service} on {alert.source_ip})"
+
+
+def _services(rows: pd.DataFrame) -> str:
+    """' over tcp/445, tcp/3389' — each conversation's service port, most bytes first."""
+    totals = rows.assign(total=rows["bytes_out"] + rows["bytes_in"])
+    low = np.minimum(totals["host_port"].to_numpy(), totals["peer_port"].to_numpy())
+    totals = totals.assign(service=low)
+    by = (
+        totals.groupby(["proto", "service"], sort=False)["total"].sum().sort_values(ascending=False)
+    )
+    names = [
+        f"{_transport(proto)}/{port}" if proto in PORTED else _transport(proto)
+        for proto, port in by.index[:4]
+    ]
+    more = f" and {len(by) - 4} more" if len(by) > 4 else ""
+    return " over " + ", ".join(dict.fromkeys(names)) + more
+
+
+def _limit_per_host(alerts: list[Alert], rule: Rule) -> list[Alert]:
+    by_host: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        by_host.setdefault(alert.source_ip, []).append(alert)
+    kept: list[Alert] = []
+    for host, group in by_host.items():
+        group.sort(key=lambda a: a.sort_key)
+        kept.extend(group[:MAX_ALERTS_PER_HOST])
+        rest = group[MAX_ALERTS_PER_HOST:]
+        if rest:
+            peers = sorted({a.destination_ip or "" for a in rest})
+            kept.append(
+                Alert(
+                    rule_id=rule.rule_id,
+                    rule_name=rule.name,
+                    severity=max(a.severity for a in rest),
+                    start_ns=min(a.start_ns for a in rest),
+                    end_ns=max(a.end_ns for a in rest),
+                    source_ip=host,
+                    message=f"{host}: {len(rest)} more {rule.rule_id} findings with "
+                    f"{len(peers)} more destinations (the {MAX_ALERTS_PER_HOST} largest are "
+                    "separate alerts)",
+                    source_bytes=sum(a.source_bytes for a in rest),
+                    source_packets=sum(a.source_packets for a in rest),
+                    evidence={"more_destinations": len(peers), "examples": peers[:10]},
+                )
+            )
+    return kept
+
+
+# -- the rules -----------------------------------------------------------------------
+
+
+def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
+    rule = RULES["isolated-egress"]
+    settings = ctx.policy.rule(rule.rule_id)
+    f = ctx.traffic.frame
+    mask = (
+        f["host_isolated"].to_numpy()
+        & ~f["peer_isolated"].to_numpy()
+        & ~f["peer_isolated_peer"].to_numpy()
+    )
+    if settings["ignore_local_scope"]:
+        mask &= ~f["peer_local_scope"].to_numpy()
+    alerts: list[Alert] = []
+    for (host, peer), rows in f[mask].groupby(["host_id", "peer_id"], sort=False):
+        runs = _runs(rows["minute_ns"].to_numpy(), ctx.gap_ns)
+        for _, episode in rows.groupby(runs, sort=True):
+            external = bool(episode["peer_external"].iloc[0])
+            severity = settings.severity if external else settings["internal_severity"]
+            alert = _alert_for_rows(
+                ctx, rule, severity, int(host), int(peer), episode, "",
+                "egress" if external else "internal", {"host_role": "isolated"},
+            )  # fmt: skip
+            kind = "outside address" if external else "internal host (not isolated)"
+            alert.message = (
+                f"{alert.source_ip} (isolated) exchanged packets with {kind} "
+                f"{alert.destination_ip}{_services(episode)}: sent "
+                f"{human_bytes(alert.source_bytes)}, received "
+                f"{human_bytes(alert.destination_bytes)} "
+                f"{_when(alert.start_ns, alert.end_ns, ctx.policy)}, "
+                f"{_hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)}"
+            )
+            if not external:
+                alert.message += "; a bridge between the isolated and the internet side?"
+            alerts.append(alert)
+    return _limit_per_host(alerts, rule)
+
+
+def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
+    minutes = rows["minute_ns"].to_numpy()
+    unique, inverse = np.unique(minutes, return_inverse=True)
+    return ~ctx.policy.is_business_time(unique)[inverse.reshape(-1)]
+
+
+def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
+    rule = RULES["offhours-bulk-egress"]
+    settings = ctx.policy.rule(rule.rule_id)
+    span_ns = int(settings["span_minutes"]) * MINUTE_NS
+    threshold = int(settings["min_bytes"])
+    f = ctx.traffic.frame
+    sel = f[
+        f["peer_external"].to_numpy()
+        & ~f["peer_allowlisted"].to_numpy()
+        & (f["bytes_out"].to_numpy() > 0)
+    ]
+    sel = sel[_off_hours_rows(ctx, sel)]
+    alerts: list[Alert] = []
+    for host, rows in sel.groupby("host_id", sort=False):
+        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+        minutes = per_minute.index.to_numpy()
+        for first, last in _dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
+                                        ctx.gap_ns):  # fmt: skip
+            lo, hi = minutes[first], minutes[last]
+            episode = rows[
+                (rows["minute_ns"] >= lo).to_numpy() & (rows["minute_ns"] <= hi).to_numpy()
+            ]
+            by_peer = (
+                episode.groupby("peer_id", sort=False)["bytes_out"]
+                .sum()
+                .sort_values(ascending=False)
+            )
+            top = int(by_peer.index[0])
+            top_rows = episode[episode["peer_id"].to_numpy() == top]
+            alert = _alert_for_rows(
+                ctx, rule, settings.severity, int(host), top, top_rows, "", "egress", {}
+            )
+            # The rule is about everything the host sent out in the span.
+            alert.start_ns = int(episode["first_ns"].min())
+            alert.end_ns = int(episode["last_ns"].max())
+            alert.source_bytes = int(episode["bytes_out"].sum())
+            alert.source_packets = int(episode["packets_out"].sum())
+            destinations = [
+                {"ip": ctx.traffic.text(int(p)), "bytes": int(b)}
+                for p, b in by_peer.head(5).items()
+            ]
+            alert.evidence = {
+                "threshold_bytes": threshold,
+                "span_minutes": int(settings["span_minutes"]),
+                "destinations": destinations,
+                "destination_count": len(by_peer),
+            }
+            others = len(by_peer) - 1
+            alert.message = (
+                f"{alert.source_ip} sent {human_bytes(alert.source_bytes)} to "
+                + (
+                    f"{_endpoint(alert)}"
+                    if not others
+                    else f"{others + 1} outside addresses (most to {_endpoint(alert)}, "
+                    f"{human_bytes(int(by_peer.iloc[0]))})"
+                )  # fmt: skip
+                + f" {_when(alert.start_ns, alert.end_ns, ctx.policy)}, outside business hours"
+                f" (threshold {human_bytes(threshold)} within {settings['span_minutes']} minutes)"
+            )
+            alerts.append(alert)
+    return _limit_per_host(alerts, rule)
+
+
+def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
+    rule = RULES["bulk-upload-new-destination"]
+    settings = ctx.policy.rule(rule.rule_id)
+    span_ns = int(settings["span_minutes"]) * MINUTE_NS
+    threshold = int(settings["min_bytes"])
+    new_for_ns = int(round(float(settings["new_for_hours"]) * HOUR_NS))
+    f = ctx.traffic.frame
+    sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
+    alerts: list[Alert] = []
+    for (host, peer), rows in sel.groupby(["host_id", "peer_id"], sort=False):
+        first_contact = int(rows["first_ns"].min())
+        rows = rows[rows["minute_ns"].to_numpy() < first_contact + new_for_ns]
+        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+        if int(per_minute.sum()) < threshold:
+            continue
+        minutes = per_minute.index.to_numpy()
+        for first, last in _dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
+                                        ctx.gap_ns):  # fmt: skip
+            lo, hi = minutes[first], minutes[last]
+            episode = rows[
+                (rows["minute_ns"] >= lo).to_numpy() & (rows["minute_ns"] <= hi).to_numpy()
+            ]
+            alert = _alert_for_rows(
+                ctx, rule, settings.severity, int(host), int(peer), episode, "", "egress",
+                {"threshold_bytes": threshold, "span_minutes": int(settings["span_minutes"]),
+                 "first_contact": first_contact},
+            )  # fmt: skip
+            first_local = _local(first_contact, ctx.policy)
+            alert.message = (
+                f"{alert.source_ip} uploaded {human_bytes(alert.source_bytes)} to "
+                f"{_endpoint(alert)}, a destination it first reached at "
+                f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan, "
+                f"{_when(alert.start_ns, alert.end_ns, ctx.policy)}, "
+                f"{_hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)} "
+                f"(threshold {human_bytes(threshold)} within {settings['span_minutes']} minutes)"
+            )
+            alerts.append(alert)
+    return _limit_per_host(alerts, rule)
+
+
+def check_mail_egress(ctx: ScanContext) -> list[Alert]:
+    rule = RULES["mail-egress"]
+    settings = ctx.policy.rule(rule.rule_id)
+    ports = np.array(sorted(int(p) for p in settings["ports"]), dtype=np.int32)
+    threshold = int(settings["min_bytes"])
+    f = ctx.traffic.frame
+    # The host is the mail client: the well-known port is on the other side.
+    # Mail that stays within the isolated zone (to an isolated host or an
+    # isolated peer) is the zone's own business and is not egress.
+    sel = f[
+        (f["proto"].to_numpy() == 6)
+        & np.isin(f["peer_port"].to_numpy(), ports)
+        & ~f["peer_isolated"].to_numpy()
+        & ~f["peer_isolated_peer"].to_numpy()
+    ]
+    alerts: list[Alert] = []
+    for (host, peer, peer_port), rows in sel.groupby(["host_id", "peer_id", "peer_port"],
+                                                      sort=False):  # fmt: skip
+        isolated = bool(rows["host_isolated"].iloc[0])
+        external = bool(rows["peer_external"].iloc[0])
+        if not isolated and not external:
+            continue
+        runs = _runs(rows["minute_ns"].to_numpy(), ctx.gap_ns)
+        for _, episode in rows.groupby(runs, sort=True):
+            sent = int(episode["bytes_out"].sum())
+            if not isolated and sent < threshold:
+                continue
+            severity = settings.severity if isolated else settings["large_severity"]
+            alert = _alert_for_rows(
+                ctx, rule, severity, int(host), int(peer), episode, "",
+                "egress" if external else "internal",
+                {"threshold_bytes": threshold, "host_role": "isolated" if isolated else "internal"},
+            )  # fmt: skip
+            who = f"{alert.source_ip} (isolated)" if isolated else alert.source_ip
+            why = (
+                "isolated computers must not send mail"
+                if isolated
+                else f"over the {human_bytes(threshold)} threshold for outbound mail"
+            )
+            alert.message = (
+                f"{who} sent mail (TCP {int(peer_port)}) to {_endpoint(alert)}: "
+                f"{human_bytes(sent)} {_when(alert.start_ns, alert.end_ns, ctx.policy)}; {why}"
+            )
+            alerts.append(alert)
+    return _limit_per_host(alerts, rule)
+
+
+def _nights(ctx: ScanContext, start_ns: int, end_ns: int) -> list[tuple[date, list[int]]]:
+    """Each local night touching [start_ns, end_ns]: its date and the UTC start
+    of each of its hours (5 or 7 on a daylight-saving change night)."""
+    settings = ctx.policy.rule("always-on")
+    zone = ctx.policy.zone
+    night_start = _minutes_of(str(settings["night_start"]))
+    night_end = _minutes_of(str(settings["night_end"]))
+    length = (night_end - night_start) % 1440 or 1440
+    nights = []
+    day = _local(start_ns, ctx.policy).date() - timedelta(days=1)
+    last_day = _local(end_ns, ctx.policy).date()
+    while day <= last_day:
+        local_start = datetime(day.year, day.month, day.day, tzinfo=zone) + timedelta(
+            minutes=night_start
+        )
+        begin = _utc_ns(local_start)
+        local_end = datetime(day.year, day.month, day.day, tzinfo=zone) + timedelta(
+            minutes=night_start + length
+        )
+        finish = _utc_ns(local_end)
+        hours = list(range(begin, finish, HOUR_NS))
+        nights.append((day, hours))
+        day += timedelta(days=1)
+    return nights
+
+
+def _minutes_of(text: str) -> int:
+    hh, mm = text.split(":")
+    return int(hh) * 60 + int(mm)
+
+
+def _utc_ns(local: datetime) -> int:
+    # Adding a timedelta to an aware datetime moves its wall time; timestamp()
+    # then applies the offset in force at that wall time, so a night across a
+    # daylight-saving change has its real length (5 or 7 hours for 6 on the clock).
+    return int(round(local.timestamp())) * 1_000_000_000
+
+
+def check_always_on(ctx: ScanContext) -> list[Alert]:
+    rule = RULES["always-on"]
+    settings = ctx.policy.rule(rule.rule_id)
+    traffic = ctx.traffic
+    f = traffic.frame
+    if f.empty or traffic.first_ns is None or traffic.last_ns is None:
+        return []
+    min_packets = int(settings["min_packets"])
+    seen_minutes = np.unique(f["minute_ns"].to_numpy())
+    sent = f[f["packets_out"].to_numpy() > 0]
+    per_minute = sent.groupby(["host_id", "minute_ns"], sort=True)["packets_out"].sum()
+    alerts: list[Alert] = []
+    streaks: dict[int, list[tuple[date, list[int], int]]] = {}
+    for day, hours in _nights(ctx, traffic.first_ns, traffic.last_ns):
+        if not hours:
+            continue
+        # Judge only nights the capture saw whole: traffic in every hour.
+        covered = all(np.any((seen_minutes >= h) & (seen_minutes < h + HOUR_NS)) for h in hours)
+        if not covered:
+            continue
+        edges = np.array([*hours, hours[-1] + HOUR_NS], dtype=np.int64)
+        for host, counts in per_minute.groupby(level=0, sort=False):
+            minutes = counts.index.get_level_values(1).to_numpy()
+            inside = (minutes >= edges[0]) & (minutes < edges[-1])
+            if not inside.any():
+                continue
+            slot = np.searchsorted(edges, minutes[inside], side="right") - 1
+            per_hour = np.bincount(slot, weights=counts.to_numpy()[inside], minlength=len(hours))
+            if np.all(per_hour >= min_packets):
+                streaks.setdefault(int(host), []).append((day, hours, int(per_hour.sum())))  # type: ignore[arg-type]
+    for host, nights in streaks.items():
+        runs: list[list[tuple[date, list[int], int]]] = []
+        for night in nights:
+            if runs and (night[0] - runs[-1][-1][0]).days == 1:
+                runs[-1].append(night)
+            else:
+                runs.append([night])
+        for run in runs:
+            start, end = run[0][1][0], run[-1][1][-1] + HOUR_NS
+            packets = sum(n[2] for n in run)
+            label = (
+                f"the night of {run[0][0]:%a %Y-%m-%d}"
+                if len(run) == 1
+                else f"{len(run)} nights from {run[0][0]:%a %Y-%m-%d}"
+            )
+            alerts.append(
+                Alert(
+                    rule_id=rule.rule_id,
+                    rule_name=rule.name,
+                    severity=settings.severity,
+                    start_ns=start,
+                    end_ns=end - 1,
+                    source_ip=traffic.text(host),
+                    source_packets=packets,
+                    message=(
+                        f"{traffic.text(host)} was active in every hour of {label} "
+                        f"({settings['night_start']}–{settings['night_end']} local time, "
+                        f"{packets:,} packets sent); computers should not stay on all night"
+                    ),
+                    evidence={
+                        "nights": len(run),
+                        "night_start": settings["night_start"],
+                        "night_end": settings["night_end"],
+                    },  # fmt: skip
+                )
+            )
+    return alerts
+
+
+RULES: dict[str, Rule] = {
+    rule.rule_id: rule
+    for rule in (
+        Rule(
+            "isolated-egress",
+            "Isolated host talked to a non-isolated address",
+            "an isolated host exchanging any packet with an address that is neither "
+            "isolated nor an isolated peer: critical when outside, high when internal "
+            "(a bridge to an internet computer)",
+            check_isolated_egress,
+        ),
+        Rule(
+            "offhours-bulk-egress",
+            "Bulk upload outside business hours",
+            "a host sending at least min_bytes to non-allowlisted outside addresses "
+            "within any span_minutes outside business hours",
+            check_offhours_bulk_egress,
+        ),
+        Rule(
+            "bulk-upload-new-destination",
+            "Large upload to a new destination",
+            "a large upload (min_bytes within span_minutes) to an outside address the "
+            "host first reached less than new_for_hours before",
+            check_bulk_upload_new_destination,
+        ),
+        Rule(
+            "mail-egress",
+            "Outbound mail from an isolated host, or large outbound mail",
+            "SMTP/submission from an isolated host (any size), or an outbound mail "
+            "transfer of at least min_bytes from any host",
+            check_mail_egress,
+        ),
+        Rule(
+            "always-on",
+            "Host active all night",
+            "a host that sent packets in every hour of a whole night (night_start to "
+            "night_end, local time)",
+            check_always_on,
+        ),
+    )
+}
+
+
+def run_rules(ctx: ScanContext) -> list[Alert]:
+    """Every enabled rule, alerts worst first."""
+    alerts: list[Alert] = []
+    for rule_id, rule in RULES.items():
+        if ctx.policy.rule(rule_id).enabled:
+            alerts.extend(rule.check(ctx))
+    alerts.sort(key=lambda a: a.sort_key)
+    return alerts
