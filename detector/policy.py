@@ -107,8 +107,8 @@ _RULE_KEY_KINDS = {
     "large_severity": "severity",
     "ignore_local_scope": "bool",
     "min_bytes": "bytes",
-    "span_minutes": "positive",
-    "new_for_hours": "positive",
+    "span_minutes": "minutes",
+    "new_for_hours": "hours",
     "min_packets": "positive",
     "ports": "ports",
     "night_start": "time",
@@ -122,6 +122,9 @@ _NS_PER_MINUTE = 60 * _NS_PER_SECOND
 _NS_PER_DAY = 86_400 * _NS_PER_SECOND
 _NAT = np.iinfo(np.int64).min  # numpy's and pandas' "not a time"
 _UINT64_MASK = (1 << 64) - 1
+_INT64_MAX = (1 << 63) - 1  # TOML integers are 64-bit; rules compute in int64
+_MINUTES_PER_YEAR = 365 * MINUTES_PER_DAY  # longest span_minutes
+_HOURS_PER_YEAR = 365 * 24  # longest new_for_hours
 _IPV4_MAPPED = 0x0000_FFFF_0000_0000  # ::ffff:0:0/96, low half (RFC 4291 §2.5.5.2)
 
 _DEFAULT_DAYS = frozenset(range(5))  # Monday–Friday
@@ -701,11 +704,15 @@ class _Reader:
             self.expect(path, value, "true or false")
         return value
 
-    def integer(self, path: str, value: object, minimum: int, what: str) -> int:
+    def integer(
+        self, path: str, value: object, minimum: int, what: str, maximum: int = _INT64_MAX
+    ) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.expect(path, value, "an integer")
         if value < minimum:
             self.fail(path, f"{value} is too small ({what})")
+        if value > maximum:
+            self.fail(path, f"{value} is too large (at most {maximum:_})")
         return value
 
     def string(self, path: str, value: object) -> str:
@@ -860,6 +867,10 @@ def _read_rule(reader: _Reader, rule_id: str, value: object) -> dict[str, Any]:
             parsed[key] = reader.integer(path, item, 0, "bytes cannot be negative")
         elif kind == "positive":
             parsed[key] = reader.integer(path, item, 1, "must be at least 1")
+        elif kind == "minutes":
+            parsed[key] = reader.integer(path, item, 1, "must be at least 1", _MINUTES_PER_YEAR)
+        elif kind == "hours":
+            parsed[key] = reader.integer(path, item, 1, "must be at least 1", _HOURS_PER_YEAR)
         elif kind in ("time", "end_time"):
             minutes = reader.time_of_day(path, item, end=kind == "end_time")
             parsed[key] = _format_minutes(minutes)

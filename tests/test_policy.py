@@ -318,6 +318,19 @@ BAD = [
         "policy.toml: rules.offhours-bulk-egress.span_minutes: 0 is too small (must be at least 1)",
     ),
     (
+        "[rules.offhours-bulk-egress]\nspan_minutes = 525_601",
+        "policy.toml: rules.offhours-bulk-egress.span_minutes: 525601 is too large (at most 525_600)",
+    ),
+    (
+        "[rules.bulk-upload-new-destination]\nnew_for_hours = 8761",
+        "policy.toml: rules.bulk-upload-new-destination.new_for_hours: 8761 is too large (at most 8_760)",
+    ),
+    (
+        "[rules.bulk-upload-new-destination]\nmin_bytes = 9_223_372_036_854_775_808",
+        "policy.toml: rules.bulk-upload-new-destination.min_bytes: 9223372036854775808 is too large "
+        "(at most 9_223_372_036_854_775_807)",
+    ),
+    (
         "[rules.bulk-upload-new-destination]\nnew_for_hours = 1.5",
         "policy.toml: rules.bulk-upload-new-destination.new_for_hours: expected an integer, got float 1.5",
     ),
