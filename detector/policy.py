@@ -68,6 +68,7 @@ RULE_DEFAULTS: dict[str, dict[str, Any]] = {
         "night_start": "00:00",
         "night_end": "06:00",  # earlier than night_start: the night crosses midnight
         "min_packets": 1,
+        "exempt": (),  # CIDRs of hosts meant to run all night (servers, gateways)
     },
     "bulk-upload-new-destination": {
         "enabled": True,
@@ -113,6 +114,7 @@ _RULE_KEY_KINDS = {
     "ports": "ports",
     "night_start": "time",
     "night_end": "end_time",
+    "exempt": "networks",
 }
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -871,6 +873,8 @@ def _read_rule(reader: _Reader, rule_id: str, value: object) -> dict[str, Any]:
             parsed[key] = reader.integer(path, item, 1, "must be at least 1", _MINUTES_PER_YEAR)
         elif kind == "hours":
             parsed[key] = reader.integer(path, item, 1, "must be at least 1", _HOURS_PER_YEAR)
+        elif kind == "networks":
+            parsed[key] = tuple(reader.networks(path, item).canonical())
         elif kind in ("time", "end_time"):
             minutes = reader.time_of_day(path, item, end=kind == "end_time")
             parsed[key] = _format_minutes(minutes)

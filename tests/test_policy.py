@@ -85,7 +85,7 @@ def test_sample_policy_round_trip(sample):
     assert str(sample.allowlist_destinations) == "198.51.100.25/32"
     assert sample.window_minutes == 10
     assert sample.model_percentile == 99.5
-    # The file spells out every default threshold.
+    # The file spells out every default threshold, and exempts its servers.
     for rule_id in RULE_IDS:
         settings = sample.rule(rule_id)
         assert settings.rule_id == rule_id
@@ -94,13 +94,15 @@ def test_sample_policy_round_trip(sample):
         expected = {
             k: v for k, v in RULE_DEFAULTS[rule_id].items() if k not in ("enabled", "severity")
         }
+        if rule_id == "always-on":
+            expected["exempt"] = ("10.8.0.1/32", "10.8.40.5/32")
         assert dict(settings.params) == expected
     assert sample.rule("mail-egress")["ports"] == (25, 465, 587)
     assert sample.rule("always-on")["night_end"] == "06:00"
     # Spelled-out defaults and no file at all give the same effective rules.
-    assert (
-        sample.settings()["rules"] == parse_policy('[site]\ntimezone = "UTC"').settings()["rules"]
-    )
+    rules = parse_policy('[site]\ntimezone = "UTC"').settings()["rules"]
+    rules["always-on"]["exempt"] = ["10.8.0.1/32", "10.8.40.5/32"]
+    assert sample.settings()["rules"] == rules
 
 
 def test_sample_describe(sample):

@@ -333,7 +333,7 @@ def test_ecs_document_carries_site_offset_and_fields(tmp_path):
     assert doc["@timestamp"] == "2026-02-04T02:13:40.518+08:00"
     assert doc["event"]["end"] == "2026-02-04T02:18:40.518+08:00"
     assert doc["event"]["kind"] == "alert" and doc["event"]["severity"] == 4
-    assert doc["source"] == {"ip": ISO, "bytes": 60 * MB, "packets": 39_631}
+    assert doc["source"] == {"ip": ISO, "bytes": 60 * MB, "packets": 39_631, "port": 49152}
     assert doc["destination"]["ip"] == OUT and doc["destination"]["port"] == 443
     assert doc["destination"]["bytes"] == MB
     assert doc["network"]["transport"] == "tcp" and doc["network"]["direction"] == "egress"
@@ -341,3 +341,11 @@ def test_ecs_document_carries_site_offset_and_fields(tmp_path):
     assert doc["observer"]["name"] == "taipei-mission"
     # Worst first: the critical isolated-egress before the high off-hours alert.
     assert [a.rule_id for a in result.alerts] == ["isolated-egress", "offhours-bulk-egress"]
+
+
+def test_always_on_exempt_hosts(tmp_path):
+    start = at("2026-02-03 23:30", "Asia/Taipei")
+    cap = _chatter(_chatter(Capture(), "10.8.10.50", start, 7), "10.8.0.1", start, 7)
+    exempt = '\n[rules.always-on]\nexempt = ["10.8.0.1/32"]\n'
+    alerts = fired(scan(tmp_path, cap, extra=exempt), "always-on")
+    assert [a.source_ip for a in alerts] == ["10.8.10.50"]

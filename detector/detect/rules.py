@@ -23,6 +23,7 @@ from ..features.hosts import HOUR_NS, MINUTE_NS, HostTraffic
 from ..flows.community_id import community_id_v1
 from ..flows.records import TRANSPORT_NAMES
 from ..flows.write import human_bytes
+from ..policy import NetworkSet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -495,6 +496,7 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
     if f.empty or traffic.first_ns is None or traffic.last_ns is None:
         return []
     min_packets = int(settings["min_packets"])
+    exempt = NetworkSet(settings["exempt"])
     seen_minutes = np.unique(f["minute_ns"].to_numpy())
     sent = f[f["packets_out"].to_numpy() > 0]
     per_minute = sent.groupby(["host_id", "minute_ns"], sort=True)["packets_out"].sum()
@@ -509,6 +511,8 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
             continue
         edges = np.array([*hours, hours[-1] + HOUR_NS], dtype=np.int64)
         for host, counts in per_minute.groupby(level=0, sort=False):
+            if exempt and exempt.contains_text(traffic.text(int(host))):  # type: ignore[call-overload]
+                continue
             minutes = counts.index.get_level_values(1).to_numpy()
             inside = (minutes >= edges[0]) & (minutes < edges[-1])
             if not inside.any():
