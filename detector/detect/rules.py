@@ -511,7 +511,8 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
             continue
         edges = np.array([*hours, hours[-1] + HOUR_NS], dtype=np.int64)
         for host, counts in per_minute.groupby(level=0, sort=False):
-            if exempt and exempt.contains_text(traffic.text(int(host))):  # type: ignore[call-overload]
+            host_id = int(host)  # type: ignore[arg-type]
+            if exempt and exempt.contains_text(traffic.text(host_id)):
                 continue
             minutes = counts.index.get_level_values(1).to_numpy()
             inside = (minutes >= edges[0]) & (minutes < edges[-1])
@@ -520,7 +521,7 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
             slot = np.searchsorted(edges, minutes[inside], side="right") - 1
             per_hour = np.bincount(slot, weights=counts.to_numpy()[inside], minlength=len(hours))
             if np.all(per_hour >= min_packets):
-                streaks.setdefault(int(host), []).append((day, hours, int(per_hour.sum())))  # type: ignore[arg-type]
+                streaks.setdefault(host_id, []).append((day, hours, int(per_hour.sum())))
     for host, nights in streaks.items():
         runs: list[list[tuple[date, list[int], int]]] = []
         for night in nights:
