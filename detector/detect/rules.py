@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from ..alerts.record import Alert
 from ..features.hosts import HOUR_NS, MINUTE_NS, HostTraffic
@@ -26,8 +27,6 @@ from ..flows.write import human_bytes
 from ..policy import NetworkSet
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ..policy import Policy
 
 # Beyond this many destinations for one (rule, host), the rest are summed into
@@ -98,6 +97,41 @@ def _dense_spans(
 def _between(rows: pd.DataFrame, first_minute: int, last_minute: int) -> pd.DataFrame:
     minutes = rows["minute_ns"].to_numpy()
     return rows[(minutes >= first_minute) & (minutes <= last_minute)]
+
+
+def _groups_reaching(
+    rows: pd.DataFrame, keys: list[str], volume: str, span_ns: int, threshold: int
+) -> pd.DataFrame:
+    """The rows of every group (by ``keys``) in which some span of ``span_ns``
+    (whole minutes) carries at least ``threshold`` of ``volume``.
+
+    One vectorised pass over all groups, so the per-group work that follows
+    (building alerts) runs only for the few groups that fire, not for every
+    (host, destination) pair of a busy site.
+    """
+    if rows.empty:
+        return rows
+    per = rows.groupby([*keys, "minute_ns"], sort=True)[volume].sum()
+    per = per[per.to_numpy() > 0]
+    if per.empty:
+        return rows.iloc[:0]
+    group = per.index.droplevel(-1)
+    group_id = pd.factorize(group)[0].astype(np.int64)
+    minutes = per.index.get_level_values(-1).to_numpy().astype(np.int64)
+    # Minute number within the scan, and group in the upper bits: one sorted key.
+    step = (minutes - minutes.min()) // MINUTE_NS
+    composite = (group_id << 32) | step
+    span = span_ns // MINUTE_NS
+    lowest = (group_id << 32) | np.maximum(step - span + 1, 0)
+    starts = np.searchsorted(composite, lowest, side="left")
+    total = np.concatenate([[0], np.cumsum(per.to_numpy(), dtype=np.int64)])
+    sums = total[1:] - total[starts]
+    firing = np.unique(group_id[sums >= threshold])
+    if len(firing) == 0:
+        return rows.iloc[:0]
+    wanted = group[np.isin(group_id, firing)].unique()
+    index = pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else pd.Index(rows[keys[0]])
+    return rows[index.isin(wanted)]
 
 
 def _packed(address: str) -> bytes:
@@ -312,6 +346,7 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
         & (f["bytes_out"].to_numpy() > 0)
     ]
     sel = sel[_off_hours_rows(ctx, sel)]
+    sel = _groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
     for host, rows in sel.groupby("host_id", sort=False):
         per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
@@ -371,10 +406,14 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
     new_for_ns = int(round(float(settings["new_for_hours"]) * HOUR_NS))
     f = ctx.traffic.frame
     sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
+    pair = ["host_id", "peer_id"]
+    first_contact_of = sel.groupby(pair, sort=False)["first_ns"].transform("min").to_numpy()
+    sel = sel.assign(first_contact=first_contact_of)
+    sel = sel[sel["minute_ns"].to_numpy() < first_contact_of + new_for_ns]
+    sel = _groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
-    for (host, peer), rows in sel.groupby(["host_id", "peer_id"], sort=False):
-        first_contact = int(rows["first_ns"].min())
-        rows = rows[rows["minute_ns"].to_numpy() < first_contact + new_for_ns]
+    for (host, peer), rows in sel.groupby(pair, sort=False):
+        first_contact = int(rows["first_contact"].iloc[0])
         per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
         if int(per_minute.sum()) < threshold:
             continue
@@ -417,6 +456,14 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
         & np.isin(f["peer_port"].to_numpy(), ports)
         & ~f["peer_isolated"].to_numpy()
         & ~f["peer_isolated_peer"].to_numpy()
+    ]
+    # Only mail from isolated hosts, or to outside addresses adding up to the
+    # threshold, can fire: drop the rest before the per-conversation loop.
+    keys = ["host_id", "peer_id", "peer_port"]
+    group_total = sel.groupby(keys, sort=False)["bytes_out"].transform("sum").to_numpy()
+    sel = sel[
+        sel["host_isolated"].to_numpy()
+        | (sel["peer_external"].to_numpy() & (group_total >= threshold))
     ]
     alerts: list[Alert] = []
     for (host, peer, peer_port), rows in sel.groupby(["host_id", "peer_id", "peer_port"],
