@@ -296,6 +296,8 @@ def measure_ours(
                  partial(_ours_flows, read_packets, FlowTable, capture, truth, runs, tag, t)),
                 ("cmd", "ours: egress-detector flows", "whole-process",
                  partial(_ours_command, cmd, capture, truth, runs, t, tag)),
+                ("scan", "ours: egress-detector scan", "whole-process",
+                 partial(_ours_scan, cmd, capture, runs, t, tag)),
             ]  # fmt: skip
             for key, label, mode, job in jobs:
                 if key not in rows_wanted:
@@ -443,6 +445,38 @@ def _ours_command(
         want = truth["flows_with_timeouts"]["flows"]
         good = row.flows == want and row.counted == truth["packets"]
         row.check = "ok" if good else f"MISMATCH flows {row.flows}/{want} packets {row.counted}"
+    return row
+
+
+def _ours_scan(cmd: list[str], capture: Path, runs: int, threads: int, tag: str) -> Row:
+    """The whole scan: decode, flows, per-minute activity, features, the five
+    rules, alerts as JSON lines (default policy: RFC 1918 internal)."""
+    from peers import run_timed
+
+    row = Row("scan", "ours: egress-detector scan" + tag, "whole-process")
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "alerts.jsonl"
+        full = [*cmd, "scan", "-q", str(capture), "--format", "jsonl", "-o", str(out),
+                "--threads", str(min(threads, 2))]  # fmt: skip
+        first = run_timed(full, env=env)
+        if first.returncode not in (0, 1):  # 1 = alerts raised
+            row.error = f"exit {first.returncode}: {first.stderr.strip()[-300:]}"
+            return row
+        rss: list[float] = []
+
+        def once() -> tuple[float, float, None]:
+            t = run_timed(full, env=env)
+            if t.returncode not in (0, 1):
+                raise RuntimeError(t.stderr[-500:])
+            rss.append(t.maxrss_kib / 1024)
+            return t.seconds, t.cpu_seconds, None
+
+        measure(row, runs, once)
+        alerts = len(out.read_text().splitlines())
+    row.maxrss_mib = max(rss)
+    row.note = f"{alerts} alerts; first run {first.seconds:.1f} s (JIT/cache)"
     return row
 
 
@@ -595,6 +629,7 @@ ALL_ROWS = [
     "decode",
     "flows",
     "cmd",
+    "scan",
     "nfstream",
     "dpkt",
     "scapy",
@@ -647,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before numba is imported anywhere in this process (see the note at the top).
     os.environ["NUMBA_NUM_THREADS"] = str(max(args.thread_list))
     wanted = set(args.rows.split(","))
-    ours_wanted = wanted & {"decode", "flows", "cmd"}
+    ours_wanted = wanted & {"decode", "flows", "cmd", "scan"}
     if ours_wanted and not args.skip_ours:
         import_ours()  # fail fast, before generating or running peers
 

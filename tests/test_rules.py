@@ -349,3 +349,9 @@ def test_always_on_exempt_hosts(tmp_path):
     exempt = '\n[rules.always-on]\nexempt = ["10.8.0.1/32"]\n'
     alerts = fired(scan(tmp_path, cap, extra=exempt), "always-on")
     assert [a.source_ip for a in alerts] == ["10.8.10.50"]
+
+
+def test_large_mail_to_an_allowlisted_relay_is_silent(tmp_path):
+    t = at("2026-02-04 10:00", "Asia/Taipei")
+    cap = Capture().transfer(PC, "198.51.100.25", start=t, seconds=20, bytes_out=40 * MB, dport=25)
+    assert fired(scan(tmp_path, cap), "mail-egress") == []

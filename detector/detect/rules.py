@@ -115,7 +115,7 @@ def _groups_reaching(
     per = per[per.to_numpy() > 0]
     if per.empty:
         return rows.iloc[:0]
-    group = per.index.droplevel(-1)
+    group = per.index.droplevel(-1)  # type: ignore[arg-type]
     group_id = pd.factorize(group)[0].astype(np.int64)
     minutes = per.index.get_level_values(-1).to_numpy().astype(np.int64)
     # Minute number within the scan, and group in the upper bits: one sorted key.
@@ -132,6 +132,16 @@ def _groups_reaching(
     wanted = group[np.isin(group_id, firing)].unique()
     index = pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else pd.Index(rows[keys[0]])
     return rows[index.isin(wanted)]
+
+
+def _threshold(n: int) -> str:
+    """'50 MB' rather than '50.0 MB' for the round numbers thresholds are."""
+    return human_bytes(n).replace(".0 ", " ")
+
+
+def _ids(key: Any) -> tuple[int, ...]:
+    """A groupby key of integer ids as plain ints."""
+    return tuple(int(k) for k in key)
 
 
 def _packed(address: str) -> bytes:
@@ -362,10 +372,10 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
                 .sum()
                 .sort_values(ascending=False)
             )
-            top = int(by_peer.index[0])
+            top = int(by_peer.index.to_numpy()[0])
             top_rows = episode[episode["peer_id"].to_numpy() == top]
             alert = _alert_for_rows(
-                ctx, rule, settings.severity, int(host), top, top_rows, "", "egress", {}
+                ctx, rule, settings.severity, _ids([host])[0], top, top_rows, "", "egress", {}
             )
             # The rule is about everything the host sent out in the span.
             alert.start_ns = int(episode["first_ns"].min())
@@ -388,11 +398,11 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
                 + (
                     f"{_endpoint(alert)}"
                     if not others
-                    else f"{others + 1} outside addresses (most to {_endpoint(alert)}, "
+                    else f"{others + 1:,} outside addresses (most to {_endpoint(alert)}, "
                     f"{human_bytes(int(by_peer.iloc[0]))})"
                 )  # fmt: skip
                 + f" {_when(alert.start_ns, alert.end_ns, ctx.policy)}, outside business hours"
-                f" (threshold {human_bytes(threshold)} within {settings['span_minutes']} minutes)"
+                f" (threshold {_threshold(threshold)} within {settings['span_minutes']} minutes)"
             )
             alerts.append(alert)
     return _limit_per_host(alerts, rule)
@@ -412,8 +422,9 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
     sel = sel[sel["minute_ns"].to_numpy() < first_contact_of + new_for_ns]
     sel = _groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
-    for (host, peer), rows in sel.groupby(pair, sort=False):
-        first_contact = int(rows["first_contact"].iloc[0])
+    for key, rows in sel.groupby(pair, sort=False):
+        host, peer = _ids(key)
+        first_contact = int(rows["first_contact"].to_numpy()[0])
         per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
         if int(per_minute.sum()) < threshold:
             continue
@@ -436,7 +447,7 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
                 f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan, "
                 f"{_when(alert.start_ns, alert.end_ns, ctx.policy)}, "
                 f"{_hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)} "
-                f"(threshold {human_bytes(threshold)} within {settings['span_minutes']} minutes)"
+                f"(threshold {_threshold(threshold)} within {settings['span_minutes']} minutes)"
             )
             alerts.append(alert)
     return _limit_per_host(alerts, rule)
@@ -461,9 +472,14 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
     # threshold, can fire: drop the rest before the per-conversation loop.
     keys = ["host_id", "peer_id", "peer_port"]
     group_total = sel.groupby(keys, sort=False)["bytes_out"].transform("sum").to_numpy()
+    # Allowlisted destinations never trigger the volume half of the rule.
     sel = sel[
         sel["host_isolated"].to_numpy()
-        | (sel["peer_external"].to_numpy() & (group_total >= threshold))
+        | (
+            sel["peer_external"].to_numpy()
+            & ~sel["peer_allowlisted"].to_numpy()
+            & (group_total >= threshold)
+        )
     ]
     alerts: list[Alert] = []
     for (host, peer, peer_port), rows in sel.groupby(["host_id", "peer_id", "peer_port"],
@@ -487,7 +503,7 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
             why = (
                 "isolated computers must not send mail"
                 if isolated
-                else f"over the {human_bytes(threshold)} threshold for outbound mail"
+                else f"over the {_threshold(threshold)} threshold for outbound mail"
             )
             alert.message = (
                 f"{who} sent mail (TCP {int(peer_port)}) to {_endpoint(alert)}: "
