@@ -1,0 +1,876 @@
+"""The isolation-forest model: learn a site's normal egress, score host
+windows, explain every anomaly in plain words.
+
+Rules catch what the policy forbids; the model catches what is unusual for
+this site, such as a slow leak that stays under every rule threshold.
+
+**The anomaly score** (``EgressModel.score_samples``, ``egress.model.score``)
+is the isolation forest's anomaly score, between 0 and 1: *higher is more
+anomalous*. Windows of ordinary traffic score around 0.35–0.5; a window whose
+score is beyond the calibrated percentile of the baseline's scores (policy
+``[model] percentile``, default 99.5) is flagged, provided the host also sent
+more than usual in some way (see :func:`egress_excess`): a window that is
+unusual only for receiving a lot or for being quiet is not an egress anomaly.
+
+The model works on the per-host window features (``detector.features``) through
+one transform, :func:`model_matrix`: log of counts and bytes, the hour of week
+and hour of day as points on a circle, and the window's bytes out against what
+this host usually sends at this hour of day (from the baseline history).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..alerts.record import Alert
+from ..errors import ModelError
+from ..features.hosts import FEATURE_NAMES, MINUTE_NS, HostTraffic, window_starts
+from ..flows.write import human_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..policy import Policy
+
+RULE_ID = "model-anomaly"
+RULE_NAME = "Unusual egress for this site (model)"
+SEVERITY = 2  # medium: unusual is not forbidden; a person should look
+MODEL_FORMAT = 1
+MODEL_KIND = "egress-detector-model"
+
+# Features kept as counts: the model sees log1p of each.
+COUNT_FEATURES: tuple[str, ...] = tuple(
+    name
+    for name in FEATURE_NAMES
+    if name not in ("upload_download_ratio", "off_hours", "hour_of_week")  # fmt: skip
+)
+MODEL_COLUMNS: tuple[str, ...] = (
+    *(f"log_{name}" for name in COUNT_FEATURES),
+    "log_upload_download_ratio",
+    "off_hours",
+    "hour_of_week_sin",
+    "hour_of_week_cos",
+    "hour_of_day_sin",
+    "hour_of_day_cos",
+    "bytes_out_vs_usual",
+)
+# What a host *sends*: a window is an egress anomaly only if one of these is
+# above the host's usual (see egress_excess).
+EGRESS_FEATURES: tuple[str, ...] = (
+    "bytes_out",
+    "packets_out",
+    "largest_upload",
+    "new_destinations",
+    "external_destinations",
+)
+# The host sent at least this many times its usual (95th percentile) of one
+# egress feature: log(2).
+EGRESS_GATE = float(np.log(2.0))
+# Skops may rebuild only these types beyond its own safe defaults.
+TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
+# Policy settings the features and the model depend on: a model trained under
+# different ones is refused. Rule thresholds and the model percentile (the
+# threshold is recalibrated from the stored baseline scores) may change freely.
+MODEL_POLICY_SECTIONS: tuple[str, ...] = (
+    "site.timezone",
+    "business_hours",
+    "networks",
+    "features",
+)
+MEMBERS = ("meta.json", "history.npz", "forest.skops")
+MAX_MEMBER_BYTES = 1 << 30
+QUANTILE_GRID = np.linspace(0.0, 1.0, 10_001)
+
+LABELS: dict[str, str] = {
+    "bytes_out": "sent",
+    "packets_out": "packets out",
+    "bytes_in": "received",
+    "packets_in": "packets in",
+    "flows": "outside conversations",
+    "external_destinations": "outside addresses",
+    "external_ports": "outside services",
+    "new_destinations": "new outside addresses",
+    "largest_upload": "largest single upload",
+    "internal_bytes": "internal traffic",
+    "internal_packets": "internal packets",
+}
+BYTE_FEATURES = ("bytes_out", "bytes_in", "largest_upload", "internal_bytes")
+
+
+# -- history: what the baseline looked like, per host --------------------------------
+
+
+@dataclass
+class History:
+    """Per-host and site-wide baseline statistics (raw feature units).
+
+    ``host_quantiles[h, f]`` = (median, 95th percentile) of ``COUNT_FEATURES[f]``
+    over host ``hosts[h]``'s baseline windows; ``host_hour[h, d]`` = (median, 95th
+    percentile, windows) of its bytes out in windows starting at local hour
+    ``d``; ``site_*`` the same over all hosts. ``known_*`` are the (host,
+    outside address) pairs of the baseline, 128-bit addresses as (hi, lo).
+    """
+
+    hosts: np.ndarray  # str, sorted
+    host_quantiles: np.ndarray  # float64 [hosts, COUNT_FEATURES, 2]
+    host_hour: np.ndarray  # float64 [hosts, 24, 3]
+    site_quantiles: np.ndarray  # float64 [COUNT_FEATURES, 2]
+    site_hour: np.ndarray  # float64 [24, 3]
+    known_host_hi: np.ndarray  # uint64
+    known_host_lo: np.ndarray
+    known_peer_hi: np.ndarray
+    known_peer_lo: np.ndarray
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def host_index(self, hosts: np.ndarray) -> np.ndarray:
+        """Index of each host in ``hosts`` (-1: not in the baseline)."""
+        hosts = np.asarray(hosts, dtype=str)
+        if len(self.hosts) == 0:
+            return np.full(len(hosts), -1, dtype=np.int64)
+        at = np.searchsorted(self.hosts, hosts)
+        at = np.minimum(at, len(self.hosts) - 1)
+        return np.where(self.hosts[at] == hosts, at, -1).astype(np.int64)
+
+    def usual(self, name: str, host_index: np.ndarray, hour: np.ndarray) -> np.ndarray:
+        """(median, 95th percentile) of feature ``name`` for these hosts (bytes out:
+        at this hour of day), falling back to the site's where the host has no
+        baseline. A host never active at that hour usually sends nothing: (0, 0)."""
+        known = host_index >= 0
+        h = np.where(known, host_index, 0)
+        if name == "bytes_out":
+            site = self.site_hour[hour, :2]
+            mine = self.host_hour[h, hour, :2] if len(self.hosts) else site
+            seen = self.host_hour[h, hour, 2] > 0 if len(self.hosts) else known
+            mine = np.where(seen[:, None], mine, 0.0)
+            return np.where(known[:, None], mine, site)
+        f = COUNT_FEATURES.index(name)
+        site = np.broadcast_to(self.site_quantiles[f], (len(host_index), 2))
+        mine = self.host_quantiles[h, f] if len(self.hosts) else site
+        return np.where(known[:, None], mine, site)
+
+
+def _quantiles(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """(median, 95th percentile, count) of ``values`` per group id."""
+    import pandas as pd
+
+    out = np.zeros((n_groups, 3), dtype=np.float64)
+    if len(values) == 0:
+        return out
+    by = pd.Series(values, dtype=np.float64).groupby(groups)
+    q = by.quantile(np.array([0.5, 0.95])).unstack()
+    idx = q.index.to_numpy(dtype=np.int64)
+    out[idx, 0] = q[0.5].to_numpy()
+    out[idx, 1] = q[0.95].to_numpy()
+    counts = by.size()
+    out[counts.index.to_numpy(dtype=np.int64), 2] = counts.to_numpy()
+    return out
+
+
+def build_history(features: pd.DataFrame, destinations: pd.DataFrame | None = None) -> History:
+    """Baseline statistics of ``features`` (host_windows rows), and the known
+    (host, destination) pairs from ``destinations`` (see :func:`destinations_of`)."""
+    hosts_text = features["host"].to_numpy(dtype=str)
+    hosts, host_id = np.unique(hosts_text, return_inverse=True)
+    host_id = host_id.reshape(-1)
+    hour = (features["hour_of_week"].to_numpy(dtype=np.int64) % 24).astype(np.int64)
+    n = len(hosts)
+    host_quantiles = np.zeros((n, len(COUNT_FEATURES), 2))
+    site_quantiles = np.zeros((len(COUNT_FEATURES), 2))
+    for f, name in enumerate(COUNT_FEATURES):
+        values = features[name].to_numpy(dtype=np.float64)
+        host_quantiles[:, f, :] = _quantiles(values, host_id, n)[:, :2]
+        if len(values):
+            site_quantiles[f] = np.quantile(values, [0.5, 0.95])
+    bytes_out = features["bytes_out"].to_numpy(dtype=np.float64)
+    host_hour = _quantiles(bytes_out, host_id * 24 + hour, n * 24).reshape(n, 24, 3)
+    site_hour = _quantiles(bytes_out, hour, 24)
+    empty = np.zeros(0, dtype=np.uint64)
+    if destinations is None or destinations.empty:
+        known = [empty, empty, empty, empty]
+    else:
+        known = [destinations[c].to_numpy(dtype=np.uint64)
+                 for c in ("host_hi", "host_lo", "peer_hi", "peer_lo")]  # fmt: skip
+    return History(hosts.astype(str), host_quantiles, host_hour, site_quantiles, site_hour,
+                   *known)  # fmt: skip
+
+
+def destinations_of(traffic: HostTraffic) -> pd.DataFrame:
+    """Distinct (host, external address) pairs of a scan, as 128-bit halves."""
+    import pandas as pd
+
+    f = traffic.frame
+    ext = f[f["peer_external"].to_numpy()]
+    pairs = ext[["host_id", "peer_id"]].drop_duplicates()
+    h = pairs["host_id"].to_numpy(dtype=np.int64)
+    p = pairs["peer_id"].to_numpy(dtype=np.int64)
+    return pd.DataFrame({
+        "host_hi": traffic.address_hi[h], "host_lo": traffic.address_lo[h],
+        "peer_hi": traffic.address_hi[p], "peer_lo": traffic.address_lo[p],
+    })  # fmt: skip
+
+
+# -- the transform ---------------------------------------------------------------------
+
+
+def model_matrix(features: pd.DataFrame, history: History) -> np.ndarray:
+    """FEATURE_NAMES → the model's matrix (columns ``MODEL_COLUMNS``)."""
+    n = len(features)
+    columns = [np.log1p(features[name].to_numpy(dtype=np.float64)) for name in COUNT_FEATURES]
+    columns.append(np.log1p(features["upload_download_ratio"].to_numpy(dtype=np.float64)))
+    columns.append(features["off_hours"].to_numpy(dtype=np.float64))
+    how = features["hour_of_week"].to_numpy(dtype=np.float64)
+    hod = np.mod(how, 24)
+    columns += [np.sin(2 * np.pi * how / 168), np.cos(2 * np.pi * how / 168),
+                np.sin(2 * np.pi * hod / 24), np.cos(2 * np.pi * hod / 24)]  # fmt: skip
+    index = history.host_index(features["host"].to_numpy(dtype=str))
+    usual = history.usual("bytes_out", index, hod.astype(np.int64))
+    columns.append(columns[0] - np.log1p(usual[:, 1]))
+    matrix = np.column_stack(columns) if n else np.zeros((0, len(MODEL_COLUMNS)))
+    return np.asarray(matrix, dtype=np.float64)
+
+
+def egress_excess(features: pd.DataFrame, history: History) -> np.ndarray:
+    """How far above its usual each window's host sent, in log units: the
+    largest over ``EGRESS_FEATURES`` of log1p(value) - log1p(usual 95th
+    percentile). log(2) means twice the usual."""
+    if len(features) == 0:
+        return np.zeros(0)
+    index = history.host_index(features["host"].to_numpy(dtype=str))
+    hour = features["hour_of_week"].to_numpy(dtype=np.int64) % 24
+    excess = []
+    for name in EGRESS_FEATURES:
+        usual = history.usual(name, index, hour)[:, 1]
+        excess.append(np.log1p(features[name].to_numpy(dtype=np.float64)) - np.log1p(usual))
+    return np.max(np.column_stack(excess), axis=1)
+
+
+# -- the estimator ---------------------------------------------------------------------
+
+
+class EgressModel:
+    """Isolation forest over per-host window features, with the baseline
+    history that explains its verdicts.
+
+    Parameters are stored as given (scikit-learn convention); ``fit`` learns
+    ``forest_``, ``history_``, ``baseline_quantiles_`` (the baseline scores at
+    ``QUANTILE_GRID``), ``threshold_`` (the score at ``percentile``),
+    ``n_windows_``, ``n_hosts_``, ``n_host_days_``, ``span_`` (first and last
+    window start, UTC ns).
+    """
+
+    forest_: Any
+    history_: History
+    baseline_quantiles_: np.ndarray
+    threshold_: float
+    n_windows_: int
+    n_hosts_: int
+    n_host_days_: int
+    span_: tuple[int, int]
+    meta_: dict[str, Any]  # only on a model read from a file
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 200,
+        max_samples: int | str = "auto",
+        percentile: float = 99.5,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.percentile = percentile
+        self.random_state = random_state
+
+    # scikit-learn's get_params/set_params, for the parameters above
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("n_estimators", "max_samples", "percentile",
+                                              "random_state")}  # fmt: skip
+
+    def set_params(self, **params: Any) -> EgressModel:
+        for key, value in params.items():
+            if key not in self.get_params():
+                raise ValueError(f"unknown parameter {key!r} (known: "
+                                 f"{', '.join(self.get_params())})")  # fmt: skip
+            setattr(self, key, value)
+        return self
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.n_estimators, int) and self.n_estimators >= 1):
+            raise ValueError(f"n_estimators must be a whole number ≥ 1, got {self.n_estimators!r}")
+        if not (0 < float(self.percentile) <= 100):
+            raise ValueError(f"percentile must be above 0 and at most 100, got {self.percentile!r}")
+
+    def fit(
+        self, features: pd.DataFrame, *, destinations: pd.DataFrame | None = None
+    ) -> EgressModel:
+        """Learn from baseline ``features`` (host_windows rows: host,
+        window_start, window_end and FEATURE_NAMES) and, optionally, the baseline's
+        (host, destination) pairs (:func:`destinations_of`)."""
+        from sklearn.ensemble import IsolationForest
+
+        self._check_params()
+        missing = [c for c in ("host", "window_start", *FEATURE_NAMES) if c not in features]
+        if missing:
+            raise ValueError(f"features lack the columns {', '.join(missing)}")
+        if len(features) < 2:
+            raise ValueError(f"need at least 2 baseline windows to learn from, got {len(features)}")
+        self.history_ = build_history(features, destinations)
+        matrix = model_matrix(features, self.history_)
+        self.forest_ = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            random_state=self.random_state,
+        ).fit(matrix)
+        scores = -self.forest_.score_samples(matrix)
+        self.baseline_quantiles_ = np.quantile(scores, QUANTILE_GRID)
+        self.threshold_ = self.threshold_at(float(self.percentile))
+        starts = _utc_ns(features["window_start"])
+        self.n_windows_ = len(features)
+        self.n_hosts_ = len(self.history_.hosts)
+        days = np.floor_divide(starts, 86_400 * 1_000_000_000)
+        self.n_host_days_ = int(len(set(zip(features["host"].to_numpy(), days, strict=True))))
+        self.span_ = (int(starts.min()), int(starts.max()))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "forest_"):
+            raise ValueError("this EgressModel is not fitted yet: call fit(features) first")
+
+    def threshold_at(self, percentile: float) -> float:
+        """The score beyond ``percentile`` % of the baseline windows' scores."""
+        return float(np.interp(percentile / 100.0, QUANTILE_GRID, self.baseline_quantiles_))
+
+    def percentile_of(self, scores: np.ndarray) -> np.ndarray:
+        """The baseline percentile of each score (99.9: higher than 99.9 % of the
+        baseline windows' scores)."""
+        q = self.baseline_quantiles_
+        # Rightmost position for ties; quantiles are non-decreasing.
+        return 100.0 * np.interp(scores, q, QUANTILE_GRID, left=0.0, right=1.0)
+
+    def score_samples(self, features: pd.DataFrame) -> np.ndarray:
+        """Anomaly score of each window, in (0, 1]: HIGHER = MORE ANOMALOUS."""
+        self._check_fitted()
+        if len(features) == 0:
+            return np.zeros(0)
+        return np.asarray(-self.forest_.score_samples(model_matrix(features, self.history_)))
+
+    def predict(self, features: pd.DataFrame, *, percentile: float | None = None) -> np.ndarray:
+        """True for each window the model flags: score beyond ``percentile``
+        (default: the ``percentile`` parameter) of the baseline, and the host
+        sent more than twice its usual of some egress measure."""
+        scores = self.score_samples(features)
+        threshold = self.threshold_ if percentile is None else self.threshold_at(percentile)
+        return (scores > threshold) & (egress_excess(features, self.history_) >= EGRESS_GATE)
+
+    def explain(
+        self,
+        features: pd.DataFrame,
+        *,
+        upload_minutes: np.ndarray | None = None,
+        top: int = 3,
+    ) -> list[str]:
+        """For each window, the features that moved most against this host's
+        (else the site's) baseline, in plain words, e.g. "sent 212.0 MB vs
+        usual 0.1–3.0 MB at this hour; 1 new outside address; 6-minute
+        transfer at 4.7 Mbit/s". ``upload_minutes`` (optional, per window):
+        the minutes that carried the upload, for the transfer rate."""
+        self._check_fitted()
+        history = self.history_
+        index = history.host_index(features["host"].to_numpy(dtype=str))
+        hour = features["hour_of_week"].to_numpy(dtype=np.int64) % 24
+        values = {name: features[name].to_numpy(dtype=np.float64) for name in COUNT_FEATURES}
+        off_hours = features["off_hours"].to_numpy(dtype=np.int64)
+        moved: dict[str, np.ndarray] = {}
+        usual: dict[str, np.ndarray] = {}
+        for name in COUNT_FEATURES:
+            usual[name] = history.usual(name, index, hour)
+            moved[name] = np.log1p(values[name]) - np.log1p(usual[name][:, 1])
+        texts = []
+        for i in range(len(features)):
+            reasons: list[str] = []
+            if index[i] < 0:
+                reasons.append("a host not seen in the baseline")
+            ranked = sorted(COUNT_FEATURES, key=lambda name: -moved[name][i])
+            for name in ranked:
+                if len(reasons) >= top or moved[name][i] < EGRESS_GATE:
+                    break
+                reasons.append(_phrase(name, values[name][i], usual[name][i],
+                                       hour_bound=name == "bytes_out"))  # fmt: skip
+                if name == "bytes_out" and upload_minutes is not None and upload_minutes[i] > 0:
+                    minutes = int(upload_minutes[i])
+                    rate = values["bytes_out"][i] * 8 / (minutes * 60) / 1e6
+                    reasons.append(f"{minutes}-minute transfer at {rate:.1f} Mbit/s")
+            if not reasons or (len(reasons) == 1 and index[i] < 0):
+                reasons.append("an unusual mix of traffic for this host and hour")
+            if off_hours[i]:
+                reasons.append("outside business hours")
+            texts.append("; ".join(reasons))
+        return texts
+
+
+def _phrase(name: str, value: Any, usual: np.ndarray, *, hour_bound: bool) -> str:
+    label = LABELS.get(name, name)
+    at_hour = " at this hour" if hour_bound else ""
+    if name == "new_destinations":
+        n = int(value)
+        return f"{n} new outside address{'es' if n != 1 else ''}"
+    if name in BYTE_FEATURES:
+        shown = human_bytes(float(value))
+        if usual[1] <= 0:
+            return f"{label} {shown} vs usually nothing{at_hour}"
+        return f"{label} {shown} vs usual {_range(usual, human_bytes)}{at_hour}"
+    shown = f"{int(value):,}"
+    if usual[1] <= 0:
+        return f"{label} {shown} vs usually none{at_hour}"
+    return f"{label} {shown} vs usual {_range(usual, lambda v: f'{v:,.0f}')}{at_hour}"
+
+
+def _range(usual: np.ndarray, fmt: Any) -> str:
+    low, high = fmt(float(usual[0])), fmt(float(usual[1]))
+    if low == high:
+        return str(low)
+    # '0.1–3.0 MB' rather than '0.1 MB–3.0 MB' when the units agree
+    low_parts, high_parts = str(low).split(" "), str(high).split(" ")
+    if len(low_parts) == 2 and len(high_parts) == 2 and low_parts[1] == high_parts[1]:
+        return f"{low_parts[0]}–{high}"
+    return f"{low}–{high}"
+
+
+def _utc_ns(column: pd.Series) -> np.ndarray:
+    import pandas as pd
+
+    values = pd.DatetimeIndex(column)
+    if values.tz is None:
+        values = values.tz_localize("UTC")
+    return np.asarray(values.tz_convert("UTC").as_unit("ns").asi8, dtype=np.int64)
+
+
+# -- scoring a scan --------------------------------------------------------------------
+
+
+def known_pairs(model: EgressModel, traffic: HostTraffic) -> pd.MultiIndex:
+    """The (host_id, peer_id) pairs of this scan that were in the baseline."""
+    import pandas as pd
+
+    model._check_fitted()
+    history = model.history_
+    f = traffic.frame
+    ext = f[f["peer_external"].to_numpy()][["host_id", "peer_id"]].drop_duplicates()
+    h = ext["host_id"].to_numpy(dtype=np.int64)
+    p = ext["peer_id"].to_numpy(dtype=np.int64)
+    scan = pd.DataFrame({
+        "host_hi": traffic.address_hi[h], "host_lo": traffic.address_lo[h],
+        "peer_hi": traffic.address_hi[p], "peer_lo": traffic.address_lo[p],
+        "host_id": h, "peer_id": p,
+    })  # fmt: skip
+    known = pd.DataFrame({
+        "host_hi": history.known_host_hi, "host_lo": history.known_host_lo,
+        "peer_hi": history.known_peer_hi, "peer_lo": history.known_peer_lo,
+    })  # fmt: skip
+    both = scan.merge(known, on=["host_hi", "host_lo", "peer_hi", "peer_lo"], how="inner")
+    return pd.MultiIndex.from_arrays(
+        [both["host_id"].to_numpy(), both["peer_id"].to_numpy()], names=["host_id", "peer_id"]
+    )
+
+
+def _window_minutes(features: pd.DataFrame) -> int:
+    """The window length of a features frame (all its windows have one length)."""
+    first = features.iloc[:1]
+    span = _utc_ns(first["window_end"])[0] - _utc_ns(first["window_start"])[0]
+    return int(span // MINUTE_NS)
+
+
+def _window_keys(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return features["host"].to_numpy(dtype=str), _utc_ns(features["window_start"])
+
+
+def with_known_destinations(
+    features: pd.DataFrame, traffic: HostTraffic, known: pd.MultiIndex, policy: Policy
+) -> pd.DataFrame:
+    """``features`` with ``new_destinations`` counted against the baseline: an
+    outside address is new in the window of the host's first contact in this
+    scan, unless the host already used it in the baseline."""
+    import pandas as pd
+
+    if features.empty:
+        return features
+    minutes = _window_minutes(features)
+    f = traffic.frame
+    ext = f[f["peer_external"].to_numpy()]
+    first = ext.groupby(["host_id", "peer_id"], sort=False)["first_ns"].min()
+    first = first[~first.index.isin(known)]
+    first_ns = first.to_numpy(dtype=np.int64)
+    window = window_starts(first_ns - np.mod(first_ns, MINUTE_NS), policy, minutes)
+    host_text = traffic.texts(first.index.get_level_values(0).to_numpy())
+    counts = pd.Series(1, index=pd.MultiIndex.from_arrays([host_text, window]))
+    counts = counts.groupby(level=[0, 1]).sum()
+    hosts, starts = _window_keys(features)
+    at = pd.MultiIndex.from_arrays([hosts, starts])
+    out = features.copy()
+    out["new_destinations"] = counts.reindex(at).fillna(0).to_numpy(dtype=np.int64)
+    return out
+
+
+def _upload_minutes(
+    features: pd.DataFrame, traffic: HostTraffic, policy: Policy, minutes: int
+) -> np.ndarray:
+    """Minutes of each window that carried the host's outside upload: those
+    with at least 5 % of the busiest minute's bytes out."""
+    import pandas as pd
+
+    f = traffic.frame
+    hosts, starts = _window_keys(features)
+    ext = f[f["peer_external"].to_numpy() & (f["bytes_out"].to_numpy() > 0)]
+    ext = ext[np.isin(traffic.texts(ext["host_id"].to_numpy()), hosts)] if len(ext) else ext
+    if ext.empty:
+        return np.zeros(len(features), dtype=np.int64)
+    per = ext.groupby(["host_id", "minute_ns"], sort=False)["bytes_out"].sum().reset_index()
+    per["host"] = traffic.texts(per["host_id"].to_numpy())
+    per["window"] = window_starts(per["minute_ns"].to_numpy(dtype=np.int64), policy, minutes)
+    peak = per.groupby(["host", "window"])["bytes_out"].transform("max")
+    busy = per[per["bytes_out"] >= 0.05 * peak].groupby(["host", "window"]).size()
+    at = pd.MultiIndex.from_arrays([hosts, starts])
+    return busy.reindex(at).fillna(0).to_numpy(dtype=np.int64)
+
+
+@dataclass
+class ModelVerdict:
+    """Scores of every window of a scan and which ones the model flags."""
+
+    features: pd.DataFrame  # with new_destinations against the baseline
+    scores: np.ndarray
+    percentiles: np.ndarray
+    flagged: np.ndarray  # bool
+    threshold: float
+
+
+def score_scan(
+    model: EgressModel,
+    features: pd.DataFrame,
+    traffic: HostTraffic | None,
+    policy: Policy,
+    known: pd.MultiIndex | None = None,
+) -> ModelVerdict:
+    """Score every window; the threshold is the policy's ``[model] percentile``
+    of the baseline scores."""
+    if traffic is not None:
+        known = known_pairs(model, traffic) if known is None else known
+        features = with_known_destinations(features, traffic, known, policy)
+    scores = model.score_samples(features)
+    threshold = model.threshold_at(policy.model_percentile)
+    flagged = (scores > threshold) & (egress_excess(features, model.history_) >= EGRESS_GATE)
+    return ModelVerdict(features, scores, model.percentile_of(scores), flagged, threshold)
+
+
+def model_alerts(
+    model: EgressModel,
+    verdict: ModelVerdict,
+    traffic: HostTraffic | None,
+    policy: Policy,
+    rule_alerts: Sequence[Alert],
+) -> list[Alert]:
+    """Rule alerts with the model's verdict attached where it flagged the same
+    host at the same time, plus ``model-anomaly`` alerts for the rest.
+
+    Flagged windows of one host closer together than one window are one
+    episode. An episode overlapping rule alerts of its host adds
+    ``evidence["model"]`` and the model's reason to each of them (one alert,
+    both reasons); otherwise it becomes one ``model-anomaly`` alert.
+    """
+    alerts = list(rule_alerts)
+    if not verdict.flagged.any():
+        return alerts
+    features = verdict.features
+    rows = np.flatnonzero(verdict.flagged)
+    flagged = features.iloc[rows].assign(
+        _score=verdict.scores[rows], _pct=verdict.percentiles[rows],
+        _start=_utc_ns(features["window_start"].iloc[rows]),
+        _end=_utc_ns(features["window_end"].iloc[rows]),
+    )  # fmt: skip
+    minutes = _window_minutes(features)
+    upload = _upload_minutes(flagged, traffic, policy, minutes) if traffic is not None else None
+    flagged = flagged.assign(
+        _why=model.explain(flagged, upload_minutes=upload)  # type: ignore[arg-type]
+    )
+    by_host: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        by_host.setdefault(alert.source_ip, []).append(alert)
+    gap = minutes * MINUTE_NS
+    for host, windows in flagged.sort_values(["host", "_start"]).groupby("host", sort=False):
+        starts = windows["_start"].to_numpy()
+        episode_of = np.concatenate([[0], np.cumsum(np.diff(starts) > gap)])
+        for _, episode in windows.groupby(episode_of, sort=True):
+            worst = episode.iloc[int(np.argmax(episode["_score"].to_numpy()))]
+            start, end = int(episode["_start"].min()), int(episode["_end"].max())
+            verdict_doc = {
+                "score": round(float(worst["_score"]), 4),
+                "percentile": round(float(worst["_pct"]), 3),
+                "threshold": round(float(verdict.threshold), 4),
+                "explanation": str(worst["_why"]),
+                "windows": len(episode),
+            }
+            reason = (
+                f"the model finds this unusual for the site: {worst['_why']} (anomaly score "
+                f"{verdict_doc['score']:.3f}, above {verdict_doc['percentile']:.2f} % of "
+                "baseline windows)"
+            )
+            overlapping = [a for a in by_host.get(str(host), [])
+                           if a.start_ns < end and a.end_ns >= start]  # fmt: skip
+            if overlapping:
+                for alert in overlapping:
+                    alert.evidence["model"] = verdict_doc
+                    alert.message += f"; {reason}"
+                continue
+            alerts.append(
+                _anomaly_alert(str(host), episode, verdict_doc, reason, traffic, start, end)
+            )
+    alerts.sort(key=lambda a: a.sort_key)
+    return alerts
+
+
+def _anomaly_alert(
+    host: str,
+    episode: pd.DataFrame,
+    verdict_doc: dict[str, Any],
+    reason: str,
+    traffic: HostTraffic | None,
+    start: int,
+    end: int,
+) -> Alert:
+    sent = int(episode["bytes_out"].sum())
+    alert = Alert(
+        rule_id=RULE_ID,
+        rule_name=RULE_NAME,
+        severity=SEVERITY,
+        start_ns=start,
+        end_ns=end - 1,
+        source_ip=host,
+        message="",
+        source_bytes=sent,
+        source_packets=int(episode["packets_out"].sum()),
+        direction="egress",
+        evidence={"model": verdict_doc},
+    )
+    if traffic is not None:
+        f = traffic.frame
+        ext = f[f["peer_external"].to_numpy() & (f["minute_ns"].to_numpy() >= start)
+                & (f["minute_ns"].to_numpy() < end)]  # fmt: skip
+        ext = ext[traffic.texts(ext["host_id"].to_numpy()) == host] if len(ext) else ext
+        if len(ext):
+            alert.start_ns = int(ext["first_ns"].min())
+            alert.end_ns = int(ext["last_ns"].max())
+            by_peer = ext.groupby("peer_id", sort=False)["bytes_out"].sum()
+            top = int(by_peer.index.to_numpy()[int(np.argmax(by_peer.to_numpy()))])
+            alert.destination_ip = traffic.text(top)
+            top_rows = ext[ext["peer_id"].to_numpy() == top]
+            alert.destination_bytes = int(top_rows["bytes_in"].sum())
+            alert.destination_packets = int(top_rows["packets_in"].sum())
+    windows = len(episode)
+    span = f"{windows} window{'s' if windows > 1 else ''}"
+    to = f" (most to {alert.destination_ip})" if alert.destination_ip else ""
+    alert.message = f"{host} sent {human_bytes(sent)}{to} in {span}; {reason}"
+    return alert
+
+
+# -- the model file --------------------------------------------------------------------
+
+
+def _retrain(path: str | os.PathLike[str]) -> str:
+    return f"retrain: egress-detector train --policy POLICY -o {os.fspath(path)} BASELINE..."
+
+
+def _policy_sections(settings: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in MODEL_POLICY_SECTIONS:
+        section, _, item = key.partition(".")
+        value = settings.get(section, {})
+        out[key] = value.get(item) if item else value
+    return out
+
+
+def save_model(model: EgressModel, path: str | os.PathLike[str], policy: Policy) -> None:
+    """Write ``model`` as a zip of ``meta.json``, ``history.npz`` (plain arrays)
+    and ``forest.skops`` (skops, no pickle), with each member's sha256 in the meta."""
+    import sklearn
+    import skops.io as sio
+
+    from .. import __version__
+
+    model._check_fitted()
+    history_bytes = io.BytesIO()
+    np.savez(history_bytes, **model.history_.arrays())  # type: ignore[arg-type]
+    members = {
+        "history.npz": history_bytes.getvalue(),
+        "forest.skops": sio.dumps(model.forest_),
+    }
+    meta = {
+        "kind": MODEL_KIND,
+        "format": MODEL_FORMAT,
+        "features": list(FEATURE_NAMES),
+        "model_columns": list(MODEL_COLUMNS),
+        "egress_detector_version": __version__,
+        "sklearn_version": sklearn.__version__,
+        "numpy_version": np.__version__,
+        "policy_fingerprint": policy.fingerprint(),
+        "policy_site": policy.site_name,
+        "policy_settings": _policy_sections(policy.settings()),
+        "params": model.get_params(),
+        "training": {
+            "first_window_utc_ns": model.span_[0],
+            "last_window_utc_ns": model.span_[1],
+            "windows": model.n_windows_,
+            "hosts": model.n_hosts_,
+            "host_days": model.n_host_days_,
+            "known_destinations": len(model.history_.known_peer_lo),
+        },
+        "threshold": model.threshold_,
+        "baseline_quantiles": [float(v) for v in model.baseline_quantiles_],
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
+    }
+    target = os.fspath(path)
+    partial = target + ".partial"
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("meta.json", json.dumps(meta, indent=1))
+        for name, data in members.items():
+            archive.writestr(name, data)
+    os.replace(partial, target)
+
+
+def load_model(path: str | os.PathLike[str], policy: Policy | None = None) -> EgressModel:
+    """Read a model file without executing anything from it; check its
+    checksums, versions, feature schema and (given ``policy``) that it was
+    trained under the same site settings. Problems are one-line ModelErrors."""
+    name = os.fspath(path)
+    try:
+        archive = zipfile.ZipFile(name)
+    except FileNotFoundError:
+        raise ModelError(f"model {name}: no such file") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"model {name}: not an egress-detector model file ({exc})") from None
+    with archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        if sorted(infos) != sorted(MEMBERS):
+            raise ModelError(
+                f"model {name}: not an egress-detector model file (holds "
+                f"{', '.join(sorted(infos)) or 'nothing'}; expected {', '.join(MEMBERS)})"
+            )
+        for info in infos.values():
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise ModelError(f"model {name}: {info.filename} is implausibly large")
+        try:
+            data = {member: archive.read(member) for member in MEMBERS}
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ModelError(f"model {name}: damaged ({exc}); copy it again or "
+                             f"{_retrain(name)}") from None  # fmt: skip
+    try:
+        meta = json.loads(data["meta.json"])
+        if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
+            raise ValueError("not a model")
+    except ValueError:
+        raise ModelError(f"model {name}: meta.json is not an egress-detector model "
+                         "description") from None  # fmt: skip
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelError(f"model {name}: file format {meta.get('format')!r}, this version "
+                         f"reads format {MODEL_FORMAT}; {_retrain(name)}")  # fmt: skip
+    for member in MEMBERS[1:]:
+        expected = meta.get("sha256", {}).get(member)
+        if hashlib.sha256(data[member]).hexdigest() != expected:
+            raise ModelError(
+                f"model {name}: {member} does not match its recorded checksum (the file was "
+                f"changed or damaged after training); copy it again or {_retrain(name)}"
+            )
+    _check_schema(name, meta)
+    if policy is not None:
+        _check_policy(name, meta, policy)
+    return _rebuild(name, meta, data)
+
+
+def _check_schema(name: str, meta: Mapping[str, Any]) -> None:
+    import sklearn
+
+    if meta.get("features") != list(FEATURE_NAMES):
+        theirs = meta.get("features") or []
+        gone = [f for f in FEATURE_NAMES if f not in theirs]
+        extra = [f for f in theirs if f not in FEATURE_NAMES]
+        what = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(gone)}" if gone else "",
+                f"unknown {', '.join(extra)}" if extra else "",
+                "same features in another order" if not gone and not extra else "",
+            )
+            if part
+        )
+        raise ModelError(f"model {name}: trained on other features than this version computes "
+                         f"({what}); {_retrain(name)}")  # fmt: skip
+    if meta.get("model_columns") != list(MODEL_COLUMNS):
+        raise ModelError(f"model {name}: made with another feature transform than this version's; "
+                         f"{_retrain(name)}")  # fmt: skip
+    theirs = str(meta.get("sklearn_version", "?"))
+    if theirs.split(".")[:2] != sklearn.__version__.split(".")[:2]:
+        raise ModelError(f"model {name}: trained with scikit-learn {theirs}, this is "
+                         f"{sklearn.__version__}; {_retrain(name)}")  # fmt: skip
+
+
+def _check_policy(name: str, meta: Mapping[str, Any], policy: Policy) -> None:
+    ours = _policy_sections(policy.settings())
+    theirs = meta.get("policy_settings", {})
+    differ = [key for key in MODEL_POLICY_SECTIONS if theirs.get(key) != ours[key]]
+    if differ:
+        raise ModelError(
+            f"model {name}: trained under another site policy (fingerprint "
+            f"{str(meta.get('policy_fingerprint', '?'))[:12]}, this one "
+            f"{policy.fingerprint()[:12]}): {', '.join(differ)} differ; "
+            f"{_retrain(name).replace('POLICY', policy.source or 'POLICY')}"
+        )
+
+
+def _rebuild(name: str, meta: Mapping[str, Any], data: Mapping[str, bytes]) -> EgressModel:
+    import skops.io as sio
+    from sklearn.ensemble import IsolationForest
+
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(data=data["forest.skops"])
+                     if t not in TRUSTED_TYPES]  # fmt: skip
+        if untrusted:
+            raise ModelError(f"model {name}: forest.skops holds types that are not trusted "
+                             f"({', '.join(untrusted)}); refusing to load it")  # fmt: skip
+        forest = sio.loads(data["forest.skops"], trusted=list(TRUSTED_TYPES))
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"model {name}: forest.skops cannot be read ({type(exc).__name__}: "
+                         f"{exc}); {_retrain(name)}") from None  # fmt: skip
+    if not isinstance(forest, IsolationForest):
+        raise ModelError(f"model {name}: forest.skops holds a {type(forest).__name__}, "
+                         "not an IsolationForest")  # fmt: skip
+    try:
+        with np.load(io.BytesIO(data["history.npz"]), allow_pickle=False) as arrays:
+            history = History(**{key: arrays[key] for key in History.__dataclass_fields__})
+    except (KeyError, ValueError, OSError, TypeError) as exc:
+        raise ModelError(f"model {name}: history.npz is not what this version "
+                         f"writes ({exc}); {_retrain(name)}") from None  # fmt: skip
+    params = dict(meta.get("params", {}))
+    model = EgressModel(**params)
+    model.forest_ = forest
+    model.history_ = history
+    model.baseline_quantiles_ = np.asarray(meta["baseline_quantiles"], dtype=np.float64)
+    model.threshold_ = float(meta["threshold"])
+    training = meta["training"]
+    model.n_windows_ = int(training["windows"])
+    model.n_hosts_ = int(training["hosts"])
+    model.n_host_days_ = int(training["host_days"])
+    model.span_ = (int(training["first_window_utc_ns"]), int(training["last_window_utc_ns"]))
+    model.meta_ = dict(meta)
+    return model
