@@ -74,6 +74,22 @@ Mon-Fri 08:00-18:00 in this machine's time zone, and no host is isolated.
 )
 
 
+TRAIN_EPILOG = (
+    """examples:
+  egress-detector train --policy site.toml -o models/site.model /var/captures/week1/*.pcap.gz
+      learn from a week of normal traffic (give rotated files in time order)
+  egress-detector train --policy site.toml -o models/site.model mon.parquet tue.parquet
+      learn from feature files written by scan --features-out
+  egress-detector scan --policy site.toml --model models/site.model today.pcap.gz
+      rules plus the model: model-anomaly alerts, and egress.model on rule alerts
+
+what the model learns, its score and its file: docs/model.md
+
+"""
+    + EXIT_CODES_HELP
+)
+
+
 def _say(message: str) -> None:
     print(f"egress-detector: {message}", file=sys.stderr, flush=True)
 
@@ -224,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the per-host window features (Parquet; .csv writes CSV)",
     )
     scan.add_argument(
+        "--model",
+        metavar="FILE",
+        help="also score every host window with a model made by `egress-detector train` "
+        "(docs/model.md); it must have been trained under the same site policy",
+    )
+    scan.add_argument(
         "--window",
         type=int,
         metavar="MINUTES",
@@ -243,6 +265,41 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no summary or progress on stderr (problems and policy warnings are still shown)",
     )
+
+    train = commands.add_parser(
+        "train",
+        help="learn a site's normal egress from baseline captures (the model scan --model uses)",
+        description="Learn the site's normal egress from captures (or feature files written "
+        "by scan --features-out) of normal days: an isolation forest over the per-host window "
+        "features, the baseline's per-host usual volumes and known destinations. Written as "
+        "a model file that is safe to copy between machines (loading it runs no code).",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument(
+        "baseline",
+        nargs="+",
+        metavar="BASELINE",
+        help="captures of normal days (pcap/pcapng, gzip too; read as one stream in the order "
+        "given) or .parquet/.csv feature files from scan --features-out",
+    )
+    train.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="the site policy the model is for (scan --model refuses another)",
+    )
+    train.add_argument("-o", "--output", metavar="FILE", required=True, help="the model file")
+    train.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="random seed of the forest (default: 0)"
+    )
+    train.add_argument(
+        "--threads",
+        type=int,
+        choices=[1, 2],
+        metavar="N",
+        help="1 or 2 threads for reading (default: 2 for inputs over 64 MB on 2 or more cores)",
+    )
+    train.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     return parser
 
 
@@ -357,6 +414,11 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     if args.window is not None and not (1 <= args.window <= 1440 and 1440 % args.window == 0):
         _say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
         return ExitStatus.USAGE
+    model = None
+    if args.model:
+        from ..detect.model import load_model
+
+        model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
     fmt = args.format
     if fmt is None:
         suffix = Path(args.output).suffix.lower() if args.output else ""
@@ -391,6 +453,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
         on_problem=on_problem,
         stats_out=stats,
         progress=lambda b: _progress(b, args.captures, not args.quiet),
+        model=model,
     )
     write_alerts(result.alerts, fmt, args.output, policy.zone, policy.site_name)
     if args.features_out:
@@ -413,6 +476,54 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
 
 
+def _run_train(args: argparse.Namespace) -> ExitStatus:
+    from .. import _jit
+    from ..capture import CaptureProblem
+    from ..detect.model import EgressModel, local_day, save_model
+    from ..detect.train import FEATURE_SUFFIXES, train_model
+    from ..flows.table import auto_threads
+    from ..policy import default_policy, load_policy
+
+    policy = load_policy(args.policy) if args.policy else default_policy()
+    for warning in policy.warnings:
+        _say(f"warning: {warning}")
+    captures = [p for p in args.baseline if Path(p).suffix.lower() not in FEATURE_SUFFIXES]
+    if captures and not _jit.is_compiled_cache_warm() and not args.quiet:
+        _say(
+            f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+            f"{_jit.CACHE_DIR.parent})"
+        )
+    damaged = False
+
+    def on_problem(problem: CaptureProblem) -> None:
+        nonlocal damaged
+        damaged = damaged or problem.fatal
+        _say(("error: " if problem.fatal else "warning: ") + str(problem))
+
+    started = time.perf_counter()
+    training = train_model(
+        args.baseline,
+        policy,
+        model=EgressModel(percentile=policy.model_percentile, random_state=args.seed),
+        threads=args.threads if args.threads is not None else auto_threads(captures),
+        on_problem=on_problem,
+    )
+    model = training.model
+    save_model(model, args.output, policy)
+    for note in training.notes:
+        _say(f"note: {note}")
+    if not args.quiet:
+        first, last = (local_day(t, policy) for t in model.span_)
+        _say(
+            f"learned from {model.n_windows_:,} host windows of {model.n_hosts_} hosts "
+            f"({model.n_host_days_:,} host-days, {first} to {last} local), "
+            f"{len(model.history_.known_peer_lo):,} known (host, destination) pairs; "
+            f"threshold {model.threshold_:.3f} (percentile {policy.model_percentile:g} of "
+            f"baseline scores); {time.perf_counter() - started:.1f} s → {args.output}"
+        )
+    return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -424,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_flows(args)
         if args.command == "scan":
             return _run_scan(args)
+        if args.command == "train":
+            return _run_train(args)
     except DetectorError as exc:
         if args.traceback:
             raise

@@ -277,6 +277,7 @@ class EgressModel:
     n_hosts_: int
     n_host_days_: int
     span_: tuple[int, int]
+    window_minutes_: int
     meta_: dict[str, Any]  # only on a model read from a file
 
     def __init__(
@@ -341,6 +342,7 @@ class EgressModel:
         days = np.floor_divide(starts, 86_400 * 1_000_000_000)
         self.n_host_days_ = int(len(set(zip(features["host"].to_numpy(), days, strict=True))))
         self.span_ = (int(starts.min()), int(starts.max()))
+        self.window_minutes_ = _window_minutes(features)
         return self
 
     def _check_fitted(self) -> None:
@@ -445,6 +447,14 @@ def _range(usual: np.ndarray, fmt: Any) -> str:
     if len(low_parts) == 2 and len(high_parts) == 2 and low_parts[1] == high_parts[1]:
         return f"{low_parts[0]}–{high}"
     return f"{low}–{high}"
+
+
+def local_day(ts_ns: int, policy: Policy) -> str:
+    """'Mon 2026-02-02': the site-local date of a UTC instant."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).astimezone(policy.zone)
+    return f"{moment:%a %Y-%m-%d}"
 
 
 def _utc_ns(column: pd.Series) -> np.ndarray:
@@ -564,6 +574,12 @@ def score_scan(
 ) -> ModelVerdict:
     """Score every window; the threshold is the policy's ``[model] percentile``
     of the baseline scores."""
+    if len(features) and _window_minutes(features) != model.window_minutes_:
+        raise ModelError(
+            f"the model was trained on {model.window_minutes_}-minute windows, this scan uses "
+            f"{_window_minutes(features)}-minute ones: scan with --window "
+            f"{model.window_minutes_} or retrain"
+        )
     if traffic is not None:
         known = known_pairs(model, traffic) if known is None else known
         features = with_known_destinations(features, traffic, known, policy)
@@ -733,6 +749,7 @@ def save_model(model: EgressModel, path: str | os.PathLike[str], policy: Policy)
             "hosts": model.n_hosts_,
             "host_days": model.n_host_days_,
             "known_destinations": len(model.history_.known_peer_lo),
+            "window_minutes": model.window_minutes_,
         },
         "threshold": model.threshold_,
         "baseline_quantiles": [float(v) for v in model.baseline_quantiles_],
@@ -872,5 +889,6 @@ def _rebuild(name: str, meta: Mapping[str, Any], data: Mapping[str, bytes]) -> E
     model.n_hosts_ = int(training["hosts"])
     model.n_host_days_ = int(training["host_days"])
     model.span_ = (int(training["first_window_utc_ns"]), int(training["last_window_utc_ns"]))
+    model.window_minutes_ = int(training["window_minutes"])
     model.meta_ = dict(meta)
     return model

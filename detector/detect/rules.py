@@ -39,6 +39,9 @@ class ScanContext:
     policy: Policy
     traffic: HostTraffic
     window_minutes: int
+    # (host_id, peer_id) pairs known from a trained model's baseline: never "new"
+    # to bulk-upload-new-destination (None: first contact in this scan decides).
+    known_destinations: pd.MultiIndex | None = None
 
     @property
     def gap_ns(self) -> int:
@@ -417,6 +420,8 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
     f = ctx.traffic.frame
     sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
     pair = ["host_id", "peer_id"]
+    if ctx.known_destinations is not None and len(ctx.known_destinations):
+        sel = sel[~pd.MultiIndex.from_frame(sel[pair]).isin(ctx.known_destinations)]
     first_contact_of = sel.groupby(pair, sort=False)["first_ns"].transform("min").to_numpy()
     sel = sel.assign(first_contact=first_contact_of)
     sel = sel[sel["minute_ns"].to_numpy() < first_contact_of + new_for_ns]
@@ -444,7 +449,8 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
             alert.message = (
                 f"{alert.source_ip} uploaded {human_bytes(alert.source_bytes)} to "
                 f"{_endpoint(alert)}, a destination it first reached at "
-                f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan, "
+                f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan"
+                f"{'' if ctx.known_destinations is None else ' (not in the model baseline)'}, "
                 f"{_when(alert.start_ns, alert.end_ns, ctx.policy)}, "
                 f"{_hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)} "
                 f"(threshold {_threshold(threshold)} within {settings['span_minutes']} minutes)"

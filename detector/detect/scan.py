@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..policy import Policy
+    from .model import EgressModel
 
 
 @dataclass
@@ -38,8 +39,10 @@ def scan_captures(
     on_problem: Callable[[CaptureProblem], None] | None = None,
     stats_out: list[CaptureStats] | None = None,
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+    model: EgressModel | None = None,
 ) -> ScanResult:
-    """Scan captures (one stream, in the order given) against ``policy``."""
+    """Scan captures (one stream, in the order given) against ``policy`` (and a
+    trained ``model``, whose verdicts join the rule alerts)."""
     activity = ActivityTable(bin_seconds=60)
     flows = count_flows(
         paths,
@@ -49,7 +52,7 @@ def scan_captures(
         progress=progress,
         also=[activity],
     )
-    return scan_activity(activity, flows, policy, window_minutes=window_minutes)
+    return scan_activity(activity, flows, policy, window_minutes=window_minutes, model=model)
 
 
 def scan_activity(
@@ -58,10 +61,19 @@ def scan_activity(
     policy: Policy,
     *,
     window_minutes: int | None = None,
+    model: EgressModel | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted."""
     minutes = window_minutes or policy.window_minutes
     traffic = host_traffic(activity.columns(), policy)
     features = host_windows(traffic, policy, minutes)
-    alerts = run_rules(ScanContext(policy, traffic, minutes))
+    if model is None:
+        alerts = run_rules(ScanContext(policy, traffic, minutes))
+    else:
+        from .model import known_pairs, model_alerts, score_scan
+
+        known = known_pairs(model, traffic)
+        alerts = run_rules(ScanContext(policy, traffic, minutes, known_destinations=known))
+        verdict = score_scan(model, features, traffic, policy, known)
+        alerts = model_alerts(model, verdict, traffic, policy, alerts)
     return ScanResult(alerts, features, traffic, flows, activity)

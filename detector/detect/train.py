@@ -1,0 +1,99 @@
+"""Training: baseline captures (or saved feature files) → a fitted EgressModel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ModelError
+from ..features.hosts import FEATURE_NAMES
+from .model import EgressModel, destinations_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..capture import CaptureProblem
+    from ..policy import Policy
+
+FEATURE_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+@dataclass
+class Training:
+    model: EgressModel
+    features: pd.DataFrame
+    notes: list[str] = field(default_factory=list)  # things the administrator should know
+
+
+def read_features(path: str | os.PathLike[str], policy: Policy) -> pd.DataFrame:
+    """A feature file written by ``scan --features-out`` (Parquet or CSV)."""
+    import pandas as pd
+
+    name = os.fspath(path)
+    try:
+        csv = Path(name).suffix.lower() == ".csv"
+        frame = pd.read_csv(name) if csv else pd.read_parquet(name)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"feature file {name}: cannot be read ({exc})") from None
+    missing = [c for c in ("host", "window_start", "window_end", *FEATURE_NAMES) if c not in frame]
+    if missing:
+        raise ModelError(
+            f"feature file {name}: lacks the columns {', '.join(missing)} (write it again "
+            "with this version's scan --features-out)"
+        )
+    for column in ("window_start", "window_end"):
+        times = pd.to_datetime(frame[column], utc=True)
+        frame[column] = times.dt.tz_convert(policy.timezone)
+    return frame
+
+
+def train_model(
+    paths: Iterable[str | os.PathLike[str]],
+    policy: Policy,
+    *,
+    model: EgressModel | None = None,
+    threads: int = 1,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+) -> Training:
+    """Fit ``model`` (default: ``EgressModel(percentile=policy.model_percentile)``)
+    on baseline captures, read as one stream in the order given, and feature files.
+    Destinations the baseline's hosts used are learned from captures only."""
+    import pandas as pd
+
+    from .scan import scan_captures
+
+    names = [os.fspath(p) for p in paths]
+    feature_files = [n for n in names if Path(n).suffix.lower() in FEATURE_SUFFIXES]
+    captures = [n for n in names if n not in feature_files]
+    parts: list[pd.DataFrame] = []
+    destinations = None
+    notes: list[str] = []
+    if captures:
+        result = scan_captures(captures, policy, threads=threads, on_problem=on_problem)
+        parts.append(result.features)
+        destinations = destinations_of(result.traffic)
+    parts += [read_features(n, policy) for n in feature_files]
+    if feature_files and not captures:
+        notes.append(
+            "feature files carry no addresses: the model does not know which destinations "
+            "the baseline used (train from captures for that)"
+        )
+    features = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if len(features) < 2:
+        raise ModelError(
+            f"the baseline has {len(features)} host window(s): too little to learn from "
+            "(give captures of several normal days)"
+        )
+    if model is None:
+        model = EgressModel(percentile=policy.model_percentile)
+    model.fit(features, destinations=destinations)
+    days = model.n_host_days_ / max(model.n_hosts_, 1)
+    if days < 7:
+        notes.append(
+            f"the baseline covers about {days:.1f} days per host: a week or more of normal "
+            "traffic gives the model each weekday and hour"
+        )
+    return Training(model, features, notes)
