@@ -300,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 or 2 threads for reading (default: 2 for inputs over 64 MB on 2 or more cores)",
     )
     train.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+
+    from .live import add_live_parser
+
+    add_live_parser(commands, EXIT_CODES_HELP)
     return parser
 
 
@@ -537,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_scan(args)
         if args.command == "train":
             return _run_train(args)
+        if args.command == "live":
+            from .live import run_live
+
+            return run_live(args)
     except DetectorError as exc:
         if args.traceback:
             raise

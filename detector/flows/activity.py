@@ -37,7 +37,7 @@ the result does not depend on the capacity.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -122,6 +122,20 @@ class ActivityTable:
         self._chunks: list[np.ndarray] = []  # drained rows, (n, ak.USED_COLUMNS) each
         self._merged: np.ndarray | None = None  # cache of merged_columns()
         self.drains = 0  # times the full table was copied out and emptied
+
+    @classmethod
+    def combined(
+        cls, parts: Sequence[np.ndarray], *, bin_seconds: int = DEFAULT_BIN_SECONDS
+    ) -> ActivityTable:
+        """A table of the rows of several tables' :meth:`merged_columns` (live
+        capture workers, each counting part of the traffic): the entries of one
+        (conversation, bin) found in several parts are merged, as one table's
+        drained chunks are. For reading (``columns``); it counts no packets."""
+        table = cls(bin_seconds=bin_seconds, capacity=1)
+        rows = [np.ascontiguousarray(part.T) for part in parts if part.shape[1]]
+        if rows:
+            table._chunks = [np.concatenate(rows)]
+        return table
 
     # -- counters ----------------------------------------------------------------
     @property

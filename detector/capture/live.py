@@ -1,0 +1,568 @@
+"""Live packet sources: a Linux ``AF_PACKET`` ``TPACKET_V3`` ring, a pcap stream
+on standard input, and scapy's sniffer (portable, slow).
+
+Every source fills the same :class:`PacketBatch` the file readers fill, through
+numba kernels: the ring is walked in place (``_kernels/ring.py``), a stream is
+walked by the pcap/pcapng walkers of the file reader. The hot path makes no
+Python object per packet (the scapy backend excepted, which is why it is slow).
+
+>>> source = RingSource("eth1", RingConfig(), bpf="not port 22")
+>>> batch = PacketBatch.empty(source.batch_rows)
+>>> n = source.read(batch, timeout=1.0)   # rows written, 0 after the timeout
+>>> source.close()                        # promiscuous mode ends with the socket
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .._kernels import records as rk
+from .._kernels import ring as ringk
+from .._kernels.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from ..errors import CaptureError
+from .batch import PacketBatch
+from .files import _NO_TABLE, PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_MAGIC, _new_counters
+
+# <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_FANOUT = 18
+PACKET_IGNORE_OUTGOING = 23  # Linux 4.20
+TPACKET_V3 = 2
+PACKET_FANOUT_HASH = 0  # by the kernel's symmetric flow hash: both directions, one socket
+SO_ATTACH_FILTER = 26
+BPF_RET_K = 0x06  # BPF_RET | BPF_K: "accept k bytes of the packet"
+MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
+
+# <linux/if_arp.h>: interface hardware type → the link type its frames start with
+ARPHRD_LINKTYPES = {
+    1: LINKTYPE_ETHERNET,  # ARPHRD_ETHER (also veth, bridges, bonds)
+    772: LINKTYPE_ETHERNET,  # ARPHRD_LOOPBACK: a zeroed Ethernet header
+    65534: LINKTYPE_RAW,  # ARPHRD_NONE: tun, WireGuard
+    768: LINKTYPE_RAW,  # ARPHRD_TUNNEL (ipip)
+    776: LINKTYPE_RAW,  # ARPHRD_SIT
+    778: LINKTYPE_RAW,  # ARPHRD_IPGRE
+    512: LINKTYPE_RAW,  # ARPHRD_PPP
+}
+
+DEFAULT_BATCH_ROWS = 1 << 15  # fits in L2 with the flow table's working set
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    """The receive ring's geometry. Memory is ``block_size * block_count`` per
+    worker; a block is handed to us when full or ``retire_ms`` after its first
+    packet, whichever comes first (so a quiet link still delivers promptly)."""
+
+    block_size: int = 1 << 20
+    block_count: int = 64
+    frame_size: int = 2048
+    retire_ms: int = 50
+    snaplen: int = 0  # bytes kept of each packet; 0: whole packets
+
+    def check(self) -> None:
+        page = mmap.PAGESIZE
+        if self.block_size < page or self.block_size & (self.block_size - 1):
+            raise CaptureError(
+                f"--block-size {self.block_size}: must be a power of two of at least the "
+                f"page size ({page})"
+            )
+        if not 16 <= self.frame_size <= self.block_size or self.frame_size % 16:
+            raise CaptureError(
+                f"--frame-size {self.frame_size}: must be a multiple of 16 between 16 and "
+                f"the block size ({self.block_size})"
+            )
+        if self.block_count < 2:
+            raise CaptureError(f"--block-count {self.block_count}: must be at least 2")
+        if self.snaplen < 0 or self.snaplen > MAX_SNAPLEN:
+            raise CaptureError(f"--snaplen {self.snaplen}: must be 0 (whole) to {MAX_SNAPLEN}")
+
+
+@dataclass
+class SourceStats:
+    """What a source has seen: packets it delivered, and what the kernel says
+    it received and dropped (ring buffer full) since the source opened."""
+
+    delivered: int = 0
+    kernel_received: int = 0
+    kernel_dropped: int = 0
+
+
+def interface_linktype(iface: str) -> int:
+    """The link type of frames captured on ``iface`` (from its ARPHRD type)."""
+    path = Path("/sys/class/net") / iface / "type"
+    try:
+        hardware = int(path.read_text())
+    except FileNotFoundError:
+        raise CaptureError(f"interface {iface!r} does not exist (see `ip link`)") from None
+    except (OSError, ValueError) as exc:
+        raise CaptureError(f"interface {iface!r}: cannot read its type: {exc}") from None
+    if hardware not in ARPHRD_LINKTYPES:
+        raise CaptureError(
+            f"interface {iface!r} has hardware type {hardware}, which we do not decode "
+            "(Ethernet, loopback and raw-IP interfaces are supported)"
+        )
+    return ARPHRD_LINKTYPES[hardware]
+
+
+def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> bytes:
+    """Classic BPF instructions (8 bytes each) for a pcap filter ``expression``,
+    compiled by libpcap (through scapy), ready for ``SO_ATTACH_FILTER``.
+
+    A filter's "accept" returns say how many bytes of the packet to keep:
+    they are capped at ``snaplen`` when one is given, so the kernel copies no
+    more of each packet into the ring than we read. Without an expression and
+    with a snap length, the program is just "accept ``snaplen`` bytes".
+    Raises :class:`CaptureError` with libpcap's reason for a bad expression.
+    """
+    keep = snaplen or MAX_SNAPLEN
+    if not expression:
+        return struct.pack("HBBI", BPF_RET_K, 0, 0, keep)
+    try:
+        from scapy.arch.common import compile_filter
+    except ImportError as exc:  # pragma: no cover - scapy is a dependency
+        raise CaptureError(f"--bpf needs scapy and libpcap: {exc}") from None
+    try:
+        program = compile_filter(expression, linktype=linktype)
+    except Exception as exc:  # noqa: BLE001  scapy raises Scapy_Exception, ImportError, OSError
+        reason = str(exc).split("(", 1)[-1].rstrip(")") if "(" in str(exc) else str(exc)
+        raise CaptureError(f"--bpf {expression!r}: {reason}") from None
+    out = bytearray()
+    for i in range(program.bf_len):
+        insn = program.bf_insns[i]
+        k = insn.k
+        if insn.code == BPF_RET_K and k != 0:
+            k = min(k, keep) if snaplen else max(k, keep)
+        out += struct.pack("HBBI", insn.code, insn.jt, insn.jf, k)
+    return bytes(out)
+
+
+def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array[ctypes.c_char]:
+    """Attach classic BPF ``program``; returns the buffer the kernel copied
+    from (kept alive until the call returned, which is all the kernel needs)."""
+    insns = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(insns))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    return insns
+
+
+class RingSource:
+    """Packets from one ``AF_PACKET`` socket with a ``TPACKET_V3`` ring on
+    ``iface``, in promiscuous mode while it is open. With ``fanout_group``,
+    the socket joins a hash fanout group: the kernel spreads flows over the
+    group's sockets, both directions of a flow to the same one."""
+
+    name = "ring"
+
+    def __init__(
+        self,
+        iface: str,
+        config: RingConfig | None = None,
+        *,
+        bpf: str | None = None,
+        fanout_group: int | None = None,
+        promiscuous: bool = True,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        self.config = config or RingConfig()
+        self.config.check()
+        self.iface = iface
+        self.linktype = interface_linktype(iface)
+        self.batch_rows = batch_rows
+        self.counters = _new_counters()
+        self.ring_state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
+        self._stats = SourceStats()
+        program = compile_bpf(bpf, self.linktype, self.config.snaplen)
+        cfg = self.config
+        try:
+            # Protocol 0: the socket receives nothing until it is bound below,
+            # so no packet of another interface reaches the ring meanwhile.
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except PermissionError:
+            raise CaptureError(
+                f"capturing on {iface} needs root or CAP_NET_RAW (run as root, "
+                "optionally with --user to drop privileges afterwards)"
+            ) from None
+        try:
+            sock = self.sock
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            if Path(f"/sys/class/net/{iface}/type").read_text().strip() == "772":
+                # Loopback shows each packet twice, leaving and arriving: keep one.
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            _attach_filter(sock, program)
+            frames = cfg.block_size // cfg.frame_size * cfg.block_count
+            # struct tpacket_req3: block size, block count, frame size, frame
+            # count, retire timeout (ms), private bytes per block, features.
+            req = struct.pack(
+                "7I", cfg.block_size, cfg.block_count, cfg.frame_size, frames, cfg.retire_ms, 0, 0
+            )
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            except OSError as exc:
+                raise CaptureError(
+                    f"cannot set up a {cfg.block_size * cfg.block_count >> 20} MiB ring on "
+                    f"{iface}: {exc.strerror} (try smaller --block-size / --block-count)"
+                ) from None
+            self._size = cfg.block_size * cfg.block_count
+            self._map = mmap.mmap(
+                sock.fileno(), self._size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
+            self.ring = np.frombuffer(self._map, dtype=np.uint8)
+            try:
+                sock.bind((iface, ETH_P_ALL))
+            except OSError as exc:
+                raise CaptureError(f"cannot capture on {iface}: {exc.strerror}") from None
+            if promiscuous:
+                index = socket.if_nametoindex(iface)
+                mreq = struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b"")  # packet_mreq
+                # A membership, not the IFF_PROMISC flag: the kernel drops it
+                # when the socket closes, however the process ends.
+                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            if fanout_group is not None:
+                sock.setsockopt(
+                    SOL_PACKET, PACKET_FANOUT, (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH << 16)
+                )
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
+        except BaseException:
+            self.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self, batch: PacketBatch, timeout: float) -> int:
+        """Decode ready packets into ``batch`` (from row 0); wait up to
+        ``timeout`` seconds for a block when none is ready. Returns rows written."""
+        rows = self._walk(batch)
+        if rows == 0 and timeout > 0:
+            try:
+                self._poll.poll(int(timeout * 1000))
+            except InterruptedError:  # a signal: the caller looks at its flags
+                return 0
+            rows = self._walk(batch)
+        return rows
+
+    def _walk(self, batch: PacketBatch) -> int:
+        rows, _why = ringk.walk_ring(
+            self.ring,
+            self.config.block_size,
+            self.config.block_count,
+            self.ring_state,
+            self.linktype,
+            False,
+            min(len(batch), self.batch_rows),
+            self.counters,
+            batch.arrays(),
+        )
+        self._stats.delivered += rows
+        return int(rows)
+
+    def stats(self) -> SourceStats:
+        """Counters since the source opened (reading them from the kernel resets
+        the kernel's, so they are summed here)."""
+        if self.sock.fileno() >= 0:
+            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+            received, dropped, _freezes = struct.unpack("3I", raw)  # struct tpacket_stats_v3
+            self._stats.kernel_received += received
+            self._stats.kernel_dropped += dropped
+        return SourceStats(**vars(self._stats))
+
+    @property
+    def damaged_blocks(self) -> int:
+        return int(self.counters[ringk.COUNT_RING_DAMAGED])
+
+    def close(self) -> None:
+        if getattr(self, "ring", None) is not None:
+            del self.ring  # the array pins the mapping: release it first
+        mapped = getattr(self, "_map", None)
+        if mapped is not None:
+            del self._map
+            mapped.close()
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            sock.close()
+
+
+class StreamSource:
+    """A pcap or pcapng stream (``tcpdump -i eth1 -w - | egress-detector live -r -``):
+    whatever has arrived is decoded at once, without waiting for a full
+    buffer, so alerts follow the stream as they do a ring."""
+
+    name = "stream"
+
+    def __init__(
+        self,
+        stream: BinaryIO | None = None,
+        *,
+        buffer_bytes: int = 16 << 20,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._fd = self._stream.fileno()
+        self._buf = np.empty(max(buffer_bytes, rk.MAX_BLOCK_BYTES * 2), dtype=np.uint8)
+        self._start = 0  # unread bytes are _buf[_start:_end]
+        self._end = 0
+        self._consumed = 0  # stream bytes before _buf[0]
+        self.batch_rows = batch_rows
+        self.counters = _new_counters()
+        self.eof = False
+        self.problem: str | None = None
+        self._format = ""
+        self._big_endian = self._nanosecond = False
+        self.linktype = 0
+        self._snaplen = 0
+        self._section = np.zeros(rk.SEC_FIELDS, dtype=np.int64)
+        self._interfaces = np.zeros((256, rk.IF_COLUMNS), dtype=np.int64)
+        self._delivered = 0
+        self.latest_ns: int | None = None  # the stream's clock: its latest packet
+        self._latest_at = time.monotonic()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _fill(self, timeout: float) -> None:
+        if self.eof:
+            return
+        ready, _, _ = select.select([self._fd], [], [], max(timeout, 0.0))
+        if not ready:
+            return
+        if self._start and self._start == self._end:
+            self._start = self._end = 0
+        elif self._end == self._buf.shape[0]:
+            keep = self._end - self._start
+            self._buf[:keep] = self._buf[self._start : self._end]
+            self._consumed += self._start
+            self._start, self._end = 0, keep
+        try:
+            data = os.read(self._fd, self._buf.shape[0] - self._end)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                return
+            raise
+        if not data:
+            self.eof = True
+            return
+        self._buf[self._end : self._end + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self._end += len(data)
+
+    def _header(self) -> bool:
+        have = self._end - self._start
+        head = self._buf[self._start : self._start + 4].tobytes()
+        if have < 4:
+            return False
+        if head == PCAPNG_MAGIC:
+            self._format = "pcapng"
+            return True
+        if head not in PCAP_MAGICS:
+            raise CaptureError(
+                f"standard input: not a pcap or pcapng stream (it starts with {head.hex(' ')}); "
+                "use tcpdump -w - (gzip is not read live)"
+            )
+        if have < PCAP_HEADER_BYTES:
+            return False
+        self._big_endian, self._nanosecond = PCAP_MAGICS[head]
+        order = ">" if self._big_endian else "<"
+        fields = struct.unpack(
+            order + "IHHiIII", self._buf[self._start : self._start + 24].tobytes()
+        )
+        self._snaplen = fields[5]
+        self.linktype = fields[6] & 0xFFFF
+        self._format = "pcap"
+        self._start += PCAP_HEADER_BYTES
+        return True
+
+    def read(self, batch: PacketBatch, timeout: float) -> int:
+        rows = self._walk(batch)
+        if rows == 0 and not self.eof and self.problem is None:
+            self._fill(timeout)
+            rows = self._walk(batch)
+        return rows
+
+    def _walk(self, batch: PacketBatch) -> int:
+        if self.problem is not None:
+            return 0
+        if not self._format and not self._header():
+            return 0
+        view = self._buf.view()
+        view.flags.writeable = False  # the file walkers' compiled array type
+        max_rows = min(len(batch), self.batch_rows)
+        table, params, export = _NO_TABLE
+        if self._format == "pcap":
+            n, pos, why, detail, _ = rk.walk_pcap(
+                view, self._start, self._end, self._big_endian, self._nanosecond, self.linktype,
+                self._snaplen, self._consumed, max_rows, self.counters, batch.arrays(), True,
+                False, table, params, export, 0,
+            )  # fmt: skip
+        else:
+            n, pos, why, detail, _ = rk.walk_pcapng(
+                view, self._start, self._end, self._section, self._interfaces, self._consumed,
+                max_rows, self.counters, batch.arrays(), True, False, table, params, export, 0,
+            )  # fmt: skip
+        self._start = pos
+        if why not in (rk.WALK_OK, rk.WALK_NEED_MORE):
+            self.problem = (
+                f"standard input: byte offset {self._consumed + pos}: the stream is damaged "
+                f"(walk code {why}, detail {detail}); packets before it were read"
+            )
+        if n:
+            self._delivered += int(n)
+            self.latest_ns = int(self.counters[rk.COUNT_LAST_TS])
+            self._latest_at = time.monotonic()
+        return int(n)
+
+    def clock_ns(self) -> int | None:
+        """The stream's time now: its latest packet, moved on by the wall-clock
+        time since that packet arrived (so flows expire when the stream idles)."""
+        if self.latest_ns is None:
+            return None
+        return self.latest_ns + int((time.monotonic() - self._latest_at) * 1e9)
+
+    @property
+    def finished(self) -> bool:
+        return (self.eof and self._start >= self._end) or self.problem is not None
+
+    def stats(self) -> SourceStats:
+        return SourceStats(delivered=self._delivered)
+
+    def close(self) -> None:
+        if self.eof and self._start < self._end and self.problem is None:
+            self.problem = (
+                f"standard input: the last record is cut short ({self._end - self._start} "
+                "bytes of it arrived)"
+            )
+
+
+class ScapySource:
+    """Portable and slow (about 10-50 thousand packets/s): scapy's sniffer
+    socket hands over each frame as a Python object, which we write as pcap
+    records into a buffer and decode with the file walker. For platforms
+    without ``AF_PACKET`` rings, or to check the ring against."""
+
+    name = "scapy"
+
+    def __init__(
+        self, iface: str, *, bpf: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
+    ) -> None:
+        from scapy.config import conf
+
+        try:
+            self._sock = conf.L2listen(iface=iface, filter=bpf, promisc=True)
+        except PermissionError:
+            raise CaptureError(f"capturing on {iface} needs root or CAP_NET_RAW") from None
+        except Exception as exc:  # noqa: BLE001  scapy's errors for bad filters / interfaces
+            raise CaptureError(f"scapy cannot capture on {iface}: {exc}") from None
+        try:
+            self.linktype = interface_linktype(iface)
+        except CaptureError:
+            self.linktype = LINKTYPE_ETHERNET
+        self.batch_rows = batch_rows
+        self.counters = _new_counters()
+        self._buf = bytearray()
+        self._delivered = 0
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def read(self, batch: PacketBatch, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        limit = min(len(batch), self.batch_rows)
+        records = 0
+        buf = self._buf
+        buf.clear()
+        while records < limit:
+            wait = deadline - time.monotonic() if records == 0 else 0.0
+            ready, _, _ = select.select([self._sock], [], [], max(wait, 0.0))
+            if not ready:
+                break
+            _cls, data, ts = self._sock.recv_raw(65535)
+            if data is None:
+                continue
+            ts_ns = time.time_ns() if ts is None else int(ts * 1e9)
+            sec, nsec = divmod(ts_ns, 1_000_000_000)
+            buf += struct.pack("<IIII", sec, nsec, len(data), len(data))
+            buf += data
+            records += 1
+        if not records:
+            return 0
+        array = np.frombuffer(bytes(buf), dtype=np.uint8)  # read-only, as the walker's type
+        table, params, export = _NO_TABLE
+        n, _pos, _why, _detail, _ = rk.walk_pcap(
+            array, 0, len(array), False, True, self.linktype, 0, 0, limit, self.counters,
+            batch.arrays(), True, False, table, params, export, 0,
+        )  # fmt: skip
+        self._delivered += int(n)
+        return int(n)
+
+    def stats(self) -> SourceStats:
+        return SourceStats(delivered=self._delivered)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def fake_ring(
+    frames: list[tuple[int, bytes]],
+    *,
+    block_size: int = 1 << 16,
+    block_count: int = 4,
+    per_block: int = 64,
+    vlan_tci: int | None = None,
+) -> np.ndarray:
+    """A ring as the kernel would leave it, holding ``frames`` ((ns, frame
+    bytes) each, ``per_block`` to a block, every used block ready for us):
+    for warming the kernels up before capture starts, and for tests.
+    ``vlan_tci`` marks every packet as having had that 802.1Q tag taken off."""
+    ring = np.zeros(block_size * block_count, dtype=np.uint8)
+    for index in range(0, len(frames), per_block):
+        block = index // per_block
+        if block >= block_count:
+            raise ValueError(f"{len(frames)} frames do not fit in {block_count} blocks")
+        base = block * block_size
+        chunk = frames[index : index + per_block]
+        at = ringk.BLOCK_DESC_BYTES
+        offsets = []
+        for ts_ns, frame in chunk:
+            mac = ringk.TPACKET3_HDR_BYTES + 32  # header, sockaddr_ll, padding (as the kernel)
+            size = (mac + len(frame) + 15) & ~15
+            if at + size > block_size:
+                raise ValueError("frames do not fit in the block: raise block_size")
+            sec, nsec = divmod(ts_ns, 1_000_000_000)
+            status = ringk.TP_STATUS_USER
+            if vlan_tci is not None:
+                status |= ringk.TP_STATUS_VLAN_VALID
+            header = struct.pack(
+                "<IIIIIIHHIIHH", 0, sec, nsec, len(frame), len(frame), status, mac,
+                mac + 14, 0, vlan_tci or 0, 0x8100 if vlan_tci is not None else 0, 0,
+            )  # fmt: skip
+            ring[base + at : base + at + len(header)] = np.frombuffer(header, dtype=np.uint8)
+            ring[base + at + mac : base + at + mac + len(frame)] = np.frombuffer(frame, np.uint8)
+            offsets.append(at)
+            at += size
+        for i, at_i in enumerate(offsets[:-1]):
+            ring[base + at_i : base + at_i + 4] = np.frombuffer(
+                struct.pack("<I", offsets[i + 1] - at_i), dtype=np.uint8
+            )
+        desc = struct.pack("<IIIIII", 3, 0, ringk.TP_STATUS_USER, len(chunk), 48, at)
+        ring[base : base + len(desc)] = np.frombuffer(desc, dtype=np.uint8)
+    return ring

@@ -1,0 +1,315 @@
+"""`egress-detector live`: arguments, signals, privileges and messages; the
+work is in detector.capture.live and detector.detect.live."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import IO, Any
+
+LIVE_EPILOG = """examples:
+  egress-detector live -i eth1 --policy site.toml
+      watch the mirror (SPAN) port eth1; alerts as a table on stdout as they happen
+  egress-detector live -i eth1 --policy site.toml --workers 2 --format jsonl \\
+      -o /var/log/egress/alerts.jsonl --syslog siem.example.net:514 --user nobody
+      two capture workers (hash fanout), ECS JSON lines to a file and RFC 5424
+      syslog over UDP; root only to open the socket
+  egress-detector live -i eth1 --bpf 'not port 22' --duration 3600 --flows-out hour.parquet
+  tcpdump -i eth1 -w - | egress-detector live -r - --policy site.toml
+      a remote sensor's pcap stream on standard input (pcap or pcapng, not gzip)
+
+alerts are raised at the end of every feature window (policy
+features.window_minutes, aligned in local time; --report-every for another
+period) and once more when capture stops, each alert once. Flows expire on the
+clock, also when traffic stops. Every few seconds the kernel's drop counter is
+read: drops raise sensor-drops, and drops outside business hours when the policy
+has isolated networks raise sensor-blind (the sensor cannot vouch for that
+time). SIGINT/SIGTERM: finish (flush flows, final alerts) and exit; SIGHUP:
+reload the policy file.
+
+backends: ring (default): AF_PACKET TPACKET_V3 memory-mapped ring, decoded in
+place, millions of packets/s. scapy: portable and SLOW (tens of thousands of
+packets/s: each packet becomes a Python object), for platforms without
+AF_PACKET rings; it drops what it cannot keep up with and cannot count drops.
+
+"""
+
+
+def add_live_parser(commands: Any, exit_codes_help: str) -> None:
+    live = commands.add_parser(
+        "live",
+        help="watch a mirror port (or a pcap stream) and raise alerts as they happen",
+        description="Capture from a mirror (SPAN) port through an AF_PACKET ring, count "
+        "flows and per-host traffic as packets arrive, and run the egress rules at the end "
+        "of every window: alerts as they happen, the same as a scan of the same packets.",
+        epilog=LIVE_EPILOG + exit_codes_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = live.add_mutually_exclusive_group(required=True)
+    where.add_argument("-i", "--interface", metavar="IFACE", help="the capture interface")
+    where.add_argument(
+        "-r",
+        "--read",
+        metavar="-",
+        help="read a pcap/pcapng stream instead: - for standard input (or a FIFO's path)",
+    )
+    live.add_argument("--policy", metavar="FILE", help="the site policy (TOML, docs/policy.md)")
+    live.add_argument(
+        "--bpf", metavar="EXPR", help="capture filter, pcap syntax (e.g. 'not port 22')"
+    )
+    live.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="capture workers (one socket each in a hash fanout group; both directions of "
+        "a flow go to the same worker). Default: 1",
+    )
+    live.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
+    live.add_argument(
+        "--max-packets", type=_count, metavar="N", help="stop after this many packets"
+    )
+    live.add_argument(
+        "--report-every",
+        type=_seconds,
+        metavar="SECONDS",
+        help="analyse and raise alerts every SECONDS (default: at the end of each feature "
+        "window of the policy)",
+    )
+    live.add_argument(
+        "--format", choices=["table", "jsonl"], help="alert format (default: from -o, else table)"
+    )
+    live.add_argument("-o", "--output", metavar="FILE", help="append alerts to FILE")
+    live.add_argument(
+        "--syslog",
+        metavar="TARGET",
+        help="also send alerts as RFC 5424 syslog: 'local' (/dev/log) or HOST[:PORT] (UDP)",
+    )
+    live.add_argument(
+        "--flows-out",
+        metavar="FILE",
+        help="write every flow (closed on the clock or at the end) to FILE when capture "
+        "stops: .parquet, .csv or .jsonl",
+    )
+    live.add_argument(
+        "--backend", choices=["ring", "scapy"], default="ring", help="capture backend (see below)"
+    )
+    live.add_argument(
+        "--block-size",
+        type=_count,
+        default=1 << 20,
+        metavar="BYTES",
+        help="ring block size, a power of two ≥ the page size (default: 1048576)",
+    )
+    live.add_argument(
+        "--block-count",
+        type=_count,
+        default=64,
+        metavar="N",
+        help="ring blocks per worker (default: 64; memory is block size × count)",
+    )
+    live.add_argument(
+        "--frame-size",
+        type=_count,
+        default=2048,
+        metavar="BYTES",
+        help="ring frame size, a multiple of 16 (default: 2048)",
+    )
+    live.add_argument(
+        "--snaplen",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="keep only the first BYTES of each packet in the ring (the filter program "
+        "truncates in the kernel); lengths on the wire stay exact. Default: whole packets",
+    )
+    live.add_argument("--idle-timeout", type=_seconds, default=120.0, metavar="SECONDS")
+    live.add_argument("--active-timeout", type=_seconds, default=1800.0, metavar="SECONDS")
+    live.add_argument(
+        "--user",
+        metavar="NAME",
+        help="when run as root: switch to this user once the capture socket is open",
+    )
+    live.add_argument(
+        "-q", "--quiet", action="store_true", help="no status line or summary on stderr"
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _drop_privileges(user: str) -> None:
+    import pwd
+
+    from ..errors import DetectorError
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise DetectorError(f"--user {user}: no such user") from None
+    if os.getuid() != 0:
+        return
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+
+
+def run_live(args: argparse.Namespace) -> int:
+    from .. import _jit
+    from ..alerts.stream import AlertStream, SyslogSender
+    from ..capture.live import RingConfig, RingSource, ScapySource, StreamSource
+    from ..detect.live import LiveDetector, LiveOptions, LiveStatus, warm_up
+    from ..errors import DetectorError, PolicyError
+    from ..flows.records import iter_flow_columns
+    from ..flows.write import write_flows
+    from ..policy import default_policy, load_policy
+    from .main import ExitStatus, _say
+
+    policy = load_policy(args.policy) if args.policy else default_policy()
+    for warning in policy.warnings:
+        _say(f"warning: {warning}")
+    fmt = args.format or ("jsonl" if args.output and args.output.endswith((".jsonl", ".json"))
+                          else "table")  # fmt: skip
+    flows_fmt = None
+    if args.flows_out:
+        flows_fmt = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}.get(
+            os.path.splitext(args.flows_out)[1].lower()
+        )
+        if flows_fmt is None:
+            _say(f"--flows-out {args.flows_out}: use a .parquet, .csv or .jsonl file name")
+            return ExitStatus.USAGE
+    if args.read is not None and args.workers != 1:
+        _say("--workers: a stream (-r) is read by one worker")
+        return ExitStatus.USAGE
+    if args.backend == "scapy" and args.workers != 1:
+        _say("--workers: the scapy backend has one worker")
+        return ExitStatus.USAGE
+    if not _jit.is_compiled_cache_warm() and not args.quiet:
+        _say(f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+             f"{_jit.CACHE_DIR.parent})")  # fmt: skip
+    warm_up(policy)
+
+    config = RingConfig(
+        block_size=args.block_size,
+        block_count=args.block_count,
+        frame_size=args.frame_size,
+        snaplen=args.snaplen,
+    )
+    sources: list[Any] = []
+    try:
+        if args.read is not None:
+            stream = sys.stdin.buffer if args.read == "-" else open(args.read, "rb")  # noqa: SIM115
+            sources.append(StreamSource(stream))
+            where = "standard input" if args.read == "-" else args.read
+        elif args.backend == "scapy":
+            sources.append(ScapySource(args.interface, bpf=args.bpf))
+            where = f"{args.interface} (scapy backend: slow)"
+        else:
+            group = os.getpid() & 0xFFFF if args.workers > 1 else None
+            for _ in range(args.workers):
+                sources.append(RingSource(args.interface, config, bpf=args.bpf,
+                                          fanout_group=group))  # fmt: skip
+            where = f"{args.interface} ({args.workers} worker{'s' if args.workers > 1 else ''})"
+        out: IO[str] | None = (
+            open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        )
+        syslog = SyslogSender(args.syslog) if args.syslog else None
+        if args.user:
+            _drop_privileges(args.user)
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    sink = AlertStream(fmt, out, policy.zone, policy.site_name, syslog=syslog)
+
+    status_line = sys.stderr.isatty() and not args.quiet
+
+    def show(status: LiveStatus) -> None:
+        sys.stderr.write(
+            f"\r{status.packets_per_second:>12,.0f} pkt/s  {status.packets:>14,} packets  "
+            f"{status.dropped:>10,} dropped  {status.live_flows:>9,} flows  "
+            f"{status.alerts:>5} alerts "
+        )
+        sys.stderr.flush()
+
+    def emit(alerts: list[Any]) -> None:
+        if status_line:
+            sys.stderr.write("\r\x1b[K")
+        sink.write(alerts)
+
+    def reload() -> Any:
+        if not args.policy:
+            return None
+        try:
+            fresh = load_policy(args.policy)
+        except (PolicyError, DetectorError, OSError) as exc:
+            _say(f"SIGHUP: policy not reloaded, the old one stays: {exc}")
+            return None
+        _say(f"SIGHUP: policy reloaded from {args.policy}")
+        return fresh
+
+    detector = LiveDetector(
+        sources,
+        policy,
+        LiveOptions(
+            report_every=args.report_every,
+            duration=args.duration,
+            max_packets=args.max_packets,
+            idle_timeout=args.idle_timeout,
+            active_timeout=args.active_timeout,
+            keep_flows=bool(args.flows_out),
+            interface=args.interface or "standard input",
+        ),
+        emit=emit,
+        status=show if status_line else None,
+        reload_policy=reload,
+    )
+    previous = {
+        sig: signal.signal(sig, lambda *_: detector.stop())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: detector.request_reload())
+    if not args.quiet:
+        _say(f"capturing on {where}; policy: {policy.source or 'defaults'}")
+    started = time.monotonic()
+    try:
+        result = detector.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if status_line:
+            sys.stderr.write("\r\x1b[K")
+        sink.close()
+    if args.flows_out and flows_fmt is not None:
+        write_flows(iter_flow_columns(result.flow_rows), flows_fmt, args.flows_out)
+    for problem in result.problems:
+        _say(f"error: {problem}")
+    if not args.quiet:
+        elapsed = time.monotonic() - started
+        line = f"{result.packets:,} packets in {elapsed:.1f} s, {len(result.emitted)} alert(s)"
+        if args.read is None and args.backend == "ring":
+            line += f"; kernel: {result.received:,} received, {result.dropped:,} dropped"
+        _say(line)
+    if result.emitted:
+        return ExitStatus.ALERTS
+    return ExitStatus.UNREADABLE if result.problems else ExitStatus.OK

@@ -1,0 +1,473 @@
+"""Live detection: packet sources → flow and activity tables → rules, on the clock.
+
+Each source (a ring socket of a fanout group, a stdin stream, scapy) has a
+worker thread that decodes its packets into a batch and counts the batch into
+the worker's own :class:`FlowTable` and :class:`ActivityTable`; the kernels
+release the GIL, so workers run on separate cores. The hash fanout sends both
+directions of a flow to the same worker, so each flow lives in one table.
+
+The main thread keeps the clock. Workers close idle flows on the clock even
+when no packet comes. At the end of every feature window (local time, a few
+seconds of grace for the ring's last blocks), or every ``report_every``
+seconds, the workers' activity tables are merged and analysed as a scan
+analyses a file (:func:`detect.scan.scan_activity`); alerts not raised before,
+keyed by (rule, host, other side, start), are emitted at once, so output is
+incremental and never repeats. At the end, open flows are closed and a final
+pass emits what is left: the same alerts a scan of a capture of the same
+packets raises.
+
+Every few seconds the kernel's drop counters are read. A stretch in which
+packets were dropped raises ``sensor-drops``, and alerts overlapping it carry
+``egress.sensor_dropped_packets``; drops outside business hours when the
+policy has isolated networks raise ``sensor-blind``: the sensor cannot vouch
+that nothing left the isolated segment then.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ..alerts.record import Alert
+from ..capture.batch import PacketBatch
+from ..features.hosts import MINUTE_NS
+from ..flows.activity import ActivityTable
+from ..flows.table import (
+    DEFAULT_ACTIVE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_FLOWS,
+    FlowTable,
+)
+from .scan import ScanResult, scan_activity
+
+if TYPE_CHECKING:
+    from ..capture.live import SourceStats
+    from ..policy import Policy
+
+NS = 1_000_000_000
+REPORT_GRACE_S = 2.0  # after a window ends, wait this long for the ring's last blocks
+EXPIRE_EVERY_S = 1.0
+STATS_EVERY_S = 2.0
+READ_TIMEOUT_S = 0.2  # how long a worker waits for packets before looking at the clock
+
+SENSOR_DROPS = "sensor-drops"
+SENSOR_BLIND = "sensor-blind"
+
+
+class PacketSource(Protocol):
+    name: str
+    batch_rows: int
+
+    def read(self, batch: PacketBatch, timeout: float) -> int: ...
+
+    def stats(self) -> SourceStats: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LiveOptions:
+    report_every: float | None = None  # seconds; None: at the end of each feature window
+    duration: float | None = None  # seconds; None: until stopped
+    max_packets: int | None = None
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    active_timeout: float = DEFAULT_ACTIVE_TIMEOUT
+    max_flows: int = DEFAULT_MAX_FLOWS
+    keep_flows: bool = False  # keep closed flow records (for --flows-out)
+    interface: str = ""  # named in sensor alerts
+    stats_every: float = STATS_EVERY_S
+
+
+@dataclass
+class DropSpan:
+    start_ns: int
+    end_ns: int
+    dropped: int
+
+
+@dataclass
+class LiveStatus:
+    """What the status line shows."""
+
+    packets: int
+    packets_per_second: float
+    dropped: int
+    live_flows: int
+    alerts: int
+
+
+@dataclass
+class LiveResult:
+    emitted: list[Alert]  # every alert, in the order it was emitted
+    final: ScanResult | None  # the last analysis: what a scan of the same packets gives
+    flow_rows: np.ndarray  # closed flows, raw rows (kept only with keep_flows)
+    packets: int
+    received: int
+    dropped: int
+    drop_spans: list[DropSpan] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class _Worker(threading.Thread):
+    """Reads one source and counts its packets into its own tables."""
+
+    def __init__(self, source: PacketSource, engine: LiveDetector, index: int) -> None:
+        super().__init__(name=f"egress-detector-capture-{index}", daemon=True)
+        self.source = source
+        self.engine = engine
+        options = engine.options
+        self.flows = FlowTable(
+            idle_timeout=options.idle_timeout,
+            active_timeout=options.active_timeout,
+            max_flows=options.max_flows,
+        )
+        self.flow_chunks: list[np.ndarray] = []
+        self.flows.on_export = self._closed if options.keep_flows else _discard
+        self.activity = ActivityTable(bin_seconds=60)
+        self.lock = threading.Lock()
+        self.packets = 0
+        self.error: BaseException | None = None
+        self.finished = False  # the source has no more packets (end of a stream)
+
+    def _closed(self, rows: np.ndarray) -> None:
+        self.flow_chunks.append(rows)
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
+            self.error = exc
+        finally:
+            self.engine.wake.set()
+
+    def _loop(self) -> None:
+        engine = self.engine
+        batch = PacketBatch.empty(self.source.batch_rows)
+        next_expiry = time.monotonic() + EXPIRE_EVERY_S
+        while not engine.stopping.is_set():
+            n = self.source.read(batch, READ_TIMEOUT_S)
+            if n:
+                n = engine.take_packets(n)
+                part = batch.head(n)
+                with self.lock:
+                    self.flows.ingest(part)
+                    self.activity.ingest(part)
+                    self.packets += n
+                if engine.packets_left == 0:
+                    engine.wake.set()
+                    return
+            elif getattr(self.source, "finished", False):
+                self.finished = True
+                return
+            now = time.monotonic()
+            if now >= next_expiry:
+                next_expiry = now + EXPIRE_EVERY_S
+                clock = engine.clock_ns(self.source)
+                if clock is not None:
+                    with self.lock:
+                        self.flows.expire(clock)
+
+
+def _discard(rows: np.ndarray) -> None:
+    """Closed flows are not kept unless asked for: a sensor runs for months."""
+
+
+class LiveDetector:
+    """Run sources until stopped; ``emit`` receives new alerts as they are raised.
+
+    >>> detector = LiveDetector([RingSource("eth1")], policy, LiveOptions(), emit=print)
+    >>> result = detector.run()      # until detector.stop(), --duration or --max-packets
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[PacketSource],
+        policy: Policy,
+        options: LiveOptions,
+        *,
+        emit: Callable[[list[Alert]], None],
+        status: Callable[[LiveStatus], None] | None = None,
+        reload_policy: Callable[[], Policy | None] | None = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("LiveDetector needs at least one packet source")
+        self.sources = list(sources)
+        self.policy = policy
+        self.options = options
+        self.emit = emit
+        self.status = status
+        self.reload_policy = reload_policy
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.reload_requested = False
+        self._budget_lock = threading.Lock()
+        self.packets_left: int | None = options.max_packets
+        self._emitted_keys: set[tuple[object, ...]] = set()
+        self.emitted: list[Alert] = []
+        self.drop_spans: list[DropSpan] = []
+        self._reported_drop_spans = 0
+        self._received = [0] * len(self.sources)
+        self._dropped = [0] * len(self.sources)
+        self.workers = [_Worker(source, self, i) for i, source in enumerate(self.sources)]
+
+    # -- called from worker threads ----------------------------------------------
+    def take_packets(self, n: int) -> int:
+        """How many of ``n`` new packets to count (``--max-packets``)."""
+        if self.packets_left is None:
+            return n
+        with self._budget_lock:
+            n = min(n, self.packets_left)
+            self.packets_left -= n
+            return n
+
+    def clock_ns(self, source: PacketSource) -> int | None:
+        """The time flows expire against: a stream's own clock (it may replay
+        an old capture), else this machine's, which stamps ring packets."""
+        stream_clock = getattr(source, "clock_ns", None)
+        if stream_clock is not None:
+            return stream_clock()  # type: ignore[no-any-return]
+        return time.time_ns()
+
+    # -- control -------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish: flush open flows and windows, final alerts (signal-safe)."""
+        self.stopping.set()
+        self.wake.set()
+
+    def request_reload(self) -> None:
+        """Reload the policy at the next tick (SIGHUP; signal-safe)."""
+        self.reload_requested = True
+        self.wake.set()
+
+    # -- the main loop ---------------------------------------------------------------
+    def run(self) -> LiveResult:
+        started_wall = time.time()
+        started = time.monotonic()
+        deadline = started + self.options.duration if self.options.duration else None
+        next_report = self._next_report(started_wall)
+        next_stats = started + self.options.stats_every
+        last_stats_ns = time.time_ns()
+        last_status = started
+        last_packets = 0
+        for worker in self.workers:
+            worker.start()
+        try:
+            while not self.stopping.is_set():
+                self.wake.wait(0.25)
+                self.wake.clear()
+                now = time.monotonic()
+                self._raise_worker_errors()
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self._reload()
+                if deadline is not None and now >= deadline:
+                    break
+                if self.packets_left == 0:
+                    break
+                if all(w.finished or not w.is_alive() for w in self.workers):
+                    break
+                if now >= next_stats:
+                    next_stats = now + self.options.stats_every
+                    last_stats_ns = self._read_drops(last_stats_ns)
+                if time.time() >= next_report:
+                    next_report = self._next_report(time.time())
+                    self._analyse(final=False)
+                if self.status is not None and now - last_status >= 1.0:
+                    packets = self.packets
+                    self.status(
+                        LiveStatus(
+                            packets,
+                            (packets - last_packets) / (now - last_status),
+                            sum(self._dropped),
+                            sum(w.flows.live_flows for w in self.workers),
+                            len(self.emitted),
+                        )
+                    )
+                    last_status, last_packets = now, packets
+        finally:
+            self.stopping.set()
+            for worker in self.workers:
+                worker.join()
+        self._raise_worker_errors()
+        self._read_drops(last_stats_ns)
+        for worker in self.workers:
+            worker.flows.flush()
+        final = self._analyse(final=True)
+        rows = [chunk for w in self.workers for chunk in w.flow_chunks]
+        flow_rows = np.concatenate(rows) if rows else np.empty((0, 24), dtype=np.int64)
+        problems = [p for s in self.sources if (p := getattr(s, "problem", None))]
+        for source in self.sources:
+            source.close()
+        return LiveResult(
+            emitted=self.emitted,
+            final=final,
+            flow_rows=flow_rows,
+            packets=self.packets,
+            received=sum(self._received),
+            dropped=sum(self._dropped),
+            drop_spans=self.drop_spans,
+            problems=problems,
+        )
+
+    @property
+    def packets(self) -> int:
+        return sum(w.packets for w in self.workers)
+
+    def _raise_worker_errors(self) -> None:
+        for worker in self.workers:
+            if worker.error is not None:
+                self.stopping.set()
+                raise worker.error
+
+    def _reload(self) -> None:
+        if self.reload_policy is None:
+            return
+        policy = self.reload_policy()
+        if policy is not None:
+            self.policy = policy
+
+    def _next_report(self, now_s: float) -> float:
+        """When to analyse next: every ``report_every`` seconds, else just after
+        the end of the current feature window in the site's local time."""
+        if self.options.report_every:
+            return now_s + self.options.report_every
+        window_ns = self.policy.window_minutes * MINUTE_NS
+        now_ns = int(now_s * NS)
+        offset = int(self.policy.utc_offset_ns(np.array([now_ns], dtype=np.int64))[0])
+        local = now_ns + offset
+        end_local = (local // window_ns + 1) * window_ns
+        return (end_local - offset) / NS + REPORT_GRACE_S
+
+    def _read_drops(self, since_ns: int) -> int:
+        now_ns = time.time_ns()
+        dropped_now = 0
+        for i, source in enumerate(self.sources):
+            stats = source.stats()
+            dropped_now += stats.kernel_dropped - self._dropped[i]
+            self._received[i] = stats.kernel_received
+            self._dropped[i] = stats.kernel_dropped
+        if dropped_now > 0:
+            self.drop_spans.append(DropSpan(since_ns, now_ns, dropped_now))
+        return now_ns
+
+    # -- analysis ------------------------------------------------------------------
+    def snapshot(self) -> ActivityTable:
+        """One activity table with every worker's rows so far."""
+        parts = []
+        for worker in self.workers:
+            with worker.lock:
+                parts.append(worker.activity.merged_columns())
+        return ActivityTable.combined(parts, bin_seconds=60)
+
+    def _analyse(self, *, final: bool) -> ScanResult | None:
+        activity = self.snapshot()
+        policy = self.policy
+        result = scan_activity(activity, self.workers[0].flows, policy)
+        alerts = list(result.alerts) + self._sensor_alerts(policy)
+        new = []
+        for alert in alerts:
+            key = (alert.rule_id, alert.source_ip, alert.destination_ip, alert.start_ns)
+            if key in self._emitted_keys:
+                continue
+            self._emitted_keys.add(key)
+            dropped = sum(
+                span.dropped
+                for span in self.drop_spans
+                if span.start_ns <= alert.end_ns and span.end_ns >= alert.start_ns
+            )
+            if dropped and alert.rule_id not in (SENSOR_DROPS, SENSOR_BLIND):
+                alert.evidence["sensor_dropped_packets"] = dropped
+            new.append(alert)
+        new.sort(key=lambda a: a.sort_key)
+        if new:
+            self.emitted.extend(new)
+            self.emit(new)
+        return result if final else None
+
+    def _sensor_alerts(self, policy: Policy) -> list[Alert]:
+        alerts = []
+        spans = self.drop_spans[self._reported_drop_spans :]
+        self._reported_drop_spans = len(self.drop_spans)
+        interface = self.options.interface or "the capture interface"
+        for span in spans:
+            alerts.append(
+                Alert(
+                    rule_id=SENSOR_DROPS,
+                    rule_name="Sensor dropped packets",
+                    severity=2,
+                    start_ns=span.start_ns,
+                    end_ns=span.end_ns,
+                    source_ip="",
+                    message=(
+                        f"the sensor dropped {span.dropped:,} packets on {interface} (its ring "
+                        "was full): traffic in this window is under-counted; raise "
+                        "--block-count or --workers"
+                    ),
+                    evidence={"sensor_dropped_packets": span.dropped, "interface": interface},
+                )
+            )
+            if not policy.isolated:
+                continue
+            ends = np.array([span.start_ns, span.end_ns], dtype=np.int64)
+            if bool(policy.is_business_time(ends).all()):
+                continue
+            alerts.append(
+                Alert(
+                    rule_id=SENSOR_BLIND,
+                    rule_name="Sensor blind outside business hours",
+                    severity=3,
+                    start_ns=span.start_ns,
+                    end_ns=span.end_ns,
+                    source_ip=str(policy.isolated),
+                    message=(
+                        f"the sensor dropped {span.dropped:,} packets on {interface} outside "
+                        f"business hours: it cannot vouch that the isolated networks "
+                        f"({policy.isolated}) sent nothing outside in that time"
+                    ),
+                    direction="egress",
+                    evidence={"sensor_dropped_packets": span.dropped, "interface": interface},
+                )
+            )
+        return alerts
+
+
+def sample_frame(
+    src: str = "192.0.2.1", dst: str = "198.51.100.1", sport: int = 40000, dport: int = 443,
+    payload: int = 0, flags: int = 0x18,
+) -> bytes:  # fmt: skip
+    """An Ethernet/IPv4/TCP frame (for warming the kernels up, and tests)."""
+    import ipaddress
+    import struct
+
+    ip_len = 20 + 20 + payload
+    addresses = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 1, 0x4000, 64, 6, 0, *addresses)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 0x50, flags, 65535, 0, 0)
+    ether = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+    return ether + ip + tcp + b"\x00" * payload
+
+
+def warm_up(policy: Policy) -> None:
+    """Run every kernel and the analysis once on a few made-up packets, so
+    compiling (first run) or loading them from the cache happens before the
+    ring opens, not while packets pile up in it (and before privileges drop)."""
+    from .._kernels import ring as ringk
+    from ..capture.files import _new_counters
+    from ..capture.live import fake_ring
+
+    ring = fake_ring([(time.time_ns(), sample_frame(payload=10))], block_size=4096, block_count=2)
+    batch = PacketBatch.empty(16)
+    state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
+    n, _ = ringk.walk_ring(ring, 4096, 2, state, 1, False, 16, _new_counters(), batch.arrays())
+    flows = FlowTable()
+    activity = ActivityTable(bin_seconds=60)
+    flows.ingest(batch.head(n))
+    activity.ingest(batch.head(n))
+    flows.expire(time.time_ns())
+    flows.flush()
+    scan_activity(ActivityTable.combined([activity.merged_columns()]), flows, policy)
