@@ -97,6 +97,15 @@ RULE_DEFAULTS: dict[str, dict[str, Any]] = {
         "min_bytes": 50_000_000,
         "span_minutes": 60,
     },
+    "p2p": {
+        "enabled": True,
+        "severity": 3,
+    },
+    "cleartext-pii": {
+        "enabled": True,
+        "severity": 3,
+        "min_count": 1,  # distinct ID numbers one host must send to one destination
+    },
 }
 RULE_IDS: tuple[str, ...] = tuple(sorted(RULE_DEFAULTS))
 
@@ -115,6 +124,7 @@ _RULE_KEY_KINDS = {
     "night_start": "time",
     "night_end": "end_time",
     "exempt": "networks",
+    "min_count": "positive",
 }
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -465,6 +475,11 @@ class Policy:
     rules: Mapping[str, RuleSettings]
     source: str | None = None  # the policy file, None for the defaults
     warnings: tuple[str, ...] = ()
+    # Sanctioned domains: a destination whose DNS names, TLS SNI or HTTP Host
+    # fall under one is allowlisted like allowlist.destinations.
+    allowlist_domains: tuple[str, ...] = ()
+    inspect_max_packets: int = 8  # payload packets inspected per flow
+    inspect_max_bytes: int = 2048  # bytes inspected per packet
 
     def rule(self, rule_id: str) -> RuleSettings:
         try:
@@ -489,7 +504,14 @@ class Policy:
                 "isolated": self.isolated.canonical(),
                 "isolated_peers": self.isolated_peers.canonical(),
             },
-            "allowlist": {"destinations": self.allowlist_destinations.canonical()},
+            "allowlist": {
+                "destinations": self.allowlist_destinations.canonical(),
+                "domains": sorted(self.allowlist_domains),
+            },
+            "inspection": {
+                "max_packets": self.inspect_max_packets,
+                "max_bytes": self.inspect_max_bytes,
+            },
             "features": {"window_minutes": self.window_minutes},
             "model": {"percentile": float(self.model_percentile)},
             "rules": {
@@ -634,12 +656,15 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "site": ("name", "timezone"),
     "business_hours": ("days", "start", "end", "holidays"),
     "networks": ("internal", "isolated", "isolated_peers"),
-    "allowlist": ("destinations",),
+    "allowlist": ("destinations", "domains"),
     "features": ("window_minutes",),
+    "inspection": ("max_packets", "max_bytes"),
     "model": ("percentile",),
     "rules": RULE_IDS,
 }
 _TIME_PATTERN = re.compile(r"(\d\d):(\d\d)")
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"  # RFC 1035 labels (plus "_" as in SRV)
+_DOMAIN_PATTERN = re.compile(rf"(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}")
 
 
 def _toml_type(value: object) -> str:
@@ -959,6 +984,25 @@ def _policy_from_document(
 
     allowlist = document.get("allowlist", {})
     destinations = reader.networks("allowlist.destinations", allowlist.get("destinations", []))
+    domains: list[str] = []
+    for index, item in enumerate(reader.array("allowlist.domains", allowlist.get("domains", []))):
+        path = f"allowlist.domains[{index}]"
+        name = reader.string(path, item).strip().lower().rstrip(".")
+        if not _DOMAIN_PATTERN.fullmatch(name):
+            reader.fail(path, f"{item!r} is not a domain name (such as updates.example.org)")
+        if name in domains:
+            reader.fail(path, f"{name} is listed twice")
+        domains.append(name)
+
+    inspection = document.get("inspection", {})
+    max_packets = 8
+    if "max_packets" in inspection:
+        max_packets = reader.integer("inspection.max_packets", inspection["max_packets"], 0,
+                                     "0 (no payload inspection) or more", 1000)  # fmt: skip
+    max_bytes = 2048
+    if "max_bytes" in inspection:
+        max_bytes = reader.integer("inspection.max_bytes", inspection["max_bytes"], 0,
+                                   "0 or more", 65535)  # fmt: skip
 
     window_minutes = _DEFAULT_WINDOW_MINUTES
     if "window_minutes" in document.get("features", {}):
@@ -1011,6 +1055,9 @@ def _policy_from_document(
         rules=rules,
         source=source,
         warnings=tuple(warnings),
+        allowlist_domains=tuple(domains),
+        inspect_max_packets=max_packets,
+        inspect_max_bytes=max_bytes,
     )
 
 

@@ -175,17 +175,19 @@ def test_rule_overrides_and_severity_forms():
     assert policy.rule("always-on")["night_end"] == "24:00"
     assert policy.rule("mail-egress")["ports"] == (25, 587)
     assert "disabled: isolated-egress" in policy.describe()
-    with pytest.raises(KeyError, match="unknown rule 'p2p'"):
-        policy.rule("p2p")
+    with pytest.raises(KeyError, match="unknown rule 'dns-tunnels'"):
+        policy.rule("dns-tunnels")
 
 
 def test_constants():
     assert RULE_IDS == (
         "always-on",
         "bulk-upload-new-destination",
+        "cleartext-pii",
         "isolated-egress",
         "mail-egress",
         "offhours-bulk-egress",
+        "p2p",
     )
     assert SEVERITY_NAMES == {1: "low", 2: "medium", 3: "high", 4: "critical"}
     assert all(list(RULE_DEFAULTS[r])[:2] == ["enabled", "severity"] for r in RULE_IDS)
@@ -216,9 +218,9 @@ BAD = [
         "(an IANA name such as Asia/Taipei, Europe/Paris, UTC)",
     ),
     (
-        "[rules.p2p]\nenabled = true",
-        "policy.toml: rules.p2p: unknown rule (known: always-on, bulk-upload-new-destination, "
-        "isolated-egress, mail-egress, offhours-bulk-egress)",
+        "[rules.p2p-apps]\nenabled = true",
+        "policy.toml: rules.p2p-apps: unknown rule (known: always-on, bulk-upload-new-destination, "
+        "cleartext-pii, isolated-egress, mail-egress, offhours-bulk-egress, p2p)",
     ),
     (
         '[networks]\ninternal = ["10.8.0.0/16"]\nisolated = ["10.8.40.1/24"]',
@@ -256,7 +258,7 @@ BAD = [
     (
         "[netwoks]\ninternal = []",
         "policy.toml: netwoks: unknown section (allowed: allowlist, business_hours, features, "
-        "model, networks, rules, site)",
+        "inspection, model, networks, rules, site)",
     ),
     (
         '[site]\nnmae = "x"',

@@ -149,7 +149,7 @@ def _ppp_ethertype(ppp):
 def _no_ip(status, vlan):
     zero = np.uint64(0)
     z = np.int64(0)
-    return status, 0, 0, zero, zero, zero, zero, z, z, z, vlan, 0, z
+    return status, 0, 0, zero, zero, zero, zero, z, z, z, vlan, 0, z, z - 1
 
 
 @njit(**INLINE)
@@ -171,15 +171,26 @@ def _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, fra
         vlan,
         frag,
         frag_id,
+        z - 1,
     )
 
 
 @njit(**INLINE)
 def decode_frame(buf, off, caplen, linktype):
+    """:func:`decode_frame_at` without the transport offset: the 13 batch fields."""
+    r = decode_frame_at(buf, off, caplen, linktype)
+    return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]
+
+
+@njit(**INLINE)
+def decode_frame_at(buf, off, caplen, linktype):
     """Decode the frame at ``buf[off:off+caplen]``.
 
     Returns ``(status, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, sport,
-    dport, tcp_flags, vlan, frag, frag_id)``.
+    dport, tcp_flags, vlan, frag, frag_id, transport_at)``: the last is where the
+    transport header starts in ``buf`` (payload inspection needs it), -1 when
+    there is none (not IP, or a later fragment). It may lie past the captured
+    bytes: callers check before reading.
     """
     end = off + caplen
     p = off
@@ -461,4 +472,5 @@ def decode_frame(buf, off, caplen, linktype):
         vlan,
         frag,
         frag_id,
+        p,
     )

@@ -37,6 +37,7 @@ class Alert:
     source_port: int | None = None
     destination_ip: str | None = None
     destination_port: int | None = None
+    destination_domain: str | None = None  # a name the scan saw for it (DNS, SNI, Host)
     destination_bytes: int = 0
     destination_packets: int = 0
     transport: str | None = None
@@ -89,6 +90,8 @@ def to_ecs(alert: Alert, zone: ZoneInfo, site_name: str) -> dict[str, Any]:
         destination: dict[str, Any] = {"ip": alert.destination_ip}
         if alert.destination_port is not None:
             destination["port"] = int(alert.destination_port)
+        if alert.destination_domain:
+            destination["domain"] = alert.destination_domain
         destination["bytes"] = int(alert.destination_bytes)
         destination["packets"] = int(alert.destination_packets)
         doc["destination"] = destination

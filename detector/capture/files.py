@@ -91,6 +91,22 @@ def _new_counters() -> np.ndarray:
     return counters
 
 
+class PayloadInspector(Protocol):
+    """What the reader needs of a payload inspector (``detector.flows.payload``):
+    it sees each batch while the batch's records are still in ``buf``."""
+
+    def inspect(
+        self,
+        buf: np.ndarray,
+        base: int,
+        batch: PacketBatch,
+        *,
+        pcapng: bool,
+        linktype: int,
+        if_linktypes: np.ndarray,
+    ) -> None: ...
+
+
 class PacketCounter(Protocol):
     """What the reader needs of a flow table to count packets as it decodes
     them (``detector.flows.FlowTable`` is one)."""
@@ -331,9 +347,11 @@ class CaptureReader:
         counter: PacketCounter | None = None,
         keep_batches: bool = False,
         batch_supply: Callable[[], PacketBatch] | None = None,
+        inspector: PayloadInspector | None = None,
     ) -> None:
         self.path = str(path)
         self.batch_supply = batch_supply
+        self.inspector = inspector
         self.counter = counter
         self.keep_batches = keep_batches
         self.position = 0  # bytes of the (decompressed) file read so far
@@ -496,6 +514,17 @@ class CaptureReader:
                 self.position = base + pos
                 stats.disk_position = self.position if gz is None else gz.consumed
                 if write_out:
+                    if self.inspector is not None:
+                        # While the records are still in the buffer: payload
+                        # bytes are not part of the batch.
+                        self.inspector.inspect(
+                            buf,
+                            base,
+                            batch.head(n),
+                            pcapng=stats.format == "pcapng",
+                            linktype=linktype,
+                            if_linktypes=interfaces[:, rk.IF_LINKTYPE],
+                        )
                     yield batch.head(n)
                     if self.batch_supply is not None:
                         batch = self.batch_supply()
@@ -619,6 +648,7 @@ def read_packets(
     stats_out: list[CaptureStats] | None = None,
     counter: PacketCounter | None = None,
     batch_supply: Callable[[], PacketBatch] | None = None,
+    inspector: PayloadInspector | None = None,
 ) -> Iterator[Any]:
     """Packets of several files, in the order given, as one stream of batches
     (with a ``counter``, counted into it, yielding bytes of input read; see
@@ -636,6 +666,7 @@ def read_packets(
             reuse_batch=reuse_batch,
             counter=counter,
             batch_supply=batch_supply,
+            inspector=inspector,
         )
         if stats_out is not None:
             stats_out.append(reader.stats)

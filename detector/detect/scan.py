@@ -11,7 +11,9 @@ from ..alerts.record import Alert
 from ..capture import CaptureProblem, CaptureStats
 from ..features.hosts import HostTraffic, host_traffic, host_windows
 from ..flows.activity import ActivityTable
+from ..flows.payload import PayloadInspector
 from ..flows.table import FlowTable, count_flows
+from .apps import Names, name_alerts, names_from_facts, run_app_rules
 from .rules import ScanContext, run_rules
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ class ScanResult:
     traffic: HostTraffic
     flows: FlowTable
     activity: ActivityTable
+    facts: pd.DataFrame | None = None  # payload facts (detector/flows/payload.py)
+    names: Names | None = None  # what outside addresses are called
 
 
 def scan_captures(
@@ -44,6 +48,11 @@ def scan_captures(
     """Scan captures (one stream, in the order given) against ``policy`` (and a
     trained ``model``, whose verdicts join the rule alerts)."""
     activity = ActivityTable(bin_seconds=60)
+    inspector = None
+    if policy.inspect_max_packets > 0 and policy.inspect_max_bytes > 0:
+        inspector = PayloadInspector(
+            max_packets=policy.inspect_max_packets, max_bytes=policy.inspect_max_bytes
+        )
     flows = count_flows(
         paths,
         threads=threads,
@@ -51,8 +60,12 @@ def scan_captures(
         stats_out=stats_out,
         progress=progress,
         also=[activity],
+        inspector=inspector,
     )
-    return scan_activity(activity, flows, policy, window_minutes=window_minutes, model=model)
+    facts = inspector.frame() if inspector is not None else None
+    return scan_activity(
+        activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
+    )
 
 
 def scan_activity(
@@ -62,10 +75,14 @@ def scan_activity(
     *,
     window_minutes: int | None = None,
     model: EgressModel | None = None,
+    facts: pd.DataFrame | None = None,
 ) -> ScanResult:
-    """The analysis half of a scan, once the captures have been counted."""
+    """The analysis half of a scan, once the captures have been counted
+    (``facts``: what payload inspection found, if it ran)."""
     minutes = window_minutes or policy.window_minutes
-    traffic = host_traffic(activity.columns(), policy)
+    names = names_from_facts(facts) if facts is not None else Names()
+    sanctioned = names.matching(policy.allowlist_domains)
+    traffic = host_traffic(activity.columns(), policy, also_allowlisted=sanctioned)
     features = host_windows(traffic, policy, minutes)
     if model is None:
         alerts = run_rules(ScanContext(policy, traffic, minutes))
@@ -76,4 +93,8 @@ def scan_activity(
         alerts = run_rules(ScanContext(policy, traffic, minutes, known_destinations=known))
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
-    return ScanResult(alerts, features, traffic, flows, activity)
+    if facts is not None:
+        alerts.extend(run_app_rules(facts, policy, names))
+    name_alerts(alerts, names)
+    alerts.sort(key=lambda a: a.sort_key)
+    return ScanResult(alerts, features, traffic, flows, activity, facts, names)

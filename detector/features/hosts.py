@@ -19,7 +19,7 @@ minutes are also local minutes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -89,8 +89,14 @@ class HostTraffic:
         return names[inverse.reshape(-1)]
 
 
-def host_traffic(activity: Mapping[str, np.ndarray], policy: Policy) -> HostTraffic:
-    """Orient per-minute conversations ``activity`` (ACTIVITY_COLUMNS) by internal host."""
+def host_traffic(
+    activity: Mapping[str, np.ndarray],
+    policy: Policy,
+    also_allowlisted: Iterable[tuple[int, int]] = (),
+) -> HostTraffic:
+    """Orient per-minute conversations ``activity`` (ACTIVITY_COLUMNS) by internal
+    host. ``also_allowlisted``: (hi, lo) addresses sanctioned by name
+    (``allowlist.domains``), as if listed in ``allowlist.destinations``."""
     import pandas as pd
 
     from ..policy import LOCAL_SCOPE
@@ -111,6 +117,12 @@ def host_traffic(activity: Mapping[str, np.ndarray], policy: Policy) -> HostTraf
     isolated = policy.isolated.contains(hi_of, lo_of)
     isolated_peer = policy.isolated_peers.contains(hi_of, lo_of)
     allowlisted = policy.allowlist_destinations.contains(hi_of, lo_of)
+    extra = list(also_allowlisted)
+    if extra:
+        pairs = {(int(h), int(low)) for h, low in extra}
+        allowlisted |= np.array(
+            [(int(h), int(low)) in pairs for h, low in zip(hi_of, lo_of, strict=True)], dtype=bool
+        )
     local_scope = LOCAL_SCOPE.contains(hi_of, lo_of)
 
     def side(host_is_a: bool) -> dict[str, np.ndarray]:

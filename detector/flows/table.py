@@ -12,6 +12,7 @@ import numpy as np
 
 from .._kernels import flowtable as fk
 from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
+from ..capture.files import PayloadInspector
 from ..errors import DecodeError
 from .records import columns_to_frame, flow_columns, iter_flow_columns
 
@@ -289,6 +290,7 @@ def count_flows(
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     threads: int = 1,
     also: Sequence[BatchConsumer] = (),
+    inspector: PayloadInspector | None = None,
 ) -> FlowTable:
     """Read captures (one stream, in the order given) into a flow table and close
     every flow; ``table.columns()`` or ``table.to_frame()`` give the records.
@@ -299,13 +301,15 @@ def count_flows(
 
     ``also`` are more consumers (e.g. the per-minute activity table of a scan)
     fed every decoded batch after the flow table, so a capture is read once.
+    ``inspector`` sees each batch's payload bytes as it is decoded (in the
+    decoding thread).
     """
     table = FlowTable(idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows)
     consumers: list[BatchConsumer] = [table, *also]
     if threads >= 2:
-        steps = _decode_in_background(consumers, paths, on_problem, stats_out)
-    elif also:
-        steps = _feed(consumers, paths, on_problem, stats_out)
+        steps = _decode_in_background(consumers, paths, on_problem, stats_out, inspector)
+    elif also or inspector is not None:
+        steps = _feed(consumers, paths, on_problem, stats_out, inspector)
     else:
         # The fused kernel: decode and count without writing a batch at all.
         steps = read_packets(paths, counter=table, on_problem=on_problem, stats_out=stats_out)
@@ -342,11 +346,13 @@ def _feed(
     paths: Iterable[str | os.PathLike[str]],
     on_problem: Callable[[CaptureProblem], None] | None,
     stats_out: list[CaptureStats] | None,
+    inspector: PayloadInspector | None = None,
 ) -> Iterator[int]:
     """Decode batches and hand each to every consumer; yields bytes-on-disk progress."""
     stats: list[CaptureStats] = stats_out if stats_out is not None else []
     done = 0
-    for batch in read_packets(paths, reuse_batch=True, on_problem=on_problem, stats_out=stats):
+    for batch in read_packets(paths, reuse_batch=True, on_problem=on_problem, stats_out=stats,
+                              inspector=inspector):  # fmt: skip
         for consumer in consumers:
             consumer.ingest(batch)
         position = sum(s.disk_position for s in stats)
@@ -359,6 +365,7 @@ def _decode_in_background(
     paths: Iterable[str | os.PathLike[str]],
     on_problem: Callable[[CaptureProblem], None] | None,
     stats_out: list[CaptureStats] | None,
+    inspector: PayloadInspector | None = None,
 ) -> Iterator[int]:
     """Count batches decoded by a second thread; yields bytes-on-disk progress.
 
@@ -385,7 +392,7 @@ def _decode_in_background(
             # The reader fills batches taken from the pool, so nothing is copied;
             # problems are collected here and reported from the caller's thread.
             for batch in read_packets(paths, batch_supply=take_free, on_problem=problems.append,
-                                      stats_out=stats):  # fmt: skip
+                                      stats_out=stats, inspector=inspector):  # fmt: skip
                 position = sum(s.disk_position for s in stats)
                 ready.put((batch, len(batch), position - done, None))
                 done = position

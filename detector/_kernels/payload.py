@@ -1,0 +1,519 @@
+"""Payload inspection: a few facts from the first payload packets of each flow.
+
+Like nfstream's first-packets analysis, only the first ``max_packets`` packets
+carrying payload in each flow (both directions together) are looked at, and in
+each at most ``max_bytes`` bytes, so the cost per packet is bounded whatever
+the traffic (hostile input included). What is found becomes a *fact* row:
+
+* DNS (UDP or TCP port 53): the question name, type, response code; each A/AAAA
+  answer as its own fact pointing at the question name (RFC 1035 §4.1);
+* TLS ClientHello (any port): server name (SNI, RFC 6066 §3) and the first ALPN
+  protocol (RFC 7301);
+* HTTP/1.x requests: method, Host, Content-Length (RFC 9112);
+* P2P signatures (BitTorrent handshake, DHT, uTP SYN, trackers, local peer
+  discovery, eDonkey, Gnutella);
+* Taiwan national ID and resident certificate numbers with a valid check digit,
+  in TCP payloads that are not TLS records.
+
+Names and numbers go to a byte arena; a fact holds (batch row, kind, four
+integers, arena offset, length). The budget table is direct-mapped by flow hash:
+a collision merely shares or resets a budget, never reads out of bounds.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._jit import INLINE, KERNEL
+from .decode import decode_frame_at, u16be, u32be, u32le
+from .flowtable import flow_hash, meta_key
+
+# Fact columns.
+F_ROW = 0
+F_KIND = 1
+F_A = 2
+F_B = 3
+F_C = 4
+F_D = 5
+F_AT = 6
+F_LEN = 7
+FACT_COLUMNS = 8
+
+KIND_DNS = 1  # A qtype, B rcode, C 1 = response, D answers; arena: question name
+KIND_DNS_ANSWER = 2  # A ip version, B address hi, C address lo, D ttl; arena: question name
+KIND_TLS_SNI = 3  # arena: server name
+KIND_TLS_ALPN = 4  # arena: first ALPN protocol
+KIND_HTTP = 5  # A method, B Content-Length (-1: none); arena: Host
+KIND_P2P = 6  # A signature
+KIND_PII = 7  # A 1 national ID, 2 resident certificate; arena: the 10 characters
+KIND_NAMES = ("", "dns", "dns-answer", "tls-sni", "tls-alpn", "http", "p2p", "pii")
+
+P2P_BITTORRENT = 1
+P2P_DHT = 2
+P2P_UTP = 3
+P2P_TRACKER = 4
+P2P_LSD = 5
+P2P_EDONKEY = 6
+P2P_GNUTELLA = 7
+P2P_NAMES = (
+    "",
+    "BitTorrent handshake",
+    "BitTorrent DHT",
+    "uTP",
+    "BitTorrent tracker",
+    "BitTorrent local peer discovery",
+    "eDonkey",
+    "Gnutella",
+)
+
+HTTP_METHODS = ("GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "CONNECT")
+
+# params
+P_MAX_PACKETS = 0
+P_MAX_BYTES = 1
+P_FIELDS = 2
+
+INSPECT_OK = 0
+INSPECT_FULL = 1  # facts or arena full: drain, call again from the returned row
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+PCAPNG_EPB = 6
+PCAPNG_SPB = 3
+MAX_NAME = 255
+MAX_ANSWERS = 32
+# Room one packet can need: a DNS name per answer is shared, so a name, a SNI,
+# an ALPN, a Host and a few ID numbers.
+PACKET_ARENA = 2048
+PACKET_FACTS = MAX_ANSWERS + 40
+
+# Taiwan ID letters → their two-digit codes (Ministry of the Interior).
+_LETTER_CODES = np.array(
+    [10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23, 24, 25, 26, 27, 28, 29,
+     32, 30, 31, 33],
+    dtype=np.int64,
+)  # fmt: skip
+
+
+def letter_codes():
+    return _LETTER_CODES.copy()
+
+
+@njit(**INLINE)
+def _lower(c):
+    if 65 <= c <= 90:
+        return c + 32
+    return c
+
+
+@njit(**INLINE)
+def _put(facts, n_facts, row, kind, a, b, c, d, at, length):
+    facts[n_facts, F_ROW] = row
+    facts[n_facts, F_KIND] = kind
+    facts[n_facts, F_A] = a
+    facts[n_facts, F_B] = b
+    facts[n_facts, F_C] = c
+    facts[n_facts, F_D] = d
+    facts[n_facts, F_AT] = at
+    facts[n_facts, F_LEN] = length
+    return n_facts + 1
+
+
+@njit(**INLINE)
+def _skip_name(buf, p, end):
+    """Position after a DNS name at p (labels or a pointer); -1 if malformed."""
+    for _ in range(128):
+        if p >= end:
+            return -1
+        length = np.int64(buf[p])
+        if length == 0:
+            return p + 1
+        if length & 0xC0 == 0xC0:
+            return p + 2 if p + 2 <= end else -1
+        if length & 0xC0:
+            return -1
+        p += 1 + length
+    return -1
+
+
+@njit(**INLINE)
+def _dns(buf, p, end, row, facts, n_facts, arena, n_arena):
+    if p + 12 > end:
+        return n_facts, n_arena
+    flags = u16be(buf, p + 2)
+    qdcount = u16be(buf, p + 4)
+    ancount = u16be(buf, p + 6)
+    if qdcount < 1 or (flags & 0x7800) != 0:  # standard queries only (opcode 0)
+        return n_facts, n_arena
+    q = p + 12
+    name_at = n_arena
+    length_total = 0
+    for _ in range(128):
+        if q >= end:
+            return n_facts, name_at
+        label = np.int64(buf[q])
+        if label == 0:
+            q += 1
+            break
+        if label & 0xC0 or q + 1 + label > end or length_total + label + 1 > MAX_NAME:
+            return n_facts, name_at
+        if length_total > 0:
+            arena[n_arena] = 46  # '.'
+            n_arena += 1
+            length_total += 1
+        for k in range(label):
+            arena[n_arena] = _lower(buf[q + 1 + k])
+            n_arena += 1
+        length_total += label
+        q += 1 + label
+    if q + 4 > end:
+        return n_facts, name_at
+    qtype = u16be(buf, q)
+    response = (flags >> 15) & 1
+    n_facts = _put(facts, n_facts, row, KIND_DNS, qtype, flags & 0xF, response, ancount,
+                   name_at, length_total)  # fmt: skip
+    if not response or (flags & 0xF) != 0:
+        return n_facts, n_arena
+    q += 4
+    for _ in range(min(ancount, MAX_ANSWERS)):
+        q = _skip_name(buf, q, end)
+        if q < 0 or q + 10 > end:
+            break
+        rtype = u16be(buf, q)
+        ttl = u32be(buf, q + 4)
+        rdlength = u16be(buf, q + 8)
+        q += 10
+        if q + rdlength > end:
+            break
+        if rtype == 1 and rdlength == 4:
+            lo = np.int64(0xFFFF00000000) | u32be(buf, q)
+            n_facts = _put(facts, n_facts, row, KIND_DNS_ANSWER, 4, 0, lo, ttl, name_at,
+                           length_total)  # fmt: skip
+        elif rtype == 28 and rdlength == 16:
+            hi = np.uint64(0)
+            lo = np.uint64(0)
+            for k in range(8):
+                hi = (hi << np.uint64(8)) | np.uint64(buf[q + k])
+                lo = (lo << np.uint64(8)) | np.uint64(buf[q + 8 + k])
+            n_facts = _put(facts, n_facts, row, KIND_DNS_ANSWER, 6, np.int64(hi), np.int64(lo),
+                           ttl, name_at, length_total)  # fmt: skip
+        q += rdlength
+    return n_facts, n_arena
+
+
+@njit(**INLINE)
+def _copy_text(buf, p, length, arena, n_arena, lower):
+    for k in range(length):
+        c = buf[p + k]
+        arena[n_arena + k] = _lower(c) if lower else c
+    return n_arena + length
+
+
+@njit(**INLINE)
+def _tls_client_hello(buf, p, end, row, facts, n_facts, arena, n_arena):
+    # record header (5) + handshake header (4) + version (2) + random (32)
+    q = p + 5 + 4 + 2 + 32
+    if q + 1 > end:
+        return n_facts, n_arena
+    q += 1 + np.int64(buf[q])  # session id
+    if q + 2 > end:
+        return n_facts, n_arena
+    q += 2 + u16be(buf, q)  # cipher suites
+    if q + 1 > end:
+        return n_facts, n_arena
+    q += 1 + np.int64(buf[q])  # compression methods
+    if q + 2 > end:
+        return n_facts, n_arena
+    ext_end = min(q + 2 + u16be(buf, q), end)
+    q += 2
+    seen_sni = False
+    seen_alpn = False
+    for _ in range(64):
+        if q + 4 > ext_end:
+            break
+        ext_type = u16be(buf, q)
+        ext_len = u16be(buf, q + 2)
+        body = q + 4
+        if ext_type == 0 and not seen_sni and body + 5 <= ext_end and buf[body + 2] == 0:
+            seen_sni = True
+            name_len = u16be(buf, body + 3)
+            if 0 < name_len <= MAX_NAME and body + 5 + name_len <= ext_end:
+                at = n_arena
+                n_arena = _copy_text(buf, body + 5, name_len, arena, n_arena, True)
+                n_facts = _put(facts, n_facts, row, KIND_TLS_SNI, 0, 0, 0, 0, at, name_len)
+        elif ext_type == 16 and not seen_alpn and body + 3 <= ext_end:
+            seen_alpn = True
+            proto_len = np.int64(buf[body + 2])
+            if 0 < proto_len and body + 3 + proto_len <= ext_end:
+                at = n_arena
+                n_arena = _copy_text(buf, body + 3, proto_len, arena, n_arena, False)
+                n_facts = _put(facts, n_facts, row, KIND_TLS_ALPN, 0, 0, 0, 0, at, proto_len)
+        q = body + ext_len
+    return n_facts, n_arena
+
+
+@njit(**INLINE)
+def _starts(buf, p, end, text):
+    """buf[p:] starts with the ASCII bytes of ``text`` (a uint8 array)."""
+    if p + text.shape[0] > end:
+        return False
+    for k in range(text.shape[0]):
+        if buf[p + k] != text[k]:
+            return False
+    return True
+
+
+@njit(**INLINE)
+def _find(buf, p, end, text):
+    """Position of ``text`` in buf[p:end], -1 if absent."""
+    n = text.shape[0]
+    for i in range(p, end - n + 1):
+        if buf[i] == text[0]:
+            found = True
+            for k in range(1, n):
+                if buf[i + k] != text[k]:
+                    found = False
+                    break
+            if found:
+                return i
+    return -1
+
+
+@njit(**INLINE)
+def _header_is(buf, p, end, name):
+    """Line at p is header ``name`` (lower-case ASCII with ':'), any case."""
+    if p + name.shape[0] > end:
+        return False
+    for k in range(name.shape[0]):
+        if _lower(buf[p + k]) != name[k]:
+            return False
+    return True
+
+
+@njit(**INLINE)
+def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_arena):
+    # words: 0 "host:", 1 "content-length:", 2 "info_hash=", 3 "\r\n"
+    host_name = words[0]
+    clen_name = words[1]
+    line_end = _find(buf, p, end, words[3])
+    if line_end < 0:
+        return n_facts, n_arena
+    if _find(buf, p, line_end, words[2]) >= 0:
+        n_facts = _put(facts, n_facts, row, KIND_P2P, P2P_TRACKER, 0, 0, 0, 0, 0)
+    host_at = n_arena
+    host_len = 0
+    content_length = np.int64(-1)
+    q = line_end + 2
+    for _ in range(64):
+        if q >= end:
+            break
+        nxt = _find(buf, q, end, words[3])
+        stop = nxt if nxt >= 0 else end
+        if stop == q:
+            break  # blank line: end of the head
+        if _header_is(buf, q, stop, host_name):
+            v = q + host_name.shape[0]
+            while v < stop and (buf[v] == 32 or buf[v] == 9):
+                v += 1
+            host_len = min(stop - v, MAX_NAME)
+            n_arena = _copy_text(buf, v, host_len, arena, n_arena, True)
+        elif _header_is(buf, q, stop, clen_name):
+            v = q + clen_name.shape[0]
+            while v < stop and (buf[v] == 32 or buf[v] == 9):
+                v += 1
+            value = np.int64(0)
+            digits = 0
+            while v < stop and 48 <= buf[v] <= 57 and digits < 18:
+                value = value * 10 + (buf[v] - 48)
+                v += 1
+                digits += 1
+            if digits:
+                content_length = value
+        if nxt < 0:
+            break
+        q = nxt + 2
+    n_facts = _put(facts, n_facts, row, KIND_HTTP, method, content_length, 0, 0, host_at,
+                   host_len)  # fmt: skip
+    return n_facts, n_arena
+
+
+@njit(**INLINE)
+def _is_digit(c):
+    return 48 <= c <= 57
+
+
+@njit(**INLINE)
+def _is_alnum(c):
+    return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122
+
+
+@njit(**INLINE)
+def _id_kind(buf, i, letters):
+    """1 for a national ID, 2 for a resident certificate number with a valid
+    check digit at buf[i:i+10], else 0. Weights 1, 9 (letter code), 8..1, 1."""
+    first = np.int64(buf[i]) - 65
+    code = letters[first]
+    second = np.int64(buf[i + 1])
+    total = (code // 10) + (code % 10) * 9
+    kind = 0
+    if second == 49 or second == 50:  # '1' or '2': national ID
+        kind = 1
+        total += (second - 48) * 8
+    elif second == 56 or second == 57:  # '8' or '9': resident certificate (2021 format)
+        kind = 2
+        total += (second - 48) * 8
+    elif 65 <= second <= 68:  # 'A'-'D': resident certificate (old format)
+        kind = 2
+        total += (letters[second - 65] % 10) * 8
+    else:
+        return 0
+    for k in range(2, 9):
+        total += (np.int64(buf[i + k]) - 48) * (9 - k)
+    total += np.int64(buf[i + 9]) - 48
+    return kind if total % 10 == 0 else 0
+
+
+@njit(**INLINE)
+def _pii(buf, p, end, row, letters, facts, n_facts, arena, n_arena, room):
+    i = p
+    while i + 10 <= end and n_facts < room:
+        c = buf[i]
+        if 65 <= c <= 90 and (i == p or not _is_alnum(buf[i - 1])):
+            ok = True
+            for k in range(2, 10):
+                if not _is_digit(buf[i + k]):
+                    ok = False
+                    break
+            if ok and (i + 10 == end or not _is_digit(buf[i + 10])):
+                kind = _id_kind(buf, i, letters)
+                if kind:
+                    at = n_arena
+                    n_arena = _copy_text(buf, i, 10, arena, n_arena, False)
+                    n_facts = _put(facts, n_facts, row, KIND_PII, kind, 0, 0, 0, at, 10)
+                    i += 10
+                    continue
+        i += 1
+    return n_facts, n_arena
+
+
+@njit(**INLINE)
+def _p2p(buf, p, end, proto, sport, dport, words):
+    """A P2P signature id at the start of this payload, 0 if none.
+    words: 4 "\\x13BitTorrent protocol", 5 "2:id20:", 6 "BT-SEARCH * ",
+    7 "GNUTELLA", 8 the UDP tracker magic."""
+    n = end - p
+    if proto == IPPROTO_TCP:
+        if _starts(buf, p, end, words[4]):
+            return P2P_BITTORRENT
+        if _starts(buf, p, end, words[7]):
+            return P2P_GNUTELLA
+        b0 = buf[p]
+        # eDonkey/eMule: protocol byte, little-endian length of the rest, Hello (0x01)
+        if (b0 == 0xE3 or b0 == 0xC5 or b0 == 0xD4) and n >= 6:
+            if u32le(buf, p + 1) == n - 5 and buf[p + 5] == 0x01:
+                return P2P_EDONKEY
+        return 0
+    if buf[p] == 100 and _find(buf, p, min(end, p + 64), words[5]) >= 0:  # 'd' bencode
+        return P2P_DHT
+    if _starts(buf, p, end, words[6]):
+        return P2P_LSD
+    if n >= 16 and _starts(buf, p, end, words[8]):
+        return P2P_TRACKER
+    # uTP SYN (BEP 29): type 4, version 1, extension 0 or 2, no data. QUIC short
+    # headers can begin 0x41 too: not on QUIC's or DNS's ports.
+    if (n == 20 and buf[p] == 0x41 and (buf[p + 1] == 0 or buf[p + 1] == 2)
+            and sport != 443 and dport != 443 and sport != 53 and dport != 53):  # fmt: skip
+        return P2P_UTP
+    return 0
+
+
+@njit(**KERNEL)
+def inspect_packets(
+    buf, base, offsets, cap_lens, interface, ip_version, proto, status, src_hi, src_lo,
+    dst_hi, dst_lo, sport, dport, vlan, start, n, pcapng, linktype, if_linktypes,
+    seen_keys, seen_counts, params, words, letters, facts, n_facts, arena, n_arena,
+):  # fmt: skip
+    """Inspect rows ``start``..``n`` of a batch whose records lie in ``buf``
+    (``buf[0]`` is byte ``base`` of the capture). Returns ``(next_row, n_facts,
+    n_arena, why)``; on INSPECT_FULL the caller drains and calls again."""
+    max_packets = params[P_MAX_PACKETS]
+    max_bytes = params[P_MAX_BYTES]
+    mask = seen_keys.shape[0] - 1
+    for i in range(start, n):
+        if n_facts + PACKET_FACTS > facts.shape[0] or n_arena + PACKET_ARENA > arena.shape[0]:
+            return i, n_facts, n_arena, INSPECT_FULL
+        if ip_version[i] == 0 or status[i] != 0:
+            continue
+        pr = np.int64(proto[i])
+        if pr != IPPROTO_TCP and pr != IPPROTO_UDP:
+            continue
+        sp = np.int64(sport[i])
+        dp = np.int64(dport[i])
+        s_hi, s_lo, d_hi, d_lo = src_hi[i], src_lo[i], dst_hi[i], dst_lo[i]
+        if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
+            key = flow_hash(s_hi, s_lo, d_hi, d_lo, np.uint64(meta_key(sp, dp, pr, vlan[i])))
+        else:
+            key = flow_hash(d_hi, d_lo, s_hi, s_lo, np.uint64(meta_key(dp, sp, pr, vlan[i])))
+        slot = np.int64(key & np.uint64(mask))
+        if seen_keys[slot] != key:
+            seen_keys[slot] = key
+            seen_counts[slot] = 0
+        if seen_counts[slot] >= max_packets:
+            continue
+        # Where the record's bytes start in buf.
+        rec = offsets[i] - base
+        if rec < 0 or rec + 16 > buf.shape[0]:
+            continue
+        if pcapng:
+            block = u32le(buf, rec)
+            if block != PCAPNG_EPB and block != PCAPNG_SPB:
+                block = u32be(buf, rec)
+            data = rec + (12 if block == PCAPNG_SPB else 28)
+            lt = if_linktypes[min(max(np.int64(interface[i]), 0), if_linktypes.shape[0] - 1)]
+        else:
+            data = rec + 16
+            lt = linktype
+        caplen = np.int64(cap_lens[i])
+        if data + caplen > buf.shape[0]:
+            continue
+        r = decode_frame_at(buf, data, caplen, lt)
+        at = r[13]
+        end = data + caplen
+        if at < 0 or at >= end:
+            continue
+        if pr == IPPROTO_TCP:
+            if at + 13 > end:
+                continue
+            payload = at + (np.int64(buf[at + 12]) >> 4) * 4
+        else:
+            payload = at + 8
+        if payload >= end:
+            continue
+        seen_counts[slot] += 1
+        end = min(end, payload + max_bytes)
+        if sp == 53 or dp == 53:
+            dns_at = payload + 2 if pr == IPPROTO_TCP else payload
+            n_facts, n_arena = _dns(buf, dns_at, end, i, facts, n_facts, arena, n_arena)
+            continue
+        b0 = buf[payload]
+        if pr == IPPROTO_TCP and b0 == 0x16 and payload + 6 <= end and buf[payload + 1] == 3:
+            if buf[payload + 5] == 1:
+                n_facts, n_arena = _tls_client_hello(buf, payload, end, i, facts, n_facts,
+                                                     arena, n_arena)  # fmt: skip
+            continue
+        if pr == IPPROTO_TCP and 20 <= b0 <= 23 and payload + 2 <= end and buf[payload + 1] == 3:
+            continue  # a TLS record: encrypted, nothing more to see
+        if pr == IPPROTO_TCP and 65 <= b0 <= 90:
+            for m in range(len(words) - 9):
+                method = words[9 + m]
+                if _starts(buf, payload, end, method):
+                    n_facts, n_arena = _http_request(buf, payload, end, m + 1, i, words,
+                                                     facts, n_facts, arena, n_arena)  # fmt: skip
+                    break
+        sig = _p2p(buf, payload, end, pr, sp, dp, words)
+        if sig:
+            n_facts = _put(facts, n_facts, i, KIND_P2P, sig, 0, 0, 0, 0, 0)
+        if pr == IPPROTO_TCP:
+            room = min(n_facts + 32, facts.shape[0])
+            n_facts, n_arena = _pii(buf, payload, end, i, letters, facts, n_facts, arena,
+                                    n_arena, room)  # fmt: skip
+    return n, n_facts, n_arena, INSPECT_OK

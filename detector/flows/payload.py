@@ -1,0 +1,160 @@
+"""PayloadInspector: facts from the first payload packets of each flow.
+
+Fed by the capture reader while a batch's records are still in its buffer
+(``read_packets(..., inspector=...)``); the kernel is
+``detector._kernels.payload.inspect_packets``. Facts come out as one table:
+
+=========  ==============================================================
+column     meaning
+=========  ==============================================================
+ts_ns      time of the packet the fact was seen in
+src_hi ..  the packet's addresses (128-bit halves), ports and protocol
+kind       dns, dns-answer, tls-sni, tls-alpn, http, p2p, pii
+a, b, c, d kind-specific integers (see the kernel module)
+text       the name, Host, SNI or ALPN; for ``pii`` the *masked* number
+secret     for ``pii`` only: a keyed hash of the number (distinct counts
+           without keeping the number); empty otherwise
+=========  ==============================================================
+
+Personal data: ID numbers exist in full only in the kernel's arena, for the
+moment between the kernel and :meth:`PayloadInspector._collect`, which keeps the
+masked form (``A12*****89``) and a hash keyed by a random per-run key. Nothing
+written anywhere can carry a full number (bulletin No. 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._kernels import payload as pk
+from ..capture.batch import PacketBatch
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_MAX_PACKETS = 8
+DEFAULT_MAX_BYTES = 2048
+BUDGET_SLOTS = 1 << 20  # flows whose budget is remembered at once (16 MB)
+FACT_ROWS = 1 << 14
+ARENA_BYTES = 1 << 21
+
+_WORDS = (
+    b"host:",
+    b"content-length:",
+    b"info_hash=",
+    b"\r\n",
+    b"\x13BitTorrent protocol",
+    b"2:id20:",
+    b"BT-SEARCH * ",
+    b"GNUTELLA",
+    b"\x00\x00\x04\x17\x27\x10\x19\x80",  # BEP 15 UDP tracker protocol id
+    *(m.encode() + b" " for m in pk.HTTP_METHODS),
+)
+
+
+def mask_id(number: str) -> str:
+    """'A123456789' → 'A12*****89': enough for a reviewer to tell two apart."""
+    return number[:3] + "*" * (len(number) - 5) + number[-2:]
+
+
+class PayloadInspector:
+    """Looks at the first ``max_packets`` payload packets of each flow, at most
+    ``max_bytes`` bytes of each."""
+
+    def __init__(
+        self, *, max_packets: int = DEFAULT_MAX_PACKETS, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if max_packets < 0 or max_bytes < 0:
+            raise ValueError(
+                f"max_packets and max_bytes must be 0 or more (got {max_packets}, {max_bytes})"
+            )
+        self.params = np.zeros(pk.P_FIELDS, dtype=np.int64)
+        self.params[pk.P_MAX_PACKETS] = max_packets
+        self.params[pk.P_MAX_BYTES] = max_bytes
+        self._seen_keys = np.zeros(BUDGET_SLOTS, dtype=np.uint64)
+        self._seen_counts = np.zeros(BUDGET_SLOTS, dtype=np.int64)
+        self._facts = np.zeros((FACT_ROWS, pk.FACT_COLUMNS), dtype=np.int64)
+        self._arena = np.zeros(ARENA_BYTES, dtype=np.uint8)
+        self._words = tuple(np.frombuffer(w, dtype=np.uint8).copy() for w in _WORDS)
+        self._letters = pk.letter_codes()
+        self._key = os.urandom(16)  # per run: hashes of ID numbers cannot be looked up
+        self._chunks: list[dict[str, np.ndarray]] = []
+
+    def inspect(
+        self,
+        buf: np.ndarray,
+        base: int,
+        batch: PacketBatch,
+        *,
+        pcapng: bool,
+        linktype: int,
+        if_linktypes: np.ndarray,
+    ) -> None:
+        n = len(batch)
+        start = 0
+        lts = np.ascontiguousarray(if_linktypes, dtype=np.int64)
+        while start < n:
+            start, n_facts, n_arena, _why = pk.inspect_packets(
+                buf, base, batch.offset, batch.cap_len, batch.interface, batch.ip_version,
+                batch.proto, batch.status, batch.src_hi, batch.src_lo, batch.dst_hi,
+                batch.dst_lo, batch.sport, batch.dport, batch.vlan, start, n, pcapng,
+                linktype, lts, self._seen_keys, self._seen_counts, self.params, self._words,
+                self._letters, self._facts, 0, self._arena, 0,
+            )  # fmt: skip
+            if n_facts:
+                self._collect(batch, int(n_facts), int(n_arena))
+
+    def _collect(self, batch: PacketBatch, n_facts: int, n_arena: int) -> None:
+        facts = self._facts[:n_facts]
+        rows = facts[:, pk.F_ROW]
+        kinds = facts[:, pk.F_KIND]
+        arena = self._arena[:n_arena].tobytes()
+        texts = np.empty(n_facts, dtype=object)
+        secrets = np.empty(n_facts, dtype=object)
+        for j, (at, length, kind) in enumerate(
+            zip(facts[:, pk.F_AT], facts[:, pk.F_LEN], kinds, strict=True)
+        ):
+            raw = arena[at : at + length] if length else b""
+            text = raw.decode("ascii", errors="replace")
+            if kind == pk.KIND_PII:
+                secrets[j] = hashlib.blake2b(raw, key=self._key, digest_size=8).hexdigest()
+                text = mask_id(text)
+            else:
+                secrets[j] = ""
+            texts[j] = text
+        self._arena[:n_arena] = 0  # the full numbers do not outlive this call
+        self._chunks.append(
+            {
+                "ts_ns": batch.ts_ns[rows].astype(np.int64),
+                "src_hi": batch.src_hi[rows].astype(np.uint64),
+                "src_lo": batch.src_lo[rows].astype(np.uint64),
+                "dst_hi": batch.dst_hi[rows].astype(np.uint64),
+                "dst_lo": batch.dst_lo[rows].astype(np.uint64),
+                "sport": batch.sport[rows].astype(np.int32),
+                "dport": batch.dport[rows].astype(np.int32),
+                "proto": batch.proto[rows].astype(np.int32),
+                "kind": np.array([pk.KIND_NAMES[k] for k in kinds], dtype=object),
+                "a": facts[:, pk.F_A].copy(),
+                "b": facts[:, pk.F_B].copy(),
+                "c": facts[:, pk.F_C].copy(),
+                "d": facts[:, pk.F_D].copy(),
+                "text": texts,
+                "secret": secrets,
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """Every fact so far, in the order seen."""
+        import pandas as pd
+
+        columns = ["ts_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
+                   "kind", "a", "b", "c", "d", "text", "secret"]  # fmt: skip
+        if not self._chunks:
+            return pd.DataFrame({c: [] for c in columns})
+        merged = {c: np.concatenate([chunk[c] for chunk in self._chunks]) for c in columns}
+        self._chunks = [merged]
+        return pd.DataFrame(merged)
