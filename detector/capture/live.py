@@ -32,7 +32,7 @@ import numpy as np
 from .._kernels import records as rk
 from .._kernels import ring as ringk
 from .._kernels.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
-from ..errors import CaptureError
+from ..errors import CaptureError, DetectorError
 from .batch import PacketBatch
 from .files import _NO_TABLE, PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_MAGIC, _new_counters
 
@@ -81,19 +81,19 @@ class RingConfig:
     def check(self) -> None:
         page = mmap.PAGESIZE
         if self.block_size < page or self.block_size & (self.block_size - 1):
-            raise CaptureError(
+            raise DetectorError(
                 f"--block-size {self.block_size}: must be a power of two of at least the "
                 f"page size ({page})"
             )
         if not 16 <= self.frame_size <= self.block_size or self.frame_size % 16:
-            raise CaptureError(
+            raise DetectorError(
                 f"--frame-size {self.frame_size}: must be a multiple of 16 between 16 and "
                 f"the block size ({self.block_size})"
             )
         if self.block_count < 2:
-            raise CaptureError(f"--block-count {self.block_count}: must be at least 2")
+            raise DetectorError(f"--block-count {self.block_count}: must be at least 2")
         if self.snaplen < 0 or self.snaplen > MAX_SNAPLEN:
-            raise CaptureError(f"--snaplen {self.snaplen}: must be 0 (whole) to {MAX_SNAPLEN}")
+            raise DetectorError(f"--snaplen {self.snaplen}: must be 0 (whole) to {MAX_SNAPLEN}")
 
 
 @dataclass
@@ -131,7 +131,8 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> byte
     they are capped at ``snaplen`` when one is given, so the kernel copies no
     more of each packet into the ring than we read. Without an expression and
     with a snap length, the program is just "accept ``snaplen`` bytes".
-    Raises :class:`CaptureError` with libpcap's reason for a bad expression.
+    A bad expression raises :class:`DetectorError` (a usage error) with
+    libpcap's reason.
     """
     keep = snaplen or MAX_SNAPLEN
     if not expression:
@@ -144,7 +145,7 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> byte
         program = compile_filter(expression, linktype=linktype)
     except Exception as exc:  # noqa: BLE001  scapy raises Scapy_Exception, ImportError, OSError
         reason = str(exc).split("(", 1)[-1].rstrip(")") if "(" in str(exc) else str(exc)
-        raise CaptureError(f"--bpf {expression!r}: {reason}") from None
+        raise DetectorError(f"--bpf {expression!r}: {reason}") from None
     out = bytearray()
     for i in range(program.bf_len):
         insn = program.bf_insns[i]

@@ -177,7 +177,14 @@ def _drop_privileges(user: str) -> None:
 def run_live(args: argparse.Namespace) -> int:
     from .. import _jit
     from ..alerts.stream import AlertStream, SyslogSender
-    from ..capture.live import RingConfig, RingSource, ScapySource, StreamSource
+    from ..capture.live import (
+        RingConfig,
+        RingSource,
+        ScapySource,
+        StreamSource,
+        compile_bpf,
+        interface_linktype,
+    )
     from ..detect.live import LiveDetector, LiveOptions, LiveStatus, warm_up
     from ..errors import DetectorError, PolicyError
     from ..flows.records import iter_flow_columns
@@ -204,6 +211,8 @@ def run_live(args: argparse.Namespace) -> int:
     if args.backend == "scapy" and args.workers != 1:
         _say("--workers: the scapy backend has one worker")
         return ExitStatus.USAGE
+    if args.bpf and args.interface and args.backend == "ring":
+        compile_bpf(args.bpf, interface_linktype(args.interface))  # a bad filter: fail at once
     if not _jit.is_compiled_cache_warm() and not args.quiet:
         _say(f"compiling the packet kernels for this machine (once, about 60 s; cached in "
              f"{_jit.CACHE_DIR.parent})")  # fmt: skip
