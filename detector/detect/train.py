@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from ..features.hosts import FEATURE_NAMES
-from .model import EgressModel, destinations_of
+from ..features.hosts import FEATURE_NAMES, HOUR_NS
+from .model import EgressModel, destinations_of, with_novelty
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,13 +73,14 @@ def train_model(
     notes: list[str] = []
     if captures:
         result = scan_captures(captures, policy, threads=threads, on_problem=on_problem)
-        parts.append(result.features)
+        # A baseline's first day meets every destination for the first time.
+        parts.append(with_novelty(result.features, result.traffic, policy, settle_ns=24 * HOUR_NS))
         destinations = destinations_of(result.traffic)
     parts += [read_features(n, policy) for n in feature_files]
     if feature_files and not captures:
         notes.append(
             "feature files carry no addresses: the model does not know which destinations "
-            "the baseline used (train from captures for that)"
+            "the baseline used, nor how much went to new ones (train from captures for that)"
         )
     features = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     if len(features) < 2:
