@@ -101,7 +101,7 @@ MAX_MEMBER_BYTES = 1 << 30
 QUANTILE_GRID = np.linspace(0.0, 1.0, 10_001)
 
 LABELS: dict[str, str] = {
-    "bytes_out": "sent",
+    "bytes_out": "bytes out",
     "packets_out": "packets out",
     "bytes_in": "received",
     "packets_in": "packets in",
@@ -451,11 +451,12 @@ class EgressModel:
             if index[i] < 0:
                 reasons.append("a host not seen in the baseline")
             ranked = sorted(COUNT_FEATURES, key=lambda name: -moved[name][i])
-            for name in ranked:
-                if len(reasons) >= top or moved[name][i] < EGRESS_GATE:
-                    break
-                reasons.append(_phrase(name, values[name][i], usual[name][i],
-                                       hour_bound=name == "bytes_out"))  # fmt: skip
+            chosen = [n for n in ranked[:top] if moved[n][i] >= EGRESS_GATE]
+            # Most moved first, but the total before what it went to.
+            chosen.sort(key=lambda n: (n != "bytes_out", n != NOVELTY_FEATURE))
+            for name in chosen:
+                count = int(values["new_destinations"][i])
+                reasons.append(_phrase(name, values[name][i], usual[name][i], count))
                 if name == "bytes_out" and upload_minutes is not None and upload_minutes[i] > 0:
                     minutes = int(upload_minutes[i])
                     rate = values["bytes_out"][i] * 8 / (minutes * 60) / 1e6
@@ -468,29 +469,35 @@ class EgressModel:
         return texts
 
 
-def _phrase(name: str, value: Any, usual: np.ndarray, *, hour_bound: bool) -> str:
-    label = LABELS.get(name, name)
-    at_hour = " at this hour" if hour_bound else ""
+def _phrase(name: str, value: float, usual: np.ndarray, new_count: int) -> str:
+    """One reason in plain words, e.g. 'bytes out 212.0 MB vs usual 0–3.0 MB at
+    this hour'."""
     if name == "new_destinations":
         n = int(value)
-        return f"{n} new outside address{'es' if n != 1 else ''}"
-    if name in BYTE_FEATURES:
-        shown = human_bytes(float(value))
-        if usual[1] <= 0:
-            return f"{label} {shown} vs usually nothing{at_hour}"
-        return f"{label} {shown} vs usual {_range(usual, human_bytes)}{at_hour}"
-    shown = f"{int(value):,}"
+        return f"{n} new outside destination{'s' if n != 1 else ''}"
+    if name == NOVELTY_FEATURE:
+        to = (
+            f"{new_count} new outside destination{'s' if new_count != 1 else ''}"
+            if new_count
+            else "outside destinations it had never used"
+        )
+        return f"{human_bytes(value)} to {to}"
+    label = LABELS.get(name, name)
+    fmt = human_bytes if name in BYTE_FEATURES else (lambda v: f"{v:,.0f}")
+    at_hour = " at this hour" if name == "bytes_out" else ""
     if usual[1] <= 0:
-        return f"{label} {shown} vs usually none{at_hour}"
-    return f"{label} {shown} vs usual {_range(usual, lambda v: f'{v:,.0f}')}{at_hour}"
+        return f"{label} {fmt(value)} vs usually none{at_hour}"
+    return f"{label} {fmt(value)} vs usual {_range(usual, fmt)}{at_hour}"
 
 
 def _range(usual: np.ndarray, fmt: Any) -> str:
-    low, high = fmt(float(usual[0])), fmt(float(usual[1]))
+    low, high = str(fmt(float(usual[0]))), str(fmt(float(usual[1])))
     if low == high:
-        return str(low)
+        return low
+    if float(usual[0]) == 0:
+        return f"0–{high}"
     # '0.1–3.0 MB' rather than '0.1 MB–3.0 MB' when the units agree
-    low_parts, high_parts = str(low).split(" "), str(high).split(" ")
+    low_parts, high_parts = low.split(" "), high.split(" ")
     if len(low_parts) == 2 and len(high_parts) == 2 and low_parts[1] == high_parts[1]:
         return f"{low_parts[0]}–{high}"
     return f"{low}–{high}"
