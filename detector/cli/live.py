@@ -27,8 +27,9 @@ period) and once more when capture stops, each alert once. Flows expire on the
 clock, also when traffic stops. Every few seconds the kernel's drop counter is
 read: drops raise sensor-drops, and drops outside business hours when the policy
 has isolated networks raise sensor-blind (the sensor cannot vouch for that
-time). SIGINT/SIGTERM: finish (flush flows, final alerts) and exit; SIGHUP:
-reload the policy file.
+time). SIGINT/SIGTERM: finish (flush flows, final alerts) and exit 0; SIGHUP:
+reload the policy file. A bounded run (--duration, --max-packets, the end of a
+stream) exits as scan does: 1 when alerts were raised.
 
 backends: ring (default): AF_PACKET TPACKET_V3 memory-mapped ring, decoded in
 place, millions of packets/s. scapy: portable and SLOW (tens of thousands of
@@ -319,6 +320,9 @@ def run_live(args: argparse.Namespace) -> int:
         if args.read is None and args.backend == "ring":
             line += f"; kernel: {result.received:,} received, {result.dropped:,} dropped"
         _say(line)
+    if detector.stopped:
+        # A sensor stopped by its service manager ends normally.
+        return ExitStatus.UNREADABLE if result.problems else ExitStatus.OK
     if result.emitted:
         return ExitStatus.ALERTS
     return ExitStatus.UNREADABLE if result.problems else ExitStatus.OK

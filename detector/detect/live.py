@@ -205,6 +205,7 @@ class LiveDetector:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.reload_requested = False
+        self.stopped = False  # stop() was called (a signal), not a bound reached
         self._budget_lock = threading.Lock()
         self.packets_left: int | None = options.max_packets
         self._emitted_keys: set[tuple[object, ...]] = set()
@@ -236,6 +237,7 @@ class LiveDetector:
     # -- control -------------------------------------------------------------------
     def stop(self) -> None:
         """Finish: flush open flows and windows, final alerts (signal-safe)."""
+        self.stopped = True
         self.stopping.set()
         self.wake.set()
 
