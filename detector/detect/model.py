@@ -127,7 +127,8 @@ class History:
     ``host_quantiles[h, f]`` = (median, 95th percentile) of ``COUNT_FEATURES[f]``
     over host ``hosts[h]``'s baseline windows; ``host_hour[h, d]`` = (median, 95th
     percentile, windows) of its bytes out in windows starting at local hour
-    ``d``; ``site_*`` the same over all hosts. ``known_*`` are the (host,
+    ``d`` (or the hours either side: the largest); ``site_*`` the same over all
+    hosts. ``known_*`` are the (host,
     outside address) pairs of the baseline, 128-bit addresses as (hi, lo).
     """
 
@@ -188,6 +189,17 @@ def _quantiles(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndar
     return out
 
 
+def _neighbour_hours(per_hour: np.ndarray) -> np.ndarray:
+    """What is usual at an hour is what was seen in it or the hours either side
+    (the most of their medians and 95th percentiles, the sum of their windows):
+    a nightly backup that runs over into the next hour, or a day that starts
+    half an hour early, is not unusual."""
+    before, after = np.roll(per_hour, 1, axis=1), np.roll(per_hour, -1, axis=1)
+    out = np.maximum(np.maximum(before, per_hour), after)
+    out[..., 2] = before[..., 2] + per_hour[..., 2] + after[..., 2]
+    return out
+
+
 def build_history(features: pd.DataFrame, destinations: pd.DataFrame | None = None) -> History:
     """Baseline statistics of ``features`` (host_windows rows), and the known
     (host, destination) pairs from ``destinations`` (see :func:`destinations_of`)."""
@@ -204,8 +216,10 @@ def build_history(features: pd.DataFrame, destinations: pd.DataFrame | None = No
         if len(values):
             site_quantiles[f] = np.quantile(values, [0.5, 0.95])
     bytes_out = features["bytes_out"].to_numpy(dtype=np.float64)
-    host_hour = _quantiles(bytes_out, host_id * 24 + hour, n * 24).reshape(n, 24, 3)
-    site_hour = _quantiles(bytes_out, hour, 24)
+    host_hour = _neighbour_hours(
+        _quantiles(bytes_out, host_id * 24 + hour, n * 24).reshape(n, 24, 3)
+    )
+    site_hour = _neighbour_hours(_quantiles(bytes_out, hour, 24)[None])[0]
     empty = np.zeros(0, dtype=np.uint64)
     if destinations is None or destinations.empty:
         known = [empty, empty, empty, empty]
@@ -244,7 +258,9 @@ def model_matrix(features: pd.DataFrame, history: History) -> np.ndarray:
     index = history.host_index(features["host"].to_numpy(dtype=str))
     for name in VS_USUAL_COLUMNS:
         usual = history.usual(name, index, hod.astype(np.int64))[:, 1]
-        columns.append(np.log1p(features[name].to_numpy(dtype=np.float64)) - np.log1p(usual))
+        excess = np.log1p(features[name].to_numpy(dtype=np.float64)) - np.log1p(usual)
+        # Sending less than usual is not egress: only the excess may isolate a window.
+        columns.append(np.maximum(excess, 0.0))
     columns.append(features["off_hours"].to_numpy(dtype=np.float64))
     columns += [np.sin(2 * np.pi * hod / 24), np.cos(2 * np.pi * hod / 24)]
     matrix = np.column_stack(columns) if n else np.zeros((0, len(MODEL_COLUMNS)))
@@ -367,13 +383,19 @@ class EgressModel:
             random_state=self.random_state,
         ).fit(matrix)
         scores = -self.forest_.score_samples(matrix)
-        # Calibrate on each host-day's highest score: alerts are counted per
-        # host-day, and a day has ~100 windows, so a window percentile would
-        # put 99.5 % at about one alert every two host-days.
-        days = _local_days(sending["window_start"])
+        # Calibrate on each host-day's highest score among the windows the model
+        # could flag (the egress gate): alerts are counted per host-day, and a
+        # day has ~100 windows, so a window percentile would put 99.5 % at about
+        # one alert every two host-days.
         import pandas as pd
 
-        daily = pd.Series(scores).groupby([sending["host"].to_numpy(), days]).max()
+        days = _local_days(sending["window_start"])
+        could_flag = egress_excess(sending, self.history_) >= EGRESS_GATE
+        daily = (
+            pd.Series(np.where(could_flag, scores, 0.0))
+            .groupby([sending["host"].to_numpy(), days])
+            .max()
+        )
         self.baseline_quantiles_ = np.quantile(daily.to_numpy(), QUANTILE_GRID)
         self.threshold_ = self.threshold_at(float(self.percentile))
         starts = _utc_ns(features["window_start"])

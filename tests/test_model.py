@@ -1,0 +1,384 @@
+"""The isolation-forest model: the estimator contract, a known outlier, the
+model file (round trip, and refusal of mismatched, tampered or unsafe files),
+the verdict joined to rule alerts, and the baseline's destinations known to
+bulk-upload-new-destination."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from gen_traffic import Capture, at
+
+from detector.alerts.record import Alert, to_ecs
+from detector.detect.model import (
+    MODEL_COLUMNS,
+    EgressModel,
+    ModelVerdict,
+    load_model,
+    model_alerts,
+    model_matrix,
+    save_model,
+)
+from detector.detect.rules import ScanContext, run_rules
+from detector.detect.scan import scan_captures
+from detector.errors import ModelError
+from detector.features import FEATURE_NAMES
+from detector.policy import parse_policy
+
+ZONE = "Asia/Taipei"
+POLICY = """
+[site]
+name = "test-office"
+timezone = "Asia/Taipei"
+
+[business_hours]
+start = "08:30"
+end = "17:30"
+
+[networks]
+internal = ["10.0.0.0/8"]
+"""
+MB = 1_000_000
+
+
+class Payload:
+    """Stands for any object a crafted model file might try to build."""
+
+
+def office(days: int = 14, hosts: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Host windows of a quiet office: every host sends about 100 kB a window
+    in business hours and 5 kB at night (log-normal), to a few destinations."""
+    rng = np.random.default_rng(seed)
+    starts = pd.date_range("2026-01-05", periods=days * 144, freq="10min", tz=ZONE)
+    frames = []
+    for h in range(hosts):
+        n = len(starts)
+        hour = starts.hour.to_numpy()
+        day = (starts.day_of_week.to_numpy() < 5) & (hour >= 9) & (hour < 17)
+        out = rng.lognormal(np.where(day, np.log(1e5), np.log(5e3)), 0.8).astype(np.int64)
+        inn = out * rng.integers(2, 20, n)
+        frame = pd.DataFrame({"host": f"10.8.10.{h + 1}", "window_start": starts})
+        frame["window_end"] = frame["window_start"] + pd.Timedelta(minutes=10)
+        frame["bytes_out"] = out
+        frame["packets_out"] = out // 1000 + 1
+        frame["bytes_in"] = inn
+        frame["packets_in"] = inn // 1200 + 1
+        frame["flows"] = rng.integers(1, 6, n)
+        frame["external_destinations"] = rng.integers(1, 4, n)
+        frame["external_ports"] = 1
+        frame["new_destinations"] = 0
+        frame["largest_upload"] = out // 2
+        frame["upload_download_ratio"] = out / inn
+        frame["internal_bytes"] = rng.integers(0, 100_000, n)
+        frame["internal_packets"] = rng.integers(0, 100, n)
+        frame["off_hours"] = (~day).astype(np.int64)
+        frame["hour_of_week"] = starts.day_of_week.to_numpy() * 24 + hour
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)[["host", "window_start", "window_end",
+                                                 *FEATURE_NAMES]]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def baseline() -> pd.DataFrame:
+    return office()
+
+
+@pytest.fixture(scope="module")
+def fitted(baseline: pd.DataFrame) -> EgressModel:
+    return EgressModel(n_estimators=50, random_state=3).fit(baseline)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return parse_policy(POLICY, "test.toml")
+
+
+def leak(features: pd.DataFrame, sent: int = 200 * MB) -> pd.DataFrame:
+    """A copy of one night window (Wednesday 03:00) with ``sent`` bytes out to
+    one new outside address."""
+    night = features[(features["host"] == "10.8.10.3") & (features["hour_of_week"] == 2 * 24 + 3)]
+    row = night.iloc[[0]].copy()
+    row["bytes_out"] = sent
+    row["packets_out"] = sent // 1500
+    row["largest_upload"] = sent
+    row["upload_download_ratio"] = sent / row["bytes_in"]
+    row["new_destinations"] = 1
+    row["new_destination_bytes"] = sent
+    return row
+
+
+# -- the estimator contract ----------------------------------------------------------
+
+
+def test_init_only_stores_keyword_parameters():
+    model = EgressModel(n_estimators=7, percentile=99.0, random_state=1)
+    assert model.get_params() == {"n_estimators": 7, "max_samples": 2048, "percentile": 99.0,
+                                  "random_state": 1}  # fmt: skip
+    assert not [name for name in vars(model) if name.endswith("_")]
+    with pytest.raises(TypeError):
+        EgressModel(7)  # type: ignore[misc]
+    assert model.set_params(n_estimators=9) is model and model.n_estimators == 9
+    with pytest.raises(ValueError, match="unknown parameter 'trees'"):
+        model.set_params(trees=3)
+
+
+def test_fit_returns_self_with_learned_attributes(baseline):
+    model = EgressModel(n_estimators=20, random_state=0)
+    assert model.fit(baseline) is model
+    assert model.n_windows_ == len(baseline)
+    assert model.n_hosts_ == 8 and model.n_host_days_ == 8 * 14
+    assert list(model.history_.hosts) == sorted(baseline["host"].unique())
+    assert model.forest_.n_features_in_ == len(MODEL_COLUMNS)
+    assert model.window_minutes_ == 10
+    assert model.threshold_ == pytest.approx(model.threshold_at(99.5))
+    # Calibrated on each host-day's highest score: beyond 99.5 % of them.
+    assert model.threshold_ > 0.5
+    days = baseline["window_start"].dt.date
+    daily = pd.Series(model.predict(baseline)).groupby([baseline["host"], days]).any()
+    assert daily.mean() <= 0.01
+
+
+def test_unfitted_model_and_bad_parameters_say_what_is_wrong(baseline):
+    with pytest.raises(ValueError, match="not fitted yet"):
+        EgressModel().score_samples(baseline)
+    with pytest.raises(ValueError, match="percentile must be above 0 and at most 100, got 101"):
+        EgressModel(percentile=101).fit(baseline)
+    with pytest.raises(ValueError, match="lack the columns bytes_out"):
+        EgressModel().fit(baseline.drop(columns=["bytes_out"]))
+
+
+def test_deterministic_with_a_seed(baseline):
+    a = EgressModel(n_estimators=20, random_state=5).fit(baseline).score_samples(baseline)
+    b = EgressModel(n_estimators=20, random_state=5).fit(baseline).score_samples(baseline)
+    c = EgressModel(n_estimators=20, random_state=6).fit(baseline).score_samples(baseline)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_transform_columns(baseline, fitted):
+    matrix = model_matrix(baseline.assign(new_destination_bytes=0), fitted.history_)
+    assert matrix.shape == (len(baseline), len(MODEL_COLUMNS))
+    first = baseline.iloc[0]
+    col = dict(zip(MODEL_COLUMNS, matrix[0], strict=True))
+    assert col["log_bytes_out"] == pytest.approx(np.log1p(first["bytes_out"]))
+    hour = first["hour_of_week"] % 24
+    assert col["hour_of_day_sin"] == pytest.approx(np.sin(2 * np.pi * hour / 24))
+    assert col["off_hours"] == first["off_hours"]
+
+
+# -- the known outlier ---------------------------------------------------------------
+
+
+def test_a_200_mb_night_upload_is_the_outlier_and_explained(baseline, fitted):
+    test = pd.concat([baseline.iloc[:500], leak(baseline)], ignore_index=True)
+    scores = fitted.score_samples(test)
+    assert int(np.argmax(scores)) == len(test) - 1
+    flagged = fitted.predict(test)
+    assert flagged[-1] and flagged[:-1].sum() <= 2
+    assert fitted.percentile_of(scores[-1:])[0] == 100.0
+    why = fitted.explain(test.iloc[[-1]])[0]
+    assert why.startswith("bytes out 200.0 MB vs usual ")
+    assert "at this hour" in why and "200.0 MB to 1 new outside destination" in why
+    assert why.endswith("outside business hours")
+
+
+def test_a_quiet_window_is_not_an_egress_anomaly(baseline, fitted):
+    # Sending nothing outside is not egress: score 0, never flagged.
+    quiet = baseline.iloc[[0]].assign(bytes_out=0, packets_out=0, largest_upload=0)
+    assert fitted.score_samples(quiet)[0] == 0.0
+    assert not fitted.predict(quiet)[0]
+
+
+def test_an_unknown_host_is_said_so(baseline, fitted):
+    stranger = leak(baseline).assign(host="10.8.10.99")
+    assert fitted.explain(stranger)[0].startswith("a host not seen in the baseline; bytes out")
+
+
+# -- the model file --------------------------------------------------------------------
+
+
+def test_save_and_load_round_trip(tmp_path, baseline, fitted, policy):
+    path = tmp_path / "site.model"
+    save_model(fitted, path, policy)
+    loaded = load_model(path, policy)
+    assert np.array_equal(loaded.score_samples(baseline), fitted.score_samples(baseline))
+    assert loaded.threshold_ == fitted.threshold_
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.n_host_days_ == fitted.n_host_days_ and loaded.span_ == fitted.span_
+    meta = loaded.meta_
+    assert meta["features"] == FEATURE_NAMES
+    assert meta["model_columns"] == list(MODEL_COLUMNS)
+    assert meta["policy_fingerprint"] == policy.fingerprint()
+    assert meta["training"]["windows"] == len(baseline)
+    import sklearn
+
+    assert meta["sklearn_version"] == sklearn.__version__
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["forest.skops", "history.npz", "meta.json"]
+
+
+def _rewrite(path: Path, member: str, data: bytes, *, fix_hash: bool) -> None:
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members[member] = data
+    if fix_hash and member != "meta.json":
+        meta = json.loads(members["meta.json"])
+        meta["sha256"][member] = hashlib.sha256(data).hexdigest()
+        members["meta.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, value in members.items():
+            archive.writestr(name, value)
+
+
+def test_tampered_member_is_refused(tmp_path, fitted, policy):
+    path = tmp_path / "site.model"
+    save_model(fitted, path, policy)
+    with zipfile.ZipFile(path) as archive:
+        forest = archive.read("forest.skops")
+    _rewrite(path, "forest.skops", forest[:-10] + b"x" * 10, fix_hash=False)
+    with pytest.raises(ModelError) as caught:
+        load_model(path, policy)
+    message = str(caught.value)
+    assert "forest.skops does not match its recorded checksum" in message
+    assert "retrain: egress-detector train" in message and "\n" not in message
+
+
+def test_untrusted_types_are_refused_even_with_a_matching_checksum(tmp_path, fitted, policy):
+    import skops.io as sio
+
+    path = tmp_path / "site.model"
+    save_model(fitted, path, policy)
+    # A file that would make the loader build an object of a type we never trust.
+    _rewrite(path, "forest.skops", sio.dumps({"f": Payload()}), fix_hash=True)
+    with pytest.raises(ModelError, match=r"not trusted \(test_model.Payload\); refusing"):
+        load_model(path, policy)
+    # A trusted type that is not a forest.
+    from sklearn.linear_model import LinearRegression
+
+    _rewrite(path, "forest.skops", sio.dumps(LinearRegression()), fix_hash=True)
+    with pytest.raises(ModelError, match="holds a LinearRegression, not an IsolationForest"):
+        load_model(path, policy)
+
+
+def test_history_with_pickled_objects_is_refused(tmp_path, fitted, policy):
+    path = tmp_path / "site.model"
+    save_model(fitted, path, policy)
+    buffer = io.BytesIO()
+    arrays = fitted.history_.arrays()
+    arrays["hosts"] = np.array([object()], dtype=object)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    _rewrite(path, "history.npz", buffer.getvalue(), fix_hash=True)
+    with pytest.raises(ModelError, match="history.npz is not what this version writes"):
+        load_model(path, policy)
+
+
+def test_mismatched_policy_and_features_are_refused(tmp_path, fitted, policy):
+    path = tmp_path / "site.model"
+    save_model(fitted, path, policy)
+    other = parse_policy(POLICY.replace("Asia/Taipei", "Europe/Paris"), "paris.toml")
+    with pytest.raises(ModelError) as caught:
+        load_model(path, other)
+    message = str(caught.value)
+    assert "trained under another site policy" in message and "site.timezone differ" in message
+    assert "egress-detector train --policy" in message
+    # Rule thresholds and the percentile are not what the model learned from.
+    looser = parse_policy(POLICY + "\n[model]\npercentile = 99.9\n", "p.toml")
+    assert load_model(path, looser).threshold_ == fitted.threshold_
+
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("meta.json"))
+    meta["features"] = [*FEATURE_NAMES[:-1], "dns_queries"]
+    _rewrite(path, "meta.json", json.dumps(meta).encode(), fix_hash=False)
+    with pytest.raises(ModelError, match="missing hour_of_week; unknown dns_queries.*retrain"):
+        load_model(path, policy)
+
+
+def test_not_a_model_file(tmp_path, policy):
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"\x80\x04not a zip")
+    with pytest.raises(ModelError, match="not an egress-detector model file"):
+        load_model(junk, policy)
+    with pytest.raises(ModelError, match="no such file"):
+        load_model(tmp_path / "missing.model", policy)
+    other = tmp_path / "other.model"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("model.pkl", b"")
+    with pytest.raises(ModelError, match="holds model.pkl; expected meta.json"):
+        load_model(other, policy)
+
+
+# -- the verdict in alerts -------------------------------------------------------------
+
+
+def _verdict(model: EgressModel, windows: pd.DataFrame) -> ModelVerdict:
+    scores = model.score_samples(windows)
+    return ModelVerdict(windows, scores, model.percentile_of(scores), model.predict(windows),
+                        model.threshold_)  # fmt: skip
+
+
+def test_model_alone_is_a_model_anomaly_alert(baseline, fitted, policy):
+    window = leak(baseline)
+    alerts = model_alerts(fitted, _verdict(fitted, window), None, policy, [])
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert.rule_id == "model-anomaly" and alert.source_ip == "10.8.10.3"
+    assert alert.source_bytes == 200 * MB
+    doc = to_ecs(alert, policy.zone, policy.site_name)
+    verdict = doc["egress"]["model"]
+    assert set(verdict) >= {"score", "percentile", "explanation"}
+    assert verdict["score"] > fitted.threshold_ and verdict["percentile"] == 100.0
+    assert verdict["explanation"].startswith("bytes out 200.0 MB")
+    assert "the model finds this unusual" in alert.message
+
+
+def test_rule_and_model_on_the_same_window_are_one_alert(baseline, fitted, policy):
+    window = leak(baseline)
+    start = int(window["window_start"].iloc[0].value)
+    rule_alert = Alert("offhours-bulk-egress", "Bulk upload outside business hours", 3,
+                       start + 60 * 10**9, start + 300 * 10**9, "10.8.10.3",
+                       "10.8.10.3 sent 200.0 MB ...", source_bytes=200 * MB)  # fmt: skip
+    elsewhere = Alert("offhours-bulk-egress", "x", 3, start, start + 1, "10.8.10.4", "other host")
+    alerts = model_alerts(fitted, _verdict(fitted, window), None, policy, [rule_alert, elsewhere])
+    assert [a.rule_id for a in alerts] == ["offhours-bulk-egress", "offhours-bulk-egress"]
+    joined = next(a for a in alerts if a.source_ip == "10.8.10.3")
+    assert joined.evidence["model"]["explanation"].startswith("bytes out 200.0 MB")
+    assert joined.message.startswith("10.8.10.3 sent 200.0 MB ...; the model finds this unusual")
+    assert "model" not in next(a for a in alerts if a.source_ip == "10.8.10.4").evidence
+
+
+def test_consecutive_flagged_windows_are_one_alert(baseline, fitted, policy):
+    first = leak(baseline)
+    second = first.assign(window_start=first["window_start"] + pd.Timedelta(minutes=10),
+                          window_end=first["window_end"] + pd.Timedelta(minutes=10))  # fmt: skip
+    later = first.assign(window_start=first["window_start"] + pd.Timedelta(hours=3),
+                         window_end=first["window_end"] + pd.Timedelta(hours=3))  # fmt: skip
+    windows = pd.concat([first, second, later], ignore_index=True)
+    alerts = model_alerts(fitted, _verdict(fitted, windows), None, policy, [])
+    assert sorted(a.evidence["model"]["windows"] for a in alerts) == [1, 2]
+    assert sorted(a.source_bytes for a in alerts) == [200 * MB, 400 * MB]
+
+
+# -- known destinations ----------------------------------------------------------------
+
+
+def test_baseline_destinations_are_not_new_to_bulk_upload_rule(tmp_path, policy):
+    cap = Capture().transfer("10.8.10.3", "203.0.113.9", start=at("2026-02-04 10:00", ZONE),
+                             seconds=600, bytes_out=150 * MB)  # fmt: skip
+    result = scan_captures([cap.write(tmp_path / "c.pcap")], policy)
+    assert [a.rule_id for a in result.alerts] == ["bulk-upload-new-destination"]
+    pairs = result.traffic.frame[["host_id", "peer_id"]].drop_duplicates()
+    known = pd.MultiIndex.from_frame(pairs)
+    again = run_rules(ScanContext(policy, result.traffic, 10, known_destinations=known))
+    assert again == []
+    # Known pairs of another host do not hide this one.
+    other = pd.MultiIndex.from_arrays([pairs["host_id"] + 100, pairs["peer_id"]])
+    third = run_rules(ScanContext(policy, result.traffic, 10, known_destinations=other))
+    assert [a.rule_id for a in third] == ["bulk-upload-new-destination"]
+    assert "(not in the model baseline)" in third[0].message
