@@ -715,9 +715,10 @@ def model_alerts(
     host at the same time, plus ``model-anomaly`` alerts for the rest.
 
     Flagged windows of one host closer together than one window are one
-    episode. An episode overlapping rule alerts of its host adds
-    ``evidence["model"]`` and the model's reason to each of them (one alert,
-    both reasons); otherwise it becomes one ``model-anomaly`` alert.
+    episode. An episode overlapping egress rule alerts of its host (network
+    direction egress) adds ``evidence["model"]`` and the model's reason to each
+    of them (one alert, both reasons); otherwise it becomes one
+    ``model-anomaly`` alert.
     """
     alerts = list(rule_alerts)
     if not verdict.flagged.any():
@@ -756,8 +757,10 @@ def model_alerts(
                 f"{verdict_doc['score']:.3f}, above {verdict_doc['percentile']:.2f} % of "
                 "baseline windows)"
             )
-            overlapping = [a for a in by_host.get(str(host), [])
-                           if a.start_ns < end and a.end_ns >= start]  # fmt: skip
+            # The same finding: a rule alert about this host's egress at that time
+            # (not, say, always-on's whole night, which must not hide a leak).
+            overlapping = [a for a in by_host.get(str(host), []) if a.direction == "egress"
+                           and a.start_ns < end and a.end_ns >= start]  # fmt: skip
             if overlapping:
                 for alert in overlapping:
                     alert.evidence["model"] = verdict_doc
