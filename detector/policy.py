@@ -998,7 +998,7 @@ def _policy_from_document(
     max_packets = 8
     if "max_packets" in inspection:
         max_packets = reader.integer("inspection.max_packets", inspection["max_packets"], 0,
-                                     "0 (no payload inspection) or more", 1000)  # fmt: skip
+                                     "0 (no payload inspection) to 255", 255)  # fmt: skip
     max_bytes = 2048
     if "max_bytes" in inspection:
         max_bytes = reader.integer("inspection.max_bytes", inspection["max_bytes"], 0,

@@ -293,7 +293,7 @@ P2P_CAPTURES = {
 
 
 def _corpus_facts(path: Path):
-    inspector = PayloadInspector(max_packets=1000, max_bytes=65535)
+    inspector = PayloadInspector(max_packets=255, max_bytes=65535)
     for _ in read_packets([path], inspector=inspector, on_problem=lambda p: None):
         pass
     return inspector.frame()

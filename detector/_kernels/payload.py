@@ -71,6 +71,9 @@ HTTP_METHODS = ("GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "CON
 P_MAX_PACKETS = 0
 P_MAX_BYTES = 1
 P_FIELDS = 2
+MAX_BUDGET = 255  # max_packets fits the count byte of a budget slot
+TAG_MASK = np.uint64(0xFFFFFFFFFFFFFF00)
+COUNT_MASK = np.uint64(0xFF)
 
 INSPECT_OK = 0
 INSPECT_FULL = 1  # facts or arena full: drain, call again from the returned row
@@ -396,6 +399,18 @@ def _pii(buf, p, end, row, letters, facts, n_facts, arena, n_arena, room):
 
 
 @njit(**INLINE)
+def _looks_like_text(buf, p, end):
+    """The first bytes are printable ASCII (or tab, CR, LF): cleartext protocols
+    (HTTP, SMTP, FTP, POP, IMAP) and form or JSON bodies start so; compressed,
+    encrypted and binary payloads almost never do, and are not scanned."""
+    for k in range(min(end - p, 16)):
+        c = buf[p + k]
+        if not (32 <= c <= 126 or c == 9 or c == 10 or c == 13):
+            return False
+    return True
+
+
+@njit(**INLINE)
 def _p2p(buf, p, end, proto, sport, dport, words):
     """A P2P signature id at the start of this payload, 0 if none.
     words: 4 "\\x13BitTorrent protocol", 5 "2:id20:", 6 "BT-SEARCH * ",
@@ -430,14 +445,14 @@ def _p2p(buf, p, end, proto, sport, dport, words):
 def inspect_packets(
     buf, base, offsets, cap_lens, interface, ip_version, proto, status, src_hi, src_lo,
     dst_hi, dst_lo, sport, dport, vlan, start, n, pcapng, linktype, if_linktypes,
-    seen_keys, seen_counts, params, words, letters, facts, n_facts, arena, n_arena,
+    seen, params, words, letters, facts, n_facts, arena, n_arena,
 ):  # fmt: skip
     """Inspect rows ``start``..``n`` of a batch whose records lie in ``buf``
     (``buf[0]`` is byte ``base`` of the capture). Returns ``(next_row, n_facts,
     n_arena, why)``; on INSPECT_FULL the caller drains and calls again."""
     max_packets = params[P_MAX_PACKETS]
     max_bytes = params[P_MAX_BYTES]
-    mask = seen_keys.shape[0] - 1
+    mask = seen.shape[0] - 1
     for i in range(start, n):
         if n_facts + PACKET_FACTS > facts.shape[0] or n_arena + PACKET_ARENA > arena.shape[0]:
             return i, n_facts, n_arena, INSPECT_FULL
@@ -453,11 +468,16 @@ def inspect_packets(
             key = flow_hash(s_hi, s_lo, d_hi, d_lo, np.uint64(meta_key(sp, dp, pr, vlan[i])))
         else:
             key = flow_hash(d_hi, d_lo, s_hi, s_lo, np.uint64(meta_key(dp, sp, pr, vlan[i])))
+        # One word per slot: the hash's upper 56 bits, then the packets
+        # inspected so far (one cache miss per packet, not two).
         slot = np.int64(key & np.uint64(mask))
-        if seen_keys[slot] != key:
-            seen_keys[slot] = key
-            seen_counts[slot] = 0
-        if seen_counts[slot] >= max_packets:
+        tag = key & TAG_MASK
+        entry = seen[slot]
+        if entry & TAG_MASK != tag:
+            entry = tag
+        count = np.int64(entry & COUNT_MASK)
+        if count >= max_packets:
+            seen[slot] = entry
             continue
         # Where the record's bytes start in buf.
         rec = offsets[i] - base
@@ -487,8 +507,9 @@ def inspect_packets(
         else:
             payload = at + 8
         if payload >= end:
+            seen[slot] = entry
             continue
-        seen_counts[slot] += 1
+        seen[slot] = entry + np.uint64(1)
         end = min(end, payload + max_bytes)
         if sp == 53 or dp == 53:
             dns_at = payload + 2 if pr == IPPROTO_TCP else payload
@@ -512,7 +533,7 @@ def inspect_packets(
         sig = _p2p(buf, payload, end, pr, sp, dp, words)
         if sig:
             n_facts = _put(facts, n_facts, i, KIND_P2P, sig, 0, 0, 0, 0, 0)
-        if pr == IPPROTO_TCP:
+        if pr == IPPROTO_TCP and _looks_like_text(buf, payload, end):
             room = min(n_facts + 32, facts.shape[0])
             n_facts, n_arena = _pii(buf, payload, end, i, letters, facts, n_facts, arena,
                                     n_arena, room)  # fmt: skip

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_PACKETS = 8
 DEFAULT_MAX_BYTES = 2048
-BUDGET_SLOTS = 1 << 20  # flows whose budget is remembered at once (16 MB)
+BUDGET_SLOTS = 1 << 18  # flows whose budget is remembered at once (one word each: 2 MB)
 FACT_ROWS = 1 << 14
 ARENA_BYTES = 1 << 21
 
@@ -68,15 +68,15 @@ class PayloadInspector:
     def __init__(
         self, *, max_packets: int = DEFAULT_MAX_PACKETS, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
-        if max_packets < 0 or max_bytes < 0:
+        if not 0 <= max_packets <= pk.MAX_BUDGET or max_bytes < 0:
             raise ValueError(
-                f"max_packets and max_bytes must be 0 or more (got {max_packets}, {max_bytes})"
+                f"max_packets must be 0–{pk.MAX_BUDGET} and max_bytes 0 or more "
+                f"(got {max_packets}, {max_bytes})"
             )
         self.params = np.zeros(pk.P_FIELDS, dtype=np.int64)
         self.params[pk.P_MAX_PACKETS] = max_packets
         self.params[pk.P_MAX_BYTES] = max_bytes
-        self._seen_keys = np.zeros(BUDGET_SLOTS, dtype=np.uint64)
-        self._seen_counts = np.zeros(BUDGET_SLOTS, dtype=np.int64)
+        self._seen = np.zeros(BUDGET_SLOTS, dtype=np.uint64)
         self._facts = np.zeros((FACT_ROWS, pk.FACT_COLUMNS), dtype=np.int64)
         self._arena = np.zeros(ARENA_BYTES, dtype=np.uint8)
         self._words = tuple(np.frombuffer(w, dtype=np.uint8).copy() for w in _WORDS)
@@ -102,7 +102,7 @@ class PayloadInspector:
                 buf, base, batch.offset, batch.cap_len, batch.interface, batch.ip_version,
                 batch.proto, batch.status, batch.src_hi, batch.src_lo, batch.dst_hi,
                 batch.dst_lo, batch.sport, batch.dport, batch.vlan, start, n, pcapng,
-                linktype, lts, self._seen_keys, self._seen_counts, self.params, self._words,
+                linktype, lts, self._seen, self.params, self._words,
                 self._letters, self._facts, 0, self._arena, 0,
             )  # fmt: skip
             if n_facts:
