@@ -3,7 +3,9 @@
 Like nfstream's first-packets analysis, only the first ``max_packets`` packets
 carrying payload in each flow (both directions together) are looked at, and in
 each at most ``max_bytes`` bytes, so the cost per packet is bounded whatever
-the traffic (hostile input included). What is found becomes a *fact* row:
+the traffic (hostile input included). DNS (port 53) is the exception: every
+DNS packet is read, so a tunnel cannot hide behind one long-lived source port.
+What is found becomes a *fact* row:
 
 * DNS (UDP or TCP port 53): the question name, type, response code; each A/AAAA
   answer as its own fact pointing at the question name (RFC 1035 §4.1);
@@ -476,7 +478,10 @@ def inspect_packets(
         if entry & TAG_MASK != tag:
             entry = tag
         count = np.int64(entry & COUNT_MASK)
-        if count >= max_packets:
+        # DNS is always read: it is small, and a tunnel must not hide behind
+        # one long-lived source port.
+        dns = sp == 53 or dp == 53
+        if count >= max_packets and not dns:
             seen[slot] = entry
             continue
         # Where the record's bytes start in buf.
@@ -509,9 +514,9 @@ def inspect_packets(
         if payload >= end:
             seen[slot] = entry
             continue
-        seen[slot] = entry + np.uint64(1)
+        seen[slot] = entry + np.uint64(1) if count < max_packets else entry
         end = min(end, payload + max_bytes)
-        if sp == 53 or dp == 53:
+        if dns:
             dns_at = payload + 2 if pr == IPPROTO_TCP else payload
             n_facts, n_arena = _dns(buf, dns_at, end, i, facts, n_facts, arena, n_arena)
             continue
