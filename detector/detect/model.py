@@ -752,10 +752,15 @@ def model_alerts(
                 "explanation": str(worst["_why"]),
                 "windows": len(episode),
             }
+            pct = verdict_doc["percentile"]
+            where = (
+                "beyond every day of the baseline"
+                if pct >= 100
+                else f"above {pct:.2f} % of baseline host-days"
+            )
             reason = (
                 f"the model finds this unusual for the site: {worst['_why']} (anomaly score "
-                f"{verdict_doc['score']:.3f}, above {verdict_doc['percentile']:.2f} % of "
-                "baseline windows)"
+                f"{verdict_doc['score']:.3f}, {where})"
             )
             # The same finding: a rule alert about this host's egress at that time
             # (not, say, always-on's whole night, which must not hide a leak).
