@@ -446,3 +446,27 @@ def test_train_then_scan_with_the_model(tmp_path, capsys):
                  str(tmp_path / "day.pcap")]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "business_hours differ" in err
+
+
+def test_train_from_feature_files(tmp_path, capsys, baseline):
+    from detector.cli.main import main
+
+    (tmp_path / "site.toml").write_text(POLICY)
+    baseline.iloc[: len(baseline) // 2].to_parquet(tmp_path / "a.parquet")
+    baseline.iloc[len(baseline) // 2 :].to_csv(tmp_path / "b.csv", index=False)
+    model = tmp_path / "site.model"
+    assert main(["train", "--policy", str(tmp_path / "site.toml"), "-o", str(model), "--seed",
+                 "4", str(tmp_path / "a.parquet"), str(tmp_path / "b.csv")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "feature files carry no addresses" in err
+    assert f"learned from {len(baseline):,} host windows of 8 hosts (112 host-days" in err
+    loaded = load_model(model)
+    assert loaded.random_state == 4 and len(loaded.history_.known_peer_lo) == 0
+
+    # Unwritable output, a broken feature file: one line each, exit 2.
+    assert main(["train", "-o", str(tmp_path / "no" / "such" / "dir.model"),
+                 str(tmp_path / "a.parquet")]) == 2  # fmt: skip
+    assert "cannot write the model to" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("host,bytes_out\n10.0.0.1,5\n")
+    assert main(["train", "-o", str(model), str(tmp_path / "bad.csv")]) == 2
+    assert "lacks the columns window_start" in capsys.readouterr().err

@@ -270,9 +270,12 @@ def model_matrix(features: pd.DataFrame, history: History) -> np.ndarray:
 def _complete(features: pd.DataFrame) -> pd.DataFrame:
     """``features`` with the novelty column (zeros where the traffic that gives
     it is not at hand, e.g. features read from a file)."""
-    if NOVELTY_FEATURE in features:
+    import pandas as pd
+
+    if NOVELTY_FEATURE in features and not features[NOVELTY_FEATURE].isna().any():
         return features
-    return features.assign(**{NOVELTY_FEATURE: np.zeros(len(features), dtype=np.int64)})
+    column = features.get(NOVELTY_FEATURE, pd.Series(0, index=features.index))
+    return features.assign(**{NOVELTY_FEATURE: column.fillna(0).to_numpy(dtype=np.int64)})
 
 
 def sends_outside(features: pd.DataFrame) -> np.ndarray:
@@ -695,9 +698,11 @@ def score_scan(
             f"{_window_minutes(features)}-minute ones: scan with --window "
             f"{model.window_minutes_} or retrain"
         )
-    if traffic is not None:
+    if traffic is not None and len(model.history_.known_peer_lo):
         known = known_pairs(model, traffic) if known is None else known
         features = with_novelty(features, traffic, policy, known=known)
+    # else a model trained from feature files: it knows no destinations, and
+    # calling every one of them new would flag everything.
     scores = model.score_samples(features)
     threshold = model.threshold_at(policy.model_percentile)
     flagged = (scores > threshold) & (egress_excess(features, model.history_) >= EGRESS_GATE)
@@ -880,11 +885,14 @@ def save_model(model: EgressModel, path: str | os.PathLike[str], policy: Policy)
     }
     target = os.fspath(path)
     partial = target + ".partial"
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("meta.json", json.dumps(meta, indent=1))
-        for name, data in members.items():
-            archive.writestr(name, data)
-    os.replace(partial, target)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("meta.json", json.dumps(meta, indent=1))
+            for name, data in members.items():
+                archive.writestr(name, data)
+        os.replace(partial, target)
+    except OSError as exc:
+        raise ModelError(f"cannot write the model to {target}: {exc.strerror or exc}") from None
 
 
 def load_model(path: str | os.PathLike[str], policy: Policy | None = None) -> EgressModel:
