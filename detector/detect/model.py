@@ -750,14 +750,14 @@ def model_alerts(
         for _, episode in windows.groupby(episode_of, sort=True):
             worst = episode.iloc[int(np.argmax(episode["_score"].to_numpy()))]
             start, end = int(episode["_start"].min()), int(episode["_end"].max())
-            verdict_doc = {
-                "score": round(float(worst["_score"]), 4),
-                "percentile": round(float(worst["_pct"]), 3),
+            score, pct = float(worst["_score"]), round(float(worst["_pct"]), 3)
+            verdict_doc: dict[str, Any] = {
+                "score": round(score, 4),
+                "percentile": pct,
                 "threshold": round(float(verdict.threshold), 4),
                 "explanation": str(worst["_why"]),
                 "windows": len(episode),
             }
-            pct = verdict_doc["percentile"]
             where = (
                 "beyond every day of the baseline"
                 if pct >= 100
@@ -765,7 +765,7 @@ def model_alerts(
             )
             reason = (
                 f"the model finds this unusual for the site: {worst['_why']} (anomaly score "
-                f"{verdict_doc['score']:.3f}, {where})"
+                f"{score:.3f}, {where})"
             )
             # The same finding: a rule alert about this host's egress at that time
             # (not, say, always-on's whole night, which must not hide a leak).
