@@ -269,10 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="learn a site's normal egress from baseline captures (the model scan --model uses)",
-        description="Learn the site's normal egress from captures (or feature files written "
-        "by scan --features-out) of normal days: an isolation forest over the per-host window "
-        "features, the baseline's per-host usual volumes and known destinations. Written as "
-        "a model file that is safe to copy between machines (loading it runs no code).",
+        description="Learn the site's normal egress from captures (or feature files written\n"
+        "by scan --features-out) of normal days: an isolation forest over the per-host\n"
+        "window features, the baseline's per-host usual volumes and known destinations.\n"
+        "Written as a model file that is safe to copy between machines (loading it runs\n"
+        "no code).",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
