@@ -59,6 +59,11 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
     )
     live.add_argument("--policy", metavar="FILE", help="the site policy (TOML, docs/policy.md)")
     live.add_argument(
+        "--model",
+        metavar="FILE",
+        help="also score host windows with a model from `egress-detector train` (as scan does)",
+    )
+    live.add_argument(
         "--bpf", metavar="EXPR", help="capture filter, pcap syntax (e.g. 'not port 22')"
     )
     live.add_argument(
@@ -196,6 +201,11 @@ def run_live(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else default_policy()
     for warning in policy.warnings:
         _say(f"warning: {warning}")
+    model = None
+    if args.model:
+        from ..detect.model import load_model
+
+        model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
     fmt = args.format or ("jsonl" if args.output and args.output.endswith((".jsonl", ".json"))
                           else "table")  # fmt: skip
     flows_fmt = None
@@ -293,6 +303,7 @@ def run_live(args: argparse.Namespace) -> int:
         emit=emit,
         status=show if status_line else None,
         reload_policy=reload,
+        model=model,
     )
     previous = {
         sig: signal.signal(sig, lambda *_: detector.stop())

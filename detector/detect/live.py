@@ -48,6 +48,7 @@ from .scan import ScanResult, scan_activity
 if TYPE_CHECKING:
     from ..capture.live import SourceStats
     from ..policy import Policy
+    from .model import EgressModel
 
 NS = 1_000_000_000
 REPORT_GRACE_S = 2.0  # after a window ends, wait this long for the ring's last blocks
@@ -193,6 +194,7 @@ class LiveDetector:
         emit: Callable[[list[Alert]], None],
         status: Callable[[LiveStatus], None] | None = None,
         reload_policy: Callable[[], Policy | None] | None = None,
+        model: EgressModel | None = None,
     ) -> None:
         if not sources:
             raise ValueError("LiveDetector needs at least one packet source")
@@ -202,6 +204,7 @@ class LiveDetector:
         self.emit = emit
         self.status = status
         self.reload_policy = reload_policy
+        self.model = model
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.reload_requested = False
@@ -369,7 +372,7 @@ class LiveDetector:
     def _analyse(self, *, final: bool) -> ScanResult | None:
         activity = self.snapshot()
         policy = self.policy
-        result = scan_activity(activity, self.workers[0].flows, policy)
+        result = scan_activity(activity, self.workers[0].flows, policy, model=self.model)
         alerts = list(result.alerts) + self._sensor_alerts(policy)
         new = []
         for alert in alerts:
