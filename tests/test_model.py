@@ -439,6 +439,21 @@ def test_train_then_scan_with_the_model(tmp_path, capsys):
     assert "to 1 new outside destination" in verdict["explanation"]
     assert alerts[0]["destination"]["ip"] == "203.0.113.77"
 
+    # The same kind of upload to a destination the site allowlisted after
+    # training: unusual, but sanctioned, so no model-anomaly alert.
+    day.transfer("10.8.10.3", "198.51.100.25", start=at("2026-02-12 04:05", ZONE), seconds=300,
+                 bytes_out=30 * MB, bytes_in=200_000)  # fmt: skip
+    day.write(tmp_path / "day2.pcap")
+    (tmp_path / "allow.toml").write_text(POLICY + '[allowlist]\ndestinations = ["198.51.100.25/32"]\n')
+    for policy_file, expected in (("site.toml", ["10.8.10.2", "10.8.10.3"]),
+                                  ("allow.toml", ["10.8.10.2"])):  # fmt: skip
+        assert main(["scan", "--policy", str(tmp_path / policy_file), "--model", str(model),
+                     "--format", "jsonl", "-o", str(out), str(tmp_path / "day2.pcap")]) == 1  # fmt: skip
+        alerts = [json.loads(line) for line in out.read_text().splitlines()]
+        assert sorted(a["source"]["ip"] for a in alerts if a["rule"]["id"] == "model-anomaly") == (
+            expected
+        )
+
     # Another site's policy: one line, exit 2.
     capsys.readouterr()
     (tmp_path / "other.toml").write_text(POLICY.replace("08:30", "07:30"))

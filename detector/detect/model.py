@@ -85,6 +85,9 @@ EGRESS_FEATURES: tuple[str, ...] = ("bytes_out", NOVELTY_FEATURE, "packets_out",
 # The host sent at least this many times its usual (95th percentile) of one
 # egress feature: log(2).
 EGRESS_GATE = float(np.log(2.0))
+# A flagged episode whose bytes out went at least this much to allowlisted
+# destinations raises no model-anomaly alert.
+ALLOWLISTED_SHARE = 0.9
 # Skops may rebuild only these types beyond its own safe defaults.
 TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
 # Policy settings the features and the model depend on: a model trained under
@@ -776,11 +779,31 @@ def model_alerts(
                     alert.evidence["model"] = verdict_doc
                     alert.message += f"; {reason}"
                 continue
+            ext = _outside_rows(traffic, str(host), start, end)
+            if ext is not None and len(ext):
+                # What the site sanctioned (allowlist.destinations) is not an
+                # anomaly to report, however unusual its timing.
+                sent = ext["bytes_out"].to_numpy()
+                sanctioned = sent[ext["peer_allowlisted"].to_numpy()].sum()
+                if sanctioned >= ALLOWLISTED_SHARE * max(int(sent.sum()), 1):
+                    continue
             alerts.append(
-                _anomaly_alert(str(host), episode, verdict_doc, reason, traffic, start, end)
+                _anomaly_alert(str(host), episode, verdict_doc, reason, traffic, ext, start, end)
             )
     alerts.sort(key=lambda a: a.sort_key)
     return alerts
+
+
+def _outside_rows(
+    traffic: HostTraffic | None, host: str, start: int, end: int
+) -> pd.DataFrame | None:
+    """The host's traffic with outside addresses in [start, end) (None without traffic)."""
+    if traffic is None:
+        return None
+    f = traffic.frame
+    minute = f["minute_ns"].to_numpy()
+    ext = f[f["peer_external"].to_numpy() & (minute >= start) & (minute < end)]
+    return ext[traffic.texts(ext["host_id"].to_numpy()) == host] if len(ext) else ext
 
 
 def _anomaly_alert(
@@ -789,6 +812,7 @@ def _anomaly_alert(
     verdict_doc: dict[str, Any],
     reason: str,
     traffic: HostTraffic | None,
+    ext: pd.DataFrame | None,
     start: int,
     end: int,
 ) -> Alert:
@@ -806,20 +830,15 @@ def _anomaly_alert(
         direction="egress",
         evidence={"model": verdict_doc},
     )
-    if traffic is not None:
-        f = traffic.frame
-        ext = f[f["peer_external"].to_numpy() & (f["minute_ns"].to_numpy() >= start)
-                & (f["minute_ns"].to_numpy() < end)]  # fmt: skip
-        ext = ext[traffic.texts(ext["host_id"].to_numpy()) == host] if len(ext) else ext
-        if len(ext):
-            alert.start_ns = int(ext["first_ns"].min())
-            alert.end_ns = int(ext["last_ns"].max())
-            by_peer = ext.groupby("peer_id", sort=False)["bytes_out"].sum()
-            top = int(by_peer.index.to_numpy()[int(np.argmax(by_peer.to_numpy()))])
-            alert.destination_ip = traffic.text(top)
-            top_rows = ext[ext["peer_id"].to_numpy() == top]
-            alert.destination_bytes = int(top_rows["bytes_in"].sum())
-            alert.destination_packets = int(top_rows["packets_in"].sum())
+    if traffic is not None and ext is not None and len(ext):
+        alert.start_ns = int(ext["first_ns"].min())
+        alert.end_ns = int(ext["last_ns"].max())
+        by_peer = ext.groupby("peer_id", sort=False)["bytes_out"].sum()
+        top = int(by_peer.index.to_numpy()[int(np.argmax(by_peer.to_numpy()))])
+        alert.destination_ip = traffic.text(top)
+        top_rows = ext[ext["peer_id"].to_numpy() == top]
+        alert.destination_bytes = int(top_rows["bytes_in"].sum())
+        alert.destination_packets = int(top_rows["packets_in"].sum())
     windows = len(episode)
     span = f"{windows} window{'s' if windows > 1 else ''}"
     to = f" (most to {alert.destination_ip})" if alert.destination_ip else ""
