@@ -45,6 +45,7 @@ import pandas as pd
 from detector.detect.model import (
     EGRESS_GATE,
     EgressModel,
+    ModelVerdict,
     destinations_of,
     egress_excess,
     known_pairs,
@@ -480,9 +481,12 @@ def main() -> None:
         runs: dict[str, list[tuple[str, int, int]]] = {}
         gate = egress_excess(verdict.features, model.history_) >= EGRESS_GATE
         for p in percentiles:
-            # score beyond this percentile, and the egress gate (as score_scan applies it)
-            flagged = (verdict.scores > model.threshold_at(p)) & gate
-            runs[f"model p{p:g}"] = merged(host[flagged], start[flagged], start[flagged] + 10)
+            # Score beyond this percentile and the egress gate (as score_scan applies
+            # them), then the real alert path: episodes, allowlist, destinations.
+            threshold = model.threshold_at(p)
+            at_p = ModelVerdict(verdict.features, verdict.scores, verdict.percentiles,
+                                (verdict.scores > threshold) & gate, threshold)
+            runs[f"model p{p:g}"] = [as_tuple(a) for a in model_alerts(model, at_p, traffic, policy, [])]
         runs["rules"] = [as_tuple(a) for a in rules]
         fixed = feats["bytes_out"].to_numpy() >= args.fixed_mb * MB
         runs[f"fixed {args.fixed_mb:g} MB"] = merged(host[fixed], start[fixed], start[fixed] + 10)
@@ -496,8 +500,6 @@ def main() -> None:
             for key, vals in caught.items():
                 hits[d].setdefault(key, []).extend(vals)
             false[d] += wrong
-        # The real alert path once a week, to check it runs and merges.
-        model_alerts(model, verdict, traffic, policy, rules)
 
     keys = sorted(next(iter(hits.values())), key=lambda k: (k[0], k[1]))
     width = 14
