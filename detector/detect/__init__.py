@@ -1,1 +1,2 @@
-"""Detection: the rules (and, later, the model) over per-host traffic."""
+"""Detection over per-host traffic: the rules (rules.py), the isolation-forest
+model (model.py, trained by train.py), and the scan that runs them (scan.py)."""
