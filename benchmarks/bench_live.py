@@ -7,7 +7,9 @@ capture out of ``rp0`` and the capturer listens on ``rp1``. For each capturer
 we report tcpreplay's own rate (what was offered), the packets the capturer
 processed, the kernel's drop count, and packets/s processed = processed
 packets / replay seconds (the capturer keeps up in real time when nothing is
-dropped; its ceiling is then above the offered rate).
+dropped; its ceiling is then above the offered rate). For ours, also the CPU
+time the detector used while the replay ran (all its threads): packets per
+CPU-second is what one core would sustain doing nothing else.
 
 * ``ours-1``, ``ours-2``: ``egress-detector live -i rp1 --workers 1|2`` (ring,
   flow and activity tables, rules at the end); packets and drops from its
@@ -109,15 +111,33 @@ def run_ours(capture: Path, workers: int, extra: list[str]) -> dict[str, float]:
     )  # fmt: skip
     _wait_line(live, "capturing on")
     time.sleep(0.5)
+    cpu_before = _cpu_seconds(live.pid)
     rep = replay(capture)
     time.sleep(2.0)  # the last blocks retire after 50 ms; the status read every 2 s
+    cpu = _cpu_seconds(live.pid) - cpu_before
+    stopping = time.monotonic()
     live.send_signal(signal.SIGINT)
-    _out, err = live.communicate(timeout=300)
+    _out, err = live.communicate(timeout=600)
+    shutdown = time.monotonic() - stopping
     summary = re.search(r"([\d,]+) packets in .*kernel: ([\d,]+) received, ([\d,]+) dropped", err)
     if not summary:
         raise SystemExit(f"no summary from egress-detector live:\n{err}")
     processed, received, dropped = (int(g.replace(",", "")) for g in summary.groups())
-    return {**_rates(rep, processed), "kernel_received": received, "dropped": dropped}
+    return {
+        **_rates(rep, processed),
+        "kernel_received": received,
+        "dropped": dropped,
+        "cpu_seconds": cpu,
+        "cpu_capacity_pps": processed / cpu if cpu > 0 else 0.0,
+        "shutdown_seconds": shutdown,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (``ip netns exec`` execs
+    the command, so the pid is the detector's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_nfstream(capture: Path, meters: int) -> dict[str, float]:
@@ -190,17 +210,18 @@ def main() -> None:
         teardown()
     print(f"\n{args.capture.name}: medians of {args.runs} run(s)\n")
     print("| capturer | tcpreplay offered (pps) | processed | dropped | drop rate "
-          "| processed packets/s |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
+          "| processed packets/s | packets per CPU-second |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row, runs in results.items():
 
         def med(key: str, runs: list[dict[str, float]] = runs) -> float:
             return statistics.median(r[key] for r in runs)
 
         sent = med("sent")
+        capacity = f"{med('cpu_capacity_pps'):,.0f}" if "cpu_capacity_pps" in runs[0] else "–"
         print(f"| {row} | {med('offered_pps'):,.0f} | {med('processed'):,.0f} | "
               f"{med('dropped'):,.0f} | {med('dropped') / sent:.2%} | "
-              f"{med('processed_pps'):,.0f} |")  # fmt: skip
+              f"{med('processed_pps'):,.0f} | {capacity} |")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
