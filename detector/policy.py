@@ -31,6 +31,7 @@ import tomllib
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -106,6 +107,21 @@ RULE_DEFAULTS: dict[str, dict[str, Any]] = {
         "severity": 3,
         "min_count": 1,  # distinct ID numbers one host must send to one destination
     },
+    "im-app": {
+        "enabled": True,
+        "severity": 2,
+        "domains": (),  # more names to report (the shipped lists: detector/data/im_apps.toml)
+        "networks": (),  # more ranges
+        "ignore": (),  # app ids of the shipped lists to leave out (line, wechat, ...)
+    },
+    "dns-tunnel": {
+        "enabled": True,
+        "severity": 3,
+        "min_label_length": 48,  # one label this long carries encoded data
+        "min_unique_subdomains": 100,  # per host and domain
+        "min_mean_subdomain_length": 20,
+        "min_txt_null_queries": 50,  # TXT and NULL questions per host and domain
+    },
 }
 RULE_IDS: tuple[str, ...] = tuple(sorted(RULE_DEFAULTS))
 
@@ -125,6 +141,13 @@ _RULE_KEY_KINDS = {
     "night_end": "end_time",
     "exempt": "networks",
     "min_count": "positive",
+    "domains": "domains",
+    "networks": "networks",
+    "ignore": "names",
+    "min_label_length": "positive",
+    "min_unique_subdomains": "positive",
+    "min_mean_subdomain_length": "positive",
+    "min_txt_null_queries": "positive",
 }
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -879,6 +902,12 @@ def _read_business_hours(
     return days, start, end, frozenset(holidays)
 
 
+def im_app_ids() -> tuple[str, ...]:
+    """The app ids of the shipped messaging-app list (detector/data/im_apps.toml)."""
+    with resources.files("detector").joinpath("data/im_apps.toml").open("rb") as stream:
+        return tuple(sorted(tomllib.load(stream)))
+
+
 def _read_rule(reader: _Reader, rule_id: str, value: object) -> dict[str, Any]:
     defaults = RULE_DEFAULTS[rule_id]
     section = reader.table(f"rules.{rule_id}", value, defaults)
@@ -900,6 +929,19 @@ def _read_rule(reader: _Reader, rule_id: str, value: object) -> dict[str, Any]:
             parsed[key] = reader.integer(path, item, 1, "must be at least 1", _HOURS_PER_YEAR)
         elif kind == "networks":
             parsed[key] = tuple(reader.networks(path, item).canonical())
+        elif kind in ("domains", "names"):
+            names: list[str] = []
+            for index, entry in enumerate(reader.array(path, item)):
+                entry_path = f"{path}[{index}]"
+                name = reader.string(entry_path, entry).strip().lower().rstrip(".")
+                if kind == "domains" and not _DOMAIN_PATTERN.fullmatch(name):
+                    reader.fail(entry_path, f"{entry!r} is not a domain name")
+                if name in names:
+                    reader.fail(entry_path, f"{name} is listed twice")
+                if kind == "names" and name not in (known := im_app_ids()):
+                    reader.fail(entry_path, f"unknown app {name!r} (known: {', '.join(known)})")
+                names.append(name)
+            parsed[key] = tuple(names)
         elif kind in ("time", "end_time"):
             minutes = reader.time_of_day(path, item, end=kind == "end_time")
             parsed[key] = _format_minutes(minutes)

@@ -326,3 +326,78 @@ def test_corpus_p2p_fires_on_p2p_captures_only():
         if len(facts) and (facts["kind"] == "p2p").any():
             found.add(path.name)
     assert found == P2P_CAPTURES
+
+
+# -- im-app and dns-tunnel --------------------------------------------------------------
+
+
+def _scan(tmp_path, packets, extra: str = ""):
+    wrpcap(str(tmp_path / "c.pcap"), packets)
+    return scan_captures([tmp_path / "c.pcap"], parse_policy(POLICY + extra))
+
+
+def _question(name: str, qtype: str = "A", sport: int = 5555):
+    return E / IP(src=CLIENT, dst="192.0.2.53") / UDP(sport=sport, dport=53) / DNS(
+        rd=1, qd=DNSQR(qname=name, qtype=qtype))  # fmt: skip
+
+
+def test_im_app_by_name_and_by_published_range(tmp_path):
+    packets = [
+        _question("obs.line-apps.com"),
+        E / IP(src="10.0.0.6", dst="149.154.167.51") / TCP(sport=50000, dport=443, flags="S"),
+        _question("www.example.com"),
+    ]
+    alerts = [a for a in _scan(tmp_path, packets).alerts if a.rule_id == "im-app"]
+    assert sorted((a.source_ip, a.evidence["app"]) for a in alerts) == [
+        (CLIENT, "line"), ("10.0.0.6", "telegram")]  # fmt: skip
+    assert all(a.severity == 2 for a in alerts)
+    # A site may leave an app out, or add its own names.
+    ignored = _scan(tmp_path, packets, '\n[rules.im-app]\nignore = ["line"]\ndomains = ["example.com"]\n')
+    apps = sorted(a.evidence["app"] for a in ignored.alerts if a.rule_id == "im-app")
+    assert apps == ["site", "telegram"]
+
+
+def test_dns_tunnel_single_encoded_name_and_volume(tmp_path):
+    encoded = "a" * 10 + "0123456789abcdef" * 3  # one 58-character label
+    packets = [_question(f"{encoded}.t.example.net")]
+    packets += [_question(f"{i:04d}{'x' * 20}.tunnel.example.org", qtype="TXT", sport=6000 + i)
+                for i in range(120)]  # fmt: skip
+    packets += [_question(f"www{i}.example.com", sport=7000 + i) for i in range(150)]  # short: fine
+    alerts = [a for a in _scan(tmp_path, packets).alerts if a.rule_id == "dns-tunnel"]
+    (alert,) = alerts  # one per host
+    assert alert.source_ip == CLIENT and alert.source_packets == 121
+    assert sorted(alert.evidence["domains"]) == ["example.net", "example.org"]
+    assert alert.evidence["txt_null_queries"] == 120
+    assert "120 unique subdomains" in alert.message and "120 TXT/NULL questions" in alert.message
+
+
+IM_CAPTURES = {
+    "ndpi__line.pcap": "line",
+    "ndpi__signal.pcap": "signal",
+    "ndpi__wa_voice.pcap": "whatsapp",
+    "ndpi__wechat.pcap": "wechat",
+    "ndpi__whatsapp_login_chat.pcap": "whatsapp",
+    # Teams, with a Telegram client running beside it (149.154.167.91, Telegram's range)
+    "ndpi__teams.pcap": "telegram",
+}
+TUNNEL_CAPTURES = {"ndpi__dns-tunnel-iodine.pcap", "ndpi__dns_exfiltration.pcap"}
+
+
+@needs_corpus
+def test_corpus_app_rules_fire_on_their_captures_only():
+    # Every address counts as internal here: corpus captures use public addresses.
+    policy = parse_policy('[site]\ntimezone = "UTC"\n[networks]\ninternal = ["0.0.0.0/0", "::/0"]')
+    fired: dict[str, dict[str, set[str]]] = {}
+    for path in sorted((CORPUS / "pcaps").iterdir()):
+        try:
+            result = scan_captures([path], policy, on_problem=lambda p: None)
+        except Exception:  # unreadable captures are test_bad_input's business
+            continue
+        for alert in result.alerts:
+            if alert.rule_id in ("p2p", "im-app", "dns-tunnel", "cleartext-pii"):
+                what = alert.evidence.get("app", "")
+                fired.setdefault(alert.rule_id, {}).setdefault(path.name, set()).add(what)
+    assert set(fired["p2p"]) == P2P_CAPTURES
+    assert {name: apps.pop() for name, apps in fired["im-app"].items()} == IM_CAPTURES
+    assert set(fired["dns-tunnel"]) == TUNNEL_CAPTURES
+    assert "cleartext-pii" not in fired

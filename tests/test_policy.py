@@ -184,6 +184,8 @@ def test_constants():
         "always-on",
         "bulk-upload-new-destination",
         "cleartext-pii",
+        "dns-tunnel",
+        "im-app",
         "isolated-egress",
         "mail-egress",
         "offhours-bulk-egress",
@@ -220,7 +222,8 @@ BAD = [
     (
         "[rules.p2p-apps]\nenabled = true",
         "policy.toml: rules.p2p-apps: unknown rule (known: always-on, bulk-upload-new-destination, "
-        "cleartext-pii, isolated-egress, mail-egress, offhours-bulk-egress, p2p)",
+        "cleartext-pii, dns-tunnel, im-app, isolated-egress, mail-egress, offhours-bulk-egress, "
+        "p2p)",
     ),
     (
         '[networks]\ninternal = ["10.8.0.0/16"]\nisolated = ["10.8.40.1/24"]',

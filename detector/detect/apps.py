@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._kernels import payload as pk
 from ..alerts.record import Alert
 from ..capture.batch import address_text
+from ..features.hosts import HostTraffic
 from ..flows.records import TRANSPORT_NAMES
 from .rules import _when
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 APP_RULES = {
     "p2p": "P2P client on an internal host",
     "cleartext-pii": "Personal ID numbers sent in the clear",
+    "im-app": "Messaging app on an internal host",
+    "dns-tunnel": "Data carried in DNS names (a DNS tunnel)",
 }
 MAX_NAMES = 3  # names shown per address
 
@@ -207,6 +210,210 @@ def check_cleartext_pii(facts: pd.DataFrame, policy: Policy, names: Names) -> li
     return alerts
 
 
+@dataclass(frozen=True)
+class App:
+    app_id: str
+    name: str
+    domains: tuple[str, ...]
+    networks: tuple[str, ...]
+
+
+def messaging_apps(policy: Policy) -> list[App]:
+    """The shipped list (detector/data/im_apps.toml) with the policy's
+    additions and omissions (``[rules.im-app]``)."""
+    import tomllib
+    from importlib import resources
+
+    with resources.files("detector").joinpath("data/im_apps.toml").open("rb") as stream:
+        shipped = tomllib.load(stream)
+    settings = policy.rule("im-app")
+    apps = [
+        App(app_id, entry["name"], tuple(entry["domains"]), tuple(entry["networks"]))
+        for app_id, entry in sorted(shipped.items())
+        if app_id not in settings["ignore"]
+    ]
+    if settings["domains"] or settings["networks"]:
+        apps.append(App("site", "site-listed messaging service", tuple(settings["domains"]),
+                        tuple(settings["networks"])))  # fmt: skip
+    return apps
+
+
+def check_im_app(facts: pd.DataFrame, traffic: HostTraffic | None, policy: Policy) -> list[Alert]:
+    """A host that looked up, or connected by name or address to, a messaging app."""
+    import pandas as pd
+
+    from ..policy import NetworkSet
+
+    settings = policy.rule("im-app")
+    hits = []  # (host hi, host lo, app id, ts, evidence)
+    named = facts[facts["kind"].isin(["dns", "tls-sni", "http"]).to_numpy()]
+    if not named.empty:
+        # The asking host is the packet's source: DNS questions (not answers), ClientHellos
+        # and requests all go from the client.
+        named = named[~((named["kind"] == "dns") & (named["c"] == 1)).to_numpy()]
+        src_in = policy.internal.contains(named["src_hi"].to_numpy(), named["src_lo"].to_numpy())
+        named = named[src_in]
+    apps = messaging_apps(policy)
+    for app in apps:
+        if not named.empty and app.domains:
+            asked = named["text"].str.split(":").str[0]
+            match = np.zeros(len(named), dtype=bool)
+            for domain in app.domains:
+                match |= ((asked == domain) | asked.str.endswith("." + domain)).to_numpy()
+            found = named[match]
+            for s_hi, s_lo, ts, text in zip(found["src_hi"].to_numpy(), found["src_lo"].to_numpy(),
+                                            found["ts_ns"].to_numpy(), found["text"].to_numpy(),
+                                            strict=True):  # fmt: skip
+                hits.append((int(s_hi), int(s_lo), app.app_id, int(ts), str(text)))
+        if traffic is not None and app.networks and not traffic.frame.empty:
+            frame = traffic.frame
+            peers = np.unique(frame["peer_id"].to_numpy())
+            inside = NetworkSet(app.networks).contains(
+                traffic.address_hi[peers], traffic.address_lo[peers]
+            )
+            wanted = peers[inside]
+            rows = frame[np.isin(frame["peer_id"].to_numpy(), wanted)]
+            for h, peer, ts in zip(rows["host_id"].to_numpy(), rows["peer_id"].to_numpy(),
+                                   rows["first_ns"].to_numpy(), strict=True):  # fmt: skip
+                hits.append((int(traffic.address_hi[h]), int(traffic.address_lo[h]), app.app_id,
+                             int(ts), traffic.text(int(peer))))  # fmt: skip
+    if not hits:
+        return []
+    table = pd.DataFrame(hits, columns=["host_hi", "host_lo", "app", "ts_ns", "evidence"])
+    names = {app.app_id: app.name for app in apps}
+    alerts: list[Alert] = []
+    for (h_hi, h_lo, app_id), rows in table.groupby(["host_hi", "host_lo", "app"], sort=True):
+        host = address_text(int(h_hi), int(h_lo))  # type: ignore[call-overload]
+        seen = sorted(set(rows["evidence"]))
+        start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
+        alerts.append(
+            Alert(
+                rule_id="im-app",
+                rule_name=APP_RULES["im-app"],
+                severity=settings.severity,
+                start_ns=start,
+                end_ns=end,
+                source_ip=host,
+                message=(
+                    f"{host} uses {names[str(app_id)]} ({', '.join(seen[:3])}"
+                    + (" …" if len(seen) > 3 else "")
+                    + f") {_when(start, end, policy)}; messaging apps are outside the "
+                    "agency's control and not for official business"
+                ),
+                evidence={"app": str(app_id), "app_name": names[str(app_id)], "seen": seen[:10]},
+            )
+        )
+    return alerts
+
+
+_GENERIC_SECOND_LEVEL = ("com", "net", "org", "gov", "edu", "ac", "co", "or", "ne", "go")
+
+
+def _base_domain(labels: list[str]) -> int:
+    """How many trailing labels make the registered domain: 2, or 3 under a
+    two-letter country code with a generic second level (example.com.tw)."""
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _GENERIC_SECOND_LEVEL:
+        return 3
+    return 2
+
+
+_HOSTNAME_BYTES = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def check_dns_tunnel(facts: pd.DataFrame, policy: Policy) -> list[Alert]:
+    """DNS questions that carry data: one name with an encoded label, or many
+    long unique names (or TXT/NULL questions) under one domain."""
+    settings = policy.rule("dns-tunnel")
+    queries = facts[((facts["kind"] == "dns") & (facts["c"] == 0)).to_numpy()]
+    if queries.empty:
+        return []
+    src_in = policy.internal.contains(queries["src_hi"].to_numpy(), queries["src_lo"].to_numpy())
+    queries = queries[src_in]
+    groups: dict[tuple[int, int, str], dict[str, Any]] = {}
+    for s_hi, s_lo, ts_ns, qtype, text in zip(
+        queries["src_hi"].to_numpy(), queries["src_lo"].to_numpy(), queries["ts_ns"].to_numpy(),
+        queries["a"].to_numpy(), queries["text"].to_numpy(), strict=True,
+    ):  # fmt: skip
+        name = str(text)
+        ts = int(ts_ns)
+        if name.endswith((".in-addr.arpa", ".ip6.arpa")):
+            continue  # reverse look-ups: long, but the name is an address
+        labels = name.split(".")
+        keep = _base_domain(labels)
+        base = ".".join(labels[-keep:])
+        sub = ".".join(labels[:-keep])
+        g = groups.setdefault((int(s_hi), int(s_lo), base), {
+            "subs": set(), "txt_null": 0, "queries": 0, "encoded": [], "first": ts,
+            "last": ts, "bytes": 0})  # fmt: skip
+        g["queries"] += 1
+        g["bytes"] += len(name)
+        g["subs"].add(sub)
+        g["first"] = min(g["first"], ts)
+        g["last"] = max(g["last"], ts)
+        if int(qtype) in (16, 10):  # TXT, NULL
+            g["txt_null"] += 1
+        longest = max((len(label) for label in labels[:-keep]), default=0)
+        # 8-bit labels (iodine's base128): several bytes no host name has.
+        binary = sum(c not in _HOSTNAME_BYTES for c in name) >= 4
+        if longest >= int(settings["min_label_length"]) or binary:
+            g["encoded"].append(name)
+    # One alert per host: a tunnel tool without a domain of its own (dnscat
+    # straight to a resolver) makes every name look like a new domain.
+    per_host: dict[tuple[int, int], list[tuple[str, dict[str, Any], list[str]]]] = {}
+    for (h_hi, h_lo, base), g in sorted(groups.items()):
+        subs = [s for s in g["subs"] if s]
+        mean = sum(len(s) for s in subs) / len(subs) if subs else 0.0
+        reasons = []
+        if g["encoded"]:
+            reasons.append(f"{len(g['encoded'])} name(s) carrying encoded data")
+        if (len(subs) >= int(settings["min_unique_subdomains"])
+                and mean >= int(settings["min_mean_subdomain_length"])):  # fmt: skip
+            reasons.append(f"{len(subs):,} unique subdomains of {mean:.0f} characters on average")
+        if g["txt_null"] >= int(settings["min_txt_null_queries"]):
+            reasons.append(f"{g['txt_null']:,} TXT/NULL questions")
+        if reasons:
+            g["unique"] = len(subs)
+            per_host.setdefault((h_hi, h_lo), []).append((base, g, reasons))
+    alerts: list[Alert] = []
+    for (h_hi, h_lo), found in per_host.items():
+        host = address_text(h_hi, h_lo)
+        found.sort(key=lambda item: -item[1]["queries"])
+        base, g, reasons = found[0]
+        first = min(int(item[1]["first"]) for item in found)
+        last = max(int(item[1]["last"]) for item in found)
+        total = sum(int(item[1]["queries"]) for item in found)
+        example = (g["encoded"] or sorted(g["subs"], key=len, reverse=True) or [base])[0]
+        shown = example.encode("ascii", "backslashreplace").decode()[:80]
+        where = (
+            f"under {base}" if len(found) == 1 else f"under {len(found):,} domains (most: {base})"
+        )
+        alerts.append(
+            Alert(
+                rule_id="dns-tunnel",
+                rule_name=APP_RULES["dns-tunnel"],
+                severity=settings.severity,
+                start_ns=first,
+                end_ns=last,
+                source_ip=host,
+                source_packets=total,
+                message=(
+                    f"{host} asked {total:,} DNS questions {where}: "
+                    + "; ".join(reasons)
+                    + f" (e.g. {shown}) {_when(first, last, policy)}"
+                ),
+                evidence={
+                    "domains": [item[0] for item in found[:10]],
+                    "domain_count": len(found),
+                    "queries": total,
+                    "unique_subdomains": int(g["unique"]),
+                    "name_bytes": sum(int(item[1]["bytes"]) for item in found),
+                    "txt_null_queries": sum(int(item[1]["txt_null"]) for item in found),
+                },
+            )  # fmt: skip
+        )
+    return alerts
+
+
 def name_alerts(alerts: list[Alert], names: Names) -> None:
     """Give each alert's destination its name(s): ``destination.domain`` and
     '203.0.113.140 (files.example.net)' in the message."""
@@ -228,12 +435,18 @@ def name_alerts(alerts: list[Alert], names: Names) -> None:
             alert.evidence.setdefault("destination_names", found[:10])
 
 
-def run_app_rules(facts: pd.DataFrame, policy: Policy, names: Names) -> list[Alert]:
+def run_app_rules(
+    facts: pd.DataFrame, policy: Policy, names: Names, traffic: HostTraffic | None = None
+) -> list[Alert]:
     alerts: list[Alert] = []
+    if policy.rule("im-app").enabled:
+        alerts.extend(check_im_app(facts, traffic, policy))
     if facts.empty:
         return alerts
     if policy.rule("p2p").enabled:
         alerts.extend(check_p2p(facts, policy))
     if policy.rule("cleartext-pii").enabled:
         alerts.extend(check_cleartext_pii(facts, policy, names))
+    if policy.rule("dns-tunnel").enabled:
+        alerts.extend(check_dns_tunnel(facts, policy))
     return alerts
