@@ -357,3 +357,26 @@ def test_bad_filter_is_one_usage_line():
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "warning" not in line]
     assert len(errors) == 1 and "--bpf 'tcp port'" in errors[0] and "syntax error" in errors[0]
+
+
+def test_user_drops_root_once_the_socket_is_open(lab, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_text())
+    live = subprocess.Popen(
+        in_ns(MON, sys.executable, "-m", "detector", "live", "-i", "span1", "--policy",
+              str(policy), "--user", "nobody", "--duration", "6", "--format", "jsonl",
+              "--bpf", FILTER),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        wait_for(live, "capturing on")
+        status = Path(f"/proc/{live.pid}/status").read_text()
+        uid = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+        assert set(uid) == {"65534"}, uid  # real, effective, saved, filesystem: nobody
+        assert transfer(8993, [20_000]) == [20_000]
+        out, err = live.communicate(timeout=60)
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 1, err  # a bounded run that raised alerts
+    assert alert_keys(map(json.loads, out.splitlines())) == [("isolated-egress", ISO, OUT, 8993)]

@@ -461,18 +461,33 @@ def warm_up(policy: Policy) -> None:
     """Run every kernel and the analysis once on a few made-up packets, so
     compiling (first run) or loading them from the cache happens before the
     ring opens, not while packets pile up in it (and before privileges drop)."""
+    import struct
+
+    from .._kernels import flowtable as fk
+    from .._kernels import records as rk
     from .._kernels import ring as ringk
-    from ..capture.files import _new_counters
+    from ..capture.files import _NO_TABLE, _new_counters
     from ..capture.live import fake_ring
 
-    ring = fake_ring([(time.time_ns(), sample_frame(payload=10))], block_size=4096, block_count=2)
-    batch = PacketBatch.empty(16)
+    now = time.time_ns()
+    items = [(now + i, sample_frame(sport=40000 + i, payload=10)) for i in range(40)]
+    ring = fake_ring(items, block_size=1 << 14, block_count=2)
+    batch = PacketBatch.empty(64)
     state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
-    n, _ = ringk.walk_ring(ring, 4096, 2, state, 1, False, 16, _new_counters(), batch.arrays())
-    flows = FlowTable()
-    activity = ActivityTable(bin_seconds=60)
+    n, _ = ringk.walk_ring(ring, 1 << 14, 2, state, 1, False, 64, _new_counters(), batch.arrays())
+    # Every flow-table kernel, eviction and growth included: after --user drops
+    # root, a kernel compiled later could not be written to root's cache.
+    flows = FlowTable(max_flows=16)
+    activity = ActivityTable(bin_seconds=60, capacity=16)
     flows.ingest(batch.head(n))
     activity.ingest(batch.head(n))
-    flows.expire(time.time_ns())
+    fk.rebuild_slots(flows.kernel_table[0], 0, np.zeros(64, dtype=np.int64))
+    flows.expire(now)
     flows.flush()
+    # The stream and scapy sources walk pcap records with the file walker.
+    record = struct.pack("<IIII", 0, 0, len(items[0][1]), len(items[0][1])) + items[0][1]
+    view = np.frombuffer(record, dtype=np.uint8)
+    table, params, export = _NO_TABLE
+    rk.walk_pcap(view, 0, len(view), False, True, 1, 0, 0, 16, _new_counters(), batch.arrays(),
+                 True, False, table, params, export, 0)  # fmt: skip
     scan_activity(ActivityTable.combined([activity.merged_columns()]), flows, policy)
