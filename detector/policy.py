@@ -114,6 +114,15 @@ RULE_DEFAULTS: dict[str, dict[str, Any]] = {
         "networks": (),  # more ranges
         "ignore": (),  # app ids of the shipped lists to leave out (line, wechat, ...)
     },
+    "beacon": {
+        "enabled": True,
+        "severity": 2,
+        "min_connections": 20,  # per host and outside address
+        "min_hours": 1,  # from the first to the last of them
+        "min_score": 80,  # percent: regularity of intervals and sizes (docs/rules.md)
+        # Periodic by design: DNS (RFC 1035) and NTP (RFC 5905) clients poll.
+        "ignore_ports": (53, 123),
+    },
     "dns-tunnel": {
         "enabled": True,
         "severity": 3,
@@ -148,6 +157,10 @@ _RULE_KEY_KINDS = {
     "min_unique_subdomains": "positive",
     "min_mean_subdomain_length": "positive",
     "min_txt_null_queries": "positive",
+    "min_connections": "positive",
+    "min_hours": "hours",
+    "min_score": "percent",
+    "ignore_ports": "ports",
 }
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -927,6 +940,8 @@ def _read_rule(reader: _Reader, rule_id: str, value: object) -> dict[str, Any]:
             parsed[key] = reader.integer(path, item, 1, "must be at least 1", _MINUTES_PER_YEAR)
         elif kind == "hours":
             parsed[key] = reader.integer(path, item, 1, "must be at least 1", _HOURS_PER_YEAR)
+        elif kind == "percent":
+            parsed[key] = reader.integer(path, item, 0, "a percentage, 0–100", 100)
         elif kind == "networks":
             parsed[key] = tuple(reader.networks(path, item).canonical())
         elif kind in ("domains", "names"):
@@ -945,7 +960,7 @@ def _read_rule(reader: _Reader, rule_id: str, value: object) -> dict[str, Any]:
         elif kind in ("time", "end_time"):
             minutes = reader.time_of_day(path, item, end=kind == "end_time")
             parsed[key] = _format_minutes(minutes)
-        elif kind == "ports":
+        elif kind == "ports":  # (ignore_ports too)
             ports: list[int] = []
             for index, port in enumerate(reader.array(path, item)):
                 port_path = f"{path}[{index}]"

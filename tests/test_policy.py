@@ -182,6 +182,7 @@ def test_rule_overrides_and_severity_forms():
 def test_constants():
     assert RULE_IDS == (
         "always-on",
+        "beacon",
         "bulk-upload-new-destination",
         "cleartext-pii",
         "dns-tunnel",
@@ -221,9 +222,9 @@ BAD = [
     ),
     (
         "[rules.p2p-apps]\nenabled = true",
-        "policy.toml: rules.p2p-apps: unknown rule (known: always-on, bulk-upload-new-destination, "
-        "cleartext-pii, dns-tunnel, im-app, isolated-egress, mail-egress, offhours-bulk-egress, "
-        "p2p)",
+        "policy.toml: rules.p2p-apps: unknown rule (known: always-on, beacon, "
+        "bulk-upload-new-destination, cleartext-pii, dns-tunnel, im-app, isolated-egress, "
+        "mail-egress, offhours-bulk-egress, p2p)",
     ),
     (
         '[networks]\ninternal = ["10.8.0.0/16"]\nisolated = ["10.8.40.1/24"]',

@@ -355,3 +355,29 @@ def test_large_mail_to_an_allowlisted_relay_is_silent(tmp_path):
     t = at("2026-02-04 10:00", "Asia/Taipei")
     cap = Capture().transfer(PC, "198.51.100.25", start=t, seconds=20, bytes_out=40 * MB, dport=25)
     assert fired(scan(tmp_path, cap), "mail-egress") == []
+
+
+# -- beacon ------------------------------------------------------------------------------
+
+
+def test_beacon_every_minute_and_not_random_browsing(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    start = at("2026-02-04 09:00", "Asia/Taipei")
+    cap = Capture()
+    for i in range(120):  # every 60 s ± 1 s, 3,000 bytes each, a new connection each time
+        t = start + i * 60 * 10**9 + int(rng.uniform(-1, 1) * 1e9)
+        cap.transfer(PC, "203.0.113.50", start=t, seconds=0.2, bytes_out=3000, bytes_in=500,
+                     sport=20000 + i)  # fmt: skip
+    t = start
+    for i in range(120):  # browsing: irregular gaps and sizes
+        t += int(rng.exponential(60) * 1e9) + 10**9
+        cap.transfer("10.8.10.45", "198.51.100.77", start=t, seconds=0.2,
+                     bytes_out=int(rng.integers(500, 50_000)), sport=30000 + i)  # fmt: skip
+    (alert,) = fired(scan(tmp_path, cap), "beacon")
+    assert (alert.source_ip, alert.destination_ip) == (PC, "203.0.113.50")
+    assert alert.evidence["connections"] == 120
+    assert abs(alert.evidence["period_seconds"] - 60) < 1
+    assert "every 60 s ±" in alert.message and "120 times" in alert.message
+    assert "3.0 kB each" in alert.message

@@ -33,6 +33,7 @@ APP_RULES = {
     "cleartext-pii": "Personal ID numbers sent in the clear",
     "im-app": "Messaging app on an internal host",
     "dns-tunnel": "Data carried in DNS names (a DNS tunnel)",
+    "beacon": "Periodic connections to one outside address (a beacon)",
 }
 MAX_NAMES = 3  # names shown per address
 
@@ -414,6 +415,124 @@ def check_dns_tunnel(facts: pd.DataFrame, policy: Policy) -> list[Alert]:
     return alerts
 
 
+def _bowley_score(values: np.ndarray) -> float:
+    """1 for a symmetric distribution, 0 for a fully skewed one (RITA's skew score)."""
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    if q3 - q1 <= 0:
+        return 1.0
+    return float(1.0 - abs((q3 + q1 - 2 * q2) / (q3 - q1)))
+
+
+def _madm(values: np.ndarray) -> float:
+    return float(np.median(np.abs(values - np.median(values))))
+
+
+def beacon_score(starts_ns: np.ndarray, sizes: np.ndarray) -> tuple[float, float, float]:
+    """(score 0–1, median interval s, interval MADM s) for connection start
+    times and bytes sent, after RITA: the mean of the interval and size
+    regularity scores (skew and median absolute deviation)."""
+    intervals = np.diff(np.sort(starts_ns)) / 1e9
+    if len(intervals) < 2:
+        return 0.0, 0.0, 0.0
+    median = float(np.median(intervals))
+    madm = _madm(intervals)
+    ts_skew = _bowley_score(intervals)
+    # Jitter judged against the period: ±10% of a 60 s period is still a beacon.
+    ts_madm = max(0.0, 1.0 - madm / max(median * 0.5, 1e-9)) if median > 0 else 0.0
+    size_skew = _bowley_score(sizes.astype(np.float64))
+    size_median = float(np.median(sizes))
+    size_madm = max(0.0, 1.0 - _madm(sizes.astype(np.float64)) / max(size_median * 0.5, 1.0))
+    score = (ts_skew + ts_madm + size_skew + size_madm) / 4
+    return score, median, madm
+
+
+def check_beacon(flows: Any, policy: Policy) -> list[Alert]:
+    """Regular connections from an internal host to one outside address over hours."""
+    import pandas as pd
+
+    from .._kernels import flowtable as fk
+    from ..flows.write import human_bytes
+
+    settings = policy.rule("beacon")
+    rows = flows.exported_rows()
+    if len(rows) == 0:
+        return []
+    u = rows.view(np.uint64)
+    init_a = rows[:, fk.C_INIT_IS_A] == 1
+    src_hi = np.where(init_a, u[:, fk.C_A_HI], u[:, fk.C_B_HI])
+    src_lo = np.where(init_a, u[:, fk.C_A_LO], u[:, fk.C_B_LO])
+    dst_hi = np.where(init_a, u[:, fk.C_B_HI], u[:, fk.C_A_HI])
+    dst_lo = np.where(init_a, u[:, fk.C_B_LO], u[:, fk.C_A_LO])
+    a_bytes = rows[:, fk.C_DIR + fk.D_BYTES]
+    b_bytes = rows[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
+    sent = np.where(init_a, a_bytes, b_bytes)
+    meta = u[:, fk.C_META]
+    a_port = (meta >> np.uint64(48)) & np.uint64(0xFFFF)
+    b_port = (meta >> np.uint64(32)) & np.uint64(0xFFFF)
+    dst_port = np.where(init_a, b_port, a_port).astype(np.int64)
+    ignored = np.array(sorted(settings["ignore_ports"]), dtype=np.int64)
+    keep = (policy.internal.contains(src_hi, src_lo) & policy.is_external(dst_hi, dst_lo)
+            & ~policy.allowlist_destinations.contains(dst_hi, dst_lo)
+            & ~np.isin(dst_port, ignored))  # fmt: skip
+    table = pd.DataFrame({"src_hi": src_hi[keep], "src_lo": src_lo[keep], "dst_hi": dst_hi[keep],
+                          "dst_lo": dst_lo[keep], "start": rows[keep, fk.C_FIRST],
+                          "sent": sent[keep]})  # fmt: skip
+    if table.empty:
+        return []
+    keys = ["src_hi", "src_lo", "dst_hi", "dst_lo"]
+    counts = table.groupby(keys, sort=False)["start"].transform("size").to_numpy()
+    table = table[counts >= int(settings["min_connections"])]
+    alerts: list[Alert] = []
+    min_span = float(settings["min_hours"]) * 3600e9
+    for key, group in table.groupby(keys, sort=True):
+        s_hi, s_lo, d_hi, d_lo = _ints(key)
+        starts = np.sort(group["start"].to_numpy())
+        if starts[-1] - starts[0] < min_span:
+            continue
+        score, period, jitter = beacon_score(starts, group["sent"].to_numpy())
+        if score * 100 < float(settings["min_score"]):
+            continue
+        host = address_text(s_hi, s_lo)
+        peer = address_text(d_hi, d_lo)
+        size = float(np.median(group["sent"].to_numpy()))
+        first, last = int(starts[0]), int(starts[-1])
+        alerts.append(
+            Alert(
+                rule_id="beacon",
+                rule_name=APP_RULES["beacon"],
+                severity=settings.severity,
+                start_ns=first,
+                end_ns=last,
+                source_ip=host,
+                source_bytes=int(group["sent"].sum()),
+                destination_ip=peer,
+                direction="egress",
+                message=(
+                    f"{host} connects to {peer} every {_seconds(period)} ± {_seconds(jitter)}, "
+                    f"{len(starts):,} times, {human_bytes(size)} each "
+                    f"{_when(first, last, policy)} (beacon score {score:.2f})"
+                ),
+                evidence={
+                    "beacon_score": round(score, 3),
+                    "period_seconds": round(period, 3),
+                    "jitter_seconds": round(jitter, 3),
+                    "connections": len(starts),
+                },
+            )  # fmt: skip
+        )
+    return alerts
+
+
+def _seconds(value: float) -> str:
+    if value >= 120:
+        return f"{value / 60:.0f} min"
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def _ints(key: Any) -> tuple[int, ...]:
+    return tuple(int(k) for k in key)
+
+
 def name_alerts(alerts: list[Alert], names: Names) -> None:
     """Give each alert's destination its name(s): ``destination.domain`` and
     '203.0.113.140 (files.example.net)' in the message."""
@@ -436,9 +555,15 @@ def name_alerts(alerts: list[Alert], names: Names) -> None:
 
 
 def run_app_rules(
-    facts: pd.DataFrame, policy: Policy, names: Names, traffic: HostTraffic | None = None
+    facts: pd.DataFrame,
+    policy: Policy,
+    names: Names,
+    traffic: HostTraffic | None = None,
+    flows: Any = None,
 ) -> list[Alert]:
     alerts: list[Alert] = []
+    if flows is not None and policy.rule("beacon").enabled:
+        alerts.extend(check_beacon(flows, policy))
     if policy.rule("im-app").enabled:
         alerts.extend(check_im_app(facts, traffic, policy))
     if facts.empty:

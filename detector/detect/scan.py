@@ -94,7 +94,7 @@ def scan_activity(
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
-        alerts.extend(run_app_rules(facts, policy, names, traffic))
+        alerts.extend(run_app_rules(facts, policy, names, traffic, flows))
     name_alerts(alerts, names)
     alerts.sort(key=lambda a: a.sort_key)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names)
