@@ -139,7 +139,12 @@ for _ in range(int(sys.argv[3])):
 CLIENT = """
 import socket, sys
 conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-conn.sendall(b"u" * int(sys.argv[3]))
+size = int(sys.argv[3])
+# An HTTP request head names the server (payload inspection finds it); the
+# body pads the upload to exactly ``size`` bytes.
+head = f"POST /up HTTP/1.1\\r\\nHost: {sys.argv[4]}\\r\\nContent-Length: 0\\r\\n\\r\\n"
+head = head.encode()[:size] if sys.argv[4] else b""
+conn.sendall(head + b"u" * (size - len(head)))
 conn.shutdown(socket.SHUT_WR)
 back = 0
 while chunk := conn.recv(1 << 16):
@@ -148,7 +153,7 @@ print(back)
 """
 
 
-def transfer(port: int, sizes: list[int], reply: int = 1000) -> list[int]:
+def transfer(port: int, sizes: list[int], reply: int = 1000, host: str = "") -> list[int]:
     """Upload ``sizes`` bytes (one connection each) from the isolated host to
     the outside host's ``port``; returns what the server received."""
     server = subprocess.Popen(
@@ -159,7 +164,7 @@ def transfer(port: int, sizes: list[int], reply: int = 1000) -> list[int]:
     assert server.stdout.readline().strip() == "ready"
     for size in sizes:
         back = subprocess.run(
-            in_ns(SRC, sys.executable, "-c", CLIENT, OUT, str(port), str(size)),
+            in_ns(SRC, sys.executable, "-c", CLIENT, OUT, str(port), str(size), host),
             capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip
         assert int(back.stdout) == reply
@@ -203,7 +208,7 @@ def tcp_payload(pcap: Path, src: str, dst: str, dport: int) -> int:
     return total
 
 
-def run_live(tmp_path: Path, workers: int, sizes: list[int], port: int):
+def run_live(tmp_path: Path, workers: int, sizes: list[int], port: int, host: str = ""):
     policy = tmp_path / "policy.toml"
     policy.write_text(policy_text())
     pcap = tmp_path / "mirror.pcap"
@@ -225,7 +230,7 @@ def run_live(tmp_path: Path, workers: int, sizes: list[int], port: int):
         wait_for(tcpdump, "listening on")
         wait_for(live, "capturing on")
         promiscuity_during = promiscuity("span1")
-        received = transfer(port, sizes)
+        received = transfer(port, sizes, host=host)
         # Alerts come while capture runs, within a report period or two.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (alerts.exists() and alerts.read_text()):
@@ -282,7 +287,9 @@ def check_against_capture(flows_csv: Path, pcap: Path) -> pd.DataFrame:
 
 def test_incident_live_matches_a_scan_of_the_same_traffic(lab, tmp_path):
     sizes = [4_000_000]
-    code, err, during, alerts, flows, pcap, policy, received = run_live(tmp_path, 1, sizes, 443)
+    code, err, during, alerts, flows, pcap, policy, received = run_live(
+        tmp_path, 1, sizes, 443, host="exfil.example.net"
+    )
     assert received == sizes
     assert code == 0, err  # stopped by SIGINT: a normal end, alerts or not
     assert "0 dropped" in err, err
@@ -307,6 +314,9 @@ def test_incident_live_matches_a_scan_of_the_same_traffic(lab, tmp_path):
         (a.rule_id, a.source_ip, a.destination_ip, a.destination_port) for a in scan.alerts
     )
     assert scanned == keys
+    # Payload inspection ran live too: the outside address is named as in the scan.
+    assert {d["destination"].get("domain") for d in docs} == {"exfil.example.net"}
+    assert {a.destination_domain for a in scan.alerts} == {"exfil.example.net"}
     # And its per-alert totals are those of the final live pass.
     worst = next(d for d in docs if d["rule"]["id"] == "isolated-egress")
     scan_worst = next(a for a in scan.alerts if a.rule_id == "isolated-egress")

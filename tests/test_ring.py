@@ -44,8 +44,8 @@ def walk(ring: np.ndarray, block_size: int, block_count: int, rows: int = 4096):
     counters = _new_counters()
     out = []
     while True:
-        n, why = ringk.walk_ring(ring, block_size, block_count, state, 1, False, rows, counters,
-                                 batch.arrays())  # fmt: skip
+        n, why = ringk.walk_ring(ring, block_size, block_count, state, 1, False, False, rows,
+                                 counters, batch.arrays())  # fmt: skip
         out.append(batch.head(n).copy())
         if why == ringk.RING_IDLE:
             break
@@ -76,11 +76,31 @@ def test_ring_decodes_as_the_file_walker_does(tmp_path):
     assert len(got) == len(want) == 300
     for column in COLUMNS:
         assert np.array_equal(getattr(got, column), getattr(want, column)), column
-    assert list(got.offset) == list(range(300))  # ring sequence numbers
+    # Each row's offset is 16 bytes before its frame in the ring, as a pcap record's.
+    for row, (_, frame) in zip(got.offset, items, strict=True):
+        assert ring[row + 16 : row + 16 + len(frame)].tobytes() == frame
     # Every block was handed back to the kernel, and the walk waits at the next one.
     assert all(ring[b * (1 << 16) + 8] == ringk.TP_STATUS_KERNEL for b in range(8))
     assert state[ringk.R_BLOCK] == 8 % 8 and counters[ringk.COUNT_RING_BLOCKS] == 8
     assert counters[ringk.COUNT_RING_DAMAGED] == 0
+
+
+def test_held_blocks_stay_ours_until_released():
+    ring = fake_ring(frames(100), block_size=1 << 16, block_count=4, per_block=30)
+    batch = PacketBatch.empty(64)
+    state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
+    n, why = ringk.walk_ring(ring, 1 << 16, 4, state, 1, False, True, 64, _new_counters(),
+                             batch.arrays())  # fmt: skip
+    assert (n, why) == (64, ringk.RING_BATCH_FULL)
+    status = [int(ring[b * (1 << 16) + 8]) for b in range(4)]
+    assert status == [1, 1, 1, 1] and state[ringk.R_HELD] == 2  # two read in full, held
+    assert ringk.release_held(ring, 1 << 16, 4, state) == 2
+    assert [int(ring[b * (1 << 16) + 8]) for b in range(4)] == [0, 0, 1, 1]
+    n, why = ringk.walk_ring(ring, 1 << 16, 4, state, 1, False, True, 64, _new_counters(),
+                             batch.arrays())  # fmt: skip
+    assert (n, why) == (36, ringk.RING_IDLE) and state[ringk.R_HELD] == 2
+    assert ringk.release_held(ring, 1 << 16, 4, state) == 2
+    assert all(ring[b * (1 << 16) + 8] == 0 for b in range(4))
 
 
 def test_a_full_batch_resumes_mid_block():
@@ -98,6 +118,7 @@ def test_a_tag_the_kernel_took_off_is_put_back():
     assert list(batch.vlan) == [42] * 3
     plain, _, _ = walk(fake_ring(frames(3), block_size=4096, block_count=2), 4096, 2)
     assert list(batch.wire_len) == list(plain[0].wire_len + 4)  # as libpcap shows the frame
+    assert list(batch.cap_len) == list(plain[0].cap_len)  # what lies in the ring
     assert list(plain[0].vlan) == [0xFFFF] * 3
 
 
@@ -155,12 +176,17 @@ class FakeSource:
         self.dropped = dropped
         self.closed = False
 
-    def read(self, batch, timeout):
-        n, _ = ringk.walk_ring(self.ring, 1 << 16, 4, self.state, 1, False,
+    def read(self, batch, timeout, inspector=None):
+        n, _ = ringk.walk_ring(self.ring, 1 << 16, 4, self.state, 1, False, inspector is not None,
                                len(batch), self.counters, batch.arrays())  # fmt: skip
-        if not n:
-            time.sleep(min(timeout, 0.05))
+        if inspector is not None:
+            inspector.inspect(self.ring, 0, batch.head(n), pcapng=False, linktype=1,
+                              if_linktypes=np.ones(1, dtype=np.int64))  # fmt: skip
+            ringk.release_held(self.ring, 1 << 16, 4, self.state)
         return int(n)
+
+    def wait(self, timeout):
+        time.sleep(min(timeout, 0.05))
 
     def stats(self):
         return SourceStats(delivered=0, kernel_received=0, kernel_dropped=self.dropped)

@@ -24,8 +24,12 @@ block's bounds before it is used, and a block that fails a check is counted
 (``COUNT_RING_DAMAGED``) and handed back with the packets read so far.
 
 The batch row of a packet is written as the file walkers write theirs
-(``records._write_row``); ``offset`` holds the packet's ring sequence
-number (the count of packets walked so far), since a ring has no file offset.
+(``records._write_row``). Its ``offset`` is where the frame starts in the
+ring minus 16, the length of a pcap record header: a consumer that finds
+frames 16 bytes after a record's offset (payload inspection) reads ring
+packets as it reads a pcap file's. With ``hold``, blocks read in full are
+kept from the kernel until :func:`release_held`, so such a consumer can read
+the frames of a batch before the kernel reuses their blocks.
 """
 
 import numpy as np
@@ -62,8 +66,10 @@ COUNT_RING_BLOCKS = 15  # blocks walked
 R_BLOCK = 0  # the block to look at next
 R_PACKET = 1  # packets of that block already taken (a batch filled mid-block)
 R_OFFSET = 2  # where in the block the next packet header is (0: at the start)
-R_SEQUENCE = 3  # packets walked since the ring was opened
-R_FIELDS = 4
+R_HELD_FIRST = 3  # the first block read in full but not handed back yet (hold)
+R_HELD = 4  # how many such blocks
+R_FIELDS = 5
+PCAP_RECORD_HEADER = 16
 
 # Why a walk returned.
 RING_IDLE = 0  # the next block is still the kernel's: wait for it
@@ -85,8 +91,16 @@ def _u16le(ring, i):
     return (np.int64(ring[i + 1]) << 8) | np.int64(ring[i])
 
 
+@njit(**INLINE)
+def _release(ring, base):
+    ring[base + 8] = TP_STATUS_KERNEL
+    ring[base + 9] = 0
+    ring[base + 10] = 0
+    ring[base + 11] = 0
+
+
 @njit(**HOT_LOOP)
-def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, max_rows,
+def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, hold, max_rows,
               counters, out):  # fmt: skip
     """Decode the packets of every ready block, in ring order, into ``out``.
 
@@ -94,6 +108,7 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, m
     ``ring_state``: R_FIELDS int64; ``out``: the batch arrays, at least
     ``max_rows`` long. ``skip_outgoing`` leaves out packets this host sent
     (on loopback the kernel shows each packet twice, as libpcap knows).
+    ``hold`` keeps the blocks read in full for :func:`release_held`.
     Returns ``(rows, why)``: rows written, and RING_IDLE or RING_BATCH_FULL.
     """
     if block_size < BLOCK_DESC_BYTES or n_blocks <= 0 or ring.shape[0] < block_size * n_blocks:
@@ -104,14 +119,16 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, m
         block = 0
     taken = ring_state[R_PACKET]
     at = ring_state[R_OFFSET]
-    sequence = ring_state[R_SEQUENCE]
     why = RING_IDLE
     wire_total = np.int64(0)
     first_ts = counters[COUNT_FIRST_TS]
     last_ts = counters[COUNT_LAST_TS]
     over_wirelen = np.int64(0)
-    # At most one lap: a block handed back is not ready again before we return.
-    for _lap in range(n_blocks):
+    held = ring_state[R_HELD]
+    if held == 0:
+        ring_state[R_HELD_FIRST] = block
+    # At most one lap: a block handed back (or held) is not looked at again.
+    for _lap in range(n_blocks - held):
         base = block * block_size
         if (_u32le(ring, base + 8) & TP_STATUS_USER) == 0:
             break
@@ -152,25 +169,23 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, m
             st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid = decode_frame(
                 ring, p + mac, snaplen, linktype
             )
-            incl = snaplen
             if status & TP_STATUS_VLAN_VALID:
                 # libpcap puts the tag the kernel took off back into the frame
-                # (and its 4 bytes into both lengths): do as a capture file shows.
+                # (and its 4 bytes into the lengths): count it as a capture file
+                # shows it. cap_len stays what lies in the ring.
                 vl = _u32le(ring, p + 32) & 0x0FFF
                 wire += VLAN_TAG_BYTES
-                incl += VLAN_TAG_BYTES
             t = sec * 1_000_000_000 + nsec
             wire_total += wire
             if t < first_ts:
                 first_ts = t
             if t > last_ts:
                 last_ts = t
-            if incl > wire:
+            if snaplen > wire:
                 over_wirelen += 1
             counters[COUNT_STATUS + st] += 1
-            _write_row(out, row, t, 0, sh, sl, dh, dl, sp, dp, pr, ipv, wire, incl, fl, vl, fr,
-                       fid, sequence, st)  # fmt: skip
-            sequence += 1
+            _write_row(out, row, t, 0, sh, sl, dh, dl, sp, dp, pr, ipv, wire, snaplen, fl, vl, fr,
+                       fid, p + mac - PCAP_RECORD_HEADER, st)  # fmt: skip
             row += 1
             if damaged:
                 break
@@ -181,20 +196,37 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, m
             counters[COUNT_RING_DAMAGED] += 1
         # Every packet of the block is read: give it back to the kernel.
         counters[COUNT_RING_BLOCKS] += 1
-        ring[base + 8] = TP_STATUS_KERNEL
-        ring[base + 9] = 0
-        ring[base + 10] = 0
-        ring[base + 11] = 0
+        if hold:
+            held += 1
+        else:
+            _release(ring, base)
         block = block + 1 if block + 1 < n_blocks else 0
         taken = 0
         at = 0
     ring_state[R_BLOCK] = block
     ring_state[R_PACKET] = taken
     ring_state[R_OFFSET] = at
-    ring_state[R_SEQUENCE] = sequence
+    ring_state[R_HELD] = held
     counters[COUNT_PACKETS] += row
     counters[COUNT_WIRE_BYTES] += wire_total
     counters[COUNT_FIRST_TS] = first_ts
     counters[COUNT_LAST_TS] = last_ts
     counters[COUNT_CAPLEN_OVER_WIRELEN] += over_wirelen
     return row, why
+
+
+@njit(**HOT_LOOP)
+def release_held(ring, block_size, n_blocks, ring_state):
+    """Hand back the blocks a ``hold`` walk kept; returns how many."""
+    held = ring_state[R_HELD]
+    block = ring_state[R_HELD_FIRST]
+    if block < 0 or block >= n_blocks or held < 0 or held > n_blocks:
+        return 0
+    if ring.shape[0] < block_size * n_blocks:
+        return 0
+    for _ in range(held):
+        _release(ring, block * block_size)
+        block = block + 1 if block + 1 < n_blocks else 0
+    ring_state[R_HELD] = 0
+    ring_state[R_HELD_FIRST] = block
+    return held

@@ -14,6 +14,7 @@ Python object per packet (the scapy backend excepted, which is why it is slow).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -34,7 +35,14 @@ from .._kernels import ring as ringk
 from .._kernels.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from ..errors import CaptureError, DetectorError
 from .batch import PacketBatch
-from .files import _NO_TABLE, PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_MAGIC, _new_counters
+from .files import (
+    _NO_TABLE,
+    PCAP_HEADER_BYTES,
+    PCAP_MAGICS,
+    PCAPNG_MAGIC,
+    PayloadInspector,
+    _new_counters,
+)
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
 ETH_P_ALL = 0x0003
@@ -190,6 +198,7 @@ class RingSource:
         self.batch_rows = batch_rows
         self.counters = _new_counters()
         self.ring_state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
+        self._linktypes = np.array([self.linktype], dtype=np.int64)
         self._stats = SourceStats()
         program = compile_bpf(bpf, self.linktype, self.config.snaplen)
         cfg = self.config
@@ -250,30 +259,47 @@ class RingSource:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read(self, batch: PacketBatch, timeout: float) -> int:
+    def read(
+        self, batch: PacketBatch, timeout: float, inspector: PayloadInspector | None = None
+    ) -> int:
         """Decode ready packets into ``batch`` (from row 0); wait up to
-        ``timeout`` seconds for a block when none is ready. Returns rows written."""
-        rows = self._walk(batch)
+        ``timeout`` seconds for a block when none is ready. Returns rows
+        written. An ``inspector`` reads the payloads of those rows while they
+        are still in the ring."""
+        rows = self._walk(batch, inspector)
         if rows == 0 and timeout > 0:
             try:
                 self._poll.poll(int(timeout * 1000))
             except InterruptedError:  # a signal: the caller looks at its flags
                 return 0
-            rows = self._walk(batch)
+            rows = self._walk(batch, inspector)
         return rows
 
-    def _walk(self, batch: PacketBatch) -> int:
+    def wait(self, timeout: float) -> None:
+        """Return when a block may be ready, or after ``timeout`` seconds."""
+        with contextlib.suppress(InterruptedError):  # a signal: the caller looks at its flags
+            self._poll.poll(int(timeout * 1000))
+
+    def _walk(self, batch: PacketBatch, inspector: PayloadInspector | None) -> int:
+        cfg = self.config
         rows, _why = ringk.walk_ring(
             self.ring,
-            self.config.block_size,
-            self.config.block_count,
+            cfg.block_size,
+            cfg.block_count,
             self.ring_state,
             self.linktype,
             False,
+            inspector is not None,
             min(len(batch), self.batch_rows),
             self.counters,
             batch.arrays(),
         )
+        if inspector is not None:
+            if rows:
+                # Row offsets point 16 bytes before each frame, as pcap records do.
+                inspector.inspect(self.ring, 0, batch.head(rows), pcapng=False,
+                                  linktype=self.linktype, if_linktypes=self._linktypes)  # fmt: skip
+            ringk.release_held(self.ring, cfg.block_size, cfg.block_count, self.ring_state)
         self._stats.delivered += rows
         return int(rows)
 
@@ -393,14 +419,24 @@ class StreamSource:
         self._start += PCAP_HEADER_BYTES
         return True
 
-    def read(self, batch: PacketBatch, timeout: float) -> int:
-        rows = self._walk(batch)
+    def read(
+        self, batch: PacketBatch, timeout: float, inspector: PayloadInspector | None = None
+    ) -> int:
+        rows = self._walk(batch, inspector)
         if rows == 0 and not self.eof and self.problem is None:
             self._fill(timeout)
-            rows = self._walk(batch)
+            rows = self._walk(batch, inspector)
         return rows
 
-    def _walk(self, batch: PacketBatch) -> int:
+    def wait(self, timeout: float) -> None:
+        """Return when more of the stream may have come, or after ``timeout`` seconds."""
+        if self.eof or self.problem is not None:
+            time.sleep(timeout)
+            return
+        with contextlib.suppress(InterruptedError):
+            select.select([self._fd], [], [], timeout)
+
+    def _walk(self, batch: PacketBatch, inspector: PayloadInspector | None) -> int:
         if self.problem is not None:
             return 0
         if not self._format and not self._header():
@@ -420,6 +456,10 @@ class StreamSource:
                 view, self._start, self._end, self._section, self._interfaces, self._consumed,
                 max_rows, self.counters, batch.arrays(), True, False, table, params, export, 0,
             )  # fmt: skip
+        if n and inspector is not None:
+            inspector.inspect(view, self._consumed, batch.head(n),
+                              pcapng=self._format == "pcapng", linktype=self.linktype,
+                              if_linktypes=self._interfaces[:, rk.IF_LINKTYPE])  # fmt: skip
         self._start = pos
         if why not in (rk.WALK_OK, rk.WALK_NEED_MORE):
             self.problem = (
@@ -485,7 +525,9 @@ class ScapySource:
     def fileno(self) -> int:
         return int(self._sock.fileno())
 
-    def read(self, batch: PacketBatch, timeout: float) -> int:
+    def read(
+        self, batch: PacketBatch, timeout: float, inspector: PayloadInspector | None = None
+    ) -> int:
         deadline = time.monotonic() + timeout
         limit = min(len(batch), self.batch_rows)
         records = 0
@@ -512,8 +554,15 @@ class ScapySource:
             array, 0, len(array), False, True, self.linktype, 0, 0, limit, self.counters,
             batch.arrays(), True, False, table, params, export, 0,
         )  # fmt: skip
+        if n and inspector is not None:
+            inspector.inspect(array, 0, batch.head(n), pcapng=False, linktype=self.linktype,
+                              if_linktypes=np.array([self.linktype], dtype=np.int64))  # fmt: skip
         self._delivered += int(n)
         return int(n)
+
+    def wait(self, timeout: float) -> None:
+        with contextlib.suppress(InterruptedError):
+            select.select([self._sock], [], [], timeout)
 
     def stats(self) -> SourceStats:
         return SourceStats(delivered=self._delivered)

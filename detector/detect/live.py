@@ -37,6 +37,7 @@ from ..alerts.record import Alert
 from ..capture.batch import PacketBatch
 from ..features.hosts import MINUTE_NS
 from ..flows.activity import ActivityTable
+from ..flows.payload import PayloadInspector
 from ..flows.table import (
     DEFAULT_ACTIVE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -46,6 +47,8 @@ from ..flows.table import (
 from .scan import ScanResult, scan_activity
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..capture.live import SourceStats
     from ..policy import Policy
     from .model import EgressModel
@@ -64,7 +67,11 @@ class PacketSource(Protocol):
     name: str
     batch_rows: int
 
-    def read(self, batch: PacketBatch, timeout: float) -> int: ...
+    def read(
+        self, batch: PacketBatch, timeout: float, inspector: PayloadInspector | None = None
+    ) -> int: ...
+
+    def wait(self, timeout: float) -> None: ...
 
     def stats(self) -> SourceStats: ...
 
@@ -130,7 +137,17 @@ class _Worker(threading.Thread):
         self.flow_chunks: list[np.ndarray] = []
         self.flows.on_export = self._closed if options.keep_flows else _discard
         self.activity = ActivityTable(bin_seconds=60)
+        policy = engine.policy
+        self.inspector: PayloadInspector | None = None
+        if policy.inspect_max_packets > 0 and policy.inspect_max_bytes > 0:
+            self.inspector = PayloadInspector(
+                max_packets=policy.inspect_max_packets, max_bytes=policy.inspect_max_bytes
+            )
+        # Held while the tables (and the inspector) change; ``yielding`` asks
+        # the worker to let the main thread have it (a busy worker would
+        # otherwise take it back at once).
         self.lock = threading.Lock()
+        self.yielding = False
         self.packets = 0
         self.error: BaseException | None = None
         self.finished = False  # the source has no more packets (end of a stream)
@@ -151,20 +168,27 @@ class _Worker(threading.Thread):
         batch = PacketBatch.empty(self.source.batch_rows)
         next_expiry = time.monotonic() + EXPIRE_EVERY_S
         while not engine.stopping.is_set():
-            n = self.source.read(batch, READ_TIMEOUT_S)
-            if n:
-                n = engine.take_packets(n)
-                part = batch.head(n)
-                with self.lock:
+            while self.yielding:
+                time.sleep(0.001)
+            with self.lock:
+                # Payloads are read while their packets are still in the
+                # source's buffer (the ring's blocks are held until then).
+                n = self.source.read(batch, 0.0, self.inspector)
+                if n:
+                    n = engine.take_packets(n)
+                    part = batch.head(n)
                     self.flows.ingest(part)
                     self.activity.ingest(part)
                     self.packets += n
+            if n:
                 if engine.packets_left == 0:
                     engine.wake.set()
                     return
             elif getattr(self.source, "finished", False):
                 self.finished = True
                 return
+            else:
+                self.source.wait(READ_TIMEOUT_S)
             now = time.monotonic()
             if now >= next_expiry:
                 next_expiry = now + EXPIRE_EVERY_S
@@ -361,18 +385,31 @@ class LiveDetector:
         return now_ns
 
     # -- analysis ------------------------------------------------------------------
-    def snapshot(self) -> ActivityTable:
-        """One activity table with every worker's rows so far."""
+    def snapshot(self) -> tuple[ActivityTable, pd.DataFrame | None]:
+        """One activity table with every worker's rows so far, and the payload
+        facts found so far (None when the policy turns inspection off)."""
         parts = []
+        facts = []
         for worker in self.workers:
+            worker.yielding = True
             with worker.lock:
+                worker.yielding = False
                 parts.append(worker.activity.merged_columns())
-        return ActivityTable.combined(parts, bin_seconds=60)
+                if worker.inspector is not None:
+                    facts.append(worker.inspector.frame())
+        merged_facts = None
+        if facts:
+            import pandas as pd
+
+            merged_facts = facts[0] if len(facts) == 1 else pd.concat(facts, ignore_index=True)
+        return ActivityTable.combined(parts, bin_seconds=60), merged_facts
 
     def _analyse(self, *, final: bool) -> ScanResult | None:
-        activity = self.snapshot()
+        activity, facts = self.snapshot()
         policy = self.policy
-        result = scan_activity(activity, self.workers[0].flows, policy, model=self.model)
+        result = scan_activity(
+            activity, self.workers[0].flows, policy, model=self.model, facts=facts
+        )
         alerts = list(result.alerts) + self._sensor_alerts(policy)
         new = []
         for alert in alerts:
@@ -474,7 +511,12 @@ def warm_up(policy: Policy) -> None:
     ring = fake_ring(items, block_size=1 << 14, block_count=2)
     batch = PacketBatch.empty(64)
     state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
-    n, _ = ringk.walk_ring(ring, 1 << 14, 2, state, 1, False, 64, _new_counters(), batch.arrays())
+    n, _ = ringk.walk_ring(ring, 1 << 14, 2, state, 1, False, True, 64, _new_counters(),
+                           batch.arrays())  # fmt: skip
+    inspector = PayloadInspector()
+    inspector.inspect(ring, 0, batch.head(n), pcapng=False, linktype=1,
+                      if_linktypes=np.ones(1, dtype=np.int64))  # fmt: skip
+    ringk.release_held(ring, 1 << 14, 2, state)
     # Every flow-table kernel, eviction and growth included: after --user drops
     # root, a kernel compiled later could not be written to root's cache.
     flows = FlowTable(max_flows=16)
@@ -488,6 +530,9 @@ def warm_up(policy: Policy) -> None:
     record = struct.pack("<IIII", 0, 0, len(items[0][1]), len(items[0][1])) + items[0][1]
     view = np.frombuffer(record, dtype=np.uint8)
     table, params, export = _NO_TABLE
-    rk.walk_pcap(view, 0, len(view), False, True, 1, 0, 0, 16, _new_counters(), batch.arrays(),
-                 True, False, table, params, export, 0)  # fmt: skip
-    scan_activity(ActivityTable.combined([activity.merged_columns()]), flows, policy)
+    n, *_ = rk.walk_pcap(view, 0, len(view), False, True, 1, 0, 0, 16, _new_counters(),
+                         batch.arrays(), True, False, table, params, export, 0)  # fmt: skip
+    inspector.inspect(view, 0, batch.head(n), pcapng=False, linktype=1,
+                      if_linktypes=np.ones(1, dtype=np.int64))  # fmt: skip
+    scan_activity(ActivityTable.combined([activity.merged_columns()]), flows, policy,
+                  facts=inspector.frame())  # fmt: skip
