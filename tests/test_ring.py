@@ -289,3 +289,43 @@ def test_syslog_messages_are_rfc5424(tmp_path):
     assert _host_port("collector") == ("collector", 514)
     sender.close()
     receiver.close()
+
+
+def test_forgetting_old_minutes_keeps_exactly_the_later_ones():
+    from detector.flows.activity import ActivityTable
+
+    minute = 60 * 1_000_000_000
+    start = T0 - T0 % minute
+    items = [(start + (i % 9) * minute + i, frame) for i, (_, frame) in enumerate(frames(90))]
+    batch = PacketBatch.empty(128)
+    ring = fake_ring(items, block_size=1 << 16, block_count=4, per_block=40)
+    n, _ = ringk.walk_ring(ring, 1 << 16, 4, np.zeros(ringk.R_FIELDS, dtype=np.int64), 1, False,
+                           False, 128, _new_counters(), batch.arrays())  # fmt: skip
+    whole = ActivityTable(bin_seconds=60, capacity=8)  # small: rows drained into chunks
+    whole.ingest(batch.head(n))
+    later = ActivityTable(bin_seconds=60)
+    keep = batch.ts_ns[:n] >= start + 4 * minute
+    later.ingest(PacketBatch(*(a[:n][keep] for a in batch.arrays())))
+    assert whole.forget_before(start + 3 * minute + 1) > 0  # bin 3 starts before: it goes
+    for name, column in whole.columns().items():
+        assert np.array_equal(column, later.columns()[name]), name
+    assert whole.forget_before(start) == 0
+    whole.ingest(batch.head(n))  # it keeps counting
+    assert whole.packets == 2 * n
+
+
+def test_an_alert_that_goes_on_is_raised_once():
+    from detector.alerts.record import Alert
+
+    detector = LiveDetector([FakeSource([])], parse_policy(ISOLATED_NIGHT), LiveOptions(),
+                            emit=lambda alerts: None)  # fmt: skip
+
+    def alert(start, end, rule="isolated-egress", dst="203.0.113.140"):
+        return Alert(rule, "r", 4, start, end, "10.8.40.31", "m", destination_ip=dst)
+
+    assert not detector._already_emitted(alert(100, 200))
+    assert detector._already_emitted(alert(100, 300))  # it went on
+    assert detector._already_emitted(alert(150, 400))  # its start left the history
+    assert not detector._already_emitted(alert(500, 600))  # a new one, after a gap
+    assert not detector._already_emitted(alert(150, 400, dst="203.0.113.141"))
+    assert not detector._already_emitted(alert(150, 400, rule="offhours-bulk-egress"))

@@ -132,6 +132,14 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
         help="keep only the first BYTES of each packet in the ring (the filter program "
         "truncates in the kernel); lengths on the wire stay exact. Default: whole packets",
     )
+    live.add_argument(
+        "--history",
+        type=_seconds,
+        default=26.0,
+        metavar="HOURS",
+        help="per-minute traffic kept for the rules (default: 26; the longest rule look-back "
+        "is a day); older minutes are dropped so memory stays bounded",
+    )
     live.add_argument("--idle-timeout", type=_seconds, default=120.0, metavar="SECONDS")
     live.add_argument("--active-timeout", type=_seconds, default=1800.0, metavar="SECONDS")
     live.add_argument(
@@ -298,6 +306,7 @@ def run_live(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             active_timeout=args.active_timeout,
             keep_flows=bool(args.flows_out),
+            history_hours=args.history,
             interface=args.interface or "standard input",
         ),
         emit=emit,

@@ -10,11 +10,12 @@ The main thread keeps the clock. Workers close idle flows on the clock even
 when no packet comes. At the end of every feature window (local time, a few
 seconds of grace for the ring's last blocks), or every ``report_every``
 seconds, the workers' activity tables are merged and analysed as a scan
-analyses a file (:func:`detect.scan.scan_activity`); alerts not raised before,
-keyed by (rule, host, other side, start), are emitted at once, so output is
-incremental and never repeats. At the end, open flows are closed and a final
-pass emits what is left: the same alerts a scan of a capture of the same
-packets raises.
+analyses a file (:func:`detect.scan.scan_activity`); alerts not raised before
+(no earlier alert of the same rule, host and other side overlaps them in
+time) are emitted at once, so output is incremental and never repeats. At
+the end, open flows are closed and a final pass emits what is left: the same
+alerts a scan of a capture of the same packets raises. Per-minute activity
+older than ``history_hours`` is dropped after each analysis.
 
 Every few seconds the kernel's drop counters are read. A stretch in which
 packets were dropped raises ``sensor-drops``, and alerts overlapping it carry
@@ -87,6 +88,7 @@ class LiveOptions:
     active_timeout: float = DEFAULT_ACTIVE_TIMEOUT
     max_flows: int = DEFAULT_MAX_FLOWS
     keep_flows: bool = False  # keep closed flow records (for --flows-out)
+    history_hours: float = 26.0  # per-minute activity kept for the rules; 0: all
     interface: str = ""  # named in sensor alerts
     stats_every: float = STATS_EVERY_S
 
@@ -235,7 +237,7 @@ class LiveDetector:
         self.stopped = False  # stop() was called (a signal), not a bound reached
         self._budget_lock = threading.Lock()
         self.packets_left: int | None = options.max_packets
-        self._emitted_keys: set[tuple[object, ...]] = set()
+        self._emitted_spans: dict[tuple[object, ...], list[list[int]]] = {}
         self.emitted: list[Alert] = []
         self.drop_spans: list[DropSpan] = []
         self._reported_drop_spans = 0
@@ -413,10 +415,8 @@ class LiveDetector:
         alerts = list(result.alerts) + self._sensor_alerts(policy)
         new = []
         for alert in alerts:
-            key = (alert.rule_id, alert.source_ip, alert.destination_ip, alert.start_ns)
-            if key in self._emitted_keys:
+            if self._already_emitted(alert):
                 continue
-            self._emitted_keys.add(key)
             dropped = sum(
                 span.dropped
                 for span in self.drop_spans
@@ -429,7 +429,34 @@ class LiveDetector:
         if new:
             self.emitted.extend(new)
             self.emit(new)
+        if not final and self.options.history_hours:
+            # Memory stays bounded: rows older than the history are dropped
+            # (rules look back at most a day; docs/live.md).
+            history = int(self.options.history_hours * 3600 * NS)
+            for worker in self.workers:
+                clock = self.clock_ns(worker.source)  # a replayed stream's own time
+                if clock is None:
+                    continue
+                worker.yielding = True
+                with worker.lock:
+                    worker.yielding = False
+                    worker.activity.forget_before(clock - history)
         return result if final else None
+
+    def _already_emitted(self, alert: Alert) -> bool:
+        """Whether an alert of the same (rule, host, other side) that overlaps
+        this one in time was written before; records this one if not. An
+        alert that goes on is raised once, and one whose start moved (its
+        first minutes left the history) is not raised again."""
+        spans = self._emitted_spans.setdefault(
+            (alert.rule_id, alert.source_ip, alert.destination_ip), []
+        )
+        for span in spans:
+            if alert.start_ns <= span[1] and alert.end_ns >= span[0]:
+                span[1] = max(span[1], alert.end_ns)
+                return True
+        spans.append([alert.start_ns, alert.end_ns])
+        return False
 
     def _sensor_alerts(self, policy: Policy) -> list[Alert]:
         alerts = []

@@ -210,6 +210,21 @@ class ActivityTable:
             self._merged = merged
         return self._merged
 
+    def forget_before(self, start_ns: int) -> int:
+        """Drop the rows of bins that start before ``start_ns``, so a live
+        sensor's memory stays bounded; returns how many rows went. The rows
+        kept are exactly those a table fed only the later packets would
+        hold. The table keeps counting afterwards."""
+        cols = self.merged_columns()
+        keep = cols[ak.C_BIN] >= -(-int(start_ns) // self.bin_ns)  # the first whole bin
+        dropped = int(keep.shape[0] - np.count_nonzero(keep))
+        if dropped:
+            self._chunks = [np.ascontiguousarray(cols[:, keep].T)]
+            self._slots.fill(0)
+            self._state[ak.S_ROWS] = 0
+            self._merged = None
+        return dropped
+
     def columns(self) -> dict[str, np.ndarray]:
         """One array per name of ``ACTIVITY_COLUMNS`` (dtypes in
         ``ACTIVITY_COLUMNS_DOC``); one row per (A, B, A port, B port, protocol,
