@@ -127,6 +127,9 @@ def test_init_only_stores_keyword_parameters():
     assert model.set_params(n_estimators=9) is model and model.n_estimators == 9
     with pytest.raises(ValueError, match="unknown parameter 'trees'"):
         model.set_params(trees=3)
+    from sklearn.base import clone
+
+    assert clone(model).get_params() == model.get_params()
 
 
 def test_fit_returns_self_with_learned_attributes(baseline):
