@@ -21,6 +21,7 @@ from detector import _jit
 from detector.capture import CaptureReader
 from detector.errors import CaptureError
 from detector.flows import FlowTable
+from detector.flows.payload import PayloadInspector
 
 from corpus import PCAPS, corpus_files
 
@@ -31,9 +32,10 @@ SEEDS = [
     p for p in corpus_files()
     if p.stat().st_size < 200_000 and any(
         k in p.name for k in ("http", "dns", "vlan", "mpls", "ipv6", "frag", "sll", "pcapng",
-                              "nflog", "ppp", "gre", "tcp", "big_endian", "null", "loop", "raw")
+                              "nflog", "ppp", "gre", "tcp", "big_endian", "null", "loop", "raw",
+                              "torrent", "tls", "smtp", "wechat", "line")
     )
-][:40]
+][:48]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 
 
@@ -62,8 +64,12 @@ def mutated_capture(draw):
 
 def _read_both_ways(path):
     table = FlowTable(max_flows=16, idle_timeout=1.0, active_timeout=5.0)
-    for batch in CaptureReader(path, batch_packets=7):  # tiny batches: many restarts
+    # Payload inspection on every packet, every byte: DNS, TLS, HTTP, P2P and ID
+    # number parsers all meet the damaged bytes.
+    inspector = PayloadInspector(max_packets=255, max_bytes=65535)
+    for batch in CaptureReader(path, batch_packets=7, inspector=inspector):  # many restarts
         table.ingest(batch)
+    inspector.frame()
     table.flush()
     fused = FlowTable(max_flows=16, idle_timeout=1.0, active_timeout=5.0)
     for _ in CaptureReader(path, counter=fused, batch_packets=5):

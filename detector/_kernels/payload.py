@@ -401,6 +401,14 @@ def _pii(buf, p, end, row, letters, facts, n_facts, arena, n_arena, room):
 
 
 @njit(**INLINE)
+def _zeros(buf, p, end):
+    for k in range(p, end):
+        if buf[k] != 0:
+            return False
+    return True
+
+
+@njit(**INLINE)
 def _looks_like_text(buf, p, end):
     """The first bytes are printable ASCII (or tab, CR, LF): cleartext protocols
     (HTTP, SMTP, FTP, POP, IMAP) and form or JSON bodies start so; compressed,
@@ -463,6 +471,8 @@ def inspect_packets(
         pr = np.int64(proto[i])
         if pr != IPPROTO_TCP and pr != IPPROTO_UDP:
             continue
+        if cap_lens[i] <= 60 and pr == IPPROTO_TCP:
+            continue  # a bare TCP segment (54 bytes, padded to 60): no payload to read
         sp = np.int64(sport[i])
         dp = np.int64(dport[i])
         s_hi, s_lo, d_hi, d_lo = src_hi[i], src_lo[i], dst_hi[i], dst_lo[i]
@@ -511,7 +521,9 @@ def inspect_packets(
             payload = at + (np.int64(buf[at + 12]) >> 4) * 4
         else:
             payload = at + 8
-        if payload >= end:
+        if payload >= end or (end - payload <= 6 and _zeros(buf, payload, end)):
+            # Nothing, or Ethernet's padding of a short frame (a bare ACK is 54
+            # bytes, padded to 60): not payload, and not worth a budget slot.
             seen[slot] = entry
             continue
         seen[slot] = entry + np.uint64(1) if count < max_packets else entry
