@@ -100,7 +100,10 @@ def test_tls_server_name_and_alpn_on_any_port(tmp_path):
     ])])  # fmt: skip
     packets = [
         E / IP(src=CLIENT, dst="203.0.113.140") / TCP(sport=40000, dport=8443, flags="PA") / hello,
-        E / IPv6(src="fd00::5", dst="2001:db8::1") / TCP(sport=40001, dport=443, flags="PA") / hello,
+        E
+        / IPv6(src="fd00::5", dst="2001:db8::1")
+        / TCP(sport=40001, dport=443, flags="PA")
+        / hello,
     ]
     facts = inspect(tmp_path, packets)
     assert [(f["kind"], f["text"], f["dport"]) for f in facts] == [
@@ -117,7 +120,9 @@ def test_http_request_head(tmp_path):
     announce = b"GET /announce?info_hash=%12%34&peer_id=x HTTP/1.0\r\nHost: tracker.example\r\n\r\n"
     packets = [
         E / IP(src=CLIENT, dst="198.51.100.9") / TCP(sport=40001, dport=80, flags="PA") / Raw(post),
-        E / IP(src=CLIENT, dst="198.51.100.8") / TCP(sport=40002, dport=6969, flags="PA")
+        E
+        / IP(src=CLIENT, dst="198.51.100.8")
+        / TCP(sport=40002, dport=6969, flags="PA")
         / Raw(announce),
     ]
     facts = inspect(tmp_path, packets)
@@ -193,14 +198,21 @@ def test_budget_per_flow_and_bytes_per_packet(tmp_path):
     assert [f["sport"] for f in facts_of("http", facts)] == [40001] * 8 + [40002] * 3
     # An ID number beyond max_bytes is not looked at.
     late = b"x" * 300 + b" " + tw_id("A12345678").encode()
-    packet = E / IP(src=CLIENT, dst="198.51.100.9") / TCP(sport=40003, dport=25, flags="PA") / Raw(late)
+    packet = (
+        E / IP(src=CLIENT, dst="198.51.100.9") / TCP(sport=40003, dport=25, flags="PA") / Raw(late)
+    )
     assert facts_of("pii", inspect(tmp_path, [packet], max_bytes=256)) == []
     assert len(facts_of("pii", inspect(tmp_path, [packet], max_bytes=512))) == 1
 
 
 def test_tls_records_are_not_scanned_for_numbers(tmp_path):
     record = b"\x17\x03\x03\x00\x20" + tw_id("A12345678").encode() + bytes(22)
-    packet = E / IP(src=CLIENT, dst="198.51.100.9") / TCP(sport=40001, dport=443, flags="PA") / Raw(record)
+    packet = (
+        E
+        / IP(src=CLIENT, dst="198.51.100.9")
+        / TCP(sport=40001, dport=443, flags="PA")
+        / Raw(record)
+    )
     assert facts_of("pii", inspect(tmp_path, [packet])) == []
 
 
@@ -352,7 +364,9 @@ def test_im_app_by_name_and_by_published_range(tmp_path):
         (CLIENT, "line"), ("10.0.0.6", "telegram")]  # fmt: skip
     assert all(a.severity == 2 for a in alerts)
     # A site may leave an app out, or add its own names.
-    ignored = _scan(tmp_path, packets, '\n[rules.im-app]\nignore = ["line"]\ndomains = ["example.com"]\n')
+    ignored = _scan(
+        tmp_path, packets, '\n[rules.im-app]\nignore = ["line"]\ndomains = ["example.com"]\n'
+    )
     apps = sorted(a.evidence["app"] for a in ignored.alerts if a.rule_id == "im-app")
     assert apps == ["site", "telegram"]
 
@@ -401,3 +415,20 @@ def test_corpus_app_rules_fire_on_their_captures_only():
     assert {name: apps.pop() for name, apps in fired["im-app"].items()} == IM_CAPTURES
     assert set(fired["dns-tunnel"]) == TUNNEL_CAPTURES
     assert "cleartext-pii" not in fired
+
+
+def test_mail_egress_reports_the_declared_message_size(tmp_path):
+    iso = "10.8.40.31"
+    smtp = [
+        E / IP(src=iso, dst="192.0.2.20") / TCP(sport=40000, dport=25, flags="PA")
+        / Raw(b"EHLO pc31\r\n"),
+        E / IP(src=iso, dst="192.0.2.20") / TCP(sport=40000, dport=25, flags="PA")
+        / Raw(b"MAIL FROM:<clerk@example.org> size=4200000 BODY=8BITMIME\r\n"),
+    ]  # fmt: skip
+    policy = POLICY.replace(
+        'internal = ["10.0.0.0/8"]', 'internal = ["10.0.0.0/8"]\nisolated = ["10.8.40.0/24"]')  # fmt: skip
+    wrpcap(str(tmp_path / "c.pcap"), smtp)
+    result = scan_captures([tmp_path / "c.pcap"], parse_policy(policy))
+    (alert,) = [a for a in result.alerts if a.rule_id == "mail-egress"]
+    assert alert.evidence["declared_message_bytes"] == [4_200_000]
+    assert "declared at 4.2 MB" in alert.message

@@ -47,7 +47,9 @@ KIND_TLS_ALPN = 4  # arena: first ALPN protocol
 KIND_HTTP = 5  # A method, B Content-Length (-1: none); arena: Host
 KIND_P2P = 6  # A signature
 KIND_PII = 7  # A 1 national ID, 2 resident certificate; arena: the 10 characters
-KIND_NAMES = ("", "dns", "dns-answer", "tls-sni", "tls-alpn", "http", "p2p", "pii")
+KIND_SMTP_SIZE = 8  # A the message size a mail client declares (RFC 1870 SIZE=)
+KIND_NAMES = ("", "dns", "dns-answer", "tls-sni", "tls-alpn", "http", "p2p", "pii", "smtp-size")
+WORD_METHODS = 11  # index of the first HTTP method in ``words``
 
 P2P_BITTORRENT = 1
 P2P_DHT = 2
@@ -280,6 +282,21 @@ def _find(buf, p, end, text):
                     break
             if found:
                 return i
+    return -1
+
+
+@njit(**INLINE)
+def _find_ci(buf, p, end, text):
+    """Position of lower-case ``text`` in buf[p:end], any case; -1 if absent."""
+    n = text.shape[0]
+    for i in range(p, end - n + 1):
+        found = True
+        for k in range(n):
+            if _lower(buf[i + k]) != text[k]:
+                found = False
+                break
+        if found:
+            return i
     return -1
 
 
@@ -540,9 +557,23 @@ def inspect_packets(
             continue
         if pr == IPPROTO_TCP and 20 <= b0 <= 23 and payload + 2 <= end and buf[payload + 1] == 3:
             continue  # a TLS record: encrypted, nothing more to see
+        if pr == IPPROTO_TCP and (b0 == 77 or b0 == 109) and _header_is(buf, payload, end,
+                                                                         words[9]):  # fmt: skip
+            # "MAIL FROM:<a@b> SIZE=123456": the size of the message to come
+            at_size = _find_ci(buf, payload, min(end, payload + 512), words[10])
+            if at_size >= 0:
+                v = at_size + words[10].shape[0]
+                value = np.int64(0)
+                digits = 0
+                while v < end and 48 <= buf[v] <= 57 and digits < 15:
+                    value = value * 10 + (buf[v] - 48)
+                    v += 1
+                    digits += 1
+                if digits:
+                    n_facts = _put(facts, n_facts, i, KIND_SMTP_SIZE, value, 0, 0, 0, 0, 0)
         if pr == IPPROTO_TCP and 65 <= b0 <= 90:
-            for m in range(len(words) - 9):
-                method = words[9 + m]
+            for m in range(len(words) - WORD_METHODS):
+                method = words[WORD_METHODS + m]
                 if _starts(buf, payload, end, method):
                     n_facts, n_arena = _http_request(buf, payload, end, m + 1, i, words,
                                                      facts, n_facts, arena, n_arena)  # fmt: skip

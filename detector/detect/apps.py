@@ -533,6 +533,39 @@ def _ints(key: Any) -> tuple[int, ...]:
     return tuple(int(k) for k in key)
 
 
+def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> None:
+    """``mail-egress`` alerts gain the message sizes the mail client declared
+    (ESMTP SIZE, RFC 1870: the whole message, attachments included)."""
+    sizes = facts[(facts["kind"] == "smtp-size").to_numpy()] if not facts.empty else facts
+    if sizes.empty:
+        return
+    src = [address_text(int(h), int(lo)) for h, lo in zip(sizes["src_hi"], sizes["src_lo"],
+                                                          strict=True)]  # fmt: skip
+    dst = [address_text(int(h), int(lo)) for h, lo in zip(sizes["dst_hi"], sizes["dst_lo"],
+                                                          strict=True)]  # fmt: skip
+    table = sizes.assign(src=src, dst=dst)
+    from ..flows.write import human_bytes
+
+    for alert in alerts:
+        if alert.rule_id != "mail-egress":
+            continue
+        ts = table["ts_ns"].to_numpy()
+        mine = table[
+            (table["src"] == alert.source_ip).to_numpy()
+            & (table["dst"] == alert.destination_ip).to_numpy()
+            & (ts >= alert.start_ns - 60_000_000_000)
+            & (ts <= alert.end_ns)
+        ]
+        if mine.empty:
+            continue
+        declared = [int(v) for v in mine["a"]]
+        alert.evidence["declared_message_bytes"] = declared
+        alert.message += (
+            f"; {len(declared)} message(s) declared at {human_bytes(sum(declared))} "
+            "(attachments included)"
+        )
+
+
 def name_alerts(alerts: list[Alert], names: Names) -> None:
     """Give each alert's destination its name(s): ``destination.domain`` and
     '203.0.113.140 (files.example.net)' in the message."""

@@ -13,7 +13,7 @@ from ..features.hosts import HostTraffic, host_traffic, host_windows
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
 from ..flows.table import FlowTable, count_flows
-from .apps import Names, name_alerts, names_from_facts, run_app_rules
+from .apps import Names, annotate_mail_sizes, name_alerts, names_from_facts, run_app_rules
 from .rules import ScanContext, run_rules
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ def scan_activity(
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
         alerts.extend(run_app_rules(facts, policy, names, traffic, flows))
+        annotate_mail_sizes(alerts, facts)
     name_alerts(alerts, names)
     alerts.sort(key=lambda a: a.sort_key)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names)

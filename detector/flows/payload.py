@@ -52,6 +52,8 @@ _WORDS = (
     b"BT-SEARCH * ",
     b"GNUTELLA",
     b"\x00\x00\x04\x17\x27\x10\x19\x80",  # BEP 15 UDP tracker protocol id
+    b"mail from:",  # SMTP (RFC 5321) ...
+    b" size=",  # ... with the ESMTP SIZE parameter (RFC 1870)
     *(m.encode() + b" " for m in pk.HTTP_METHODS),
 )
 
