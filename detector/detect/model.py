@@ -654,20 +654,18 @@ def with_novelty(
 
 
 def _upload_minutes(
-    features: pd.DataFrame, traffic: HostTraffic, policy: Policy, minutes: int
+    features: pd.DataFrame, outside: pd.DataFrame, policy: Policy, minutes: int
 ) -> np.ndarray:
     """Minutes of each window that carried the host's outside upload: those
-    with at least 5 % of the busiest minute's bytes out."""
+    with at least 5 % of the busiest minute's bytes out. ``outside``: the
+    hosts' outside traffic (:func:`_outside_of`)."""
     import pandas as pd
 
-    f = traffic.frame
     hosts, starts = _window_keys(features)
-    ext = f[f["peer_external"].to_numpy() & (f["bytes_out"].to_numpy() > 0)]
-    ext = ext[np.isin(traffic.texts(ext["host_id"].to_numpy()), hosts)] if len(ext) else ext
-    if ext.empty:
+    sent = outside[outside["bytes_out"].to_numpy() > 0]
+    if sent.empty:
         return np.zeros(len(features), dtype=np.int64)
-    per = ext.groupby(["host_id", "minute_ns"], sort=False)["bytes_out"].sum().reset_index()
-    per["host"] = traffic.texts(per["host_id"].to_numpy())
+    per = sent.groupby(["host", "minute_ns"], sort=False)["bytes_out"].sum().reset_index()
     per["window"] = window_starts(per["minute_ns"].to_numpy(dtype=np.int64), policy, minutes)
     peak = per.groupby(["host", "window"])["bytes_out"].transform("max")
     busy = per[per["bytes_out"] >= 0.05 * peak].groupby(["host", "window"]).size()
@@ -739,7 +737,14 @@ def model_alerts(
         _end=_utc_ns(features["window_end"].iloc[rows]),
     )  # fmt: skip
     minutes = _window_minutes(features)
-    upload = _upload_minutes(flagged, traffic, policy, minutes) if traffic is not None else None
+    outside = (
+        None
+        if traffic is None
+        else _outside_of(
+            traffic, set(flagged["host"]), int(flagged["_start"].min()), int(flagged["_end"].max())
+        )
+    )
+    upload = _upload_minutes(flagged, outside, policy, minutes) if outside is not None else None
     flagged = flagged.assign(
         _why=model.explain(flagged, upload_minutes=upload)  # type: ignore[arg-type]
     )
@@ -747,6 +752,9 @@ def model_alerts(
     for alert in alerts:
         by_host.setdefault(alert.source_ip, []).append(alert)
     gap = minutes * MINUTE_NS
+    outside_of_host = (
+        {} if outside is None else dict(tuple(outside.groupby("host", sort=False)))  # type: ignore[arg-type]
+    )
     for host, windows in flagged.sort_values(["host", "_start"]).groupby("host", sort=False):
         starts = windows["_start"].to_numpy()
         episode_of = np.concatenate([[0], np.cumsum(np.diff(starts) > gap)])
@@ -779,7 +787,9 @@ def model_alerts(
                     alert.evidence["model"] = verdict_doc
                     alert.message += f"; {reason}"
                 continue
-            ext = _outside_rows(traffic, str(host), start, end)
+            ext = (
+                None if outside is None else _between_ns(outside_of_host.get(str(host)), start, end)
+            )
             if ext is not None and len(ext):
                 # What the site sanctioned (allowlist.destinations) is not an
                 # anomaly to report, however unusual its timing.
@@ -794,16 +804,26 @@ def model_alerts(
     return alerts
 
 
-def _outside_rows(
-    traffic: HostTraffic | None, host: str, start: int, end: int
-) -> pd.DataFrame | None:
-    """The host's traffic with outside addresses in [start, end) (None without traffic)."""
-    if traffic is None:
-        return None
+def _outside_of(traffic: HostTraffic, hosts: set[str], start: int, end: int) -> pd.DataFrame:
+    """Traffic of ``hosts`` with outside addresses in [start, end), with a
+    ``host`` text column: cut once, so each episode looks in a small frame."""
+    import pandas as pd
+
     f = traffic.frame
     minute = f["minute_ns"].to_numpy()
     ext = f[f["peer_external"].to_numpy() & (minute >= start) & (minute < end)]
-    return ext[traffic.texts(ext["host_id"].to_numpy()) == host] if len(ext) else ext
+    ids = pd.unique(ext["host_id"].to_numpy())
+    wanted = ids[np.isin(traffic.texts(ids), list(hosts))] if len(ids) else ids
+    ext = ext[np.isin(ext["host_id"].to_numpy(), wanted)]
+    return ext.assign(host=traffic.texts(ext["host_id"].to_numpy()) if len(ext) else "")
+
+
+def _between_ns(rows: pd.DataFrame | None, start: int, end: int) -> pd.DataFrame | None:
+    """``rows`` whose minute is in [start, end)."""
+    if rows is None:
+        return None
+    minute = rows["minute_ns"].to_numpy()
+    return rows[(minute >= start) & (minute < end)]
 
 
 def _anomaly_alert(
