@@ -101,3 +101,15 @@ def test_a_stream_that_is_not_pcap_is_one_line(tmp_path):
     _out, err = proc.communicate("hello, this is text\n", timeout=300)
     assert proc.returncode == 3, err
     assert "not a pcap or pcapng stream" in err and "Traceback" not in err
+
+
+def test_a_stream_cut_short_or_empty_ends_with_one_error(tmp_path):
+    data = incident(tmp_path).read_bytes()
+    for given, message in ((data[:-7], "the last record is cut short"),
+                           (b"", "ended before its pcap/pcapng header"),
+                           (data[:10], "ended before its pcap/pcapng header")):  # fmt: skip
+        proc = live(stdin=subprocess.PIPE, text=False)
+        _out, err = proc.communicate(given, timeout=300)
+        text = err.decode()
+        assert message in text and "Traceback" not in text, text
+        assert proc.returncode in (1, 3), text  # cut short after the incident: alerts first

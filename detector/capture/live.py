@@ -352,6 +352,7 @@ class StreamSource:
         self.batch_rows = batch_rows
         self.counters = _new_counters()
         self.eof = False
+        self._drained = False
         self.problem: str | None = None
         self._format = ""
         self._big_endian = self._nanosecond = False
@@ -426,6 +427,8 @@ class StreamSource:
         if rows == 0 and not self.eof and self.problem is None:
             self._fill(timeout)
             rows = self._walk(batch, inspector)
+        if rows == 0 and self.eof:
+            self._drained = True
         return rows
 
     def wait(self, timeout: float) -> None:
@@ -481,13 +484,17 @@ class StreamSource:
 
     @property
     def finished(self) -> bool:
-        return (self.eof and self._start >= self._end) or self.problem is not None
+        # At the end of the stream, a walk that finds nothing more is the end
+        # (what is left, if anything, is a record cut short: close() says so).
+        return self._drained or self.problem is not None
 
     def stats(self) -> SourceStats:
         return SourceStats(delivered=self._delivered)
 
     def close(self) -> None:
-        if self.eof and self._start < self._end and self.problem is None:
+        if self.problem is None and not self._format:
+            self.problem = "standard input: the stream ended before its pcap/pcapng header"
+        elif self.eof and self._start < self._end and self.problem is None:
             self.problem = (
                 f"standard input: the last record is cut short ({self._end - self._start} "
                 "bytes of it arrived)"

@@ -331,9 +331,9 @@ class LiveDetector:
         final = self._analyse(final=True)
         rows = [chunk for w in self.workers for chunk in w.flow_chunks]
         flow_rows = np.concatenate(rows) if rows else np.empty((0, 24), dtype=np.int64)
-        problems = [p for s in self.sources if (p := getattr(s, "problem", None))]
         for source in self.sources:
-            source.close()
+            source.close()  # a stream cut short says so on closing
+        problems = [p for s in self.sources if (p := getattr(s, "problem", None))]
         return LiveResult(
             emitted=self.emitted,
             final=final,
