@@ -512,6 +512,7 @@ class ScapySource:
     def __init__(
         self, iface: str, *, bpf: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
     ) -> None:
+        import scapy.all  # noqa: F401  (sets conf.L2listen for this platform)
         from scapy.config import conf
 
         try:
