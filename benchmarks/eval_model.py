@@ -384,34 +384,47 @@ def tally(alerts: list[tuple[str, int, int]],
     return hits, sum(1 for m in matched if not m)
 
 
-def time_busy_site(policy, offices: int, seed: int) -> None:
-    """Training time on one week of ``offices`` × 20 hosts (each office its own
-    /24, the same rhythms), from per-minute activity to a fitted model."""
+def busy_week(offices: int, seed: int, first_day: int) -> dict[str, np.ndarray]:
+    """One week of ``offices`` × 20 hosts, each office its own /24, as activity."""
     parts = []
     for k in range(offices):
         site = Site(np.random.default_rng(seed + k))
-        rows = week(site, seed * 1000 + 7000 + k, 0)
+        rows = week(site, seed * 1000 + 7000 + 100 * first_day + k, first_day)
         for part in rows.parts:
-            internal = (part["host"] >> 8) == ((10 << 16) | (8 << 8) | 10)
-            part["host"] = np.where(internal, part["host"] + (k << 8), part["host"])
-            fs = (part["peer"] >> 8) == ((10 << 16) | (8 << 8) | 10)
-            part["peer"] = np.where(fs, part["peer"] + (k << 8), part["peer"])
+            for column in ("host", "peer"):  # hosts and the file server move to 10.8.(10 + k)
+                inside = (part[column] >> 8) == ((10 << 16) | (8 << 8) | 10)
+                part[column] = np.where(inside, part[column] + (k << 8), part[column])
         parts.extend(rows.parts)
     rows = Rows()
     rows.parts = parts
-    activity = rows.activity()
+    return rows.activity()
+
+
+def time_busy_site(policy, offices: int, seed: int) -> None:
+    """Training on one week of a busy site, then scanning the next week."""
+    activity = busy_week(offices, seed, 0)
     t0 = time.perf_counter()
     traffic = host_traffic(activity, policy)
     features = with_novelty(host_windows(traffic, policy), traffic, policy, settle_ns=DAY_MIN * MIN)
     t1 = time.perf_counter()
     model = EgressModel(random_state=seed).fit(features, destinations=destinations_of(traffic))
     t2 = time.perf_counter()
-    model.score_samples(features)
-    t3 = time.perf_counter()
     print(f"busy site: {offices * N_HOSTS} hosts, 1 week, {len(activity['a_lo']):,} activity rows "
           f"→ {len(features):,} host windows in {t1 - t0:.1f} s; fit {t2 - t1:.1f} s "
-          f"({model.n_hosts_} hosts, {len(model.history_.known_peer_lo):,} known destinations); "
-          f"scoring all windows {t3 - t2:.1f} s")
+          f"({model.n_hosts_} hosts, {len(model.history_.known_peer_lo):,} known destinations)")
+    activity = busy_week(offices, seed, 7)
+    traffic = host_traffic(activity, policy)
+    features = host_windows(traffic, policy)
+    t3 = time.perf_counter()
+    verdict = score_scan(model, features, traffic, policy)
+    t4 = time.perf_counter()
+    alerts = model_alerts(model, verdict, traffic, policy, [])
+    t5 = time.perf_counter()
+    days = len(set(zip(features["host"], local_minutes(features["window_start"]) // DAY_MIN,
+                       strict=True)))
+    print(f"next week (no incidents): {len(features):,} windows scored in {t4 - t3:.1f} s; "
+          f"{int(verdict.flagged.sum())} flagged → {len(alerts)} model alerts in {t5 - t4:.1f} s "
+          f"({1000 * len(alerts) / days:.1f} per 1,000 of {days:,} host-days)")
 
 
 def main() -> None:
