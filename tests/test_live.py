@@ -208,7 +208,8 @@ def tcp_payload(pcap: Path, src: str, dst: str, dport: int) -> int:
     return total
 
 
-def run_live(tmp_path: Path, workers: int, sizes: list[int], port: int, host: str = ""):
+def run_live(tmp_path: Path, workers: int, sizes: list[int], port: int, host: str = "",
+             extra: tuple[str, ...] = ()):  # fmt: skip
     policy = tmp_path / "policy.toml"
     policy.write_text(policy_text())
     pcap = tmp_path / "mirror.pcap"
@@ -223,7 +224,7 @@ def run_live(tmp_path: Path, workers: int, sizes: list[int], port: int, host: st
     live = subprocess.Popen(
         in_ns(MON, sys.executable, "-m", "detector", "live", "-i", "span1", "--policy",
               str(policy), "--workers", str(workers), "--report-every", "1", "--format",
-              "jsonl", "-o", str(alerts), "--flows-out", str(flows), "--bpf", FILTER),
+              "jsonl", "-o", str(alerts), "--flows-out", str(flows), "--bpf", FILTER, *extra),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
@@ -390,3 +391,15 @@ def test_user_drops_root_once_the_socket_is_open(lab, tmp_path):
             live.kill()
     assert live.returncode == 1, err  # a bounded run that raised alerts
     assert alert_keys(map(json.loads, out.splitlines())) == [("isolated-egress", ISO, OUT, 8993)]
+
+
+def test_the_portable_scapy_backend_counts_the_same_flows(lab, tmp_path):
+    sizes = [150_000, 60_000]
+    code, err, _during, alerts, flows, pcap, _policy, received = run_live(
+        tmp_path, 1, sizes, 2525, extra=("--backend", "scapy")
+    )
+    assert received == sizes and code == 0, err
+    assert "0 dropped" in err, err
+    check_against_capture(flows, pcap)
+    docs = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert ("isolated-egress", ISO, OUT, 2525) in alert_keys(docs)

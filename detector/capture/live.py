@@ -57,6 +57,7 @@ PACKET_IGNORE_OUTGOING = 23  # Linux 4.20
 TPACKET_V3 = 2
 PACKET_FANOUT_HASH = 0  # by the kernel's symmetric flow hash: both directions, one socket
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max
 BPF_RET_K = 0x06  # BPF_RET | BPF_K: "accept k bytes of the packet"
 MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
 
@@ -505,7 +506,8 @@ class ScapySource:
     """Portable and slow (about 10-50 thousand packets/s): scapy's sniffer
     socket hands over each frame as a Python object, which we write as pcap
     records into a buffer and decode with the file walker. For platforms
-    without ``AF_PACKET`` rings, or to check the ring against."""
+    without ``AF_PACKET`` rings, or to check the ring against. On Linux its
+    drops are counted as the ring's are."""
 
     name = "scapy"
 
@@ -521,6 +523,16 @@ class ScapySource:
             raise CaptureError(f"capturing on {iface} needs root or CAP_NET_RAW") from None
         except Exception as exc:  # noqa: BLE001  scapy's errors for bad filters / interfaces
             raise CaptureError(f"scapy cannot capture on {iface}: {exc}") from None
+        # On Linux scapy's socket is an AF_PACKET one: give it room for bursts
+        # (offloaded TCP arrives in 64 KB frames; the default buffer holds three)
+        # and read its drop counter. Elsewhere drops go uncounted.
+        self._packet_socket = getattr(self._sock, "ins", None)
+        if not isinstance(self._packet_socket, socket.socket):
+            self._packet_socket = None
+        if self._packet_socket is not None:
+            with contextlib.suppress(OSError):
+                self._packet_socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        self._stats = SourceStats()
         try:
             self.linktype = interface_linktype(iface)
         except CaptureError:
@@ -528,7 +540,6 @@ class ScapySource:
         self.batch_rows = batch_rows
         self.counters = _new_counters()
         self._buf = bytearray()
-        self._delivered = 0
 
     def fileno(self) -> int:
         return int(self._sock.fileno())
@@ -565,7 +576,7 @@ class ScapySource:
         if n and inspector is not None:
             inspector.inspect(array, 0, batch.head(n), pcapng=False, linktype=self.linktype,
                               if_linktypes=np.array([self.linktype], dtype=np.int64))  # fmt: skip
-        self._delivered += int(n)
+        self._stats.delivered += int(n)
         return int(n)
 
     def wait(self, timeout: float) -> None:
@@ -573,7 +584,13 @@ class ScapySource:
             select.select([self._sock], [], [], timeout)
 
     def stats(self) -> SourceStats:
-        return SourceStats(delivered=self._delivered)
+        if self._packet_socket is not None and self._packet_socket.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                raw = self._packet_socket.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+                received, dropped = struct.unpack("2I", raw)  # struct tpacket_stats
+                self._stats.kernel_received += received
+                self._stats.kernel_dropped += dropped
+        return SourceStats(**vars(self._stats))
 
     def close(self) -> None:
         self._sock.close()

@@ -34,7 +34,7 @@ stream) exits as scan does: 1 when alerts were raised.
 backends: ring (default): AF_PACKET TPACKET_V3 memory-mapped ring, decoded in
 place, millions of packets/s. scapy: portable and SLOW (tens of thousands of
 packets/s: each packet becomes a Python object), for platforms without
-AF_PACKET rings; it drops what it cannot keep up with and cannot count drops.
+AF_PACKET rings; it drops what it cannot keep up with (counted on Linux).
 
 """
 
@@ -337,7 +337,7 @@ def run_live(args: argparse.Namespace) -> int:
     if not args.quiet:
         elapsed = time.monotonic() - started
         line = f"{result.packets:,} packets in {elapsed:.1f} s, {len(result.emitted)} alert(s)"
-        if args.read is None and args.backend == "ring":
+        if args.read is None:
             line += f"; kernel: {result.received:,} received, {result.dropped:,} dropped"
         _say(line)
     if detector.stopped:
