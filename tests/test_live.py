@@ -403,3 +403,37 @@ def test_the_portable_scapy_backend_counts_the_same_flows(lab, tmp_path):
     check_against_capture(flows, pcap)
     docs = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert ("isolated-egress", ISO, OUT, 2525) in alert_keys(docs)
+
+
+def test_drops_in_the_night_make_the_sensor_blind(lab, tmp_path):
+    """A stalled sensor (SIGSTOP) with a tiny ring drops packets for real: the
+    kernel's counter is read, the window is marked and, off-hours with an
+    isolated segment in the policy, sensor-blind is raised."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_text())
+    live = subprocess.Popen(
+        in_ns(MON, sys.executable, "-m", "detector", "live", "-i", "span1", "--policy",
+              str(policy), "--block-size", "4096", "--block-count", "2", "--report-every",
+              "1", "--format", "jsonl", "--bpf", FILTER),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        wait_for(live, "capturing on")
+        live.send_signal(signal.SIGSTOP)
+        try:
+            assert transfer(7443, [2_000_000]) == [2_000_000]
+        finally:
+            live.send_signal(signal.SIGCONT)
+        time.sleep(4)  # the drop counter is read every 2 s, alerts every second
+    finally:
+        live.send_signal(signal.SIGINT)
+        out, err = live.communicate(timeout=60)
+    assert live.returncode == 0, err
+    dropped = int(err.rsplit("received, ", 1)[1].split(" dropped")[0].replace(",", ""))
+    assert dropped > 0, err
+    docs = [json.loads(line) for line in out.splitlines()]
+    rules = [d["rule"]["id"] for d in docs]
+    assert "sensor-drops" in rules and "sensor-blind" in rules, rules
+    blind = [d for d in docs if d["rule"]["id"] == "sensor-blind"]
+    assert sum(d["egress"]["sensor_dropped_packets"] for d in blind) == dropped
+    assert all(d["event"]["severity"] == 3 and "10.8.40.0/24" in d["message"] for d in blind)
