@@ -113,3 +113,16 @@ def test_a_stream_cut_short_or_empty_ends_with_one_error(tmp_path):
         text = err.decode()
         assert message in text and "Traceback" not in text, text
         assert proc.returncode in (1, 3), text  # cut short after the incident: alerts first
+
+
+def test_a_table_on_stdout_and_json_lines_to_a_file(tmp_path):
+    out_file = tmp_path / "alerts.jsonl"
+    with open(incident(tmp_path), "rb") as stream:
+        proc = live("--format", "table", "--jsonl", str(out_file), stdin=stream)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    lines = out_file.read_text().splitlines()
+    assert ("isolated-egress", ISO, OUT, 443) in doc_keys(lines)
+    assert out.startswith("SEVERITY") and out.count("isolated-egress") == sum(
+        '"isolated-egress"' in line for line in lines
+    )

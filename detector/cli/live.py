@@ -18,6 +18,8 @@ LIVE_EPILOG = """examples:
       two capture workers (hash fanout), ECS JSON lines to a file and RFC 5424
       syslog over UDP; root only to open the socket
   egress-detector live -i eth1 --bpf 'not port 22' --duration 3600 --flows-out hour.parquet
+  egress-detector live -i eth1 --policy site.toml --jsonl /var/log/egress/alerts.jsonl
+      a table on stdout for the person watching, JSON lines for the SIEM
   tcpdump -i eth1 -w - | egress-detector live -r - --policy site.toml
       a remote sensor's pcap stream on standard input (pcap or pcapng, not gzip)
 
@@ -88,7 +90,14 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
     live.add_argument(
         "--format", choices=["table", "jsonl"], help="alert format (default: from -o, else table)"
     )
-    live.add_argument("-o", "--output", metavar="FILE", help="append alerts to FILE")
+    live.add_argument(
+        "-o", "--output", metavar="FILE", help="append alerts to FILE instead of stdout"
+    )
+    live.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="also append every alert to FILE as ECS JSON lines (with the table on stdout, say)",
+    )
     live.add_argument(
         "--syslog",
         metavar="TARGET",
@@ -262,6 +271,7 @@ def run_live(args: argparse.Namespace) -> int:
             open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
         )
         syslog = SyslogSender(args.syslog) if args.syslog else None
+        also = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
         if args.user:
             _drop_privileges(args.user)
     except BaseException:
@@ -269,6 +279,9 @@ def run_live(args: argparse.Namespace) -> int:
             source.close()
         raise
     sink = AlertStream(fmt, out, policy.zone, policy.site_name, syslog=syslog)
+    sinks = [sink]
+    if also is not None:
+        sinks.append(AlertStream("jsonl", also, policy.zone, policy.site_name))
 
     status_line = sys.stderr.isatty() and not args.quiet
 
@@ -283,7 +296,8 @@ def run_live(args: argparse.Namespace) -> int:
     def emit(alerts: list[Any]) -> None:
         if status_line:
             sys.stderr.write("\r\x1b[K")
-        sink.write(alerts)
+        for each in sinks:
+            each.write(alerts)
 
     def reload() -> Any:
         if not args.policy:
@@ -329,7 +343,8 @@ def run_live(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         if status_line:
             sys.stderr.write("\r\x1b[K")
-        sink.close()
+        for each in sinks:
+            each.close()
     if args.flows_out and flows_fmt is not None:
         write_flows(iter_flow_columns(result.flow_rows), flows_fmt, args.flows_out)
     for problem in result.problems:
