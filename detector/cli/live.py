@@ -149,8 +149,20 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
         help="per-minute traffic kept for the rules (default: 26; the longest rule look-back "
         "is a day); older minutes are dropped so memory stays bounded",
     )
-    live.add_argument("--idle-timeout", type=_seconds, default=120.0, metavar="SECONDS")
-    live.add_argument("--active-timeout", type=_seconds, default=1800.0, metavar="SECONDS")
+    live.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="close a flow after this long without packets, on the clock (default: 120)",
+    )
+    live.add_argument(
+        "--active-timeout",
+        type=_seconds,
+        default=1800.0,
+        metavar="SECONDS",
+        help="close a flow this long after its first packet and start a new one (default: 1800)",
+    )
     live.add_argument(
         "--user",
         metavar="NAME",
