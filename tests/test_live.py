@@ -1,8 +1,8 @@
 """`egress-detector live` on real traffic between network namespaces.
 
-The lab (built per module, torn down after): an isolated host ``ed-src``
-(10.8.40.31) and an outside host ``ed-dst`` (203.0.113.140) on one bridge in
-``ed-mon``; the bridge port of the isolated host is mirrored with ``tc mirred``
+The lab (built per module, torn down after): an isolated host in namespace
+``ed-src-PID`` (10.8.40.31) and an outside host in ``ed-dst-PID``
+(203.0.113.140) on one bridge in ``ed-mon-PID``; the bridge port of the isolated host is mirrored with ``tc mirred``
 to a veth whose far end, ``span1``, is the mirror (SPAN) port we capture on,
 while tcpdump records the same port. Real TCP transfers of exact sizes run
 between the namespaces (Python sockets through ``ip netns exec``), including
@@ -38,7 +38,8 @@ from detector.flows.table import count_flows
 from detector.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC, DST, MON = "ed-src", "ed-dst", "ed-mon"
+# Names of this run's own: several runs of the suite may share a machine.
+SRC, DST, MON = (f"ed-{role}-{os.getpid()}" for role in ("src", "dst", "mon"))
 ISO, OUT = "10.8.40.31", "203.0.113.140"
 # The lab's own multicast chatter (the bridge's IGMP reports) comes at random
 # times; both captures keep only the hosts' traffic, which also tests --bpf.
