@@ -438,3 +438,49 @@ def test_drops_in_the_night_make_the_sensor_blind(lab, tmp_path):
     blind = [d for d in docs if d["rule"]["id"] == "sensor-blind"]
     assert sum(d["egress"]["sensor_dropped_packets"] for d in blind) == dropped
     assert all(d["event"]["severity"] == 3 and "10.8.40.0/24" in d["message"] for d in blind)
+
+
+def test_vlan_tags_the_kernel_takes_off_are_counted_as_tcpdump_shows_them(lab, tmp_path):
+    """Tagged frames sent into a veth arrive with their outer tag taken off by
+    the kernel (it is in the ring's tp_vlan_tci): the flows still carry that
+    VLAN and count its 4 bytes, as tcpdump's capture of the same frames does.
+    One 802.1Q stream and one QinQ stream (outer 7, inner 99)."""
+    sh("ip", "-n", MON, "link", "add", "vt0", "type", "veth", "peer", "name", "vt1")
+    for dev in ("vt0", "vt1"):
+        sh("ip", "-n", MON, "link", "set", dev, "up")
+    pcap, flows = tmp_path / "vlan.pcap", tmp_path / "flows.csv"
+    tcpdump = subprocess.Popen(
+        in_ns(MON, "tcpdump", "-i", "vt1", "-n", "-U", "--time-stamp-precision", "nano", "-w",
+              str(pcap)),
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    live = subprocess.Popen(
+        in_ns(MON, sys.executable, "-m", "detector", "live", "-i", "vt1", "--flows-out",
+              str(flows)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    send = (
+        "from scapy.all import Ether, Dot1Q, IP, UDP, sendp\n"
+        "e = Ether(src='02:00:00:00:00:01', dst='02:00:00:00:00:02')\n"
+        f"ip = IP(src='{ISO}', dst='{OUT}')\n"
+        "sendp([e / Dot1Q(vlan=42) / ip / UDP(sport=4000, dport=53) / (b'x' * 100)] * 20,"
+        " iface='vt0', verbose=False)\n"
+        "sendp([e / Dot1Q(vlan=7) / Dot1Q(vlan=99) / ip / UDP(sport=4001, dport=53) / (b'y' * 50)]"
+        " * 5, iface='vt0', verbose=False)\n"
+    )
+    try:
+        wait_for(tcpdump, "listening on")
+        wait_for(live, "capturing on")
+        sh(*in_ns(MON, sys.executable, "-c", send))
+        time.sleep(1.5)
+    finally:
+        live.send_signal(signal.SIGINT)
+        tcpdump.send_signal(signal.SIGINT)
+        live.communicate(timeout=60)
+        tcpdump.wait(timeout=10)
+        sh("ip", "-n", MON, "link", "del", "vt0", check=False)
+    expected = check_against_capture(flows, pcap)
+    got = pd.read_csv(flows).sort_values("src_port")
+    assert list(got["vlan_id"]) == list(expected.sort_values("src_port")["vlan_id"]) == [42, 7]
+    # 14 + 4 (tag) + 20 + 8 + 100 bytes; 14 + 8 (two tags) + 20 + 8 + 50
+    assert list(got["src2dst_bytes"]) == [20 * 146, 5 * 100]
