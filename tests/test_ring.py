@@ -16,6 +16,7 @@ from detector.alerts.stream import SyslogSender, _host_port
 from detector.capture import PacketBatch, read_packets
 from detector.capture.files import _new_counters
 from detector.capture.live import SourceStats, compile_bpf, fake_ring
+from detector.detect import live as live_mod
 from detector.detect.live import (
     SENSOR_BLIND,
     SENSOR_DROPS,
@@ -244,7 +245,7 @@ def test_flows_close_on_the_clock_when_traffic_stops():
     n = source.read(batch, 0)
     worker.flows.ingest(batch.head(n))
     assert worker.flows.live_flows == 5
-    worker.flows.expire(detector.clock_ns(source))
+    worker.flows.expire(detector.clock_ns(source) - live_mod.EXPIRE_SLACK_NS)
     assert worker.flows.live_flows == 0
 
 

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 REPORT_GRACE_S = 2.0  # after a window ends, wait this long for the ring's last blocks
 EXPIRE_EVERY_S = 1.0
+EXPIRE_SLACK_NS = 2 * 1_000_000_000  # > the ring's block retire time (50 ms) and a read
 STATS_EVERY_S = 2.0
 READ_TIMEOUT_S = 0.2  # how long a worker waits for packets before looking at the clock
 
@@ -197,7 +198,10 @@ class _Worker(threading.Thread):
                 clock = engine.clock_ns(self.source)
                 if clock is not None:
                     with self.lock:
-                        self.flows.expire(clock)
+                        # Packets still in a block the kernel has not handed
+                        # over (or in a pipe) are older than the clock: a flow
+                        # is closed only once none of its packets can be left.
+                        self.flows.expire(clock - EXPIRE_SLACK_NS)
 
 
 def _discard(rows: np.ndarray) -> None:
