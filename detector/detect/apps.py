@@ -21,7 +21,7 @@ from ..alerts.record import Alert
 from ..capture.batch import address_text
 from ..features.hosts import HostTraffic
 from ..flows.records import TRANSPORT_NAMES
-from .rules import _when
+from .rules import _ids, _when
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -485,7 +485,7 @@ def check_beacon(flows: Any, policy: Policy) -> list[Alert]:
     alerts: list[Alert] = []
     min_span = float(settings["min_hours"]) * 3600e9
     for key, group in table.groupby(keys, sort=True):
-        s_hi, s_lo, d_hi, d_lo = _ints(key)
+        s_hi, s_lo, d_hi, d_lo = _ids(key)
         starts = np.sort(group["start"].to_numpy())
         if starts[-1] - starts[0] < min_span:
             continue
@@ -527,10 +527,6 @@ def _seconds(value: float) -> str:
     if value >= 120:
         return f"{value / 60:.0f} min"
     return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
-
-
-def _ints(key: Any) -> tuple[int, ...]:
-    return tuple(int(k) for k in key)
 
 
 def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> None:
