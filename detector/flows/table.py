@@ -126,6 +126,41 @@ class FlowTable:
     def memory_bytes(self) -> int:
         return int(self._flows.nbytes + self._slots.nbytes + self._free.nbytes)
 
+    # -- carrying state over ------------------------------------------------------
+    def resume(self, rows: np.ndarray, latest_ns: int) -> None:
+        """Take ``rows`` (flow rows closed as ``end`` by another table that read
+        the input before this one) as live flows, and ``latest_ns`` as the
+        latest packet time seen: the table then counts on as the other one
+        would have (detector/distributed: a part read after the parts before it)."""
+        if self.live_flows or self.n_export or self._done:
+            raise RuntimeError("resume: the table has already counted packets")
+        n = len(rows)
+        if n > self.max_flows:
+            raise ValueError(f"resume: {n} flows do not fit max_flows={self.max_flows}")
+        capacity = self._flows.shape[0]
+        while capacity < n:
+            capacity = min(capacity * 2, self.max_flows)
+        if capacity != self._flows.shape[0]:
+            self._flows = self._new_rows(capacity)
+            self._free = np.empty(capacity, dtype=np.int64)
+            self._slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
+        self._flows[:n] = rows
+        self._flows[:n, fk.C_SLOT] = 0  # live; rebuild_slots sets the real slot
+        self._flows[:n, fk.C_REASON] = -1
+        self._state[fk.S_HIGH_WATER] = n
+        self._state[fk.S_LIVE] = n
+        self._state[fk.S_N_FREE] = 0
+        self._state[fk.S_LATEST] = latest_ns
+        fk.rebuild_slots(self._flows, n, self._slots)
+
+    @classmethod
+    def of_rows(cls, rows: np.ndarray, **options: Any) -> FlowTable:
+        """A table holding ``rows`` as its closed flows (flows counted elsewhere:
+        ``columns()``, ``to_frame()`` and writers work on it as usual)."""
+        table = cls(**options)
+        table._done = [np.ascontiguousarray(rows, dtype=np.int64)]
+        return table
+
     # -- feeding -----------------------------------------------------------------
     def ingest(self, batch: PacketBatch) -> None:
         """Count a batch of packets into the table."""
