@@ -1,0 +1,583 @@
+"""The day's report: what the nightly scan found, gathered for one local day.
+
+:func:`build_day_report` reduces a :class:`~detector.detect.scan.ScanResult` to
+plain, frozen records (numbers, texts and instants, nothing the page has to
+compute), :func:`~detector.report.html.render_html` turns them into one
+self-contained HTML file, and :func:`write_report` writes it atomically.
+
+The day is the site's local calendar day (``policy.zone``): from local midnight
+to the next local midnight, 23 or 25 hours on a daylight-saving change. Alerts
+are those that overlap the day; traffic figures count the minutes inside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._kernels import flowtable as fk
+from ..alerts.record import SEVERITY_NAMES, Alert
+from ..flows.records import flow_columns
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..detect.scan import ScanResult
+    from ..policy import Policy
+
+NS = 1_000_000_000
+MINUTE_NS = 60 * NS
+HOUR_NS = 60 * MINUTE_NS
+# Between rotated files a quiet network sends nothing for a while; a minute
+# without packets between two files is worth a look, less is ordinary.
+GAP_NS = 60 * NS
+EVIDENCE_FLOWS = 5  # flows shown per alert, largest upload first
+TOP_ROWS = 10  # rows of the top destinations and top uploaders tables
+NEW_HOSTS_SHOWN = 50
+
+# Why each alert matters, for an administrator woken at 3 a.m. (docs/rules.md).
+WHY_IT_MATTERS: dict[str, str] = {
+    "isolated-egress": (
+        "An isolated computer must never exchange packets with anything but its own "
+        "segment. Any packet to the outside means the isolated network is bridged to "
+        "the internet (the leak of bulletin No. 3 began this way); traffic from an "
+        "internal computer means someone connected the two networks."
+    ),
+    "offhours-bulk-egress": (
+        "A large volume left the site while nobody should be working: the pattern of "
+        "the modelled leak (26 classified documents sent out at night). Check who "
+        "uses the computer and what it sent; a backup or update mirror belongs in "
+        "the allowlist."
+    ),
+    "bulk-upload-new-destination": (
+        "A large upload went to an outside address the computer had not used before: "
+        "documents copied to a new cloud account or file-sharing site look like this."
+    ),
+    "mail-egress": (
+        "Sensitive papers must not be sent by e-mail over the internet (bulletin No. 2). "
+        "Mail from an isolated computer, or a large amount of outbound mail, may carry "
+        "documents out of the site."
+    ),
+    "always-on": (
+        "Computers should not be left on all night (bulletin No. 3): an unattended "
+        "computer that keeps talking at night can be used without anyone noticing."
+    ),
+    "p2p": (
+        "P2P software is banned (bulletin No. 3): it shares files with strangers and "
+        "can publish a whole folder of documents to the internet."
+    ),
+    "im-app": (
+        "Commercial messaging apps are outside the agency's control (bulletin No. 6): "
+        "what is sent there cannot be recalled or audited."
+    ),
+    "dns-tunnel": (
+        "Data hidden in DNS questions passes most firewalls unseen; ordinary programs "
+        "do not ask for such names. This is a common way to smuggle data out."
+    ),
+    "cleartext-pii": (
+        "Personal ID numbers left the site unencrypted (bulletin No. 4): anyone on the "
+        "path can read them. The numbers are shown masked here."
+    ),
+    "beacon": (
+        "Connections at a regular beat to one outside address are how malware calls "
+        "home, or how a scheduled job sends data out. Find the program that makes them."
+    ),
+    "model-anomaly": (
+        "The trained model found this computer's traffic unusual for this site at this "
+        "hour: it sent at least twice its usual. Confirm with the user what ran."
+    ),
+}
+WHY_DEFAULT = "A policy rule fired on this computer's traffic; see docs/rules.md for the rule."
+
+
+@dataclass(frozen=True)
+class CaptureFile:
+    """One capture file the nightly scan read."""
+
+    path: str
+    bytes: int
+    first_ns: int  # first packet time, UTC nanoseconds
+    last_ns: int  # last packet time
+    packets: int
+    kernel_drops: int | None = None  # where the capture records it (pcapng ISB), else None
+
+
+@dataclass(frozen=True)
+class EvidenceFlow:
+    """One flow behind an alert, seen from the site's host."""
+
+    first_ns: int
+    last_ns: int
+    host: str
+    host_port: int
+    peer: str
+    peer_port: int
+    transport: str
+    bytes_out: int  # host → peer
+    packets_out: int
+    bytes_in: int  # peer → host
+    packets_in: int
+    community_id: str
+
+
+@dataclass(frozen=True)
+class HourBar:
+    """The host's egress in one hour of the day."""
+
+    start_ns: int
+    label: str  # local clock time of the hour's start, "02:00"
+    bytes_out: int  # to external addresses
+
+
+@dataclass(frozen=True)
+class AlertEntry:
+    alert: Alert
+    severity_name: str
+    host_role: str  # "isolated", "internal"
+    other_side: str  # '203.0.113.140:443 (files.example.net)' or ''
+    why: str
+    flows: tuple[EvidenceFlow, ...]
+    hours: tuple[HourBar, ...]
+
+
+@dataclass(frozen=True)
+class Destination:
+    address: str
+    name: str  # the first name the scan saw for it, '' when none
+    bytes_received: int  # sent to it by the site's hosts
+    bytes_sent: int  # sent by it to the site's hosts
+    hosts: int  # site hosts that talked to it
+    allowlisted: bool
+
+
+@dataclass(frozen=True)
+class Uploader:
+    host: str
+    host_role: str
+    bytes_out: int  # to external addresses
+    off_hours_bytes: int
+    destinations: int
+
+
+@dataclass(frozen=True)
+class NewHost:
+    host: str
+    host_role: str
+    first_ns: int
+    bytes_out: int
+    bytes_in: int
+    peers: int
+
+
+@dataclass(frozen=True)
+class CoverageGap:
+    start_ns: int
+    end_ns: int
+    before: str  # the file that ends at start_ns ('' at the start of the day)
+    after: str  # the file that begins at end_ns ('' at the end of the day)
+
+
+@dataclass(frozen=True)
+class SensorHealth:
+    files: tuple[CaptureFile, ...]  # in order of first packet
+    gaps: tuple[CoverageGap, ...]
+    covered_ns: int  # of the day, inside a file's packet span (less the gaps)
+    capture_bytes: int
+    packets: int
+    kernel_drops: int | None  # summed where recorded; None when no file records it
+    files_without_drops: int  # files that do not record drops
+    flows: int
+    processing_seconds: float
+
+
+@dataclass(frozen=True)
+class DayReport:
+    site: str
+    sensor: str
+    day: dt.date
+    timezone: str
+    day_start_ns: int
+    day_end_ns: int
+    business_hours: str  # e.g. 'Mon–Fri 08:30–17:30'
+    off_minutes: tuple[tuple[int, int], ...]  # off-hours spans of the day (UTC ns)
+    alerts: tuple[AlertEntry, ...]  # worst first
+    severity_counts: tuple[tuple[str, int], ...]  # ('critical', 1), … worst first, non-zero
+    hosts: int  # internal hosts with traffic in the day
+    egress_bytes: int  # from internal hosts to external addresses
+    top_destinations: tuple[Destination, ...]
+    top_uploaders: tuple[Uploader, ...]
+    new_hosts: tuple[NewHost, ...]
+    new_hosts_total: int
+    health: SensorHealth
+
+
+def day_bounds(day: dt.date, policy: Policy) -> tuple[int, int]:
+    """UTC ns of local midnight starting ``day`` and the next one."""
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=policy.zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=policy.zone)
+    return int(start.timestamp()) * NS, int(end.timestamp()) * NS
+
+
+def local_clock(ts_ns: int, policy: Policy, fmt: str = "%H:%M") -> str:
+    return dt.datetime.fromtimestamp(ts_ns // NS, tz=policy.zone).strftime(fmt)
+
+
+def build_day_report(
+    result: ScanResult,
+    policy: Policy,
+    *,
+    day: dt.date,
+    files: Sequence[CaptureFile],
+    processing_seconds: float,
+    known_hosts: Collection[str] = (),
+    sensor: str = "",
+) -> DayReport:
+    """The report of the local ``day`` from a scan of its captures.
+
+    ``known_hosts``: internal host addresses (text) seen on earlier days; the
+    others with traffic today are "first seen today". ``files``: the captures
+    the scan read (any order), for the sensor's health.
+    """
+    start_ns, end_ns = day_bounds(day, policy)
+    minutes = np.arange(start_ns, end_ns, MINUTE_NS, dtype=np.int64)
+    off = ~policy.is_business_time(minutes)
+    off_spans = _runs(minutes, off)
+
+    frame = result.traffic.frame
+    in_day = (frame["minute_ns"].to_numpy() >= start_ns) & (frame["minute_ns"].to_numpy() < end_ns)
+    today = frame[in_day]
+    external = today[today["peer_external"].to_numpy()]
+
+    def role(address: str) -> str:
+        return "isolated" if policy.isolated.contains_text(address) else "internal"
+
+    names = result.names
+    alerts = [a for a in result.alerts if a.end_ns >= start_ns and a.start_ns < end_ns]
+    alerts.sort(key=lambda a: a.sort_key)
+    rows = result.flows.exported_rows()
+    entries = tuple(
+        AlertEntry(
+            alert=replace(a, evidence=dict(a.evidence)),
+            severity_name=SEVERITY_NAMES.get(a.severity, str(a.severity)),
+            host_role=role(a.source_ip),
+            other_side=_other_side(a),
+            why=WHY_IT_MATTERS.get(a.rule_id, WHY_DEFAULT),
+            flows=_evidence_flows(rows, a),
+            hours=_hours(external, result, a.source_ip, start_ns, end_ns, policy),
+        )
+        for a in alerts
+    )
+    counts: dict[str, int] = {}
+    for a in alerts:
+        name = SEVERITY_NAMES.get(a.severity, str(a.severity))
+        counts[name] = counts.get(name, 0) + 1
+
+    destinations: list[Destination] = []
+    uploaders: list[Uploader] = []
+    egress_bytes = int(external["bytes_out"].sum()) if len(external) else 0
+    if len(external):
+        by_peer = external.groupby("peer_id", sort=False).agg(
+            bytes_out=("bytes_out", "sum"),
+            bytes_in=("bytes_in", "sum"),
+            hosts=("host_id", "nunique"),
+            allowlisted=("peer_allowlisted", "max"),
+        )
+        by_peer = by_peer.sort_values(["bytes_out", "bytes_in"], ascending=False, kind="stable")
+        for peer_id, row in _rows(by_peer.head(TOP_ROWS)):
+            address = result.traffic.text(int(peer_id))
+            found = names.of(address) if names is not None else []
+            destinations.append(
+                Destination(
+                    address=address,
+                    name=found[0] if found else "",
+                    bytes_received=int(row["bytes_out"]),
+                    bytes_sent=int(row["bytes_in"]),
+                    hosts=int(row["hosts"]),
+                    allowlisted=bool(row["allowlisted"]),
+                )
+            )
+        off_row = ~policy.is_business_time(external["minute_ns"].to_numpy())
+        by_host = external.assign(off_bytes=np.where(off_row, external["bytes_out"], 0))
+        by_host = by_host.groupby("host_id", sort=False).agg(
+            bytes_out=("bytes_out", "sum"),
+            off_bytes=("off_bytes", "sum"),
+            destinations=("peer_id", "nunique"),
+        )
+        by_host = by_host[by_host["bytes_out"] > 0]
+        by_host = by_host.sort_values("bytes_out", ascending=False, kind="stable")
+        for host_id, row in _rows(by_host.head(TOP_ROWS)):
+            address = result.traffic.text(int(host_id))
+            uploaders.append(
+                Uploader(
+                    host=address,
+                    host_role=role(address),
+                    bytes_out=int(row["bytes_out"]),
+                    off_hours_bytes=int(row["off_bytes"]),
+                    destinations=int(row["destinations"]),
+                )
+            )
+
+    new_hosts: list[NewHost] = []
+    host_count = 0
+    if len(today):
+        per_host = today.groupby("host_id", sort=False).agg(
+            first_ns=("first_ns", "min"),
+            bytes_out=("bytes_out", "sum"),
+            bytes_in=("bytes_in", "sum"),
+            peers=("peer_id", "nunique"),
+        )
+        host_count = len(per_host)
+        known = set(known_hosts)
+        for host_id, row in _rows(per_host.sort_values("first_ns", kind="stable")):
+            address = result.traffic.text(int(host_id))
+            if address in known:
+                continue
+            new_hosts.append(
+                NewHost(
+                    host=address,
+                    host_role=role(address),
+                    first_ns=int(row["first_ns"]),
+                    bytes_out=int(row["bytes_out"]),
+                    bytes_in=int(row["bytes_in"]),
+                    peers=int(row["peers"]),
+                )
+            )
+
+    return DayReport(
+        site=policy.site_name,
+        sensor=sensor,
+        day=day,
+        timezone=policy.timezone,
+        day_start_ns=start_ns,
+        day_end_ns=end_ns,
+        business_hours=_business_hours_text(policy),
+        off_minutes=off_spans,
+        alerts=entries,
+        severity_counts=tuple(
+            (name, counts[name]) for name in reversed(SEVERITY_NAMES.values()) if name in counts
+        ),
+        hosts=host_count,
+        egress_bytes=egress_bytes,
+        top_destinations=tuple(destinations),
+        top_uploaders=tuple(uploaders),
+        new_hosts=tuple(new_hosts[:NEW_HOSTS_SHOWN]),
+        new_hosts_total=len(new_hosts),
+        health=_health(files, rows, start_ns, end_ns, processing_seconds),
+    )
+
+
+def write_report(report: DayReport, path: str | os.PathLike[str]) -> None:
+    """Write the report's HTML to ``path`` atomically: a reader (or a crash)
+    sees the old file or the new one, never half of one."""
+    from .html import render_html
+
+    target = Path(path)
+    text = render_html(report)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+# -- pieces ---------------------------------------------------------------------------
+
+
+def _runs(minutes: np.ndarray, flags: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """(start, end) ns of each run of flagged minutes."""
+    if not len(minutes):
+        return ()
+    edges = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], edges, [len(minutes)]])
+    return tuple(
+        (int(minutes[a]), int(minutes[b - 1]) + MINUTE_NS)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        if flags[a]
+    )
+
+
+def _rows(frame: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index as int, row as a dict) of a frame indexed by address id."""
+    records = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
+    return zip((int(i) for i in frame.index.to_numpy()), records, strict=True)
+
+
+def _other_side(alert: Alert) -> str:
+    if not alert.destination_ip:
+        return ""
+    text = alert.destination_ip
+    if ":" in text and alert.destination_port is not None:
+        text = f"[{text}]"
+    if alert.destination_port is not None:
+        text += f":{alert.destination_port}"
+    if alert.destination_domain:
+        text += f" ({alert.destination_domain})"
+    return text
+
+
+def _address_pair(address: str) -> tuple[int, int]:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    value = int(ip) if ip.version == 6 else (0xFFFF << 32) | int(ip)
+    return value >> 64, value & ((1 << 64) - 1)
+
+
+def _evidence_flows(rows: np.ndarray, alert: Alert) -> tuple[EvidenceFlow, ...]:
+    """The host's flows with the alert's other side (any outside address when it
+    names none) during the alert, most bytes sent by the host first."""
+    if not len(rows):
+        return ()
+    u = rows.view(np.uint64)
+    host_hi, host_lo = _address_pair(alert.source_ip)
+    a_is_host = (u[:, fk.C_A_HI] == np.uint64(host_hi)) & (u[:, fk.C_A_LO] == np.uint64(host_lo))
+    b_is_host = (u[:, fk.C_B_HI] == np.uint64(host_hi)) & (u[:, fk.C_B_LO] == np.uint64(host_lo))
+    keep = a_is_host | b_is_host
+    if alert.destination_ip:
+        peer_hi, peer_lo = _address_pair(alert.destination_ip)
+        a_peer = (u[:, fk.C_A_HI] == np.uint64(peer_hi)) & (u[:, fk.C_A_LO] == np.uint64(peer_lo))
+        b_peer = (u[:, fk.C_B_HI] == np.uint64(peer_hi)) & (u[:, fk.C_B_LO] == np.uint64(peer_lo))
+        keep &= (a_is_host & b_peer) | (b_is_host & a_peer)
+    keep &= (rows[:, fk.C_LAST] >= alert.start_ns) & (rows[:, fk.C_FIRST] <= alert.end_ns)
+    picked = rows[keep]
+    if not len(picked):
+        return ()
+    host_is_a = (u[keep, fk.C_A_HI] == np.uint64(host_hi)) & (
+        u[keep, fk.C_A_LO] == np.uint64(host_lo)
+    )
+    a_bytes = picked[:, fk.C_DIR + fk.D_BYTES]
+    b_bytes = picked[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
+    sent = np.where(host_is_a, a_bytes, b_bytes)
+    order = np.lexsort((picked[:, fk.C_FIRST], -sent))[:EVIDENCE_FLOWS]
+    columns = flow_columns(picked[order], community_id=True, presorted=True)
+    out = []
+    for i in range(len(order)):
+        host_is_src = columns["src_ip"][i] == _canonical(alert.source_ip)
+        fwd = (int(columns["src2dst_bytes"][i]), int(columns["src2dst_packets"][i]))
+        rev = (int(columns["dst2src_bytes"][i]), int(columns["dst2src_packets"][i]))
+        (bytes_out, packets_out), (bytes_in, packets_in) = (fwd, rev) if host_is_src else (rev, fwd)
+        src = (str(columns["src_ip"][i]), int(columns["src_port"][i]))
+        dst = (str(columns["dst_ip"][i]), int(columns["dst_port"][i]))
+        (host, host_port), (peer, peer_port) = (src, dst) if host_is_src else (dst, src)
+        out.append(
+            EvidenceFlow(
+                first_ns=int(columns["first_seen"][i].astype(np.int64)),
+                last_ns=int(columns["last_seen"][i].astype(np.int64)),
+                host=host,
+                host_port=host_port,
+                peer=peer,
+                peer_port=peer_port,
+                transport=str(columns["transport"][i]),
+                bytes_out=bytes_out,
+                packets_out=packets_out,
+                bytes_in=bytes_in,
+                packets_in=packets_in,
+                community_id=str(columns["community_id"][i]),
+            )
+        )
+    return tuple(out)
+
+
+def _canonical(address: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_address(address))
+
+
+def _hours(
+    external: pd.DataFrame,
+    result: ScanResult,
+    host: str,
+    start_ns: int,
+    end_ns: int,
+    policy: Policy,
+) -> tuple[HourBar, ...]:
+    """The host's bytes to external addresses in each hour of the day."""
+    hour_starts = np.arange(start_ns, end_ns, HOUR_NS, dtype=np.int64)
+    totals = np.zeros(len(hour_starts), dtype=np.int64)
+    if len(external):
+        hi, lo = _address_pair(host)
+        ids = np.flatnonzero(
+            (result.traffic.address_hi == np.uint64(hi))
+            & (result.traffic.address_lo == np.uint64(lo))
+        )
+        if len(ids):
+            mine = external[external["host_id"].to_numpy() == ids[0]]
+            index = (mine["minute_ns"].to_numpy() - start_ns) // HOUR_NS
+            np.add.at(totals, index, mine["bytes_out"].to_numpy())
+    return tuple(
+        HourBar(int(t), local_clock(int(t), policy), int(b))
+        for t, b in zip(hour_starts, totals, strict=True)
+    )
+
+
+def _business_hours_text(policy: Policy) -> str:
+    days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    chosen = sorted(policy.business_days)
+    if chosen and chosen == list(range(chosen[0], chosen[-1] + 1)) and len(chosen) > 2:
+        day_text = f"{days[chosen[0]]}–{days[chosen[-1]]}"
+    else:
+        day_text = ", ".join(days[d] for d in chosen) or "no days"
+
+    def clock(minutes: int) -> str:
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+    text = f"{day_text} {clock(policy.business_start)}–{clock(policy.business_end)}"
+    if policy.holidays:
+        text += f", {len(policy.holidays)} holiday{'s' if len(policy.holidays) > 1 else ''}"
+    return text
+
+
+def _health(
+    files: Sequence[CaptureFile],
+    rows: np.ndarray,
+    start_ns: int,
+    end_ns: int,
+    processing_seconds: float,
+) -> SensorHealth:
+    ordered = tuple(sorted(files, key=lambda f: (f.first_ns, f.last_ns, f.path)))
+    gaps: list[CoverageGap] = []
+    covered_until = start_ns  # the day is covered up to here
+    before = ""
+    for f in ordered:
+        if f.last_ns < start_ns or f.first_ns >= end_ns:
+            before = f.path if f.last_ns < start_ns else before
+            continue
+        if f.first_ns - covered_until > GAP_NS:
+            gaps.append(CoverageGap(covered_until, f.first_ns, before, f.path))
+        if f.last_ns >= covered_until:
+            covered_until = f.last_ns
+            before = f.path
+    if end_ns - covered_until > GAP_NS:
+        gaps.append(CoverageGap(covered_until, end_ns, before, ""))
+    missing = sum(min(g.end_ns, end_ns) - max(g.start_ns, start_ns) for g in gaps)
+    recorded = [f.kernel_drops for f in ordered if f.kernel_drops is not None]
+    flows = 0
+    if len(rows):
+        flows = int(
+            np.count_nonzero((rows[:, fk.C_FIRST] < end_ns) & (rows[:, fk.C_LAST] >= start_ns))
+        )
+    return SensorHealth(
+        files=ordered,
+        gaps=tuple(gaps),
+        covered_ns=max(end_ns - start_ns - missing, 0),
+        capture_bytes=sum(f.bytes for f in ordered),
+        packets=sum(f.packets for f in ordered),
+        kernel_drops=sum(recorded) if recorded else None,
+        files_without_drops=len(ordered) - len(recorded),
+        flows=flows,
+        processing_seconds=float(processing_seconds),
+    )

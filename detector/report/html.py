@@ -1,0 +1,491 @@
+"""The day's report as one self-contained HTML page.
+
+Everything is inline: the style sheet (allowed by its hash in a strict
+Content-Security-Policy, so the page can load nothing from anywhere and runs no
+script), and the plots, drawn here as SVG. Every text that comes from the
+traffic (addresses, names, messages, file names) passes through :func:`_text`,
+which masks national ID numbers and HTML-escapes it: a hostile DNS name is
+shown, never interpreted.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import html
+import re
+from collections.abc import Iterable
+
+from ..flows.write import human_bytes
+from .day import NS, AlertEntry, DayReport, HourBar
+
+# Taiwan national ID / resident certificate numbers (a letter, then 1, 2, A–D,
+# 8 or 9, then 8 digits), not glued to other letters or digits. Alerts already
+# carry them masked; this is the last line of defence for a number that got
+# into a name or a message some other way (bulletin No. 4: the report must not
+# become a new leak). Check digit or not, such a text is masked.
+_ID_NUMBER = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][12A-Da-d89]\d{8})(?![A-Za-z0-9])")
+
+
+def mask_personal(text: str) -> str:
+    """'A123456789' → 'A12*****89' wherever an ID-number-shaped text appears."""
+    return _ID_NUMBER.sub(lambda m: m.group(1)[:3] + "*****" + m.group(1)[-2:], text)
+
+
+def _text(value: object) -> str:
+    """Data → safe HTML text: masked, then escaped (quotes too, for attributes)."""
+    return html.escape(mask_personal(str(value)), quote=True)
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _size(value: int) -> str:
+    """'62.7 MB' with the exact count for a tooltip-less reader: '62.7 MB (62,712,345 B)'."""
+    human = human_bytes(value)
+    if value < 1000:
+        return human
+    return f'{human} <span class="exact">({_n(value)} B)</span>'
+
+
+STYLE = """
+:root { color-scheme: light; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  margin: 0 auto; max-width: 1000px; padding: 16px 24px 48px; color: #1b1f24;
+  background: #fff; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #d0d7de;
+  padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 0 0 6px; }
+.sub { color: #57606a; margin: 0 0 12px; }
+.calm { background: #e6f4ea; border: 1px solid #a6d8b5; padding: 10px 14px;
+  border-radius: 6px; }
+.summary { list-style: none; padding: 0; margin: 8px 0; }
+.summary li { margin: 4px 0; }
+.badge { display: inline-block; min-width: 64px; text-align: center; font-weight: 600;
+  font-size: 12px; padding: 1px 6px; border-radius: 4px; color: #fff;
+  text-transform: uppercase; margin-right: 6px; }
+.sev-critical { background: #8b0000; }
+.sev-high { background: #cf222e; }
+.sev-medium { background: #bf8700; }
+.sev-low { background: #57606a; }
+.counts { font-size: 16px; margin: 8px 0; }
+.alert { border: 1px solid #d0d7de; border-radius: 6px; padding: 12px 14px; margin: 14px 0;
+  break-inside: avoid; }
+.alert.sev-critical, .alert.sev-high, .alert.sev-medium, .alert.sev-low {
+  background: #fff; border-left-width: 6px; }
+.alert.sev-critical { border-left-color: #8b0000; }
+.alert.sev-high { border-left-color: #cf222e; }
+.alert.sev-medium { border-left-color: #bf8700; }
+.alert.sev-low { border-left-color: #57606a; }
+dl.facts { display: grid; grid-template-columns: 9em 1fr; gap: 2px 12px; margin: 8px 0; }
+dl.facts dt { color: #57606a; }
+dl.facts dd { margin: 0; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0; font-size: 13px; }
+th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eaeef2;
+  vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.exact { color: #57606a; font-size: 12px; }
+.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  font-size: 12px; }
+.muted { color: #57606a; }
+.warn { color: #9a6700; font-weight: 600; }
+svg.timeline { display: block; margin: 6px 0; max-width: 100%; height: auto; }
+svg .off { fill: #e8ebef; }
+svg .bar { fill: #0969da; }
+svg .bar.hot { fill: #cf222e; }
+svg .span { fill: none; stroke: #cf222e; stroke-width: 1.5; stroke-dasharray: 3 2; }
+svg text { font: 10px system-ui, sans-serif; fill: #57606a; }
+svg .axis { stroke: #8c959f; stroke-width: 1; }
+footer { margin-top: 32px; color: #57606a; font-size: 12px; }
+@media print { body { max-width: none; } }
+""".strip()
+
+
+def _style_hash() -> str:
+    digest = hashlib.sha256(STYLE.encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
+
+
+# Nothing may load or run: no scripts, no fetches, no frames, no forms; only the
+# one inline style sheet (by hash). SVG is inline markup, not an image load.
+CSP = f"default-src 'none'; style-src '{_style_hash()}'; base-uri 'none'; form-action 'none'"
+
+
+def _local(report: DayReport, ts_ns: int, fmt: str = "%H:%M") -> str:
+    from zoneinfo import ZoneInfo
+
+    moment = dt.datetime.fromtimestamp(ts_ns // NS, tz=ZoneInfo(report.timezone))
+    return moment.strftime(fmt)
+
+
+def _when(report: DayReport, start_ns: int, end_ns: int) -> str:
+    """'02:13–02:19' on the report's day, with the date when it is another day."""
+    fmt_day = "%a %Y-%m-%d %H:%M"
+
+    def one(ts: int) -> str:
+        in_day = report.day_start_ns <= ts < report.day_end_ns
+        return _local(report, ts, "%H:%M" if in_day else fmt_day)
+
+    first, last = one(start_ns), one(end_ns)
+    return first if first == last else f"{first}–{last}"
+
+
+def _zone_label(report: DayReport) -> str:
+    offset = _local(report, report.day_start_ns, "%z")
+    return f"{report.timezone}, UTC{offset[:3]}:{offset[3:]}"
+
+
+def render_html(report: DayReport) -> str:
+    """The whole page as a string."""
+    title = f"Egress report {report.day.isoformat()} — {report.site}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="referrer" content="no-referrer">',
+        f"<title>{_text(title)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
+    ]
+    parts += _header(report)
+    parts += _summary(report)
+    parts += _alerts(report)
+    parts += _top_tables(report)
+    parts += _new_hosts(report)
+    parts += _health(report)
+    parts.append(
+        "<footer>Made by egress-detector. Times are local to the site "
+        f"({_text(_zone_label(report))}); sizes are bytes on the wire "
+        "(1 kB = 1,000 B). ID numbers are shown masked.</footer>"
+    )
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def _header(report: DayReport) -> list[str]:
+    day = report.day.strftime("%A %Y-%m-%d")
+    sensor = f", sensor {_text(report.sensor)}" if report.sensor else ""
+    return [
+        f"<h1>Egress report for {_text(day)}</h1>",
+        f'<p class="sub">Site {_text(report.site)}{sensor}. '
+        f"Local time: {_text(_zone_label(report))}. "
+        f"Business hours: {_text(report.business_hours)}.</p>",
+    ]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _summary(report: DayReport) -> list[str]:
+    out = ['<section id="summary">', "<h2>Summary</h2>"]
+    if not report.alerts:
+        out.append(
+            '<p class="calm" id="no-alerts">No alerts today. '
+            f"{_plural(report.hosts, 'internal host')} sent "
+            f"{human_bytes(report.egress_bytes)} to the outside; nothing broke the "
+            "site's policy.</p>"
+        )
+    else:
+        counts = ", ".join(
+            f'<span class="badge sev-{name}">{_text(name)}</span>{n:,}'
+            for name, n in report.severity_counts
+        )
+        out.append(
+            f'<p class="counts" id="alert-counts">{_plural(len(report.alerts), "alert")}: '
+            f"{counts}</p>"
+        )
+        out.append('<ul class="summary">')
+        for i, entry in enumerate(report.alerts):
+            a = entry.alert
+            when = _when(report, a.start_ns, a.end_ns)
+            other = f" → {_text(entry.other_side)}" if entry.other_side else ""
+            out.append(
+                f'<li><span class="badge sev-{_text(entry.severity_name)}">'
+                f"{_text(entry.severity_name)}</span>"
+                f'<a href="#alert-{i + 1}">{_text(when)}</a> '
+                f"{_text(a.rule_name)}: {_text(a.source_ip)} ({_text(entry.host_role)}){other}"
+                + (f", sent {human_bytes(a.source_bytes)}" if a.source_bytes else "")
+                + "</li>"
+            )
+        out.append("</ul>")
+        out.append(
+            f'<p class="muted">{_plural(report.hosts, "internal host")} sent '
+            f"{human_bytes(report.egress_bytes)} to the outside in all.</p>"
+        )
+    out.append("</section>")
+    return out
+
+
+def _alerts(report: DayReport) -> list[str]:
+    if not report.alerts:
+        return []
+    out = ['<section id="alerts">', "<h2>Alerts, worst first</h2>"]
+    for i, entry in enumerate(report.alerts):
+        out += _alert(report, i + 1, entry)
+    out.append("</section>")
+    return out
+
+
+def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
+    a = entry.alert
+    sev = _text(entry.severity_name)
+    start = _local(report, a.start_ns, "%a %Y-%m-%d %H:%M:%S")
+    end = _local(report, a.end_ns, "%a %Y-%m-%d %H:%M:%S")
+    how_much = f"sent {_size(a.source_bytes)} in {_n(a.source_packets)} packets"
+    if a.destination_ip:
+        how_much += f"; received {_size(a.destination_bytes)}"
+    out = [
+        f'<article class="alert sev-{sev}" id="alert-{number}">',
+        f'<h3><span class="badge sev-{sev}">{sev}</span>{_text(a.rule_name)} '
+        f'<span class="muted mono">{_text(a.rule_id)}</span></h3>',
+        f"<p>{_text(a.message)}</p>",
+        '<dl class="facts">',
+        f"<dt>Who</dt><dd>{_text(a.source_ip)} ({_text(entry.host_role)} host)</dd>",
+    ]
+    if entry.other_side:
+        out.append(f"<dt>Other side</dt><dd>{_text(entry.other_side)}</dd>")
+    out += [
+        f"<dt>When</dt><dd>{_text(start)} to {_text(end)} local</dd>",
+        f"<dt>How much</dt><dd>{how_much}</dd>",
+        f"<dt>Why it matters</dt><dd>{_text(entry.why)}</dd>",
+        "</dl>",
+    ]
+    out.append(_timeline(report, entry))
+    if entry.flows:
+        out += [
+            '<table><caption class="muted">Evidence flows (largest upload first)</caption>',
+            "<tr><th>first packet</th><th>last packet</th><th>host port</th>"
+            '<th>other side</th><th>transport</th><th class="num">sent</th>'
+            '<th class="num">received</th><th>community id</th></tr>',
+        ]
+        for f in entry.flows:
+            out.append(
+                f"<tr><td>{_text(_local(report, f.first_ns, '%H:%M:%S'))}</td>"
+                f"<td>{_text(_local(report, f.last_ns, '%H:%M:%S'))}</td>"
+                f"<td>{f.host_port}</td><td>{_text(f.peer)}:{f.peer_port}</td>"
+                f"<td>{_text(f.transport)}</td>"
+                f'<td class="num">{_size(f.bytes_out)}</td>'
+                f'<td class="num">{_size(f.bytes_in)}</td>'
+                f'<td class="mono">{_text(f.community_id)}</td></tr>'
+            )
+        out.append("</table>")
+    else:
+        out.append('<p class="muted">No flow records behind this alert.</p>')
+    out.append("</article>")
+    return out
+
+
+def _timeline(report: DayReport, entry: AlertEntry) -> str:
+    """Bars of the host's egress per hour, off-hours shaded, the alert's span outlined."""
+    hours: tuple[HourBar, ...] = entry.hours
+    width, height, left, top, bottom = 600, 110, 54, 8, 20
+    plot_w, plot_h = width - left - 8, height - top - bottom
+    span_ns = max(report.day_end_ns - report.day_start_ns, 1)
+
+    def x(ts: int) -> float:
+        clipped = min(max(ts, report.day_start_ns), report.day_end_ns)
+        return left + plot_w * (clipped - report.day_start_ns) / span_ns
+
+    peak = max((h.bytes_out for h in hours), default=0)
+    parts = [
+        f'<svg class="timeline" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{_text(entry.alert.source_ip)}: bytes sent outside per hour "
+        "(shaded: outside business hours)</title>",
+    ]
+    for start, end in report.off_minutes:
+        parts.append(
+            f'<rect class="off" x="{x(start):.1f}" y="{top}" '
+            f'width="{x(end) - x(start):.1f}" height="{plot_h}"/>'
+        )
+    a = entry.alert
+    for h in hours:
+        if h.bytes_out <= 0 or peak <= 0:
+            continue
+        bar_h = max(plot_h * h.bytes_out / peak, 1.0)
+        x0, x1 = x(h.start_ns), x(h.start_ns + 3600 * NS)
+        hot = " hot" if h.start_ns + 3600 * NS > a.start_ns and h.start_ns <= a.end_ns else ""
+        parts.append(
+            f'<rect class="bar{hot}" x="{x0 + 1:.1f}" y="{top + plot_h - bar_h:.1f}" '
+            f'width="{max(x1 - x0 - 2, 1):.1f}" height="{bar_h:.1f}">'
+            f"<title>{_text(h.label)}: {human_bytes(h.bytes_out)}</title></rect>"
+        )
+    if a.end_ns >= report.day_start_ns and a.start_ns < report.day_end_ns:
+        x0, x1 = x(a.start_ns), x(a.end_ns)
+        parts.append(
+            f'<rect class="span" x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 2):.1f}" '
+            f'height="{plot_h}"/>'
+        )
+    base = top + plot_h
+    parts.append(f'<line class="axis" x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}"/>')
+    for i, h in enumerate(hours):
+        if i % 3 == 0:
+            parts.append(f'<text x="{x(h.start_ns):.1f}" y="{height - 6}">{_text(h.label)}</text>')
+    parts.append(f'<text x="2" y="{top + 10}">{human_bytes(peak)}</text>')
+    parts.append(f'<text x="2" y="{base}">0</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(header: Iterable[tuple[str, bool]], rows: list[list[str]]) -> list[str]:
+    cells = "".join(f'<th class="num">{h}</th>' if num else f"<th>{h}</th>" for h, num in header)
+    out = ["<table>", f"<tr>{cells}</tr>"]
+    numeric = [num for _, num in header]
+    for row in rows:
+        out.append(
+            "<tr>"
+            + "".join(
+                f'<td class="num">{c}</td>' if num else f"<td>{c}</td>"
+                for c, num in zip(row, numeric, strict=True)
+            )
+            + "</tr>"
+        )
+    out.append("</table>")
+    return out
+
+
+def _top_tables(report: DayReport) -> list[str]:
+    out = ['<section id="top-destinations">', "<h2>Top external destinations</h2>"]
+    if report.top_destinations:
+        rows = [
+            [
+                _text(d.address),
+                _text(d.name) if d.name else '<span class="muted">—</span>',
+                _size(d.bytes_received),
+                _size(d.bytes_sent),
+                _n(d.hosts),
+                "allowlisted" if d.allowlisted else "",
+            ]
+            for d in report.top_destinations
+        ]
+        header = [("address", False), ("name", False), ("received from the site", True),
+                  ("sent to the site", True), ("hosts", True), ("", False)]  # fmt: skip
+        out += _table(header, rows)
+    else:
+        out.append('<p class="muted">No traffic to external addresses today.</p>')
+    out += ["</section>", '<section id="top-uploaders">', "<h2>Top uploaders</h2>"]
+    if report.top_uploaders:
+        rows = [
+            [
+                f'{_text(u.host)} <span class="muted">({_text(u.host_role)})</span>',
+                _size(u.bytes_out),
+                _size(u.off_hours_bytes),
+                _n(u.destinations),
+            ]
+            for u in report.top_uploaders
+        ]
+        header = [("host", False), ("sent outside", True), ("of which off-hours", True),
+                  ("destinations", True)]  # fmt: skip
+        out += _table(header, rows)
+    else:
+        out.append('<p class="muted">No internal host sent anything outside today.</p>')
+    out.append("</section>")
+    return out
+
+
+def _new_hosts(report: DayReport) -> list[str]:
+    out = ['<section id="new-hosts">', "<h2>Hosts first seen today</h2>"]
+    if not report.new_hosts:
+        out.append('<p class="muted">None: every internal host with traffic today was '
+                   "seen on an earlier day.</p>")  # fmt: skip
+    else:
+        rows = [
+            [
+                f'{_text(h.host)} <span class="muted">({_text(h.host_role)})</span>',
+                _text(_local(report, h.first_ns, "%H:%M:%S")),
+                _size(h.bytes_out),
+                _size(h.bytes_in),
+                _n(h.peers),
+            ]
+            for h in report.new_hosts
+        ]
+        header = [("host", False), ("first packet", False), ("sent", True),
+                  ("received", True), ("peers", True)]  # fmt: skip
+        out += _table(header, rows)
+        if report.new_hosts_total > len(report.new_hosts):
+            out.append(
+                f'<p class="muted">… and {report.new_hosts_total - len(report.new_hosts):,} '
+                "more.</p>"
+            )
+    out.append("</section>")
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+def _health(report: DayReport) -> list[str]:
+    h = report.health
+    day_ns = report.day_end_ns - report.day_start_ns
+    percent = 100.0 * h.covered_ns / day_ns if day_ns else 0.0
+    if h.kernel_drops is None:
+        drops = '<span class="muted">not recorded by these captures</span>'
+    else:
+        drops = _n(h.kernel_drops)
+        if h.kernel_drops:
+            drops = f'<span class="warn">{drops}</span>'
+        if h.files_without_drops:
+            drops += (
+                f' <span class="muted">({h.files_without_drops} file(s) do not record drops)</span>'
+            )
+    gb = h.capture_bytes / 1e9
+    rate = f"{gb / (h.processing_seconds / 3600):,.1f} GB/hour" if h.processing_seconds > 0 else "—"
+    out = [
+        '<section id="sensor-health">',
+        "<h2>Sensor health</h2>",
+        '<dl class="facts">',
+        f'<dt>Coverage</dt><dd id="coverage">{percent:.1f} % of the day '
+        f"({_duration(h.covered_ns / NS)} of {_duration(day_ns / NS)})</dd>",
+        f"<dt>Capture files</dt><dd>{_n(len(h.files))} ({_size(h.capture_bytes)})</dd>",
+        f'<dt>Packets</dt><dd id="packets">{_n(h.packets)}</dd>',
+        f'<dt>Flows</dt><dd id="flows">{_n(h.flows)}</dd>',
+        f'<dt>Kernel drops</dt><dd id="drops">{drops}</dd>',
+        f'<dt>Processing</dt><dd id="processing">{_duration(h.processing_seconds)} '
+        f'<span class="muted">({rate})</span></dd>',
+        "</dl>",
+    ]
+    if h.gaps:
+        rows = []
+        for g in h.gaps:
+            rows.append(
+                [
+                    _text(_when(report, g.start_ns, g.end_ns)),
+                    _text(_duration((g.end_ns - g.start_ns) / NS)),
+                    _text(g.before) if g.before else '<span class="muted">start of day</span>',
+                    _text(g.after) if g.after else '<span class="muted">end of day</span>',
+                ]
+            )
+        out.append('<h3 id="gaps">Gaps in coverage (no packets for over a minute)</h3>')
+        out += _table([("local time", False), ("length", False), ("after file", False),
+                       ("before file", False)], rows)  # fmt: skip
+    else:
+        out.append('<p class="muted" id="gaps">No gaps: the captures cover the whole day.</p>')
+    if h.files:
+        rows = [
+            [
+                _text(f.path),
+                _text(_when(report, f.first_ns, f.last_ns)),
+                _size(f.bytes),
+                _n(f.packets),
+                '<span class="muted">—</span>' if f.kernel_drops is None else _n(f.kernel_drops),
+            ]
+            for f in h.files
+        ]
+        out += _table([("file", False), ("packets from–to (local)", False), ("size", True),
+                       ("packets", True), ("kernel drops", True)], rows)  # fmt: skip
+    out.append("</section>")
+    return out
