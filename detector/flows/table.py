@@ -119,6 +119,12 @@ class FlowTable:
         return int(self._state[fk.S_PACKETS])
 
     @property
+    def latest_ns(self) -> int | None:
+        """The latest packet time seen, IP or not (None before any packet)."""
+        latest = int(self._state[fk.S_LATEST])
+        return None if latest == fk.NO_TIME else latest
+
+    @property
     def fragments_attributed(self) -> int:
         return int(self._state[fk.S_FRAG_HITS])
 
