@@ -438,6 +438,10 @@ def test_drops_in_the_night_make_the_sensor_blind(lab, tmp_path):
     blind = [d for d in docs if d["rule"]["id"] == "sensor-blind"]
     assert sum(d["egress"]["sensor_dropped_packets"] for d in blind) == dropped
     assert all(d["event"]["severity"] == 3 and "10.8.40.0/24" in d["message"] for d in blind)
+    # About the sensor, not a host: no source.ip, the sensor in observer.* (ECS).
+    sensor = [d for d in docs if d["rule"]["id"] in ("sensor-drops", "sensor-blind")]
+    assert all("source" not in d for d in sensor)
+    assert {d["observer"]["ingress"]["interface"]["name"] for d in sensor} == {"span1"}
 
 
 def test_vlan_tags_the_kernel_takes_off_are_counted_as_tcpdump_shows_them(lab, tmp_path):

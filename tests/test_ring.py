@@ -169,6 +169,7 @@ class FakeSource:
 
     name = "fake"
     batch_rows = 1024
+    iface = "span1"
 
     def __init__(self, items, dropped: int = 0) -> None:
         self.ring = fake_ring(items, block_size=1 << 16, block_count=4, per_block=50)
@@ -259,6 +260,34 @@ def test_drops_at_night_on_an_isolated_segment_make_the_sensor_blind():
     assert blind.severity == 3 and blind.evidence["sensor_dropped_packets"] == 1234
     assert "10.8.40.0/24" in blind.message
     assert result.dropped == 1234
+
+
+def test_sensor_alerts_name_the_sensor_in_ecs_observer_fields_not_source_ip():
+    """ECS consumers reject a source.ip that is not an address: an alert about
+    the sensor has no source, and says which sensor in observer.* (ECS 8:
+    observer.hostname, observer.ingress.interface.name for a SPAN port)."""
+    import ipaddress
+    import socket
+
+    now = time.time_ns()
+    items = [(now, sample_frame(src="10.8.40.5", dst="203.0.113.9"))]
+    result, _ = run_engine(items, dropped=77, duration=0.8)
+    policy = parse_policy(ISOLATED_NIGHT)
+    docs = {a.rule_id: to_ecs(a, policy.zone, "site") for a in result.emitted}
+    assert set(docs) == {SENSOR_DROPS, SENSOR_BLIND, "isolated-egress"}
+    for rule in (SENSOR_DROPS, SENSOR_BLIND):
+        doc = docs[rule]
+        assert "source" not in doc and "destination" not in doc and "network" not in doc
+        assert doc["observer"] == {"name": "site", "product": "egress-detector", "type": "ids",
+                                   "hostname": socket.gethostname(),
+                                   "ingress": {"interface": {"name": "span1"}}}  # fmt: skip
+        assert doc["event"]["type"] == ["info"] and doc["egress"]["sensor_dropped_packets"] == 77
+    assert docs[SENSOR_BLIND]["egress"]["isolated_networks"] == ["10.8.40.0/24"]
+    # The host's alert keeps its addresses, real ones.
+    host = docs["isolated-egress"]
+    assert ipaddress.ip_address(host["source"]["ip"]) == ipaddress.ip_address("10.8.40.5")
+    assert host["destination"]["ip"] == "203.0.113.9" and host["event"]["type"] == ["connection"]
+    assert "hostname" not in host["observer"]
 
 
 def test_drops_in_business_hours_only_mark_the_window():

@@ -22,7 +22,10 @@ class Alert:
 
     Consecutive windows of the same (rule, host, destination) are one alert;
     ``start_ns``/``end_ns`` are the first and last packet of what it describes.
-    ``source`` is always the site's host; ``destination`` the other side.
+    ``source`` is the site's host; ``destination`` the other side. An alert
+    about the sensor itself has no host: ``source_ip`` is empty and the ECS
+    document has no ``source`` (ECS consumers reject a ``source.ip`` that is
+    not an address); the ``observer_*`` fields say which sensor it is.
     """
 
     rule_id: str
@@ -44,6 +47,11 @@ class Alert:
     direction: str | None = None  # ECS network.direction: egress, internal, …
     community_id: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)  # → egress.*
+    # The sensor itself, for alerts about the sensor (sensor-drops,
+    # sensor-blind) that concern no one host: ECS observer.hostname and
+    # observer.ingress.interface.name (a SPAN port sensor has only ingress).
+    observer_hostname: str | None = None
+    observer_interface: str | None = None
 
     @property
     def sort_key(self) -> tuple[int, int, int, str]:
@@ -71,21 +79,23 @@ def to_ecs(alert: Alert, zone: ZoneInfo, site_name: str) -> dict[str, Any]:
         "event": {
             "kind": "alert",
             "category": ["network"],
-            "type": ["connection"],
+            # A connection alert, or news about the sensor (event.type "info").
+            "type": ["connection" if alert.source_ip else "info"],
             "start": local_time(alert.start_ns, zone),
             "end": local_time(alert.end_ns, zone),
             "duration": int(alert.end_ns - alert.start_ns),
             "severity": int(alert.severity),
         },
         "rule": {"id": alert.rule_id, "name": alert.rule_name},
-        "source": {
+    }
+    if alert.source_ip:
+        doc["source"] = {
             "ip": alert.source_ip,
             "bytes": int(alert.source_bytes),
             "packets": int(alert.source_packets),
-        },
-    }
-    if alert.source_port is not None:
-        doc["source"]["port"] = int(alert.source_port)
+        }
+        if alert.source_port is not None:
+            doc["source"]["port"] = int(alert.source_port)
     if alert.destination_ip is not None:
         destination: dict[str, Any] = {"ip": alert.destination_ip}
         if alert.destination_port is not None:
@@ -104,7 +114,12 @@ def to_ecs(alert: Alert, zone: ZoneInfo, site_name: str) -> dict[str, Any]:
         network["community_id"] = alert.community_id
     if network:
         doc["network"] = network
-    doc["observer"] = {"name": site_name, "product": "egress-detector", "type": "ids"}
+    observer: dict[str, Any] = {"name": site_name, "product": "egress-detector", "type": "ids"}
+    if alert.observer_hostname:
+        observer["hostname"] = alert.observer_hostname
+    if alert.observer_interface:
+        observer["ingress"] = {"interface": {"name": alert.observer_interface}}
+    doc["observer"] = observer
     doc["message"] = alert.message
     evidence = {"severity_name": SEVERITY_NAMES.get(alert.severity, str(alert.severity))}
     evidence.update(alert.evidence)

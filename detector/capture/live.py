@@ -517,6 +517,7 @@ class ScapySource:
         import scapy.all  # noqa: F401  (sets conf.L2listen for this platform)
         from scapy.config import conf
 
+        self.iface = iface
         try:
             self._sock = conf.L2listen(iface=iface, filter=bpf, promisc=True)
         except PermissionError:

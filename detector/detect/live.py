@@ -26,6 +26,7 @@ that nothing left the isolated segment then.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -467,6 +468,9 @@ class LiveDetector:
         spans = self.drop_spans[self._reported_drop_spans :]
         self._reported_drop_spans = len(self.drop_spans)
         interface = self.options.interface or "the capture interface"
+        hostname = socket.gethostname() or None
+        # ECS observer.ingress.interface.name: an interface, never "standard input".
+        capture_interface = getattr(self.sources[0], "iface", None)
         for span in spans:
             alerts.append(
                 Alert(
@@ -475,13 +479,15 @@ class LiveDetector:
                     severity=2,
                     start_ns=span.start_ns,
                     end_ns=span.end_ns,
-                    source_ip="",
+                    source_ip="",  # about the sensor, not a host: no source.* in ECS
                     message=(
                         f"the sensor dropped {span.dropped:,} packets on {interface} (its ring "
                         "was full): traffic in this window is under-counted; raise "
                         "--block-count or --workers"
                     ),
                     evidence={"sensor_dropped_packets": span.dropped, "interface": interface},
+                    observer_hostname=hostname,
+                    observer_interface=capture_interface,
                 )
             )
             if not policy.isolated:
@@ -496,14 +502,19 @@ class LiveDetector:
                     severity=3,
                     start_ns=span.start_ns,
                     end_ns=span.end_ns,
-                    source_ip=str(policy.isolated),
+                    source_ip="",
                     message=(
                         f"the sensor dropped {span.dropped:,} packets on {interface} outside "
                         f"business hours: it cannot vouch that the isolated networks "
                         f"({policy.isolated}) sent nothing outside in that time"
                     ),
-                    direction="egress",
-                    evidence={"sensor_dropped_packets": span.dropped, "interface": interface},
+                    evidence={
+                        "sensor_dropped_packets": span.dropped,
+                        "interface": interface,
+                        "isolated_networks": policy.isolated.canonical(),
+                    },
+                    observer_hostname=hostname,
+                    observer_interface=capture_interface,
                 )
             )
         return alerts
