@@ -1,0 +1,220 @@
+"""One task: count one part of the input into compact partial tables.
+
+What a task sends back is plain numpy (flow rows, activity rows, payload
+facts) and the reading statistics, never a numba table: a few hundred bytes
+per flow, pickled cheaply between processes or machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from .._kernels import flowtable as fk
+from ..capture import CaptureProblem, CaptureReader, CaptureStats
+from ..errors import CaptureError
+from ..flows.activity import ActivityTable
+from ..flows.payload import PayloadInspector
+from ..flows.table import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, FlowTable
+from .parts import Part
+
+if TYPE_CHECKING:
+    from ..policy import Policy
+
+FACT_COLUMNS = ("ts_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
+                "kind", "a", "b", "c", "d", "text", "secret")  # fmt: skip
+# Fault injection for the tests (a worker process that dies mid-task): the
+# first task to see this marker file missing creates it and kills its process.
+DIE_ONCE_ENV = "EGRESS_DETECTOR_TEST_DIE_ONCE"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every task of one scan counts with (the single-process scan's values)."""
+
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    active_timeout: float = DEFAULT_ACTIVE_TIMEOUT
+    max_flows: int = DEFAULT_MAX_FLOWS
+    bin_seconds: int = 60
+    inspect_max_packets: int = 0
+    inspect_max_bytes: int = 0
+    # The key of the ID-number hashes: one per scan, shared by its tasks, so a
+    # number seen in two parts hashes the same (distinct counts stay right).
+    secret_key: bytes = b""
+
+    @classmethod
+    def for_policy(cls, policy: Policy) -> Settings:
+        return cls(
+            inspect_max_packets=policy.inspect_max_packets,
+            inspect_max_bytes=policy.inspect_max_bytes,
+            secret_key=os.urandom(16),
+        )
+
+    @property
+    def inspects(self) -> bool:
+        return self.inspect_max_packets > 0 and self.inspect_max_bytes > 0
+
+
+@dataclass
+class PartResult:
+    """A part's partial tables. ``rows``: its flows as flow-table rows
+    (``detector._kernels.flowtable`` columns), those still open at its end
+    closed as ``end``; ``latest_ns``: its latest packet time (None: no packet)."""
+
+    part: Part
+    rows: np.ndarray
+    latest_ns: int | None
+    activity: np.ndarray  # ActivityTable.merged_columns()
+    facts: dict[str, np.ndarray] | None
+    stats: CaptureStats
+    problems: list[CaptureProblem] = field(default_factory=list)
+    evicted: int = 0
+    failed: bool = False  # the task itself failed (problems say why)
+
+    @property
+    def fatal(self) -> bool:
+        return self.failed or any(p.fatal for p in self.problems)
+
+    @classmethod
+    def failure(cls, part: Part, message: str) -> PartResult:
+        offset = None if part.whole else part.start
+        problem = CaptureProblem(part.path, offset, message, True)
+        return cls(
+            part,
+            np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64),
+            None,
+            np.empty((12, 0), dtype=np.int64),
+            None,
+            CaptureStats(path=part.path),
+            [problem],
+            failed=True,
+        )
+
+
+def count_part(
+    part: Part,
+    settings: Settings,
+    seed: np.ndarray | None = None,
+    seed_latest_ns: int | None = None,
+) -> PartResult:
+    """Count ``part`` into a fresh flow table, activity table and payload
+    inspector. ``seed``: flows open before this part (and the latest packet
+    time before it), to count on from exactly where a single reader would be."""
+    _maybe_die()
+    table = FlowTable(
+        idle_timeout=settings.idle_timeout,
+        active_timeout=settings.active_timeout,
+        max_flows=settings.max_flows,
+    )
+    if seed is not None:
+        table.resume(seed, fk.NO_TIME if seed_latest_ns is None else seed_latest_ns)
+    activity = ActivityTable(bin_seconds=settings.bin_seconds)
+    inspector = None
+    if settings.inspects:
+        inspector = PayloadInspector(
+            max_packets=settings.inspect_max_packets, max_bytes=settings.inspect_max_bytes
+        )
+        inspector._key = settings.secret_key
+    reader: CaptureReader = (
+        CaptureReader(part.path, reuse_batch=True, inspector=inspector)
+        if part.whole
+        else _RangeReader(part, inspector)
+    )
+    problems: list[CaptureProblem] = []
+    try:
+        for batch in reader:
+            table.ingest(batch)
+            activity.ingest(batch)
+    except CaptureError as exc:
+        message = str(exc).removeprefix(f"{part.path}: ")
+        problems.append(CaptureProblem(part.path, None, message, True))
+    problems.extend(_located(p, part) for p in reader.stats.problems)
+    table.flush()
+    facts = None
+    if inspector is not None:
+        frame = inspector.frame()
+        facts = {c: frame[c].to_numpy() for c in FACT_COLUMNS}
+    stats = dataclasses.replace(reader.stats, problems=[])
+    return PartResult(
+        part,
+        table.exported_rows().copy(),
+        table.latest_ns,
+        activity.merged_columns().copy(),
+        facts,
+        stats,
+        problems,
+        table.evicted_flows,
+    )
+
+
+def _located(problem: CaptureProblem, part: Part) -> CaptureProblem:
+    """A problem of a range, with its offset in the whole file."""
+    if part.whole or problem.offset is None:
+        return problem
+    offset = problem.offset
+    if offset >= len(part.header):
+        offset = offset - len(part.header) + part.start
+    return dataclasses.replace(problem, offset=offset)
+
+
+def _maybe_die() -> None:
+    marker = os.environ.get(DIE_ONCE_ENV)
+    if marker:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(17)
+
+
+class _RangeReader(CaptureReader):
+    """Reads a byte range of a classic pcap file as if it were a file of its
+    own: the file's header, then the range."""
+
+    def __init__(self, part: Part, inspector: Any) -> None:
+        super().__init__(part.path, reuse_batch=True, inspector=inspector)
+        self.part = part
+
+    def _open(self) -> tuple[BinaryIO, Any, bytes]:
+        try:
+            raw = _RangeFile(self.part)
+        except OSError as exc:
+            raise CaptureError(f"{self.path}: cannot open: {exc.strerror}") from None
+        return raw, None, raw.read(4)  # type: ignore[return-value]
+
+
+class _RangeFile:
+    """``header`` then bytes ``start``–``end`` of a file, as a readable stream."""
+
+    def __init__(self, part: Part) -> None:
+        self._file = open(part.path, "rb")  # noqa: SIM115  (closed with the reader)
+        self._file.seek(part.start)
+        self._head = part.header
+        self._left = None if part.end is None else part.end - part.start
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        got = self.readinto(memoryview(buf))
+        return bytes(buf[:got])
+
+    def readinto(self, view: memoryview) -> int:
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        want = len(view) if self._left is None else min(len(view), self._left)
+        if want <= 0:
+            return 0
+        got = self._file.readinto(view[:want])
+        if self._left is not None:
+            self._left -= got
+        return got
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,178 @@
+"""Merging parts' flow rows into the flows one reader would have made.
+
+Each part was counted by a fresh flow table and closed its open flows as
+``end``. Taken in stream order, a part's first flow of a key continues the
+open flow of the same key before it when a single table would have kept it
+open (docs/flows.md): its first packet is at most ``idle`` after the open
+flow's last one and at most ``active`` after the open flow's *real* first
+packet. The merged flow keeps the earlier side's first packet, initiator and
+IP version, sums packets and bytes per direction, takes the earliest first and
+latest last per direction and ORs the TCP flags.
+
+One case cannot be settled from the rows: a continued flow that a single
+table would have closed for the active timeout *inside* the part (the part's
+table counted from the part's first packet, not the flow's). The fold then
+asks for the part again, counted from the open flows before it
+(``FlowTable.resume``), which is exactly what a single table did. Likewise
+when a part's packets are earlier than the latest packet before it (captures
+out of time order). Both are rare: flows longer than the active timeout
+(30 minutes) straddling a cut.
+
+The fold runs over parts in stream order; it is associative in the sense
+that matters (any grouping of consecutive parts merges to the same rows), and
+flows no later packet can continue (idle at the latest time so far) leave the
+open set at each step, so it holds only live flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._kernels import flowtable as fk
+from .count import PartResult
+
+KEY_COLUMNS = (fk.C_A_HI, fk.C_A_LO, fk.C_B_HI, fk.C_B_LO, fk.C_META)
+KEY_BYTES = 8 * len(KEY_COLUMNS)
+
+
+def flow_keys(rows: np.ndarray) -> np.ndarray:
+    """One sortable 40-byte key per row (the flow table's key columns, big-endian)."""
+    keys = np.empty((len(rows), len(KEY_COLUMNS)), dtype=">u8")
+    for j, c in enumerate(KEY_COLUMNS):
+        keys[:, j] = rows[:, c].view(np.uint64)
+    return keys.view(np.dtype((np.void, KEY_BYTES))).ravel()
+
+
+def continue_flows(earlier: np.ndarray, later: np.ndarray, reason: np.ndarray) -> np.ndarray:
+    """Rows of ``earlier`` flows continued by ``later`` ones (same keys, row by
+    row), closed with ``reason``."""
+    merged = earlier.copy()
+    merged[:, fk.C_LAST] = np.maximum(earlier[:, fk.C_LAST], later[:, fk.C_LAST])
+    merged[:, fk.C_FIRST] = np.minimum(earlier[:, fk.C_FIRST], later[:, fk.C_FIRST])
+    for d in (0, 1):
+        base = fk.C_DIR + d * fk.DIR_WIDTH
+        p, b = base + fk.D_PACKETS, base + fk.D_BYTES
+        first, last, flags = base + fk.D_FIRST, base + fk.D_LAST, base + fk.D_FLAGS
+        e_has = earlier[:, p] > 0
+        l_has = later[:, p] > 0
+        merged[:, p] = earlier[:, p] + later[:, p]
+        merged[:, b] = earlier[:, b] + later[:, b]
+        merged[:, flags] = earlier[:, flags] | later[:, flags]
+        merged[:, first] = np.where(
+            e_has & l_has,
+            np.minimum(earlier[:, first], later[:, first]),
+            np.where(e_has, earlier[:, first], later[:, first]),
+        )
+        merged[:, last] = np.where(
+            e_has & l_has,
+            np.maximum(earlier[:, last], later[:, last]),
+            np.where(e_has, earlier[:, last], later[:, last]),
+        )
+    merged[:, fk.C_REASON] = reason
+    return merged
+
+
+@dataclass
+class FlowFold:
+    """Folds parts' rows in stream order (``add``), then ``finish`` gives every
+    flow as one table reading the whole stream closes it."""
+
+    idle_ns: int
+    active_ns: int
+    closed: list[np.ndarray] = field(default_factory=list)
+    open: np.ndarray = field(default_factory=lambda: np.empty((0, fk.FLOW_COLUMNS), np.int64))
+    latest_ns: int | None = None
+    recounted: int = 0  # parts counted again from the open flows before them
+
+    def add(
+        self,
+        result: PartResult,
+        recount: Callable[[np.ndarray, int | None], PartResult],
+        earliest_ns: int | None,
+    ) -> None:
+        """Take the next part's rows; ``recount(open_rows, latest_ns)`` counts the
+        part again from the open flows before it (when the rows cannot say);
+        ``earliest_ns``: the part's earliest packet time."""
+        if result.latest_ns is None:
+            return  # no packet: nothing changes
+        rows = result.rows
+        unordered = (
+            self.latest_ns is not None and earliest_ns is not None and earliest_ns < self.latest_ns
+        )
+        if len(self.open) and (unordered or not self._merge(rows)):
+            again = recount(self.open, self.latest_ns)
+            self.recounted += 1
+            self.open = np.empty((0, fk.FLOW_COLUMNS), np.int64)
+            self._take(again.rows)
+        elif not len(self.open):
+            self._take(rows)
+        self.latest_ns = (
+            result.latest_ns if self.latest_ns is None else max(self.latest_ns, result.latest_ns)
+        )
+        self._retire_idle()
+
+    def _merge(self, rows: np.ndarray) -> bool:
+        """Merge the part's rows with the open flows; False (and nothing done)
+        when a continued flow would time out inside the part."""
+        if not len(rows):
+            return True
+        # The part's first flow of each key: by key, then by first packet.
+        by_time = np.argsort(rows[:, fk.C_FIRST], kind="stable")
+        keys = flow_keys(rows)[by_time]
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        first_keys = sorted_keys[starts]
+        first_rows = by_time[order[starts]]  # row index in ``rows``
+
+        open_keys = flow_keys(self.open)
+        at = np.searchsorted(first_keys, open_keys)
+        at_ok = np.minimum(at, max(len(first_keys) - 1, 0))
+        matched = (at < len(first_keys)) & (first_keys[at_ok] == open_keys)
+        o = self.open[matched]
+        later_at = first_rows[at_ok[matched]]
+        f = rows[later_at]
+        idle = f[:, fk.C_FIRST] - o[:, fk.C_LAST] > self.idle_ns
+        active = ~idle & (f[:, fk.C_FIRST] - o[:, fk.C_FIRST] > self.active_ns)
+        goes_on = ~idle & ~active
+        if np.any(goes_on & (f[:, fk.C_LAST] - o[:, fk.C_FIRST] > self.active_ns)):
+            return False
+        ended = o[~goes_on].copy()
+        ended[:, fk.C_REASON] = np.where(idle[~goes_on], fk.REASON_IDLE, fk.REASON_ACTIVE)
+        self.closed.append(ended)
+        rows = rows.copy()
+        rows[later_at[goes_on]] = continue_flows(o[goes_on], f[goes_on], f[goes_on][:, fk.C_REASON])
+        still_open = self.open[~matched]
+        self.open = still_open
+        self._take(rows)
+        return True
+
+    def _take(self, rows: np.ndarray) -> None:
+        """Rows of a part whose beginning is settled: the ``end`` ones stay open."""
+        ends = rows[:, fk.C_REASON] == fk.REASON_END
+        self.closed.append(rows[~ends])
+        self.open = np.concatenate([self.open, rows[ends]]) if len(self.open) else rows[ends]
+
+    def _retire_idle(self) -> None:
+        """Open flows idle at the latest time so far: no later packet continues them."""
+        if self.latest_ns is None or not len(self.open):
+            return
+        idle = self.latest_ns - self.open[:, fk.C_LAST] > self.idle_ns
+        if np.any(idle):
+            done = self.open[idle].copy()
+            done[:, fk.C_REASON] = fk.REASON_IDLE
+            self.closed.append(done)
+            self.open = self.open[~idle]
+
+    def finish(self) -> np.ndarray:
+        """Every flow's row (the open ones closed as a single table's flush does)."""
+        self._retire_idle()
+        rows = np.concatenate([*self.closed, self.open])
+        # A stable order whatever the grouping of parts: first packet, then key.
+        by_key = np.argsort(flow_keys(rows), kind="stable")
+        order = by_key[np.argsort(rows[by_key, fk.C_FIRST], kind="stable")]
+        return np.ascontiguousarray(rows[order])

@@ -1,0 +1,224 @@
+"""A scan spread over Dask workers: parts counted in parallel, merged in order,
+then the same analysis as a single-process scan (docs/distributed.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..capture import CaptureProblem, CaptureStats
+from ..detect.scan import ScanResult, scan_activity
+from ..errors import DecodeError, DetectorError
+from ..flows.activity import ActivityTable
+from ..flows.table import FlowTable
+from .count import FACT_COLUMNS, PartResult, Settings, count_part
+from .merge import FlowFold
+from .parts import Part, plan_parts
+
+if TYPE_CHECKING:
+    from ..detect.model import EgressModel
+    from ..policy import Policy
+
+DEFAULT_PART_BYTES = 256 << 20  # big enough that a task's start-up is noise, small enough to spread
+TASK_RETRIES = 2  # a task that raised runs again this many times (a dead worker's task always does)
+INSTALL_HINT = "pip install 'egress-detector[distributed]'"
+
+
+class DistributedUnavailable(DetectorError):
+    """Dask distributed is not installed (or the scheduler cannot be reached)."""
+
+
+def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
+    """A Dask client (and the local cluster it owns, if any)."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise DistributedUnavailable(
+            f"--workers and --scheduler need Dask distributed: {INSTALL_HINT}"
+        ) from None
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as exc:
+            raise DistributedUnavailable(
+                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})"
+            ) from None
+    cluster = LocalCluster(
+        n_workers=workers or os.cpu_count() or 1,
+        threads_per_worker=1,  # the kernels are single-threaded: one process per core
+        processes=True,
+        dashboard_address=None,
+    )
+    return Client(cluster), cluster
+
+
+def scan_captures_distributed(
+    paths: Iterable[str | os.PathLike[str]],
+    policy: Policy,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    part_bytes: int = DEFAULT_PART_BYTES,
+    window_minutes: int | None = None,
+    threads: int = 1,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+    stats_out: list[CaptureStats] | None = None,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+    model: EgressModel | None = None,
+) -> ScanResult:
+    """:func:`detector.detect.scan.scan_captures` on a Dask cluster: a local one
+    of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
+    an existing ``client``. Files (and ranges of big pcap files, about
+    ``part_bytes`` each) are counted in parallel; flows, features and alerts
+    are those of the single-process scan (docs/distributed.md says where
+    payload facts may differ). ``threads`` is accepted for the same call
+    signature; each task reads with one thread."""
+    del threads
+    path_list = [str(p) for p in paths]
+    if "-" in path_list:
+        raise DistributedUnavailable(
+            "standard input (-) cannot be shared between workers; scan it without "
+            "--workers or --scheduler"
+        )
+    parts = plan_parts(path_list, part_bytes)
+    settings = Settings.for_policy(policy)
+    owned = client is None
+    cluster = None
+    if owned:
+        client, cluster = _client(workers, scheduler)
+    try:
+        results = _count_parts(client, parts, settings, progress)
+        fold = FlowFold(round(settings.idle_timeout * 1e9), round(settings.active_timeout * 1e9))
+        problems: list[CaptureProblem] = []
+        damaged_files: set[int] = set()
+        kept: list[PartResult] = []
+        for result in results:
+            part = result.part
+            if part.file_index in damaged_files:
+                continue  # a reader stops at a file's damage: so do the parts after it
+            problems.extend(result.problems)
+            if result.fatal:
+                damaged_files.add(part.file_index)
+            kept.append(result)
+
+            def recount(open_rows: np.ndarray, latest: int | None, part: Part = part) -> PartResult:
+                return client.submit(  # type: ignore[no-any-return]
+                    count_part, part, settings, open_rows, latest, pure=False,
+                    retries=TASK_RETRIES,
+                ).result()  # fmt: skip
+
+            fold.add(result, recount, result.stats.first_ns)
+        rows = fold.finish()
+    finally:
+        if owned:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+    for problem in problems:
+        if on_problem is not None:
+            on_problem(problem)
+    if on_problem is None:
+        for problem in problems:
+            if problem.fatal:
+                raise DecodeError(str(problem))
+    if stats_out is not None:
+        stats_out.extend(_file_stats(path_list, kept))
+
+    flows = FlowTable.of_rows(
+        rows,
+        idle_timeout=settings.idle_timeout,
+        active_timeout=settings.active_timeout,
+        max_flows=settings.max_flows,
+    )
+    activity = ActivityTable.combined([r.activity for r in kept], bin_seconds=settings.bin_seconds)
+    facts = _facts(kept) if settings.inspects else None
+    return scan_activity(
+        activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
+    )
+
+
+def _count_parts(
+    client: Any,
+    parts: list[Part],
+    settings: Settings,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None,
+) -> list[PartResult]:
+    """Every part counted (in stream order); a part whose task failed for good
+    comes back as a failure naming the part and the error."""
+    from dask.distributed import as_completed
+
+    futures = [
+        client.submit(
+            count_part,
+            part,
+            settings,
+            key=f"count-part-{part.index}-{os.getpid()}-{id(parts)}",
+            pure=False,
+            retries=TASK_RETRIES,
+        )  # fmt: skip
+        for part in parts
+    ]
+    where = {f.key: i for i, f in enumerate(futures)}
+    results: list[PartResult | None] = [None] * len(parts)
+
+    def steps() -> Iterator[int]:
+        for future in as_completed(futures):
+            i = where[future.key]
+            part = parts[i]
+            try:
+                results[i] = future.result()
+            except Exception as exc:  # noqa: BLE001  (reported as the part's problem)
+                name = type(exc).__name__
+                results[i] = PartResult.failure(
+                    part,
+                    f"the task counting this part failed ({name}: {exc}); the rest of "
+                    f"the scan went on without {part.describe()}",
+                )
+            yield part.size
+
+    for _ in progress(steps()) if progress else steps():
+        pass
+    return [r for r in results if r is not None]
+
+
+def _file_stats(paths: list[str], results: list[PartResult]) -> list[CaptureStats]:
+    """One CaptureStats per input file, summed over its parts."""
+    by_file: dict[int, CaptureStats] = {}
+    for r in results:
+        s = r.stats
+        total = by_file.get(r.part.file_index)
+        if total is None:
+            total = CaptureStats(path=paths[r.part.file_index], format=s.format,
+                                 compressed=s.compressed)  # fmt: skip
+            by_file[r.part.file_index] = total
+        total.packets += s.packets
+        total.wire_bytes += s.wire_bytes
+        if s.first_ns is not None:
+            earlier = total.first_ns if total.first_ns is not None else s.first_ns
+            total.first_ns = min(s.first_ns, earlier)
+        if s.last_ns is not None:
+            later = total.last_ns if total.last_ns is not None else s.last_ns
+            total.last_ns = max(s.last_ns, later)
+        total.linktypes |= s.linktypes
+        total.status_counts = total.status_counts + s.status_counts
+        total.problems.extend(r.problems)
+        total.bytes_consumed += s.bytes_consumed
+        total.disk_position += r.part.size
+    return [by_file[i] for i in sorted(by_file)]
+
+
+def _facts(results: list[PartResult]) -> Any:
+    import pandas as pd
+
+    chunks = [r.facts for r in results if r.facts is not None and len(r.facts["ts_ns"])]
+    if not chunks:
+        return pd.DataFrame({c: [] for c in FACT_COLUMNS})
+    return pd.DataFrame({c: np.concatenate([chunk[c] for chunk in chunks]) for c in FACT_COLUMNS})
+
+
+__all__ = ["DEFAULT_PART_BYTES", "DistributedUnavailable", "scan_captures_distributed"]
