@@ -260,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 or 2 threads for reading (default: 2 for inputs over 64 MB on 2 or more cores)",
     )
     scan.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="count the captures on a local Dask cluster of N processes (files and big "
+        "pcap files cut into parts; docs/distributed.md); 1 or absent: this process",
+    )
+    scan.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:8786",
+        help="count the captures on an existing Dask cluster (the workers must see the "
+        "capture files at the same paths)",
+    )
+    scan.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -450,7 +463,14 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
 
     stats: list[CaptureStats] = []
     started = time.perf_counter()
-    result = scan_captures(
+    scan = scan_captures
+    if args.scheduler or (args.workers or 1) > 1:
+        from functools import partial
+
+        from ..distributed import scan_captures_distributed
+
+        scan = partial(scan_captures_distributed, workers=args.workers, scheduler=args.scheduler)
+    result = scan(
         args.captures,
         policy,
         window_minutes=args.window,
