@@ -127,6 +127,8 @@ def _when(report: DayReport, start_ns: int, end_ns: int) -> str:
     fmt_day = "%a %Y-%m-%d %H:%M"
 
     def one(ts: int) -> str:
+        if ts == report.day_end_ns:
+            return "24:00"
         in_day = report.day_start_ns <= ts < report.day_end_ns
         return _local(report, ts, "%H:%M" if in_day else fmt_day)
 
