@@ -114,6 +114,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="egress-detector",
@@ -261,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_worker_count,
         metavar="N",
         help="count the captures on a local Dask cluster of N processes (files and big "
         "pcap files cut into parts; docs/distributed.md); 1 or absent: this process",
