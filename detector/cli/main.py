@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .live import add_live_parser
 
     add_live_parser(commands, EXIT_CODES_HELP)
+    from .nightly import add_nightly_parser
+
+    add_nightly_parser(commands, EXIT_CODES_HELP)
     return parser
 
 
@@ -576,6 +579,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .live import run_live
 
             return run_live(args)
+        if args.command == "nightly":
+            from .nightly import run_nightly_command
+
+            return run_nightly_command(args)
     except DetectorError as exc:
         if args.traceback:
             raise

@@ -1,0 +1,218 @@
+"""`egress-detector nightly`: arguments and messages; the work is in
+detector.nightly.run."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from typing import Any
+
+NIGHTLY_EPILOG = """examples:
+  egress-detector nightly --captures /var/captures --policy /etc/egress/site.toml \\
+      --state /var/lib/egress-detector/nightly.db --report-dir /var/www/egress \\
+      --jsonl /var/log/egress/nightly.jsonl
+      take in the capture files that are new since the last run and finish every
+      day that is over: alerts appended to the JSON lines, one HTML report a day
+      (egress-report-YYYY-MM-DD.html)
+  egress-detector nightly ... --day 2026-02-04
+      finish (or redo) that day only: the report is rewritten, alerts already in
+      the JSON lines are not written again
+  egress-detector nightly ... --since 2026-02-01
+      a first run over an archive: leave the days before 1 February alone
+
+cron (every night at 01:30, after the last hourly file of the day is rotated):
+  30 1 * * *  egress  egress-detector nightly --captures /var/captures \\
+      --policy /etc/egress/site.toml --state /var/lib/egress-detector/nightly.db \\
+      --report-dir /var/www/egress --jsonl /var/log/egress/nightly.jsonl -q
+
+systemd: docs/systemd/egress-detector-nightly.service and .timer
+  cp docs/systemd/egress-detector-nightly.* /etc/systemd/system/
+  systemctl daemon-reload && systemctl enable --now egress-detector-nightly.timer
+
+Capture files are found by their content (pcap, pcapng, gzip), not their names,
+and ordered by their packets' times. A file modified in the last --settle
+seconds, or whose last record is cut short, is still being written: it is left
+for the next run. A day is finished once the captures reach an hour past its
+end (or that time has passed); it is read from its files and an hour either
+side, as one stream, so flows continue across files and midnight. Killing a run
+and running it again gives the same alerts and reports: each day is committed
+in one transaction, and alerts carry a stable event.id. Exit code 1 means the
+days finished in this run raised alerts. How it works: docs/nightly.md
+
+"""
+
+
+def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
+    nightly = commands.add_parser(
+        "nightly",
+        help="scheduled scan of a directory of rotated captures: new files since the last "
+        "run, alerts and a daily HTML report",
+        description="Take in the capture files of a directory that are new since the last "
+        "run, scan every day that is over (in the site's time zone), append its alerts to a "
+        "JSON-lines file and/or syslog, and write the day's HTML report. Safe to kill and "
+        "run again.",
+        epilog=NIGHTLY_EPILOG + exit_codes_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    nightly.add_argument(
+        "--captures",
+        metavar="DIR",
+        required=True,
+        help="the directory the capture rotates into (searched recursively)",
+    )
+    nightly.add_argument(
+        "--policy", metavar="FILE", required=True, help="the site policy (TOML, docs/policy.md)"
+    )
+    nightly.add_argument(
+        "--model",
+        metavar="FILE",
+        help="also score host windows with a model from `egress-detector train` (as scan does)",
+    )
+    nightly.add_argument(
+        "--state",
+        metavar="STATE.db",
+        required=True,
+        help="the nightly's SQLite state (created on the first run): files taken in, days "
+        "finished, alerts written, hosts seen",
+    )
+    nightly.add_argument(
+        "--report-dir",
+        metavar="OUT",
+        required=True,
+        help="where the daily reports go (egress-report-YYYY-MM-DD.html; created if missing)",
+    )
+    nightly.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="append every new alert to FILE as ECS JSON lines (with a stable event.id); the "
+        "file is the nightly's own: what an interrupted run wrote past its last finished day "
+        "is cut off",
+    )
+    nightly.add_argument(
+        "--syslog",
+        metavar="TARGET",
+        help="also send new alerts as RFC 5424 syslog: 'local' (/dev/log) or HOST[:PORT] (UDP)",
+    )
+    when = nightly.add_mutually_exclusive_group()
+    when.add_argument(
+        "--since",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="finish only days from this one on (older files are still recorded)",
+    )
+    when.add_argument(
+        "--day",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="finish (or redo) this local day only, whatever its state",
+    )
+    nightly.add_argument(
+        "--settle",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a file modified less than this long ago is still being written and is left "
+        "for the next run (default: 60)",
+    )
+    nightly.add_argument(
+        "--sensor",
+        metavar="NAME",
+        default="",
+        help="the sensor's name in the report (default: none)",
+    )
+    nightly.add_argument(
+        "--threads",
+        type=int,
+        choices=[1, 2],
+        metavar="N",
+        help="1 or 2 threads for reading (default: 2 for days over 64 MB on 2 or more cores)",
+    )
+    nightly.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no summary or progress on stderr (problems are still shown)",
+    )
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def run_nightly_command(args: argparse.Namespace) -> int:
+    from .. import _jit
+    from ..alerts.stream import SyslogSender
+    from ..capture import CaptureProblem
+    from ..flows.write import human_bytes
+    from ..nightly.run import NightlyOptions, run_nightly
+    from ..policy import load_policy
+    from .main import ExitStatus, _progress, _say
+
+    policy = load_policy(args.policy)
+    for warning in policy.warnings:
+        _say(f"warning: {warning}")
+    model = None
+    if args.model:
+        from ..detect.model import load_model
+
+        model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
+    if not _jit.is_compiled_cache_warm() and not args.quiet:
+        _say(f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+             f"{_jit.CACHE_DIR.parent})")  # fmt: skip
+    syslog = SyslogSender(args.syslog) if args.syslog else None
+
+    def on_problem(problem: CaptureProblem) -> None:
+        _say(("error: " if problem.fatal else "warning: ") + str(problem))
+
+    options = NightlyOptions(
+        captures=args.captures,
+        state=args.state,
+        report_dir=args.report_dir,
+        alerts_path=args.jsonl,
+        syslog=syslog,
+        since=args.since,
+        day=args.day,
+        settle_seconds=args.settle,
+        threads=args.threads,
+        sensor=args.sensor,
+    )
+    try:
+        result = run_nightly(
+            options,
+            policy,
+            model=model,
+            on_problem=on_problem,
+            say=(lambda m: None) if args.quiet else _say,
+            progress=lambda b, paths: _progress(b, paths, not args.quiet),
+        )
+    finally:
+        if syslog is not None:
+            syslog.close()
+    if not args.quiet:
+        for path, why in result.waiting:
+            _say(f"left for the next run: {path}: {why}")
+        for day, why in result.not_ready:
+            _say(f"{day}: not finished yet: {why}")
+        taken = sum(f.size for f in result.taken)
+        _say(
+            f"{len(result.taken)} new capture file(s) ({human_bytes(taken)}), "
+            f"{len(result.days)} day(s) finished, {result.new_alerts} new alert(s)"
+        )
+    sys.stderr.flush()
+    if any(day.alerts for day in result.days):
+        return ExitStatus.ALERTS
+    return ExitStatus.UNREADABLE if result.damaged else ExitStatus.OK

@@ -1,0 +1,419 @@
+"""One nightly run: take in new capture files, then finish every day that is
+ready (scan, alerts, report), each day one unit of work (docs/nightly.md).
+
+The order of work, and why a run killed anywhere can simply be run again:
+
+1. Each new file that is finished (not modified for ``settle`` seconds, not
+   growing while read, last record whole) is fingerprinted and recorded in
+   the state, one transaction per file. A file already recorded under the same
+   content hash (renamed, or compressed after rotation) is not taken twice.
+2. Each ready day (in order) is scanned from the files whose packets reach
+   into it, one hour either side included, as one stream in order of first
+   packet: flows continue across file boundaries and across midnight. Its
+   alerts are those that start within the local day.
+3. The report is written to a temporary file and renamed into place.
+4. New alerts (by a stable id: a hash of the alert's ECS document) are
+   appended to the JSON-lines file, after cutting the file back to the end
+   committed by the last finished day (removing what a killed run wrote
+   after it), and synced to disk.
+5. One transaction records the day as finished, its alert ids, the new end
+   of the alerts file and the hosts seen. Only then are alerts sent to syslog
+   (at least once; a kill between 5 and 6 sends them again, with the same id).
+
+Everything a day's outputs depend on is the captures and the state of earlier
+days, so redoing a day after a kill produces the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..alerts.record import Alert, to_ecs
+from ..capture import CaptureProblem, CaptureStats
+from ..detect.scan import ScanResult, scan_captures
+from ..errors import CaptureError, DetectorError
+from ..flows.table import auto_threads
+from .discover import CaptureFingerprint, find_captures, fingerprint, first_packet_ns
+from .state import KnownFile, NightlyState
+
+if TYPE_CHECKING:
+    from ..alerts.stream import SyslogSender
+    from ..detect.model import EgressModel
+    from ..policy import Policy
+
+NS = 1_000_000_000
+HOUR_NS = 3600 * NS
+# Read this much before and after the day: a flow open at midnight, an upload
+# that began before it, the rules' 60-minute spans.
+CONTEXT_NS = HOUR_NS
+DEFAULT_SETTLE_SECONDS = 60.0
+# A file whose last record is cut short and that has not changed for this long
+# is a capture that ended abruptly (tcpdump killed), not one being written.
+ABANDONED_AFTER_NS = HOUR_NS
+KILL_HOOK = "EGRESS_DETECTOR_NIGHTLY_KILL_AFTER"  # tests: SIGKILL after N steps
+
+
+@dataclass
+class NightlyOptions:
+    captures: str  # the directory of rotated captures
+    state: str  # the SQLite state file
+    report_dir: str
+    alerts_path: str | None = None  # JSON lines, appended
+    syslog: SyslogSender | None = None
+    since: dt.date | None = None  # do not finish days before this one
+    day: dt.date | None = None  # finish (or redo) this day only
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    threads: int | None = None
+    sensor: str = ""
+
+
+@dataclass
+class DayDone:
+    day: dt.date
+    alerts: list[Alert]  # the day's alerts, worst first
+    new_alerts: int  # of them, not written by an earlier run
+    report: str
+    files: int
+    packets: int
+    wire_bytes: int
+    seconds: float
+
+
+@dataclass
+class NightlyResult:
+    taken: list[CaptureFingerprint] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)  # known content under a new name
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # (path, why) left for later
+    days: list[DayDone] = field(default_factory=list)
+    not_ready: list[tuple[dt.date, str]] = field(default_factory=list)
+    damaged: bool = False  # some capture could not be read completely
+
+    @property
+    def new_alerts(self) -> int:
+        return sum(d.new_alerts for d in self.days)
+
+
+class _Steps:
+    """Counts units of work; with KILL_HOOK set, the process kills itself
+    (SIGKILL: no clean-up of any kind) after that many, for the crash tests."""
+
+    def __init__(self) -> None:
+        hook = os.environ.get(KILL_HOOK)
+        self.kill_after = int(hook) if hook else None
+        self.done = 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.kill_after is not None and self.done >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def local_day(ts_ns: int, policy: Policy) -> dt.date:
+    return dt.datetime.fromtimestamp(ts_ns // NS, tz=policy.zone).date()
+
+
+def day_bounds(day: dt.date, policy: Policy) -> tuple[int, int]:
+    """UTC ns of the local midnight that starts ``day`` and of the next one
+    (23 or 25 hours apart on a daylight-saving change)."""
+    from ..report.day import day_bounds as bounds
+
+    return bounds(day, policy)
+
+
+def alert_id(doc: dict[str, object]) -> str:
+    """A stable id: the same alert (same rule, host, other side, times, figures
+    and message) always gets the same one."""
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def run_nightly(
+    options: NightlyOptions,
+    policy: Policy,
+    *,
+    model: EgressModel | None = None,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+    progress: Callable[[Iterator[int], Sequence[str]], Iterator[int]] | None = None,
+    now_ns: int | None = None,
+    on_day: Callable[[dt.date, ScanResult], None] | None = None,
+) -> NightlyResult:
+    """Take in new captures and finish every ready day (module docstring).
+    ``on_day`` sees each finished day's scan (its files and the hour either side)."""
+    if not os.path.isdir(options.captures):
+        raise DetectorError(f"--captures {options.captures}: no such directory")
+    Path(options.report_dir).mkdir(parents=True, exist_ok=True)
+    now = time.time_ns() if now_ns is None else now_ns
+    result = NightlyResult()
+
+    def problem(p: CaptureProblem) -> None:
+        result.damaged = result.damaged or p.fatal
+        if on_problem is not None:
+            on_problem(p)
+
+    steps = _Steps()
+    state = NightlyState(options.state)
+    try:
+        _take_in(options, state, result, now, problem, steps)
+        for day, why in _days_to_finish(options, state, result, policy, now):
+            if why:
+                result.not_ready.append((day, why))
+                continue
+            done = _finish_day(day, options, state, policy, model, problem, progress, steps, on_day)
+            result.days.append(done)
+            say(
+                f"{day}: {len(done.alerts)} alert(s) ({done.new_alerts} new) from "
+                f"{done.files} file(s), {done.packets:,} packets in {done.seconds:.1f} s "
+                f"→ {done.report}"
+            )
+    finally:
+        state.close()
+    return result
+
+
+# -- 1. taking files in ---------------------------------------------------------------
+
+
+def _take_in(
+    options: NightlyOptions,
+    state: NightlyState,
+    result: NightlyResult,
+    now: int,
+    problem: Callable[[CaptureProblem], None],
+    steps: _Steps,
+) -> None:
+    settle_ns = int(options.settle_seconds * NS)
+    for path in find_captures(options.captures):
+        name = os.fspath(path)
+        try:
+            before = os.stat(name)
+        except OSError:
+            continue  # removed since it was listed
+        if state.file_at(name, before.st_size, before.st_mtime_ns) is not None:
+            continue
+        if now - before.st_mtime_ns < settle_ns:
+            result.waiting.append((name, "still being written (modified in the last "
+                                   f"{options.settle_seconds:g} s)"))  # fmt: skip
+            continue
+        try:
+            found = fingerprint(name)
+        except CaptureError as exc:
+            problem(CaptureProblem(name, None, str(exc).removeprefix(f"{name}: "), True))
+            continue
+        after = os.stat(name)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            result.waiting.append((name, "still being written (it changed while read)"))
+            continue
+        if found.cut_short:
+            since = state.waiting_since(name, found.size, found.mtime_ns, "cut short", now)
+            if now - since < ABANDONED_AFTER_NS:
+                result.waiting.append((name, "still being written (its last record is cut short)"))
+                continue
+        for p in found.problems:
+            if p.fatal or not found.cut_short:
+                problem(p)
+        known = state.file_with_hash(found.content_hash)
+        if known is not None:
+            if known.path != name and not os.path.exists(known.path):
+                state.moved_file(found.content_hash, found)
+                result.moved.append(name)
+            continue  # the same packets as a file already taken in
+        state.take_file(found, now)
+        result.taken.append(found)
+        steps()
+
+
+# -- 2. which days --------------------------------------------------------------------
+
+
+def _days_to_finish(
+    options: NightlyOptions,
+    state: NightlyState,
+    result: NightlyResult,
+    policy: Policy,
+    now: int,
+) -> list[tuple[dt.date, str]]:
+    """Days to finish in this run, in order, each with '' or why it must wait."""
+    files = [f for f in state.files() if f.first_ns is not None and f.last_ns is not None]
+    if options.day is not None:
+        return [(options.day, "")]
+    finished = state.finished_days()
+    days: set[dt.date] = set()
+    for f in files:
+        assert f.first_ns is not None and f.last_ns is not None
+        day = local_day(f.first_ns, policy)
+        last = local_day(f.last_ns, policy)
+        while day <= last:
+            days.add(day)
+            day += dt.timedelta(days=1)
+    latest = max((f.last_ns for f in files if f.last_ns is not None), default=None)
+    unfinished_from = min(
+        (t for t in (first_packet_ns(p) for p, _ in result.waiting) if t is not None),
+        default=None,
+    )
+    settle_ns = int(options.settle_seconds * NS)
+    out: list[tuple[dt.date, str]] = []
+    for day in sorted(days):
+        if str(day) in finished or (options.since is not None and day < options.since):
+            continue
+        _, end = day_bounds(day, policy)
+        covered = latest is not None and latest >= end + CONTEXT_NS
+        if not covered and now < end + CONTEXT_NS + settle_ns:
+            out.append((day, "the day (and the hour after it) is not over yet"))
+        elif unfinished_from is not None and unfinished_from < end + CONTEXT_NS:
+            out.append((day, "a capture of it is still being written"))
+        else:
+            out.append((day, ""))
+    return out
+
+
+# -- 3. a day -------------------------------------------------------------------------
+
+
+def _finish_day(
+    day: dt.date,
+    options: NightlyOptions,
+    state: NightlyState,
+    policy: Policy,
+    model: EgressModel | None,
+    problem: Callable[[CaptureProblem], None],
+    progress: Callable[[Iterator[int], Sequence[str]], Iterator[int]] | None,
+    steps: _Steps,
+    on_day: Callable[[dt.date, ScanResult], None] | None,
+) -> DayDone:
+    from ..report.day import CaptureFile, build_day_report, write_report
+
+    started = time.perf_counter()
+    start, end = day_bounds(day, policy)
+    files = [f for f in state.files() if _overlaps(f, start - CONTEXT_NS, end + CONTEXT_NS)]
+    paths = [f.path for f in files]
+    stats: list[CaptureStats] = []
+    scan = scan_captures(
+        paths,
+        policy,
+        threads=options.threads if options.threads is not None else auto_threads(paths),
+        on_problem=problem,
+        stats_out=stats,
+        progress=(lambda b: progress(b, paths)) if progress is not None else None,
+        model=model,
+    )
+    alerts = [a for a in scan.alerts if start <= a.start_ns < end]
+    if on_day is not None:
+        on_day(day, scan)
+    in_day = [f for f in files if _overlaps(f, start, end)]
+    report = build_day_report(
+        replace(scan, alerts=alerts),
+        policy,
+        day=day,
+        files=[
+            CaptureFile(
+                path=f.path,
+                bytes=f.size,
+                first_ns=int(f.first_ns or 0),
+                last_ns=int(f.last_ns or 0),
+                packets=f.packets,
+                kernel_drops=f.kernel_drops,
+            )
+            for f in in_day
+        ],
+        processing_seconds=time.perf_counter() - started,
+        known_hosts=state.hosts_before(str(day)),
+        sensor=options.sensor,
+    )
+    report_path = os.path.join(options.report_dir, f"egress-report-{day}.html")
+    write_report(report, report_path)
+    steps()
+
+    docs = []
+    for alert in alerts:
+        doc = to_ecs(alert, policy.zone, policy.site_name)
+        doc["event"]["id"] = alert_id(doc)
+        docs.append(doc)
+    ids = [str(d["event"]["id"]) for d in docs]
+    written = state.written_alert_ids(ids)
+    new = [d for d, i in zip(docs, ids, strict=True) if i not in written]
+    output_bytes = 0
+    if options.alerts_path is not None:
+        output_bytes = _append_alerts(options.alerts_path, state, new)
+        steps()
+    state.finish_day(
+        str(day),
+        alert_ids=ids,
+        new_alerts=len(new),
+        files=len(in_day),
+        report=report_path,
+        hosts=_hosts_of_day(scan, start, end),
+        output=options.alerts_path,
+        output_bytes=output_bytes,
+        now_ns=time.time_ns(),
+    )
+    steps()
+    if options.syslog is not None:
+        by_id = {str(d["event"]["id"]): a for d, a in zip(docs, alerts, strict=True)}
+        for doc in new:
+            options.syslog.send(by_id[str(doc["event"]["id"])], doc)
+    return DayDone(
+        day=day,
+        alerts=alerts,
+        new_alerts=len(new),
+        report=report_path,
+        files=len(in_day),
+        packets=sum(s.packets for s in stats),
+        wire_bytes=sum(s.wire_bytes for s in stats),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _overlaps(f: KnownFile, start: int, end: int) -> bool:
+    return (
+        f.first_ns is not None and f.last_ns is not None and f.first_ns < end and f.last_ns >= start
+    )
+
+
+def _hosts_of_day(scan: ScanResult, start: int, end: int) -> list[str]:
+    frame = scan.traffic.frame
+    if not len(frame):
+        return []
+    minutes = frame["minute_ns"].to_numpy()
+    ids = np.unique(frame["host_id"].to_numpy()[(minutes >= start) & (minutes < end)])
+    return sorted(scan.traffic.text(int(i)) for i in ids)
+
+
+def _append_alerts(path: str, state: NightlyState, docs: list[dict[str, object]]) -> int:
+    """Append ``docs`` as JSON lines after the committed end of ``path``, cutting
+    off whatever an interrupted run wrote past it; returns the new end.
+
+    The first time, the file's current end is committed first, so lines that
+    were there before the nightly used the file are kept."""
+    committed = state.committed_bytes(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DetectorError(f"--jsonl {path}: cannot open for writing: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if committed is None or size < committed:  # new to us, or rotated (logrotate)
+            committed = size
+            with state.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (path, committed))
+        os.ftruncate(fd, committed)
+        data = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
+        os.lseek(fd, committed, os.SEEK_SET)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        return committed + len(data)
+    finally:
+        os.close(fd)

@@ -1,0 +1,246 @@
+"""The nightly's memory between runs: one SQLite file.
+
+What it keeps: every capture file it has taken in (path, size, mtime, content
+hash, packet span and counts), files it left because they looked unfinished,
+the days it has finished (and so their alerts and report), the ids of the
+alerts it has written, how far the alerts file is committed, and the day each
+internal host was first seen. Each unit of work commits in one transaction
+(``synchronous=FULL``, a rollback journal): a run killed at any point leaves
+the state of the last finished unit, and the next run redoes the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ..errors import DetectorError
+from .discover import CaptureFingerprint
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    content_hash TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    compressed INTEGER NOT NULL,
+    first_ns INTEGER,
+    last_ns INTEGER,
+    packets INTEGER NOT NULL,
+    wire_bytes INTEGER NOT NULL,
+    kernel_drops INTEGER,
+    taken_at_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_path ON files (path, size, mtime_ns);
+CREATE TABLE IF NOT EXISTS waiting (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    since_ns INTEGER NOT NULL,
+    why TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS days (
+    day TEXT PRIMARY KEY,
+    alerts INTEGER NOT NULL,
+    new_alerts INTEGER NOT NULL,
+    files INTEGER NOT NULL,
+    report TEXT NOT NULL,
+    finished_at_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, day TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, committed_bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, first_day TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """A capture file the nightly has taken in (a row of ``files``)."""
+
+    content_hash: str
+    path: str
+    size: int
+    mtime_ns: int
+    first_ns: int | None
+    last_ns: int | None
+    packets: int
+    wire_bytes: int
+    kernel_drops: int | None
+
+
+class NightlyState:
+    """The SQLite state file (module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA journal_mode=DELETE")
+            self.db.executescript(SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise DetectorError(
+                f"--state {self.path}: not a usable SQLite state file ({exc}); give a new "
+                "path (the nightly then starts afresh) or restore the file"
+            ) from None
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise DetectorError(
+                f"--state {self.path}: state schema {row[0]}, this version reads "
+                f"{SCHEMA_VERSION}; give a new state file"
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One unit of work: all of it is committed, or none."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- files ---------------------------------------------------------------------
+    def file_at(self, path: str, size: int, mtime_ns: int) -> KnownFile | None:
+        """The file taken in from this path with this size and mtime, if any:
+        unchanged since, so it need not be read again."""
+        row = self.db.execute(
+            f"SELECT {_FILE_FIELDS} FROM files WHERE path=? AND size=? AND mtime_ns=?",
+            (path, size, mtime_ns),
+        ).fetchone()
+        return KnownFile(*row) if row else None
+
+    def file_with_hash(self, content_hash: str) -> KnownFile | None:
+        row = self.db.execute(
+            f"SELECT {_FILE_FIELDS} FROM files WHERE content_hash=?", (content_hash,)
+        ).fetchone()
+        return KnownFile(*row) if row else None
+
+    def take_file(self, found: CaptureFingerprint, now_ns: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    found.content_hash,
+                    found.path,
+                    found.size,
+                    found.mtime_ns,
+                    found.format,
+                    int(found.compressed),
+                    found.first_ns,
+                    found.last_ns,
+                    found.packets,
+                    found.wire_bytes,
+                    found.kernel_drops,
+                    now_ns,
+                ),
+            )
+            db.execute("DELETE FROM waiting WHERE path=?", (found.path,))
+
+    def moved_file(self, content_hash: str, found: CaptureFingerprint) -> None:
+        """The same packets under another name (renamed, or compressed after rotation)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE files SET path=?, size=?, mtime_ns=? WHERE content_hash=?",
+                (found.path, found.size, found.mtime_ns, content_hash),
+            )
+            db.execute("DELETE FROM waiting WHERE path=?", (found.path,))
+
+    def files(self) -> list[KnownFile]:
+        """Every file taken in, in order of first packet."""
+        rows = self.db.execute(
+            f"SELECT {_FILE_FIELDS} FROM files ORDER BY first_ns IS NULL, first_ns, last_ns, path"
+        ).fetchall()
+        return [KnownFile(*row) for row in rows]
+
+    def waiting_since(self, path: str, size: int, mtime_ns: int, why: str, now_ns: int) -> int:
+        """When this file was first seen unfinished, unchanged since (recorded now
+        if it is new or has changed)."""
+        row = self.db.execute(
+            "SELECT size, mtime_ns, since_ns FROM waiting WHERE path=?", (path,)
+        ).fetchone()
+        if row and row[0] == size and row[1] == mtime_ns:
+            return int(row[2])
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO waiting VALUES (?,?,?,?,?)",
+                (path, size, mtime_ns, now_ns, why),
+            )
+        return now_ns
+
+    # -- days ----------------------------------------------------------------------
+    def finished_days(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT day FROM days")}
+
+    def written_alert_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        found: set[str] = set()
+        for at in range(0, len(wanted), 500):
+            chunk = wanted[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self.db.execute(f"SELECT id FROM alerts WHERE id IN ({marks})", chunk)
+            )
+        return found
+
+    def hosts_before(self, day: str) -> set[str]:
+        """Internal hosts first seen on a day before ``day``."""
+        return {
+            row[0] for row in self.db.execute("SELECT host FROM hosts WHERE first_day<?", (day,))
+        }
+
+    def committed_bytes(self, output: str) -> int | None:
+        row = self.db.execute(
+            "SELECT committed_bytes FROM outputs WHERE path=?", (output,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def finish_day(
+        self,
+        day: str,
+        *,
+        alert_ids: list[str],
+        new_alerts: int,
+        files: int,
+        report: str,
+        hosts: Iterable[str],
+        output: str | None,
+        output_bytes: int,
+        now_ns: int,
+    ) -> None:
+        """Everything a finished day changes, in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?)",
+                (day, len(alert_ids), new_alerts, files, report, now_ns),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO alerts VALUES (?, ?)", [(i, day) for i in alert_ids]
+            )
+            for host in hosts:
+                db.execute(
+                    "INSERT INTO hosts VALUES (?, ?) ON CONFLICT(host) DO UPDATE SET "
+                    "first_day=min(first_day, excluded.first_day)",
+                    (host, day),
+                )
+            if output is not None:
+                db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (output, output_bytes))
+
+
+_FILE_FIELDS = (
+    "content_hash, path, size, mtime_ns, first_ns, last_ns, packets, wire_bytes, kernel_drops"
+)

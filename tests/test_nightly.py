@@ -1,0 +1,361 @@
+"""`egress-detector nightly` on rotated captures built with gen_traffic: files
+found by content and ordered by packet time (misleading names and mtimes, a
+gzip file, a pcapng file), flows stitched across file boundaries and across
+runs, files still being written left alone, and kills (SIGKILL) at several
+points giving exactly the alerts and reports of an uninterrupted run.
+
+The expected alerts come from an independent path: `scan` of the whole
+capture as one unsplit file, each alert assigned to the local day it starts in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gen_traffic import Capture, at
+
+from detector.alerts.record import to_ecs
+from detector.detect.scan import scan_captures
+from detector.nightly.discover import capture_format, fingerprint
+from detector.nightly.run import KILL_HOOK, NightlyOptions, run_nightly
+from detector.policy import load_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+ZONE = "Asia/Taipei"
+POLICY = """
+[site]
+name = "taipei-mission"
+timezone = "Asia/Taipei"
+
+[business_hours]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "08:30"
+end = "17:30"
+
+[networks]
+internal = ["10.0.0.0/8"]
+isolated = ["10.8.40.0/24"]
+
+[allowlist]
+destinations = ["198.51.100.25/32"]
+"""
+ISO, PC, PC2, NEWPC = "10.8.40.31", "10.8.10.44", "10.8.10.50", "10.8.10.77"
+MB = 1_000_000
+NS = 1_000_000_000
+DAY1, DAY2, DAY3 = dt.date(2026, 2, 3), dt.date(2026, 2, 4), dt.date(2026, 2, 5)
+
+
+def t(local: str) -> int:
+    return at(local, ZONE)
+
+
+def traffic() -> Capture:
+    cap = Capture()
+    # Day 1 (Tue): the modelled incident at 02:00, an isolated host uploading.
+    cap.transfer(ISO, "203.0.113.140", start=t("2026-02-03 02:00"), seconds=360,
+                 bytes_out=62 * MB, bytes_in=MB)  # fmt: skip
+    for day in ("2026-02-03", "2026-02-04"):  # the allowlisted backup, business hours
+        cap.transfer(PC, "198.51.100.25", start=t(f"{day} 09:00"), seconds=60,
+                     bytes_out=5 * MB, bytes_in=100_000, sport=50001)  # fmt: skip
+    cap.packet(PC, "192.0.2.53", at_ns=t("2026-02-03 18:00"), dport=53)
+    # Across midnight (and the day-1/day-2 boundary): starts on day 1.
+    cap.transfer(PC2, "203.0.113.9", start=t("2026-02-03 23:50"), seconds=1200,
+                 bytes_out=55 * MB, bytes_in=MB, sport=50002)  # fmt: skip
+    # One flow from 01:20 to 01:40 on day 2, across the 01:30 file boundary.
+    cap.transfer(PC, "203.0.113.7", start=t("2026-02-04 01:20"), seconds=1200,
+                 bytes_out=60 * MB, bytes_in=2 * MB, sport=50003)  # fmt: skip
+    cap.packet(ISO, "203.0.113.140", at_ns=t("2026-02-04 10:00:05"), dport=53)
+    cap.transfer(NEWPC, "192.0.2.80", start=t("2026-02-04 11:00"), seconds=30,
+                 bytes_out=20_000, bytes_in=300_000, sport=50004, dport=80)  # fmt: skip
+    cap.packet(PC, "192.0.2.53", at_ns=t("2026-02-04 13:00"), dport=53)
+    cap.packet(PC, "192.0.2.53", at_ns=t("2026-02-05 01:59"), dport=53)
+    return cap
+
+
+# (file name, format, first local time of its packets, mtime): names and mtimes
+# say nothing true about the order.
+FILES = [
+    ("capture-5.pcap", "pcap", "2026-02-03 00:00", "2026-02-06 00:00"),
+    ("a.cap", "pcap", "2026-02-03 08:00", "2026-02-03 00:00"),
+    ("zz-00.pcap", "pcap", "2026-02-03 16:00", "2026-02-05 12:00"),
+    ("capture-1.pcap.gz", "gzip", "2026-02-03 23:30", "2026-02-01 00:00"),
+    ("sensor.dat", "pcapng", "2026-02-04 01:30", "2026-02-05 18:00"),
+    ("capture-0.pcap", "pcap", "2026-02-04 12:00", "2026-01-30 00:00"),
+]
+
+
+def pcap_records(data: bytes) -> list[tuple[int, bytes]]:
+    """(ns time, record bytes) of a little-endian nanosecond pcap."""
+    out, at_ = [], 24
+    while at_ < len(data):
+        sec, frac, cap, _wire = struct.unpack_from("<IIII", data, at_)
+        out.append((sec * NS + frac, data[at_ : at_ + 16 + cap]))
+        at_ += 16 + cap
+    return out
+
+
+def pcapng(records: list[tuple[int, bytes]]) -> bytes:
+    """The same packets as pcapng: SHB, one Ethernet IDB with ns resolution, EPBs."""
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        n = 12 + len(body)
+        return struct.pack("<II", kind, n) + body + struct.pack("<I", n)
+
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    tsresol = struct.pack("<HHB3x", 9, 1, 9) + b"\0\0\0\0"
+    idb = block(1, struct.pack("<HHI", 1, 0, 262144) + tsresol)
+    parts = [shb, idb]
+    for ts, rec in records:
+        _s, _f, cap, wire = struct.unpack_from("<IIII", rec)
+        parts.append(block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, cap, wire)
+                           + rec[16:]))  # fmt: skip
+    return b"".join(parts)
+
+
+def write_rotated(whole: Path, folder: Path) -> list[Path]:
+    data = whole.read_bytes()
+    header, records = data[:24], pcap_records(data)
+    starts = [t(f[2]) for f in FILES] + [2**62]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for (name, fmt, _first, mtime), lo, hi in zip(FILES, starts, starts[1:], strict=False):
+        part = [(ts, rec) for ts, rec in records if lo <= ts < hi]
+        assert part, name
+        raw = header + b"".join(rec for _, rec in part)
+        body = {"pcap": raw, "gzip": gzip.compress(raw, mtime=0), "pcapng": pcapng(part)}[fmt]
+        path = folder / name
+        path.write_bytes(body)
+        os.utime(path, ns=(t(mtime), t(mtime)))
+        paths.append(path)
+    (folder / "README.txt").write_text("not a capture\n")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nightly")
+    (root / "policy.toml").write_text(POLICY)
+    whole = traffic().write(root / "whole.pcap")
+    write_rotated(whole, root / "captures")
+    return root
+
+
+def expected_by_day(site: Path) -> dict[dt.date, list[dict]]:
+    """Alerts of a scan of the unsplit capture, by the local day they start in."""
+    policy = load_policy(site / "policy.toml")
+    result = scan_captures([site / "whole.pcap"], policy)
+    out: dict[dt.date, list[dict]] = {DAY1: [], DAY2: []}
+    for alert in result.alerts:
+        day = dt.datetime.fromtimestamp(alert.start_ns // NS, tz=policy.zone).date()
+        out[day].append(to_ecs(alert, policy.zone, policy.site_name))
+    return out
+
+
+def without_id(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    doc["event"].pop("id")
+    return doc
+
+
+def nightly(site: Path, out: Path, *extra: str, env: dict | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "detector", "nightly", "--captures", str(site / "captures"),
+         "--policy", str(site / "policy.toml"), "--state", str(out / "state.db"),
+         "--report-dir", str(out / "reports"), "--jsonl", str(out / "alerts.jsonl"), *extra],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def copy(site: Path, folder: Path, files: list, mtime: str) -> None:
+    for name, *_ in files:
+        shutil.copy(site / "captures" / name, folder / name)
+        os.utime(folder / name, ns=(t(mtime), t(mtime)))
+
+
+def report_text(path: Path) -> str:
+    # The one figure that differs between two runs of the same work.
+    return re.sub(r'<dd id="processing">.*?</dd>', "", path.read_text(), flags=re.S)
+
+
+# -- discovery ----------------------------------------------------------------------------
+
+
+def test_files_are_recognised_by_content_and_fingerprinted(site):
+    folder = site / "captures"
+    assert capture_format(folder / "README.txt") is None
+    assert capture_format(folder / "sensor.dat") == ("pcapng", False)
+    assert capture_format(folder / "capture-1.pcap.gz") == ("pcap", True)
+    whole = pcap_records((site / "whole.pcap").read_bytes())
+    lo, hi = t("2026-02-03 23:30"), t("2026-02-04 01:30")
+    mine = [ts for ts, _ in whole if lo <= ts < hi]
+    found = fingerprint(folder / "capture-1.pcap.gz")
+    assert (found.first_ns, found.last_ns, found.packets) == (mine[0], mine[-1], len(mine))
+    assert not found.cut_short and not found.problems
+    # The same packets uncompressed have the same content hash (tcpdump -z gzip).
+    plain = site / "plain.pcap"
+    plain.write_bytes(gzip.decompress((folder / "capture-1.pcap.gz").read_bytes()))
+    assert fingerprint(plain).content_hash == found.content_hash
+    assert fingerprint(folder / "a.cap").content_hash != found.content_hash
+
+
+def test_pcapng_interface_statistics_give_kernel_drops(tmp_path):
+    records = pcap_records(traffic().write(tmp_path / "x.pcap").read_bytes())[:10]
+    body = pcapng(records)
+    # An ISB for interface 0: ifdrop 7 and osdrop 5 (pcapng spec, 4.6), then end of options.
+    opts = struct.pack("<HHQ", 5, 8, 7) + struct.pack("<HHQ", 7, 8, 5) + struct.pack("<HH", 0, 0)
+    isb_body = struct.pack("<III", 0, 0, 0) + opts
+    n = 12 + len(isb_body)
+    isb = struct.pack("<II", 5, n) + isb_body + struct.pack("<I", n)
+    (tmp_path / "x.pcapng").write_bytes(body + isb)
+    (tmp_path / "y.pcapng").write_bytes(body)
+    assert fingerprint(tmp_path / "x.pcapng").kernel_drops == 12
+    assert fingerprint(tmp_path / "y.pcapng").kernel_drops is None
+    assert fingerprint(tmp_path / "x.pcapng").packets == 10
+
+
+# -- one run, two runs ----------------------------------------------------------------------
+
+
+def test_nightly_alerts_equal_a_scan_of_the_whole_capture(site, tmp_path):
+    proc = nightly(site, tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    docs = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    expected = expected_by_day(site)
+    assert [without_id(d) for d in docs] == expected[DAY1] + expected[DAY2]
+    assert len({d["event"]["id"] for d in docs}) == len(docs)
+    # Hand-computed: the 60 MB flow of day 2 across the 01:30 file boundary is one alert.
+    (upload,) = [d for d in docs if d["destination"]["ip"] == "203.0.113.7"]
+    assert upload["source"]["bytes"] == 60 * MB
+    assert upload["event"]["start"].startswith("2026-02-04T01:20:00.000+08:00")
+    # The midnight upload starts on day 1 and is written once.
+    (midnight,) = [d for d in docs if d["destination"]["ip"] == "203.0.113.9"]
+    assert midnight["source"]["bytes"] == 55 * MB
+    # Day 3 holds the last packet only (01:59): a report without alerts.
+    for day in (DAY1, DAY2, DAY3):
+        assert (tmp_path / "reports" / f"egress-report-{day}.html").exists()
+    assert "3 day(s) finished" in proc.stderr
+    # A second run has nothing new to do: same files, no output, exit 0.
+    before = (tmp_path / "alerts.jsonl").read_bytes()
+    again = nightly(site, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0 new capture file(s)" in again.stderr and "0 day(s) finished" in again.stderr
+    assert (tmp_path / "alerts.jsonl").read_bytes() == before
+    # Redoing a day rewrites its report and writes no alert twice.
+    redo = nightly(site, tmp_path, "--day", str(DAY2))
+    assert redo.returncode == 1, redo.stderr
+    assert (tmp_path / "alerts.jsonl").read_bytes() == before
+
+
+def test_flows_are_stitched_across_files_and_across_runs(site, tmp_path):
+    """Night 1 sees the files up to 01:30 on day 2 (the 60 MB flow is open at the
+    end of its last file); night 2 the rest. The flow is one flow, and the
+    alerts are those of one run over everything."""
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    policy = load_policy(site / "policy.toml")
+    flows: dict[dt.date, list] = {}
+
+    def keep(day, scan):
+        f = scan.flows.to_frame(community_id=False)
+        flows[day] = f[f["dst_ip"] == "203.0.113.7"]
+
+    def run(now: str):
+        options = NightlyOptions(captures=str(folder), state=str(tmp_path / "state.db"),
+                                 report_dir=str(tmp_path / "reports"),
+                                 alerts_path=str(tmp_path / "alerts.jsonl"))  # fmt: skip
+        return run_nightly(options, policy, now_ns=t(now), on_day=keep)
+
+    copy(site, folder, FILES[:4], "2026-02-04 01:35")
+    first = run("2026-02-04 01:45")
+    assert [d.day for d in first.days] == [DAY1]
+    assert [d for d, _ in first.not_ready] == [DAY2]
+    copy(site, folder, FILES[4:], "2026-02-05 02:05")
+    second = run("2026-02-05 03:00")
+    assert [d.day for d in second.days] == [DAY2] and len(second.taken) == 2
+    (flow,) = flows[DAY2].itertuples()
+    assert (flow.src_ip, flow.src2dst_bytes, flow.dst2src_bytes) == (PC, 60 * MB, 2 * MB)
+    docs = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    expected = expected_by_day(site)
+    assert [without_id(d) for d in docs] == expected[DAY1] + expected[DAY2]
+
+
+def test_a_file_still_being_written_is_left_for_the_next_run(site, tmp_path):
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    policy = load_policy(site / "policy.toml")
+    copy(site, folder, FILES[:5], "2026-02-05 02:00")
+    last = (site / "captures" / FILES[5][0]).read_bytes()
+    growing = folder / FILES[5][0]
+    growing.write_bytes(last[:-7])  # the last record cut short
+    mtime = t("2026-02-05 02:00")
+    os.utime(growing, ns=(mtime, mtime))
+    options = NightlyOptions(captures=str(folder), state=str(tmp_path / "state.db"),
+                             report_dir=str(tmp_path / "reports"))  # fmt: skip
+    # Ten minutes after its last write: cut short, so still being written.
+    result = run_nightly(options, policy, now_ns=t("2026-02-05 02:10"))
+    assert [p for p, _ in result.waiting] == [str(growing)]
+    assert "cut short" in result.waiting[0][1]
+    assert [d.day for d in result.days] == [DAY1]
+    assert [d for d, _ in result.not_ready] == [DAY2]
+    # Modified a moment ago: left without even being read.
+    os.utime(growing, ns=(t("2026-02-05 02:20") - 5 * NS,) * 2)
+    result = run_nightly(options, policy, now_ns=t("2026-02-05 02:20"))
+    assert "modified in the last 60 s" in result.waiting[0][1] and not result.days
+    # Finished: taken in, and day 2 is done.
+    growing.write_bytes(last)
+    os.utime(growing, ns=(mtime, mtime))
+    result = run_nightly(options, policy, now_ns=t("2026-02-05 03:00"))
+    assert not result.waiting and [d.day for d in result.days] == [DAY2]
+
+
+# -- kills -----------------------------------------------------------------------------
+
+
+def test_killed_anywhere_and_run_again_gives_exactly_the_uninterrupted_output(site, tmp_path):
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    reference = nightly(site, whole)
+    assert reference.returncode == 1, reference.stderr
+    # Steps: one per file taken in (6), then per day: report written, alerts
+    # appended, day committed. Each run below is killed after its Nth step:
+    # mid-files; after day 1's report; after day 1's alerts (before the commit);
+    # right after day 1's commit; after day 2's alerts.
+    out = tmp_path / "killed"
+    out.mkdir()
+    for kill_after in (3, 4, 2, 3, 2):
+        proc = nightly(site, out, env={KILL_HOOK: str(kill_after)})
+        assert proc.returncode == -9, (kill_after, proc.stderr)
+    final = nightly(site, out)
+    assert final.returncode == 1, final.stderr
+    assert (out / "alerts.jsonl").read_bytes() == (whole / "alerts.jsonl").read_bytes()
+    for day in (DAY1, DAY2, DAY3):
+        name = f"egress-report-{day}.html"
+        assert report_text(out / "reports" / name) == report_text(whole / "reports" / name)
+    leftovers = [p.name for p in (out / "reports").iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_help_teaches_cron_and_systemd():
+    proc = subprocess.run([sys.executable, "-m", "detector", "nightly", "--help"],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0
+    assert "30 1 * * *" in proc.stdout and "egress-detector-nightly.timer" in proc.stdout
+
+
+def test_bad_state_file_is_one_line(site, tmp_path):
+    (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
+    proc = nightly(site, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "state.db" in proc.stderr, proc.stderr
