@@ -50,7 +50,7 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
         n_workers=workers or os.cpu_count() or 1,
         threads_per_worker=1,  # the kernels are single-threaded: one process per core
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
     )
     return Client(cluster), cluster
 

@@ -1,0 +1,258 @@
+"""The distributed scan (detector/distributed) against the single-process scan
+on the same input, on a small Dask LocalCluster; cut points against a plain
+record walk; the merge against hand-computed flows."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra (Dask)")
+
+from dask.distributed import Client, LocalCluster  # noqa: E402
+from gen_traffic import Capture, at  # noqa: E402
+from scapy.layers.inet import IP, TCP  # noqa: E402
+
+from detector._kernels import flowtable as fk  # noqa: E402
+from detector.capture import CaptureProblem  # noqa: E402
+from detector.detect.scan import scan_captures  # noqa: E402
+from detector.distributed import DistributedUnavailable, scan_captures_distributed  # noqa: E402
+from detector.distributed.count import DIE_ONCE_ENV, Settings, count_part  # noqa: E402
+from detector.distributed.merge import FlowFold  # noqa: E402
+from detector.distributed.parts import Part, plan_parts  # noqa: E402
+from detector.flows.table import count_flows  # noqa: E402
+from detector.policy import load_policy  # noqa: E402
+
+from gen_cases import eth, write_pcap  # noqa: E402
+
+NS = 1_000_000_000
+POLICY = """
+[site]
+name = "taipei-mission"
+timezone = "Asia/Taipei"
+
+[business_hours]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "08:30"
+end = "17:30"
+
+[networks]
+internal = ["10.0.0.0/8"]
+isolated = ["10.8.40.0/24"]
+"""
+PART_BYTES = 1 << 16  # the smallest cut: a 2.8 MB capture makes ~45 parts
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        LocalCluster(
+            n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+def policy(tmp_path):
+    (tmp_path / "policy.toml").write_text(POLICY)
+    return load_policy(tmp_path / "policy.toml")
+
+
+def record_offsets(path: Path) -> list[int]:
+    """Where each record of a little-endian classic pcap starts (a plain walk)."""
+    data = path.read_bytes()
+    offsets, pos = [], 24
+    while pos + 16 <= len(data):
+        offsets.append(pos)
+        pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+    return offsets
+
+
+def split_at_times(path: Path, cuts_ns: list[int], out: Path) -> list[Path]:
+    """Rotated files: ``path``'s records cut where time reaches each of ``cuts_ns``."""
+    data = path.read_bytes()
+    offsets = record_offsets(path)
+    times = [
+        struct.unpack_from("<I", data, o)[0] * NS + struct.unpack_from("<I", data, o + 4)[0]
+        for o in offsets
+    ]  # nanosecond pcap (gen_traffic)
+    edges = [24] + [offsets[np.searchsorted(times, c)] for c in cuts_ns] + [len(data)]
+    files = []
+    for k in range(len(edges) - 1):
+        f = out / f"rotated-{k}.pcap"
+        f.write_bytes(data[:24] + data[edges[k] : edges[k + 1]])
+        files.append(f)
+    return files
+
+
+def day_of_traffic(tmp_path: Path) -> tuple[Path, int]:
+    t = at("2026-02-04 19:00", "Asia/Taipei")
+    cap = Capture()
+    # 60 MB out over 20 minutes: split across many parts and two files.
+    cap.transfer("10.8.10.44", "203.0.113.140", start=t, seconds=1200,
+                 bytes_out=60_000_000, bytes_in=1_000_000)  # fmt: skip
+    # A packet a minute on one 5-tuple for two hours: closed by the active
+    # timeout (30 min) at points that fall inside parts.
+    for k in range(120):
+        cap.packet("10.8.10.50", "10.8.0.1", at_ns=t + k * 60 * NS, sport=5353, dport=53)
+    # Idle gaps of exactly the idle timeout (120 s, continues) and just over it.
+    for s in (0, 120, 240, 361, 400):
+        cap.packet("10.8.10.51", "198.51.100.9", at_ns=t + 500 * NS + s * NS, sport=40001,
+                   dport=123)  # fmt: skip
+    cap.transfer("10.8.40.31", "198.51.100.7", start=t + 600 * NS, seconds=30, bytes_out=100_000)
+    return cap.write(tmp_path / "day.pcap"), t
+
+
+def rows_sorted(frame):
+    cols = list(frame.columns)
+    return frame.sort_values(cols).reset_index(drop=True)
+
+
+def assert_same_scan(single, dist):
+    flows_1, flows_2 = single.flows.to_frame(), dist.flows.to_frame()
+    assert len(flows_1) == len(flows_2)
+    assert rows_sorted(flows_1).equals(rows_sorted(flows_2))
+    assert single.features.equals(dist.features)
+    assert single.alerts == dist.alerts
+    a1, a2 = single.activity.columns(), dist.activity.columns()
+    for name in a1:
+        np.testing.assert_array_equal(a1[name], a2[name], err_msg=name)
+
+
+def test_same_flows_features_and_alerts_across_cuts_and_files(tmp_path, client, policy):
+    whole, t = day_of_traffic(tmp_path)
+    rotated = split_at_times(whole, [t + 400 * NS, t + 3000 * NS], tmp_path)
+    parts = plan_parts([str(p) for p in rotated], PART_BYTES)
+    assert len(parts) > 3 * len(rotated)  # files cut into byte ranges
+    single = scan_captures([whole], policy)
+    problems: list[CaptureProblem] = []
+    dist = scan_captures_distributed(rotated, policy, client=client, part_bytes=PART_BYTES,
+                                     on_problem=problems.append)  # fmt: skip
+    assert problems == []
+    assert_same_scan(single, dist)
+    flows = dist.flows.to_frame()
+    # Hand-computed: the transfer is one flow of its exact bytes, though ~40 cuts and
+    # a file boundary fall inside it.
+    big = flows[flows["dst_ip"] == "203.0.113.140"]
+    assert len(big) == 1
+    assert (big["src2dst_bytes"].iloc[0], big["dst2src_bytes"].iloc[0]) == (60_000_000, 1_000_000)
+    # The minute-by-minute flow: packets at 0..1800 s, 1860..3660 s, 3720..5520 s,
+    # 5580..7140 s (each closed by the first packet more than 1800 s after its first).
+    chatter = flows[flows["dst_ip"] == "10.8.0.1"].sort_values("first_seen")
+    assert chatter["src2dst_packets"].tolist() == [31, 31, 31, 27]
+    assert chatter["expiry_reason"].tolist() == ["active", "active", "active", "end"]
+    ntp = flows[flows["dst_port"] == 123].sort_values("first_seen")
+    assert ntp["src2dst_packets"].tolist() == [3, 2]
+    assert ntp["expiry_reason"].tolist() == ["idle", "idle"]  # idle too at the end of input
+    assert [a.rule_id for a in dist.alerts] == ["isolated-egress", "offhours-bulk-egress"]
+
+
+def test_fold_recounts_a_part_when_the_active_timeout_falls_inside_it(tmp_path):
+    # One packet a minute for 50 minutes, cut at 20 minutes: the second part's
+    # table starts the flow at minute 20 and cannot know it must close at 30.
+    t = 1_770_000_000 * NS
+    cap = Capture()
+    for k in range(51):
+        cap.packet("10.0.0.1", "192.0.2.1", at_ns=t + k * 60 * NS, sport=1000, dport=2000)
+    whole = cap.write(tmp_path / "minutes.pcap")
+    files = split_at_times(whole, [t + 20 * 60 * NS], tmp_path)
+    settings = Settings()
+    parts = [Part(str(f), i, i) for i, f in enumerate(files)]
+    fold = FlowFold(round(settings.idle_timeout * NS), round(settings.active_timeout * NS))
+    for part in parts:
+        result = count_part(part, settings)
+
+        def recount(open_rows, latest, part=part):
+            return count_part(part, settings, open_rows, latest)
+
+        fold.add(result, recount, result.stats.first_ns)
+    rows = fold.finish()
+    assert fold.recounted == 1
+    # By hand: 0..1800 s (31 packets) closes at 1860 s for the active timeout.
+    assert rows[:, fk.C_DIR + fk.D_PACKETS].tolist() == [31, 20]
+    assert rows[:, fk.C_REASON].tolist() == [fk.REASON_ACTIVE, fk.REASON_END]
+    single = count_flows([whole]).exported_rows()
+    np.testing.assert_array_equal(rows[:, : fk.C_SLOT], single[:, : fk.C_SLOT])
+    np.testing.assert_array_equal(rows[:, fk.C_DIR :], single[:, fk.C_DIR :])
+
+
+def test_cut_points_are_record_starts(tmp_path):
+    whole, _ = day_of_traffic(tmp_path)
+    parts = plan_parts([str(whole)], PART_BYTES)
+    starts = set(record_offsets(whole))
+    assert len(parts) > 10
+    assert parts[0].start == 24 and parts[-1].end is None
+    for before, after in zip(parts, parts[1:], strict=False):
+        assert before.end == after.start and after.start in starts
+        assert after.header == whole.read_bytes()[:24]
+
+
+def test_a_damaged_file_fails_its_own_parts_and_the_rest_completes(tmp_path, client, policy):
+    whole, t = day_of_traffic(tmp_path)
+    rotated = split_at_times(whole, [t + 400 * NS, t + 3000 * NS], tmp_path)
+    # Damage the middle file: a record length of 16 MB a third of the way in.
+    data = bytearray(rotated[1].read_bytes())
+    offsets = record_offsets(rotated[1])
+    bad_at = offsets[len(offsets) // 3]
+    data[bad_at + 8 : bad_at + 12] = struct.pack("<I", 16 << 20)
+    rotated[1].write_bytes(bytes(data))
+    seen_1: list[CaptureProblem] = []
+    seen_2: list[CaptureProblem] = []
+    single = scan_captures(rotated, policy, on_problem=seen_1.append)
+    dist = scan_captures_distributed(rotated, policy, client=client, part_bytes=PART_BYTES,
+                                     on_problem=seen_2.append)  # fmt: skip
+    assert [(p.path, p.offset, p.fatal) for p in seen_2] == [(str(rotated[1]), bad_at, True)]
+    assert "record length 16777216" in seen_2[0].message
+    assert [(p.path, p.offset) for p in seen_1] == [(p.path, p.offset) for p in seen_2]
+    assert_same_scan(single, dist)
+
+
+def test_a_worker_that_dies_mid_task_is_replaced_and_its_task_run_again(tmp_path, policy):
+    whole, t = day_of_traffic(tmp_path)
+    marker = tmp_path / "died"
+    with (
+        LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0",
+                     env={DIE_ONCE_ENV: str(marker), "PYTHONPATH": os.pathsep.join(sys.path)})
+        as cluster,
+        Client(cluster) as c,
+    ):  # fmt: skip
+        dist = scan_captures_distributed([whole], policy, client=c, part_bytes=1 << 20)
+    assert marker.exists()  # a task did kill its worker
+    assert_same_scan(scan_captures([whole], policy), dist)
+
+
+def test_without_dask_the_error_says_what_to_install(tmp_path, policy, monkeypatch):
+    whole, _ = day_of_traffic(tmp_path)
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    with pytest.raises(
+        DistributedUnavailable, match=r"pip install 'egress-detector\[distributed\]'"
+    ):
+        scan_captures_distributed([whole], policy, workers=2)
+
+
+def http_request(seconds: float, n: int, sport: int = 50000) -> tuple[int, bytes]:
+    payload = f"GET / HTTP/1.1\r\nHost: h{n}.example\r\n\r\n".encode()
+    frame = eth(IP(src="10.8.10.44", dst="203.0.113.80") / TCP(sport=sport, dport=80, flags="PA")
+                / payload)  # fmt: skip
+    return 1_770_000_000 * NS + round(seconds * NS), frame
+
+
+def test_payload_budget_is_per_part(tmp_path, client, policy):
+    # Twelve requests on one connection, six in each of two rotated files. One
+    # reader inspects the first 8 payload packets of the connection; each part
+    # has its own budget, so the distributed scan sees all 12 (documented).
+    first = write_pcap(tmp_path / "a.pcap", 1, [http_request(k, k) for k in range(6)])
+    second = write_pcap(tmp_path / "b.pcap", 1, [http_request(k, k) for k in range(6, 12)])
+    single = scan_captures([first, second], policy)
+    dist = scan_captures_distributed([first, second], policy, client=client)
+    assert single.facts is not None and dist.facts is not None
+    assert single.facts["text"].tolist() == [f"h{k}.example" for k in range(8)]
+    assert dist.facts["text"].tolist() == [f"h{k}.example" for k in range(12)]
+    assert rows_sorted(single.flows.to_frame()).equals(rows_sorted(dist.flows.to_frame()))
