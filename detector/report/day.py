@@ -262,17 +262,21 @@ def build_day_report(
     alerts = [a for a in result.alerts if a.end_ns >= start_ns and a.start_ns < end_ns]
     alerts.sort(key=lambda a: a.sort_key)
     rows = result.flows.exported_rows()
+    hosts = sorted({a.source_ip for a in alerts})
+    hourly = _hourly_egress(external, result, hosts, start_ns, end_ns, policy)
+    evidence = _evidence_flows(rows, alerts)
+    roles = {host: role(host) for host in hosts}
     entries = tuple(
         AlertEntry(
             alert=replace(a, evidence=dict(a.evidence)),
             severity_name=SEVERITY_NAMES.get(a.severity, str(a.severity)),
-            host_role=role(a.source_ip),
+            host_role=roles[a.source_ip],
             other_side=_other_side(a),
             why=WHY_IT_MATTERS.get(a.rule_id, WHY_DEFAULT),
-            flows=_evidence_flows(rows, a),
-            hours=_hours(external, result, a.source_ip, start_ns, end_ns, policy),
+            flows=flows,
+            hours=hourly[a.source_ip],
         )
-        for a in alerts
+        for a, flows in zip(alerts, evidence, strict=True)
     )
     counts: dict[str, int] = {}
     for a in alerts:
@@ -436,92 +440,133 @@ def _address_pair(address: str) -> tuple[int, int]:
     return value >> 64, value & ((1 << 64) - 1)
 
 
-def _evidence_flows(rows: np.ndarray, alert: Alert) -> tuple[EvidenceFlow, ...]:
-    """The host's flows with the alert's other side (any outside address when it
-    names none) during the alert, most bytes sent by the host first."""
-    if not len(rows):
-        return ()
+def _evidence_flows(rows: np.ndarray, alerts: Sequence[Alert]) -> list[tuple[EvidenceFlow, ...]]:
+    """For each alert, the host's flows with the alert's other side (any address
+    when it names none) during the alert, most bytes sent by the host first.
+
+    The flow rows are indexed by endpoint once (a busy day has a million flows
+    and hundreds of alerts), and the chosen rows are made text in one go.
+    """
+    if not len(rows) or not alerts:
+        return [() for _ in alerts]
+    import pandas as pd
+
     u = rows.view(np.uint64)
-    host_hi, host_lo = _address_pair(alert.source_ip)
-    a_is_host = (u[:, fk.C_A_HI] == np.uint64(host_hi)) & (u[:, fk.C_A_LO] == np.uint64(host_lo))
-    b_is_host = (u[:, fk.C_B_HI] == np.uint64(host_hi)) & (u[:, fk.C_B_LO] == np.uint64(host_lo))
-    keep = a_is_host | b_is_host
-    if alert.destination_ip:
-        peer_hi, peer_lo = _address_pair(alert.destination_ip)
-        a_peer = (u[:, fk.C_A_HI] == np.uint64(peer_hi)) & (u[:, fk.C_A_LO] == np.uint64(peer_lo))
-        b_peer = (u[:, fk.C_B_HI] == np.uint64(peer_hi)) & (u[:, fk.C_B_LO] == np.uint64(peer_lo))
-        keep &= (a_is_host & b_peer) | (b_is_host & a_peer)
-    keep &= (rows[:, fk.C_LAST] >= alert.start_ns) & (rows[:, fk.C_FIRST] <= alert.end_ns)
-    picked = rows[keep]
-    if not len(picked):
-        return ()
-    host_is_a = (u[keep, fk.C_A_HI] == np.uint64(host_hi)) & (
-        u[keep, fk.C_A_LO] == np.uint64(host_lo)
+    wanted = {_address_pair(a.source_ip) for a in alerts}
+    wanted_lo = np.array(sorted({lo for _, lo in wanted}), dtype=np.uint64)
+    # Rows with a host of an alert at one end (by the low half first: cheap).
+    a_side = np.flatnonzero(np.isin(u[:, fk.C_A_LO], wanted_lo))
+    b_side = np.flatnonzero(np.isin(u[:, fk.C_B_LO], wanted_lo))
+    ends = pd.DataFrame(
+        {
+            "hi": np.concatenate([u[a_side, fk.C_A_HI], u[b_side, fk.C_B_HI]]),
+            "lo": np.concatenate([u[a_side, fk.C_A_LO], u[b_side, fk.C_B_LO]]),
+            "row": np.concatenate([a_side, b_side]),
+        }
     )
-    a_bytes = picked[:, fk.C_DIR + fk.D_BYTES]
-    b_bytes = picked[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
-    sent = np.where(host_is_a, a_bytes, b_bytes)
-    order = np.lexsort((picked[:, fk.C_FIRST], -sent))[:EVIDENCE_FLOWS]
-    columns = flow_columns(picked[order], community_id=True, presorted=True)
-    out = []
-    for i in range(len(order)):
-        host_is_src = columns["src_ip"][i] == _canonical(alert.source_ip)
-        fwd = (int(columns["src2dst_bytes"][i]), int(columns["src2dst_packets"][i]))
-        rev = (int(columns["dst2src_bytes"][i]), int(columns["dst2src_packets"][i]))
-        (bytes_out, packets_out), (bytes_in, packets_in) = (fwd, rev) if host_is_src else (rev, fwd)
-        src = (str(columns["src_ip"][i]), int(columns["src_port"][i]))
-        dst = (str(columns["dst_ip"][i]), int(columns["dst_port"][i]))
-        (host, host_port), (peer, peer_port) = (src, dst) if host_is_src else (dst, src)
-        out.append(
-            EvidenceFlow(
-                first_ns=int(columns["first_seen"][i].astype(np.int64)),
-                last_ns=int(columns["last_seen"][i].astype(np.int64)),
-                host=host,
-                host_port=host_port,
-                peer=peer,
-                peer_port=peer_port,
-                transport=str(columns["transport"][i]),
-                bytes_out=bytes_out,
-                packets_out=packets_out,
-                bytes_in=bytes_in,
-                packets_in=packets_in,
-                community_id=str(columns["community_id"][i]),
-            )
+    groups: dict[Any, Any] = ends.groupby(["hi", "lo"], sort=False).indices
+    row_of = ends["row"].to_numpy()
+    by_host = {(int(hi), int(lo)): row_of[index] for (hi, lo), index in groups.items()}
+    chosen: list[np.ndarray] = []
+    host_first: list[np.ndarray] = []
+    for alert in alerts:
+        host_hi, host_lo = _address_pair(alert.source_ip)
+        mine = by_host.get((host_hi, host_lo), np.zeros(0, dtype=np.intp))
+        host_is_a = (u[mine, fk.C_A_HI] == np.uint64(host_hi)) & (
+            u[mine, fk.C_A_LO] == np.uint64(host_lo)
         )
-    return tuple(out)
+        keep = (rows[mine, fk.C_LAST] >= alert.start_ns) & (rows[mine, fk.C_FIRST] <= alert.end_ns)
+        if alert.destination_ip:
+            peer_hi, peer_lo = _address_pair(alert.destination_ip)
+            peer_hi_col = np.where(host_is_a, u[mine, fk.C_B_HI], u[mine, fk.C_A_HI])
+            peer_lo_col = np.where(host_is_a, u[mine, fk.C_B_LO], u[mine, fk.C_A_LO])
+            keep &= (peer_hi_col == np.uint64(peer_hi)) & (peer_lo_col == np.uint64(peer_lo))
+        picked, host_is_a = mine[keep], host_is_a[keep]
+        a_bytes = rows[picked, fk.C_DIR + fk.D_BYTES]
+        b_bytes = rows[picked, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
+        sent = np.where(host_is_a, a_bytes, b_bytes)
+        order = np.lexsort((rows[picked, fk.C_FIRST], -sent))[:EVIDENCE_FLOWS]
+        chosen.append(picked[order])
+        host_first.append(host_is_a[order])
+    every = np.concatenate(chosen)
+    if not len(every):
+        return [() for _ in alerts]
+    columns = flow_columns(rows[every], community_id=True, presorted=True)
+    init_is_a = rows[every, fk.C_INIT_IS_A] == 1
+    out: list[tuple[EvidenceFlow, ...]] = []
+    at = 0
+    for host_is_a in host_first:
+        flows = []
+        for i in range(at, at + len(host_is_a)):
+            # The flow's initiator (src) is its A end when C_INIT_IS_A is set.
+            host_is_src = bool(host_is_a[i - at] == init_is_a[i])
+            fwd = (int(columns["src2dst_bytes"][i]), int(columns["src2dst_packets"][i]))
+            rev = (int(columns["dst2src_bytes"][i]), int(columns["dst2src_packets"][i]))
+            (bytes_out, packets_out), (bytes_in, packets_in) = (
+                (fwd, rev) if host_is_src else (rev, fwd)
+            )
+            src = (str(columns["src_ip"][i]), int(columns["src_port"][i]))
+            dst = (str(columns["dst_ip"][i]), int(columns["dst_port"][i]))
+            (host, host_port), (peer, peer_port) = (src, dst) if host_is_src else (dst, src)
+            flows.append(
+                EvidenceFlow(
+                    first_ns=int(columns["first_seen"][i].astype(np.int64)),
+                    last_ns=int(columns["last_seen"][i].astype(np.int64)),
+                    host=host,
+                    host_port=host_port,
+                    peer=peer,
+                    peer_port=peer_port,
+                    transport=str(columns["transport"][i]),
+                    bytes_out=bytes_out,
+                    packets_out=packets_out,
+                    bytes_in=bytes_in,
+                    packets_in=packets_in,
+                    community_id=str(columns["community_id"][i]),
+                )
+            )
+        out.append(tuple(flows))
+        at += len(host_is_a)
+    return out
 
 
-def _canonical(address: str) -> str:
-    import ipaddress
-
-    return str(ipaddress.ip_address(address))
-
-
-def _hours(
+def _hourly_egress(
     external: pd.DataFrame,
     result: ScanResult,
-    host: str,
+    hosts: Sequence[str],
     start_ns: int,
     end_ns: int,
     policy: Policy,
-) -> tuple[HourBar, ...]:
-    """The host's bytes to external addresses in each hour of the day."""
+) -> dict[str, tuple[HourBar, ...]]:
+    """Each host's bytes to external addresses in each hour of the day."""
     hour_starts = np.arange(start_ns, end_ns, HOUR_NS, dtype=np.int64)
-    totals = np.zeros(len(hour_starts), dtype=np.int64)
-    if len(external):
+    labels = [local_clock(int(t), policy) for t in hour_starts]
+    ids: dict[int, str] = {}
+    for host in hosts:
         hi, lo = _address_pair(host)
-        ids = np.flatnonzero(
+        found = np.flatnonzero(
             (result.traffic.address_hi == np.uint64(hi))
             & (result.traffic.address_lo == np.uint64(lo))
         )
-        if len(ids):
-            mine = external[external["host_id"].to_numpy() == ids[0]]
-            index = (mine["minute_ns"].to_numpy() - start_ns) // HOUR_NS
-            np.add.at(totals, index, mine["bytes_out"].to_numpy())
-    return tuple(
-        HourBar(int(t), local_clock(int(t), policy), int(b))
-        for t, b in zip(hour_starts, totals, strict=True)
-    )
+        if len(found):
+            ids[int(found[0])] = host
+    totals = {host: np.zeros(len(hour_starts), dtype=np.int64) for host in hosts}
+    if len(external) and ids:
+        known = np.array(sorted(ids), dtype=np.int64)
+        host_col = external["host_id"].to_numpy().astype(np.int64)
+        mine = np.isin(host_col, known)
+        which = np.searchsorted(known, host_col[mine])
+        hour = (external["minute_ns"].to_numpy()[mine] - start_ns) // HOUR_NS
+        grid = np.zeros((len(known), len(hour_starts)), dtype=np.int64)
+        np.add.at(grid, (which, hour), external["bytes_out"].to_numpy()[mine].astype(np.int64))
+        for k, host_id in enumerate(known):
+            totals[ids[int(host_id)]] = grid[k]
+    return {
+        host: tuple(
+            HourBar(int(t), label, int(b))
+            for t, label, b in zip(hour_starts, labels, totals[host], strict=True)
+        )
+        for host in hosts
+    }
 
 
 def _business_hours_text(policy: Policy) -> str:
