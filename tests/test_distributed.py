@@ -256,3 +256,42 @@ def test_payload_budget_is_per_part(tmp_path, client, policy):
     assert single.facts["text"].tolist() == [f"h{k}.example" for k in range(8)]
     assert dist.facts["text"].tolist() == [f"h{k}.example" for k in range(12)]
     assert rows_sorted(single.flows.to_frame()).equals(rows_sorted(dist.flows.to_frame()))
+
+
+def test_flows_and_features_as_parquet_partitioned_by_site_and_local_day(tmp_path, policy):
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    from detector.cli.main import main
+    from detector.distributed.dataset import write_dataset
+
+    # 19:00 and, the next morning, 07:00 Taipei: both 4 February in UTC, two local days.
+    evening = at("2026-02-04 19:00", "Asia/Taipei")
+    morning = at("2026-02-05 07:00", "Asia/Taipei")
+    cap = Capture()
+    cap.transfer("10.8.10.44", "203.0.113.140", start=evening, seconds=10, bytes_out=30_000)
+    cap.transfer("10.8.10.45", "203.0.113.141", start=morning, seconds=10, bytes_out=40_000)
+    pcap = cap.write(tmp_path / "two-days.pcap")
+    result = scan_captures([pcap], policy)
+    root = tmp_path / "lake"
+    assert write_dataset(result, policy, root) == ["flows", "features"]
+    site = root / "flows" / "site=taipei-mission"
+    assert sorted(p.name for p in site.iterdir()) == ["day=2026-02-04", "day=2026-02-05"]
+    flows = pd.read_parquet(root / "flows")  # pyarrow reads the hive partitions as columns
+    by_day = flows.groupby(flows["day"].astype(str))["src2dst_bytes"].sum().to_dict()
+    assert by_day == {"2026-02-04": 30_000, "2026-02-05": 40_000}
+    assert set(flows["site"].astype(str)) == {"taipei-mission"}
+    morning_only = ds.dataset(root / "features", format="parquet", partitioning="hive").to_table(
+        filter=ds.field("day") == "2026-02-05"
+    )
+    assert set(morning_only.column("host").to_pylist()) >= {"10.8.10.45"}
+    assert "10.8.10.44" not in set(
+        morning_only.filter(ds.field("bytes_out") > 0).column("host").to_pylist()
+    )
+    # Writing a day again replaces it (a rescan), through the command line this time.
+    (tmp_path / "policy.toml").write_text(POLICY)
+    argv = ["scan", "-q", "--policy", str(tmp_path / "policy.toml"), "--parquet-dir", str(root),
+            "-o", str(tmp_path / "alerts.jsonl"), str(pcap)]  # fmt: skip
+    assert main(argv) in (0, 1)
+    again = pd.read_parquet(root / "flows")
+    assert len(again) == len(flows) == 2

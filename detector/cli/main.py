@@ -250,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the per-host window features (Parquet; .csv writes CSV)",
     )
     scan.add_argument(
+        "--parquet-dir",
+        metavar="DIR",
+        help="also write flows and features as Parquet partitioned by site and local day "
+        "(DIR/flows/site=NAME/day=YYYY-MM-DD/...; read by pandas, Dask, DuckDB, Spark; "
+        "docs/distributed.md)",
+    )
+    scan.add_argument(
         "--model",
         metavar="FILE",
         help="also score every host window with a model made by `egress-detector train` "
@@ -499,6 +506,10 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
             result.features.to_csv(args.features_out, index=False)
         else:
             result.features.to_parquet(args.features_out, index=False, compression="zstd")
+    if args.parquet_dir:
+        from ..distributed.dataset import write_dataset
+
+        write_dataset(result, policy, args.parquet_dir)
     if not args.quiet:
         elapsed = time.perf_counter() - started
         packets = sum(s.packets for s in stats)
