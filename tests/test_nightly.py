@@ -25,6 +25,7 @@ import pytest
 from gen_traffic import Capture, at
 
 from detector.alerts.record import to_ecs
+from detector.cli.main import main
 from detector.detect.scan import scan_captures
 from detector.nightly.discover import capture_format, fingerprint
 from detector.nightly.run import KILL_HOOK, NightlyOptions, run_nightly
@@ -151,6 +152,15 @@ def site(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(site):
+    """One run of the command over all six files, from a fresh state."""
+    out = site / "uninterrupted"
+    out.mkdir()
+    proc = nightly(site, out)
+    return out, proc
+
+
 def expected_by_day(site: Path) -> dict[dt.date, list[dict]]:
     """Alerts of a scan of the unsplit capture, by the local day they start in."""
     policy = load_policy(site / "policy.toml")
@@ -228,9 +238,12 @@ def test_pcapng_interface_statistics_give_kernel_drops(tmp_path):
 # -- one run, two runs ----------------------------------------------------------------------
 
 
-def test_nightly_alerts_equal_a_scan_of_the_whole_capture(site, tmp_path):
-    proc = nightly(site, tmp_path)
+def test_nightly_alerts_equal_a_scan_of_the_whole_capture(site, uninterrupted, tmp_path):
+    out, proc = uninterrupted
     assert proc.returncode == 1, proc.stderr
+    for name in ("state.db", "alerts.jsonl"):
+        shutil.copy(out / name, tmp_path / name)
+    shutil.copytree(out / "reports", tmp_path / "reports")
     docs = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     expected = expected_by_day(site)
     assert [without_id(d) for d in docs] == expected[DAY1] + expected[DAY2]
@@ -323,10 +336,10 @@ def test_a_file_still_being_written_is_left_for_the_next_run(site, tmp_path):
 # -- kills -----------------------------------------------------------------------------
 
 
-def test_killed_anywhere_and_run_again_gives_exactly_the_uninterrupted_output(site, tmp_path):
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    reference = nightly(site, whole)
+def test_killed_anywhere_and_run_again_gives_exactly_the_uninterrupted_output(
+    site, uninterrupted, tmp_path
+):
+    whole, reference = uninterrupted
     assert reference.returncode == 1, reference.stderr
     # Steps: one per file taken in (6), then per day: report written, alerts
     # appended, day committed. Each run below is killed after its Nth step:
@@ -347,15 +360,19 @@ def test_killed_anywhere_and_run_again_gives_exactly_the_uninterrupted_output(si
     assert leftovers == []
 
 
-def test_help_teaches_cron_and_systemd():
-    proc = subprocess.run([sys.executable, "-m", "detector", "nightly", "--help"],
-                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 0
-    assert "30 1 * * *" in proc.stdout and "egress-detector-nightly.timer" in proc.stdout
+def test_help_teaches_cron_and_systemd(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["nightly", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "30 1 * * *" in text and "egress-detector-nightly.timer" in text
 
 
-def test_bad_state_file_is_one_line(site, tmp_path):
+def test_bad_state_file_is_one_line(site, tmp_path, capsys):
     (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
-    proc = nightly(site, tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "state.db" in proc.stderr, proc.stderr
+    code = main(["nightly", "--captures", str(site / "captures"), "--policy",
+                 str(site / "policy.toml"), "--state", str(tmp_path / "state.db"),
+                 "--report-dir", str(tmp_path / "reports")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "state.db" in err and "SQLite" in err, err

@@ -129,11 +129,30 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         help="1 or 2 threads for reading (default: 2 for days over 64 MB on 2 or more cores)",
     )
     nightly.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="count each day's captures on a local Dask cluster of N processes "
+        "(docs/distributed.md); 1 or absent: this process",
+    )
+    nightly.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:8786",
+        help="count each day's captures on an existing Dask cluster (the workers must see "
+        "the capture files at the same paths)",
+    )
+    nightly.add_argument(
         "-q",
         "--quiet",
         action="store_true",
         help="no summary or progress on stderr (problems are still shown)",
     )
+
+
+def _worker_count(text: str) -> int:
+    from .main import _worker_count as count
+
+    return count(text)
 
 
 def _date(text: str) -> dt.date:
@@ -189,6 +208,8 @@ def run_nightly_command(args: argparse.Namespace) -> int:
         settle_seconds=args.settle,
         threads=args.threads,
         sensor=args.sensor,
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
     try:
         result = run_nightly(

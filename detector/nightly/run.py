@@ -76,6 +76,8 @@ class NightlyOptions:
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     threads: int | None = None
     sensor: str = ""
+    workers: int | None = None  # count on a local Dask cluster of this many processes
+    scheduler: str | None = None  # or on the cluster at tcp://HOST:8786 (docs/distributed.md)
 
 
 @dataclass
@@ -165,7 +167,7 @@ def run_nightly(
     steps = _Steps()
     state = NightlyState(options.state)
     try:
-        _take_in(options, state, result, now, problem, steps)
+        _take_in(options, state, result, now, problem, steps, progress)
         for day, why in _days_to_finish(options, state, result, policy, now):
             if why:
                 result.not_ready.append((day, why))
@@ -192,46 +194,67 @@ def _take_in(
     now: int,
     problem: Callable[[CaptureProblem], None],
     steps: _Steps,
+    progress: Callable[[Iterator[int], Sequence[str]], Iterator[int]] | None,
 ) -> None:
     settle_ns = int(options.settle_seconds * NS)
+    candidates: list[tuple[str, os.stat_result]] = []
     for path in find_captures(options.captures):
         name = os.fspath(path)
         try:
-            before = os.stat(name)
+            info = os.stat(name)
         except OSError:
             continue  # removed since it was listed
-        if state.file_at(name, before.st_size, before.st_mtime_ns) is not None:
+        if state.file_at(name, info.st_size, info.st_mtime_ns) is not None:
             continue
-        if now - before.st_mtime_ns < settle_ns:
+        if now - info.st_mtime_ns < settle_ns:
             result.waiting.append((name, "still being written (modified in the last "
                                    f"{options.settle_seconds:g} s)"))  # fmt: skip
             continue
-        try:
-            found = fingerprint(name)
-        except CaptureError as exc:
-            problem(CaptureProblem(name, None, str(exc).removeprefix(f"{name}: "), True))
-            continue
-        after = os.stat(name)
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-            result.waiting.append((name, "still being written (it changed while read)"))
-            continue
-        if found.cut_short:
-            since = state.waiting_since(name, found.size, found.mtime_ns, "cut short", now)
-            if now - since < ABANDONED_AFTER_NS:
-                result.waiting.append((name, "still being written (its last record is cut short)"))
-                continue
-        for p in found.problems:
-            if p.fatal or not found.cut_short:
-                problem(p)
-        known = state.file_with_hash(found.content_hash)
-        if known is not None:
-            if known.path != name and not os.path.exists(known.path):
-                state.moved_file(found.content_hash, found)
-                result.moved.append(name)
-            continue  # the same packets as a file already taken in
-        state.take_file(found, now)
-        result.taken.append(found)
-        steps()
+        candidates.append((name, info))
+
+    def each() -> Iterator[int]:
+        for name, before in candidates:
+            _take_one(name, before, state, result, now, problem)
+            steps()
+            yield before.st_size
+
+    sizes = each()
+    for _ in progress(sizes, [n for n, _ in candidates]) if progress is not None else sizes:
+        pass
+
+
+def _take_one(
+    name: str,
+    before: os.stat_result,
+    state: NightlyState,
+    result: NightlyResult,
+    now: int,
+    problem: Callable[[CaptureProblem], None],
+) -> None:
+    try:
+        found = fingerprint(name)
+    except CaptureError as exc:
+        problem(CaptureProblem(name, None, str(exc).removeprefix(f"{name}: "), True))
+        return
+    after = os.stat(name)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        result.waiting.append((name, "still being written (it changed while read)"))
+        return
+    if found.cut_short:
+        since = state.waiting_since(name, found.size, found.mtime_ns, "cut short", now)
+        if now - since < ABANDONED_AFTER_NS:
+            result.waiting.append((name, "still being written (its last record is cut short)"))
+            return
+    for p in found.problems:
+        problem(p)
+    known = state.file_with_hash(found.content_hash)
+    if known is not None:
+        if known.path != name and not os.path.exists(known.path):
+            state.moved_file(found.content_hash, found)
+            result.moved.append(name)
+        return  # the same packets as a file already taken in
+    state.take_file(found, now)
+    result.taken.append(found)
 
 
 # -- 2. which days --------------------------------------------------------------------
@@ -296,10 +319,27 @@ def _finish_day(
 
     started = time.perf_counter()
     start, end = day_bounds(day, policy)
-    files = [f for f in state.files() if _overlaps(f, start - CONTEXT_NS, end + CONTEXT_NS)]
+    files = []
+    for f in state.files():
+        if not _overlaps(f, start - CONTEXT_NS, end + CONTEXT_NS):
+            continue
+        if not os.path.exists(f.path):  # removed by the capture's retention
+            problem(CaptureProblem(f.path, None, f"taken in on an earlier run but no longer "
+                                   f"there: {day} is finished without it", False))  # fmt: skip
+            continue
+        files.append(f)
     paths = [f.path for f in files]
     stats: list[CaptureStats] = []
-    scan = scan_captures(
+    count = scan_captures
+    if options.scheduler or (options.workers or 1) > 1:
+        from functools import partial
+
+        from ..distributed import scan_captures_distributed
+
+        count = partial(
+            scan_captures_distributed, workers=options.workers, scheduler=options.scheduler
+        )
+    scan = count(
         paths,
         policy,
         threads=options.threads if options.threads is not None else auto_threads(paths),

@@ -130,7 +130,10 @@ class NightlyState:
         return KnownFile(*row) if row else None
 
     def take_file(self, found: CaptureFingerprint, now_ns: int) -> None:
+        """Record a file; a file of the same path taken in before has changed
+        since (it grew): its old row goes, so no packet is counted twice."""
         with self.transaction() as db:
+            db.execute("DELETE FROM files WHERE path=?", (found.path,))
             db.execute(
                 "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
