@@ -42,7 +42,7 @@ def doc_keys(lines):
     return sorted(
         (d["rule"]["id"], d["source"]["ip"], d.get("destination", {}).get("ip"),
          d.get("destination", {}).get("port"))
-        for d in docs
+        for d in docs if d["event"].get("action") != "alert-updated"  # raised, not updates
     )  # fmt: skip
 
 

@@ -344,18 +344,26 @@ def test_forgetting_old_minutes_keeps_exactly_the_later_ones():
     assert whole.packets == 2 * n
 
 
-def test_an_alert_that_goes_on_is_raised_once():
+def test_an_alert_that_goes_on_is_raised_once_then_updated():
     from detector.alerts.record import Alert
 
     detector = LiveDetector([FakeSource([])], parse_policy(ISOLATED_NIGHT), LiveOptions(),
                             emit=lambda alerts: None)  # fmt: skip
 
-    def alert(start, end, rule="isolated-egress", dst="203.0.113.140"):
-        return Alert(rule, "r", 4, start, end, "10.8.40.31", "m", destination_ip=dst)
+    def alert(start, end, rule="isolated-egress", dst="203.0.113.140", sent=10):
+        return Alert(rule, "r", 4, start, end, "10.8.40.31", "m", destination_ip=dst,
+                     source_bytes=sent)  # fmt: skip
 
-    assert not detector._already_emitted(alert(100, 200))
-    assert detector._already_emitted(alert(100, 300))  # it went on
-    assert detector._already_emitted(alert(150, 400))  # its start left the history
-    assert not detector._already_emitted(alert(500, 600))  # a new one, after a gap
-    assert not detector._already_emitted(alert(150, 400, dst="203.0.113.141"))
-    assert not detector._already_emitted(alert(150, 400, rule="offhours-bulk-egress"))
+    first = alert(100, 200)
+    assert detector._raised_before(first) is None and first.event_sequence == 0
+    raised = detector._raised_before(alert(100, 300, sent=20))  # it went on
+    assert raised is not None and raised.event_id == first.event_id
+    assert detector._grown(update := alert(100, 300, sent=20), raised)
+    assert (update.event_id, update.event_action, update.event_sequence) == (
+        first.event_id, "alert-updated", 1)  # fmt: skip
+    assert not detector._grown(alert(100, 300, sent=20), raised)  # nothing new: not again
+    later = alert(150, 400, sent=15)  # its start left the history: lower sums, no update
+    assert detector._raised_before(later) is raised and not detector._grown(later, raised)
+    assert detector._raised_before(alert(500, 600)) is None  # a new one, after a gap
+    assert detector._raised_before(alert(150, 400, dst="203.0.113.141")) is None
+    assert detector._raised_before(alert(150, 400, rule="offhours-bulk-egress")) is None

@@ -14,6 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
+ALERT_RAISED = "alert-raised"  # ECS event.action of an alert's first document
+ALERT_UPDATED = "alert-updated"  # … and of a later one with grown figures, same event.id
 
 
 @dataclass
@@ -52,6 +54,12 @@ class Alert:
     # observer.ingress.interface.name (a SPAN port sensor has only ingress).
     observer_hostname: str | None = None
     observer_interface: str | None = None
+    # A live sensor writes an alert when first raised and again, with the same
+    # event.id, when its figures grow (docs/live.md): event.action says which,
+    # event.sequence counts them (0 when raised). None in a scan.
+    event_id: str | None = None
+    event_action: str | None = None  # ALERT_RAISED or ALERT_UPDATED
+    event_sequence: int | None = None
 
     @property
     def sort_key(self) -> tuple[int, int, int, str]:
@@ -88,6 +96,12 @@ def to_ecs(alert: Alert, zone: ZoneInfo, site_name: str) -> dict[str, Any]:
         },
         "rule": {"id": alert.rule_id, "name": alert.rule_name},
     }
+    if alert.event_id is not None:
+        doc["event"]["id"] = alert.event_id
+    if alert.event_action is not None:
+        doc["event"]["action"] = alert.event_action
+    if alert.event_sequence is not None:
+        doc["event"]["sequence"] = int(alert.event_sequence)
     if alert.source_ip:
         doc["source"] = {
             "ip": alert.source_ip,

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from ..errors import DetectorError
 from ..flows.write import human_bytes
-from .record import SEVERITY_NAMES, Alert, local_time, to_ecs
+from .record import ALERT_UPDATED, SEVERITY_NAMES, Alert, local_time, to_ecs
 
 STREAM_FORMATS = ("table", "jsonl")
 SYSLOG_FACILITY_LOCAL0 = 16
@@ -45,7 +45,11 @@ def table_line(alert: Alert, zone: ZoneInfo, width: int = 100) -> str:
         f"{SEVERITY_NAMES.get(alert.severity, '?').upper():<9}{alert.rule_id:<29}"
         f"{when:<28}{alert.source_ip:<17}{other:<23}{sent}"
     )
-    body = "".join(f"    {line}\n" for line in textwrap.wrap(alert.message, width=width - 4))
+    message = alert.message
+    if alert.event_action == ALERT_UPDATED:
+        # The same incident, written again because it went on.
+        message = f"update {alert.event_sequence} (figures so far): {message}"
+    body = "".join(f"    {line}\n" for line in textwrap.wrap(message, width=width - 4))
     return head.rstrip() + "\n" + body
 
 

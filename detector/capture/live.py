@@ -55,7 +55,15 @@ PACKET_VERSION = 10
 PACKET_FANOUT = 18
 PACKET_IGNORE_OUTGOING = 23  # Linux 4.20
 TPACKET_V3 = 2
-PACKET_FANOUT_HASH = 0  # by the kernel's symmetric flow hash: both directions, one socket
+# Not PACKET_FANOUT_HASH (0): the kernel's flow hash takes the ports of whole
+# packets but only the addresses of fragments (which carry no ports past the
+# first), so a UDP flow's big, fragmented datagrams and its small ones land on
+# different sockets. Nor PACKET_FANOUT_FLAG_DEFRAG: the group's sockets then
+# receive reassembled datagrams, not the fragments on the wire (7 packets
+# counted where 18 were sent; tests/test_live.py). A classic BPF program that
+# hashes the two addresses does it (Linux 4.3).
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_DATA = 22
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max
 BPF_RET_K = 0x06  # BPF_RET | BPF_K: "accept k bytes of the packet"
@@ -165,13 +173,56 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> byte
     return bytes(out)
 
 
-def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array[ctypes.c_char]:
-    """Attach classic BPF ``program``; returns the buffer the kernel copied
-    from (kept alive until the call returned, which is all the kernel needs)."""
+def _attach_filter(
+    sock: socket.socket, program: bytes, option: int = SO_ATTACH_FILTER
+) -> ctypes.Array[ctypes.c_char]:
+    """Attach classic BPF ``program`` as the socket's filter (or, with
+    ``PACKET_FANOUT_DATA``, as its fanout group's selector); returns the buffer
+    the kernel copied from (kept alive until the call returned, which is all
+    the kernel needs)."""
     insns = ctypes.create_string_buffer(program, len(program))
     fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(insns))  # struct sock_fprog
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    level = socket.SOL_SOCKET if option == SO_ATTACH_FILTER else SOL_PACKET
+    sock.setsockopt(level, option, fprog)
     return insns
+
+
+# Classic BPF (<linux/filter.h>, <linux/bpf_common.h>)
+BPF_LD_W_ABS, BPF_LD_H_ABS = 0x20, 0x28
+BPF_JEQ_K, BPF_TAX, BPF_XOR_X, BPF_MUL_K, BPF_RSH_K, BPF_RET_A = 0x15, 0x07, 0xAC, 0x24, 0x74, 0x16
+SKF_AD_PROTOCOL = -0x1000  # SKF_AD_OFF + SKF_AD_PROTOCOL: the packet's ethertype
+SKF_NET_OFF = -0x100000  # loads relative to the network (IP) header
+ETHERTYPE_IPV4, ETHERTYPE_IPV6 = 0x0800, 0x86DD
+GOLDEN_32 = 0x9E3779B1  # Knuth's multiplicative hash: mixes the xor into the high bits
+
+
+def fanout_program() -> bytes:
+    """The fanout group's selector: the xor of the source and destination
+    addresses (symmetric: both directions agree), mixed, for IPv4 and IPv6;
+    the kernel takes it modulo the group's size. Only addresses, so the
+    fragments of a datagram (only the first has ports) and the flow's whole
+    packets go to the same socket; other packets (ARP, …) to the first.
+    Loads are relative to the IP header (``SKF_NET_OFF``), so a VLAN tag the
+    kernel took off, or the link type, does not move them."""
+
+    def insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+    def xor_words(offsets: range) -> list[bytes]:
+        out = [insn(BPF_LD_W_ABS, SKF_NET_OFF + offsets[0]), insn(BPF_TAX, 0)]
+        for offset in offsets[1:]:
+            out += [insn(BPF_LD_W_ABS, SKF_NET_OFF + offset), insn(BPF_XOR_X, 0), insn(BPF_TAX, 0)]
+        return out
+
+    mix = [insn(BPF_MUL_K, GOLDEN_32), insn(BPF_RSH_K, 16), insn(BPF_RET_A, 0)]
+    ipv4 = xor_words(range(12, 20, 4)) + mix  # source and destination: bytes 12-19
+    ipv6 = xor_words(range(8, 40, 4)) + mix  # bytes 8-39
+    other = [insn(BPF_RET_K, 0)]
+    head = [insn(BPF_LD_H_ABS, SKF_AD_PROTOCOL)]
+    # jt/jf count instructions to skip: [v4?][v6?][other][ipv4…][ipv6…]
+    head.append(insn(BPF_JEQ_K, ETHERTYPE_IPV4, jt=2, jf=0))
+    head.append(insn(BPF_JEQ_K, ETHERTYPE_IPV6, jt=1 + len(ipv4), jf=0))
+    return b"".join(head + other + ipv4 + ipv6)
 
 
 class RingSource:
@@ -248,9 +299,11 @@ class RingSource:
                 # when the socket closes, however the process ends.
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             if fanout_group is not None:
-                sock.setsockopt(
-                    SOL_PACKET, PACKET_FANOUT, (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH << 16)
-                )
+                # Spread by address pair (fanout_program): every fragment of a
+                # datagram and every packet of a flow, both ways, to one socket.
+                fanout = (fanout_group & 0xFFFF) | (PACKET_FANOUT_CBPF << 16)
+                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, fanout)
+                _attach_filter(sock, fanout_program(), PACKET_FANOUT_DATA)
             self._poll = select.poll()
             self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
         except BaseException:

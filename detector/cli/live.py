@@ -366,6 +366,8 @@ def run_live(args: argparse.Namespace) -> int:
         line = f"{result.packets:,} packets in {elapsed:.1f} s, {len(result.emitted)} alert(s)"
         if args.read is None:
             line += f"; kernel: {result.received:,} received, {result.dropped:,} dropped"
+        if len(result.worker_packets) > 1:
+            line += "; per worker: " + " / ".join(f"{n:,}" for n in result.worker_packets)
         _say(line)
     if detector.stopped:
         # A sensor stopped by its service manager ends normally.

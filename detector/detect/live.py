@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..alerts.record import Alert
+from ..alerts.record import ALERT_RAISED, ALERT_UPDATED, Alert
 from ..capture.batch import PacketBatch
 from ..features.hosts import MINUTE_NS
 from ..flows.activity import ActivityTable
@@ -114,8 +114,35 @@ class LiveStatus:
 
 
 @dataclass
+class _Raised:
+    """An alert written before: its span so far, its id and the figures it
+    was last written with."""
+
+    start_ns: int
+    end_ns: int
+    event_id: str
+    figures: tuple[int, ...]
+    updates: int = 0
+
+
+def _figures(alert: Alert) -> tuple[int, ...]:
+    """What an update reports when it changes: bytes, packets and the end."""
+    return (alert.source_bytes, alert.source_packets, alert.destination_bytes,
+            alert.destination_packets, alert.end_ns)  # fmt: skip
+
+
+def _event_id(alert: Alert) -> str:
+    """A stable id for an alert's documents: rule, host, other side and first
+    packet (the same incident in the same traffic always gets the same one)."""
+    import hashlib
+
+    text = f"{alert.rule_id}|{alert.source_ip}|{alert.destination_ip}|{alert.start_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass
 class LiveResult:
-    emitted: list[Alert]  # every alert, in the order it was emitted
+    emitted: list[Alert]  # every alert raised, in the order it was emitted (no updates)
     final: ScanResult | None  # the last analysis: what a scan of the same packets gives
     flow_rows: np.ndarray  # closed flows, raw rows (kept only with keep_flows)
     packets: int
@@ -123,6 +150,8 @@ class LiveResult:
     dropped: int
     drop_spans: list[DropSpan] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    worker_packets: list[int] = field(default_factory=list)  # how the fanout spread them
+    updates: list[Alert] = field(default_factory=list)  # alerts written again, grown
 
 
 class _Worker(threading.Thread):
@@ -242,8 +271,9 @@ class LiveDetector:
         self.stopped = False  # stop() was called (a signal), not a bound reached
         self._budget_lock = threading.Lock()
         self.packets_left: int | None = options.max_packets
-        self._emitted_spans: dict[tuple[object, ...], list[list[int]]] = {}
+        self._raised: dict[tuple[object, ...], list[_Raised]] = {}
         self.emitted: list[Alert] = []
+        self.updates: list[Alert] = []
         self.drop_spans: list[DropSpan] = []
         self._reported_drop_spans = 0
         self._received = [0] * len(self.sources)
@@ -348,6 +378,8 @@ class LiveDetector:
             dropped=sum(self._dropped),
             drop_spans=self.drop_spans,
             problems=problems,
+            worker_packets=[w.packets for w in self.workers],
+            updates=self.updates,
         )
 
     @property
@@ -419,9 +451,8 @@ class LiveDetector:
         )
         alerts = list(result.alerts) + self._sensor_alerts(policy)
         new = []
+        grown = []
         for alert in alerts:
-            if self._already_emitted(alert):
-                continue
             dropped = sum(
                 span.dropped
                 for span in self.drop_spans
@@ -429,11 +460,18 @@ class LiveDetector:
             )
             if dropped and alert.rule_id not in (SENSOR_DROPS, SENSOR_BLIND):
                 alert.evidence["sensor_dropped_packets"] = dropped
-            new.append(alert)
+            raised = self._raised_before(alert)
+            if raised is None:
+                new.append(alert)
+            elif self._grown(alert, raised):
+                grown.append(alert)
         new.sort(key=lambda a: a.sort_key)
+        grown.sort(key=lambda a: a.sort_key)
         if new:
             self.emitted.extend(new)
-            self.emit(new)
+        self.updates.extend(grown)
+        if new or grown:
+            self.emit(new + grown)
         if not final and self.options.history_hours:
             # Memory stays bounded: rows older than the history are dropped
             # (rules look back at most a day; docs/live.md).
@@ -448,20 +486,38 @@ class LiveDetector:
                     worker.activity.forget_before(clock - history)
         return result if final else None
 
-    def _already_emitted(self, alert: Alert) -> bool:
-        """Whether an alert of the same (rule, host, other side) that overlaps
-        this one in time was written before; records this one if not. An
-        alert that goes on is raised once, and one whose start moved (its
-        first minutes left the history) is not raised again."""
-        spans = self._emitted_spans.setdefault(
+    def _raised_before(self, alert: Alert) -> _Raised | None:
+        """The earlier alert of the same (rule, host, other side) that overlaps
+        this one in time, if one was written (its span is stretched to cover
+        this one); else None, and this one is recorded and stamped as raised."""
+        records = self._raised.setdefault(
             (alert.rule_id, alert.source_ip, alert.destination_ip), []
         )
-        for span in spans:
-            if alert.start_ns <= span[1] and alert.end_ns >= span[0]:
-                span[1] = max(span[1], alert.end_ns)
-                return True
-        spans.append([alert.start_ns, alert.end_ns])
-        return False
+        for raised in records:
+            if alert.start_ns <= raised.end_ns and alert.end_ns >= raised.start_ns:
+                raised.end_ns = max(raised.end_ns, alert.end_ns)
+                return raised
+        event_id = _event_id(alert)
+        records.append(_Raised(alert.start_ns, alert.end_ns, event_id, _figures(alert)))
+        alert.event_id, alert.event_action, alert.event_sequence = event_id, ALERT_RAISED, 0
+        return None
+
+    @staticmethod
+    def _grown(alert: Alert, raised: _Raised) -> bool:
+        """Whether ``alert`` is an update of ``raised`` worth writing: the same
+        incident with grown figures (a transfer that went on). It is stamped
+        with the first document's id. One whose first minutes left the history
+        (a later start, smaller sums) is not: its figures would be too low."""
+        figures = _figures(alert)
+        if alert.start_ns > raised.start_ns or figures == raised.figures:
+            return False
+        if any(now < before for now, before in zip(figures, raised.figures, strict=True)):
+            return False
+        raised.figures = figures
+        raised.updates += 1
+        alert.event_id, alert.event_action = raised.event_id, ALERT_UPDATED
+        alert.event_sequence = raised.updates
+        return True
 
     def _sensor_alerts(self, policy: Policy) -> list[Alert]:
         alerts = []
