@@ -180,6 +180,12 @@ def test_alert_says_who_when_how_much_and_why(day):
         "received 500.0 kB (500,000 B)"
     )
     assert "isolated network is bridged to the internet" in first  # why it matters
+    second = page.split('id="alert-2">')[1].split("</article>")[0]
+    # The rule's evidence (egress.* in the JSON lines), in words.
+    assert (
+        "threshold bytes: 50,000,000; span minutes: 60; destinations: (ip: 203.0.113.140, "
+        "bytes: 62,000,000)" in second
+    )
     # One flow carried the whole transfer (no gap near the 120 s idle timeout).
     (flow,) = table_rows(first)
     assert flow[:7] == ["02:13:00", "02:19:00", "49152", "203.0.113.140:443", "tcp",

@@ -93,7 +93,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
   font-size: 12px; }
 .muted { color: #57606a; }
 .warn { color: #9a6700; font-weight: 600; }
-svg.timeline { display: block; margin: 6px 0; max-width: 100%; height: auto; }
+svg.timeline { display: block; margin: 6px 0 0; max-width: 100%; height: auto; }
+.legend { font-size: 12px; margin: 0 0 8px; }
 svg .off { fill: #e8ebef; }
 svg .bar { fill: #0969da; }
 svg .bar.hot { fill: #cf222e; }
@@ -259,9 +260,20 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
         f"<dt>When</dt><dd>{_text(start)} to {_text(end)} local</dd>",
         f"<dt>How much</dt><dd>{how_much}</dd>",
         f"<dt>Why it matters</dt><dd>{_text(entry.why)}</dd>",
-        "</dl>",
     ]
+    if a.evidence:
+        details = "; ".join(
+            f"{key.replace('_', ' ')}: {_evidence_value(value)}"
+            for key, value in a.evidence.items()
+        )
+        out.append(f"<dt>Details</dt><dd>{_text(_clip(details, 600))}</dd>")
+    out.append("</dl>")
     out.append(_timeline(report, entry))
+    out.append(
+        f'<p class="legend muted">Bytes {_text(a.source_ip)} sent to outside addresses in '
+        "each local hour of the day; shaded: outside business hours; red: the hours of "
+        "this alert (its span outlined).</p>"
+    )
     if entry.flows:
         out += [
             '<table><caption class="muted">Evidence flows (largest upload first)</caption>',
@@ -284,6 +296,31 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
         out.append('<p class="muted">No flow records behind this alert.</p>')
     out.append("</article>")
     return out
+
+
+def _evidence_value(value: object, depth: int = 0) -> str:
+    """An alert's evidence (egress.*) as short plain text."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict) and depth < 2:
+        inner = ", ".join(
+            f"{str(k).replace('_', ' ')}: {_evidence_value(v, depth + 1)}" for k, v in value.items()
+        )
+        return f"({inner})"
+    if isinstance(value, list | tuple) and depth < 2:
+        shown = [_evidence_value(v, depth + 1) for v in value[:10]]
+        return ", ".join(shown) + (" …" if len(value) > 10 else "")
+    return str(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _timeline(report: DayReport, entry: AlertEntry) -> str:
@@ -332,6 +369,7 @@ def _timeline(report: DayReport, entry: AlertEntry) -> str:
     for i, h in enumerate(hours):
         if i % 3 == 0:
             parts.append(f'<text x="{x(h.start_ns):.1f}" y="{height - 6}">{_text(h.label)}</text>')
+    parts.append(f'<text x="{left + plot_w}" y="{height - 6}" text-anchor="end">24:00</text>')
     parts.append(f'<text x="2" y="{top + 10}">{human_bytes(peak)}</text>')
     parts.append(f'<text x="2" y="{base}">0</text>')
     parts.append("</svg>")
