@@ -418,3 +418,29 @@ def test_hostile_page_runs_nothing_in_chromium(day, tmp_path):
     assert console == []  # no script ran, nothing was blocked: nothing was there to run
     assert "<img" not in dom and "<script" not in dom
     assert HOSTILE in html_lib.unescape(dom)
+
+
+def test_daylight_saving_day_has_23_hours(tmp_path):
+    # Paris, Sunday 2026-03-29: clocks go from 02:00 to 03:00. 4,000,000 bytes at
+    # 03:30 local (01:30 UTC) are in the day's third hour, labelled 03:00.
+    policy = parse_policy(POLICY.replace("Asia/Taipei", "Europe/Paris"))
+    start = at("2026-03-29 03:30", "Europe/Paris")
+    path = (
+        Capture()
+        .transfer(ISO, OUT, start=start, seconds=60, bytes_out=4_000_000)
+        .write(tmp_path / "dst.pcap")
+    )
+    stats: list[CaptureStats] = []
+    result = scan_captures([path], policy, stats_out=stats)
+    day = dt.date(2026, 3, 29)
+    report = build_day_report(result, policy, day=day, files=[as_file(stats[0], None)],
+                              processing_seconds=1.0)  # fmt: skip
+    begin, end = day_bounds(day, policy)
+    assert end - begin == 23 * 3600 * NS
+    (entry, *_) = report.alerts
+    assert [h.label for h in entry.hours][:4] == ["00:00", "01:00", "03:00", "04:00"]
+    assert [(h.label, h.bytes_out) for h in entry.hours if h.bytes_out] == [("03:00", 4_000_000)]
+    assert report.off_minutes == ((begin, end),)  # a Sunday
+    page = render_html(report)
+    assert "Europe/Paris, UTC+01:00 then UTC+02:00" in page
+    assert "of 23 h 00 min)" in page

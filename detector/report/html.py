@@ -138,8 +138,16 @@ def _when(report: DayReport, start_ns: int, end_ns: int) -> str:
 
 
 def _zone_label(report: DayReport) -> str:
-    offset = _local(report, report.day_start_ns, "%z")
-    return f"{report.timezone}, UTC{offset[:3]}:{offset[3:]}"
+    """'Asia/Taipei, UTC+08:00'; both offsets on a daylight-saving change day."""
+
+    def offset(ts_ns: int) -> str:
+        text = _local(report, ts_ns, "%z")
+        return f"UTC{text[:3]}:{text[3:]}"
+
+    first, last = offset(report.day_start_ns), offset(report.day_end_ns - NS)
+    if first == last:
+        return f"{report.timezone}, {first}"
+    return f"{report.timezone}, {first} then {last}"
 
 
 def render_html(report: DayReport) -> str:
