@@ -125,3 +125,38 @@ def test_an_upload_that_goes_on_is_written_again_with_its_totals(tmp_path):
             (first_doc.event_id, "alert-raised", 0), (first_doc.event_id, "alert-updated", 1)]  # fmt: skip
         assert docs[1]["source"]["bytes"] == 8_000_000
     assert len({a.event_id for a in detector.emitted}) == 2
+
+
+def test_an_address_first_reached_before_the_history_is_not_new_again(tmp_path):
+    """Day 1 a host reaches OUT (a little); 30 hours later it uploads 3 MB to
+    OUT and 3 MB to NEW. With 26 hours of history the sensor has dropped day
+    1's minutes by then, but not the first contact: as a scan of the whole
+    span, bulk-upload-new-destination fires for NEW only."""
+    day1 = at("2026-02-03 10:00", "UTC")
+    later = day1 + 30 * HOUR
+    before, after, whole = Capture(), Capture(), Capture()
+    for cap in (before, whole):
+        cap.transfer(PC, OUT, start=day1, seconds=60, bytes_out=50_000, bytes_in=200_000)
+    for cap in (after, whole):
+        cap.transfer(PC, OUT, start=later, seconds=600, bytes_out=3_000_000, sport=50000)
+        cap.transfer(PC, NEW, start=later, seconds=600, bytes_out=3_000_000, sport=50001)
+
+    detector, source, written = engine(history_hours=26.0)
+    count_in(detector, before.write(tmp_path / "before.pcap"))
+    source.now = day1 + 120 * 10**9
+    detector._analyse(final=False)
+    source.now = later  # the sensor ran on: day 1's minutes are dropped here
+    detector._analyse(final=False)
+    assert len(detector.snapshot()[0].columns()["a_hi"]) == 0  # day 1 is gone
+    count_in(detector, after.write(tmp_path / "after.pcap"))
+    source.now = later + 700 * 10**9
+    detector._analyse(final=True)
+    bulk = [a for a in detector.emitted if a.rule_id == "bulk-upload-new-destination"]
+    assert [(a.source_ip, a.destination_ip, a.source_bytes) for a in bulk] == [
+        (PC, NEW, 3_000_000)]  # fmt: skip
+
+    scan = scan_captures([whole.write(tmp_path / "whole.pcap")], parse_policy(POLICY))
+    scanned = [a for a in scan.alerts if a.rule_id == "bulk-upload-new-destination"]
+    assert [(a.source_ip, a.destination_ip, a.source_bytes) for a in scanned] == [
+        (PC, NEW, 3_000_000)]  # fmt: skip
+    assert bulk[0].message == scanned[0].message

@@ -46,7 +46,7 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
-from .scan import ScanResult, scan_activity
+from .scan import ScanResult, first_contacts, scan_activity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -272,6 +272,11 @@ class LiveDetector:
         self._budget_lock = threading.Lock()
         self.packets_left: int | None = options.max_packets
         self._raised: dict[tuple[object, ...], list[_Raised]] = {}
+        # When each host first reached each outside address: kept when old
+        # minutes are dropped, so bulk-upload-new-destination does not take an
+        # address reached before the history for new (a scan of the whole
+        # span would not). 40 bytes per (host, outside address) pair.
+        self.first_contacts: pd.DataFrame | None = None
         self.emitted: list[Alert] = []
         self.updates: list[Alert] = []
         self.drop_spans: list[DropSpan] = []
@@ -447,8 +452,10 @@ class LiveDetector:
         activity, facts = self.snapshot()
         policy = self.policy
         result = scan_activity(
-            activity, self.workers[0].flows, policy, model=self.model, facts=facts
-        )
+            activity, self.workers[0].flows, policy, model=self.model, facts=facts,
+            first_contacts=self.first_contacts,
+        )  # fmt: skip
+        self.first_contacts = first_contacts(result.traffic, self.first_contacts)
         alerts = list(result.alerts) + self._sensor_alerts(policy)
         new = []
         grown = []

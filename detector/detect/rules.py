@@ -42,6 +42,10 @@ class ScanContext:
     # (host_id, peer_id) pairs known from a trained model's baseline: never "new"
     # to bulk-upload-new-destination (None: first contact in this scan decides).
     known_destinations: pd.MultiIndex | None = None
+    # First contacts recorded before this traffic's earliest minutes (a live
+    # sensor forgets old minutes but not when a host first reached an
+    # address): first_ns by (host_id, peer_id); the earlier time wins.
+    first_contacts: pd.Series | None = None
 
     @property
     def gap_ns(self) -> int:
@@ -423,6 +427,13 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
     if ctx.known_destinations is not None and len(ctx.known_destinations):
         sel = sel[~pd.MultiIndex.from_frame(sel[pair]).isin(ctx.known_destinations)]
     first_contact_of = sel.groupby(pair, sort=False)["first_ns"].transform("min").to_numpy()
+    if ctx.first_contacts is not None and len(ctx.first_contacts) and len(sel):
+        recorded = ctx.first_contacts.reindex(pd.MultiIndex.from_frame(sel[pair])).to_numpy()
+        known = ~np.isnan(recorded)
+        first_contact_of = first_contact_of.copy()
+        first_contact_of[known] = np.minimum(
+            first_contact_of[known], recorded[known].astype(np.int64)
+        )
     sel = sel.assign(first_contact=first_contact_of)
     sel = sel[sel["minute_ns"].to_numpy() < first_contact_of + new_for_ns]
     sel = _groups_reaching(sel, pair, "bytes_out", span_ns, threshold)

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..alerts.record import Alert
 from ..capture import CaptureProblem, CaptureStats
 from ..features.hosts import HostTraffic, host_traffic, host_windows
@@ -76,21 +78,29 @@ def scan_activity(
     window_minutes: int | None = None,
     model: EgressModel | None = None,
     facts: pd.DataFrame | None = None,
+    first_contacts: pd.DataFrame | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
-    (``facts``: what payload inspection found, if it ran)."""
+    (``facts``: what payload inspection found, if it ran; ``first_contacts``:
+    when each host first reached each outside address before, as
+    :func:`first_contacts` records them, for traffic whose early minutes were
+    dropped)."""
     minutes = window_minutes or policy.window_minutes
     names = names_from_facts(facts) if facts is not None else Names()
     sanctioned = names.matching(policy.allowlist_domains)
     traffic = host_traffic(activity.columns(), policy, also_allowlisted=sanctioned)
     features = host_windows(traffic, policy, minutes)
+    earlier = None
+    if first_contacts is not None and len(first_contacts):
+        earlier = _first_contacts_by_id(traffic, first_contacts)
     if model is None:
-        alerts = run_rules(ScanContext(policy, traffic, minutes))
+        alerts = run_rules(ScanContext(policy, traffic, minutes, first_contacts=earlier))
     else:
         from .model import known_pairs, model_alerts, score_scan
 
         known = known_pairs(model, traffic)
-        alerts = run_rules(ScanContext(policy, traffic, minutes, known_destinations=known))
+        alerts = run_rules(ScanContext(policy, traffic, minutes, known_destinations=known,
+                                       first_contacts=earlier))  # fmt: skip
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
@@ -99,3 +109,51 @@ def scan_activity(
     name_alerts(alerts, names)
     alerts.sort(key=lambda a: a.sort_key)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names)
+
+
+FIRST_CONTACT_KEY = ["host_hi", "host_lo", "peer_hi", "peer_lo"]
+
+
+def first_contacts(traffic: HostTraffic, before: pd.DataFrame | None = None) -> pd.DataFrame:
+    """When each internal host first reached each outside address, by address
+    (``FIRST_CONTACT_KEY`` and ``first_ns``), merged with an earlier record
+    ``before`` (the earlier time wins). A live sensor keeps this after it
+    drops old minutes, so an address first reached long ago is not new again."""
+    import pandas as pd
+
+    f = traffic.frame
+    ext = f[f["peer_external"].to_numpy()]
+    firsts = ext.groupby(["host_id", "peer_id"], sort=False)["first_ns"].min()
+    h = firsts.index.get_level_values(0).to_numpy(dtype=np.int64)
+    p = firsts.index.get_level_values(1).to_numpy(dtype=np.int64)
+    now = pd.DataFrame({
+        "host_hi": traffic.address_hi[h], "host_lo": traffic.address_lo[h],
+        "peer_hi": traffic.address_hi[p], "peer_lo": traffic.address_lo[p],
+        "first_ns": firsts.to_numpy(dtype=np.int64),
+    })  # fmt: skip
+    if before is None or not len(before):
+        return now
+    both = pd.concat([before, now], ignore_index=True)
+    return both.groupby(FIRST_CONTACT_KEY, sort=False, as_index=False).agg(
+        first_ns=("first_ns", "min")
+    )
+
+
+def _first_contacts_by_id(traffic: HostTraffic, record: pd.DataFrame) -> pd.Series:
+    """``record``'s first contacts of this traffic's (host_id, peer_id) pairs."""
+    import pandas as pd
+
+    f = traffic.frame
+    ext = f[f["peer_external"].to_numpy()][["host_id", "peer_id"]].drop_duplicates()
+    h = ext["host_id"].to_numpy(dtype=np.int64)
+    p = ext["peer_id"].to_numpy(dtype=np.int64)
+    pairs = pd.DataFrame({
+        "host_hi": traffic.address_hi[h], "host_lo": traffic.address_lo[h],
+        "peer_hi": traffic.address_hi[p], "peer_lo": traffic.address_lo[p],
+        "host_id": h, "peer_id": p,
+    })  # fmt: skip
+    both = pairs.merge(record, on=FIRST_CONTACT_KEY, how="inner")
+    index = pd.MultiIndex.from_arrays(
+        [both["host_id"].to_numpy(), both["peer_id"].to_numpy()], names=["host_id", "peer_id"]
+    )
+    return pd.Series(both["first_ns"].to_numpy(dtype=np.int64), index=index)
