@@ -103,7 +103,8 @@ def count_part(
 ) -> PartResult:
     """Count ``part`` into a fresh flow table, activity table and payload
     inspector. ``seed``: flows open before this part (and the latest packet
-    time before it), to count on from exactly where a single reader would be."""
+    time before it), to count on from exactly where a single reader would be;
+    only the flows are counted then (the rest does not depend on the seed)."""
     _maybe_die()
     table = FlowTable(
         idle_timeout=settings.idle_timeout,
@@ -114,7 +115,7 @@ def count_part(
         table.resume(seed, fk.NO_TIME if seed_latest_ns is None else seed_latest_ns)
     activity = ActivityTable(bin_seconds=settings.bin_seconds)
     inspector = None
-    if settings.inspects:
+    if settings.inspects and seed is None:
         inspector = PayloadInspector(
             max_packets=settings.inspect_max_packets, max_bytes=settings.inspect_max_bytes
         )
@@ -128,7 +129,8 @@ def count_part(
     try:
         for batch in reader:
             table.ingest(batch)
-            activity.ingest(batch)
+            if seed is None:
+                activity.ingest(batch)
     except CaptureError as exc:
         message = str(exc).removeprefix(f"{part.path}: ")
         problems.append(CaptureProblem(part.path, None, message, True))

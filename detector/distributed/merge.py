@@ -13,10 +13,15 @@ One case cannot be settled from the rows: a continued flow that a single
 table would have closed for the active timeout *inside* the part (the part's
 table counted from the part's first packet, not the flow's). The fold then
 asks for the part again, counted from the open flows before it
-(``FlowTable.resume``), which is exactly what a single table did. Likewise
-when a part's packets are earlier than the latest packet before it (captures
-out of time order). Both are rare: flows longer than the active timeout
-(30 minutes) straddling a cut.
+(``FlowTable.resume``), which is exactly what a single table did. That is
+rare: a flow longer than the active timeout (30 minutes) straddling a cut.
+
+Exactness assumes the parts are in time order (no part has packets earlier
+than the latest packet before it), as rotated captures and ranges of one
+time-ordered file are. A part out of order is recounted too, but a single
+table's idle sweeps, which then matter, cannot be replayed: flows may split
+differently (the per-minute activity, hence features and the traffic rules,
+does not depend on order). The scan says so (``out_of_order``).
 
 The fold runs over parts in stream order; it is associative in the sense
 that matters (any grouping of consecutive parts merges to the same rows), and
@@ -86,6 +91,7 @@ class FlowFold:
     open: np.ndarray = field(default_factory=lambda: np.empty((0, fk.FLOW_COLUMNS), np.int64))
     latest_ns: int | None = None
     recounted: int = 0  # parts counted again from the open flows before them
+    out_of_order: int = 0  # parts with packets earlier than the latest before them
 
     def add(
         self,
@@ -102,6 +108,7 @@ class FlowFold:
         unordered = (
             self.latest_ns is not None and earliest_ns is not None and earliest_ns < self.latest_ns
         )
+        self.out_of_order += unordered
         if len(self.open) and (unordered or not self._merge(rows)):
             again = recount(self.open, self.latest_ns)
             self.recounted += 1

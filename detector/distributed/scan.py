@@ -95,6 +95,7 @@ def scan_captures_distributed(
         fold = FlowFold(round(settings.idle_timeout * 1e9), round(settings.active_timeout * 1e9))
         problems: list[CaptureProblem] = []
         damaged_files: set[int] = set()
+        unordered_files: set[int] = set()
         kept: list[PartResult] = []
         for result in results:
             part = result.part
@@ -111,7 +112,20 @@ def scan_captures_distributed(
                     retries=TASK_RETRIES,
                 ).result()  # fmt: skip
 
+            out_of_order = fold.out_of_order
             fold.add(result, recount, result.stats.first_ns)
+            if fold.out_of_order > out_of_order and part.file_index not in unordered_files:
+                unordered_files.add(part.file_index)  # said once per file
+                problems.append(
+                    CaptureProblem(
+                        part.path,
+                        None if part.whole else part.start,
+                        "packets earlier than the latest packet before them (input out of "
+                        "time order): flows may be split differently than by a single-process "
+                        "scan; give rotated files in time order",
+                        False,
+                    )
+                )
         rows = fold.finish()
     finally:
         if owned:
