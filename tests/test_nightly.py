@@ -376,3 +376,27 @@ def test_bad_state_file_is_one_line(site, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "state.db" in err and "SQLite" in err, err
+
+
+def test_two_threads_read_many_rotated_files(site):
+    """A day is read as one stream of many files; with two threads each file
+    used to keep one batch of the pipeline's pool, and the fifth file waited
+    forever. The same flows as one thread, over more files than the pool holds."""
+    import numpy as np
+
+    from detector.flows.table import PIPELINE_DEPTH, count_flows
+
+    paths = sorted((site / "captures").glob("*.pcap")) * 2
+    assert len(paths) > PIPELINE_DEPTH
+    import threading
+
+    one = count_flows(paths, threads=1)
+    done: list = []
+    reader = threading.Thread(target=lambda: done.append(count_flows(paths, threads=2)),
+                              daemon=True)  # fmt: skip
+    reader.start()
+    reader.join(120)
+    assert done, "two threads over many files never finished"
+    (two,) = done
+    assert two.packets == one.packets > 0
+    assert np.array_equal(two.exported_rows(), one.exported_rows())

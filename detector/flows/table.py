@@ -421,10 +421,18 @@ def _decode_in_background(
     ready: queue.Queue[tuple[PacketBatch | None, int, int, BaseException | None]] = queue.Queue()
     stop = threading.Event()
 
+    # The reader takes the batch to fill next as soon as it has yielded one; at the
+    # end of a file that batch is never filled. Unless it is handed out again, each
+    # file keeps one batch of the pool, and the fifth file waits forever.
+    unfilled: list[PacketBatch] = []  # handed to the reader, not yielded back yet
+
     def take_free() -> PacketBatch:
+        if unfilled:
+            return unfilled[0]
         slot = free.get()
         if stop.is_set():
             raise _Stopped
+        unfilled.append(slot)
         return slot
 
     def produce() -> None:
@@ -434,6 +442,7 @@ def _decode_in_background(
             # problems are collected here and reported from the caller's thread.
             for batch in read_packets(paths, batch_supply=take_free, on_problem=problems.append,
                                       stats_out=stats, inspector=inspector):  # fmt: skip
+                unfilled.clear()  # the batch handed out last is this one: filled
                 position = sum(s.disk_position for s in stats)
                 ready.put((batch, len(batch), position - done, None))
                 done = position
