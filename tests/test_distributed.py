@@ -16,7 +16,8 @@ pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra (D
 
 from dask.distributed import Client, LocalCluster  # noqa: E402
 from gen_traffic import Capture, at  # noqa: E402
-from scapy.layers.inet import IP, TCP  # noqa: E402
+from scapy.compat import raw  # noqa: E402
+from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 
 from detector._kernels import flowtable as fk  # noqa: E402
 from detector.capture import CaptureProblem  # noqa: E402
@@ -28,7 +29,7 @@ from detector.distributed.parts import Part, plan_parts  # noqa: E402
 from detector.flows.table import count_flows  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 
-from gen_cases import eth, write_pcap  # noqa: E402
+from gen_cases import T0, Pcapng, eth, write_pcap  # noqa: E402
 
 NS = 1_000_000_000
 POLICY = """
@@ -295,3 +296,63 @@ def test_flows_and_features_as_parquet_partitioned_by_site_and_local_day(tmp_pat
     assert main(argv) in (0, 1)
     again = pd.read_parquet(root / "flows")
     assert len(again) == len(flows) == 2
+
+
+def mixed_pcapng(path: Path) -> Path:
+    """Two sections (little-, then big-endian), an interface described mid-capture,
+    Simple Packet Blocks; one TCP upload runs through all of it."""
+    tcp = TCP(sport=50000, dport=443, flags="A") / (b"x" * 40)
+    up = eth(IP(src="10.8.10.44", dst="203.0.113.140") / tcp)
+    up_raw = raw(IP(src="10.8.10.44", dst="203.0.113.140") / tcp)
+    dns_raw = raw(IP(src="10.8.10.50", dst="10.8.0.1") / UDP(sport=5353, dport=53) / (b"q" * 20))
+    w = Pcapng()
+    w.shb("<")
+    w.idb(1)
+    us = T0 * 10**6
+    for k in range(1500):
+        w.epb(0, us + k * 100_000, up, orig_len=1514)
+        if k == 700:
+            w.idb(228)  # raw IPv4, described mid-capture
+        if k > 700 and k % 10 == 0:
+            w.epb(1, us + k * 100_000 + 50, dns_raw)
+        if k % 97 == 0:
+            w.spb(up, 1514)  # takes the time of the packet before it
+    w.shb(">")
+    w.idb(228)
+    for k in range(1500, 2500):
+        w.epb(0, us + k * 100_000, up_raw, orig_len=1500)
+    path.write_bytes(w.bytes())
+    return path
+
+
+def test_pcapng_cut_on_blocks_with_the_headers_in_force(tmp_path, client, policy):
+    path = mixed_pcapng(tmp_path / "mixed.pcapng")
+    data = path.read_bytes()
+    parts = plan_parts([str(path)], PART_BYTES)
+    assert len(parts) >= 4 and parts[0].start == 0 and parts[0].header == b""
+    # A plain walk: every block (offset, type, bytes), the byte order per section.
+    blocks, pos, order = [], 0, "<"
+    while pos < len(data):
+        if data[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
+            order = "<" if data[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+        kind, length = struct.unpack_from(order + "II", data, pos)
+        blocks.append((pos, kind, data[pos : pos + length]))
+        pos += length
+    shb = [b for _, k, b in blocks if k == 0x0A0D0D0A]
+    idb = [b for _, k, b in blocks if k == 1]
+    expected = {shb[0] + idb[0], shb[0] + idb[0] + idb[1], shb[1] + idb[2]}
+    kind_at = {o: k for o, k, _ in blocks}
+    for part in parts[1:]:
+        assert kind_at[part.start] == 6  # an Enhanced Packet Block
+        assert part.header in expected
+    # Before and after the mid-capture IDB, and in section 2: all three headers.
+    assert {p.header for p in parts[1:]} == expected
+    single = scan_captures([path], policy)
+    dist = scan_captures_distributed([path], policy, client=client, part_bytes=PART_BYTES)
+    assert_same_scan(single, dist)
+    flows = dist.flows.to_frame().set_index("dst_ip")
+    # By hand: 2500 EPBs and 16 SPBs (k = 0, 97, ... 1455) of the upload;
+    # 1500 x 1514 + 16 x 1514 + 1000 x 1500 bytes. 79 DNS queries (k = 710 ... 1490).
+    assert flows.loc["203.0.113.140", "src2dst_packets"] == 2516
+    assert flows.loc["203.0.113.140", "src2dst_bytes"] == 3_795_224
+    assert flows.loc["10.8.0.1", "src2dst_packets"] == 79

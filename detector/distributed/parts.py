@@ -11,8 +11,13 @@ exactly at the end of the file. A false start would have to fake sixteen
 consistent record headers in a row; captured bytes do not.
 
 Only the few cut points are searched (a few kB read each), not every record:
-planning a 2.4 GB file takes milliseconds. Compressed files, pcapng files and
-standard input are read whole by one task each (pcapng: docs/distributed.md).
+planning a 2.4 GB file takes milliseconds.
+
+pcapng is cut on blocks: a numba pass over the block headers
+(``detector._kernels.index``) finds an Enhanced Packet Block at each wanted
+offset and every section header and interface description before it, which
+are carried to the part as its header. Compressed files and standard input are
+read whole by one task each.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+
+import numpy as np
 
 PCAP_HEADER_BYTES = 24
 RECORD_HEADER_BYTES = 16
@@ -33,6 +40,9 @@ PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": ("<", 1_000_000_000),
     b"\xa1\xb2\x3c\x4d": (">", 1_000_000_000),
 }
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+PCAPNG_SHB_TYPE = 0x0A0D0D0A
+MAX_HEADER_BLOCKS = 4096  # section headers and interface descriptions in one pcapng file
 # Record times of one capture lie within this of its first record's time.
 TIME_SPREAD_SECONDS = 366 * 86_400
 
@@ -79,6 +89,11 @@ def plan_parts(paths: list[str], part_bytes: int) -> list[Part]:
         raise ValueError(f"part_bytes must be at least 65536 (got {part_bytes})")
     parts: list[Part] = []
     for file_index, path in enumerate(paths):
+        ranges = _pcapng_ranges(path, part_bytes)
+        if ranges:
+            for start, end, header in ranges:
+                parts.append(Part(path, len(parts), file_index, start, end, header))
+            continue
         cuts = _pcap_cuts(path, part_bytes)
         if not cuts:
             parts.append(Part(path, len(parts), file_index))
@@ -125,6 +140,47 @@ def _pcap_cuts(path: str, part_bytes: int) -> list[int]:
             return cuts
     except OSError:
         return []  # the task reading it reports the problem, located
+
+
+def _pcapng_ranges(path: str, part_bytes: int) -> list[tuple[int, int | None, bytes]]:
+    """(start, end, header) of each part of a big pcapng file (none: read it whole)."""
+    if path == "-":
+        return []
+    try:
+        size = os.path.getsize(path)
+        if size <= part_bytes + part_bytes // 2:
+            return []
+        with open(path, "rb") as f:
+            if f.read(4) != PCAPNG_MAGIC:
+                return []
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError):
+        return []
+    from .._kernels import index as ik
+
+    wanted = np.arange(part_bytes, size - part_bytes // 2, part_bytes, dtype=np.int64)
+    cuts = np.empty(len(wanted), dtype=np.int64)
+    marks = np.zeros((MAX_HEADER_BLOCKS, 3), dtype=np.int64)
+    n_marks, _stopped, _status = ik.index_pcapng(data, wanted, cuts, marks)
+    # Past damage there are no cuts (-1): the last part reads to it and reports it.
+    cuts = np.unique(cuts[cuts > 0])
+    ranges: list[tuple[int, int | None, bytes]] = []
+    start = 0
+    for cut in [*cuts.tolist(), None]:
+        header = b""
+        if start:
+            # The section in force at ``start`` (its SHB) and its interfaces so far.
+            before = marks[:n_marks][marks[:n_marks, 0] < start]
+            section = np.flatnonzero(before[:, 2] == PCAPNG_SHB_TYPE)
+            if not len(section):
+                return []
+            header = b"".join(
+                data[o : o + n].tobytes() for o, n, _t in before[section[-1] :].tolist()
+            )
+        ranges.append((start, cut, header))
+        if cut is not None:
+            start = cut
+    return ranges if len(ranges) > 1 else []
 
 
 def find_record_start(
