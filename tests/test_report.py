@@ -260,6 +260,27 @@ def test_sensor_health(day):
     assert '<dd id="processing">12.5 s' in health
 
 
+def test_flood_day_details_the_worst_and_counts_the_rest(day, monkeypatch):
+    import detector.report.day as day_module
+    import detector.report.html as html_module
+
+    monkeypatch.setattr(day_module, "DETAILED_ALERTS", 1)
+    monkeypatch.setattr(html_module, "BY_RULE_FROM", 1)
+    report = report_of(day)
+    assert report.alerts_total == 2 and [e.alert.rule_id for e in report.alerts] == [
+        "isolated-egress"
+    ]
+    page = render_html(report)
+    assert 'id="alert-2"' not in page
+    assert "The 1 worst are listed and detailed below; the other 1 are counted" in page
+    rows = table_rows(section(page, "summary"))
+    assert rows == [
+        ["critical", "Isolated host talked to a non-isolated address isolated-egress", "1", "1",
+         "62.0 MB"],
+        ["high", "Bulk upload outside business hours offhours-bulk-egress", "1", "1", "62.0 MB"],
+    ]  # fmt: skip
+
+
 def test_empty_day_is_calm(tmp_path):
     path = morning().write(tmp_path / "morning.pcap")
     policy = parse_policy(POLICY)

@@ -41,6 +41,10 @@ GAP_NS = 60 * NS
 EVIDENCE_FLOWS = 5  # flows shown per alert, largest upload first
 TOP_ROWS = 10  # rows of the top destinations and top uploaders tables
 NEW_HOSTS_SHOWN = 50
+# Alerts detailed one by one (worst first). A flood day (a sweep, a misconfigured
+# policy) can raise thousands; beyond these the table by rule counts the rest,
+# and every alert is in the alerts file anyway.
+DETAILED_ALERTS = 200
 
 # Why each alert matters, for an administrator woken at 3 a.m. (docs/rules.md).
 WHY_IT_MATTERS: dict[str, str] = {
@@ -198,6 +202,18 @@ class SensorHealth:
 
 
 @dataclass(frozen=True)
+class RuleCount:
+    """The day's alerts of one rule at one severity."""
+
+    rule_id: str
+    rule_name: str
+    severity_name: str
+    alerts: int
+    hosts: int  # distinct site hosts
+    bytes_out: int  # summed over the alerts (sent by the site's hosts)
+
+
+@dataclass(frozen=True)
 class DayReport:
     site: str
     sensor: str
@@ -207,7 +223,9 @@ class DayReport:
     day_end_ns: int
     business_hours: str  # e.g. 'Mon–Fri 08:30–17:30'
     off_minutes: tuple[tuple[int, int], ...]  # off-hours spans of the day (UTC ns)
-    alerts: tuple[AlertEntry, ...]  # worst first
+    alerts: tuple[AlertEntry, ...]  # worst first, at most DETAILED_ALERTS
+    alerts_total: int  # all the day's alerts
+    by_rule: tuple[RuleCount, ...]  # all the day's alerts, worst severity first
     severity_counts: tuple[tuple[str, int], ...]  # ('critical', 1), … worst first, non-zero
     hosts: int  # internal hosts with traffic in the day
     egress_bytes: int  # from internal hosts to external addresses
@@ -261,6 +279,7 @@ def build_day_report(
     names = result.names
     alerts = [a for a in result.alerts if a.end_ns >= start_ns and a.start_ns < end_ns]
     alerts.sort(key=lambda a: a.sort_key)
+    every_alert, alerts = alerts, alerts[:DETAILED_ALERTS]
     rows = result.flows.exported_rows()
     hosts = sorted({a.source_ip for a in alerts})
     hourly = _hourly_egress(external, result, hosts, start_ns, end_ns, policy)
@@ -279,7 +298,7 @@ def build_day_report(
         for a, flows in zip(alerts, evidence, strict=True)
     )
     counts: dict[str, int] = {}
-    for a in alerts:
+    for a in every_alert:
         name = SEVERITY_NAMES.get(a.severity, str(a.severity))
         counts[name] = counts.get(name, 0) + 1
 
@@ -364,6 +383,8 @@ def build_day_report(
         business_hours=_business_hours_text(policy),
         off_minutes=off_spans,
         alerts=entries,
+        alerts_total=len(every_alert),
+        by_rule=_by_rule(every_alert),
         severity_counts=tuple(
             (name, counts[name]) for name in reversed(SEVERITY_NAMES.values()) if name in counts
         ),
@@ -417,6 +438,25 @@ def _rows(frame: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index as int, row as a dict) of a frame indexed by address id."""
     records = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
     return zip((int(i) for i in frame.index.to_numpy()), records, strict=True)
+
+
+def _by_rule(alerts: Sequence[Alert]) -> tuple[RuleCount, ...]:
+    groups: dict[tuple[int, str], list[Alert]] = {}
+    for a in alerts:
+        groups.setdefault((a.severity, a.rule_id), []).append(a)
+    return tuple(
+        RuleCount(
+            rule_id=rule_id,
+            rule_name=group[0].rule_name,
+            severity_name=SEVERITY_NAMES.get(severity, str(severity)),
+            alerts=len(group),
+            hosts=len({a.source_ip for a in group}),
+            bytes_out=sum(a.source_bytes for a in group),
+        )
+        for (severity, rule_id), group in sorted(
+            groups.items(), key=lambda item: (-item[0][0], -len(item[1]), item[0][1])
+        )
+    )
 
 
 def _other_side(alert: Alert) -> str:

@@ -196,9 +196,12 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
+BY_RULE_FROM = 10  # a table by rule once the list of alerts is longer than this
+
+
 def _summary(report: DayReport) -> list[str]:
     out = ['<section id="summary">', "<h2>Summary</h2>"]
-    if not report.alerts:
+    if not report.alerts_total:
         out.append(
             '<p class="calm" id="no-alerts">No alerts today. '
             f"{_plural(report.hosts, 'internal host')} sent "
@@ -211,9 +214,16 @@ def _summary(report: DayReport) -> list[str]:
             for name, n in report.severity_counts
         )
         out.append(
-            f'<p class="counts" id="alert-counts">{_plural(len(report.alerts), "alert")}: '
+            f'<p class="counts" id="alert-counts">{_plural(report.alerts_total, "alert")}: '
             f"{counts}</p>"
         )
+        hidden = report.alerts_total - len(report.alerts)
+        if hidden:
+            out.append(
+                f'<p class="warn" id="more-alerts">The {len(report.alerts):,} worst are listed '
+                f"and detailed below; the other {hidden:,} are counted in the table by rule, "
+                "and every alert is in the alerts file (JSON lines).</p>"
+            )
         out.append('<ul class="summary">')
         for i, entry in enumerate(report.alerts):
             a = entry.alert
@@ -228,6 +238,21 @@ def _summary(report: DayReport) -> list[str]:
                 + "</li>"
             )
         out.append("</ul>")
+        if report.alerts_total > BY_RULE_FROM:
+            rows = [
+                [
+                    f'<span class="badge sev-{_text(r.severity_name)}">'
+                    f"{_text(r.severity_name)}</span>",
+                    f'{_text(r.rule_name)} <span class="muted mono">{_text(r.rule_id)}</span>',
+                    _n(r.alerts),
+                    _n(r.hosts),
+                    human_bytes(r.bytes_out),
+                ]
+                for r in report.by_rule
+            ]
+            out.append('<h3 id="by-rule">By rule</h3>')
+            out += _table([("severity", False), ("rule", False), ("alerts", True),
+                           ("hosts", True), ("sent", True)], rows)  # fmt: skip
         out.append(
             f'<p class="muted">{_plural(report.hosts, "internal host")} sent '
             f"{human_bytes(report.egress_bytes)} to the outside in all.</p>"
