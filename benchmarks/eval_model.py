@@ -43,11 +43,10 @@ import numpy as np
 import pandas as pd
 
 from detector.detect.model import (
-    EGRESS_GATE,
     EgressModel,
     ModelVerdict,
     destinations_of,
-    egress_excess,
+    egress_gate,
     known_pairs,
     model_alerts,
     score_scan,
@@ -139,25 +138,35 @@ class Rows:
     def __init__(self) -> None:
         self.parts: list[dict[str, np.ndarray]] = []
 
-    def add(self, host: np.ndarray | int, peer: np.ndarray | int, minute: np.ndarray,
-            out: np.ndarray, back: np.ndarray, port: np.ndarray | int = 443, proto: int = 6,
-            rng: np.random.Generator | None = None) -> None:
+    def add(
+        self,
+        host: np.ndarray | int,
+        peer: np.ndarray | int,
+        minute: np.ndarray,
+        out: np.ndarray,
+        back: np.ndarray,
+        port: np.ndarray | int = 443,
+        proto: int = 6,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         n = len(minute)
         if n == 0:
             return
         r = rng or np.random.default_rng(0)
         out = np.maximum(np.asarray(out, dtype=np.int64), 60)
         back = np.maximum(np.asarray(back, dtype=np.int64), 60)
-        self.parts.append({
-            "host": np.broadcast_to(np.asarray(host, dtype=np.int64), (n,)).copy(),
-            "peer": np.broadcast_to(np.asarray(peer, dtype=np.int64), (n,)).copy(),
-            "host_port": r.integers(49152, 65535, n),
-            "peer_port": np.broadcast_to(np.asarray(port, dtype=np.int64), (n,)).copy(),
-            "proto": np.full(n, proto, dtype=np.int64),
-            "minute": np.asarray(minute, dtype=np.int64),
-            "bytes_out": out,
-            "bytes_in": back,
-        })
+        self.parts.append(
+            {
+                "host": np.broadcast_to(np.asarray(host, dtype=np.int64), (n,)).copy(),
+                "peer": np.broadcast_to(np.asarray(peer, dtype=np.int64), (n,)).copy(),
+                "host_port": r.integers(49152, 65535, n),
+                "peer_port": np.broadcast_to(np.asarray(port, dtype=np.int64), (n,)).copy(),
+                "proto": np.full(n, proto, dtype=np.int64),
+                "minute": np.asarray(minute, dtype=np.int64),
+                "bytes_out": out,
+                "bytes_in": back,
+            }
+        )
 
     def activity(self) -> dict[str, np.ndarray]:
         cols = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
@@ -167,22 +176,38 @@ class Rows:
         packets_in = cols["bytes_in"] // 1200 + 1
         zeros = np.zeros(n, dtype=np.uint64)
         activity = {
-            "a_hi": zeros, "a_lo": V4 | cols["host"].astype(np.uint64),
-            "b_hi": zeros, "b_lo": V4 | cols["peer"].astype(np.uint64),
-            "a_port": cols["host_port"].astype(np.uint16), "b_port": cols["peer_port"].astype(np.uint16),
-            "proto": cols["proto"].astype(np.uint8), "vlan": np.zeros(n, dtype=np.uint16),
-            "bin_start_ns": start, "packets_ab": packets_out.astype(np.uint64),
-            "bytes_ab": cols["bytes_out"].astype(np.uint64), "packets_ba": packets_in.astype(np.uint64),
-            "bytes_ba": cols["bytes_in"].astype(np.uint64), "first_ns": start + 1 * NS,
+            "a_hi": zeros,
+            "a_lo": V4 | cols["host"].astype(np.uint64),
+            "b_hi": zeros,
+            "b_lo": V4 | cols["peer"].astype(np.uint64),
+            "a_port": cols["host_port"].astype(np.uint16),
+            "b_port": cols["peer_port"].astype(np.uint16),
+            "proto": cols["proto"].astype(np.uint8),
+            "vlan": np.zeros(n, dtype=np.uint16),
+            "bin_start_ns": start,
+            "packets_ab": packets_out.astype(np.uint64),
+            "bytes_ab": cols["bytes_out"].astype(np.uint64),
+            "packets_ba": packets_in.astype(np.uint64),
+            "bytes_ba": cols["bytes_in"].astype(np.uint64),
+            "first_ns": start + 1 * NS,
             "last_ns": start + 59 * NS,
         }
         assert tuple(activity) == ACTIVITY_COLUMNS
         return activity
 
 
-def transfer(rows: Rows, rng: np.random.Generator, host: int, peer: int, start: int,
-             minutes: int, total: float, port: int = 443, proto: int = 6,
-             back_share: float = 0.02) -> None:
+def transfer(
+    rows: Rows,
+    rng: np.random.Generator,
+    host: int,
+    peer: int,
+    start: int,
+    minutes: int,
+    total: float,
+    port: int = 443,
+    proto: int = 6,
+    back_share: float = 0.02,
+) -> None:
     """``total`` bytes out spread over ``minutes`` minutes from local minute ``start``."""
     m = start + np.arange(max(minutes, 1))
     weights = rng.uniform(0.7, 1.3, len(m))
@@ -191,8 +216,15 @@ def transfer(rows: Rows, rng: np.random.Generator, host: int, peer: int, start: 
     rows.parts[-1]["host_port"][:] = rng.integers(49152, 65535)  # one conversation
 
 
-def workstation_day(rows: Rows, site: Site, rng: np.random.Generator, h: int, day: int,
-                    ip: int | None = None, present: bool | None = None) -> None:
+def workstation_day(
+    rows: Rows,
+    site: Site,
+    rng: np.random.Generator,
+    h: int,
+    day: int,
+    ip: int | None = None,
+    present: bool | None = None,
+) -> None:
     ip = host_ip(h) if ip is None else ip
     base = day * DAY_MIN
     weekday = day % 7 < 5
@@ -202,12 +234,22 @@ def workstation_day(rows: Rows, site: Site, rng: np.random.Generator, h: int, da
     if on_at_night:  # background chatter all night: telemetry, keepalives
         m = base + np.flatnonzero(rng.random(DAY_MIN) < 0.12)
         peers = site.telemetry[h][rng.integers(0, 4, len(m))]
-        rows.add(ip, peers, m, rng.lognormal(np.log(1500), 0.8, len(m)),
-                 rng.lognormal(np.log(3000), 0.8, len(m)), 443, 6, rng)
+        rows.add(
+            ip,
+            peers,
+            m,
+            rng.lognormal(np.log(1500), 0.8, len(m)),
+            rng.lognormal(np.log(3000), 0.8, len(m)),
+            443,
+            6,
+            rng,
+        )
     if not present:
         return
     arrive = int(site.arrive[h] + rng.normal(0, 15)) if weekday else int(rng.uniform(600, 840))
-    leave = int(site.leave[h] + rng.normal(0, 25)) if weekday else arrive + int(rng.uniform(60, 240))
+    leave = (
+        int(site.leave[h] + rng.normal(0, 25)) if weekday else arrive + int(rng.uniform(60, 240))
+    )
     span = np.arange(arrive, leave)
     lunch = (span >= 720) & (span < 780)
     p = np.where(lunch, site.busy[h] * 0.3, site.busy[h])
@@ -217,61 +259,143 @@ def workstation_day(rows: Rows, site: Site, rng: np.random.Generator, h: int, da
     n = len(m)
     which = rng.random(n)
     zipf = np.minimum(rng.zipf(1.3, n) - 1, len(site.popular) - 1)
-    peers = np.where(which < 0.85, site.popular[zipf],
-                     np.where(which < 0.96, site.personal[h][rng.integers(0, 30, n)],
-                              site.outside(n)))
+    peers = np.where(
+        which < 0.85,
+        site.popular[zipf],
+        np.where(which < 0.96, site.personal[h][rng.integers(0, 30, n)], site.outside(n)),
+    )
     back = rng.lognormal(np.log(120_000), 1.4, n)
     out = back * rng.lognormal(np.log(0.06), 0.8, n) + 800
     rows.add(ip, peers, base + m, out, back, 443, 6, rng)
     # File server: internal traffic, both directions.
     fs = active[rng.random(len(active)) < 0.15]
-    rows.add(ip, host_ip(FILESERVER), base + fs, rng.lognormal(np.log(200_000), 1.5, len(fs)),
-             rng.lognormal(np.log(600_000), 1.5, len(fs)), 445, 6, rng)
+    rows.add(
+        ip,
+        host_ip(FILESERVER),
+        base + fs,
+        rng.lognormal(np.log(200_000), 1.5, len(fs)),
+        rng.lognormal(np.log(600_000), 1.5, len(fs)),
+        445,
+        6,
+        rng,
+    )
     # Uploads to cloud storage (mail attachments, shared documents).
     for _ in range(rng.poisson(site.uploads[h])):
         size = min(rng.lognormal(np.log(2 * MB), 1.1), 60 * MB)
         rate = rng.uniform(2e6, 10e6) / 8  # bytes per second
         minutes = int(np.ceil(size / rate / 60))
-        transfer(rows, rng, ip, int(site.cloud[rng.integers(0, len(site.cloud))]),
-                 base + int(rng.integers(arrive, max(leave - minutes, arrive + 1))), minutes, size)
+        transfer(
+            rows,
+            rng,
+            ip,
+            int(site.cloud[rng.integers(0, len(site.cloud))]),
+            base + int(rng.integers(arrive, max(leave - minutes, arrive + 1))),
+            minutes,
+            size,
+        )
     # Video calls: steady upload and download to a meeting service over UDP.
     if rng.random() < site.calls[h]:
         minutes = int(rng.uniform(20, 60))
         start = base + int(rng.integers(arrive, max(leave - minutes, arrive + 1)))
         up = rng.uniform(0.3e6, 1.0e6) / 8 * 60  # bytes per minute
-        transfer(rows, rng, ip, int(site.meeting[rng.integers(0, 4)]), start, minutes,
-                 up * minutes, 3478, 17, back_share=1.5)
+        transfer(
+            rows,
+            rng,
+            ip,
+            int(site.meeting[rng.integers(0, 4)]),
+            start,
+            minutes,
+            up * minutes,
+            3478,
+            17,
+            back_share=1.5,
+        )
     # Weekly OS update: a big download.
     if rng.random() < 1 / 7:
         size = rng.uniform(50, 500) * MB
         start = base + int(rng.integers(arrive, leave))
-        transfer(rows, rng, ip, int(site.updates[rng.integers(0, 6)]), start, 10,
-                 size * 0.01, back_share=100)
+        transfer(
+            rows,
+            rng,
+            ip,
+            int(site.updates[rng.integers(0, 6)]),
+            start,
+            10,
+            size * 0.01,
+            back_share=100,
+        )
 
 
 def server_day(rows: Rows, site: Site, rng: np.random.Generator, day: int) -> None:
     base = day * DAY_MIN
     # Backup: 0.3–0.8 GB a night from about 01:00 to the allowlisted service.
     size = rng.uniform(300, 800) * MB
-    transfer(rows, rng, host_ip(BACKUP), BACKUP_DEST, base + 60 + int(rng.integers(0, 15)),
-             int(rng.uniform(30, 60)), size)
+    transfer(
+        rows,
+        rng,
+        host_ip(BACKUP),
+        BACKUP_DEST,
+        base + 60 + int(rng.integers(0, 15)),
+        int(rng.uniform(30, 60)),
+        size,
+    )
     m = base + np.flatnonzero(rng.random(DAY_MIN) < 0.05)
-    rows.add(host_ip(BACKUP), site.telemetry[BACKUP][0], m, rng.lognormal(7, 0.5, len(m)),
-             rng.lognormal(7.5, 0.5, len(m)), 443, 6, rng)
+    rows.add(
+        host_ip(BACKUP),
+        site.telemetry[BACKUP][0],
+        m,
+        rng.lognormal(7, 0.5, len(m)),
+        rng.lognormal(7.5, 0.5, len(m)),
+        443,
+        6,
+        rng,
+    )
     # File server: a little outside traffic (time, updates), all day.
     m = base + np.flatnonzero(rng.random(DAY_MIN) < 0.08)
-    rows.add(host_ip(FILESERVER), site.telemetry[FILESERVER][rng.integers(0, 4, len(m))], m,
-             rng.lognormal(7, 0.6, len(m)), rng.lognormal(8, 0.6, len(m)), 123, 17, rng)
+    rows.add(
+        host_ip(FILESERVER),
+        site.telemetry[FILESERVER][rng.integers(0, 4, len(m))],
+        m,
+        rng.lognormal(7, 0.6, len(m)),
+        rng.lognormal(8, 0.6, len(m)),
+        123,
+        17,
+        rng,
+    )
     # Update server: nightly downloads at 02:00, small requests all day.
-    transfer(rows, rng, host_ip(WSUS), int(site.updates[rng.integers(0, 6)]), base + 120,
-             int(rng.uniform(10, 40)), rng.uniform(1, 10) * MB, back_share=rng.uniform(20, 100))
+    transfer(
+        rows,
+        rng,
+        host_ip(WSUS),
+        int(site.updates[rng.integers(0, 6)]),
+        base + 120,
+        int(rng.uniform(10, 40)),
+        rng.uniform(1, 10) * MB,
+        back_share=rng.uniform(20, 100),
+    )
     m = base + np.flatnonzero(rng.random(DAY_MIN) < 0.1)
-    rows.add(host_ip(WSUS), site.updates[rng.integers(0, 6, len(m))], m,
-             rng.lognormal(8, 0.5, len(m)), rng.lognormal(9, 0.8, len(m)), 443, 6, rng)
+    rows.add(
+        host_ip(WSUS),
+        site.updates[rng.integers(0, 6, len(m))],
+        m,
+        rng.lognormal(8, 0.5, len(m)),
+        rng.lognormal(9, 0.8, len(m)),
+        443,
+        6,
+        rng,
+    )
     # Printer: a status ping to its vendor now and then, jobs from the file server.
     m = base + np.flatnonzero(rng.random(DAY_MIN) < 0.01)
-    rows.add(host_ip(PRINTER), site.telemetry[PRINTER][0], m, rng.lognormal(6, 0.3, len(m)),
-             rng.lognormal(6, 0.3, len(m)), 443, 6, rng)
+    rows.add(
+        host_ip(PRINTER),
+        site.telemetry[PRINTER][0],
+        m,
+        rng.lognormal(6, 0.3, len(m)),
+        rng.lognormal(6, 0.3, len(m)),
+        443,
+        6,
+        rng,
+    )
 
 
 def week(site: Site, seed: int, first_day: int, days: int = 7) -> Rows:
@@ -293,8 +417,9 @@ class Incident:
     days: set[int]
 
 
-def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int,
-           reps: int) -> list[Incident]:
+def inject(
+    rows: Rows, site: Site, rng: np.random.Generator, first_day: int, reps: int
+) -> list[Incident]:
     """Incidents on distinct workstation weekdays of one test week."""
     slots = [(h, first_day + d) for h in range(N_WORKSTATIONS) for d in range(5)]
     order = rng.permutation(len(slots))
@@ -315,13 +440,17 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int,
             start = day * DAY_MIN + int(rng.uniform(30, 300))
             minutes = int(rng.uniform(5, 15))
             transfer(rows, rng, host_ip(h), int(site.outside(1)[0]), start, minutes, size * MB)
-            incidents.append(Incident("offhours-exfil", size, host_ip(h), [(start, start + minutes)], {day}))
+            incidents.append(
+                Incident("offhours-exfil", size, host_ip(h), [(start, start + minutes)], {day})
+            )
         for size in (20, 50, 200):
             h, day = slot()
             start = day * DAY_MIN + int(rng.uniform(9.5 * 60, 16.5 * 60))
             minutes = int(rng.uniform(5, 20))
             transfer(rows, rng, host_ip(h), int(site.outside(1)[0]), start, minutes, size * MB)
-            incidents.append(Incident("burst-new-dest", size, host_ip(h), [(start, start + minutes)], {day}))
+            incidents.append(
+                Incident("burst-new-dest", size, host_ip(h), [(start, start + minutes)], {day})
+            )
         h, _ = slot()
         dest = int(site.outside(1)[0])
         for night in range(5):
@@ -330,8 +459,9 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int,
             minutes = int(rng.uniform(3, 8))
             transfer(rows, rng, host_ip(h), dest, start, minutes, 5 * MB)
             local_day = start // DAY_MIN
-            incidents.append(Incident("drip", 5, host_ip(h), [(start, start + minutes)],
-                                      {local_day}))
+            incidents.append(
+                Incident("drip", 5, host_ip(h), [(start, start + minutes)], {local_day})
+            )
         for size in (20, 100):
             day = first_day + int(rng.integers(0, 5))
             ip = host_ip(200 + len(incidents))
@@ -367,8 +497,9 @@ def merged(host: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[tuple[s
     return out
 
 
-def tally(alerts: list[tuple[str, int, int]],
-          incidents: list[Incident]) -> tuple[dict[tuple[str, float], list[int]], int]:
+def tally(
+    alerts: list[tuple[str, int, int]], incidents: list[Incident]
+) -> tuple[dict[tuple[str, float], list[int]], int]:
     """Per (kind, size): 1/0 for each incident caught; and the alerts that match none."""
     hits: dict[tuple[str, float], list[int]] = {}
     matched = [False] * len(alerts)
@@ -405,13 +536,17 @@ def time_busy_site(policy, offices: int, seed: int) -> None:
     activity = busy_week(offices, seed, 0)
     t0 = time.perf_counter()
     traffic = host_traffic(activity, policy)
-    features = with_novelty(host_windows(traffic, policy), traffic, policy, settle_ns=DAY_MIN * MIN)
+    features = with_novelty(
+        host_windows(traffic, policy), traffic, policy, settle_ns=DAY_MIN * MIN, baseline=True
+    )
     t1 = time.perf_counter()
     model = EgressModel(random_state=seed).fit(features, destinations=destinations_of(traffic))
     t2 = time.perf_counter()
-    print(f"busy site: {offices * N_HOSTS} hosts, 1 week, {len(activity['a_lo']):,} activity rows "
-          f"→ {len(features):,} host windows in {t1 - t0:.1f} s; fit {t2 - t1:.1f} s "
-          f"({model.n_hosts_} hosts, {len(model.history_.known_peer_lo):,} known destinations)")
+    print(
+        f"busy site: {offices * N_HOSTS} hosts, 1 week, {len(activity['a_lo']):,} activity rows "
+        f"→ {len(features):,} host windows in {t1 - t0:.1f} s; fit {t2 - t1:.1f} s "
+        f"({model.n_hosts_} hosts, {len(model.history_.known_peer_lo):,} known destinations)"
+    )
     activity = busy_week(offices, seed, 7)
     traffic = host_traffic(activity, policy)
     features = host_windows(traffic, policy)
@@ -420,24 +555,40 @@ def time_busy_site(policy, offices: int, seed: int) -> None:
     t4 = time.perf_counter()
     alerts = model_alerts(model, verdict, traffic, policy, [])
     t5 = time.perf_counter()
-    days = len(set(zip(features["host"], local_minutes(features["window_start"]) // DAY_MIN,
-                       strict=True)))
-    print(f"next week (no incidents): {len(features):,} windows scored in {t4 - t3:.1f} s; "
-          f"{int(verdict.flagged.sum())} flagged → {len(alerts)} model alerts in {t5 - t4:.1f} s "
-          f"({1000 * len(alerts) / days:.1f} per 1,000 of {days:,} host-days)")
+    days = len(
+        set(zip(features["host"], local_minutes(features["window_start"]) // DAY_MIN, strict=True))
+    )
+    print(
+        f"next week (no incidents): {len(features):,} windows scored in {t4 - t3:.1f} s; "
+        f"{int(verdict.flagged.sum())} flagged → {len(alerts)} model alerts in {t5 - t4:.1f} s "
+        f"({1000 * len(alerts) / days:.1f} per 1,000 of {days:,} host-days)"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline-weeks", type=int, default=4)
     ap.add_argument("--test-weeks", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=2, help="incidents of each kind and size per test week")
+    ap.add_argument(
+        "--reps", type=int, default=2, help="incidents of each kind and size per test week"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--percentiles", default="99.5,99.9,99.97")
-    ap.add_argument("--fixed-mb", type=float, default=20.0, help="fixed threshold: MB out per window")
+    ap.add_argument(
+        "--fixed-mb", type=float, default=20.0, help="fixed threshold: MB out per window"
+    )
     ap.add_argument("--z", type=float, default=4.0, help="per-host z-score threshold")
-    ap.add_argument("--busy-offices", type=int, default=0,
-                    help="only time training on one week of this many 20-host offices")
+    ap.add_argument(
+        "--show-false",
+        action="store_true",
+        help="print the false alerts of the model at the first percentile",
+    )
+    ap.add_argument(
+        "--busy-offices",
+        type=int,
+        default=0,
+        help="only time training on one week of this many 20-host offices",
+    )
     args = ap.parse_args()
     policy = parse_policy(POLICY, "eval-policy.toml")
     if args.busy_offices:
@@ -448,20 +599,33 @@ def main() -> None:
     t0 = time.perf_counter()
     base = week(site, args.seed * 1000, 0, 7 * args.baseline_weeks)
     traffic = host_traffic(base.activity(), policy)
-    features = with_novelty(host_windows(traffic, policy), traffic, policy, settle_ns=DAY_MIN * MIN)
+    features = with_novelty(
+        host_windows(traffic, policy), traffic, policy, settle_ns=DAY_MIN * MIN, baseline=True
+    )
     t1 = time.perf_counter()
     model = EgressModel(percentile=99.5, random_state=args.seed).fit(
-        features, destinations=destinations_of(traffic))
+        features, destinations=destinations_of(traffic)
+    )
     t2 = time.perf_counter()
-    print(f"baseline: {len(features):,} host windows, {model.n_hosts_} hosts, "
-          f"{model.n_host_days_} host-days; generated + featured in {t1 - t0:.1f} s, "
-          f"model fitted in {t2 - t1:.2f} s", file=sys.stderr)
+    print(
+        f"baseline: {len(features):,} host windows, {model.n_hosts_} hosts, "
+        f"{model.n_host_days_} host-days; generated + featured in {t1 - t0:.1f} s, "
+        f"model fitted in {t2 - t1:.2f} s",
+        file=sys.stderr,
+    )
     log_out = np.log1p(features["bytes_out"].to_numpy(dtype=float))
-    zstats = pd.DataFrame({"host": features["host"], "v": log_out}).groupby("host")["v"].agg(["mean", "std"])
+    zstats = (
+        pd.DataFrame({"host": features["host"], "v": log_out})
+        .groupby("host")["v"]
+        .agg(["mean", "std"])
+    )
 
     percentiles = [float(p) for p in args.percentiles.split(",")]
-    detectors = [f"model p{p:g}" for p in percentiles] + ["rules", f"fixed {args.fixed_mb:g} MB",
-                                                          f"z-score ≥ {args.z:g}"]
+    detectors = [f"model p{p:g}" for p in percentiles] + [
+        "rules",
+        f"fixed {args.fixed_mb:g} MB",
+        f"z-score ≥ {args.z:g}",
+    ]
     hits: dict[str, dict[tuple[str, float], list[int]]] = {d: {} for d in detectors}
     false: dict[str, int] = dict.fromkeys(detectors, 0)
     benign_days = 0
@@ -482,24 +646,61 @@ def main() -> None:
         host = feats["host"].to_numpy(dtype=str)
         t = time.perf_counter()
         known = known_pairs(model, traffic)
-        rules = [a for a in run_rules(ScanContext(policy, traffic, 10, known_destinations=known))
-                 if a.rule_id != "always-on"]
+        rules = [
+            a
+            for a in run_rules(ScanContext(policy, traffic, 10, known_destinations=known))
+            if a.rule_id != "always-on"
+        ]
         verdict = score_scan(model, feats, traffic, policy, known)
         score_time += time.perf_counter() - t
 
         def as_tuple(a) -> tuple[str, int, int]:
-            return (a.source_ip, int((a.start_ns - EPOCH_NS) // MIN + TZ_OFFSET_MIN),
-                    int((a.end_ns - EPOCH_NS) // MIN + TZ_OFFSET_MIN) + 1)
+            return (
+                a.source_ip,
+                int((a.start_ns - EPOCH_NS) // MIN + TZ_OFFSET_MIN),
+                int((a.end_ns - EPOCH_NS) // MIN + TZ_OFFSET_MIN) + 1,
+            )
 
         runs: dict[str, list[tuple[str, int, int]]] = {}
-        gate = egress_excess(verdict.features, model.history_) >= EGRESS_GATE
+        gates = {
+            p: egress_gate(verdict.features, model.history_, model.unseen_floor_at(p))
+            for p in percentiles
+        }
         for p in percentiles:
             # Score beyond this percentile and the egress gate (as score_scan applies
             # them), then the real alert path: episodes, allowlist, destinations.
             threshold = model.threshold_at(p)
-            at_p = ModelVerdict(verdict.features, verdict.scores, verdict.percentiles,
-                                (verdict.scores > threshold) & gate, threshold)
-            runs[f"model p{p:g}"] = [as_tuple(a) for a in model_alerts(model, at_p, traffic, policy, [])]
+            at_p = ModelVerdict(
+                verdict.features,
+                verdict.scores,
+                verdict.percentiles,
+                (verdict.scores > threshold) & gates[p],
+                threshold,
+            )
+            found = model_alerts(model, at_p, traffic, policy, [])
+            runs[f"model p{p:g}"] = [as_tuple(a) for a in found]
+            if args.show_false and p == percentiles[0]:
+                _, wrong = tally(runs[f"model p{p:g}"], incidents)
+                for a in found:
+                    alone = tally([as_tuple(a)], incidents)[1]
+                    if alone:
+                        print(f"false (week {w}): {a.message}", file=sys.stderr)
+                for inc in incidents:
+                    if tally(runs[f"model p{p:g}"], [inc])[0][(inc.kind, inc.size_mb)][0]:
+                        continue
+                    a, b = inc.spans[0]
+                    near = np.flatnonzero(
+                        (host == ip_text(inc.host)) & (start < b) & (start + 10 > a)
+                    )
+                    for i in near:
+                        print(
+                            f"missed (week {w}) {inc.kind} {inc.size_mb:g} MB: score "
+                            f"{verdict.scores[i]:.3f} (threshold {threshold:.3f}) gate {gates[p][i]} "
+                            f"out {feats['bytes_out'].iloc[i] / MB:.1f} MB unseen "
+                            f"{verdict.features['unseen_destination_bytes'].iloc[i] / MB:.1f} MB "
+                            f"hour {feats['hour_of_week'].iloc[i] % 24}",
+                            file=sys.stderr,
+                        )
         runs["rules"] = [as_tuple(a) for a in rules]
         fixed = feats["bytes_out"].to_numpy() >= args.fixed_mb * MB
         runs[f"fixed {args.fixed_mb:g} MB"] = merged(host[fixed], start[fixed], start[fixed] + 10)
@@ -516,8 +717,10 @@ def main() -> None:
 
     keys = sorted(next(iter(hits.values())), key=lambda k: (k[0], k[1]))
     width = 14
-    print(f"\n{len(keys)} incident kinds × sizes over {args.test_weeks} test weeks "
-          f"({benign_days:,} benign host-days); detected / injected\n")
+    print(
+        f"\n{len(keys)} incident kinds × sizes over {args.test_weeks} test weeks "
+        f"({benign_days:,} benign host-days); detected / injected\n"
+    )
     print(f"{'incident':<26}" + "".join(f"{d:>{width}}" for d in detectors))
     for key in keys:
         row = f"{key[0] + ' ' + format(key[1], 'g') + ' MB':<26}"
@@ -526,10 +729,14 @@ def main() -> None:
             row += f"{f'{sum(v)}/{len(v)}':>{width}}"
         print(row)
     print(f"{'false alerts':<26}" + "".join(f"{false[d]:>{width}}" for d in detectors))
-    print(f"{'  per 1,000 host-days':<26}"
-          + "".join(f"{1000 * false[d] / benign_days:>{width}.1f}" for d in detectors))
-    print(f"\nscoring + rules: {score_time / args.test_weeks:.2f} s per test week "
-          f"({len(feats):,} windows)")
+    print(
+        f"{'  per 1,000 host-days':<26}"
+        + "".join(f"{1000 * false[d] / benign_days:>{width}.1f}" for d in detectors)
+    )
+    print(
+        f"\nscoring + rules: {score_time / args.test_weeks:.2f} s per test week "
+        f"({len(feats):,} windows)"
+    )
 
 
 if __name__ == "__main__":

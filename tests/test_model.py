@@ -19,12 +19,18 @@ from gen_traffic import Capture, at
 from detector.alerts.record import Alert, to_ecs
 from detector.detect.model import (
     MODEL_COLUMNS,
+    MODEL_FORMAT,
+    QUANTILE_GRID,
     EgressModel,
     ModelVerdict,
+    build_history,
+    egress_gate,
     load_model,
     model_alerts,
     model_matrix,
     save_model,
+    unseen_quantiles,
+    with_novelty,
 )
 from detector.detect.rules import ScanContext, run_rules
 from detector.detect.scan import scan_captures
@@ -111,6 +117,7 @@ def leak(features: pd.DataFrame, sent: int = 200 * MB) -> pd.DataFrame:
     row["upload_download_ratio"] = sent / row["bytes_in"]
     row["new_destinations"] = 1
     row["new_destination_bytes"] = sent
+    row["unseen_destination_bytes"] = sent
     return row
 
 
@@ -141,11 +148,37 @@ def test_fit_returns_self_with_learned_attributes(baseline):
     assert model.forest_.n_features_in_ == len(MODEL_COLUMNS)
     assert model.window_minutes_ == 10
     assert model.threshold_ == pytest.approx(model.threshold_at(99.5))
+    assert model.unseen_quantiles_.shape == QUANTILE_GRID.shape
     # Calibrated on each host-day's highest score: beyond 99.5 % of them.
     assert model.threshold_ > 0.5
     days = baseline["window_start"].dt.date
     daily = pd.Series(model.predict(baseline)).groupby([baseline["host"], days]).any()
     assert daily.mean() <= 0.01
+
+
+def test_threshold_is_calibrated_on_days_the_model_did_not_learn_from(baseline):
+    """A naive reference: forests and histories fitted on even and odd local
+    days, each scoring the other half; the threshold is the 99.5th percentile
+    of the host-days' highest score among windows that pass the egress gate."""
+    from sklearn.ensemble import IsolationForest
+
+    model = EgressModel(n_estimators=20, random_state=2).fit(baseline)
+    local_day = (baseline["window_start"].dt.tz_localize(None) - pd.Timestamp("1970-01-01")).dt.days
+    daily_max = {}
+    for fold in (0, 1):
+        learned = baseline[local_day % 2 != fold]
+        tested = baseline[local_day % 2 == fold]
+        history = build_history(learned)
+        forest = IsolationForest(n_estimators=20, max_samples=2048, random_state=2)
+        forest.fit(model_matrix(learned, history))
+        scores = -forest.score_samples(model_matrix(tested, history))
+        # Feature files: no destinations known, so the gate is the excess alone.
+        gate = egress_gate(tested, history, None)
+        keys = zip(tested["host"], local_day[tested.index], strict=True)
+        for key, score in zip(keys, np.where(gate, scores, 0.0), strict=True):
+            daily_max[key] = max(daily_max.get(key, 0.0), score)
+    expected = np.quantile(np.array(list(daily_max.values())), 0.995)
+    assert model.threshold_ == pytest.approx(expected, abs=1e-4)
 
 
 def test_unfitted_model_and_bad_parameters_say_what_is_wrong(baseline):
@@ -447,7 +480,9 @@ def test_train_then_scan_with_the_model(tmp_path, capsys):
     day.transfer("10.8.10.3", "198.51.100.25", start=at("2026-02-12 04:05", ZONE), seconds=300,
                  bytes_out=30 * MB, bytes_in=200_000)  # fmt: skip
     day.write(tmp_path / "day2.pcap")
-    (tmp_path / "allow.toml").write_text(POLICY + '[allowlist]\ndestinations = ["198.51.100.25/32"]\n')
+    (tmp_path / "allow.toml").write_text(
+        POLICY + '[allowlist]\ndestinations = ["198.51.100.25/32"]\n'
+    )
     for policy_file, expected in (("site.toml", ["10.8.10.2", "10.8.10.3"]),
                                   ("allow.toml", ["10.8.10.2"])):  # fmt: skip
         assert main(["scan", "--policy", str(tmp_path / policy_file), "--model", str(model),
@@ -488,3 +523,91 @@ def test_train_from_feature_files(tmp_path, capsys, baseline):
     (tmp_path / "bad.csv").write_text("host,bytes_out\n10.0.0.1,5\n")
     assert main(["train", "-o", str(model), str(tmp_path / "bad.csv")]) == 2
     assert "lacks the columns window_start" in capsys.readouterr().err
+
+
+# -- destinations new to the site, and what a window must be -----------------------------
+
+
+def test_bytes_to_addresses_no_host_used_are_counted_per_address_so_far(tmp_path, policy):
+    cap = Capture()
+    for start, sent, sport in (("10:01", 3_000_000, 40001), ("10:11", 4_000_000, 40002)):
+        cap.transfer("10.8.10.3", "203.0.113.9", start=at(f"2026-02-04 {start}", ZONE),
+                     seconds=240, bytes_out=sent, sport=sport)  # fmt: skip
+    # Another host reaches the same address later: new to it, not new to the site
+    # since 10:01, but still within new_for_hours of the site's first contact.
+    cap.transfer("10.8.10.5", "203.0.113.9", start=at("2026-02-04 10:12", ZONE), seconds=60,
+                 bytes_out=1_000_000)  # fmt: skip
+    # An address some host of the baseline used: known to the site.
+    cap.transfer("10.8.10.4", "198.51.100.7", start=at("2026-02-04 10:02", ZONE), seconds=60,
+                 bytes_out=2_000_000)  # fmt: skip
+    result = scan_captures([cap.write(tmp_path / "c.pcap")], policy)
+    traffic = result.traffic
+    peers = np.unique(traffic.frame["peer_id"].to_numpy())
+    known_site = peers[np.asarray(traffic.texts(peers)) == "198.51.100.7"]
+    assert len(known_site) == 1
+    out = with_novelty(result.features, traffic, policy, known_site=known_site)
+    got = {
+        (row.host, row.window_start.strftime("%H:%M")): (
+            row.new_destination_bytes,
+            row.unseen_destination_bytes,
+        )
+        for row in out.itertuples()
+        if row.bytes_out
+    }
+    assert got == {
+        ("10.8.10.3", "10:00"): (3_000_000, 3_000_000),
+        ("10.8.10.3", "10:10"): (4_000_000, 7_000_000),  # 7 MB to that address so far
+        ("10.8.10.5", "10:10"): (1_000_000, 1_000_000),
+        ("10.8.10.4", "10:00"): (2_000_000, 0),
+    }
+    # On a baseline, an address the site uses again a day later is routine.
+    cap.transfer("10.8.10.4", "203.0.113.9", start=at("2026-02-06 09:00", ZONE), seconds=60,
+                 bytes_out=10_000)  # fmt: skip
+    result = scan_captures([cap.write(tmp_path / "b.pcap")], policy)
+    out = with_novelty(result.features, result.traffic, policy, baseline=True)
+    assert int(out["unseen_destination_bytes"].sum()) == 2_000_000  # 198.51.100.7, once
+
+
+def test_what_a_window_must_be_to_be_flagged(baseline, fitted):
+    history = fitted.history_
+    night = leak(baseline, sent=0).iloc[0]  # 10.8.10.3, Wednesday 03:00
+    host = history.host_index(np.array(["10.8.10.3"]))
+    most = history.host_hour[host[0], 3, 3]
+    busy = history.host_quantiles[host[0], 0, 1]  # bytes out over all hours, 95th percentile
+    site_busy = history.site_quantiles[0, 1]
+    bar = 2 * (1 + max(most, busy, site_busy)) - 1  # log1p(x) - log1p(bar) = log(2)
+    windows = pd.DataFrame([night] * 4).assign(
+        bytes_out=[int(bar) + 1, int(bar) - 1, 5 * MB, 5 * MB],
+        new_destination_bytes=0,
+        unseen_destination_bytes=[0, 0, 5 * MB, 5 * MB - 1],
+        hour_of_week=[2 * 24 + 3, 2 * 24 + 3, 2 * 24 + 11, 2 * 24 + 11],
+    )
+    # Night: above twice the most at this hour and twice a busy window; day:
+    # the bytes to one address no host used reach the floor.
+    assert egress_gate(windows, history, float(5 * MB)).tolist() == [True, False, True, False]
+    # A model that knows no destinations: by day, the excess alone.
+    assert egress_gate(windows, history, None).tolist() == [True, False, True, True]
+
+
+def test_unseen_floor_is_twice_the_baseline_host_days_at_the_percentile():
+    days = pd.date_range("2026-01-05", periods=200, freq="D", tz=ZONE)
+    frame = pd.DataFrame({"host": "10.8.10.1", "window_start": days,
+                          "unseen_destination_bytes": np.arange(200) * 1000})  # fmt: skip
+    quantiles = unseen_quantiles(frame)
+    # numpy's linear quantile of 0, 1000, ..., 199000 at 0.995: 199 * 0.995 * 1000.
+    assert np.interp(0.995, QUANTILE_GRID, quantiles) == pytest.approx(198_005.0)
+
+
+def test_a_model_file_of_the_previous_format_says_retrain(tmp_path, fitted, policy):
+    path = tmp_path / "site.model"
+    save_model(fitted, path, policy)
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("meta.json"))
+    assert meta["format"] == MODEL_FORMAT == 2
+    meta["format"] = 1
+    _rewrite(path, "meta.json", json.dumps(meta).encode(), fix_hash=False)
+    with pytest.raises(ModelError) as caught:
+        load_model(path, policy)
+    message = str(caught.value)
+    assert "file format 1, this version reads format 2" in message
+    assert "retrain: egress-detector train" in message and "\n" not in message

@@ -74,7 +74,11 @@ def train_model(
     if captures:
         result = scan_captures(captures, policy, threads=threads, on_problem=on_problem)
         # A baseline's first day meets every destination for the first time.
-        parts.append(with_novelty(result.features, result.traffic, policy, settle_ns=24 * HOUR_NS))
+        parts.append(
+            with_novelty(
+                result.features, result.traffic, policy, settle_ns=24 * HOUR_NS, baseline=True
+            )
+        )
         destinations = destinations_of(result.traffic)
     parts += [read_features(n, policy) for n in feature_files]
     if feature_files and not captures:
