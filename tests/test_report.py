@@ -242,6 +242,21 @@ def test_hosts_first_seen_today(day):
     assert "every internal host with traffic today was seen on an earlier day" in seen
 
 
+def test_an_address_that_only_receives_is_not_a_host(tmp_path):
+    # An outside scan of an unused internal address: 10.8.10.99 never answers.
+    probe = at("2026-02-04 04:00", ZONE)
+    path = (
+        morning()
+        .packet("192.0.2.99", "10.8.10.99", at_ns=probe, dport=445, proto=6)
+        .write(tmp_path / "c.pcap")
+    )
+    policy = parse_policy(POLICY)
+    result = scan_captures([path], policy)
+    report = build_day_report(result, policy, day=DAY, files=[], processing_seconds=0.1)
+    assert [h.host for h in report.new_hosts] == [PC] and report.hosts == 1
+    assert report.new_hosts[0].first_ns == at("2026-02-04 10:00", ZONE)
+
+
 def test_sensor_health(day):
     page = render_html(report_of(day))
     health = section(page, "sensor-health")

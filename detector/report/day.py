@@ -350,12 +350,16 @@ def build_day_report(
     new_hosts: list[NewHost] = []
     host_count = 0
     if len(today):
+        # A host is one that sent something: an outside scan of unused internal
+        # addresses must not fill the list of new hosts.
+        sent = today[today["packets_out"].to_numpy() > 0]
         per_host = today.groupby("host_id", sort=False).agg(
-            first_ns=("first_ns", "min"),
             bytes_out=("bytes_out", "sum"),
             bytes_in=("bytes_in", "sum"),
             peers=("peer_id", "nunique"),
         )
+        first_sent = sent.groupby("host_id", sort=False)["first_ns"].min()
+        per_host = per_host.loc[first_sent.index].assign(first_ns=first_sent)
         host_count = len(per_host)
         known = set(known_hosts)
         for host_id, row in _rows(per_host.sort_values("first_ns", kind="stable")):
