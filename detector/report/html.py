@@ -302,11 +302,17 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
         out.append(f"<dt>Details</dt><dd>{_text(_clip(details, 600))}</dd>")
     out.append("</dl>")
     out.append(_timeline(report, entry))
-    out.append(
-        f'<p class="legend muted">Bytes {_text(a.source_ip)} sent to outside addresses in '
-        "each local hour of the day; shaded: outside business hours; red: the hours of "
-        "this alert (its span outlined).</p>"
-    )
+    if any(h.bytes_out for h in entry.hours):
+        out.append(
+            f'<p class="legend muted">Bytes {_text(a.source_ip)} sent to outside addresses in '
+            "each local hour of the day; shaded: outside business hours; red: the hours of "
+            "this alert (its span outlined).</p>"
+        )
+    else:
+        out.append(
+            f'<p class="legend muted">{_text(a.source_ip)} sent nothing to outside addresses '
+            "today; shaded: outside business hours; outlined: this alert's span.</p>"
+        )
     if entry.flows:
         out += [
             '<table><caption class="muted">Evidence flows (largest upload first)</caption>',
