@@ -23,10 +23,13 @@ table's idle sweeps, which then matter, cannot be replayed: flows may split
 differently (the per-minute activity, hence features and the traffic rules,
 does not depend on order). The scan says so (``out_of_order``).
 
-The fold runs over parts in stream order; it is associative in the sense
-that matters (any grouping of consecutive parts merges to the same rows), and
-flows no later packet can continue (idle at the latest time so far) leave the
-open set at each step, so it holds only live flows.
+The fold runs over parts in stream order. After each part it holds exactly
+what a single table would have closed and still hold open at that point, so
+how the stream is cut (which files, which ranges) does not change the result:
+the merge is associative over consecutive parts (the tests cut one input into
+files and ranges and compare with the whole). Flows no later packet can
+continue (idle at the latest time so far) leave the open set at each step, so
+it holds only live flows.
 """
 
 from __future__ import annotations
