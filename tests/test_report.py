@@ -273,6 +273,21 @@ def test_sensor_health(day):
     drops = re.sub(r"<[^>]+>", "", re.search(r'<dd id="drops">(.*?)</dd>', health).group(1))
     assert drops == "7 (1 file(s) do not record drops)"
     assert '<dd id="processing">12.5 s' in health
+    # The summary says what was not seen, near the top.
+    summary = section(page, "summary")
+    assert (
+        '<p class="warn" id="blind">Careful: the captures cover 4.6 % of the day (3 gaps of '
+        "over a minute); the capture lost 7 packets (kernel drops). What was not captured "
+        "was not checked; see sensor health.</p>"
+    ) in summary
+
+
+def test_a_day_without_packets_is_not_called_calm(day):
+    policy, result, _ = day
+    report = build_day_report(result, policy, day=dt.date(2026, 2, 6), files=[],
+                              processing_seconds=0.1)  # fmt: skip
+    summary = section(render_html(report), "summary")
+    assert "nothing was checked" in summary and "No alerts today" not in summary
 
 
 def test_flood_day_details_the_worst_and_counts_the_rest(day, monkeypatch):
@@ -308,6 +323,7 @@ def test_empty_day_is_calm(tmp_path):
     assert "No alerts today. 1 internal host sent 3.2 MB to the outside" in page
     assert 'id="alerts"' not in page and 'class="badge' not in page
     assert '<dd id="drops">0</dd>' in page
+    assert 'id="blind"' in page  # 10:00–11:00:30 only: the summary says so
 
 
 def test_write_report_replaces_the_file_whole(day, tmp_path):

@@ -197,17 +197,50 @@ def _plural(n: int, word: str) -> str:
 
 
 BY_RULE_FROM = 10  # a table by rule once the list of alerts is longer than this
+FULL_COVERAGE = 0.99  # below this share of the day covered, the summary warns
+
+
+def _blind_spots(report: DayReport) -> list[str]:
+    """A warning when the day was not seen whole: a calm report must not
+    reassure about hours the sensor did not see."""
+    h = report.health
+    day_ns = report.day_end_ns - report.day_start_ns
+    if not h.packets:
+        if report.alerts_total:  # the caller described no files; the alerts say enough
+            return []
+        return [
+            '<p class="warn" id="blind">The captures hold no packets of this day: nothing '
+            "was checked. See sensor health.</p>"
+        ]
+    notes = []
+    if h.covered_ns < day_ns * FULL_COVERAGE:
+        notes.append(
+            f"the captures cover {100.0 * h.covered_ns / day_ns:.1f} % of the day "
+            f"({_plural(len(h.gaps), 'gap')} of over a minute)"
+        )
+    if h.kernel_drops:
+        notes.append(f"the capture lost {h.kernel_drops:,} packets (kernel drops)")
+    if not notes:
+        return []
+    return [
+        f'<p class="warn" id="blind">Careful: {"; ".join(notes)}. What was not captured '
+        "was not checked; see sensor health.</p>"
+    ]
 
 
 def _summary(report: DayReport) -> list[str]:
     out = ['<section id="summary">', "<h2>Summary</h2>"]
-    if not report.alerts_total:
+    blind = _blind_spots(report)
+    if not report.health.packets and not report.alerts_total:
+        out += blind  # nothing seen: no calm words about it
+    elif not report.alerts_total:
         out.append(
             '<p class="calm" id="no-alerts">No alerts today. '
             f"{_plural(report.hosts, 'internal host')} sent "
             f"{human_bytes(report.egress_bytes)} to the outside; nothing broke the "
             "site's policy.</p>"
         )
+        out += blind
     else:
         counts = ", ".join(
             f'<span class="badge sev-{name}">{_text(name)}</span>{n:,}'
@@ -217,6 +250,7 @@ def _summary(report: DayReport) -> list[str]:
             f'<p class="counts" id="alert-counts">{_plural(report.alerts_total, "alert")}: '
             f"{counts}</p>"
         )
+        out += blind
         hidden = report.alerts_total - len(report.alerts)
         if hidden:
             out.append(
@@ -473,7 +507,9 @@ def _top_tables(report: DayReport) -> list[str]:
 
 def _new_hosts(report: DayReport) -> list[str]:
     out = ['<section id="new-hosts">', "<h2>Hosts first seen today</h2>"]
-    if not report.new_hosts:
+    if not report.hosts:
+        out.append('<p class="muted">None: no internal host sent anything today.</p>')
+    elif not report.new_hosts:
         out.append('<p class="muted">None: every internal host with traffic today was '
                    "seen on an earlier day.</p>")  # fmt: skip
     else:
