@@ -584,15 +584,14 @@ def _hourly_egress(
     """Each host's bytes to external addresses in each hour of the day."""
     hour_starts = np.arange(start_ns, end_ns, HOUR_NS, dtype=np.int64)
     labels = [local_clock(int(t), policy) for t in hour_starts]
-    ids: dict[int, str] = {}
-    for host in hosts:
-        hi, lo = _address_pair(host)
-        found = np.flatnonzero(
-            (result.traffic.address_hi == np.uint64(hi))
-            & (result.traffic.address_lo == np.uint64(lo))
-        )
-        if len(found):
-            ids[int(found[0])] = host
+    # The site's hosts are few next to the outside addresses: name those only.
+    wanted = set(hosts)
+    senders = np.unique(external["host_id"].to_numpy()) if len(external) else np.zeros(0, np.int64)
+    ids = {
+        int(host_id): text
+        for host_id, text in zip(senders, result.traffic.texts(senders), strict=True)
+        if text in wanted
+    }
     totals = {host: np.zeros(len(hour_starts), dtype=np.int64) for host in hosts}
     if len(external) and ids:
         known = np.array(sorted(ids), dtype=np.int64)
