@@ -21,7 +21,9 @@ NIGHTLY_EPILOG = """examples:
   egress-detector nightly ... --since 2026-02-01
       a first run over an archive: leave the days before 1 February alone
 
-cron (every night at 01:30, after the last hourly file of the day is rotated):
+cron, in /etc/cron.d/egress-detector (every night at 01:30, once the hour after
+midnight is captured; one line in the file, shown wrapped; in a user's crontab,
+leave out the user field):
   30 1 * * *  egress  egress-detector nightly --captures /var/captures \\
       --policy /etc/egress/site.toml --state /var/lib/egress-detector/nightly.db \\
       --report-dir /var/www/egress --jsonl /var/log/egress/nightly.jsonl -q
@@ -48,10 +50,10 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         "nightly",
         help="scheduled scan of a directory of rotated captures: new files since the last "
         "run, alerts and a daily HTML report",
-        description="Take in the capture files of a directory that are new since the last "
-        "run, scan every day that is over (in the site's time zone), append its alerts to a "
-        "JSON-lines file and/or syslog, and write the day's HTML report. Safe to kill and "
-        "run again.",
+        description="Take in the capture files of a directory that are new since the last\n"
+        "run, scan every day that is over (in the site's time zone), append its alerts\n"
+        "to a JSON-lines file and/or syslog, and write the day's HTML report. Safe to\n"
+        "kill and run again.",
         epilog=NIGHTLY_EPILOG + exit_codes_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
