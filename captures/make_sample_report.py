@@ -57,6 +57,7 @@ def screenshot(page: Path, png: Path, width: int, height: int) -> None:
                 "--headless=new",
                 "--no-sandbox",
                 "--disable-gpu",
+                "--disable-dev-shm-usage",
                 "--no-first-run",
                 f"--user-data-dir={profile}",
                 "--hide-scrollbars",

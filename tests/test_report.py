@@ -431,6 +431,7 @@ def chromium_dom(page: Path, profile: Path) -> tuple[str, list[str]]:
             "--headless=new",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--no-first-run",
             f"--user-data-dir={profile}",
             "--enable-logging=stderr",
