@@ -91,29 +91,31 @@ def scan_captures_distributed(
     if owned:
         client, cluster = _client(workers, scheduler)
     try:
-        results = _count_parts(client, parts, settings, progress)
         fold = FlowFold(round(settings.idle_timeout * 1e9), round(settings.active_timeout * 1e9))
         problems: list[CaptureProblem] = []
         damaged_files: set[int] = set()
         unordered_files: set[int] = set()
         kept: list[PartResult] = []
-        for result in results:
+
+        def take(result: PartResult) -> None:
+            """Fold the next part in stream order (while later parts still count)."""
             part = result.part
             if part.file_index in damaged_files:
-                continue  # a reader stops at a file's damage: so do the parts after it
+                return  # a reader stops at a file's damage: so do the parts after it
             problems.extend(result.problems)
             if result.fatal:
                 damaged_files.add(part.file_index)
             kept.append(result)
 
-            def recount(open_rows: np.ndarray, latest: int | None, part: Part = part) -> PartResult:
-                return client.submit(  # type: ignore[no-any-return]
-                    count_part, part, settings, open_rows, latest, pure=False,
-                    retries=TASK_RETRIES,
-                ).result()  # fmt: skip
+            def recount(open_rows: np.ndarray, latest: int | None) -> PartResult:
+                # Here, not on a worker: it waits on the parts before it anyway, and
+                # the open flows need not travel. (The client sees the files: it
+                # planned the cuts.)
+                return count_part(part, settings, open_rows, latest)
 
             out_of_order = fold.out_of_order
             fold.add(result, recount, result.stats.first_ns)
+            result.rows = result.rows[:0]  # folded: only activity, facts and stats stay
             if fold.out_of_order > out_of_order and part.file_index not in unordered_files:
                 unordered_files.add(part.file_index)  # said once per file
                 problems.append(
@@ -126,6 +128,8 @@ def scan_captures_distributed(
                         False,
                     )
                 )
+
+        _count_parts(client, parts, settings, progress, take)
         rows = fold.finish()
     finally:
         if owned:
@@ -161,9 +165,11 @@ def _count_parts(
     parts: list[Part],
     settings: Settings,
     progress: Callable[[Iterator[int]], Iterator[int]] | None,
-) -> list[PartResult]:
-    """Every part counted (in stream order); a part whose task failed for good
-    comes back as a failure naming the part and the error."""
+    take: Callable[[PartResult], None],
+) -> None:
+    """Count every part; ``take`` gets each result in stream order as soon as
+    it and the ones before it are in. A part whose task failed for good comes
+    as a failure naming the part and the error."""
     from dask.distributed import as_completed
 
     futures = [
@@ -181,6 +187,7 @@ def _count_parts(
     results: list[PartResult | None] = [None] * len(parts)
 
     def steps() -> Iterator[int]:
+        taken = 0
         for future in as_completed(futures):
             i = where[future.key]
             part = parts[i]
@@ -193,11 +200,18 @@ def _count_parts(
                     f"the task counting this part failed ({name}: {exc}); the rest of "
                     f"the scan went on without {part.describe()}",
                 )
+            future.release()
+            while taken < len(parts):
+                done = results[taken]
+                if done is None:
+                    break
+                results[taken] = None
+                take(done)
+                taken += 1
             yield part.size
 
     for _ in progress(steps()) if progress else steps():
         pass
-    return [r for r in results if r is not None]
 
 
 def _file_stats(paths: list[str], results: list[PartResult]) -> list[CaptureStats]:
