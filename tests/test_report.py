@@ -497,3 +497,21 @@ def test_daylight_saving_day_has_23_hours(tmp_path):
     page = render_html(report)
     assert "Europe/Paris, UTC+01:00 then UTC+02:00" in page
     assert "of 23 h 00 min)" in page
+
+
+def test_a_bridge_is_explained_as_a_bridge(tmp_path):
+    # The internet computer reaches into the isolated one over SMB at 02:05.
+    start = at("2026-02-04 02:05", ZONE)
+    cap = Capture().transfer(PC, ISO, start=start, seconds=30, bytes_out=200_000,
+                             bytes_in=4_000_000, sport=50000, dport=445)  # fmt: skip
+    policy = parse_policy(POLICY)
+    result = scan_captures([cap.write(tmp_path / "c.pcap")], policy)
+    report = build_day_report(result, policy, day=DAY, files=[], processing_seconds=0.1)
+    (entry,) = report.alerts
+    assert (entry.alert.rule_id, entry.alert.direction) == ("isolated-egress", "internal")
+    page = render_html(report)
+    assert "Traffic with an internet computer means someone connected the two" in page
+    assert "sent nothing to outside addresses today" in page  # its timeline is empty
+    (flow,) = entry.flows
+    assert (flow.host, flow.host_port, flow.peer, flow.peer_port) == (ISO, 445, PC, 50000)
+    assert (flow.bytes_out, flow.bytes_in) == (4_000_000, 200_000)

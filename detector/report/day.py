@@ -50,9 +50,8 @@ DETAILED_ALERTS = 200
 WHY_IT_MATTERS: dict[str, str] = {
     "isolated-egress": (
         "An isolated computer must never exchange packets with anything but its own "
-        "segment. Any packet to the outside means the isolated network is bridged to "
-        "the internet (the leak of bulletin No. 3 began this way); traffic from an "
-        "internal computer means someone connected the two networks."
+        "segment. A packet to the outside means the isolated network is bridged to "
+        "the internet: the leak of bulletin No. 3 (26 classified documents) went this way."
     ),
     "offhours-bulk-egress": (
         "A large volume left the site while nobody should be working: the pattern of "
@@ -98,6 +97,13 @@ WHY_IT_MATTERS: dict[str, str] = {
         "hour: it sent at least twice its usual. Confirm with the user what ran."
     ),
 }
+# isolated-egress with an internal other side (direction "internal").
+WHY_BRIDGE = (
+    "An isolated computer must never exchange packets with anything but its own "
+    "segment. Traffic with an internet computer means someone connected the two "
+    "networks (in bulletin No. 3 an employee did, 'to update the antivirus'); the "
+    "internet side can now reach the isolated one."
+)
 WHY_DEFAULT = "A policy rule fired on this computer's traffic; see docs/rules.md for the rule."
 
 
@@ -291,7 +297,7 @@ def build_day_report(
             severity_name=SEVERITY_NAMES.get(a.severity, str(a.severity)),
             host_role=roles[a.source_ip],
             other_side=_other_side(a),
-            why=WHY_IT_MATTERS.get(a.rule_id, WHY_DEFAULT),
+            why=_why(a),
             flows=flows,
             hours=hourly[a.source_ip],
         )
@@ -442,6 +448,12 @@ def _rows(frame: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index as int, row as a dict) of a frame indexed by address id."""
     records = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
     return zip((int(i) for i in frame.index.to_numpy()), records, strict=True)
+
+
+def _why(alert: Alert) -> str:
+    if alert.rule_id == "isolated-egress" and alert.direction == "internal":
+        return WHY_BRIDGE
+    return WHY_IT_MATTERS.get(alert.rule_id, WHY_DEFAULT)
 
 
 def _by_rule(alerts: Sequence[Alert]) -> tuple[RuleCount, ...]:
