@@ -515,3 +515,22 @@ def test_a_bridge_is_explained_as_a_bridge(tmp_path):
     (flow,) = entry.flows
     assert (flow.host, flow.host_port, flow.peer, flow.peer_port) == (ISO, 445, PC, 50000)
     assert (flow.bytes_out, flow.bytes_in) == (4_000_000, 200_000)
+
+
+def test_ipv6_host_and_destination(tmp_path):
+    # 60,000,000 bytes from fd00:8:10::44 to 2001:db8::1 at 03:00 local (off-hours).
+    host, outside = "fd00:8:10::44", "2001:db8::1"
+    policy = parse_policy(POLICY.replace('internal = ["10.0.0.0/8"]',
+                                         'internal = ["10.0.0.0/8", "fd00::/8"]'))  # fmt: skip
+    cap = Capture().transfer(host, outside, start=at("2026-02-04 03:00", ZONE), seconds=120,
+                             bytes_out=60_000_000, bytes_in=300_000)  # fmt: skip
+    result = scan_captures([cap.write(tmp_path / "c.pcap")], policy)
+    report = build_day_report(result, policy, day=DAY, files=[], processing_seconds=0.1)
+    (entry,) = report.alerts
+    assert entry.alert.rule_id == "offhours-bulk-egress"
+    assert entry.other_side == "[2001:db8::1]:443"
+    page = render_html(report)
+    (flow,) = table_rows(page.split('id="alert-1">')[1].split("</article>")[0])
+    assert flow[2:7] == ["49152", "[2001:db8::1]:443", "tcp", "60.0 MB (60,000,000 B)",
+                         "300.0 kB (300,000 B)"]  # fmt: skip
+    assert [(h.label, h.bytes_out) for h in entry.hours if h.bytes_out] == [("03:00", 60_000_000)]

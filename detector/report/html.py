@@ -358,7 +358,7 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
             out.append(
                 f"<tr><td>{_text(_local(report, f.first_ns, '%H:%M:%S'))}</td>"
                 f"<td>{_text(_local(report, f.last_ns, '%H:%M:%S'))}</td>"
-                f"<td>{f.host_port}</td><td>{_text(f.peer)}:{f.peer_port}</td>"
+                f"<td>{f.host_port}</td><td>{_text(_endpoint(f.peer, f.peer_port))}</td>"
                 f"<td>{_text(f.transport)}</td>"
                 f'<td class="num">{_size(f.bytes_out)}</td>'
                 f'<td class="num">{_size(f.bytes_in)}</td>'
@@ -390,6 +390,11 @@ def _evidence_value(value: object, depth: int = 0) -> str:
         shown = [_evidence_value(v, depth + 1) for v in value[:10]]
         return ", ".join(shown) + (" …" if len(value) > 10 else "")
     return str(value)
+
+
+def _endpoint(address: str, port: int) -> str:
+    """'203.0.113.140:443', '[2001:db8::1]:443' (RFC 3986 brackets for IPv6)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _clip(text: str, limit: int) -> str:
