@@ -356,3 +356,22 @@ def test_pcapng_cut_on_blocks_with_the_headers_in_force(tmp_path, client, policy
     assert flows.loc["203.0.113.140", "src2dst_packets"] == 2516
     assert flows.loc["203.0.113.140", "src2dst_bytes"] == 3_795_224
     assert flows.loc["10.8.0.1", "src2dst_packets"] == 79
+
+
+def test_scan_workers_without_dask_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    from detector.cli.main import ExitStatus, main
+
+    whole, _ = day_of_traffic(tmp_path)
+    (tmp_path / "policy.toml").write_text(POLICY)
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    argv = ["scan", "-q", "--workers", "2", "--policy", str(tmp_path / "policy.toml"), str(whole)]
+    assert main(argv) == ExitStatus.USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "egress-detector: error: --workers and --scheduler need Dask distributed: "
+        "pip install 'egress-detector[distributed]'"
+    ]
+    with pytest.raises(SystemExit) as exit_:
+        main(["scan", "--workers", "0", str(whole)])
+    assert exit_.value.code == ExitStatus.USAGE
+    assert "--workers: must be at least 1, got 0" in capsys.readouterr().err
