@@ -5,6 +5,7 @@ after a SIGHUP reload; --max-packets; a stream that is not pcap."""
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -126,3 +127,98 @@ def test_a_table_on_stdout_and_json_lines_to_a_file(tmp_path):
     assert out.startswith("SEVERITY") and out.count("isolated-egress") == sum(
         '"isolated-egress"' in line for line in lines
     )
+
+
+MODEL_POLICY = """
+[site]
+name = "reload"
+timezone = "Asia/Taipei"
+[business_hours]
+start = "08:30"
+end = "17:30"
+[networks]
+internal = ["10.0.0.0/8"]
+[rules.bulk-upload-new-destination]
+min_bytes = 2_000_000
+"""
+
+
+def test_sighup_reloads_the_model_too_and_keeps_it_when_the_file_is_bad(tmp_path):
+    """Model A's baseline knows the destination of a 3 MB upload, so
+    bulk-upload-new-destination stays quiet under it; the file is replaced
+    by model B (same baseline, no known destinations) and SIGHUP: the last
+    analysis runs with B and raises the alert, "not in the model baseline".
+    A damaged file on a second SIGHUP leaves B in place, said in one line."""
+    from test_model import office
+
+    from detector.detect.model import EgressModel, destinations_of, load_model, save_model
+
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(MODEL_POLICY)
+    policy = load_policy(policy_file)
+    cap = Capture().transfer("10.8.10.3", OUT, start=at("2026-02-04 10:00", "Asia/Taipei"),
+                             seconds=600, bytes_out=3_000_000)  # fmt: skip
+    pcap = cap.write(tmp_path / "upload.pcap")
+    scan = scan_captures([pcap], policy)
+    assert [a.rule_id for a in scan.alerts] == ["bulk-upload-new-destination"]
+    baseline = office(days=7)
+    model_file, b_file = tmp_path / "site.model", tmp_path / "b.model"
+    known = destinations_of(scan.traffic)
+    save_model(EgressModel(n_estimators=20, random_state=1).fit(baseline, destinations=known),
+               model_file, policy)  # fmt: skip
+    save_model(EgressModel(n_estimators=20, random_state=1).fit(baseline), b_file, policy)
+    under = {path: scan_captures([pcap], policy, model=load_model(path, policy)).alerts
+             for path in (model_file, b_file)}  # fmt: skip
+    assert "bulk-upload-new-destination" not in {a.rule_id for a in under[model_file]}
+    assert "bulk-upload-new-destination" in {a.rule_id for a in under[b_file]}
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector", "live", "-r", "-", "--policy", str(policy_file),
+         "--model", str(model_file), "--format", "jsonl", "--report-every", "1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        bufsize=0,  # unbuffered: select() sees every line not yet read
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    seen: list[bytes] = []
+
+    def wait_for(text: bytes) -> None:
+        deadline = time.monotonic() + 180  # the first run may compile the kernels
+        while True:
+            ready, _, _ = select.select([proc.stderr], [], [], deadline - time.monotonic())
+            assert ready, f"{text!r} never came: {b''.join(seen)!r}"
+            line = proc.stderr.readline()
+            assert line, b"".join(seen)
+            seen.append(line)
+            if text in line:
+                return
+
+    try:
+        _reload_model_mid_stream(proc, pcap, model_file, b_file, wait_for, seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    out_bytes, err_bytes = proc.stdout.read(), proc.stderr.read()
+    out, err = out_bytes.decode(), b"".join(seen).decode() + err_bytes.decode()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    docs = [json.loads(line) for line in out.splitlines()]
+    bulk = [d for d in docs if d["rule"]["id"] == "bulk-upload-new-destination"]
+    assert len(bulk) == 1 and "(not in the model baseline)" in bulk[0]["message"], out
+    assert bulk[0]["source"]["bytes"] == 3_000_000
+
+
+def _reload_model_mid_stream(proc, pcap, model_file, b_file, wait_for, seen) -> None:
+    wait_for(b"capturing on")
+    proc.stdin.write(pcap.read_bytes())
+    proc.stdin.flush()
+    time.sleep(2.5)  # analysed under model A (every second): the destination is known
+    model_file.write_bytes(b_file.read_bytes())
+    proc.send_signal(signal.SIGHUP)
+    wait_for(b"SIGHUP: model reloaded from")
+    model_file.write_bytes(b"not a model")
+    proc.send_signal(signal.SIGHUP)
+    wait_for(b"SIGHUP: model not reloaded, the old one stays: model ")
+    assert b"not an egress-detector model file" in seen[-1]
+    proc.stdin.close()
+    proc.wait(timeout=120)

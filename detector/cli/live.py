@@ -30,7 +30,8 @@ clock, also when traffic stops. Every few seconds the kernel's drop counter is
 read: drops raise sensor-drops, and drops outside business hours when the policy
 has isolated networks raise sensor-blind (the sensor cannot vouch for that
 time). SIGINT/SIGTERM: finish (flush flows, final alerts) and exit 0; SIGHUP:
-reload the policy file. A bounded run (--duration, --max-packets, the end of a
+reload the policy file and the --model file (one that fails to load leaves
+the old one in place, said in one line). A bounded run (--duration, --max-packets, the end of a
 stream) exits as scan does: 1 when alerts were raised.
 
 backends: ring (default): AF_PACKET TPACKET_V3 memory-mapped ring, decoded in
@@ -322,6 +323,17 @@ def run_live(args: argparse.Namespace) -> int:
         _say(f"SIGHUP: policy reloaded from {args.policy}")
         return fresh
 
+    def reload_model(current_policy: Any) -> Any:
+        from ..detect.model import load_model
+
+        try:
+            fresh = load_model(args.model, current_policy)
+        except (DetectorError, OSError) as exc:  # ModelError is a DetectorError
+            _say(f"SIGHUP: model not reloaded, the old one stays: {exc}")
+            return None
+        _say(f"SIGHUP: model reloaded from {args.model}")
+        return fresh
+
     detector = LiveDetector(
         sources,
         policy,
@@ -339,6 +351,7 @@ def run_live(args: argparse.Namespace) -> int:
         status=show if status_line else None,
         reload_policy=reload,
         model=model,
+        reload_model=reload_model if args.model else None,
     )
     previous = {
         sig: signal.signal(sig, lambda *_: detector.stop())

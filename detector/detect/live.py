@@ -255,6 +255,7 @@ class LiveDetector:
         status: Callable[[LiveStatus], None] | None = None,
         reload_policy: Callable[[], Policy | None] | None = None,
         model: EgressModel | None = None,
+        reload_model: Callable[[Policy], EgressModel | None] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("LiveDetector needs at least one packet source")
@@ -265,6 +266,7 @@ class LiveDetector:
         self.status = status
         self.reload_policy = reload_policy
         self.model = model
+        self.reload_model = reload_model
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.reload_requested = False
@@ -311,7 +313,7 @@ class LiveDetector:
         self.wake.set()
 
     def request_reload(self) -> None:
-        """Reload the policy at the next tick (SIGHUP; signal-safe)."""
+        """Reload the policy and the model at the next tick (SIGHUP; signal-safe)."""
         self.reload_requested = True
         self.wake.set()
 
@@ -398,11 +400,16 @@ class LiveDetector:
                 raise worker.error
 
     def _reload(self) -> None:
-        if self.reload_policy is None:
-            return
-        policy = self.reload_policy()
-        if policy is not None:
-            self.policy = policy
+        """SIGHUP: the policy, then the model (checked against that policy).
+        What fails to load leaves the old one in place (the callbacks say so)."""
+        if self.reload_policy is not None:
+            policy = self.reload_policy()
+            if policy is not None:
+                self.policy = policy
+        if self.reload_model is not None and self.model is not None:
+            model = self.reload_model(self.policy)
+            if model is not None:
+                self.model = model
 
     def _next_report(self, now_s: float) -> float:
         """When to analyse next: every ``report_every`` seconds, else just after
