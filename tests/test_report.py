@@ -534,3 +534,20 @@ def test_ipv6_host_and_destination(tmp_path):
     assert flow[2:7] == ["49152", "[2001:db8::1]:443", "tcp", "60.0 MB (60,000,000 B)",
                          "300.0 kB (300,000 B)"]  # fmt: skip
     assert [(h.label, h.bytes_out) for h in entry.hours if h.bytes_out] == [("03:00", 60_000_000)]
+
+
+@needs_chromium
+def test_the_console_check_sees_errors_and_refused_loads(tmp_path):
+    # The harness itself: a page with a script error and a load the CSP refuses
+    # must give console lines, or the tests above could not fail.
+    canary = tmp_path / "canary.html"
+    canary.write_text(
+        '<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; script-src 'unsafe-inline'\"></head><body>"
+        "<script>console.error('canary-error')</script>"
+        '<img src="http://192.0.2.1/x.png"></body></html>',
+        encoding="utf-8",
+    )
+    _, console = chromium_dom(canary, tmp_path / "profile")
+    assert any("canary-error" in line for line in console)
+    assert any("192.0.2.1/x.png" in line for line in console)
