@@ -610,7 +610,7 @@ def main() -> None:
     print(
         f"baseline: {len(features):,} host windows, {model.n_hosts_} hosts, "
         f"{model.n_host_days_} host-days; generated + featured in {t1 - t0:.1f} s, "
-        f"model fitted in {t2 - t1:.2f} s",
+        f"model fitted in {t2 - t1:.2f} s; unseen floor {(model.unseen_floor() or 0) / MB:.1f} MB",
         file=sys.stderr,
     )
     log_out = np.log1p(features["bytes_out"].to_numpy(dtype=float))
@@ -663,7 +663,7 @@ def main() -> None:
 
         runs: dict[str, list[tuple[str, int, int]]] = {}
         gates = {
-            p: egress_gate(verdict.features, model.history_, model.unseen_floor_at(p))
+            p: egress_gate(verdict.features, model.history_, model.unseen_floor())
             for p in percentiles
         }
         for p in percentiles:
