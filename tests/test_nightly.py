@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from gen_traffic import Capture, at
 
@@ -407,3 +408,74 @@ def test_two_threads_read_many_rotated_files(site):
     (two,) = done
     assert two.packets == one.packets > 0
     assert np.array_equal(two.exported_rows(), one.exported_rows())
+
+
+# -- --learn ---------------------------------------------------------------------------
+
+
+def ordinary_day(cap: Capture, day: str) -> Capture:
+    cap.transfer(PC, "198.51.100.25", start=t(f"{day} 09:00"), seconds=60, bytes_out=5 * MB,
+                 bytes_in=100_000, sport=50001)  # fmt: skip
+    cap.transfer(PC, "203.0.113.50", start=t(f"{day} 10:00"), seconds=120, bytes_out=2 * MB,
+                 bytes_in=3 * MB, sport=50005)  # fmt: skip
+    cap.transfer(PC2, "203.0.113.60", start=t(f"{day} 11:00"), seconds=60, bytes_out=MB,
+                 bytes_in=4 * MB, sport=50006)  # fmt: skip
+    return cap.packet(PC, "192.0.2.53", at_ns=t(f"{day} 23:59"), dport=53)
+
+
+def test_learn_refits_the_model_from_clean_windows_only(site, tmp_path):
+    from detector.detect.model import EgressModel, load_model, save_model
+    from detector.detect.train import train_model
+    from detector.nightly.learn import MIN_DAYS
+
+    policy = load_policy(site / "policy.toml")
+    baseline = Capture()
+    for day in range(26, 31):
+        ordinary_day(baseline, f"2026-01-{day}")
+    model_path = tmp_path / "site.model"
+    small = EgressModel(n_estimators=10, max_samples=256)  # a small forest: a quick test
+    trained = train_model([baseline.write(tmp_path / "baseline.pcap")], policy, model=small)
+    save_model(trained.model, model_path, policy)
+    days = [dt.date(2026, 2, 2) + dt.timedelta(days=i) for i in range(MIN_DAYS + 1)]
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for day in days:
+        cap = ordinary_day(Capture(), str(day))
+        if day == DAY2:  # 02:00-02:06 on Wednesday: 60 MB off hours, an alert
+            cap.transfer(PC, "203.0.113.7", start=t(f"{day} 02:00"), seconds=360,
+                         bytes_out=60 * MB, sport=50003)  # fmt: skip
+        cap.write(archive / f"{day}.pcap")
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    options = NightlyOptions(captures=str(folder), state=str(tmp_path / "state.db"),
+                             report_dir=str(tmp_path / "reports"), learn=str(model_path))  # fmt: skip
+
+    def night(upto: int, now: str):
+        for day in days[:upto]:
+            shutil.copy(archive / f"{day}.pcap", folder / f"{day}.pcap")
+            os.utime(folder / f"{day}.pcap", ns=(t(now) - 3600 * NS,) * 2)
+        return run_nightly(options, policy, model=load_model(model_path, policy), now_ns=t(now))
+
+    before = model_path.read_bytes()
+    first = night(MIN_DAYS - 1, f"{days[MIN_DAYS - 1]} 01:30")
+    assert [d.day for d in first.days] == days[: MIN_DAYS - 1]
+    assert model_path.read_bytes() == before  # six clean days: not yet
+    second = night(MIN_DAYS + 1, f"{days[-1] + dt.timedelta(days=1)} 01:30")
+    assert [d.day for d in second.days] == days[MIN_DAYS - 1 :]
+    learned = tmp_path / "state.db.learned"
+    frames = {day: pd.read_parquet(learned / f"{day}.windows.parquet") for day in days}
+    # The off-hours upload's window (02:00 local on Wednesday) was never learned;
+    # the same host's ordinary 09:00 window that day was.
+    wed = frames[DAY2]
+    local = pd.DatetimeIndex(wed["window_start"]).tz_convert(ZONE).strftime("%H:%M")
+    assert not ((wed["host"] == PC) & (local == "02:00")).any()
+    assert ((wed["host"] == PC) & (local == "09:00")).any()
+    upload_day = scan_captures([archive / f"{DAY2}.pcap"], policy).features
+    upload_local = pd.DatetimeIndex(upload_day["window_start"]).tz_convert(ZONE).strftime("%H:%M")
+    assert ((upload_day["host"] == PC) & (upload_local == "02:00")).any()
+    # The model now is the one fitted on the eight kept days, with the same parameters.
+    refit = load_model(model_path, policy)
+    assert refit.get_params() == small.get_params()
+    assert refit.n_windows_ == sum(len(f) for f in frames.values())
+    first_window = min(pd.DatetimeIndex(f["window_start"]).asi8.min() for f in frames.values())
+    assert refit.span_[0] == first_window

@@ -72,6 +72,12 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         help="also score host windows with a model from `egress-detector train` (as scan does)",
     )
     nightly.add_argument(
+        "--learn",
+        action="store_true",
+        help="update the --model file from clean days: host windows no alert touched, "
+        "the last 4 weeks of them once a week is kept (docs/nightly.md)",
+    )
+    nightly.add_argument(
         "--state",
         metavar="STATE.db",
         required=True,
@@ -183,6 +189,9 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     from ..policy import load_policy
     from .main import ExitStatus, _progress, _say
 
+    if args.learn and not args.model:
+        _say("--learn updates a model: give it with --model FILE")
+        return ExitStatus.USAGE
     policy = load_policy(args.policy)
     for warning in policy.warnings:
         _say(f"warning: {warning}")
@@ -210,6 +219,7 @@ def run_nightly_command(args: argparse.Namespace) -> int:
         settle_seconds=args.settle,
         threads=args.threads,
         sensor=args.sensor,
+        learn=args.model if args.learn else None,
         workers=args.workers,
         scheduler=args.scheduler,
     )

@@ -76,6 +76,7 @@ class NightlyOptions:
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     threads: int | None = None
     sensor: str = ""
+    learn: str | None = None  # the model file to refit from clean days (--learn)
     workers: int | None = None  # count on a local Dask cluster of this many processes
     scheduler: str | None = None  # or on the cluster at tcp://HOST:8786 (docs/distributed.md)
 
@@ -164,15 +165,22 @@ def run_nightly(
         if on_problem is not None:
             on_problem(p)
 
+    if options.learn is not None and model is None:
+        raise DetectorError("--learn: give the model to update with --model")
     steps = _Steps()
     state = NightlyState(options.state)
     try:
         _take_in(options, state, result, now, problem, steps, progress)
+        if options.learn is not None and model is not None:
+            model = _learn(options, state, policy, model, state.unlearned_days())
         for day, why in _days_to_finish(options, state, result, policy, now):
             if why:
                 result.not_ready.append((day, why))
                 continue
             done = _finish_day(day, options, state, policy, model, problem, progress, steps, on_day)
+            if options.learn is not None and model is not None:
+                model = _learn(options, state, policy, model, [str(day)])
+                steps()
             result.days.append(done)
             say(
                 f"{day}: {len(done.alerts)} alert(s) ({done.new_alerts} new) from "
@@ -182,6 +190,26 @@ def run_nightly(
     finally:
         state.close()
     return result
+
+
+def _learn(
+    options: NightlyOptions,
+    state: NightlyState,
+    policy: Policy,
+    model: EgressModel,
+    days: list[str],
+) -> EgressModel:
+    """Refit the model up to the last of ``days`` (finished, their clean windows
+    kept) and record them as learned; the model to use from now on."""
+    from .learn import learned_dir, refit
+
+    if not days or options.learn is None:
+        return model
+    fresh = refit(
+        learned_dir(options.state), dt.date.fromisoformat(days[-1]), model, policy, options.learn
+    )
+    state.mark_learned(days)
+    return model if fresh is None else fresh
 
 
 # -- 1. taking files in ---------------------------------------------------------------
@@ -383,6 +411,10 @@ def _finish_day(
     ids = [str(d["event"]["id"]) for d in docs]
     written = state.written_alert_ids(ids)
     new = [d for d, i in zip(docs, ids, strict=True) if i not in written]
+    if options.learn is not None and model is not None:
+        from .learn import keep_clean_day, learned_dir
+
+        keep_clean_day(learned_dir(options.state), day, scan, policy, model, start, end)
     output_bytes = 0
     if options.alerts_path is not None:
         output_bytes = _append_alerts(options.alerts_path, state, new)

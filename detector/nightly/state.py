@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS days (
 CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, day TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, committed_bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, first_day TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS learned (day TEXT PRIMARY KEY);
 """
 
 
@@ -187,6 +188,16 @@ class NightlyState:
     # -- days ----------------------------------------------------------------------
     def finished_days(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT day FROM days")}
+
+    def unlearned_days(self) -> list[str]:
+        """Finished days whose refit (--learn) was not recorded, in order."""
+        return [row[0] for row in self.db.execute(
+            "SELECT day FROM days WHERE day NOT IN (SELECT day FROM learned) ORDER BY day"
+        )]  # fmt: skip
+
+    def mark_learned(self, days: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO learned VALUES (?)", [(d,) for d in days])
 
     def written_alert_ids(self, ids: Iterable[str]) -> set[str]:
         wanted = list(ids)
