@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from gen_traffic import Capture, at
 
 from detector.detect.scan import scan_captures
@@ -222,3 +223,76 @@ def _reload_model_mid_stream(proc, pcap, model_file, b_file, wait_for, seen) -> 
     assert b"not an egress-detector model file" in seen[-1]
     proc.stdin.close()
     proc.wait(timeout=120)
+
+
+def rfc5424(datagram: bytes) -> tuple[list[str], dict]:
+    """Header fields and the JSON message of one RFC 5424 syslog datagram
+    (PRI+VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA,
+    then a UTF-8 BOM and the message: RFC 5424 section 6)."""
+    header, bom, body = datagram.partition(b" \xef\xbb\xbf")
+    assert bom, datagram[:200]
+    fields = header.decode("ascii").split(" ")
+    assert len(fields) == 7, fields
+    return fields, json.loads(body.decode("utf-8"))
+
+
+def test_alerts_go_to_a_local_syslog_socket_as_rfc5424(tmp_path):
+    """--syslog with a Unix socket path (a local daemon's, as /dev/log is):
+    the test binds the socket itself and reads every message."""
+    import socket
+
+    path = tmp_path / "log"
+    collector = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    collector.bind(str(path))
+    collector.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    collector.settimeout(5)
+    try:
+        with open(incident(tmp_path), "rb") as stream:
+            proc = live("--syslog", str(path), stdin=stream)
+            out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1, err
+        docs = [json.loads(line) for line in out.splitlines()]
+        messages = [rfc5424(collector.recv(65536)) for _ in docs]
+        collector.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            collector.recv(65536)  # one message per alert, no more
+    finally:
+        collector.close()
+    assert [doc for _, doc in messages] == docs  # the same ECS documents, in order
+    crit, err_, warning, notice = 2, 3, 4, 5  # RFC 5424 table 2
+    severity = {4: crit, 3: err_, 2: warning, 1: notice}
+    for fields, doc in messages:
+        pri, version = fields[0][1:].split(">")
+        assert int(pri) == 16 * 8 + severity[doc["event"]["severity"]]  # facility local0
+        assert version == "1" and fields[1] == doc["@timestamp"]
+        assert fields[3:] == ["egress-detector", str(proc.pid), doc["rule"]["id"], "-"]
+    assert "isolated-egress" in {doc["rule"]["id"] for _, doc in messages}
+
+
+def test_syslog_local_is_the_local_daemons_socket(tmp_path, monkeypatch):
+    """``local`` writes to /dev/log (here a socket the test binds, put in its
+    place); an absent socket is one clear line."""
+    import socket
+
+    from detector.alerts import stream as stream_mod
+    from detector.alerts.record import Alert, to_ecs
+    from detector.errors import DetectorError
+
+    path = tmp_path / "dev-log"
+    collector = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    collector.bind(str(path))
+    collector.settimeout(5)
+    monkeypatch.setattr(stream_mod, "SYSLOG_LOCAL", str(path))
+    policy = load_policy(POLICY)
+    alert = Alert("isolated-egress", "Isolated host talked out", 4, 10**18, 10**18 + 10**9,
+                  ISO, "m", destination_ip=OUT)  # fmt: skip
+    sender = stream_mod.SyslogSender("local")
+    sender.send(alert, to_ecs(alert, policy.zone, policy.site_name))
+    fields, doc = rfc5424(collector.recv(65536))
+    sender.close()
+    collector.close()
+    assert fields[0] == "<130>1" and fields[5] == "isolated-egress"  # local0 * 8 + crit
+    assert doc["source"]["ip"] == ISO
+    monkeypatch.setattr(stream_mod, "SYSLOG_LOCAL", str(tmp_path / "absent"))
+    with pytest.raises(DetectorError, match=r"^--syslog local: cannot reach the collector: "):
+        stream_mod.SyslogSender("local")

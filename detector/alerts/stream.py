@@ -102,17 +102,19 @@ class AlertStream:
 
 
 class SyslogSender:
-    """RFC 5424 messages over a Unix datagram socket (``local``) or UDP
-    (``HOST[:PORT]``, port 514 by default)."""
+    """RFC 5424 messages over a Unix datagram socket (``local``: ``/dev/log``;
+    or a socket path starting with ``/``, for daemons that listen elsewhere,
+    e.g. ``/run/systemd/journal/syslog``) or UDP (``HOST[:PORT]``, port 514
+    by default)."""
 
     def __init__(self, target: str, *, app_name: str = "egress-detector") -> None:
         self.app_name = app_name
         self.hostname = socket.gethostname() or "-"
         self.target = target
         try:
-            if target in ("local", SYSLOG_LOCAL):
+            if target == "local" or target.startswith("/"):
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self.sock.connect(SYSLOG_LOCAL)
+                self.sock.connect(SYSLOG_LOCAL if target == "local" else target)
             else:
                 host, port = _host_port(target)
                 family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]

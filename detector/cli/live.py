@@ -102,7 +102,8 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
     live.add_argument(
         "--syslog",
         metavar="TARGET",
-        help="also send alerts as RFC 5424 syslog: 'local' (/dev/log) or HOST[:PORT] (UDP)",
+        help="also send alerts as RFC 5424 syslog: 'local' (/dev/log), a Unix socket path "
+        "(/run/...), or HOST[:PORT] (UDP)",
     )
     live.add_argument(
         "--flows-out",
