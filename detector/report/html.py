@@ -38,6 +38,11 @@ def _text(value: object) -> str:
     return html.escape(mask_personal(str(value)), quote=True)
 
 
+def _wrap(value: object) -> str:
+    """A long text (a DNS name, a file path) that may break anywhere in a table."""
+    return f'<span class="wrap">{_text(value)}</span>'
+
+
 def _n(value: int) -> str:
     return f"{value:,}"
 
@@ -86,6 +91,8 @@ dl.facts dd { margin: 0; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0; font-size: 13px; }
 th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eaeef2;
   vertical-align: top; }
+dd, li, p { overflow-wrap: break-word; }
+.wrap { overflow-wrap: anywhere; }
 th { background: #f6f8fa; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .exact { color: #57606a; font-size: 12px; }
@@ -477,7 +484,7 @@ def _top_tables(report: DayReport) -> list[str]:
         rows = [
             [
                 _text(d.address),
-                _text(d.name) if d.name else '<span class="muted">—</span>',
+                _wrap(d.name) if d.name else '<span class="muted">—</span>',
                 _size(d.bytes_received),
                 _size(d.bytes_sent),
                 _n(d.hosts),
@@ -585,8 +592,8 @@ def _health(report: DayReport) -> list[str]:
                 [
                     _text(_when(report, g.start_ns, g.end_ns)),
                     _text(_duration((g.end_ns - g.start_ns) / NS)),
-                    _text(g.before) if g.before else '<span class="muted">start of day</span>',
-                    _text(g.after) if g.after else '<span class="muted">end of day</span>',
+                    _wrap(g.before) if g.before else '<span class="muted">start of day</span>',
+                    _wrap(g.after) if g.after else '<span class="muted">end of day</span>',
                 ]
             )
         out.append('<h3 id="gaps">Gaps in coverage (no packets for over a minute)</h3>')
@@ -597,7 +604,7 @@ def _health(report: DayReport) -> list[str]:
     if h.files:
         rows = [
             [
-                _text(f.path),
+                _wrap(f.path),
                 _text(_when(report, f.first_ns, f.last_ns)),
                 _size(f.bytes),
                 _n(f.packets),
