@@ -3,8 +3,9 @@
 Each source (a ring socket of a fanout group, a stdin stream, scapy) has a
 worker thread that decodes its packets into a batch and counts the batch into
 the worker's own :class:`FlowTable` and :class:`ActivityTable`; the kernels
-release the GIL, so workers run on separate cores. The hash fanout sends both
-directions of a flow to the same worker, so each flow lives in one table.
+release the GIL, so workers run on separate cores. The fanout spreads address
+pairs (capture/live.py): both directions of a flow, and every fragment of a
+datagram, reach the same worker, so each flow lives in one table.
 
 The main thread keeps the clock. Workers close idle flows on the clock even
 when no packet comes. At the end of every feature window (local time, a few
@@ -12,10 +13,12 @@ seconds of grace for the ring's last blocks), or every ``report_every``
 seconds, the workers' activity tables are merged and analysed as a scan
 analyses a file (:func:`detect.scan.scan_activity`); alerts not raised before
 (no earlier alert of the same rule, host and other side overlaps them in
-time) are emitted at once, so output is incremental and never repeats. At
-the end, open flows are closed and a final pass emits what is left: the same
-alerts a scan of a capture of the same packets raises. Per-minute activity
-older than ``history_hours`` is dropped after each analysis.
+time) are emitted at once, so output is incremental; an alert raised before
+whose figures grew is emitted again as an update (same event id). At the
+end, open flows are closed and a final pass emits what is left: the same
+alerts, with the same totals, a scan of a capture of the same packets
+raises. Per-minute activity older than ``history_hours`` is dropped after
+each analysis, but not when each host first reached each outside address.
 
 Every few seconds the kernel's drop counters are read. A stretch in which
 packets were dropped raises ``sensor-drops``, and alerts overlapping it carry
