@@ -3,6 +3,7 @@ then the same analysis as a single-process scan (docs/distributed.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from ..policy import Policy
 
 DEFAULT_PART_BYTES = 256 << 20  # big enough that a task's start-up is noise, small enough to spread
+MIN_AUTO_PART_BYTES = 32 << 20  # below this a task's overhead is no longer noise
+PARTS_PER_WORKER = 4  # so a slow part does not leave the other workers idle at the end
 TASK_RETRIES = 2  # a task that raised runs again this many times (a dead worker's task always does)
 INSTALL_HINT = "pip install 'egress-detector[distributed]'"
 
@@ -62,7 +65,7 @@ def scan_captures_distributed(
     workers: int | None = None,
     scheduler: str | None = None,
     client: Any = None,
-    part_bytes: int = DEFAULT_PART_BYTES,
+    part_bytes: int | None = None,
     window_minutes: int | None = None,
     threads: int = 1,
     on_problem: Callable[[CaptureProblem], None] | None = None,
@@ -73,7 +76,8 @@ def scan_captures_distributed(
     """:func:`detector.detect.scan.scan_captures` on a Dask cluster: a local one
     of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
     an existing ``client``. Files (and ranges of big pcap files, about
-    ``part_bytes`` each) are counted in parallel; flows, features and alerts
+    ``part_bytes`` each; default: the input shared into about 4 parts per
+    worker, 32–256 MB each) are counted in parallel; flows, features and alerts
     are those of the single-process scan (docs/distributed.md says where
     payload facts may differ). ``threads`` is accepted for the same call
     signature; each task reads with one thread."""
@@ -84,13 +88,15 @@ def scan_captures_distributed(
             "standard input (-) cannot be shared between workers; scan it without "
             "--workers or --scheduler"
         )
-    parts = plan_parts(path_list, part_bytes)
     settings = Settings.for_policy(policy)
     owned = client is None
     cluster = None
     if owned:
         client, cluster = _client(workers, scheduler)
     try:
+        if part_bytes is None:
+            part_bytes = _auto_part_bytes(path_list, len(client.scheduler_info()["workers"]))
+        parts = plan_parts(path_list, part_bytes)
         fold = FlowFold(round(settings.idle_timeout * 1e9), round(settings.active_timeout * 1e9))
         problems: list[CaptureProblem] = []
         damaged_files: set[int] = set()
@@ -158,6 +164,16 @@ def scan_captures_distributed(
     return scan_activity(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
     )
+
+
+def _auto_part_bytes(paths: list[str], workers: int) -> int:
+    total = 0
+    for path in paths:
+        # A file that cannot be sized is reported, located, by the task that reads it.
+        with contextlib.suppress(OSError):
+            total += os.path.getsize(path)
+    share = total // max(workers * PARTS_PER_WORKER, 1)
+    return min(max(share, MIN_AUTO_PART_BYTES), DEFAULT_PART_BYTES)
 
 
 def _count_parts(
