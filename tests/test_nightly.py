@@ -479,3 +479,23 @@ def test_learn_refits_the_model_from_clean_windows_only(site, tmp_path):
     assert refit.n_windows_ == sum(len(f) for f in frames.values())
     first_window = min(pd.DatetimeIndex(f["window_start"]).asi8.min() for f in frames.values())
     assert refit.span_[0] == first_window
+
+
+def test_a_damaged_capture_is_one_line_with_its_offset_and_exit_3(site, tmp_path, capsys):
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    good = Capture().packet(PC, "192.0.2.53", at_ns=t("2026-02-03 10:00"), dport=53)
+    data = good.write(tmp_path / "good.pcap").read_bytes()
+    # A record header claiming 1 MB of packet: beyond the 262144-byte limit.
+    bad = data + struct.pack("<IIII", 1_770_084_000, 0, 1 << 20, 1 << 20) + b"\0" * 64
+    (folder / "damaged.pcap").write_bytes(bad)
+    os.utime(folder / "damaged.pcap", ns=(t("2026-02-04 12:00"),) * 2)
+    capsys.readouterr()
+    code = main(["nightly", "--captures", str(folder), "--policy", str(site / "policy.toml"),
+                 "--state", str(tmp_path / "state.db"), "--report-dir",
+                 str(tmp_path / "reports")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 3, err
+    lines = [line for line in err.splitlines() if "damaged.pcap" in line and "error" in line]
+    assert len(lines) == 1 and f"byte offset {len(data)}:" in lines[0], err
+    assert (tmp_path / "reports" / f"egress-report-{DAY1}.html").exists()

@@ -273,8 +273,9 @@ def _take_one(
         if now - since < ABANDONED_AFTER_NS:
             result.waiting.append((name, "still being written (its last record is cut short)"))
             return
-    for p in found.problems:
-        problem(p)
+    if not found.packets:  # in no day, so no scan will say it
+        for p in found.problems:
+            problem(p)
     known = state.file_with_hash(found.content_hash)
     if known is not None:
         if known.path != name and not os.path.exists(known.path):
