@@ -211,7 +211,7 @@ def test_a_damaged_file_fails_its_own_parts_and_the_rest_completes(tmp_path, cli
                                      on_problem=seen_2.append)  # fmt: skip
     assert [(p.path, p.offset, p.fatal) for p in seen_2] == [(str(rotated[1]), bad_at, True)]
     assert "record length 16777216" in seen_2[0].message
-    assert [(p.path, p.offset) for p in seen_1] == [(p.path, p.offset) for p in seen_2]
+    assert [str(p) for p in seen_1] == [str(p) for p in seen_2]  # the same words
     assert_same_scan(single, dist)
 
 

@@ -4,6 +4,7 @@ then the same analysis as a single-process scan (docs/distributed.md)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,7 @@ def scan_captures_distributed(
         problems: list[CaptureProblem] = []
         damaged_files: set[int] = set()
         unordered_files: set[int] = set()
+        packets_before: dict[int, int] = {}  # per file: packets of its parts taken so far
         kept: list[PartResult] = []
 
         def take(result: PartResult) -> None:
@@ -108,7 +110,9 @@ def scan_captures_distributed(
             part = result.part
             if part.file_index in damaged_files:
                 return  # a reader stops at a file's damage: so do the parts after it
-            problems.extend(result.problems)
+            before = packets_before.get(part.file_index, 0)
+            packets_before[part.file_index] = before + result.stats.packets
+            problems.extend(_counted_from_file_start(p, result, before) for p in result.problems)
             if result.fatal:
                 damaged_files.add(part.file_index)
             kept.append(result)
@@ -164,6 +168,18 @@ def scan_captures_distributed(
     return scan_activity(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
     )
+
+
+def _counted_from_file_start(
+    problem: CaptureProblem, result: PartResult, before: int
+) -> CaptureProblem:
+    """The reader says how many packets it read before a problem: of the whole
+    file, as a single reader says, not of the part."""
+    if not before:
+        return problem
+    part_count = f"{result.stats.packets} packets before it were read"
+    file_count = f"{before + result.stats.packets} packets before it were read"
+    return dataclasses.replace(problem, message=problem.message.replace(part_count, file_count))
 
 
 def _auto_part_bytes(paths: list[str], workers: int) -> int:
