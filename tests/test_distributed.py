@@ -375,3 +375,25 @@ def test_scan_workers_without_dask_is_one_line_naming_the_extra(tmp_path, monkey
         main(["scan", "--workers", "0", str(whole)])
     assert exit_.value.code == ExitStatus.USAGE
     assert "--workers: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_an_id_number_seen_in_two_parts_hashes_the_same(tmp_path, client, policy):
+    # The hash key of ID numbers is one per scan, shared by its tasks: a number
+    # sent in two files counts once (distinct counts), as in one process.
+    def form_post(seconds: int, sport: int) -> tuple[int, bytes]:
+        body = b"POST /form HTTP/1.1\r\nHost: forms.example\r\n\r\nname=x&id=A123456789&z=1"
+        frame = eth(IP(src="10.8.10.44", dst="203.0.113.80")
+                    / TCP(sport=sport, dport=80, flags="PA") / body)  # fmt: skip
+        return 1_770_000_000 * NS + seconds * NS, frame
+
+    first = write_pcap(tmp_path / "a.pcap", 1, [form_post(0, 50000)])
+    second = write_pcap(tmp_path / "b.pcap", 1, [form_post(5, 50001)])
+    dist = scan_captures_distributed([first, second], policy, client=client)
+    single = scan_captures([first, second], policy)
+    assert dist.facts is not None
+    pii = dist.facts[dist.facts["kind"] == "pii"]
+    assert pii["text"].tolist() == ["A12*****89", "A12*****89"]  # masked
+    assert pii["secret"].nunique() == 1
+    assert "cleartext-pii" in [a.rule_id for a in single.alerts]
+    assert [a.rule_id for a in dist.alerts] == [a.rule_id for a in single.alerts]
+    assert [a.message for a in dist.alerts] == [a.message for a in single.alerts]
