@@ -397,3 +397,24 @@ def test_an_id_number_seen_in_two_parts_hashes_the_same(tmp_path, client, policy
     assert "cleartext-pii" in [a.rule_id for a in single.alerts]
     assert [a.rule_id for a in dist.alerts] == [a.rule_id for a in single.alerts]
     assert [a.message for a in dist.alerts] == [a.message for a in single.alerts]
+
+
+def test_damaged_pcapng_cut_before_the_damage_only(tmp_path, client, policy):
+    path = mixed_pcapng(tmp_path / "mixed.pcapng")
+    data = bytearray(path.read_bytes())
+    # A block length that is not a multiple of 4, halfway (section 1: little-endian).
+    at = len(data) // 2 & ~3  # blocks start on 4-byte boundaries
+    while struct.unpack_from("<I", data, at)[0] != 6:  # the next Enhanced Packet Block
+        at += 4
+    data[at + 4 : at + 8] = struct.pack("<I", 1_000_001)
+    path.write_bytes(bytes(data))
+    parts = plan_parts([str(path)], PART_BYTES)
+    assert parts[-1].start < at and parts[-1].end is None  # no cut past the damage
+    seen_1: list[CaptureProblem] = []
+    seen_2: list[CaptureProblem] = []
+    single = scan_captures([path], policy, on_problem=seen_1.append)
+    dist = scan_captures_distributed([path], policy, client=client, part_bytes=PART_BYTES,
+                                     on_problem=seen_2.append)  # fmt: skip
+    assert [(p.offset, p.fatal) for p in seen_2] == [(at, True)]
+    assert [str(p) for p in seen_1] == [str(p) for p in seen_2]
+    assert_same_scan(single, dist)
