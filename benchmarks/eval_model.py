@@ -663,7 +663,7 @@ def main() -> None:
 
         runs: dict[str, list[tuple[str, int, int]]] = {}
         gates = {
-            p: egress_gate(verdict.features, model.history_, model.unseen_floor())
+            p: egress_gate(verdict.features, model.history_, model.unseen_floor(p))
             for p in percentiles
         }
         for p in percentiles:
