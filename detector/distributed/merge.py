@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._kernels import flowtable as fk
+from ..flows.table import DEFAULT_MAX_FLOWS
 from .count import PartResult
 
 KEY_COLUMNS = (fk.C_A_HI, fk.C_A_LO, fk.C_B_HI, fk.C_B_LO, fk.C_META)
@@ -90,6 +91,7 @@ class FlowFold:
 
     idle_ns: int
     active_ns: int
+    max_flows: int = DEFAULT_MAX_FLOWS
     closed: list[np.ndarray] = field(default_factory=list)
     open: np.ndarray = field(default_factory=lambda: np.empty((0, fk.FLOW_COLUMNS), np.int64))
     latest_ns: int | None = None
@@ -113,6 +115,7 @@ class FlowFold:
         )
         self.out_of_order += unordered
         if len(self.open) and (unordered or not self._merge(rows)):
+            self._evict_beyond_max_flows()
             again = recount(self.open, self.latest_ns)
             self.recounted += 1
             self.open = np.empty((0, fk.FLOW_COLUMNS), np.int64)
@@ -160,6 +163,18 @@ class FlowFold:
         self.open = still_open
         self._take(rows)
         return True
+
+    def _evict_beyond_max_flows(self) -> None:
+        """More open flows than a table holds (a recount starts from them): the
+        least recently seen close as ``evicted``, as in a full table."""
+        extra = len(self.open) - self.max_flows
+        if extra <= 0:
+            return
+        oldest = np.argsort(self.open[:, fk.C_LAST], kind="stable")
+        gone = self.open[oldest[:extra]].copy()
+        gone[:, fk.C_REASON] = fk.REASON_EVICTED
+        self.closed.append(gone)
+        self.open = self.open[np.sort(oldest[extra:])]
 
     def _take(self, rows: np.ndarray) -> None:
         """Rows of a part whose beginning is settled: the ``end`` ones stay open."""

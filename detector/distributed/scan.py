@@ -98,7 +98,11 @@ def scan_captures_distributed(
         if part_bytes is None:
             part_bytes = _auto_part_bytes(path_list, len(client.scheduler_info()["workers"]))
         parts = plan_parts(path_list, part_bytes)
-        fold = FlowFold(round(settings.idle_timeout * 1e9), round(settings.active_timeout * 1e9))
+        fold = FlowFold(
+            round(settings.idle_timeout * 1e9),
+            round(settings.active_timeout * 1e9),
+            settings.max_flows,
+        )
         problems: list[CaptureProblem] = []
         damaged_files: set[int] = set()
         unordered_files: set[int] = set()
