@@ -71,3 +71,41 @@ def test_formats_agree_across_slices(tmp_path, flows):
     parsed = [json.loads(line) for line in lines]
     assert [p["dst_port"] for p in parsed] == ref["dst_port"].tolist()
     assert [p["first_seen"] for p in parsed] == list(_timestamp_texts(ref["first_seen"]))
+
+
+def test_address_text_matches_python_ipaddress() -> None:
+    """The numba address formatter against ``ipaddress`` (an independent
+    implementation), on random addresses with many zero groups, so every
+    placement of the ``::`` run and its ties is met, and on the edge cases."""
+    import ipaddress
+
+    from detector._kernels import timefmt
+
+    rng = np.random.default_rng(7)
+    n = 20_000
+    hi = rng.integers(0, 2**64, n, dtype=np.uint64)
+    lo = rng.integers(0, 2**64, n, dtype=np.uint64)
+    for half in (hi, lo):
+        for group in range(4):
+            zero = rng.random(n) < 0.5
+            half[zero] &= ~np.uint64(0xFFFF << (16 * group))
+    is_v4 = rng.random(n) < 0.3
+    hi[is_v4] = 0
+    lo[is_v4] = (lo[is_v4] & np.uint64(0xFFFFFFFF)) | np.uint64(0xFFFF << 32)
+    # ::, ::1, mapped, all ones, 1::, 2001:db8::1, a tie of two runs (the first wins)
+    edge = [(0, 0), (0, 1), (0, 0xFFFF0A000001), (2**64 - 1, 2**64 - 1), (1 << 48, 0),
+            (0x20010DB800000000, 1), (0x0001000000000001, 0x0000000000000001)]  # fmt: skip
+    for i, (h, low) in enumerate(edge):
+        hi[i], lo[i], is_v4[i] = h, low, False
+    fixed = np.zeros((n, timefmt.ADDRESS_WIDTH), dtype=np.uint8)
+    lengths = np.zeros(n, dtype=np.int64)
+    timefmt.address_texts(hi, lo, is_v4, fixed, lengths)
+    ours = [bytes(fixed[i, : lengths[i]]).decode() for i in range(n)]
+    reference = [
+        str(ipaddress.IPv4Address(int(lo[i]) & 0xFFFFFFFF))
+        if is_v4[i]
+        else str(ipaddress.IPv6Address((int(hi[i]) << 64) | int(lo[i])))
+        for i in range(n)
+    ]
+    assert ours == reference
+    assert ours[:3] == ["::", "::1", "::ffff:a00:1"]

@@ -415,7 +415,8 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     n_flows = len(rows)
     if args.top is not None:
         rows = largest_rows(rows, args.top)
-    write_flows(iter_flow_columns(rows), fmt, args.output, by_bytes=args.top is not None)
+    slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
+    write_flows(slices, fmt, args.output, by_bytes=args.top is not None)
     if not args.quiet:
         packets = sum(s.packets for s in stats)
         wire = sum(s.wire_bytes for s in stats)

@@ -6,7 +6,6 @@ without it, which keeps a warm start of ``egress-detector flows`` near one secon
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from .._kernels import community as ck
 from .._kernels import flowtable as fk
+from .._kernels import timefmt
 from .community_id import community_id_v1
 
 if TYPE_CHECKING:
@@ -81,31 +81,33 @@ TIMESTAMP_COLUMNS = [
 CATEGORY_COLUMNS = ["transport", "expiry_reason"]
 
 
-def _address_texts(hi: np.ndarray, lo: np.ndarray, is_v4: np.ndarray) -> np.ndarray:
-    """Text of 128-bit addresses, converting each distinct address once. IPv4
-    flows print dotted quads; an IPv6 flow prints IPv6 text even for an
-    IPv4-mapped address (``::ffff:10.0.0.1``), as tshark does."""
-    texts = np.empty(len(hi), dtype=object)
-    # IPv4 first, on the low half alone: a 1-D unique is far cheaper than a
-    # row-wise one (0.4 s for 100k flows).
-    v4 = np.flatnonzero(is_v4)
-    if len(v4):
-        uniq, inverse = np.unique(lo[v4] & np.uint64(0xFFFFFFFF), return_inverse=True)
-        quads = [f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}" for x in uniq.tolist()]
-        texts[v4] = np.asarray(quads, dtype=object)[inverse.reshape(-1)]
-    v6 = np.flatnonzero(~is_v4)
-    if len(v6):
-        pairs = np.stack([hi[v6], lo[v6]], axis=1)
-        uniq6, inverse6 = np.unique(pairs, axis=0, return_inverse=True)
-        words = [str(ipaddress.IPv6Address((h << 64) | low)) for h, low in uniq6.tolist()]
-        texts[v6] = np.asarray(words, dtype=object)[inverse6.reshape(-1)]
-    return texts
+def _address_texts(hi: np.ndarray, lo: np.ndarray, is_v4: np.ndarray, arrow: bool = False) -> Any:
+    """Text of 128-bit addresses (an object array, or a pyarrow string array when
+    ``arrow``). IPv4 flows print dotted quads; an IPv6 flow prints IPv6 text even
+    for an IPv4-mapped address (``::ffff:a00:1``), as Python's ``ipaddress`` does."""
+    fixed = np.empty((len(hi), timefmt.ADDRESS_WIDTH), dtype=np.uint8)
+    lengths = np.empty(len(hi), dtype=np.int64)
+    timefmt.address_texts(hi, lo, is_v4, fixed, lengths)
+    if arrow:
+        return _arrow_strings(fixed, lengths)
+    return fixed.view(f"S{timefmt.ADDRESS_WIDTH}").ravel().astype(str).astype(object)
+
+
+def _arrow_strings(fixed: np.ndarray, lengths: np.ndarray) -> Any:
+    """A pyarrow string array over fixed-width ASCII rows, without Python strings."""
+    import pyarrow as pa
+
+    offsets = np.empty(len(fixed) + 1, dtype=np.int32)
+    data = np.empty(max(int(lengths.sum()), 1), dtype=np.uint8)
+    timefmt.pack_texts(fixed, lengths, offsets, data)
+    return pa.StringArray.from_buffers(len(fixed), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _community_ids(
     src_hi: np.ndarray, src_lo: np.ndarray, dst_hi: np.ndarray, dst_lo: np.ndarray,
     protocol: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray, is_v4: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+    arrow: bool = False,
+) -> Any:  # fmt: skip
     # The kernel hashes IPv4-mapped addresses as 4 bytes: give IPv6 flows with
     # such addresses to the one-flow version (they are rare).
     mapped = (src_hi == 0) & ((src_lo >> np.uint64(32)) == np.uint64(0xFFFF))
@@ -118,14 +120,16 @@ def _community_ids(
     ports = (src_port.astype(np.int64), dst_port.astype(np.int64))
     ck.community_ids(src_hi, src_lo, dst_hi, dst_lo, protocol.astype(np.int64), *ports, one_way,
                      0, out)  # fmt: skip
-    ids = out.view(f"S{ck.ID_CHARS}").ravel().astype(str).astype(object)
     for i in odd.tolist():
-        ids[i] = community_id_v1(
+        text = community_id_v1(
             ((int(src_hi[i]) << 64) | int(src_lo[i])).to_bytes(16, "big"),
             ((int(dst_hi[i]) << 64) | int(dst_lo[i])).to_bytes(16, "big"),
             int(protocol[i]), int(src_port[i]), int(dst_port[i]),
         )  # fmt: skip
-    return ids
+        out[i] = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    if arrow:
+        return _arrow_strings(out, np.full(len(out), ck.ID_CHARS, dtype=np.int64))
+    return out.view(f"S{ck.ID_CHARS}").ravel().astype(str).astype(object)
 
 
 ICMP4_COUNTERPART = fk.icmp_counterparts()[0]
@@ -140,22 +144,37 @@ def largest_rows(rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def iter_flow_columns(
-    rows: np.ndarray, *, slice_flows: int = 1 << 17, community_id: bool = True
-) -> Iterator[dict[str, np.ndarray]]:
+    rows: np.ndarray,
+    *,
+    slice_flows: int = 1 << 17,
+    community_id: bool = True,
+    arrow_text: bool = False,
+) -> Iterator[dict[str, Any]]:
     """``flow_columns`` of all rows in order of first packet, ``slice_flows`` flows
     at a time (a million flows as columns and strings take far more memory than
     their rows)."""
     order = np.argsort(rows[:, fk.C_FIRST], kind="stable")
     for start in range(0, max(len(order), 1), slice_flows):
         yield flow_columns(
-            rows[order[start : start + slice_flows]], community_id=community_id, presorted=True
+            rows[order[start : start + slice_flows]],
+            community_id=community_id,
+            presorted=True,
+            arrow_text=arrow_text,
         )
 
 
 def flow_columns(
-    rows: np.ndarray, *, community_id: bool = True, presorted: bool = False
-) -> dict[str, np.ndarray]:
-    """Turn raw flow rows into the documented flow columns, ordered by first packet."""
+    rows: np.ndarray,
+    *,
+    community_id: bool = True,
+    presorted: bool = False,
+    arrow_text: bool = False,
+) -> dict[str, Any]:
+    """Turn raw flow rows into the documented flow columns, ordered by first packet.
+
+    Text columns (addresses, Community ID) are object arrays of ``str``, or
+    pyarrow string arrays when ``arrow_text`` (for the Arrow-based writers: a
+    million flows then make no Python strings at all)."""
     if not presorted and len(rows):
         rows = rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")]
     u = rows.view(np.uint64)
@@ -185,10 +204,9 @@ def flow_columns(
             ns = np.where(present, ns, NAT)
         return ns.view("M8[ns]")
 
-    n = len(rows)
     protocol = ((meta >> np.uint64(16)) & np.uint64(0xFF)).astype(np.uint8)
-    src_text = _address_texts(src_hi, src_lo, is_v4) if n else np.empty(0, dtype=object)
-    dst_text = _address_texts(dst_hi, dst_lo, is_v4) if n else np.empty(0, dtype=object)
+    src_text = _address_texts(src_hi, src_lo, is_v4, arrow_text)
+    dst_text = _address_texts(dst_hi, dst_lo, is_v4, arrow_text)
     vlan = (meta & np.uint64(0xFFFF)).astype(np.int64)
     reasons = np.asarray(fk.REASON_NAMES, dtype=object)
     names = np.asarray([TRANSPORT_NAMES.get(p, str(p)) for p in range(256)], dtype=object)
@@ -222,7 +240,7 @@ def flow_columns(
     }
     if community_id:
         frame["community_id"] = _community_ids(
-            src_hi, src_lo, dst_hi, dst_lo, protocol, src_port, dst_port, is_v4
+            src_hi, src_lo, dst_hi, dst_lo, protocol, src_port, dst_port, is_v4, arrow_text
         )
     return frame
 

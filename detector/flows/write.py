@@ -61,7 +61,9 @@ def _text_table(columns: dict[str, np.ndarray]):  # type: ignore[no-untyped-def]
 
     arrays = {}
     for name, values in columns.items():
-        if values.dtype.kind == "M":
+        if isinstance(values, pa.Array):  # text made by flow_columns(arrow_text=True)
+            arrays[name] = values
+        elif values.dtype.kind == "M":
             text, present = _timestamp_bytes(values)
             arrays[name] = pa.array(text, type=pa.binary(), mask=~present).cast(pa.string())
         elif values.dtype == object:
@@ -76,7 +78,7 @@ def _write_csv(slices: Iterable[dict[str, np.ndarray]], stream: IO[bytes]) -> No
     # module takes ten.
     import pyarrow.csv as pacsv
 
-    for i, columns in enumerate(slices):
+    for i, columns in enumerate(_ahead(slices)):
         options = pacsv.WriteOptions(include_header=i == 0, quoting_style="needed")
         pacsv.write_csv(_text_table(columns), stream, write_options=options)
 
@@ -97,16 +99,35 @@ def _write_jsonl(slices: Iterable[dict[str, np.ndarray]], stream: IO[bytes]) -> 
             stream.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
 
 
+def _ahead(slices: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """The slices, each made in a second thread while the caller writes the one
+    before: making columns (numba kernels, numpy) and pyarrow's writers both
+    release the GIL, so on two cores the two overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    iterator = iter(slices)
+    with ThreadPoolExecutor(1, thread_name_prefix="flow-columns") as pool:
+        pending = pool.submit(next, iterator, None)
+        while True:
+            columns = pending.result()
+            if columns is None:
+                return
+            pending = pool.submit(next, iterator, None)
+            yield columns
+
+
 def _write_parquet(slices: Iterable[dict[str, np.ndarray]], path: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
     try:
-        for columns in slices:
+        for columns in _ahead(slices):
             arrays = {}
             for name, values in columns.items():
-                if values.dtype.kind == "M":
+                if isinstance(values, pa.Array):  # flow_columns(arrow_text=True)
+                    arrays[name] = values
+                elif values.dtype.kind == "M":
                     arrays[name] = pa.array(values, type=pa.timestamp("ns", tz="UTC"))
                 elif values.dtype == object:
                     arrays[name] = pa.array(values, type=pa.string())
