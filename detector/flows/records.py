@@ -220,7 +220,7 @@ def flow_columns(
         "dst_ip": dst_text,
         "dst_port": dst_port.astype(np.uint16),
         "protocol": protocol,
-        "transport": names[protocol],
+        "transport": names[protocol] if not arrow_text else None,
         "ip_version": ip_version,
         "vlan_id": np.where(vlan == 0xFFFF, -1, vlan).astype(np.int32),
         "src2dst_packets": fwd[:, fk.D_PACKETS],
@@ -236,8 +236,15 @@ def flow_columns(
         "src2dst_tcp_flags": fwd[:, fk.D_FLAGS].astype(np.uint16),
         "dst2src_tcp_flags": rev[:, fk.D_FLAGS].astype(np.uint16),
         "duration_ms": (rows[:, fk.C_LAST] - rows[:, fk.C_FIRST]) / 1e6,
-        "expiry_reason": reasons[rows[:, fk.C_REASON]],
+        "expiry_reason": reasons[rows[:, fk.C_REASON]] if not arrow_text else None,
     }
+    if arrow_text:
+        import pyarrow as pa
+
+        from .write import dictionary_array
+
+        frame["transport"] = dictionary_array(protocol, names.tolist(), pa.int16())
+        frame["expiry_reason"] = dictionary_array(rows[:, fk.C_REASON], fk.REASON_NAMES, pa.int8())
     if community_id:
         frame["community_id"] = _community_ids(
             src_hi, src_lo, dst_hi, dst_lo, protocol, src_port, dst_port, is_v4, arrow_text

@@ -7,8 +7,8 @@ pandas (0.7 s of start-up); Parquet goes through pyarrow directly.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
-from typing import IO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any
 
 import numpy as np
 
@@ -54,22 +54,92 @@ def _rows(columns: dict[str, np.ndarray]) -> Iterator[tuple]:
     return zip(*texts.values(), strict=True)
 
 
-def _text_table(columns: dict[str, np.ndarray]):  # type: ignore[no-untyped-def]
+def arrow_column(values: Any) -> Any:
+    """A pyarrow array of a numpy column (or the pyarrow array itself), built
+    from its buffers: ``pyarrow.array`` on numpy input imports pandas to look
+    for pandas types, a second of a command that otherwise never needs it."""
+    import pyarrow as pa
+
+    if isinstance(values, pa.Array):
+        return values
+    if values.dtype.kind == "M":
+        present = ~np.isnat(values)
+        return pa.Array.from_buffers(
+            pa.timestamp("ns", tz="UTC"),
+            len(values),
+            [_validity(present), pa.py_buffer(np.ascontiguousarray(values.view(np.int64)))],
+            null_count=len(values) - int(np.count_nonzero(present)),
+        )
+    if values.dtype == object:
+        return string_array(values.tolist())
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)]
+    )
+
+
+def _validity(present: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    if present.all():
+        return None
+    return pa.py_buffer(np.packbits(present, bitorder="little"))
+
+
+def string_array(texts: list[str | None]) -> Any:
+    """A pyarrow string array of Python strings (None: null), from buffers."""
+    import pyarrow as pa
+
+    encoded = [b"" if t is None else t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    present = np.array([t is not None for t in texts], dtype=bool)
+    return pa.Array.from_buffers(
+        pa.large_string(),
+        len(encoded),
+        [_validity(present), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+        null_count=len(encoded) - int(np.count_nonzero(present)),
+    ).cast(pa.string())
+
+
+def dictionary_array(codes: np.ndarray, names: Sequence[str], index_type: Any) -> Any:
+    """Codes into ``names`` as a pyarrow dictionary array holding only the names
+    used (what Parquet stores for a column of few distinct values)."""
+    import pyarrow as pa
+
+    used = np.flatnonzero(np.bincount(codes.astype(np.int64), minlength=len(names)))
+    remap = np.full(max(len(names), 1), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    dtype = np.int16 if index_type.bit_width == 16 else np.int8
+    indices = remap[codes.astype(np.int64)].astype(dtype)
+    return pa.DictionaryArray.from_arrays(
+        pa.Array.from_buffers(index_type, len(indices), [None, pa.py_buffer(indices)]),
+        string_array([names[u] for u in used.tolist()]),
+    )
+
+
+def _text_table(columns: dict[str, Any]):  # type: ignore[no-untyped-def]
     """A pyarrow table with timestamps as ISO 8601 text (CSV and JSON have no
     time type; ISO text is what Zeek, Suricata and ECS users expect)."""
     import pyarrow as pa
 
     arrays = {}
     for name, values in columns.items():
-        if isinstance(values, pa.Array):  # text made by flow_columns(arrow_text=True)
-            arrays[name] = values
-        elif values.dtype.kind == "M":
+        if isinstance(values, pa.DictionaryArray):
+            arrays[name] = values.cast(pa.string())
+        elif not isinstance(values, pa.Array) and values.dtype.kind == "M":
             text, present = _timestamp_bytes(values)
-            arrays[name] = pa.array(text, type=pa.binary(), mask=~present).cast(pa.string())
-        elif values.dtype == object:
-            arrays[name] = pa.array(values, type=pa.string())
+            lengths = np.where(present, text.dtype.itemsize, 0)
+            offsets = np.zeros(len(text) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            arrays[name] = pa.Array.from_buffers(
+                pa.string(),
+                len(text),
+                [_validity(present), pa.py_buffer(offsets), pa.py_buffer(text[present].tobytes())],
+                null_count=len(text) - int(np.count_nonzero(present)),
+            )
         else:
-            arrays[name] = pa.array(values)
+            arrays[name] = arrow_column(values)
     return pa.table(arrays)
 
 
@@ -123,22 +193,13 @@ def _write_parquet(slices: Iterable[dict[str, np.ndarray]], path: str) -> None:
     writer = None
     try:
         for columns in _ahead(slices):
-            arrays = {}
-            for name, values in columns.items():
-                if isinstance(values, pa.Array):  # flow_columns(arrow_text=True)
-                    arrays[name] = values
-                elif values.dtype.kind == "M":
-                    arrays[name] = pa.array(values, type=pa.timestamp("ns", tz="UTC"))
-                elif values.dtype == object:
-                    arrays[name] = pa.array(values, type=pa.string())
-                else:
-                    arrays[name] = pa.array(values)
-            table = pa.table(arrays)
-            for name in ("transport", "expiry_reason"):
+            table = pa.table({name: arrow_column(values) for name, values in columns.items()})
+            for name, index_type in (("transport", pa.int16()), ("expiry_reason", pa.int8())):
                 index = table.schema.get_field_index(name)
-                table = table.set_column(
-                    index, name, table.column(name).cast(pa.dictionary(pa.int8(), pa.string()))
-                )
+                if not pa.types.is_dictionary(table.schema.field(index).type):
+                    table = table.set_column(
+                        index, name, table.column(name).cast(pa.dictionary(index_type, pa.string()))
+                    )
             if writer is None:
                 # Dictionaries only where values repeat (a unique-per-flow
                 # Community ID gains nothing and costs half the write time);
