@@ -53,3 +53,24 @@ def test_top_orders_by_bytes(tmp_path):
     proc = run("flows", str(capture), "--top", "2", "-q")
     lines = proc.stdout.decode().splitlines()
     assert proc.returncode == 0 and len(lines) == 3 and lines[0].startswith("first packet")
+
+
+def test_flows_to_parquet_and_csv_do_not_import_pandas(tmp_path):
+    """pandas costs about a second of start-up; the flows command writes through
+    pyarrow and numpy alone (a warm start of the command is meant to take ≤ 1.5 s)."""
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(6))
+    script = (
+        "import sys\n"
+        "from detector.cli.main import main\n"
+        f"assert main(['flows', {str(capture)!r}, '-q', '-o', {str(tmp_path / 'f.parquet')!r}]) == 0\n"
+        f"assert main(['flows', {str(capture)!r}, '-q', '-o', {str(tmp_path / 'f.csv')!r}]) == 0\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == b"False"
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "f.parquet")
+    assert table.num_rows == 6 and table.column("dst_ip").to_pylist() == ["198.51.100.7"] * 6
