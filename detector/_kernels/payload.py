@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import INLINE, KERNEL
+from .cpu import prefetch
 from .decode import decode_frame_at, u16be, u32be, u32le
 from .flowtable import flow_hash, meta_key
 
@@ -468,6 +469,20 @@ def _p2p(buf, p, end, proto, sport, dport, words):
     return 0
 
 
+AHEAD = 8  # packets of look-ahead: enough to hide a memory read behind the work on others
+
+
+@njit(**INLINE)
+def _budget_key(s_hi, s_lo, d_hi, d_lo, sport, dport, proto, vlan):
+    """The flow's hash, the same whichever direction the packet goes."""
+    sp = np.int64(sport)
+    dp = np.int64(dport)
+    pr = np.int64(proto)
+    if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
+        return flow_hash(s_hi, s_lo, d_hi, d_lo, np.uint64(meta_key(sp, dp, pr, vlan)))
+    return flow_hash(d_hi, d_lo, s_hi, s_lo, np.uint64(meta_key(dp, sp, pr, vlan)))
+
+
 @njit(**KERNEL)
 def inspect_packets(
     buf, base, offsets, cap_lens, interface, ip_version, proto, status, src_hi, src_lo,
@@ -483,6 +498,20 @@ def inspect_packets(
     for i in range(start, n):
         if n_facts + PACKET_FACTS > facts.shape[0] or n_arena + PACKET_ARENA > arena.shape[0]:
             return i, n_facts, n_arena, INSPECT_FULL
+        # The batch was decoded a whole batch ago: its records (hundreds of
+        # bytes apart in a full-payload capture) and budget slots have left
+        # the caches. Ask for packet i + AHEAD's now, so they have arrived
+        # when it is its turn (a hint only: nothing is read here).
+        k = i + AHEAD
+        if k < n and ip_version[k] != 0:
+            rec = offsets[k] - base
+            if rec >= 0 and rec < buf.shape[0]:
+                prefetch(buf, rec)
+                if rec + 64 < buf.shape[0]:
+                    prefetch(buf, rec + 64)
+            prefetch(seen, np.int64(_budget_key(src_hi[k], src_lo[k], dst_hi[k], dst_lo[k],
+                                                 sport[k], dport[k], proto[k], vlan[k])
+                                    & np.uint64(mask)))  # fmt: skip
         if ip_version[i] == 0 or status[i] != 0:
             continue
         pr = np.int64(proto[i])
@@ -492,11 +521,7 @@ def inspect_packets(
             continue  # a bare TCP segment (54 bytes, padded to 60): no payload to read
         sp = np.int64(sport[i])
         dp = np.int64(dport[i])
-        s_hi, s_lo, d_hi, d_lo = src_hi[i], src_lo[i], dst_hi[i], dst_lo[i]
-        if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
-            key = flow_hash(s_hi, s_lo, d_hi, d_lo, np.uint64(meta_key(sp, dp, pr, vlan[i])))
-        else:
-            key = flow_hash(d_hi, d_lo, s_hi, s_lo, np.uint64(meta_key(dp, sp, pr, vlan[i])))
+        key = _budget_key(src_hi[i], src_lo[i], dst_hi[i], dst_lo[i], sp, dp, pr, vlan[i])
         # One word per slot: the hash's upper 56 bits, then the packets
         # inspected so far (one cache miss per packet, not two).
         slot = np.int64(key & np.uint64(mask))
