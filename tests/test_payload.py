@@ -134,6 +134,31 @@ def test_http_request_head(tmp_path):
     assert [f["a"] for f in facts_of("p2p", facts)] == [4]  # tracker announce
 
 
+def test_http_header_cut_by_the_snap_length_is_not_taken(tmp_path):
+    """A headers-only capture cuts a request in the middle of a line: the cut
+    Host or Content-Length value is not recorded as if it were whole."""
+    head = (b"POST /u HTTP/1.1\r\nContent-Length: 123456\r\nHost: exfil.example.net\r\n"
+            b"User-Agent: x\r\n\r\n")  # fmt: skip
+    frame = E / IP(src=CLIENT, dst="198.51.100.9") / TCP(sport=40001, dport=80, flags="PA")
+    header_bytes = len(frame)
+    cut_in_host = head.index(b"example")  # "Host: exfil" is all that was captured
+    cut_in_length = head.index(b"3456")  # "Content-Length: 12"
+    packets = []
+    for port, cut in ((40001, cut_in_host), (40002, cut_in_length), (40003, len(head))):
+        packet = frame.copy()
+        packet[TCP].sport = port
+        packet = packet / Raw(head)
+        raw = bytes(packet)
+        packets.append(Ether(raw[: header_bytes + cut]))
+    facts = inspect(tmp_path, packets)
+    http = facts_of("http", facts)
+    assert [(f["sport"], f["text"], f["b"]) for f in http] == [
+        (40001, "", 123456),  # Content-Length whole, Host cut: no name
+        (40002, "", -1),  # cut inside Content-Length: no length, no Host
+        (40003, "exfil.example.net", 123456),
+    ]
+
+
 P2P_CASES = [
     ("bittorrent", TCP(sport=50000, dport=6881, flags="PA"),
      b"\x13BitTorrent protocol" + bytes(8) + b"i" * 20 + b"p" * 20, 1),

@@ -333,6 +333,11 @@ def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_aren
         stop = nxt if nxt >= 0 else end
         if stop == q:
             break  # blank line: end of the head
+        if nxt < 0:
+            # The line runs into the end of what was captured (snap length)
+            # or read (max_bytes): its value may be cut ("Host: exfil" of
+            # exfil.example.net). A wrong name is worse than none.
+            break
         if _header_is(buf, q, stop, host_name):
             v = q + host_name.shape[0]
             while v < stop and (buf[v] == 32 or buf[v] == 9):
@@ -351,8 +356,6 @@ def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_aren
                 digits += 1
             if digits:
                 content_length = value
-        if nxt < 0:
-            break
         q = nxt + 2
     n_facts = _put(facts, n_facts, row, KIND_HTTP, method, content_length, 0, 0, host_at,
                    host_len)  # fmt: skip
