@@ -715,15 +715,7 @@ def known_pairs(model: EgressModel, traffic: HostTraffic) -> pd.MultiIndex:
 
     model._check_fitted()
     history = model.history_
-    f = traffic.frame
-    ext = f[f["peer_external"].to_numpy()][["host_id", "peer_id"]].drop_duplicates()
-    h = ext["host_id"].to_numpy(dtype=np.int64)
-    p = ext["peer_id"].to_numpy(dtype=np.int64)
-    scan = pd.DataFrame({
-        "host_hi": traffic.address_hi[h], "host_lo": traffic.address_lo[h],
-        "peer_hi": traffic.address_hi[p], "peer_lo": traffic.address_lo[p],
-        "host_id": h, "peer_id": p,
-    })  # fmt: skip
+    scan = traffic.external_pairs()
     known = pd.DataFrame({
         "host_hi": history.known_host_hi, "host_lo": history.known_host_lo,
         "peer_hi": history.known_peer_hi, "peer_lo": history.known_peer_lo,

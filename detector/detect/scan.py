@@ -143,15 +143,7 @@ def _first_contacts_by_id(traffic: HostTraffic, record: pd.DataFrame) -> pd.Seri
     """``record``'s first contacts of this traffic's (host_id, peer_id) pairs."""
     import pandas as pd
 
-    f = traffic.frame
-    ext = f[f["peer_external"].to_numpy()][["host_id", "peer_id"]].drop_duplicates()
-    h = ext["host_id"].to_numpy(dtype=np.int64)
-    p = ext["peer_id"].to_numpy(dtype=np.int64)
-    pairs = pd.DataFrame({
-        "host_hi": traffic.address_hi[h], "host_lo": traffic.address_lo[h],
-        "peer_hi": traffic.address_hi[p], "peer_lo": traffic.address_lo[p],
-        "host_id": h, "peer_id": p,
-    })  # fmt: skip
+    pairs = traffic.external_pairs()
     both = pairs.merge(record, on=FIRST_CONTACT_KEY, how="inner")
     index = pd.MultiIndex.from_arrays(
         [both["host_id"].to_numpy(), both["peer_id"].to_numpy()], names=["host_id", "peer_id"]

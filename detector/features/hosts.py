@@ -88,6 +88,22 @@ class HostTraffic:
         names = np.array([self.text(int(i)) for i in unique], dtype=object)
         return names[inverse.reshape(-1)]
 
+    def external_pairs(self) -> pd.DataFrame:
+        """Each (host, outside peer) pair once: ``host_id``, ``peer_id`` and their
+        addresses (``host_hi``, ``host_lo``, ``peer_hi``, ``peer_lo``), for joins
+        with histories kept by address."""
+        import pandas as pd
+
+        f = self.frame
+        ext = f[f["peer_external"].to_numpy()][["host_id", "peer_id"]].drop_duplicates()
+        h = ext["host_id"].to_numpy(dtype=np.int64)
+        p = ext["peer_id"].to_numpy(dtype=np.int64)
+        return pd.DataFrame({
+            "host_hi": self.address_hi[h], "host_lo": self.address_lo[h],
+            "peer_hi": self.address_hi[p], "peer_lo": self.address_lo[p],
+            "host_id": h, "peer_id": p,
+        })  # fmt: skip
+
 
 def host_traffic(
     activity: Mapping[str, np.ndarray],
