@@ -12,35 +12,14 @@ import numpy as np
 from numba import njit
 
 from .._jit import KERNEL
+from .records import PCAPNG_BYTE_ORDER_MAGIC as BYTE_ORDER_MAGIC
+from .records import PCAPNG_EPB, PCAPNG_IDB, PCAPNG_PB, PCAPNG_SHB, _u32
 
-PCAPNG_SHB = 0x0A0D0D0A  # reads the same in both byte orders
-PCAPNG_IDB = 1
-PCAPNG_PB = 2  # obsolete Packet Block
-PCAPNG_SPB = 3
-PCAPNG_EPB = 6
-BYTE_ORDER_MAGIC = 0x1A2B3C4D
 MIN_BLOCK = 12  # type, length, trailing length
 
 INDEX_OK = 0  # walked to exactly the end of the buffer
 INDEX_DAMAGED = 1  # a block that cannot be (bad length or byte order): stopped there
 INDEX_TOO_MANY_MARKS = 2  # more SHB/IDB blocks than ``marks`` holds: stopped there
-
-
-@njit(**KERNEL)
-def _u32(buf, i, big):
-    if big:
-        return (
-            (np.int64(buf[i]) << 24)
-            | (np.int64(buf[i + 1]) << 16)
-            | (np.int64(buf[i + 2]) << 8)
-            | np.int64(buf[i + 3])
-        )
-    return (
-        (np.int64(buf[i + 3]) << 24)
-        | (np.int64(buf[i + 2]) << 16)
-        | (np.int64(buf[i + 1]) << 8)
-        | np.int64(buf[i])
-    )
 
 
 @njit(**KERNEL)
