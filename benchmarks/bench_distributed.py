@@ -38,7 +38,7 @@ from detector.policy import default_policy  # noqa: E402
 
 def split8(path: Path) -> list[Path]:
     """The capture as 8 files of about equal size, cut on record boundaries."""
-    out = HERE / "data" / f"split8-{path.stem}"
+    out = path.parent / f"split8-{path.stem}"  # beside the capture (git-ignored data)
     size = path.stat().st_size
     parts = plan_parts([str(path)], max(size // 8 + 1, 1 << 16))
     files = [out / f"{path.stem}-{k}.pcap" for k in range(len(parts))]

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra (Dask)")
 
-from dask.distributed import Client, LocalCluster  # noqa: E402
+from dask.distributed import Client, LocalCluster, WorkerPlugin  # noqa: E402
 from gen_traffic import Capture, at  # noqa: E402
 from scapy.compat import raw  # noqa: E402
 from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
@@ -23,9 +23,10 @@ from detector._kernels import flowtable as fk  # noqa: E402
 from detector.capture import CaptureProblem  # noqa: E402
 from detector.detect.scan import scan_captures  # noqa: E402
 from detector.distributed import DistributedUnavailable, scan_captures_distributed  # noqa: E402
-from detector.distributed.count import DIE_ONCE_ENV, Settings, count_part  # noqa: E402
-from detector.distributed.merge import FlowFold  # noqa: E402
+from detector.distributed.count import Settings, count_part  # noqa: E402
+from detector.distributed.merge import FlowFold, in_stream_order  # noqa: E402
 from detector.distributed.parts import Part, plan_parts  # noqa: E402
+from detector.flows.activity import ActivityTable, _merged_in_time_order  # noqa: E402
 from detector.flows.table import count_flows  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 
@@ -215,15 +216,38 @@ def test_a_damaged_file_fails_its_own_parts_and_the_rest_completes(tmp_path, cli
     assert_same_scan(single, dist)
 
 
+class DieOnceMidTask(WorkerPlugin):
+    """A Dask worker plugin (installed by the test only): the first worker to
+    start a counting task kills its own process, as a machine lost mid-task.
+    ``marker`` (created then) says it happened, and that it happens once."""
+
+    name = "die-once-mid-task"
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish != "executing" or not str(key).startswith("count-part-"):
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(17)
+
+
 def test_a_worker_that_dies_mid_task_is_replaced_and_its_task_run_again(tmp_path, policy):
     whole, t = day_of_traffic(tmp_path)
     marker = tmp_path / "died"
     with (
         LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0",
-                     env={DIE_ONCE_ENV: str(marker), "PYTHONPATH": os.pathsep.join(sys.path)})
+                     env={"PYTHONPATH": os.pathsep.join(sys.path)})
         as cluster,
         Client(cluster) as c,
     ):  # fmt: skip
+        # The nanny's replacement worker gets the plugin too, but the marker exists.
+        c.register_plugin(DieOnceMidTask(str(marker)))
         dist = scan_captures_distributed([whole], policy, client=c, part_bytes=1 << 20)
     assert marker.exists()  # a task did kill its worker
     assert_same_scan(scan_captures([whole], policy), dist)
@@ -447,3 +471,34 @@ def test_how_the_stream_is_cut_does_not_change_the_flows(tmp_path):
     order = np.lexsort((single[:, fk.C_META], single[:, fk.C_A_LO], single[:, fk.C_FIRST]))
     keep = [c for c in range(fk.FLOW_COLUMNS) if c != fk.C_SLOT]
     np.testing.assert_array_equal(one[:, keep], single[order][:, keep])
+
+
+def test_parts_in_time_order_merge_only_the_minutes_they_share(tmp_path):
+    # ~45 ranges of a 20-minute transfer: most cuts fall inside a minute, and
+    # many parts lie wholly inside one minute (shared with both neighbours).
+    whole, _ = day_of_traffic(tmp_path)
+    parts = plan_parts([str(whole)], PART_BYTES)
+    settings = Settings()
+    tables = [count_part(p, settings).activity for p in parts]
+    bins = [(int(a[0, 0]), int(a[0, -1])) for a in tables if a.shape[1]]
+    assert any(first == last for first, last in bins)  # a part inside one minute
+    assert _merged_in_time_order(tables) is not None  # the shortcut is taken
+    single = ActivityTable()
+    count_flows([whole], also=[single])  # one table fed the whole stream
+    want = single.merged_columns()
+    np.testing.assert_array_equal(ActivityTable.combined(tables).merged_columns(), want)
+    # Out of time order: the shortcut declines and the full merge gives the same rows.
+    shuffled = tables[::-1]
+    assert _merged_in_time_order(shuffled) is None
+    np.testing.assert_array_equal(ActivityTable.combined(shuffled).merged_columns(), want)
+
+
+def test_flows_in_stream_order_sort_equal_first_packets_by_key():
+    # Rows by first packet; ties broken by key (A address, B address, ports...),
+    # addresses compared as unsigned numbers (the top bit set sorts last).
+    rows = np.zeros((6, fk.FLOW_COLUMNS), dtype=np.int64)
+    rows[:, fk.C_FIRST] = [30, 10, 30, 20, 30, 10]
+    rows[:, fk.C_A_HI] = [0, 5, -1, 0, 7, 2]  # -1: 0xffff... as unsigned, the largest
+    rows[:, fk.C_A_LO] = np.arange(6)
+    # By hand: at 10, A 2 (row 5) then A 5 (row 1); at 20, row 3; at 30, A 0, 7, 0xff...
+    assert in_stream_order(rows).tolist() == [5, 1, 3, 0, 4, 2]

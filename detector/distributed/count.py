@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 FACT_COLUMNS = ("ts_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
                 "kind", "a", "b", "c", "d", "text", "secret")  # fmt: skip
-# Fault injection for the tests (a worker process that dies mid-task): the
-# first task to see this marker file missing creates it and kills its process.
-DIE_ONCE_ENV = "EGRESS_DETECTOR_TEST_DIE_ONCE"
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,11 @@ class PartResult:
     problems: list[CaptureProblem] = field(default_factory=list)
     evicted: int = 0
     failed: bool = False  # the task itself failed (problems say why)
+    # What counting took where it ran (wall, and CPU of the thread that counted:
+    # not the worker's own threads): the scan's phase
+    # breakdown (``phases``) sums them to tell work from overhead.
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
 
     @property
     def fatal(self) -> bool:
@@ -105,7 +108,7 @@ def count_part(
     inspector. ``seed``: flows open before this part (and the latest packet
     time before it), to count on from exactly where a single reader would be;
     only the flows are counted then (the rest does not depend on the seed)."""
-    _maybe_die()
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
     table = FlowTable(
         idle_timeout=settings.idle_timeout,
         active_timeout=settings.active_timeout,
@@ -150,6 +153,8 @@ def count_part(
         stats,
         problems,
         table.evicted_flows,
+        wall_s=time.perf_counter() - wall0,
+        cpu_s=time.thread_time() - cpu0,
     )
 
 
@@ -161,17 +166,6 @@ def _located(problem: CaptureProblem, part: Part) -> CaptureProblem:
     if offset >= len(part.header):
         offset = offset - len(part.header) + part.start
     return dataclasses.replace(problem, offset=offset)
-
-
-def _maybe_die() -> None:
-    marker = os.environ.get(DIE_ONCE_ENV)
-    if marker:
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.close(fd)
-        os._exit(17)
 
 
 class _RangeReader(CaptureReader):

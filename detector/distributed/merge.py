@@ -197,7 +197,27 @@ class FlowFold:
         """Every flow's row (the open ones closed as a single table's flush does)."""
         self._retire_idle()
         rows = np.concatenate([*self.closed, self.open])
-        # A stable order whatever the grouping of parts: first packet, then key.
-        by_key = np.argsort(flow_keys(rows), kind="stable")
-        order = by_key[np.argsort(rows[by_key, fk.C_FIRST], kind="stable")]
-        return np.ascontiguousarray(rows[order])
+        self.closed, self.open = [], rows[:0]
+        return rows[in_stream_order(rows)]
+
+
+def in_stream_order(rows: np.ndarray) -> np.ndarray:
+    """The order of ``rows`` by first packet, then key: a stable order whatever
+    the grouping of parts. Sorting 40-byte keys is slow (a second per million
+    flows) and first-packet times rarely tie, so the rows are sorted by time
+    and only the runs of equal times by key."""
+    first = rows[:, fk.C_FIRST]
+    order = np.argsort(first, kind="stable")
+    times = first[order]
+    tied = np.zeros(len(order), dtype=bool)
+    same = times[1:] == times[:-1]
+    tied[1:] |= same
+    tied[:-1] |= same
+    if np.any(tied):
+        # A run of equal times stays in its place; within it, keys in order.
+        at = np.flatnonzero(tied)
+        sub = order[at]
+        by_key = np.argsort(flow_keys(rows[sub]), kind="stable")
+        by_time = np.argsort(first[sub][by_key], kind="stable")
+        order[at] = sub[by_key[by_time]]
+    return order

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,7 @@ def scan_captures_distributed(
     stats_out: list[CaptureStats] | None = None,
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     model: EgressModel | None = None,
+    phases: dict[str, float] | None = None,
 ) -> ScanResult:
     """:func:`detector.detect.scan.scan_captures` on a Dask cluster: a local one
     of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
@@ -81,8 +83,14 @@ def scan_captures_distributed(
     worker, 32–256 MB each) are counted in parallel; flows, features and alerts
     are those of the single-process scan (docs/distributed.md says where
     payload facts may differ). ``threads`` is accepted for the same call
-    signature; each task reads with one thread."""
+    signature; each task reads with one thread. ``phases``, if given, gets
+    where the time went: wall and CPU seconds of this process per phase
+    (``<phase>_s``, ``<phase>_cpu_s``: cluster, plan, count, fold, recount,
+    finish, combine, analysis), the tasks' own wall and CPU seconds where they
+    ran (``tasks_s``, ``tasks_cpu_s``), how many parts and recounts, and the
+    bytes of partial tables sent back (``result_bytes``)."""
     del threads
+    clock = _Phases(phases)
     path_list = [str(p) for p in paths]
     if "-" in path_list:
         raise DistributedUnavailable(
@@ -93,11 +101,14 @@ def scan_captures_distributed(
     owned = client is None
     cluster = None
     if owned:
-        client, cluster = _client(workers, scheduler)
+        with clock("cluster"):
+            client, cluster = _client(workers, scheduler)
     try:
-        if part_bytes is None:
-            part_bytes = _auto_part_bytes(path_list, len(client.scheduler_info()["workers"]))
-        parts = plan_parts(path_list, part_bytes)
+        with clock("plan"):
+            if part_bytes is None:
+                part_bytes = _auto_part_bytes(path_list, len(client.scheduler_info()["workers"]))
+            parts = plan_parts(path_list, part_bytes)
+        clock.count("parts", len(parts))
         fold = FlowFold(
             round(settings.idle_timeout * 1e9),
             round(settings.active_timeout * 1e9),
@@ -120,15 +131,21 @@ def scan_captures_distributed(
             if result.fatal:
                 damaged_files.add(part.file_index)
             kept.append(result)
+            clock.count("tasks_s", result.wall_s)
+            clock.count("tasks_cpu_s", result.cpu_s)
+            clock.count("result_bytes", _nbytes(result))
 
             def recount(open_rows: np.ndarray, latest: int | None) -> PartResult:
                 # Here, not on a worker: it waits on the parts before it anyway, and
                 # the open flows need not travel. (The client sees the files: it
                 # planned the cuts.)
-                return count_part(part, settings, open_rows, latest)
+                with clock("recount"):
+                    clock.count("recounts", 1)
+                    return count_part(part, settings, open_rows, latest)
 
             out_of_order = fold.out_of_order
-            fold.add(result, recount, result.stats.first_ns)
+            with clock("fold"):
+                fold.add(result, recount, result.stats.first_ns)
             result.rows = result.rows[:0]  # folded: only activity, facts and stats stay
             if fold.out_of_order > out_of_order and part.file_index not in unordered_files:
                 unordered_files.add(part.file_index)  # said once per file
@@ -143,13 +160,16 @@ def scan_captures_distributed(
                     )
                 )
 
-        _count_parts(client, parts, settings, progress, take)
-        rows = fold.finish()
+        with clock("count"):
+            _count_parts(client, parts, settings, progress, take)
+        with clock("finish"):
+            rows = fold.finish()
     finally:
         if owned:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            with clock("cluster"):
+                client.close()
+                if cluster is not None:
+                    cluster.close()
 
     for problem in problems:
         if on_problem is not None:
@@ -161,17 +181,54 @@ def scan_captures_distributed(
     if stats_out is not None:
         stats_out.extend(_file_stats(path_list, kept))
 
-    flows = FlowTable.of_rows(
-        rows,
-        idle_timeout=settings.idle_timeout,
-        active_timeout=settings.active_timeout,
-        max_flows=settings.max_flows,
-    )
-    activity = ActivityTable.combined([r.activity for r in kept], bin_seconds=settings.bin_seconds)
-    facts = _facts(kept) if settings.inspects else None
-    return scan_activity(
-        activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
-    )
+    with clock("combine"):
+        flows = FlowTable.of_rows(
+            rows,
+            idle_timeout=settings.idle_timeout,
+            active_timeout=settings.active_timeout,
+            max_flows=settings.max_flows,
+        )
+        activity = ActivityTable.combined(
+            [r.activity for r in kept], bin_seconds=settings.bin_seconds
+        )
+        facts = _facts(kept) if settings.inspects else None
+    with clock("analysis"):
+        return scan_activity(
+            activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
+        )
+
+
+class _Phases:
+    """Wall and CPU seconds of this process per phase, into ``out`` (None: not
+    measured). Phases nest: ``count`` includes the ``fold`` of parts as they
+    arrive, ``fold`` includes its ``recount``s."""
+
+    def __init__(self, out: dict[str, float] | None) -> None:
+        self.out = out
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.out is None:
+            yield
+            return
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.count(f"{name}_s", time.perf_counter() - wall)
+            self.count(f"{name}_cpu_s", time.process_time() - cpu)
+
+    def count(self, name: str, value: float) -> None:
+        if self.out is not None:
+            self.out[name] = self.out.get(name, 0) + value
+
+
+def _nbytes(result: PartResult) -> int:
+    """Bytes of a part's partial tables (what its task sent back)."""
+    n = result.rows.nbytes + result.activity.nbytes
+    if result.facts is not None:
+        n += sum(column.nbytes for column in result.facts.values())
+    return n
 
 
 def _counted_from_file_start(
