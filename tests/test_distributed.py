@@ -4,8 +4,13 @@ record walk; the merge against hand-computed flows."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import shutil
+import signal
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +53,7 @@ internal = ["10.0.0.0/8"]
 isolated = ["10.8.40.0/24"]
 """
 PART_BYTES = 1 << 16  # the smallest cut: a 2.8 MB capture makes ~45 parts
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -502,3 +508,117 @@ def test_flows_in_stream_order_sort_equal_first_packets_by_key():
     rows[:, fk.C_A_LO] = np.arange(6)
     # By hand: at 10, A 2 (row 5) then A 5 (row 1); at 20, row 3; at 30, A 0, 7, 0xff...
     assert in_stream_order(rows).tolist() == [5, 1, 3, 0, 4, 2]
+
+
+# -- a cluster of "machines": network namespaces on one host -------------------
+
+CLIENT = """
+import pickle, sys
+from dask.distributed import Client, get_task_stream
+from detector.distributed import scan_captures_distributed
+from detector.policy import load_policy
+
+scheduler, policy, out, *files = sys.argv[1:]
+with Client(scheduler, timeout="60s") as client:
+    client.wait_for_workers(2, timeout=180)
+    with get_task_stream(client) as stream:
+        result = scan_captures_distributed(files, load_policy(policy), client=client,
+                                           part_bytes=1 << 16)
+workers = sorted({t["worker"] for t in stream.data if str(t["key"]).startswith("count-part-")})
+with open(out, "wb") as f:
+    pickle.dump({"flows": result.flows.to_frame(), "features": result.features,
+                 "alerts": result.alerts, "activity": result.activity.columns(),
+                 "workers": workers}, f)
+"""
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs as root)")
+@pytest.mark.skipif(shutil.which("ip") is None, reason="network namespaces need `ip` (iproute2)")
+def test_scheduler_and_workers_on_machines_of_their_own(tmp_path, policy):
+    """``--scheduler tcp://HOST:8786``: the scheduler, two workers and the
+    client each in a network namespace of its own (its own interface and
+    address, reaching the others over a bridge, as machines on a LAN), the
+    files on a file system all of them see."""
+    whole, t = day_of_traffic(tmp_path)
+    rotated = split_at_times(whole, [t + 400 * NS, t + 3000 * NS], tmp_path)
+    (tmp_path / "policy.toml").write_text(POLICY)
+    lan, sched, w1, w2, cli = (f"ed-dask-{role}-{os.getpid()}" for role in
+                               ("lan", "sched", "w1", "w2", "client"))  # fmt: skip
+    address = {sched: "10.86.0.2", w1: "10.86.0.3", w2: "10.86.0.4", cli: "10.86.0.5"}
+    scheduler = f"tcp://{address[sched]}:8786"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(ns: str, *args: str) -> None:
+        log = open(tmp_path / f"{ns}.log", "wb")  # noqa: SIM115  (the process's)
+        started.append(subprocess.Popen(["ip", "netns", "exec", ns, *args], env=env, cwd=ROOT,
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True))  # fmt: skip
+
+    try:
+        sh("ip", "netns", "add", lan)
+        sh("ip", "-n", lan, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", lan, "link", "set", "br0", "up")
+        for k, (ns, ip) in enumerate(address.items()):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", lan, "link", "add", f"p{k}", "type", "veth", "peer", "name", "eth0",
+               "netns", ns)  # fmt: skip
+            sh("ip", "-n", lan, "link", "set", f"p{k}", "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        start(sched, sys.executable, "-m", "distributed.cli.dask_scheduler",
+              "--host", address[sched], "--port", "8786", "--no-dashboard")  # fmt: skip
+        for ns in (w1, w2):
+            start(ns, sys.executable, "-m", "distributed.cli.dask_worker", scheduler,
+                  "--host", address[ns], "--nworkers", "1", "--nthreads", "1",
+                  "--no-dashboard", "--name", ns)  # fmt: skip
+        out = tmp_path / "result.pickle"
+        client = subprocess.run(
+            ["ip", "netns", "exec", cli, sys.executable, "-c", CLIENT, scheduler,
+             str(tmp_path / "policy.toml"), str(out), *map(str, rotated)],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert client.returncode == 0, client.stderr[-3000:]
+        # And the command line, from the client's machine.
+        command = subprocess.run(
+            ["ip", "netns", "exec", cli, sys.executable, "-m", "detector", "scan",
+             "--policy", str(tmp_path / "policy.toml"), "--scheduler", scheduler,
+             "--format", "jsonl", *map(str, rotated)],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        alone = subprocess.run(
+            [sys.executable, "-m", "detector", "scan", "--policy", str(tmp_path / "policy.toml"),
+             "--format", "jsonl", *map(str, rotated)],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):  # already gone
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        for ns in (*address, lan):
+            sh("ip", "netns", "del", ns, check=False)
+    got = pickle.loads(out.read_bytes())
+    # Both workers, each at its own address, counted parts.
+    assert [w.split("//")[1].split(":")[0] for w in got["workers"]] == [address[w1], address[w2]]
+    single = scan_captures([whole], policy)
+    flows = single.flows.to_frame()
+    assert len(flows) == len(got["flows"])
+    assert rows_sorted(flows).equals(rows_sorted(got["flows"]))
+    assert single.features.equals(got["features"])
+    assert single.alerts == got["alerts"]
+    for name, column in single.activity.columns().items():
+        np.testing.assert_array_equal(column, got["activity"][name], err_msg=name)
+    assert (command.returncode, alone.returncode) == (1, 1)  # alerts raised
+    assert command.stdout == alone.stdout and len(command.stdout.splitlines()) == 2
