@@ -259,6 +259,18 @@ def test_a_worker_that_dies_mid_task_is_replaced_and_its_task_run_again(tmp_path
     assert_same_scan(scan_captures([whole], policy), dist)
 
 
+def test_own_local_cluster_counts_here_while_it_starts(tmp_path, policy):
+    # workers=2: the scan starts its own cluster in the background and counts
+    # the first parts itself meanwhile; the rest go to the cluster.
+    whole, _ = day_of_traffic(tmp_path)
+    phases: dict[str, float] = {}
+    dist = scan_captures_distributed([whole], policy, workers=2, part_bytes=PART_BYTES,
+                                     phases=phases)  # fmt: skip
+    assert_same_scan(scan_captures([whole], policy), dist)
+    assert phases["parts"] == len(plan_parts([str(whole)], PART_BYTES))
+    assert 1 <= phases["parts_here"] <= phases["parts"]  # at least the first, while starting
+
+
 def test_without_dask_the_error_says_what_to_install(tmp_path, policy, monkeypatch):
     whole, _ = day_of_traffic(tmp_path)
     monkeypatch.setitem(sys.modules, "dask.distributed", None)

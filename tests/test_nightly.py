@@ -499,3 +499,30 @@ def test_a_damaged_capture_is_one_line_with_its_offset_and_exit_3(site, tmp_path
     lines = [line for line in err.splitlines() if "damaged.pcap" in line and "error" in line]
     assert len(lines) == 1 and f"byte offset {len(data)}:" in lines[0], err
     assert (tmp_path / "reports" / f"egress-report-{DAY1}.html").exists()
+
+
+def test_workers_start_one_local_cluster_for_every_day(site, uninterrupted, tmp_path, monkeypatch):
+    """``--workers 2``: the days of a run share one local Dask cluster (started
+    at the first day, closed at the end), and the alerts are the
+    single-process run's."""
+    pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra (Dask)")
+    from detector.distributed import scan as distributed_scan
+
+    started: list[int | None] = []
+    start = distributed_scan._client
+
+    def counted(workers, scheduler):
+        started.append(workers)
+        return start(workers, scheduler)
+
+    monkeypatch.setattr(distributed_scan, "_client", counted)
+    options = NightlyOptions(captures=str(site / "captures"), state=str(tmp_path / "state.db"),
+                             report_dir=str(tmp_path / "reports"),
+                             alerts_path=str(tmp_path / "alerts.jsonl"), workers=2)  # fmt: skip
+    result = run_nightly(options, load_policy(site / "policy.toml"))
+    assert [str(d.day) for d in result.days] == [str(DAY1), str(DAY2), str(DAY3)]
+    assert started == [2]
+    docs = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    out, _ = uninterrupted
+    alone = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    assert [without_id(d) for d in docs] == [without_id(d) for d in alone]

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,28 +37,83 @@ class DistributedUnavailable(DetectorError):
     """Dask distributed is not installed (or the scheduler cannot be reached)."""
 
 
-def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
-    """A Dask client (and the local cluster it owns, if any)."""
+def _dask() -> Any:
     try:
-        from dask.distributed import Client, LocalCluster
+        import dask.distributed
     except ImportError:
         raise DistributedUnavailable(
             f"--workers and --scheduler need Dask distributed: {INSTALL_HINT}"
         ) from None
+    return dask.distributed
+
+
+def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
+    """A Dask client (and the local cluster it owns, if any)."""
+    dd = _dask()
     if scheduler:
         try:
-            return Client(scheduler, timeout="20s"), None
+            return dd.Client(scheduler, timeout="20s"), None
         except (OSError, TimeoutError) as exc:
             raise DistributedUnavailable(
                 f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})"
             ) from None
-    cluster = LocalCluster(
+    cluster = dd.LocalCluster(
         n_workers=workers or os.cpu_count() or 1,
         threads_per_worker=1,  # the kernels are single-threaded: one process per core
         processes=True,
         dashboard_address=":0",
     )
-    return Client(cluster), cluster
+    return dd.Client(cluster), cluster
+
+
+class _Starting:
+    """A cluster (and its client) coming up in the background: a local
+    cluster takes seconds to start (a process per worker, each importing
+    Dask, numpy and the kernels), during which this process counts the first
+    parts itself rather than wait."""
+
+    def __init__(self, workers: int | None, scheduler: str | None) -> None:
+        _dask()  # not installed: say so now, in this thread
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+        self._future = self._pool.submit(_client, workers, scheduler)
+        self._pool.shutdown(wait=False)
+
+    def ready(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> tuple[Any, Any]:
+        return self._future.result()
+
+
+class DaskSession:
+    """One Dask client for several scans (``nightly``'s days): the local
+    cluster starts once, at the first scan that needs it, and closes with
+    the session. ``client()`` is what ``scan_captures_distributed(...,
+    client=)`` takes."""
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None) -> None:
+        self.workers = workers
+        self.scheduler = scheduler
+        self._client: Any = None
+        self._cluster: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client, self._cluster = _client(self.workers, self.scheduler)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+    def __enter__(self) -> DaskSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def scan_captures_distributed(
@@ -85,10 +141,13 @@ def scan_captures_distributed(
     payload facts may differ). ``threads`` is accepted for the same call
     signature; each task reads with one thread. ``phases``, if given, gets
     where the time went: wall and CPU seconds of this process per phase
-    (``<phase>_s``, ``<phase>_cpu_s``: cluster, plan, count, fold, recount,
-    finish, combine, analysis), the tasks' own wall and CPU seconds where they
-    ran (``tasks_s``, ``tasks_cpu_s``), how many parts and recounts, and the
-    bytes of partial tables sent back (``result_bytes``)."""
+    (``<phase>_s``, ``<phase>_cpu_s``: cluster (connecting to a scheduler),
+    plan, count, cluster_wait (for a local cluster still starting once this
+    process has counted what it could meanwhile), fold, recount, finish,
+    cluster_close, combine, analysis), the tasks' own wall and CPU seconds
+    where they ran (``tasks_s``, ``tasks_cpu_s``), how many parts, how many
+    of them counted here while the cluster started (``parts_here``), how many
+    recounts, and the bytes of partial tables sent back (``result_bytes``)."""
     del threads
     clock = _Phases(phases)
     path_list = [str(p) for p in paths]
@@ -99,14 +158,24 @@ def scan_captures_distributed(
         )
     settings = Settings.for_policy(policy)
     owned = client is None
+    # Our own local cluster starts in the background while this process plans
+    # and counts the first parts (an existing scheduler is connected to first).
+    starting = None
     cluster = None
-    if owned:
+    if owned and not scheduler:
+        starting = _Starting(workers, None)
+    elif owned:
         with clock("cluster"):
             client, cluster = _client(workers, scheduler)
     try:
         with clock("plan"):
             if part_bytes is None:
-                part_bytes = _auto_part_bytes(path_list, len(client.scheduler_info()["workers"]))
+                n_workers = (
+                    workers or os.cpu_count() or 1
+                    if starting is not None
+                    else len(client.scheduler_info()["workers"])
+                )
+                part_bytes = _auto_part_bytes(path_list, n_workers)
             parts = plan_parts(path_list, part_bytes)
         clock.count("parts", len(parts))
         fold = FlowFold(
@@ -160,14 +229,28 @@ def scan_captures_distributed(
                     )
                 )
 
+        def connect() -> Any:
+            nonlocal client, cluster
+            if starting is not None and client is None:
+                with clock("cluster_wait"):
+                    client, cluster = starting.result()
+            return client
+
         with clock("count"):
-            _count_parts(client, parts, settings, progress, take)
+            here = _count_parts(
+                connect, parts, settings, progress, take, starting.ready if starting else None
+            )
+        clock.count("parts_here", here)
         with clock("finish"):
             rows = fold.finish()
     finally:
         if owned:
-            with clock("cluster"):
-                client.close()
+            with clock("cluster_close"):
+                if starting is not None and client is None:
+                    with contextlib.suppress(Exception):  # it failed to start: said already
+                        client, cluster = starting.result()
+                if client is not None:
+                    client.close()
                 if cluster is not None:
                     cluster.close()
 
@@ -254,15 +337,54 @@ def _auto_part_bytes(paths: list[str], workers: int) -> int:
 
 
 def _count_parts(
-    client: Any,
+    connect: Callable[[], Any],
     parts: list[Part],
     settings: Settings,
     progress: Callable[[Iterator[int]], Iterator[int]] | None,
     take: Callable[[PartResult], None],
-) -> None:
+    ready: Callable[[], bool] | None = None,
+) -> int:
     """Count every part; ``take`` gets each result in stream order as soon as
     it and the ones before it are in. A part whose task failed for good comes
-    as a failure naming the part and the error."""
+    as a failure naming the part and the error. ``ready``: whether the
+    cluster is up yet; until it is, parts are counted here, from the front
+    (``connect`` gives the client, waiting for it if need be). Returns how
+    many were counted here."""
+
+    here = 0
+
+    def steps() -> Iterator[int]:
+        nonlocal here
+        while ready is not None and here < len(parts) and not ready():
+            part = parts[here]
+            take(_counted_here(part, settings))
+            here += 1
+            yield part.size
+        if here < len(parts):
+            yield from _on_cluster(connect(), parts[here:], settings, take)
+
+    for _ in progress(steps()) if progress else steps():
+        pass
+    return here
+
+
+def _counted_here(part: Part, settings: Settings) -> PartResult:
+    try:
+        return count_part(part, settings)
+    except Exception as exc:  # noqa: BLE001  (reported as the part's problem, as a task's)
+        return PartResult.failure(part, _failed(part, exc))
+
+
+def _failed(part: Part, exc: BaseException) -> str:
+    return (
+        f"the task counting this part failed ({type(exc).__name__}: {exc}); the rest of "
+        f"the scan went on without {part.describe()}"
+    )
+
+
+def _on_cluster(
+    client: Any, parts: list[Part], settings: Settings, take: Callable[[PartResult], None]
+) -> Iterator[int]:
     from dask.distributed import as_completed
 
     futures = [
@@ -278,33 +400,23 @@ def _count_parts(
     ]
     where = {f.key: i for i, f in enumerate(futures)}
     results: list[PartResult | None] = [None] * len(parts)
-
-    def steps() -> Iterator[int]:
-        taken = 0
-        for future in as_completed(futures):
-            i = where[future.key]
-            part = parts[i]
-            try:
-                results[i] = future.result()
-            except Exception as exc:  # noqa: BLE001  (reported as the part's problem)
-                name = type(exc).__name__
-                results[i] = PartResult.failure(
-                    part,
-                    f"the task counting this part failed ({name}: {exc}); the rest of "
-                    f"the scan went on without {part.describe()}",
-                )
-            future.release()
-            while taken < len(parts):
-                done = results[taken]
-                if done is None:
-                    break
-                results[taken] = None
-                take(done)
-                taken += 1
-            yield part.size
-
-    for _ in progress(steps()) if progress else steps():
-        pass
+    taken = 0
+    for future in as_completed(futures):
+        i = where[future.key]
+        part = parts[i]
+        try:
+            results[i] = future.result()
+        except Exception as exc:  # noqa: BLE001  (reported as the part's problem)
+            results[i] = PartResult.failure(part, _failed(part, exc))
+        future.release()
+        while taken < len(parts):
+            done = results[taken]
+            if done is None:
+                break
+            results[taken] = None
+            take(done)
+            taken += 1
+        yield part.size
 
 
 def _file_stats(paths: list[str], results: list[PartResult]) -> list[CaptureStats]:
@@ -342,4 +454,9 @@ def _facts(results: list[PartResult]) -> Any:
     return pd.DataFrame({c: np.concatenate([chunk[c] for chunk in chunks]) for c in FACT_COLUMNS})
 
 
-__all__ = ["DEFAULT_PART_BYTES", "DistributedUnavailable", "scan_captures_distributed"]
+__all__ = [
+    "DEFAULT_PART_BYTES",
+    "DaskSession",
+    "DistributedUnavailable",
+    "scan_captures_distributed",
+]

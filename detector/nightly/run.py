@@ -50,6 +50,7 @@ from .state import KnownFile, NightlyState
 if TYPE_CHECKING:
     from ..alerts.stream import SyslogSender
     from ..detect.model import EgressModel
+    from ..distributed import DaskSession
     from ..policy import Policy
 
 NS = 1_000_000_000
@@ -169,6 +170,13 @@ def run_nightly(
         raise DetectorError("--learn: give the model to update with --model")
     steps = _Steps()
     state = NightlyState(options.state)
+    dask = None
+    if options.scheduler or (options.workers or 1) > 1:
+        from ..distributed import DaskSession
+
+        # One cluster for every day of the run: a local one starts once, at the
+        # first day to scan, not once a day.
+        dask = DaskSession(options.workers, options.scheduler)
     try:
         _take_in(options, state, result, now, problem, steps, progress)
         if options.learn is not None and model is not None:
@@ -177,7 +185,9 @@ def run_nightly(
             if why:
                 result.not_ready.append((day, why))
                 continue
-            done = _finish_day(day, options, state, policy, model, problem, progress, steps, on_day)
+            done = _finish_day(
+                day, options, state, policy, model, problem, progress, steps, on_day, dask
+            )
             if options.learn is not None and model is not None:
                 model = _learn(options, state, policy, model, [str(day)])
                 steps()
@@ -188,6 +198,8 @@ def run_nightly(
                 f"→ {done.report}"
             )
     finally:
+        if dask is not None:
+            dask.close()
         state.close()
     return result
 
@@ -343,6 +355,7 @@ def _finish_day(
     progress: Callable[[Iterator[int], Sequence[str]], Iterator[int]] | None,
     steps: _Steps,
     on_day: Callable[[dt.date, ScanResult], None] | None,
+    dask: DaskSession | None = None,
 ) -> DayDone:
     from ..report.day import CaptureFile, build_day_report, write_report
 
@@ -360,14 +373,12 @@ def _finish_day(
     paths = [f.path for f in files]
     stats: list[CaptureStats] = []
     count = scan_captures
-    if options.scheduler or (options.workers or 1) > 1:
+    if dask is not None:
         from functools import partial
 
         from ..distributed import scan_captures_distributed
 
-        count = partial(
-            scan_captures_distributed, workers=options.workers, scheduler=options.scheduler
-        )
+        count = partial(scan_captures_distributed, client=dask.client())
     scan = count(
         paths,
         policy,
