@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -162,6 +163,7 @@ def scan_captures_distributed(
     # and counts the first parts (an existing scheduler is connected to first).
     starting = None
     cluster = None
+    closing: threading.Thread | None = None
     if owned and not scheduler:
         starting = _Starting(workers, None)
     elif owned:
@@ -241,19 +243,58 @@ def scan_captures_distributed(
                 connect, parts, settings, progress, take, starting.ready if starting else None
             )
         clock.count("parts_here", here)
+        if owned:
+            # Every part is in: our own cluster closes (its processes take
+            # seconds to exit) while this process merges and analyses.
+            closing = threading.Thread(
+                target=_close, args=(starting, client, cluster), name="dask-close"
+            )
+            closing.start()
         with clock("finish"):
             rows = fold.finish()
     finally:
-        if owned:
+        if owned and closing is None:
             with clock("cluster_close"):
-                if starting is not None and client is None:
-                    with contextlib.suppress(Exception):  # it failed to start: said already
-                        client, cluster = starting.result()
-                if client is not None:
-                    client.close()
-                if cluster is not None:
-                    cluster.close()
+                _close(starting, client, cluster)
+    try:
+        return _analysed(
+            rows, kept, problems, path_list, settings, policy, clock,
+            on_problem=on_problem, stats_out=stats_out, window_minutes=window_minutes,
+            model=model,
+        )  # fmt: skip
+    finally:
+        if closing is not None:
+            with clock("cluster_close"):
+                closing.join()
 
+
+def _close(starting: _Starting | None, client: Any, cluster: Any) -> None:
+    if starting is not None and client is None:
+        try:
+            client, cluster = starting.result()
+        except Exception:  # noqa: BLE001  (it failed to start: the scan said so already)
+            return
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _analysed(
+    rows: np.ndarray,
+    kept: list[PartResult],
+    problems: list[CaptureProblem],
+    path_list: list[str],
+    settings: Settings,
+    policy: Policy,
+    clock: _Phases,
+    *,
+    on_problem: Callable[[CaptureProblem], None] | None,
+    stats_out: list[CaptureStats] | None,
+    window_minutes: int | None,
+    model: EgressModel | None,
+) -> ScanResult:
+    """The merged flows and activity, analysed as a single-process scan's."""
     for problem in problems:
         if on_problem is not None:
             on_problem(problem)
