@@ -381,3 +381,17 @@ def test_beacon_every_minute_and_not_random_browsing(tmp_path):
     assert abs(alert.evidence["period_seconds"] - 60) < 1
     assert "every 60 s ±" in alert.message and "120 times" in alert.message
     assert "3.0 kB each" in alert.message
+
+
+def test_groups_are_numbered_from_the_level_codes_in_order():
+    # (host, peer, minute) sorted by host and peer: groups (1, 7), (1, 9), (2, 7).
+    import pandas as pd
+
+    from detector.detect.rules import _run_ids
+
+    index = pd.MultiIndex.from_tuples(
+        [(1, 7, 0), (1, 7, 60), (1, 9, 0), (2, 7, 0), (2, 7, 120)],
+        names=["host_id", "peer_id", "minute_ns"],
+    )
+    assert _run_ids(index).tolist() == [0, 0, 1, 2, 2]
+    assert _run_ids(index[:0]).tolist() == []

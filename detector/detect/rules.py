@@ -123,7 +123,7 @@ def _groups_reaching(
     if per.empty:
         return rows.iloc[:0]
     group = per.index.droplevel(-1)  # type: ignore[arg-type]
-    group_id = pd.factorize(group)[0].astype(np.int64)
+    group_id = _run_ids(per.index)
     minutes = per.index.get_level_values(-1).to_numpy().astype(np.int64)
     # Minute number within the scan, and group in the upper bits: one sorted key.
     step = (minutes - minutes.min()) // MINUTE_NS
@@ -139,6 +139,22 @@ def _groups_reaching(
     wanted = group[np.isin(group_id, firing)].unique()
     index = pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else pd.Index(rows[keys[0]])
     return rows[index.isin(wanted)]
+
+
+def _run_ids(index: pd.Index) -> np.ndarray:
+    """For an index sorted by all but its last level: the number of each
+    row's group (the levels before the last), 0, 1, ... in order, as
+    ``pd.factorize`` numbers them. From the level codes: factorizing the
+    groups themselves builds a tuple per row (seconds on a busy day)."""
+    n = len(index)
+    new = np.zeros(n, dtype=bool)
+    if n:
+        new[0] = True
+    codes = index.codes[:-1] if isinstance(index, pd.MultiIndex) else []
+    for level in codes:
+        level = np.asarray(level)
+        new[1:] |= level[1:] != level[:-1]
+    return np.cumsum(new, dtype=np.int64) - 1
 
 
 def _threshold(n: int) -> str:
