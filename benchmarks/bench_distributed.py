@@ -29,11 +29,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from dask.distributed import Client, LocalCluster  # noqa: E402
+from dask.distributed import Client  # noqa: E402
 
 from detector.detect.scan import scan_captures  # noqa: E402
 from detector.distributed import scan_captures_distributed  # noqa: E402
 from detector.distributed.parts import plan_parts  # noqa: E402
+from detector.distributed.scan import local_cluster  # noqa: E402
 from detector.policy import default_policy  # noqa: E402
 
 
@@ -195,8 +196,7 @@ def main() -> None:
     warm: dict[tuple[str, int], Timed] = {}
     for n in sizes:
         t0 = time.perf_counter()
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")  # fmt: skip
+        cluster = local_cluster(n)  # as the scan starts its own
         client = Client(cluster)
         scan_captures_distributed(
             inputs["8 files"][:1], policy, client=client, part_bytes=part_bytes

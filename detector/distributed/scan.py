@@ -58,13 +58,27 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
             raise DistributedUnavailable(
                 f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})"
             ) from None
-    cluster = dd.LocalCluster(
-        n_workers=workers or os.cpu_count() or 1,
-        threads_per_worker=1,  # the kernels are single-threaded: one process per core
-        processes=True,
-        dashboard_address=":0",
-    )
+    cluster = local_cluster(workers)
     return dd.Client(cluster), cluster
+
+
+def local_cluster(workers: int | None = None) -> Any:
+    """A local Dask cluster of ``workers`` processes (default: one per core)
+    as the scan starts its own: one thread each, the kernels being
+    single-threaded, and without the workers' statistical profiler, which
+    samples the counting thread's stack every 10 ms: 10–15 % of a task's CPU
+    (benchmarks/bench_distributed.py; docs/distributed.md says how to turn it
+    off on workers of a cluster of machines)."""
+    dd = _dask()
+    import dask
+
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return dd.LocalCluster(
+            n_workers=workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+        )
 
 
 class _Starting:
