@@ -46,7 +46,6 @@ from detector.detect.model import (
     EgressModel,
     ModelVerdict,
     destinations_of,
-    egress_gate,
     known_pairs,
     model_alerts,
     score_scan,
@@ -610,8 +609,14 @@ def main() -> None:
     print(
         f"baseline: {len(features):,} host windows, {model.n_hosts_} hosts, "
         f"{model.n_host_days_} host-days; generated + featured in {t1 - t0:.1f} s, "
-        f"model fitted in {t2 - t1:.2f} s; unseen floor {(model.unseen_floor() or 0) / MB:.1f} MB",
+        f"model fitted in {t2 - t1:.2f} s",
         file=sys.stderr,
+    )
+    thresholds = ", ".join(f"p{float(p):g} {model.threshold_at(float(p)):.4f}"
+                           for p in args.percentiles.split(","))  # fmt: skip
+    print(
+        f"forest threshold (out-of-sample score, among the {model.n_candidate_days_} of "
+        f"{model.n_host_days_} baseline host-days with a candidate window): {thresholds}"
     )
     log_out = np.log1p(features["bytes_out"].to_numpy(dtype=float))
     zstats = (
@@ -621,7 +626,9 @@ def main() -> None:
     )
 
     percentiles = [float(p) for p in args.percentiles.split(",")]
+    alone = "pre-condition alone"
     detectors = [f"model p{p:g}" for p in percentiles] + [
+        alone,
         "rules",
         f"fixed {args.fixed_mb:g} MB",
         f"z-score ≥ {args.z:g}",
@@ -630,6 +637,10 @@ def main() -> None:
     false: dict[str, int] = dict.fromkeys(detectors, 0)
     benign_days = 0
     score_time = 0.0
+    # What the forest's threshold does: candidate windows (benign ones, on
+    # benign host-days) and how many of them each percentile's threshold let through.
+    benign_candidates = 0
+    let_through = dict.fromkeys(percentiles, 0)
     for w in range(args.test_weeks):
         first_day = 7 * (args.baseline_weeks + w)
         rng = np.random.default_rng(args.seed * 1000 + 1 + w)
@@ -662,28 +673,44 @@ def main() -> None:
             )
 
         runs: dict[str, list[tuple[str, int, int]]] = {}
-        gates = {
-            p: egress_gate(verdict.features, model.history_, model.unseen_floor(p))
-            for p in percentiles
-        }
+        candidate = verdict.candidate
+        assert candidate is not None
+        gates = dict.fromkeys(percentiles, candidate)
+        benign_window = np.array(
+            [(h, d) not in bad for h, d in zip(host, start // DAY_MIN, strict=True)], dtype=bool
+        )
+        for inc in incidents:  # a drip past midnight: the next day's window too
+            for a, b in inc.spans:
+                benign_window &= ~(
+                    (host == ip_text(inc.host)) & (start < b + 10) & (start > a - 20)
+                )
+        benign_candidates += int((candidate & benign_window).sum())
         for p in percentiles:
-            # Score beyond this percentile and the egress gate (as score_scan applies
-            # them), then the real alert path: episodes, allowlist, destinations.
+            let_through[p] += int(
+                (candidate & benign_window & (verdict.scores > model.threshold_at(p))).sum()
+            )
+        # The pre-condition alone, no forest: every candidate window flagged.
+        only = ModelVerdict(verdict.features, verdict.scores, verdict.percentiles, candidate, 0.0)
+        runs[alone] = [as_tuple(a) for a in model_alerts(model, only, traffic, policy, [])]
+        for p in percentiles:
+            # A candidate with a score beyond this percentile (as score_scan
+            # flags), then the real alert path: episodes, allowlist, destinations.
             threshold = model.threshold_at(p)
             at_p = ModelVerdict(
                 verdict.features,
                 verdict.scores,
                 verdict.percentiles,
-                (verdict.scores > threshold) & gates[p],
+                (verdict.scores > threshold) & candidate,
                 threshold,
+                candidate,
             )
             found = model_alerts(model, at_p, traffic, policy, [])
             runs[f"model p{p:g}"] = [as_tuple(a) for a in found]
             if args.show_false and p == percentiles[0]:
                 _, wrong = tally(runs[f"model p{p:g}"], incidents)
                 for a in found:
-                    alone = tally([as_tuple(a)], incidents)[1]
-                    if alone:
+                    unmatched = tally([as_tuple(a)], incidents)[1]
+                    if unmatched:
                         print(f"false (week {w}): {a.message}", file=sys.stderr)
                 for inc in incidents:
                     if tally(runs[f"model p{p:g}"], [inc])[0][(inc.kind, inc.size_mb)][0]:
@@ -695,7 +722,8 @@ def main() -> None:
                     for i in near:
                         print(
                             f"missed (week {w}) {inc.kind} {inc.size_mb:g} MB: score "
-                            f"{verdict.scores[i]:.3f} (threshold {threshold:.3f}) gate {gates[p][i]} "
+                            f"{verdict.scores[i]:.3f} (threshold {threshold:.3f}) candidate "
+                            f"{gates[p][i]} "
                             f"out {feats['bytes_out'].iloc[i] / MB:.1f} MB unseen "
                             f"{verdict.features['unseen_destination_bytes'].iloc[i] / MB:.1f} MB "
                             f"hour {feats['hour_of_week'].iloc[i] % 24}",
@@ -716,7 +744,7 @@ def main() -> None:
             false[d] += wrong
 
     keys = sorted(next(iter(hits.values())), key=lambda k: (k[0], k[1]))
-    width = 14
+    width = max(14, *(len(d) + 2 for d in detectors))
     print(
         f"\n{len(keys)} incident kinds × sizes over {args.test_weeks} test weeks "
         f"({benign_days:,} benign host-days); detected / injected\n"
@@ -733,6 +761,17 @@ def main() -> None:
         f"{'  per 1,000 host-days':<26}"
         + "".join(f"{1000 * false[d] / benign_days:>{width}.1f}" for d in detectors)
     )
+    print(
+        f"\nforest at work: {benign_candidates:,} benign candidate windows (host sent "
+        f"over twice its usual and broke its record) in the test weeks; the score threshold"
+    )
+    for p in percentiles:
+        rejected = benign_candidates - let_through[p]
+        share = 100 * rejected / max(benign_candidates, 1)
+        print(
+            f"  p{p:g} (threshold {model.threshold_at(p):.4f}) rejected {rejected:,} of them "
+            f"({share:.1f} %), let {let_through[p]:,} through"
+        )
     print(
         f"\nscoring + rules: {score_time / args.test_weeks:.2f} s per test week "
         f"({len(feats):,} windows)"

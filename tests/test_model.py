@@ -23,13 +23,13 @@ from detector.detect.model import (
     QUANTILE_GRID,
     EgressModel,
     ModelVerdict,
+    above_usual,
     build_history,
-    egress_gate,
+    egress_candidate,
     load_model,
     model_alerts,
     model_matrix,
     save_model,
-    unseen_quantiles,
     with_novelty,
 )
 from detector.detect.rules import ScanContext, run_rules
@@ -148,8 +148,9 @@ def test_fit_returns_self_with_learned_attributes(baseline):
     assert model.forest_.n_features_in_ == len(MODEL_COLUMNS)
     assert model.window_minutes_ == 10
     assert model.threshold_ == pytest.approx(model.threshold_at(99.5))
-    assert model.unseen_quantiles_.shape == QUANTILE_GRID.shape
-    # Calibrated on each host-day's highest score: beyond 99.5 % of them.
+    assert model.baseline_quantiles_.shape == QUANTILE_GRID.shape
+    assert 0 < model.n_candidate_days_ < model.n_host_days_
+    # Calibrated on each candidate host-day's highest score: beyond 99.5 % of them.
     assert model.threshold_ > 0.5
     days = baseline["window_start"].dt.date
     daily = pd.Series(model.predict(baseline)).groupby([baseline["host"], days]).any()
@@ -157,9 +158,10 @@ def test_fit_returns_self_with_learned_attributes(baseline):
 
 
 def test_threshold_is_calibrated_on_days_the_model_did_not_learn_from(baseline):
-    """A naive reference: forests and histories fitted on even and odd local
-    days, each scoring the other half; the threshold is the 99.5th percentile
-    of the host-days' highest score among windows that pass the egress gate."""
+    """A naive reference: forests (on the windows above usual) and histories
+    fitted on even and odd local days, each scoring the other half; the
+    threshold is numpy's 99.5th percentile of the candidate host-days' highest
+    score among their candidate windows."""
     from sklearn.ensemble import IsolationForest
 
     model = EgressModel(n_estimators=20, random_state=2).fit(baseline)
@@ -169,14 +171,18 @@ def test_threshold_is_calibrated_on_days_the_model_did_not_learn_from(baseline):
         learned = baseline[local_day % 2 != fold]
         tested = baseline[local_day % 2 == fold]
         history = build_history(learned)
-        forest = IsolationForest(n_estimators=20, max_samples=2048, random_state=2)
-        forest.fit(model_matrix(learned, history))
+        above = above_usual(learned, history)
+        forest = IsolationForest(n_estimators=20, max_samples=min(2048, int(above.sum())),
+                                 random_state=2)  # fmt: skip
+        forest.fit(model_matrix(learned[above], history))
         scores = -forest.score_samples(model_matrix(tested, history))
-        # Feature files: no destinations known, so the gate is the excess alone.
-        gate = egress_gate(tested, history, None)
+        # Feature files: no destinations known, so a record at this hour, any hour.
+        candidate = egress_candidate(tested, history, knows_destinations=False)
         keys = zip(tested["host"], local_day[tested.index], strict=True)
-        for key, score in zip(keys, np.where(gate, scores, 0.0), strict=True):
-            daily_max[key] = max(daily_max.get(key, 0.0), score)
+        for key, score, ok in zip(keys, scores, candidate, strict=True):
+            if ok:
+                daily_max[key] = max(daily_max.get(key, 0.0), score)
+    assert len(daily_max) == model.n_candidate_days_
     expected = np.quantile(np.array(list(daily_max.values())), 0.995)
     assert model.threshold_ == pytest.approx(expected, abs=1e-4)
 
@@ -203,9 +209,12 @@ def test_transform_columns(baseline, fitted):
     assert matrix.shape == (len(baseline), len(MODEL_COLUMNS))
     first = baseline.iloc[0]
     col = dict(zip(MODEL_COLUMNS, matrix[0], strict=True))
-    assert col["log_bytes_out"] == pytest.approx(np.log1p(first["bytes_out"]))
-    hour = first["hour_of_week"] % 24
-    assert col["hour_of_day_sin"] == pytest.approx(np.sin(2 * np.pi * hour / 24))
+    usual = fitted.history_.host_hour[0, first["hour_of_week"] % 24, 1]  # host 10.8.10.1
+    excess = max(np.log1p(first["bytes_out"]) - np.log1p(usual), 0.0)
+    assert col["bytes_out_vs_usual"] == pytest.approx(excess)
+    assert col["unseen_destination_bytes_vs_usual"] == 0.0
+    ratio = first["upload_download_ratio"]
+    assert col["log_upload_download_ratio"] == pytest.approx(np.log1p(ratio))
     assert col["off_hours"] == first["off_hours"]
 
 
@@ -572,34 +581,55 @@ def test_bytes_to_addresses_no_host_used_are_counted_per_address_so_far(tmp_path
     assert int(out["unseen_destination_bytes"].sum()) == 2_000_000  # 198.51.100.7, once
 
 
-def test_what_a_window_must_be_to_be_flagged(baseline, fitted):
+def test_what_a_window_must_be_to_be_a_candidate(baseline, fitted):
     history = fitted.history_
     night = leak(baseline, sent=0).iloc[0]  # 10.8.10.3, Wednesday 03:00
-    host = history.host_index(np.array(["10.8.10.3"]))
-    most = history.host_hour[host[0], 3, 3]
-    busy = history.host_quantiles[host[0], 0, 1]  # bytes out over all hours, 95th percentile
-    site_busy = history.site_quantiles[0, 1]
-    bar = 2 * (1 + max(most, busy, site_busy)) - 1  # log1p(x) - log1p(bar) = log(2)
-    windows = pd.DataFrame([night] * 4).assign(
-        bytes_out=[int(bar) + 1, int(bar) - 1, 5 * MB, 5 * MB],
+    host = history.host_index(np.array(["10.8.10.3"]))[0]
+    most = history.host_hour[host, 3, 3]  # the most it sent in one window at 03:00 (±1 hour)
+    busy = history.host_quantiles[host, 0, 1]  # bytes out over all hours, 95th percentile
+    twice = 2 * (1 + history.host_hour[host, 3, 1]) - 1  # log1p(x) - log1p(p95) = log(2)
+    record = max(most, busy, twice)
+    windows = pd.DataFrame([night] * 5).assign(
+        bytes_out=[int(record) + 1, int(max(most, busy)) - 1, 5 * MB, 11 * MB, 5 * MB],
         new_destination_bytes=0,
-        unseen_destination_bytes=[0, 0, 5 * MB, 5 * MB - 1],
-        hour_of_week=[2 * 24 + 3, 2 * 24 + 3, 2 * 24 + 11, 2 * 24 + 11],
+        unseen_destination_bytes=[0, 0, 5 * MB, 5 * MB, 0],
+        hour_of_week=[2 * 24 + 3, 2 * 24 + 3, 2 * 24 + 11, 2 * 24 + 11, 2 * 24 + 11],
     )
-    # Night: above twice the most at this hour and twice a busy window; day:
-    # the bytes to one address no host used reach the floor.
-    assert egress_gate(windows, history, float(5 * MB)).tolist() == [True, False, True, False]
-    # A model that knows no destinations: by day, the excess alone.
-    assert egress_gate(windows, history, None).tolist() == [True, False, True, True]
+    # Night: beyond its record at this hour and a busy window. Day: beyond its
+    # record to never-seen addresses (none in this baseline), and that is at
+    # least half of what it sent.
+    got = egress_candidate(windows, history, knows_destinations=True)
+    assert got.tolist() == [True, False, True, False, False]
+    # A model that knows no destinations: a record at this hour, any hour.
+    got = egress_candidate(windows, history, knows_destinations=False)
+    assert got.tolist() == [True, False, True, True, True]
 
 
-def test_unseen_floor_is_twice_the_baseline_host_days_at_the_percentile():
-    days = pd.date_range("2026-01-05", periods=200, freq="D", tz=ZONE)
-    frame = pd.DataFrame({"host": "10.8.10.1", "window_start": days,
-                          "unseen_destination_bytes": np.arange(200) * 1000})  # fmt: skip
-    quantiles = unseen_quantiles(frame)
-    # numpy's linear quantile of 0, 1000, ..., 199000 at 0.995: 199 * 0.995 * 1000.
-    assert np.interp(0.995, QUANTILE_GRID, quantiles) == pytest.approx(198_005.0)
+def test_the_forest_threshold_decides_among_candidates(baseline, fitted):
+    """Two windows that both pass the pre-condition: a business-hours window
+    just beyond the host's record at that hour scores inside the baseline's
+    candidate host-days and is not flagged; a 200 MB night upload scores beyond
+    them and is. (That the threshold is numpy's percentile of the candidate
+    host-days' highest out-of-sample scores: test_threshold_is_calibrated_...)"""
+    history = fitted.history_
+    host = history.host_index(np.array(["10.8.10.3"]))[0]
+    record = max(history.host_hour[host, 11, 3], history.host_quantiles[host, 0, 1],
+                 2 * (1 + history.host_hour[host, 11, 1]) - 1)  # fmt: skip
+    sent = int(record) + 1
+    day = baseline[(baseline["host"] == "10.8.10.3") & (baseline["hour_of_week"] == 2 * 24 + 11)]
+    mild = day.iloc[[0]].assign(bytes_out=sent, packets_out=sent // 1000 + 1, bytes_in=5 * sent,
+                                upload_download_ratio=0.2, largest_upload=sent // 2)  # fmt: skip
+    windows = pd.concat([mild, leak(baseline)], ignore_index=True)
+    assert fitted.candidates(windows).tolist() == [True, True]
+    scores = fitted.score_samples(windows)
+    assert scores[0] <= fitted.threshold_ < scores[1]
+    assert fitted.predict(windows).tolist() == [False, True]
+    assert fitted.percentile_of(scores).tolist()[1] == 100.0
+    # The threshold, not the pre-condition, turned the first one down: at a
+    # percentile its score is beyond, it is flagged too.
+    low = float(fitted.percentile_of(scores[:1])[0]) - 1.0
+    assert 0 < low < 99.5 and fitted.threshold_at(low) < scores[0]
+    assert fitted.predict(windows, percentile=low).tolist() == [True, True]
 
 
 def test_a_model_file_of_the_previous_format_says_retrain(tmp_path, fitted, policy):
@@ -607,11 +637,11 @@ def test_a_model_file_of_the_previous_format_says_retrain(tmp_path, fitted, poli
     save_model(fitted, path, policy)
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("meta.json"))
-    assert meta["format"] == MODEL_FORMAT == 2
-    meta["format"] = 1
+    assert meta["format"] == MODEL_FORMAT == 3
+    meta["format"] = 2
     _rewrite(path, "meta.json", json.dumps(meta).encode(), fix_hash=False)
     with pytest.raises(ModelError) as caught:
         load_model(path, policy)
     message = str(caught.value)
-    assert "file format 1, this version reads format 2" in message
+    assert "file format 2, this version reads format 3" in message
     assert "retrain: egress-detector train" in message and "\n" not in message
