@@ -590,14 +590,14 @@ def test_what_a_window_must_be_to_be_a_candidate(baseline, fitted):
     twice = 2 * (1 + history.host_hour[host, 3, 1]) - 1  # log1p(x) - log1p(p95) = log(2)
     record = max(most, busy, twice)
     windows = pd.DataFrame([night] * 5).assign(
-        bytes_out=[int(record) + 1, int(max(most, busy)) - 1, 5 * MB, 11 * MB, 5 * MB],
+        bytes_out=[int(record) + 1, int(max(most, busy)) - 1, 5 * MB, 21 * MB, 5 * MB],
         new_destination_bytes=0,
         unseen_destination_bytes=[0, 0, 5 * MB, 5 * MB, 0],
         hour_of_week=[2 * 24 + 3, 2 * 24 + 3, 2 * 24 + 11, 2 * 24 + 11, 2 * 24 + 11],
     )
     # Night: beyond its record at this hour and a busy window. Day: beyond its
     # record to never-seen addresses (none in this baseline), and that is at
-    # least half of what it sent.
+    # least a quarter of what it sent.
     got = egress_candidate(windows, history, knows_destinations=True)
     assert got.tolist() == [True, False, True, False, False]
     # A model that knows no destinations: a record at this hour, any hour.
