@@ -374,7 +374,7 @@ def egress_candidate(
 
     ``knows_destinations`` False (a model trained from feature files: no bytes
     to never-seen addresses are known): a record at this hour, at any hour.
-    The test alone flags far too much (on the labelled evaluation, 30-50 false
+    The test alone flags far too much (on the labelled evaluation, 20-48 false
     alerts per 1,000 host-days): it says what could be an exfiltration, the
     forest's score says whether it is unusual enough."""
     if len(features) == 0:
