@@ -634,3 +634,28 @@ def test_scheduler_and_workers_on_machines_of_their_own(tmp_path, policy):
         np.testing.assert_array_equal(column, got["activity"][name], err_msg=name)
     assert (command.returncode, alone.returncode) == (1, 1)  # alerts raised
     assert command.stdout == alone.stdout and len(command.stdout.splitlines()) == 2
+
+
+def test_open_flows_find_their_key_by_hash_and_collisions_are_no_match(monkeypatch):
+    from detector.distributed import merge
+
+    def rows_of(keys_and_firsts):
+        rows = np.zeros((len(keys_and_firsts), fk.FLOW_COLUMNS), dtype=np.int64)
+        for i, (a_lo, first) in enumerate(keys_and_firsts):
+            rows[i, fk.C_A_LO], rows[i, fk.C_FIRST] = a_lo, first
+        return rows
+
+    part = rows_of([(5, 30), (7, 10), (5, 20), (9, 40)])
+    open_rows = rows_of([(9, 0), (6, 0), (5, 0)])
+    # By hand: key 9 -> row 3; key 6 -> none; key 5 -> its earliest flow, row 2 (20 < 30).
+    for match in (merge.match_first_flows, merge._match_sorted):
+        matched, at = match(open_rows, part)
+        assert matched.tolist() == [True, False, True] and at.tolist() == [3, 2]
+    # Every key hashing alike: two part keys share a hash, so the keys are sorted instead.
+    monkeypatch.setattr(merge, "key_hashes", lambda rows: np.zeros(len(rows), np.uint64))
+    assert merge._match_hashed(open_rows, part) is None
+    matched, at = merge.match_first_flows(open_rows, part)
+    assert matched.tolist() == [True, False, True] and at.tolist() == [3, 2]
+    # One part key, an open key of another key with the same hash: no match.
+    matched, at = merge._match_hashed(rows_of([(6, 0), (5, 0)]), rows_of([(5, 10), (5, 5)]))
+    assert matched.tolist() == [False, True] and at.tolist() == [1]

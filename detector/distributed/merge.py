@@ -84,6 +84,71 @@ def continue_flows(earlier: np.ndarray, later: np.ndarray, reason: np.ndarray) -
     return merged
 
 
+def match_first_flows(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``open_rows`` have a flow of their key in ``rows`` (a mask), and
+    for those, the row (index in ``rows``) of that key's earliest flow."""
+    found = _match_hashed(open_rows, rows)
+    return found if found is not None else _match_sorted(open_rows, rows)
+
+
+def _match_sorted(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # The part's first flow of each key: by key, then by first packet.
+    by_time = np.argsort(rows[:, fk.C_FIRST], kind="stable")
+    keys = flow_keys(rows)[by_time]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    first_keys = sorted_keys[starts]
+    first_rows = by_time[order[starts]]  # row index in ``rows``
+    open_keys = flow_keys(open_rows)
+    at = np.searchsorted(first_keys, open_keys)
+    at_ok = np.minimum(at, max(len(first_keys) - 1, 0))
+    matched = (at < len(first_keys)) & (first_keys[at_ok] == open_keys)
+    return matched, first_rows[at_ok[matched]]
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def key_hashes(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's key (equal keys, equal hashes)."""
+    h = np.zeros(len(rows), dtype=np.uint64)
+    for c in KEY_COLUMNS:
+        h ^= rows[:, c].view(np.uint64)
+        h *= _MIX
+        h ^= h >> np.uint64(31)
+    return h
+
+
+def _match_hashed(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`match_first_flows` by sorting 64-bit key hashes, five times
+    faster than sorting 40-byte keys. None when two of the part's keys share
+    a hash (the caller then sorts the keys themselves): exact either way."""
+    n = len(rows)
+    hashes = key_hashes(rows)
+    order = np.lexsort((rows[:, fk.C_FIRST], hashes))  # by hash, then first packet
+    sorted_hashes = hashes[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+    run_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    for c in KEY_COLUMNS:
+        column = rows[order, c]
+        if np.any(column != column[run_start]):
+            return None  # one hash, two keys
+    first_hashes = sorted_hashes[starts]
+    first_rows = order[starts]
+    open_hashes = key_hashes(open_rows)
+    at = np.searchsorted(first_hashes, open_hashes)
+    at_ok = np.minimum(at, max(len(first_hashes) - 1, 0))
+    matched = (at < len(first_hashes)) & (first_hashes[at_ok] == open_hashes)
+    candidate = first_rows[at_ok]
+    for c in KEY_COLUMNS:
+        # An open key whose hash is a part key's but not its key: no match.
+        matched &= open_rows[:, c] == rows[candidate, c]
+    return matched, first_rows[at_ok[matched]]
+
+
 @dataclass
 class FlowFold:
     """Folds parts' rows in stream order (``add``), then ``finish`` gives every
@@ -132,22 +197,8 @@ class FlowFold:
         when a continued flow would time out inside the part."""
         if not len(rows):
             return True
-        # The part's first flow of each key: by key, then by first packet.
-        by_time = np.argsort(rows[:, fk.C_FIRST], kind="stable")
-        keys = flow_keys(rows)[by_time]
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.ones(len(order), dtype=bool)
-        starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
-        first_keys = sorted_keys[starts]
-        first_rows = by_time[order[starts]]  # row index in ``rows``
-
-        open_keys = flow_keys(self.open)
-        at = np.searchsorted(first_keys, open_keys)
-        at_ok = np.minimum(at, max(len(first_keys) - 1, 0))
-        matched = (at < len(first_keys)) & (first_keys[at_ok] == open_keys)
+        matched, later_at = match_first_flows(self.open, rows)
         o = self.open[matched]
-        later_at = first_rows[at_ok[matched]]
         f = rows[later_at]
         idle = f[:, fk.C_FIRST] - o[:, fk.C_LAST] > self.idle_ns
         active = ~idle & (f[:, fk.C_FIRST] - o[:, fk.C_FIRST] > self.active_ns)
