@@ -118,7 +118,7 @@ def same(a, b) -> bool:
     )
 
 
-def single_process(paths, policy, phases: dict[str, float]):
+def single_process(paths, policy, phases: dict[str, float], threads: int = 1):
     """scan_captures, with the time of its analysis (scan_activity) apart."""
     import detector.detect.scan as scan_module
 
@@ -134,7 +134,7 @@ def single_process(paths, policy, phases: dict[str, float]):
 
     scan_module.scan_activity = timed_analysis
     try:
-        return scan_captures(paths, policy)
+        return scan_captures(paths, policy, threads=threads)
     finally:
         scan_module.scan_activity = analysis
 
@@ -193,6 +193,9 @@ def main() -> None:
         t = Timed(lambda ph, p=paths: single_process(p, policy, ph), None, args.runs)
         singles[name] = t
         rows.append((name, "single process", t, None, True))
+    # What `scan` does by itself on 2 cores: a second thread reads ahead.
+    t = Timed(lambda ph: single_process(inputs["1 file"], policy, ph, 2), None, args.runs)
+    rows.append(("1 file", "single, 2 threads", t, None, same(singles["1 file"].result, t.result)))
     warm: dict[tuple[str, int], Timed] = {}
     for n in sizes:
         t0 = time.perf_counter()
@@ -229,7 +232,7 @@ def main() -> None:
             warm[("1 file cold", n)] = t
             rows.append(("1 file", f"dask, {n} cold", t, n,
                          same(singles["1 file"].result, t.result)))  # fmt: skip
-    print(f"{'input':8} {'how':16} {'wall s':>7} {'CPU s':>7} {'vs 1 worker':>11} "
+    print(f"{'input':8} {'how':17} {'wall s':>7} {'CPU s':>7} {'vs 1 worker':>11} "
           f"{'vs single':>9}  same result")  # fmt: skip
     for name, how, t, n, ok in rows:
         base = singles[name].wall
@@ -237,10 +240,10 @@ def main() -> None:
         one = warm.get(key)
         vs_one = f"{one.wall / t.wall:10.2f}x" if n and one is not None else f"{'-':>11}"
         vs_single = f"{(t.wall - base) / base:+9.0%}" if n else f"{'-':>9}"
-        print(f"{name:8} {how:16} {t.wall:7.2f} {t.cpu:7.2f} {vs_one} {vs_single}  {ok}")
+        print(f"{name:8} {how:17} {t.wall:7.2f} {t.cpu:7.2f} {vs_one} {vs_single}  {ok}")
     print("# where the time went (CPU s unless said; median run):")
     for name, how, t, _n, _ok in rows:
-        print(f"#   {name:8} {how:16} {phase_line(t.phases, t.workers_cpu)}")
+        print(f"#   {name:8} {how:17} {phase_line(t.phases, t.workers_cpu)}")
     print(f"# load after: {os.getloadavg()[0]:.1f}")
 
 
