@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +21,7 @@ from ..detect.scan import ScanResult, scan_activity
 from ..errors import DecodeError, DetectorError
 from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
-from .count import FACT_COLUMNS, PartResult, Settings, count_part
+from .count import FACT_COLUMNS, PartResult, Settings, count_part, count_part_handed_over
 from .merge import FlowFold
 from .parts import Part, plan_parts
 
@@ -178,6 +180,7 @@ def scan_captures_distributed(
     starting = None
     cluster = None
     closing: threading.Thread | None = None
+    handover_dir: str | None = None
     if owned and not scheduler:
         starting = _Starting(workers, None)
     elif owned:
@@ -252,10 +255,20 @@ def scan_captures_distributed(
                     client, cluster = starting.result()
             return client
 
+        def handover(client: Any) -> str | None:
+            """Workers on this machine hand their rows over in a RAM-backed
+            directory rather than through Dask's connection."""
+            nonlocal handover_dir
+            if starting is None and not _is_local(client):
+                return None
+            handover_dir = _handover_dir()
+            return handover_dir
+
         with clock("count"):
             here = _count_parts(
-                connect, parts, settings, progress, take, starting.ready if starting else None
-            )
+                connect, parts, settings, progress, take, starting.ready if starting else None,
+                handover,
+            )  # fmt: skip
         clock.count("parts_here", here)
         if owned:
             # Every part is in: our own cluster closes (its processes take
@@ -267,6 +280,8 @@ def scan_captures_distributed(
         with clock("finish"):
             rows = fold.finish()
     finally:
+        if handover_dir is not None:
+            shutil.rmtree(handover_dir, ignore_errors=True)  # a failed task's leftovers too
         if owned and closing is None:
             with clock("cluster_close"):
                 _close(starting, client, cluster)
@@ -280,6 +295,21 @@ def scan_captures_distributed(
         if closing is not None:
             with clock("cluster_close"):
                 closing.join()
+
+
+def _is_local(client: Any) -> bool:
+    """Whether the client's workers are this machine's (a local cluster)."""
+    try:
+        from dask.distributed import LocalCluster
+    except ImportError:
+        return False
+    return isinstance(getattr(client, "cluster", None), LocalCluster)
+
+
+def _handover_dir() -> str:
+    shm = "/dev/shm"
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="egress-detector-", dir=where)
 
 
 def _close(starting: _Starting | None, client: Any, cluster: Any) -> None:
@@ -398,13 +428,15 @@ def _count_parts(
     progress: Callable[[Iterator[int]], Iterator[int]] | None,
     take: Callable[[PartResult], None],
     ready: Callable[[], bool] | None = None,
+    handover: Callable[[Any], str | None] = lambda client: None,
 ) -> int:
     """Count every part; ``take`` gets each result in stream order as soon as
     it and the ones before it are in. A part whose task failed for good comes
     as a failure naming the part and the error. ``ready``: whether the
     cluster is up yet; until it is, parts are counted here, from the front
-    (``connect`` gives the client, waiting for it if need be). Returns how
-    many were counted here."""
+    (``connect`` gives the client, waiting for it if need be). ``handover``:
+    the directory a client's workers hand their rows over in, or None.
+    Returns how many were counted here."""
 
     here = 0
 
@@ -416,7 +448,8 @@ def _count_parts(
             here += 1
             yield part.size
         if here < len(parts):
-            yield from _on_cluster(connect(), parts[here:], settings, take)
+            client = connect()
+            yield from _on_cluster(client, parts[here:], settings, take, handover(client))
 
     for _ in progress(steps()) if progress else steps():
         pass
@@ -438,15 +471,21 @@ def _failed(part: Part, exc: BaseException) -> str:
 
 
 def _on_cluster(
-    client: Any, parts: list[Part], settings: Settings, take: Callable[[PartResult], None]
+    client: Any,
+    parts: list[Part],
+    settings: Settings,
+    take: Callable[[PartResult], None],
+    handover: str | None,
 ) -> Iterator[int]:
     from dask.distributed import as_completed
 
+    extra = () if handover is None else (handover,)
     futures = [
         client.submit(
-            count_part,
+            count_part if handover is None else count_part_handed_over,
             part,
             settings,
+            *extra,
             key=f"count-part-{part.index}-{os.getpid()}-{id(parts)}",
             pure=False,
             retries=TASK_RETRIES,
@@ -460,7 +499,7 @@ def _on_cluster(
         i = where[future.key]
         part = parts[i]
         try:
-            results[i] = future.result()
+            results[i] = future.result().taken_over()
         except Exception as exc:  # noqa: BLE001  (reported as the part's problem)
             results[i] = PartResult.failure(part, _failed(part, exc))
         future.release()
