@@ -29,6 +29,7 @@ from detector.detect.model import (
     load_model,
     model_alerts,
     model_matrix,
+    one_way,
     save_model,
     with_novelty,
 )
@@ -216,6 +217,7 @@ def test_transform_columns(baseline, fitted):
     ratio = first["upload_download_ratio"]
     assert col["log_upload_download_ratio"] == pytest.approx(np.log1p(ratio))
     assert col["off_hours"] == first["off_hours"]
+    assert col["unseen_destination_one_way"] == 0.0  # sent nothing to a never-seen address
 
 
 # -- the known outlier ---------------------------------------------------------------
@@ -231,7 +233,7 @@ def test_a_200_mb_night_upload_is_the_outlier_and_explained(baseline, fitted):
     why = fitted.explain(test.iloc[[-1]])[0]
     assert why.startswith("bytes out 200.0 MB vs usual ")
     assert "at this hour" in why
-    assert "200.0 MB to an outside address no host of the site had used" in why
+    assert "200.0 MB to an outside address no host of the site had used (0 B back)" in why
     # New to the host only (the site knew the address): said so.
     known_to_site = test.iloc[[-1]].assign(unseen_destination_bytes=0)
     assert "200.0 MB to 1 new outside destination" in fitted.explain(known_to_site)[0]
@@ -581,6 +583,39 @@ def test_bytes_to_addresses_no_host_used_are_counted_per_address_so_far(tmp_path
     assert int(out["unseen_destination_bytes"].sum()) == 2_000_000  # 198.51.100.7, once
 
 
+def test_how_one_way_the_bytes_to_a_never_seen_address_are(tmp_path, policy):
+    """A web site no host had visited that took 2 MB and sent 8 MB of pages
+    back, then 1 MB more each way; an upload of 20 MB with 400 kB back; 500 kB
+    to a second never-seen address beside the first, with nothing back (the
+    address sent most to is the one weighed)."""
+    cap = Capture()
+    web, leak_to, beside = "203.0.113.20", "203.0.113.30", "203.0.113.21"
+    cap.transfer("10.8.10.6", web, start=at("2026-02-04 10:01", ZONE), seconds=120,
+                 bytes_out=2_000_000, bytes_in=8_000_000, sport=40011)  # fmt: skip
+    cap.transfer("10.8.10.6", beside, start=at("2026-02-04 10:02", ZONE), seconds=60,
+                 bytes_out=500_000, sport=40012)  # fmt: skip
+    cap.transfer("10.8.10.6", web, start=at("2026-02-04 10:12", ZONE), seconds=60,
+                 bytes_out=1_000_000, bytes_in=1_000_000, sport=40013)  # fmt: skip
+    cap.transfer("10.8.10.7", leak_to, start=at("2026-02-04 10:21", ZONE), seconds=300,
+                 bytes_out=20_000_000, bytes_in=400_000, sport=40014)  # fmt: skip
+    result = scan_captures([cap.write(tmp_path / "c.pcap")], policy)
+    out = with_novelty(result.features, result.traffic, policy)
+    sent = out[out["bytes_out"] > 0]
+    got = {
+        (row.host, row.window_start.strftime("%H:%M")): (
+            row.unseen_destination_bytes,
+            row.unseen_destination_bytes_in,
+        )
+        for row in sent.itertuples()
+    }
+    assert got == {
+        ("10.8.10.6", "10:00"): (2_000_000, 8_000_000),
+        ("10.8.10.6", "10:10"): (3_000_000, 9_000_000),  # so far, both ways
+        ("10.8.10.7", "10:20"): (20_000_000, 400_000),
+    }
+    assert one_way(sent).tolist() == pytest.approx([np.log(1.25), np.log(4 / 3), np.log(51)])
+
+
 def test_what_a_window_must_be_to_be_a_candidate(baseline, fitted):
     history = fitted.history_
     night = leak(baseline, sent=0).iloc[0]  # 10.8.10.3, Wednesday 03:00
@@ -637,11 +672,11 @@ def test_a_model_file_of_the_previous_format_says_retrain(tmp_path, fitted, poli
     save_model(fitted, path, policy)
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("meta.json"))
-    assert meta["format"] == MODEL_FORMAT == 3
-    meta["format"] = 2
+    assert meta["format"] == MODEL_FORMAT == 4
+    meta["format"] = 3
     _rewrite(path, "meta.json", json.dumps(meta).encode(), fix_hash=False)
     with pytest.raises(ModelError) as caught:
         load_model(path, policy)
     message = str(caught.value)
-    assert "file format 2, this version reads format 3" in message
+    assert "file format 3, this version reads format 4" in message
     assert "retrain: egress-detector train" in message and "\n" not in message
