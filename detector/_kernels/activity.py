@@ -7,7 +7,7 @@ This is a second aggregation over the same packet batches, keyed by
 
 * conversation = (A address, B address, A port, B port, protocol, VLAN), where
   A is the endpoint with the smaller (address hi, address lo, port) -- the flow
-  table's rule (``count_packet`` in flowtable.py), so ``META`` is its
+  table's rule (``canonical_key`` in flowtable.py), so ``META`` is its
   ``meta_key``. A packet from an endpoint to itself (same address and port)
   counts as A→B.
 * Ports are the packet's as decoded, with no further interpretation: ICMP and
@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, KERNEL
-from .flowtable import EMPTY, LOW32, flow_hash, meta_key
+from .flowtable import EMPTY, LOW32, canonical_key, flow_hash
 
 # Row columns (int64 each).
 C_A_HI = 0
@@ -116,11 +116,7 @@ def count_activity(
         dp = np.int64(dport[i])
         pr = np.int64(proto[i])
         vl = np.int64(vlan[i])
-        # Canonical order as in the flow table: A is the smaller (address, port).
-        if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
-            a_hi, a_lo, b_hi, b_lo, meta, d = s_hi, s_lo, d_hi, d_lo, meta_key(sp, dp, pr, vl), 0
-        else:
-            a_hi, a_lo, b_hi, b_lo, meta, d = d_hi, d_lo, s_hi, s_lo, meta_key(dp, sp, pr, vl), 1
+        a_hi, a_lo, b_hi, b_lo, meta, d = canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl)
         h = flow_hash(a_hi, a_lo, b_hi, b_lo, np.uint64(meta) ^ (np.uint64(b) * BIN_MULTIPLIER))
         tag = np.int64(h >> np.uint64(32))
         j = tag & mask

@@ -118,6 +118,19 @@ def flow_hash(a_hi, a_lo, b_hi, b_lo, meta):
 
 
 @njit(**INLINE)
+def canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl):
+    """A packet's flow key, the same whichever way the packet goes: A is the
+    endpoint with the smaller (address, port). Returns ``(a_hi, a_lo, b_hi,
+    b_lo, meta, d)`` with ``d`` 0 when the packet goes A→B, 1 when B→A.
+
+    One definition for the flow table, the per-minute activity table and the
+    payload inspector's budget, so all three agree on what a flow is."""
+    if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
+        return s_hi, s_lo, d_hi, d_lo, meta_key(sp, dp, pr, vl), 0
+    return d_hi, d_lo, s_hi, s_lo, meta_key(dp, sp, pr, vl), 1
+
+
+@njit(**INLINE)
 def _export(flows, row, reason, export, n_export):
     for c in range(FLOW_COLUMNS):
         export[n_export, c] = flows[row, c]
@@ -290,11 +303,7 @@ def count_packet(
         if counterpart >= 0:
             dp = counterpart
 
-    # Canonical order: A is the smaller (address, port).
-    if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
-        a_hi, a_lo, b_hi, b_lo, meta, d = s_hi, s_lo, d_hi, d_lo, meta_key(sp, dp, pr, vl), 0
-    else:
-        a_hi, a_lo, b_hi, b_lo, meta, d = d_hi, d_lo, s_hi, s_lo, meta_key(dp, sp, pr, vl), 1
+    a_hi, a_lo, b_hi, b_lo, meta, d = canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl)
     h = flow_hash(a_hi, a_lo, b_hi, b_lo, np.uint64(meta))
     tag = np.int64(h >> np.uint64(32))
     j = tag & mask

@@ -28,7 +28,7 @@ from numba import njit
 from .._jit import INLINE, KERNEL
 from .cpu import prefetch
 from .decode import decode_frame_at, u16be, u32be, u32le
-from .flowtable import flow_hash, meta_key
+from .flowtable import canonical_key, flow_hash
 
 # Fact columns.
 F_ROW = 0
@@ -478,12 +478,10 @@ AHEAD = 8  # packets of look-ahead: enough to hide a memory read behind the work
 @njit(**INLINE)
 def _budget_key(s_hi, s_lo, d_hi, d_lo, sport, dport, proto, vlan):
     """The flow's hash, the same whichever direction the packet goes."""
-    sp = np.int64(sport)
-    dp = np.int64(dport)
-    pr = np.int64(proto)
-    if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
-        return flow_hash(s_hi, s_lo, d_hi, d_lo, np.uint64(meta_key(sp, dp, pr, vlan)))
-    return flow_hash(d_hi, d_lo, s_hi, s_lo, np.uint64(meta_key(dp, sp, pr, vlan)))
+    a_hi, a_lo, b_hi, b_lo, meta, _d = canonical_key(
+        s_hi, s_lo, d_hi, d_lo, np.int64(sport), np.int64(dport), np.int64(proto), vlan
+    )
+    return flow_hash(a_hi, a_lo, b_hi, b_lo, np.uint64(meta))
 
 
 @njit(**KERNEL)
