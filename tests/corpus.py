@@ -15,6 +15,7 @@ the dissector met first, which is the outer header within one protocol.
 and prints one line per file (OK, or the disagreeing fields with counts and the
 first examples).
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,13 +28,30 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = Path(os.environ.get("EGRESS_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+CORPUS = Path(
+    os.environ.get("EGRESS_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
+)
 PCAPS = CORPUS / "pcaps"
 TRUTH = CORPUS / "truth"
 
-TRUTH_COLUMNS = ["frame.number", "frame.time_epoch", "frame.len", "frame.cap_len", "ip.src", "ip.dst",
-                 "ipv6.src", "ipv6.dst", "ip.proto", "ipv6.nxt", "tcp.srcport", "tcp.dstport",
-                 "udp.srcport", "udp.dstport", "tcp.flags", "vlan.id"]
+TRUTH_COLUMNS = [
+    "frame.number",
+    "frame.time_epoch",
+    "frame.len",
+    "frame.cap_len",
+    "ip.src",
+    "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
+    "ip.proto",
+    "ipv6.nxt",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "tcp.flags",
+    "vlan.id",
+]
 
 # next-header values that are IPv6 extension headers: tshark's ipv6.nxt is the
 # value in the fixed header, so with these the transport protocol is not in it
@@ -110,19 +128,26 @@ def load_truth(name: str | Path) -> list[TruthPacket]:
     for line in lines[1:]:
         cells = line.split("\t")
         c = dict(zip(header, cells + [""] * (len(header) - len(cells)), strict=False))
-        out.append(TruthPacket(
-            number=int(c["frame.number"]),
-            ts_ns=parse_epoch(c["frame.time_epoch"]),
-            wire_len=int(c["frame.len"]),
-            cap_len=int(c["frame.cap_len"]),
-            ip_src=_split(c["ip.src"]), ip_dst=_split(c["ip.dst"]),
-            ipv6_src=_split(c["ipv6.src"]), ipv6_dst=_split(c["ipv6.dst"]),
-            ip_proto=_ints(c["ip.proto"]), ipv6_nxt=_ints(c["ipv6.nxt"]),
-            tcp_sport=_ints(c["tcp.srcport"]), tcp_dport=_ints(c["tcp.dstport"]),
-            udp_sport=_ints(c["udp.srcport"]), udp_dport=_ints(c["udp.dstport"]),
-            tcp_flags=_ints(c["tcp.flags"], 16),
-            vlan=_ints(c["vlan.id"]),
-        ))
+        out.append(
+            TruthPacket(
+                number=int(c["frame.number"]),
+                ts_ns=parse_epoch(c["frame.time_epoch"]),
+                wire_len=int(c["frame.len"]),
+                cap_len=int(c["frame.cap_len"]),
+                ip_src=_split(c["ip.src"]),
+                ip_dst=_split(c["ip.dst"]),
+                ipv6_src=_split(c["ipv6.src"]),
+                ipv6_dst=_split(c["ipv6.dst"]),
+                ip_proto=_ints(c["ip.proto"]),
+                ipv6_nxt=_ints(c["ipv6.nxt"]),
+                tcp_sport=_ints(c["tcp.srcport"]),
+                tcp_dport=_ints(c["tcp.dstport"]),
+                udp_sport=_ints(c["udp.srcport"]),
+                udp_dport=_ints(c["udp.dstport"]),
+                tcp_flags=_ints(c["tcp.flags"], 16),
+                vlan=_ints(c["vlan.id"]),
+            )
+        )
     return out
 
 
@@ -161,8 +186,12 @@ def comparable(t: TruthPacket, p) -> dict[str, object]:
       tshark's vlan.id: an 802.1ad (0x88a8) tag is dissected as ieee8021ad, not
       vlan, and a tag inside a tunnel is reported with no outer tag.
     """
-    exp: dict[str, object] = {"ts_ns": t.ts_ns, "wire_len": t.wire_len, "cap_len": t.cap_len,
-                              "vlan": t.vlan[0] if t.vlan else NO_VLAN}
+    exp: dict[str, object] = {
+        "ts_ns": t.ts_ns,
+        "wire_len": t.wire_len,
+        "cap_len": t.cap_len,
+        "vlan": t.vlan[0] if t.vlan else NO_VLAN,
+    }
     has4 = bool(t.ip_src or t.ip_dst)
     has6 = bool(t.ipv6_src or t.ipv6_dst)
     if not has4 and not has6:
@@ -173,11 +202,18 @@ def comparable(t: TruthPacket, p) -> dict[str, object]:
     else:
         fam = 4 if has4 else 6
     if fam == 4:
-        exp["ip"] = (4, _norm(t.ip_src[0]) if t.ip_src else None, _norm(t.ip_dst[0]) if t.ip_dst else None)
+        exp["ip"] = (
+            4,
+            _norm(t.ip_src[0]) if t.ip_src else None,
+            _norm(t.ip_dst[0]) if t.ip_dst else None,
+        )
         proto = t.ip_proto[0] if t.ip_proto else None
     else:
-        exp["ip"] = (6, _norm(t.ipv6_src[0]) if t.ipv6_src else None,
-                     _norm(t.ipv6_dst[0]) if t.ipv6_dst else None)
+        exp["ip"] = (
+            6,
+            _norm(t.ipv6_src[0]) if t.ipv6_src else None,
+            _norm(t.ipv6_dst[0]) if t.ipv6_dst else None,
+        )
         proto = t.ipv6_nxt[0] if t.ipv6_nxt and t.ipv6_nxt[0] not in IPV6_EXT else None
     if proto is not None:
         exp["proto"] = proto
@@ -185,10 +221,14 @@ def comparable(t: TruthPacket, p) -> dict[str, object]:
         proto = p.proto  # after extension headers: judge the ports alone
     if proto in (6, 17) and p.frag == 0:
         if proto == 6:
-            exp["ports"] = (t.tcp_sport[0], t.tcp_dport[0]) if t.tcp_sport and t.tcp_dport else (0, 0)
+            exp["ports"] = (
+                (t.tcp_sport[0], t.tcp_dport[0]) if t.tcp_sport and t.tcp_dport else (0, 0)
+            )
             exp["tcp_flags"] = t.tcp_flags[0] if t.tcp_flags else 0
         else:
-            exp["ports"] = (t.udp_sport[0], t.udp_dport[0]) if t.udp_sport and t.udp_dport else (0, 0)
+            exp["ports"] = (
+                (t.udp_sport[0], t.udp_dport[0]) if t.udp_sport and t.udp_dport else (0, 0)
+            )
     return exp
 
 
@@ -198,8 +238,15 @@ def actual(p, fields) -> dict[str, object]:
     out = {}
     for f in fields:
         if f == "ip":
-            out[f] = (0, None, None) if p.ip_version == 0 else (
-                p.ip_version, _addr_text(p.src, p.ip_version), _addr_text(p.dst, p.ip_version))
+            out[f] = (
+                (0, None, None)
+                if p.ip_version == 0
+                else (
+                    p.ip_version,
+                    _addr_text(p.src, p.ip_version),
+                    _addr_text(p.dst, p.ip_version),
+                )
+            )
         elif f == "ports":
             out[f] = (p.sport, p.dport)
         else:
@@ -237,6 +284,7 @@ def compare_packets(name: str, truth: list[TruthPacket], packets: list) -> FileR
 
 def compare_file(path: Path) -> FileResult:
     import naive
+
     truth = load_truth(path.name)
     try:
         packets = naive.naive_packets(path)

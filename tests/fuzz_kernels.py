@@ -29,11 +29,34 @@ assert _jit.BOUNDSCHECK, "run through tests/test_fuzz.py (EGRESS_DETECTOR_BOUNDS
 
 # A spread of formats and link types, kept small so each example is quick.
 SEEDS = [
-    p for p in corpus_files()
-    if p.stat().st_size < 200_000 and any(
-        k in p.name for k in ("http", "dns", "vlan", "mpls", "ipv6", "frag", "sll", "pcapng",
-                              "nflog", "ppp", "gre", "tcp", "big_endian", "null", "loop", "raw",
-                              "torrent", "tls", "smtp", "wechat", "line")
+    p
+    for p in corpus_files()
+    if p.stat().st_size < 200_000
+    and any(
+        k in p.name
+        for k in (
+            "http",
+            "dns",
+            "vlan",
+            "mpls",
+            "ipv6",
+            "frag",
+            "sll",
+            "pcapng",
+            "nflog",
+            "ppp",
+            "gre",
+            "tcp",
+            "big_endian",
+            "null",
+            "loop",
+            "raw",
+            "torrent",
+            "tls",
+            "smtp",
+            "wechat",
+            "line",
+        )
     )
 ][:48]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -50,8 +73,22 @@ def mutated_capture(draw):
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif kind == "u32" and len(data) >= 4:
             at = min(at, len(data) - 4)
-            value = draw(st.sampled_from([0, 1, 3, 7, 12, 0xFFFF, 0x10000, 0x7FFFFFFF, 0xFFFFFFFF,
-                                          draw(st.integers(0, 2**32 - 1))]))
+            value = draw(
+                st.sampled_from(
+                    [
+                        0,
+                        1,
+                        3,
+                        7,
+                        12,
+                        0xFFFF,
+                        0x10000,
+                        0x7FFFFFFF,
+                        0xFFFFFFFF,
+                        draw(st.integers(0, 2**32 - 1)),
+                    ]
+                )
+            )
             data[at : at + 4] = struct.pack("<I", value)
         elif kind == "cut":
             del data[at:]
@@ -80,8 +117,11 @@ def _read_both_ways(path):
     assert len(fused.exported_rows()) == len(table.exported_rows())
 
 
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(mutated_capture())
 def test_mutated_captures_never_read_out_of_bounds(tmp_path_factory, case):
     name, data = case

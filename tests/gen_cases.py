@@ -11,6 +11,7 @@ are given without Ethernet padding (scapy's ``raw`` does not pad), so an
 Ethernet/IPv4/TCP frame without options or payload is 54 bytes, Ethernet/IPv4/UDP
 with n bytes of payload is 42 + n, Ethernet/IPv6/UDP 62 + n.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -45,8 +46,10 @@ MAC_B = "02:00:00:00:00:0b"
 # writers
 # --------------------------------------------------------------------------
 
-def pcap_bytes(linktype: int, packets, *, endian: str = "<", nano: bool = False,
-               snaplen: int = 65535) -> bytes:
+
+def pcap_bytes(
+    linktype: int, packets, *, endian: str = "<", nano: bool = False, snaplen: int = 65535
+) -> bytes:
     """Classic pcap.  ``packets``: iterable of (ts_ns, frame bytes[, wire_len]).
     Frames longer than ``snaplen`` are cut to it; wire_len defaults to the full
     frame length."""
@@ -83,7 +86,9 @@ class Pcapng:
         body = _pad4(body)
         n = 12 + len(body)
         offset = sum(len(p) for p in self.parts)
-        self.parts.append(struct.pack(self.e + "II", btype, n) + body + struct.pack(self.e + "I", n))
+        self.parts.append(
+            struct.pack(self.e + "II", btype, n) + body + struct.pack(self.e + "I", n)
+        )
         return offset
 
     def _opts(self, opts) -> bytes:
@@ -99,8 +104,13 @@ class Pcapng:
         body = struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1)
         return self._block(0x0A0D0D0A, body)
 
-    def idb(self, linktype: int, snaplen: int = 0, tsresol: int | None = None,
-            tsoffset: int | None = None) -> int:
+    def idb(
+        self,
+        linktype: int,
+        snaplen: int = 0,
+        tsresol: int | None = None,
+        tsoffset: int | None = None,
+    ) -> int:
         opts = [(2, b"eth-test\0\0")]  # if_name, something to skip
         if tsresol is not None:
             opts.append((9, bytes([tsresol])))
@@ -110,14 +120,27 @@ class Pcapng:
 
     def epb(self, iface: int, ticks: int, data: bytes, orig_len: int | None = None) -> int:
         data = bytes(data)
-        hdr = struct.pack(self.e + "IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(data),
-                          len(data) if orig_len is None else orig_len)
+        hdr = struct.pack(
+            self.e + "IIIII",
+            iface,
+            ticks >> 32,
+            ticks & 0xFFFFFFFF,
+            len(data),
+            len(data) if orig_len is None else orig_len,
+        )
         return self._block(6, hdr + _pad4(data) + self._opts([(1, b"comment")]))
 
     def pb(self, iface: int, ticks: int, data: bytes, orig_len: int | None = None) -> int:
         data = bytes(data)
-        hdr = struct.pack(self.e + "HHIIII", iface, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data),
-                          len(data) if orig_len is None else orig_len)
+        hdr = struct.pack(
+            self.e + "HHIIII",
+            iface,
+            0,
+            ticks >> 32,
+            ticks & 0xFFFFFFFF,
+            len(data),
+            len(data) if orig_len is None else orig_len,
+        )
         return self._block(2, hdr + data)
 
     def spb(self, stored: bytes, orig_len: int) -> int:
@@ -133,6 +156,7 @@ class Pcapng:
 # --------------------------------------------------------------------------
 # frame helpers
 # --------------------------------------------------------------------------
+
 
 def eth(pkt, src=MAC_A, dst=MAC_B) -> bytes:
     return raw(Ether(src=src, dst=dst) / pkt)
@@ -155,6 +179,7 @@ def _ts(seconds: float) -> int:
 # cases
 # --------------------------------------------------------------------------
 
+
 def case_icmp_echo(d) -> list[Path]:
     """ICMP echo/reply pair plus a one-way ICMP message (Ethernet, LE us pcap).
 
@@ -173,8 +198,17 @@ def case_icmp_echo(d) -> list[Path]:
         (_ts(0.001), eth(IP(src=b, dst=a) / ICMP(type=0, id=7, seq=1) / pl, MAC_B, MAC_A)),
         (_ts(1.0), eth(IP(src=a, dst=b) / ICMP(type=8, id=7, seq=2) / pl)),
         (_ts(1.001), eth(IP(src=b, dst=a) / ICMP(type=0, id=7, seq=2) / pl, MAC_B, MAC_A)),
-        (_ts(2.0), eth(IP(src=b, dst=a) / ICMP(type=3, code=3) / IPerror(src=a, dst=b) /
-                       UDPerror(sport=5000, dport=9), MAC_B, MAC_A)),
+        (
+            _ts(2.0),
+            eth(
+                IP(src=b, dst=a)
+                / ICMP(type=3, code=3)
+                / IPerror(src=a, dst=b)
+                / UDPerror(sport=5000, dport=9),
+                MAC_B,
+                MAC_A,
+            ),
+        ),
     ]
     return [write_pcap(Path(d) / "icmp_echo.pcap", 1, pk)]
 
@@ -274,7 +308,7 @@ def case_ipv4_fragments(d) -> list[Path]:
     pk = []
     for i, (off, mf) in enumerate([(0, 1), (100, 1), (200, 0)]):
         ip = IP(src=a, dst=b, id=0x1234, proto=17, flags="MF" if mf else 0, frag=off)
-        pk.append((_ts(i * 0.001), eth(ip / dgram[off * 8:off * 8 + 800])))
+        pk.append((_ts(i * 0.001), eth(ip / dgram[off * 8 : off * 8 + 800])))
     pk.append((_ts(0.01), eth(IP(src=a, dst=b, id=0x9999, proto=17, frag=50) / (b"x" * 100))))
     return [write_pcap(Path(d) / "ipv4_fragments.pcap", 1, pk)]
 
@@ -304,13 +338,23 @@ def case_ipv6_ext(d) -> list[Path]:
     dgram = raw(UDP(sport=1234, dport=53, len=208) / (b"g" * 200))
     pk = []
     for i, (off, m) in enumerate([(0, 1), (13, 0)]):
-        p = (IPv6(src=a, dst=b) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() /
-             IPv6ExtHdrFragment(nh=17, offset=off, m=m, id=0xDEADBEEF) / dgram[off * 8:off * 8 + 104])
+        p = (
+            IPv6(src=a, dst=b)
+            / IPv6ExtHdrHopByHop()
+            / IPv6ExtHdrDestOpt()
+            / IPv6ExtHdrFragment(nh=17, offset=off, m=m, id=0xDEADBEEF)
+            / dgram[off * 8 : off * 8 + 104]
+        )
         pk.append((_ts(i * 0.001), eth(p)))
     tcp = raw(TCP(sport=1111, dport=22, flags="S"))
     pk.append((_ts(0.01), eth(IPv6(src="2001:db8::1", dst="2001:db8::2", nh=51) / (_ah(6) + tcp))))
-    icmp6 = IPv6(src=a, dst=b) / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt() / \
-        ICMPv6EchoRequest(id=1, seq=1)
+    icmp6 = (
+        IPv6(src=a, dst=b)
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrRouting()
+        / IPv6ExtHdrDestOpt()
+        / ICMPv6EchoRequest(id=1, seq=1)
+    )
     pk.append((_ts(0.02), eth(icmp6)))
     return [write_pcap(Path(d) / "ipv6_ext.pcap", 1, pk)]
 
@@ -337,10 +381,26 @@ def case_vlan_mpls(d) -> list[Path]:
         (_ts(0), eth(Dot1AD(vlan=100) / Dot1Q(vlan=200) / syn)),
         (_ts(0.001), eth(Dot1AD(vlan=100) / Dot1Q(vlan=200) / synack, MAC_B, MAC_A)),
         (_ts(0.002), eth(Dot1Q(vlan=101) / syn)),
-        (_ts(0.003), eth(MPLS(label=16, s=0) / MPLS(label=17, s=1) /
-                         IP(src="10.5.0.1", dst="10.5.0.2") / UDP(sport=2000, dport=2001) / (b"u" * 10))),
-        (_ts(0.004), raw(Ether(src=MAC_A, dst=MAC_B, type=0x9100) / Dot1Q(vlan=7, type=0x8100) /
-                         Dot1Q(vlan=8) / Dot1Q(vlan=9) / v6)),
+        (
+            _ts(0.003),
+            eth(
+                MPLS(label=16, s=0)
+                / MPLS(label=17, s=1)
+                / IP(src="10.5.0.1", dst="10.5.0.2")
+                / UDP(sport=2000, dport=2001)
+                / (b"u" * 10)
+            ),
+        ),
+        (
+            _ts(0.004),
+            raw(
+                Ether(src=MAC_A, dst=MAC_B, type=0x9100)
+                / Dot1Q(vlan=7, type=0x8100)
+                / Dot1Q(vlan=8)
+                / Dot1Q(vlan=9)
+                / v6
+            ),
+        ),
     ]
     return [write_pcap(Path(d) / "vlan_mpls.pcap", 1, pk)]
 
@@ -405,7 +465,10 @@ def case_sll(d) -> list[Path]:
     ]
     v6 = raw(IPv6(src="2001:db8::7", dst="2001:db8::8") / UDP(sport=5000, dport=6000) / (b"u" * 10))
     sll2 = [(_ts(0), _sll2(0x86DD) + v6), (_ts(1), _sll2(0x86DD) + v6)]
-    return [write_pcap(Path(d) / "sll.pcap", 113, sll), write_pcap(Path(d) / "sll2.pcap", 276, sll2)]
+    return [
+        write_pcap(Path(d) / "sll.pcap", 113, sll),
+        write_pcap(Path(d) / "sll2.pcap", 276, sll2),
+    ]
 
 
 def case_raw_null_loop(d) -> list[Path]:
@@ -427,21 +490,56 @@ def case_raw_null_loop(d) -> list[Path]:
     v6 = lambda s, dd, sp, dp: raw(IPv6(src=s, dst=dd) / UDP(sport=sp, dport=dp) / (b"u" * 10))  # noqa
     d = Path(d)
     paths = [
-        write_pcap(d / "raw228.pcap", 228, [
-            (_ts(0), raw(IP(src="10.8.0.1", dst="10.8.0.2") / UDP(sport=1, dport=2) / (b"u" * 10)))]),
-        write_pcap(d / "raw101.pcap", 101, [
-            (_ts(0), raw(IP(src="10.8.1.1", dst="10.8.1.2") / TCP(sport=3, dport=4, flags="S"))),
-            (_ts(1), v6("2001:db8::81:1", "2001:db8::81:2", 5, 6))]),
-        write_pcap(d / "null0.pcap", 0, [
-            (_ts(0), struct.pack("<I", 2) + raw(IP(src="10.8.2.1", dst="10.8.2.2") / ICMP())),
-            (_ts(1), struct.pack(">I", 30) + v6("2001:db8::82:1", "2001:db8::82:2", 7, 8)),
-            (_ts(2), struct.pack("<I", 24) + v6("2001:db8::82:1", "2001:db8::82:2", 7, 8)),
-            (_ts(3), struct.pack("<I", 7) + b"\x45\0\0\0")]),
-        write_pcap(d / "loop108.pcap", 108, [
-            (_ts(0), struct.pack(">I", 2) + raw(IP(src="10.8.3.1", dst="10.8.3.2") / UDP(sport=9, dport=10)
-                                                / (b"u" * 10))),
-            (_ts(1), struct.pack(">I", 28) + v6("2001:db8::83:1", "2001:db8::83:2", 11, 12)),
-            (_ts(2), struct.pack("<I", 2) + raw(IP(src="10.8.3.1", dst="10.8.3.2") / UDP(sport=9, dport=10)))]),
+        write_pcap(
+            d / "raw228.pcap",
+            228,
+            [
+                (
+                    _ts(0),
+                    raw(IP(src="10.8.0.1", dst="10.8.0.2") / UDP(sport=1, dport=2) / (b"u" * 10)),
+                )
+            ],
+        ),
+        write_pcap(
+            d / "raw101.pcap",
+            101,
+            [
+                (
+                    _ts(0),
+                    raw(IP(src="10.8.1.1", dst="10.8.1.2") / TCP(sport=3, dport=4, flags="S")),
+                ),
+                (_ts(1), v6("2001:db8::81:1", "2001:db8::81:2", 5, 6)),
+            ],
+        ),
+        write_pcap(
+            d / "null0.pcap",
+            0,
+            [
+                (_ts(0), struct.pack("<I", 2) + raw(IP(src="10.8.2.1", dst="10.8.2.2") / ICMP())),
+                (_ts(1), struct.pack(">I", 30) + v6("2001:db8::82:1", "2001:db8::82:2", 7, 8)),
+                (_ts(2), struct.pack("<I", 24) + v6("2001:db8::82:1", "2001:db8::82:2", 7, 8)),
+                (_ts(3), struct.pack("<I", 7) + b"\x45\0\0\0"),
+            ],
+        ),
+        write_pcap(
+            d / "loop108.pcap",
+            108,
+            [
+                (
+                    _ts(0),
+                    struct.pack(">I", 2)
+                    + raw(
+                        IP(src="10.8.3.1", dst="10.8.3.2") / UDP(sport=9, dport=10) / (b"u" * 10)
+                    ),
+                ),
+                (_ts(1), struct.pack(">I", 28) + v6("2001:db8::83:1", "2001:db8::83:2", 11, 12)),
+                (
+                    _ts(2),
+                    struct.pack("<I", 2)
+                    + raw(IP(src="10.8.3.1", dst="10.8.3.2") / UDP(sport=9, dport=10)),
+                ),
+            ],
+        ),
     ]
     return paths
 
@@ -492,7 +590,9 @@ def case_pcapng_multi(d) -> list[Path]:
     w.other(0x00000BAD, struct.pack("<I", 32473) + b"custom data")
     w.other(0x0000ABCD, b"unknown block")
     e_udp = eth(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=1, dport=2) / (b"u" * 10))
-    e_udp_back = eth(IP(src="10.9.0.2", dst="10.9.0.1") / UDP(sport=2, dport=1) / (b"u" * 10), MAC_B, MAC_A)
+    e_udp_back = eth(
+        IP(src="10.9.0.2", dst="10.9.0.1") / UDP(sport=2, dport=1) / (b"u" * 10), MAC_B, MAC_A
+    )
     r_v6 = raw(IPv6(src="2001:db8::9:1", dst="2001:db8::9:2") / UDP(sport=3, dport=4) / (b"u" * 10))
     big = eth(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=1, dport=2) / (b"u" * 258))
     assert len(big) == 300
@@ -504,7 +604,11 @@ def case_pcapng_multi(d) -> list[Path]:
     w.pb(1, T0 * 10**9 + 6 * 10**9, r_v6)
     w.shb(">")
     w.idb(228, tsresol=3)
-    w.epb(0, T0 * 1000 + 7005, raw(IP(src="10.9.0.3", dst="10.9.0.4") / UDP(sport=5, dport=6) / (b"u" * 10)))
+    w.epb(
+        0,
+        T0 * 1000 + 7005,
+        raw(IP(src="10.9.0.3", dst="10.9.0.4") / UDP(sport=5, dport=6) / (b"u" * 10)),
+    )
     path = Path(d) / "multi.pcapng"
     path.write_bytes(w.bytes())
     return [path]
@@ -519,9 +623,11 @@ def case_big_endian_pcap(d) -> list[Path]:
     flags 0x012 | ... : src2dst 0x012 (S, A), dst2src 0x012 (SA).
     """
     a, b = "10.10.0.1", "10.10.0.2"
-    pk = [(_ts(0.000001), tcp4(a, b, 4000, 25, "S")),
-          (_ts(0.25), tcp4(b, a, 25, 4000, "SA")),
-          (_ts(0.500002), tcp4(a, b, 4000, 25, "A"))]
+    pk = [
+        (_ts(0.000001), tcp4(a, b, 4000, 25, "S")),
+        (_ts(0.25), tcp4(b, a, 25, 4000, "SA")),
+        (_ts(0.500002), tcp4(a, b, 4000, 25, "A")),
+    ]
     return [write_pcap(Path(d) / "big_endian.pcap", 1, pk, endian=">")]
 
 
@@ -533,10 +639,14 @@ def case_nanosecond_pcap(d) -> list[Path]:
     Expected: ts exact to the ns; 1 flow of 2 packets, 104 bytes, duration_ms
     59999.999998.
     """
-    pk = [(T0_NS + 1, udp4("10.11.0.1", "10.11.0.2", 7, 7)),
-          (T0_NS + 59_999_999_999, udp4("10.11.0.1", "10.11.0.2", 7, 7))]
-    return [write_pcap(Path(d) / "nano_le.pcap", 1, pk, nano=True),
-            write_pcap(Path(d) / "nano_be.pcap", 1, pk, nano=True, endian=">")]
+    pk = [
+        (T0_NS + 1, udp4("10.11.0.1", "10.11.0.2", 7, 7)),
+        (T0_NS + 59_999_999_999, udp4("10.11.0.1", "10.11.0.2", 7, 7)),
+    ]
+    return [
+        write_pcap(Path(d) / "nano_le.pcap", 1, pk, nano=True),
+        write_pcap(Path(d) / "nano_be.pcap", 1, pk, nano=True, endian=">"),
+    ]
 
 
 def case_headers_only(d) -> list[Path]:
@@ -555,11 +665,16 @@ def case_headers_only(d) -> list[Path]:
       * v4: 1 packet, 1054 bytes, flags 0x018.
     """
     a, b = "2001:db8::a:1", "2001:db8::a:2"
-    t = lambda s, dd, sp, dp, fl, n=0: eth(IPv6(src=s, dst=dd) / TCP(sport=sp, dport=dp, flags=fl) / (b"h" * n))  # noqa
-    pk = [(_ts(0), t(a, b, 40000, 443, "S")),
-          (_ts(0.01), t(b, a, 443, 40000, "SA")),
-          (_ts(0.02), t(a, b, 40000, 443, "PA", 1000)),
-          (_ts(0.03), tcp4("10.12.0.1", "10.12.0.2", 40001, 443, "PA", 1000))]
+
+    def t(s, dd, sp, dp, fl, n=0):
+        return eth(IPv6(src=s, dst=dd) / TCP(sport=sp, dport=dp, flags=fl) / (b"h" * n))
+
+    pk = [
+        (_ts(0), t(a, b, 40000, 443, "S")),
+        (_ts(0.01), t(b, a, 443, 40000, "SA")),
+        (_ts(0.02), t(a, b, 40000, 443, "PA", 1000)),
+        (_ts(0.03), tcp4("10.12.0.1", "10.12.0.2", 40001, 443, "PA", 1000)),
+    ]
     return [write_pcap(Path(d) / "headers_only.pcap", 1, pk, snaplen=64)]
 
 
@@ -575,10 +690,16 @@ def case_rotated(d) -> list[Path]:
     t=0, last t=60.1; the UDP flow 1 packet.  Each file alone gives 1 and 2 flows.
     """
     a, b = "10.13.0.1", "10.13.0.2"
-    p1 = [(_ts(0), tcp4(a, b, 5555, 80, "S")), (_ts(0.1), tcp4(b, a, 80, 5555, "SA")),
-          (_ts(0.2), tcp4(a, b, 5555, 80, "A"))]
-    p2 = [(_ts(60), tcp4(a, b, 5555, 80, "PA", 100)), (_ts(60.1), tcp4(b, a, 80, 5555, "A")),
-          (_ts(61), udp4("10.13.0.3", "10.13.0.4", 1, 2))]
+    p1 = [
+        (_ts(0), tcp4(a, b, 5555, 80, "S")),
+        (_ts(0.1), tcp4(b, a, 80, 5555, "SA")),
+        (_ts(0.2), tcp4(a, b, 5555, 80, "A")),
+    ]
+    p2 = [
+        (_ts(60), tcp4(a, b, 5555, 80, "PA", 100)),
+        (_ts(60.1), tcp4(b, a, 80, 5555, "A")),
+        (_ts(61), udp4("10.13.0.3", "10.13.0.4", 1, 2)),
+    ]
     return [write_pcap(Path(d) / "part1.pcap", 1, p1), write_pcap(Path(d) / "part2.pcap", 1, p2)]
 
 
@@ -637,17 +758,35 @@ def case_ppp_hdlc(d) -> list[Path]:
         (_ts(0.3), b"\xff\x03\xc0\x21" + b"\x09\x01\x00\x08\x00\x00\x00\x00"),
         (_ts(0.4), b"\xff\x03\x02\x81" + mpls + icmp),
     ]
-    ppp50 = [(_ts(0), b"\xff\x03\x00\x21" + raw(IP(src="10.15.1.1", dst="10.15.1.2") /
-                                               TCP(sport=5, dport=6, flags="SA")))]
+    ppp50 = [
+        (
+            _ts(0),
+            b"\xff\x03\x00\x21"
+            + raw(IP(src="10.15.1.1", dst="10.15.1.2") / TCP(sport=5, dport=6, flags="SA")),
+        )
+    ]
     chdlc = [
-        (_ts(0), b"\x0f\x00\x08\x00" + raw(IP(src="10.15.2.1", dst="10.15.2.2") / UDP(sport=7, dport=8)
-                                           / (b"u" * 10))),
-        (_ts(1), b"\x8f\x00\x86\xdd" + raw(IPv6(src="2001:db8::f:3", dst="2001:db8::f:4") /
-                                           UDP(sport=9, dport=10) / (b"u" * 10))),
+        (
+            _ts(0),
+            b"\x0f\x00\x08\x00"
+            + raw(IP(src="10.15.2.1", dst="10.15.2.2") / UDP(sport=7, dport=8) / (b"u" * 10)),
+        ),
+        (
+            _ts(1),
+            b"\x8f\x00\x86\xdd"
+            + raw(
+                IPv6(src="2001:db8::f:3", dst="2001:db8::f:4")
+                / UDP(sport=9, dport=10)
+                / (b"u" * 10)
+            ),
+        ),
         (_ts(2), b"\x8f\x00\x80\x35" + bytes(18)),
     ]
-    return [write_pcap(d / "ppp9.pcap", 9, ppp9), write_pcap(d / "ppp50.pcap", 50, ppp50),
-            write_pcap(d / "chdlc104.pcap", 104, chdlc)]
+    return [
+        write_pcap(d / "ppp9.pcap", 9, ppp9),
+        write_pcap(d / "ppp50.pcap", 50, ppp50),
+        write_pcap(d / "chdlc104.pcap", 104, chdlc),
+    ]
 
 
 def _tlv(tlv_type: int, value: bytes) -> bytes:
@@ -675,7 +814,9 @@ def case_nflog(d) -> list[Path]:
     phdr = _tlv(1, struct.pack(">HBB", 0x0800, 3, 0))
     prefix = _tlv(10, b"test\0\0")
     syn = raw(IP(src="10.16.0.1", dst="10.16.0.2") / TCP(sport=1000, dport=80, flags="S"))
-    v6 = raw(IPv6(src="2001:db8::10:1", dst="2001:db8::10:2") / UDP(sport=53, dport=5353) / (b"u" * 10))
+    v6 = raw(
+        IPv6(src="2001:db8::10:1", dst="2001:db8::10:2") / UDP(sport=53, dport=5353) / (b"u" * 10)
+    )
     pk = [
         (_ts(0), hdr4 + phdr + prefix + _tlv(9, syn)),
         (_ts(1), hdr6 + phdr + _tlv(9, v6)),
@@ -694,7 +835,9 @@ def _tags(*vids: int, tpid: int = 0x8100) -> bytes:
 
 
 def _labels(n: int) -> bytes:
-    return b"".join(struct.pack(">I", ((16 + i) << 12) | ((i == n - 1) << 8) | 64) for i in range(n))
+    return b"".join(
+        struct.pack(">I", ((16 + i) << 12) | ((i == n - 1) << 8) | 64) for i in range(n)
+    )
 
 
 def case_shims(d) -> list[Path]:
@@ -733,11 +876,28 @@ def case_shims(d) -> list[Path]:
     deep = u("10.17.3.1", "10.17.3.2", 9, 10)
     mixed = u("10.17.5.1", "10.17.5.2", 13, 14)
     pk = [
-        macs + be(0x88A8) + be(300) + be(0x88E7) + itag + macs + be(0x8100) + be(5)
-        + be(0x0800) + syn,
+        macs
+        + be(0x88A8)
+        + be(300)
+        + be(0x88E7)
+        + itag
+        + macs
+        + be(0x8100)
+        + be(5)
+        + be(0x0800)
+        + syn,
         macs + be(0x88E7) + itag + macs + be(0x0800) + u("10.17.0.3", "10.17.0.4", 3, 4),
-        macs + be(0x8926) + bytes.fromhex("80010000") + be(0x0800) + u("10.17.1.1", "10.17.1.2", 5, 6),
-        macs + be(0x8926) + bytes.fromhex("80010000") + be(0x8100) + be(11) + be(0x0800)
+        macs
+        + be(0x8926)
+        + bytes.fromhex("80010000")
+        + be(0x0800)
+        + u("10.17.1.1", "10.17.1.2", 5, 6),
+        macs
+        + be(0x8926)
+        + bytes.fromhex("80010000")
+        + be(0x8100)
+        + be(11)
+        + be(0x0800)
         + u("10.17.1.2", "10.17.1.1", 6, 5),
         macs + be(0x8100) + be(12) + be(len(snap_ip)) + snap_ip,
         macs + be(len(cisco)) + cisco,
@@ -745,10 +905,26 @@ def case_shims(d) -> list[Path]:
         macs + be(0x8100) + _tags(*range(1, 10)) + be(0x0800) + deep,
         macs + be(0x8847) + _labels(8) + u("10.17.4.1", "10.17.4.2", 11, 12),
         macs + be(0x8847) + _labels(9) + u("10.17.4.1", "10.17.4.2", 11, 12),
-        macs + be(0x8100) + _tags(21, 22, 23, 24) + be(0x88E7) + itag + macs + be(0x8100)
-        + _tags(25, 26, 27) + be(0x0800) + mixed,
-        macs + be(0x8100) + _tags(21, 22, 23, 24) + be(0x88E7) + itag + macs + be(0x8100)
-        + _tags(25, 26, 27, 28) + be(0x0800) + mixed,
+        macs
+        + be(0x8100)
+        + _tags(21, 22, 23, 24)
+        + be(0x88E7)
+        + itag
+        + macs
+        + be(0x8100)
+        + _tags(25, 26, 27)
+        + be(0x0800)
+        + mixed,
+        macs
+        + be(0x8100)
+        + _tags(21, 22, 23, 24)
+        + be(0x88E7)
+        + itag
+        + macs
+        + be(0x8100)
+        + _tags(25, 26, 27, 28)
+        + be(0x0800)
+        + mixed,
     ]
     return [write_pcap(Path(d) / "shims.pcap", 1, [(_ts(i * 0.001), f) for i, f in enumerate(pk)])]
 
@@ -768,16 +944,29 @@ def case_sctp_udplite(d) -> list[Path]:
     Expected flows (4): sctp 10.18.0.1:2905 -> 10.18.0.2:2944 1+1 packets 62+62;
     udplite 1 packet 72; sctp 10.18.0.1:0 -> 10.18.0.2:0 62 bytes; gre 58.
     """
-    sctp = lambda sp, dp: struct.pack(">HHII", sp, dp, 0x1234, 0) + bytes.fromhex("0100001000000000") + bytes(8)  # noqa
+
+    def sctp(sp, dp):
+        return (
+            struct.pack(">HHII", sp, dp, 0x1234, 0) + bytes.fromhex("0100001000000000") + bytes(8)
+        )
+
     a, b = "10.18.0.1", "10.18.0.2"
     s1 = eth(IP(src=a, dst=b, proto=132) / sctp(2905, 2944))
     pk = [
         (_ts(0), s1),
         (_ts(0.1), eth(IP(src=b, dst=a, proto=132) / sctp(2944, 2905), MAC_B, MAC_A)),
-        (_ts(0.2), eth(IPv6(src="2001:db8::12:1", dst="2001:db8::12:2", nh=136) /
-                       (struct.pack(">HHHH", 4000, 5000, 8, 0) + b"l" * 10))),
+        (
+            _ts(0.2),
+            eth(
+                IPv6(src="2001:db8::12:1", dst="2001:db8::12:2", nh=136)
+                / (struct.pack(">HHHH", 4000, 5000, 8, 0) + b"l" * 10)
+            ),
+        ),
         (_ts(0.3), s1[:36], len(s1)),
-        (_ts(0.4), eth(IP(src="10.18.1.1", dst="10.18.1.2", proto=47) / (b"\x00\x00\x08\x00" + bytes(20)))),
+        (
+            _ts(0.4),
+            eth(IP(src="10.18.1.1", dst="10.18.1.2", proto=47) / (b"\x00\x00\x08\x00" + bytes(20))),
+        ),
     ]
     return [write_pcap(Path(d) / "sctp_udplite.pcap", 1, pk)]
 
@@ -866,11 +1055,29 @@ def case_icmp_pairs(d) -> list[Path]:
     a, b = "2001:db8::14:1", "2001:db8::14:2"
     c, dd = "10.20.0.1", "10.20.0.2"
     six = lambda s, t, ty, code=0: eth(IPv6(src=s, dst=t, nh=58) / _icmp6(ty, code))  # noqa: E731
-    four = lambda s, t, ty: eth(IP(src=s, dst=t, proto=1) / (struct.pack(">BBHI", ty, 0, 0, 0) + bytes(12)))  # noqa
-    frames = [six(a, b, 130), six(b, a, 131), six(a, b, 139), six(b, a, 140), six(a, b, 144),
-              six(b, a, 145), six(a, b, 146), six(b, a, 147), six(b, a, 1, 4),
-              four(c, dd, 13), four(dd, c, 14), four(dd, c, 11)]
-    return [write_pcap(Path(d) / "icmp_pairs.pcap", 1, [(_ts(i * 0.01), f) for i, f in enumerate(frames)])]
+
+    def four(s, t, ty):
+        return eth(IP(src=s, dst=t, proto=1) / (struct.pack(">BBHI", ty, 0, 0, 0) + bytes(12)))
+
+    frames = [
+        six(a, b, 130),
+        six(b, a, 131),
+        six(a, b, 139),
+        six(b, a, 140),
+        six(a, b, 144),
+        six(b, a, 145),
+        six(a, b, 146),
+        six(b, a, 147),
+        six(b, a, 1, 4),
+        four(c, dd, 13),
+        four(dd, c, 14),
+        four(dd, c, 11),
+    ]
+    return [
+        write_pcap(
+            Path(d) / "icmp_pairs.pcap", 1, [(_ts(i * 0.01), f) for i, f in enumerate(frames)]
+        )
+    ]
 
 
 def case_end_clock_non_ip(d) -> list[Path]:
@@ -884,8 +1091,11 @@ def case_end_clock_non_ip(d) -> list[Path]:
     Expected flows (2): the first is 200 s before the latest packet: idle; the
     second 100 s: end.
     """
-    pk = [(_ts(0), udp4("10.21.0.1", "10.21.0.2", 1, 2)), (_ts(100), udp4("10.21.0.3", "10.21.0.4", 3, 4)),
-          (_ts(200), eth(ARP(psrc="10.21.0.1", pdst="10.21.0.2", hwsrc=MAC_A)))]
+    pk = [
+        (_ts(0), udp4("10.21.0.1", "10.21.0.2", 1, 2)),
+        (_ts(100), udp4("10.21.0.3", "10.21.0.4", 3, 4)),
+        (_ts(200), eth(ARP(psrc="10.21.0.1", pdst="10.21.0.2", hwsrc=MAC_A))),
+    ]
     return [write_pcap(Path(d) / "end_clock_non_ip.pcap", 1, pk)]
 
 
@@ -963,9 +1173,19 @@ def write_all(d) -> dict[str, list[Path]]:
 # random captures for property tests
 # --------------------------------------------------------------------------
 
-def random_capture(path, n_packets: int, n_flows: int, seed: int, *, fmt: str = "pcap",
-                   long_gap_p: float = 0.03, exact_gap_p: float = 0.01, mean_gap_s: float = 0.05,
-                   snaplen: int | None = None) -> Path:
+
+def random_capture(
+    path,
+    n_packets: int,
+    n_flows: int,
+    seed: int,
+    *,
+    fmt: str = "pcap",
+    long_gap_p: float = 0.03,
+    exact_gap_p: float = 0.01,
+    mean_gap_s: float = 0.05,
+    snaplen: int | None = None,
+) -> Path:
     """A mixed random capture: IPv4/IPv6, TCP/UDP/ICMP(v6) echo, some VLAN-tagged
     (0x8100, sometimes inside 0x88a8), a few IPv4 fragment trains, a few non-IP
     frames; non-decreasing timestamps whose gaps are mostly sub-second, with
@@ -990,8 +1210,17 @@ def random_capture(path, n_packets: int, n_flows: int, seed: int, *, fmt: str = 
             a = "10.20.0.%d" % rnd.randrange(1, 8)
             b = "10.20.1.%d" % rnd.randrange(1, 8)
         vlan = rnd.choice([None, None, None, 10, 20, (30, 40)])
-        flows.append(dict(v6=v6, proto=proto, a=a, b=b, sp=rnd.randrange(1024, 1040),
-                          dp=rnd.choice([53, 80, 443]), vlan=vlan))
+        flows.append(
+            dict(
+                v6=v6,
+                proto=proto,
+                a=a,
+                b=b,
+                sp=rnd.randrange(1024, 1040),
+                dp=rnd.choice([53, 80, 443]),
+                vlan=vlan,
+            )
+        )
     t = T0_NS + rnd.randrange(NS)
     ip_id = 0x8000  # fragment trains; other IPv4 packets carry their flow's index as id
     cache: dict[tuple, bytes] = {}  # scapy is slow: a frame is built once per variant
@@ -1000,7 +1229,9 @@ def random_capture(path, n_packets: int, n_flows: int, seed: int, *, fmt: str = 
         if f["vlan"] is None:
             return Ether(src=MAC_A, dst=MAC_B)
         if isinstance(f["vlan"], tuple):
-            return Ether(src=MAC_A, dst=MAC_B) / Dot1AD(vlan=f["vlan"][0]) / Dot1Q(vlan=f["vlan"][1])
+            return (
+                Ether(src=MAC_A, dst=MAC_B) / Dot1AD(vlan=f["vlan"][0]) / Dot1Q(vlan=f["vlan"][1])
+            )
         return Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=f["vlan"])
 
     def frame(i, fwd, flags, n):
@@ -1049,7 +1280,9 @@ def random_capture(path, n_packets: int, n_flows: int, seed: int, *, fmt: str = 
             for k, (off, chunk, mf) in enumerate(frags):
                 if k == 0 and skip_first:
                     continue
-                ip = IP(src=src, dst=dst, id=ip_id & 0xFFFF, proto=17, flags="MF" if mf else 0, frag=off)
+                ip = IP(
+                    src=src, dst=dst, id=ip_id & 0xFFFF, proto=17, flags="MF" if mf else 0, frag=off
+                )
                 pk.append((t + k * 1000, raw(l2(f) / ip / chunk)))
             t += 3000
             continue

@@ -112,6 +112,7 @@ integer nanoseconds and are named ``first_ns``, ``last_ns``,
 ``dst2src_last_ns`` (``None`` where docs/flows.md says NaT).  ``src_ip`` /
 ``dst_ip`` are strings (dotted quad for IPv4).
 """
+
 from __future__ import annotations
 
 import base64
@@ -191,10 +192,10 @@ def _read_pcap(buf: bytes) -> list[Record]:
     out = []
     pos = 24
     while pos + 16 <= len(buf):
-        sec, frac, incl, orig = struct.unpack(e + "IIII", buf[pos:pos + 16])
+        sec, frac, incl, orig = struct.unpack(e + "IIII", buf[pos : pos + 16])
         if pos + 16 + incl > len(buf):
             break  # CHOICE 7: partial last record dropped
-        data = buf[pos + 16:pos + 16 + incl]
+        data = buf[pos + 16 : pos + 16 + incl]
         out.append(Record(sec * 1_000_000_000 + frac * frac_to_ns, 0, linktype, data, orig, pos))
         pos += 16 + incl
     return out
@@ -218,10 +219,10 @@ def _options(body: bytes, e: str) -> dict[int, bytes]:
     opts = {}
     pos = 0
     while pos + 4 <= len(body):
-        code, length = struct.unpack(e + "HH", body[pos:pos + 4])
+        code, length = struct.unpack(e + "HH", body[pos : pos + 4])
         if code == 0:
             break
-        opts.setdefault(code, body[pos + 4:pos + 4 + length])
+        opts.setdefault(code, body[pos + 4 : pos + 4 + length])
         pos += 4 + (length + 3) // 4 * 4
     return opts
 
@@ -241,8 +242,8 @@ def _read_pcapng(buf: bytes) -> list[Record]:
     last_ts = 0
     pos = 0
     while pos + 12 <= len(buf):
-        if buf[pos:pos + 4] == b"\x0a\x0d\x0d\x0a":
-            bom = buf[pos + 8:pos + 12]
+        if buf[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
+            bom = buf[pos + 8 : pos + 12]
             if bom == b"\x4d\x3c\x2b\x1a":
                 e = "<"
             elif bom == b"\x1a\x2b\x3c\x4d":
@@ -251,14 +252,14 @@ def _read_pcapng(buf: bytes) -> list[Record]:
                 raise ValueError("bad pcapng byte-order magic")
             ifaces = []
             btype = PCAPNG_SHB
-            blen = struct.unpack(e + "I", buf[pos + 4:pos + 8])[0]
+            blen = struct.unpack(e + "I", buf[pos + 4 : pos + 8])[0]
         else:
             if pos == 0:
                 raise ValueError("pcapng must start with an SHB")
-            btype, blen = struct.unpack(e + "II", buf[pos:pos + 8])
+            btype, blen = struct.unpack(e + "II", buf[pos : pos + 8])
         if blen < 12 or blen % 4 or pos + blen > len(buf):
             break  # CHOICE 7
-        body = buf[pos + 8:pos + blen - 4]
+        body = buf[pos + 8 : pos + blen - 4]
         if btype == PCAPNG_SHB:
             major = struct.unpack(e + "H", body[4:6])[0]
             if major != 1:
@@ -277,10 +278,12 @@ def _read_pcapng(buf: bytes) -> list[Record]:
                 iface_id, hi, lo, caplen, origlen = struct.unpack(e + "IIIII", body[:20])
             else:
                 iface_id, _drops, hi, lo, caplen, origlen = struct.unpack(e + "HHIIII", body[:20])
-            data = body[20:20 + caplen]
+            data = body[20 : 20 + caplen]
             if iface_id < len(ifaces):
                 ifc = ifaces[iface_id]
-                ts = _int64(_ticks_to_ns((hi << 32) | lo, ifc.tsresol) + ifc.tsoffset * 1_000_000_000)
+                ts = _int64(
+                    _ticks_to_ns((hi << 32) | lo, ifc.tsresol) + ifc.tsoffset * 1_000_000_000
+                )
                 lt = ifc.linktype
             else:  # CHOICE 6
                 ts = _ticks_to_ns((hi << 32) | lo, 6)
@@ -295,7 +298,7 @@ def _read_pcapng(buf: bytes) -> list[Record]:
                 lt = ifaces[0].linktype
                 if ifaces[0].snaplen:
                     caplen = min(caplen, ifaces[0].snaplen)
-            out.append(Record(last_ts, 0, lt, body[4:4 + caplen], origlen, pos))
+            out.append(Record(last_ts, 0, lt, body[4 : 4 + caplen], origlen, pos))
         # every other block type is skipped by its length
         pos += blen
     return out
@@ -506,7 +509,7 @@ def _shims(p: Packet, d: bytes, etype: int, off: int) -> tuple[int, int]:
             _need(d, off + 6)
             etype, off = _u16(d, off + 4), off + 6
         elif 0 <= etype < 0x0600:  # CHOICE 4: an 802.3 length field, then LLC
-            head = d[off:off + 8]
+            head = d[off : off + 8]
             if not any(prefix.startswith(head[:6]) for prefix in SNAP_PREFIXES):
                 raise _Stop(ST_NOT_IP)  # plain LLC (STP, NetBIOS, ...), vendor SNAP
             _need(d, off + 8)  # CHOICE 1: what was captured could still be SNAP + IP
@@ -534,8 +537,8 @@ def _ipv4(p: Packet, d: bytes, off: int) -> None:
         raise _Stop(ST_MALFORMED)
     p.ip_version = 4
     p.proto = d[off + 9]
-    p.src = V4_MAPPED | struct.unpack(">I", d[off + 12:off + 16])[0]
-    p.dst = V4_MAPPED | struct.unpack(">I", d[off + 16:off + 20])[0]
+    p.src = V4_MAPPED | struct.unpack(">I", d[off + 12 : off + 16])[0]
+    p.dst = V4_MAPPED | struct.unpack(">I", d[off + 16 : off + 20])[0]
     flags_off = _u16(d, off + 6)
     more = bool(flags_off & 0x2000)
     frag_off = flags_off & 0x1FFF
@@ -552,8 +555,8 @@ def _ipv6(p: Packet, d: bytes, off: int) -> None:
     if d[off] >> 4 != 6:
         raise _Stop(ST_MALFORMED)
     p.ip_version = 6
-    p.src = int.from_bytes(d[off + 8:off + 24], "big")
-    p.dst = int.from_bytes(d[off + 24:off + 40], "big")
+    p.src = int.from_bytes(d[off + 8 : off + 24], "big")
+    p.dst = int.from_bytes(d[off + 24 : off + 40], "big")
     nxt = d[off + 6]
     pos = off + 40
     # Extension headers (CHOICE 1): each needs its next-header and length bytes
@@ -576,7 +579,7 @@ def _ipv6(p: Packet, d: bytes, off: int) -> None:
             nxt = d[pos]
             if more or frag_off > 0:  # else an atomic fragment (RFC 6946): a whole packet
                 p.frag = 1 if frag_off else 3
-                p.frag_id = struct.unpack(">I", d[pos + 4:pos + 8])[0]
+                p.frag_id = struct.unpack(">I", d[pos + 4 : pos + 8])[0]
                 if frag_off:
                     p.proto = nxt  # what follows is the middle of the fragmentable part
                     return
@@ -597,8 +600,13 @@ def _fail(p: Packet, status: int) -> Packet:
 
 
 def decode(rec: Record) -> Packet:
-    p = Packet(ts_ns=rec.ts_ns, interface=rec.interface, wire_len=rec.wire_len,
-               cap_len=len(rec.data), offset=rec.offset)
+    p = Packet(
+        ts_ns=rec.ts_ns,
+        interface=rec.interface,
+        wire_len=rec.wire_len,
+        cap_len=len(rec.data),
+        offset=rec.offset,
+    )
     d = rec.data
     try:
         etype, off = _link(d, rec.linktype)
@@ -636,8 +644,20 @@ def naive_packets(paths) -> list[Packet]:
 
 # Community ID v1 / Zeek counterpart types (bidirectional request/reply)
 CID_ICMP4 = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
-CID_ICMP6 = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133,
-             135: 136, 136: 135, 139: 140, 140: 139, 144: 145, 145: 144}
+CID_ICMP6 = {
+    128: 129,
+    129: 128,
+    130: 131,
+    131: 130,
+    133: 134,
+    134: 133,
+    135: 136,
+    136: 135,
+    139: 140,
+    140: 139,
+    144: 145,
+    145: 144,
+}
 CID_PORT_PROTOS = (1, 6, 17, 58, 132)  # CHOICE 13
 
 
@@ -647,8 +667,9 @@ def _addr_bytes(addr: int, ip_version: int) -> bytes:
     return addr.to_bytes(16, "big")
 
 
-def community_id(src: int, dst: int, ip_version: int, proto: int,
-                 sport: int = 0, dport: int = 0, seed: int = 0) -> str:
+def community_id(
+    src: int, dst: int, ip_version: int, proto: int, sport: int = 0, dport: int = 0, seed: int = 0
+) -> str:
     """Community ID v1 of a packet or flow seen from ``src``.
 
     For ICMP/ICMPv6, ``sport``/``dport`` are the message type and code."""
@@ -680,10 +701,28 @@ FLOW_ICMP4 = CID_ICMP4
 FLOW_ICMP6 = CID_ICMP6
 
 # CHOICE 14: IANA keywords in lower case (the set detector/flows/table.py names)
-TRANSPORT_NAMES = {0: "hopopt", 1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 41: "ipv6",
-                   43: "ipv6-route", 44: "ipv6-frag", 47: "gre", 50: "esp", 51: "ah",
-                   58: "ipv6-icmp", 59: "ipv6-nonxt", 60: "ipv6-opts", 89: "ospf", 103: "pim",
-                   112: "vrrp", 132: "sctp", 136: "udplite"}
+TRANSPORT_NAMES = {
+    0: "hopopt",
+    1: "icmp",
+    2: "igmp",
+    4: "ipv4",
+    6: "tcp",
+    17: "udp",
+    41: "ipv6",
+    43: "ipv6-route",
+    44: "ipv6-frag",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "ipv6-icmp",
+    59: "ipv6-nonxt",
+    60: "ipv6-opts",
+    89: "ospf",
+    103: "pim",
+    112: "vrrp",
+    132: "sctp",
+    136: "udplite",
+}
 
 NS = 1_000_000_000
 
@@ -757,7 +796,9 @@ class _Flow:
         }
 
 
-def flows_from_packets(packets, idle_timeout: float = 120.0, active_timeout: float = 1800.0) -> list[dict]:
+def flows_from_packets(
+    packets, idle_timeout: float = 120.0, active_timeout: float = 1800.0
+) -> list[dict]:
     """The flow table over packets in the given (stream) order."""
     idle_ns = round(idle_timeout * NS)  # CHOICE 10
     active_ns = round(active_timeout * NS)
@@ -792,8 +833,18 @@ def flows_from_packets(packets, idle_timeout: float = 120.0, active_timeout: flo
                 init, resp, cid_ports = b, a, (dport, sport)
             else:
                 init, resp, cid_ports = a, b, (sport, dport)
-            flow = _Flow(key, init, resp, p.proto, p.ip_version, p.vlan, cid_ports, int(synack),
-                         p.ts_ns, p.ts_ns)
+            flow = _Flow(
+                key,
+                init,
+                resp,
+                p.proto,
+                p.ip_version,
+                p.vlan,
+                cid_ports,
+                int(synack),
+                p.ts_ns,
+                p.ts_ns,
+            )
             table[key] = flow
         if a == b:  # CHOICE 18
             direction = flow.first_dir
@@ -809,8 +860,16 @@ def flows_from_packets(packets, idle_timeout: float = 120.0, active_timeout: flo
 
 
 def flow_sort_key(row: dict):
-    return (row["first_ns"], row["last_ns"], row["vlan_id"], row["protocol"],
-            addr_int(row["src_ip"]), row["src_port"], addr_int(row["dst_ip"]), row["dst_port"])
+    return (
+        row["first_ns"],
+        row["last_ns"],
+        row["vlan_id"],
+        row["protocol"],
+        addr_int(row["src_ip"]),
+        row["src_port"],
+        addr_int(row["dst_ip"]),
+        row["dst_port"],
+    )
 
 
 def naive_flows(paths, idle_timeout: float = 120.0, active_timeout: float = 1800.0) -> list[dict]:

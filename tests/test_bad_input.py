@@ -21,8 +21,19 @@ UNREADABLE = CORPUS / "unreadable"
 def frame(i: int) -> bytes:
     """A 60-byte Ethernet/IPv4/UDP frame, distinct per ``i``."""
     eth = b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00"
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, i, 0, 64, 17, 0,
-                     bytes([192, 0, 2, 1]), bytes([198, 51, 100, 7]))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        46,
+        i,
+        0,
+        64,
+        17,
+        0,
+        bytes([192, 0, 2, 1]),
+        bytes([198, 51, 100, 7]),
+    )
     udp = struct.pack("!HHHH", 40000 + i, 53, 26, 0)
     return eth + ip + udp + b"\x00" * 18
 
@@ -178,12 +189,15 @@ def test_pcapng_packet_of_undescribed_interface_is_counted_not_decoded(tmp_path)
 
 
 @pytest.mark.skipif(not UNREADABLE.is_dir(), reason=f"corpus not at {CORPUS}")
-@pytest.mark.parametrize("path", sorted(UNREADABLE.glob("*")) if UNREADABLE.is_dir() else [],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(UNREADABLE.glob("*")) if UNREADABLE.is_dir() else [], ids=lambda p: p.name
+)
 def test_files_tshark_refuses_give_one_clear_line(path):
     proc = subprocess.run(
         [sys.executable, "-m", "detector", "flows", str(path), "-q"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "Traceback" not in proc.stderr
     # Either refused with one error line (exit 3) or read (DLT 281 is just an
@@ -206,7 +220,9 @@ def test_cli_reports_damage_and_keeps_output(tmp_path):
     out = tmp_path / "flows.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "detector", "flows", str(damaged), str(good), "-o", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 3, proc.stderr
     assert f"{damaged}: byte offset {bad}:" in proc.stderr

@@ -53,10 +53,18 @@ def _as_packet(batch, i):
     src = (int(batch.src_hi[i]) << 64) | int(batch.src_lo[i])
     dst = (int(batch.dst_hi[i]) << 64) | int(batch.dst_lo[i])
     return SimpleNamespace(
-        ts_ns=int(batch.ts_ns[i]), wire_len=int(batch.wire_len[i]), cap_len=int(batch.cap_len[i]),
-        vlan=int(batch.vlan[i]), ip_version=ip_version, src=src, dst=dst,
-        proto=int(batch.proto[i]), frag=int(batch.frag[i]), sport=int(batch.sport[i]),
-        dport=int(batch.dport[i]), tcp_flags=int(batch.tcp_flags[i]),
+        ts_ns=int(batch.ts_ns[i]),
+        wire_len=int(batch.wire_len[i]),
+        cap_len=int(batch.cap_len[i]),
+        vlan=int(batch.vlan[i]),
+        ip_version=ip_version,
+        src=src,
+        dst=dst,
+        proto=int(batch.proto[i]),
+        frag=int(batch.frag[i]),
+        sport=int(batch.sport[i]),
+        dport=int(batch.dport[i]),
+        tcp_flags=int(batch.tcp_flags[i]),
     )
 
 

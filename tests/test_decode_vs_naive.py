@@ -6,6 +6,7 @@ same count, same order, and equal ``ts_ns``, ``interface``, the four address
 halves, ports, ``proto``, ``ip_version``, ``wire_len``, ``cap_len``,
 ``tcp_flags``, ``vlan``, ``frag``, ``frag_id``, ``offset`` and ``status``.
 """
+
 from __future__ import annotations
 
 import struct
@@ -70,6 +71,7 @@ def cases(tmp_path_factory):
 # generated cases (tests/gen_cases.py)
 # --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(gc.CASES))
 def test_generated_case(cases, name):
     for group in gc.stream_groups(name, cases[name]):
@@ -105,9 +107,11 @@ def test_random_capture(tmp_path, fmt, seed, snaplen):
 
 
 @settings(max_examples=6, deadline=None, derandomize=True, database=None)
-@given(seed=st.integers(0, 2**32 - 1),
-       fmt=st.sampled_from(["pcap", "pcap-ns", "pcap-be", "pcapng"]),
-       snaplen=st.sampled_from([None, 38, 54, 58, 64, 66, 80]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    fmt=st.sampled_from(["pcap", "pcap-ns", "pcap-be", "pcapng"]),
+    snaplen=st.sampled_from([None, 38, 54, 58, 64, 66, 80]),
+)
 def test_random_capture_property(seed, fmt, snaplen):
     with tempfile.TemporaryDirectory() as d:
         path = gc.random_capture(Path(d) / "r.cap", 400, 12, seed, fmt=fmt, snaplen=snaplen)
@@ -153,11 +157,21 @@ FRAMES = [
     ("ipv6-under-0800", 1, _eth(0x0800, V6[:20])),
     ("ipv6-hbh-1-byte", 1, _eth(0x86DD, _v6(0, b"\x06"))),
     ("ipv6-frag-header-4-bytes", 1, _eth(0x86DD, _v6(44, b"\x06\x00\x00\x01"))),
-    ("ipv6-two-fragment-headers", 1, _eth(0x86DD, _v6(44, struct.pack(">BBHI", 44, 0, 1, 7)
-                                                       + struct.pack(">BBHI", 17, 0, 8, 9)
-                                                       + bytes(8)))),
-    ("ipv6-atomic-fragment", 1, _eth(0x86DD, _v6(44, struct.pack(">BBHI", 17, 0, 0, 5)
-                                                 + struct.pack(">HHHH", 7, 8, 8, 0)))),
+    (
+        "ipv6-two-fragment-headers",
+        1,
+        _eth(
+            0x86DD,
+            _v6(
+                44, struct.pack(">BBHI", 44, 0, 1, 7) + struct.pack(">BBHI", 17, 0, 8, 9) + bytes(8)
+            ),
+        ),
+    ),
+    (
+        "ipv6-atomic-fragment",
+        1,
+        _eth(0x86DD, _v6(44, struct.pack(">BBHI", 17, 0, 0, 5) + struct.pack(">HHHH", 7, 8, 8, 0))),
+    ),
     ("ipv4-carrying-icmpv6", 1, _eth(0x0800, IP4[:9] + b"\x3a" + IP4[10:] + b"\x80\x00")),
     ("sctp-ports", 1, _eth(0x0800, IP4[:9] + b"\x84" + IP4[10:] + b"\x0b\x59\x0b\x80")),
     ("udplite-3-bytes", 1, _eth(0x86DD, _v6(136, b"\x0f\xa0\x13"))),
@@ -168,18 +182,31 @@ FRAMES = [
     ("llc-not-snap-cut", 1, MACS + b"\x00\x30\x42\x42"),
     ("llc-1-byte-of-snap", 1, MACS + b"\x00\x30\xaa"),
     ("snap-7-bytes", 1, MACS + b"\x00\x30" + SNAP_IP[:7]),
-    pytest.param("snap-vendor-oui-cut", 1, MACS + b"\x00\x30" + SNAP_IP[:5] + b"\x0c",
-                 id="snap-vendor-oui-cut"),
+    pytest.param(
+        "snap-vendor-oui-cut",
+        1,
+        MACS + b"\x00\x30" + SNAP_IP[:5] + b"\x0c",
+        id="snap-vendor-oui-cut",
+    ),
     ("pbb-cut", 1, _eth(0x88E7, bytes(17))),
     ("vntag-cut", 1, _eth(0x8926, bytes(5))),
-    ("pppoe-mpls", 1, _eth(0x8864, b"\x11\x00\x00\x01\x00\x20\x02\x81"
-                           + struct.pack(">I", 0x10140) + UDP4)),
-    ("mpls-9-labels", 1, _eth(0x8847, struct.pack(">I", 0x10040) * 8 + struct.pack(">I", 0x10140)
-                              + UDP4)),
+    (
+        "pppoe-mpls",
+        1,
+        _eth(0x8864, b"\x11\x00\x00\x01\x00\x20\x02\x81" + struct.pack(">I", 0x10140) + UDP4),
+    ),
+    (
+        "mpls-9-labels",
+        1,
+        _eth(0x8847, struct.pack(">I", 0x10040) * 8 + struct.pack(">I", 0x10140) + UDP4),
+    ),
     ("mpls-pseudowire", 1, _eth(0x8847, struct.pack(">I", 0x10140) + bytes(20))),
     ("sll-llc-snap", 113, struct.pack(">HHH8sH", 0, 1, 6, bytes(8), 4) + SNAP_IP + UDP4),
-    ("sll2-vlan", 276, struct.pack(">HHIHBB8s", 0x8100, 0, 2, 1, 4, 6, bytes(8))
-     + b"\x00\x09\x08\x00" + UDP4),
+    (
+        "sll2-vlan",
+        276,
+        struct.pack(">HHIHBB8s", 0x8100, 0, 2, 1, 4, 6, bytes(8)) + b"\x00\x09\x08\x00" + UDP4,
+    ),
     ("chdlc-cut", 104, b"\x0f\x00\x08"),
     ("ppp-1-byte", 9, b"\xff"),
     ("ppp-ff03-only", 50, b"\xff\x03"),

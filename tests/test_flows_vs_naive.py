@@ -4,6 +4,7 @@ every column of docs/flows.md ("Flow columns"), Community ID included.
 Both sides are sorted by first packet, then the flow key; timestamps are
 compared as integer ns (NaT <-> None), floats exactly.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,9 +42,14 @@ def doc_columns() -> list[str]:
 
 
 COLUMNS = doc_columns()
-TIME_COLUMNS = {"first_seen": "first_ns", "last_seen": "last_ns",
-                "src2dst_first_seen": "src2dst_first_ns", "src2dst_last_seen": "src2dst_last_ns",
-                "dst2src_first_seen": "dst2src_first_ns", "dst2src_last_seen": "dst2src_last_ns"}
+TIME_COLUMNS = {
+    "first_seen": "first_ns",
+    "last_seen": "last_ns",
+    "src2dst_first_seen": "src2dst_first_ns",
+    "src2dst_last_seen": "src2dst_last_ns",
+    "dst2src_first_seen": "dst2src_first_ns",
+    "dst2src_last_seen": "dst2src_last_ns",
+}
 
 
 TEXT_COLUMNS = {"src_ip", "dst_ip", "transport", "expiry_reason", "community_id"}
@@ -77,9 +83,16 @@ def naive_rows(flows: list[dict]) -> list[dict]:
 
 
 def sort_key(row: dict):
-    return (row["first_seen"] if row["first_seen"] is not None else -(1 << 64),
-            row["vlan_id"], row["protocol"], naive.addr_int(row["src_ip"]), row["src_port"],
-            naive.addr_int(row["dst_ip"]), row["dst_port"], repr(sorted(row.items())))
+    return (
+        row["first_seen"] if row["first_seen"] is not None else -(1 << 64),
+        row["vlan_id"],
+        row["protocol"],
+        naive.addr_int(row["src_ip"]),
+        row["src_port"],
+        naive.addr_int(row["dst_ip"]),
+        row["dst_port"],
+        repr(sorted(row.items())),
+    )
 
 
 def flow_diffs(kernel: list[dict], ref: list[dict], ignore=frozenset()) -> list[str]:
@@ -97,9 +110,12 @@ def flow_diffs(kernel: list[dict], ref: list[dict], ignore=frozenset()) -> list[
     for i, (a, b) in enumerate(zip(k, n, strict=False)):
         bad = [c for c in cols if a[c] != b[c]]
         if bad:
-            out.append(f"row {i}: " + ", ".join(f"{c} kernel {a[c]!r} naive {b[c]!r}" for c in bad)
-                       + f" [{b['src_ip']}:{b['src_port']} -> {b['dst_ip']}:{b['dst_port']}"
-                       f" proto {b['protocol']} vlan {b['vlan_id']}]")
+            out.append(
+                f"row {i}: "
+                + ", ".join(f"{c} kernel {a[c]!r} naive {b[c]!r}" for c in bad)
+                + f" [{b['src_ip']}:{b['src_port']} -> {b['dst_ip']}:{b['dst_port']}"
+                f" proto {b['protocol']} vlan {b['vlan_id']}]"
+            )
             if len(out) >= 6:
                 break
     return out
@@ -108,9 +124,20 @@ def flow_diffs(kernel: list[dict], ref: list[dict], ignore=frozenset()) -> list[
 def differing_columns(kernel: list[dict], ref: list[dict]) -> set[str]:
     """Columns on which matched rows differ (rows matched by the flow key and
     packet counts, which every known difference leaves alone)."""
+
     def ident(r):
-        return (r["vlan_id"], r["protocol"], r["src_ip"], r["src_port"], r["dst_ip"],
-                r["dst_port"], r["src2dst_packets"], r["dst2src_packets"], r["src2dst_bytes"])
+        return (
+            r["vlan_id"],
+            r["protocol"],
+            r["src_ip"],
+            r["src_port"],
+            r["dst_ip"],
+            r["dst_port"],
+            r["src2dst_packets"],
+            r["dst2src_packets"],
+            r["src2dst_bytes"],
+        )
+
     k = sorted(kernel, key=lambda r: repr(ident(r)))
     n = sorted(ref, key=lambda r: repr(ident(r)))
     assert [ident(r) for r in k] == [ident(r) for r in n]
@@ -144,16 +171,28 @@ def cases(tmp_path_factory):
 KNOWN_CASE_BUGS: dict[str, str] = {}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_CASE_BUGS[n]))
-    if n in KNOWN_CASE_BUGS else n for n in gc.CASES])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_CASE_BUGS[n]))
+        if n in KNOWN_CASE_BUGS
+        else n
+        for n in gc.CASES
+    ],
+)
 def test_generated_case(cases, name):
     for group in gc.stream_groups(name, cases[name]):
         assert assert_same_flows(group)
 
 
-@pytest.mark.parametrize("kw", [dict(idle_timeout=60.0), dict(active_timeout=900.0),
-                                dict(idle_timeout=121.0, active_timeout=1e9)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(idle_timeout=60.0),
+        dict(active_timeout=900.0),
+        dict(idle_timeout=121.0, active_timeout=1e9),
+    ],
+)
 def test_generated_cases_other_timeouts(cases, kw):
     for name in ("idle_timeout", "active_timeout", "rotated", "ipv4_fragments", "icmp_echo"):
         for group in gc.stream_groups(name, cases[name]):
@@ -182,8 +221,12 @@ def _successors(rows: list[dict]) -> int:
     """Flows closed by a later packet of their own key (idle/active with a successor)."""
     groups = defaultdict(list)
     for r in rows:
-        ends = sorted([(naive.addr_int(r["src_ip"]), r["src_port"]),
-                       (naive.addr_int(r["dst_ip"]), r["dst_port"])])
+        ends = sorted(
+            [
+                (naive.addr_int(r["src_ip"]), r["src_port"]),
+                (naive.addr_int(r["dst_ip"]), r["dst_port"]),
+            ]
+        )
         groups[(r["vlan_id"], r["protocol"], *ends)].append(r)
     return sum(len(g) - 1 for g in groups.values())
 
@@ -205,19 +248,25 @@ def test_random_capture(tmp_path, profile, seed, fmt):
     assert sum(r["bidirectional_packets"] for r in rows) == sum(1 for p in pk if p.ip_version)
 
 
-@pytest.mark.parametrize("profile,seed,kw", [
-    ("gaps", 11, dict(idle_timeout=30.0, active_timeout=0.5)),
-    ("long", 12, dict(active_timeout=600.0)),
-])
+@pytest.mark.parametrize(
+    "profile,seed,kw",
+    [
+        ("gaps", 11, dict(idle_timeout=30.0, active_timeout=0.5)),
+        ("long", 12, dict(active_timeout=600.0)),
+    ],
+)
 def test_random_capture_other_timeouts(tmp_path, profile, seed, kw):
     rows = assert_same_flows([_capture(tmp_path, profile, seed)], **kw)
     assert Counter(r["expiry_reason"] for r in rows)["active"] > 0
 
 
 @settings(max_examples=5, deadline=None, derandomize=True, database=None)
-@given(seed=st.integers(0, 2**32 - 1), profile=st.sampled_from(sorted(PROFILES)),
-       fmt=st.sampled_from(["pcap", "pcap-ns", "pcap-be", "pcapng"]),
-       snaplen=st.sampled_from([None, None, 54, 62]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    profile=st.sampled_from(sorted(PROFILES)),
+    fmt=st.sampled_from(["pcap", "pcap-ns", "pcap-be", "pcapng"]),
+    snaplen=st.sampled_from([None, None, 54, 62]),
+)
 def test_random_capture_property(seed, profile, fmt, snaplen):
     with tempfile.TemporaryDirectory() as d:
         path = _capture(Path(d), profile, seed, fmt, n_packets=800, snaplen=snaplen)
@@ -246,9 +295,11 @@ def test_rotated_random_capture(tmp_path):
 # a full table, periodic sweeps
 # --------------------------------------------------------------------------
 
+
 def test_small_table_evicts_without_losing_packets(tmp_path):
-    path = gc.random_capture(tmp_path / "many.pcap", 2000, 300, 31, long_gap_p=0.0,
-                             exact_gap_p=0.0, mean_gap_s=0.01)
+    path = gc.random_capture(
+        tmp_path / "many.pcap", 2000, 300, 31, long_gap_p=0.0, exact_gap_p=0.0, mean_gap_s=0.01
+    )
     pk = [p for p in naive.naive_packets(path) if p.ip_version]
     rows, table = kernel_flows([path], max_flows=16)
     assert sum(r["bidirectional_packets"] for r in rows) == len(pk) == table.packets
@@ -256,6 +307,7 @@ def test_small_table_evicts_without_losing_packets(tmp_path):
     evicted = sum(r["expiry_reason"] == "evicted" for r in rows)
     assert evicted > 0 and table.evicted_flows == evicted
     assert {r["expiry_reason"] for r in rows} <= {"evicted", "end", "idle", "active"}
+
     # eviction splits flows, never mixes them: per key the totals are naive's
     def totals(rs):
         t: Counter = Counter()
@@ -265,6 +317,7 @@ def test_small_table_evicts_without_losing_packets(tmp_path):
             t[key + ("packets",)] += r["bidirectional_packets"]
             t[key + ("bytes",)] += r["bidirectional_bytes"]
         return t
+
     assert totals(rows) == totals(naive_rows(naive.naive_flows(path)))
     # without the limit the kernel agrees with naive row by row
     assert assert_same_flows([path])
@@ -273,8 +326,9 @@ def test_small_table_evicts_without_losing_packets(tmp_path):
 def test_small_idle_timeout_sweeps(tmp_path):
     """idle_timeout 2 s: the table sweeps every second of packet time; sweeps
     change when flows leave memory, never what they contain."""
-    path = gc.random_capture(tmp_path / "sweep.pcap", 2000, 40, 41, long_gap_p=0.01,
-                             exact_gap_p=0.0, mean_gap_s=0.2)
+    path = gc.random_capture(
+        tmp_path / "sweep.pcap", 2000, 40, 41, long_gap_p=0.01, exact_gap_p=0.0, mean_gap_s=0.2
+    )
     table = FlowTable(idle_timeout=2.0)
     for _ in read_packets([str(path)], counter=table):
         pass
@@ -299,6 +353,7 @@ def test_small_idle_timeout_sweeps(tmp_path):
 # flow-table disagreements with docs/flows.md (reported; strict xfail)
 # --------------------------------------------------------------------------
 
+
 def test_fractional_timeout_is_exact(tmp_path):
     f = gc.udp4("10.0.0.1", "10.0.0.2", 1, 2)
     path = gc.write_pcap(tmp_path / "t.pcap", 1, [(gc.T0_NS, f), (gc.T0_NS + 1_001_000_000, f)])
@@ -308,6 +363,7 @@ def test_fractional_timeout_is_exact(tmp_path):
 def test_ipv6_flow_with_v4_mapped_addresses(tmp_path):
     from scapy.layers.inet import UDP
     from scapy.layers.inet6 import IPv6
+
     f = gc.eth(IPv6(src="::ffff:10.0.0.1", dst="::ffff:10.0.0.2") / UDP(sport=1, dport=2))
     path = gc.write_pcap(tmp_path / "m.pcap", 1, [(gc.T0_NS, f)])
     assert assert_same_flows([path])
@@ -336,12 +392,16 @@ def test_fragment_cache_forgets_a_first_fragment_replaced_in_its_slot(tmp_path):
     def frag(fid, sport, off, more):
         dgram = raw(UDP(sport=sport, dport=53) / (b"x" * 100))
         chunk = dgram[:56] if off == 0 else dgram[56:]
-        ip = IP(src="10.0.0.1", dst="10.0.0.2", id=fid, proto=17, flags="MF" if more else 0,
-                frag=off)
+        ip = IP(
+            src="10.0.0.1", dst="10.0.0.2", id=fid, proto=17, flags="MF" if more else 0, frag=off
+        )
         return gc.eth(ip / chunk)
 
-    pk = [(gc.T0_NS, frag(a, 1111, 0, 1)), (gc.T0_NS + 1000, frag(b, 2222, 0, 1)),
-          (gc.T0_NS + 2000, frag(a, 1111, 7, 0))]
+    pk = [
+        (gc.T0_NS, frag(a, 1111, 0, 1)),
+        (gc.T0_NS + 1000, frag(b, 2222, 0, 1)),
+        (gc.T0_NS + 2000, frag(a, 1111, 7, 0)),
+    ]
     path = gc.write_pcap(tmp_path / "frags.pcap", 1, pk)
     k, _ = kernel_flows([path])
     got = sorted((r["src_port"], r["dst_port"], r["src2dst_packets"]) for r in k)
@@ -384,13 +444,16 @@ def test_corpus_allow_list_names_corpus_files():
 # the two-thread pipeline counts exactly what the one-pass path counts
 # --------------------------------------------------------------------------
 
+
 def _columns_equal(a, b) -> list[str]:
     import numpy as np
 
     differ = []
     for name in a:
         x, y = a[name], b[name]
-        same = np.array_equal(x, y, equal_nan=True) if x.dtype.kind in "fM" else np.array_equal(x, y)
+        same = (
+            np.array_equal(x, y, equal_nan=True) if x.dtype.kind in "fM" else np.array_equal(x, y)
+        )
         if not same:
             differ.append(name)
     return differ

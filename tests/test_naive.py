@@ -1,5 +1,6 @@
 """tests/naive.py against hand-computed expectations (tests/gen_cases.py), the
 Community ID package, and the corpus' tshark truth."""
+
 from __future__ import annotations
 
 import gzip
@@ -28,9 +29,19 @@ def cases(tmp_path_factory):
 
 
 def summary(f):
-    return (f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"], f["protocol"], f["vlan_id"],
-            f["src2dst_packets"], f["src2dst_bytes"], f["dst2src_packets"], f["dst2src_bytes"],
-            f["expiry_reason"])
+    return (
+        f["src_ip"],
+        f["src_port"],
+        f["dst_ip"],
+        f["dst_port"],
+        f["protocol"],
+        f["vlan_id"],
+        f["src2dst_packets"],
+        f["src2dst_bytes"],
+        f["dst2src_packets"],
+        f["dst2src_bytes"],
+        f["expiry_reason"],
+    )
 
 
 def summaries(paths, **kw):
@@ -40,6 +51,7 @@ def summaries(paths, **kw):
 # --------------------------------------------------------------------------
 # generated cases
 # --------------------------------------------------------------------------
+
 
 def test_icmp_echo(cases):
     flows = naive.naive_flows(cases["icmp_echo"])
@@ -73,11 +85,16 @@ def test_tcp_synack_first(cases):
 
 def test_idle_timeout_boundaries(cases):
     flows = naive.naive_flows(cases["idle_timeout"])
-    got = sorted((f["src_port"], f["first_ns"] - T0_NS, f["src2dst_packets"], f["expiry_reason"]) for f in flows)
+    got = sorted(
+        (f["src_port"], f["first_ns"] - T0_NS, f["src2dst_packets"], f["expiry_reason"])
+        for f in flows
+    )
     assert got == [
-        (1000, 0, 1, "idle"), (1000, 121 * S, 1, "end"),
+        (1000, 0, 1, "idle"),
+        (1000, 121 * S, 1, "end"),
         (1001, 0, 2, "end"),
-        (1002, 0, 1, "idle"), (1002, 120 * S + 1, 1, "end"),
+        (1002, 0, 1, "idle"),
+        (1002, 120 * S + 1, 1, "end"),
         (1003, S // 2, 1, "idle"),
         (1004, S, 1, "end"),
     ]
@@ -158,7 +175,9 @@ def test_linux_sll_and_sll2(cases):
     assert [p.status for p in naive.naive_packets(sll)] == [0, 0, 1]
     assert summaries(sll) == [("10.7.0.1", 1234, "10.7.0.2", 80, 6, -1, 1, 56, 1, 56, "end")]
     assert [r.linktype for r in naive.read_records(sll2)] == [276, 276]
-    assert summaries(sll2) == [("2001:db8::7", 5000, "2001:db8::8", 6000, 17, -1, 2, 156, 0, 0, "end")]
+    assert summaries(sll2) == [
+        ("2001:db8::7", 5000, "2001:db8::8", 6000, 17, -1, 2, 156, 0, 0, "end")
+    ]
 
 
 def test_raw_null_loop(cases):
@@ -194,9 +213,9 @@ def test_pcapng_multi(cases):
     ]
     data = Path(cases["pcapng_multi"][0]).read_bytes()
     for r in recs:  # offsets point at the block type, the data sits inside the block
-        btype = struct.unpack("<I" if r.linktype != 228 else ">I", data[r.offset:r.offset + 4])[0]
+        btype = struct.unpack("<I" if r.linktype != 228 else ">I", data[r.offset : r.offset + 4])[0]
         assert btype in (2, 3, 6)
-        assert r.data in data[r.offset:r.offset + 40 + len(r.data)]
+        assert r.data in data[r.offset : r.offset + 40 + len(r.data)]
     assert summaries(cases["pcapng_multi"]) == [
         ("10.9.0.1", 1, "10.9.0.2", 2, 17, -1, 3, 405, 1, 52, "end"),
         ("2001:db8::9:1", 3, "2001:db8::9:2", 4, 17, -1, 2, 116, 0, 0, "end"),
@@ -208,7 +227,7 @@ def test_big_endian_pcap(cases):
     recs = naive.read_records(cases["big_endian_pcap"][0])
     assert [r.ts_ns - T0_NS for r in recs] == [1000, 250 * MS, 500_002_000]
     assert [r.offset for r in recs] == [24, 94, 164]
-    f, = naive.naive_flows(cases["big_endian_pcap"])
+    (f,) = naive.naive_flows(cases["big_endian_pcap"])
     assert summary(f) == ("10.10.0.1", 4000, "10.10.0.2", 25, 6, -1, 2, 108, 1, 54, "end")
     assert (f["src2dst_tcp_flags"], f["dst2src_tcp_flags"]) == (0x012, 0x012)
 
@@ -216,7 +235,7 @@ def test_big_endian_pcap(cases):
 def test_nanosecond_pcap(cases):
     for path in cases["nanosecond_pcap"]:
         assert [r.ts_ns - T0_NS for r in naive.read_records(path)] == [1, 59_999_999_999]
-        f, = naive.naive_flows(path)
+        (f,) = naive.naive_flows(path)
         assert (f["bidirectional_packets"], f["bidirectional_bytes"]) == (2, 104)
         assert f["duration_ms"] == pytest.approx(59999.999998, abs=1e-9)
     assert Path(cases["nanosecond_pcap"][1]).read_bytes()[:4] == b"\xa1\xb2\x3c\x4d"
@@ -226,7 +245,11 @@ def test_headers_only(cases):
     pk = naive.naive_packets(cases["headers_only"])
     assert [(p.cap_len, p.wire_len) for p in pk] == [(64, 74), (64, 74), (64, 1074), (64, 1054)]
     assert [(p.sport, p.dport, p.tcp_flags, p.status) for p in pk] == [
-        (40000, 443, 0, 0), (443, 40000, 0, 0), (40000, 443, 0, 0), (40001, 443, 0x018, 0)]
+        (40000, 443, 0, 0),
+        (443, 40000, 0, 0),
+        (40000, 443, 0, 0),
+        (40001, 443, 0x018, 0),
+    ]
     flows = naive.naive_flows(cases["headers_only"])
     assert [summary(f) for f in flows] == [
         ("2001:db8::a:1", 40000, "2001:db8::a:2", 443, 6, -1, 2, 1148, 1, 74, "end"),
@@ -256,7 +279,6 @@ def test_gzip_pcapng(cases):
     assert summaries(path) == [("10.14.0.1", 1000, "10.14.0.2", 2000, 17, -1, 2, 104, 0, 0, "end")]
 
 
-
 def _by_name(paths):
     return {p.name: p for p in paths}
 
@@ -265,13 +287,18 @@ def test_ppp_hdlc(cases):
     f = _by_name(cases["ppp_hdlc"])
     pk = naive.naive_packets(f["ppp9.pcap"])
     assert [(p.status, p.ip_version, p.proto, p.sport, p.dport) for p in pk] == [
-        (0, 4, 17, 1, 2), (0, 6, 6, 3, 4), (0, 4, 17, 2, 1), (1, 0, 0, 0, 0), (0, 4, 1, 8, 0)]
+        (0, 4, 17, 1, 2),
+        (0, 6, 6, 3, 4),
+        (0, 4, 17, 2, 1),
+        (1, 0, 0, 0, 0),
+        (0, 4, 1, 8, 0),
+    ]
     assert summaries(f["ppp9.pcap"]) == [
         ("10.15.0.1", 1, "10.15.0.2", 2, 17, -1, 1, 42, 1, 41, "end"),
         ("2001:db8::f:1", 3, "2001:db8::f:2", 4, 6, -1, 1, 62, 0, 0, "end"),
         ("10.15.0.3", 8, "10.15.0.4", 0, 1, -1, 1, 36, 0, 0, "end"),
     ]
-    synack, = naive.naive_flows(f["ppp50.pcap"])
+    (synack,) = naive.naive_flows(f["ppp50.pcap"])
     assert summary(synack) == ("10.15.1.2", 6, "10.15.1.1", 5, 6, -1, 0, 0, 1, 44, "end")
     assert synack["dst2src_tcp_flags"] == 0x012
     assert [p.status for p in naive.naive_packets(f["chdlc104.pcap"])] == [0, 0, 1]
@@ -284,7 +311,11 @@ def test_ppp_hdlc(cases):
 def test_nflog(cases):
     pk = naive.naive_packets(cases["nflog"])
     assert [(p.status, p.ip_version, p.proto, p.sport, p.dport, p.tcp_flags) for p in pk] == [
-        (0, 4, 6, 1000, 80, 0x002), (0, 6, 17, 53, 5353, 0), (1, 0, 0, 0, 0, 0), (1, 0, 0, 0, 0, 0)]
+        (0, 4, 6, 1000, 80, 0x002),
+        (0, 6, 17, 53, 5353, 0),
+        (1, 0, 0, 0, 0, 0),
+        (1, 0, 0, 0, 0, 0),
+    ]
     assert summaries(cases["nflog"]) == [
         ("10.16.0.1", 1000, "10.16.0.2", 80, 6, -1, 1, 68, 0, 0, "end"),
         ("2001:db8::10:1", 53, "2001:db8::10:2", 5353, 17, -1, 1, 76, 0, 0, "end"),
@@ -294,8 +325,19 @@ def test_nflog(cases):
 def test_shims_and_depth_limits(cases):
     pk = naive.naive_packets(cases["shims"])
     assert [(p.status, p.vlan) for p in pk] == [
-        (0, 300), (0, 0xFFFF), (0, 0xFFFF), (0, 11), (0, 12), (1, 0xFFFF),
-        (0, 1), (1, 1), (0, 0xFFFF), (4, 0xFFFF), (0, 21), (1, 21)]
+        (0, 300),
+        (0, 0xFFFF),
+        (0, 0xFFFF),
+        (0, 11),
+        (0, 12),
+        (1, 0xFFFF),
+        (0, 1),
+        (1, 1),
+        (0, 0xFFFF),
+        (4, 0xFFFF),
+        (0, 21),
+        (1, 21),
+    ]
     assert [p.wire_len for p in pk] == [80, 70, 58, 62, 64, 60, 84, 88, 84, 88, 98, 102]
     assert summaries(cases["shims"]) == [
         ("10.17.0.1", 1, "10.17.0.2", 2, 6, 300, 1, 80, 0, 0, "end"),
@@ -320,27 +362,56 @@ def test_sctp_udplite_and_portless(cases):
     assert [f["transport"] for f in flows] == ["sctp", "udplite", "sctp", "gre"]
     communityid = pytest.importorskip("communityid")
     algo = communityid.CommunityID()
-    assert flows[0]["community_id"] == algo.calc(communityid.FlowTuple(
-        132, "10.18.0.1", "10.18.0.2", 2905, 2944))
-    assert flows[1]["community_id"] == algo.calc(communityid.FlowTuple(
-        136, "2001:db8::12:1", "2001:db8::12:2"))  # UDP-Lite: no ports in Community ID
-    assert flows[3]["community_id"] == algo.calc(communityid.FlowTuple(47, "10.18.1.1", "10.18.1.2"))
+    assert flows[0]["community_id"] == algo.calc(
+        communityid.FlowTuple(132, "10.18.0.1", "10.18.0.2", 2905, 2944)
+    )
+    assert flows[1]["community_id"] == algo.calc(
+        communityid.FlowTuple(136, "2001:db8::12:1", "2001:db8::12:2")
+    )  # UDP-Lite: no ports in Community ID
+    assert flows[3]["community_id"] == algo.calc(
+        communityid.FlowTuple(47, "10.18.1.1", "10.18.1.2")
+    )
 
 
 def test_cut_chains(cases):
     pk = naive.naive_packets(cases["cut_chains"])
     assert [(p.status, p.ip_version, p.proto, p.sport, p.dport) for p in pk] == [
-        (0, 6, 0, 0, 0), (0, 6, 43, 0, 0), (0, 6, 44, 0, 0), (0, 6, 6, 0, 0), (0, 6, 51, 0, 0),
-        (0, 4, 6, 0, 0), (3, 0, 0, 0, 0), (3, 0, 0, 0, 0), (0, 4, 17, 1234, 53),
-        (0, 6, 60, 0, 0), (0, 6, 17, 7, 8)]
+        (0, 6, 0, 0, 0),
+        (0, 6, 43, 0, 0),
+        (0, 6, 44, 0, 0),
+        (0, 6, 6, 0, 0),
+        (0, 6, 51, 0, 0),
+        (0, 4, 6, 0, 0),
+        (3, 0, 0, 0, 0),
+        (3, 0, 0, 0, 0),
+        (0, 4, 17, 1234, 53),
+        (0, 6, 60, 0, 0),
+        (0, 6, 17, 7, 8),
+    ]
     assert [p.cap_len for p in pk] == [55, 63, 66, 56, 55, 48, 33, 53, 42, 176, 168]
     flows = naive.naive_flows(cases["cut_chains"])
-    assert [(f["protocol"], f["transport"], f["ip_version"], f["src_port"], f["dst_port"],
-             f["bidirectional_packets"], f["bidirectional_bytes"]) for f in flows] == [
-        (0, "hopopt", 6, 0, 0, 1, 200), (43, "ipv6-route", 6, 0, 0, 1, 200),
-        (44, "ipv6-frag", 6, 0, 0, 1, 200), (6, "tcp", 6, 0, 0, 1, 200), (51, "ah", 6, 0, 0, 1, 200),
-        (6, "tcp", 4, 0, 0, 1, 200), (17, "udp", 4, 1234, 53, 1, 200),
-        (60, "ipv6-opts", 6, 0, 0, 1, 200), (17, "udp", 6, 7, 8, 1, 200)]
+    assert [
+        (
+            f["protocol"],
+            f["transport"],
+            f["ip_version"],
+            f["src_port"],
+            f["dst_port"],
+            f["bidirectional_packets"],
+            f["bidirectional_bytes"],
+        )
+        for f in flows
+    ] == [
+        (0, "hopopt", 6, 0, 0, 1, 200),
+        (43, "ipv6-route", 6, 0, 0, 1, 200),
+        (44, "ipv6-frag", 6, 0, 0, 1, 200),
+        (6, "tcp", 6, 0, 0, 1, 200),
+        (51, "ah", 6, 0, 0, 1, 200),
+        (6, "tcp", 4, 0, 0, 1, 200),
+        (17, "udp", 4, 1234, 53, 1, 200),
+        (60, "ipv6-opts", 6, 0, 0, 1, 200),
+        (17, "udp", 6, 7, 8, 1, 200),
+    ]
 
 
 def test_icmp_pairs(cases):
@@ -366,16 +437,26 @@ def test_end_clock_counts_non_ip(cases):
 
 def test_before_1970(cases):
     assert [p.ts_ns for p in naive.naive_packets(cases["before_1970"])] == [
-        -1999 * S, -19985 * S // 10, -1998 * S, -100 * S]
+        -1999 * S,
+        -19985 * S // 10,
+        -1998 * S,
+        -100 * S,
+    ]
     f, g = naive.naive_flows(cases["before_1970"])
     assert summary(f) == ("10.22.0.1", 1, "10.22.0.2", 2, 17, -1, 2, 104, 1, 52, "idle")
     assert (f["first_ns"], f["last_ns"], f["src2dst_last_ns"], f["dst2src_first_ns"]) == (
-        -1999 * S, -1998 * S, -19985 * S // 10, -1998 * S)
+        -1999 * S,
+        -1998 * S,
+        -19985 * S // 10,
+        -1998 * S,
+    )
     assert (g["first_ns"], g["expiry_reason"]) == (-100 * S, "end")
+
 
 # --------------------------------------------------------------------------
 # decoder corner cases (hand-made bytes)
 # --------------------------------------------------------------------------
+
 
 def _rec(data: bytes, linktype: int = 1) -> Record:
     return Record(T0_NS, 0, linktype, data, len(data), 0)
@@ -392,20 +473,33 @@ def test_decode_status_codes():
     assert decode(_rec(ETH_V4 + b"\x44" + IP4[1:])).status == 4  # IHL 4
     # IPv4 options cut short: still decoded (docs/flows.md), ports 0
     p = decode(_rec(ETH_V4 + b"\x46" + IP4[1:] + b"\x04\xd2\x00\x50"))
-    assert (p.status, p.ip_version, p.proto, p.dst_str, p.sport, p.dport) == (0, 4, 6, "10.0.0.2", 0, 0)
+    assert (p.status, p.ip_version, p.proto, p.dst_str, p.sport, p.dport) == (
+        0,
+        4,
+        6,
+        "10.0.0.2",
+        0,
+        0,
+    )
     assert decode(_rec(ETH_V4 + b"\x65" + IP4[1:])).status == 4  # version 6 under 0x0800
     assert decode(_rec(ETH_V6 + IP4 + bytes(20))).status == 4  # version 4 under 0x86dd
     assert decode(_rec(ETH_V6 + IP4)).status == 3  # 20 bytes: the IPv6 header is cut short
     assert decode(_rec(ETH_V4 + b"\x65" + IP4[1:19])).status == 3  # cut first, then judged
     assert decode(_rec(bytes(10))).status == 3  # shorter than an Ethernet header
     assert decode(_rec(bytes(12) + b"\x81\x00\x00")).status == 3  # VLAN tag cut
-    assert decode(_rec(bytes(12) + b"\x88\x47" + b"\x00\x01\x00\x40")).status == 3  # no bottom label
+    assert (
+        decode(_rec(bytes(12) + b"\x88\x47" + b"\x00\x01\x00\x40")).status == 3
+    )  # no bottom label
     assert decode(_rec(bytes(12) + b"\x88\x64" + bytes(7))).status == 3  # PPPoE header cut
     assert decode(_rec(bytes(12) + b"\x00\x30\xaa\xaa\x03\x00")).status == 3  # SNAP cut
-    assert decode(_rec(bytes(12) + b"\x00\x30\xaa\xaa\x03\x00\x00\x0c\x08\x00")).status == 1  # Cisco OUI
+    assert (
+        decode(_rec(bytes(12) + b"\x00\x30\xaa\xaa\x03\x00\x00\x0c\x08\x00")).status == 1
+    )  # Cisco OUI
     assert decode(_rec(bytes(12) + b"\x00\x30\x42\x42")).status == 1  # LLC, cut, not SNAP
     assert decode(_rec(bytes(12) + b"\x00\x30\xaa")).status == 3  # could still be SNAP
-    assert decode(_rec(bytes(12) + b"\x00\x30\xaa\xaa\x03\x00\x00\x0c\x08")).status == 1  # vendor OUI
+    assert (
+        decode(_rec(bytes(12) + b"\x00\x30\xaa\xaa\x03\x00\x00\x0c\x08")).status == 1
+    )  # vendor OUI
     assert decode(_rec(bytes(12) + b"\x00\x30\xaa\xaa\x03\x00\x00\xf8\x08")).status == 3
     nine_labels = b"".join(struct.pack(">I", (16 + i) << 12 | (i == 8) << 8) for i in range(9))
     assert decode(_rec(bytes(12) + b"\x88\x47" + nine_labels + IP4)).status == 4
@@ -467,9 +561,23 @@ def test_decode_fragment_fields():
     frag = bytes([60, 0]) + struct.pack(">HI", 5 << 3, 77)
     p = decode(_rec(ETH_V6 + bytes(v6) + frag + bytes([17, 0]) + bytes(30)))
     assert (p.status, p.proto, p.frag, p.frag_id, p.sport) == (0, 60, 1, 77, 0)
-    atomic = decode(_rec(ETH_V6 + bytes(v6[:6]) + bytes([44]) + bytes(v6[7:]) +
-                         bytes([17, 0, 0, 0, 0, 0, 0, 9]) + struct.pack(">HHHH", 1, 2, 8, 0)))
-    assert (atomic.frag, atomic.frag_id, atomic.proto, atomic.sport, atomic.dport) == (0, 0, 17, 1, 2)
+    atomic = decode(
+        _rec(
+            ETH_V6
+            + bytes(v6[:6])
+            + bytes([44])
+            + bytes(v6[7:])
+            + bytes([17, 0, 0, 0, 0, 0, 0, 9])
+            + struct.pack(">HHHH", 1, 2, 8, 0)
+        )
+    )
+    assert (atomic.frag, atomic.frag_id, atomic.proto, atomic.sport, atomic.dport) == (
+        0,
+        0,
+        17,
+        1,
+        2,
+    )
 
 
 def test_spb_cap_len_rule(tmp_path):
@@ -485,11 +593,21 @@ def test_spb_cap_len_rule(tmp_path):
     f.write_bytes(w.bytes())
     recs = naive.read_records(f)
     assert [(r.cap_len, r.wire_len, r.ts_ns) for r in recs] == [
-        (234, 234, 5000), (128, 234, 5000), (60, 60, 5000), (64, 100, 5000)]
+        (234, 234, 5000),
+        (128, 234, 5000),
+        (60, 60, 5000),
+        (64, 100, 5000),
+    ]
 
 
 def test_decode_vlan_depth_and_snap():
-    tags = b"\x91\x00\x00\x05" + b"\x81\x00\x00\x06" + b"\x88\xa8\x00\x07" + b"\x81\x00\x00\x08" + b"\x08\x00"
+    tags = (
+        b"\x91\x00\x00\x05"
+        + b"\x81\x00\x00\x06"
+        + b"\x88\xa8\x00\x07"
+        + b"\x81\x00\x00\x08"
+        + b"\x08\x00"
+    )
     p = decode(_rec(bytes(12) + tags + IP4 + bytes(20)))
     assert (p.vlan, p.ip_version, p.proto) == (5, 4, 6)
     snap_other_oui = bytes(12) + b"\x00\x30" + b"\xaa\xaa\x03\x00\x00\x0c\x08\x00" + IP4
@@ -509,7 +627,7 @@ def test_read_errors_and_truncation(tmp_path):
     w.idb(1)
     w.epb(3, 0, ETH_V4 + IP4)  # no IDB 3
     f.write_bytes(w.bytes())
-    r, = naive.read_records(f)
+    (r,) = naive.read_records(f)
     assert r.linktype == -1 and decode(r).status == 2
 
 
@@ -517,38 +635,61 @@ def test_read_errors_and_truncation(tmp_path):
 # flow-table choices that the doc leaves open (pinned: change them on purpose)
 # --------------------------------------------------------------------------
 
+
 def _pkt(ts, src, dst, proto, sport, dport, flags=0, v=6, frag=0, frag_id=0, wire=100):
-    return Packet(ts_ns=ts, interface=0, wire_len=wire, cap_len=wire, offset=0, src=addr_int(src),
-                  dst=addr_int(dst), sport=sport, dport=dport, proto=proto, ip_version=v,
-                  tcp_flags=flags, frag=frag, frag_id=frag_id)
+    return Packet(
+        ts_ns=ts,
+        interface=0,
+        wire_len=wire,
+        cap_len=wire,
+        offset=0,
+        src=addr_int(src),
+        dst=addr_int(dst),
+        sport=sport,
+        dport=dport,
+        proto=proto,
+        ip_version=v,
+        tcp_flags=flags,
+        frag=frag,
+        frag_id=frag_id,
+    )
 
 
 def test_icmpv6_pairs_follow_the_doc():
     a, b = "2001:db8::1", "2001:db8::2"
     ni = [_pkt(0, a, b, 58, 139, 0), _pkt(1, b, a, 58, 140, 0)]  # node information: paired
-    f, = naive.flows_from_packets(ni)
+    (f,) = naive.flows_from_packets(ni)
     assert (f["src_port"], f["dst_port"], f["dst2src_packets"]) == (139, 140, 1)
     mp = [_pkt(0, a, b, 58, 146, 0), _pkt(1, b, a, 58, 147, 0)]  # not paired (Community ID)
-    assert [(f["src_port"], f["dst_port"]) for f in naive.flows_from_packets(mp)] == [(146, 0), (147, 0)]
+    assert [(f["src_port"], f["dst_port"]) for f in naive.flows_from_packets(mp)] == [
+        (146, 0),
+        (147, 0),
+    ]
 
 
 def test_self_flow_keeps_the_first_packets_direction():
     # CHOICE 18: a flow between one end point and itself
-    syn_ack = [_pkt(0, "10.0.0.1", "10.0.0.1", 6, 80, 80, flags=0x012, v=4),
-               _pkt(1, "10.0.0.1", "10.0.0.1", 6, 80, 80, flags=0x010, v=4)]
-    f, = naive.flows_from_packets(syn_ack)
+    syn_ack = [
+        _pkt(0, "10.0.0.1", "10.0.0.1", 6, 80, 80, flags=0x012, v=4),
+        _pkt(1, "10.0.0.1", "10.0.0.1", 6, 80, 80, flags=0x010, v=4),
+    ]
+    (f,) = naive.flows_from_packets(syn_ack)
     assert (f["src2dst_packets"], f["dst2src_packets"], f["dst2src_tcp_flags"]) == (0, 2, 0x012)
-    f, = naive.flows_from_packets(syn_ack[1:])
+    (f,) = naive.flows_from_packets(syn_ack[1:])
     assert (f["src2dst_packets"], f["dst2src_packets"], f["src2dst_tcp_flags"]) == (1, 0, 0x010)
 
 
 def test_unattributed_icmp_fragment_lands_in_echo_reply_ports():
-    f, = naive.flows_from_packets([_pkt(0, "10.0.0.1", "10.0.0.2", 1, 0, 0, v=4, frag=1, frag_id=9)])
+    (f,) = naive.flows_from_packets(
+        [_pkt(0, "10.0.0.1", "10.0.0.2", 1, 0, 0, v=4, frag=1, frag_id=9)]
+    )
     assert (f["src_port"], f["dst_port"]) == (0, 8)
 
 
 def test_synack_with_extra_flags_flips_initiator():
-    f, = naive.flows_from_packets([_pkt(0, "2001:db8::5", "2001:db8::6", 6, 80, 999, flags=0x0D2)])
+    (f,) = naive.flows_from_packets(
+        [_pkt(0, "2001:db8::5", "2001:db8::6", 6, 80, 999, flags=0x0D2)]
+    )
     assert (f["src_ip"], f["src_port"], f["dst2src_packets"]) == ("2001:db8::6", 999, 1)
 
 
@@ -563,11 +704,16 @@ def test_end_reason_uses_the_stream_clock_including_non_ip():
 # Community ID
 # --------------------------------------------------------------------------
 
+
 def test_community_id_known_value():
     # the example of the Community ID spec / Zeek docs
-    cid = naive.community_id(addr_int("128.232.110.120"), addr_int("66.35.250.204"), 4, 6, 34855, 80)
+    cid = naive.community_id(
+        addr_int("128.232.110.120"), addr_int("66.35.250.204"), 4, 6, 34855, 80
+    )
     assert cid == "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
-    assert cid == naive.community_id(addr_int("66.35.250.204"), addr_int("128.232.110.120"), 4, 6, 80, 34855)
+    assert cid == naive.community_id(
+        addr_int("66.35.250.204"), addr_int("128.232.110.120"), 4, 6, 80, 34855
+    )
 
 
 def test_community_id_against_package():
@@ -584,12 +730,22 @@ def test_community_id_against_package():
         s, d = rnd.choice(pool), rnd.choice(pool)
         proto = rnd.choice([1, 6, 17, 58, 132, 47])
         if proto == 1:
-            sp, dp = rnd.choice([0, 3, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 5]), rnd.randrange(0, 4)
+            sp, dp = (
+                rnd.choice([0, 3, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 5]),
+                rnd.randrange(0, 4),
+            )
         elif proto == 58:
-            sp, dp = rnd.choice([1, 128, 129, 130, 131, 133, 134, 135, 136, 139, 140, 144, 145, 146, 147]), \
-                rnd.randrange(0, 4)
+            sp, dp = (
+                rnd.choice(
+                    [1, 128, 129, 130, 131, 133, 134, 135, 136, 139, 140, 144, 145, 146, 147]
+                ),
+                rnd.randrange(0, 4),
+            )
         else:
-            sp, dp = rnd.choice([53, 80, 1024, 65535, rnd.randrange(65536)]), rnd.choice([53, 80, 443, 1024])
+            sp, dp = (
+                rnd.choice([53, 80, 1024, 65535, rnd.randrange(65536)]),
+                rnd.choice([53, 80, 443, 1024]),
+            )
         if proto == 47:
             tpl = communityid.FlowTuple(proto, s, d)
         else:
@@ -604,16 +760,25 @@ def test_flow_community_ids_against_package(cases):
     communityid = pytest.importorskip("communityid")
     algo = communityid.CommunityID()
     f = naive.naive_flows(cases["tcp_synack_first"])[0]
-    assert f["community_id"] == algo.calc(communityid.FlowTuple.make_tcp("192.0.2.10", "198.51.100.7", 443, 51000))
+    assert f["community_id"] == algo.calc(
+        communityid.FlowTuple.make_tcp("192.0.2.10", "198.51.100.7", 443, 51000)
+    )
     echo, unreach = naive.naive_flows(cases["icmp_echo"])
-    assert echo["community_id"] == algo.calc(communityid.FlowTuple.make_icmp("10.0.0.2", "10.0.0.1", 0, 0))
-    assert unreach["community_id"] == algo.calc(communityid.FlowTuple.make_icmp("10.0.0.2", "10.0.0.1", 3, 3))
-    assert unreach["community_id"] != algo.calc(communityid.FlowTuple.make_icmp("10.0.0.1", "10.0.0.2", 3, 3))
+    assert echo["community_id"] == algo.calc(
+        communityid.FlowTuple.make_icmp("10.0.0.2", "10.0.0.1", 0, 0)
+    )
+    assert unreach["community_id"] == algo.calc(
+        communityid.FlowTuple.make_icmp("10.0.0.2", "10.0.0.1", 3, 3)
+    )
+    assert unreach["community_id"] != algo.calc(
+        communityid.FlowTuple.make_icmp("10.0.0.1", "10.0.0.2", 3, 3)
+    )
 
 
 # --------------------------------------------------------------------------
 # random captures: invariants
 # --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt,seed", [("pcap", 1), ("pcapng", 2)])
 def test_random_capture_invariants(tmp_path, fmt, seed):
@@ -634,7 +799,9 @@ def test_random_capture_invariants(tmp_path, fmt, seed):
     for f in flows:
         assert f["last_ns"] - f["first_ns"] <= 600 * S
         assert f["bidirectional_packets"] == f["src2dst_packets"] + f["dst2src_packets"] >= 1
-        ends = sorted([(addr_int(f["src_ip"]), f["src_port"]), (addr_int(f["dst_ip"]), f["dst_port"])])
+        ends = sorted(
+            [(addr_int(f["src_ip"]), f["src_port"]), (addr_int(f["dst_ip"]), f["dst_port"])]
+        )
         by_key.setdefault((f["vlan_id"], f["protocol"], *ends[0], *ends[1]), []).append(f)
     for group in by_key.values():
         group.sort(key=lambda f: f["first_ns"])
