@@ -101,11 +101,17 @@ def _match_sorted(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, 
     starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
     first_keys = sorted_keys[starts]
     first_rows = by_time[order[starts]]  # row index in ``rows``
-    open_keys = flow_keys(open_rows)
-    at = np.searchsorted(first_keys, open_keys)
-    at_ok = np.minimum(at, max(len(first_keys) - 1, 0))
-    matched = (at < len(first_keys)) & (first_keys[at_ok] == open_keys)
-    return matched, first_rows[at_ok[matched]]
+    at, matched = _look_up(first_keys, flow_keys(open_rows))
+    return matched, first_rows[at[matched]]
+
+
+def _look_up(sorted_values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``wanted`` is in ``sorted_values`` (unique, sorted): an
+    index that is always valid, and whether the value there is the one wanted."""
+    at = np.searchsorted(sorted_values, wanted)
+    valid = np.minimum(at, max(len(sorted_values) - 1, 0))
+    found = (at < len(sorted_values)) & (sorted_values[valid] == wanted)
+    return valid, found
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -138,15 +144,12 @@ def _match_hashed(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, 
             return None  # one hash, two keys
     first_hashes = sorted_hashes[starts]
     first_rows = order[starts]
-    open_hashes = key_hashes(open_rows)
-    at = np.searchsorted(first_hashes, open_hashes)
-    at_ok = np.minimum(at, max(len(first_hashes) - 1, 0))
-    matched = (at < len(first_hashes)) & (first_hashes[at_ok] == open_hashes)
-    candidate = first_rows[at_ok]
+    at, matched = _look_up(first_hashes, key_hashes(open_rows))
+    candidate = first_rows[at]
     for c in KEY_COLUMNS:
         # An open key whose hash is a part key's but not its key: no match.
         matched &= open_rows[:, c] == rows[candidate, c]
-    return matched, first_rows[at_ok[matched]]
+    return matched, first_rows[at[matched]]
 
 
 @dataclass

@@ -120,10 +120,7 @@ class DaskSession:
         return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+        _close(None, self._client, self._cluster)
         self._client = self._cluster = None
 
     def __enter__(self) -> DaskSession:
