@@ -85,41 +85,58 @@ MAX_EXT_HEADERS = 12
 
 
 @njit(**INLINE)
+def u8(buf, i):
+    """The byte at ``i`` (0 <= i < len(buf), which every caller guarantees).
+
+    Every read from a capture buffer goes through an unsigned index: numba
+    wraps a negative signed index round to the end of the array, a compare and
+    a select per byte that also keep LLVM from merging the byte reads of
+    u16be/u32be/u64be into one load (``movbe``). A negative index still fails
+    the bounds check of the fuzz tests' checked build.
+    """
+    return np.int64(buf[np.uint64(i)])
+
+
+@njit(**INLINE)
 def u16be(buf, i):
-    return (np.int64(buf[i]) << 8) | np.int64(buf[i + 1])
+    j = np.uint64(i)
+    return (np.int64(buf[j]) << 8) | np.int64(buf[j + np.uint64(1)])
 
 
 @njit(**INLINE)
 def u32be(buf, i):
+    j = np.uint64(i)
     return (
-        (np.int64(buf[i]) << 24)
-        | (np.int64(buf[i + 1]) << 16)
-        | (np.int64(buf[i + 2]) << 8)
-        | np.int64(buf[i + 3])
+        (np.int64(buf[j]) << 24)
+        | (np.int64(buf[j + np.uint64(1)]) << 16)
+        | (np.int64(buf[j + np.uint64(2)]) << 8)
+        | np.int64(buf[j + np.uint64(3)])
     )
 
 
 @njit(**INLINE)
 def u32le(buf, i):
+    j = np.uint64(i)
     return (
-        (np.int64(buf[i + 3]) << 24)
-        | (np.int64(buf[i + 2]) << 16)
-        | (np.int64(buf[i + 1]) << 8)
-        | np.int64(buf[i])
+        (np.int64(buf[j + np.uint64(3)]) << 24)
+        | (np.int64(buf[j + np.uint64(2)]) << 16)
+        | (np.int64(buf[j + np.uint64(1)]) << 8)
+        | np.int64(buf[j])
     )
 
 
 @njit(**INLINE)
 def u64be(buf, i):
+    j = np.uint64(i)
     return (
-        (np.uint64(buf[i]) << 56)
-        | (np.uint64(buf[i + 1]) << 48)
-        | (np.uint64(buf[i + 2]) << 40)
-        | (np.uint64(buf[i + 3]) << 32)
-        | (np.uint64(buf[i + 4]) << 24)
-        | (np.uint64(buf[i + 5]) << 16)
-        | (np.uint64(buf[i + 6]) << 8)
-        | np.uint64(buf[i + 7])
+        (np.uint64(buf[j]) << np.uint64(56))
+        | (np.uint64(buf[j + np.uint64(1)]) << np.uint64(48))
+        | (np.uint64(buf[j + np.uint64(2)]) << np.uint64(40))
+        | (np.uint64(buf[j + np.uint64(3)]) << np.uint64(32))
+        | (np.uint64(buf[j + np.uint64(4)]) << np.uint64(24))
+        | (np.uint64(buf[j + np.uint64(5)]) << np.uint64(16))
+        | (np.uint64(buf[j + np.uint64(6)]) << np.uint64(8))
+        | np.uint64(buf[j + np.uint64(7)])
     )
 
 
@@ -226,12 +243,12 @@ def decode_frame_at(buf, off, caplen, linktype):
         # Trust the version nibble over the link type, as Wireshark does.
         et = ETHERTYPE_UNKNOWN_VERSION
     elif linktype == LINKTYPE_PPP or linktype == LINKTYPE_PPP_HDLC:
-        if p + 2 <= end and buf[p] == 0xFF and buf[p + 1] == 0x03:
+        if p + 2 <= end and u8(buf, p) == 0xFF and u8(buf, p + 1) == 0x03:
             p += 2
         if p + 1 > end:
             return _no_ip(STATUS_TRUNCATED, vlan)
-        if buf[p] & 1:  # RFC 1661 protocol-field compression: one byte
-            et = _ppp_ethertype(np.int64(buf[p]))
+        if u8(buf, p) & 1:  # RFC 1661 protocol-field compression: one byte
+            et = _ppp_ethertype(u8(buf, p))
             p += 1
         else:
             if p + 2 > end:
@@ -251,8 +268,8 @@ def decode_frame_at(buf, off, caplen, linktype):
         for _ in range(32):
             if q + 4 > end:
                 break
-            tlv_len = (np.int64(buf[q + 1]) << 8) | np.int64(buf[q])
-            tlv_type = (np.int64(buf[q + 3]) << 8) | np.int64(buf[q + 2])
+            tlv_len = (u8(buf, q + 1) << 8) | u8(buf, q)
+            tlv_type = (u8(buf, q + 3) << 8) | u8(buf, q + 2)
             if tlv_len < 4:
                 break
             if tlv_type == NFULA_PAYLOAD:
@@ -292,7 +309,7 @@ def decode_frame_at(buf, off, caplen, linktype):
             for _label in range(MAX_TAGS):
                 if p + 4 > end:
                     return _no_ip(STATUS_TRUNCATED, vlan)
-                bottom = (buf[p + 2] & 1) == 1
+                bottom = (u8(buf, p + 2) & 1) == 1
                 p += 4
                 if bottom:
                     break
@@ -321,16 +338,16 @@ def decode_frame_at(buf, off, caplen, linktype):
             # carries an ethertype.
             # Plain LLC (STP, NetBIOS...) carries no IP, even when cut short.
             if (
-                (p < end and buf[p] != 0xAA)
-                or (p + 1 < end and buf[p + 1] != 0xAA)
-                or (p + 2 < end and buf[p + 2] != 0x03)
+                (p < end and u8(buf, p) != 0xAA)
+                or (p + 1 < end and u8(buf, p + 1) != 0xAA)
+                or (p + 2 < end and u8(buf, p + 2) != 0x03)
             ):
                 return _no_ip(STATUS_NOT_IP, vlan)
             # SNAP with a vendor OUI carries a vendor protocol, not an ethertype.
             if (
-                (p + 3 < end and buf[p + 3] != 0)
-                or (p + 4 < end and buf[p + 4] != 0)
-                or (p + 5 < end and buf[p + 5] != 0 and buf[p + 5] != 0xF8)
+                (p + 3 < end and u8(buf, p + 3) != 0)
+                or (p + 4 < end and u8(buf, p + 4) != 0)
+                or (p + 5 < end and u8(buf, p + 5) != 0 and u8(buf, p + 5) != 0xF8)
             ):
                 return _no_ip(STATUS_NOT_IP, vlan)
             if p + 8 > end:
@@ -343,7 +360,7 @@ def decode_frame_at(buf, off, caplen, linktype):
     if et == ETHERTYPE_UNKNOWN_VERSION:
         if p >= end:
             return _no_ip(STATUS_TRUNCATED, vlan)
-        version = buf[p] >> 4
+        version = u8(buf, p) >> 4
         if version == 4:
             et = ETHERTYPE_IPV4
         elif version == 6:
@@ -359,11 +376,11 @@ def decode_frame_at(buf, off, caplen, linktype):
     if et == ETHERTYPE_IPV4:
         if p + 20 > end:
             return _no_ip(STATUS_TRUNCATED, vlan)
-        ihl = np.int64(buf[p] & 0x0F) * 4
-        if (buf[p] >> 4) != 4 or ihl < 20:
+        ihl = (u8(buf, p) & 0x0F) * 4
+        if (u8(buf, p) >> 4) != 4 or ihl < 20:
             return _no_ip(STATUS_MALFORMED, vlan)
         ip_version = 4
-        proto = np.int64(buf[p + 9])
+        proto = u8(buf, p + 9)
         src_lo = IPV4_MAPPED_PREFIX | np.uint64(u32be(buf, p + 12))
         dst_lo = IPV4_MAPPED_PREFIX | np.uint64(u32be(buf, p + 16))
         frag_word = u16be(buf, p + 6)
@@ -382,10 +399,10 @@ def decode_frame_at(buf, off, caplen, linktype):
     elif et == ETHERTYPE_IPV6:
         if p + 40 > end:
             return _no_ip(STATUS_TRUNCATED, vlan)
-        if (buf[p] >> 4) != 6:
+        if (u8(buf, p) >> 4) != 6:
             return _no_ip(STATUS_MALFORMED, vlan)
         ip_version = 6
-        proto = np.int64(buf[p + 6])
+        proto = u8(buf, p + 6)
         src_hi = u64be(buf, p + 8)
         src_lo = u64be(buf, p + 16)
         dst_hi = u64be(buf, p + 24)
@@ -404,23 +421,23 @@ def decode_frame_at(buf, off, caplen, linktype):
                     return _no_ports(
                         ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                     )
-                nxt = np.int64(buf[p])
-                p += (np.int64(buf[p + 1]) + 1) * 8
+                nxt = u8(buf, p)
+                p += (u8(buf, p + 1) + 1) * 8
                 proto = nxt
             elif proto == IPPROTO_AH:
                 if p + 2 > end:
                     return _no_ports(
                         ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                     )
-                nxt = np.int64(buf[p])
-                p += (np.int64(buf[p + 1]) + 2) * 4
+                nxt = u8(buf, p)
+                p += (u8(buf, p + 1) + 2) * 4
                 proto = nxt
             elif proto == IPPROTO_FRAGMENT:
                 if p + 8 > end:
                     return _no_ports(
                         ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
                     )
-                nxt = np.int64(buf[p])
+                nxt = u8(buf, p)
                 frag_word = u16be(buf, p + 2)
                 frag_offset = frag_word >> 3
                 more_fragments = (frag_word & 1) != 0
@@ -456,8 +473,8 @@ def decode_frame_at(buf, off, caplen, linktype):
             dport = u16be(buf, p + 2)
     elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
         if p + 2 <= end:
-            sport = np.int64(buf[p])
-            dport = np.int64(buf[p + 1])
+            sport = u8(buf, p)
+            dport = u8(buf, p + 1)
     return (
         STATUS_OK,
         ip_version,

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, INLINE
-from .decode import decode_frame, u32be, u32le
+from .decode import decode_frame, u8, u16be, u32be, u32le
 from .flowtable import COUNT_OK, S_LATEST, count_packet
 
 # Why a walk stopped.
@@ -119,8 +119,8 @@ def _u32(buf, i, big_endian):
 @njit(**INLINE)
 def _u16(buf, i, big_endian):
     if big_endian:
-        return (np.int64(buf[i]) << 8) | np.int64(buf[i + 1])
-    return (np.int64(buf[i + 1]) << 8) | np.int64(buf[i])
+        return u16be(buf, i)
+    return (u8(buf, i + 1) << 8) | u8(buf, i)
 
 
 @njit(**INLINE)
@@ -240,7 +240,7 @@ def _read_idb(buf, pos, block_len, big_endian, section, interfaces, counters):
         if code == 0 or value + length > opt_end:
             break
         if code == OPT_IF_TSRESOL and length >= 1:
-            r = np.int64(buf[value])
+            r = u8(buf, value)
             if r & 0x80:
                 interfaces[n, IF_TS_SHIFT] = min(r & 0x7F, 63)
             else:
