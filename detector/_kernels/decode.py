@@ -104,6 +104,12 @@ def u16be(buf, i):
 
 
 @njit(**INLINE)
+def u16le(buf, i):
+    j = np.uint64(i)
+    return (np.int64(buf[j + np.uint64(1)]) << 8) | np.int64(buf[j])
+
+
+@njit(**INLINE)
 def u32be(buf, i):
     j = np.uint64(i)
     return (

@@ -27,7 +27,7 @@ from numba import njit
 
 from .._jit import INLINE, KERNEL
 from .cpu import prefetch
-from .decode import decode_frame_at, u16be, u32be, u32le
+from .decode import decode_frame_at, u8, u16be, u32be, u32le
 from .flowtable import canonical_key, flow_hash
 
 # Fact columns.
@@ -132,7 +132,7 @@ def _skip_name(buf, p, end):
     for _ in range(128):
         if p >= end:
             return -1
-        length = np.int64(buf[p])
+        length = u8(buf, p)
         if length == 0:
             return p + 1
         if length & 0xC0 == 0xC0:
@@ -158,7 +158,7 @@ def _dns(buf, p, end, row, facts, n_facts, arena, n_arena):
     for _ in range(128):
         if q >= end:
             return n_facts, name_at
-        label = np.int64(buf[q])
+        label = u8(buf, q)
         if label == 0:
             q += 1
             break
@@ -169,7 +169,7 @@ def _dns(buf, p, end, row, facts, n_facts, arena, n_arena):
             n_arena += 1
             length_total += 1
         for k in range(label):
-            arena[n_arena] = _lower(buf[q + 1 + k])
+            arena[n_arena] = _lower(u8(buf, q + 1 + k))
             n_arena += 1
         length_total += label
         q += 1 + label
@@ -200,8 +200,8 @@ def _dns(buf, p, end, row, facts, n_facts, arena, n_arena):
             hi = np.uint64(0)
             lo = np.uint64(0)
             for k in range(8):
-                hi = (hi << np.uint64(8)) | np.uint64(buf[q + k])
-                lo = (lo << np.uint64(8)) | np.uint64(buf[q + 8 + k])
+                hi = (hi << np.uint64(8)) | np.uint64(u8(buf, q + k))
+                lo = (lo << np.uint64(8)) | np.uint64(u8(buf, q + 8 + k))
             n_facts = _put(facts, n_facts, row, KIND_DNS_ANSWER, 6, np.int64(hi), np.int64(lo),
                            ttl, name_at, length_total)  # fmt: skip
         q += rdlength
@@ -211,7 +211,7 @@ def _dns(buf, p, end, row, facts, n_facts, arena, n_arena):
 @njit(**INLINE)
 def _copy_text(buf, p, length, arena, n_arena, lower):
     for k in range(length):
-        c = buf[p + k]
+        c = u8(buf, p + k)
         arena[n_arena + k] = _lower(c) if lower else c
     return n_arena + length
 
@@ -222,13 +222,13 @@ def _tls_client_hello(buf, p, end, row, facts, n_facts, arena, n_arena):
     q = p + 5 + 4 + 2 + 32
     if q + 1 > end:
         return n_facts, n_arena
-    q += 1 + np.int64(buf[q])  # session id
+    q += 1 + u8(buf, q)  # session id
     if q + 2 > end:
         return n_facts, n_arena
     q += 2 + u16be(buf, q)  # cipher suites
     if q + 1 > end:
         return n_facts, n_arena
-    q += 1 + np.int64(buf[q])  # compression methods
+    q += 1 + u8(buf, q)  # compression methods
     if q + 2 > end:
         return n_facts, n_arena
     ext_end = min(q + 2 + u16be(buf, q), end)
@@ -241,7 +241,7 @@ def _tls_client_hello(buf, p, end, row, facts, n_facts, arena, n_arena):
         ext_type = u16be(buf, q)
         ext_len = u16be(buf, q + 2)
         body = q + 4
-        if ext_type == 0 and not seen_sni and body + 5 <= ext_end and buf[body + 2] == 0:
+        if ext_type == 0 and not seen_sni and body + 5 <= ext_end and u8(buf, body + 2) == 0:
             seen_sni = True
             name_len = u16be(buf, body + 3)
             if 0 < name_len <= MAX_NAME and body + 5 + name_len <= ext_end:
@@ -250,7 +250,7 @@ def _tls_client_hello(buf, p, end, row, facts, n_facts, arena, n_arena):
                 n_facts = _put(facts, n_facts, row, KIND_TLS_SNI, 0, 0, 0, 0, at, name_len)
         elif ext_type == 16 and not seen_alpn and body + 3 <= ext_end:
             seen_alpn = True
-            proto_len = np.int64(buf[body + 2])
+            proto_len = u8(buf, body + 2)
             if 0 < proto_len and body + 3 + proto_len <= ext_end:
                 at = n_arena
                 n_arena = _copy_text(buf, body + 3, proto_len, arena, n_arena, False)
@@ -265,7 +265,7 @@ def _starts(buf, p, end, text):
     if p + text.shape[0] > end:
         return False
     for k in range(text.shape[0]):
-        if buf[p + k] != text[k]:
+        if u8(buf, p + k) != text[k]:
             return False
     return True
 
@@ -275,10 +275,10 @@ def _find(buf, p, end, text):
     """Position of ``text`` in buf[p:end], -1 if absent."""
     n = text.shape[0]
     for i in range(p, end - n + 1):
-        if buf[i] == text[0]:
+        if u8(buf, i) == text[0]:
             found = True
             for k in range(1, n):
-                if buf[i + k] != text[k]:
+                if u8(buf, i + k) != text[k]:
                     found = False
                     break
             if found:
@@ -293,7 +293,7 @@ def _find_ci(buf, p, end, text):
     for i in range(p, end - n + 1):
         found = True
         for k in range(n):
-            if _lower(buf[i + k]) != text[k]:
+            if _lower(u8(buf, i + k)) != text[k]:
                 found = False
                 break
         if found:
@@ -307,7 +307,7 @@ def _header_is(buf, p, end, name):
     if p + name.shape[0] > end:
         return False
     for k in range(name.shape[0]):
-        if _lower(buf[p + k]) != name[k]:
+        if _lower(u8(buf, p + k)) != name[k]:
             return False
     return True
 
@@ -340,18 +340,18 @@ def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_aren
             break
         if _header_is(buf, q, stop, host_name):
             v = q + host_name.shape[0]
-            while v < stop and (buf[v] == 32 or buf[v] == 9):
+            while v < stop and (u8(buf, v) == 32 or u8(buf, v) == 9):
                 v += 1
             host_len = min(stop - v, MAX_NAME)
             n_arena = _copy_text(buf, v, host_len, arena, n_arena, True)
         elif _header_is(buf, q, stop, clen_name):
             v = q + clen_name.shape[0]
-            while v < stop and (buf[v] == 32 or buf[v] == 9):
+            while v < stop and (u8(buf, v) == 32 or u8(buf, v) == 9):
                 v += 1
             value = np.int64(0)
             digits = 0
-            while v < stop and 48 <= buf[v] <= 57 and digits < 18:
-                value = value * 10 + (buf[v] - 48)
+            while v < stop and 48 <= u8(buf, v) <= 57 and digits < 18:
+                value = value * 10 + (u8(buf, v) - 48)
                 v += 1
                 digits += 1
             if digits:
@@ -376,9 +376,9 @@ def _is_alnum(c):
 def _id_kind(buf, i, letters):
     """1 for a national ID, 2 for a resident certificate number with a valid
     check digit at buf[i:i+10], else 0. Weights 1, 9 (letter code), 8..1, 1."""
-    first = np.int64(buf[i]) - 65
+    first = u8(buf, i) - 65
     code = letters[first]
-    second = np.int64(buf[i + 1])
+    second = u8(buf, i + 1)
     total = (code // 10) + (code % 10) * 9
     kind = 0
     if second == 49 or second == 50:  # '1' or '2': national ID
@@ -393,8 +393,8 @@ def _id_kind(buf, i, letters):
     else:
         return 0
     for k in range(2, 9):
-        total += (np.int64(buf[i + k]) - 48) * (9 - k)
-    total += np.int64(buf[i + 9]) - 48
+        total += (u8(buf, i + k) - 48) * (9 - k)
+    total += u8(buf, i + 9) - 48
     return kind if total % 10 == 0 else 0
 
 
@@ -402,14 +402,14 @@ def _id_kind(buf, i, letters):
 def _pii(buf, p, end, row, letters, facts, n_facts, arena, n_arena, room):
     i = p
     while i + 10 <= end and n_facts < room:
-        c = buf[i]
-        if 65 <= c <= 90 and (i == p or not _is_alnum(buf[i - 1])):
+        c = u8(buf, i)
+        if 65 <= c <= 90 and (i == p or not _is_alnum(u8(buf, i - 1))):
             ok = True
             for k in range(2, 10):
-                if not _is_digit(buf[i + k]):
+                if not _is_digit(u8(buf, i + k)):
                     ok = False
                     break
-            if ok and (i + 10 == end or not _is_digit(buf[i + 10])):
+            if ok and (i + 10 == end or not _is_digit(u8(buf, i + 10))):
                 kind = _id_kind(buf, i, letters)
                 if kind:
                     at = n_arena
@@ -424,7 +424,7 @@ def _pii(buf, p, end, row, letters, facts, n_facts, arena, n_arena, room):
 @njit(**INLINE)
 def _zeros(buf, p, end):
     for k in range(p, end):
-        if buf[k] != 0:
+        if u8(buf, k) != 0:
             return False
     return True
 
@@ -435,7 +435,7 @@ def _looks_like_text(buf, p, end):
     (HTTP, SMTP, FTP, POP, IMAP) and form or JSON bodies start so; compressed,
     encrypted and binary payloads almost never do, and are not scanned."""
     for k in range(min(end - p, 16)):
-        c = buf[p + k]
+        c = u8(buf, p + k)
         if not (32 <= c <= 126 or c == 9 or c == 10 or c == 13):
             return False
     return True
@@ -452,13 +452,13 @@ def _p2p(buf, p, end, proto, sport, dport, words):
             return P2P_BITTORRENT
         if _starts(buf, p, end, words[7]):
             return P2P_GNUTELLA
-        b0 = buf[p]
+        b0 = u8(buf, p)
         # eDonkey/eMule: protocol byte, little-endian length of the rest, Hello (0x01)
         if (b0 == 0xE3 or b0 == 0xC5 or b0 == 0xD4) and n >= 6:
-            if u32le(buf, p + 1) == n - 5 and buf[p + 5] == 0x01:
+            if u32le(buf, p + 1) == n - 5 and u8(buf, p + 5) == 0x01:
                 return P2P_EDONKEY
         return 0
-    if buf[p] == 100 and _find(buf, p, min(end, p + 64), words[5]) >= 0:  # 'd' bencode
+    if u8(buf, p) == 100 and _find(buf, p, min(end, p + 64), words[5]) >= 0:  # 'd' bencode
         return P2P_DHT
     if _starts(buf, p, end, words[6]):
         return P2P_LSD
@@ -466,7 +466,7 @@ def _p2p(buf, p, end, proto, sport, dport, words):
         return P2P_TRACKER
     # uTP SYN (BEP 29): type 4, version 1, extension 0 or 2, no data. QUIC short
     # headers can begin 0x41 too: not on QUIC's or DNS's ports.
-    if (n == 20 and buf[p] == 0x41 and (buf[p + 1] == 0 or buf[p + 1] == 2)
+    if (n == 20 and u8(buf, p) == 0x41 and (u8(buf, p + 1) == 0 or u8(buf, p + 1) == 2)
             and sport != 443 and dport != 443 and sport != 53 and dport != 53):  # fmt: skip
         return P2P_UTP
     return 0
@@ -561,7 +561,7 @@ def inspect_packets(
         if pr == IPPROTO_TCP:
             if at + 13 > end:
                 continue
-            payload = at + (np.int64(buf[at + 12]) >> 4) * 4
+            payload = at + (u8(buf, at + 12) >> 4) * 4
         else:
             payload = at + 8
         if payload >= end or (end - payload <= 6 and _zeros(buf, payload, end)):
@@ -575,13 +575,18 @@ def inspect_packets(
             dns_at = payload + 2 if pr == IPPROTO_TCP else payload
             n_facts, n_arena = _dns(buf, dns_at, end, i, facts, n_facts, arena, n_arena)
             continue
-        b0 = buf[payload]
-        if pr == IPPROTO_TCP and b0 == 0x16 and payload + 6 <= end and buf[payload + 1] == 3:
-            if buf[payload + 5] == 1:
+        b0 = u8(buf, payload)
+        if pr == IPPROTO_TCP and b0 == 0x16 and payload + 6 <= end and u8(buf, payload + 1) == 3:
+            if u8(buf, payload + 5) == 1:
                 n_facts, n_arena = _tls_client_hello(buf, payload, end, i, facts, n_facts,
                                                      arena, n_arena)  # fmt: skip
             continue
-        if pr == IPPROTO_TCP and 20 <= b0 <= 23 and payload + 2 <= end and buf[payload + 1] == 3:
+        if (
+            pr == IPPROTO_TCP
+            and 20 <= b0 <= 23
+            and payload + 2 <= end
+            and u8(buf, payload + 1) == 3
+        ):
             continue  # a TLS record: encrypted, nothing more to see
         if pr == IPPROTO_TCP and (b0 == 77 or b0 == 109) and _header_is(buf, payload, end,
                                                                          words[9]):  # fmt: skip
@@ -591,8 +596,8 @@ def inspect_packets(
                 v = at_size + words[10].shape[0]
                 value = np.int64(0)
                 digits = 0
-                while v < end and 48 <= buf[v] <= 57 and digits < 15:
-                    value = value * 10 + (buf[v] - 48)
+                while v < end and 48 <= u8(buf, v) <= 57 and digits < 15:
+                    value = value * 10 + (u8(buf, v) - 48)
                     v += 1
                     digits += 1
                 if digits:

@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, INLINE
-from .decode import decode_frame
+from .decode import decode_frame, u16le, u32le
 from .records import (
     COUNT_CAPLEN_OVER_WIRELEN,
     COUNT_FIRST_TS,
@@ -78,17 +78,12 @@ RING_BATCH_FULL = 1  # the batch is full; call again with an empty one
 
 @njit(**INLINE)
 def _u32le(ring, i):
-    return (
-        (np.int64(ring[i + 3]) << 24)
-        | (np.int64(ring[i + 2]) << 16)
-        | (np.int64(ring[i + 1]) << 8)
-        | np.int64(ring[i])
-    )
+    return u32le(ring, i)  # unsigned indices: one load (decode.u8 says why)
 
 
 @njit(**INLINE)
 def _u16le(ring, i):
-    return (np.int64(ring[i + 1]) << 8) | np.int64(ring[i])
+    return u16le(ring, i)
 
 
 @njit(**INLINE)
