@@ -1,9 +1,11 @@
 """The bidirectional flow table: open addressing over a dense per-flow array.
 
-Layout (why): a hash table is bound by cache misses, so each flow is one row of
-``FLOW_COLUMNS`` int64 (3 cache lines) rather than twenty separate arrays, and
-the slot table holds ``(hash tag << 32) | (row + 1)`` so most probes are settled
-without touching the flow row. Linear probing, table at most half full,
+Layout (why): a hash table is bound by cache misses, so each live flow is one
+row of ``LIVE_COLUMNS`` int64 (two cache lines: the key and times, then both
+directions' counters) rather than twenty separate arrays, and the slot table
+holds ``(hash tag << 32) | (row + 1)`` so most probes are settled without
+touching the flow row. A closed flow is written out in the wider export row
+(``FLOW_COLUMNS``), the one every reader of flows takes. Linear probing, table at most half full,
 deletion by backward shift (no tombstones, so probe chains never rot).
 
 Expiry follows docs/flows.md: a packet more than ``idle`` after its flow's last
@@ -20,9 +22,9 @@ from .._jit import HOT_LOOP, INLINE, KERNEL
 
 # The meta column packs the rest of the key: a_port << 48 | b_port << 32 | proto << 16 | vlan
 
-# Flow row columns (int64 each), grouped by cache line: a packet touches the
-# first line (key and times) and the line of its direction. A = the endpoint
-# with the smaller (address, port).
+# Export row columns (int64 each): what the table hands out for each closed
+# flow. A = the endpoint with the smaller (address, port). The first eight are
+# also the live row's first line.
 C_A_HI = 0
 C_A_LO = 1
 C_B_HI = 2
@@ -30,7 +32,7 @@ C_B_LO = 3
 C_META = 4  # a_port << 48 | b_port << 32 | proto << 16 | vlan: one compare, one hash input
 C_FIRST = 5
 C_LAST = 6
-C_SLOT = 7  # where the row sits in the slot table (kept up to date by shifts); -1 free
+C_SLOT = 7  # live rows: INFO << SLOT_BITS | where the row sits in the slot table; -1 free
 # Per direction: A→B from column 8, B→A from column 16.
 C_DIR = 8
 D_PACKETS = 0
@@ -42,8 +44,26 @@ DIR_WIDTH = 8
 C_INIT_IS_A = 13  # 1 when A started the flow (spare room of the A→B line)
 C_IP_VERSION = 14
 C_REASON = 15  # why the flow was closed (export rows only)
-FLOW_COLUMNS = 24  # 192 bytes per row, three cache lines
-ROW_ALIGN = 64
+FLOW_COLUMNS = 24  # export rows
+
+# Live rows: line 0 as above (C_A_HI..C_SLOT); line 1 both directions, A→B from
+# column L_DIR, B→A from L_DIR + L_DIR_WIDTH. Packets and TCP flags share a word
+# (packets << 16 | flags: one add and one or, and 48 bits of packets).
+# Whether A started the flow and the IP version ride in C_SLOT's high bits:
+# both are set once, when the flow opens, and a packet never reads them.
+L_DIR = 8
+L_PKFL = 0
+L_BYTES = 1
+L_FIRST = 2
+L_LAST = 3
+L_DIR_WIDTH = 4
+LIVE_COLUMNS = 16  # 128 bytes per row, two cache lines
+ROW_ALIGN = 128  # a row never straddles a third line
+PKFL_SHIFT = 16
+FLAGS_MASK = 0xFFFF
+SLOT_BITS = 40
+SLOT_MASK = (1 << SLOT_BITS) - 1
+INFO_INIT_IS_A = 1  # INFO bit 0; the IP version from bit 1
 
 
 @njit(**INLINE)
@@ -132,15 +152,52 @@ def canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl):
 
 @njit(**INLINE)
 def _export(flows, row, reason, export, n_export):
-    for c in range(FLOW_COLUMNS):
+    """Write live ``row`` out as export row ``n_export``."""
+    for c in range(C_SLOT):
         export[n_export, c] = flows[row, c]
+    slot = flows[row, C_SLOT]
+    info = slot >> SLOT_BITS
+    export[n_export, C_SLOT] = slot & SLOT_MASK
+    for d in range(2):
+        live = L_DIR + d * L_DIR_WIDTH
+        out = C_DIR + d * DIR_WIDTH
+        pkfl = flows[row, live + L_PKFL]
+        export[n_export, out + D_PACKETS] = pkfl >> PKFL_SHIFT
+        export[n_export, out + D_BYTES] = flows[row, live + L_BYTES]
+        export[n_export, out + D_FIRST] = flows[row, live + L_FIRST]
+        export[n_export, out + D_LAST] = flows[row, live + L_LAST]
+        export[n_export, out + D_FLAGS] = pkfl & FLAGS_MASK
+        for c in range(out + D_FLAGS + 1, out + DIR_WIDTH):
+            export[n_export, c] = 0
+    export[n_export, C_INIT_IS_A] = info & INFO_INIT_IS_A
+    export[n_export, C_IP_VERSION] = info >> 1
     export[n_export, C_REASON] = reason
+
+
+@njit(**KERNEL)
+def import_rows(rows, flows):
+    """Export rows back into live rows ``flows[:len(rows)]`` (a table taking
+    over another's open flows); their slots are set by rebuild_slots."""
+    for r in range(rows.shape[0]):
+        for c in range(C_SLOT):
+            flows[r, c] = rows[r, c]
+        info = (rows[r, C_IP_VERSION] << 1) | (rows[r, C_INIT_IS_A] & INFO_INIT_IS_A)
+        flows[r, C_SLOT] = info << SLOT_BITS
+        for d in range(2):
+            live = L_DIR + d * L_DIR_WIDTH
+            out = C_DIR + d * DIR_WIDTH
+            flows[r, live + L_PKFL] = (rows[r, out + D_PACKETS] << PKFL_SHIFT) | (
+                rows[r, out + D_FLAGS] & FLAGS_MASK
+            )
+            flows[r, live + L_BYTES] = rows[r, out + D_BYTES]
+            flows[r, live + L_FIRST] = rows[r, out + D_FIRST]
+            flows[r, live + L_LAST] = rows[r, out + D_LAST]
 
 
 @njit(**INLINE)
 def _remove(flows, slots, mask, row, free, state):
     """Delete ``row`` from the slot table (backward shift) and free it."""
-    i = flows[row, C_SLOT]
+    i = flows[row, C_SLOT] & SLOT_MASK
     j = i
     while True:
         j = (j + 1) & mask
@@ -155,7 +212,8 @@ def _remove(flows, slots, mask, row, free, state):
             stays = home > i or home <= j
         if not stays:
             slots[i] = entry
-            flows[(entry & LOW32) - 1, C_SLOT] = i
+            moved = (entry & LOW32) - 1
+            flows[moved, C_SLOT] = (flows[moved, C_SLOT] & ~SLOT_MASK) | i
             i = j
     slots[i] = EMPTY
     flows[row, C_SLOT] = -1
@@ -363,29 +421,27 @@ def count_packet(
         flows[row, C_META] = meta
         flows[row, C_FIRST] = t
         flows[row, C_LAST] = t
-        flows[row, C_SLOT] = j
-        for c in range(C_DIR, FLOW_COLUMNS):
-            flows[row, c] = 0
         # The initiator sent the first packet, unless that packet is a SYN+ACK:
         # then the receiver had sent the (uncaptured) SYN.
         synack = pr == IPPROTO_TCP and (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)
-        flows[row, C_INIT_IS_A] = 1 if (d == 0) != synack else 0
-        flows[row, C_IP_VERSION] = ipv
-        flows[row, C_REASON] = -1
+        info = (ipv << 1) | (INFO_INIT_IS_A if (d == 0) != synack else 0)
+        flows[row, C_SLOT] = (info << SLOT_BITS) | j
+        for c in range(L_DIR, LIVE_COLUMNS):
+            flows[row, c] = 0
 
     # min/max rather than first/last written: merged multi-interface captures
     # are not always in time order.
-    base = C_DIR + d * DIR_WIDTH
-    if flows[row, base + D_PACKETS] == 0:
-        flows[row, base + D_FIRST] = t
-        flows[row, base + D_LAST] = t
-    elif t < flows[row, base + D_FIRST]:
-        flows[row, base + D_FIRST] = t
-    elif t > flows[row, base + D_LAST]:
-        flows[row, base + D_LAST] = t
-    flows[row, base + D_PACKETS] += 1
-    flows[row, base + D_BYTES] += wire
-    flows[row, base + D_FLAGS] |= fl
+    base = L_DIR + d * L_DIR_WIDTH
+    pkfl = flows[row, base + L_PKFL]
+    if pkfl == 0:
+        flows[row, base + L_FIRST] = t
+        flows[row, base + L_LAST] = t
+    elif t < flows[row, base + L_FIRST]:
+        flows[row, base + L_FIRST] = t
+    elif t > flows[row, base + L_LAST]:
+        flows[row, base + L_LAST] = t
+    flows[row, base + L_PKFL] = (pkfl + (np.int64(1) << PKFL_SHIFT)) | fl
+    flows[row, base + L_BYTES] += wire
     if t > flows[row, C_LAST]:
         flows[row, C_LAST] = t
     elif t < flows[row, C_FIRST]:
@@ -480,4 +536,4 @@ def rebuild_slots(flows, high_water, slots):
         while slots[j] != EMPTY:
             j = (j + 1) & mask
         slots[j] = (tag << 32) | (row + 1)
-        flows[row, C_SLOT] = j
+        flows[row, C_SLOT] = (flows[row, C_SLOT] & ~SLOT_MASK) | j

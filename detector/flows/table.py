@@ -30,8 +30,8 @@ DEFAULT_MAX_FLOWS = 1_000_000
 INITIAL_FLOWS = 1 << 12
 EXPORT_ROWS = 1 << 16
 FRAG_SLOTS = 1 << 14  # recent first fragments remembered for their followers
-# One row (192 B), two slots (16 B) and a free-list entry (8 B).
-BYTES_PER_FLOW = fk.FLOW_COLUMNS * 8 + 2 * 8 + 8
+# One live row (128 B), two slots (16 B) and a free-list entry (8 B).
+BYTES_PER_FLOW = fk.LIVE_COLUMNS * 8 + 2 * 8 + 8
 
 
 class FlowTable:
@@ -83,11 +83,11 @@ class FlowTable:
 
     @staticmethod
     def _new_rows(capacity: int) -> np.ndarray:
-        # Rows start on a cache-line boundary, so each row is exactly three lines.
+        # Rows start on a 128-byte boundary, so each row is exactly two lines.
         spare = fk.ROW_ALIGN // 8
-        raw = np.empty(capacity * fk.FLOW_COLUMNS + spare, dtype=np.int64)
+        raw = np.empty(capacity * fk.LIVE_COLUMNS + spare, dtype=np.int64)
         skip = (-raw.ctypes.data % fk.ROW_ALIGN) // 8
-        rows = raw[skip : skip + capacity * fk.FLOW_COLUMNS].reshape(capacity, fk.FLOW_COLUMNS)
+        rows = raw[skip : skip + capacity * fk.LIVE_COLUMNS].reshape(capacity, fk.LIVE_COLUMNS)
         rows[:, fk.C_SLOT] = -1
         return rows
 
@@ -154,9 +154,7 @@ class FlowTable:
             self._flows = self._new_rows(capacity)
             self._free = np.empty(capacity, dtype=np.int64)
             self._slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
-        self._flows[:n] = rows
-        self._flows[:n, fk.C_SLOT] = 0  # live; rebuild_slots sets the real slot
-        self._flows[:n, fk.C_REASON] = -1
+        fk.import_rows(np.ascontiguousarray(rows, dtype=np.int64), self._flows)
         self._state[fk.S_HIGH_WATER] = n
         self._state[fk.S_LIVE] = n
         self._state[fk.S_N_FREE] = 0
