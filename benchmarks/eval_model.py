@@ -615,8 +615,8 @@ def main() -> None:
     thresholds = ", ".join(f"p{float(p):g} {model.threshold_at(float(p)):.4f}"
                            for p in args.percentiles.split(","))  # fmt: skip
     print(
-        f"forest threshold (out-of-sample score, among the {model.n_candidate_days_} of "
-        f"{model.n_host_days_} baseline host-days with a candidate window): {thresholds}"
+        f"forest threshold (out-of-sample score, among the {model.n_calibration_days_} of "
+        f"{model.n_host_days_} baseline host-days above usual): {thresholds}"
     )
     log_out = np.log1p(features["bytes_out"].to_numpy(dtype=float))
     zstats = (

@@ -150,8 +150,8 @@ def test_fit_returns_self_with_learned_attributes(baseline):
     assert model.window_minutes_ == 10
     assert model.threshold_ == pytest.approx(model.threshold_at(99.5))
     assert model.baseline_quantiles_.shape == QUANTILE_GRID.shape
-    assert 0 < model.n_candidate_days_ < model.n_host_days_
-    # Calibrated on each candidate host-day's highest score: beyond 99.5 % of them.
+    assert 0 < model.n_calibration_days_ < model.n_host_days_
+    # Calibrated on each host-day's highest score above usual: beyond 99.5 % of them.
     assert model.threshold_ > 0.5
     days = baseline["window_start"].dt.date
     daily = pd.Series(model.predict(baseline)).groupby([baseline["host"], days]).any()
@@ -161,8 +161,9 @@ def test_fit_returns_self_with_learned_attributes(baseline):
 def test_threshold_is_calibrated_on_days_the_model_did_not_learn_from(baseline):
     """A naive reference: forests (on the windows above usual) and histories
     fitted on even and odd local days, each scoring the other half; the
-    threshold is numpy's 99.5th percentile of the candidate host-days' highest
-    score among their candidate windows."""
+    threshold is numpy's 99.5th percentile of the highest score of each
+    host-day with a window above usual, among those windows (not only the
+    candidate ones: far fewer, their 99.5th percentile was their highest)."""
     from sklearn.ensemble import IsolationForest
 
     model = EgressModel(n_estimators=20, random_state=2).fit(baseline)
@@ -177,13 +178,16 @@ def test_threshold_is_calibrated_on_days_the_model_did_not_learn_from(baseline):
                                  random_state=2)  # fmt: skip
         forest.fit(model_matrix(learned[above], history))
         scores = -forest.score_samples(model_matrix(tested, history))
-        # Feature files: no destinations known, so a record at this hour, any hour.
-        candidate = egress_candidate(tested, history, knows_destinations=False)
+        calibrated = above_usual(tested, history)
         keys = zip(tested["host"], local_day[tested.index], strict=True)
-        for key, score, ok in zip(keys, scores, candidate, strict=True):
+        for key, score, ok in zip(keys, scores, calibrated, strict=True):
             if ok:
                 daily_max[key] = max(daily_max.get(key, 0.0), score)
-    assert len(daily_max) == model.n_candidate_days_
+    assert len(daily_max) == model.n_calibration_days_
+    # More than the host-days with a candidate window (what format 4 used).
+    candidate_days = pd.Series(model.candidates(baseline)).groupby(
+        [baseline["host"], local_day]).any()  # fmt: skip
+    assert model.n_calibration_days_ > candidate_days.sum()
     expected = np.quantile(np.array(list(daily_max.values())), 0.995)
     assert model.threshold_ == pytest.approx(expected, abs=1e-4)
 
@@ -624,26 +628,31 @@ def test_what_a_window_must_be_to_be_a_candidate(baseline, fitted):
     busy = history.host_quantiles[host, 0, 1]  # bytes out over all hours, 95th percentile
     twice = 2 * (1 + history.host_hour[host, 3, 1]) - 1  # log1p(x) - log1p(p95) = log(2)
     record = max(most, busy, twice)
-    windows = pd.DataFrame([night] * 5).assign(
-        bytes_out=[int(record) + 1, int(max(most, busy)) - 1, 5 * MB, 21 * MB, 5 * MB],
+    day = 2 * 24 + 11
+    out = [int(record) + 1, int(max(most, busy)) - 1, 5 * MB, 21 * MB, 5 * MB, 5 * MB, 5 * MB]
+    windows = pd.DataFrame([night] * 7).assign(
+        bytes_out=out,
         new_destination_bytes=0,
-        unseen_destination_bytes=[0, 0, 5 * MB, 5 * MB, 0],
-        hour_of_week=[2 * 24 + 3, 2 * 24 + 3, 2 * 24 + 11, 2 * 24 + 11, 2 * 24 + 11],
+        unseen_destination_bytes=[0, 0, 5 * MB, 5 * MB, 0, 5 * MB, 5 * MB],
+        # What the never-seen address sent back: a web site's pages.
+        unseen_destination_bytes_in=[0, 0, 0, 0, 0, 2_500_000, 2_499_999],
+        hour_of_week=[2 * 24 + 3, 2 * 24 + 3, day, day, day, day, day],
     )
     # Night: beyond its record at this hour and a busy window. Day: beyond its
-    # record to never-seen addresses (none in this baseline), and that is at
-    # least a quarter of what it sent.
+    # record to never-seen addresses (none in this baseline), at least a
+    # quarter of what it sent, and one way: more than twice what came back
+    # (5,000,000 > 2 x 2,499,999 = 4,999,998; not > 2 x 2,500,000).
     got = egress_candidate(windows, history, knows_destinations=True)
-    assert got.tolist() == [True, False, True, False, False]
+    assert got.tolist() == [True, False, True, False, False, False, True]
     # A model that knows no destinations: a record at this hour, any hour.
     got = egress_candidate(windows, history, knows_destinations=False)
-    assert got.tolist() == [True, False, True, True, True]
+    assert got.tolist() == [True, False, True, True, True, True, True]
 
 
 def test_the_forest_threshold_decides_among_candidates(baseline, fitted):
     """Two windows that both pass the pre-condition: a business-hours window
     just beyond the host's record at that hour scores inside the baseline's
-    candidate host-days and is not flagged; a 200 MB night upload scores beyond
+    host-days above usual and is not flagged; a 200 MB night upload scores beyond
     them and is. (That the threshold is numpy's percentile of the candidate
     host-days' highest out-of-sample scores: test_threshold_is_calibrated_...)"""
     history = fitted.history_
@@ -672,11 +681,11 @@ def test_a_model_file_of_the_previous_format_says_retrain(tmp_path, fitted, poli
     save_model(fitted, path, policy)
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("meta.json"))
-    assert meta["format"] == MODEL_FORMAT == 4
-    meta["format"] = 3
+    assert meta["format"] == MODEL_FORMAT == 5
+    meta["format"] = 4
     _rewrite(path, "meta.json", json.dumps(meta).encode(), fix_hash=False)
     with pytest.raises(ModelError) as caught:
         load_model(path, policy)
     message = str(caught.value)
-    assert "file format 3, this version reads format 4" in message
+    assert "file format 4, this version reads format 5" in message
     assert "retrain: egress-detector train" in message and "\n" not in message

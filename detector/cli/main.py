@@ -569,8 +569,8 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
             f"({model.n_host_days_:,} host-days, {first} to {last} local), "
             f"{len(model.history_.known_peer_lo):,} known (host, destination) pairs; "
             f"threshold {model.threshold_:.3f} (percentile {policy.model_percentile:g} of "
-            f"the scores of {model.n_candidate_days_:,} baseline host-days with a candidate "
-            f"window{'; none: every candidate is flagged' if not model.n_candidate_days_ else ''}"
+            f"the scores of {model.n_calibration_days_:,} baseline host-days above usual"
+            f"{'; none: every candidate is flagged' if not model.n_calibration_days_ else ''}"
             f"); {time.perf_counter() - started:.1f} s → {args.output}"
         )
     return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
