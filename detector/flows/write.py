@@ -94,12 +94,20 @@ def string_array(texts: list[str | None]) -> Any:
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
     present = np.array([t is not None for t in texts], dtype=bool)
-    return pa.Array.from_buffers(
-        pa.large_string(),
+    # 32-bit offsets when the text fits them: the cast from large_string would
+    # import pyarrow.compute, 0.2 s of every command's start.
+    small = int(offsets[-1]) < 2**31
+    array = pa.Array.from_buffers(
+        pa.string() if small else pa.large_string(),
         len(encoded),
-        [_validity(present), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+        [
+            _validity(present),
+            pa.py_buffer(offsets.astype(np.int32) if small else offsets),
+            pa.py_buffer(b"".join(encoded)),
+        ],
         null_count=len(encoded) - int(np.count_nonzero(present)),
-    ).cast(pa.string())
+    )
+    return array if small else array.cast(pa.string())
 
 
 def dictionary_array(codes: np.ndarray, names: Sequence[str], index_type: Any) -> Any:
