@@ -274,8 +274,8 @@ def decode_frame_at(buf, off, caplen, linktype):
         for _ in range(32):
             if q + 4 > end:
                 break
-            tlv_len = (u8(buf, q + 1) << 8) | u8(buf, q)
-            tlv_type = (u8(buf, q + 3) << 8) | u8(buf, q + 2)
+            tlv_len = u16le(buf, q)
+            tlv_type = u16le(buf, q + 2)
             if tlv_len < 4:
                 break
             if tlv_type == NFULA_PAYLOAD:

@@ -5,8 +5,9 @@ row of ``LIVE_COLUMNS`` int64 (two cache lines: the key and times, then both
 directions' counters) rather than twenty separate arrays, and the slot table
 holds ``(hash tag << 32) | (row + 1)`` so most probes are settled without
 touching the flow row. A closed flow is written out in the wider export row
-(``FLOW_COLUMNS``), the one every reader of flows takes. Linear probing, table at most half full,
-deletion by backward shift (no tombstones, so probe chains never rot).
+(``FLOW_COLUMNS``), the one every reader of flows takes. Linear probing, table
+at most half full, deletion by backward shift (no tombstones, so probe chains
+never rot).
 
 Expiry follows docs/flows.md: a packet more than ``idle`` after its flow's last
 packet, or more than ``active`` after its first, closes the flow and opens a new
@@ -41,8 +42,8 @@ D_FIRST = 2
 D_LAST = 3
 D_FLAGS = 4
 DIR_WIDTH = 8
-C_INIT_IS_A = 13  # 1 when A started the flow (spare room of the A→B line)
-C_IP_VERSION = 14
+C_INIT_IS_A = 13  # 1 when A started the flow (live rows: INFO bit 0 in C_SLOT)
+C_IP_VERSION = 14  # live rows: INFO from bit 1 in C_SLOT
 C_REASON = 15  # why the flow was closed (export rows only)
 FLOW_COLUMNS = 24  # export rows
 

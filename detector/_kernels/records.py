@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, INLINE
-from .decode import decode_frame, u8, u16be, u32be, u32le
+from .decode import decode_frame, u8, u16be, u16le, u32be, u32le
 from .flowtable import COUNT_OK, S_LATEST, count_packet
 
 # Why a walk stopped.
@@ -120,7 +120,7 @@ def _u32(buf, i, big_endian):
 def _u16(buf, i, big_endian):
     if big_endian:
         return u16be(buf, i)
-    return (u8(buf, i + 1) << 8) | u8(buf, i)
+    return u16le(buf, i)
 
 
 @njit(**INLINE)

@@ -77,16 +77,6 @@ RING_BATCH_FULL = 1  # the batch is full; call again with an empty one
 
 
 @njit(**INLINE)
-def _u32le(ring, i):
-    return u32le(ring, i)  # unsigned indices: one load (decode.u8 says why)
-
-
-@njit(**INLINE)
-def _u16le(ring, i):
-    return u16le(ring, i)
-
-
-@njit(**INLINE)
 def _release(ring, base):
     ring[base + 8] = TP_STATUS_KERNEL
     ring[base + 9] = 0
@@ -125,11 +115,11 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, h
     # At most one lap: a block handed back (or held) is not looked at again.
     for _lap in range(n_blocks - held):
         base = block * block_size
-        if (_u32le(ring, base + 8) & TP_STATUS_USER) == 0:
+        if (u32le(ring, base + 8) & TP_STATUS_USER) == 0:
             break
-        num_pkts = _u32le(ring, base + 12)
+        num_pkts = u32le(ring, base + 12)
         if at == 0:
-            at = _u32le(ring, base + 16)  # offset_to_first_pkt
+            at = u32le(ring, base + 16)  # offset_to_first_pkt
         damaged = False
         full = False
         while taken < num_pkts:
@@ -141,13 +131,13 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, h
                 damaged = True
                 break
             p = base + at
-            next_offset = _u32le(ring, p)
-            sec = _u32le(ring, p + 4)
-            nsec = _u32le(ring, p + 8)
-            snaplen = _u32le(ring, p + 12)
-            wire = _u32le(ring, p + 16)
-            status = _u32le(ring, p + 20)
-            mac = _u16le(ring, p + 24)
+            next_offset = u32le(ring, p)
+            sec = u32le(ring, p + 4)
+            nsec = u32le(ring, p + 8)
+            snaplen = u32le(ring, p + 12)
+            wire = u32le(ring, p + 16)
+            status = u32le(ring, p + 20)
+            mac = u16le(ring, p + 24)
             if mac < TPACKET3_HDR_BYTES or at + mac + snaplen > block_size:
                 damaged = True
                 break
@@ -168,7 +158,7 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, h
                 # libpcap puts the tag the kernel took off back into the frame
                 # (and its 4 bytes into the lengths): count it as a capture file
                 # shows it. cap_len stays what lies in the ring.
-                vl = _u32le(ring, p + 32) & 0x0FFF
+                vl = u32le(ring, p + 32) & 0x0FFF
                 wire += VLAN_TAG_BYTES
             t = sec * 1_000_000_000 + nsec
             wire_total += wire
