@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._kernels import community as ck
+from .._kernels import flowrows as fr
 from .._kernels import flowtable as fk
 from .._kernels import timefmt
 from .community_id import community_id_v1
@@ -177,66 +178,54 @@ def flow_columns(
     million flows then make no Python strings at all)."""
     if not presorted and len(rows):
         rows = rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")]
-    u = rows.view(np.uint64)
-    init_a = rows[:, fk.C_INIT_IS_A] == 1
-    a_dir = fk.C_DIR
-    b_dir = fk.C_DIR + fk.DIR_WIDTH
-    src_hi = np.where(init_a, u[:, fk.C_A_HI], u[:, fk.C_B_HI])
-    src_lo = np.where(init_a, u[:, fk.C_A_LO], u[:, fk.C_B_LO])
-    dst_hi = np.where(init_a, u[:, fk.C_B_HI], u[:, fk.C_A_HI])
-    dst_lo = np.where(init_a, u[:, fk.C_B_LO], u[:, fk.C_A_LO])
-    meta = u[:, fk.C_META]
-    a_port = (meta >> np.uint64(48)).astype(np.int64)
-    b_port = ((meta >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
-    src_port = np.where(init_a, a_port, b_port)
-    dst_port = np.where(init_a, b_port, a_port)
-    a_side = rows[:, a_dir : a_dir + fk.DIR_WIDTH]
-    b_side = rows[:, b_dir : b_dir + fk.DIR_WIDTH]
-    fwd = np.where(init_a[:, None], a_side, b_side)
-    rev = np.where(init_a[:, None], b_side, a_side)
-    ip_version = rows[:, fk.C_IP_VERSION].astype(np.uint8)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    n = len(rows)
+    addresses = np.empty((4, n), dtype=np.uint64)
+    ports = np.empty((4, n), dtype=np.uint16)
+    small = np.empty((2, n), dtype=np.uint8)
+    vlan_id = np.empty(n, dtype=np.int32)
+    numeric = np.empty((fr.N_COLUMNS, n), dtype=np.int64)
+    duration_ms = np.empty(n, dtype=np.float64)
+    fr.split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms)
+    src_hi, src_lo, dst_hi, dst_lo = addresses
+    src_port, dst_port = ports[0], ports[1]
+    protocol, ip_version = small[0], small[1]
     is_v4 = ip_version == 4
+    reason_codes = numeric[fr.N_REASON]
 
-    def stamp(ns: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
-        # Times may be negative (before 1970): only "no packet" means NaT.
-        ns = ns.astype(np.int64)
-        if present is not None:
-            ns = np.where(present, ns, NAT)
-        return ns.view("M8[ns]")
+    def stamp(column: int) -> np.ndarray:
+        # Times may be negative (before 1970): only "no packet" (NAT) is missing.
+        return numeric[column].view("M8[ns]")
 
-    protocol = ((meta >> np.uint64(16)) & np.uint64(0xFF)).astype(np.uint8)
     src_text = _address_texts(src_hi, src_lo, is_v4, arrow_text)
     dst_text = _address_texts(dst_hi, dst_lo, is_v4, arrow_text)
-    vlan = (meta & np.uint64(0xFFFF)).astype(np.int64)
     reasons = np.asarray(fk.REASON_NAMES, dtype=object)
     names = np.asarray([TRANSPORT_NAMES.get(p, str(p)) for p in range(256)], dtype=object)
-    fwd_any = fwd[:, fk.D_PACKETS] > 0
-    rev_any = rev[:, fk.D_PACKETS] > 0
     frame: dict[str, Any] = {
-        "first_seen": stamp(rows[:, fk.C_FIRST]),
-        "last_seen": stamp(rows[:, fk.C_LAST]),
+        "first_seen": stamp(fr.N_FIRST),
+        "last_seen": stamp(fr.N_LAST),
         "src_ip": src_text,
-        "src_port": src_port.astype(np.uint16),
+        "src_port": src_port,
         "dst_ip": dst_text,
-        "dst_port": dst_port.astype(np.uint16),
+        "dst_port": dst_port,
         "protocol": protocol,
         "transport": names[protocol] if not arrow_text else None,
         "ip_version": ip_version,
-        "vlan_id": np.where(vlan == 0xFFFF, -1, vlan).astype(np.int32),
-        "src2dst_packets": fwd[:, fk.D_PACKETS],
-        "src2dst_bytes": fwd[:, fk.D_BYTES],
-        "dst2src_packets": rev[:, fk.D_PACKETS],
-        "dst2src_bytes": rev[:, fk.D_BYTES],
-        "bidirectional_packets": fwd[:, fk.D_PACKETS] + rev[:, fk.D_PACKETS],
-        "bidirectional_bytes": fwd[:, fk.D_BYTES] + rev[:, fk.D_BYTES],
-        "src2dst_first_seen": stamp(fwd[:, fk.D_FIRST], fwd_any),
-        "src2dst_last_seen": stamp(fwd[:, fk.D_LAST], fwd_any),
-        "dst2src_first_seen": stamp(rev[:, fk.D_FIRST], rev_any),
-        "dst2src_last_seen": stamp(rev[:, fk.D_LAST], rev_any),
-        "src2dst_tcp_flags": fwd[:, fk.D_FLAGS].astype(np.uint16),
-        "dst2src_tcp_flags": rev[:, fk.D_FLAGS].astype(np.uint16),
-        "duration_ms": (rows[:, fk.C_LAST] - rows[:, fk.C_FIRST]) / 1e6,
-        "expiry_reason": reasons[rows[:, fk.C_REASON]] if not arrow_text else None,
+        "vlan_id": vlan_id,
+        "src2dst_packets": numeric[fr.N_FWD_PACKETS],
+        "src2dst_bytes": numeric[fr.N_FWD_BYTES],
+        "dst2src_packets": numeric[fr.N_REV_PACKETS],
+        "dst2src_bytes": numeric[fr.N_REV_BYTES],
+        "bidirectional_packets": numeric[fr.N_BI_PACKETS],
+        "bidirectional_bytes": numeric[fr.N_BI_BYTES],
+        "src2dst_first_seen": stamp(fr.N_FWD_FIRST),
+        "src2dst_last_seen": stamp(fr.N_FWD_LAST),
+        "dst2src_first_seen": stamp(fr.N_REV_FIRST),
+        "dst2src_last_seen": stamp(fr.N_REV_LAST),
+        "src2dst_tcp_flags": ports[2],
+        "dst2src_tcp_flags": ports[3],
+        "duration_ms": duration_ms,
+        "expiry_reason": reasons[reason_codes] if not arrow_text else None,
     }
     if arrow_text:
         import pyarrow as pa
@@ -244,7 +233,7 @@ def flow_columns(
         from .write import dictionary_array
 
         frame["transport"] = dictionary_array(protocol, names.tolist(), pa.int16())
-        frame["expiry_reason"] = dictionary_array(rows[:, fk.C_REASON], fk.REASON_NAMES, pa.int8())
+        frame["expiry_reason"] = dictionary_array(reason_codes, fk.REASON_NAMES, pa.int8())
     if community_id:
         frame["community_id"] = _community_ids(
             src_hi, src_lo, dst_hi, dst_lo, protocol, src_port, dst_port, is_v4, arrow_text
