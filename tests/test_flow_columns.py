@@ -20,12 +20,12 @@ NAT = np.iinfo(np.int64).min
 def reference(rows: np.ndarray) -> dict[str, np.ndarray]:
     u = rows.view(np.uint64)
     init_a = rows[:, fk.C_INIT_IS_A] == 1
-    a_dir, b_dir = fk.C_DIR, fk.C_DIR + fk.DIR_WIDTH
+    a_dir, b_dir, width = fk.C_DIR, fk.C_DIR + fk.DIR_WIDTH, fk.DIR_WIDTH
     meta = u[:, fk.C_META]
     a_port = (meta >> np.uint64(48)).astype(np.int64)
     b_port = ((meta >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
-    fwd = np.where(init_a[:, None], rows[:, a_dir : a_dir + 8], rows[:, b_dir : b_dir + 8])
-    rev = np.where(init_a[:, None], rows[:, b_dir : b_dir + 8], rows[:, a_dir : a_dir + 8])
+    fwd = np.where(init_a[:, None], rows[:, a_dir : a_dir + width], rows[:, b_dir : b_dir + width])
+    rev = np.where(init_a[:, None], rows[:, b_dir : b_dir + width], rows[:, a_dir : a_dir + width])
     vlan = (meta & np.uint64(0xFFFF)).astype(np.int64)
 
     def stamp(ns: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:

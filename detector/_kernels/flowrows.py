@@ -2,10 +2,11 @@
 
 The rows are row-major (24 int64 per flow, 192 bytes). Taking each column
 with numpy reads the whole array once per column (every row's cache line for
-eight useful bytes), some thirty times for one set of records: 2.3 of the 2.8 s
-that a million flows took to become columns. One loop over the rows writes
-every column at once. ``detector.flows.records.flow_columns`` documents the
-columns; tests compare this with the numpy version it replaced.
+eight useful bytes), some thirty times for one set of records. One loop over
+the rows writes every column at once: for a million flows, the columns for
+the Parquet writer took 0.74 s instead of 1.06 s.
+``detector.flows.records.flow_columns`` documents the columns; tests compare
+this with the numpy version it replaced.
 """
 
 import numpy as np
@@ -68,20 +69,17 @@ def split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms):
     for i in range(rows.shape[0]):
         init_a = rows[i, C_INIT_IS_A] == 1
         if init_a:
-            s = C_A_HI
-            d = C_B_HI
+            src_hi, src_lo, dst_hi, dst_lo = C_A_HI, C_A_LO, C_B_HI, C_B_LO
             fwd = C_DIR
             rev = C_DIR + DIR_WIDTH
         else:
-            s = C_B_HI
-            d = C_A_HI
+            src_hi, src_lo, dst_hi, dst_lo = C_B_HI, C_B_LO, C_A_HI, C_A_LO
             fwd = C_DIR + DIR_WIDTH
             rev = C_DIR
-        # C_A_LO / C_B_LO follow their HI column.
-        addresses[0, i] = np.uint64(rows[i, s])
-        addresses[1, i] = np.uint64(rows[i, s + (C_A_LO - C_A_HI)])
-        addresses[2, i] = np.uint64(rows[i, d])
-        addresses[3, i] = np.uint64(rows[i, d + (C_B_LO - C_B_HI)])
+        addresses[0, i] = np.uint64(rows[i, src_hi])
+        addresses[1, i] = np.uint64(rows[i, src_lo])
+        addresses[2, i] = np.uint64(rows[i, dst_hi])
+        addresses[3, i] = np.uint64(rows[i, dst_lo])
         meta = rows[i, C_META]
         a_port = (meta >> 48) & 0xFFFF
         b_port = (meta >> 32) & 0xFFFF

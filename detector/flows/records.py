@@ -20,8 +20,6 @@ from .community_id import community_id_v1
 if TYPE_CHECKING:
     import pandas as pd
 
-NAT = np.iinfo(np.int64).min  # numpy's and pandas' "not a time"
-
 # IANA protocol keywords, lower case (the names Zeek and ECS use for the common ones).
 TRANSPORT_NAMES = {
     0: "hopopt",
