@@ -14,7 +14,10 @@ machine slows every version alike; medians are compared.
 ``--mode kernel`` (default) times the fused decode + count kernel over an
 in-memory copy of the capture (no file reading, no flow records);
 ``--mode whole`` times ``count_flows`` over the file, as the in-process row of
-bench_core.py does. Each version compiles its kernels once; the copies live in data/ab-kernels/
+bench_core.py does; ``--mode decode`` times ``read_packets`` over it (decoding into
+batches, no flow table), as the decode row does; ``--mode payload`` times reading the capture (or every capture in a
+folder, such as the shared corpus's real application traffic) with the payload
+inspector. Each version compiles its kernels once; the copies live in data/ab-kernels/
 so the next comparison finds them compiled.
 """
 
@@ -45,6 +48,7 @@ def load(name: str, tree: Path, into: Path) -> dict[str, Any]:
         "table": importlib.import_module(f"det_{name}.flows.table"),
         "batch": importlib.import_module(f"det_{name}.capture.batch"),
         "flows": importlib.import_module(f"det_{name}.flows"),
+        "capture": importlib.import_module(f"det_{name}.capture"),
     }
 
 
@@ -76,6 +80,23 @@ def whole_run(mod: dict[str, Any], capture: Path) -> float:
     return time.perf_counter() - start
 
 
+def decode_run(mod: dict[str, Any], capture: Path) -> float:
+    start = time.perf_counter()
+    for _batch in mod["capture"].read_packets([capture], reuse_batch=True):
+        pass
+    return time.perf_counter() - start
+
+
+def payload_run(mod: dict[str, Any], captures: list[Path]) -> float:
+    inspector = importlib.import_module(mod["flows"].__name__ + ".payload").PayloadInspector()
+    start = time.perf_counter()
+    for path in captures:
+        for _batch in mod["capture"].read_packets([path], inspector=inspector,
+                                                  on_problem=lambda problem: None):  # fmt: skip
+            pass
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,10 +110,12 @@ def main() -> None:
         "--capture",
         type=Path,
         default=DATA / "cap2m.pcap",
-        help="a little-endian microsecond classic pcap of Ethernet (default: data/cap2m.pcap)",
+        help="a little-endian microsecond classic pcap of Ethernet (default: data/cap2m.pcap); "
+        "for --mode payload also a folder of captures (e.g. ../shared/corpus/pcaps)",
     )
     ap.add_argument("--rounds", type=int, default=25)
-    ap.add_argument("--mode", choices=("kernel", "whole"), default="kernel")
+    ap.add_argument("--mode", choices=("kernel", "whole", "decode", "payload"), default="kernel")
+
     args = ap.parse_args()  # fmt: skip
 
     # A fixed place per version name, so numba's cache (keyed by file path and
@@ -107,15 +130,27 @@ def main() -> None:
             raise SystemExit(f"ab_kernels: {spec!r}: expected NAME=CHECKOUT with CHECKOUT/detector")
         mods[name] = load(name, Path(tree), into)
 
-    with open(args.capture, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        data = np.frombuffer(mapped, np.uint8).copy()  # anonymous memory: no page-cache effects
-    data.flags.writeable = False
+    data = np.zeros(0, np.uint8)
+    if args.mode == "kernel":
+        with open(args.capture, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            data = np.frombuffer(mapped, np.uint8).copy()  # anonymous memory: no page cache
+        data.flags.writeable = False
     names = list(mods)
+
+    # --mode payload: the capture, or every file of a folder (the shared corpus).
+    if args.capture.is_dir():
+        captures = sorted(p for p in args.capture.iterdir() if p.is_file())
+    else:
+        captures = [args.capture]
 
     def run(name: str) -> float:
         if args.mode == "kernel":
             return kernel_run(mods[name], data)
+        if args.mode == "decode":
+            return decode_run(mods[name], args.capture)
+        if args.mode == "payload":
+            return payload_run(mods[name], captures)
         return whole_run(mods[name], args.capture)
 
     for name in names:  # compile (or load the cache) and warm up

@@ -95,9 +95,20 @@ KERNEL = dict(cache=CACHE, boundscheck=BOUNDSCHECK, nogil=True)
 # runtime: with it, every array handed to an inlined helper costs an atomic
 # incref and decref per packet (73 → 23 ns per packet in the flow table).
 HOT_LOOP = dict(KERNEL, _nrt=False)
-# Per-packet helpers are inlined at numba IR level: a normal call would incref and
-# decref every array argument per packet, the 6x trap in PERF-NOTES.
+# Per-packet helpers must not cost a reference count per array argument per call
+# (the 6x trap in PERF-NOTES). Two ways:
+# * INLINE: numba pastes the helper's IR into the caller. Certain, but numba copies
+#   the helper's whole IR per call site, in time that grows with the square of its
+#   size: for the few large bodies the hot loops must have inline (decode_frame_at,
+#   count_packet, the batch row writer).
+# * LEAF: an ordinary compiled function without the reference-counting runtime, so a
+#   call costs no reference count; LLVM inlines the small ones into the loop. For
+#   everything else (byte readers, hashes, the payload parsers). Moving those off
+#   INLINE halved the first run's compile (the scan of the bundled sample: 113 s to
+#   54-58 s, walk_pcap alone 42-44 s to 16-22 s) at the same packet rates
+#   (benchmarks/ab_kernels.py, kernel and payload modes).
 INLINE = dict(cache=CACHE, boundscheck=BOUNDSCHECK, inline="always")
+LEAF = dict(cache=CACHE, boundscheck=BOUNDSCHECK, _nrt=False)
 
 
 def is_compiled_cache_warm() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 import time
+from ctypes.util import find_library
 
 import numpy as np
 import pytest
@@ -148,6 +149,10 @@ def test_a_block_claiming_more_packets_than_it_holds():
     assert sum(len(b) for b in batches) == 4 and counters[ringk.COUNT_RING_DAMAGED] == 1
 
 
+@pytest.mark.skipif(
+    find_library("pcap") is None,
+    reason="libpcap is not installed (it compiles --bpf filters; apt-get install libpcap0.8)",
+)
 def test_snaplen_caps_the_filter_program():
     program = compile_bpf("tcp port 443", 1, snaplen=128)
     returns = [
@@ -159,6 +164,20 @@ def test_snaplen_caps_the_filter_program():
     assert struct.unpack("HBBI", compile_bpf(None, 1, snaplen=96)) == (0x06, 0, 0, 96)
     with pytest.raises(DetectorError, match="syntax error"):
         compile_bpf("tcp port", 1)
+
+
+def test_filter_without_libpcap_says_what_to_install(monkeypatch):
+    import scapy.arch.common
+
+    def no_libpcap(*args, **kwargs):
+        raise OSError("libpcap is not available. Cannot compile filter !")
+
+    monkeypatch.setattr(scapy.arch.common, "compile_filter", no_libpcap)
+    with pytest.raises(DetectorError) as caught:
+        compile_bpf("tcp port 443", 1)
+    message = str(caught.value)
+    assert message.startswith("--bpf 'tcp port 443': compiling a filter needs libpcap")
+    assert "apt-get install libpcap0.8" in message and "\n" not in message
 
 
 # -- the engine ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ reported through its status code. Field meanings are in docs/flows.md.
 import numpy as np
 from numba import njit
 
-from .._jit import INLINE
+from .._jit import INLINE, LEAF
 
 # Link types (https://www.tcpdump.org/linktypes.html)
 LINKTYPE_NULL = 0  # BSD loopback, address family in host byte order
@@ -84,7 +84,7 @@ MAX_TAGS = 8  # VLAN tags / MPLS labels followed before giving up: hostile stack
 MAX_EXT_HEADERS = 12
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def u8(buf, i):
     """The byte at ``i`` (0 <= i < len(buf), which every caller guarantees).
 
@@ -97,19 +97,19 @@ def u8(buf, i):
     return np.int64(buf[np.uint64(i)])
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def u16be(buf, i):
     j = np.uint64(i)
     return (np.int64(buf[j]) << 8) | np.int64(buf[j + np.uint64(1)])
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def u16le(buf, i):
     j = np.uint64(i)
     return (np.int64(buf[j + np.uint64(1)]) << 8) | np.int64(buf[j])
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def u32be(buf, i):
     j = np.uint64(i)
     return (
@@ -120,7 +120,7 @@ def u32be(buf, i):
     )
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def u32le(buf, i):
     j = np.uint64(i)
     return (
@@ -131,7 +131,7 @@ def u32le(buf, i):
     )
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def u64be(buf, i):
     j = np.uint64(i)
     return (
@@ -146,7 +146,7 @@ def u64be(buf, i):
     )
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _loopback_ethertype(af):
     if af == AF_INET:
         return ETHERTYPE_IPV4
@@ -157,7 +157,7 @@ def _loopback_ethertype(af):
     return ETHERTYPE_NOT_IP
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _ppp_ethertype(ppp):
     if ppp == PPP_IPV4:
         return ETHERTYPE_IPV4
@@ -168,14 +168,14 @@ def _ppp_ethertype(ppp):
     return ETHERTYPE_NOT_IP
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _no_ip(status, vlan):
     zero = np.uint64(0)
     z = np.int64(0)
     return status, 0, 0, zero, zero, zero, zero, z, z, z, vlan, 0, z, z - 1
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id):
     """An IP packet whose transport header is not there (a later fragment) or
     cut short: addresses and protocol, ports and flags 0."""

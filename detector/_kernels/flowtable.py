@@ -19,7 +19,7 @@ fills, the kernel returns and the caller drains it and calls again.
 import numpy as np
 from numba import njit
 
-from .._jit import HOT_LOOP, INLINE, KERNEL
+from .._jit import HOT_LOOP, INLINE, KERNEL, LEAF
 
 # The meta column packs the rest of the key: a_port << 48 | b_port << 32 | proto << 16 | vlan
 
@@ -67,7 +67,7 @@ SLOT_MASK = (1 << SLOT_BITS) - 1
 INFO_INIT_IS_A = 1  # INFO bit 0; the IP version from bit 1
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def meta_key(a_port, b_port, proto, vlan):
     return (a_port << 48) | (b_port << 32) | (proto << 16) | vlan
 
@@ -118,7 +118,7 @@ def icmp_counterparts():
     return table
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def mix64(x):
     # splitmix64 finaliser: every input bit moves every output bit.
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -126,7 +126,7 @@ def mix64(x):
     return x ^ (x >> np.uint64(31))
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def flow_hash(a_hi, a_lo, b_hi, b_lo, meta):
     # Independent multiplies (they run in parallel), then one finaliser: a
     # third of the cost of chaining a full mix per field.
@@ -138,7 +138,7 @@ def flow_hash(a_hi, a_lo, b_hi, b_lo, meta):
     return mix64(h)
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl):
     """A packet's flow key, the same whichever way the packet goes: A is the
     endpoint with the smaller (address, port). Returns ``(a_hi, a_lo, b_hi,

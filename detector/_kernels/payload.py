@@ -25,7 +25,7 @@ a collision merely shares or resets a budget, never reads out of bounds.
 import numpy as np
 from numba import njit
 
-from .._jit import INLINE, KERNEL
+from .._jit import KERNEL, LEAF
 from .cpu import prefetch
 from .decode import decode_frame_at, u8, u16be, u32be, u32le
 from .flowtable import canonical_key, flow_hash
@@ -106,14 +106,14 @@ def letter_codes():
     return _LETTER_CODES.copy()
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _lower(c):
     if 65 <= c <= 90:
         return c + 32
     return c
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _put(facts, n_facts, row, kind, a, b, c, d, at, length):
     facts[n_facts, F_ROW] = row
     facts[n_facts, F_KIND] = kind
@@ -126,7 +126,7 @@ def _put(facts, n_facts, row, kind, a, b, c, d, at, length):
     return n_facts + 1
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _skip_name(buf, p, end):
     """Position after a DNS name at p (labels or a pointer); -1 if malformed."""
     for _ in range(128):
@@ -143,7 +143,7 @@ def _skip_name(buf, p, end):
     return -1
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _dns(buf, p, end, row, facts, n_facts, arena, n_arena):
     if p + 12 > end:
         return n_facts, n_arena
@@ -208,7 +208,7 @@ def _dns(buf, p, end, row, facts, n_facts, arena, n_arena):
     return n_facts, n_arena
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _copy_text(buf, p, length, arena, n_arena, lower):
     for k in range(length):
         c = u8(buf, p + k)
@@ -216,7 +216,7 @@ def _copy_text(buf, p, length, arena, n_arena, lower):
     return n_arena + length
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _tls_client_hello(buf, p, end, row, facts, n_facts, arena, n_arena):
     # record header (5) + handshake header (4) + version (2) + random (32)
     q = p + 5 + 4 + 2 + 32
@@ -259,7 +259,7 @@ def _tls_client_hello(buf, p, end, row, facts, n_facts, arena, n_arena):
     return n_facts, n_arena
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _starts(buf, p, end, text):
     """buf[p:] starts with the ASCII bytes of ``text`` (a uint8 array)."""
     if p + text.shape[0] > end:
@@ -270,7 +270,7 @@ def _starts(buf, p, end, text):
     return True
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _find(buf, p, end, text):
     """Position of ``text`` in buf[p:end], -1 if absent."""
     n = text.shape[0]
@@ -286,7 +286,7 @@ def _find(buf, p, end, text):
     return -1
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _find_ci(buf, p, end, text):
     """Position of lower-case ``text`` in buf[p:end], any case; -1 if absent."""
     n = text.shape[0]
@@ -301,7 +301,7 @@ def _find_ci(buf, p, end, text):
     return -1
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _header_is(buf, p, end, name):
     """Line at p is header ``name`` (lower-case ASCII with ':'), any case."""
     if p + name.shape[0] > end:
@@ -312,7 +312,7 @@ def _header_is(buf, p, end, name):
     return True
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_arena):
     # words: 0 "host:", 1 "content-length:", 2 "info_hash=", 3 "\r\n"
     host_name = words[0]
@@ -362,17 +362,17 @@ def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_aren
     return n_facts, n_arena
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _is_digit(c):
     return 48 <= c <= 57
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _is_alnum(c):
     return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _id_kind(buf, i, letters):
     """1 for a national ID, 2 for a resident certificate number with a valid
     check digit at buf[i:i+10], else 0. Weights 1, 9 (letter code), 8..1, 1."""
@@ -398,7 +398,7 @@ def _id_kind(buf, i, letters):
     return kind if total % 10 == 0 else 0
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _pii(buf, p, end, row, letters, facts, n_facts, arena, n_arena, room):
     i = p
     while i + 10 <= end and n_facts < room:
@@ -421,7 +421,7 @@ def _pii(buf, p, end, row, letters, facts, n_facts, arena, n_arena, room):
     return n_facts, n_arena
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _zeros(buf, p, end):
     for k in range(p, end):
         if u8(buf, k) != 0:
@@ -429,7 +429,7 @@ def _zeros(buf, p, end):
     return True
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _looks_like_text(buf, p, end):
     """The first bytes are printable ASCII (or tab, CR, LF): cleartext protocols
     (HTTP, SMTP, FTP, POP, IMAP) and form or JSON bodies start so; compressed,
@@ -441,7 +441,7 @@ def _looks_like_text(buf, p, end):
     return True
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _p2p(buf, p, end, proto, sport, dport, words):
     """A P2P signature id at the start of this payload, 0 if none.
     words: 4 "\\x13BitTorrent protocol", 5 "2:id20:", 6 "BT-SEARCH * ",
@@ -475,7 +475,7 @@ def _p2p(buf, p, end, proto, sport, dport, words):
 AHEAD = 8  # packets of look-ahead: enough to hide a memory read behind the work on others
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _budget_key(s_hi, s_lo, d_hi, d_lo, sport, dport, proto, vlan):
     """The flow's hash, the same whichever direction the packet goes."""
     a_hi, a_lo, b_hi, b_lo, meta, _d = canonical_key(

@@ -13,7 +13,7 @@ Output arrays (struct of arrays, one row per packet) have the dtypes of
 import numpy as np
 from numba import njit
 
-from .._jit import HOT_LOOP, INLINE
+from .._jit import HOT_LOOP, INLINE, LEAF
 from .decode import decode_frame, u8, u16be, u16le, u32be, u32le
 from .flowtable import COUNT_OK, S_LATEST, count_packet
 
@@ -109,14 +109,14 @@ SEC_STARTED = 3
 SEC_FIELDS = 4
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _u32(buf, i, big_endian):
     if big_endian:
         return u32be(buf, i)
     return u32le(buf, i)
 
 
-@njit(**INLINE)
+@njit(**LEAF)
 def _u16(buf, i, big_endian):
     if big_endian:
         return u16be(buf, i)

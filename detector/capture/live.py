@@ -161,6 +161,12 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> byte
     try:
         program = compile_filter(expression, linktype=linktype)
     except Exception as exc:  # noqa: BLE001  scapy raises Scapy_Exception, ImportError, OSError
+        if "libpcap is not available" in str(exc):
+            raise CaptureError(
+                f"--bpf {expression!r}: compiling a filter needs libpcap, which is not "
+                "installed here: install it (Debian/Ubuntu: apt-get install libpcap0.8; "
+                "Fedora/RHEL: dnf install libpcap) or run without --bpf"
+            ) from None
         reason = str(exc).split("(", 1)[-1].rstrip(")") if "(" in str(exc) else str(exc)
         raise DetectorError(f"--bpf {expression!r}: {reason}") from None
     out = bytearray()
