@@ -3,6 +3,7 @@
 
     python benchmarks/bench_compile.py                 # scan of the bundled sample
     python benchmarks/bench_compile.py --command flows # egress-detector flows instead
+    python benchmarks/bench_compile.py --command train # or train a model on it
     python benchmarks/bench_compile.py --runs 3
 
 Each run is a fresh process with an empty numba cache (a temporary
@@ -75,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--command", choices=("scan", "flows"), default="scan")
+    ap.add_argument("--command", choices=("scan", "flows", "train"), default="scan")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--top", type=int, default=8, help="kernels listed (default 8)")
     args = ap.parse_args()
@@ -85,6 +86,9 @@ def main() -> None:
         if args.command == "scan":
             argv = ["scan", "--policy", str(ROOT / "captures" / "sample-policy.toml"), sample,
                     "--format", "jsonl", "-o", str(Path(tmp) / "alerts.jsonl")]  # fmt: skip
+        elif args.command == "train":
+            argv = ["train", "--policy", str(ROOT / "captures" / "sample-policy.toml"), sample,
+                    "-o", str(Path(tmp) / "site.model")]  # fmt: skip
         else:
             argv = ["flows", sample, "-o", str(Path(tmp) / "flows.parquet")]
         results = [once(argv) for _ in range(args.runs)]

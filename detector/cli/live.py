@@ -256,7 +256,7 @@ def run_live(args: argparse.Namespace) -> int:
     if args.bpf and args.interface and args.backend == "ring":
         compile_bpf(args.bpf, interface_linktype(args.interface))  # a bad filter: fail at once
     if not _jit.is_compiled_cache_warm() and not args.quiet:
-        _say(f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+        _say(f"compiling the packet kernels for this machine (once, about 75 s; cached in "
              f"{_jit.CACHE_DIR.parent})")  # fmt: skip
     warm_up(policy)
 

@@ -387,7 +387,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     compiling = not _jit.is_compiled_cache_warm()
     if compiling and not args.quiet:
         _say(
-            f"compiling the packet kernels for this machine (once, about 45 s; cached in "
+            f"compiling the packet kernels for this machine (once, about 30 s; cached in "
             f"{_jit.CACHE_DIR.parent})"
         )
 
@@ -471,7 +471,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
         return ExitStatus.USAGE
     if not _jit.is_compiled_cache_warm() and not args.quiet:
         _say(
-            f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+            f"compiling the packet kernels for this machine (once, about 45 s; cached in "
             f"{_jit.CACHE_DIR.parent})"
         )
 
@@ -540,7 +540,7 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
     captures = [p for p in args.baseline if Path(p).suffix.lower() not in FEATURE_SUFFIXES]
     if captures and not _jit.is_compiled_cache_warm() and not args.quiet:
         _say(
-            f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+            f"compiling the packet kernels for this machine (once, about 45 s; cached in "
             f"{_jit.CACHE_DIR.parent})"
         )
     damaged = False

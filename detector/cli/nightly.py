@@ -201,7 +201,7 @@ def run_nightly_command(args: argparse.Namespace) -> int:
 
         model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
     if not _jit.is_compiled_cache_warm() and not args.quiet:
-        _say(f"compiling the packet kernels for this machine (once, about 60 s; cached in "
+        _say(f"compiling the packet kernels for this machine (once, about 45 s; cached in "
              f"{_jit.CACHE_DIR.parent})")  # fmt: skip
     syslog = SyslogSender(args.syslog) if args.syslog else None
 
