@@ -15,10 +15,10 @@ machine slows every version alike; medians are compared.
 in-memory copy of the capture (no file reading, no flow records);
 ``--mode whole`` times ``count_flows`` over the file, as the in-process row of
 bench_core.py does; ``--mode decode`` times ``read_packets`` over it (decoding into
-batches, no flow table), as the decode row does; ``--mode payload`` times reading the capture (or every capture in a
-folder, such as the shared corpus's real application traffic) with the payload
-inspector. Each version compiles its kernels once; the copies live in data/ab-kernels/
-so the next comparison finds them compiled.
+batches, no flow table), as the decode row does; ``--mode payload`` times reading
+the capture (or every capture in a folder, such as the shared corpus's real
+application traffic) with the payload inspector. Each version compiles its kernels
+once; the copies live in data/ab-kernels/ so the next comparison finds them compiled.
 """
 
 from __future__ import annotations
@@ -115,7 +115,6 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=25)
     ap.add_argument("--mode", choices=("kernel", "whole", "decode", "payload"), default="kernel")
-
     args = ap.parse_args()  # fmt: skip
 
     # A fixed place per version name, so numba's cache (keyed by file path and

@@ -99,14 +99,14 @@ HOT_LOOP = dict(KERNEL, _nrt=False)
 # (the 6x trap in PERF-NOTES). Two ways:
 # * INLINE: numba pastes the helper's IR into the caller. Certain, but numba copies
 #   the helper's whole IR per call site, in time that grows with the square of its
-#   size: for the few large bodies the hot loops must have inline (decode_frame_at,
-#   count_packet, the batch row writer).
+#   size: for the large bodies the hot loops must have inline (decode_frame_at and
+#   its wrapper decode_frame, count_packet, the batch row writer), and for small
+#   helpers not yet moved to LEAF (each move wants its own ab_kernels check).
 # * LEAF: an ordinary compiled function without the reference-counting runtime, so a
-#   call costs no reference count; LLVM inlines the small ones into the loop. For
-#   everything else (byte readers, hashes, the payload parsers). Moving those off
-#   INLINE halved the first run's compile (the scan of the bundled sample: 113 s to
-#   54-58 s, walk_pcap alone 42-44 s to 16-22 s) at the same packet rates
-#   (benchmarks/ab_kernels.py, kernel and payload modes).
+#   call costs no reference count; LLVM inlines the small ones into the loop. The
+#   byte readers, hashes and payload parsers moved here halved the first run's
+#   compile at the same packet rates (figures: benchmarks/README.md, "The first
+#   run's compile").
 INLINE = dict(cache=CACHE, boundscheck=BOUNDSCHECK, inline="always")
 LEAF = dict(cache=CACHE, boundscheck=BOUNDSCHECK, _nrt=False)
 
