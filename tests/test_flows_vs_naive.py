@@ -12,11 +12,13 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import detector.flows.table as flow_table_module
 from detector.capture import read_packets
 from detector.flows import FLOW_COLUMNS_DOC, FlowTable, flows_from_captures
 
@@ -347,6 +349,34 @@ def test_small_idle_timeout_sweeps(tmp_path):
     swept = exported_while_reading - with_successor
     assert exported_while_reading + live_at_end == len(ref)
     assert 0 < swept <= idle_last  # sweeps ran, and closed only idle flows
+
+
+@pytest.mark.parametrize("rows", [6, 16])
+def test_small_export_buffer_drains_without_losing_flows(tmp_path, monkeypatch, rows):
+    """An export buffer of a few rows fills again and again: each drain either
+    hands the buffer over (at least half full) or copies what it holds, and a
+    handed-over buffer must never be written again. The flows are naive's."""
+    monkeypatch.setattr(flow_table_module, "EXPORT_ROWS", rows)
+    path = gc.random_capture(
+        tmp_path / "drain.pcap", 2000, 40, 43, long_gap_p=0.01, exact_gap_p=0.0, mean_gap_s=0.2
+    )
+    drained = []
+    table = FlowTable(idle_timeout=2.0)
+    assert table.export_buffer.shape[0] == rows
+    table.on_export = lambda done: drained.append((done, done.copy()))
+    for _ in read_packets([str(path)], counter=table):
+        pass
+    table.flush()
+    sizes = [len(done) for done, _ in drained]
+    # drains that handed the buffer over (at least half full) happened, and with
+    # 16 rows also drains that copied (the end of input, a sweep's few rows)
+    assert any(n * 2 >= rows for n in sizes)
+    assert rows == 6 or any(n * 2 < rows for n in sizes)
+    # no row handed out changed afterwards
+    assert all(np.array_equal(done, snapshot) for done, snapshot in drained)
+    closed = FlowTable.of_rows(np.concatenate([snapshot for _, snapshot in drained]))
+    ref = naive_rows(naive.naive_flows(path, idle_timeout=2.0))
+    assert not flow_diffs(kernel_rows(closed.to_frame()), ref)
 
 
 # --------------------------------------------------------------------------

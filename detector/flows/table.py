@@ -264,7 +264,13 @@ class FlowTable:
 
     def _drain(self) -> None:
         if self.n_export:
-            done = self.export_buffer[: self.n_export].copy()
+            if self.n_export * 2 >= len(self.export_buffer):
+                # Mostly full (a big capture): hand the buffer over and take a
+                # new one, rather than copy 12 MB of rows and write them twice.
+                done = self.export_buffer[: self.n_export]
+                self.export_buffer = np.empty_like(self.export_buffer)
+            else:
+                done = self.export_buffer[: self.n_export].copy()
             if self.on_export is not None:
                 self.on_export(done)
             else:
