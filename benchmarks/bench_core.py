@@ -33,6 +33,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = HERE / "data"
@@ -163,6 +165,45 @@ class CpuWatch:
         busy0, own0, t0 = self.start
         busy1, own1, t1 = self._snapshot()
         return max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9))
+
+
+_probe_kernel: Any = None
+
+
+def compute_probe() -> float:
+    """Steps per second of a small hash-and-count loop whose table sits in L2.
+
+    What it answers: was the CPU itself slow during this run? The record walks
+    (the floor) are bound by memory, our decode and flow table by the core, and
+    on this virtual machine another tenant on the core's second hardware thread
+    can slow work of the second kind by half while the first barely moves (seen
+    on 2026-11-28: decode + flow table 15.3 -> 9.9 M packets/s within 4 minutes,
+    the floor 40.9 -> 38.8 M). The probe is printed before and after the rows;
+    compare it with its value in a quiet hour before reading the ratios.
+    """
+    global _probe_kernel
+    if _probe_kernel is None:
+        from numba import njit
+
+        @njit(cache=False, nogil=True)
+        def probe(table: np.ndarray, steps: int) -> int:
+            x = np.uint64(0x9E3779B97F4A7C15)
+            mask = np.uint64(table.shape[0] - 1)
+            for _ in range(steps):
+                x = (x ^ (x >> np.uint64(31))) * np.uint64(0xBF58476D1CE4E5B9)
+                table[np.int64(x & mask)] += 1
+            return int(table[0])
+
+        _probe_kernel = probe
+        _probe_kernel(np.zeros(1 << 16, dtype=np.int64), 10)
+    table = np.zeros(1 << 16, dtype=np.int64)  # 512 KiB: in L2, not L1
+    steps = 5_000_000
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        _probe_kernel(table, steps)
+        times.append(time.perf_counter() - t0)
+    return steps / statistics.median(times)
 
 
 def environment() -> dict[str, str]:
@@ -700,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = load_truth(capture)
     warm_page_cache(capture)
     watch = CpuWatch()
+    probe_before = compute_probe()
 
     rows = measure_peers(capture, truth, [n for n in ("cat", "walk", "walk-populate") if n in wanted], args.runs,
                          args.scapy_prefix, args.nfstream_meters)  # fmt: skip
@@ -713,6 +755,11 @@ def main(argv: list[str] | None = None) -> int:
         capture, truth, peer_names, args.runs, args.scapy_prefix, args.nfstream_meters
     )
     print_table(rows, capture, truth, args)
+    probe_after = compute_probe()
+    print(
+        f"# compute probe (hash-and-count loop in L2, see compute_probe): "
+        f"{probe_before / 1e6:.0f} M steps/s before the rows, {probe_after / 1e6:.0f} M after"
+    )
     others = watch.others_cores()
     print(f"# other processes kept {others:.2f} of {os.cpu_count()} cores busy during the run")
     if others > 0.2:
@@ -724,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
                     "capture": str(capture),
                     "truth": truth,
                     "environment": environment(),
+                    "compute_probe_steps_per_s": [probe_before, probe_after],
                     "rows": [{**r.__dict__, "packets_per_s": r.pps()} for r in rows],
                 },
                 indent=2,
