@@ -200,9 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         choices=[1, 2],
         metavar="N",
-        help="1: decode and count in one pass; 2: decode in a second thread while counting "
-        "(the same flows, faster on 2 or more cores). Default: 2 for inputs over 64 MB on a "
-        "machine with 2 or more cores, else 1",
+        help="1 (default): decode and count in one pass; 2: decode in a second thread while "
+        "counting (the same flows; measured, it was no faster and took more CPU)",
     )
     flows.add_argument(
         "-q",
@@ -377,7 +376,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     from .. import _jit
     from ..capture import CaptureProblem, CaptureStats
     from ..flows.records import iter_flow_columns, largest_rows
-    from ..flows.table import auto_threads, count_flows
+    from ..flows.table import count_flows
     from ..flows.write import human_bytes, write_flows
 
     fmt = _output_format(args)
@@ -405,7 +404,9 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         idle_timeout=args.idle_timeout,
         active_timeout=args.active_timeout,
         max_flows=args.max_flows,
-        threads=args.threads if args.threads is not None else auto_threads(args.captures),
+        # One pass: the fused kernel beat the two-thread pipeline on every input
+        # measured (benchmarks/README.md), and keeps the second core free.
+        threads=args.threads if args.threads is not None else 1,
         on_problem=on_problem,
         stats_out=stats,
         progress=lambda b: _progress(b, args.captures, not args.quiet),
