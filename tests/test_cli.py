@@ -74,3 +74,57 @@ def test_flows_to_parquet_and_csv_do_not_import_pandas(tmp_path):
 
     table = pq.read_table(tmp_path / "f.parquet")
     assert table.num_rows == 6 and table.column("dst_ip").to_pylist() == ["198.51.100.7"] * 6
+
+
+def test_unwritable_output_fails_before_reading(tmp_path):
+    """An -o path that cannot be written is reported first, not after reading a
+    capture that may take minutes; the message names the path."""
+    missing = tmp_path / "no-such-dir" / "f.parquet"
+    proc = run("flows", str(tmp_path / "not-read.pcap"), "-o", str(missing))
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        f"egress-detector: error: cannot write {missing}: No such file or directory; "
+        "choose a writable path with -o"
+    ]
+
+
+def test_failed_run_leaves_the_earlier_output(tmp_path, monkeypatch, capsys):
+    """Interrupted while writing: the earlier output keeps its content and
+    permissions, and no partial file is left beside it."""
+    from detector.cli import main as cli
+    from detector.flows import write as flow_write
+
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(3))
+    output = tmp_path / "f.csv"
+    assert cli.main(["flows", str(capture), "-q", "-o", str(output)]) == 0
+    before = output.read_bytes()
+    assert before.count(b"\n") == 4  # header and three flows
+    output.chmod(0o600)
+
+    def interrupted(slices, fmt, path, **kwargs):
+        with open(path, "wb") as half_written:
+            half_written.write(b"first_seen,")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flow_write, "write_flows", interrupted)
+    assert cli.main(["flows", str(capture), "-q", "-o", str(output)]) == 130
+    assert output.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pcap", "f.csv"]
+    monkeypatch.undo()
+
+    # A run that completes replaces it, keeping its permissions.
+    capture.write_bytes(pcap_bytes(5))
+    assert cli.main(["flows", str(capture), "-q", "-o", str(output)]) == 0
+    assert output.read_bytes().count(b"\n") == 6
+    assert output.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pcap", "f.csv"]
+
+
+def test_output_to_a_device_is_written_in_place(tmp_path):
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(2))
+    proc = run("flows", str(capture), "-q", "--format", "csv", "-o", "/dev/null")
+    assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.glob(".*partial"))

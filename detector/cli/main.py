@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         metavar="FILE",
         help="write to FILE; the format follows the extension (.parquet, "
-        ".csv, .jsonl) unless --format is given; default: a table on stdout",
+        ".csv, .jsonl) unless --format is given; FILE is replaced only when "
+        "complete; default: a table on stdout",
     )
     flows.add_argument(
         "--format",
@@ -356,6 +357,27 @@ def _output_format(args: argparse.Namespace) -> str:
     return "table"
 
 
+def _partial_output(output: str | None) -> tuple[Path | None, Path | None]:
+    """The output file and the file to write it as until it is complete, the
+    latter created now (so an unwritable path is reported before any reading);
+    (None, None) for stdout and for -o naming a pipe or a device."""
+    if not output:
+        return None, None
+    target = Path(os.path.realpath(output))
+    if target.exists() and not target.is_file():
+        return None, None
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        open(partial, "xb").close()
+        if target.exists():  # keep the output's permissions (flow records are sensitive)
+            os.chmod(partial, target.stat().st_mode & 0o7777)
+    except OSError as exc:
+        raise DetectorError(
+            f"cannot write {output}: {exc.strerror or exc}; choose a writable path with -o"
+        ) from None
+    return target, partial
+
+
 def _progress(steps: Iterator[int], paths: Sequence[str], enabled: bool) -> Iterator[int]:
     """A progress bar by bytes of input on disk, on stderr, only on a terminal."""
     if not enabled or not sys.stderr.isatty():
@@ -398,26 +420,40 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         _say(("error: " if problem.fatal else "warning: ") + str(problem))
 
     stats: list[CaptureStats] = []
-    started = time.perf_counter()
-    table = count_flows(
-        args.captures,
-        idle_timeout=args.idle_timeout,
-        active_timeout=args.active_timeout,
-        max_flows=args.max_flows,
-        # One pass: the fused kernel beat the two-thread pipeline on every input
-        # measured (benchmarks/README.md), and keeps the second core free.
-        threads=args.threads if args.threads is not None else 1,
-        on_problem=on_problem,
-        stats_out=stats,
-        progress=lambda b: _progress(b, args.captures, not args.quiet),
-    )
-    elapsed = time.perf_counter() - started
-    rows = table.exported_rows()
-    n_flows = len(rows)
-    if args.top is not None:
-        rows = largest_rows(rows, args.top)
-    slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
-    write_flows(slices, fmt, args.output, by_bytes=args.top is not None)
+    # A file output is written beside its place and moved there when complete:
+    # an unwritable path fails before a long read, and a failed or interrupted
+    # run leaves an earlier output as it was.
+    target, partial = _partial_output(args.output)
+    try:
+        started = time.perf_counter()
+        table = count_flows(
+            args.captures,
+            idle_timeout=args.idle_timeout,
+            active_timeout=args.active_timeout,
+            max_flows=args.max_flows,
+            # One pass: the fused kernel beat the two-thread pipeline on every input
+            # measured (benchmarks/README.md), and keeps the second core free.
+            threads=args.threads if args.threads is not None else 1,
+            on_problem=on_problem,
+            stats_out=stats,
+            progress=lambda b: _progress(b, args.captures, not args.quiet),
+        )
+        elapsed = time.perf_counter() - started
+        rows = table.exported_rows()
+        n_flows = len(rows)
+        if args.top is not None:
+            rows = largest_rows(rows, args.top)
+        slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
+        if partial is None or target is None:
+            write_flows(slices, fmt, args.output, by_bytes=args.top is not None)
+        else:
+            write_flows(slices, fmt, str(partial), by_bytes=args.top is not None)
+            os.replace(partial, target)
+    except BaseException:
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+        raise
     if not args.quiet:
         packets = sum(s.packets for s in stats)
         wire = sum(s.wire_bytes for s in stats)
