@@ -85,7 +85,7 @@ def test_unwritable_output_fails_before_reading(tmp_path):
     assert proc.returncode == 2
     assert err.strip().splitlines() == [
         f"egress-detector: error: cannot write {missing}: No such file or directory; "
-        "choose a writable path with -o"
+        "choose a writable path"
     ]
 
 

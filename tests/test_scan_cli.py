@@ -116,3 +116,46 @@ def test_scan_help_teaches():
     text = run("scan", "--help").stdout
     for needle in ("examples:", "exit codes:", "--policy", "docs/policy.md", "jsonl", "ECS"):
         assert needle in text
+
+
+def test_unwritable_outputs_fail_before_the_scan(tmp_path):
+    """-o, --features-out (scan) and -o (train) that cannot be written are
+    reported at once, each by its path, not after reading the captures."""
+    missing = tmp_path / "no-such-dir"
+    for args, bad in (
+        (["scan", "--policy", str(POLICY), "-o", str(missing / "a.jsonl")], missing / "a.jsonl"),
+        (["scan", "--policy", str(POLICY), "--features-out", str(missing / "f.parquet")],
+         missing / "f.parquet"),
+        (["train", "--policy", str(POLICY), "-o", str(missing / "m.model")], missing / "m.model"),
+    ):  # fmt: skip
+        proc = run(*args, str(tmp_path / "never-read.pcap"))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"egress-detector: error: cannot write {bad}: No such file or directory; "
+            "choose a writable path"
+        ]
+
+
+def test_interrupted_scan_leaves_earlier_outputs(tmp_path, monkeypatch):
+    """Interrupted while writing its outputs, scan leaves the alerts and
+    features of an earlier run as they were, and no partial files."""
+    import detector.alerts
+    from detector.cli import main as cli
+
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(3))
+    alerts, features = tmp_path / "a.jsonl", tmp_path / "f.csv"
+    alerts.write_text("earlier alerts\n")
+    features.write_text("earlier features\n")
+
+    def interrupted(alerts_, fmt, output, zone, site):
+        with open(output, "w") as half_written:
+            half_written.write('{"@timestamp": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detector.alerts, "write_alerts", interrupted)
+    args = ["scan", str(capture), "-q", "-o", str(alerts), "--features-out", str(features)]
+    assert cli.main(args) == 130
+    assert alerts.read_text() == "earlier alerts\n"
+    assert features.read_text() == "earlier features\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "c.pcap", "f.csv"]

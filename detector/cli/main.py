@@ -373,9 +373,29 @@ def _partial_output(output: str | None) -> tuple[Path | None, Path | None]:
             os.chmod(partial, target.stat().st_mode & 0o7777)
     except OSError as exc:
         raise DetectorError(
-            f"cannot write {output}: {exc.strerror or exc}; choose a writable path with -o"
+            f"cannot write {output}: {exc.strerror or exc}; choose a writable path"
         ) from None
     return target, partial
+
+
+@contextlib.contextmanager
+def _writing(output: str | None) -> Iterator[str | None]:
+    """The path to write ``output`` as: a file beside it, created now and moved
+    into its place when the block ends without error, removed if it does not.
+    So an unwritable path is reported before a long read, and a failed or
+    interrupted run leaves an earlier output as it was. ``output`` itself for
+    stdout (None) and for a pipe or device."""
+    target, partial = _partial_output(output)
+    if target is None or partial is None:
+        yield output
+        return
+    try:
+        yield str(partial)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    os.replace(partial, target)
 
 
 def _progress(steps: Iterator[int], paths: Sequence[str], enabled: bool) -> Iterator[int]:
@@ -420,11 +440,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         _say(("error: " if problem.fatal else "warning: ") + str(problem))
 
     stats: list[CaptureStats] = []
-    # A file output is written beside its place and moved there when complete:
-    # an unwritable path fails before a long read, and a failed or interrupted
-    # run leaves an earlier output as it was.
-    target, partial = _partial_output(args.output)
-    try:
+    with _writing(args.output) as output:  # checked now, in place when complete
         started = time.perf_counter()
         table = count_flows(
             args.captures,
@@ -444,16 +460,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         if args.top is not None:
             rows = largest_rows(rows, args.top)
         slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
-        if partial is None or target is None:
-            write_flows(slices, fmt, args.output, by_bytes=args.top is not None)
-        else:
-            write_flows(slices, fmt, str(partial), by_bytes=args.top is not None)
-            os.replace(partial, target)
-    except BaseException:
-        if partial is not None:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-        raise
+        write_flows(slices, fmt, output, by_bytes=args.top is not None)
     if not args.quiet:
         packets = sum(s.packets for s in stats)
         wire = sum(s.wire_bytes for s in stats)
@@ -520,30 +527,36 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
         _say(("error: " if problem.fatal else "warning: ") + str(problem))
 
     stats: list[CaptureStats] = []
-    started = time.perf_counter()
-    scan = scan_captures
-    if args.scheduler or (args.workers or 1) > 1:
-        from functools import partial
+    # Output files are checked before the scan and put in place when complete.
+    with contextlib.ExitStack() as outputs:
+        alerts_out = outputs.enter_context(_writing(args.output))
+        features_out = outputs.enter_context(_writing(args.features_out))
+        started = time.perf_counter()
+        scan = scan_captures
+        if args.scheduler or (args.workers or 1) > 1:
+            from functools import partial
 
-        from ..distributed import scan_captures_distributed
+            from ..distributed import scan_captures_distributed
 
-        scan = partial(scan_captures_distributed, workers=args.workers, scheduler=args.scheduler)
-    result = scan(
-        args.captures,
-        policy,
-        window_minutes=args.window,
-        threads=args.threads if args.threads is not None else auto_threads(args.captures),
-        on_problem=on_problem,
-        stats_out=stats,
-        progress=lambda b: _progress(b, args.captures, not args.quiet),
-        model=model,
-    )
-    write_alerts(result.alerts, fmt, args.output, policy.zone, policy.site_name)
-    if args.features_out:
-        if Path(args.features_out).suffix.lower() == ".csv":
-            result.features.to_csv(args.features_out, index=False)
-        else:
-            result.features.to_parquet(args.features_out, index=False, compression="zstd")
+            scan = partial(
+                scan_captures_distributed, workers=args.workers, scheduler=args.scheduler
+            )
+        result = scan(
+            args.captures,
+            policy,
+            window_minutes=args.window,
+            threads=args.threads if args.threads is not None else auto_threads(args.captures),
+            on_problem=on_problem,
+            stats_out=stats,
+            progress=lambda b: _progress(b, args.captures, not args.quiet),
+            model=model,
+        )
+        write_alerts(result.alerts, fmt, alerts_out, policy.zone, policy.site_name)
+        if args.features_out:
+            if Path(args.features_out).suffix.lower() == ".csv":
+                result.features.to_csv(features_out, index=False)
+            else:
+                result.features.to_parquet(features_out, index=False, compression="zstd")
     if args.parquet_dir:
         from ..distributed.dataset import write_dataset
 
@@ -588,15 +601,17 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
         _say(("error: " if problem.fatal else "warning: ") + str(problem))
 
     started = time.perf_counter()
-    training = train_model(
-        args.baseline,
-        policy,
-        model=EgressModel(percentile=policy.model_percentile, random_state=args.seed),
-        threads=args.threads if args.threads is not None else auto_threads(captures),
-        on_problem=on_problem,
-    )
-    model = training.model
-    save_model(model, args.output, policy)
+    with _writing(args.output) as output:  # checked before training
+        training = train_model(
+            args.baseline,
+            policy,
+            model=EgressModel(percentile=policy.model_percentile, random_state=args.seed),
+            threads=args.threads if args.threads is not None else auto_threads(captures),
+            on_problem=on_problem,
+        )
+        model = training.model
+        assert output is not None  # -o is required for train
+        save_model(model, output, policy)
     for note in training.notes:
         _say(f"note: {note}")
     if not args.quiet:
