@@ -128,3 +128,29 @@ def test_output_to_a_device_is_written_in_place(tmp_path):
     proc = run("flows", str(capture), "-q", "--format", "csv", "-o", "/dev/null")
     assert proc.returncode == 0, proc.stderr
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_file_in_a_directory_we_cannot_add_to_is_written_in_place(tmp_path, monkeypatch):
+    """An administrator made the output file for us in a directory we may not
+    create files in: no partial file is possible, so the file is written in
+    place; a new file there is an error naming it."""
+    import builtins
+
+    from detector.cli import main as cli
+
+    real_open = builtins.open
+
+    def no_new_files(path, *args, **kwargs):
+        if str(path).endswith(".partial"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "open", no_new_files, raising=False)
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(2))
+    given = tmp_path / "given.csv"
+    given.write_text("")
+    assert cli.main(["flows", str(capture), "-q", "-o", str(given)]) == 0
+    assert given.read_bytes().count(b"\n") == 3
+    assert cli.main(["flows", str(capture), "-q", "-o", str(tmp_path / "new.csv")]) == 2
+    assert not (tmp_path / "new.csv").exists()

@@ -369,12 +369,20 @@ def _partial_output(output: str | None) -> tuple[Path | None, Path | None]:
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         open(partial, "xb").close()
-        if target.exists():  # keep the output's permissions (flow records are sensitive)
-            os.chmod(partial, target.stat().st_mode & 0o7777)
     except OSError as exc:
+        if target.is_file() and os.access(target, os.W_OK):
+            # A file we may write in a directory we may not add to (made for
+            # us by an administrator): write it in place, as before.
+            return None, None
         raise DetectorError(
             f"cannot write {output}: {exc.strerror or exc}; choose a writable path"
         ) from None
+    if target.exists():  # keep the output's permissions (flow records are sensitive)
+        try:
+            os.chmod(partial, target.stat().st_mode & 0o7777)
+        except OSError:  # rather in place than with wider permissions
+            partial.unlink()
+            return None, None
     return target, partial
 
 
