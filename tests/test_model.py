@@ -538,7 +538,9 @@ def test_train_from_feature_files(tmp_path, capsys, baseline):
     # Unwritable output, a broken feature file: one line each, exit 2.
     assert main(["train", "-o", str(tmp_path / "no" / "such" / "dir.model"),
                  str(tmp_path / "a.parquet")]) == 2  # fmt: skip
-    assert "cannot write the model to" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'no' / 'such' / 'dir.model'}: No such file" in err
+    assert "learned from" not in err  # reported before training, not after
     (tmp_path / "bad.csv").write_text("host,bytes_out\n10.0.0.1,5\n")
     assert main(["train", "-o", str(model), str(tmp_path / "bad.csv")]) == 2
     assert "lacks the columns window_start" in capsys.readouterr().err
