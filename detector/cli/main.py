@@ -357,15 +357,11 @@ def _output_format(args: argparse.Namespace) -> str:
     return "table"
 
 
-def _partial_output(output: str | None) -> tuple[Path | None, Path | None]:
-    """The output file and the file to write it as until it is complete, the
-    latter created now (so an unwritable path is reported before any reading);
-    (None, None) for stdout and for -o naming a pipe or a device."""
-    if not output:
-        return None, None
-    target = Path(os.path.realpath(output))
+def _partial_beside(target: Path, output: str) -> Path | None:
+    """A new, empty file beside ``target`` to write it as, with its permissions
+    (flow records are sensitive); None to write ``target`` in place."""
     if target.exists() and not target.is_file():
-        return None, None
+        return None  # a pipe or a device
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         open(partial, "xb").close()
@@ -373,17 +369,17 @@ def _partial_output(output: str | None) -> tuple[Path | None, Path | None]:
         if target.is_file() and os.access(target, os.W_OK):
             # A file we may write in a directory we may not add to (made for
             # us by an administrator): write it in place, as before.
-            return None, None
+            return None
         raise DetectorError(
             f"cannot write {output}: {exc.strerror or exc}; choose a writable path"
         ) from None
-    if target.exists():  # keep the output's permissions (flow records are sensitive)
+    if target.exists():
         try:
             os.chmod(partial, target.stat().st_mode & 0o7777)
         except OSError:  # rather in place than with wider permissions
             partial.unlink()
-            return None, None
-    return target, partial
+            return None
+    return partial
 
 
 @contextlib.contextmanager
@@ -392,8 +388,9 @@ def _writing(output: str | None) -> Iterator[str | None]:
     into its place when the block ends without error, removed if it does not.
     So an unwritable path is reported before a long read, and a failed or
     interrupted run leaves an earlier output as it was. ``output`` itself for
-    stdout (None) and for a pipe or device."""
-    target, partial = _partial_output(output)
+    stdout (None), a pipe or a device."""
+    target = Path(os.path.realpath(output)) if output else None
+    partial = _partial_beside(target, output) if target is not None and output else None
     if target is None or partial is None:
         yield output
         return
