@@ -1,2 +1,2 @@
 """Detection over per-host traffic: the rules (rules.py), the isolation-forest
-model (model.py, trained by train.py), and the scan that runs them (scan.py)."""
+model (model/, trained by train.py), and the scan that runs them (scan.py)."""

@@ -1,0 +1,203 @@
+"""The model's alerts: flagged windows joined into episodes, attached to the
+rule alerts about the same egress or raised as ``model-anomaly`` alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...alerts.record import Alert
+from ...features.hosts import MINUTE_NS, window_starts
+from ...flows.write import human_bytes
+from .constants import ALLOWLISTED_SHARE
+from .frames import utc_ns, window_keys, window_minutes
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ...features.hosts import HostTraffic
+    from ...policy import Policy
+    from .estimator import EgressModel
+    from .verdict import ModelVerdict
+
+RULE_ID = "model-anomaly"
+RULE_NAME = "Unusual egress for this site (model)"
+SEVERITY = 2  # medium: unusual is not forbidden; a person should look
+
+
+def model_alerts(
+    model: EgressModel,
+    verdict: ModelVerdict,
+    traffic: HostTraffic | None,
+    policy: Policy,
+    rule_alerts: Sequence[Alert],
+) -> list[Alert]:
+    """Rule alerts with the model's verdict attached where it flagged the same
+    host at the same time, plus ``model-anomaly`` alerts for the rest.
+
+    Flagged windows of one host closer together than one window are one
+    episode. An episode overlapping egress rule alerts of its host (network
+    direction egress) adds ``evidence["model"]`` and the model's reason to each
+    of them (one alert, both reasons); otherwise it becomes one
+    ``model-anomaly`` alert.
+    """
+    alerts = list(rule_alerts)
+    if not verdict.flagged.any():
+        return alerts
+    features = verdict.features
+    rows = np.flatnonzero(verdict.flagged)
+    flagged = features.iloc[rows].assign(
+        _score=verdict.scores[rows], _pct=verdict.percentiles[rows],
+        _start=utc_ns(features["window_start"].iloc[rows]),
+        _end=utc_ns(features["window_end"].iloc[rows]),
+    )  # fmt: skip
+    minutes = window_minutes(features)
+    outside = (
+        None
+        if traffic is None
+        else _outside_of(
+            traffic, set(flagged["host"]), int(flagged["_start"].min()), int(flagged["_end"].max())
+        )
+    )
+    upload = _upload_minutes(flagged, outside, policy, minutes) if outside is not None else None
+    flagged = flagged.assign(
+        _why=model.explain(flagged, upload_minutes=upload)  # type: ignore[arg-type]
+    )
+    by_host: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        by_host.setdefault(alert.source_ip, []).append(alert)
+    gap = minutes * MINUTE_NS
+    outside_of_host = (
+        {} if outside is None else dict(tuple(outside.groupby("host", sort=False)))  # type: ignore[arg-type]
+    )
+    for host, windows in flagged.sort_values(["host", "_start"]).groupby("host", sort=False):
+        starts = windows["_start"].to_numpy()
+        episode_of = np.concatenate([[0], np.cumsum(np.diff(starts) > gap)])
+        for _, episode in windows.groupby(episode_of, sort=True):
+            worst = episode.iloc[int(np.argmax(episode["_score"].to_numpy()))]
+            start, end = int(episode["_start"].min()), int(episode["_end"].max())
+            score, pct = float(worst["_score"]), round(float(worst["_pct"]), 3)
+            verdict_doc: dict[str, Any] = {
+                "score": round(score, 4),
+                "percentile": pct,
+                "threshold": round(float(verdict.threshold), 4),
+                "explanation": str(worst["_why"]),
+                "windows": len(episode),
+            }
+            where = (
+                "beyond every host-day of the baseline"
+                if pct >= 100
+                else f"above {pct:.2f} % of the baseline's host-days"
+            )
+            reason = (
+                f"the model finds this unusual for the site: {worst['_why']} (anomaly score "
+                f"{score:.3f}, {where})"
+            )
+            # The same finding: a rule alert about this host's egress at that time
+            # (not, say, always-on's whole night, which must not hide a leak).
+            overlapping = [a for a in by_host.get(str(host), []) if a.direction == "egress"
+                           and a.start_ns < end and a.end_ns >= start]  # fmt: skip
+            if overlapping:
+                for alert in overlapping:
+                    alert.evidence["model"] = verdict_doc
+                    alert.message += f"; {reason}"
+                continue
+            ext = (
+                None if outside is None else _between_ns(outside_of_host.get(str(host)), start, end)
+            )
+            if ext is not None and len(ext):
+                # What the site sanctioned (allowlist.destinations) is not an
+                # anomaly to report, however unusual its timing.
+                sent = ext["bytes_out"].to_numpy()
+                sanctioned = sent[ext["peer_allowlisted"].to_numpy()].sum()
+                if sanctioned >= ALLOWLISTED_SHARE * max(int(sent.sum()), 1):
+                    continue
+            alerts.append(
+                _anomaly_alert(str(host), episode, verdict_doc, reason, traffic, ext, start, end)
+            )
+    alerts.sort(key=lambda a: a.sort_key)
+    return alerts
+
+
+def _outside_of(traffic: HostTraffic, hosts: set[str], start: int, end: int) -> pd.DataFrame:
+    """Traffic of ``hosts`` with outside addresses in [start, end), with a
+    ``host`` text column: cut once, so each episode looks in a small frame."""
+    import pandas as pd
+
+    f = traffic.frame
+    minute = f["minute_ns"].to_numpy()
+    ext = f[f["peer_external"].to_numpy() & (minute >= start) & (minute < end)]
+    ids = pd.unique(ext["host_id"].to_numpy())
+    wanted = ids[np.isin(traffic.texts(ids), list(hosts))] if len(ids) else ids
+    ext = ext[np.isin(ext["host_id"].to_numpy(), wanted)]
+    return ext.assign(host=traffic.texts(ext["host_id"].to_numpy()) if len(ext) else "")
+
+
+def _between_ns(rows: pd.DataFrame | None, start: int, end: int) -> pd.DataFrame | None:
+    """``rows`` whose minute is in [start, end)."""
+    if rows is None:
+        return None
+    minute = rows["minute_ns"].to_numpy()
+    return rows[(minute >= start) & (minute < end)]
+
+
+def _anomaly_alert(
+    host: str,
+    episode: pd.DataFrame,
+    verdict_doc: dict[str, Any],
+    reason: str,
+    traffic: HostTraffic | None,
+    ext: pd.DataFrame | None,
+    start: int,
+    end: int,
+) -> Alert:
+    sent = int(episode["bytes_out"].sum())
+    alert = Alert(
+        rule_id=RULE_ID,
+        rule_name=RULE_NAME,
+        severity=SEVERITY,
+        start_ns=start,
+        end_ns=end - 1,
+        source_ip=host,
+        message="",
+        source_bytes=sent,
+        source_packets=int(episode["packets_out"].sum()),
+        direction="egress",
+        evidence={"model": verdict_doc},
+    )
+    if traffic is not None and ext is not None and len(ext):
+        alert.start_ns = int(ext["first_ns"].min())
+        alert.end_ns = int(ext["last_ns"].max())
+        by_peer = ext.groupby("peer_id", sort=False)["bytes_out"].sum()
+        top = int(by_peer.index.to_numpy()[int(np.argmax(by_peer.to_numpy()))])
+        alert.destination_ip = traffic.text(top)
+        top_rows = ext[ext["peer_id"].to_numpy() == top]
+        alert.destination_bytes = int(top_rows["bytes_in"].sum())
+        alert.destination_packets = int(top_rows["packets_in"].sum())
+    windows = len(episode)
+    span = f"{windows} window{'s' if windows > 1 else ''}"
+    to = f" (most to {alert.destination_ip})" if alert.destination_ip else ""
+    alert.message = f"{host} sent {human_bytes(sent)}{to} in {span}; {reason}"
+    return alert
+
+
+def _upload_minutes(
+    features: pd.DataFrame, outside: pd.DataFrame, policy: Policy, minutes: int
+) -> np.ndarray:
+    """Minutes of each window that carried the host's outside upload: those
+    with at least 5 % of the busiest minute's bytes out. ``outside``: the
+    hosts' outside traffic (:func:`_outside_of`)."""
+    import pandas as pd
+
+    hosts, starts = window_keys(features)
+    sent = outside[outside["bytes_out"].to_numpy() > 0]
+    if sent.empty:
+        return np.zeros(len(features), dtype=np.int64)
+    per = sent.groupby(["host", "minute_ns"], sort=False)["bytes_out"].sum().reset_index()
+    per["window"] = window_starts(per["minute_ns"].to_numpy(dtype=np.int64), policy, minutes)
+    peak = per.groupby(["host", "window"])["bytes_out"].transform("max")
+    busy = per[per["bytes_out"] >= 0.05 * peak].groupby(["host", "window"]).size()
+    at = pd.MultiIndex.from_arrays([hosts, starts])
+    return busy.reindex(at).fillna(0).to_numpy(dtype=np.int64)
