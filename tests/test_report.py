@@ -28,7 +28,7 @@ import pytest
 from gen_traffic import MTU_FRAME, Capture, at
 
 from detector.capture import CaptureStats
-from detector.detect.apps import Names
+from detector.detect.names import Names
 from detector.detect.scan import scan_captures
 from detector.policy import parse_policy
 from detector.report import CaptureFile, build_day_report, render_html, write_report
@@ -342,7 +342,7 @@ HOSTILE = '<img src=x onerror="alert(1)">.example.com'
 
 def hostile_result(day):
     """The day's scan with hostile texts where traffic can put them."""
-    from detector.detect.apps import _pair
+    from detector.networks import address_pair as _pair
 
     policy, result, files = day
     alerts = [
@@ -381,8 +381,10 @@ def test_id_numbers_are_masked_wherever_they_come_from(day):
     page = hostile_page(day)
     assert "a123456789" not in page.lower()
     assert "a12*****89.example.net" in page  # the name of 192.0.2.10
-    assert mask_personal("F131104093, B212345678x, A1234567890") == (
-        "F13*****93, B212345678x, A1234567890"  # glued to letters or digits: not a number
+    # Glued to a letter or digit before, or a digit after: not a number. A letter
+    # after does not stop the cleartext-pii rule (the kernel), so it is masked.
+    assert mask_personal("F131104093, B212345678x, xA123456789, A1234567890") == (
+        "F13*****93, B21*****78x, xA123456789, A1234567890"
     )
 
 

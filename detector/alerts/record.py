@@ -4,6 +4,11 @@ Field names follow the Elastic Common Schema (ECS 8.x), so a SIEM ingests the
 JSON lines without a mapping: ``event.*``, ``rule.*``, ``source.*``,
 ``destination.*``, ``network.*``, ``observer.*``. What ECS has no field for
 lives under ``egress.*`` (the rule's evidence: thresholds, other destinations).
+
+An alert never holds a full ID number: its text fields (``message``,
+``destination_domain``, ``evidence`` at any depth) are masked
+(:func:`detector.alerts.mask.mask_personal`) whenever they are set, when the
+alert is made and when a rule adds to it later, so no writer has to remember.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from .mask import Evidence, mask_personal
 
 SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 ALERT_RAISED = "alert-raised"  # ECS event.action of an alert's first document
@@ -61,10 +68,22 @@ class Alert:
     event_action: str | None = None  # ALERT_RAISED or ALERT_UPDATED
     event_sequence: int | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Text from the traffic (a DNS name, a Host, an SNI, a payload excerpt)
+        # enters an alert only through these fields: mask it on the way in.
+        if name == "evidence":
+            value = Evidence(value)
+        elif name in _TEXT_FIELDS and isinstance(value, str):
+            value = mask_personal(value)
+        object.__setattr__(self, name, value)
+
     @property
     def sort_key(self) -> tuple[int, int, int, str]:
         """Worst first, then biggest, then earliest."""
         return (-self.severity, -self.source_bytes, self.start_ns, self.rule_id)
+
+
+_TEXT_FIELDS = frozenset({"message", "destination_domain"})
 
 
 def local_time(ts_ns: int, zone: ZoneInfo, *, digits: int = 3) -> str:

@@ -14,27 +14,19 @@ import base64
 import datetime as dt
 import hashlib
 import html
-import re
 from collections.abc import Iterable
 
-from ..flows.write import human_bytes
+from ..alerts.mask import mask_personal
+from ..units import human_bytes
 from .day import NS, AlertEntry, DayReport, HourBar
-
-# Taiwan national ID / resident certificate numbers (a letter, then 1, 2, A–D,
-# 8 or 9, then 8 digits), not glued to other letters or digits. Alerts already
-# carry them masked; this is the last line of defence for a number that got
-# into a name or a message some other way (bulletin No. 4: the report must not
-# become a new leak). Check digit or not, such a text is masked.
-_ID_NUMBER = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][12A-Da-d89]\d{8})(?![A-Za-z0-9])")
-
-
-def mask_personal(text: str) -> str:
-    """'A123456789' → 'A12*****89' wherever an ID-number-shaped text appears."""
-    return _ID_NUMBER.sub(lambda m: m.group(1)[:3] + "*****" + m.group(1)[-2:], text)
 
 
 def _text(value: object) -> str:
-    """Data → safe HTML text: masked, then escaped (quotes too, for attributes)."""
+    """Data → safe HTML text: masked, then escaped (quotes too, for attributes).
+
+    Alerts already carry ID numbers masked; masking here too, with the same
+    function, is the last line of defence for a number that reached the report
+    some other way (bulletin No. 4: the report must not become a new leak)."""
     return html.escape(mask_personal(str(value)), quote=True)
 
 
