@@ -28,6 +28,7 @@ from gen_traffic import Capture, at
 from detector.alerts.record import to_ecs
 from detector.cli.main import main
 from detector.detect.scan import scan_captures
+from detector.errors import CaptureError
 from detector.nightly.discover import capture_format, fingerprint
 from detector.nightly.run import KILL_HOOK, NightlyOptions, run_nightly
 from detector.policy import load_policy
@@ -227,6 +228,18 @@ def test_files_are_recognised_by_content_and_fingerprinted(site):
     plain.write_bytes(gzip.decompress((folder / "capture-1.pcap.gz").read_bytes()))
     assert fingerprint(plain).content_hash == found.content_hash
     assert fingerprint(folder / "a.cap").content_hash != found.content_hash
+
+
+def test_a_file_that_is_no_capture_is_refused_in_the_readers_words(tmp_path):
+    path = tmp_path / "notes.pcap"
+    path.write_bytes(b"GET / HTTP/1.1\r\nHost: example\r\n")
+    with pytest.raises(CaptureError) as info:
+        fingerprint(path)
+    assert str(info.value) == (
+        f"{path}: byte offset 0: not a pcap or pcapng file: it looks like text ('GET / "
+        "HTTP/1.1'); expected pcap or pcapng (tcpdump -w, dumpcap, Wireshark; editcap -F pcap "
+        "converts other formats)"
+    )
 
 
 def test_pcapng_interface_statistics_give_kernel_drops(tmp_path):

@@ -78,10 +78,45 @@ class CaptureProblem:
     offset: int | None
     message: str
     fatal: bool
+    # The offset counts bytes of the decompressed data of a gzip file, not of
+    # the file on disk (problems of the gzip stream itself count those).
+    decompressed: bool = False
 
     def __str__(self) -> str:
-        where = f"byte offset {self.offset}: " if self.offset is not None else ""
+        where = f"{at_offset(self.offset, self.decompressed)}: " if self.offset is not None else ""
         return f"{self.path}: {where}{self.message}"
+
+
+def at_offset(offset: int, decompressed: bool = False) -> str:
+    """How a problem line names its place: ``byte offset 1234``, or for the
+    records inside a gzip file ``byte offset 1234 of the decompressed data``
+    (``zcat FILE | tail -c +1235`` starts there)."""
+    return f"byte offset {offset}" + (" of the decompressed data" if decompressed else "")
+
+
+def walk_problem(why: int, detail: int, packets: int) -> str:
+    """Words for a record walker's stop (``records.WALK_*`` and its detail),
+    after the ``PATH: byte offset N:`` of the record where it stopped. The one
+    description of damage, for capture files and live pcap streams alike."""
+    kept = f"{packets} packets before it were read, the rest is skipped"
+    if why == rk.WALK_RECORD_TOO_LONG:
+        return (
+            f"record length {detail} is beyond the {rk.MAX_RECORD_BYTES}-byte limit: the "
+            f"capture is damaged here; {kept}"
+        )
+    if why == rk.WALK_BAD_BLOCK:
+        return f"pcapng block length {detail} is impossible (damaged block); {kept}"
+    if why == rk.WALK_BAD_SECTION:
+        return (
+            f"pcapng section header expected here (found 0x{detail & 0xFFFFFFFF:08x}); the "
+            f"capture is damaged; {kept}"
+        )
+    if why == rk.WALK_BAD_VERSION:
+        return (
+            f"pcapng section of major version {detail} (expected 1: a format we do not read); "
+            f"{kept}"
+        )
+    return f"unexpected reader state {why} (detail {detail}), a bug: please report it; {kept}"
 
 
 def _new_counters() -> np.ndarray:
@@ -168,6 +203,8 @@ class _GzipStream:
     ``gzip.GzipFile`` raises on a stream cut short and drops what it had
     decompressed in that call; a capture still being written is cut short by
     nature, so we drive zlib ourselves. Concatenated members are read in turn.
+    Corrupt data is located to the byte of the file where zlib finds it
+    (``error_offset``), and everything before that byte is decompressed.
     """
 
     def __init__(self, raw: BinaryIO | _Prepended) -> None:
@@ -175,7 +212,9 @@ class _GzipStream:
         self._inflate = zlib.decompressobj(wbits=31)
         self._started = False  # has the current member received any input?
         self._tail = b""  # compressed bytes read from disk but not yet inflated
+        self._damage: tuple[str, int] | None = None  # found; reported once before it is read
         self.error: str | None = None
+        self.error_offset = 0  # where in the file on disk zlib found the damage
         self.truncated = False
         self.consumed = 0  # compressed bytes read so far (progress on pipes too)
 
@@ -185,6 +224,9 @@ class _GzipStream:
         while have < size and self.error is None:
             if self._tail:
                 data, self._tail = self._tail, b""
+            elif self._damage is not None:  # everything before it is decompressed
+                self.error, self.error_offset = self._damage
+                break
             else:
                 data = self._raw.read(1 << 20)
                 self.consumed += len(data)
@@ -192,11 +234,22 @@ class _GzipStream:
                 self.truncated = self._started and not self._inflate.eof
                 break
             self._started = True
+            # The state before this input, to find the damaged byte should
+            # there be one (a copy takes about 1 µs, once per 1 MiB read).
+            before = self._inflate.copy()
             try:
                 piece = self._inflate.decompress(data, size - have)
             except zlib.error as exc:
-                self.error = f"gzip data is corrupt ({exc})"
-                break
+                bad = _first_bad_byte(before, data)
+                # zlib's "Error -3 while decompressing data: invalid block type";
+                # ``data`` is always the last bytes read from the file.
+                reason = str(exc).split(": ", 1)[-1]
+                self._damage = (f"gzip data is corrupt ({reason})", self.consumed - len(data) + bad)
+                # zlib drops what the failed call decompressed: decompress the
+                # input before the damaged byte again, from the state before it.
+                self._inflate = before
+                self._tail = data[:bad]
+                continue
             out.append(piece)
             have += len(piece)
             if self._inflate.eof:
@@ -208,6 +261,44 @@ class _GzipStream:
             else:
                 self._tail = self._inflate.unconsumed_tail
         return b"".join(out)
+
+
+def _first_bad_byte(inflate: Any, data: bytes) -> int:
+    """Where in ``data`` zlib, in the state ``inflate``, finds the damage: the
+    shortest input that fails ends with it (zlib reads its input in order)."""
+
+    def fails(length: int) -> bool:
+        trial = inflate.copy()
+        rest = data[:length]
+        try:
+            while rest:
+                trial.decompress(rest, 1 << 20)
+                if trial.eof:
+                    return False
+                rest = trial.unconsumed_tail
+        except zlib.error:
+            return True
+        return False
+
+    good, bad = 0, len(data)  # fails(bad); not fails(good)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if fails(mid):
+            bad = mid
+        else:
+            good = mid
+    return bad - 1
+
+
+def _gzip_end(gz: _GzipStream | None) -> str:
+    """``; the gzip stream ends early at byte offset N``, when it does."""
+    if gz is None:
+        return ""
+    if gz.error:
+        return f"; {gz.error} at {at_offset(gz.error_offset)}"
+    if gz.truncated:
+        return f"; the gzip stream ends early at {at_offset(gz.consumed)}"
+    return ""
 
 
 class _Prepended:
@@ -310,15 +401,44 @@ def _mappable(raw: BinaryIO) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_size > 0
 
 
-def _describe_unknown_start(head: bytes) -> str:
+EXPECTED_FORMATS = (
+    "expected pcap or pcapng (tcpdump -w, dumpcap, Wireshark; editcap -F pcap converts "
+    "other formats)"
+)
+NOT_WHOLE = "it was not copied whole, or its capture stopped at once"
+
+
+def _describe_unknown_start(head: bytes, compressed: bool = False) -> str:
+    """What is wrong with a file (or a gzip file's data, ``compressed``) whose
+    first bytes ``head`` (up to 64 of them) are no capture header, and what to do."""
+    data = "its decompressed data" if compressed else "the file"
+    but = "gzip-compressed, but " if compressed else ""
     if not head:
-        return "the file is empty (0 bytes)"
-    shown = head[:8].hex(" ")
+        return (
+            f"{but}{data} is empty (0 bytes): nothing was written into it, or it was not "
+            "copied whole"
+        )
+    if len(head) < 4 and any(m.startswith(head) for m in (PCAPNG_MAGIC, *PCAP_MAGICS)):
+        return (
+            f"{but}{data} ends after {len(head)} byte(s), inside the capture's first header: "
+            f"{NOT_WHOLE}"
+        )
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head[:64])
     if printable >= min(len(head), 64) * 0.9:
-        text = head[:24].decode("ascii", "replace").split("\n")[0]
-        return f"not a pcap or pcapng file: it looks like text ({text!r})"
-    return f"not a pcap or pcapng file (it starts with {shown})"
+        text = (head[:24].decode("ascii", "replace").splitlines() or [""])[0]
+        return f"{but}not a pcap or pcapng file: it looks like text ({text!r}); {EXPECTED_FORMATS}"
+    shown = head[:8].hex(" ")
+    return f"{but}not a pcap or pcapng file (it starts with {shown}); {EXPECTED_FORMATS}"
+
+
+def pcap_header_problem(major: int, minor: int) -> str | None:
+    """What is wrong with a pcap file header's version (at byte offset 4), if anything."""
+    if major == 2:
+        return None
+    return (
+        f"pcap version {major}.{minor} is not one we read (expected 2.4); the capture may be "
+        "damaged, or written by a tool we do not know: editcap -F pcap converts it"
+    )
 
 
 class CaptureReader:
@@ -402,15 +522,7 @@ class CaptureReader:
         elif head in PCAP_MAGICS:
             stats.format = "pcap"
         else:
-            what = _describe_unknown_start(head)
-            if gz is not None:
-                what = "gzip-compressed, but " + what
-                if gz.error or (gz.truncated and not head):
-                    what = f"gzip stream unreadable ({gz.error or 'cut short'})"
-            raise CaptureError(
-                f"{self.path}: {what}; expected pcap or pcapng "
-                "(tcpdump -w, dumpcap, Wireshark; editcap -F pcap converts other formats)"
-            )
+            raise CaptureError(f"{self.path}: {self._unknown_start(raw, gz, head)}")
 
         source: _Source
         if gz is None and _mappable(raw):
@@ -424,7 +536,9 @@ class CaptureReader:
         if stats.format == "pcap":
             if filled < PCAP_HEADER_BYTES:
                 raise CaptureError(
-                    f"{self.path}: the pcap file header is cut short ({filled} of 24 bytes)"
+                    f"{self.path}: {at_offset(0, gz is not None)}: the pcap file header is cut "
+                    f"short ({filled} of 24 bytes{_gzip_end(gz)}): the file ends before its "
+                    f"first packet; {NOT_WHOLE}"
                 )
             big_endian, nanosecond = PCAP_MAGICS[head]
             order = ">" if big_endian else "<"
@@ -432,11 +546,9 @@ class CaptureReader:
                 buf[4:24].tobytes(),
                 dtype=np.dtype(f"{order}u2,{order}u2,{order}i4,{order}u4,{order}u4,{order}u4"),
             )[0]
-            if major != 2:
-                raise CaptureError(
-                    f"{self.path}: byte offset 4: pcap version {major}.{minor} is not one we "
-                    "read (expected 2.4); the file may be damaged"
-                )
+            bad_version = pcap_header_problem(int(major), int(minor))
+            if bad_version is not None:
+                raise CaptureError(f"{self.path}: {at_offset(4, gz is not None)}: {bad_version}")
             linktype = int(linktype_field) & 0xFFFF  # upper bits: FCS length flags
             snaplen = int(snaplen)
             stats.linktypes.add(linktype)
@@ -550,28 +662,55 @@ class CaptureReader:
                 buf, base, filled, eof = source.window(resume)
                 pos = resume - base
                 continue
-            self._problem(base + pos, self._walk_error(why, int(detail)), fatal=True)
+            self._problem(base + pos, walk_problem(why, int(detail), stats.packets), fatal=True)
             break
         stats.bytes_consumed = base + pos
 
         if gz is not None:
             if gz.error:
                 self._problem(
-                    base + filled,
-                    gz.error + f"; {stats.packets} packets before it were read",
+                    gz.error_offset,
+                    f"{gz.error}: the file is damaged here (gzip -t says so too); "
+                    f"{stats.packets} packets before it were read, the rest cannot be "
+                    "decompressed",
                     fatal=True,
+                    on_disk=True,
                 )
             elif gz.truncated:
                 self._problem(
-                    None,
+                    gz.consumed,
                     "the gzip stream ends early (file still being written, or copied "
                     "before it was complete); every whole packet in it was read",
                     fatal=False,
+                    on_disk=True,
                 )
         if stats.format == "pcapng":
             n_if = int(section[rk.SEC_N_INTERFACES])
             stats.linktypes.update(int(x) for x in interfaces[:n_if, rk.IF_LINKTYPE])
         self._report_counters()
+
+    def _unknown_start(self, raw: BinaryIO, gz: _GzipStream | None, head: bytes) -> str:
+        """The problem line (after the path) of a file that starts with no
+        capture header: where, what is wrong and what to do."""
+        if gz is not None and gz.error:
+            return (
+                f"{at_offset(gz.error_offset)}: {gz.error}, before any packet: the file is "
+                "damaged (gzip -t says so too); copy it again from its source"
+            )
+        if gz is not None and gz.truncated and len(head) < 4:
+            return (
+                f"{at_offset(gz.consumed)}: the gzip stream ends early, {len(head)} byte(s) "
+                f"into its data, before the capture's first header: {NOT_WHOLE}"
+            )
+        # A few more bytes to describe what the file is (it is refused anyway).
+        if gz is not None:
+            head += gz.read(60)
+        elif raw is sys.stdin.buffer:
+            # What has come (a BufferedReader's read1): do not wait for more.
+            head += getattr(raw, "read1", raw.read)(60) if len(head) == 4 else b""
+        else:
+            head += raw.read(60)
+        return f"{at_offset(0, gz is not None)}: {_describe_unknown_start(head, gz is not None)}"
 
     # -- bookkeeping ---------------------------------------------------------------
     def _account(self) -> None:
@@ -584,29 +723,13 @@ class CaptureReader:
             s.last_ns = int(c[rk.COUNT_LAST_TS])
         s.status_counts = c[rk.COUNT_STATUS : rk.COUNT_STATUS + len(STATUS_NAMES)].copy()
 
-    def _problem(self, offset: int | None, message: str, *, fatal: bool) -> None:
-        self.stats.problems.append(CaptureProblem(self.path, offset, message, fatal))
-
-    def _walk_error(self, why: int, detail: int) -> str:
-        kept = f"{self.stats.packets} packets before it were read"
-        if why == rk.WALK_RECORD_TOO_LONG:
-            return (
-                f"record length {detail} is beyond the 262144-byte limit: the file is damaged "
-                f"here; {kept}, the rest is skipped"
-            )
-        if why == rk.WALK_BAD_BLOCK:
-            return (
-                f"pcapng block length {detail} is impossible (damaged block); {kept}, "
-                "the rest is skipped"
-            )
-        if why == rk.WALK_BAD_SECTION:
-            return (
-                f"pcapng section header expected here (found 0x{detail:08x}); the file is "
-                f"damaged; {kept}, the rest is skipped"
-            )
-        if why == rk.WALK_BAD_VERSION:
-            return f"pcapng section of major version {detail} (expected 1); {kept}"
-        return f"unexpected reader state {why}; {kept}"
+    def _problem(
+        self, offset: int | None, message: str, *, fatal: bool, on_disk: bool = False
+    ) -> None:
+        """Record a problem at ``offset`` in the (decompressed) capture, or in
+        the file on disk (``on_disk``: the gzip stream's own problems)."""
+        decompressed = self.stats.compressed and not on_disk
+        self.stats.problems.append(CaptureProblem(self.path, offset, message, fatal, decompressed))
 
     def _report_counters(self) -> None:
         s = self.stats

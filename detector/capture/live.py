@@ -42,6 +42,9 @@ from .files import (
     PCAPNG_MAGIC,
     PayloadInspector,
     _new_counters,
+    at_offset,
+    pcap_header_problem,
+    walk_problem,
 )
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
@@ -464,8 +467,9 @@ class StreamSource:
             return True
         if head not in PCAP_MAGICS:
             raise CaptureError(
-                f"standard input: not a pcap or pcapng stream (it starts with {head.hex(' ')}); "
-                "use tcpdump -w - (gzip is not read live)"
+                f"standard input: {at_offset(self._consumed + self._start)}: not a pcap or "
+                f"pcapng stream (it starts with {head.hex(' ')}); use tcpdump -w - (gzip is not "
+                "read live)"
             )
         if have < PCAP_HEADER_BYTES:
             return False
@@ -474,6 +478,11 @@ class StreamSource:
         fields = struct.unpack(
             order + "IHHiIII", self._buf[self._start : self._start + 24].tobytes()
         )
+        bad_version = pcap_header_problem(fields[1], fields[2])
+        if bad_version is not None:
+            raise CaptureError(
+                f"standard input: {at_offset(self._consumed + self._start + 4)}: {bad_version}"
+            )
         self._snaplen = fields[5]
         self.linktype = fields[6] & 0xFFFF
         self._format = "pcap"
@@ -525,9 +534,11 @@ class StreamSource:
                               if_linktypes=self._interfaces[:, rk.IF_LINKTYPE])  # fmt: skip
         self._start = pos
         if why not in (rk.WALK_OK, rk.WALK_NEED_MORE):
+            # The file reader's words, for the same damage.
+            packets = int(self.counters[rk.COUNT_PACKETS])
             self.problem = (
-                f"standard input: byte offset {self._consumed + pos}: the stream is damaged "
-                f"(walk code {why}, detail {detail}); packets before it were read"
+                f"standard input: {at_offset(self._consumed + pos)}: "
+                f"{walk_problem(why, int(detail), packets)}"
             )
         if n:
             self._delivered += int(n)
@@ -552,12 +563,17 @@ class StreamSource:
         return SourceStats(delivered=self._delivered)
 
     def close(self) -> None:
+        where = at_offset(self._consumed + self._start)
         if self.problem is None and not self._format:
-            self.problem = "standard input: the stream ended before its pcap/pcapng header"
+            self.problem = (
+                f"standard input: {where}: the stream ended before its pcap/pcapng header "
+                f"({self._end - self._start} bytes arrived)"
+            )
         elif self.eof and self._start < self._end and self.problem is None:
             self.problem = (
-                f"standard input: the last record is cut short ({self._end - self._start} "
-                "bytes of it arrived)"
+                f"standard input: {where}: the last record is cut short "
+                f"({self._end - self._start} bytes of it arrived); "
+                f"{int(self.counters[rk.COUNT_PACKETS])} packets before it were read"
             )
 
 

@@ -96,7 +96,10 @@ def fingerprint(path: str | os.PathLike[str]) -> CaptureFingerprint:
     info = os.stat(name)
     sniffed = capture_format(name)
     if sniffed is None:
-        raise CaptureError(f"{name}: not a pcap or pcapng file (nor a gzip-compressed one)")
+        # The reader's own words for what the file is instead (it raises).
+        for _ in read_packets([name], batch_packets=1):
+            break
+        raise CaptureError(f"{name}: byte offset 0: not a pcap or pcapng file")
     fmt, compressed = sniffed
     problems: list[CaptureProblem] = []
     stats_out: list = []
