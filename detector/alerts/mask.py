@@ -12,8 +12,9 @@ Two concerns, one module, so every writer uses the same rules:
 * **Terminal and spreadsheet control** (a hostile DNS name such as
   ``\\x1b]0;owned\\x07.example.com``). :func:`printable` writes control
   characters as ``\\x1b``; :func:`csv_cell` also keeps a cell from starting
-  like a spreadsheet formula. JSON lines need neither: ``json.dumps`` escapes
-  C0 controls (``\\u001b``) and a JSON text is data, not a formula.
+  like a spreadsheet formula. JSON escapes C0 controls (``\\u001b``) but not
+  DEL or C1 (U+0080-U+009F, which a terminal may take as CSI and the like):
+  :func:`json_text` escapes those too, for JSON lines on a terminal.
 
 The ID pattern is what the ``cleartext-pii`` rule looks for in payloads
 (``detector/_kernels/payload.py``: a letter, then ``1``/``2`` for a national
@@ -26,12 +27,16 @@ case-insensitive), and the check digit is not required.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 _ID_NUMBER = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][12A-Da-d89][0-9]{8}(?![0-9])")
 # C0 controls, DEL and C1 controls: what a terminal may act on.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# What json.dumps(ensure_ascii=False) leaves raw that a terminal may act on; in
+# its output such a character can only be inside a string.
+_JSON_RAW_CONTROL = re.compile("[\x7f-\x9f]")
 # Cells a spreadsheet runs as a formula (OWASP, "CSV Injection"); a tab or a
 # carriage return at the start is already written as \x09 or \x0d by printable().
 _FORMULA_START = ("=", "+", "-", "@")
@@ -114,3 +119,14 @@ def csv_cell(value: Any) -> Any:
     if text.startswith(_FORMULA_START):
         return "'" + text
     return text
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group(0)):04x}"
+
+
+def json_text(doc: Any) -> str:
+    """``json.dumps(doc, ensure_ascii=False)`` (UTF-8 text stays readable) with
+    DEL and C1 controls written as ``\\u007f`` … ``\\u009f`` like the C0 ones:
+    the same JSON value, safe to print."""
+    return _JSON_RAW_CONTROL.sub(_json_escape, json.dumps(doc, ensure_ascii=False))

@@ -1,19 +1,27 @@
 """Where alerts go: a table for a person, JSON lines (ECS) for a SIEM, CSV for a
 spreadsheet. Every format carries the same alerts in the same order (worst
-first)."""
+first).
+
+Names in alerts come from the traffic, so they may hold anything a hostile
+packet puts there: the table writes control characters as ``\x1b``
+(:func:`~detector.alerts.mask.printable`, so a name cannot retitle or clear
+the terminal), and so does CSV, where a cell also cannot start as a formula
+(:func:`~detector.alerts.mask.csv_cell`); JSON lines escape DEL and C1 as
+JSON escapes C0 (:func:`~detector.alerts.mask.json_text`). ID numbers are
+already masked in the alert itself (record.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 import textwrap
 from collections.abc import Sequence
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from ..flows.write import human_bytes
+from ..units import human_bytes
+from .mask import csv_cell, json_text, printable
 from .record import SEVERITY_NAMES, Alert, local_time, to_ecs
 
 ALERT_FORMATS = ("table", "jsonl", "csv")
@@ -64,12 +72,12 @@ def write_alerts(
 def _write(alerts: Sequence[Alert], fmt: str, stream: IO[str], zone: ZoneInfo, site: str) -> None:
     if fmt == "jsonl":
         for alert in alerts:
-            stream.write(json.dumps(to_ecs(alert, zone, site), ensure_ascii=False) + "\n")
+            stream.write(json_text(to_ecs(alert, zone, site)) + "\n")
     elif fmt == "csv":
         writer = csv.writer(stream)
         writer.writerow(CSV_COLUMNS)
         for alert in alerts:
-            writer.writerow(_csv_row(alert, zone, site))
+            writer.writerow([csv_cell(cell) for cell in _csv_row(alert, zone, site)])
     else:
         stream.write(format_table(alerts, zone, site))
 
@@ -103,6 +111,7 @@ def _csv_row(alert: Alert, zone: ZoneInfo, site: str) -> list[Any]:
 def format_table(alerts: Sequence[Alert], zone: ZoneInfo, site: str, width: int = 100) -> str:
     """Alerts for a person: worst first, local times, sizes in kB/MB/GB."""
     out = io.StringIO()
+    site = printable(site)
     if not alerts:
         out.write(f"no alerts ({site})\n")
         return out.getvalue()
@@ -114,7 +123,7 @@ def format_table(alerts: Sequence[Alert], zone: ZoneInfo, site: str, width: int 
         when = f"{start[:10]} {start[11:16]}–{end[11:16]}"
         if start[:10] != end[:10]:
             when = f"{start[5:10]} {start[11:16]}–{end[5:10]} {end[11:16]}"
-        other = alert.destination_ip or ""
+        other = printable(alert.destination_ip or "")
         if other and alert.destination_port is not None:
             other = f"[{other}]" if ":" in other else other
             # An ephemeral port on the other side says nothing: show the service's.
@@ -122,10 +131,10 @@ def format_table(alerts: Sequence[Alert], zone: ZoneInfo, site: str, width: int 
                 other += f":{alert.destination_port}"
         sent = human_bytes(alert.source_bytes) if alert.source_bytes else ""
         out.write(
-            f"{SEVERITY_NAMES.get(alert.severity, '?').upper():<9}{alert.rule_id:<29}"
-            f"{when:<28}{alert.source_ip:<17}{other:<23}{sent}\n"
+            f"{SEVERITY_NAMES.get(alert.severity, '?').upper():<9}{printable(alert.rule_id):<29}"
+            f"{when:<28}{printable(alert.source_ip):<17}{other:<23}{sent}\n"
         )
-        for line in textwrap.wrap(alert.message, width=width - 4):
+        for line in textwrap.wrap(printable(alert.message), width=width - 4):
             out.write(f"    {line}\n")
     counts: dict[str, int] = {}
     for alert in alerts:

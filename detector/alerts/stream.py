@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -20,7 +19,8 @@ from typing import IO
 from zoneinfo import ZoneInfo
 
 from ..errors import DetectorError
-from ..flows.write import human_bytes
+from ..units import human_bytes
+from .mask import json_text, printable
 from .record import ALERT_UPDATED, SEVERITY_NAMES, Alert, local_time, to_ecs
 
 STREAM_FORMATS = ("table", "jsonl")
@@ -33,19 +33,21 @@ SYSLOG_MAX_BYTES = 8192  # what rsyslog accepts by default; longer messages are 
 
 
 def table_line(alert: Alert, zone: ZoneInfo, width: int = 100) -> str:
-    """One alert in the scan table's columns, with its message below."""
+    """One alert in the scan table's columns, with its message below; control
+    characters from the traffic written as ``\x1b`` (a console shows them, it
+    does not act on them)."""
     start = local_time(alert.start_ns, zone, digits=0)
     end = local_time(alert.end_ns, zone, digits=0)
     when = f"{start[:10]} {start[11:16]}–{end[11:16]}"
-    other = alert.destination_ip or ""
+    other = printable(alert.destination_ip or "")
     if other and alert.destination_port is not None:
         other = (f"[{other}]" if ":" in other else other) + f":{alert.destination_port}"
     sent = human_bytes(alert.source_bytes) if alert.source_bytes else ""
     head = (
-        f"{SEVERITY_NAMES.get(alert.severity, '?').upper():<9}{alert.rule_id:<29}"
-        f"{when:<28}{alert.source_ip:<17}{other:<23}{sent}"
+        f"{SEVERITY_NAMES.get(alert.severity, '?').upper():<9}{printable(alert.rule_id):<29}"
+        f"{when:<28}{printable(alert.source_ip):<17}{other:<23}{sent}"
     )
-    message = alert.message
+    message = printable(alert.message)
     if alert.event_action == ALERT_UPDATED:
         # The same incident, written again because it went on.
         message = f"update {alert.event_sequence} (figures so far): {message}"
@@ -80,7 +82,7 @@ class AlertStream:
             doc = to_ecs(alert, self.zone, self.site_name)
             if self.stream is not None:
                 if self.fmt == "jsonl":
-                    self.stream.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                    self.stream.write(json_text(doc) + "\n")
                 else:
                     if not self._header_written:
                         self.stream.write(
@@ -131,7 +133,7 @@ class SyslogSender:
         stamp = str(doc.get("@timestamp", "-"))
         msgid = alert.rule_id[:32] or "-"
         header = f"<{pri}>1 {stamp} {self.hostname[:255]} {self.app_name} {os.getpid()} {msgid} -"
-        body = json.dumps(doc, ensure_ascii=False)
+        body = json_text(doc)
         message = (header + " ").encode() + b"\xef\xbb\xbf" + body.encode()  # BOM: UTF-8 MSG
         return message[:SYSLOG_MAX_BYTES]
 
