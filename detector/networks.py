@@ -187,4 +187,3 @@ LOCAL_SCOPE = NetworkSet(
 )
 # RFC 1918 private IPv4 and RFC 4193 unique local IPv6.
 DEFAULT_INTERNAL = NetworkSet(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"])
-

@@ -29,5 +29,5 @@ def minutes_of(text: str) -> int:
 
 
 def format_minutes(minutes: int) -> str:
-    """"HH:MM" for minutes after midnight (1440 is "24:00")."""
+    """ "HH:MM" for minutes after midnight (1440 is "24:00")."""
     return f"{minutes // 60:02d}:{minutes % 60:02d}"

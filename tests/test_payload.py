@@ -131,7 +131,7 @@ def test_http_request_head(tmp_path):
         ("upload.example.com:8080", 2, 1234),  # method 2 = POST
         ("tracker.example", 1, -1),  # GET, no Content-Length
     ]
-    assert [f["a"] for f in facts_of("p2p", facts)] == [4]  # tracker announce
+    assert [f["a"] for f in facts_of("p2p-signature", facts)] == [4]  # tracker announce
 
 
 def test_http_header_cut_by_the_snap_length_is_not_taken(tmp_path):
@@ -176,7 +176,7 @@ P2P_CASES = [
                          ids=[c[0] for c in P2P_CASES])  # fmt: skip
 def test_p2p_signatures(tmp_path, name, transport, payload, signature):
     packet = E / IP(src=CLIENT, dst="198.51.100.20") / transport / Raw(payload)
-    assert [f["a"] for f in facts_of("p2p", inspect(tmp_path, [packet]))] == [signature]
+    assert [f["a"] for f in facts_of("p2p-signature", inspect(tmp_path, [packet]))] == [signature]
 
 
 def test_no_p2p_on_lookalikes(tmp_path):
@@ -189,7 +189,7 @@ def test_no_p2p_on_lookalikes(tmp_path):
         E / IP(src=CLIENT, dst="198.51.100.20") / TCP(sport=50002, dport=80, flags="PA")
         / Raw(b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n"),
     ]  # fmt: skip
-    assert facts_of("p2p", inspect(tmp_path, packets)) == []
+    assert facts_of("p2p-signature", inspect(tmp_path, packets)) == []
 
 
 def test_id_numbers_found_only_with_valid_check_digits(tmp_path):
@@ -360,7 +360,7 @@ def test_corpus_p2p_fires_on_p2p_captures_only():
             facts = _corpus_facts(path)
         except Exception:  # unreadable captures are test_bad_input's business
             continue
-        if len(facts) and (facts["kind"] == "p2p").any():
+        if len(facts) and (facts["kind"] == "p2p-signature").any():
             found.add(path.name)
     assert found == P2P_CAPTURES
 

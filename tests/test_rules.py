@@ -387,7 +387,7 @@ def test_groups_are_numbered_from_the_level_codes_in_order():
     # (host, peer, minute) sorted by host and peer: groups (1, 7), (1, 9), (2, 7).
     import pandas as pd
 
-    from detector.detect.rules import _run_ids
+    from detector.detect.rules.common import run_ids as _run_ids
 
     index = pd.MultiIndex.from_tuples(
         [(1, 7, 0), (1, 7, 60), (1, 9, 0), (2, 7, 0), (2, 7, 120)],

@@ -49,7 +49,9 @@ KIND_HTTP = 5  # A method, B Content-Length (-1: none); arena: Host
 KIND_P2P = 6  # A signature
 KIND_PII = 7  # A 1 national ID, 2 resident certificate; arena: the 10 characters
 KIND_SMTP_SIZE = 8  # A the message size a mail client declares (RFC 1870 SIZE=)
-KIND_NAMES = ("", "dns", "dns-answer", "tls-sni", "tls-alpn", "http", "p2p", "pii", "smtp-size")
+KIND_NAMES = (
+    "", "dns", "dns-answer", "tls-sni", "tls-alpn", "http", "p2p-signature", "pii", "smtp-size",
+)  # fmt: skip
 WORD_METHODS = 11  # index of the first HTTP method in ``words``
 
 P2P_BITTORRENT = 1

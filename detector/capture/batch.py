@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from .._kernels.decode import STATUS_NAMES
+from ..networks import address_text
 
 # Column name → dtype. The order is the kernels' argument order.
 BATCH_DTYPES: dict[str, type[np.generic]] = {
@@ -85,14 +85,6 @@ class PacketBatch:
         return {
             STATUS_NAMES[i]: int(c) for i, c in enumerate(counts) if c and i < len(STATUS_NAMES)
         }
-
-
-def address_text(hi: int, lo: int) -> str:
-    """Text form of a 128-bit address; IPv4-mapped addresses print as IPv4."""
-    value = (hi << 64) | lo
-    if hi == 0 and (lo >> 32) == 0xFFFF:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
-    return str(ipaddress.IPv6Address(value))
 
 
 def concat(batches: list[PacketBatch]) -> PacketBatch:

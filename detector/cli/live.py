@@ -227,7 +227,8 @@ def run_live(args: argparse.Namespace) -> int:
     from ..flows.records import iter_flow_columns
     from ..flows.write import write_flows
     from ..policy import default_policy, load_policy
-    from .main import ExitStatus, _say
+    from .console import ExitStatus
+    from .console import say as _say
 
     policy = load_policy(args.policy) if args.policy else default_policy()
     for warning in policy.warnings:

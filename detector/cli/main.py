@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import enum
 import os
 import sys
 import time
@@ -13,17 +12,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import DetectorError
-
-
-class ExitStatus(enum.IntEnum):
-    """Exit codes, the same for every command."""
-
-    OK = 0  # done; no alerts
-    ALERTS = 1  # done; alerts were raised
-    USAGE = 2  # bad command line, policy or configuration
-    UNREADABLE = 3  # some input could not be read completely (what was read is in the output)
-    INTERNAL = 4  # a bug in egress-detector: please report it (rerun with --traceback)
-
+from .console import ExitStatus
+from .console import positive_float as _positive_float
+from .console import positive_int as _positive_int
+from .console import progress as _progress
+from .console import say as _say
+from .console import worker_count as _worker_count
 
 EXIT_CODES_HELP = """exit codes:
   0  done (no alerts)
@@ -33,6 +27,7 @@ EXIT_CODES_HELP = """exit codes:
      is in the output, and each problem is reported on stderr with its byte offset
      (a scan that also raised alerts exits 1: alerts come first)
   4  internal error (a bug): rerun with --traceback and report what it prints
+  130  interrupted (Ctrl-C)
 """
 
 FLOWS_EPILOG = (
@@ -88,40 +83,6 @@ what the model learns, its score and its file: docs/model.md
 """
     + EXIT_CODES_HELP
 )
-
-
-def _say(message: str) -> None:
-    print(f"egress-detector: {message}", file=sys.stderr, flush=True)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"must be at least 16, got {text}")
-    return value
-
-
-def _worker_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -403,28 +364,13 @@ def _writing(output: str | None) -> Iterator[str | None]:
     os.replace(partial, target)
 
 
-def _progress(steps: Iterator[int], paths: Sequence[str], enabled: bool) -> Iterator[int]:
-    """A progress bar by bytes of input on disk, on stderr, only on a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield from steps
-        return
-    from tqdm import tqdm
-
-    total = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc="reading", file=sys.stderr, leave=False
-    ) as bar:
-        for step in steps:
-            yield step
-            bar.update(step)
-
-
 def _run_flows(args: argparse.Namespace) -> ExitStatus:
     from .. import _jit
     from ..capture import CaptureProblem, CaptureStats
     from ..flows.records import iter_flow_columns, largest_rows
     from ..flows.table import count_flows
-    from ..flows.write import human_bytes, write_flows
+    from ..flows.write import write_flows
+    from ..units import human_bytes
 
     fmt = _output_format(args)
     if fmt == "parquet" and not args.output:
@@ -493,8 +439,8 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     from ..capture import CaptureProblem, CaptureStats
     from ..detect.scan import scan_captures
     from ..flows.table import auto_threads
-    from ..flows.write import human_bytes
     from ..policy import default_policy, load_policy
+    from ..units import human_bytes
 
     policy = load_policy(args.policy) if args.policy else default_policy()
     for warning in policy.warnings:
@@ -664,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitStatus.OK
     except KeyboardInterrupt:
         _say("interrupted")
-        return 130  # the shell's convention for SIGINT
+        return ExitStatus.INTERRUPTED
     except Exception as exc:
         if args.traceback:
             raise

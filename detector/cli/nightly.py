@@ -158,7 +158,7 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
 
 
 def _worker_count(text: str) -> int:
-    from .main import _worker_count as count
+    from .console import worker_count as count
 
     return count(text)
 
@@ -184,10 +184,12 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     from .. import _jit
     from ..alerts.stream import SyslogSender
     from ..capture import CaptureProblem
-    from ..flows.write import human_bytes
     from ..nightly.run import NightlyOptions, run_nightly
     from ..policy import load_policy
-    from .main import ExitStatus, _progress, _say
+    from ..units import human_bytes
+    from .console import ExitStatus
+    from .console import progress as _progress
+    from .console import say as _say
 
     if args.learn and not args.model:
         _say("--learn updates a model: give it with --model FILE")

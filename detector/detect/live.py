@@ -49,6 +49,7 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
+from .rules import sensor
 from .scan import ScanResult, first_contacts, scan_activity
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ EXPIRE_SLACK_NS = 2 * 1_000_000_000  # > the ring's block retire time (50 ms) an
 STATS_EVERY_S = 2.0
 READ_TIMEOUT_S = 0.2  # how long a worker waits for packets before looking at the clock
 
-SENSOR_DROPS = "sensor-drops"
-SENSOR_BLIND = "sensor-blind"
+SENSOR_DROPS = sensor.DROPS.rule_id
+SENSOR_BLIND = sensor.BLIND.rule_id
 
 
 class PacketSource(Protocol):
@@ -547,9 +548,9 @@ class LiveDetector:
         for span in spans:
             alerts.append(
                 Alert(
-                    rule_id=SENSOR_DROPS,
-                    rule_name="Sensor dropped packets",
-                    severity=2,
+                    rule_id=sensor.DROPS.rule_id,
+                    rule_name=sensor.DROPS.title,
+                    severity=sensor.DROPS.severity,
                     start_ns=span.start_ns,
                     end_ns=span.end_ns,
                     source_ip="",  # about the sensor, not a host: no source.* in ECS
@@ -570,9 +571,9 @@ class LiveDetector:
                 continue
             alerts.append(
                 Alert(
-                    rule_id=SENSOR_BLIND,
-                    rule_name="Sensor blind outside business hours",
-                    severity=3,
+                    rule_id=sensor.BLIND.rule_id,
+                    rule_name=sensor.BLIND.title,
+                    severity=sensor.BLIND.severity,
                     start_ns=span.start_ns,
                     end_ns=span.end_ns,
                     source_ip="",

@@ -15,8 +15,10 @@ from ..features.hosts import HostTraffic, host_traffic, host_windows
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
 from ..flows.table import FlowTable, count_flows
-from .apps import Names, annotate_mail_sizes, name_alerts, names_from_facts, run_app_rules
-from .rules import ScanContext, run_rules
+from .context import ScanContext
+from .names import Names, name_alerts, names_from_facts
+from .rules import run_payload_rules, run_rules
+from .rules.mail_egress import annotate_mail_sizes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +106,8 @@ def scan_activity(
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
-        alerts.extend(run_app_rules(facts, policy, names, traffic, flows))
+        payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows)
+        alerts.extend(run_payload_rules(payload))
         annotate_mail_sizes(alerts, facts)
     name_alerts(alerts, names)
     alerts.sort(key=lambda a: a.sort_key)

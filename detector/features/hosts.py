@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..capture.batch import address_text
+from ..networks import address_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,7 +115,7 @@ def host_traffic(
     (``allowlist.domains``), as if listed in ``allowlist.destinations``."""
     import pandas as pd
 
-    from ..policy import LOCAL_SCOPE
+    from ..networks import LOCAL_SCOPE
 
     a_hi = np.asarray(activity["a_hi"], dtype=np.uint64)
     a_lo = np.asarray(activity["a_lo"], dtype=np.uint64)

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_MAX_PACKETS = 8
+# What each P2P signature fact's number means (the p2p rule names them in alerts).
+P2P_NAMES = pk.P2P_NAMES
 DEFAULT_MAX_BYTES = 2048
 BUDGET_SLOTS = 1 << 18  # flows whose budget is remembered at once (one word each: 2 MB)
 FACT_ROWS = 1 << 14

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._kernels import timefmt
 from ..errors import DetectorError
+from ..units import human_bytes
 
 TABLE_COLUMNS = ["first_seen", "src_ip", "src_port", "dst_ip", "dst_port", "transport",
                  "src2dst_packets", "src2dst_bytes", "dst2src_packets", "dst2src_bytes",
@@ -224,14 +225,6 @@ def _write_parquet(slices: Iterable[dict[str, np.ndarray]], path: str) -> None:
     finally:
         if writer is not None:
             writer.close()
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _write_table(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..alerts.record import Alert
-from ..capture.batch import address_text
+from ..networks import address_text
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -357,7 +357,7 @@ def _finish_day(
     on_day: Callable[[dt.date, ScanResult], None] | None,
     dask: DaskSession | None = None,
 ) -> DayDone:
-    from ..report.day import CaptureFile, build_day_report, write_report
+    from ..report import CaptureFile, build_day_report, write_report
 
     started = time.perf_counter()
     start, end = day_bounds(day, policy)

@@ -13,18 +13,17 @@ are those that overlap the day; traffic figures count the minutes inside it.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._kernels import flowtable as fk
 from ..alerts.record import SEVERITY_NAMES, Alert
+from ..detect.rules import detection_of
 from ..flows.records import flow_columns
+from ..networks import address_pair
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,64 +45,6 @@ NEW_HOSTS_SHOWN = 50
 # and every alert is in the alerts file anyway.
 DETAILED_ALERTS = 200
 
-# Why each alert matters, for an administrator woken at 3 a.m. (docs/rules.md).
-WHY_IT_MATTERS: dict[str, str] = {
-    "isolated-egress": (
-        "An isolated computer must never exchange packets with anything but its own "
-        "segment. A packet to the outside means the isolated network is bridged to "
-        "the internet: the leak of bulletin No. 3 (26 classified documents) went this way."
-    ),
-    "offhours-bulk-egress": (
-        "A large volume left the site while nobody should be working: the pattern of "
-        "the modelled leak (26 classified documents sent out at night). Check who "
-        "uses the computer and what it sent; a backup or update mirror belongs in "
-        "the allowlist."
-    ),
-    "bulk-upload-new-destination": (
-        "A large upload went to an outside address the computer had not used before: "
-        "documents copied to a new cloud account or file-sharing site look like this."
-    ),
-    "mail-egress": (
-        "Sensitive papers must not be sent by e-mail over the internet (bulletin No. 2). "
-        "Mail from an isolated computer, or a large amount of outbound mail, may carry "
-        "documents out of the site."
-    ),
-    "always-on": (
-        "Computers should not be left on all night (bulletin No. 3): an unattended "
-        "computer that keeps talking at night can be used without anyone noticing."
-    ),
-    "p2p": (
-        "P2P software is banned (bulletin No. 3): it shares files with strangers and "
-        "can publish a whole folder of documents to the internet."
-    ),
-    "im-app": (
-        "Commercial messaging apps are outside the agency's control (bulletin No. 6): "
-        "what is sent there cannot be recalled or audited."
-    ),
-    "dns-tunnel": (
-        "Data hidden in DNS questions passes most firewalls unseen; ordinary programs "
-        "do not ask for such names. This is a common way to smuggle data out."
-    ),
-    "cleartext-pii": (
-        "Personal ID numbers left the site unencrypted (bulletin No. 4): anyone on the "
-        "path can read them. The numbers are shown masked here."
-    ),
-    "beacon": (
-        "Connections at a regular beat to one outside address are how malware calls "
-        "home, or how a scheduled job sends data out. Find the program that makes them."
-    ),
-    "model-anomaly": (
-        "The trained model found this computer's traffic unusual for this site at this "
-        "hour: it sent at least twice its usual. Confirm with the user what ran."
-    ),
-}
-# isolated-egress with an internal other side (direction "internal").
-WHY_BRIDGE = (
-    "An isolated computer must never exchange packets with anything but its own "
-    "segment. Traffic with an internet computer means someone connected the two "
-    "networks (in bulletin No. 3 an employee did, 'to update the antivirus'); the "
-    "internet side can now reach the isolated one."
-)
 WHY_DEFAULT = "A policy rule fired on this computer's traffic; see docs/rules.md for the rule."
 
 
@@ -408,26 +349,6 @@ def build_day_report(
     )
 
 
-def write_report(report: DayReport, path: str | os.PathLike[str]) -> None:
-    """Write the report's HTML to ``path`` atomically: a reader (or a crash)
-    sees the old file or the new one, never half of one."""
-    from .html import render_html
-
-    target = Path(path)
-    text = render_html(report)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 # -- pieces ---------------------------------------------------------------------------
 
 
@@ -451,9 +372,9 @@ def _rows(frame: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _why(alert: Alert) -> str:
-    if alert.rule_id == "isolated-egress" and alert.direction == "internal":
-        return WHY_BRIDGE
-    return WHY_IT_MATTERS.get(alert.rule_id, WHY_DEFAULT)
+    """Why the alert matters, in its detection's declared words."""
+    detection = detection_of(alert.rule_id)
+    return detection.why(alert) if detection is not None else WHY_DEFAULT
 
 
 def _by_rule(alerts: Sequence[Alert]) -> tuple[RuleCount, ...]:
@@ -488,14 +409,6 @@ def _other_side(alert: Alert) -> str:
     return text
 
 
-def _address_pair(address: str) -> tuple[int, int]:
-    import ipaddress
-
-    ip = ipaddress.ip_address(address)
-    value = int(ip) if ip.version == 6 else (0xFFFF << 32) | int(ip)
-    return value >> 64, value & ((1 << 64) - 1)
-
-
 def _evidence_flows(rows: np.ndarray, alerts: Sequence[Alert]) -> list[tuple[EvidenceFlow, ...]]:
     """For each alert, the host's flows with the alert's other side (any address
     when it names none) during the alert, most bytes sent by the host first.
@@ -508,7 +421,7 @@ def _evidence_flows(rows: np.ndarray, alerts: Sequence[Alert]) -> list[tuple[Evi
     import pandas as pd
 
     u = rows.view(np.uint64)
-    wanted = {_address_pair(a.source_ip) for a in alerts}
+    wanted = {address_pair(a.source_ip) for a in alerts}
     wanted_lo = np.array(sorted({lo for _, lo in wanted}), dtype=np.uint64)
     # Rows with a host of an alert at one end (by the low half first: cheap).
     a_side = np.flatnonzero(np.isin(u[:, fk.C_A_LO], wanted_lo))
@@ -526,14 +439,14 @@ def _evidence_flows(rows: np.ndarray, alerts: Sequence[Alert]) -> list[tuple[Evi
     chosen: list[np.ndarray] = []
     host_first: list[np.ndarray] = []
     for alert in alerts:
-        host_hi, host_lo = _address_pair(alert.source_ip)
+        host_hi, host_lo = address_pair(alert.source_ip)
         mine = by_host.get((host_hi, host_lo), np.zeros(0, dtype=np.intp))
         host_is_a = (u[mine, fk.C_A_HI] == np.uint64(host_hi)) & (
             u[mine, fk.C_A_LO] == np.uint64(host_lo)
         )
         keep = (rows[mine, fk.C_LAST] >= alert.start_ns) & (rows[mine, fk.C_FIRST] <= alert.end_ns)
         if alert.destination_ip:
-            peer_hi, peer_lo = _address_pair(alert.destination_ip)
+            peer_hi, peer_lo = address_pair(alert.destination_ip)
             peer_hi_col = np.where(host_is_a, u[mine, fk.C_B_HI], u[mine, fk.C_A_HI])
             peer_lo_col = np.where(host_is_a, u[mine, fk.C_B_LO], u[mine, fk.C_A_LO])
             keep &= (peer_hi_col == np.uint64(peer_hi)) & (peer_lo_col == np.uint64(peer_lo))

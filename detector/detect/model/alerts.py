@@ -10,7 +10,8 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...features.hosts import MINUTE_NS, window_starts
-from ...flows.write import human_bytes
+from ...units import human_bytes
+from ..rules import model_anomaly
 from .constants import ALLOWLISTED_SHARE
 from .frames import utc_ns, window_keys, window_minutes
 
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
     from .estimator import EgressModel
     from .verdict import ModelVerdict
 
-RULE_ID = "model-anomaly"
-RULE_NAME = "Unusual egress for this site (model)"
-SEVERITY = 2  # medium: unusual is not forbidden; a person should look
+# The verdict's id, title and severity are declared with the rules.
+RULE_ID = model_anomaly.DETECTION.rule_id
+RULE_NAME = model_anomaly.DETECTION.title
+SEVERITY = model_anomaly.DETECTION.severity
 
 
 def model_alerts(

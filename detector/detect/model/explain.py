@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...flows.write import human_bytes
+from ...units import human_bytes
 from .constants import (
     COUNT_FEATURES,
     EGRESS_GATE,

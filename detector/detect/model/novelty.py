@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...features.hosts import MINUTE_NS, window_starts
+from ..rules import bulk_upload_new_destination
 from .constants import SITE_NOVELTY_FEATURE, SITE_NOVELTY_RECEIVED, TRAFFIC_FEATURES
 from .frames import window_keys, window_minutes
 
@@ -86,7 +87,11 @@ def with_novelty(
     if features.empty:
         return features.assign(**{n: np.zeros(0, dtype=np.int64) for n in TRAFFIC_FEATURES})
     minutes = window_minutes(features)
-    new_for_ns = int(policy.rule("bulk-upload-new-destination")["new_for_hours"]) * 60 * MINUTE_NS
+    new_for_ns = (
+        int(policy.rule(bulk_upload_new_destination.DETECTION.rule_id)["new_for_hours"])
+        * 60
+        * MINUTE_NS
+    )
     f = traffic.frame
     ext = f[f["peer_external"].to_numpy()]
     pair = ["host_id", "peer_id"]

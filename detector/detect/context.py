@@ -1,0 +1,42 @@
+"""What a detection's check is given: the site policy and one scan's traffic.
+
+Rules over per-minute traffic read ``traffic``; rules over payload read
+``facts`` (what inspection found in the first packets of each flow), ``names``
+(what outside addresses are called) and ``flows`` (the flow records).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..units import MINUTE_NS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..features.hosts import HostTraffic
+    from ..policy import Policy
+    from .names import Names
+
+
+@dataclass
+class ScanContext:
+    policy: Policy
+    traffic: HostTraffic
+    window_minutes: int
+    # (host_id, peer_id) pairs known from a trained model's baseline: never "new"
+    # to bulk-upload-new-destination (None: first contact in this scan decides).
+    known_destinations: pd.MultiIndex | None = None
+    # First contacts recorded before this traffic's earliest minutes (a live
+    # sensor forgets old minutes but not when a host first reached an
+    # address): first_ns by (host_id, peer_id); the earlier time wins.
+    first_contacts: pd.Series | None = None
+    facts: pd.DataFrame | None = None  # payload facts (detector/flows/payload.py)
+    names: Names | None = None
+    flows: Any = None  # the FlowTable (its exported flow records)
+
+    @property
+    def gap_ns(self) -> int:
+        """Minutes closer than this belong to the same alert."""
+        return self.window_minutes * MINUTE_NS

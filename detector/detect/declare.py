@@ -1,0 +1,262 @@
+"""How a detection is declared: one ``Detection`` per rule, in one module each.
+
+A declaration holds everything about its rule: the id alerts, SIEM searches
+and policy files use; the title alerts carry as ``rule.name``; the default
+severity; each setting a site may change under ``[rules.<id>]`` with its kind,
+default and meaning; why it matters (the words the daily report prints); what
+it catches and its known false positives (the words of docs/rules.md); and the
+check itself. The policy reader validates ``[rules.<id>]`` from the settings
+declared here, docs/rules.md and the rule settings of docs/policy.md are
+generated from the declarations (``python -m detector.detect.docs``), and the
+scan runs the checks in catalogue order (``detector/detect/rules/__init__.py``).
+
+Like a Zeek notice or a Sigma rule, but executable and typed: a setting's kind
+both checks the policy's value and documents it, so the two cannot drift.
+
+This module imports the standard library and the alert's severity names only:
+the policy reader uses it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+from ..alerts.record import SEVERITY_NAMES
+
+if TYPE_CHECKING:
+    from ..alerts.record import Alert
+    from ..networks import NetworkSet
+    from .context import ScanContext
+
+
+_INT64_MAX = (1 << 63) - 1  # TOML integers are 64-bit; rules compute in int64
+MINUTES_PER_YEAR = 365 * 1440  # the longest span a rule may be given
+HOURS_PER_YEAR = 365 * 24
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"  # RFC 1035 labels (plus "_" as in SRV)
+DOMAIN_PATTERN = re.compile(rf"(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}")
+
+
+class Reader(Protocol):
+    """What a setting's kind needs from the policy reader (detector/policy/reader.py):
+    each method checks one value and fails with the file and key path."""
+
+    def fail(self, path: str, message: str) -> NoReturn: ...
+    def boolean(self, path: str, value: object) -> bool: ...
+    def severity(self, path: str, value: object) -> int: ...
+    def integer(
+        self, path: str, value: object, minimum: int, what: str, maximum: int = _INT64_MAX
+    ) -> int: ...
+    def string(self, path: str, value: object) -> str: ...
+    def array(self, path: str, value: object) -> list[Any]: ...
+    def time_of_day(self, path: str, value: object, end: bool) -> int: ...
+    def networks(self, path: str, value: object) -> NetworkSet: ...
+
+
+# -- kinds of setting ----------------------------------------------------------------
+
+
+class Kind:
+    """What values a setting takes: ``read`` checks and normalises one from the
+    policy file; ``type_name`` and ``shown`` write it in the docs."""
+
+    type_name = ""
+
+    def read(self, reader: Reader, path: str, value: object) -> Any:
+        raise NotImplementedError
+
+    def shown(self, value: Any) -> str:
+        """A default as written in TOML, for the docs."""
+        if value == ():
+            return "none"
+        if isinstance(value, tuple):
+            return "[" + ", ".join(self.shown(v) for v in value) + "]"
+        if isinstance(value, bool):
+            return f"`{str(value).lower()}`"
+        if isinstance(value, int):
+            return f"`{value:_}`" if value >= 10_000 else f"`{value}`"
+        return f'`"{value}"`'
+
+
+class Boolean(Kind):
+    type_name = "boolean"
+
+    def read(self, reader: Reader, path: str, value: object) -> bool:
+        return reader.boolean(path, value)
+
+
+class Severity(Kind):
+    type_name = "severity"
+
+    def read(self, reader: Reader, path: str, value: object) -> int:
+        return reader.severity(path, value)
+
+    def shown(self, value: Any) -> str:
+        return f'`"{SEVERITY_NAMES[int(value)]}"`'
+
+
+@dataclass(frozen=True)
+class Integer(Kind):
+    """An integer from ``minimum`` to ``maximum``; ``why`` says the range in words."""
+
+    minimum: int
+    why: str
+    maximum: int = _INT64_MAX
+    type_name: str = "integer"
+
+    def read(self, reader: Reader, path: str, value: object) -> int:
+        return reader.integer(path, value, self.minimum, self.why, self.maximum)
+
+
+BYTES = Integer(0, "bytes cannot be negative")
+COUNT = Integer(1, "must be at least 1")
+MINUTES = Integer(1, "must be at least 1", MINUTES_PER_YEAR)
+HOURS = Integer(1, "must be at least 1", HOURS_PER_YEAR)
+PERCENT = Integer(0, "a percentage, 0–100", 100, "integer (percent)")
+
+
+class Networks(Kind):
+    type_name = "array of networks"
+
+    def read(self, reader: Reader, path: str, value: object) -> tuple[str, ...]:
+        return tuple(reader.networks(path, value).canonical())
+
+
+def _names(
+    reader: Reader, path: str, value: object, check: Callable[[str, str, object], None]
+) -> tuple[str, ...]:
+    names: list[str] = []
+    for index, entry in enumerate(reader.array(path, value)):
+        entry_path = f"{path}[{index}]"
+        name = reader.string(entry_path, entry).strip().lower().rstrip(".")
+        check(entry_path, name, entry)
+        if name in names:
+            reader.fail(entry_path, f"{name} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+class Domains(Kind):
+    type_name = "array of domain names"
+
+    def read(self, reader: Reader, path: str, value: object) -> tuple[str, ...]:
+        def check(entry_path: str, name: str, entry: object) -> None:
+            if not DOMAIN_PATTERN.fullmatch(name):
+                reader.fail(entry_path, f"{entry!r} is not a domain name")
+
+        return _names(reader, path, value, check)
+
+
+@dataclass(frozen=True)
+class Choices(Kind):
+    """Names from a list the detector ships (``known`` reads it when needed)."""
+
+    known: Callable[[], tuple[str, ...]]
+    what: str = "name"
+    type_name: str = "array of names"
+
+    def read(self, reader: Reader, path: str, value: object) -> tuple[str, ...]:
+        def check(entry_path: str, name: str, entry: object) -> None:
+            known = self.known()
+            if name not in known:
+                reader.fail(entry_path, f"unknown {self.what} {name!r} (known: {', '.join(known)})")
+
+        return _names(reader, path, value, check)
+
+
+@dataclass(frozen=True)
+class TimeOfDay(Kind):
+    """A local time "HH:MM"; an ``end`` may be "24:00"."""
+
+    end: bool = False
+    type_name: str = 'string `"HH:MM"`'
+
+    def read(self, reader: Reader, path: str, value: object) -> str:
+        minutes = reader.time_of_day(path, value, end=self.end)
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+class Ports(Kind):
+    type_name = "array of ports"
+
+    def read(self, reader: Reader, path: str, value: object) -> tuple[int, ...]:
+        ports: list[int] = []
+        for index, port in enumerate(reader.array(path, value)):
+            port_path = f"{path}[{index}]"
+            number = reader.integer(port_path, port, 1, "ports are 1–65535")
+            if number > 65_535:
+                reader.fail(port_path, f"{number} is too large (ports are 1–65535)")
+            if number in ports:
+                reader.fail(port_path, f"{number} is listed twice")
+            ports.append(number)
+        return tuple(sorted(ports))
+
+
+# -- settings and detections -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of ``[rules.<id>]``: its kind, default and what it means."""
+
+    key: str
+    kind: Kind
+    default: Any
+    meaning: str
+
+
+ENABLED = Setting("enabled", Boolean(), True, "`false` turns the rule off.")
+
+# Where a detection runs in a scan: over per-minute host traffic, after the
+# model (payload facts, names, flow records), inside the model, or about the
+# sensor itself (live capture only).
+TRAFFIC, PAYLOAD, MODEL, SENSOR = "traffic", "payload", "model", "sensor"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Everything about one rule. ``check`` takes the scan's context and returns
+    its alerts; detections with ``stage`` MODEL or SENSOR are raised by the model
+    and the live sensor, not by a check."""
+
+    rule_id: str
+    title: str  # rule.name in every alert
+    severity: int  # the default, 1 low … 4 critical
+    catches: str  # one line for the rule tables (README, docs/rules.md)
+    why_it_matters: str  # for the administrator woken at 3 a.m. (the daily report)
+    description: str  # docs/rules.md: how it decides, in full (Markdown)
+    false_positives: str = ""  # docs/rules.md: what fires it without an incident
+    settings: tuple[Setting, ...] = ()  # the rule's own keys (enabled and severity are implied)
+    check: Callable[[ScanContext], list[Alert]] | None = None
+    stage: str = TRAFFIC
+    in_policy: bool = True  # False: no [rules.<id>] table (the model's and the sensor's)
+    severity_shown: str = ""  # the rule table's words when one severity does not say it all
+    severity_meaning: str = ""  # docs/policy.md: what `severity` applies to, if not everything
+    policy_example: str = ""  # docs/policy.md: a TOML example for [rules.<id>]
+    # Cross-key checks of the parsed settings (e.g. a night must have a length).
+    validate: Callable[[Reader, str, Mapping[str, Any]], None] | None = None
+    # "Why it matters" for alerts of one network.direction (isolated-egress inside: a bridge).
+    why_by_direction: Mapping[str, str] = field(default_factory=dict)
+
+    def defaults(self) -> dict[str, Any]:
+        """Every setting's default, ``enabled`` and ``severity`` first, in declared order."""
+        return {
+            "enabled": True,
+            "severity": self.severity,
+            **{setting.key: setting.default for setting in self.settings},
+        }
+
+    def setting(self, key: str) -> Setting:
+        if key == "enabled":
+            return ENABLED
+        if key == "severity":
+            return Setting("severity", Severity(), self.severity, self.severity_meaning)
+        for setting in self.settings:
+            if setting.key == key:
+                return setting
+        raise KeyError(f"{self.rule_id} has no setting {key!r}")
+
+    def why(self, alert: Alert) -> str:
+        return self.why_by_direction.get(alert.direction or "", self.why_it_matters)

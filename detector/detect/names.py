@@ -1,0 +1,98 @@
+"""What outside addresses are called in a scan: DNS answers, TLS server names and
+HTTP Hosts name them, so alerts say ``203.0.113.140 (files.example.net)`` and
+``allowlist.domains`` can sanction destinations by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..alerts.record import Alert
+from ..networks import address_pair
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAX_NAMES = 3  # names shown per address
+
+
+@dataclass
+class Names:
+    """What each address is called in this scan: (hi, lo) → names, most seen first."""
+
+    by_address: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+
+    def of(self, address: str | tuple[int, int]) -> list[str]:
+        if isinstance(address, str):
+            address = address_pair(address)
+        return self.by_address.get(address, [])
+
+    def matching(self, domains: Iterable[str]) -> list[tuple[int, int]]:
+        """Addresses with a name equal to, or under, one of ``domains``."""
+        wanted = tuple(domains)
+        if not wanted:
+            return []
+        return [
+            address
+            for address, names in self.by_address.items()
+            if any(_under(name, domain) for name in names for domain in wanted)
+        ]
+
+
+def _under(name: str, domain: str) -> bool:
+    return name == domain or name.endswith("." + domain)
+
+
+def names_from_facts(facts: pd.DataFrame) -> Names:
+    """Names of addresses: DNS A/AAAA answers name the answer's address; TLS SNI
+    and HTTP Host name the server the packet went to."""
+    counts: dict[tuple[int, int], dict[str, int]] = {}
+    if facts.empty:
+        return Names()
+    kind = facts["kind"].to_numpy()
+    answers = facts[kind == "dns-answer"]
+    for a_hi, a_lo, name in zip(
+        answers["b"].to_numpy().astype(np.uint64),
+        answers["c"].to_numpy().astype(np.uint64),
+        answers["text"],
+        strict=True,
+    ):
+        key = (int(a_hi), int(a_lo))
+        counts.setdefault(key, {}).setdefault(name, 0)
+        counts[key][name] += 1
+    named = facts[((kind == "tls-sni") | (kind == "http")) & (facts["text"].str.len() > 0)]
+    for d_hi, d_lo, name in zip(named["dst_hi"], named["dst_lo"], named["text"], strict=True):
+        host = str(name).split(":")[0]  # an HTTP Host may carry a port
+        key = (int(d_hi), int(d_lo))
+        counts.setdefault(key, {}).setdefault(host, 0)
+        counts[key][host] += 1
+    return Names(
+        {
+            key: [n for n, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))]
+            for key, c in counts.items()
+        }
+    )
+
+
+def name_alerts(alerts: list[Alert], names: Names) -> None:
+    """Give each alert's destination its name(s): ``destination.domain`` and
+    '203.0.113.140 (files.example.net)' in the message."""
+    for alert in alerts:
+        if not alert.destination_ip:
+            continue
+        found = names.of(alert.destination_ip)
+        if not found:
+            continue
+        alert.destination_domain = found[0]
+        label = ", ".join(found[:MAX_NAMES]) + (" …" if len(found) > MAX_NAMES else "")
+        ip = alert.destination_ip
+        with_port = f"{ip}:{alert.destination_port}" if alert.destination_port else None
+        if with_port and with_port in alert.message:
+            alert.message = alert.message.replace(with_port, f"{with_port} ({label})", 1)
+        elif ip in alert.message:
+            alert.message = alert.message.replace(ip, f"{ip} ({label})", 1)
+        if len(found) > 1:
+            alert.evidence.setdefault("destination_names", found[:10])

@@ -1,0 +1,89 @@
+"""The catalogue: every detection, one module each, in the order a scan runs them.
+
+Adding a rule is one new module here that declares ``DETECTION`` (see
+``detector/detect/declare.py`` and docs/architecture.md), its entry below,
+its test and its regression captures (tests/rule_cases.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..context import ScanContext
+from ..declare import PAYLOAD, TRAFFIC, Detection
+from . import (
+    always_on,
+    beacon,
+    bulk_upload_new_destination,
+    cleartext_pii,
+    dns_tunnel,
+    im_app,
+    isolated_egress,
+    mail_egress,
+    model_anomaly,
+    offhours_bulk_egress,
+    p2p,
+    sensor,
+)
+
+if TYPE_CHECKING:
+    from ...alerts.record import Alert
+
+# Scan order: over host traffic, then the model, then over payload and flows
+# (alerts of equal rank keep this order in the output).
+DETECTIONS: tuple[Detection, ...] = (
+    isolated_egress.DETECTION,
+    offhours_bulk_egress.DETECTION,
+    bulk_upload_new_destination.DETECTION,
+    mail_egress.DETECTION,
+    always_on.DETECTION,
+    model_anomaly.DETECTION,
+    beacon.DETECTION,
+    im_app.DETECTION,
+    p2p.DETECTION,
+    cleartext_pii.DETECTION,
+    dns_tunnel.DETECTION,
+    sensor.DROPS,
+    sensor.BLIND,
+)
+BY_ID: dict[str, Detection] = {d.rule_id: d for d in DETECTIONS}
+# The rules a site tunes under [rules.<id>], by id.
+POLICY_RULES: dict[str, Detection] = {d.rule_id: d for d in DETECTIONS if d.in_policy}
+
+
+def _run(ctx: ScanContext, stage: str) -> list[Alert]:
+    alerts: list[Alert] = []
+    for detection in DETECTIONS:
+        if detection.stage != stage or detection.check is None:
+            continue
+        if ctx.policy.rule(detection.rule_id).enabled:
+            alerts.extend(detection.check(ctx))
+    return alerts
+
+
+def run_rules(ctx: ScanContext) -> list[Alert]:
+    """Every enabled rule over host traffic, alerts worst first."""
+    alerts = _run(ctx, TRAFFIC)
+    alerts.sort(key=lambda a: a.sort_key)
+    return alerts
+
+
+def run_payload_rules(ctx: ScanContext) -> list[Alert]:
+    """Every enabled rule over payload facts, names and flow records (in scan order)."""
+    return _run(ctx, PAYLOAD)
+
+
+def detection_of(rule_id: str) -> Detection | None:
+    return BY_ID.get(rule_id)
+
+
+__all__ = [
+    "BY_ID",
+    "DETECTIONS",
+    "POLICY_RULES",
+    "ScanContext",
+    "Detection",
+    "detection_of",
+    "run_payload_rules",
+    "run_rules",
+]

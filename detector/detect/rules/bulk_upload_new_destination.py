@@ -1,0 +1,118 @@
+"""bulk-upload-new-destination: a large upload to an outside address the host
+had not used before (documents copied to a new cloud account look like this)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ...alerts.record import Alert
+from ...units import HOUR_NS, MINUTE_NS, human_bytes
+from ..declare import BYTES, HOURS, MINUTES, Detection, Setting
+from .common import (
+    alert_for_rows,
+    dense_spans,
+    endpoint,
+    groups_reaching,
+    hours_phrase,
+    ids,
+    limit_per_host,
+    local_datetime,
+    threshold_text,
+    when,
+)
+
+if TYPE_CHECKING:
+    from ..context import ScanContext
+
+
+def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
+    rule = DETECTION
+    settings = ctx.policy.rule(rule.rule_id)
+    span_ns = int(settings["span_minutes"]) * MINUTE_NS
+    threshold = int(settings["min_bytes"])
+    new_for_ns = int(round(float(settings["new_for_hours"]) * HOUR_NS))
+    f = ctx.traffic.frame
+    sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
+    pair = ["host_id", "peer_id"]
+    if ctx.known_destinations is not None and len(ctx.known_destinations):
+        sel = sel[~pd.MultiIndex.from_frame(sel[pair]).isin(ctx.known_destinations)]
+    first_contact_of = sel.groupby(pair, sort=False)["first_ns"].transform("min").to_numpy()
+    if ctx.first_contacts is not None and len(ctx.first_contacts) and len(sel):
+        recorded = ctx.first_contacts.reindex(pd.MultiIndex.from_frame(sel[pair])).to_numpy()
+        known = ~np.isnan(recorded)
+        first_contact_of = first_contact_of.copy()
+        first_contact_of[known] = np.minimum(
+            first_contact_of[known], recorded[known].astype(np.int64)
+        )
+    sel = sel.assign(first_contact=first_contact_of)
+    sel = sel[sel["minute_ns"].to_numpy() < first_contact_of + new_for_ns]
+    sel = groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
+    alerts: list[Alert] = []
+    for key, rows in sel.groupby(pair, sort=False):
+        host, peer = ids(key)
+        first_contact = int(rows["first_contact"].to_numpy()[0])
+        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+        if int(per_minute.sum()) < threshold:
+            continue
+        minutes = per_minute.index.to_numpy()
+        for first, last in dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
+                                        ctx.gap_ns):  # fmt: skip
+            lo, hi = minutes[first], minutes[last]
+            episode = rows[
+                (rows["minute_ns"] >= lo).to_numpy() & (rows["minute_ns"] <= hi).to_numpy()
+            ]
+            alert = alert_for_rows(
+                ctx, rule, settings.severity, int(host), int(peer), episode, "", "egress",
+                {"threshold_bytes": threshold, "span_minutes": int(settings["span_minutes"]),
+                 "first_contact": first_contact},
+            )  # fmt: skip
+            first_local = local_datetime(first_contact, ctx.policy)
+            alert.message = (
+                f"{alert.source_ip} uploaded {human_bytes(alert.source_bytes)} to "
+                f"{endpoint(alert)}, a destination it first reached at "
+                f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan"
+                f"{'' if ctx.known_destinations is None else ' (not in the model baseline)'}, "
+                f"{when(alert.start_ns, alert.end_ns, ctx.policy)}, "
+                f"{hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)} "
+                f"(threshold {threshold_text(threshold)} within {settings['span_minutes']} minutes)"
+            )
+            alerts.append(alert)
+    return limit_per_host(alerts, rule)
+
+
+DETECTION = Detection(
+    rule_id="bulk-upload-new-destination",
+    title="Large upload to a new destination",
+    severity=3,
+    catches="≥ 100 MB within 60 minutes to an outside address first reached < 24 h before",
+    why_it_matters=(
+        "A large upload went to an outside address the computer had not used before: "
+        "documents copied to a new cloud account or file-sharing site look like this."
+    ),
+    description="""\
+A large upload to somewhere the host had never used: fires when a host sends at
+least `min_bytes` (default 100 000 000) within `span_minutes` (default 60) to a
+non-allowlisted external address it first reached less than `new_for_hours`
+(default 24) before. Any hour, business hours included. "First reached" means
+first seen **in this scan** (with a trained model, in its baseline too): a
+destination already in use when the capture starts looks new, so scans of
+short captures can fire on a routine destination; allowlist it.""",
+    settings=(
+        Setting("min_bytes", BYTES, 100_000_000, "Bytes sent to one new external destination …"),
+        Setting("span_minutes", MINUTES, 60, "… within this many minutes, at any hour."),
+        Setting(
+            "new_for_hours",
+            HOURS,
+            24,
+            "How long after a host first reached a destination it still counts as new.",
+        ),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.bulk-upload-new-destination]
+min_bytes = 250_000_000   # 250 MB in an hour to a destination first used in the last 3 days
+new_for_hours = 72""",
+    check=check_bulk_upload_new_destination,
+)

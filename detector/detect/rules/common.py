@@ -1,0 +1,308 @@
+"""What the rules share: sliding spans over per-minute traffic, one alert per
+episode, and the plain-words pieces of their messages (when, where, how much).
+
+Every rule merges consecutive minutes of the same (host, destination) — gaps up
+to one feature window — into one alert with a start and an end, so a long
+transfer is one alert, not a flood.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ...alerts.record import Alert
+from ...flows.community_id import community_id_v1
+from ...flows.records import TRANSPORT_NAMES
+from ...units import MINUTE_NS, human_bytes
+
+if TYPE_CHECKING:
+    from ...policy import Policy
+    from ..context import ScanContext
+    from ..declare import Detection
+
+
+# Beyond this many destinations for one (rule, host), the rest are summed into
+# one more alert: a host sweeping the internet must not bury the console.
+MAX_ALERTS_PER_HOST = 20
+
+
+def minute_runs(minutes: np.ndarray, gap_ns: int) -> np.ndarray:
+    """Run number of each sorted minute: a new run starts after a gap > ``gap_ns``."""
+    if len(minutes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(np.diff(minutes) > gap_ns)]).astype(np.int64)
+
+
+def dense_spans(
+    minutes: np.ndarray, volume: np.ndarray, span_ns: int, threshold: int, gap_ns: int
+) -> list[tuple[int, int]]:
+    """Index ranges [first, last] of ``minutes`` (sorted, unique) covered by some
+    span of ``span_ns`` whose ``volume`` reaches ``threshold``, merged when
+    closer than ``gap_ns``.
+
+    A span is a run of whole minutes: the one ending at minute t covers
+    (t - span, t]. Every minute is tried as an end, so where window or hour
+    boundaries fall cannot hide a transfer.
+    """
+    if len(minutes) == 0:
+        return []
+    total = np.concatenate([[0], np.cumsum(volume, dtype=np.int64)])
+    starts = np.searchsorted(minutes, minutes - span_ns + MINUTE_NS, side="left")
+    sums = total[1:] - total[starts]
+    hits = np.flatnonzero(sums >= threshold)
+    spans: list[tuple[int, int]] = []
+    for end in hits:
+        first = int(starts[end])
+        # Trim minutes that carried nothing at the front of the span.
+        while first < end and volume[first] == 0:
+            first += 1
+        if spans and minutes[first] - minutes[spans[-1][1]] <= gap_ns:
+            spans[-1] = (spans[-1][0], int(end))
+        else:
+            spans.append((first, int(end)))
+    return spans
+
+
+def groups_reaching(
+    rows: pd.DataFrame, keys: list[str], volume: str, span_ns: int, threshold: int
+) -> pd.DataFrame:
+    """The rows of every group (by ``keys``) in which some span of ``span_ns``
+    (whole minutes) carries at least ``threshold`` of ``volume``.
+
+    One vectorised pass over all groups, so the per-group work that follows
+    (building alerts) runs only for the few groups that fire, not for every
+    (host, destination) pair of a busy site.
+    """
+    if rows.empty:
+        return rows
+    per = rows.groupby([*keys, "minute_ns"], sort=True)[volume].sum()
+    per = per[per.to_numpy() > 0]
+    if per.empty:
+        return rows.iloc[:0]
+    group = per.index.droplevel(-1)  # type: ignore[arg-type]
+    group_id = run_ids(per.index)
+    minutes = per.index.get_level_values(-1).to_numpy().astype(np.int64)
+    # Minute number within the scan, and group in the upper bits: one sorted key.
+    step = (minutes - minutes.min()) // MINUTE_NS
+    composite = (group_id << 32) | step
+    span = span_ns // MINUTE_NS
+    lowest = (group_id << 32) | np.maximum(step - span + 1, 0)
+    starts = np.searchsorted(composite, lowest, side="left")
+    total = np.concatenate([[0], np.cumsum(per.to_numpy(), dtype=np.int64)])
+    sums = total[1:] - total[starts]
+    firing = np.unique(group_id[sums >= threshold])
+    if len(firing) == 0:
+        return rows.iloc[:0]
+    wanted = group[np.isin(group_id, firing)].unique()
+    index = pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else pd.Index(rows[keys[0]])
+    return rows[index.isin(wanted)]
+
+
+def run_ids(index: pd.Index) -> np.ndarray:
+    """For an index sorted by all but its last level: the number of each
+    row's group (the levels before the last), 0, 1, ... in order, as
+    ``pd.factorize`` numbers them. From the level codes: factorizing the
+    groups themselves builds a tuple per row (seconds on a busy day)."""
+    n = len(index)
+    new = np.zeros(n, dtype=bool)
+    if n:
+        new[0] = True
+    codes = index.codes[:-1] if isinstance(index, pd.MultiIndex) else []
+    for level in codes:
+        level = np.asarray(level)
+        new[1:] |= level[1:] != level[:-1]
+    return np.cumsum(new, dtype=np.int64) - 1
+
+
+def threshold_text(n: int) -> str:
+    """'50 MB' rather than '50.0 MB' for the round numbers thresholds are."""
+    return human_bytes(n).replace(".0 ", " ")
+
+
+def ids(key: Any) -> tuple[int, ...]:
+    """A groupby key of integer ids as plain ints."""
+    return tuple(int(k) for k in key)
+
+
+def packed(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed
+
+
+def transport_name(proto: int) -> str:
+    return TRANSPORT_NAMES.get(int(proto), str(int(proto)))
+
+
+def sums_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``keys`` in order of first appearance and the sum of ``values``
+    per key. numpy, not a pandas groupby: rules call this once per alert, and
+    a groupby's fixed cost (milliseconds) made a day of thousands of alerts
+    take minutes."""
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    sums = np.bincount(inverse.reshape(-1), weights=values, minlength=len(unique))
+    order = np.argsort(first, kind="stable")
+    return unique[order], sums[order]
+
+
+def main_conversation(rows: Any) -> Any:
+    """The conversation (peer port, host port, proto) that carried most bytes
+    (the first seen of equals)."""
+    peer_port = np.asarray(rows["peer_port"]).astype(np.int64)
+    host_port = np.asarray(rows["host_port"]).astype(np.int64)
+    proto = np.asarray(rows["proto"]).astype(np.int64)
+    total = (np.asarray(rows["bytes_out"]) + np.asarray(rows["bytes_in"])).astype(np.float64)
+    keys, sums = sums_by_key((peer_port << 24) | (host_port << 8) | proto, total)
+    best = int(keys[int(np.argmax(sums))])
+    return best >> 24, (best >> 8) & 0xFFFF, best & 0xFF
+
+
+def local_datetime(ts_ns: int, policy: Policy) -> datetime:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).astimezone(policy.zone)
+
+
+def when(start_ns: int, end_ns: int, policy: Policy) -> str:
+    """'from 02:13 to 02:19 local time (Wed 2026-02-04)' in the site's zone."""
+    a, b = local_datetime(start_ns, policy), local_datetime(end_ns, policy)
+    if a.date() == b.date():
+        return f"from {a:%H:%M} to {b:%H:%M} local time ({a:%a %Y-%m-%d})"
+    return f"from {a:%a %Y-%m-%d %H:%M} to {b:%a %Y-%m-%d %H:%M} local time"
+
+
+def hours_phrase(start_ns: int, end_ns: int, policy: Policy) -> str:
+    minutes = np.arange(start_ns - start_ns % MINUTE_NS, end_ns + 1, MINUTE_NS, dtype=np.int64)
+    business = policy.is_business_time(minutes)
+    if not business.any():
+        return "outside business hours"
+    if business.all():
+        return "during business hours"
+    return "partly outside business hours"
+
+
+def alert_for_rows(
+    ctx: ScanContext,
+    rule: Detection,
+    severity: int,
+    host: int,
+    peer: int | None,
+    rows: Any,  # a DataFrame or a dict of numpy columns
+    message: str,
+    direction: str | None,
+    evidence: dict[str, Any],
+) -> Alert:
+    traffic = ctx.traffic
+    alert = Alert(
+        rule_id=rule.rule_id,
+        rule_name=rule.title,
+        severity=severity,
+        start_ns=int(np.asarray(rows["first_ns"]).min()),
+        end_ns=int(np.asarray(rows["last_ns"]).max()),
+        source_ip=traffic.text(host),
+        message=message,
+        source_bytes=int(np.asarray(rows["bytes_out"]).sum()),
+        source_packets=int(np.asarray(rows["packets_out"]).sum()),
+        direction=direction,
+        evidence=evidence,
+    )
+    if peer is not None:
+        peer_port, host_port, proto = main_conversation(rows)
+        alert.destination_ip = traffic.text(peer)
+        if int(proto) in PORTED:
+            alert.source_port = int(host_port)
+            alert.destination_port = int(peer_port)
+        alert.destination_bytes = int(np.asarray(rows["bytes_in"]).sum())
+        alert.destination_packets = int(np.asarray(rows["packets_in"]).sum())
+        alert.transport = transport_name(proto)
+        alert.community_id = community_id_v1(
+            packed(alert.source_ip),
+            packed(alert.destination_ip),
+            int(proto),
+            int(host_port),
+            int(peer_port),
+        )
+    return alert
+
+
+PORTED = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite
+
+
+def service_port(alert: Alert) -> int | None:
+    """The port that names the service: the peer's, unless the host is the
+    server (its port is the lower one, e.g. 445 against an ephemeral 51682)."""
+    if alert.destination_port is None:
+        return None
+    if alert.source_port is not None and alert.source_port < alert.destination_port:
+        return alert.source_port
+    return alert.destination_port
+
+
+def endpoint(alert: Alert) -> str:
+    """'203.0.113.140:443' when the other side offers the service, else
+    '10.8.10.44 (to tcp/445 on the host)'."""
+    if alert.destination_ip is None:
+        return "?"
+    ip = alert.destination_ip
+    text = f"[{ip}]" if ":" in ip else ip
+    service = service_port(alert)
+    if service is None:
+        return text
+    if service == alert.destination_port:
+        return f"{text}:{service}"
+    return f"{text} (to {alert.transport}/{service} on {alert.source_ip})"
+
+
+def services_phrase(rows: Any) -> str:
+    """' over tcp/445, tcp/3389' — each conversation's service port, most bytes first."""
+    total = (np.asarray(rows["bytes_out"]) + np.asarray(rows["bytes_in"])).astype(np.float64)
+    service = np.minimum(np.asarray(rows["host_port"]), np.asarray(rows["peer_port"]))
+    proto = np.asarray(rows["proto"]).astype(np.int64)
+    keys, sums = sums_by_key((proto << 16) | service.astype(np.int64), total)
+    keys = keys[np.argsort(-sums, kind="stable")]
+    names = [
+        f"{transport_name(key >> 16)}/{key & 0xFFFF}"
+        if (key >> 16) in PORTED
+        else transport_name(key >> 16)
+        for key in keys[:4].tolist()
+    ]
+    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+    return " over " + ", ".join(dict.fromkeys(names)) + more
+
+
+def limit_per_host(alerts: list[Alert], rule: Detection) -> list[Alert]:
+    by_host: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        by_host.setdefault(alert.source_ip, []).append(alert)
+    kept: list[Alert] = []
+    for host, group in by_host.items():
+        group.sort(key=lambda a: a.sort_key)
+        kept.extend(group[:MAX_ALERTS_PER_HOST])
+        rest = group[MAX_ALERTS_PER_HOST:]
+        if rest:
+            peers = sorted({a.destination_ip or "" for a in rest})
+            kept.append(
+                Alert(
+                    rule_id=rule.rule_id,
+                    rule_name=rule.title,
+                    severity=max(a.severity for a in rest),
+                    start_ns=min(a.start_ns for a in rest),
+                    end_ns=max(a.end_ns for a in rest),
+                    source_ip=host,
+                    message=f"{host}: {len(rest)} more {rule.rule_id} findings with "
+                    f"{len(peers)} more destinations (the {MAX_ALERTS_PER_HOST} largest are "
+                    "separate alerts)",
+                    source_bytes=sum(a.source_bytes for a in rest),
+                    source_packets=sum(a.source_packets for a in rest),
+                    evidence={"more_destinations": len(peers), "examples": peers[:10]},
+                )
+            )
+    return kept
+
+
+def internal_side(facts: pd.DataFrame, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each fact's source, and its destination, is an internal address."""
+    src_in = policy.internal.contains(facts["src_hi"].to_numpy(), facts["src_lo"].to_numpy())
+    dst_in = policy.internal.contains(facts["dst_hi"].to_numpy(), facts["dst_lo"].to_numpy())
+    return src_in, dst_in

@@ -1,0 +1,166 @@
+"""im-app: a commercial messaging app on an internal host (bulletin No. 6), by the
+names it looks up or connects to, or by the vendor's published address ranges."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ...alerts.record import Alert
+from ...networks import NetworkSet, address_text
+from ..declare import PAYLOAD, Choices, Detection, Domains, Networks, Setting
+from .common import when
+
+if TYPE_CHECKING:
+    from ...policy import Policy
+    from ..context import ScanContext
+
+
+@cache
+def _shipped_apps() -> dict[str, Any]:
+    """detector/data/im_apps.toml: each app's name, domains and published ranges."""
+    with resources.files("detector").joinpath("data/im_apps.toml").open("rb") as stream:
+        return tomllib.load(stream)
+
+
+def im_app_ids() -> tuple[str, ...]:
+    """The app ids of the shipped messaging-app list (detector/data/im_apps.toml)."""
+    return tuple(sorted(_shipped_apps()))
+
+
+@dataclass(frozen=True)
+class App:
+    app_id: str
+    name: str
+    domains: tuple[str, ...]
+    networks: tuple[str, ...]
+
+
+def messaging_apps(policy: Policy) -> list[App]:
+    """The shipped list (detector/data/im_apps.toml) with the policy's
+    additions and omissions (``[rules.im-app]``)."""
+    shipped = _shipped_apps()
+    settings = policy.rule(DETECTION.rule_id)
+    apps = [
+        App(app_id, entry["name"], tuple(entry["domains"]), tuple(entry["networks"]))
+        for app_id, entry in sorted(shipped.items())
+        if app_id not in settings["ignore"]
+    ]
+    if settings["domains"] or settings["networks"]:
+        apps.append(App("site", "site-listed messaging service", tuple(settings["domains"]),
+                        tuple(settings["networks"])))  # fmt: skip
+    return apps
+
+
+def check_im_app(ctx: ScanContext) -> list[Alert]:
+    """A host that looked up, or connected by name or address to, a messaging app."""
+    facts, traffic, policy = ctx.facts, ctx.traffic, ctx.policy
+    if facts is None:
+        return []
+    settings = policy.rule(DETECTION.rule_id)
+    hits = []  # (host hi, host lo, app id, ts, evidence)
+    named = facts[facts["kind"].isin(["dns", "tls-sni", "http"]).to_numpy()]
+    if not named.empty:
+        # The asking host is the packet's source: DNS questions (not answers), ClientHellos
+        # and requests all go from the client.
+        named = named[~((named["kind"] == "dns") & (named["c"] == 1)).to_numpy()]
+        src_in = policy.internal.contains(named["src_hi"].to_numpy(), named["src_lo"].to_numpy())
+        named = named[src_in]
+    apps = messaging_apps(policy)
+    for app in apps:
+        if not named.empty and app.domains:
+            asked = named["text"].str.split(":").str[0]
+            match = np.zeros(len(named), dtype=bool)
+            for domain in app.domains:
+                match |= ((asked == domain) | asked.str.endswith("." + domain)).to_numpy()
+            found = named[match]
+            for s_hi, s_lo, ts, text in zip(found["src_hi"].to_numpy(), found["src_lo"].to_numpy(),
+                                            found["ts_ns"].to_numpy(), found["text"].to_numpy(),
+                                            strict=True):  # fmt: skip
+                hits.append((int(s_hi), int(s_lo), app.app_id, int(ts), str(text)))
+        if traffic is not None and app.networks and not traffic.frame.empty:
+            frame = traffic.frame
+            peers = np.unique(frame["peer_id"].to_numpy())
+            inside = NetworkSet(app.networks).contains(
+                traffic.address_hi[peers], traffic.address_lo[peers]
+            )
+            wanted = peers[inside]
+            rows = frame[np.isin(frame["peer_id"].to_numpy(), wanted)]
+            for h, peer, ts in zip(rows["host_id"].to_numpy(), rows["peer_id"].to_numpy(),
+                                   rows["first_ns"].to_numpy(), strict=True):  # fmt: skip
+                hits.append((int(traffic.address_hi[h]), int(traffic.address_lo[h]), app.app_id,
+                             int(ts), traffic.text(int(peer))))  # fmt: skip
+    if not hits:
+        return []
+    table = pd.DataFrame(hits, columns=["host_hi", "host_lo", "app", "ts_ns", "evidence"])
+    names = {app.app_id: app.name for app in apps}
+    alerts: list[Alert] = []
+    for (h_hi, h_lo, app_id), rows in table.groupby(["host_hi", "host_lo", "app"], sort=True):
+        host = address_text(int(h_hi), int(h_lo))  # type: ignore[call-overload]
+        seen = sorted(set(rows["evidence"]))
+        start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
+        alerts.append(
+            Alert(
+                rule_id=DETECTION.rule_id,
+                rule_name=DETECTION.title,
+                severity=settings.severity,
+                start_ns=start,
+                end_ns=end,
+                source_ip=host,
+                message=(
+                    f"{host} uses {names[str(app_id)]} ({', '.join(seen[:3])}"
+                    + (" …" if len(seen) > 3 else "")
+                    + f") {when(start, end, policy)}; messaging apps are outside the "
+                    "agency's control and not for official business"
+                ),
+                evidence={"app": str(app_id), "app_name": names[str(app_id)], "seen": seen[:10]},
+            )
+        )
+    return alerts
+
+
+DETECTION = Detection(
+    rule_id="im-app",
+    title="Messaging app on an internal host",
+    severity=2,
+    stage=PAYLOAD,
+    catches="LINE, WeChat, Messenger, WhatsApp, Telegram, Signal, by name or published "
+    "address range",
+    why_it_matters=(
+        "Commercial messaging apps are outside the agency's control (bulletin No. 6): "
+        "what is sent there cannot be recalled or audited."
+    ),
+    description="""\
+Bulletin No. 6: LINE, Facebook Messenger, WeChat are outside the agency's
+control. Fires for an internal host that asks DNS for, opens TLS to, or sends an
+HTTP request to a name of a messaging app, or talks to an address in an app's
+published range (Telegram connects to fixed addresses without DNS). The lists
+ship in `detector/data/im_apps.toml` (dated; sources named there); a policy
+adds names or ranges, or leaves apps out. One alert per (host, app), severity
+medium. Known misses: an app whose connections carry no name and whose vendor
+publishes no ranges (WhatsApp calls by address alone).""",
+    settings=(
+        Setting(
+            "domains",
+            Domains(),
+            (),
+            "More names to report as a messaging app (on top of the shipped list, "
+            "`detector/data/im_apps.toml`).",
+        ),
+        Setting("networks", Networks(), (), "More address ranges to report."),
+        Setting(
+            "ignore",
+            Choices(im_app_ids, "app", "array of app ids"),
+            (),
+            "Shipped apps to leave out: `line`, `messenger`, `signal`, `telegram`, "
+            "`wechat`, `whatsapp`.",
+        ),
+    ),  # fmt: skip
+    check=check_im_app,
+)

@@ -1,0 +1,134 @@
+"""isolated-egress: an isolated computer exchanging packets with anything outside
+its own segment (bulletin No. 3: the bridge that leaked 26 documents)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...alerts.record import Alert
+from ...units import human_bytes
+from ..declare import Boolean, Detection, Setting, Severity
+from .common import alert_for_rows, hours_phrase, limit_per_host, services_phrase, when
+
+if TYPE_CHECKING:
+    from ..context import ScanContext
+
+
+def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
+    rule = DETECTION
+    settings = ctx.policy.rule(rule.rule_id)
+    f = ctx.traffic.frame
+    mask = (
+        f["host_isolated"].to_numpy()
+        & ~f["peer_isolated"].to_numpy()
+        & ~f["peer_isolated_peer"].to_numpy()
+    )
+    if settings["ignore_local_scope"]:
+        mask &= ~f["peer_local_scope"].to_numpy()
+    alerts: list[Alert] = []
+    # Columns as numpy arrays sorted by (host, peer, minute), cut into episodes
+    # by index: a flood day has thousands, and pandas per episode took minutes.
+    sel = f[mask]
+    names = ["host_id", "peer_id", "minute_ns", "first_ns", "last_ns", "bytes_out",
+             "packets_out", "bytes_in", "packets_in", "peer_port", "host_port", "proto",
+             "peer_external"]  # fmt: skip
+    order = np.lexsort(
+        (sel["minute_ns"].to_numpy(), sel["peer_id"].to_numpy(), sel["host_id"].to_numpy())
+    )
+    cols = {name: sel[name].to_numpy()[order] for name in names}
+    host_ids, peer_ids, minutes = cols["host_id"], cols["peer_id"], cols["minute_ns"]
+    new_episode = np.ones(len(order), dtype=bool)
+    new_episode[1:] = (
+        (host_ids[1:] != host_ids[:-1])
+        | (peer_ids[1:] != peer_ids[:-1])
+        | (np.diff(minutes) > ctx.gap_ns)
+    )
+    starts = np.flatnonzero(new_episode)
+    stops = [*starts[1:].tolist(), len(order)] if len(order) else []
+    for start, stop in zip(starts.tolist(), stops, strict=True):
+        episode = {name: values[start:stop] for name, values in cols.items()}
+        host, peer = int(host_ids[start]), int(peer_ids[start])
+        external = bool(episode["peer_external"][0])
+        severity = settings.severity if external else settings["internal_severity"]
+        alert = alert_for_rows(
+            ctx, rule, severity, int(host), int(peer), episode, "",
+            "egress" if external else "internal", {"host_role": "isolated"},
+        )  # fmt: skip
+        kind = "outside address" if external else "internal host (not isolated)"
+        alert.message = (
+            f"{alert.source_ip} (isolated) exchanged packets with {kind} "
+            f"{alert.destination_ip}{services_phrase(episode)}: sent "
+            f"{human_bytes(alert.source_bytes)}, received "
+            f"{human_bytes(alert.destination_bytes)} "
+            f"{when(alert.start_ns, alert.end_ns, ctx.policy)}, "
+            f"{hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)}"
+        )
+        if not external:
+            alert.message += "; a bridge between the isolated and the internet side?"
+        alerts.append(alert)
+    return limit_per_host(alerts, rule)
+
+
+DETECTION = Detection(
+    rule_id="isolated-egress",
+    title="Isolated host talked to a non-isolated address",
+    severity=4,
+    severity_shown="critical (outside) / high (internal)",
+    severity_meaning="When the other side is external.",
+    catches="an isolated host exchanging any packet with a non-isolated address",
+    why_it_matters=(
+        "An isolated computer must never exchange packets with anything but its own "
+        "segment. A packet to the outside means the isolated network is bridged to "
+        "the internet: the leak of bulletin No. 3 (26 classified documents) went this way."
+    ),
+    why_by_direction={
+        # The other side is internal: an internet computer reaching into the isolated one.
+        "internal": (
+            "An isolated computer must never exchange packets with anything but its own "
+            "segment. Traffic with an internet computer means someone connected the two "
+            "networks (in bulletin No. 3 an employee did, 'to update the antivirus'); the "
+            "internet side can now reach the isolated one."
+        ),
+    },
+    description="""\
+Bulletin No. 3: an isolated computer must never reach the internet, and must
+never be connected to the internet side. The rule fires when a host in
+`networks.isolated` exchanges **any** packet, in either direction, at any hour
+and of any size, with an address that is neither isolated nor in
+`networks.isolated_peers`.
+
+- other side outside (external): `severity` (default critical), direction `egress`;
+- other side internal (an internet computer, a printer on the other
+  segment): `internal_severity` (default high), direction `internal`. This is
+  how a bridge shows: the internet computer reaching into the isolated one
+  over SMB or RDP.
+
+`ignore_local_scope` (default `true`): multicast, broadcast, link-local,
+loopback and unspecified addresses are not "another host" (DHCP, mDNS and
+neighbour discovery stay on the wire they start on), so they do not fire.""",
+    false_positives=(
+        "an isolated-segment service missing from `isolated_peers` (an internal "
+        "update server, a domain controller): add it."
+    ),
+    settings=(
+        Setting(
+            "internal_severity",
+            Severity(),
+            3,
+            "When the other side is another internal computer (a bridge shows this way).",
+        ),
+        Setting(
+            "ignore_local_scope",
+            Boolean(),
+            True,
+            "Do not count local-scope addresses (multicast, broadcast, link-local, "
+            'unspecified, loopback) as "another host".',
+        ),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.isolated-egress]
+internal_severity = "critical"   # at this site an internal contact is as bad as an outside one""",
+    check=check_isolated_egress,
+)

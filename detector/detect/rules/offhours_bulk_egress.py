@@ -1,0 +1,143 @@
+"""offhours-bulk-egress: a large upload while nobody should be working (the
+modelled incident: 26 classified documents sent out at night)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ...alerts.record import Alert
+from ...units import MINUTE_NS, human_bytes
+from ..declare import BYTES, MINUTES, Detection, Setting
+from .common import (
+    alert_for_rows,
+    dense_spans,
+    endpoint,
+    groups_reaching,
+    ids,
+    limit_per_host,
+    threshold_text,
+    when,
+)
+
+if TYPE_CHECKING:
+    from ..context import ScanContext
+
+
+def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
+    minutes = rows["minute_ns"].to_numpy()
+    unique, inverse = np.unique(minutes, return_inverse=True)
+    return ~ctx.policy.is_business_time(unique)[inverse.reshape(-1)]
+
+
+def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
+    rule = DETECTION
+    settings = ctx.policy.rule(rule.rule_id)
+    span_ns = int(settings["span_minutes"]) * MINUTE_NS
+    threshold = int(settings["min_bytes"])
+    f = ctx.traffic.frame
+    sel = f[
+        f["peer_external"].to_numpy()
+        & ~f["peer_allowlisted"].to_numpy()
+        & (f["bytes_out"].to_numpy() > 0)
+    ]
+    sel = sel[_off_hours_rows(ctx, sel)]
+    sel = groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
+    alerts: list[Alert] = []
+    for host, rows in sel.groupby("host_id", sort=False):
+        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+        minutes = per_minute.index.to_numpy()
+        for first, last in dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
+                                        ctx.gap_ns):  # fmt: skip
+            lo, hi = minutes[first], minutes[last]
+            episode = rows[
+                (rows["minute_ns"] >= lo).to_numpy() & (rows["minute_ns"] <= hi).to_numpy()
+            ]
+            by_peer = (
+                episode.groupby("peer_id", sort=False)["bytes_out"]
+                .sum()
+                .sort_values(ascending=False)
+            )
+            top = int(by_peer.index.to_numpy()[0])
+            top_rows = episode[episode["peer_id"].to_numpy() == top]
+            alert = alert_for_rows(
+                ctx, rule, settings.severity, ids([host])[0], top, top_rows, "", "egress", {}
+            )
+            # The rule is about everything the host sent out in the span.
+            alert.start_ns = int(episode["first_ns"].min())
+            alert.end_ns = int(episode["last_ns"].max())
+            alert.source_bytes = int(episode["bytes_out"].sum())
+            alert.source_packets = int(episode["packets_out"].sum())
+            destinations = [
+                {"ip": ctx.traffic.text(int(p)), "bytes": int(b)}
+                for p, b in by_peer.head(5).items()
+            ]
+            alert.evidence = {
+                "threshold_bytes": threshold,
+                "span_minutes": int(settings["span_minutes"]),
+                "destinations": destinations,
+                "destination_count": len(by_peer),
+            }
+            others = len(by_peer) - 1
+            alert.message = (
+                f"{alert.source_ip} sent {human_bytes(alert.source_bytes)} to "
+                + (
+                    f"{endpoint(alert)}"
+                    if not others
+                    else f"{others + 1:,} outside addresses (most to {endpoint(alert)}, "
+                    f"{human_bytes(int(by_peer.iloc[0]))})"
+                )  # fmt: skip
+                + f" {when(alert.start_ns, alert.end_ns, ctx.policy)}, outside business hours"
+                f" (threshold {threshold_text(threshold)} within {settings['span_minutes']} "
+                "minutes)"
+            )
+            alerts.append(alert)
+    return limit_per_host(alerts, rule)
+
+
+DETECTION = Detection(
+    rule_id="offhours-bulk-egress",
+    title="Bulk upload outside business hours",
+    severity=3,
+    catches="≥ 50 MB to non-allowlisted outside addresses within any 60 minutes outside "
+    "business hours",
+    why_it_matters=(
+        "A large volume left the site while nobody should be working: the pattern of "
+        "the modelled leak (26 classified documents sent out at night). Check who "
+        "uses the computer and what it sent; a backup or update mirror belongs in "
+        "the allowlist."
+    ),
+    description="""\
+The modelled incident: outside working hours, a large volume of packets went
+to one outside address. Fires when a host sends at least `min_bytes` (default
+50 000 000) to **non-allowlisted external** addresses within any
+`span_minutes` (default 60) of off-hours minutes (outside
+`business_hours`, on a day not in `business_hours.days`, or on a holiday).
+
+Spans slide minute by minute, so neither window nor hour boundaries can split a
+transfer into harmless halves: 30 MB at 02:55–02:59 and 30 MB at 03:00–03:04
+are 60 MB within 60 minutes. A span counts whole minutes (a span ending at
+03:04 covers 02:05:00–03:04:59). The alert names the host, the outside address
+that received most (and, in `egress.destinations`, the top five), the total,
+and the local start and end.""",
+    false_positives=(
+        "nightly backups and update mirrors (put them in `allowlist.destinations`); "
+        "cloud sync clients left running."
+    ),
+    settings=(
+        Setting(
+            "min_bytes",
+            BYTES,
+            50_000_000,
+            "Bytes a host must send to non-allowlisted external addresses …",
+        ),
+        Setting("span_minutes", MINUTES, 60, "… within this many off-hours minutes."),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.offhours-bulk-egress]
+min_bytes = 20_000_000   # 20 MB within 30 minutes outside business hours
+span_minutes = 30""",
+    check=check_offhours_bulk_egress,
+)
