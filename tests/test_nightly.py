@@ -16,9 +16,11 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -379,6 +381,99 @@ def test_killed_anywhere_and_run_again_gives_exactly_the_uninterrupted_output(
         assert report_text(out / "reports" / name) == report_text(whole / "reports" / name)
     leftovers = [p.name for p in (out / "reports").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_alerts_committed_by_a_killed_run_are_announced_by_the_next_run(
+    site, uninterrupted, tmp_path, capsys
+):
+    """A run killed after committing its days, before its summary and exit
+    status: the next run that completes announces their alerts (summary and
+    exit status 1), once; the one after it exits 0."""
+    whole, reference = uninterrupted
+    # 6 files taken in, then 3 steps a day (report, alerts, commit): killed
+    # right after day 3's commit, with every day finished and none announced.
+    out = tmp_path / "killed"
+    out.mkdir()
+    killed = nightly(site, out, env={KILL_HOOK: "15"})
+    assert killed.returncode == -9, killed.stderr
+    assert "day(s) finished" not in killed.stderr  # no summary
+    assert (out / "alerts.jsonl").read_bytes() == (whole / "alerts.jsonl").read_bytes()
+
+    def said(err: str) -> list[str]:
+        return [line.removeprefix("egress-detector: ") for line in err.splitlines()]
+
+    assert in_process(site, out, capsys) == 1
+    err = said(capsys.readouterr().err)
+    day_line = re.compile(r"(\S+): (\d+) alert\(s\) \((\d+) new\) from (\d+) file")
+    counts = [m.groups() for line in said(reference.stderr) if (m := day_line.match(line))]
+    assert [c[0] for c in counts] == [str(DAY1), str(DAY2), str(DAY3)]
+    expected = expected_by_day(site)
+    assert [int(c[1]) for c in counts] == [len(expected[DAY1]), len(expected[DAY2]), 0]
+    for day, alerts, new, files in counts:
+        report = out / "reports" / f"egress-report-{day}.html"
+        line = (f"{day}: {alerts} alert(s) ({new} new) from {files} file(s) → {report} "
+                "(finished by an earlier run that was stopped before it announced them)")  # fmt: skip
+        assert line in err, err
+    total = len(expected[DAY1]) + len(expected[DAY2])
+    assert err[-1] == (
+        "0 new capture file(s) (0 B), 0 day(s) finished, 0 new alert(s); and 3 day(s) an "
+        f"earlier run finished: {total} alert(s) ({total} new)"
+    )
+    # Announced once: the next run has nothing to tell.
+    assert in_process(site, out, capsys) == 0
+    err = said(capsys.readouterr().err)
+    assert not [line for line in err if "earlier run" in line]
+    assert err[-1] == "0 new capture file(s) (0 B), 0 day(s) finished, 0 new alert(s)"
+    assert (out / "alerts.jsonl").read_bytes() == (whole / "alerts.jsonl").read_bytes()
+
+
+def test_days_are_marked_announced_only_once_the_summary_is_out(site, tmp_path):
+    options = NightlyOptions(captures=str(site / "captures"), state=str(tmp_path / "state.db"),
+                             report_dir=str(tmp_path / "reports"))  # fmt: skip
+    policy = load_policy(site / "policy.toml")
+
+    def broken_pipe(result):
+        raise BrokenPipeError  # the summary could not be written
+
+    with pytest.raises(BrokenPipeError):
+        run_nightly(options, policy, announce=broken_pipe)
+    told = []
+    again = run_nightly(options, policy, announce=told.append)
+    assert told == [again] and not again.days
+    assert [d.day for d in again.earlier] == [str(DAY1), str(DAY2), str(DAY3)]
+    assert again.announced_alerts == sum(d.alerts for d in again.earlier) > 0
+    # A --day redo announces that day again, and no other.
+    redo = run_nightly(replace(options, day=DAY2), policy)
+    assert [d.day for d in redo.days] == [DAY2] and not redo.earlier
+    assert redo.announced_alerts == len(redo.days[0].alerts) > 0
+    assert not run_nightly(options, policy).earlier
+
+
+def test_a_schema_1_state_takes_its_days_as_announced(tmp_path):
+    """State files of the version before days.announced: their days were
+    announced by the runs that finished them."""
+    from detector.nightly.state import NightlyState
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "CREATE TABLE days (day TEXT PRIMARY KEY, alerts INTEGER NOT NULL, new_alerts INTEGER "
+        "NOT NULL, files INTEGER NOT NULL, report TEXT NOT NULL, finished_at_ns INTEGER NOT NULL);"
+        "INSERT INTO days VALUES ('2026-02-03', 4, 4, 3, 'r.html', 0);"
+    )
+    old.commit()
+    old.close()
+    state = NightlyState(path)
+    assert state.finished_days() == {"2026-02-03"} and state.unannounced_days() == []
+    state.finish_day("2026-02-04", alert_ids=["a", "b"], new_alerts=2, files=1, report="s.html",
+                     hosts=[], output=None, output_bytes=0, now_ns=1)  # fmt: skip
+    assert [d.day for d in state.unannounced_days()] == ["2026-02-04"]
+    state.mark_announced(["2026-02-04"])
+    assert state.unannounced_days() == []
+    state.close()
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("2",)
 
 
 def test_help_teaches_cron_and_systemd(capsys):

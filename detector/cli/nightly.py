@@ -39,8 +39,11 @@ for the next run. A day is finished once the captures reach an hour past its
 end (or that time has passed); it is read from its files and an hour either
 side, as one stream, so flows continue across files and midnight. Killing a run
 and running it again gives the same alerts and reports: each day is committed
-in one transaction, and alerts carry a stable event.id. Exit code 1 means the
-days finished in this run raised alerts. How it works: docs/nightly.md
+in one transaction, and alerts carry a stable event.id. Exit code 1 means
+alerts to announce: a day finished in this run raised alerts, or a day that an
+earlier run finished but was killed before announcing did. Each day's alerts
+are announced (in the summary, and by exit status 1) by exactly one run that
+completes, and again by a --day redo of that day. How it works: docs/nightly.md
 
 """
 
@@ -184,7 +187,7 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     from .. import _jit
     from ..alerts.stream import SyslogSender
     from ..capture import CaptureProblem
-    from ..nightly.run import NightlyOptions, run_nightly
+    from ..nightly.run import NightlyOptions, NightlyResult, run_nightly
     from ..policy import load_policy
     from ..units import human_bytes
     from .console import ExitStatus
@@ -225,6 +228,34 @@ def run_nightly_command(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
     )
+
+    def announce(result: NightlyResult) -> None:
+        # The days are marked announced when this returns: the summary must be out.
+        if not args.quiet:
+            for path, why in result.waiting:
+                _say(f"left for the next run: {path}: {why}")
+            for day, why in result.not_ready:
+                _say(f"{day}: not finished yet: {why}")
+            for earlier in result.earlier:
+                _say(
+                    f"{earlier.day}: {earlier.alerts} alert(s) ({earlier.new_alerts} new) from "
+                    f"{earlier.files} file(s) → {earlier.report} (finished by an earlier run "
+                    "that was stopped before it announced them)"
+                )
+            taken = sum(f.size for f in result.taken)
+            line = (
+                f"{len(result.taken)} new capture file(s) ({human_bytes(taken)}), "
+                f"{len(result.days)} day(s) finished, {result.new_alerts} new alert(s)"
+            )
+            if result.earlier:
+                line += (
+                    f"; and {len(result.earlier)} day(s) an earlier run finished: "
+                    f"{sum(d.alerts for d in result.earlier)} alert(s) "
+                    f"({sum(d.new_alerts for d in result.earlier)} new)"
+                )
+            _say(line)
+        sys.stderr.flush()
+
     try:
         result = run_nightly(
             options,
@@ -233,21 +264,11 @@ def run_nightly_command(args: argparse.Namespace) -> int:
             on_problem=on_problem,
             say=(lambda m: None) if args.quiet else _say,
             progress=lambda b, paths: _progress(b, paths, not args.quiet),
+            announce=announce,
         )
     finally:
         if syslog is not None:
             syslog.close()
-    if not args.quiet:
-        for path, why in result.waiting:
-            _say(f"left for the next run: {path}: {why}")
-        for day, why in result.not_ready:
-            _say(f"{day}: not finished yet: {why}")
-        taken = sum(f.size for f in result.taken)
-        _say(
-            f"{len(result.taken)} new capture file(s) ({human_bytes(taken)}), "
-            f"{len(result.days)} day(s) finished, {result.new_alerts} new alert(s)"
-        )
-    sys.stderr.flush()
-    if any(day.alerts for day in result.days):
+    if result.announced_alerts:
         return ExitStatus.ALERTS
     return ExitStatus.UNREADABLE if result.damaged else ExitStatus.OK

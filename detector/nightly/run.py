@@ -16,9 +16,16 @@ The order of work, and why a run killed anywhere can simply be run again:
    appended to the JSON-lines file, after cutting the file back to the end
    committed by the last finished day (removing what a killed run wrote
    after it), and synced to disk.
-5. One transaction records the day as finished, its alert ids, the new end
-   of the alerts file and the hosts seen. Only then are alerts sent to syslog
-   (at least once; a kill between 5 and 6 sends them again, with the same id).
+5. One transaction records the day as finished (not yet announced), its alert
+   ids, the new end of the alerts file and the hosts seen. Only then are
+   alerts sent to syslog (at least once; a kill between 5 and 6 sends them
+   again, with the same id).
+6. Once every day is done, the run announces the days it finished and those
+   an earlier run finished but was stopped before announcing (the caller's
+   ``announce``: the summary, then exit status 1 if they raised alerts), and
+   one transaction marks them announced. A run killed before that leaves them
+   to the next run that completes, so a monitor that watches exit codes hears
+   of every alert; a kill between the summary and the mark announces them twice.
 
 Everything a day's outputs depend on is the captures and the state of earlier
 days, so redoing a day after a kill produces the same bytes.
@@ -45,7 +52,7 @@ from ..detect.scan import ScanResult, scan_captures
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
 from .discover import CaptureFingerprint, find_captures, fingerprint, first_packet_ns
-from .state import KnownFile, NightlyState
+from .state import FinishedDay, KnownFile, NightlyState
 
 if TYPE_CHECKING:
     from ..alerts.stream import SyslogSender
@@ -102,10 +109,20 @@ class NightlyResult:
     days: list[DayDone] = field(default_factory=list)
     not_ready: list[tuple[dt.date, str]] = field(default_factory=list)
     damaged: bool = False  # some capture could not be read completely
+    # Days an earlier run finished and committed but was stopped (killed)
+    # before announcing: this run announces them.
+    earlier: list[FinishedDay] = field(default_factory=list)
 
     @property
     def new_alerts(self) -> int:
+        """New alerts of the days finished in this run."""
         return sum(d.new_alerts for d in self.days)
+
+    @property
+    def announced_alerts(self) -> int:
+        """Alerts this run announces: those of the days it finished and of the
+        days in ``earlier`` (exit status 1 when there are any)."""
+        return sum(len(d.alerts) for d in self.days) + sum(d.alerts for d in self.earlier)
 
 
 class _Steps:
@@ -152,9 +169,13 @@ def run_nightly(
     progress: Callable[[Iterator[int], Sequence[str]], Iterator[int]] | None = None,
     now_ns: int | None = None,
     on_day: Callable[[dt.date, ScanResult], None] | None = None,
+    announce: Callable[[NightlyResult], None] | None = None,
 ) -> NightlyResult:
     """Take in new captures and finish every ready day (module docstring).
-    ``on_day`` sees each finished day's scan (its files and the hour either side)."""
+    ``on_day`` sees each finished day's scan (its files and the hour either side).
+    ``announce`` tells of the result (the summary) once all the work is done;
+    after it returns, the days in ``days`` and ``earlier`` are marked announced,
+    and no later run has them in its ``earlier``."""
     if not os.path.isdir(options.captures):
         raise DetectorError(f"--captures {options.captures}: no such directory")
     Path(options.report_dir).mkdir(parents=True, exist_ok=True)
@@ -178,6 +199,7 @@ def run_nightly(
         # first day to scan, not once a day.
         dask = DaskSession(options.workers, options.scheduler)
     try:
+        earlier = state.unannounced_days()
         _take_in(options, state, result, now, problem, steps, progress)
         if options.learn is not None and model is not None:
             model = _learn(options, state, policy, model, state.unlearned_days())
@@ -197,6 +219,11 @@ def run_nightly(
                 f"{done.files} file(s), {done.packets:,} packets in {done.seconds:.1f} s "
                 f"→ {done.report}"
             )
+        finished = {str(d.day) for d in result.days}
+        result.earlier = [d for d in earlier if d.day not in finished]  # a --day redo
+        if announce is not None:
+            announce(result)
+        state.mark_announced([d.day for d in result.earlier] + sorted(finished))
     finally:
         if dask is not None:
             dask.close()

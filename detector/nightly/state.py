@@ -2,11 +2,12 @@
 
 What it keeps: every capture file it has taken in (path, size, mtime, content
 hash, packet span and counts), files it left because they looked unfinished,
-the days it has finished (and so their alerts and report), the ids of the
-alerts it has written, how far the alerts file is committed, and the day each
-internal host was first seen. Each unit of work commits in one transaction
-(``synchronous=FULL``, a rollback journal): a run killed at any point leaves
-the state of the last finished unit, and the next run redoes the rest.
+the days it has finished (and so their alerts and report) and whether a run
+has announced them, the ids of the alerts it has written, how far the alerts
+file is committed, and the day each internal host was first seen. Each unit of
+work commits in one transaction (``synchronous=FULL``, a rollback journal): a
+run killed at any point leaves the state of the last finished unit, and the
+next run redoes the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from ..errors import DetectorError
 from .discover import CaptureFingerprint
 
-SCHEMA_VERSION = 1
+# 2: days.announced (schema 1's days were all announced by the runs that finished them)
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,13 +54,25 @@ CREATE TABLE IF NOT EXISTS days (
     new_alerts INTEGER NOT NULL,
     files INTEGER NOT NULL,
     report TEXT NOT NULL,
-    finished_at_ns INTEGER NOT NULL
+    finished_at_ns INTEGER NOT NULL,
+    announced INTEGER NOT NULL DEFAULT 0  -- its summary printed and exit status given
 );
 CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, day TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, committed_bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, first_day TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS learned (day TEXT PRIMARY KEY);
 """
+
+
+@dataclass(frozen=True)
+class FinishedDay:
+    """A day an earlier run finished (a row of ``days``)."""
+
+    day: str
+    alerts: int
+    new_alerts: int
+    files: int
+    report: str
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,12 @@ class NightlyState:
             ) from None
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1:
+            with self.transaction() as db:
+                # Its days were announced by the runs that finished them, as far
+                # as anyone can tell now.
+                db.execute("ALTER TABLE days ADD COLUMN announced INTEGER NOT NULL DEFAULT 1")
+                db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
             raise DetectorError(
                 f"--state {self.path}: state schema {row[0]}, this version reads "
@@ -189,6 +209,20 @@ class NightlyState:
     def finished_days(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT day FROM days")}
 
+    def unannounced_days(self) -> list[FinishedDay]:
+        """Days finished (committed) by a run that was stopped before it
+        announced them, in order."""
+        rows = self.db.execute(
+            "SELECT day, alerts, new_alerts, files, report FROM days WHERE announced=0 ORDER BY day"
+        ).fetchall()
+        return [FinishedDay(*row) for row in rows]
+
+    def mark_announced(self, days: Iterable[str]) -> None:
+        """Record that a run announced these days (printed its summary and is
+        about to exit with their status)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE days SET announced=1 WHERE day=?", [(d,) for d in days])
+
     def unlearned_days(self) -> list[str]:
         """Finished days whose refit (--learn) was not recorded, in order."""
         return [row[0] for row in self.db.execute(
@@ -239,7 +273,7 @@ class NightlyState:
         """Everything a finished day changes, in one transaction."""
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?,0)",  # not announced yet
                 (day, len(alert_ids), new_alerts, files, report, now_ns),
             )
             db.executemany(
