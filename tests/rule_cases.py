@@ -1,0 +1,594 @@
+"""Regression captures per rule (issue 19, item 2): for every declared rule with
+a check, small captures that must fire it and near-misses that must not.
+
+Each case is a function that writes its capture (classic pcap, built with
+scapy and written by ``gen_cases.write_pcap``) into a directory and returns
+the paths; the ``@case`` above it gives the rule, FIRE or NEAR_MISS, the policy
+text, exactly the alerts of the rule the scan must raise (rule id, host,
+destination and the bytes or counts worked out by hand in the docstring), and
+every OTHER rule the scan must raise (usually none), so a case also catches a
+rule that starts firing where it should not. ``tests/test_rule_cases.py`` runs
+them all, from the declarations in ``detector/detect/rules/``: a rule with a
+check and no cases fails there.
+
+A near-miss is the fire case's traffic shaped just under the threshold or just
+outside the condition (one byte under, one connection fewer, a label one
+character shorter, the same upload in business hours, ...).
+
+Traffic cases are headers-only captures (snap length 96, as a mirror port
+recording headers records them) whose frames were large on the wire: the
+detector counts the wire length, so 50 MB is 1,000 frames of 50,000 bytes
+(segments as a host with TCP segmentation offload hands them to its NIC,
+captured on the host) and each file stays well under 1 MB.
+
+All times are local to the site's zone (Asia/Taipei, UTC+8, no daylight
+saving); Wednesday 2026-02-04 is a working day, business hours 08:30-17:30.
+
+Write every case to a directory (a capture and a policy per case) to replay
+one with ``egress-detector scan --policy``::
+
+    python tests/rule_cases.py /tmp/rule-cases
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gen_traffic import at
+from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.packet import Raw
+from test_payload import tw_id
+
+from gen_cases import eth, tcp4, udp4, write_pcap
+
+FIRE = "fire"
+NEAR_MISS = "near-miss"
+KINDS = (FIRE, NEAR_MISS)
+
+ETHERNET = 1
+SNAPLEN = 96  # headers-only: every frame of a traffic case is cut to its headers
+SEGMENT = 50_000  # wire bytes of one large frame
+ZONE = "Asia/Taipei"
+MS = 1_000_000
+
+SITE = """\
+[site]
+name = "rule-cases"
+timezone = "Asia/Taipei"
+
+[business_hours]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "08:30"
+end = "17:30"
+
+[networks]
+internal = ["10.0.0.0/8"]
+isolated = ["10.8.40.0/24"]
+isolated_peers = ["10.8.40.5/32"]
+"""
+
+# The gateway chatters all night (it keeps every hour of the night in the
+# capture) and is exempt from always-on.
+ALWAYS_ON_SITE = SITE + '\n[rules.always-on]\nexempt = ["10.8.0.1/32"]\n'
+
+ISO = "10.8.40.31"  # an isolated computer
+ISO_PEER = "10.8.40.5"  # the isolated segment's file server (isolated_peers)
+PC = "10.8.10.44"  # an ordinary office computer
+PC2 = "10.8.10.45"
+GATEWAY = "10.8.0.1"  # the site's gateway and resolver
+OUT = "203.0.113.140"  # somewhere outside
+NEW_OUT = "198.51.100.77"  # an outside address first reached in the capture
+MAIL = "192.0.2.20"  # an outside mail server
+BEACON_OUT = "203.0.113.50"
+TRACKER = "198.51.100.20"  # a BitTorrent peer
+FORMS = "198.51.100.9"  # an outside web form over plain HTTP
+
+
+# -- what a case is ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """One alert the scan must raise: its rule, host and destination, and the
+    alert's ``attributes`` (``source_bytes``, ``start_ns``, ...) and ``evidence``
+    entries with their exact values."""
+
+    rule_id: str
+    source_ip: str
+    destination_ip: str | None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # the function's name; the capture is written as <name>.pcap
+    rule_id: str
+    kind: str  # FIRE or NEAR_MISS
+    write: Callable[[Path], list[Path]]  # writes the capture(s) into a directory
+    policy: str  # the policy's TOML text
+    alerts: tuple[Expect, ...]  # exactly the rule's alerts (none for a near-miss)
+    others: frozenset[str]  # every other rule id the scan raises, no more
+
+    @property
+    def doc(self) -> str:
+        return (self.write.__doc__ or "").strip()
+
+
+# rule id -> kind -> cases
+CASES: dict[str, dict[str, list[Case]]] = {}
+
+
+def case(
+    rule_id: str,
+    kind: str,
+    *,
+    alerts: tuple[Expect, ...] = (),
+    others: tuple[str, ...] = (),
+    policy: str = SITE,
+) -> Callable[[Callable[[Path], list[Path]]], Callable[[Path], list[Path]]]:
+    """Register the decorated capture writer as a case of ``rule_id``."""
+    assert kind in KINDS, kind
+    assert kind == FIRE or not alerts, "a near-miss expects no alert of its rule"
+    assert kind == NEAR_MISS or alerts, "a fire case names the alerts it must raise"
+    assert rule_id not in others
+
+    def register(write: Callable[[Path], list[Path]]) -> Callable[[Path], list[Path]]:
+        entry = Case(write.__name__, rule_id, kind, write, policy, alerts, frozenset(others))
+        CASES.setdefault(rule_id, {}).setdefault(kind, []).append(entry)
+        return write
+
+    return register
+
+
+# -- writing captures ----------------------------------------------------------------------
+
+Packet = tuple[int, bytes, int]  # (time ns, captured frame, wire length)
+
+
+def _pcap(d: Path, name: str, packets: list[Packet], snaplen: int = SNAPLEN) -> list[Path]:
+    """One classic pcap (nanosecond, Ethernet), frames in time order, each cut to ``snaplen``."""
+    d.mkdir(parents=True, exist_ok=True)
+    packets = sorted(packets, key=lambda p: p[0])
+    return [write_pcap(d / f"{name}.pcap", ETHERNET, packets, nano=True, snaplen=snaplen)]
+
+
+def _segments(total: int) -> list[int]:
+    """Wire lengths adding up to ``total``: SEGMENT each, the remainder last."""
+    whole, rest = divmod(total, SEGMENT)
+    return [SEGMENT] * whole + ([rest] if rest else [])
+
+
+def _upload(frame: bytes, start_ns: int, every_ns: int, total: int) -> list[Packet]:
+    """``total`` bytes on the wire in frames of SEGMENT, one every ``every_ns`` from ``start_ns``."""
+    return [(start_ns + i * every_ns, frame, w) for i, w in enumerate(_segments(total))]
+
+
+def _local(text: str) -> int:
+    return at(text, ZONE)
+
+
+def _payload(src: str, dst: str, sport: int, dport: int, data: bytes) -> bytes:
+    return eth(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="PA") / Raw(data))
+
+
+def _question(src: str, name: str, sport: int = 5555) -> bytes:
+    """A DNS question (type A) from ``src`` to the site's resolver."""
+    question = DNS(rd=1, qd=DNSQR(qname=name, qtype="A"))
+    return eth(IP(src=src, dst=GATEWAY) / UDP(sport=sport, dport=53) / question)
+
+
+# == isolated-egress =======================================================================
+
+ISOLATED_SYN_AT = _local("2026-02-04 10:00:05")
+
+
+@case("isolated-egress", FIRE, alerts=(
+    Expect("isolated-egress", ISO, OUT, {
+        "source_bytes": 60, "source_packets": 1, "destination_port": 443, "severity": 4,
+        "direction": "egress", "start_ns": ISOLATED_SYN_AT, "end_ns": ISOLATED_SYN_AT}),
+))  # fmt: skip
+def isolated_syn_to_outside(d: Path) -> list[Path]:
+    """The isolated computer 10.8.40.31 sends one TCP SYN to 203.0.113.140:443,
+    Wed 10:00:05 (business hours and size do not matter): 1 packet of 60 bytes
+    on the wire (54 captured). One critical alert, direction egress."""
+    syn = tcp4(ISO, OUT, 49152, 443, "S")
+    return _pcap(d, "isolated_syn_to_outside", [(ISOLATED_SYN_AT, syn, 60)])
+
+
+@case("isolated-egress", NEAR_MISS)
+def isolated_syn_to_isolated_peer(d: Path) -> list[Path]:
+    """The same SYN, to the isolated segment's file server 10.8.40.5 (listed in
+    ``isolated_peers``): the isolated zone's own business. No alert."""
+    syn = tcp4(ISO, ISO_PEER, 49152, 443, "S")
+    return _pcap(d, "isolated_syn_to_isolated_peer", [(ISOLATED_SYN_AT, syn, 60)])
+
+
+@case("isolated-egress", NEAR_MISS)
+def isolated_mdns_multicast(d: Path) -> list[Path]:
+    """One mDNS packet from the isolated computer to 224.0.0.251:5353, Wed
+    10:00:05: multicast stays on its wire (``ignore_local_scope``). No alert."""
+    mdns = udp4(ISO, "224.0.0.251", 5353, 5353, n=32)
+    return _pcap(d, "isolated_mdns_multicast", [(ISOLATED_SYN_AT, mdns, len(mdns))])
+
+
+# == offhours-bulk-egress ==================================================================
+
+NIGHT = _local("2026-02-04 02:00")
+OFFICE = _local("2026-02-04 10:00")
+EVERY_600MS = 600 * MS
+
+
+@case("offhours-bulk-egress", FIRE, alerts=(
+    Expect("offhours-bulk-egress", PC, OUT, {
+        "source_bytes": 50_000_000, "source_packets": 1_000, "destination_port": 443,
+        "start_ns": NIGHT, "end_ns": NIGHT + 999 * EVERY_600MS, "severity": 3},
+        {"threshold_bytes": 50_000_000, "span_minutes": 60, "destination_count": 1}),
+))  # fmt: skip
+def offhours_50mb_at_night(d: Path) -> list[Path]:
+    """10.8.10.44 sends 1,000 frames of 50,000 bytes = 50,000,000 bytes (exactly
+    the 50 MB threshold) to 203.0.113.140:443, one every 0.6 s from Wed 02:00:00
+    to 02:09:59.4 (= 02:00 + 999 x 0.6 s). 50 MB < 100 MB: not a
+    bulk-upload-new-destination."""
+    seg = tcp4(PC, OUT, 49152, 443, "A")
+    return _pcap(d, "offhours_50mb_at_night", _upload(seg, NIGHT, EVERY_600MS, 50_000_000))
+
+
+@case("offhours-bulk-egress", NEAR_MISS)
+def offhours_one_byte_under_at_night(d: Path) -> list[Path]:
+    """The same night upload one byte short: 999 x 50,000 + 49,999 =
+    49,999,999 bytes. No alert."""
+    seg = tcp4(PC, OUT, 49152, 443, "A")
+    packets = _upload(seg, NIGHT, EVERY_600MS, 49_999_999)
+    return _pcap(d, "offhours_one_byte_under_at_night", packets)
+
+
+@case("offhours-bulk-egress", NEAR_MISS)
+def offhours_50mb_in_business_hours(d: Path) -> list[Path]:
+    """The same 50,000,000 bytes at Wed 10:00:00-10:09:59.4, business hours. No alert."""
+    seg = tcp4(PC, OUT, 49152, 443, "A")
+    return _pcap(d, "offhours_50mb_in_business_hours",
+                 _upload(seg, OFFICE, EVERY_600MS, 50_000_000))  # fmt: skip
+
+
+# == bulk-upload-new-destination ===========================================================
+
+UPLOAD = _local("2026-02-04 11:00")
+DAY_BEFORE = _local("2026-02-03 11:00")
+
+
+@case("bulk-upload-new-destination", FIRE, alerts=(
+    Expect("bulk-upload-new-destination", PC, NEW_OUT, {
+        "source_bytes": 100_000_000, "source_packets": 2_000, "destination_port": 443,
+        "start_ns": UPLOAD, "end_ns": UPLOAD + 1_999 * EVERY_600MS, "severity": 3},
+        {"threshold_bytes": 100_000_000, "span_minutes": 60, "first_contact": UPLOAD}),
+))  # fmt: skip
+def upload_100mb_to_new_destination(d: Path) -> list[Path]:
+    """10.8.10.44 uploads 2,000 frames of 50,000 bytes = 100,000,000 bytes (exactly
+    the threshold) to 198.51.100.77:443, first reached by this upload's first
+    frame, one every 0.6 s from Wed 11:00:00 to 11:19:59.4 (business hours: not
+    an off-hours upload)."""
+    seg = tcp4(PC, NEW_OUT, 49152, 443, "A")
+    return _pcap(d, "upload_100mb_to_new_destination",
+                 _upload(seg, UPLOAD, EVERY_600MS, 100_000_000))  # fmt: skip
+
+
+@case("bulk-upload-new-destination", NEAR_MISS)
+def upload_one_byte_under_to_new_destination(d: Path) -> list[Path]:
+    """The same upload one byte short: 1,999 x 50,000 + 49,999 = 99,999,999 bytes. No alert."""
+    seg = tcp4(PC, NEW_OUT, 49152, 443, "A")
+    return _pcap(d, "upload_one_byte_under_to_new_destination",
+                 _upload(seg, UPLOAD, EVERY_600MS, 99_999_999))  # fmt: skip
+
+
+@case("bulk-upload-new-destination", NEAR_MISS)
+def upload_100mb_to_destination_known_for_24h(d: Path) -> list[Path]:
+    """The same 100,000,000 bytes, but 10.8.10.44 first reached 198.51.100.77
+    exactly 24 hours before (one 60-byte SYN, Tue 11:00:00): no longer new
+    (``new_for_hours`` 24: new while less than 24 h after the first contact). No alert."""
+    syn = tcp4(PC, NEW_OUT, 49151, 443, "S")
+    seg = tcp4(PC, NEW_OUT, 49152, 443, "A")
+    packets = [(DAY_BEFORE, syn, 60), *_upload(seg, UPLOAD, EVERY_600MS, 100_000_000)]
+    return _pcap(d, "upload_100mb_to_destination_known_for_24h", packets)
+
+
+# == mail-egress ===========================================================================
+
+MAIL_AT = _local("2026-02-04 10:00")
+EVERY_300MS = 300 * MS
+
+
+def _isolated_mail(to: str) -> list[Packet]:
+    frame = tcp4(ISO, to, 40000, 587, "PA")
+    return [(MAIL_AT + i * 500 * MS, frame, 1_200) for i in range(10)]
+
+
+@case("mail-egress", FIRE, others=("isolated-egress",), alerts=(
+    Expect("mail-egress", ISO, MAIL, {
+        "source_bytes": 12_000, "source_packets": 10, "destination_port": 587, "severity": 4,
+        "start_ns": MAIL_AT, "end_ns": MAIL_AT + 9 * 500 * MS},
+        {"host_role": "isolated"}),
+))  # fmt: skip
+def mail_from_isolated_host(d: Path) -> list[Path]:
+    """The isolated computer 10.8.40.31 sends mail to 192.0.2.20:587 (submission),
+    Wed 10:00:00-10:00:04.5: 10 frames of 1,200 bytes = 12,000 bytes. Any size
+    fires (critical); the same packets are also an isolated-egress."""
+    return _pcap(d, "mail_from_isolated_host", _isolated_mail(MAIL))
+
+
+@case("mail-egress", NEAR_MISS)
+def mail_from_isolated_host_to_isolated_peer(d: Path) -> list[Path]:
+    """The same mail to the isolated segment's server 10.8.40.5:587 (``isolated_peers``):
+    it stays inside the isolated zone. No alert of any rule."""
+    return _pcap(d, "mail_from_isolated_host_to_isolated_peer", _isolated_mail(ISO_PEER))
+
+
+@case("mail-egress", FIRE, alerts=(
+    Expect("mail-egress", PC, MAIL, {
+        "source_bytes": 10_000_000, "source_packets": 200, "destination_port": 25,
+        "severity": 2, "start_ns": MAIL_AT, "end_ns": MAIL_AT + 199 * EVERY_300MS},
+        {"threshold_bytes": 10_000_000, "host_role": "internal"}),
+))  # fmt: skip
+def large_mail_10mb(d: Path) -> list[Path]:
+    """10.8.10.44 sends 200 frames of 50,000 bytes = 10,000,000 bytes (exactly the
+    10 MB threshold) to 192.0.2.20:25, one every 0.3 s from Wed 10:00:00 to
+    10:00:59.7: one episode, medium."""
+    seg = tcp4(PC, MAIL, 40001, 25, "A")
+    return _pcap(d, "large_mail_10mb", _upload(seg, MAIL_AT, EVERY_300MS, 10_000_000))
+
+
+@case("mail-egress", NEAR_MISS)
+def large_mail_one_byte_under(d: Path) -> list[Path]:
+    """The same mail one byte short: 199 x 50,000 + 49,999 = 9,999,999 bytes. No alert."""
+    seg = tcp4(PC, MAIL, 40001, 25, "A")
+    return _pcap(d, "large_mail_one_byte_under",
+                 _upload(seg, MAIL_AT, EVERY_300MS, 9_999_999))  # fmt: skip
+
+
+# == always-on =============================================================================
+
+EVENING = _local("2026-02-03 23:30")
+TEN_MINUTES = 600 * 10**9
+
+
+def _night(quiet: tuple[str, str] | None) -> list[Packet]:
+    """10.8.10.44 sends one NTP packet (60 bytes) to 10.8.0.1 every 10 minutes from
+    Tue 23:30 to Wed 06:30 (43 packets), except in ``quiet`` (local times);
+    the gateway 10.8.0.1 asks 192.0.2.123 the time every 10 minutes from 23:35
+    to 06:25 (42 packets), so every hour of the night is in the capture."""
+    lo, hi = (_local(quiet[0]), _local(quiet[1])) if quiet else (0, 0)
+    pc = udp4(PC, GATEWAY, 123, 123, n=6)
+    gw = udp4(GATEWAY, "192.0.2.123", 123, 123, n=6)
+    packets = []
+    for k in range(43):
+        t = EVENING + k * TEN_MINUTES
+        if not lo <= t < hi:
+            packets.append((t, pc, 60))
+    packets += [(EVENING + 5 * 60 * 10**9 + k * TEN_MINUTES, gw, 60) for k in range(42)]
+    return packets
+
+
+@case("always-on", FIRE, policy=ALWAYS_ON_SITE, alerts=(
+    Expect("always-on", PC, None, {
+        "source_packets": 36, "severity": 1, "start_ns": _local("2026-02-04 00:00"),
+        "end_ns": _local("2026-02-04 06:00") - 1},
+        {"nights": 1, "night_start": "00:00", "night_end": "06:00"}),
+))  # fmt: skip
+def on_all_night(d: Path) -> list[Path]:
+    """10.8.10.44 sends in every hour of the night Wed 00:00-06:00: the packets
+    at 00:00, 00:10, ..., 05:50 are 6 x 6 = 36. The gateway is exempt."""
+    return _pcap(d, "on_all_night", _night(None))
+
+
+@case("always-on", NEAR_MISS, policy=ALWAYS_ON_SITE)
+def on_all_night_but_one_silent_hour(d: Path) -> list[Path]:
+    """The same night with 10.8.10.44 silent from 03:00 to 03:59 (its 6 packets
+    03:00-03:50 left out; the gateway's keep the hour in the capture). No alert."""
+    return _pcap(d, "on_all_night_but_one_silent_hour", _night(("2026-02-04 03:00",
+                                                                 "2026-02-04 04:00")))  # fmt: skip
+
+
+# == beacon ================================================================================
+
+BEACON_AT = _local("2026-02-04 09:00")
+PERIOD = 200 * 10**9
+
+
+def _beacons(count: int) -> list[Packet]:
+    """``count`` connections from 10.8.10.44 to 203.0.113.50:443, one every 200 s
+    from Wed 09:00:00, each a new source port: SYN (60 bytes), SYN-ACK back
+    (60, +50 ms), one segment of 1,440 bytes (+100 ms): 1,500 bytes sent each."""
+    packets = []
+    for i in range(count):
+        t, port = BEACON_AT + i * PERIOD, 20000 + i
+        packets.append((t, tcp4(PC, BEACON_OUT, port, 443, "S"), 60))
+        packets.append((t + 50 * MS, tcp4(BEACON_OUT, PC, 443, port, "SA"), 60))
+        packets.append((t + 100 * MS, tcp4(PC, BEACON_OUT, port, 443, "PA"), 1_440))
+    return packets
+
+
+@case("beacon", FIRE, alerts=(
+    Expect("beacon", PC, BEACON_OUT, {
+        "source_bytes": 30_000, "start_ns": BEACON_AT, "end_ns": BEACON_AT + 19 * PERIOD,
+        "severity": 2},
+        {"connections": 20, "period_seconds": 200.0, "jitter_seconds": 0.0,
+         "beacon_score": 1.0}),
+))  # fmt: skip
+def beacon_20_connections(d: Path) -> list[Path]:
+    """20 connections (the minimum), every 200 s exactly, 1,500 bytes each
+    (20 x 1,500 = 30,000 sent), from 09:00:00 to 10:03:20 (19 x 200 s = 3,800 s
+    >= 1 hour). Intervals and sizes all equal: score 1.0 (>= 0.80)."""
+    return _pcap(d, "beacon_20_connections", _beacons(20))
+
+
+@case("beacon", NEAR_MISS)
+def beacon_19_connections(d: Path) -> list[Path]:
+    """The same beacon, 19 connections (09:00:00 to 10:00:00: 18 x 200 s = 3,600 s,
+    still 1 hour): one connection under ``min_connections``. No alert."""
+    return _pcap(d, "beacon_19_connections", _beacons(19))
+
+
+# == im-app ================================================================================
+
+APP_AT = _local("2026-02-04 10:00")
+
+
+def _apps(name: str, telegram: str) -> list[Packet]:
+    question = _question(PC, name)
+    syn = tcp4(PC2, telegram, 50000, 443, "S")
+    return [(APP_AT, question, len(question)), (APP_AT + 10**9, syn, 60)]
+
+
+@case("im-app", FIRE, alerts=(
+    Expect("im-app", PC, None, {"severity": 2, "start_ns": APP_AT},
+           {"app": "line", "seen": ["obs.line-apps.com"]}),
+    Expect("im-app", PC2, None, {"severity": 2, "start_ns": APP_AT + 10**9},
+           {"app": "telegram", "seen": ["149.154.175.254"]}),
+))  # fmt: skip
+def line_name_and_telegram_range(d: Path) -> list[Path]:
+    """Wed 10:00:00 10.8.10.44 asks DNS for obs.line-apps.com (under LINE's
+    line-apps.com); 10:00:01 10.8.10.45 sends a SYN to 149.154.175.254:443, the
+    last address of Telegram's 149.154.160.0/20. Two alerts, one per (host, app)."""
+    return _pcap(d, "line_name_and_telegram_range",
+                 _apps("obs.line-apps.com", "149.154.175.254"), snaplen=65535)  # fmt: skip
+
+
+@case("im-app", NEAR_MISS)
+def lookalike_name_and_address_past_the_range(d: Path) -> list[Path]:
+    """The same two, just outside: obs.offline-apps.com (ends in the letters
+    "line-apps.com" but is another domain) and 149.154.176.1 (first past the
+    /20). No alert."""
+    return _pcap(d, "lookalike_name_and_address_past_the_range",
+                 _apps("obs.offline-apps.com", "149.154.176.1"), snaplen=65535)  # fmt: skip
+
+
+# == p2p ===================================================================================
+
+P2P_AT = _local("2026-02-04 10:00")
+HANDSHAKE = b"\x13BitTorrent protocol" + bytes(8) + b"i" * 20 + b"p" * 20  # BEP 3, 68 bytes
+
+
+def _one(name: str, frame: bytes) -> Callable[[Path], list[Path]]:
+    def write(d: Path) -> list[Path]:
+        return _pcap(d, name, [(P2P_AT, frame, len(frame))], snaplen=65535)
+
+    return write
+
+
+@case("p2p", FIRE, alerts=(
+    Expect("p2p", PC, TRACKER, {"source_packets": 1, "transport": "tcp", "direction": "egress",
+                                "start_ns": P2P_AT, "severity": 3},
+           {"signatures": ["BitTorrent handshake"], "peers": 1, "packets_matched": 1}),
+))  # fmt: skip
+def bittorrent_handshake(d: Path) -> list[Path]:
+    """10.8.10.44:50000 sends the 68-byte BitTorrent handshake (0x13 "BitTorrent
+    protocol", 8 reserved bytes, info hash, peer id) to 198.51.100.20:6881, Wed
+    10:00: one signature, one peer, one packet."""
+    return _one("bittorrent_handshake", _payload(PC, TRACKER, 50000, 6881, HANDSHAKE))(d)
+
+
+@case("p2p", NEAR_MISS)
+def bittorrent_handshake_wrong_length_byte(d: Path) -> list[Path]:
+    """The same handshake whose first byte (the protocol name's length, 19) is 18:
+    one byte off the signature. No alert."""
+    frame = _payload(PC, TRACKER, 50000, 6881, b"\x12" + HANDSHAKE[1:])
+    return _one("bittorrent_handshake_wrong_length_byte", frame)(d)
+
+
+@case("p2p", NEAR_MISS)
+def bittorrent_handshake_between_outside_peers(d: Path) -> list[Path]:
+    """The exact handshake, from 198.51.100.30 to 198.51.100.20: traffic passing the
+    mirror port with no internal host in it. No alert."""
+    frame = _payload("198.51.100.30", TRACKER, 50000, 6881, HANDSHAKE)
+    return _one("bittorrent_handshake_between_outside_peers", frame)(d)
+
+
+# == cleartext-pii =========================================================================
+
+FORM_AT = _local("2026-02-04 10:00")
+NATIONAL_ID = tw_id("A12345678")  # A123456789, the textbook example
+
+
+def _form(number: str) -> bytes:
+    body = f"name=chen&id={number}".encode()
+    head = f"POST /apply HTTP/1.1\r\nHost: forms.example\r\nContent-Length: {len(body)}\r\n\r\n"
+    return _payload(PC, FORMS, 40001, 80, head.encode() + body)
+
+
+@case("cleartext-pii", FIRE, alerts=(
+    Expect("cleartext-pii", PC, FORMS, {"source_packets": 1, "destination_port": 80,
+                                        "start_ns": FORM_AT, "severity": 3},
+           {"pii_count": 1, "pii_masked": ["A12*****89"]}),
+))  # fmt: skip
+def id_number_in_http_post(d: Path) -> list[Path]:
+    """10.8.10.44 posts a form with the national ID A123456789 (valid check digit)
+    to 198.51.100.9:80 in plain HTTP, Wed 10:00: one number, shown masked."""
+    return _one("id_number_in_http_post", _form(NATIONAL_ID))(d)
+
+
+@case("cleartext-pii", NEAR_MISS)
+def id_number_with_wrong_check_digit(d: Path) -> list[Path]:
+    """The same form with A123456788: the check digit of A12345678 is 9, not 8,
+    so it is not an ID number. No alert."""
+    assert NATIONAL_ID[-1] != "8"
+    return _one("id_number_with_wrong_check_digit", _form(NATIONAL_ID[:-1] + "8"))(d)
+
+
+# == dns-tunnel ============================================================================
+
+TUNNEL_AT = _local("2026-02-04 10:00")
+# 30 bytes of a document in base32, lower case: a 48-character label of host-name bytes.
+LABEL_48 = base64.b32encode(b"page 1 of 26: classified memo.").decode().lower()
+assert len(LABEL_48) == 48 and "=" not in LABEL_48
+
+
+@case("dns-tunnel", FIRE, alerts=(
+    Expect("dns-tunnel", PC, None, {"source_packets": 1, "start_ns": TUNNEL_AT, "severity": 3},
+           {"domains": ["example.net"], "queries": 1, "unique_subdomains": 1,
+            "name_bytes": 48 + len(".example.net"), "txt_null_queries": 0}),
+))  # fmt: skip
+def dns_label_of_48(d: Path) -> list[Path]:
+    """10.8.10.44 asks the resolver 10.8.0.1 for <48 base32 characters>.example.net
+    (type A), Wed 10:00: one label of ``min_label_length`` (48) is encoded data.
+    One question, one domain, a 60-character name."""
+    question = _question(PC, f"{LABEL_48}.example.net")
+    return _pcap(d, "dns_label_of_48", [(TUNNEL_AT, question, len(question))], snaplen=65535)
+
+
+@case("dns-tunnel", NEAR_MISS)
+def dns_label_of_47(d: Path) -> list[Path]:
+    """The same question with the label one character shorter (47). No alert."""
+    question = _question(PC, f"{LABEL_48[:47]}.example.net")
+    return _pcap(d, "dns_label_of_47", [(TUNNEL_AT, question, len(question))], snaplen=65535)
+
+
+# -- writing them all ------------------------------------------------------------------------
+
+
+def write_all(root: Path) -> list[tuple[Case, list[Path], Path]]:
+    """Every case's capture(s) and policy under ``root/<rule>/<kind>/``."""
+    written = []
+    for rule_id, kinds in CASES.items():
+        for kind, cases in kinds.items():
+            for c in cases:
+                d = root / rule_id / kind
+                paths = c.write(d)
+                policy = d / f"{c.name}.toml"
+                policy.write_text(c.policy)
+                written.append((c, paths, policy))
+    return written
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/rule_cases.py DIRECTORY")
+    for c, paths, policy in write_all(Path(sys.argv[1])):
+        size = sum(p.stat().st_size for p in paths)
+        print(f"{c.rule_id:28} {c.kind:9} {size:8,} B  egress-detector scan --policy {policy} "
+              + " ".join(str(p) for p in paths))  # fmt: skip
