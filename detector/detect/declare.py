@@ -127,14 +127,14 @@ class Networks(Kind):
 def _names(
     reader: Reader, path: str, value: object, check: Callable[[str, str, object], None]
 ) -> tuple[str, ...]:
-    names: list[str] = []
+    names: dict[str, None] = {}  # in order; a set for the look-ups (lists may be long)
     for index, entry in enumerate(reader.array(path, value)):
         entry_path = f"{path}[{index}]"
         name = reader.string(entry_path, entry).strip().lower().rstrip(".")
         check(entry_path, name, entry)
         if name in names:
             reader.fail(entry_path, f"{name} is listed twice")
-        names.append(name)
+        names[name] = None
     return tuple(names)
 
 
@@ -182,7 +182,7 @@ class Ports(Kind):
     type_name = "array of ports"
 
     def read(self, reader: Reader, path: str, value: object) -> tuple[int, ...]:
-        ports: list[int] = []
+        ports: set[int] = set()
         for index, port in enumerate(reader.array(path, value)):
             port_path = f"{path}[{index}]"
             number = reader.integer(port_path, port, 1, "ports are 1–65535")
@@ -190,7 +190,7 @@ class Ports(Kind):
                 reader.fail(port_path, f"{number} is too large (ports are 1–65535)")
             if number in ports:
                 reader.fail(port_path, f"{number} is listed twice")
-            ports.append(number)
+            ports.add(number)
         return tuple(sorted(ports))
 
 

@@ -23,7 +23,7 @@ from ..alerts.record import SEVERITY_NAMES
 from ..detect.declare import DOMAIN_PATTERN
 from ..detect.rules import POLICY_RULES
 from ..errors import PolicyError
-from ..networks import DEFAULT_INTERNAL, IPNetwork, NetworkSet
+from ..networks import DEFAULT_INTERNAL, IPNetwork, NetworkSet, Triple, network_triple
 from ..units import MINUTES_PER_DAY, format_minutes
 from .site import (
     DAY_NAMES,
@@ -40,6 +40,7 @@ from .site import (
 from .zones import load_zone, machine_timezone
 
 _SEVERITY_BY_NAME = {name: level for level, name in SEVERITY_NAMES.items()}
+MAX_POLICY_BYTES = 256 << 20
 _INT64_MAX = (1 << 63) - 1  # TOML integers are 64-bit; rules compute in int64
 
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
@@ -171,12 +172,12 @@ class _Reader:
                 return MINUTES_PER_DAY
         self.fail(path, f"{value!r} is not a time (use HH:MM, {allowed})")
 
-    def network(self, path: str, value: object) -> IPNetwork:
+    def network(self, path: str, value: object) -> Triple:
         if not isinstance(value, str):
             self.expect(path, value, 'a network as a string ("10.8.40.0/24")')
         text = value.strip()
         try:
-            return ipaddress.ip_network(text)
+            return network_triple(text)
         except ValueError:
             pass
         try:
@@ -190,14 +191,17 @@ class _Reader:
         )
 
     def networks(self, path: str, value: object) -> NetworkSet:
+        """A list of networks, each once: a site's allowlist may hold a million,
+        so each is checked without making an object and repeats are found by hash."""
         items = self.array(path, value)
-        parsed: list[IPNetwork] = []
+        seen: dict[Triple, None] = {}
         for index, item in enumerate(items):
-            net = self.network(f"{path}[{index}]", item)
-            if net in parsed:
+            triple = self.network(f"{path}[{index}]", item)
+            if triple in seen:
+                net = NetworkSet([triple]).networks[0]
                 self.fail(f"{path}[{index}]", f"{str(net)!r} is listed twice")
-            parsed.append(net)
-        return NetworkSet(parsed)
+            seen[triple] = None
+        return NetworkSet(seen)
 
 
 def _read_site(reader: _Reader, section: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -336,7 +340,7 @@ def _policy_from_document(
 
     allowlist = document.get("allowlist", {})
     destinations = reader.networks("allowlist.destinations", allowlist.get("destinations", []))
-    domains: list[str] = []
+    domains: dict[str, None] = {}  # in order; a set for the look-ups (lists may be long)
     for index, item in enumerate(reader.array("allowlist.domains", allowlist.get("domains", []))):
         path = f"allowlist.domains[{index}]"
         name = reader.string(path, item).strip().lower().rstrip(".")
@@ -344,7 +348,7 @@ def _policy_from_document(
             reader.fail(path, f"{item!r} is not a domain name (such as updates.example.org)")
         if name in domains:
             reader.fail(path, f"{name} is listed twice")
-        domains.append(name)
+        domains[name] = None
 
     inspection = document.get("inspection", {})
     max_packets = 8
@@ -421,6 +425,13 @@ def parse_policy(text: str, name: str = "policy.toml") -> Policy:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(f"{name}: not valid TOML: {error}") from None
+    except RecursionError:
+        # tomllib reads nested arrays and inline tables by recursion: a value
+        # nested a thousand deep would otherwise end the process with a traceback.
+        raise PolicyError(
+            f"{name}: not a policy: arrays or tables nested too deeply (a policy nests "
+            "at most three deep, as in [rules.<id>] ports = [25, 465])"
+        ) from None
     return _policy_from_document(reader, document, name)
 
 
@@ -429,10 +440,17 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     name = os.fspath(path)
     try:
         with open(name, "rb") as handle:
-            data = handle.read()
+            # Read at most the cap and one byte more: /dev/zero, a FIFO that
+            # never ends or a huge file must not take the machine's memory.
+            data = handle.read(MAX_POLICY_BYTES + 1)
     except OSError as error:
         reason = error.strerror or str(error)
         raise PolicyError(f"{name}: cannot read the policy file: {reason}") from None
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError(
+            f"{name}: larger than {MAX_POLICY_BYTES >> 20} MiB: not a policy file (a "
+            "million-entry allowlist is about 20 MB); check the --policy path"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
