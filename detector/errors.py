@@ -20,3 +20,12 @@ class PolicyError(DetectorError):
 
 class ModelError(DetectorError):
     """A model file is missing, unsafe, or does not match the policy or features."""
+
+
+class OutputError(DetectorError):
+    """An output file cannot be written where it was asked for."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}; choose a writable path")
+        self.path = path
+        self.reason = reason

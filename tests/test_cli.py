@@ -136,6 +136,7 @@ def test_file_in_a_directory_we_cannot_add_to_is_written_in_place(tmp_path, monk
     place; a new file there is an error naming it."""
     import builtins
 
+    from detector import outputs
     from detector.cli import main as cli
 
     real_open = builtins.open
@@ -145,7 +146,7 @@ def test_file_in_a_directory_we_cannot_add_to_is_written_in_place(tmp_path, monk
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "open", no_new_files, raising=False)
+    monkeypatch.setattr(outputs, "open", no_new_files, raising=False)
     capture = tmp_path / "c.pcap"
     capture.write_bytes(pcap_bytes(2))
     given = tmp_path / "given.csv"

@@ -17,6 +17,7 @@ import io
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
@@ -25,6 +26,8 @@ from .mask import csv_cell, json_text, printable
 from .record import SEVERITY_NAMES, Alert, local_time, to_ecs
 
 ALERT_FORMATS = ("table", "jsonl", "csv")
+# An output file's format by its extension, when none is given.
+ALERT_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 CSV_COLUMNS = (
     "@timestamp",
@@ -49,6 +52,15 @@ CSV_COLUMNS = (
     "site",
     "message",
 )
+
+
+def alert_format(fmt: str | None, output: str | None) -> str:
+    """The format to write alerts in: ``fmt`` when given, else the one of
+    ``output``'s extension (``ALERT_SUFFIXES``), else a table."""
+    if fmt:
+        return fmt
+    suffix = Path(output).suffix.lower() if output else ""
+    return ALERT_SUFFIXES.get(suffix, "table")
 
 
 def write_alerts(

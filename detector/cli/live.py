@@ -10,6 +10,8 @@ import sys
 import time
 from typing import IO, Any
 
+from .console import ExitStatus, number, say, say_compiling, site_policy, whole
+
 LIVE_EPILOG = """examples:
   egress-detector live -i eth1 --policy site.toml
       watch the mirror (SPAN) port eth1; alerts as a table on stdout as they happen
@@ -175,24 +177,8 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
     )
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+_seconds = number(float, "seconds", lambda v: v > 0, "be more than 0")
+_count = number(whole, "a whole number", lambda v: v >= 1, "be at least 1")
 
 
 def _drop_privileges(user: str) -> None:
@@ -212,7 +198,6 @@ def _drop_privileges(user: str) -> None:
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from .. import _jit
     from ..alerts.stream import AlertStream, SyslogSender
     from ..capture.live import (
         RingConfig,
@@ -226,13 +211,10 @@ def run_live(args: argparse.Namespace) -> int:
     from ..errors import DetectorError, PolicyError
     from ..flows.records import iter_flow_columns
     from ..flows.write import write_flows
-    from ..policy import default_policy, load_policy
-    from .console import ExitStatus
-    from .console import say as _say
+    from ..outputs import replacing
+    from ..policy import load_policy
 
-    policy = load_policy(args.policy) if args.policy else default_policy()
-    for warning in policy.warnings:
-        _say(f"warning: {warning}")
+    policy = site_policy(args.policy or None)
     model = None
     if args.model:
         from ..detect.model import load_model
@@ -246,19 +228,18 @@ def run_live(args: argparse.Namespace) -> int:
             os.path.splitext(args.flows_out)[1].lower()
         )
         if flows_fmt is None:
-            _say(f"--flows-out {args.flows_out}: use a .parquet, .csv or .jsonl file name")
+            say(f"--flows-out {args.flows_out}: use a .parquet, .csv or .jsonl file name")
             return ExitStatus.USAGE
     if args.read is not None and args.workers != 1:
-        _say("--workers: a stream (-r) is read by one worker")
+        say("--workers: a stream (-r) is read by one worker")
         return ExitStatus.USAGE
     if args.backend == "scapy" and args.workers != 1:
-        _say("--workers: the scapy backend has one worker")
+        say("--workers: the scapy backend has one worker")
         return ExitStatus.USAGE
     if args.bpf and args.interface and args.backend == "ring":
         compile_bpf(args.bpf, interface_linktype(args.interface))  # a bad filter: fail at once
-    if not _jit.is_compiled_cache_warm() and not args.quiet:
-        _say(f"compiling the packet kernels for this machine (once, about 75 s; cached in "
-             f"{_jit.CACHE_DIR.parent})")  # fmt: skip
+    if not args.quiet:
+        say_compiling(75)
     warm_up(policy)
 
     config = RingConfig(
@@ -320,9 +301,9 @@ def run_live(args: argparse.Namespace) -> int:
         try:
             fresh = load_policy(args.policy)
         except (PolicyError, DetectorError, OSError) as exc:
-            _say(f"SIGHUP: policy not reloaded, the old one stays: {exc}")
+            say(f"SIGHUP: policy not reloaded, the old one stays: {exc}")
             return None
-        _say(f"SIGHUP: policy reloaded from {args.policy}")
+        say(f"SIGHUP: policy reloaded from {args.policy}")
         return fresh
 
     def reload_model(current_policy: Any) -> Any:
@@ -331,9 +312,9 @@ def run_live(args: argparse.Namespace) -> int:
         try:
             fresh = load_model(args.model, current_policy)
         except (DetectorError, OSError) as exc:  # ModelError is a DetectorError
-            _say(f"SIGHUP: model not reloaded, the old one stays: {exc}")
+            say(f"SIGHUP: model not reloaded, the old one stays: {exc}")
             return None
-        _say(f"SIGHUP: model reloaded from {args.model}")
+        say(f"SIGHUP: model reloaded from {args.model}")
         return fresh
 
     detector = LiveDetector(
@@ -361,7 +342,7 @@ def run_live(args: argparse.Namespace) -> int:
     }
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: detector.request_reload())
     if not args.quiet:
-        _say(f"capturing on {where}; policy: {policy.source or 'defaults'}")
+        say(f"capturing on {where}; policy: {policy.source or 'defaults'}")
     started = time.monotonic()
     try:
         result = detector.run()
@@ -373,9 +354,10 @@ def run_live(args: argparse.Namespace) -> int:
         for each in sinks:
             each.close()
     if args.flows_out and flows_fmt is not None:
-        write_flows(iter_flow_columns(result.flow_rows), flows_fmt, args.flows_out)
+        with replacing(args.flows_out, fsync=False) as path:
+            write_flows(iter_flow_columns(result.flow_rows), flows_fmt, path)
     for problem in result.problems:
-        _say(f"error: {problem}")
+        say(f"error: {problem}")
     if not args.quiet:
         elapsed = time.monotonic() - started
         line = f"{result.packets:,} packets in {elapsed:.1f} s, {len(result.emitted)} alert(s)"
@@ -383,7 +365,7 @@ def run_live(args: argparse.Namespace) -> int:
             line += f"; kernel: {result.received:,} received, {result.dropped:,} dropped"
         if len(result.worker_packets) > 1:
             line += "; per worker: " + " / ".join(f"{n:,}" for n in result.worker_packets)
-        _say(line)
+        say(line)
     if detector.stopped:
         # A sensor stopped by its service manager ends normally.
         return ExitStatus.UNREADABLE if result.problems else ExitStatus.OK

@@ -7,17 +7,22 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
 from ..errors import DetectorError
-from .console import ExitStatus
-from .console import positive_float as _positive_float
-from .console import positive_int as _positive_int
-from .console import progress as _progress
-from .console import say as _say
-from .console import worker_count as _worker_count
+from .arguments import add_reading_arguments
+from .console import (
+    ExitStatus,
+    Problems,
+    positive_float,
+    positive_int,
+    progress,
+    say,
+    say_compiling,
+    site_policy,
+)
 
 EXIT_CODES_HELP = """exit codes:
   0  done (no alerts)
@@ -133,21 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flows.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=120.0,
         metavar="SECONDS",
         help="close a flow after this long without packets (default: 120)",
     )
     flows.add_argument(
         "--active-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=1800.0,
         metavar="SECONDS",
         help="close a flow this long after its first packet and start a new one (default: 1800)",
     )
     flows.add_argument(
         "--max-flows",
-        type=_positive_int,
+        type=positive_int,
         default=1_000_000,
         metavar="N",
         help="flows kept open at once; beyond it the least recently seen "
@@ -230,26 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature window in minutes, aligned in site-local time; must divide a day "
         "(default: the policy's features.window_minutes, else 10)",
     )
-    scan.add_argument(
-        "--threads",
-        type=int,
-        choices=[1, 2],
-        metavar="N",
-        help="1 or 2 threads for reading (default: 2 for inputs over 64 MB on 2 or more cores)",
-    )
-    scan.add_argument(
-        "--workers",
-        type=_worker_count,
-        metavar="N",
-        help="count the captures on a local Dask cluster of N processes (files and big "
-        "pcap files cut into parts; docs/distributed.md); 1 or absent: this process",
-    )
-    scan.add_argument(
-        "--scheduler",
-        metavar="tcp://HOST:8786",
-        help="count the captures on an existing Dask cluster (the workers must see the "
-        "capture files at the same paths)",
-    )
+    add_reading_arguments(scan, parts="files and big pcap files cut into parts; ")
     scan.add_argument(
         "-q",
         "--quiet",
@@ -284,13 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed of the forest (default: 0)"
     )
-    train.add_argument(
-        "--threads",
-        type=int,
-        choices=[1, 2],
-        metavar="N",
-        help="1 or 2 threads for reading (default: 2 for inputs over 64 MB on 2 or more cores)",
-    )
+    add_reading_arguments(train, distributed=False)
     train.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
 
     from .live import add_live_parser
@@ -302,272 +282,132 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _output_format(args: argparse.Namespace) -> str:
-    if args.format:
-        return str(args.format)
-    if args.output:
-        suffix = Path(args.output).suffix.lower()
-        return {
-            ".parquet": "parquet",
-            ".pq": "parquet",
-            ".csv": "csv",
-            ".jsonl": "jsonl",
-            ".json": "jsonl",
-            ".ndjson": "jsonl",
-        }.get(suffix, "table")
-    return "table"
-
-
-def _partial_beside(target: Path, output: str) -> Path | None:
-    """A new, empty file beside ``target`` to write it as, with its permissions
-    (flow records are sensitive); None to write ``target`` in place."""
-    if target.exists() and not target.is_file():
-        return None  # a pipe or a device
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        open(partial, "xb").close()
-    except OSError as exc:
-        if target.is_file() and os.access(target, os.W_OK):
-            # A file we may write in a directory we may not add to (made for
-            # us by an administrator): write it in place, as before.
-            return None
-        raise DetectorError(
-            f"cannot write {output}: {exc.strerror or exc}; choose a writable path"
-        ) from None
-    if target.exists():
-        try:
-            os.chmod(partial, target.stat().st_mode & 0o7777)
-        except OSError:  # rather in place than with wider permissions
-            partial.unlink()
-            return None
-    return partial
-
-
-@contextlib.contextmanager
-def _writing(output: str | None) -> Iterator[str | None]:
-    """The path to write ``output`` as: a file beside it, created now and moved
-    into its place when the block ends without error, removed if it does not.
-    So an unwritable path is reported before a long read, and a failed or
-    interrupted run leaves an earlier output as it was. ``output`` itself for
-    stdout (None), a pipe or a device."""
-    target = Path(os.path.realpath(output)) if output else None
-    partial = _partial_beside(target, output) if target is not None and output else None
-    if target is None or partial is None:
-        yield output
-        return
-    try:
-        yield str(partial)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise
-    os.replace(partial, target)
-
-
 def _run_flows(args: argparse.Namespace) -> ExitStatus:
-    from .. import _jit
-    from ..capture import CaptureProblem, CaptureStats
-    from ..flows.records import iter_flow_columns, largest_rows
-    from ..flows.table import count_flows
-    from ..flows.write import write_flows
+    from ..flows.export import export_flows
+    from ..flows.write import flow_format
     from ..units import human_bytes
 
-    fmt = _output_format(args)
+    fmt = flow_format(args.format, args.output)
     if fmt == "parquet" and not args.output:
-        _say("Parquet output needs a file: add -o FILE.parquet")
+        say("Parquet output needs a file: add -o FILE.parquet")
         return ExitStatus.USAGE
-    compiling = not _jit.is_compiled_cache_warm()
-    if compiling and not args.quiet:
-        _say(
-            f"compiling the packet kernels for this machine (once, about 30 s; cached in "
-            f"{_jit.CACHE_DIR.parent})"
-        )
-
-    damaged = False
-
-    def on_problem(problem: CaptureProblem) -> None:
-        nonlocal damaged
-        damaged = damaged or problem.fatal
-        _say(("error: " if problem.fatal else "warning: ") + str(problem))
-
-    stats: list[CaptureStats] = []
-    with _writing(args.output) as output:  # checked now, in place when complete
-        started = time.perf_counter()
-        table = count_flows(
-            args.captures,
-            idle_timeout=args.idle_timeout,
-            active_timeout=args.active_timeout,
-            max_flows=args.max_flows,
-            # One pass: the fused kernel beat the two-thread pipeline on every input
-            # measured (benchmarks/README.md), and keeps the second core free.
-            threads=args.threads if args.threads is not None else 1,
-            on_problem=on_problem,
-            stats_out=stats,
-            progress=lambda b: _progress(b, args.captures, not args.quiet),
-        )
-        elapsed = time.perf_counter() - started
-        rows = table.exported_rows()
-        n_flows = len(rows)
-        if args.top is not None:
-            rows = largest_rows(rows, args.top)
-        slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
-        write_flows(slices, fmt, output, by_bytes=args.top is not None)
     if not args.quiet:
-        packets = sum(s.packets for s in stats)
-        wire = sum(s.wire_bytes for s in stats)
-        skipped = packets - table.packets
-        rate = packets / elapsed if elapsed > 0 else 0.0
+        say_compiling(30)
+    problems = Problems()
+    done = export_flows(
+        args.captures,
+        fmt,
+        args.output,
+        top=args.top,
+        idle_timeout=args.idle_timeout,
+        active_timeout=args.active_timeout,
+        max_flows=args.max_flows,
+        # One pass: the fused kernel beat the two-thread pipeline on every input
+        # measured (benchmarks/README.md), and keeps the second core free.
+        threads=args.threads if args.threads is not None else 1,
+        on_problem=problems,
+        progress=lambda b: progress(b, args.captures, not args.quiet),
+    )
+    if not args.quiet:
+        packets = sum(s.packets for s in done.stats)
+        wire = sum(s.wire_bytes for s in done.stats)
+        skipped = packets - done.table.packets
+        rate = packets / done.seconds if done.seconds > 0 else 0.0
         line = (
-            f"{len(stats)} file(s), {packets:,} packets ({human_bytes(wire)} on the wire) "
-            f"→ {n_flows:,} flows in {elapsed:.2f} s "
+            f"{len(done.stats)} file(s), {packets:,} packets ({human_bytes(wire)} on the wire) "
+            f"→ {done.flows:,} flows in {done.seconds:.2f} s "
             f"({rate / 1e6:.2f} M packets/s)"
         )
         if skipped:
             line += f"; {skipped:,} packets carried no IP and are in no flow"
-        if table.evicted_flows:
+        if done.table.evicted_flows:
             line += (
-                f"; {table.evicted_flows:,} flows closed early because the table was "
+                f"; {done.table.evicted_flows:,} flows closed early because the table was "
                 "full (raise --max-flows)"
             )
-        _say(line)
-    return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
+        say(line)
+    return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
 
 
 def _run_scan(args: argparse.Namespace) -> ExitStatus:
-    from .. import _jit
-    from ..alerts import write_alerts
-    from ..capture import CaptureProblem, CaptureStats
-    from ..detect.scan import scan_captures
-    from ..flows.table import auto_threads
-    from ..policy import default_policy, load_policy
+    from ..alerts.sinks import alert_format
+    from ..capture import CaptureStats
+    from ..detect.run import scan_to_files
     from ..units import human_bytes
 
-    policy = load_policy(args.policy) if args.policy else default_policy()
-    for warning in policy.warnings:
-        _say(f"warning: {warning}")
+    policy = site_policy(args.policy or None)
     if args.window is not None and not (1 <= args.window <= 1440 and 1440 % args.window == 0):
-        _say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
+        say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
         return ExitStatus.USAGE
     model = None
     if args.model:
         from ..detect.model import load_model
 
         model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
-    fmt = args.format
-    if fmt is None:
-        suffix = Path(args.output).suffix.lower() if args.output else ""
-        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(
-            suffix, "table"
-        )
     if args.features_out and Path(args.features_out).suffix.lower() not in (
         ".parquet", ".pq", ".csv"
     ):  # fmt: skip
-        _say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
+        say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
         return ExitStatus.USAGE
-    if not _jit.is_compiled_cache_warm() and not args.quiet:
-        _say(
-            f"compiling the packet kernels for this machine (once, about 45 s; cached in "
-            f"{_jit.CACHE_DIR.parent})"
-        )
-
-    damaged = False
-
-    def on_problem(problem: CaptureProblem) -> None:
-        nonlocal damaged
-        damaged = damaged or problem.fatal
-        _say(("error: " if problem.fatal else "warning: ") + str(problem))
-
+    if not args.quiet:
+        say_compiling(45)
+    problems = Problems()
     stats: list[CaptureStats] = []
-    # Output files are checked before the scan and put in place when complete.
-    with contextlib.ExitStack() as outputs:
-        alerts_out = outputs.enter_context(_writing(args.output))
-        features_out = outputs.enter_context(_writing(args.features_out))
-        started = time.perf_counter()
-        scan = scan_captures
-        if args.scheduler or (args.workers or 1) > 1:
-            from functools import partial
-
-            from ..distributed import scan_captures_distributed
-
-            scan = partial(
-                scan_captures_distributed, workers=args.workers, scheduler=args.scheduler
-            )
-        result = scan(
-            args.captures,
-            policy,
-            window_minutes=args.window,
-            threads=args.threads if args.threads is not None else auto_threads(args.captures),
-            on_problem=on_problem,
-            stats_out=stats,
-            progress=lambda b: _progress(b, args.captures, not args.quiet),
-            model=model,
-        )
-        write_alerts(result.alerts, fmt, alerts_out, policy.zone, policy.site_name)
-        if args.features_out:
-            if Path(args.features_out).suffix.lower() == ".csv":
-                result.features.to_csv(features_out, index=False)
-            else:
-                result.features.to_parquet(features_out, index=False, compression="zstd")
-    if args.parquet_dir:
-        from ..distributed.dataset import write_dataset
-
-        write_dataset(result, policy, args.parquet_dir)
+    started = time.perf_counter()
+    result = scan_to_files(
+        args.captures,
+        policy,
+        alerts_format=alert_format(args.format, args.output),
+        alerts_out=args.output,
+        features_out=args.features_out,
+        parquet_dir=args.parquet_dir,
+        window_minutes=args.window,
+        threads=args.threads,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        model=model,
+        on_problem=problems,
+        stats_out=stats,
+        progress=lambda b: progress(b, args.captures, not args.quiet),
+    )
     if not args.quiet:
         elapsed = time.perf_counter() - started
         packets = sum(s.packets for s in stats)
         wire = sum(s.wire_bytes for s in stats)
         hosts = result.features["host"].nunique() if len(result.features) else 0
-        _say(
+        say(
             f"{len(stats)} file(s), {packets:,} packets ({human_bytes(wire)}), "
             f"{hosts} internal hosts, {len(result.features):,} host windows "
             f"→ {len(result.alerts)} alert(s) in {elapsed:.2f} s"
         )
     if result.alerts:
         return ExitStatus.ALERTS
-    return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
+    return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
 
 
 def _run_train(args: argparse.Namespace) -> ExitStatus:
-    from .. import _jit
-    from ..capture import CaptureProblem
-    from ..detect.model import EgressModel, local_day, save_model
-    from ..detect.train import FEATURE_SUFFIXES, train_model
-    from ..flows.table import auto_threads
-    from ..policy import default_policy, load_policy
+    from ..detect.model import local_day
+    from ..detect.run import baseline_captures, train_to_file
 
-    policy = load_policy(args.policy) if args.policy else default_policy()
-    for warning in policy.warnings:
-        _say(f"warning: {warning}")
-    captures = [p for p in args.baseline if Path(p).suffix.lower() not in FEATURE_SUFFIXES]
-    if captures and not _jit.is_compiled_cache_warm() and not args.quiet:
-        _say(
-            f"compiling the packet kernels for this machine (once, about 45 s; cached in "
-            f"{_jit.CACHE_DIR.parent})"
-        )
-    damaged = False
-
-    def on_problem(problem: CaptureProblem) -> None:
-        nonlocal damaged
-        damaged = damaged or problem.fatal
-        _say(("error: " if problem.fatal else "warning: ") + str(problem))
-
+    policy = site_policy(args.policy or None)
+    if baseline_captures(args.baseline) and not args.quiet:
+        say_compiling(45)
+    problems = Problems()
     started = time.perf_counter()
-    with _writing(args.output) as output:  # checked before training
-        training = train_model(
-            args.baseline,
-            policy,
-            model=EgressModel(percentile=policy.model_percentile, random_state=args.seed),
-            threads=args.threads if args.threads is not None else auto_threads(captures),
-            on_problem=on_problem,
-        )
-        model = training.model
-        assert output is not None  # -o is required for train
-        save_model(model, output, policy)
+    training = train_to_file(
+        args.baseline,
+        policy,
+        args.output,
+        seed=args.seed,
+        threads=args.threads,
+        on_problem=problems,
+    )
+    model = training.model
     for note in training.notes:
-        _say(f"note: {note}")
+        say(f"note: {note}")
     if not args.quiet:
         first, last = (local_day(t, policy) for t in model.span_)
-        _say(
+        say(
             f"learned from {model.n_windows_:,} host windows of {model.n_hosts_} hosts "
             f"({model.n_host_days_:,} host-days, {first} to {last} local), "
             f"{len(model.history_.known_peer_lo):,} known (host, destination) pairs; "
@@ -576,7 +416,7 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
             f"{'; none: every candidate is flagged' if not model.n_calibration_days_ else ''}"
             f"); {time.perf_counter() - started:.1f} s → {args.output}"
         )
-    return ExitStatus.UNREADABLE if damaged else ExitStatus.OK
+    return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -603,18 +443,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DetectorError as exc:
         if args.traceback:
             raise
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return ExitStatus.UNREADABLE if _is_input_error(exc) else ExitStatus.USAGE
     except BrokenPipeError:  # `egress-detector flows x.pcap | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitStatus.OK
     except KeyboardInterrupt:
-        _say("interrupted")
+        say("interrupted")
         return ExitStatus.INTERRUPTED
     except Exception as exc:
         if args.traceback:
             raise
-        _say(
+        say(
             f"internal error: {type(exc).__name__}: {exc} (a bug; rerun with --traceback "
             "and report what it prints)"
         )

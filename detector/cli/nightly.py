@@ -8,6 +8,9 @@ import datetime as dt
 import sys
 from typing import Any
 
+from .arguments import add_reading_arguments
+from .console import ExitStatus, Problems, number, progress, say, say_compiling, site_policy
+
 NIGHTLY_EPILOG = """examples:
   egress-detector nightly --captures /var/captures --policy /etc/egress/site.toml \\
       --state /var/lib/egress-detector/nightly.db --report-dir /var/www/egress \\
@@ -132,26 +135,7 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         default="",
         help="the sensor's name in the report (default: none)",
     )
-    nightly.add_argument(
-        "--threads",
-        type=int,
-        choices=[1, 2],
-        metavar="N",
-        help="1 or 2 threads for reading (default: 2 for days over 64 MB on 2 or more cores)",
-    )
-    nightly.add_argument(
-        "--workers",
-        type=_worker_count,
-        metavar="N",
-        help="count each day's captures on a local Dask cluster of N processes "
-        "(docs/distributed.md); 1 or absent: this process",
-    )
-    nightly.add_argument(
-        "--scheduler",
-        metavar="tcp://HOST:8786",
-        help="count each day's captures on an existing Dask cluster (the workers must see "
-        "the capture files at the same paths)",
-    )
+    add_reading_arguments(nightly, inputs="days", captures="each day's captures")
     nightly.add_argument(
         "-q",
         "--quiet",
@@ -160,58 +144,27 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
     )
 
 
-def _worker_count(text: str) -> int:
-    from .console import worker_count as count
-
-    return count(text)
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+_date = number(dt.date.fromisoformat, "a date as YYYY-MM-DD")
+_seconds = number(float, "seconds", lambda v: v >= 0, "be 0 or more")
 
 
 def run_nightly_command(args: argparse.Namespace) -> int:
-    from .. import _jit
     from ..alerts.stream import SyslogSender
-    from ..capture import CaptureProblem
     from ..nightly.run import NightlyOptions, NightlyResult, run_nightly
-    from ..policy import load_policy
     from ..units import human_bytes
-    from .console import ExitStatus
-    from .console import progress as _progress
-    from .console import say as _say
 
     if args.learn and not args.model:
-        _say("--learn updates a model: give it with --model FILE")
+        say("--learn updates a model: give it with --model FILE")
         return ExitStatus.USAGE
-    policy = load_policy(args.policy)
-    for warning in policy.warnings:
-        _say(f"warning: {warning}")
+    policy = site_policy(args.policy)
     model = None
     if args.model:
         from ..detect.model import load_model
 
         model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
-    if not _jit.is_compiled_cache_warm() and not args.quiet:
-        _say(f"compiling the packet kernels for this machine (once, about 45 s; cached in "
-             f"{_jit.CACHE_DIR.parent})")  # fmt: skip
+    if not args.quiet:
+        say_compiling(45)
     syslog = SyslogSender(args.syslog) if args.syslog else None
-
-    def on_problem(problem: CaptureProblem) -> None:
-        _say(("error: " if problem.fatal else "warning: ") + str(problem))
 
     options = NightlyOptions(
         captures=args.captures,
@@ -233,11 +186,11 @@ def run_nightly_command(args: argparse.Namespace) -> int:
         # The days are marked announced when this returns: the summary must be out.
         if not args.quiet:
             for path, why in result.waiting:
-                _say(f"left for the next run: {path}: {why}")
+                say(f"left for the next run: {path}: {why}")
             for day, why in result.not_ready:
-                _say(f"{day}: not finished yet: {why}")
+                say(f"{day}: not finished yet: {why}")
             for earlier in result.earlier:
-                _say(
+                say(
                     f"{earlier.day}: {earlier.alerts} alert(s) ({earlier.new_alerts} new) from "
                     f"{earlier.files} file(s) → {earlier.report} (finished by an earlier run "
                     "that was stopped before it announced them)"
@@ -253,7 +206,7 @@ def run_nightly_command(args: argparse.Namespace) -> int:
                     f"{sum(d.alerts for d in result.earlier)} alert(s) "
                     f"({sum(d.new_alerts for d in result.earlier)} new)"
                 )
-            _say(line)
+            say(line)
         sys.stderr.flush()
 
     try:
@@ -261,9 +214,9 @@ def run_nightly_command(args: argparse.Namespace) -> int:
             options,
             policy,
             model=model,
-            on_problem=on_problem,
-            say=(lambda m: None) if args.quiet else _say,
-            progress=lambda b, paths: _progress(b, paths, not args.quiet),
+            on_problem=Problems(),
+            say=(lambda m: None) if args.quiet else say,
+            progress=lambda b, paths: progress(b, paths, not args.quiet),
             announce=announce,
         )
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -15,6 +16,10 @@ import numpy as np
 from .._kernels import timefmt
 from ..errors import DetectorError
 from ..units import human_bytes
+
+# An output file's format by its extension, when none is given.
+FLOW_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
+                 ".json": "jsonl", ".ndjson": "jsonl"}  # fmt: skip
 
 TABLE_COLUMNS = ["first_seen", "src_ip", "src_port", "dst_ip", "dst_port", "transport",
                  "src2dst_packets", "src2dst_bytes", "dst2src_packets", "dst2src_bytes",
@@ -295,3 +300,28 @@ def write_flows(
             sys.stdout.buffer.flush()
     except OSError as exc:
         raise DetectorError(f"cannot write {path or 'stdout'}: {exc.strerror or exc}") from None
+
+
+def flow_format(fmt: str | None, output: str | None) -> str:
+    """The format to write flows in: ``fmt`` when given, else the one of
+    ``output``'s extension (``FLOW_SUFFIXES``), else a table."""
+    if fmt:
+        return fmt
+    if output:
+        return FLOW_SUFFIXES.get(Path(output).suffix.lower(), "table")
+    return "table"
+
+
+def write_flow_rows(
+    rows: np.ndarray, fmt: str, path: str | None, *, top: int | None = None
+) -> None:
+    """Write flow-table rows (``FlowTable.exported_rows``) as :func:`write_flows`
+    does, in order of first packet; ``top``: only the ``top`` flows with the
+    most bytes, largest first."""
+    from .records import iter_flow_columns, largest_rows
+
+    if top is not None:
+        rows = largest_rows(rows, top)
+    # Text straight into Arrow arrays for the Arrow-based writers.
+    slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
+    write_flows(slices, fmt, path, by_bytes=top is not None)

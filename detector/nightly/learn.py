@@ -17,8 +17,6 @@ and gets the same model.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +25,7 @@ import numpy as np
 
 from ..alerts.record import Alert
 from ..networks import address_text
+from ..outputs import replacing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,13 +139,5 @@ def _utc_ns(column: pd.Series) -> np.ndarray:
 
 
 def _write_parquet(frame: pd.DataFrame, target: Path) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        frame.to_parquet(temp, index=False)
-        with open(temp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with replacing(target, mode=0o600) as path:
+        frame.to_parquet(path, index=False)

@@ -15,11 +15,10 @@ import datetime as dt
 import hashlib
 import html
 import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 from ..alerts.mask import mask_personal
+from ..outputs import replacing
 from ..units import human_bytes
 from .day import NS, AlertEntry, DayReport, HourBar
 
@@ -616,16 +615,6 @@ def _health(report: DayReport) -> list[str]:
 def write_report(report: DayReport, path: str | os.PathLike[str]) -> None:
     """Write the report's HTML to ``path`` atomically: a reader (or a crash)
     sees the old file or the new one, never half of one."""
-    target = Path(path)
     text = render_html(report)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with replacing(path, mode=0o644) as partial, open(partial, "w", encoding="utf-8") as stream:
+        stream.write(text)

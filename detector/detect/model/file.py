@@ -55,8 +55,27 @@ def _policy_sections(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_model(model: EgressModel, path: str | os.PathLike[str], policy: Policy) -> None:
+    """Write ``model`` to ``path`` (:func:`write_model`), replacing an earlier
+    file only when complete and on disk."""
+    from ...outputs import OutputError, replacing
+
+    target = os.fspath(path)
+    try:
+        with replacing(target) as partial:
+            write_model(model, partial, policy, name=target)
+    except OutputError as exc:
+        raise ModelError(f"cannot write the model to {target}: {exc.reason}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot write the model to {target}: {exc.strerror or exc}") from None
+
+
+def write_model(
+    model: EgressModel, path: str | os.PathLike[str], policy: Policy, *, name: str | None = None
+) -> None:
     """Write ``model`` as a zip of ``meta.json``, ``history.npz`` (plain arrays)
-    and ``forest.skops`` (skops, no pickle), with each member's sha256 in the meta."""
+    and ``forest.skops`` (skops, no pickle), with each member's sha256 in the
+    meta, to ``path`` itself: a file being made (:func:`save_model` makes one),
+    whose ``name`` the error messages give (default: ``path``)."""
     import sklearn
     import skops.io as sio
 
@@ -95,16 +114,14 @@ def save_model(model: EgressModel, path: str | os.PathLike[str], policy: Policy)
         "baseline_quantiles": [float(v) for v in model.baseline_quantiles_],
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
-    target = os.fspath(path)
-    partial = target + ".partial"
     try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("meta.json", json.dumps(meta, indent=1))
-            for name, data in members.items():
-                archive.writestr(name, data)
-        os.replace(partial, target)
+            for member, data in members.items():
+                archive.writestr(member, data)
     except OSError as exc:
-        raise ModelError(f"cannot write the model to {target}: {exc.strerror or exc}") from None
+        shown = name or os.fspath(path)
+        raise ModelError(f"cannot write the model to {shown}: {exc.strerror or exc}") from None
 
 
 def load_model(path: str | os.PathLike[str], policy: Policy | None = None) -> EgressModel:

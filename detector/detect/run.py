@@ -1,0 +1,125 @@
+"""The scan and train commands' work, from their options to their files: each
+output is checked before the captures are read (minutes, maybe) and replaces
+an earlier file only when complete (detector.outputs)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..outputs import replacing
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..capture import CaptureProblem, CaptureStats
+    from ..policy import Policy
+    from .model import EgressModel
+    from .scan import ScanResult
+    from .train import Training
+
+
+def scan_to_files(
+    captures: Sequence[str],
+    policy: Policy,
+    *,
+    alerts_format: str,
+    alerts_out: str | None,
+    features_out: str | None = None,
+    parquet_dir: str | None = None,
+    window_minutes: int | None = None,
+    threads: int | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    model: EgressModel | None = None,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+    stats_out: list[CaptureStats] | None = None,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+) -> ScanResult:
+    """Scan ``captures`` (in this process, or on a Dask cluster given
+    ``workers`` > 1 or a ``scheduler``) and write the alerts as
+    ``alerts_format`` to ``alerts_out`` (stdout when None), the host-window
+    features to ``features_out`` (CSV for a .csv name, else Parquet) and the
+    flows and features to the Parquet dataset at ``parquet_dir``."""
+    from ..alerts import write_alerts
+    from ..flows.table import auto_threads
+    from .scan import scan_captures
+
+    with (
+        replacing(alerts_out, fsync=False) as alerts_path,
+        replacing(features_out, fsync=False) as features_path,
+    ):
+        scan = scan_captures
+        if scheduler or (workers or 1) > 1:
+            from functools import partial
+
+            from ..distributed import scan_captures_distributed
+
+            scan = partial(scan_captures_distributed, workers=workers, scheduler=scheduler)
+        result = scan(
+            captures,
+            policy,
+            window_minutes=window_minutes,
+            threads=threads if threads is not None else auto_threads(captures),
+            on_problem=on_problem,
+            stats_out=stats_out,
+            progress=progress,
+            model=model,
+        )
+        write_alerts(result.alerts, alerts_format, alerts_path, policy.zone, policy.site_name)
+        if features_out and features_path:
+            _write_features(result.features, features_path, csv=_is_csv(features_out))
+    if parquet_dir:
+        from ..distributed.dataset import write_dataset
+
+        write_dataset(result, policy, parquet_dir)
+    return result
+
+
+def _is_csv(name: str) -> bool:
+    return Path(name).suffix.lower() == ".csv"
+
+
+def _write_features(features: pd.DataFrame, path: str, *, csv: bool) -> None:
+    if csv:
+        features.to_csv(path, index=False)
+    else:
+        features.to_parquet(path, index=False, compression="zstd")
+
+
+def baseline_captures(baseline: Sequence[str]) -> list[str]:
+    """The captures among a baseline's files (the others are feature files)."""
+    from .train import FEATURE_SUFFIXES
+
+    return [p for p in baseline if Path(p).suffix.lower() not in FEATURE_SUFFIXES]
+
+
+def train_to_file(
+    baseline: Sequence[str],
+    policy: Policy,
+    output: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    threads: int | None = None,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+) -> Training:
+    """Learn the site's normal egress from ``baseline`` (captures and feature
+    files: :func:`detector.detect.train.train_model`) into a forest seeded with
+    ``seed``, and write the model to ``output``."""
+    from ..flows.table import auto_threads
+    from .model import EgressModel
+    from .model.file import write_model
+    from .train import train_model
+
+    with replacing(output) as path:  # checked before training
+        training = train_model(
+            baseline,
+            policy,
+            model=EgressModel(percentile=policy.model_percentile, random_state=seed),
+            threads=threads if threads is not None else auto_threads(baseline_captures(baseline)),
+            on_problem=on_problem,
+        )
+        write_model(training.model, path, policy, name=os.fspath(output))
+    return training
