@@ -192,3 +192,38 @@ def test_the_live_console_shows_control_characters_too(fmt):
     text = out.getvalue()
     assert not raw_controls(text)
     assert ("\\x1b]0;owned" if fmt == "table" else "\\u001b]0;owned") in text
+
+
+SITE = """
+[site]
+name = "test-site"
+timezone = "Asia/Taipei"
+[networks]
+internal = ["10.0.0.0/8"]
+"""
+
+
+def test_a_dns_tunnel_example_is_masked_before_it_is_cut(tmp_path):
+    """The dns-tunnel alert shows one question, cut to 80 characters: cut
+    first, an ID number at the cut kept 8 or 9 of its characters (enough, with
+    the check digit, to give the whole number) that no mask could recognise."""
+    from scapy.all import DNS, DNSQR, UDP
+
+    from detector.detect.scan import scan_captures
+    from detector.policy import parse_policy
+
+    for cut_at in (8, 9):  # characters of the number before the 80th
+        number = NATIONAL.lower()
+        name = "a" * 60 + "." + "b" * (18 - cut_at) + "-" + number + ".t.example.com"
+        assert name.index(number) == 80 - cut_at
+        packet = (
+            Ether()
+            / IP(src="10.0.0.5", dst="10.0.0.53")
+            / UDP(sport=5000, dport=53)
+            / DNS(rd=1, qd=DNSQR(qname=name))
+        )
+        wrpcap(str(tmp_path / "t.pcap"), [packet])
+        result = scan_captures([tmp_path / "t.pcap"], parse_policy(SITE))
+        (tunnel,) = [a for a in result.alerts if a.rule_id == "dns-tunnel"]
+        assert number[:cut_at] not in tunnel.message
+        assert f"-{m(number)}"[: cut_at + 1] in tunnel.message

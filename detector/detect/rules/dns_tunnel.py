@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ...alerts.mask import mask_personal
 from ...alerts.record import Alert
 from ...networks import address_text
 from ..declare import COUNT, PAYLOAD, Detection, Setting
@@ -93,7 +94,9 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
         last = max(int(item[1]["last"]) for item in found)
         total = sum(int(item[1]["queries"]) for item in found)
         example = (g["encoded"] or sorted(g["subs"], key=len, reverse=True) or [base])[0]
-        shown = example.encode("ascii", "backslashreplace").decode()[:80]
+        # Masked before it is cut: a cut can leave 9 of an ID number's 10
+        # characters, which the alert could no longer tell from other text.
+        shown = mask_personal(example.encode("ascii", "backslashreplace").decode())[:80]
         where = (
             f"under {base}" if len(found) == 1 else f"under {len(found):,} domains (most: {base})"
         )
