@@ -8,10 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..capture import CaptureStats
 from ..outputs import replacing
+from . import write
+from .records import iter_flow_columns, largest_rows
 from .table import FlowTable, count_flows
-from .write import write_flow_rows
 
 
 @dataclass
@@ -40,5 +43,13 @@ def export_flows(
         table = count_flows(captures, stats_out=stats, **count_options)
         seconds = time.perf_counter() - started
         rows = table.exported_rows()
-        write_flow_rows(rows, fmt, path, top=top)
+        _write_rows(rows, fmt, path, top)
     return FlowExport(table, len(rows), seconds, stats)
+
+
+def _write_rows(rows: np.ndarray, fmt: str, path: str | None, top: int | None) -> None:
+    if top is not None:
+        rows = largest_rows(rows, top)
+    # Text straight into Arrow arrays for the Arrow-based writers.
+    slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
+    write.write_flows(slices, fmt, path, by_bytes=top is not None)

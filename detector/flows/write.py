@@ -310,18 +310,3 @@ def flow_format(fmt: str | None, output: str | None) -> str:
     if output:
         return FLOW_SUFFIXES.get(Path(output).suffix.lower(), "table")
     return "table"
-
-
-def write_flow_rows(
-    rows: np.ndarray, fmt: str, path: str | None, *, top: int | None = None
-) -> None:
-    """Write flow-table rows (``FlowTable.exported_rows``) as :func:`write_flows`
-    does, in order of first packet; ``top``: only the ``top`` flows with the
-    most bytes, largest first."""
-    from .records import iter_flow_columns, largest_rows
-
-    if top is not None:
-        rows = largest_rows(rows, top)
-    # Text straight into Arrow arrays for the Arrow-based writers.
-    slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
-    write_flows(slices, fmt, path, by_bytes=top is not None)
