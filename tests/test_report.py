@@ -348,7 +348,7 @@ def hostile_result(day):
     alerts = [
         dataclasses.replace(
             a,
-            message=a.message + " <script>alert(2)</script>",
+            text=a.text + " <script>alert(2)</script>",
             destination_domain=HOSTILE,
             evidence=dict(a.evidence),
         )  # fmt: skip

@@ -373,16 +373,17 @@ def test_an_alert_that_goes_on_is_raised_once_then_updated():
         return Alert(rule, "r", 4, start, end, "10.8.40.31", "m", destination_ip=dst,
                      source_bytes=sent)  # fmt: skip
 
-    first = alert(100, 200)
-    assert detector._raised_before(first) is None and first.event_sequence == 0
-    raised = detector._raised_before(alert(100, 300, sent=20))  # it went on
-    assert raised is not None and raised.event_id == first.event_id
-    assert detector._grown(update := alert(100, 300, sent=20), raised)
+    first = detector._as_written(alert(100, 200))
+    assert first is not None and (first.event_action, first.event_sequence) == ("alert-raised", 0)
+    update = detector._as_written(alert(100, 300, sent=20))  # it went on
+    assert update is not None
     assert (update.event_id, update.event_action, update.event_sequence) == (
         first.event_id, "alert-updated", 1)  # fmt: skip
-    assert not detector._grown(alert(100, 300, sent=20), raised)  # nothing new: not again
-    later = alert(150, 400, sent=15)  # its start left the history: lower sums, no update
-    assert detector._raised_before(later) is raised and not detector._grown(later, raised)
-    assert detector._raised_before(alert(500, 600)) is None  # a new one, after a gap
-    assert detector._raised_before(alert(150, 400, dst="203.0.113.141")) is None
-    assert detector._raised_before(alert(150, 400, rule="offhours-bulk-egress")) is None
+    assert detector._as_written(alert(100, 300, sent=20)) is None  # nothing new: not again
+    # Its start left the history: lower sums, no update.
+    assert detector._as_written(alert(150, 400, sent=15)) is None
+    for other in (alert(500, 600), alert(150, 400, dst="203.0.113.141"),
+                  alert(150, 400, rule="offhours-bulk-egress")):  # fmt: skip
+        written = detector._as_written(other)  # a new one: after a gap, elsewhere, another rule
+        assert written is not None and written.event_action == "alert-raised"
+        assert written.event_id != first.event_id

@@ -68,36 +68,6 @@ def mask_value(value: Any) -> Any:
     return value
 
 
-class Evidence(dict[str, Any]):
-    """An alert's evidence: a dict that masks ID numbers in whatever is put in
-    (``e[k] = v``, ``update``, ``setdefault``, ``|=``), so a rule that adds
-    names after the alert was made cannot add them unmasked."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__()
-        self.update(*args, **kwargs)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(mask_value(key), mask_value(value))
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        key = mask_value(key)
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def __ior__(self, other: Any) -> Evidence:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def copy(self) -> Evidence:
-        return Evidence(self)
-
-
 def _escape(match: re.Match[str]) -> str:
     return f"\\x{ord(match.group(0)):02x}"
 

@@ -5,27 +5,51 @@ JSON lines without a mapping: ``event.*``, ``rule.*``, ``source.*``,
 ``destination.*``, ``network.*``, ``observer.*``. What ECS has no field for
 lives under ``egress.*`` (the rule's evidence: thresholds, other destinations).
 
-An alert never holds a full ID number: its text fields (``message``,
-``destination_domain``, ``evidence`` at any depth) are masked
-(:func:`detector.alerts.mask.mask_personal`) whenever they are set, when the
-alert is made and when a rule adds to it later, so no writer has to remember.
+An alert never holds a full ID number: its text fields (``text``, ``notes``,
+``destination_domain``, ``destination_names``, ``evidence`` at any depth) are
+masked (:func:`detector.alerts.mask.mask_personal`) when it is made, and an
+alert is never changed after (a later finding makes a new one), so no writer
+has to remember.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
-from .mask import Evidence, mask_personal
+from .mask import mask_personal, mask_value
 
 SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 ALERT_RAISED = "alert-raised"  # ECS event.action of an alert's first document
 ALERT_UPDATED = "alert-updated"  # … and of a later one with grown figures, same event.id
 
 
-@dataclass
+class Evidence(dict[str, Any]):
+    """An alert's evidence (``egress.*``): ID numbers masked when it is made, and
+    fixed from then on, like the alert. A later finding makes a new alert with
+    more evidence (:meth:`Alert.with_evidence`); nothing edits one in place."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__((mask_value(k), mask_value(v)) for k, v in dict(*args, **kwargs).items())
+
+    def _fixed(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("an alert's evidence is fixed when it is made: use alert.with_evidence()")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _fixed  # type: ignore[assignment]
+    __ior__ = _fixed  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Evidence, (dict(self),))
+
+
+# Names shown beside the other side's address in a message ("… ({names})").
+NAMES_SHOWN = 3
+
+
+@dataclass(frozen=True)
 class Alert:
     """One finding: a rule (or the model) and one host, over one span of time.
 
@@ -35,6 +59,14 @@ class Alert:
     about the sensor itself has no host: ``source_ip`` is empty and the ECS
     document has no ``source`` (ECS consumers reject a ``source.ip`` that is
     not an address); the ``observer_*`` fields say which sensor it is.
+
+    An alert is a record, fixed when made: ``text`` is the detection's own
+    sentence; what later steps learn about the same incident comes as new
+    fields on a new alert (``notes``: the model's reason, the declared mail
+    sizes; ``destination_names``: what the scan saw the other side called), and
+    ``message`` is rendered from them, the same for every output. Text from the
+    traffic (a DNS name, a Host, an SNI, a payload excerpt) is masked on the way
+    in (:func:`detector.alerts.mask.mask_personal`), so no writer has to remember.
     """
 
     rule_id: str
@@ -43,7 +75,7 @@ class Alert:
     start_ns: int
     end_ns: int
     source_ip: str
-    message: str
+    text: str  # the detection's own sentence (see ``message``)
     source_bytes: int = 0
     source_packets: int = 0
     source_port: int | None = None
@@ -55,7 +87,7 @@ class Alert:
     transport: str | None = None
     direction: str | None = None  # ECS network.direction: egress, internal, …
     community_id: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)  # → egress.*
+    evidence: Mapping[str, Any] = field(default_factory=dict)  # → egress.*
     # The sensor itself, for alerts about the sensor (sensor-drops,
     # sensor-blind) that concern no one host: ECS observer.hostname and
     # observer.ingress.interface.name (a SPAN port sensor has only ingress).
@@ -67,23 +99,48 @@ class Alert:
     event_id: str | None = None
     event_action: str | None = None  # ALERT_RAISED or ALERT_UPDATED
     event_sequence: int | None = None
+    # Later findings about the same incident, rendered after ``text``, in order.
+    notes: tuple[str, ...] = ()
+    # What the other side is called, most seen first (shown beside its address).
+    destination_names: tuple[str, ...] = ()
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Text from the traffic (a DNS name, a Host, an SNI, a payload excerpt)
-        # enters an alert only through these fields: mask it on the way in.
-        if name == "evidence":
-            value = Evidence(value)
-        elif name in _TEXT_FIELDS and isinstance(value, str):
-            value = mask_personal(value)
-        object.__setattr__(self, name, value)
+    def __post_init__(self) -> None:
+        masked = object.__setattr__  # the record is frozen; these are its own values
+        masked(self, "text", mask_personal(self.text))
+        if self.destination_domain is not None:
+            masked(self, "destination_domain", mask_personal(self.destination_domain))
+        masked(self, "notes", tuple(mask_personal(note) for note in self.notes))
+        masked(self, "destination_names", tuple(map(mask_personal, self.destination_names)))
+        if not isinstance(self.evidence, Evidence):
+            masked(self, "evidence", Evidence(self.evidence))
+
+    @property
+    def message(self) -> str:
+        """What every output says: the text, each note after it, and the other
+        side's names beside its address ('203.0.113.140:443 (files.example.net)')."""
+        message = "; ".join((self.text, *self.notes))
+        names, ip = self.destination_names, self.destination_ip
+        if names and ip:
+            label = ", ".join(names[:NAMES_SHOWN]) + (" …" if len(names) > NAMES_SHOWN else "")
+            with_port = f"{ip}:{self.destination_port}" if self.destination_port else None
+            if with_port and with_port in message:
+                message = message.replace(with_port, f"{with_port} ({label})", 1)
+            elif ip in message:
+                message = message.replace(ip, f"{ip} ({label})", 1)
+        return message
 
     @property
     def sort_key(self) -> tuple[int, int, int, str]:
         """Worst first, then biggest, then earliest."""
         return (-self.severity, -self.source_bytes, self.start_ns, self.rule_id)
 
+    def with_evidence(self, **more: Any) -> Alert:
+        """This alert with more evidence (added after what it has)."""
+        return replace(self, evidence={**self.evidence, **more})
 
-_TEXT_FIELDS = frozenset({"message", "destination_domain"})
+    def with_note(self, note: str, **evidence: Any) -> Alert:
+        """This alert with one more sentence about the same incident (and its evidence)."""
+        return replace(self, notes=(*self.notes, note), evidence={**self.evidence, **evidence})
 
 
 def local_time(ts_ns: int, zone: ZoneInfo, *, digits: int = 3) -> str:

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -468,8 +468,8 @@ class LiveDetector:
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
         alerts = list(result.alerts) + self._sensor_alerts(policy)
-        new = []
-        grown = []
+        new: list[Alert] = []
+        grown: list[Alert] = []
         for alert in alerts:
             dropped = sum(
                 span.dropped
@@ -477,12 +477,10 @@ class LiveDetector:
                 if span.start_ns <= alert.end_ns and span.end_ns >= alert.start_ns
             )
             if dropped and alert.rule_id not in (SENSOR_DROPS, SENSOR_BLIND):
-                alert.evidence["sensor_dropped_packets"] = dropped
-            raised = self._raised_before(alert)
-            if raised is None:
-                new.append(alert)
-            elif self._grown(alert, raised):
-                grown.append(alert)
+                alert = alert.with_evidence(sensor_dropped_packets=dropped)
+            written = self._as_written(alert)
+            if written is not None:
+                (new if written.event_action == ALERT_RAISED else grown).append(written)
         new.sort(key=lambda a: a.sort_key)
         grown.sort(key=lambda a: a.sort_key)
         if new:
@@ -507,7 +505,7 @@ class LiveDetector:
     def _raised_before(self, alert: Alert) -> _Raised | None:
         """The earlier alert of the same (rule, host, other side) that overlaps
         this one in time, if one was written (its span is stretched to cover
-        this one); else None, and this one is recorded and stamped as raised."""
+        this one); else None, and this one is recorded as raised."""
         records = self._raised.setdefault(
             (alert.rule_id, alert.source_ip, alert.destination_ip), []
         )
@@ -515,15 +513,26 @@ class LiveDetector:
             if alert.start_ns <= raised.end_ns and alert.end_ns >= raised.start_ns:
                 raised.end_ns = max(raised.end_ns, alert.end_ns)
                 return raised
-        event_id = _event_id(alert)
-        records.append(_Raised(alert.start_ns, alert.end_ns, event_id, _figures(alert)))
-        alert.event_id, alert.event_action, alert.event_sequence = event_id, ALERT_RAISED, 0
+        records.append(_Raised(alert.start_ns, alert.end_ns, _event_id(alert), _figures(alert)))
         return None
+
+    def _as_written(self, alert: Alert) -> Alert | None:
+        """``alert`` as the sensor writes it: newly raised (its own event id,
+        sequence 0), an update of an earlier one whose figures grew (that one's
+        id, the next sequence), or None when there is nothing new to write."""
+        raised = self._raised_before(alert)
+        if raised is None:
+            event_id, action, sequence = _event_id(alert), ALERT_RAISED, 0
+        elif self._grown(alert, raised):
+            event_id, action, sequence = raised.event_id, ALERT_UPDATED, raised.updates
+        else:
+            return None
+        return replace(alert, event_id=event_id, event_action=action, event_sequence=sequence)
 
     @staticmethod
     def _grown(alert: Alert, raised: _Raised) -> bool:
         """Whether ``alert`` is an update of ``raised`` worth writing: the same
-        incident with grown figures (a transfer that went on). It is stamped
+        incident with grown figures (a transfer that went on), to be written
         with the first document's id. One whose first minutes left the history
         (a later start, smaller sums) is not: its figures would be too low."""
         figures = _figures(alert)
@@ -533,8 +542,6 @@ class LiveDetector:
             return False
         raised.figures = figures
         raised.updates += 1
-        alert.event_id, alert.event_action = raised.event_id, ALERT_UPDATED
-        alert.event_sequence = raised.updates
         return True
 
     def _sensor_alerts(self, policy: Policy) -> list[Alert]:
@@ -554,7 +561,7 @@ class LiveDetector:
                     start_ns=span.start_ns,
                     end_ns=span.end_ns,
                     source_ip="",  # about the sensor, not a host: no source.* in ECS
-                    message=(
+                    text=(
                         f"the sensor dropped {span.dropped:,} packets on {interface} (its ring "
                         "was full): traffic in this window is under-counted; raise "
                         "--block-count or --workers"
@@ -577,7 +584,7 @@ class LiveDetector:
                     start_ns=span.start_ns,
                     end_ns=span.end_ns,
                     source_ip="",
-                    message=(
+                    text=(
                         f"the sensor dropped {span.dropped:,} packets on {interface} outside "
                         f"business hours: it cannot vouch that the isolated networks "
                         f"({policy.isolated}) sent nothing outside in that time"

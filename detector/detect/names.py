@@ -5,7 +5,7 @@ HTTP Hosts name them, so alerts say ``203.0.113.140 (files.example.net)`` and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,8 +15,6 @@ from ..networks import address_pair
 
 if TYPE_CHECKING:
     import pandas as pd
-
-MAX_NAMES = 3  # names shown per address
 
 
 @dataclass
@@ -87,22 +85,15 @@ def names_from_facts(facts: pd.DataFrame) -> Names:
     )
 
 
-def name_alerts(alerts: list[Alert], names: Names) -> None:
-    """Give each alert's destination its name(s): ``destination.domain`` and
-    '203.0.113.140 (files.example.net)' in the message."""
+def name_alerts(alerts: list[Alert], names: Names) -> list[Alert]:
+    """``alerts`` with each destination's name(s): ``destination.domain``, and
+    '203.0.113.140 (files.example.net)' in the message (``Alert.message``)."""
+    named = []
     for alert in alerts:
-        if not alert.destination_ip:
-            continue
-        found = names.of(alert.destination_ip)
-        if not found:
-            continue
-        alert.destination_domain = found[0]
-        label = ", ".join(found[:MAX_NAMES]) + (" …" if len(found) > MAX_NAMES else "")
-        ip = alert.destination_ip
-        with_port = f"{ip}:{alert.destination_port}" if alert.destination_port else None
-        if with_port and with_port in alert.message:
-            alert.message = alert.message.replace(with_port, f"{with_port} ({label})", 1)
-        elif ip in alert.message:
-            alert.message = alert.message.replace(ip, f"{ip} ({label})", 1)
-        if len(found) > 1:
-            alert.evidence.setdefault("destination_names", found[:10])
+        found = names.of(alert.destination_ip) if alert.destination_ip else []
+        if found:
+            alert = replace(alert, destination_domain=found[0], destination_names=tuple(found[:10]))
+            if len(found) > 1:
+                alert = alert.with_evidence(destination_names=found[:10])
+        named.append(alert)
+    return named

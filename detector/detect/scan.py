@@ -108,8 +108,8 @@ def scan_activity(
     if facts is not None:
         payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows)
         alerts.extend(run_payload_rules(payload))
-        annotate_mail_sizes(alerts, facts)
-    name_alerts(alerts, names)
+        alerts = annotate_mail_sizes(alerts, facts)
+    alerts = name_alerts(alerts, names)
     alerts.sort(key=lambda a: a.sort_key)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names)
 

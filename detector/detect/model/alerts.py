@@ -67,9 +67,9 @@ def model_alerts(
     flagged = flagged.assign(
         _why=model.explain(flagged, upload_minutes=upload)  # type: ignore[arg-type]
     )
-    by_host: dict[str, list[Alert]] = {}
-    for alert in alerts:
-        by_host.setdefault(alert.source_ip, []).append(alert)
+    by_host: dict[str, list[int]] = {}  # positions in ``alerts``
+    for position, alert in enumerate(alerts):
+        by_host.setdefault(alert.source_ip, []).append(position)
     gap = minutes * MINUTE_NS
     outside_of_host = (
         {} if outside is None else dict(tuple(outside.groupby("host", sort=False)))  # type: ignore[arg-type]
@@ -99,12 +99,11 @@ def model_alerts(
             )
             # The same finding: a rule alert about this host's egress at that time
             # (not, say, always-on's whole night, which must not hide a leak).
-            overlapping = [a for a in by_host.get(str(host), []) if a.direction == "egress"
-                           and a.start_ns < end and a.end_ns >= start]  # fmt: skip
+            overlapping = [k for k in by_host.get(str(host), []) if alerts[k].direction == "egress"
+                           and alerts[k].start_ns < end and alerts[k].end_ns >= start]  # fmt: skip
             if overlapping:
-                for alert in overlapping:
-                    alert.evidence["model"] = verdict_doc
-                    alert.message += f"; {reason}"
+                for k in overlapping:  # one alert, both reasons
+                    alerts[k] = alerts[k].with_note(reason, model=verdict_doc)
                 continue
             ext = (
                 None if outside is None else _between_ns(outside_of_host.get(str(host)), start, end)
@@ -156,33 +155,35 @@ def _anomaly_alert(
     end: int,
 ) -> Alert:
     sent = int(episode["bytes_out"].sum())
-    alert = Alert(
+    start_ns, end_ns = start, end - 1
+    destination: dict[str, Any] = {}
+    if traffic is not None and ext is not None and len(ext):
+        start_ns, end_ns = int(ext["first_ns"].min()), int(ext["last_ns"].max())
+        by_peer = ext.groupby("peer_id", sort=False)["bytes_out"].sum()
+        top = int(by_peer.index.to_numpy()[int(np.argmax(by_peer.to_numpy()))])
+        top_rows = ext[ext["peer_id"].to_numpy() == top]
+        destination = {
+            "destination_ip": traffic.text(top),
+            "destination_bytes": int(top_rows["bytes_in"].sum()),
+            "destination_packets": int(top_rows["packets_in"].sum()),
+        }
+    windows = len(episode)
+    span = f"{windows} window{'s' if windows > 1 else ''}"
+    to = f" (most to {destination['destination_ip']})" if destination else ""
+    return Alert(
         rule_id=RULE_ID,
         rule_name=RULE_NAME,
         severity=SEVERITY,
-        start_ns=start,
-        end_ns=end - 1,
+        start_ns=start_ns,
+        end_ns=end_ns,
         source_ip=host,
-        message="",
+        text=f"{host} sent {human_bytes(sent)}{to} in {span}; {reason}",
         source_bytes=sent,
         source_packets=int(episode["packets_out"].sum()),
         direction="egress",
         evidence={"model": verdict_doc},
+        **destination,
     )
-    if traffic is not None and ext is not None and len(ext):
-        alert.start_ns = int(ext["first_ns"].min())
-        alert.end_ns = int(ext["last_ns"].max())
-        by_peer = ext.groupby("peer_id", sort=False)["bytes_out"].sum()
-        top = int(by_peer.index.to_numpy()[int(np.argmax(by_peer.to_numpy()))])
-        alert.destination_ip = traffic.text(top)
-        top_rows = ext[ext["peer_id"].to_numpy() == top]
-        alert.destination_bytes = int(top_rows["bytes_in"].sum())
-        alert.destination_packets = int(top_rows["packets_in"].sum())
-    windows = len(episode)
-    span = f"{windows} window{'s' if windows > 1 else ''}"
-    to = f" (most to {alert.destination_ip})" if alert.destination_ip else ""
-    alert.message = f"{host} sent {human_bytes(sent)}{to} in {span}; {reason}"
-    return alert
 
 
 def _upload_minutes(

@@ -112,7 +112,7 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
                     end_ns=end - 1,
                     source_ip=traffic.text(host),
                     source_packets=packets,
-                    message=(
+                    text=(
                         f"{traffic.text(host)} was active in every hour of {label} "
                         f"({settings['night_start']}–{settings['night_end']} local time, "
                         f"{packets:,} packets sent); computers should not stay on all night"

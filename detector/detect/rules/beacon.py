@@ -99,7 +99,7 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
                 source_bytes=int(group["sent"].sum()),
                 destination_ip=peer,
                 direction="egress",
-                message=(
+                text=(
                     f"{host} connects to {peer} every {_seconds(period)} ± {_seconds(jitter)}, "
                     f"{len(starts):,} times, {human_bytes(size)} each "
                     f"{when(first, last, policy)} (beacon score {score:.2f})"

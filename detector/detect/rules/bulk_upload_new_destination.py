@@ -12,7 +12,7 @@ from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
 from ..declare import BYTES, HOURS, MINUTES, Detection, Setting
 from .common import (
-    alert_for_rows,
+    conversation,
     dense_spans,
     endpoint,
     groups_reaching,
@@ -64,21 +64,20 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
             episode = rows[
                 (rows["minute_ns"] >= lo).to_numpy() & (rows["minute_ns"] <= hi).to_numpy()
             ]
-            alert = alert_for_rows(
-                ctx, rule, settings.severity, int(host), int(peer), episode, "", "egress",
-                {"threshold_bytes": threshold, "span_minutes": int(settings["span_minutes"]),
-                 "first_contact": first_contact},
-            )  # fmt: skip
+            conv = conversation(ctx, int(host), int(peer), episode)
             first_local = local_datetime(first_contact, ctx.policy)
-            alert.message = (
-                f"{alert.source_ip} uploaded {human_bytes(alert.source_bytes)} to "
-                f"{endpoint(alert)}, a destination it first reached at "
+            text = (
+                f"{conv.source_ip} uploaded {human_bytes(conv.source_bytes)} to "
+                f"{endpoint(conv)}, a destination it first reached at "
                 f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan"
                 f"{'' if ctx.known_destinations is None else ' (not in the model baseline)'}, "
-                f"{when(alert.start_ns, alert.end_ns, ctx.policy)}, "
-                f"{hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)} "
+                f"{when(conv.start_ns, conv.end_ns, ctx.policy)}, "
+                f"{hours_phrase(conv.start_ns, conv.end_ns, ctx.policy)} "
                 f"(threshold {threshold_text(threshold)} within {settings['span_minutes']} minutes)"
             )
+            evidence = {"threshold_bytes": threshold, "span_minutes": int(settings["span_minutes"]),
+                        "first_contact": first_contact}  # fmt: skip
+            alert = conv.alert(rule, settings.severity, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, rule)
 

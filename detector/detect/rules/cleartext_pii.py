@@ -53,7 +53,7 @@ def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
                 destination_port=port,
                 transport="tcp",
                 direction="egress",
-                message=(
+                text=(
                     f"{host} sent {len(distinct)} {what} number(s) unencrypted to "
                     f"{peer}:{port} {when(start, end, policy)}: {', '.join(masked)}"
                     + (" …" if len(distinct) > len(masked) else "")

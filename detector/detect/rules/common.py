@@ -9,6 +9,7 @@ transfer is one alert, not a flood.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -182,54 +183,79 @@ def hours_phrase(start_ns: int, end_ns: int, policy: Policy) -> str:
     return "partly outside business hours"
 
 
-def alert_for_rows(
-    ctx: ScanContext,
-    rule: Detection,
-    severity: int,
-    host: int,
-    peer: int | None,
-    rows: Any,  # a DataFrame or a dict of numpy columns
-    message: str,
-    direction: str | None,
-    evidence: dict[str, Any],
-) -> Alert:
+@dataclass(frozen=True)
+class Conversation:
+    """What an alert says about one host, and maybe one other side, over some
+    rows of its traffic: every field of the alert but its words. A rule reads
+    these to write its sentence, then makes the alert once (:meth:`alert`)."""
+
+    source_ip: str
+    start_ns: int
+    end_ns: int
+    source_bytes: int
+    source_packets: int
+    destination_ip: str | None = None
+    source_port: int | None = None
+    destination_port: int | None = None
+    destination_bytes: int = 0
+    destination_packets: int = 0
+    transport: str | None = None
+    community_id: str | None = None
+
+    def alert(
+        self,
+        rule: Detection,
+        severity: int,
+        text: str,
+        direction: str | None,
+        evidence: dict[str, Any],
+    ) -> Alert:
+        return Alert(
+            rule_id=rule.rule_id,
+            rule_name=rule.title,
+            severity=severity,
+            text=text,
+            direction=direction,
+            evidence=evidence,
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+        )
+
+
+def conversation(ctx: ScanContext, host: int, peer: int | None, rows: Any) -> Conversation:
+    """The conversation of ``host`` in ``rows`` (a DataFrame or a dict of numpy
+    columns); with ``peer``, the other side as seen in the conversation (peer
+    port, host port, protocol) that carried most bytes."""
     traffic = ctx.traffic
-    alert = Alert(
-        rule_id=rule.rule_id,
-        rule_name=rule.title,
-        severity=severity,
+    own = Conversation(
+        source_ip=traffic.text(host),
         start_ns=int(np.asarray(rows["first_ns"]).min()),
         end_ns=int(np.asarray(rows["last_ns"]).max()),
-        source_ip=traffic.text(host),
-        message=message,
         source_bytes=int(np.asarray(rows["bytes_out"]).sum()),
         source_packets=int(np.asarray(rows["packets_out"]).sum()),
-        direction=direction,
-        evidence=evidence,
     )
-    if peer is not None:
-        peer_port, host_port, proto = main_conversation(rows)
-        alert.destination_ip = traffic.text(peer)
-        if int(proto) in PORTED:
-            alert.source_port = int(host_port)
-            alert.destination_port = int(peer_port)
-        alert.destination_bytes = int(np.asarray(rows["bytes_in"]).sum())
-        alert.destination_packets = int(np.asarray(rows["packets_in"]).sum())
-        alert.transport = transport_name(proto)
-        alert.community_id = community_id_v1(
-            packed(alert.source_ip),
-            packed(alert.destination_ip),
-            int(proto),
-            int(host_port),
-            int(peer_port),
-        )
-    return alert
+    if peer is None:
+        return own
+    peer_port, host_port, proto = main_conversation(rows)
+    destination = traffic.text(peer)
+    ported = int(proto) in PORTED
+    return replace(
+        own,
+        destination_ip=destination,
+        source_port=int(host_port) if ported else None,
+        destination_port=int(peer_port) if ported else None,
+        destination_bytes=int(np.asarray(rows["bytes_in"]).sum()),
+        destination_packets=int(np.asarray(rows["packets_in"]).sum()),
+        transport=transport_name(proto),
+        community_id=community_id_v1(
+            packed(own.source_ip), packed(destination), int(proto), int(host_port), int(peer_port)
+        ),
+    )
 
 
 PORTED = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite
 
 
-def service_port(alert: Alert) -> int | None:
+def service_port(alert: Alert | Conversation) -> int | None:
     """The port that names the service: the peer's, unless the host is the
     server (its port is the lower one, e.g. 445 against an ephemeral 51682)."""
     if alert.destination_port is None:
@@ -239,7 +265,7 @@ def service_port(alert: Alert) -> int | None:
     return alert.destination_port
 
 
-def endpoint(alert: Alert) -> str:
+def endpoint(alert: Alert | Conversation) -> str:
     """'203.0.113.140:443' when the other side offers the service, else
     '10.8.10.44 (to tcp/445 on the host)'."""
     if alert.destination_ip is None:
@@ -290,7 +316,7 @@ def limit_per_host(alerts: list[Alert], rule: Detection) -> list[Alert]:
                     start_ns=min(a.start_ns for a in rest),
                     end_ns=max(a.end_ns for a in rest),
                     source_ip=host,
-                    message=f"{host}: {len(rest)} more {rule.rule_id} findings with "
+                    text=f"{host}: {len(rest)} more {rule.rule_id} findings with "
                     f"{len(peers)} more destinations (the {MAX_ALERTS_PER_HOST} largest are "
                     "separate alerts)",
                     source_bytes=sum(a.source_bytes for a in rest),

@@ -109,7 +109,7 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
                 end_ns=last,
                 source_ip=host,
                 source_packets=total,
-                message=(
+                text=(
                     f"{host} asked {total:,} DNS questions {where}: "
                     + "; ".join(reasons)
                     + f" (e.g. {shown}) {when(first, last, policy)}"

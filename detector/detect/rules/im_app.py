@@ -114,7 +114,7 @@ def check_im_app(ctx: ScanContext) -> list[Alert]:
                 start_ns=start,
                 end_ns=end,
                 source_ip=host,
-                message=(
+                text=(
                     f"{host} uses {names[str(app_id)]} ({', '.join(seen[:3])}"
                     + (" …" if len(seen) > 3 else "")
                     + f") {when(start, end, policy)}; messaging apps are outside the "

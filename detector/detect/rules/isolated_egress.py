@@ -10,7 +10,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...units import human_bytes
 from ..declare import Boolean, Detection, Setting, Severity
-from .common import alert_for_rows, hours_phrase, limit_per_host, services_phrase, when
+from .common import conversation, hours_phrase, limit_per_host, services_phrase, when
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -52,21 +52,20 @@ def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
         host, peer = int(host_ids[start]), int(peer_ids[start])
         external = bool(episode["peer_external"][0])
         severity = settings.severity if external else settings["internal_severity"]
-        alert = alert_for_rows(
-            ctx, rule, severity, int(host), int(peer), episode, "",
-            "egress" if external else "internal", {"host_role": "isolated"},
-        )  # fmt: skip
+        conv = conversation(ctx, host, peer, episode)
         kind = "outside address" if external else "internal host (not isolated)"
-        alert.message = (
-            f"{alert.source_ip} (isolated) exchanged packets with {kind} "
-            f"{alert.destination_ip}{services_phrase(episode)}: sent "
-            f"{human_bytes(alert.source_bytes)}, received "
-            f"{human_bytes(alert.destination_bytes)} "
-            f"{when(alert.start_ns, alert.end_ns, ctx.policy)}, "
-            f"{hours_phrase(alert.start_ns, alert.end_ns, ctx.policy)}"
+        text = (
+            f"{conv.source_ip} (isolated) exchanged packets with {kind} "
+            f"{conv.destination_ip}{services_phrase(episode)}: sent "
+            f"{human_bytes(conv.source_bytes)}, received "
+            f"{human_bytes(conv.destination_bytes)} "
+            f"{when(conv.start_ns, conv.end_ns, ctx.policy)}, "
+            f"{hours_phrase(conv.start_ns, conv.end_ns, ctx.policy)}"
         )
         if not external:
-            alert.message += "; a bridge between the isolated and the internet side?"
+            text += "; a bridge between the isolated and the internet side?"
+        direction = "egress" if external else "internal"
+        alert = conv.alert(rule, severity, text, direction, {"host_role": "isolated"})
         alerts.append(alert)
     return limit_per_host(alerts, rule)
 

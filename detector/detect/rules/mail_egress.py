@@ -9,9 +9,9 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...networks import address_text
-from ...units import human_bytes
+from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, Detection, Ports, Setting, Severity
-from .common import alert_for_rows, endpoint, limit_per_host, minute_runs, threshold_text, when
+from .common import conversation, endpoint, limit_per_host, minute_runs, threshold_text, when
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,54 +63,57 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
             if not isolated and sent < threshold:
                 continue
             severity = settings.severity if isolated else settings["large_severity"]
-            alert = alert_for_rows(
-                ctx, rule, severity, int(host), int(peer), episode, "",
-                "egress" if external else "internal",
-                {"threshold_bytes": threshold, "host_role": "isolated" if isolated else "internal"},
-            )  # fmt: skip
-            who = f"{alert.source_ip} (isolated)" if isolated else alert.source_ip
+            conv = conversation(ctx, int(host), int(peer), episode)
+            who = f"{conv.source_ip} (isolated)" if isolated else conv.source_ip
             why = (
                 "isolated computers must not send mail"
                 if isolated
                 else f"over the {threshold_text(threshold)} threshold for outbound mail"
             )
-            alert.message = (
-                f"{who} sent mail (TCP {int(peer_port)}) to {endpoint(alert)}: "
-                f"{human_bytes(sent)} {when(alert.start_ns, alert.end_ns, ctx.policy)}; {why}"
+            text = (
+                f"{who} sent mail (TCP {int(peer_port)}) to {endpoint(conv)}: "
+                f"{human_bytes(sent)} {when(conv.start_ns, conv.end_ns, ctx.policy)}; {why}"
             )
+            evidence = {"threshold_bytes": threshold,
+                        "host_role": "isolated" if isolated else "internal"}  # fmt: skip
+            direction = "egress" if external else "internal"
+            alert = conv.alert(rule, severity, text, direction, evidence)
             alerts.append(alert)
     return limit_per_host(alerts, rule)
 
 
-def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> None:
-    """``mail-egress`` alerts gain the message sizes the mail client declared
-    (ESMTP SIZE, RFC 1870: the whole message, attachments included)."""
+def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]:
+    """``alerts`` with each ``mail-egress`` alert noting the message sizes the mail
+    client declared (ESMTP SIZE, RFC 1870: the whole message, attachments included)."""
     sizes = facts[(facts["kind"] == "smtp-size").to_numpy()] if not facts.empty else facts
     if sizes.empty:
-        return
+        return alerts
     src = [address_text(int(h), int(lo)) for h, lo in zip(sizes["src_hi"], sizes["src_lo"],
                                                           strict=True)]  # fmt: skip
     dst = [address_text(int(h), int(lo)) for h, lo in zip(sizes["dst_hi"], sizes["dst_lo"],
                                                           strict=True)]  # fmt: skip
     table = sizes.assign(src=src, dst=dst)
+    noted = []
     for alert in alerts:
+        noted.append(alert)
         if alert.rule_id != DETECTION.rule_id:
             continue
         ts = table["ts_ns"].to_numpy()
         mine = table[
             (table["src"] == alert.source_ip).to_numpy()
             & (table["dst"] == alert.destination_ip).to_numpy()
-            & (ts >= alert.start_ns - 60_000_000_000)
+            & (ts >= alert.start_ns - MINUTE_NS)
             & (ts <= alert.end_ns)
         ]
         if mine.empty:
             continue
         declared = [int(v) for v in mine["a"]]
-        alert.evidence["declared_message_bytes"] = declared
-        alert.message += (
-            f"; {len(declared)} message(s) declared at {human_bytes(sum(declared))} "
-            "(attachments included)"
+        noted[-1] = alert.with_note(
+            f"{len(declared)} message(s) declared at {human_bytes(sum(declared))} "
+            "(attachments included)",
+            declared_message_bytes=declared,
         )
+    return noted
 
 
 DETECTION = Detection(

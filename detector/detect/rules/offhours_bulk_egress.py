@@ -3,6 +3,7 @@ modelled incident: 26 classified documents sent out at night)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +13,7 @@ from ...alerts.record import Alert
 from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, MINUTES, Detection, Setting
 from .common import (
-    alert_for_rows,
+    conversation,
     dense_spans,
     endpoint,
     groups_reaching,
@@ -62,37 +63,38 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
             )
             top = int(by_peer.index.to_numpy()[0])
             top_rows = episode[episode["peer_id"].to_numpy() == top]
-            alert = alert_for_rows(
-                ctx, rule, settings.severity, ids([host])[0], top, top_rows, "", "egress", {}
-            )
             # The rule is about everything the host sent out in the span.
-            alert.start_ns = int(episode["first_ns"].min())
-            alert.end_ns = int(episode["last_ns"].max())
-            alert.source_bytes = int(episode["bytes_out"].sum())
-            alert.source_packets = int(episode["packets_out"].sum())
+            conv = replace(
+                conversation(ctx, ids([host])[0], top, top_rows),
+                start_ns=int(episode["first_ns"].min()),
+                end_ns=int(episode["last_ns"].max()),
+                source_bytes=int(episode["bytes_out"].sum()),
+                source_packets=int(episode["packets_out"].sum()),
+            )
             destinations = [
                 {"ip": ctx.traffic.text(int(p)), "bytes": int(b)}
                 for p, b in by_peer.head(5).items()
             ]
-            alert.evidence = {
+            evidence = {
                 "threshold_bytes": threshold,
                 "span_minutes": int(settings["span_minutes"]),
                 "destinations": destinations,
                 "destination_count": len(by_peer),
             }
             others = len(by_peer) - 1
-            alert.message = (
-                f"{alert.source_ip} sent {human_bytes(alert.source_bytes)} to "
+            text = (
+                f"{conv.source_ip} sent {human_bytes(conv.source_bytes)} to "
                 + (
-                    f"{endpoint(alert)}"
+                    f"{endpoint(conv)}"
                     if not others
-                    else f"{others + 1:,} outside addresses (most to {endpoint(alert)}, "
+                    else f"{others + 1:,} outside addresses (most to {endpoint(conv)}, "
                     f"{human_bytes(int(by_peer.iloc[0]))})"
                 )  # fmt: skip
-                + f" {when(alert.start_ns, alert.end_ns, ctx.policy)}, outside business hours"
+                + f" {when(conv.start_ns, conv.end_ns, ctx.policy)}, outside business hours"
                 f" (threshold {threshold_text(threshold)} within {settings['span_minutes']} "
                 "minutes)"
             )
+            alert = conv.alert(rule, settings.severity, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, rule)
 

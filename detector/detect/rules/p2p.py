@@ -60,7 +60,7 @@ def check_p2p(ctx: ScanContext) -> list[Alert]:
             direction="egress" if policy.is_external(np.array([top_hi], np.uint64),
                                                      np.array([top_lo], np.uint64))[0]
             else "internal",
-            message=(
+            text=(
                 f"{host} runs a P2P client: {', '.join(signatures)} seen with {len(peers):,} "
                 f"peer(s) {when(start, end, policy)}; P2P software is banned on "
                 "official computers"
