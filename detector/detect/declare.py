@@ -24,10 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from ..alerts.record import SEVERITY_NAMES
+from ..alerts.record import SEVERITY_NAMES, Alert
 
 if TYPE_CHECKING:
-    from ..alerts.record import Alert
     from ..networks import NetworkSet
     from .context import ScanContext
 
@@ -257,6 +256,14 @@ class Detection:
             if setting.key == key:
                 return setting
         raise KeyError(f"{self.rule_id} has no setting {key!r}")
+
+    def alert(
+        self, severity: int, start_ns: int, end_ns: int, source_ip: str, text: str, **fields: Any
+    ) -> Alert:
+        """An alert of this detection (``fields``: the rest of the Alert's)."""
+        return Alert(
+            self.rule_id, self.title, severity, start_ns, end_ns, source_ip, text, **fields
+        )
 
     def why(self, alert: Alert) -> str:
         return self.why_by_direction.get(alert.direction or "", self.why_it_matters)

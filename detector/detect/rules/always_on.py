@@ -104,13 +104,11 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
                 else f"{len(run)} nights from {run[0][0]:%a %Y-%m-%d}"
             )
             alerts.append(
-                Alert(
-                    rule_id=rule.rule_id,
-                    rule_name=rule.title,
-                    severity=settings.severity,
-                    start_ns=start,
-                    end_ns=end - 1,
-                    source_ip=traffic.text(host),
+                rule.alert(
+                    settings.severity,
+                    start,
+                    end - 1,
+                    traffic.text(host),
                     source_packets=packets,
                     text=(
                         f"{traffic.text(host)} was active in every hour of {label} "

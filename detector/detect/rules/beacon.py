@@ -89,13 +89,11 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
         size = float(np.median(group["sent"].to_numpy()))
         first, last = int(starts[0]), int(starts[-1])
         alerts.append(
-            Alert(
-                rule_id=DETECTION.rule_id,
-                rule_name=DETECTION.title,
-                severity=settings.severity,
-                start_ns=first,
-                end_ns=last,
-                source_ip=host,
+            DETECTION.alert(
+                settings.severity,
+                first,
+                last,
+                host,
                 source_bytes=int(group["sent"].sum()),
                 destination_ip=peer,
                 direction="egress",

@@ -16,12 +16,10 @@ from .common import (
     dense_spans,
     endpoint,
     groups_reaching,
-    hours_phrase,
     ids,
     limit_per_host,
     local_datetime,
-    threshold_text,
-    when,
+    threshold_phrase,
 )
 
 if TYPE_CHECKING:
@@ -71,9 +69,8 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
                 f"{endpoint(conv)}, a destination it first reached at "
                 f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan"
                 f"{'' if ctx.known_destinations is None else ' (not in the model baseline)'}, "
-                f"{when(conv.start_ns, conv.end_ns, ctx.policy)}, "
-                f"{hours_phrase(conv.start_ns, conv.end_ns, ctx.policy)} "
-                f"(threshold {threshold_text(threshold)} within {settings['span_minutes']} minutes)"
+                f"{conv.when_and_hours(ctx.policy)} "
+                + threshold_phrase(threshold, settings["span_minutes"])
             )
             evidence = {"threshold_bytes": threshold, "span_minutes": int(settings["span_minutes"]),
                         "first_contact": first_contact}  # fmt: skip

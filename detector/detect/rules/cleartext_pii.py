@@ -41,13 +41,11 @@ def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
             label for k, label in ((1, "national ID"), (2, "resident certificate")) if k in kinds
         )
         alerts.append(
-            Alert(
-                rule_id=DETECTION.rule_id,
-                rule_name=DETECTION.title,
-                severity=settings.severity,
-                start_ns=start,
-                end_ns=end,
-                source_ip=host,
+            DETECTION.alert(
+                settings.severity,
+                start,
+                end,
+                host,
                 source_packets=len(rows),
                 destination_ip=peer,
                 destination_port=port,

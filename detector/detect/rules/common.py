@@ -120,6 +120,11 @@ def run_ids(index: pd.Index) -> np.ndarray:
     return np.cumsum(new, dtype=np.int64) - 1
 
 
+def threshold_phrase(threshold: int, minutes: int) -> str:
+    """'(threshold 50 MB within 60 minutes)'."""
+    return f"(threshold {threshold_text(threshold)} within {minutes} minutes)"
+
+
 def threshold_text(n: int) -> str:
     """'50 MB' rather than '50.0 MB' for the round numbers thresholds are."""
     return human_bytes(n).replace(".0 ", " ")
@@ -202,6 +207,14 @@ class Conversation:
     transport: str | None = None
     community_id: str | None = None
 
+    def when(self, policy: Policy) -> str:
+        """'from 02:13 to 02:19 local time (Wed 2026-02-04)'."""
+        return when(self.start_ns, self.end_ns, policy)
+
+    def when_and_hours(self, policy: Policy) -> str:
+        """'from 02:13 to 02:19 local time (Wed 2026-02-04), outside business hours'."""
+        return f"{self.when(policy)}, {hours_phrase(self.start_ns, self.end_ns, policy)}"
+
     def alert(
         self,
         rule: Detection,
@@ -210,14 +223,10 @@ class Conversation:
         direction: str | None,
         evidence: dict[str, Any],
     ) -> Alert:
-        return Alert(
-            rule_id=rule.rule_id,
-            rule_name=rule.title,
-            severity=severity,
-            text=text,
-            direction=direction,
-            evidence=evidence,
-            **{f.name: getattr(self, f.name) for f in fields(self)},
+        own = {f.name: getattr(self, f.name) for f in fields(self)}
+        start, end, host = own.pop("start_ns"), own.pop("end_ns"), own.pop("source_ip")
+        return rule.alert(
+            severity, start, end, host, text, direction=direction, evidence=evidence, **own
         )
 
 
@@ -309,13 +318,11 @@ def limit_per_host(alerts: list[Alert], rule: Detection) -> list[Alert]:
         if rest:
             peers = sorted({a.destination_ip or "" for a in rest})
             kept.append(
-                Alert(
-                    rule_id=rule.rule_id,
-                    rule_name=rule.title,
-                    severity=max(a.severity for a in rest),
-                    start_ns=min(a.start_ns for a in rest),
-                    end_ns=max(a.end_ns for a in rest),
-                    source_ip=host,
+                rule.alert(
+                    max(a.severity for a in rest),
+                    min(a.start_ns for a in rest),
+                    max(a.end_ns for a in rest),
+                    host,
                     text=f"{host}: {len(rest)} more {rule.rule_id} findings with "
                     f"{len(peers)} more destinations (the {MAX_ALERTS_PER_HOST} largest are "
                     "separate alerts)",

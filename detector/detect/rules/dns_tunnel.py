@@ -101,13 +101,11 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
             f"under {base}" if len(found) == 1 else f"under {len(found):,} domains (most: {base})"
         )
         alerts.append(
-            Alert(
-                rule_id=DETECTION.rule_id,
-                rule_name=DETECTION.title,
-                severity=settings.severity,
-                start_ns=first,
-                end_ns=last,
-                source_ip=host,
+            DETECTION.alert(
+                settings.severity,
+                first,
+                last,
+                host,
                 source_packets=total,
                 text=(
                     f"{host} asked {total:,} DNS questions {where}: "

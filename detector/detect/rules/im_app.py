@@ -107,13 +107,11 @@ def check_im_app(ctx: ScanContext) -> list[Alert]:
         seen = sorted(set(rows["evidence"]))
         start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
         alerts.append(
-            Alert(
-                rule_id=DETECTION.rule_id,
-                rule_name=DETECTION.title,
-                severity=settings.severity,
-                start_ns=start,
-                end_ns=end,
-                source_ip=host,
+            DETECTION.alert(
+                settings.severity,
+                start,
+                end,
+                host,
                 text=(
                     f"{host} uses {names[str(app_id)]} ({', '.join(seen[:3])}"
                     + (" …" if len(seen) > 3 else "")

@@ -10,7 +10,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...units import human_bytes
 from ..declare import Boolean, Detection, Setting, Severity
-from .common import conversation, hours_phrase, limit_per_host, services_phrase, when
+from .common import conversation, limit_per_host, services_phrase
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -59,8 +59,7 @@ def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
             f"{conv.destination_ip}{services_phrase(episode)}: sent "
             f"{human_bytes(conv.source_bytes)}, received "
             f"{human_bytes(conv.destination_bytes)} "
-            f"{when(conv.start_ns, conv.end_ns, ctx.policy)}, "
-            f"{hours_phrase(conv.start_ns, conv.end_ns, ctx.policy)}"
+            f"{conv.when_and_hours(ctx.policy)}"
         )
         if not external:
             text += "; a bridge between the isolated and the internet side?"

@@ -11,7 +11,7 @@ from ...alerts.record import Alert
 from ...networks import address_text
 from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, Detection, Ports, Setting, Severity
-from .common import conversation, endpoint, limit_per_host, minute_runs, threshold_text, when
+from .common import conversation, endpoint, limit_per_host, minute_runs, threshold_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,7 +72,7 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
             )
             text = (
                 f"{who} sent mail (TCP {int(peer_port)}) to {endpoint(conv)}: "
-                f"{human_bytes(sent)} {when(conv.start_ns, conv.end_ns, ctx.policy)}; {why}"
+                f"{human_bytes(sent)} {conv.when(ctx.policy)}; {why}"
             )
             evidence = {"threshold_bytes": threshold,
                         "host_role": "isolated" if isolated else "internal"}  # fmt: skip

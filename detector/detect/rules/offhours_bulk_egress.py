@@ -19,8 +19,7 @@ from .common import (
     groups_reaching,
     ids,
     limit_per_host,
-    threshold_text,
-    when,
+    threshold_phrase,
 )
 
 if TYPE_CHECKING:
@@ -90,9 +89,8 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
                     else f"{others + 1:,} outside addresses (most to {endpoint(conv)}, "
                     f"{human_bytes(int(by_peer.iloc[0]))})"
                 )  # fmt: skip
-                + f" {when(conv.start_ns, conv.end_ns, ctx.policy)}, outside business hours"
-                f" (threshold {threshold_text(threshold)} within {settings['span_minutes']} "
-                "minutes)"
+                + f" {conv.when(ctx.policy)}, outside business hours "
+                + threshold_phrase(threshold, settings["span_minutes"])
             )
             alert = conv.alert(rule, settings.severity, text, "egress", evidence)
             alerts.append(alert)

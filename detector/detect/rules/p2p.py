@@ -47,13 +47,8 @@ def check_p2p(ctx: ScanContext) -> list[Alert]:
         top_hi, top_lo = peers.index[0]
         top = address_text(int(top_hi), int(top_lo))
         start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
-        alert = Alert(
-            rule_id=DETECTION.rule_id,
-            rule_name=DETECTION.title,
-            severity=settings.severity,
-            start_ns=start,
-            end_ns=end,
-            source_ip=host,
+        alert = DETECTION.alert(
+            settings.severity, start, end, host,
             source_packets=len(rows),
             destination_ip=top,
             transport=TRANSPORT_NAMES.get(int(rows["proto"].iloc[0]), None),
