@@ -330,7 +330,7 @@ def test_history_with_pickled_objects_is_refused(tmp_path, fitted, policy):
     arrays["hosts"] = np.array([object()], dtype=object)
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
     _rewrite(path, "history.npz", buffer.getvalue(), fix_hash=True)
-    with pytest.raises(ModelError, match="history.npz is not what this version writes"):
+    with pytest.raises(ModelError, match="history.npz: hosts.npy holds Python objects"):
         load_model(path, policy)
 
 
@@ -470,6 +470,9 @@ def test_train_then_scan_with_the_model(tmp_path, capsys):
                  str(baseline)]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "learned from" in err and "3 hosts" in err and "threshold" in err
+    # Its SHA-256, for --model-sha256.
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert f"→ {model} (SHA-256 {digest}: pin it with --model-sha256)" in err
 
     # A night's 30 MB upload to a new address: under every rule threshold.
     day = _office_capture(range(12, 13), seed=2)
@@ -477,7 +480,8 @@ def test_train_then_scan_with_the_model(tmp_path, capsys):
                  bytes_out=30 * MB, bytes_in=200_000)  # fmt: skip
     out = tmp_path / "alerts.jsonl"
     code = main(["scan", "--policy", str(tmp_path / "site.toml"), "--model", str(model),
-                 "--format", "jsonl", "-o", str(out), str(day.write(tmp_path / "day.pcap"))])  # fmt: skip
+                 "--model-sha256", digest, "--format", "jsonl", "-o", str(out),
+                 str(day.write(tmp_path / "day.pcap"))])  # fmt: skip
     assert code == 1, capsys.readouterr().err
     alerts = [json.loads(line) for line in out.read_text().splitlines()]
     # Hosts on all night are always-on's (low); the leak is the model's, not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from .console import worker_count
 
@@ -41,3 +42,23 @@ def add_reading_arguments(
         help=f"count {captures} on an existing Dask cluster (the workers must see the "
         "capture files at the same paths)",
     )
+
+
+def add_model_pin(parser: argparse.ArgumentParser) -> None:
+    """--model-sha256: the SHA-256 the --model file must have (scan, live, nightly)."""
+    parser.add_argument(
+        "--model-sha256",
+        type=sha256_hex,
+        metavar="HEX",
+        help="load the --model file only if its SHA-256 is HEX (train prints it; so does "
+        "sha256sum): a model an administrator trusts, pinned; the checksums inside a model "
+        "file catch damage, not someone who edits it (docs/model.md)",
+    )
+
+
+def sha256_hex(text: str) -> str:
+    """64 hexadecimal digits, lower-cased."""
+    value = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-256 (64 hexadecimal digits)")
+    return value

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import IO, Any
 
+from .arguments import add_model_pin
 from .console import ExitStatus, number, say, say_compiling, site_policy, whole
 
 LIVE_EPILOG = """examples:
@@ -32,9 +33,10 @@ clock, also when traffic stops. Every few seconds the kernel's drop counter is
 read: drops raise sensor-drops, and drops outside business hours when the policy
 has isolated networks raise sensor-blind (the sensor cannot vouch for that
 time). SIGINT/SIGTERM: finish (flush flows, final alerts) and exit 0; SIGHUP:
-reload the policy file and the --model file (one that fails to load leaves
-the old one in place, said in one line). A bounded run (--duration, --max-packets, the end of a
-stream) exits as scan does: 1 when alerts were raised.
+reload the policy file and the --model file (one that fails to load, or with
+--model-sha256 has another SHA-256, leaves the old one in place, said in one
+line). A bounded run (--duration, --max-packets, the end of a stream) exits as
+scan does: 1 when alerts were raised.
 
 backends: ring (default): AF_PACKET TPACKET_V3 memory-mapped ring, decoded in
 place, millions of packets/s. scapy: portable and SLOW (tens of thousands of
@@ -68,6 +70,7 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
         metavar="FILE",
         help="also score host windows with a model from `egress-detector train` (as scan does)",
     )
+    add_model_pin(live)
     live.add_argument(
         "--bpf", metavar="EXPR", help="capture filter, pcap syntax (e.g. 'not port 22')"
     )
@@ -215,11 +218,15 @@ def run_live(args: argparse.Namespace) -> int:
     from ..policy import load_policy
 
     policy = site_policy(args.policy or None)
+    if args.model_sha256 and not args.model:
+        say("--model-sha256 pins a model file: give it with --model FILE")
+        return ExitStatus.USAGE
     model = None
     if args.model:
         from ..detect.model import load_model
 
-        model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
+        # A mismatch, or a file that is not a sound model, is a one-line ModelError.
+        model = load_model(args.model, policy, sha256=args.model_sha256)
     fmt = args.format or ("jsonl" if args.output and args.output.endswith((".jsonl", ".json"))
                           else "table")  # fmt: skip
     flows_fmt = None
@@ -310,7 +317,7 @@ def run_live(args: argparse.Namespace) -> int:
         from ..detect.model import load_model
 
         try:
-            fresh = load_model(args.model, current_policy)
+            fresh = load_model(args.model, current_policy, sha256=args.model_sha256)
         except (DetectorError, OSError) as exc:  # ModelError is a DetectorError
             say(f"SIGHUP: model not reloaded, the old one stays: {exc}")
             return None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import DetectorError
-from .arguments import add_reading_arguments
+from .arguments import add_model_pin, add_reading_arguments
 from .console import (
     ExitStatus,
     Problems,
@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score every host window with a model made by `egress-detector train` "
         "(docs/model.md); it must have been trained under the same site policy",
     )
+    add_model_pin(scan)
     scan.add_argument(
         "--window",
         type=int,
@@ -339,11 +340,15 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     if args.window is not None and not (1 <= args.window <= 1440 and 1440 % args.window == 0):
         say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
         return ExitStatus.USAGE
+    if args.model_sha256 and not args.model:
+        say("--model-sha256 pins a model file: give it with --model FILE")
+        return ExitStatus.USAGE
     model = None
     if args.model:
         from ..detect.model import load_model
 
-        model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
+        # A mismatch, or a file that is not a sound model, is a one-line ModelError.
+        model = load_model(args.model, policy, sha256=args.model_sha256)
     if args.features_out and Path(args.features_out).suffix.lower() not in (
         ".parquet", ".pq", ".csv"
     ):  # fmt: skip
@@ -386,7 +391,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
 
 
 def _run_train(args: argparse.Namespace) -> ExitStatus:
-    from ..detect.model import local_day
+    from ..detect.model import file_sha256, local_day
     from ..detect.run import baseline_captures, train_to_file
 
     policy = site_policy(args.policy or None)
@@ -414,7 +419,8 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
             f"threshold {model.threshold_:.3f} (percentile {policy.model_percentile:g} of "
             f"the scores of {model.n_calibration_days_:,} baseline host-days above usual"
             f"{'; none: every candidate is flagged' if not model.n_calibration_days_ else ''}"
-            f"); {time.perf_counter() - started:.1f} s → {args.output}"
+            f"); {time.perf_counter() - started:.1f} s → {args.output} (SHA-256 "
+            f"{file_sha256(args.output)}: pin it with --model-sha256)"
         )
     return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
 

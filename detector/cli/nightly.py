@@ -8,7 +8,7 @@ import datetime as dt
 import sys
 from typing import Any
 
-from .arguments import add_reading_arguments
+from .arguments import add_model_pin, add_reading_arguments
 from .console import ExitStatus, Problems, number, progress, say, say_compiling, site_policy
 
 NIGHTLY_EPILOG = """examples:
@@ -77,6 +77,7 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         metavar="FILE",
         help="also score host windows with a model from `egress-detector train` (as scan does)",
     )
+    add_model_pin(nightly)
     nightly.add_argument(
         "--learn",
         action="store_true",
@@ -156,12 +157,19 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     if args.learn and not args.model:
         say("--learn updates a model: give it with --model FILE")
         return ExitStatus.USAGE
+    if args.model_sha256 and not args.model:
+        say("--model-sha256 pins a model file: give it with --model FILE")
+        return ExitStatus.USAGE
+    if args.model_sha256 and args.learn:
+        say("--model-sha256 pins the --model file, which --learn rewrites: give one or the other")
+        return ExitStatus.USAGE
     policy = site_policy(args.policy)
     model = None
     if args.model:
         from ..detect.model import load_model
 
-        model = load_model(args.model, policy)  # a mismatch is a one-line ModelError
+        # A mismatch, or a file that is not a sound model, is a one-line ModelError.
+        model = load_model(args.model, policy, sha256=args.model_sha256)
     if not args.quiet:
         say_compiling(45)
     syslog = SyslogSender(args.syslog) if args.syslog else None

@@ -28,13 +28,17 @@ over host-window frames), ``history`` (the baseline, per host),
 ``explain`` (reasons in plain words), ``estimator`` (:class:`EgressModel`),
 ``novelty`` (what the baseline knew of a scan's destinations), ``verdict``
 (:func:`score_scan`), ``alerts`` (:func:`model_alerts`, the
-``model-anomaly`` rule) and ``file`` (:func:`save_model`, :func:`load_model`).
+``model-anomaly`` rule) and ``file`` (:func:`save_model`, :func:`load_model`),
+which reads a model file as something an attacker may have written with
+``archive`` (capped zip members), ``meta`` (meta.json's schema) and
+``forest`` (every tree checked before scikit-learn walks it).
 Everything callers use is importable from here.
 """
 
 from __future__ import annotations
 
 from .alerts import RULE_ID, RULE_NAME, SEVERITY, model_alerts
+from .archive import file_sha256
 from .candidates import above_usual, egress_candidate, egress_excess
 from .constants import (
     ALLOWLISTED_SHARE,
@@ -53,18 +57,10 @@ from .constants import (
 )
 from .estimator import EgressModel
 from .explain import BYTE_FEATURES, LABELS
-from .file import (
-    MAX_MEMBER_BYTES,
-    MEMBERS,
-    MODEL_FORMAT,
-    MODEL_KIND,
-    MODEL_POLICY_SECTIONS,
-    TRUSTED_TYPES,
-    load_model,
-    save_model,
-)
+from .file import MAX_FILE_BYTES, MEMBER_BYTES, MEMBERS, TRUSTED_TYPES, load_model, save_model
 from .frames import local_day
 from .history import History, build_history, destinations_of
+from .meta import MODEL_FORMAT, MODEL_KIND, MODEL_POLICY_SECTIONS
 from .novelty import known_pairs, known_peers, with_novelty
 from .transform import model_matrix, one_way, sends_outside
 from .verdict import ModelVerdict, score_scan
@@ -76,7 +72,8 @@ __all__ = [
     "EGRESS_FEATURES",
     "EGRESS_GATE",
     "LABELS",
-    "MAX_MEMBER_BYTES",
+    "MAX_FILE_BYTES",
+    "MEMBER_BYTES",
     "MEMBERS",
     "MODEL_COLUMNS",
     "MODEL_FORMAT",
@@ -101,6 +98,7 @@ __all__ = [
     "build_history",
     "destinations_of",
     "egress_candidate",
+    "file_sha256",
     "egress_excess",
     "known_pairs",
     "known_peers",

@@ -1,6 +1,10 @@
 """The model file: a zip of ``meta.json``, ``history.npz`` (plain arrays) and
 ``forest.skops`` (skops, no pickle), written and read without running code
-from it."""
+from it, and read as something an attacker may have written: sizes capped
+before decompression (archive), meta.json against its schema (meta), the
+history's arrays and the forest's trees checked before they are used
+(history, forest). Every refusal is one ModelError line naming the file and
+the member."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,29 +22,55 @@ import numpy as np
 
 from ...errors import ModelError
 from ...features.hosts import FEATURE_NAMES
+from .archive import (
+    Refusal,
+    ViewFile,
+    check_entry,
+    check_entry_count,
+    open_inner,
+    read_entry,
+    read_npz,
+    size_text,
+)
 from .constants import MODEL_COLUMNS
 from .estimator import EgressModel
+from .forest import check_forest
 from .history import History
+from .meta import (
+    MODEL_FORMAT,
+    MODEL_KIND,
+    MODEL_POLICY_SECTIONS,
+    check_meta,
+    json_shape,
+    parse_meta,
+)
 
 if TYPE_CHECKING:
     from ...policy import Policy
 
-# The file format this version writes and reads; each change and why: docs/model.md.
-MODEL_FORMAT = 5
-MODEL_KIND = "egress-detector-model"
 # Skops may rebuild only these types beyond its own safe defaults.
 TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
-# Policy settings the features and the model depend on: a model trained under
-# different ones is refused. Rule thresholds and the model percentile (the
-# threshold is recalibrated from the stored baseline scores) may change freely.
-MODEL_POLICY_SECTIONS: tuple[str, ...] = (
-    "site.timezone",
-    "business_hours",
-    "networks",
-    "features",
-)
 MEMBERS = ("meta.json", "history.npz", "forest.skops")
-MAX_MEMBER_BYTES = 1 << 30
+# The most each member may hold uncompressed, so that refusing a member (read
+# in full and found wrong) stays within about 600 MB of memory: meta.json is
+# about 250 kB; the forest of train's 200 trees of 2,048 samples about 13 MB
+# (its trees average about 540 nodes; 4,095 each, impossible in practice,
+# would be 72 MB); the history 32 bytes per known (host, destination) pair,
+# so 128 MiB is some 4 million pairs. A larger member is refused unread.
+MEMBER_BYTES: dict[str, int] = {
+    "meta.json": 4 << 20,
+    "history.npz": 128 << 20,
+    "forest.skops": 64 << 20,
+}
+MAX_FILE_BYTES = sum(MEMBER_BYTES.values()) + (1 << 20)
+# skops writes 6 arrays per tree, and a schema.json of about 15 kB and 350
+# values (brackets and commas) per tree, nested 13 levels: parsing it costs
+# about 150 bytes a value, so these bound what a crafted one can cost.
+SKOPS_FILES_PER_TREE = 8
+SKOPS_SCHEMA_BYTES_PER_TREE = 64 << 10
+SKOPS_VALUES_PER_TREE = 1_000
+SKOPS_MAX_DEPTH = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _retrain(path: str | os.PathLike[str]) -> str:
@@ -124,53 +156,234 @@ def write_model(
         raise ModelError(f"cannot write the model to {shown}: {exc.strerror or exc}") from None
 
 
-def load_model(path: str | os.PathLike[str], policy: Policy | None = None) -> EgressModel:
-    """Read a model file without executing anything from it; check its
-    checksums, versions, feature schema and (given ``policy``) that it was
-    trained under the same site settings. Problems are one-line ModelErrors."""
+def load_model(
+    path: str | os.PathLike[str], policy: Policy | None = None, *, sha256: str | None = None
+) -> EgressModel:
+    """Read a model file without executing anything from it, as something an
+    attacker may have written; check (given ``sha256``) that it is the file an
+    administrator pinned, then its members' sizes before decompressing them,
+    meta.json against its schema, the checksums, versions and feature schema,
+    (given ``policy``) that it was trained under the same site settings, and
+    the history's arrays and every tree before anything uses them. Problems
+    are ModelErrors of one line naming the file and, where there is one, the
+    member."""
     name = os.fspath(path)
     try:
-        archive = zipfile.ZipFile(name)
+        return _load(name, policy, sha256)
+    except ModelError as exc:
+        raise ModelError(_one_line(str(exc))) from None
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (line breaks among them) escaped."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _refused(name: str, refusal: Refusal) -> ModelError:
+    return ModelError(f"model {name}: {refusal}; copy it again or {_retrain(name)}")
+
+
+def _load(name: str, policy: Policy | None, pinned: str | None) -> EgressModel:
+    try:
+        file = open(name, "rb")  # noqa: SIM115 (closed below, also by the ZipFile)
     except FileNotFoundError:
         raise ModelError(f"model {name}: no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"model {name}: not an egress-detector model file ({exc})") from None
-    with archive:
-        infos = {info.filename: info for info in archive.infolist()}
-        if sorted(infos) != sorted(MEMBERS):
+    except OSError as exc:
+        raise ModelError(f"model {name}: cannot read it ({exc.strerror or exc})") from None
+    with file:
+        size = os.fstat(file.fileno()).st_size
+        if pinned is not None:
+            # The bytes the rest reads, from the same open file.
+            digest = hashlib.sha256()
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+            if digest.hexdigest() != pinned.lower():
+                raise ModelError(
+                    f"model {name}: its SHA-256 is {digest.hexdigest()}, not the "
+                    f"pinned {pinned.lower()} (--model-sha256); not loaded"
+                )
+        if size > MAX_FILE_BYTES:
             raise ModelError(
-                f"model {name}: not an egress-detector model file (holds "
-                f"{', '.join(sorted(infos)) or 'nothing'}; expected {', '.join(MEMBERS)})"
+                f"model {name}: {size_text(size)}, over the {size_text(MAX_FILE_BYTES)}"
+                " a model file may be; not an egress-detector model file"
             )
-        for info in infos.values():
-            if info.file_size > MAX_MEMBER_BYTES:
-                raise ModelError(f"model {name}: {info.filename} is implausibly large")
         try:
-            data = {member: archive.read(member) for member in MEMBERS}
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ModelError(f"model {name}: damaged ({exc}); copy it again or "
-                             f"{_retrain(name)}") from None  # fmt: skip
-    try:
-        meta = json.loads(data["meta.json"])
-        if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
-            raise ValueError("not a model")
-    except ValueError:
-        raise ModelError(f"model {name}: meta.json is not an egress-detector model "
-                         "description") from None  # fmt: skip
-    if meta.get("format") != MODEL_FORMAT:
-        raise ModelError(f"model {name}: file format {meta.get('format')!r}, this version "
-                         f"reads format {MODEL_FORMAT}; {_retrain(name)}")  # fmt: skip
-    for member in MEMBERS[1:]:
-        expected = meta.get("sha256", {}).get(member)
-        if hashlib.sha256(data[member]).hexdigest() != expected:
+            check_entry_count(file, None, 16)
+            archive = zipfile.ZipFile(file)
+        except Refusal as refusal:
             raise ModelError(
-                f"model {name}: {member} does not match its recorded checksum (the file was "
-                f"changed or damaged after training); copy it again or {_retrain(name)}"
+                f"model {name}: not an egress-detector model file ({refusal.what}; "
+                f"expected {', '.join(MEMBERS)})"
+            ) from None
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise ModelError(f"model {name}: not an egress-detector model file ({exc})") from None
+        with archive:
+            try:
+                return _read(name, archive, policy)
+            except Refusal as refusal:
+                raise _refused(name, refusal) from None
+
+
+def _read(name: str, archive: zipfile.ZipFile, policy: Policy | None) -> EgressModel:
+    infos = archive.infolist()
+    held = sorted(info.filename for info in infos)
+    if held != sorted(MEMBERS):
+        extra = next((n for n in held if n not in MEMBERS or held.count(n) > 1), None)
+        raise ModelError(
+            f"model {name}: not an egress-detector model file (holds "
+            f"{', '.join(held) or 'nothing'}; expected {', '.join(MEMBERS)})"
+            + (
+                f"; {extra} {'twice' if extra in MEMBERS else 'is not one of them'}"
+                if extra
+                else ""
             )
+        )
+    info = {i.filename: i for i in infos}
+    for member in MEMBERS:  # none read before every size is known to be sane
+        check_entry(info[member], member, MEMBER_BYTES[member])
+    raw, _ = read_entry(archive, info["meta.json"], "meta.json", MEMBER_BYTES["meta.json"])
+    meta = parse_meta(raw)
+    if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
+        raise ModelError(f"model {name}: meta.json is not an egress-detector model description")
+    if meta.get("format") != MODEL_FORMAT:
+        shown = repr(meta.get("format"))
+        shown = shown if len(shown) <= 20 else shown[:17] + "..."
+        raise ModelError(
+            f"model {name}: file format {shown}, this version "
+            f"reads format {MODEL_FORMAT}; {_retrain(name)}"
+        )
+    check_meta(meta)
     _check_schema(name, meta)
     if policy is not None:
         _check_policy(name, meta, policy)
-    return _rebuild(name, meta, data)
+    history = _history(name, archive, info["history.npz"], meta)
+    forest = _forest(name, archive, info["forest.skops"], meta)
+    return _rebuild(meta, history, forest)
+
+
+def _member(
+    name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: Mapping[str, Any]
+) -> bytearray:
+    """A member's bytes, once they match the checksum meta.json records. The
+    checksums catch a file damaged or changed by mistake after training, not
+    someone who edits meta.json too (that is what --model-sha256 is for)."""
+    member = info.filename
+    data, digest = read_entry(archive, info, member, MEMBER_BYTES[member])
+    if digest != meta["sha256"][member]:
+        raise ModelError(
+            f"model {name}: {member} does not match its recorded checksum (the file was "
+            f"changed or damaged after training); copy it again or {_retrain(name)}"
+        )
+    return data
+
+
+def _history(
+    name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: Mapping[str, Any]
+) -> History:
+    data = _member(name, archive, info, meta)
+    arrays = read_npz(
+        data, "history.npz", History.__dataclass_fields__, MEMBER_BYTES["history.npz"]
+    )
+    try:
+        history = History.from_arrays(arrays)
+    except Exception as exc:  # ValueError says which array; anything else is a surprise
+        raise Refusal("history.npz", str(exc)[:200]) from None
+    training = meta["training"]
+    if len(history.hosts) != training["hosts"]:
+        raise Refusal(
+            "history.npz", f"{len(history.hosts):,} hosts; meta.json says {training['hosts']:,}"
+        )
+    if len(history.known_peer_lo) != training["known_destinations"]:
+        raise Refusal(
+            "history.npz",
+            f"{len(history.known_peer_lo):,} known destinations; "
+            f"meta.json says {training['known_destinations']:,}",
+        )
+    return history
+
+
+def _check_skops(data: bytearray, trees: int) -> None:
+    """forest.skops's zip and schema.json, before skops parses them: as many
+    files, bytes, values and levels as a forest of ``trees`` trees can have."""
+    most = SKOPS_FILES_PER_TREE * trees + 64
+    with open_inner(data, "forest.skops", MEMBER_BYTES["forest.skops"], most) as inner:
+        schema = next((i for i in inner.infolist() if i.filename == "schema.json"), None)
+        if schema is None:
+            raise Refusal("forest.skops", "has no schema.json: not a skops file")
+        most_bytes = SKOPS_SCHEMA_BYTES_PER_TREE * trees + (1 << 20)
+        if schema.file_size > most_bytes:
+            raise Refusal(
+                "forest.skops",
+                f"schema.json is {size_text(schema.file_size)}; a "
+                f"forest of {trees} trees needs about {size_text(15_000 * trees)}, "
+                f"at most {size_text(most_bytes)}",
+            )
+        text, _ = read_entry(inner, schema, "forest.skops", most_bytes)
+        depth, values = json_shape(text)
+        if depth > SKOPS_MAX_DEPTH:
+            raise Refusal(
+                "forest.skops",
+                f"schema.json nests {depth:,} levels deep (a forest "
+                f"needs about 13; at most {SKOPS_MAX_DEPTH})",
+            )
+        most_values = SKOPS_VALUES_PER_TREE * trees + 10_000
+        if values > most_values:
+            raise Refusal(
+                "forest.skops",
+                f"schema.json holds {values:,} values; a forest of "
+                f"{trees} trees about {350 * trees:,}, at most {most_values:,}",
+            )
+
+
+def _forest(
+    name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: Mapping[str, Any]
+) -> Any:
+    data = _member(name, archive, info, meta)
+    _check_skops(data, meta["params"]["n_estimators"])
+
+    import skops.io as sio  # only now: refusing the zip above needs neither
+    from sklearn.ensemble import IsolationForest
+
+    # What scikit-learn warns while skops rebuilds the forest (another patch
+    # version) is said only for a forest that passes every check: a refusal
+    # stays one line.
+    with warnings.catch_warnings(record=True) as said:
+        try:
+            untrusted = [
+                t
+                for t in sio.get_untrusted_types(file=ViewFile(data))  # type: ignore[arg-type]
+                if t not in TRUSTED_TYPES
+            ]
+            if untrusted:
+                raise ModelError(
+                    f"model {name}: forest.skops holds types that are not trusted "
+                    f"({', '.join(untrusted)}); refusing to load it"
+                )
+            forest = sio.load(ViewFile(data), trusted=list(TRUSTED_TYPES))  # type: ignore[arg-type]
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(
+                f"model {name}: forest.skops cannot be read ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); {_retrain(name)}"
+            ) from None
+        if type(forest) is not IsolationForest:
+            raise ModelError(
+                f"model {name}: forest.skops holds a {type(forest).__name__}, not an "
+                "IsolationForest"
+            )
+        try:
+            check_forest(forest, meta["params"])
+        except Refusal:
+            raise
+        except Exception as exc:  # an attribute of a type no check expected
+            raise Refusal(
+                "forest.skops",
+                f"not a forest this version writes ({type(exc).__name__}: {str(exc)[:100]})",
+            ) from None
+    for warning in said:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return forest
 
 
 def _check_schema(name: str, meta: Mapping[str, Any]) -> None:
@@ -189,15 +402,21 @@ def _check_schema(name: str, meta: Mapping[str, Any]) -> None:
             )
             if part
         )
-        raise ModelError(f"model {name}: trained on other features than this version computes "
-                         f"({what}); {_retrain(name)}")  # fmt: skip
+        raise ModelError(
+            f"model {name}: trained on other features than this version computes "
+            f"({what}); {_retrain(name)}"
+        )
     if meta.get("model_columns") != list(MODEL_COLUMNS):
-        raise ModelError(f"model {name}: made with another feature transform than this version's; "
-                         f"{_retrain(name)}")  # fmt: skip
+        raise ModelError(
+            f"model {name}: made with another feature transform than this version's; "
+            f"{_retrain(name)}"
+        )
     theirs = str(meta.get("sklearn_version", "?"))
     if theirs.split(".")[:2] != sklearn.__version__.split(".")[:2]:
-        raise ModelError(f"model {name}: trained with scikit-learn {theirs}, this is "
-                         f"{sklearn.__version__}; {_retrain(name)}")  # fmt: skip
+        raise ModelError(
+            f"model {name}: trained with scikit-learn {theirs}, this is "
+            f"{sklearn.__version__}; {_retrain(name)}"
+        )
 
 
 def _check_policy(name: str, meta: Mapping[str, Any], policy: Policy) -> None:
@@ -213,33 +432,9 @@ def _check_policy(name: str, meta: Mapping[str, Any], policy: Policy) -> None:
         )
 
 
-def _rebuild(name: str, meta: Mapping[str, Any], data: Mapping[str, bytes]) -> EgressModel:
-    import skops.io as sio
-    from sklearn.ensemble import IsolationForest
-
-    try:
-        untrusted = [t for t in sio.get_untrusted_types(data=data["forest.skops"])
-                     if t not in TRUSTED_TYPES]  # fmt: skip
-        if untrusted:
-            raise ModelError(f"model {name}: forest.skops holds types that are not trusted "
-                             f"({', '.join(untrusted)}); refusing to load it")  # fmt: skip
-        forest = sio.loads(data["forest.skops"], trusted=list(TRUSTED_TYPES))
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"model {name}: forest.skops cannot be read ({type(exc).__name__}: "
-                         f"{exc}); {_retrain(name)}") from None  # fmt: skip
-    if not isinstance(forest, IsolationForest):
-        raise ModelError(f"model {name}: forest.skops holds a {type(forest).__name__}, "
-                         "not an IsolationForest")  # fmt: skip
-    try:
-        with np.load(io.BytesIO(data["history.npz"]), allow_pickle=False) as arrays:
-            history = History(**{key: arrays[key] for key in History.__dataclass_fields__})
-    except (KeyError, ValueError, OSError, TypeError) as exc:
-        raise ModelError(f"model {name}: history.npz is not what this version "
-                         f"writes ({exc}); {_retrain(name)}") from None  # fmt: skip
-    params = dict(meta.get("params", {}))
-    model = EgressModel(**params)
+def _rebuild(meta: Mapping[str, Any], history: History, forest: Any) -> EgressModel:
+    """The model of a file every check passed."""
+    model = EgressModel(**meta["params"])
     model.forest_ = forest
     model.history_ = history
     model.baseline_quantiles_ = np.asarray(meta["baseline_quantiles"], dtype=np.float64)

@@ -4,6 +4,7 @@ compare with), and the (host, outside address) pairs it knew."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,33 @@ class History:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> History:
+        """A History of arrays read from a file, checked to be what
+        :func:`build_history` makes (types, shapes, sorted hosts, finite
+        non-negative figures): ValueError saying which array is not."""
+        hosts = arrays["hosts"]
+        if hosts.dtype.kind != "U" or hosts.ndim != 1 or hosts.dtype.itemsize > 4 * 64:
+            raise ValueError(f"hosts is {hosts.dtype} {hosts.shape}, not a list of host addresses")
+        if len(hosts) > 1 and not (hosts[1:] > hosts[:-1]).all():
+            raise ValueError("hosts are not in order, each once")
+        n, f = len(hosts), len(COUNT_FEATURES)
+        shapes = {"host_quantiles": (n, f, 3), "host_hour": (n, 24, 4),
+                  "site_quantiles": (f, 3), "site_hour": (24, 4)}  # fmt: skip
+        for name, shape in shapes.items():
+            values = arrays[name]
+            if values.dtype != np.float64 or values.shape != shape:
+                raise ValueError(f"{name} is {values.dtype} {values.shape}, not float64 {shape}")
+            if not (np.isfinite(values).all() and (values >= 0).all()):
+                raise ValueError(f"{name} holds numbers that are not finite or are below 0")
+        known = ("known_host_hi", "known_host_lo", "known_peer_hi", "known_peer_lo")
+        for name in known:
+            values = arrays[name]
+            if values.dtype != np.uint64 or values.shape != arrays[known[0]].shape[:1]:
+                raise ValueError(f"{name} is {values.dtype} {values.shape}, not uint64 as long "
+                                 f"as known_host_hi")  # fmt: skip
+        return cls(**{name: arrays[name] for name in cls.__dataclass_fields__})
 
     def host_index(self, hosts: np.ndarray) -> np.ndarray:
         """Index of each host in ``hosts`` (-1: not in the baseline)."""

@@ -1,0 +1,144 @@
+"""Model files an attacker may have written (tests/gen_models.py) are refused by
+scan, nightly and live at start: exit 2, one line on stderr naming the file and
+the member, no traceback, no crash or hang inside scikit-learn, and little
+memory (a decompression bomb is refused before it is decompressed). And
+--model-sha256 pins the model an administrator trusts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gen_models import CASES, write_all
+
+from detector.detect.model import file_sha256, load_model
+from detector.detect.model.meta import nesting_depth, parse_meta
+from detector.errors import ModelError
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = str(ROOT / "captures" / "sample-incident.pcap.gz")
+POLICY = str(ROOT / "captures" / "sample-policy.toml")
+PEAK_MB = 600
+# Runs its arguments and writes their peak resident memory (kB) to argv[1]: a
+# fresh process, so nothing but the command is measured.
+MEASURE = """import resource, subprocess, sys
+rc = subprocess.run(sys.argv[2:]).returncode
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(rc if rc >= 0 else 128 - rc)
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_all(tmp_path_factory.mktemp("models"))
+
+
+def egress_detector() -> list[str]:
+    script = Path(sys.executable).with_name("egress-detector")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "detector"]
+
+
+def run(args: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The command's result and its peak memory in MB."""
+    peak = tmp_path / "peak"
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(peak), *egress_detector(), *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return proc, int(peak.read_text()) / 1024
+
+
+def refused(proc: subprocess.CompletedProcess[str], path: Path, member: str) -> str:
+    """The one line of a refusal (exit 2) naming ``path`` and ``member``."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert f"model {path}" in lines[0] and member in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_scan_refuses_a_hostile_model_file(models, case, tmp_path):
+    path = models[case]
+    proc, peak = run(["scan", "--policy", POLICY, "--model", str(path), SAMPLE], tmp_path)
+    line = refused(proc, path, CASES[case].member)
+    assert line.startswith("egress-detector: error: model ")
+    assert peak < PEAK_MB, f"{case}: {peak:.0f} MB while refusing"
+
+
+def test_the_good_model_scans_and_can_be_pinned(models, tmp_path):
+    good = models["good"]
+    digest = file_sha256(good)
+    proc, _ = run(["scan", "--policy", POLICY, "--model", str(good), "--model-sha256",
+                   digest.upper(), "--format", "jsonl", SAMPLE], tmp_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # the sample's alerts
+    assert '"model"' in proc.stdout  # the model's verdict joined the rule alerts
+    # Another file where the pinned one was: refused before it is parsed.
+    other = models["unknown-key"]
+    proc, _ = run(["scan", "--policy", POLICY, "--model", str(other), "--model-sha256", digest,
+                   SAMPLE], tmp_path)  # fmt: skip
+    line = refused(proc, other, "SHA-256")
+    assert f"not the pinned {digest} (--model-sha256)" in line
+    # Not a SHA-256; a pin without a model: usage errors.
+    proc, _ = run(["scan", "--model", str(good), "--model-sha256", "abc", SAMPLE], tmp_path)
+    assert proc.returncode == 2 and "is not a SHA-256 (64 hexadecimal digits)" in proc.stderr
+    proc, _ = run(["scan", "--model-sha256", digest, SAMPLE], tmp_path)
+    assert proc.returncode == 2 and "give it with --model FILE" in proc.stderr
+
+
+def test_nightly_refuses_a_hostile_model_at_start(models, tmp_path):
+    path = models["child-index"]  # a segmentation fault in sklearn's apply, once
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    base = ["nightly", "--captures", str(captures), "--policy", POLICY,
+            "--state", str(tmp_path / "state.db"), "--report-dir", str(tmp_path / "reports")]  # fmt: skip
+    proc, _ = run([*base, "--model", str(path)], tmp_path)
+    assert "tree 0, node 0: left child 1,000,000,000 is outside" in refused(proc, path,
+                                                                            "forest.skops")  # fmt: skip
+    assert not (tmp_path / "state.db").exists() and not (tmp_path / "reports").exists()
+    # --learn rewrites the model file: it cannot be pinned.
+    proc, _ = run([*base, "--model", str(models["good"]), "--learn", "--model-sha256",
+                   file_sha256(models["good"])], tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "which --learn rewrites" in proc.stderr
+
+
+def test_live_refuses_a_hostile_model_at_start(models, tmp_path):
+    path = models["cycle"]  # sklearn's apply would loop for ever
+    proc, _ = run(["live", "-r", "-", "--policy", POLICY, "--model", str(path)], tmp_path)
+    assert "left child 0 is not a later node (a loop)" in refused(proc, path, "forest.skops")
+
+
+# -- the pieces -------------------------------------------------------------------------
+
+
+def test_nesting_is_measured_without_recursion_and_strings_do_not_count():
+    assert nesting_depth(b'{"a": [1, {"b": "[[[[{{"}], "c": "\\"]"}') == 3
+    assert nesting_depth(b"[" * 1_000_000) == 1_000_000
+    # An unclosed string runs to the end; escaped quotes in it do not restart it.
+    started = time.perf_counter()
+    assert nesting_depth(b'["' + b'\\"' * 1_000_000) == 1
+    assert time.perf_counter() - started < 2  # linear, not quadratic
+    with pytest.raises(Exception, match="nested 40 levels deep"):
+        parse_meta(b"[" * 40 + b"]" * 40)
+    with pytest.raises(Exception, match="key 'a' twice"):
+        parse_meta(b'{"a": 1, "a": 2}')
+
+
+def test_a_refusal_is_one_line_whatever_the_file_says(models, tmp_path):
+    import zipfile
+
+    from gen_models import read_members, write_members
+
+    members = read_members(models["good"])
+    members["forest.skops\nsecond line"] = b""
+    path = tmp_path / "odd.model"
+    write_members(path, members)
+    with pytest.raises(ModelError) as caught:
+        load_model(path)
+    assert "\n" not in str(caught.value) and "forest.skops\\x0asecond line" in str(caught.value)
+    with zipfile.ZipFile(models["good"]) as archive:
+        assert sorted(archive.namelist()) == ["forest.skops", "history.npz", "meta.json"]
