@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from ..features.hosts import FEATURE_NAMES, HOUR_NS
+from ..features.hosts import FEATURE_NAMES
+from ..units import HOUR_NS
 from .model import EgressModel, destinations_of, with_novelty
 
 if TYPE_CHECKING:

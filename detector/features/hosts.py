@@ -26,15 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..networks import address_text
+from ..units import DAY_NS, HOUR_NS, MINUTE_NS
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..policy import Policy
 
-MINUTE_NS = 60_000_000_000
-HOUR_NS = 60 * MINUTE_NS
-DAY_NS = 24 * HOUR_NS
 
 # One list, one order: the model (and anything written against --features-out)
 # relies on it.

@@ -85,8 +85,10 @@ def keep_clean_day(
 
 def clean_mask(features: pd.DataFrame, alerts: Sequence[Alert], start_ns: int, end_ns: int):  # type: ignore[no-untyped-def]
     """Windows that start within the day and that no alert of their host overlaps."""
-    starts = _utc_ns(features["window_start"])
-    ends = _utc_ns(features["window_end"])
+    from ..detect.model.frames import utc_ns
+
+    starts = utc_ns(features["window_start"])
+    ends = utc_ns(features["window_end"])
     hosts = features["host"].to_numpy(dtype=str)
     keep = (starts >= start_ns) & (starts < end_ns)
     for alert in alerts:
@@ -130,12 +132,6 @@ def refit(
     fresh = EgressModel(**model.get_params()).fit(features, destinations=pairs)
     save_model(fresh, path, policy)
     return fresh
-
-
-def _utc_ns(column: pd.Series) -> np.ndarray:
-    import pandas as pd
-
-    return np.asarray(pd.DatetimeIndex(column).as_unit("ns").asi8, dtype=np.int64)
 
 
 def _write_parquet(frame: pd.DataFrame, target: Path) -> None:

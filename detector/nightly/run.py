@@ -51,6 +51,7 @@ from ..capture import CaptureProblem, CaptureStats
 from ..detect.scan import ScanResult, scan_captures
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
+from ..units import HOUR_NS, SECOND_NS
 from .discover import CaptureFingerprint, find_captures, fingerprint, first_packet_ns
 from .state import FinishedDay, KnownFile, NightlyState
 
@@ -60,8 +61,6 @@ if TYPE_CHECKING:
     from ..distributed import DaskSession
     from ..policy import Policy
 
-NS = 1_000_000_000
-HOUR_NS = 3600 * NS
 # Read this much before and after the day: a flow open at midnight, an upload
 # that began before it, the rules' 60-minute spans.
 CONTEXT_NS = HOUR_NS
@@ -141,7 +140,7 @@ class _Steps:
 
 
 def local_day(ts_ns: int, policy: Policy) -> dt.date:
-    return dt.datetime.fromtimestamp(ts_ns // NS, tz=policy.zone).date()
+    return dt.datetime.fromtimestamp(ts_ns // SECOND_NS, tz=policy.zone).date()
 
 
 def day_bounds(day: dt.date, policy: Policy) -> tuple[int, int]:
@@ -263,7 +262,7 @@ def _take_in(
     steps: _Steps,
     progress: Callable[[Iterator[int], Sequence[str]], Iterator[int]] | None,
 ) -> None:
-    settle_ns = int(options.settle_seconds * NS)
+    settle_ns = int(options.settle_seconds * SECOND_NS)
     candidates: list[tuple[str, os.stat_result]] = []
     for path in find_captures(options.captures):
         name = os.fspath(path)
@@ -353,7 +352,7 @@ def _days_to_finish(
         (t for t in (first_packet_ns(p) for p, _ in result.waiting) if t is not None),
         default=None,
     )
-    settle_ns = int(options.settle_seconds * NS)
+    settle_ns = int(options.settle_seconds * SECOND_NS)
     out: list[tuple[dt.date, str]] = []
     for day in sorted(days):
         if str(day) in finished or (options.since is not None and day < options.since):

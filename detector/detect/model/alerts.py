@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...alerts.record import Alert
-from ...features.hosts import MINUTE_NS, window_starts
-from ...units import human_bytes
+from ...features.hosts import window_starts
+from ...units import MINUTE_NS, human_bytes
 from ..rules import model_anomaly
 from .constants import ALLOWLISTED_SHARE
 from .frames import utc_ns, window_keys, window_minutes

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...features.hosts import MINUTE_NS
+from ...units import DAY_NS, MINUTE_NS
 from .constants import TRAFFIC_FEATURES
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def local_days(column: pd.Series) -> np.ndarray:
     values = pd.DatetimeIndex(column)
     if values.tz is not None:
         values = values.tz_localize(None)  # wall time in the site's zone
-    return np.asarray(values.as_unit("ns").asi8 // (86_400 * 1_000_000_000), dtype=np.int64)
+    return np.asarray(values.as_unit("ns").asi8 // DAY_NS, dtype=np.int64)
 
 
 def utc_ns(column: pd.Series) -> np.ndarray:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...features.hosts import MINUTE_NS, window_starts
+from ...features.hosts import window_starts
+from ...units import MINUTE_NS
 from ..rules import bulk_upload_new_destination
 from .constants import SITE_NOVELTY_FEATURE, SITE_NOVELTY_RECEIVED, TRAFFIC_FEATURES
 from .frames import window_keys, window_minutes

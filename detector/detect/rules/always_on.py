@@ -36,18 +36,18 @@ def _nights(ctx: ScanContext, start_ns: int, end_ns: int) -> list[tuple[date, li
         local_start = datetime(day.year, day.month, day.day, tzinfo=zone) + timedelta(
             minutes=night_start
         )
-        begin = _utc_ns(local_start)
+        begin = _instant_ns(local_start)
         local_end = datetime(day.year, day.month, day.day, tzinfo=zone) + timedelta(
             minutes=night_start + length
         )
-        finish = _utc_ns(local_end)
+        finish = _instant_ns(local_end)
         hours = list(range(begin, finish, HOUR_NS))
         nights.append((day, hours))
         day += timedelta(days=1)
     return nights
 
 
-def _utc_ns(local: datetime) -> int:
+def _instant_ns(local: datetime) -> int:
     # Adding a timedelta to an aware datetime moves its wall time; timestamp()
     # then applies the offset in force at that wall time, so a night across a
     # daylight-saving change has its real length (5 or 7 hours for 6 on the clock).
