@@ -192,8 +192,14 @@ def _load(name: str, policy: Policy | None, pinned: str | None) -> EgressModel:
         raise ModelError(f"model {name}: cannot read it ({exc.strerror or exc})") from None
     with file:
         size = os.fstat(file.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise ModelError(
+                f"model {name}: {size_text(size)}, over the {size_text(MAX_FILE_BYTES)}"
+                " a model file may be; not an egress-detector model file"
+            )
         if pinned is not None:
-            # The bytes the rest reads, from the same open file.
+            # The bytes the rest reads, from the same open file (not hashed when too
+            # large to be a model).
             digest = hashlib.sha256()
             while chunk := file.read(1 << 20):
                 digest.update(chunk)
@@ -202,11 +208,6 @@ def _load(name: str, policy: Policy | None, pinned: str | None) -> EgressModel:
                     f"model {name}: its SHA-256 is {digest.hexdigest()}, not the "
                     f"pinned {pinned.lower()} (--model-sha256); not loaded"
                 )
-        if size > MAX_FILE_BYTES:
-            raise ModelError(
-                f"model {name}: {size_text(size)}, over the {size_text(MAX_FILE_BYTES)}"
-                " a model file may be; not an egress-detector model file"
-            )
         try:
             check_entry_count(file, None, 16)
             archive = zipfile.ZipFile(file)
