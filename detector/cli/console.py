@@ -34,12 +34,12 @@ def say(message: str) -> None:
     print(f"egress-detector: {message}", file=sys.stderr, flush=True)
 
 
-def say_compiling(seconds: int) -> None:
+def say_compiling(seconds: int, *, quiet: bool = False) -> None:
     """Say that the packet kernels are compiled first (about ``seconds``), when
-    their cache is cold."""
+    their cache is cold (and not ``quiet``)."""
     from .. import _jit
 
-    if not _jit.is_compiled_cache_warm():
+    if not quiet and not _jit.is_compiled_cache_warm():
         say(
             f"compiling the packet kernels for this machine (once, about {seconds} s; cached in "
             f"{_jit.CACHE_DIR.parent})"

@@ -10,7 +10,14 @@ import sys
 import time
 from typing import IO, Any
 
-from .arguments import add_model_pin
+from .arguments import (
+    add_command,
+    add_flow_timeouts,
+    add_model_pin,
+    add_quiet,
+    model_of,
+    model_pin_alone,
+)
 from .console import ExitStatus, number, say, say_compiling, site_policy, whole
 
 LIVE_EPILOG = """examples:
@@ -47,14 +54,14 @@ AF_PACKET rings; it drops what it cannot keep up with (counted on Linux).
 
 
 def add_live_parser(commands: Any, exit_codes_help: str) -> None:
-    live = commands.add_parser(
+    live = add_command(
+        commands,
         "live",
         help="watch a mirror port (or a pcap stream) and raise alerts as they happen",
         description="Capture from a mirror (SPAN) port through an AF_PACKET ring, count "
         "flows and per-host traffic as packets arrive, and run the egress rules at the end "
         "of every window: alerts as they happen, the same as a scan of the same packets.",
         epilog=LIVE_EPILOG + exit_codes_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = live.add_mutually_exclusive_group(required=True)
     where.add_argument("-i", "--interface", metavar="IFACE", help="the capture interface")
@@ -156,28 +163,13 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
         help="per-minute traffic kept for the rules (default: 26; the longest rule look-back "
         "is a day); older minutes are dropped so memory stays bounded",
     )
-    live.add_argument(
-        "--idle-timeout",
-        type=_seconds,
-        default=120.0,
-        metavar="SECONDS",
-        help="close a flow after this long without packets, on the clock (default: 120)",
-    )
-    live.add_argument(
-        "--active-timeout",
-        type=_seconds,
-        default=1800.0,
-        metavar="SECONDS",
-        help="close a flow this long after its first packet and start a new one (default: 1800)",
-    )
+    add_flow_timeouts(live, _seconds, when=", on the clock")
     live.add_argument(
         "--user",
         metavar="NAME",
         help="when run as root: switch to this user once the capture socket is open",
     )
-    live.add_argument(
-        "-q", "--quiet", action="store_true", help="no status line or summary on stderr"
-    )
+    add_quiet(live, "no status line or summary on stderr")
 
 
 _seconds = number(float, "seconds", lambda v: v > 0, "be more than 0")
@@ -218,15 +210,9 @@ def run_live(args: argparse.Namespace) -> int:
     from ..policy import load_policy
 
     policy = site_policy(args.policy or None)
-    if args.model_sha256 and not args.model:
-        say("--model-sha256 pins a model file: give it with --model FILE")
+    if model_pin_alone(args):
         return ExitStatus.USAGE
-    model = None
-    if args.model:
-        from ..detect.model import load_model
-
-        # A mismatch, or a file that is not a sound model, is a one-line ModelError.
-        model = load_model(args.model, policy, sha256=args.model_sha256)
+    model = model_of(args, policy)
     fmt = args.format or ("jsonl" if args.output and args.output.endswith((".jsonl", ".json"))
                           else "table")  # fmt: skip
     flows_fmt = None
@@ -245,8 +231,7 @@ def run_live(args: argparse.Namespace) -> int:
         return ExitStatus.USAGE
     if args.bpf and args.interface and args.backend == "ring":
         compile_bpf(args.bpf, interface_linktype(args.interface))  # a bad filter: fail at once
-    if not args.quiet:
-        say_compiling(75)
+    say_compiling(75, quiet=args.quiet)
     warm_up(policy)
 
     config = RingConfig(
@@ -314,10 +299,8 @@ def run_live(args: argparse.Namespace) -> int:
         return fresh
 
     def reload_model(current_policy: Any) -> Any:
-        from ..detect.model import load_model
-
         try:
-            fresh = load_model(args.model, current_policy, sha256=args.model_sha256)
+            fresh = model_of(args, current_policy)
         except (DetectorError, OSError) as exc:  # ModelError is a DetectorError
             say(f"SIGHUP: model not reloaded, the old one stays: {exc}")
             return None

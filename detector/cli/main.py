@@ -12,7 +12,17 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import DetectorError
-from .arguments import add_model_pin, add_reading_arguments
+from .arguments import (
+    add_captures,
+    add_command,
+    add_flow_timeouts,
+    add_model_pin,
+    add_output,
+    add_quiet,
+    add_reading_arguments,
+    model_of,
+    model_pin_alone,
+)
 from .console import (
     ExitStatus,
     Problems,
@@ -109,47 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    flows = commands.add_parser(
+    flows = add_command(
+        commands,
         "flows",
         help="write the bidirectional flows of captures (table, CSV, JSON lines, Parquet)",
         description="Decode captures and write one record per bidirectional flow.",
         epilog=FLOWS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    flows.add_argument(
-        "captures",
-        nargs="+",
-        metavar="CAPTURE",
-        help="pcap or pcapng files, optionally gzip-compressed; rotated files in time "
-        "order; - reads a pcap stream from standard input",
+    add_captures(flows)
+    add_output(
+        flows,
+        output="write to FILE; the format follows the extension (.parquet, .csv, .jsonl) unless "
+        "--format is given; FILE is replaced only when complete; default: a table on stdout",
+        formats=["table", "csv", "jsonl", "parquet"],
+        fmt="output format (default: from -o's extension, else table)",
     )
-    flows.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write to FILE; the format follows the extension (.parquet, "
-        ".csv, .jsonl) unless --format is given; FILE is replaced only when "
-        "complete; default: a table on stdout",
-    )
-    flows.add_argument(
-        "--format",
-        choices=["table", "csv", "jsonl", "parquet"],
-        help="output format (default: from -o's extension, else table)",
-    )
-    flows.add_argument(
-        "--idle-timeout",
-        type=positive_float,
-        default=120.0,
-        metavar="SECONDS",
-        help="close a flow after this long without packets (default: 120)",
-    )
-    flows.add_argument(
-        "--active-timeout",
-        type=positive_float,
-        default=1800.0,
-        metavar="SECONDS",
-        help="close a flow this long after its first packet and start a new one (default: 1800)",
-    )
+    add_flow_timeouts(flows, positive_float)
     flows.add_argument(
         "--max-flows",
         type=positive_int,
@@ -170,45 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 (default): decode and count in one pass; 2: decode in a second thread while "
         "counting (the same flows; measured, it was no faster and took more CPU)",
     )
-    flows.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="no summary or progress on stderr (problems are still reported)",
-    )
+    add_quiet(flows, "no summary or progress on stderr (problems are still reported)")
 
-    scan = commands.add_parser(
+    scan = add_command(
+        commands,
         "scan",
         help="check captures against the site policy and raise alerts",
         description="Read captures, build per-host traffic in the site's time zone, run the "
         "egress rules and write alerts: a table, JSON lines (ECS) or CSV.",
         epilog=SCAN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    scan.add_argument(
-        "captures",
-        nargs="+",
-        metavar="CAPTURE",
-        help="pcap or pcapng files, optionally gzip-compressed; rotated files in time "
-        "order; - reads a pcap stream from standard input",
-    )
+    add_captures(scan)
     scan.add_argument(
         "--policy",
         metavar="FILE",
         help="the site policy (TOML, see docs/policy.md); default: built-in defaults, "
         "with a warning",
     )
-    scan.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write alerts to FILE; the format follows the extension (.jsonl, .csv) unless "
+    add_output(
+        scan,
+        output="write alerts to FILE; the format follows the extension (.jsonl, .csv) unless "
         "--format is given; default: stdout",
-    )
-    scan.add_argument(
-        "--format",
-        choices=["table", "jsonl", "csv"],
-        help="alert format (default: from -o's extension, else table)",
+        formats=["table", "jsonl", "csv"],
+        fmt="alert format (default: from -o's extension, else table)",
     )
     scan.add_argument(
         "--features-out",
@@ -237,14 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the policy's features.window_minutes, else 10)",
     )
     add_reading_arguments(scan, parts="files and big pcap files cut into parts; ")
-    scan.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="no summary or progress on stderr (problems and policy warnings are still shown)",
+    add_quiet(
+        scan, "no summary or progress on stderr (problems and policy warnings are still shown)"
     )
 
-    train = commands.add_parser(
+    train = add_command(
+        commands,
         "train",
         help="learn a site's normal egress from baseline captures (the model scan --model uses)",
         description="Learn the site's normal egress from captures (or feature files written\n"
@@ -253,7 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
         "Written as a model file that is safe to copy between machines (loading it runs\n"
         "no code).",
         epilog=TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument(
         "baseline",
@@ -272,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, metavar="N", help="random seed of the forest (default: 0)"
     )
     add_reading_arguments(train, distributed=False)
-    train.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    add_quiet(train, "no summary on stderr")
 
     from .live import add_live_parser
 
@@ -292,8 +258,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     if fmt == "parquet" and not args.output:
         say("Parquet output needs a file: add -o FILE.parquet")
         return ExitStatus.USAGE
-    if not args.quiet:
-        say_compiling(30)
+    say_compiling(30, quiet=args.quiet)
     problems = Problems()
     done = export_flows(
         args.captures,
@@ -340,22 +305,15 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     if args.window is not None and not (1 <= args.window <= 1440 and 1440 % args.window == 0):
         say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
         return ExitStatus.USAGE
-    if args.model_sha256 and not args.model:
-        say("--model-sha256 pins a model file: give it with --model FILE")
+    if model_pin_alone(args):
         return ExitStatus.USAGE
-    model = None
-    if args.model:
-        from ..detect.model import load_model
-
-        # A mismatch, or a file that is not a sound model, is a one-line ModelError.
-        model = load_model(args.model, policy, sha256=args.model_sha256)
+    model = model_of(args, policy)
     if args.features_out and Path(args.features_out).suffix.lower() not in (
         ".parquet", ".pq", ".csv"
     ):  # fmt: skip
         say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
         return ExitStatus.USAGE
-    if not args.quiet:
-        say_compiling(45)
+    say_compiling(45, quiet=args.quiet)
     problems = Problems()
     stats: list[CaptureStats] = []
     started = time.perf_counter()
@@ -395,14 +353,13 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
     from ..detect.run import baseline_captures, train_to_file
 
     policy = site_policy(args.policy or None)
-    if baseline_captures(args.baseline) and not args.quiet:
-        say_compiling(45)
+    say_compiling(45, quiet=args.quiet or not baseline_captures(args.baseline))
     problems = Problems()
     started = time.perf_counter()
     training = train_to_file(
         args.baseline,
-        policy,
         args.output,
+        policy,
         seed=args.seed,
         threads=args.threads,
         on_problem=problems,

@@ -8,7 +8,14 @@ import datetime as dt
 import sys
 from typing import Any
 
-from .arguments import add_model_pin, add_reading_arguments
+from .arguments import (
+    add_command,
+    add_model_pin,
+    add_quiet,
+    add_reading_arguments,
+    model_of,
+    model_pin_alone,
+)
 from .console import ExitStatus, Problems, number, progress, say, say_compiling, site_policy
 
 NIGHTLY_EPILOG = """examples:
@@ -52,7 +59,8 @@ completes, and again by a --day redo of that day. How it works: docs/nightly.md
 
 
 def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
-    nightly = commands.add_parser(
+    nightly = add_command(
+        commands,
         "nightly",
         help="scheduled scan of a directory of rotated captures: new files since the last "
         "run, alerts and a daily HTML report",
@@ -61,7 +69,6 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         "to a JSON-lines file and/or syslog, and write the day's HTML report. Safe to\n"
         "kill and run again.",
         epilog=NIGHTLY_EPILOG + exit_codes_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     nightly.add_argument(
         "--captures",
@@ -137,12 +144,7 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         help="the sensor's name in the report (default: none)",
     )
     add_reading_arguments(nightly, inputs="days", captures="each day's captures")
-    nightly.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="no summary or progress on stderr (problems are still shown)",
-    )
+    add_quiet(nightly, "no summary or progress on stderr (problems are still shown)")
 
 
 _date = number(dt.date.fromisoformat, "a date as YYYY-MM-DD")
@@ -157,21 +159,14 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     if args.learn and not args.model:
         say("--learn updates a model: give it with --model FILE")
         return ExitStatus.USAGE
-    if args.model_sha256 and not args.model:
-        say("--model-sha256 pins a model file: give it with --model FILE")
+    if model_pin_alone(args):
         return ExitStatus.USAGE
     if args.model_sha256 and args.learn:
         say("--model-sha256 pins the --model file, which --learn rewrites: give one or the other")
         return ExitStatus.USAGE
     policy = site_policy(args.policy)
-    model = None
-    if args.model:
-        from ..detect.model import load_model
-
-        # A mismatch, or a file that is not a sound model, is a one-line ModelError.
-        model = load_model(args.model, policy, sha256=args.model_sha256)
-    if not args.quiet:
-        say_compiling(45)
+    model = model_of(args, policy)
+    say_compiling(45, quiet=args.quiet)
     syslog = SyslogSender(args.syslog) if args.syslog else None
 
     options = NightlyOptions(

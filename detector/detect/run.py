@@ -98,8 +98,8 @@ def baseline_captures(baseline: Sequence[str]) -> list[str]:
 
 def train_to_file(
     baseline: Sequence[str],
-    policy: Policy,
     output: str | os.PathLike[str],
+    policy: Policy,
     *,
     seed: int = 0,
     threads: int | None = None,
