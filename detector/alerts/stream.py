@@ -2,20 +2,24 @@
 
 * ``table``: the scan's table layout, one alert (and its message) at a time;
 * ``jsonl``: one ECS document per line (as ``scan --format jsonl``), flushed;
-* syslog (RFC 5424): to the local daemon (``/dev/log``) or over UDP to a
-  collector; the message is the alert's ECS JSON, so a SIEM parses it as it
-  parses the JSON lines. Severity maps to syslog severity (critical → crit,
-  high → err, medium → warning, low → notice); the facility is local0.
+* syslog (RFC 5424): to the local daemon (``/dev/log``), over UDP, or over
+  TCP (RFC 6587 octet counting) or TLS (RFC 5425) to a collector; the message
+  is the alert's ECS JSON, so a SIEM parses it as it parses the JSON lines.
+  Severity maps to syslog severity (critical → crit, high → err, medium →
+  warning, low → notice); the facility is local0. A message is at most
+  8,192 bytes: a longer alert has its longest texts and lists shortened (and
+  ``egress.truncated: true``), never its JSON cut (:func:`fit_json`).
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import socket
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from ..errors import DetectorError
@@ -29,7 +33,10 @@ SYSLOG_FACILITY_LOCAL0 = 16
 SYSLOG_SEVERITY = {4: 2, 3: 3, 2: 4, 1: 5}
 SYSLOG_PORT = 514
 SYSLOG_LOCAL = "/dev/log"
-SYSLOG_MAX_BYTES = 8192  # what rsyslog accepts by default; longer messages are cut
+SYSLOG_MAX_BYTES = 8192  # what rsyslog accepts by default; longer alerts are shortened to fit
+SYSLOG_TLS_PORT = 6514  # RFC 5425
+# Where a text was shortened to fit (U+2026, three bytes in UTF-8).
+ELLIPSIS = "\u2026"
 
 
 def table_line(alert: Alert, zone: ZoneInfo, width: int = 100) -> str:
@@ -55,9 +62,23 @@ def table_line(alert: Alert, zone: ZoneInfo, width: int = 100) -> str:
     return head.rstrip() + "\n" + body
 
 
+class AlertSender(Protocol):
+    """Somewhere alerts are sent as they are raised (syslog, a webhook): each
+    alert with its ECS document. ``send`` returns quickly (a collector that is
+    slow or away must not hold up the capture); ``close`` delivers what it can
+    and releases the connection."""
+
+    def send(self, alert: Alert, doc: dict[str, Any]) -> None: ...
+
+    def send_all(self, pairs: Sequence[tuple[Alert, dict[str, Any]]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class AlertStream:
     """Writes alerts as they come to a text stream (``table`` or ``jsonl``)
-    and, optionally, to syslog."""
+    and, optionally, sends them on (syslog, a webhook: ``syslog``, an
+    :class:`AlertSender`)."""
 
     def __init__(
         self,
@@ -66,7 +87,7 @@ class AlertStream:
         zone: ZoneInfo,
         site_name: str,
         *,
-        syslog: SyslogSender | None = None,
+        syslog: AlertSender | None = None,
     ) -> None:
         if fmt not in STREAM_FORMATS:
             raise ValueError(f"unknown live alert format {fmt!r} (one of table, jsonl)")
@@ -78,6 +99,7 @@ class AlertStream:
         self._header_written = False
 
     def write(self, alerts: Sequence[Alert]) -> None:
+        pairs = []
         for alert in alerts:
             doc = to_ecs(alert, self.zone, self.site_name)
             if self.stream is not None:
@@ -91,10 +113,11 @@ class AlertStream:
                         )
                         self._header_written = True
                     self.stream.write(table_line(alert, self.zone))
-            if self.syslog is not None:
-                self.syslog.send(alert, doc)
+            pairs.append((alert, doc))
         if self.stream is not None:
             self.stream.flush()
+        if self.syslog is not None and pairs:
+            self.syslog.send_all(pairs)  # together: a spool syncs the disk once
 
     def close(self) -> None:
         if self.syslog is not None:
@@ -103,22 +126,67 @@ class AlertStream:
             self.stream.close()
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr, as the command line writes them."""
+    print(f"egress-detector: warning: {message}", file=sys.stderr, flush=True)
+
+
 class SyslogSender:
     """RFC 5424 messages over a Unix datagram socket (``local``: ``/dev/log``;
     or a socket path starting with ``/``, for daemons that listen elsewhere,
-    e.g. ``/run/systemd/journal/syslog``) or UDP (``HOST[:PORT]``, port 514
-    by default)."""
+    e.g. ``/run/systemd/journal/syslog``), UDP (``HOST[:PORT]`` or
+    ``udp://HOST[:PORT]``, port 514 by default), TCP (``tcp://HOST[:PORT]``,
+    514) or TLS (``tls://HOST[:PORT]``, 6514; the collector's certificate is
+    checked against ``ca`` or the system's store, and its name against HOST;
+    ``cert``/``key``: a client certificate). Over TCP and TLS each message is
+    octet-counted (RFC 6587 / RFC 5425: ``MSG-LEN SP SYSLOG-MSG``) and written
+    by a sender thread from a bounded queue, which reconnects with backoff
+    (:class:`detector.alerts.delivery.SyslogConnection`)."""
 
-    def __init__(self, target: str, *, app_name: str = "egress-detector") -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        app_name: str = "egress-detector",
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.app_name = app_name
         self.hostname = socket.gethostname() or "-"
         self.target = target
+        self.sock: socket.socket | None = None
+        scheme, sep, rest = target.partition("://")
+        if not sep:
+            scheme, rest = "", target
+        if scheme not in ("", "udp", "tcp", "tls"):
+            raise DetectorError(
+                f"--syslog {target}: not a syslog target (local, a socket path, HOST[:PORT] or "
+                "udp://HOST[:PORT], tcp://HOST[:PORT], tls://HOST[:PORT])"
+            )
+        if scheme != "tls" and (ca or cert or key):
+            raise DetectorError(
+                "--syslog-ca, --syslog-cert and --syslog-key are for --syslog tls://HOST[:PORT]"
+            )
+        if scheme in ("tcp", "tls"):
+            from .delivery import SyslogConnection
+
+            host, port = _host_port(
+                rest, target, SYSLOG_TLS_PORT if scheme == "tls" else SYSLOG_PORT
+            )
+            self.connection: SyslogConnection | None = SyslogConnection(
+                target, host, port, tls=scheme == "tls", ca=ca, cert=cert, key=key,
+                **(options or {}),
+            )  # fmt: skip
+            return
+        self.connection = None
         try:
-            if target == "local" or target.startswith("/"):
+            if scheme == "" and (target == "local" or target.startswith("/")):
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self.sock.connect(SYSLOG_LOCAL if target == "local" else target)
             else:
-                host, port = _host_port(target)
+                host, port = _host_port(rest, target)
                 family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
                 self.sock = socket.socket(family[0], socket.SOCK_DGRAM)
                 self.sock.connect(family[4])
@@ -127,33 +195,195 @@ class SyslogSender:
 
     def format(self, alert: Alert, doc: dict[str, object]) -> bytes:
         """One RFC 5424 message: PRI VERSION TIMESTAMP HOSTNAME APP-NAME PROCID
-        MSGID STRUCTURED-DATA MSG."""
+        MSGID STRUCTURED-DATA MSG, at most :data:`SYSLOG_MAX_BYTES` (an alert
+        too long for that is shortened by :func:`fit_json`, still valid JSON)."""
         severity = SYSLOG_SEVERITY.get(alert.severity, 5)
         pri = SYSLOG_FACILITY_LOCAL0 * 8 + severity
         stamp = str(doc.get("@timestamp", "-"))
         msgid = alert.rule_id[:32] or "-"
         header = f"<{pri}>1 {stamp} {self.hostname[:255]} {self.app_name} {os.getpid()} {msgid} -"
-        body = json_text(doc)
-        message = (header + " ").encode() + b"\xef\xbb\xbf" + body.encode()  # BOM: UTF-8 MSG
-        return message[:SYSLOG_MAX_BYTES]
+        head = (header + " ").encode() + b"\xef\xbb\xbf"  # BOM: a UTF-8 MSG
+        return head + fit_json(doc, SYSLOG_MAX_BYTES - len(head)).encode()
 
     def send(self, alert: Alert, doc: dict[str, object]) -> None:
+        message = self.format(alert, doc)
+        if self.connection is not None:
+            self.connection.put(message)
+            return
+        assert self.sock is not None
         try:
-            self.sock.send(self.format(alert, doc))
+            self.sock.send(message)
         except OSError as exc:  # a collector that went away must not stop the sensor
             print(f"egress-detector: warning: syslog {self.target}: {exc}", file=sys.stderr)
 
+    def send_all(self, pairs: Sequence[tuple[Alert, dict[str, Any]]]) -> None:
+        for alert, doc in pairs:
+            self.send(alert, doc)
+
     def close(self) -> None:
-        self.sock.close()
+        if self.connection is not None:
+            self.connection.close()
+        if self.sock is not None:
+            self.sock.close()
 
 
-def _host_port(target: str) -> tuple[str, int]:
+# Fields fit_json never shortens: what identifies the alert and says when it was.
+_KEPT = frozenset(
+    {"@timestamp", "event", "id", "ip", "port", "community_id", "severity_name", "truncated",
+     "truncated_fields"}
+)  # fmt: skip
+
+
+def fit_json(doc: dict[str, Any], limit: int) -> str:
+    """``json_text(doc)``, in at most ``limit`` UTF-8 bytes. A document too long
+    is shortened, not cut: every text and list (the message, an evidence list)
+    longer than some size is shortened to it, a text to a prefix ending in "…",
+    a list to its first items, with that size as large as fits (so a long
+    message and a long list both keep a fair share); the result says so
+    (``egress.truncated: true``, and ``egress.truncated_fields``: which ones).
+    Timestamps, ``event.*``, addresses, ports and ids are never shortened."""
+    text = json_text(doc)
+    size = len(text.encode())
+    if size <= limit:
+        return text
+    sizes = _Sizes()
+
+    def capped(cap: int) -> tuple[dict[str, Any], str]:
+        names: list[str] = []
+        out = _cap(doc, cap, (), names, sizes)
+        egress = out.get("egress")
+        out["egress"] = {**(egress if isinstance(egress, dict) else {}), "truncated": True,
+                         "truncated_fields": names}  # fmt: skip
+        return out, json_text(out)
+
+    smallest, text = capped(0)
+    if len(text.encode()) > limit:
+        return _leave_out(smallest, limit)
+    low, high = 0, size  # the largest cap that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(capped(middle)[1].encode()) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return capped(low)[1]
+
+
+class _Sizes:
+    """Sizes as JSON, in UTF-8 bytes, of the values of one document (by
+    identity: the document is not changed while it is fitted)."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, Any] = {}
+
+    def of(self, value: Any) -> int:
+        if isinstance(value, str):
+            return self.chars(value)[-1] + 2
+        return len(json_text(value).encode())
+
+    def items(self, items: list[Any]) -> list[int]:
+        key = id(items)
+        if key not in self.known:
+            self.known[key] = [self.of(item) for item in items]
+        return self.known[key]  # type: ignore[no-any-return]
+
+    def chars(self, text: str) -> list[int]:
+        """Bytes of ``text``'s JSON form (without the quotes) after each
+        character: [0, after the first, …]."""
+        key = id(text)
+        if key not in self.known:
+            if json_text(text) == f'"{text}"':  # nothing escaped: UTF-8 lengths
+                widths = [1 if c < "\x80" else len(c.encode()) for c in text]
+            else:
+                widths = [len(json_text(c).encode()) - 2 for c in text]
+            total = [0]
+            for width in widths:
+                total.append(total[-1] + width)
+            self.known[key] = total
+        return self.known[key]  # type: ignore[no-any-return]
+
+
+def _cap(value: Any, cap: int, path: tuple[str, ...], names: list[str], sizes: _Sizes) -> Any:
+    """``value`` with every text and list of two or more items longer than
+    ``cap`` bytes (as JSON) shortened to fit in it; the dotted names of those
+    shortened added to ``names``."""
+    if isinstance(value, dict):
+        return {k: v if k in _KEPT else _cap(v, cap, (*path, str(k)), names, sizes)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        each = sizes.items(value)
+        if len(value) >= 2 and 2 + sum(each) + 2 * (len(value) - 1) > cap:
+            used, keep = 2 + each[0], 1
+            while keep < len(value) and used + 2 + each[keep] <= cap:
+                used += 2 + each[keep]
+                keep += 1
+            value = value[:keep]
+            _named(path, names)
+        return [_cap(item, cap, path, names, sizes) for item in value]
+    if isinstance(value, str) and len(value) >= 2:
+        after = sizes.chars(value)
+        if after[-1] + 2 > cap:
+            # The longest prefix that fits with "…" after it (just "…" if none),
+            # when that is shorter than the text.
+            keep = bisect.bisect_right(after, cap - 2 - len(ELLIPSIS.encode())) - 1
+            if after[max(keep, 0)] + len(ELLIPSIS.encode()) < after[-1]:
+                _named(path, names)
+                return value[: max(keep, 0)] + ELLIPSIS
+    return value
+
+
+def _named(path: tuple[str, ...], names: list[str]) -> None:
+    name = ".".join(path)
+    if name not in names:
+        names.append(name)
+
+
+# Which fields _leave_out leaves out first (higher sooner): the evidence, the
+# message, the rest; the list of what was shortened, then the addresses last.
+_LEFT_OUT = {"message": 2.0, "truncated_fields": 0.5, "source": 0.0, "destination": 0.0}
+
+
+def _leave_out(doc: dict[str, Any], limit: int) -> str:
+    """A document of many short fields still too long: leave out whole fields
+    (named in ``egress.truncated_fields`` while it fits), down to the time, the
+    event, the rule and the addresses."""
+    egress = doc["egress"]
+    names: list[str] | None = egress["truncated_fields"]
+    while True:
+        text = json_text(doc)
+        if len(text.encode()) <= limit:
+            return text
+        fields = [(3.0, len(json_text(v)), k, egress) for k, v in egress.items()
+                  if k not in ("truncated", "truncated_fields", "severity_name")]  # fmt: skip
+        if "truncated_fields" in egress:
+            fields.append((_LEFT_OUT["truncated_fields"], 0, "truncated_fields", egress))
+        fields += [(_LEFT_OUT.get(k, 1.0), len(json_text(v)), k, doc) for k, v in doc.items()
+                   if k not in ("@timestamp", "event", "rule", "egress")]  # fmt: skip
+        if not fields:
+            return text  # only a limit far below any alert's size gets here
+        *_, key, parent = max(fields, key=lambda f: f[:2])
+        del parent[key]
+        if key == "truncated_fields" and parent is egress:
+            names = None
+        elif names is not None:
+            names.append(key if parent is doc else f"egress.{key}")
+
+
+def _host_port(
+    target: str, whole: str | None = None, default: int = SYSLOG_PORT
+) -> tuple[str, int]:
+    whole = whole or target
     if target.startswith("["):  # [2001:db8::1]:514
         host, _, rest = target[1:].partition("]")
-        return host, int(rest.lstrip(":") or SYSLOG_PORT)
+        port = rest.lstrip(":") or str(default)
+        if not port.isdigit():
+            raise DetectorError(f"--syslog {whole}: the port must be a number")
+        return host, int(port)
     if target.count(":") == 1:
         host, port = target.split(":")
         if not port.isdigit():
-            raise DetectorError(f"--syslog {target}: the port must be a number")
+            raise DetectorError(f"--syslog {whole}: the port must be a number")
         return host, int(port)
-    return target, SYSLOG_PORT
+    if not target:
+        raise DetectorError(f"--syslog {whole}: no host")
+    return target, default
