@@ -44,8 +44,10 @@ def alert(i: int, text: str | None = None, **evidence) -> tuple[Alert, dict]:
 def body(message: bytes) -> dict:
     """The JSON of one RFC 5424 message (after the header and the UTF-8 BOM)."""
     header, bom, rest = message.partition(b" \xef\xbb\xbf")
-    assert bom and header.startswith(b"<130>1 "), message[:120]
-    assert len(header.split(b" ")) == 7
+    fields = header.split(b" ")
+    assert bom and len(fields) == 7, message[:120]
+    pri, _, version = fields[0][1:].partition(b">")
+    assert 16 * 8 + 2 <= int(pri) <= 16 * 8 + 5 and version == b"1"  # local0, crit … notice
     return json.loads(rest.decode("utf-8"))
 
 

@@ -100,11 +100,20 @@ class Receiver:
             return [doc["egress"]["n"] for doc in self.taken]
 
     def wait_for(self, count: int, seconds: float = 20) -> list[int]:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and len(self.numbers()) < count:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        """The numbers (egress.n) of the alerts taken, once there are ``count``."""
+        self.wait_taken(count, seconds)
         return self.numbers()
+
+    def wait_taken(self, count: int, seconds: float = 20) -> list[dict]:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with self.lock:
+                if len(self.taken) >= count:
+                    break
+            time.sleep(0.01)
+        time.sleep(0.1)  # and nothing more comes
+        with self.lock:
+            return list(self.taken)
 
     def wait_attempts(self, mode: str, count: int, seconds: float = 20) -> None:
         end = time.monotonic() + seconds

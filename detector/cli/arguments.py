@@ -7,9 +7,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .console import say, worker_count
+from .console import number, say, worker_count
 
 if TYPE_CHECKING:
+    from ..alerts.stream import SyslogSender
+    from ..alerts.webhook import WebhookSender
     from ..detect.model import EgressModel
     from ..policy import Policy
 
@@ -144,3 +146,119 @@ def add_flow_timeouts(
 
 def add_quiet(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help=help)
+
+
+def add_delivery(parser: argparse.ArgumentParser, *, alerts: str, spool_dir: str) -> None:
+    """Where else alerts are sent as they are raised (live, nightly): --syslog
+    and its TLS files, --webhook with its token file and spool. ``alerts``:
+    which alerts ("alerts", "new alerts"); ``spool_dir``: --spool-dir's help."""
+    parser.add_argument(
+        "--syslog",
+        metavar="TARGET",
+        help=f"also send {alerts} as RFC 5424 syslog: 'local' (/dev/log), a Unix socket "
+        "path (/run/...), HOST[:PORT] (UDP), tcp://HOST[:PORT] (RFC 6587, octet counting) "
+        "or tls://HOST[:PORT] (RFC 5425; port 6514 by default)",
+    )
+    parser.add_argument(
+        "--syslog-ca",
+        metavar="FILE",
+        help="with tls://: check the collector's certificate against the CA certificate(s) "
+        "in FILE (PEM) instead of the system's store; its name must match HOST either way",
+    )
+    parser.add_argument(
+        "--syslog-cert",
+        metavar="FILE",
+        help="with tls://: a client certificate (PEM) for a collector that asks for one",
+    )
+    parser.add_argument(
+        "--syslog-key",
+        metavar="FILE",
+        help="the --syslog-cert's private key (PEM; default: in the --syslog-cert file)",
+    )
+    parser.add_argument(
+        "--webhook",
+        metavar="URL",
+        help=f"also POST {alerts} to URL (http:// or https://, the server's certificate "
+        "checked against the system's store): ECS JSON, one alert a line "
+        "(application/x-ndjson); retried with backoff, alerts not yet taken kept in the spool",
+    )
+    parser.add_argument(
+        "--webhook-token-file",
+        metavar="FILE",
+        help="send the token in FILE as 'Authorization: Bearer TOKEN' (a file: the command "
+        "line is visible to every user, in ps)",
+    )
+    parser.add_argument("--webhook-token", nargs="?", action=_TokenRefused, help=argparse.SUPPRESS)
+    parser.add_argument("--spool-dir", metavar="DIR", help=spool_dir)
+    parser.add_argument(
+        "--spool-max",
+        type=number(float, "megabytes", lambda v: v > 0, "be more than 0"),
+        default=100.0,
+        metavar="MB",
+        help="the most the spool holds of alerts the receiver has not taken (default: 100); "
+        "when full, new alerts are not kept for the webhook, said in one line",
+    )
+
+
+class _TokenRefused(argparse.Action):
+    """--webhook-token on the command line: refused (without echoing it), and
+    not taken as short for --webhook-token-file either."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        parser.error(
+            "--webhook-token: not on the command line (every user sees it, in ps): put the "
+            "token in a file only the sensor's user can read and give --webhook-token-file FILE"
+        )
+
+
+def delivery_problem(args: argparse.Namespace, *, spool_needed: bool) -> bool:
+    """A usage mistake in the delivery options, said: the command stops (exit 2).
+    ``spool_needed``: --webhook needs --spool-dir (no default place)."""
+    problem = None
+    if (args.syslog_ca or args.syslog_cert or args.syslog_key) and not (
+        args.syslog or ""
+    ).startswith("tls://"):
+        problem = "--syslog-ca, --syslog-cert and --syslog-key are for --syslog tls://HOST[:PORT]"
+    elif not args.webhook and (args.webhook_token_file or args.spool_dir):
+        which = "--webhook-token-file" if args.webhook_token_file else "--spool-dir"
+        problem = f"{which} is for a webhook: give its URL with --webhook URL"
+    elif args.webhook and spool_needed and not args.spool_dir:
+        problem = (
+            "--webhook: give the spool with --spool-dir DIR (alerts the receiver has not "
+            "taken wait there, also across a restart)"
+        )
+    if problem:
+        say(problem)
+        return True
+    return False
+
+
+def syslog_of(args: argparse.Namespace) -> SyslogSender | None:
+    """The --syslog sender (connected: a TLS collector's certificate is checked
+    now), or None."""
+    if not args.syslog:
+        return None
+    from ..alerts.stream import SyslogSender
+
+    return SyslogSender(args.syslog, ca=args.syslog_ca, cert=args.syslog_cert, key=args.syslog_key)
+
+
+def webhook_token(args: argparse.Namespace) -> str | None:
+    """The --webhook-token-file's token (read before privileges are dropped)."""
+    if not args.webhook_token_file:
+        return None
+    from ..alerts.webhook import read_token
+
+    return read_token(args.webhook_token_file)
+
+
+def webhook_of(
+    args: argparse.Namespace, token: str | None, spool_dir: str | None
+) -> WebhookSender | None:
+    """The --webhook sender on its spool (opened, and what an earlier run left
+    in it sent first), or None."""
+    if not args.webhook or not spool_dir:
+        return None
+    from ..alerts.webhook import open_webhook
+
+    return open_webhook(args.webhook, spool_dir, token=token, max_bytes=int(args.spool_max * 2**20))

@@ -12,11 +12,16 @@ from typing import IO, Any
 
 from .arguments import (
     add_command,
+    add_delivery,
     add_flow_timeouts,
     add_model_pin,
     add_quiet,
+    delivery_problem,
     model_of,
     model_pin_alone,
+    syslog_of,
+    webhook_of,
+    webhook_token,
 )
 from .console import ExitStatus, number, say, say_compiling, site_policy, whole
 
@@ -27,6 +32,12 @@ LIVE_EPILOG = """examples:
       -o /var/log/egress/alerts.jsonl --syslog siem.example.net:514 --user nobody
       two capture workers (hash fanout), ECS JSON lines to a file and RFC 5424
       syslog over UDP; root only to open the socket
+  egress-detector live -i eth1 --policy site.toml --syslog tls://siem.example.net \\
+      --syslog-ca /etc/egress/siem-ca.pem --webhook https://hooks.example.net/egress \\
+      --webhook-token-file /etc/egress/webhook.token --spool-dir /var/lib/egress/spool
+      syslog over TLS (port 6514; the collector's certificate checked against the
+      CA) and a webhook; alerts the webhook has not taken wait in the spool, also
+      across a restart
   egress-detector live -i eth1 --bpf 'not port 22' --duration 3600 --flows-out hour.parquet
   egress-detector live -i eth1 --policy site.toml --jsonl /var/log/egress/alerts.jsonl
       a table on stdout for the person watching, JSON lines for the SIEM
@@ -111,11 +122,11 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
         metavar="FILE",
         help="also append every alert to FILE as ECS JSON lines (with the table on stdout, say)",
     )
-    live.add_argument(
-        "--syslog",
-        metavar="TARGET",
-        help="also send alerts as RFC 5424 syslog: 'local' (/dev/log), a Unix socket path "
-        "(/run/...), or HOST[:PORT] (UDP)",
+    add_delivery(
+        live,
+        alerts="alerts",
+        spool_dir="with --webhook (needed): the directory where alerts wait until the receiver "
+        "takes them; kept across restarts, sent first by the next run",
     )
     live.add_argument(
         "--flows-out",
@@ -193,7 +204,8 @@ def _drop_privileges(user: str) -> None:
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from ..alerts.stream import AlertStream, SyslogSender
+    from ..alerts.delivery import Deliveries
+    from ..alerts.stream import AlertStream
     from ..capture.live import (
         RingConfig,
         RingSource,
@@ -210,7 +222,7 @@ def run_live(args: argparse.Namespace) -> int:
     from ..policy import load_policy
 
     policy = site_policy(args.policy or None)
-    if model_pin_alone(args):
+    if model_pin_alone(args) or delivery_problem(args, spool_needed=True):
         return ExitStatus.USAGE
     model = model_of(args, policy)
     fmt = args.format or ("jsonl" if args.output and args.output.endswith((".jsonl", ".json"))
@@ -258,15 +270,19 @@ def run_live(args: argparse.Namespace) -> int:
         out: IO[str] | None = (
             open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
         )
-        syslog = SyslogSender(args.syslog) if args.syslog else None
+        syslog = syslog_of(args)
+        token = webhook_token(args)
         also = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
         if args.user:
             _drop_privileges(args.user)
+        # The spool is the unprivileged user's: opened once privileges are dropped.
+        webhook = webhook_of(args, token, args.spool_dir)
     except BaseException:
         for source in sources:
             source.close()
         raise
-    sink = AlertStream(fmt, out, policy.zone, policy.site_name, syslog=syslog)
+    sink = AlertStream(fmt, out, policy.zone, policy.site_name,
+                       syslog=Deliveries.of(syslog, webhook))  # fmt: skip
     sinks = [sink]
     if also is not None:
         sinks.append(AlertStream("jsonl", also, policy.zone, policy.site_name))

@@ -10,11 +10,16 @@ from typing import Any
 
 from .arguments import (
     add_command,
+    add_delivery,
     add_model_pin,
     add_quiet,
     add_reading_arguments,
+    delivery_problem,
     model_of,
     model_pin_alone,
+    syslog_of,
+    webhook_of,
+    webhook_token,
 )
 from .console import ExitStatus, Problems, number, progress, say, say_compiling, site_policy
 
@@ -30,6 +35,11 @@ NIGHTLY_EPILOG = """examples:
       the JSON lines are not written again
   egress-detector nightly ... --since 2026-02-01
       a first run over an archive: leave the days before 1 February alone
+  egress-detector nightly ... --syslog tcp://siem.example.net:514 \\
+      --webhook https://hooks.example.net/egress \\
+      --webhook-token-file /etc/egress/webhook.token
+      new alerts also to syslog over TCP and to a webhook; what the webhook has not
+      taken waits in nightly.db.webhook-spool and goes first on the next run
 
 cron, in /etc/cron.d/egress-detector (every night at 01:30, once the hour after
 midnight is captured; one line in the file, shown wrapped; in a user's crontab,
@@ -111,10 +121,11 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         "file is the nightly's own: what an interrupted run wrote past its last finished day "
         "is cut off",
     )
-    nightly.add_argument(
-        "--syslog",
-        metavar="TARGET",
-        help="also send new alerts as RFC 5424 syslog: 'local' (/dev/log) or HOST[:PORT] (UDP)",
+    add_delivery(
+        nightly,
+        alerts="new alerts",
+        spool_dir="with --webhook: the directory where alerts wait until the receiver takes "
+        "them, sent first by the next run (default: beside --state, STATE.db.webhook-spool)",
     )
     when = nightly.add_mutually_exclusive_group()
     when.add_argument(
@@ -152,14 +163,15 @@ _seconds = number(float, "seconds", lambda v: v >= 0, "be 0 or more")
 
 
 def run_nightly_command(args: argparse.Namespace) -> int:
-    from ..alerts.stream import SyslogSender
+    from ..alerts.delivery import Deliveries
+    from ..alerts.webhook import default_spool
     from ..nightly.run import NightlyOptions, NightlyResult, run_nightly
     from ..units import human_bytes
 
     if args.learn and not args.model:
         say("--learn updates a model: give it with --model FILE")
         return ExitStatus.USAGE
-    if model_pin_alone(args):
+    if model_pin_alone(args) or delivery_problem(args, spool_needed=False):
         return ExitStatus.USAGE
     if args.model_sha256 and args.learn:
         say("--model-sha256 pins the --model file, which --learn rewrites: give one or the other")
@@ -167,14 +179,21 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     policy = site_policy(args.policy)
     model = model_of(args, policy)
     say_compiling(45, quiet=args.quiet)
-    syslog = SyslogSender(args.syslog) if args.syslog else None
+    syslog = syslog_of(args)
+    try:
+        webhook = webhook_of(args, webhook_token(args), args.spool_dir or default_spool(args.state))
+    except BaseException:
+        if syslog is not None:
+            syslog.close()
+        raise
+    sender = Deliveries.of(syslog, webhook)
 
     options = NightlyOptions(
         captures=args.captures,
         state=args.state,
         report_dir=args.report_dir,
         alerts_path=args.jsonl,
-        syslog=syslog,
+        syslog=sender,
         since=args.since,
         day=args.day,
         settle_seconds=args.settle,
@@ -223,8 +242,8 @@ def run_nightly_command(args: argparse.Namespace) -> int:
             announce=announce,
         )
     finally:
-        if syslog is not None:
-            syslog.close()
+        if sender is not None:
+            sender.close()
     if result.announced_alerts:
         return ExitStatus.ALERTS
     return ExitStatus.UNREADABLE if result.damaged else ExitStatus.OK

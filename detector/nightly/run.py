@@ -56,7 +56,7 @@ from .discover import CaptureFingerprint, find_captures, fingerprint, first_pack
 from .state import FinishedDay, KnownFile, NightlyState
 
 if TYPE_CHECKING:
-    from ..alerts.stream import SyslogSender
+    from ..alerts.stream import AlertSender
     from ..detect.model import EgressModel
     from ..distributed import DaskSession
     from ..policy import Policy
@@ -77,7 +77,7 @@ class NightlyOptions:
     state: str  # the SQLite state file
     report_dir: str
     alerts_path: str | None = None  # JSON lines, appended
-    syslog: SyslogSender | None = None
+    syslog: AlertSender | None = None  # syslog and/or a webhook (--syslog, --webhook)
     since: dt.date | None = None  # do not finish days before this one
     day: dt.date | None = None  # finish (or redo) this day only
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
