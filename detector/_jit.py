@@ -99,9 +99,9 @@ HOT_LOOP = dict(KERNEL, _nrt=False)
 # (the 6x trap in PERF-NOTES). Two ways:
 # * INLINE: numba pastes the helper's IR into the caller. Certain, but numba copies
 #   the helper's whole IR per call site, in time that grows with the square of its
-#   size: for the large bodies the hot loops must have inline (decode_frame_at and
-#   its wrapper decode_frame, count_packet, the batch row writer), and for small
-#   helpers not yet moved to LEAF (each move wants its own ab_kernels check).
+#   size: for the large bodies the hot loops must have inline (decode_frame,
+#   count_packet, the batch row writer), and for small helpers not yet moved to
+#   LEAF (each move wants its own ab_kernels check).
 # * LEAF: an ordinary compiled function without the reference-counting runtime, so a
 #   call costs no reference count; LLVM inlines the small ones into the loop. The
 #   byte readers, hashes and payload parsers moved here halved the first run's

@@ -288,22 +288,10 @@ def test_kernel_with_a_bad_bin_width_counts_nothing():
     rows = np.zeros((4, ak.ROW_COLUMNS), dtype=np.int64)
     slots = np.zeros(8, dtype=np.int64)
     state = np.zeros(ak.S_FIELDS, dtype=np.int64)
-    args = (
-        batch.ts_ns,
-        batch.src_hi,
-        batch.src_lo,
-        batch.dst_hi,
-        batch.dst_lo,
-        batch.sport,
-        batch.dport,
-        batch.proto,
-        batch.ip_version,
-        batch.wire_len,
-        batch.vlan,
-    )
-    assert ak.count_activity(*args, 0, 1, 0, rows, slots, state) == 0
+    arrays = batch.arrays()
+    assert ak.count_activity(arrays, 0, 1, 0, rows, slots, state) == 0
     assert state.tolist() == [0, 0]
-    assert ak.count_activity(*args, 0, 1, MINUTE, rows, slots, state) == 1
+    assert ak.count_activity(arrays, 0, 1, MINUTE, rows, slots, state) == 1
     assert state.tolist() == [1, 1]
 
 
@@ -314,24 +302,12 @@ def test_full_table_stops_at_the_packet_not_counted():
     rows = np.zeros((2, ak.ROW_COLUMNS), dtype=np.int64)
     slots = np.zeros(4, dtype=np.int64)
     state = np.zeros(ak.S_FIELDS, dtype=np.int64)
-    args = (
-        batch.ts_ns,
-        batch.src_hi,
-        batch.src_lo,
-        batch.dst_hi,
-        batch.dst_lo,
-        batch.sport,
-        batch.dport,
-        batch.proto,
-        batch.ip_version,
-        batch.wire_len,
-        batch.vlan,
-    )
-    assert ak.count_activity(*args, 0, 4, MINUTE, rows, slots, state) == 2
+    arrays = batch.arrays()
+    assert ak.count_activity(arrays, 0, 4, MINUTE, rows, slots, state) == 2
     assert state.tolist() == [2, 2]
     slots[:] = 0
     state[ak.S_ROWS] = 0
-    assert ak.count_activity(*args, 2, 4, MINUTE, rows, slots, state) == 4
+    assert ak.count_activity(arrays, 2, 4, MINUTE, rows, slots, state) == 4
     assert state.tolist() == [2, 4]  # bin 2 and bin 0 again: two rows
     assert rows[:2, ak.C_BIN].tolist() == [2, 0]
 

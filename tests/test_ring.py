@@ -15,16 +15,10 @@ from detector._kernels import ring as ringk
 from detector.alerts.record import to_ecs
 from detector.alerts.stream import SyslogSender, _host_port
 from detector.capture import PacketBatch, read_packets
-from detector.capture.files import _new_counters
-from detector.capture.live import SourceStats, compile_bpf, fake_ring
+from detector.capture.files import new_counters
+from detector.capture.live import RingReader, SourceStats, compile_bpf, fake_ring, sample_frame
 from detector.detect import live as live_mod
-from detector.detect.live import (
-    SENSOR_BLIND,
-    SENSOR_DROPS,
-    LiveDetector,
-    LiveOptions,
-    sample_frame,
-)
+from detector.detect.live import SENSOR_BLIND, SENSOR_DROPS, LiveDetector, LiveOptions
 from detector.errors import DetectorError
 from detector.policy import parse_policy
 
@@ -43,7 +37,7 @@ def frames(n: int) -> list[tuple[int, bytes]]:
 def walk(ring: np.ndarray, block_size: int, block_count: int, rows: int = 4096):
     batch = PacketBatch.empty(rows)
     state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
-    counters = _new_counters()
+    counters = new_counters()
     out = []
     while True:
         n, why = ringk.walk_ring(ring, block_size, block_count, state, 1, False, False, rows,
@@ -91,14 +85,14 @@ def test_held_blocks_stay_ours_until_released():
     ring = fake_ring(frames(100), block_size=1 << 16, block_count=4, per_block=30)
     batch = PacketBatch.empty(64)
     state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
-    n, why = ringk.walk_ring(ring, 1 << 16, 4, state, 1, False, True, 64, _new_counters(),
+    n, why = ringk.walk_ring(ring, 1 << 16, 4, state, 1, False, True, 64, new_counters(),
                              batch.arrays())  # fmt: skip
     assert (n, why) == (64, ringk.RING_BATCH_FULL)
     status = [int(ring[b * (1 << 16) + 8]) for b in range(4)]
     assert status == [1, 1, 1, 1] and state[ringk.R_HELD] == 2  # two read in full, held
     assert ringk.release_held(ring, 1 << 16, 4, state) == 2
     assert [int(ring[b * (1 << 16) + 8]) for b in range(4)] == [0, 0, 1, 1]
-    n, why = ringk.walk_ring(ring, 1 << 16, 4, state, 1, False, True, 64, _new_counters(),
+    n, why = ringk.walk_ring(ring, 1 << 16, 4, state, 1, False, True, 64, new_counters(),
                              batch.arrays())  # fmt: skip
     assert (n, why) == (36, ringk.RING_IDLE) and state[ringk.R_HELD] == 2
     assert ringk.release_held(ring, 1 << 16, 4, state) == 2
@@ -191,20 +185,13 @@ class FakeSource:
     iface = "span1"
 
     def __init__(self, items, dropped: int = 0) -> None:
-        self.ring = fake_ring(items, block_size=1 << 16, block_count=4, per_block=50)
-        self.state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
-        self.counters = _new_counters()
+        ring = fake_ring(items, block_size=1 << 16, block_count=4, per_block=50)
+        self.reader = RingReader(ring, 1 << 16, 4, 1, max_rows=self.batch_rows)
         self.dropped = dropped
         self.closed = False
 
     def read(self, batch, timeout, inspector=None):
-        n, _ = ringk.walk_ring(self.ring, 1 << 16, 4, self.state, 1, False, inspector is not None,
-                               len(batch), self.counters, batch.arrays())  # fmt: skip
-        if inspector is not None:
-            inspector.inspect(self.ring, 0, batch.head(n), pcapng=False, linktype=1,
-                              if_linktypes=np.ones(1, dtype=np.int64))  # fmt: skip
-            ringk.release_held(self.ring, 1 << 16, 4, self.state)
-        return int(n)
+        return self.reader.read(batch, inspector)
 
     def wait(self, timeout):
         time.sleep(min(timeout, 0.05))
@@ -349,7 +336,7 @@ def test_forgetting_old_minutes_keeps_exactly_the_later_ones():
     batch = PacketBatch.empty(128)
     ring = fake_ring(items, block_size=1 << 16, block_count=4, per_block=40)
     n, _ = ringk.walk_ring(ring, 1 << 16, 4, np.zeros(ringk.R_FIELDS, dtype=np.int64), 1, False,
-                           False, 128, _new_counters(), batch.arrays())  # fmt: skip
+                           False, 128, new_counters(), batch.arrays())  # fmt: skip
     whole = ActivityTable(bin_seconds=60, capacity=8)  # small: rows drained into chunks
     whole.ingest(batch.head(n))
     later = ActivityTable(bin_seconds=60)

@@ -40,7 +40,8 @@ import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, KERNEL
-from .flowtable import EMPTY, LOW32, canonical_key, flow_hash
+from .decode import packet_at
+from .flowtable import canonical_key, find_row, flow_hash, take_slot
 
 # Row columns (int64 each).
 C_A_HI = 0
@@ -70,91 +71,39 @@ BIN_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
 @njit(**HOT_LOOP)
-def count_activity(
-    ts_ns,
-    src_hi,
-    src_lo,
-    dst_hi,
-    dst_lo,
-    sport,
-    dport,
-    proto,
-    ip_version,
-    wire_len,
-    vlan,
-    start,
-    n,
-    bin_ns,
-    rows,
-    slots,
-    state,
-):
-    """Count packets ``start..n`` of a batch into the activity table.
+def count_activity(batch, start, n, bin_ns, rows, slots, state):
+    """Count packets ``start..n`` of ``batch`` (``records.Batch`` arrays) into
+    the activity table.
 
     ``rows``: (capacity, ROW_COLUMNS) int64; ``slots``: int64, a power of two
     at least twice the capacity, zero where empty; ``state``: S_FIELDS int64;
-    ``bin_ns`` > 0 (else nothing is counted). The batch's arrays come one by
-    one, not as a tuple (PERF-NOTES, lesson 1). Returns the index of the
-    first packet not counted: ``n`` when all were, less when the rows are all
-    in use (drain, then call again from there).
+    ``bin_ns`` > 0 (else nothing is counted). Returns the index of the first
+    packet not counted: ``n`` when all were, less when the rows are all in use
+    (drain, then call again from there).
     """
     if bin_ns <= 0:  # the caller validates; a kernel never raises
         return start
     capacity = rows.shape[0]
-    mask = slots.shape[0] - 1
     for i in range(start, n):
-        if ip_version[i] == 0:
+        if batch.ip_version[i] == 0:
             continue
-        t = ts_ns[i]
+        t = batch.ts_ns[i]
         # numba's integer // floors like Python's, also for negative times.
         b = t // bin_ns
-        s_hi = src_hi[i]
-        s_lo = src_lo[i]
-        d_hi = dst_hi[i]
-        d_lo = dst_lo[i]
-        sp = np.int64(sport[i])
-        dp = np.int64(dport[i])
-        pr = np.int64(proto[i])
-        vl = np.int64(vlan[i])
-        a_hi, a_lo, b_hi, b_lo, meta, d = canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl)
+        p = packet_at(batch, i)
+        a_hi, a_lo, b_hi, b_lo, meta, d = canonical_key(
+            p.src_hi, p.src_lo, p.dst_hi, p.dst_lo, p.sport, p.dport, p.proto, p.vlan
+        )
         h = flow_hash(a_hi, a_lo, b_hi, b_lo, np.uint64(meta) ^ (np.uint64(b) * BIN_MULTIPLIER))
         tag = np.int64(h >> np.uint64(32))
-        j = tag & mask
-        ia_hi = np.int64(a_hi)
-        ia_lo = np.int64(a_lo)
-        ib_hi = np.int64(b_hi)
-        ib_lo = np.int64(b_lo)
-        row = -1
-        while True:
-            entry = slots[j]
-            if entry == EMPTY:
-                break
-            if ((entry >> 32) & LOW32) == tag:
-                r = (entry & LOW32) - 1
-                if (
-                    rows[r, C_A_LO] == ia_lo
-                    and rows[r, C_B_LO] == ib_lo
-                    and rows[r, C_META] == meta
-                    and rows[r, C_BIN] == b
-                    and rows[r, C_A_HI] == ia_hi
-                    and rows[r, C_B_HI] == ib_hi
-                ):
-                    row = r
-                    break
-            j = (j + 1) & mask
-
+        key = (np.int64(a_hi), np.int64(a_lo), np.int64(b_hi), np.int64(b_lo), meta, b)
+        row, j = find_row(rows, slots, tag, key)
         if row < 0:
             row = state[S_ROWS]
             if row >= capacity:
                 return i
             state[S_ROWS] = row + 1
-            slots[j] = (tag << 32) | (row + 1)
-            rows[row, C_A_HI] = ia_hi
-            rows[row, C_A_LO] = ia_lo
-            rows[row, C_B_HI] = ib_hi
-            rows[row, C_B_LO] = ib_lo
-            rows[row, C_META] = meta
-            rows[row, C_BIN] = b
+            take_slot(rows, slots, j, tag, row, key)
             rows[row, C_AB_PACKETS] = 0
             rows[row, C_AB_BYTES] = 0
             rows[row, C_BA_PACKETS] = 0
@@ -167,7 +116,7 @@ def count_activity(
             rows[row, C_LAST] = t
         base = C_AB_PACKETS + 2 * d
         rows[row, base] += 1
-        rows[row, base + 1] += np.int64(wire_len[i])
+        rows[row, base + 1] += np.int64(batch.wire_len[i])
         state[S_PACKETS] += 1
     return n
 

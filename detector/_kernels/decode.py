@@ -6,6 +6,8 @@ the buffer) and never raises: a frame that is not IP, cut short or malformed is
 reported through its status code. Field meanings are in docs/flows.md.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
@@ -168,11 +170,23 @@ def _ppp_ethertype(ppp):
     return ETHERTYPE_NOT_IP
 
 
+# What decoding one frame finds: a batch row's header fields (docs/flows.md), and
+# where the transport header starts in the buffer (payload inspection needs it;
+# -1 when there is none: not IP, or a later fragment). Every field is an int64
+# but the addresses (uint64 halves), so every way out of the decoder, and a
+# packet read back from a batch (``packet_at``), has the one numba type.
+Packet = namedtuple(
+    "Packet",
+    ["status", "ip_version", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport",
+     "tcp_flags", "vlan", "frag", "frag_id", "transport_at"],
+)  # fmt: skip
+
+
 @njit(**LEAF)
 def _no_ip(status, vlan):
     zero = np.uint64(0)
     z = np.int64(0)
-    return status, 0, 0, zero, zero, zero, zero, z, z, z, vlan, 0, z, z - 1
+    return Packet(status, z, z, zero, zero, zero, zero, z, z, z, vlan, z, z, z - 1)
 
 
 @njit(**LEAF)
@@ -180,40 +194,37 @@ def _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, fra
     """An IP packet whose transport header is not there (a later fragment) or
     cut short: addresses and protocol, ports and flags 0."""
     z = np.int64(0)
-    return (
-        STATUS_OK,
-        ip_version,
-        proto,
-        src_hi,
-        src_lo,
-        dst_hi,
-        dst_lo,
-        z,
-        z,
-        z,
-        vlan,
-        frag,
-        frag_id,
-        z - 1,
+    return Packet(np.int64(STATUS_OK), ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, z, z, z,
+                  vlan, frag, frag_id, z - 1)  # fmt: skip
+
+
+@njit(**INLINE)
+def packet_at(batch, i):
+    """Row ``i`` of a batch (``records.Batch`` arrays) as a :data:`Packet`."""
+    return Packet(
+        np.int64(batch.status[i]),
+        np.int64(batch.ip_version[i]),
+        np.int64(batch.proto[i]),
+        batch.src_hi[i],
+        batch.src_lo[i],
+        batch.dst_hi[i],
+        batch.dst_lo[i],
+        np.int64(batch.sport[i]),
+        np.int64(batch.dport[i]),
+        np.int64(batch.tcp_flags[i]),
+        np.int64(batch.vlan[i]),
+        np.int64(batch.frag[i]),
+        np.int64(batch.frag_id[i]),
+        np.int64(-1),
     )
 
 
 @njit(**INLINE)
 def decode_frame(buf, off, caplen, linktype):
-    """:func:`decode_frame_at` without the transport offset: the 13 batch fields."""
-    r = decode_frame_at(buf, off, caplen, linktype)
-    return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]
+    """Decode the frame at ``buf[off:off+caplen]`` into a :data:`Packet`.
 
-
-@njit(**INLINE)
-def decode_frame_at(buf, off, caplen, linktype):
-    """Decode the frame at ``buf[off:off+caplen]``.
-
-    Returns ``(status, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, sport,
-    dport, tcp_flags, vlan, frag, frag_id, transport_at)``: the last is where the
-    transport header starts in ``buf`` (payload inspection needs it), -1 when
-    there is none (not IP, or a later fragment). It may lie past the captured
-    bytes: callers check before reading.
+    Its ``transport_at`` may lie past the captured bytes: callers check before
+    reading there.
     """
     end = off + caplen
     p = off
@@ -377,8 +388,9 @@ def decode_frame_at(buf, off, caplen, linktype):
             return _no_ip(STATUS_NOT_IP if after_mpls else STATUS_MALFORMED, vlan)
 
     # ---- network layer
-    frag = 0
+    frag = z
     frag_id = z
+    no_transport = False  # a later fragment (the flow table finds its ports), or cut short
     if et == ETHERTYPE_IPV4:
         if p + 20 > end:
             return _no_ip(STATUS_TRUNCATED, vlan)
@@ -393,14 +405,9 @@ def decode_frame_at(buf, off, caplen, linktype):
         frag_offset = frag_word & 0x1FFF
         more_fragments = (frag_word & 0x2000) != 0
         if frag_offset != 0 or more_fragments:
-            frag = 1
+            frag = 1 if frag_offset != 0 else 3
             frag_id = u16be(buf, p + 4)
-            if frag_offset != 0:
-                # No transport header here; the flow table finds the ports.
-                return _no_ports(
-                    ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
-                )
-            frag = 3
+            no_transport = frag_offset != 0
         p += ihl
     elif et == ETHERTYPE_IPV6:
         if p + 40 > end:
@@ -415,53 +422,43 @@ def decode_frame_at(buf, off, caplen, linktype):
         dst_lo = u64be(buf, p + 32)
         p += 40
         for _ in range(MAX_EXT_HEADERS):
-            if (
-                proto == IPPROTO_HOPOPTS
+            fragment = proto == IPPROTO_FRAGMENT
+            if not (
+                fragment
+                or proto == IPPROTO_AH
+                or proto == IPPROTO_HOPOPTS
                 or proto == IPPROTO_ROUTING
                 or proto == IPPROTO_DSTOPTS
                 or proto == IPPROTO_MOBILITY
                 or proto == IPPROTO_HIP
                 or proto == IPPROTO_SHIM6
             ):
-                if p + 2 > end:
-                    return _no_ports(
-                        ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
-                    )
-                nxt = u8(buf, p)
-                p += (u8(buf, p + 1) + 1) * 8
-                proto = nxt
-            elif proto == IPPROTO_AH:
-                if p + 2 > end:
-                    return _no_ports(
-                        ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
-                    )
-                nxt = u8(buf, p)
-                p += (u8(buf, p + 1) + 2) * 4
-                proto = nxt
-            elif proto == IPPROTO_FRAGMENT:
-                if p + 8 > end:
-                    return _no_ports(
-                        ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
-                    )
-                nxt = u8(buf, p)
+                break
+            if p + (8 if fragment else 2) > end:
+                no_transport = True  # the protocol stays the extension header's
+                break
+            nxt = u8(buf, p)
+            if fragment:
                 frag_word = u16be(buf, p + 2)
                 frag_offset = frag_word >> 3
                 more_fragments = (frag_word & 1) != 0
-                proto = nxt
                 # RFC 6946: offset 0 without M is an "atomic fragment": a whole packet.
                 if frag_offset != 0 or more_fragments:
-                    frag = 1
+                    frag = 1 if frag_offset != 0 else 3
                     frag_id = u32be(buf, p + 4)
-                    if frag_offset != 0:
-                        return _no_ports(
-                            ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id
-                        )
-                    frag = 3
+                    no_transport = frag_offset != 0
                 p += 8
+            elif proto == IPPROTO_AH:
+                p += (u8(buf, p + 1) + 2) * 4
             else:
+                p += (u8(buf, p + 1) + 1) * 8
+            proto = nxt
+            if no_transport:
                 break
     else:
         return _no_ip(STATUS_NOT_IP, vlan)
+    if no_transport:
+        return _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id)
 
     # ---- transport: ports when their bytes were captured, flags when theirs were
     sport = z
@@ -481,19 +478,7 @@ def decode_frame_at(buf, off, caplen, linktype):
         if p + 2 <= end:
             sport = u8(buf, p)
             dport = u8(buf, p + 1)
-    return (
-        STATUS_OK,
-        ip_version,
-        proto,
-        src_hi,
-        src_lo,
-        dst_hi,
-        dst_lo,
-        sport,
-        dport,
-        flags,
-        vlan,
-        frag,
-        frag_id,
-        p,
-    )
+    return Packet(
+        np.int64(STATUS_OK), ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
+        flags, vlan, frag, frag_id, p,
+    )  # fmt: skip

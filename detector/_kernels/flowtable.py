@@ -16,10 +16,13 @@ least recently seen eighth. Closed flows are copied to an export buffer; when it
 fills, the kernel returns and the caller drains it and calls again.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, INLINE, KERNEL, LEAF
+from .decode import packet_at
 
 # The meta column packs the rest of the key: a_port << 48 | b_port << 32 | proto << 16 | vlan
 
@@ -90,6 +93,15 @@ S_PACKETS = 7  # IP packets counted into flows
 S_LATEST = 8  # latest packet time seen, IP or not (NO_TIME: none yet)
 S_FIELDS = 9
 
+# The table's arrays, as the counting kernels take them: ``flows`` the live rows,
+# ``slots`` the slot table, ``free`` the rows freed for reuse, ``state`` the
+# S_* scalars, ``frag_keys``/``frag_ports`` the recent first fragments' ports
+# (direct-mapped by hash), ``icmp_counterparts`` from :func:`icmp_counterparts`.
+FlowTableArrays = namedtuple(
+    "FlowTableArrays",
+    ["flows", "slots", "free", "state", "frag_keys", "frag_ports", "icmp_counterparts"],
+)
+
 TCP_SYN = 0x02
 TCP_ACK = 0x10
 IPPROTO_TCP = 6
@@ -139,16 +151,65 @@ def flow_hash(a_hi, a_lo, b_hi, b_lo, meta):
 
 
 @njit(**LEAF)
-def canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl):
+def canonical_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto, vlan):
     """A packet's flow key, the same whichever way the packet goes: A is the
     endpoint with the smaller (address, port). Returns ``(a_hi, a_lo, b_hi,
     b_lo, meta, d)`` with ``d`` 0 when the packet goes A→B, 1 when B→A.
 
     One definition for the flow table, the per-minute activity table and the
     payload inspector's budget, so all three agree on what a flow is."""
-    if s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp))):
-        return s_hi, s_lo, d_hi, d_lo, meta_key(sp, dp, pr, vl), 0
-    return d_hi, d_lo, s_hi, s_lo, meta_key(dp, sp, pr, vl), 1
+    if src_hi < dst_hi or (
+        src_hi == dst_hi and (src_lo < dst_lo or (src_lo == dst_lo and sport <= dport))
+    ):
+        return src_hi, src_lo, dst_hi, dst_lo, meta_key(sport, dport, proto, vlan), 0
+    return dst_hi, dst_lo, src_hi, src_lo, meta_key(dport, sport, proto, vlan), 1
+
+
+@njit(**LEAF)
+def find_row(rows, slots, tag, key):
+    """Look ``key`` up in an open-addressing table (linear probing; a slot holds
+    ``tag << 32 | row + 1``, 0 when empty): the flow table's, or the activity
+    table's.
+
+    A row starts with its key: ``key`` holds the values of its first
+    ``len(key)`` columns (A high, A low, B high, B low, meta; the activity
+    table's key goes on with the bin). Returns ``(row, slot)``: the row with
+    that key and its slot, or -1 and the empty slot where the key would go.
+    """
+    mask = slots.shape[0] - 1
+    j = tag & mask
+    while True:
+        entry = slots[j]
+        if entry == EMPTY:
+            return -1, j
+        if ((entry >> 32) & LOW32) == tag:
+            r = (entry & LOW32) - 1
+            same = True
+            for c in range(len(key)):
+                if rows[r, c] != key[c]:
+                    same = False
+                    break
+            if same:
+                return r, j
+        j = (j + 1) & mask
+
+
+@njit(**LEAF)
+def empty_slot(slots, tag):
+    """The first empty slot on ``tag``'s probe path."""
+    mask = slots.shape[0] - 1
+    j = tag & mask
+    while slots[j] != EMPTY:
+        j = (j + 1) & mask
+    return j
+
+
+@njit(**LEAF)
+def take_slot(rows, slots, j, tag, row, key):
+    """Put ``row`` in slot ``j`` and write its ``key`` (see :func:`find_row`)."""
+    slots[j] = (tag << 32) | (row + 1)
+    for c in range(len(key)):
+        rows[row, c] = key[c]
 
 
 @njit(**INLINE)
@@ -196,8 +257,10 @@ def import_rows(rows, flows):
 
 
 @njit(**INLINE)
-def _remove(flows, slots, mask, row, free, state):
+def _remove(table, row):
     """Delete ``row`` from the slot table (backward shift) and free it."""
+    flows, slots, free, state = table.flows, table.slots, table.free, table.state
+    mask = slots.shape[0] - 1
     i = flows[row, C_SLOT] & SLOT_MASK
     j = i
     while True:
@@ -223,48 +286,50 @@ def _remove(flows, slots, mask, row, free, state):
     state[S_LIVE] -= 1
 
 
-@njit(**KERNEL)
-def sweep_idle(flows, slots, free, state, now, idle_ns, export, n_export):
+# The sweeps allocate nothing: without the reference-counting runtime, handing
+# the table's arrays to the inlined helpers costs nothing per flow.
+@njit(**HOT_LOOP)
+def sweep_idle(table, now, idle_ns, export, n_export):
     """Export every flow idle for more than ``idle_ns`` at time ``now``.
 
     Returns the new export count; stops early if the export buffer fills (the
     caller drains it and sweeps again).
     """
-    mask = slots.shape[0] - 1
-    for row in range(state[S_HIGH_WATER]):
+    flows = table.flows
+    for row in range(table.state[S_HIGH_WATER]):
         if n_export >= export.shape[0]:
             break
         if flows[row, C_SLOT] >= 0 and now - flows[row, C_LAST] > idle_ns:
             _export(flows, row, REASON_IDLE, export, n_export)
             n_export += 1
-            _remove(flows, slots, mask, row, free, state)
+            _remove(table, row)
     return n_export
 
 
-@njit(**KERNEL)
-def flush_all(flows, slots, free, state, idle_ns, export, n_export):
+@njit(**HOT_LOOP)
+def flush_all(table, idle_ns, export, n_export):
     """Export every live flow (end of input); returns the new export count.
 
     A flow already idle at the latest packet time closes as ``idle``, the rest
     as ``end``: the reason must not depend on when a sweep last ran.
     """
-    mask = slots.shape[0] - 1
-    latest = state[S_LATEST]
-    for row in range(state[S_HIGH_WATER]):
+    flows = table.flows
+    latest = table.state[S_LATEST]
+    for row in range(table.state[S_HIGH_WATER]):
         if n_export >= export.shape[0]:
             break
         if flows[row, C_SLOT] >= 0:
             reason = REASON_IDLE if latest - flows[row, C_LAST] > idle_ns else REASON_END
             _export(flows, row, reason, export, n_export)
             n_export += 1
-            _remove(flows, slots, mask, row, free, state)
+            _remove(table, row)
     return n_export
 
 
 @njit(**KERNEL)
-def evict_oldest(flows, slots, free, state, export, n_export):
+def evict_oldest(table, export, n_export):
     """Close the least recently seen eighth of the live flows (table full)."""
-    mask = slots.shape[0] - 1
+    flows, state = table.flows, table.state
     high = state[S_HIGH_WATER]
     lasts = np.empty(state[S_LIVE], dtype=np.int64)
     k = 0
@@ -282,7 +347,7 @@ def evict_oldest(flows, slots, free, state, export, n_export):
         if flows[row, C_SLOT] >= 0 and flows[row, C_LAST] <= cut:
             _export(flows, row, REASON_EVICTED, export, n_export)
             n_export += 1
-            _remove(flows, slots, mask, row, free, state)
+            _remove(table, row)
             state[S_EVICTED] += 1
     return n_export
 
@@ -293,41 +358,17 @@ COUNT_TABLE_FULL = 2  # grow or evict, then count this packet again
 
 
 @njit(**INLINE)
-def count_packet(
-    t,
-    s_hi,
-    s_lo,
-    d_hi,
-    d_lo,
-    sp,
-    dp,
-    pr,
-    ipv,
-    wire,
-    fl,
-    vl,
-    fr,
-    fid,
-    flows,
-    slots,
-    free,
-    state,
-    frag_keys,
-    frag_ports,
-    icmp_map,
-    params,
-    export,
-    n_export,
-):
-    """Count one IP packet into the flow table.
+def count_packet(t, packet, wire_len, table, params, export, n_export):
+    """Count one IP packet (a decoded :data:`~.decode.Packet` of time ``t``)
+    into the flow table ``table`` (:data:`FlowTableArrays`).
 
-    The table's arrays come one by one, not as the ``table`` tuple the kernels
-    take: unpacking a tuple of arrays per packet costs a reference count per
-    array per packet (PERF-NOTES, lesson 1). ``params`` = (idle_ns, active_ns,
-    sweep_every_ns). Returns ``(n_export, COUNT_*)``; on anything but COUNT_OK
-    the packet was not counted and must be offered again (what was done before
-    stopping is idempotent).
+    Only hot loops that run without the reference-counting runtime inline this:
+    with it, each use of an array of ``table`` would cost a reference count per
+    packet. ``params`` = (idle_ns, active_ns, sweep_every_ns). Returns
+    ``(n_export, COUNT_*)``; on anything but COUNT_OK the packet was not counted
+    and must be offered again (what was done before stopping is idempotent).
     """
+    flows, slots, free, state = table.flows, table.slots, table.free, table.state
     idle_ns = params[0]
     active_ns = params[1]
     # Room for a timed-out flow plus a sweep's first export before we start.
@@ -335,58 +376,50 @@ def count_packet(
         return n_export, COUNT_EXPORT_FULL
     if t >= state[S_NEXT_SWEEP]:
         if state[S_NEXT_SWEEP] != NO_TIME:
-            n_export = sweep_idle(flows, slots, free, state, t, idle_ns, export, n_export)
+            n_export = sweep_idle(table, t, idle_ns, export, n_export)
             if n_export + 2 > export.shape[0]:
                 return n_export, COUNT_EXPORT_FULL
         state[S_NEXT_SWEEP] = t + params[2]
-    mask = slots.shape[0] - 1
 
-    if fr != 0:
+    proto = packet.proto
+    sport = packet.sport
+    dport = packet.dport
+    if packet.frag != 0:
         # First fragments leave their ports for the later ones (same addresses,
         # protocol and identification).
+        frag_keys, frag_ports = table.frag_keys, table.frag_ports
         frag_mask = frag_keys.shape[0] - 1
-        fkey = flow_hash(s_hi, s_lo, d_hi, d_lo, (np.uint64(fid) << np.uint64(8)) | np.uint64(pr))
+        fkey = flow_hash(
+            packet.src_hi,
+            packet.src_lo,
+            packet.dst_hi,
+            packet.dst_lo,
+            (np.uint64(packet.frag_id) << np.uint64(8)) | np.uint64(proto),
+        )
         fslot = np.int64(fkey & np.uint64(frag_mask))
-        if fr & 2:
+        if packet.frag & 2:
             frag_keys[fslot] = fkey
-            frag_ports[fslot] = (sp << 16) | dp
+            frag_ports[fslot] = (sport << 16) | dport
         elif frag_keys[fslot] == fkey:
-            sp = frag_ports[fslot] >> 16
-            dp = frag_ports[fslot] & 0xFFFF
+            sport = frag_ports[fslot] >> 16
+            dport = frag_ports[fslot] & 0xFFFF
             state[S_FRAG_HITS] += 1
         else:
             state[S_FRAG_MISSES] += 1
 
-    if pr == IPPROTO_ICMP or pr == IPPROTO_ICMPV6:
-        counterpart = icmp_map[0 if pr == IPPROTO_ICMP else 1, sp & 0xFF]
+    if proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+        counterpart = table.icmp_counterparts[0 if proto == IPPROTO_ICMP else 1, sport & 0xFF]
         if counterpart >= 0:
-            dp = counterpart
+            dport = counterpart
 
-    a_hi, a_lo, b_hi, b_lo, meta, d = canonical_key(s_hi, s_lo, d_hi, d_lo, sp, dp, pr, vl)
+    a_hi, a_lo, b_hi, b_lo, meta, d = canonical_key(
+        packet.src_hi, packet.src_lo, packet.dst_hi, packet.dst_lo, sport, dport, proto,
+        packet.vlan,
+    )  # fmt: skip
     h = flow_hash(a_hi, a_lo, b_hi, b_lo, np.uint64(meta))
     tag = np.int64(h >> np.uint64(32))
-    j = tag & mask
-    ia_hi = np.int64(a_hi)
-    ia_lo = np.int64(a_lo)
-    ib_hi = np.int64(b_hi)
-    ib_lo = np.int64(b_lo)
-    row = -1
-    while True:
-        entry = slots[j]
-        if entry == EMPTY:
-            break
-        if ((entry >> 32) & LOW32) == tag:
-            r = (entry & LOW32) - 1
-            if (
-                flows[r, C_A_LO] == ia_lo
-                and flows[r, C_B_LO] == ib_lo
-                and flows[r, C_META] == meta
-                and flows[r, C_A_HI] == ia_hi
-                and flows[r, C_B_HI] == ib_hi
-            ):
-                row = r
-                break
-        j = (j + 1) & mask
+    key = (np.int64(a_hi), np.int64(a_lo), np.int64(b_hi), np.int64(b_lo), meta)
+    row, j = find_row(flows, slots, tag, key)
 
     if row >= 0:
         reason = -1
@@ -397,12 +430,10 @@ def count_packet(
         if reason >= 0:
             _export(flows, row, reason, export, n_export)
             n_export += 1
-            _remove(flows, slots, mask, row, free, state)
+            _remove(table, row)
             row = -1
             # The hole may have pulled entries back: probe again for a free slot.
-            j = tag & mask
-            while slots[j] != EMPTY:
-                j = (j + 1) & mask
+            j = empty_slot(slots, tag)
 
     if row < 0:
         if state[S_N_FREE] > 0:
@@ -413,19 +444,16 @@ def count_packet(
             state[S_HIGH_WATER] += 1
         else:
             return n_export, COUNT_TABLE_FULL
-        slots[j] = (tag << 32) | (row + 1)
+        take_slot(flows, slots, j, tag, row, key)
         state[S_LIVE] += 1
-        flows[row, C_A_HI] = ia_hi
-        flows[row, C_A_LO] = ia_lo
-        flows[row, C_B_HI] = ib_hi
-        flows[row, C_B_LO] = ib_lo
-        flows[row, C_META] = meta
         flows[row, C_FIRST] = t
         flows[row, C_LAST] = t
         # The initiator sent the first packet, unless that packet is a SYN+ACK:
         # then the receiver had sent the (uncaptured) SYN.
-        synack = pr == IPPROTO_TCP and (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)
-        info = (ipv << 1) | (INFO_INIT_IS_A if (d == 0) != synack else 0)
+        synack = proto == IPPROTO_TCP and (packet.tcp_flags & (TCP_SYN | TCP_ACK)) == (
+            TCP_SYN | TCP_ACK
+        )
+        info = (packet.ip_version << 1) | (INFO_INIT_IS_A if (d == 0) != synack else 0)
         flows[row, C_SLOT] = (info << SLOT_BITS) | j
         for c in range(L_DIR, LIVE_COLUMNS):
             flows[row, c] = 0
@@ -441,8 +469,8 @@ def count_packet(
         flows[row, base + L_FIRST] = t
     elif t > flows[row, base + L_LAST]:
         flows[row, base + L_LAST] = t
-    flows[row, base + L_PKFL] = (pkfl + (np.int64(1) << PKFL_SHIFT)) | fl
-    flows[row, base + L_BYTES] += wire
+    flows[row, base + L_PKFL] = (pkfl + (np.int64(1) << PKFL_SHIFT)) | packet.tcp_flags
+    flows[row, base + L_BYTES] += wire_len
     if t > flows[row, C_LAST]:
         flows[row, C_LAST] = t
     elif t < flows[row, C_FIRST]:
@@ -452,67 +480,24 @@ def count_packet(
 
 
 @njit(**HOT_LOOP)
-def aggregate(
-    ts_ns,
-    src_hi,
-    src_lo,
-    dst_hi,
-    dst_lo,
-    sport,
-    dport,
-    proto,
-    ip_version,
-    wire_len,
-    tcp_flags,
-    vlan,
-    frag,
-    frag_id,
-    start,
-    stop,
-    table,
-    params,
-    export,
-    n_export,
-):
-    """Count packets ``start..stop`` of a batch into the flow table ``table``
-    (flows, slots, free, state, frag_keys, frag_ports, icmp_map).
+def aggregate(batch, start, stop, table, params, export, n_export):
+    """Count packets ``start..stop`` of ``batch`` (``records.Batch`` arrays)
+    into the flow table ``table`` (:data:`FlowTableArrays`).
 
     Returns ``(next_packet, n_export, why)`` with ``why`` a COUNT_* code: the
     caller drains, grows or evicts, then calls again from ``next_packet``.
     """
-    flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
+    state = table.state
     for i in range(start, stop):
         # Every packet moves the clock, IP or not (the end-of-input reason uses it).
-        if ts_ns[i] > state[S_LATEST]:
-            state[S_LATEST] = ts_ns[i]
-        if ip_version[i] == 0:
+        t = batch.ts_ns[i]
+        if t > state[S_LATEST]:
+            state[S_LATEST] = t
+        if batch.ip_version[i] == 0:
             continue
-        n_export, why = count_packet(
-            ts_ns[i],
-            src_hi[i],
-            src_lo[i],
-            dst_hi[i],
-            dst_lo[i],
-            np.int64(sport[i]),
-            np.int64(dport[i]),
-            np.int64(proto[i]),
-            np.int64(ip_version[i]),
-            np.int64(wire_len[i]),
-            np.int64(tcp_flags[i]),
-            np.int64(vlan[i]),
-            frag[i],
-            frag_id[i],
-            flows,
-            slots,
-            free,
-            state,
-            frag_keys,
-            frag_ports,
-            icmp_map,
-            params,
-            export,
-            n_export,
-        )
+        packet = packet_at(batch, i)
+        wire_len = np.int64(batch.wire_len[i])
+        n_export, why = count_packet(t, packet, wire_len, table, params, export, n_export)
         if why != COUNT_OK:
             return i, n_export, why
     return stop, n_export, COUNT_OK
@@ -521,7 +506,6 @@ def aggregate(
 @njit(**KERNEL)
 def rebuild_slots(flows, high_water, slots):
     """Insert every live row of ``flows`` into an empty slot table (after growth)."""
-    mask = slots.shape[0] - 1
     for row in range(high_water):
         if flows[row, C_SLOT] < 0:
             continue
@@ -533,8 +517,6 @@ def rebuild_slots(flows, high_water, slots):
             np.uint64(flows[row, C_META]),
         )
         tag = np.int64(h >> np.uint64(32))
-        j = tag & mask
-        while slots[j] != EMPTY:
-            j = (j + 1) & mask
+        j = empty_slot(slots, tag)
         slots[j] = (tag << 32) | (row + 1)
         flows[row, C_SLOT] = (flows[row, C_SLOT] & ~SLOT_MASK) | j

@@ -22,12 +22,14 @@ integers, arena offset, length). The budget table is direct-mapped by flow hash:
 a collision merely shares or resets a budget, never reads out of bounds.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
-from .._jit import KERNEL, LEAF
+from .._jit import HOT_LOOP, LEAF
 from .cpu import prefetch
-from .decode import decode_frame_at, u8, u16be, u32be, u32le
+from .decode import decode_frame, packet_at, u8, u16be, u32be, u32le
 from .flowtable import canonical_key, flow_hash
 
 # Fact columns.
@@ -262,56 +264,41 @@ def _tls_client_hello(buf, p, end, row, facts, n_facts, arena, n_arena):
 
 
 @njit(**LEAF)
-def _starts(buf, p, end, text):
-    """buf[p:] starts with the ASCII bytes of ``text`` (a uint8 array)."""
+def _starts(buf, p, end, text, any_case):
+    """buf[p:end] starts with the ASCII bytes of ``text`` (a uint8 array); with
+    ``any_case``, in any case (``text`` is then lower-case: a header name with
+    its ':', a keyword)."""
     if p + text.shape[0] > end:
         return False
     for k in range(text.shape[0]):
-        if u8(buf, p + k) != text[k]:
+        c = u8(buf, p + k)
+        if any_case:
+            c = _lower(c)
+        if c != text[k]:
             return False
     return True
 
 
 @njit(**LEAF)
-def _find(buf, p, end, text):
-    """Position of ``text`` in buf[p:end], -1 if absent."""
-    n = text.shape[0]
-    for i in range(p, end - n + 1):
-        if u8(buf, i) == text[0]:
-            found = True
-            for k in range(1, n):
-                if u8(buf, i + k) != text[k]:
-                    found = False
-                    break
-            if found:
-                return i
-    return -1
-
-
-@njit(**LEAF)
-def _find_ci(buf, p, end, text):
-    """Position of lower-case ``text`` in buf[p:end], any case; -1 if absent."""
-    n = text.shape[0]
-    for i in range(p, end - n + 1):
-        found = True
-        for k in range(n):
-            if _lower(u8(buf, i + k)) != text[k]:
-                found = False
-                break
-        if found:
+def _find(buf, p, end, text, any_case):
+    """Position of ``text`` in buf[p:end] (``any_case`` as for ``_starts``), -1 if absent."""
+    for i in range(p, end - text.shape[0] + 1):
+        if _starts(buf, i, end, text, any_case):
             return i
     return -1
 
 
 @njit(**LEAF)
-def _header_is(buf, p, end, name):
-    """Line at p is header ``name`` (lower-case ASCII with ':'), any case."""
-    if p + name.shape[0] > end:
-        return False
-    for k in range(name.shape[0]):
-        if _lower(u8(buf, p + k)) != name[k]:
-            return False
-    return True
+def _number(buf, p, end, max_digits):
+    """The decimal number at buf[p:end] (at most ``max_digits`` digits) and how
+    many digits it has (0: none there)."""
+    value = np.int64(0)
+    digits = 0
+    while p < end and 48 <= u8(buf, p) <= 57 and digits < max_digits:
+        value = value * 10 + (u8(buf, p) - 48)
+        p += 1
+        digits += 1
+    return value, digits
 
 
 @njit(**LEAF)
@@ -319,10 +306,10 @@ def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_aren
     # words: 0 "host:", 1 "content-length:", 2 "info_hash=", 3 "\r\n"
     host_name = words[0]
     clen_name = words[1]
-    line_end = _find(buf, p, end, words[3])
+    line_end = _find(buf, p, end, words[3], False)
     if line_end < 0:
         return n_facts, n_arena
-    if _find(buf, p, line_end, words[2]) >= 0:
+    if _find(buf, p, line_end, words[2], False) >= 0:
         n_facts = _put(facts, n_facts, row, KIND_P2P, P2P_TRACKER, 0, 0, 0, 0, 0)
     host_at = n_arena
     host_len = 0
@@ -331,7 +318,7 @@ def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_aren
     for _ in range(64):
         if q >= end:
             break
-        nxt = _find(buf, q, end, words[3])
+        nxt = _find(buf, q, end, words[3], False)
         stop = nxt if nxt >= 0 else end
         if stop == q:
             break  # blank line: end of the head
@@ -340,22 +327,17 @@ def _http_request(buf, p, end, method, row, words, facts, n_facts, arena, n_aren
             # or read (max_bytes): its value may be cut ("Host: exfil" of
             # exfil.example.net). A wrong name is worse than none.
             break
-        if _header_is(buf, q, stop, host_name):
+        if _starts(buf, q, stop, host_name, True):
             v = q + host_name.shape[0]
             while v < stop and (u8(buf, v) == 32 or u8(buf, v) == 9):
                 v += 1
             host_len = min(stop - v, MAX_NAME)
             n_arena = _copy_text(buf, v, host_len, arena, n_arena, True)
-        elif _header_is(buf, q, stop, clen_name):
+        elif _starts(buf, q, stop, clen_name, True):
             v = q + clen_name.shape[0]
             while v < stop and (u8(buf, v) == 32 or u8(buf, v) == 9):
                 v += 1
-            value = np.int64(0)
-            digits = 0
-            while v < stop and 48 <= u8(buf, v) <= 57 and digits < 18:
-                value = value * 10 + (u8(buf, v) - 48)
-                v += 1
-                digits += 1
+            value, digits = _number(buf, v, stop, 18)
             if digits:
                 content_length = value
         q = nxt + 2
@@ -450,9 +432,9 @@ def _p2p(buf, p, end, proto, sport, dport, words):
     7 "GNUTELLA", 8 the UDP tracker magic."""
     n = end - p
     if proto == IPPROTO_TCP:
-        if _starts(buf, p, end, words[4]):
+        if _starts(buf, p, end, words[4], False):
             return P2P_BITTORRENT
-        if _starts(buf, p, end, words[7]):
+        if _starts(buf, p, end, words[7], False):
             return P2P_GNUTELLA
         b0 = u8(buf, p)
         # eDonkey/eMule: protocol byte, little-endian length of the rest, Hello (0x01)
@@ -460,11 +442,11 @@ def _p2p(buf, p, end, proto, sport, dport, words):
             if u32le(buf, p + 1) == n - 5 and u8(buf, p + 5) == 0x01:
                 return P2P_EDONKEY
         return 0
-    if u8(buf, p) == 100 and _find(buf, p, min(end, p + 64), words[5]) >= 0:  # 'd' bencode
+    if u8(buf, p) == 100 and _find(buf, p, min(end, p + 64), words[5], False) >= 0:  # 'd' bencode
         return P2P_DHT
-    if _starts(buf, p, end, words[6]):
+    if _starts(buf, p, end, words[6], False):
         return P2P_LSD
-    if n >= 16 and _starts(buf, p, end, words[8]):
+    if n >= 16 and _starts(buf, p, end, words[8], False):
         return P2P_TRACKER
     # uTP SYN (BEP 29): type 4, version 1, extension 0 or 2, no data. QUIC short
     # headers can begin 0x41 too: not on QUIC's or DNS's ports.
@@ -478,25 +460,38 @@ AHEAD = 8  # packets of look-ahead: enough to hide a memory read behind the work
 
 
 @njit(**LEAF)
-def _budget_key(s_hi, s_lo, d_hi, d_lo, sport, dport, proto, vlan):
-    """The flow's hash, the same whichever direction the packet goes."""
+def _budget_key(packet):
+    """The hash of a packet's flow, the same whichever way the packet goes."""
     a_hi, a_lo, b_hi, b_lo, meta, _d = canonical_key(
-        s_hi, s_lo, d_hi, d_lo, np.int64(sport), np.int64(dport), np.int64(proto), vlan
-    )
+        packet.src_hi, packet.src_lo, packet.dst_hi, packet.dst_lo, packet.sport, packet.dport,
+        packet.proto, packet.vlan,
+    )  # fmt: skip
     return flow_hash(a_hi, a_lo, b_hi, b_lo, np.uint64(meta))
 
 
-@njit(**KERNEL)
-def inspect_packets(
-    buf, base, offsets, cap_lens, interface, ip_version, proto, status, src_hi, src_lo,
-    dst_hi, dst_lo, sport, dport, vlan, start, n, pcapng, linktype, if_linktypes,
-    seen, params, words, letters, facts, n_facts, arena, n_arena,
-):  # fmt: skip
-    """Inspect rows ``start``..``n`` of a batch whose records lie in ``buf``
-    (``buf[0]`` is byte ``base`` of the capture). Returns ``(next_row, n_facts,
-    n_arena, why)``; on INSPECT_FULL the caller drains and calls again."""
-    max_packets = params[P_MAX_PACKETS]
-    max_bytes = params[P_MAX_BYTES]
+# The inspector's arrays, as ``inspect_packets`` takes them: ``seen`` the budget
+# slots, ``params`` the P_* limits, ``words`` the byte strings looked for (a tuple
+# of uint8 arrays, in the order of ``flows/payload.py``'s list), ``letters``
+# from :func:`letter_codes`, ``facts`` the fact rows, ``arena`` the names' bytes.
+InspectorArrays = namedtuple(
+    "InspectorArrays", ["seen", "params", "words", "letters", "facts", "arena"]
+)
+
+
+@njit(**HOT_LOOP)
+def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, inspector,
+                    n_facts, n_arena):  # fmt: skip
+    """Inspect rows ``start``..``n`` of ``batch`` (``records.Batch`` arrays),
+    whose records lie in ``buf`` (``buf[0]`` is byte ``base`` of the capture),
+    with the inspector's arrays ``inspector`` (:data:`InspectorArrays`). Returns
+    ``(next_row, n_facts, n_arena, why)``; on INSPECT_FULL the caller drains
+    and calls again."""
+    seen, words, letters, facts, arena = (
+        inspector.seen, inspector.words, inspector.letters, inspector.facts, inspector.arena
+    )  # fmt: skip
+    max_packets = inspector.params[P_MAX_PACKETS]
+    max_bytes = inspector.params[P_MAX_BYTES]
+    offsets = batch.offset
     mask = seen.shape[0] - 1
     for i in range(start, n):
         if n_facts + PACKET_FACTS > facts.shape[0] or n_arena + PACKET_ARENA > arena.shape[0]:
@@ -506,25 +501,25 @@ def inspect_packets(
         # the caches. Ask for packet i + AHEAD's now, so they have arrived
         # when it is its turn (a hint only: nothing is read here).
         k = i + AHEAD
-        if k < n and ip_version[k] != 0:
+        if k < n and batch.ip_version[k] != 0:
             rec = offsets[k] - base
             if rec >= 0 and rec < buf.shape[0]:
                 prefetch(buf, rec)
                 if rec + 64 < buf.shape[0]:
                     prefetch(buf, rec + 64)
-            prefetch(seen, np.int64(_budget_key(src_hi[k], src_lo[k], dst_hi[k], dst_lo[k],
-                                                 sport[k], dport[k], proto[k], vlan[k])
-                                    & np.uint64(mask)))  # fmt: skip
-        if ip_version[i] == 0 or status[i] != 0:
+            ahead = _budget_key(packet_at(batch, k))
+            prefetch(seen, np.int64(ahead & np.uint64(mask)))
+        if batch.ip_version[i] == 0 or batch.status[i] != 0:
             continue
-        pr = np.int64(proto[i])
+        packet = packet_at(batch, i)
+        pr = packet.proto
         if pr != IPPROTO_TCP and pr != IPPROTO_UDP:
             continue
-        if cap_lens[i] <= 60 and pr == IPPROTO_TCP:
+        if batch.cap_len[i] <= 60 and pr == IPPROTO_TCP:
             continue  # a bare TCP segment (54 bytes, padded to 60): no payload to read
-        sp = np.int64(sport[i])
-        dp = np.int64(dport[i])
-        key = _budget_key(src_hi[i], src_lo[i], dst_hi[i], dst_lo[i], sp, dp, pr, vlan[i])
+        sp = packet.sport
+        dp = packet.dport
+        key = _budget_key(packet)
         # One word per slot: the hash's upper 56 bits, then the packets
         # inspected so far (one cache miss per packet, not two).
         slot = np.int64(key & np.uint64(mask))
@@ -548,15 +543,14 @@ def inspect_packets(
             if block != PCAPNG_EPB and block != PCAPNG_SPB:
                 block = u32be(buf, rec)
             data = rec + (12 if block == PCAPNG_SPB else 28)
-            lt = if_linktypes[min(max(np.int64(interface[i]), 0), if_linktypes.shape[0] - 1)]
+            lt = if_linktypes[min(max(np.int64(batch.interface[i]), 0), if_linktypes.shape[0] - 1)]
         else:
             data = rec + 16
             lt = linktype
-        caplen = np.int64(cap_lens[i])
+        caplen = np.int64(batch.cap_len[i])
         if data + caplen > buf.shape[0]:
             continue
-        r = decode_frame_at(buf, data, caplen, lt)
-        at = r[13]
+        at = decode_frame(buf, data, caplen, lt).transport_at
         end = data + caplen
         if at < 0 or at >= end:
             continue
@@ -590,24 +584,18 @@ def inspect_packets(
             and u8(buf, payload + 1) == 3
         ):
             continue  # a TLS record: encrypted, nothing more to see
-        if pr == IPPROTO_TCP and (b0 == 77 or b0 == 109) and _header_is(buf, payload, end,
-                                                                         words[9]):  # fmt: skip
+        if pr == IPPROTO_TCP and (b0 == 77 or b0 == 109) and _starts(buf, payload, end, words[9],
+                                                                      True):  # fmt: skip
             # "MAIL FROM:<a@b> SIZE=123456": the size of the message to come
-            at_size = _find_ci(buf, payload, min(end, payload + 512), words[10])
+            at_size = _find(buf, payload, min(end, payload + 512), words[10], True)
             if at_size >= 0:
-                v = at_size + words[10].shape[0]
-                value = np.int64(0)
-                digits = 0
-                while v < end and 48 <= u8(buf, v) <= 57 and digits < 15:
-                    value = value * 10 + (u8(buf, v) - 48)
-                    v += 1
-                    digits += 1
+                value, digits = _number(buf, at_size + words[10].shape[0], end, 15)
                 if digits:
                     n_facts = _put(facts, n_facts, i, KIND_SMTP_SIZE, value, 0, 0, 0, 0, 0)
         if pr == IPPROTO_TCP and 65 <= b0 <= 90:
             for m in range(len(words) - WORD_METHODS):
                 method = words[WORD_METHODS + m]
-                if _starts(buf, payload, end, method):
+                if _starts(buf, payload, end, method, False):
                     n_facts, n_arena = _http_request(buf, payload, end, m + 1, i, words,
                                                      facts, n_facts, arena, n_arena)  # fmt: skip
                     break

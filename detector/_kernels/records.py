@@ -10,12 +10,24 @@ Output arrays (struct of arrays, one row per packet) have the dtypes of
 ``detector.capture.batch.BATCH_DTYPES``.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, INLINE, LEAF
 from .decode import decode_frame, u8, u16be, u16le, u32be, u32le
 from .flowtable import COUNT_OK, S_LATEST, count_packet
+
+# A batch's arrays, one row per packet, in the kernels' argument order
+# (``detector.capture.batch.BATCH_DTYPES`` has their dtypes; docs/flows.md
+# what each means).
+Batch = namedtuple(
+    "Batch",
+    ["ts_ns", "interface", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
+     "ip_version", "wire_len", "cap_len", "tcp_flags", "vlan", "frag", "frag_id", "offset",
+     "status"],
+)  # fmt: skip
 
 # Why a walk stopped.
 WALK_OK = 0  # buffer consumed exactly, or max_records reached
@@ -47,29 +59,26 @@ N_COUNTERS = 16
 
 
 @njit(**INLINE)
-def _write_row(out, r, t, if_id, sh, sl, dh, dl, sp, dp, pr, ipv, orig, incl, fl, vl, fr, fid,
-               offset_in_file, st):  # fmt: skip
-    """Write one decoded packet into row ``r`` of the batch arrays ``out``."""
-    (ts_ns, interface, src_hi, src_lo, dst_hi, dst_lo, sport, dport, proto, ip_version,
-     wire_len, cap_len, tcp_flags, vlan, frag, frag_id, offset, status) = out  # fmt: skip
-    ts_ns[r] = t
-    interface[r] = if_id
-    src_hi[r] = sh
-    src_lo[r] = sl
-    dst_hi[r] = dh
-    dst_lo[r] = dl
-    sport[r] = sp
-    dport[r] = dp
-    proto[r] = pr
-    ip_version[r] = ipv
-    wire_len[r] = orig
-    cap_len[r] = incl
-    tcp_flags[r] = fl
-    vlan[r] = vl
-    frag[r] = fr
-    frag_id[r] = fid
-    offset[r] = offset_in_file
-    status[r] = st
+def write_row(batch, r, ts_ns, interface, packet, wire_len, cap_len, offset):
+    """Write one decoded packet into row ``r`` of ``batch`` (:data:`Batch` arrays)."""
+    batch.ts_ns[r] = ts_ns
+    batch.interface[r] = interface
+    batch.src_hi[r] = packet.src_hi
+    batch.src_lo[r] = packet.src_lo
+    batch.dst_hi[r] = packet.dst_hi
+    batch.dst_lo[r] = packet.dst_lo
+    batch.sport[r] = packet.sport
+    batch.dport[r] = packet.dport
+    batch.proto[r] = packet.proto
+    batch.ip_version[r] = packet.ip_version
+    batch.wire_len[r] = wire_len
+    batch.cap_len[r] = cap_len
+    batch.tcp_flags[r] = packet.tcp_flags
+    batch.vlan[r] = packet.vlan
+    batch.frag[r] = packet.frag
+    batch.frag_id[r] = packet.frag_id
+    batch.offset[r] = offset
+    batch.status[r] = packet.status
 
 
 @njit(**INLINE)
@@ -145,13 +154,14 @@ def walk_pcap(
 ):  # fmt: skip
     """Walk classic pcap records in ``buf[pos:end]``.
 
-    ``out`` is the batch's arrays (written when ``write_out``); with ``count``
-    each packet is also counted into the flow table ``table`` (see
-    ``flowtable.count_packet``) in the same pass, so it is never written out and
-    read back. Returns ``(packets, stop_pos, why, detail, n_export)``;
-    ``detail`` is the bad length for WALK_RECORD_TOO_LONG.
+    ``out`` is the batch's arrays (:data:`Batch`, written when ``write_out``);
+    with ``count`` each packet is also counted into the flow table ``table``
+    (``flowtable.FlowTableArrays``; see ``flowtable.count_packet``) in the same
+    pass, so it is never written out and read back. Returns ``(packets,
+    stop_pos, why, detail, n_export)``; ``detail`` is the bad length for
+    WALK_RECORD_TOO_LONG.
     """
-    flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
+    state = table.state
     frac_mul = 1 if nanosecond else 1000
     # Running totals live in registers and reach ``counters`` once, at the end.
     wire_total = np.int64(0)
@@ -178,18 +188,12 @@ def walk_pcap(
         if data + incl > end:
             why = WALK_NEED_MORE
             break
-        st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid = decode_frame(
-            buf, data, incl, linktype
-        )
+        packet = decode_frame(buf, data, incl, linktype)
         t = sec * 1_000_000_000 + frac * frac_mul
         if count and t > state[S_LATEST]:
             state[S_LATEST] = t  # every packet moves the clock, IP or not
-        if count and ipv != 0:
-            n_export, done = count_packet(
-                t, sh, sl, dh, dl, sp, dp, np.int64(pr), np.int64(ipv), orig, fl, vl, fr, fid,
-                flows, slots, free, state, frag_keys, frag_ports, icmp_map, params, export,
-                n_export,
-            )  # fmt: skip
+        if count and packet.ip_version != 0:
+            n_export, done = count_packet(t, packet, orig, table, params, export, n_export)
             if done != COUNT_OK:
                 # Not taken: offered again after the caller made room.
                 why = WALK_COUNT_STOPPED
@@ -204,10 +208,9 @@ def walk_pcap(
             over_snaplen += 1
         if incl > orig:
             over_wirelen += 1
-        counters[COUNT_STATUS + st] += 1
+        counters[COUNT_STATUS + packet.status] += 1
         if write_out:
-            _write_row(out, row, t, 0, sh, sl, dh, dl, sp, dp, pr, ipv, orig, incl, fl, vl, fr,
-                       fid, base_offset + pos, st)  # fmt: skip
+            write_row(out, row, t, 0, packet, orig, incl, base_offset + pos)
         row += 1
         pos = data + incl
     counters[COUNT_PACKETS] += row
@@ -283,7 +286,7 @@ def walk_pcapng(
     carry the section's byte order and interface table across calls. Other
     arguments and the result as for ``walk_pcap``.
     """
-    flows, slots, free, state, frag_keys, frag_ports, icmp_map = table
+    state = table.state
     row = 0
     while row < max_records:
         if pos + 12 > end:
@@ -379,38 +382,11 @@ def walk_pcapng(
             t = section[SEC_LAST_TS]
         else:
             t = _ts_to_ns(ts, ts_mul, ts_div, ts_shift) + ts_offset
-        st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid = decode_frame(
-            buf, data, incl, linktype
-        )
+        packet = decode_frame(buf, data, incl, linktype)
         if count and t > state[S_LATEST]:
             state[S_LATEST] = t  # every packet moves the clock, IP or not
-        if count and ipv != 0:
-            n_export, done = count_packet(
-                t,
-                sh,
-                sl,
-                dh,
-                dl,
-                sp,
-                dp,
-                np.int64(pr),
-                np.int64(ipv),
-                orig,
-                fl,
-                vl,
-                fr,
-                fid,
-                flows,
-                slots,
-                free,
-                state,
-                frag_keys,
-                frag_ports,
-                icmp_map,
-                params,
-                export,
-                n_export,
-            )
+        if count and packet.ip_version != 0:
+            n_export, done = count_packet(t, packet, orig, table, params, export, n_export)
             if done != COUNT_OK:
                 return row, pos, WALK_COUNT_STOPPED, done, n_export
         # State and counters change only once the packet is taken.
@@ -419,12 +395,11 @@ def walk_pcapng(
             counters[COUNT_CAPLEN_OVER_SNAPLEN] += 1
         if incl > orig:
             counters[COUNT_CAPLEN_OVER_WIRELEN] += 1
-        _take(counters, t, orig, st)
+        _take(counters, t, orig, packet.status)
         row += 1
         block_start = pos
         pos += block_len
         if not write_out:
             continue
-        _write_row(out, row - 1, t, if_id, sh, sl, dh, dl, sp, dp, pr, ipv, orig, incl, fl, vl,
-                   fr, fid, base_offset + block_start, st)  # fmt: skip
+        write_row(out, row - 1, t, if_id, packet, orig, incl, base_offset + block_start)
     return row, pos, WALK_OK, 0, n_export

@@ -24,7 +24,7 @@ block's bounds before it is used, and a block that fails a check is counted
 (``COUNT_RING_DAMAGED``) and handed back with the packets read so far.
 
 The batch row of a packet is written as the file walkers write theirs
-(``records._write_row``). Its ``offset`` is where the frame starts in the
+(``records.write_row``). Its ``offset`` is where the frame starts in the
 ring minus 16, the length of a pcap record header: a consumer that finds
 frames 16 bytes after a record's offset (payload inspection) reads ring
 packets as it reads a pcap file's. With ``hold``, blocks read in full are
@@ -44,7 +44,7 @@ from .records import (
     COUNT_PACKETS,
     COUNT_STATUS,
     COUNT_WIRE_BYTES,
-    _write_row,
+    write_row,
 )
 
 # tpacket_hdr_v1.block_status / tpacket3_hdr.tp_status bits
@@ -90,7 +90,7 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, h
     """Decode the packets of every ready block, in ring order, into ``out``.
 
     ``ring``: uint8, writable, at least ``block_size * n_blocks`` bytes;
-    ``ring_state``: R_FIELDS int64; ``out``: the batch arrays, at least
+    ``ring_state``: R_FIELDS int64; ``out``: the batch arrays (``records.Batch``), at least
     ``max_rows`` long. ``skip_outgoing`` leaves out packets this host sent
     (on loopback the kernel shows each packet twice, as libpcap knows).
     ``hold`` keeps the blocks read in full for :func:`release_held`.
@@ -151,14 +151,12 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, h
                 at += next_offset
             if skip_outgoing and ring[p + SLL_PKTTYPE] == PACKET_OUTGOING:
                 continue
-            st, ipv, pr, sh, sl, dh, dl, sp, dp, fl, vl, fr, fid = decode_frame(
-                ring, p + mac, snaplen, linktype
-            )
-            if status & TP_STATUS_VLAN_VALID:
+            packet = decode_frame(ring, p + mac, snaplen, linktype)
+            tag_taken_off = (status & TP_STATUS_VLAN_VALID) != 0
+            if tag_taken_off:
                 # libpcap puts the tag the kernel took off back into the frame
                 # (and its 4 bytes into the lengths): count it as a capture file
                 # shows it. cap_len stays what lies in the ring.
-                vl = u32le(ring, p + 32) & 0x0FFF
                 wire += VLAN_TAG_BYTES
             t = sec * 1_000_000_000 + nsec
             wire_total += wire
@@ -168,9 +166,10 @@ def walk_ring(ring, block_size, n_blocks, ring_state, linktype, skip_outgoing, h
                 last_ts = t
             if snaplen > wire:
                 over_wirelen += 1
-            counters[COUNT_STATUS + st] += 1
-            _write_row(out, row, t, 0, sh, sl, dh, dl, sp, dp, pr, ipv, wire, snaplen, fl, vl, fr,
-                       fid, p + mac - PCAP_RECORD_HEADER, st)  # fmt: skip
+            counters[COUNT_STATUS + packet.status] += 1
+            write_row(out, row, t, 0, packet, wire, snaplen, p + mac - PCAP_RECORD_HEADER)
+            if tag_taken_off:
+                out.vlan[row] = u32le(ring, p + 32) & 0x0FFF
             row += 1
             if damaged:
                 break

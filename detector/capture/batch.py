@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import operator
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._kernels.decode import STATUS_NAMES
+from .._kernels.records import Batch
 from ..networks import address_text
 
-# Column name → dtype. The order is the kernels' argument order.
+# Column name → dtype, in the order of the kernels' batch (``records.Batch``).
 BATCH_DTYPES: dict[str, type[np.generic]] = {
     "ts_ns": np.int64,
     "interface": np.int32,
@@ -32,6 +34,7 @@ BATCH_DTYPES: dict[str, type[np.generic]] = {
 }
 
 BYTES_PER_PACKET = sum(np.dtype(t).itemsize for t in BATCH_DTYPES.values())
+_columns = operator.attrgetter(*BATCH_DTYPES)  # a batch's arrays, in order (a kernel call each)
 
 
 @dataclass
@@ -62,7 +65,8 @@ class PacketBatch:
         return cls(**{name: np.empty(capacity, dtype) for name, dtype in BATCH_DTYPES.items()})
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self))
+        """The arrays as the kernels take them (a named tuple, ``records.Batch``)."""
+        return Batch._make(_columns(self))  # type: ignore[no-any-return]
 
     def head(self, n: int) -> PacketBatch:
         """The first ``n`` rows (views, no copy)."""

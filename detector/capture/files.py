@@ -17,11 +17,12 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import numpy as np
 
 from .._kernels import flowtable as fk
+from .._kernels import index as ik
 from .._kernels import records as rk
 from .._kernels.decode import STATUS_NAMES, STATUS_UNKNOWN_LINKTYPE
 from ..errors import CaptureError, DecodeError
@@ -119,27 +120,32 @@ def walk_problem(why: int, detail: int, packets: int) -> str:
     return f"unexpected reader state {why} (detail {detail}), a bug: please report it; {kept}"
 
 
-def _new_counters() -> np.ndarray:
+def new_counters() -> np.ndarray:
+    """A walker's counters (``records.COUNT_*``), none counted yet."""
     counters = np.zeros(rk.N_COUNTERS, dtype=np.int64)
     counters[rk.COUNT_FIRST_TS] = np.iinfo(np.int64).max
     counters[rk.COUNT_LAST_TS] = np.iinfo(np.int64).min
     return counters
 
 
+class RecordBuffer(NamedTuple):
+    """Where the records of a batch lie while it is read: ``buf[0]`` is byte
+    ``base`` of the capture (``batch.offset`` counts from there). pcap records
+    are all of link type ``linktype``; pcapng ones (``pcapng``) are of their
+    interface's, ``if_linktypes[batch.interface]``."""
+
+    buf: np.ndarray
+    base: int
+    pcapng: bool
+    linktype: int
+    if_linktypes: np.ndarray
+
+
 class PayloadInspector(Protocol):
     """What the reader needs of a payload inspector (``detector.flows.payload``):
-    it sees each batch while the batch's records are still in ``buf``."""
+    it sees each batch while the batch's records are still in their buffer."""
 
-    def inspect(
-        self,
-        buf: np.ndarray,
-        base: int,
-        batch: PacketBatch,
-        *,
-        pcapng: bool,
-        linktype: int,
-        if_linktypes: np.ndarray,
-    ) -> None: ...
+    def inspect(self, records: RecordBuffer, batch: PacketBatch) -> None: ...
 
 
 class PacketCounter(Protocol):
@@ -158,10 +164,11 @@ class PacketCounter(Protocol):
     def handle(self, why: int) -> None: ...
 
 
-# Stand-in table for walks that only decode: the same array types as a real
-# table, so numba compiles one version of each walker for both uses.
-_NO_TABLE = (
-    (
+# The table, parameters and export buffer a walker takes when it only decodes
+# (``count`` False): the same array types as a real table's, so numba compiles
+# one version of each walker for both uses.
+NOT_COUNTING = (
+    fk.FlowTableArrays(
         np.full((1, fk.FLOW_COLUMNS), -1, dtype=np.int64),
         np.zeros(2, dtype=np.int64),
         np.zeros(1, dtype=np.int64),
@@ -191,7 +198,7 @@ class CaptureStats:
         default_factory=lambda: np.zeros(len(STATUS_NAMES), dtype=np.int64)
     )
     unknown_linktype_packets: dict[int, int] = field(default_factory=dict)
-    counters: np.ndarray = field(default_factory=_new_counters)
+    counters: np.ndarray = field(default_factory=new_counters)
     problems: list[CaptureProblem] = field(default_factory=list)
     bytes_consumed: int = 0
     disk_position: int = 0  # bytes of the file on disk read so far (for progress bars)
@@ -568,7 +575,7 @@ class CaptureReader:
         table, params, export = (
             (counter.kernel_table, counter.kernel_params, counter.export_buffer)
             if counter is not None
-            else _NO_TABLE
+            else NOT_COUNTING
         )
         n_export = counter.n_export if counter is not None else 0
         counters = stats.counters
@@ -576,43 +583,16 @@ class CaptureReader:
 
         while True:
             max_records = len(batch) if write_out else self.batch_packets
+            # What both walkers take after their format's own arguments.
+            rest = (max_records, counters, batch.arrays(), write_out, counting, table, params,
+                    export, n_export)  # fmt: skip
             if stats.format == "pcap":
                 n, pos, why, detail, n_export = rk.walk_pcap(
-                    buf,
-                    pos,
-                    filled,
-                    big_endian,
-                    nanosecond,
-                    linktype,
-                    snaplen,
-                    base,
-                    max_records,
-                    counters,
-                    batch.arrays(),
-                    write_out,
-                    counting,
-                    table,
-                    params,
-                    export,
-                    n_export,
+                    buf, pos, filled, big_endian, nanosecond, linktype, snaplen, base, *rest
                 )
             else:
                 n, pos, why, detail, n_export = rk.walk_pcapng(
-                    buf,
-                    pos,
-                    filled,
-                    section,
-                    interfaces,
-                    base,
-                    max_records,
-                    counters,
-                    batch.arrays(),
-                    write_out,
-                    counting,
-                    table,
-                    params,
-                    export,
-                    n_export,
+                    buf, pos, filled, section, interfaces, base, *rest
                 )
             self._account()
             if counter is not None:
@@ -629,14 +609,11 @@ class CaptureReader:
                     if self.inspector is not None:
                         # While the records are still in the buffer: payload
                         # bytes are not part of the batch.
-                        self.inspector.inspect(
-                            buf,
-                            base,
-                            batch.head(n),
-                            pcapng=stats.format == "pcapng",
-                            linktype=linktype,
-                            if_linktypes=interfaces[:, rk.IF_LINKTYPE],
-                        )
+                        records = RecordBuffer(
+                            buf, base, stats.format == "pcapng", linktype,
+                            interfaces[:, rk.IF_LINKTYPE],
+                        )  # fmt: skip
+                        self.inspector.inspect(records, batch.head(n))
                     yield batch.head(n)
                     if self.batch_supply is not None:
                         batch = self.batch_supply()
@@ -760,6 +737,20 @@ class CaptureReader:
                 "were ignored",
                 fatal=False,
             )
+
+
+def index_pcapng(
+    data: np.ndarray, wanted: np.ndarray, max_marks: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a whole pcapng file (``data``, mapped) can be cut, from one pass
+    over its block headers: the offset of the first packet block at or after
+    each of the increasing offsets ``wanted`` (-1: none before the end or
+    damage), and (offset, length, type) of every section header and interface
+    description block before the walk stopped (at most ``max_marks``)."""
+    cuts = np.empty(len(wanted), dtype=np.int64)
+    marks = np.zeros((max_marks, 3), dtype=np.int64)
+    n_marks, _stopped, _status = ik.index_pcapng(data, wanted, cuts, marks)
+    return cuts, marks[:n_marks]
 
 
 def read_packets(

@@ -36,13 +36,14 @@ from .._kernels.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from ..errors import CaptureError, DetectorError
 from .batch import PacketBatch
 from .files import (
-    _NO_TABLE,
+    NOT_COUNTING,
     PCAP_HEADER_BYTES,
     PCAP_MAGICS,
     PCAPNG_MAGIC,
     PayloadInspector,
-    _new_counters,
+    RecordBuffer,
     at_offset,
+    new_counters,
     pcap_header_problem,
     walk_problem,
 )
@@ -234,6 +235,63 @@ def fanout_program() -> bytes:
     return b"".join(head + other + ipv4 + ipv6)
 
 
+class RingReader:
+    """Reads the packets of a ``TPACKET_V3`` receive ring (a :class:`RingSource`'s
+    mapping, or a :func:`fake_ring`) into batches, with the payload inspector
+    reading their frames before the blocks go back to the kernel."""
+
+    def __init__(
+        self,
+        ring: np.ndarray,
+        block_size: int,
+        block_count: int,
+        linktype: int,
+        max_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        self.ring = ring
+        self.block_size = block_size
+        self.block_count = block_count
+        self.linktype = linktype
+        self.max_rows = max_rows
+        self.counters = new_counters()
+        self.state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
+        # Row offsets point 16 bytes before each frame, as pcap records do.
+        self._records = RecordBuffer(ring, 0, False, linktype, np.array([linktype], np.int64))
+
+    def read(self, batch: PacketBatch, inspector: PayloadInspector | None = None) -> int:
+        """Decode the packets of every ready block into ``batch`` (from row 0);
+        returns rows written. An ``inspector`` reads their payloads while they
+        are still in the ring (the blocks are held until it has)."""
+        hold = inspector is not None
+        rows, _why = ringk.walk_ring(
+            self.ring, self.block_size, self.block_count, self.state, self.linktype, False, hold,
+            min(len(batch), self.max_rows), self.counters, batch.arrays(),
+        )  # fmt: skip
+        if inspector is not None:
+            if rows:
+                inspector.inspect(self._records, batch.head(rows))
+            self.release()
+        return int(rows)
+
+    def release(self) -> int:
+        """Hand the blocks a read held back to the kernel; returns how many."""
+        return int(ringk.release_held(self.ring, self.block_size, self.block_count, self.state))
+
+    @property
+    def damaged_blocks(self) -> int:
+        return int(self.counters[ringk.COUNT_RING_DAMAGED])
+
+    @classmethod
+    def warm_up(cls) -> None:
+        """Compile the ring's kernels (reading blocks, handing held ones back)
+        on a fake ring of a few made-up packets."""
+        block_size = 1 << 14
+        ring = fake_ring(sample_items(), block_size=block_size, block_count=2)
+        reader = cls(ring, block_size, 2, LINKTYPE_ETHERNET)
+        reader.read(PacketBatch.empty(64))
+        reader.release()
+
+
 class RingSource:
     """Packets from one ``AF_PACKET`` socket with a ``TPACKET_V3`` ring on
     ``iface``, in promiscuous mode while it is open. With ``fanout_group``,
@@ -257,9 +315,6 @@ class RingSource:
         self.iface = iface
         self.linktype = interface_linktype(iface)
         self.batch_rows = batch_rows
-        self.counters = _new_counters()
-        self.ring_state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
-        self._linktypes = np.array([self.linktype], dtype=np.int64)
         self._stats = SourceStats()
         program = compile_bpf(bpf, self.linktype, self.config.snaplen)
         cfg = self.config
@@ -297,6 +352,9 @@ class RingSource:
                 sock.fileno(), self._size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
             )
             self.ring = np.frombuffer(self._map, dtype=np.uint8)
+            self._reader = RingReader(
+                self.ring, cfg.block_size, cfg.block_count, self.linktype, batch_rows
+            )
             try:
                 sock.bind((iface, ETH_P_ALL))
             except OSError as exc:
@@ -344,27 +402,9 @@ class RingSource:
             self._poll.poll(int(timeout * 1000))
 
     def _walk(self, batch: PacketBatch, inspector: PayloadInspector | None) -> int:
-        cfg = self.config
-        rows, _why = ringk.walk_ring(
-            self.ring,
-            cfg.block_size,
-            cfg.block_count,
-            self.ring_state,
-            self.linktype,
-            False,
-            inspector is not None,
-            min(len(batch), self.batch_rows),
-            self.counters,
-            batch.arrays(),
-        )
-        if inspector is not None:
-            if rows:
-                # Row offsets point 16 bytes before each frame, as pcap records do.
-                inspector.inspect(self.ring, 0, batch.head(rows), pcapng=False,
-                                  linktype=self.linktype, if_linktypes=self._linktypes)  # fmt: skip
-            ringk.release_held(self.ring, cfg.block_size, cfg.block_count, self.ring_state)
+        rows = self._reader.read(batch, inspector)
         self._stats.delivered += rows
-        return int(rows)
+        return rows
 
     def stats(self) -> SourceStats:
         """Counters since the source opened (reading them from the kernel resets
@@ -378,11 +418,12 @@ class RingSource:
 
     @property
     def damaged_blocks(self) -> int:
-        return int(self.counters[ringk.COUNT_RING_DAMAGED])
+        return self._reader.damaged_blocks
 
     def close(self) -> None:
-        if getattr(self, "ring", None) is not None:
-            del self.ring  # the array pins the mapping: release it first
+        # The ring's array (the reader's too) pins the mapping: release it first.
+        vars(self).pop("_reader", None)
+        vars(self).pop("ring", None)
         mapped = getattr(self, "_map", None)
         if mapped is not None:
             del self._map
@@ -413,7 +454,7 @@ class StreamSource:
         self._end = 0
         self._consumed = 0  # stream bytes before _buf[0]
         self.batch_rows = batch_rows
-        self.counters = _new_counters()
+        self.counters = new_counters()
         self.eof = False
         self._drained = False
         self.problem: str | None = None
@@ -516,7 +557,7 @@ class StreamSource:
         view = self._buf.view()
         view.flags.writeable = False  # the file walkers' compiled array type
         max_rows = min(len(batch), self.batch_rows)
-        table, params, export = _NO_TABLE
+        table, params, export = NOT_COUNTING
         if self._format == "pcap":
             n, pos, why, detail, _ = rk.walk_pcap(
                 view, self._start, self._end, self._big_endian, self._nanosecond, self.linktype,
@@ -529,9 +570,9 @@ class StreamSource:
                 max_rows, self.counters, batch.arrays(), True, False, table, params, export, 0,
             )  # fmt: skip
         if n and inspector is not None:
-            inspector.inspect(view, self._consumed, batch.head(n),
-                              pcapng=self._format == "pcapng", linktype=self.linktype,
-                              if_linktypes=self._interfaces[:, rk.IF_LINKTYPE])  # fmt: skip
+            records = RecordBuffer(view, self._consumed, self._format == "pcapng", self.linktype,
+                                   self._interfaces[:, rk.IF_LINKTYPE])  # fmt: skip
+            inspector.inspect(records, batch.head(n))
         self._start = pos
         if why not in (rk.WALK_OK, rk.WALK_NEED_MORE):
             # The file reader's words, for the same damage.
@@ -614,7 +655,7 @@ class ScapySource:
         except CaptureError:
             self.linktype = LINKTYPE_ETHERNET
         self.batch_rows = batch_rows
-        self.counters = _new_counters()
+        self.counters = new_counters()
         self._buf = bytearray()
 
     def fileno(self) -> int:
@@ -644,16 +685,13 @@ class ScapySource:
         if not records:
             return 0
         array = np.frombuffer(bytes(buf), dtype=np.uint8)  # read-only, as the walker's type
-        table, params, export = _NO_TABLE
-        n, _pos, _why, _detail, _ = rk.walk_pcap(
-            array, 0, len(array), False, True, self.linktype, 0, 0, limit, self.counters,
-            batch.arrays(), True, False, table, params, export, 0,
-        )  # fmt: skip
+        n = decode_records(array, self.linktype, batch, limit, self.counters)
         if n and inspector is not None:
-            inspector.inspect(array, 0, batch.head(n), pcapng=False, linktype=self.linktype,
-                              if_linktypes=np.array([self.linktype], dtype=np.int64))  # fmt: skip
-        self._stats.delivered += int(n)
-        return int(n)
+            linktypes = np.array([self.linktype], dtype=np.int64)
+            where = RecordBuffer(array, 0, False, self.linktype, linktypes)
+            inspector.inspect(where, batch.head(n))
+        self._stats.delivered += n
+        return n
 
     def wait(self, timeout: float) -> None:
         with contextlib.suppress(InterruptedError):
@@ -670,6 +708,65 @@ class ScapySource:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def decode_records(
+    records: np.ndarray, linktype: int, batch: PacketBatch, max_rows: int, counters: np.ndarray
+) -> int:
+    """Decode pcap records (headers little-endian, times in nanoseconds, no file
+    header: what :class:`ScapySource` makes of the frames it receives) into
+    ``batch``; returns the rows written."""
+    table, params, export = NOT_COUNTING
+    n, _pos, _why, _detail, _ = rk.walk_pcap(
+        records, 0, len(records), False, True, linktype, 0, 0, max_rows, counters,
+        batch.arrays(), True, False, table, params, export, 0,
+    )  # fmt: skip
+    return int(n)
+
+
+def sample_frame(
+    src: str = "192.0.2.1", dst: str = "198.51.100.1", sport: int = 40000, dport: int = 443,
+    payload: int = 0, flags: int = 0x18,
+) -> bytes:  # fmt: skip
+    """An Ethernet/IPv4/TCP frame (for warming the kernels up, and tests)."""
+    import ipaddress
+
+    ip_len = 20 + 20 + payload
+    addresses = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 1, 0x4000, 64, 6, 0, *addresses)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 0x50, flags, 65535, 0, 0)
+    ether = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+    return ether + ip + tcp + b"\x00" * payload
+
+
+def sample_items(count: int = 40) -> list[tuple[int, bytes]]:
+    """``count`` made-up packets, (time in ns, frame) each, one flow per
+    packet, a nanosecond apart from now: the warm-ups' input."""
+    now = time.time_ns()
+    return [(now + i, sample_frame(sport=40000 + i, payload=10)) for i in range(count)]
+
+
+def sample_records(count: int = 40) -> tuple[RecordBuffer, PacketBatch]:
+    """:func:`sample_items` as pcap records in a read-only buffer (as
+    :class:`ScapySource` makes them), and the batch decoded from them."""
+    records = b"".join(
+        struct.pack("<IIII", *divmod(ts, 1_000_000_000), len(frame), len(frame)) + frame
+        for ts, frame in sample_items(count)
+    )
+    buf = np.frombuffer(records, dtype=np.uint8)
+    batch = PacketBatch.empty(count)
+    n = decode_records(buf, LINKTYPE_ETHERNET, batch, count, new_counters())
+    ethernet = np.array([LINKTYPE_ETHERNET], dtype=np.int64)
+    return RecordBuffer(buf, 0, False, LINKTYPE_ETHERNET, ethernet), batch.head(n)
+
+
+def warm_up() -> None:
+    """Compile what the live sources run, on a few made-up packets: the ring's
+    kernels (:meth:`RingReader.warm_up`) and the pcap record walker of
+    :class:`StreamSource` and :class:`ScapySource`. What counts and inspects
+    the packets has its own warm-up."""
+    RingReader.warm_up()
+    sample_records()
 
 
 def fake_ring(

@@ -601,61 +601,18 @@ class LiveDetector:
         return alerts
 
 
-def sample_frame(
-    src: str = "192.0.2.1", dst: str = "198.51.100.1", sport: int = 40000, dport: int = 443,
-    payload: int = 0, flags: int = 0x18,
-) -> bytes:  # fmt: skip
-    """An Ethernet/IPv4/TCP frame (for warming the kernels up, and tests)."""
-    import ipaddress
-    import struct
-
-    ip_len = 20 + 20 + payload
-    addresses = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 1, 0x4000, 64, 6, 0, *addresses)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 0x50, flags, 65535, 0, 0)
-    ether = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
-    return ether + ip + tcp + b"\x00" * payload
-
-
 def warm_up(policy: Policy) -> None:
-    """Run every kernel and the analysis once on a few made-up packets, so
-    compiling (first run) or loading them from the cache happens before the
-    ring opens, not while packets pile up in it (and before privileges drop)."""
-    import struct
+    """Compile every kernel live capture runs (the sources', the flow and
+    activity tables', the payload inspector's) and run the analysis once, on a
+    few made-up packets, so compiling (first run) or loading them from the
+    cache happens before the ring opens, not while packets pile up in it, and
+    before privileges drop: after --user drops root, a kernel compiled later
+    could not be written to root's cache."""
+    from ..capture.live import warm_up as warm_up_sources
 
-    from .._kernels import flowtable as fk
-    from .._kernels import records as rk
-    from .._kernels import ring as ringk
-    from ..capture.files import _NO_TABLE, _new_counters
-    from ..capture.live import fake_ring
-
-    now = time.time_ns()
-    items = [(now + i, sample_frame(sport=40000 + i, payload=10)) for i in range(40)]
-    ring = fake_ring(items, block_size=1 << 14, block_count=2)
-    batch = PacketBatch.empty(64)
-    state = np.zeros(ringk.R_FIELDS, dtype=np.int64)
-    n, _ = ringk.walk_ring(ring, 1 << 14, 2, state, 1, False, True, 64, _new_counters(),
-                           batch.arrays())  # fmt: skip
-    inspector = PayloadInspector()
-    inspector.inspect(ring, 0, batch.head(n), pcapng=False, linktype=1,
-                      if_linktypes=np.ones(1, dtype=np.int64))  # fmt: skip
-    ringk.release_held(ring, 1 << 14, 2, state)
-    # Every flow-table kernel, eviction and growth included: after --user drops
-    # root, a kernel compiled later could not be written to root's cache.
-    flows = FlowTable(max_flows=16)
-    activity = ActivityTable(bin_seconds=60, capacity=16)
-    flows.ingest(batch.head(n))
-    activity.ingest(batch.head(n))
-    fk.rebuild_slots(flows.kernel_table[0], 0, np.zeros(64, dtype=np.int64))
-    flows.expire(now)
-    flows.flush()
-    # The stream and scapy sources walk pcap records with the file walker.
-    record = struct.pack("<IIII", 0, 0, len(items[0][1]), len(items[0][1])) + items[0][1]
-    view = np.frombuffer(record, dtype=np.uint8)
-    table, params, export = _NO_TABLE
-    n, *_ = rk.walk_pcap(view, 0, len(view), False, True, 1, 0, 0, 16, _new_counters(),
-                         batch.arrays(), True, False, table, params, export, 0)  # fmt: skip
-    inspector.inspect(view, 0, batch.head(n), pcapng=False, linktype=1,
-                      if_linktypes=np.ones(1, dtype=np.int64))  # fmt: skip
+    warm_up_sources()
+    flows = FlowTable.warm_up()
+    activity = ActivityTable.warm_up()
+    inspector = PayloadInspector.warm_up()
     scan_activity(ActivityTable.combined([activity.merged_columns()]), flows, policy,
                   facts=inspector.frame())  # fmt: skip

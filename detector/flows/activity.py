@@ -143,6 +143,19 @@ class ActivityTable:
             table._chunks = [np.concatenate(rows)]
         return table
 
+    @classmethod
+    def warm_up(cls) -> ActivityTable:
+        """Compile the table's kernels (counting, merging) on a few made-up
+        packets, more conversations than it has rows (so it drains); returns
+        the table."""
+        from ..capture.live import sample_records
+
+        _, batch = sample_records(40)
+        table = cls(bin_seconds=60, capacity=16)
+        table.ingest(batch)
+        table.merged_columns()
+        return table
+
     # -- counters ----------------------------------------------------------------
     @property
     def packets(self) -> int:
@@ -161,23 +174,7 @@ class ActivityTable:
         i = 0
         while i < n:
             stopped = ak.count_activity(
-                batch.ts_ns,
-                batch.src_hi,
-                batch.src_lo,
-                batch.dst_hi,
-                batch.dst_lo,
-                batch.sport,
-                batch.dport,
-                batch.proto,
-                batch.ip_version,
-                batch.wire_len,
-                batch.vlan,
-                i,
-                n,
-                self.bin_ns,
-                self._rows,
-                self._slots,
-                self._state,
+                batch.arrays(), i, n, self.bin_ns, self._rows, self._slots, self._state
             )
             self._merged = None
             if stopped < n:

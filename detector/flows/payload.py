@@ -32,6 +32,7 @@ import numpy as np
 
 from .._kernels import payload as pk
 from ..capture.batch import PacketBatch
+from ..capture.files import RecordBuffer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,34 +81,41 @@ class PayloadInspector:
         self.params = np.zeros(pk.P_FIELDS, dtype=np.int64)
         self.params[pk.P_MAX_PACKETS] = max_packets
         self.params[pk.P_MAX_BYTES] = max_bytes
-        self._seen = np.zeros(BUDGET_SLOTS, dtype=np.uint64)
         self._facts = np.zeros((FACT_ROWS, pk.FACT_COLUMNS), dtype=np.int64)
         self._arena = np.zeros(ARENA_BYTES, dtype=np.uint8)
-        self._words = tuple(np.frombuffer(w, dtype=np.uint8).copy() for w in _WORDS)
-        self._letters = pk.letter_codes()
+        self._arrays = pk.InspectorArrays(
+            seen=np.zeros(BUDGET_SLOTS, dtype=np.uint64),
+            params=self.params,
+            words=tuple(np.frombuffer(w, dtype=np.uint8).copy() for w in _WORDS),
+            letters=pk.letter_codes(),
+            facts=self._facts,
+            arena=self._arena,
+        )
         self._key = os.urandom(16)  # per run: hashes of ID numbers cannot be looked up
         self._chunks: list[dict[str, np.ndarray]] = []
 
-    def inspect(
-        self,
-        buf: np.ndarray,
-        base: int,
-        batch: PacketBatch,
-        *,
-        pcapng: bool,
-        linktype: int,
-        if_linktypes: np.ndarray,
-    ) -> None:
+    @classmethod
+    def warm_up(cls) -> PayloadInspector:
+        """Compile the inspection kernel, on a few made-up packets, for both kinds
+        of buffer the readers hand it: read-only (a file's or a stream's records)
+        and writable (a capture ring); returns the inspector."""
+        from ..capture.live import sample_records
+
+        records, batch = sample_records(40)
+        inspector = cls()
+        inspector.inspect(records, batch)
+        inspector.inspect(records._replace(buf=records.buf.copy()), batch)
+        return inspector
+
+    def inspect(self, records: RecordBuffer, batch: PacketBatch) -> None:
+        """Look at the payloads of ``batch``'s packets, whose records lie in ``records``."""
         n = len(batch)
         start = 0
-        lts = np.ascontiguousarray(if_linktypes, dtype=np.int64)
+        lts = np.ascontiguousarray(records.if_linktypes, dtype=np.int64)
         while start < n:
             start, n_facts, n_arena, _why = pk.inspect_packets(
-                buf, base, batch.offset, batch.cap_len, batch.interface, batch.ip_version,
-                batch.proto, batch.status, batch.src_hi, batch.src_lo, batch.dst_hi,
-                batch.dst_lo, batch.sport, batch.dport, batch.vlan, start, n, pcapng,
-                linktype, lts, self._seen, self.params, self._words,
-                self._letters, self._facts, 0, self._arena, 0,
+                records.buf, records.base, batch.arrays(), start, n, records.pcapng,
+                records.linktype, lts, self._arrays, 0, 0,
             )  # fmt: skip
             if n_facts:
                 self._collect(batch, int(n_facts), int(n_arena))

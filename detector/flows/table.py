@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -93,8 +94,8 @@ class FlowTable:
 
     @property
     def kernel_table(self) -> tuple[np.ndarray, ...]:
-        """The arrays the counting kernels take, in their order."""
-        return (
+        """The arrays the counting kernels take (``flowtable.FlowTableArrays``)."""
+        return fk.FlowTableArrays(  # type: ignore[no-any-return]
             self._flows,
             self._slots,
             self._free,
@@ -137,11 +138,12 @@ class FlowTable:
         return int(self._flows.nbytes + self._slots.nbytes + self._free.nbytes)
 
     # -- carrying state over ------------------------------------------------------
-    def resume(self, rows: np.ndarray, latest_ns: int) -> None:
+    def resume(self, rows: np.ndarray, latest_ns: int | None) -> None:
         """Take ``rows`` (flow rows closed as ``end`` by another table that read
         the input before this one) as live flows, and ``latest_ns`` as the
-        latest packet time seen: the table then counts on as the other one
-        would have (detector/distributed: a part read after the parts before it)."""
+        latest packet time seen (None: none): the table then counts on as the
+        other one would have (detector/distributed: a part read after the parts
+        before it)."""
         if self.live_flows or self.n_export or self._done:
             raise RuntimeError("resume: the table has already counted packets")
         n = len(rows)
@@ -158,7 +160,7 @@ class FlowTable:
         self._state[fk.S_HIGH_WATER] = n
         self._state[fk.S_LIVE] = n
         self._state[fk.S_N_FREE] = 0
-        self._state[fk.S_LATEST] = latest_ns
+        self._state[fk.S_LATEST] = fk.NO_TIME if latest_ns is None else latest_ns
         fk.rebuild_slots(self._flows, n, self._slots)
 
     @classmethod
@@ -169,6 +171,21 @@ class FlowTable:
         table._done = [np.ascontiguousarray(rows, dtype=np.int64)]
         return table
 
+    @classmethod
+    def warm_up(cls) -> FlowTable:
+        """Compile the counting kernels (counting, the idle sweep, the end of the
+        input, eviction when full, the slot table rebuilt on growth) on a few
+        made-up packets; returns the table, its flows closed."""
+        from ..capture.live import sample_records
+
+        _, batch = sample_records(40)
+        table = cls(max_flows=16)  # 40 flows: it fills up and evicts
+        table.ingest(batch)
+        table._grow(len(table._flows))  # rebuilds the slot table, as growing does
+        table.expire(int(batch.ts_ns[-1]))
+        table.flush()
+        return table
+
     # -- feeding -----------------------------------------------------------------
     def ingest(self, batch: PacketBatch) -> None:
         """Count a batch of packets into the table."""
@@ -176,27 +193,9 @@ class FlowTable:
         i = 0
         while i < n:
             i, self.n_export, why = fk.aggregate(
-                batch.ts_ns,
-                batch.src_hi,
-                batch.src_lo,
-                batch.dst_hi,
-                batch.dst_lo,
-                batch.sport,
-                batch.dport,
-                batch.proto,
-                batch.ip_version,
-                batch.wire_len,
-                batch.tcp_flags,
-                batch.vlan,
-                batch.frag,
-                batch.frag_id,
-                i,
-                n,
-                self.kernel_table,
-                self.kernel_params,
-                self.export_buffer,
+                batch.arrays(), i, n, self.kernel_table, self.kernel_params, self.export_buffer,
                 self.n_export,
-            )
+            )  # fmt: skip
             self.handle(why)
 
     def handle(self, why: int) -> None:
@@ -211,14 +210,7 @@ class FlowTable:
         when packets stop)."""
         while True:
             self.n_export = fk.sweep_idle(
-                self._flows,
-                self._slots,
-                self._free,
-                self._state,
-                now_ns,
-                self.idle_ns,
-                self.export_buffer,
-                self.n_export,
+                self.kernel_table, now_ns, self.idle_ns, self.export_buffer, self.n_export
             )
             if self.n_export < self.export_buffer.shape[0]:
                 break
@@ -228,13 +220,7 @@ class FlowTable:
         """Close every open flow (end of input)."""
         while self.live_flows:
             self.n_export = fk.flush_all(
-                self._flows,
-                self._slots,
-                self._free,
-                self._state,
-                self.idle_ns,
-                self.export_buffer,
-                self.n_export,
+                self.kernel_table, self.idle_ns, self.export_buffer, self.n_export
             )
             self._drain()
         self._drain()
@@ -246,9 +232,7 @@ class FlowTable:
             return
         if self.export_buffer.shape[0] - self.n_export < max(capacity // 8, 1):
             self._drain()
-        self.n_export = fk.evict_oldest(
-            self._flows, self._slots, self._free, self._state, self.export_buffer, self.n_export
-        )
+        self.n_export = fk.evict_oldest(self.kernel_table, self.export_buffer, self.n_export)
         self._drain()
 
     def _grow(self, capacity: int) -> None:
@@ -355,13 +339,14 @@ def count_flows(
     """
     table = FlowTable(idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows)
     consumers: list[BatchConsumer] = [table, *also]
+    reading = _Reading(paths, on_problem, stats_out if stats_out is not None else [], inspector)
     if threads >= 2:
-        steps = _decode_in_background(consumers, paths, on_problem, stats_out, inspector)
+        steps = _decode_in_background(consumers, reading)
     elif also or inspector is not None:
-        steps = _feed(consumers, paths, on_problem, stats_out, inspector)
+        steps = _feed(consumers, reading)
     else:
         # The fused kernel: decode and count without writing a batch at all.
-        steps = read_packets(paths, counter=table, on_problem=on_problem, stats_out=stats_out)
+        steps = reading.batches(counter=table)
     for _ in progress(steps) if progress else steps:
         pass
     table.flush()
@@ -390,38 +375,44 @@ class BatchConsumer(Protocol):
     def ingest(self, batch: PacketBatch) -> None: ...
 
 
-def _feed(
-    consumers: Sequence[BatchConsumer],
-    paths: Iterable[str | os.PathLike[str]],
-    on_problem: Callable[[CaptureProblem], None] | None,
-    stats_out: list[CaptureStats] | None,
-    inspector: PayloadInspector | None = None,
-) -> Iterator[int]:
+@dataclass
+class _Reading:
+    """What :func:`count_flows` reads (captures, one stream) and where their
+    problems, statistics and payloads go."""
+
+    paths: Iterable[str | os.PathLike[str]]
+    on_problem: Callable[[CaptureProblem], None] | None
+    stats: list[CaptureStats]
+    inspector: PayloadInspector | None
+
+    def batches(self, **how: Any) -> Iterator[Any]:
+        """:func:`read_packets` of the captures (``how``: more of its options):
+        decoded batches, or bytes read with a ``counter``."""
+        how.setdefault("on_problem", self.on_problem)
+        return read_packets(self.paths, stats_out=self.stats, inspector=self.inspector, **how)
+
+    def position(self) -> int:
+        """Bytes of the files on disk read so far."""
+        return sum(s.disk_position for s in self.stats)
+
+
+def _feed(consumers: Sequence[BatchConsumer], reading: _Reading) -> Iterator[int]:
     """Decode batches and hand each to every consumer; yields bytes-on-disk progress."""
-    stats: list[CaptureStats] = stats_out if stats_out is not None else []
     done = 0
-    for batch in read_packets(paths, reuse_batch=True, on_problem=on_problem, stats_out=stats,
-                              inspector=inspector):  # fmt: skip
+    for batch in reading.batches(reuse_batch=True):
         for consumer in consumers:
             consumer.ingest(batch)
-        position = sum(s.disk_position for s in stats)
+        position = reading.position()
         yield position - done
         done = position
 
 
-def _decode_in_background(
-    consumers: Sequence[BatchConsumer],
-    paths: Iterable[str | os.PathLike[str]],
-    on_problem: Callable[[CaptureProblem], None] | None,
-    stats_out: list[CaptureStats] | None,
-    inspector: PayloadInspector | None = None,
-) -> Iterator[int]:
+def _decode_in_background(consumers: Sequence[BatchConsumer], reading: _Reading) -> Iterator[int]:
     """Count batches decoded by a second thread; yields bytes-on-disk progress.
 
     Batches circulate between a free list and a ready queue, so their arrays are
     reused (no fresh pages per batch) and at most PIPELINE_DEPTH are alive.
     """
-    stats: list[CaptureStats] = stats_out if stats_out is not None else []
     problems: list[CaptureProblem] = []
     free: queue.Queue[PacketBatch] = queue.Queue()
     for _ in range(PIPELINE_DEPTH):
@@ -448,10 +439,9 @@ def _decode_in_background(
         try:
             # The reader fills batches taken from the pool, so nothing is copied;
             # problems are collected here and reported from the caller's thread.
-            for batch in read_packets(paths, batch_supply=take_free, on_problem=problems.append,
-                                      stats_out=stats, inspector=inspector):  # fmt: skip
+            for batch in reading.batches(batch_supply=take_free, on_problem=problems.append):
                 unfilled.clear()  # the batch handed out last is this one: filled
-                position = sum(s.disk_position for s in stats)
+                position = reading.position()
                 ready.put((batch, len(batch), position - done, None))
                 done = position
             ready.put((None, 0, 0, None))
@@ -467,7 +457,7 @@ def _decode_in_background(
         while True:
             slot, n, advanced, error = ready.get()
             while reported < len(problems):
-                _report(problems[reported], on_problem)
+                _report(problems[reported], reading.on_problem)
                 reported += 1
             if error is not None:
                 raise error
@@ -482,7 +472,7 @@ def _decode_in_background(
         free.put(PacketBatch.empty(1))  # wake the producer if it waits for a slot
         worker.join()
     for problem in problems[reported:]:
-        _report(problem, on_problem)
+        _report(problem, reading.on_problem)
 
 
 class _Stopped(Exception):
