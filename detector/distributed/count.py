@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from .._kernels import flowtable as fk
 from ..capture import CaptureProblem, CaptureReader, CaptureStats
 from ..errors import CaptureError
+from ..flows import layout
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
 from ..flows.table import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, FlowTable
@@ -103,7 +103,7 @@ class PartResult:
         problem = CaptureProblem(part.path, offset, message, True)
         return cls(
             part,
-            np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64),
+            np.empty((0, layout.FLOW_COLUMNS), dtype=np.int64),
             None,
             np.empty((12, 0), dtype=np.int64),
             None,
@@ -130,7 +130,7 @@ def count_part(
         max_flows=settings.max_flows,
     )
     if seed is not None:
-        table.resume(seed, fk.NO_TIME if seed_latest_ns is None else seed_latest_ns)
+        table.resume(seed, seed_latest_ns)
     activity = ActivityTable(bin_seconds=settings.bin_seconds)
     inspector = None
     if settings.inspects and seed is None:

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._kernels import flowtable as fk
+from ..flows import layout
 from ..flows.table import DEFAULT_MAX_FLOWS
 from .count import PartResult
 
-KEY_COLUMNS = (fk.C_A_HI, fk.C_A_LO, fk.C_B_HI, fk.C_B_LO, fk.C_META)
+KEY_COLUMNS = (layout.C_A_HI, layout.C_A_LO, layout.C_B_HI, layout.C_B_LO, layout.C_META)
 KEY_BYTES = 8 * len(KEY_COLUMNS)
 
 
@@ -59,12 +59,12 @@ def continue_flows(earlier: np.ndarray, later: np.ndarray, reason: np.ndarray) -
     """Rows of ``earlier`` flows continued by ``later`` ones (same keys, row by
     row), closed with ``reason``."""
     merged = earlier.copy()
-    merged[:, fk.C_LAST] = np.maximum(earlier[:, fk.C_LAST], later[:, fk.C_LAST])
-    merged[:, fk.C_FIRST] = np.minimum(earlier[:, fk.C_FIRST], later[:, fk.C_FIRST])
+    merged[:, layout.C_LAST] = np.maximum(earlier[:, layout.C_LAST], later[:, layout.C_LAST])
+    merged[:, layout.C_FIRST] = np.minimum(earlier[:, layout.C_FIRST], later[:, layout.C_FIRST])
     for d in (0, 1):
-        base = fk.C_DIR + d * fk.DIR_WIDTH
-        p, b = base + fk.D_PACKETS, base + fk.D_BYTES
-        first, last, flags = base + fk.D_FIRST, base + fk.D_LAST, base + fk.D_FLAGS
+        base = layout.C_DIR + d * layout.DIR_WIDTH
+        p, b = base + layout.D_PACKETS, base + layout.D_BYTES
+        first, last, flags = base + layout.D_FIRST, base + layout.D_LAST, base + layout.D_FLAGS
         e_has = earlier[:, p] > 0
         l_has = later[:, p] > 0
         merged[:, p] = earlier[:, p] + later[:, p]
@@ -80,7 +80,7 @@ def continue_flows(earlier: np.ndarray, later: np.ndarray, reason: np.ndarray) -
             np.maximum(earlier[:, last], later[:, last]),
             np.where(e_has, earlier[:, last], later[:, last]),
         )
-    merged[:, fk.C_REASON] = reason
+    merged[:, layout.C_REASON] = reason
     return merged
 
 
@@ -93,7 +93,7 @@ def match_first_flows(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarr
 
 def _match_sorted(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # The part's first flow of each key: by key, then by first packet.
-    by_time = np.argsort(rows[:, fk.C_FIRST], kind="stable")
+    by_time = np.argsort(rows[:, layout.C_FIRST], kind="stable")
     keys = flow_keys(rows)[by_time]
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
@@ -133,7 +133,7 @@ def _match_hashed(open_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, 
     a hash (the caller then sorts the keys themselves): exact either way."""
     n = len(rows)
     hashes = key_hashes(rows)
-    order = np.lexsort((rows[:, fk.C_FIRST], hashes))  # by hash, then first packet
+    order = np.lexsort((rows[:, layout.C_FIRST], hashes))  # by hash, then first packet
     sorted_hashes = hashes[order]
     starts = np.ones(n, dtype=bool)
     starts[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
@@ -161,7 +161,7 @@ class FlowFold:
     active_ns: int
     max_flows: int = DEFAULT_MAX_FLOWS
     closed: list[np.ndarray] = field(default_factory=list)
-    open: np.ndarray = field(default_factory=lambda: np.empty((0, fk.FLOW_COLUMNS), np.int64))
+    open: np.ndarray = field(default_factory=lambda: np.empty((0, layout.FLOW_COLUMNS), np.int64))
     latest_ns: int | None = None
     recounted: int = 0  # parts counted again from the open flows before them
     out_of_order: int = 0  # parts with packets earlier than the latest before them
@@ -186,7 +186,7 @@ class FlowFold:
             self._evict_beyond_max_flows()
             again = recount(self.open, self.latest_ns)
             self.recounted += 1
-            self.open = np.empty((0, fk.FLOW_COLUMNS), np.int64)
+            self.open = np.empty((0, layout.FLOW_COLUMNS), np.int64)
             self._take(again.rows)
         elif not len(self.open):
             self._take(rows)
@@ -203,16 +203,20 @@ class FlowFold:
         matched, later_at = match_first_flows(self.open, rows)
         o = self.open[matched]
         f = rows[later_at]
-        idle = f[:, fk.C_FIRST] - o[:, fk.C_LAST] > self.idle_ns
-        active = ~idle & (f[:, fk.C_FIRST] - o[:, fk.C_FIRST] > self.active_ns)
+        idle = f[:, layout.C_FIRST] - o[:, layout.C_LAST] > self.idle_ns
+        active = ~idle & (f[:, layout.C_FIRST] - o[:, layout.C_FIRST] > self.active_ns)
         goes_on = ~idle & ~active
-        if np.any(goes_on & (f[:, fk.C_LAST] - o[:, fk.C_FIRST] > self.active_ns)):
+        if np.any(goes_on & (f[:, layout.C_LAST] - o[:, layout.C_FIRST] > self.active_ns)):
             return False
         ended = o[~goes_on].copy()
-        ended[:, fk.C_REASON] = np.where(idle[~goes_on], fk.REASON_IDLE, fk.REASON_ACTIVE)
+        ended[:, layout.C_REASON] = np.where(
+            idle[~goes_on], layout.REASON_IDLE, layout.REASON_ACTIVE
+        )
         self.closed.append(ended)
         rows = rows.copy()
-        rows[later_at[goes_on]] = continue_flows(o[goes_on], f[goes_on], f[goes_on][:, fk.C_REASON])
+        rows[later_at[goes_on]] = continue_flows(
+            o[goes_on], f[goes_on], f[goes_on][:, layout.C_REASON]
+        )
         still_open = self.open[~matched]
         self.open = still_open
         self._take(rows)
@@ -224,15 +228,15 @@ class FlowFold:
         extra = len(self.open) - self.max_flows
         if extra <= 0:
             return
-        oldest = np.argsort(self.open[:, fk.C_LAST], kind="stable")
+        oldest = np.argsort(self.open[:, layout.C_LAST], kind="stable")
         gone = self.open[oldest[:extra]].copy()
-        gone[:, fk.C_REASON] = fk.REASON_EVICTED
+        gone[:, layout.C_REASON] = layout.REASON_EVICTED
         self.closed.append(gone)
         self.open = self.open[np.sort(oldest[extra:])]
 
     def _take(self, rows: np.ndarray) -> None:
         """Rows of a part whose beginning is settled: the ``end`` ones stay open."""
-        ends = rows[:, fk.C_REASON] == fk.REASON_END
+        ends = rows[:, layout.C_REASON] == layout.REASON_END
         self.closed.append(rows[~ends])
         self.open = np.concatenate([self.open, rows[ends]]) if len(self.open) else rows[ends]
 
@@ -240,10 +244,10 @@ class FlowFold:
         """Open flows idle at the latest time so far: no later packet continues them."""
         if self.latest_ns is None or not len(self.open):
             return
-        idle = self.latest_ns - self.open[:, fk.C_LAST] > self.idle_ns
+        idle = self.latest_ns - self.open[:, layout.C_LAST] > self.idle_ns
         if np.any(idle):
             done = self.open[idle].copy()
-            done[:, fk.C_REASON] = fk.REASON_IDLE
+            done[:, layout.C_REASON] = layout.REASON_IDLE
             self.closed.append(done)
             self.open = self.open[~idle]
 
@@ -260,7 +264,7 @@ def in_stream_order(rows: np.ndarray) -> np.ndarray:
     the grouping of parts. Sorting 40-byte keys is slow (a second per million
     flows) and first-packet times rarely tie, so the rows are sorted by time
     and only the runs of equal times by key."""
-    first = rows[:, fk.C_FIRST]
+    first = rows[:, layout.C_FIRST]
     order = np.argsort(first, kind="stable")
     times = first[order]
     tied = np.zeros(len(order), dtype=bool)

@@ -14,7 +14,7 @@ Only the few cut points are searched (a few kB read each), not every record:
 planning a 2.4 GB file takes milliseconds.
 
 pcapng is cut on blocks: a numba pass over the block headers
-(``detector._kernels.index``) finds an Enhanced Packet Block at each wanted
+(``detector.capture.files.index_pcapng``) finds an Enhanced Packet Block at each wanted
 offset and every section header and interface description before it, which
 are carried to the part as its header. Compressed files and standard input are
 read whole by one task each.
@@ -108,14 +108,25 @@ def plan_parts(paths: list[str], part_bytes: int) -> list[Part]:
     return parts
 
 
-def _pcap_cuts(path: str, part_bytes: int) -> list[int]:
-    """Record starts about ``part_bytes`` apart (none: read the file whole)."""
+def _size_to_cut(path: str, part_bytes: int) -> int | None:
+    """The size of a file worth cutting into parts of about ``part_bytes``;
+    None for standard input, a file too small, or one that cannot be read
+    (the task reading it whole reports the problem, located)."""
     if path == "-":
-        return []
+        return None
     try:
         size = os.path.getsize(path)
-        if size <= part_bytes + part_bytes // 2:
-            return []
+    except OSError:
+        return None
+    return size if size > part_bytes + part_bytes // 2 else None
+
+
+def _pcap_cuts(path: str, part_bytes: int) -> list[int]:
+    """Record starts about ``part_bytes`` apart (none: read the file whole)."""
+    size = _size_to_cut(path, part_bytes)
+    if size is None:
+        return []
+    try:
         with open(path, "rb") as f:
             header = f.read(PCAP_HEADER_BYTES)
             if len(header) < PCAP_HEADER_BYTES or header[:4] not in PCAP_MAGICS:
@@ -144,24 +155,20 @@ def _pcap_cuts(path: str, part_bytes: int) -> list[int]:
 
 def _pcapng_ranges(path: str, part_bytes: int) -> list[tuple[int, int | None, bytes]]:
     """(start, end, header) of each part of a big pcapng file (none: read it whole)."""
-    if path == "-":
+    size = _size_to_cut(path, part_bytes)
+    if size is None:
         return []
     try:
-        size = os.path.getsize(path)
-        if size <= part_bytes + part_bytes // 2:
-            return []
         with open(path, "rb") as f:
             if f.read(4) != PCAPNG_MAGIC:
                 return []
         data = np.memmap(path, dtype=np.uint8, mode="r")
     except (OSError, ValueError):
         return []
-    from .._kernels import index as ik
+    from ..capture.files import index_pcapng
 
     wanted = np.arange(part_bytes, size - part_bytes // 2, part_bytes, dtype=np.int64)
-    cuts = np.empty(len(wanted), dtype=np.int64)
-    marks = np.zeros((MAX_HEADER_BLOCKS, 3), dtype=np.int64)
-    n_marks, _stopped, _status = ik.index_pcapng(data, wanted, cuts, marks)
+    cuts, marks = index_pcapng(data, wanted, MAX_HEADER_BLOCKS)
     # Past damage there are no cuts (-1): the last part reads to it and reports it.
     cuts = np.unique(cuts[cuts > 0])
     ranges: list[tuple[int, int | None, bytes]] = []
@@ -170,7 +177,7 @@ def _pcapng_ranges(path: str, part_bytes: int) -> list[tuple[int, int | None, by
         header = b""
         if start:
             # The section in force at ``start`` (its SHB) and its interfaces so far.
-            before = marks[:n_marks][marks[:n_marks, 0] < start]
+            before = marks[marks[:, 0] < start]
             section = np.flatnonzero(before[:, 2] == PCAPNG_SHB_TYPE)
             if not len(section):
                 return []

@@ -157,6 +157,27 @@ def initiator_columns(rows: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def endpoint_columns(rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Flow records (export rows) by their two ends as the table keeps them: A,
+    the end with the smaller (address, port), and B. ``a_hi``/``a_lo``/``b_hi``/
+    ``b_lo`` (uint64 address halves), ``first_ns``, ``last_ns``, ``a_bytes`` and
+    ``b_bytes`` (the frame bytes each end sent) and ``a_started`` (1 when A
+    started the flow, else 0). Views of ``rows``, no copies: for finding a
+    host's flows among a day's million without making their columns."""
+    u = rows.view(np.uint64)
+    return {
+        "a_hi": u[:, fk.C_A_HI],
+        "a_lo": u[:, fk.C_A_LO],
+        "b_hi": u[:, fk.C_B_HI],
+        "b_lo": u[:, fk.C_B_LO],
+        "first_ns": rows[:, fk.C_FIRST],
+        "last_ns": rows[:, fk.C_LAST],
+        "a_bytes": rows[:, fk.C_DIR + fk.D_BYTES],
+        "b_bytes": rows[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES],
+        "a_started": rows[:, fk.C_INIT_IS_A],
+    }
+
+
 def largest_rows(rows: np.ndarray, n: int) -> np.ndarray:
     """The ``n`` flows with the most bytes (both directions), largest first,
     chosen on the raw rows before any text is made."""

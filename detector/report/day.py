@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._kernels import flowtable as fk
 from ..alerts.record import SEVERITY_NAMES, Alert
 from ..detect.rules import detection_of
-from ..flows.records import flow_columns
+from ..flows.records import endpoint_columns, flow_columns
 from ..networks import address_pair
 
 if TYPE_CHECKING:
@@ -420,16 +419,17 @@ def _evidence_flows(rows: np.ndarray, alerts: Sequence[Alert]) -> list[tuple[Evi
         return [() for _ in alerts]
     import pandas as pd
 
-    u = rows.view(np.uint64)
+    flow = endpoint_columns(rows)
+    a_hi, a_lo, b_hi, b_lo = flow["a_hi"], flow["a_lo"], flow["b_hi"], flow["b_lo"]
     wanted = {address_pair(a.source_ip) for a in alerts}
     wanted_lo = np.array(sorted({lo for _, lo in wanted}), dtype=np.uint64)
     # Rows with a host of an alert at one end (by the low half first: cheap).
-    a_side = np.flatnonzero(np.isin(u[:, fk.C_A_LO], wanted_lo))
-    b_side = np.flatnonzero(np.isin(u[:, fk.C_B_LO], wanted_lo))
+    a_side = np.flatnonzero(np.isin(a_lo, wanted_lo))
+    b_side = np.flatnonzero(np.isin(b_lo, wanted_lo))
     ends = pd.DataFrame(
         {
-            "hi": np.concatenate([u[a_side, fk.C_A_HI], u[b_side, fk.C_B_HI]]),
-            "lo": np.concatenate([u[a_side, fk.C_A_LO], u[b_side, fk.C_B_LO]]),
+            "hi": np.concatenate([a_hi[a_side], b_hi[b_side]]),
+            "lo": np.concatenate([a_lo[a_side], b_lo[b_side]]),
             "row": np.concatenate([a_side, b_side]),
         }
     )
@@ -441,33 +441,29 @@ def _evidence_flows(rows: np.ndarray, alerts: Sequence[Alert]) -> list[tuple[Evi
     for alert in alerts:
         host_hi, host_lo = address_pair(alert.source_ip)
         mine = by_host.get((host_hi, host_lo), np.zeros(0, dtype=np.intp))
-        host_is_a = (u[mine, fk.C_A_HI] == np.uint64(host_hi)) & (
-            u[mine, fk.C_A_LO] == np.uint64(host_lo)
-        )
-        keep = (rows[mine, fk.C_LAST] >= alert.start_ns) & (rows[mine, fk.C_FIRST] <= alert.end_ns)
+        host_is_a = (a_hi[mine] == np.uint64(host_hi)) & (a_lo[mine] == np.uint64(host_lo))
+        keep = (flow["last_ns"][mine] >= alert.start_ns) & (flow["first_ns"][mine] <= alert.end_ns)
         if alert.destination_ip:
             peer_hi, peer_lo = address_pair(alert.destination_ip)
-            peer_hi_col = np.where(host_is_a, u[mine, fk.C_B_HI], u[mine, fk.C_A_HI])
-            peer_lo_col = np.where(host_is_a, u[mine, fk.C_B_LO], u[mine, fk.C_A_LO])
+            peer_hi_col = np.where(host_is_a, b_hi[mine], a_hi[mine])
+            peer_lo_col = np.where(host_is_a, b_lo[mine], a_lo[mine])
             keep &= (peer_hi_col == np.uint64(peer_hi)) & (peer_lo_col == np.uint64(peer_lo))
         picked, host_is_a = mine[keep], host_is_a[keep]
-        a_bytes = rows[picked, fk.C_DIR + fk.D_BYTES]
-        b_bytes = rows[picked, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
-        sent = np.where(host_is_a, a_bytes, b_bytes)
-        order = np.lexsort((rows[picked, fk.C_FIRST], -sent))[:EVIDENCE_FLOWS]
+        sent = np.where(host_is_a, flow["a_bytes"][picked], flow["b_bytes"][picked])
+        order = np.lexsort((flow["first_ns"][picked], -sent))[:EVIDENCE_FLOWS]
         chosen.append(picked[order])
         host_first.append(host_is_a[order])
     every = np.concatenate(chosen)
     if not len(every):
         return [() for _ in alerts]
     columns = flow_columns(rows[every], community_id=True, presorted=True)
-    init_is_a = rows[every, fk.C_INIT_IS_A] == 1
+    init_is_a = flow["a_started"][every] == 1
     out: list[tuple[EvidenceFlow, ...]] = []
     at = 0
     for host_is_a in host_first:
         flows = []
         for i in range(at, at + len(host_is_a)):
-            # The flow's initiator (src) is its A end when C_INIT_IS_A is set.
+            # The flow's initiator (src) is its A end when A started it.
             host_is_src = bool(host_is_a[i - at] == init_is_a[i])
             fwd = (int(columns["src2dst_bytes"][i]), int(columns["src2dst_packets"][i]))
             rev = (int(columns["dst2src_bytes"][i]), int(columns["dst2src_packets"][i]))
@@ -580,9 +576,8 @@ def _health(
     recorded = [f.kernel_drops for f in ordered if f.kernel_drops is not None]
     flows = 0
     if len(rows):
-        flows = int(
-            np.count_nonzero((rows[:, fk.C_FIRST] < end_ns) & (rows[:, fk.C_LAST] >= start_ns))
-        )
+        ends = endpoint_columns(rows)
+        flows = int(np.count_nonzero((ends["first_ns"] < end_ns) & (ends["last_ns"] >= start_ns)))
     return SensorHealth(
         files=ordered,
         gaps=tuple(gaps),
