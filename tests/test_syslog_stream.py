@@ -218,7 +218,7 @@ def test_a_collector_that_stops_reading_never_holds_up_the_capture():
         t = time.monotonic()
         sender.send(*alert(i, big))
         slowest = max(slowest, time.monotonic() - t)
-    assert slowest < 0.05 and time.monotonic() - started < 10
+    assert slowest < 0.2 and time.monotonic() - started < 10  # a network wait: 0.5 s+
     t = time.monotonic()
     sender.close()
     assert time.monotonic() - t < 4

@@ -35,7 +35,9 @@ from detector.policy import parse_policy
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = parse_policy('[site]\nname = "lab"\ntimezone = "Asia/Taipei"\n')
 TOKEN = "s3cret-T0ken.for_tests"
-FAST = {"timeout": 0.5, "backoff": Backoff(0.02, 0.2), "close_seconds": 3.0}
+# A second for an answer: a loaded machine answers a healthy request in time
+# (an answer too late would be a request sent twice), a hang still ends soon.
+FAST = {"timeout": 1.0, "backoff": Backoff(0.02, 0.2), "close_seconds": 3.0}
 
 
 def alert(i: int) -> tuple[Alert, dict]:
@@ -67,7 +69,7 @@ class Receiver:
                 with receiver.lock:
                     receiver.attempts.append((mode, dict(self.headers), body))
                 if mode == "hang":
-                    receiver.released.wait(3)
+                    receiver.released.wait(4)  # longer than the client waits
                     self.close_connection = True
                     return
                 if mode == "fail":
@@ -210,7 +212,7 @@ from detector.policy import parse_policy
 
 url, spool = sys.argv[1:]
 policy = parse_policy('[site]\\nname = "lab"\\ntimezone = "Asia/Taipei"\\n')
-sender = open_webhook(url, spool, timeout=0.5, backoff=Backoff(0.02, 0.2))
+sender = open_webhook(url, spool, timeout=1.0, backoff=Backoff(0.02, 0.2))
 for i in range(20):
     a = Alert("isolated-egress", "Isolated host talked out", 4, 10**18 + i * 10**9,
               10**18 + (i + 1) * 10**9, "10.8.40.31", f"alert number {i}",
