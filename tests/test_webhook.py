@@ -49,8 +49,9 @@ def alert(i: int) -> tuple[Alert, dict]:
 
 class Receiver:
     """An HTTP receiver on 127.0.0.1. ``mode``: "ok" (200, the alerts kept),
-    "fail" (500) or "hang" (answers nothing for longer than the client
-    waits). Every request is in ``attempts``; alerts it took, in ``taken``."""
+    "fail" (500), "hang" (answers nothing for longer than the client waits)
+    or "small" (413 for more than two alerts at once). Every request is in
+    ``attempts``; alerts it took, in ``taken``."""
 
     def __init__(self, port: int = 0, context: ssl.SSLContext | None = None) -> None:
         self.mode = "ok"
@@ -72,8 +73,8 @@ class Receiver:
                     receiver.released.wait(4)  # longer than the client waits
                     self.close_connection = True
                     return
-                if mode == "fail":
-                    self.send_response(500)
+                if mode == "fail" or (mode == "small" and body.count(b"\n") > 2):
+                    self.send_response(500 if mode == "fail" else 413)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -342,4 +343,35 @@ def test_the_token_comes_from_a_file_and_urls_are_checked(tmp_path, capsys):
         with pytest.raises(DetectorError, match=why) as refused:
             WebhookSender(url, spool)
         assert "pw" not in str(refused.value)
+    spool.close()
+
+
+def test_a_batch_too_large_for_the_receiver_is_sent_in_halves(receiver, tmp_path):
+    receiver.mode = "fail"
+    sender = open_webhook(receiver.url, str(tmp_path / "spool"), **FAST)
+    sender.send_all([alert(i) for i in range(11)])
+    receiver.wait_attempts("fail", 1)
+    receiver.mode = "small"  # 413 Payload Too Large for more than two
+    assert receiver.wait_for(11) == list(range(11))
+    sender.close()
+    sizes = [body.count(b"\n") for m, _, body in receiver.attempts if m == "small"]
+    assert sizes[:3] == [11, 5, 2] and max(sizes[3:]) <= 2, sizes  # halved, and it stays so
+
+
+def test_a_full_disk_leaves_no_part_of_a_line(tmp_path, monkeypatch):
+    spool = Spool(str(tmp_path / "spool"))
+    spool.append([b'{"n": 0}\n'])
+    real_write = os.write
+
+    def half_then_full(fd: int, data) -> int:
+        real_write(fd, bytes(data[:3]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_mod.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        spool.append([b'{"n": 1}\n'])
+    monkeypatch.setattr(spool_mod.os, "write", real_write)
+    spool.append([b'{"n": 2}\n'])
+    batch = spool.next_batch(1 << 20)
+    assert batch is not None and batch.body == b'{"n": 0}\n{"n": 2}\n'
     spool.close()

@@ -207,8 +207,12 @@ class Spool:
                     self.segments.append(last)
                     self.sizes[last] = 0
                 view = memoryview(line)
-                while view:
-                    view = view[os.write(self.writer, view) :]
+                try:
+                    while view:
+                        view = view[os.write(self.writer, view) :]
+                except OSError:  # the disk is full: no part of a line stays
+                    os.ftruncate(self.writer, self.sizes[last])
+                    raise
                 self.sizes[last] += len(line)
                 waiting += len(line)
                 taken += 1
@@ -258,6 +262,17 @@ class Spool:
                 self.inflight = end
             self._write_cursor()
         return Batch(segment, start, end, body, f"{self.id}-{segment}-{start}-{end}")
+
+    def split(self, batch: Batch) -> bool:
+        """The receiver refused ``batch`` as too large: send its first half of
+        lines first (False when it is one line)."""
+        lines = batch.body.splitlines(keepends=True)
+        if len(lines) < 2:
+            return False
+        with self.guard:
+            self.inflight = batch.start + sum(map(len, lines[: len(lines) // 2]))
+        self._write_cursor()
+        return True
 
     def delivered(self, batch: Batch) -> None:
         """The receiver took ``batch``: record it, drop finished segments."""

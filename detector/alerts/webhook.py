@@ -5,13 +5,13 @@ synced to disk), then a sender thread POSTs what the spool holds, oldest
 first: the body is ECS JSON alerts, one a line (``Content-Type:
 application/x-ndjson``), with ``Authorization: Bearer TOKEN`` when a token
 file is given and ``Idempotency-Key`` (the same for a batch sent again). Any
-2xx answer delivers the batch; anything else (an error status, a redirect, a
-refused connection, no answer within the timeout) is tried again with
-exponential backoff, up to 5 minutes apart, while new alerts queue behind it
-on disk. At the end of a run the sender goes on for a few seconds; what is
-still undelivered waits in the spool, and the next process with that spool
-sends it first. The capture loop only waits for the append (a write and an
-fsync), never for the receiver.
+2xx answer delivers the batch; 413 (too large) halves it, and the batches
+after it; anything else (an error status, a redirect, a refused connection,
+no answer within the timeout) is tried again with exponential backoff, up to
+5 minutes apart, while new alerts queue behind it on disk. At the end of a
+run the sender goes on for a few seconds; what is still undelivered waits in
+the spool, and the next process with that spool sends it first. The capture
+loop only waits for the append (a write and an fsync), never for the receiver.
 
 The token is read from a file (never the command line, where ``ps`` shows it)
 and is never written anywhere; a URL with a password in it is refused, and
@@ -174,6 +174,20 @@ class WebhookSender:
 
     def _run(self) -> None:
         while True:
+            try:
+                self._deliver()
+                return
+            except OSError as exc:  # the spool's disk: say so, and try again later
+                self.say(
+                    f"{self.label}: cannot read the spool {self.spool.directory} "
+                    f"({exc.strerror or exc}); trying again with backoff"
+                )
+                self._pause(self.backoff.next())
+                if self.closing and time.monotonic() >= self.deadline:
+                    return
+
+    def _deliver(self) -> None:
+        while True:
             batch = self.spool.next_batch(self.batch_bytes)
             with self.ready:
                 if batch is None:
@@ -186,6 +200,10 @@ class WebhookSender:
                 if self.closing and time.monotonic() >= self.deadline:
                     return
             problem = self._post(batch)
+            if problem is not None and problem.startswith("HTTP 413") and self.spool.split(batch):
+                # Too large for the receiver: half as many alerts, now and from now on.
+                self.batch_bytes = min(self.batch_bytes, len(batch.body) // 2)
+                continue
             if problem is None:
                 self.spool.delivered(batch)
                 self.delivered += batch.lines
