@@ -31,10 +31,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from dask.distributed import Client  # noqa: E402
 
-from detector.detect.scan import scan_captures  # noqa: E402
 from detector.distributed import scan_captures_distributed  # noqa: E402
 from detector.distributed.parts import plan_parts  # noqa: E402
 from detector.distributed.scan import local_cluster  # noqa: E402
+from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import default_policy  # noqa: E402
 
 
@@ -120,7 +120,7 @@ def same(a, b) -> bool:
 
 def single_process(paths, policy, phases: dict[str, float], threads: int = 1):
     """scan_captures, with the time of its analysis (scan_activity) apart."""
-    import detector.detect.scan as scan_module
+    import detector.pipelines.scan as scan_module
 
     analysis = scan_module.scan_activity
 

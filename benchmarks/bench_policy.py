@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detector.detect.scan import scan_captures  # noqa: E402
+from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 
 SAMPLE = ROOT / "captures" / "sample-incident.pcap.gz"

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from detector.capture import CaptureStats  # noqa: E402
-from detector.detect.scan import scan_captures  # noqa: E402
+from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import parse_policy  # noqa: E402
 from detector.report import CaptureFile, build_day_report, render_html  # noqa: E402
 

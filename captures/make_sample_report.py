@@ -31,7 +31,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # render with this tree's code
 
 from detector.capture import CaptureStats  # noqa: E402
-from detector.detect.scan import scan_captures  # noqa: E402
+from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 from detector.report import CaptureFile, build_day_report, write_report  # noqa: E402
 

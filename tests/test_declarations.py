@@ -174,3 +174,19 @@ def test_no_import_cycles():
                 if nxt not in path:
                     path[nxt] = [*path[node], nxt]
                     todo.append(nxt)
+
+
+def test_only_capture_and_flows_reach_into_the_kernels():
+    """The kernels' layouts (column numbers, status codes) stay behind capture/ and
+    flows/, which give the rest of the detector named columns and errors."""
+    paths = list(PACKAGE.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    reaching = sorted(
+        _module_name(path)
+        for path in paths
+        if not _module_name(path).startswith(
+            ("detector._kernels", "detector.capture", "detector.flows", "detector._jit")
+        )
+        and any(m.startswith("detector._kernels") for m in _runtime_imports(path, modules))
+    )
+    assert reaching == []

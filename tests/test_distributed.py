@@ -26,13 +26,13 @@ from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 
 from detector._kernels import flowtable as fk  # noqa: E402
 from detector.capture import CaptureProblem  # noqa: E402
-from detector.detect.scan import scan_captures  # noqa: E402
 from detector.distributed import DistributedUnavailable, scan_captures_distributed  # noqa: E402
 from detector.distributed.count import Settings, count_part  # noqa: E402
 from detector.distributed.merge import FlowFold, in_stream_order  # noqa: E402
 from detector.distributed.parts import Part, plan_parts  # noqa: E402
 from detector.flows.activity import ActivityTable, _merged_in_time_order  # noqa: E402
 from detector.flows.table import count_flows  # noqa: E402
+from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 
 from gen_cases import T0, Pcapng, eth, write_pcap  # noqa: E402

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from gen_traffic import Capture, at
 
-from detector.detect.scan import scan_captures
 from detector.features import FEATURE_NAMES
 from detector.flows.table import flows_from_captures
+from detector.pipelines.scan import scan_captures
 from detector.policy import load_policy
 
 KATHMANDU = """

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.detect.scan import scan_captures
 from detector.flows.table import count_flows
+from detector.pipelines.scan import scan_captures
 from detector.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from gen_traffic import Capture, at
 from detector.alerts.record import to_ecs
 from detector.capture import read_packets
 from detector.capture.live import SourceStats
-from detector.detect.live import LiveDetector, LiveOptions
-from detector.detect.scan import scan_captures
+from detector.pipelines.live import LiveDetector, LiveOptions
+from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
 
 ISO, PC, OUT, NEW = "10.8.40.31", "10.8.10.7", "203.0.113.140", "203.0.113.77"

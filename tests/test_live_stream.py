@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from gen_traffic import Capture, at
 
-from detector.detect.scan import scan_captures
+from detector.pipelines.scan import scan_captures
 from detector.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -218,7 +218,7 @@ def test_a_dns_tunnel_example_is_masked_before_it_is_cut(tmp_path):
     the check digit, to give the whole number) that no mask could recognise."""
     from scapy.all import DNS, DNSQR, UDP
 
-    from detector.detect.scan import scan_captures
+    from detector.pipelines.scan import scan_captures
     from detector.policy import parse_policy
 
     for cut_at in (8, 9):  # characters of the number before the 80th

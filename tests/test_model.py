@@ -34,9 +34,9 @@ from detector.detect.model import (
     with_novelty,
 )
 from detector.detect.rules import ScanContext, run_rules
-from detector.detect.scan import scan_captures
 from detector.errors import ModelError
 from detector.features import FEATURE_NAMES
+from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
 
 ZONE = "Asia/Taipei"

@@ -29,10 +29,10 @@ from gen_traffic import Capture, at
 
 from detector.alerts.record import to_ecs
 from detector.cli.main import main
-from detector.detect.scan import scan_captures
 from detector.errors import CaptureError
 from detector.nightly.discover import capture_format, fingerprint
 from detector.nightly.run import KILL_HOOK, NightlyOptions, run_nightly
+from detector.pipelines.scan import scan_captures
 from detector.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -533,8 +533,8 @@ def ordinary_day(cap: Capture, day: str) -> Capture:
 
 def test_learn_refits_the_model_from_clean_windows_only(site, tmp_path):
     from detector.detect.model import EgressModel, load_model, save_model
-    from detector.detect.train import train_model
     from detector.nightly.learn import MIN_DAYS
+    from detector.pipelines.train import train_model
 
     policy = load_policy(site / "policy.toml")
     baseline = Capture()

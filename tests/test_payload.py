@@ -19,8 +19,8 @@ from scapy.layers.tls.handshake import TLSClientHello
 from scapy.layers.tls.record import TLS
 
 from detector.capture import read_packets
-from detector.detect.scan import scan_captures
 from detector.flows.payload import PayloadInspector, mask_id
+from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
 
 from corpus import CORPUS, needs_corpus

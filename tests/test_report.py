@@ -29,7 +29,7 @@ from gen_traffic import MTU_FRAME, Capture, at
 
 from detector.capture import CaptureStats
 from detector.detect.names import Names
-from detector.detect.scan import scan_captures
+from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
 from detector.report import CaptureFile, build_day_report, render_html, write_report
 from detector.report.day import day_bounds

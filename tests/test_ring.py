@@ -17,9 +17,9 @@ from detector.alerts.stream import SyslogSender, _host_port
 from detector.capture import PacketBatch, read_packets
 from detector.capture.files import new_counters
 from detector.capture.live import RingReader, SourceStats, compile_bpf, fake_ring, sample_frame
-from detector.detect import live as live_mod
-from detector.detect.live import SENSOR_BLIND, SENSOR_DROPS, LiveDetector, LiveOptions
 from detector.errors import DetectorError
+from detector.pipelines import live as live_mod
+from detector.pipelines.live import SENSOR_BLIND, SENSOR_DROPS, LiveDetector, LiveOptions
 from detector.policy import parse_policy
 
 T0 = 1_790_000_000 * 1_000_000_000

@@ -12,7 +12,7 @@ from rule_cases import CASES, KINDS, Case, Expect
 
 from detector.alerts.record import Alert
 from detector.detect.rules import DETECTIONS, Detection
-from detector.detect.scan import scan_captures
+from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
 
 CHECKED = [d for d in DETECTIONS if d.check is not None]

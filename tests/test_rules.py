@@ -14,7 +14,7 @@ import pytest
 from gen_traffic import Capture, at
 
 from detector.alerts.record import to_ecs
-from detector.detect.scan import scan_captures
+from detector.pipelines.scan import scan_captures
 from detector.policy import load_policy
 
 TAIPEI = """

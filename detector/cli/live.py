@@ -1,5 +1,5 @@
 """`egress-detector live`: arguments, signals, privileges and messages; the
-work is in detector.capture.live and detector.detect.live."""
+work is in detector.capture.live and detector.pipelines.live."""
 
 from __future__ import annotations
 
@@ -214,11 +214,11 @@ def run_live(args: argparse.Namespace) -> int:
         compile_bpf,
         interface_linktype,
     )
-    from ..detect.live import LiveDetector, LiveOptions, LiveStatus, warm_up
     from ..errors import DetectorError, PolicyError
     from ..flows.records import iter_flow_columns
     from ..flows.write import write_flows
     from ..outputs import replacing
+    from ..pipelines.live import LiveDetector, LiveOptions, LiveStatus, warm_up
     from ..policy import load_policy
 
     policy = site_policy(args.policy or None)

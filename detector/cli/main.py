@@ -298,7 +298,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
 def _run_scan(args: argparse.Namespace) -> ExitStatus:
     from ..alerts.sinks import alert_format
     from ..capture import CaptureStats
-    from ..detect.run import scan_to_files
+    from ..pipelines.commands import scan_to_files
     from ..units import human_bytes
 
     policy = site_policy(args.policy or None)
@@ -350,7 +350,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
 
 def _run_train(args: argparse.Namespace) -> ExitStatus:
     from ..detect.model import file_sha256, local_day
-    from ..detect.run import baseline_captures, train_to_file
+    from ..pipelines.commands import baseline_captures, train_to_file
 
     policy = site_policy(args.policy or None)
     say_compiling(45, quiet=args.quiet or not baseline_captures(args.baseline))

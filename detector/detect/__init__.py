@@ -1,2 +1,4 @@
-"""Detection over per-host traffic: the rules (rules.py), the isolation-forest
-model (model/, trained by train.py), and the scan that runs them (scan.py)."""
+"""The detections: one declaration per rule (rules/, each with its check), the
+isolation-forest model (model/), what a check is given (context.py) and what
+outside addresses are called (names.py). The pipelines that run them over
+captures are in detector/pipelines/."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..detect.scan import ScanResult
+    from ..pipelines.scan import ScanResult
     from ..policy import Policy
 
 TABLES = ("flows", "features")

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..capture import CaptureProblem, CaptureStats
-from ..detect.scan import ScanResult, scan_activity
 from ..errors import DecodeError, DetectorError
 from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
+from ..pipelines.scan import ScanResult, scan_activity
 from .count import FACT_COLUMNS, PartResult, Settings, count_part, count_part_handed_over
 from .merge import FlowFold
 from .parts import Part, plan_parts
@@ -146,7 +146,7 @@ def scan_captures_distributed(
     model: EgressModel | None = None,
     phases: dict[str, float] | None = None,
 ) -> ScanResult:
-    """:func:`detector.detect.scan.scan_captures` on a Dask cluster: a local one
+    """:func:`detector.pipelines.scan.scan_captures` on a Dask cluster: a local one
     of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
     an existing ``client``. Files (and ranges of big pcap files, about
     ``part_bytes`` each; default: the input shared into about 4 parts per

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..detect.model import EgressModel
-    from ..detect.scan import ScanResult
+    from ..pipelines.scan import ScanResult
     from ..policy import Policy
 
 LEARN_DAYS = 28  # the baseline: the last four weeks of clean days

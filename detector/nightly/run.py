@@ -48,9 +48,9 @@ import numpy as np
 
 from ..alerts.record import Alert, to_ecs
 from ..capture import CaptureProblem, CaptureStats
-from ..detect.scan import ScanResult, scan_captures
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
+from ..pipelines.scan import ScanResult, scan_captures
 from ..units import HOUR_NS, SECOND_NS
 from .discover import CaptureFingerprint, find_captures, fingerprint, first_packet_ns
 from .state import FinishedDay, KnownFile, NightlyState

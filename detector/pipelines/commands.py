@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..capture import CaptureProblem, CaptureStats
+    from ..detect.model import EgressModel
     from ..policy import Policy
-    from .model import EgressModel
     from .scan import ScanResult
     from .train import Training
 
@@ -106,11 +106,11 @@ def train_to_file(
     on_problem: Callable[[CaptureProblem], None] | None = None,
 ) -> Training:
     """Learn the site's normal egress from ``baseline`` (captures and feature
-    files: :func:`detector.detect.train.train_model`) into a forest seeded with
+    files: :func:`detector.pipelines.train.train_model`) into a forest seeded with
     ``seed``, and write the model to ``output``."""
+    from ..detect.model import EgressModel
+    from ..detect.model.file import write_model
     from ..flows.table import auto_threads
-    from .model import EgressModel
-    from .model.file import write_model
     from .train import train_model
 
     with replacing(output) as path:  # checked before training

@@ -11,7 +11,7 @@ The main thread keeps the clock. Workers close idle flows on the clock even
 when no packet comes. At the end of every feature window (local time, a few
 seconds of grace for the ring's last blocks), or every ``report_every``
 seconds, the workers' activity tables are merged and analysed as a scan
-analyses a file (:func:`detect.scan.scan_activity`); alerts not raised before
+analyses a file (:func:`pipelines.scan.scan_activity`); alerts not raised before
 (no earlier alert of the same rule, host and other side overlaps them in
 time) are emitted at once, so output is incremental; an alert raised before
 whose figures grew is emitted again as an update (same event id). At the
@@ -40,6 +40,7 @@ import numpy as np
 
 from ..alerts.record import ALERT_RAISED, ALERT_UPDATED, Alert
 from ..capture.batch import PacketBatch
+from ..detect.rules import sensor
 from ..features.hosts import MINUTE_NS
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
@@ -49,15 +50,14 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
-from .rules import sensor
 from .scan import ScanResult, first_contacts, scan_activity
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..capture.live import SourceStats
+    from ..detect.model import EgressModel
     from ..policy import Policy
-    from .model import EgressModel
 
 NS = 1_000_000_000
 REPORT_GRACE_S = 2.0  # after a window ends, wait this long for the ring's last blocks

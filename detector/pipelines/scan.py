@@ -11,20 +11,20 @@ import numpy as np
 
 from ..alerts.record import Alert
 from ..capture import CaptureProblem, CaptureStats
+from ..detect.context import ScanContext
+from ..detect.names import Names, name_alerts, names_from_facts
+from ..detect.rules import run_payload_rules, run_rules
+from ..detect.rules.mail_egress import annotate_mail_sizes
 from ..features.hosts import HostTraffic, host_traffic, host_windows
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
 from ..flows.table import FlowTable, count_flows
-from .context import ScanContext
-from .names import Names, name_alerts, names_from_facts
-from .rules import run_payload_rules, run_rules
-from .rules.mail_egress import annotate_mail_sizes
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..detect.model import EgressModel
     from ..policy import Policy
-    from .model import EgressModel
 
 
 @dataclass
@@ -98,7 +98,7 @@ def scan_activity(
     if model is None:
         alerts = run_rules(ScanContext(policy, traffic, minutes, first_contacts=earlier))
     else:
-        from .model import known_pairs, model_alerts, score_scan
+        from ..detect.model import known_pairs, model_alerts, score_scan
 
         known = known_pairs(model, traffic)
         alerts = run_rules(ScanContext(policy, traffic, minutes, known_destinations=known,

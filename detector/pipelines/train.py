@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..detect.model import EgressModel, destinations_of, with_novelty
 from ..errors import ModelError
 from ..features.hosts import FEATURE_NAMES
 from ..units import HOUR_NS
-from .model import EgressModel, destinations_of, with_novelty
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,6 +1,6 @@
 """The day's report: what the nightly scan found, gathered for one local day.
 
-:func:`build_day_report` reduces a :class:`~detector.detect.scan.ScanResult` to
+:func:`build_day_report` reduces a :class:`~detector.pipelines.scan.ScanResult` to
 plain, frozen records (numbers, texts and instants, nothing the page has to
 compute), :func:`~detector.report.html.render_html` turns them into one
 self-contained HTML file, and :func:`write_report` writes it atomically.
@@ -27,7 +27,7 @@ from ..networks import address_pair
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..detect.scan import ScanResult
+    from ..pipelines.scan import ScanResult
     from ..policy import Policy
 
 NS = 1_000_000_000

@@ -1,5 +1,5 @@
 """sensor-drops and sensor-blind: news about the live sensor itself, raised by the
-live engine (detector/detect/live.py) when its capture ring overflowed. Declared
+live engine (detector/pipelines/live.py) when its capture ring overflowed. Declared
 like the rules so alerts, the report and the docs take their words from here."""
 
 from __future__ import annotations
