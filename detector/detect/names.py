@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..alerts.record import Alert
+from ..flows.payload import ANSWER_HI, ANSWER_LO
 from ..networks import address_pair
 
 if TYPE_CHECKING:
@@ -63,8 +64,8 @@ def names_from_facts(facts: pd.DataFrame) -> Names:
     kind = facts["kind"].to_numpy()
     answers = facts[kind == "dns-answer"]
     for a_hi, a_lo, name in zip(
-        answers["b"].to_numpy().astype(np.uint64),
-        answers["c"].to_numpy().astype(np.uint64),
+        answers[ANSWER_HI].to_numpy().astype(np.uint64),
+        answers[ANSWER_LO].to_numpy().astype(np.uint64),
         answers["text"],
         strict=True,
     ):

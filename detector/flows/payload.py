@@ -38,6 +38,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_MAX_PACKETS = 8
+# A fact's four numbers are a, b, c and d; what each holds depends on its kind
+# (detector/_kernels/payload.py). Read them by these names:
+DNS_QTYPE, DNS_RCODE, DNS_IS_RESPONSE, DNS_ANSWERS = "a", "b", "c", "d"  # kind "dns"
+ANSWER_IP_VERSION, ANSWER_HI, ANSWER_LO, ANSWER_TTL = "a", "b", "c", "d"  # kind "dns-answer"
+HTTP_METHOD, HTTP_CONTENT_LENGTH = "a", "b"  # kind "http"
+P2P_SIGNATURE = "a"  # kind "p2p-signature": an index into P2P_NAMES
+PII_KIND = "a"  # kind "pii": 1 national ID, 2 resident certificate
+SMTP_DECLARED_SIZE = "a"  # kind "smtp-size": bytes (RFC 1870 SIZE=)
 # What each P2P signature fact's number means (the p2p rule names them in alerts).
 P2P_NAMES = pk.P2P_NAMES
 DEFAULT_MAX_BYTES = 2048

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...alerts.record import Alert
+from ...flows.payload import PII_KIND
 from ...networks import address_text
 from ..declare import COUNT, PAYLOAD, Detection, Setting
 from .common import internal_side, when
@@ -36,7 +37,7 @@ def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
         port = int(rows["dport"].value_counts().index[0])
         start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
         masked = list(distinct["text"].head(5))
-        kinds = {int(k) for k in distinct["a"]}
+        kinds = {int(k) for k in distinct[PII_KIND]}
         what = " and ".join(
             label for k, label in ((1, "national ID"), (2, "resident certificate")) if k in kinds
         )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...alerts.mask import mask_personal
 from ...alerts.record import Alert
+from ...flows.payload import DNS_IS_RESPONSE, DNS_QTYPE
 from ...networks import address_text
 from ..declare import COUNT, PAYLOAD, Detection, Setting
 from .common import when
@@ -35,7 +36,7 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
     if facts is None or facts.empty:
         return []
     settings = policy.rule(DETECTION.rule_id)
-    queries = facts[((facts["kind"] == "dns") & (facts["c"] == 0)).to_numpy()]
+    queries = facts[((facts["kind"] == "dns") & (facts[DNS_IS_RESPONSE] == 0)).to_numpy()]
     if queries.empty:
         return []
     src_in = policy.internal.contains(queries["src_hi"].to_numpy(), queries["src_lo"].to_numpy())
@@ -43,7 +44,7 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
     groups: dict[tuple[int, int, str], dict[str, Any]] = {}
     for s_hi, s_lo, ts_ns, qtype, text in zip(
         queries["src_hi"].to_numpy(), queries["src_lo"].to_numpy(), queries["ts_ns"].to_numpy(),
-        queries["a"].to_numpy(), queries["text"].to_numpy(), strict=True,
+        queries[DNS_QTYPE].to_numpy(), queries["text"].to_numpy(), strict=True,
     ):  # fmt: skip
         name = str(text)
         ts = int(ts_ns)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ...alerts.record import Alert
+from ...flows.payload import DNS_IS_RESPONSE
 from ...networks import NetworkSet, address_text
 from ..declare import PAYLOAD, Choices, Detection, Domains, Networks, Setting
 from ..names import domain_matcher
@@ -70,7 +71,7 @@ def check_im_app(ctx: ScanContext) -> list[Alert]:
     if not named.empty:
         # The asking host is the packet's source: DNS questions (not answers), ClientHellos
         # and requests all go from the client.
-        named = named[~((named["kind"] == "dns") & (named["c"] == 1)).to_numpy()]
+        named = named[~((named["kind"] == "dns") & (named[DNS_IS_RESPONSE] == 1)).to_numpy()]
         src_in = policy.internal.contains(named["src_hi"].to_numpy(), named["src_lo"].to_numpy())
         named = named[src_in]
     apps = messaging_apps(policy)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...alerts.record import Alert
+from ...flows.payload import SMTP_DECLARED_SIZE
 from ...networks import address_text
 from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, Detection, Ports, Setting, Severity
@@ -107,7 +108,7 @@ def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]
         ]
         if mine.empty:
             continue
-        declared = [int(v) for v in mine["a"]]
+        declared = [int(v) for v in mine[SMTP_DECLARED_SIZE]]
         noted[-1] = alert.with_note(
             f"{len(declared)} message(s) declared at {human_bytes(sum(declared))} "
             "(attachments included)",

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...alerts.record import Alert
-from ...flows.payload import P2P_NAMES
+from ...flows.payload import P2P_NAMES, P2P_SIGNATURE
 from ...flows.records import TRANSPORT_NAMES
 from ...networks import address_text
 from ..declare import PAYLOAD, Detection
@@ -43,7 +43,7 @@ def check_p2p(ctx: ScanContext) -> list[Alert]:
     for (h_hi, h_lo), rows in oriented.groupby(["host_hi", "host_lo"], sort=True):
         host = address_text(int(h_hi), int(h_lo))  # type: ignore[call-overload]
         peers = rows.groupby(["peer_hi", "peer_lo"]).size().sort_values(ascending=False)
-        signatures = sorted({P2P_NAMES[int(s)] for s in rows["a"]})
+        signatures = sorted({P2P_NAMES[int(s)] for s in rows[P2P_SIGNATURE]})
         top_hi, top_lo = peers.index[0]
         top = address_text(int(top_hi), int(top_lo))
         start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
