@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import DetectorError
 from .record import Alert
-from .stream import AlertSender, warn
+from .sending import AlertSender, warn
 
 QUEUE_MESSAGES = 10_000  # about 20 MB of typical alerts; at most 80 MB
 CONNECT_SECONDS = 5.0

@@ -19,13 +19,14 @@ import socket
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import IO, Any, Protocol
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from ..errors import DetectorError
 from ..units import human_bytes
 from .mask import json_text, printable
 from .record import ALERT_UPDATED, SEVERITY_NAMES, Alert, local_time, to_ecs
+from .sending import AlertSender
 
 STREAM_FORMATS = ("table", "jsonl")
 SYSLOG_FACILITY_LOCAL0 = 16
@@ -60,19 +61,6 @@ def table_line(alert: Alert, zone: ZoneInfo, width: int = 100) -> str:
         message = f"update {alert.event_sequence} (figures so far): {message}"
     body = "".join(f"    {line}\n" for line in textwrap.wrap(message, width=width - 4))
     return head.rstrip() + "\n" + body
-
-
-class AlertSender(Protocol):
-    """Somewhere alerts are sent as they are raised (syslog, a webhook): each
-    alert with its ECS document. ``send`` returns quickly (a collector that is
-    slow or away must not hold up the capture); ``close`` delivers what it can
-    and releases the connection."""
-
-    def send(self, alert: Alert, doc: dict[str, Any]) -> None: ...
-
-    def send_all(self, pairs: Sequence[tuple[Alert, dict[str, Any]]]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class AlertStream:
@@ -124,11 +112,6 @@ class AlertStream:
             self.syslog.close()
         if self.stream is not None and self.stream not in (sys.stdout, sys.stderr):
             self.stream.close()
-
-
-def warn(message: str) -> None:
-    """One warning line on stderr, as the command line writes them."""
-    print(f"egress-detector: warning: {message}", file=sys.stderr, flush=True)
 
 
 class SyslogSender:

@@ -35,8 +35,8 @@ from ..errors import DetectorError
 from .delivery import Backoff, _reason, pause
 from .mask import json_text
 from .record import Alert
+from .sending import warn
 from .spool import MAX_BYTES, Batch, Spool
-from .stream import warn
 
 TIMEOUT_SECONDS = 10.0
 CLOSE_SECONDS = 10.0

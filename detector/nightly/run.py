@@ -56,7 +56,7 @@ from .discover import CaptureFingerprint, find_captures, fingerprint, first_pack
 from .state import FinishedDay, KnownFile, NightlyState
 
 if TYPE_CHECKING:
-    from ..alerts.stream import AlertSender
+    from ..alerts.sending import AlertSender
     from ..detect.model import EgressModel
     from ..distributed import DaskSession
     from ..policy import Policy
