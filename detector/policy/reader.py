@@ -56,27 +56,18 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
 _TIME_PATTERN = re.compile(r"(\d\d):(\d\d)")
 
 
+# TOML's name for each type tomllib gives, most specific first (bool is an int,
+# datetime a date), for error messages.
+_TOML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"), (list, "array"),
+    (dict, "table"), (dt.datetime, "date-time"), (dt.date, "date"), (dt.time, "time"),
+)  # fmt: skip
+
+
 def _toml_type(value: object) -> str:
     """The TOML name of a parsed value's type, for error messages."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, dt.datetime):
-        return "date-time"
-    if isinstance(value, dt.date):
-        return "date"
-    if isinstance(value, dt.time):
-        return "time"
-    return type(value).__name__
+    return next((name for kind, name in _TOML_TYPES if isinstance(value, kind)),
+                type(value).__name__)  # fmt: skip
 
 
 def _shown(value: object) -> str:
@@ -115,10 +106,14 @@ class _Reader:
             self.fail(path, f"unknown key {key!r} (allowed: {', '.join(allowed)})")
         return value
 
-    def boolean(self, path: str, value: object) -> bool:
-        if not isinstance(value, bool):
-            self.expect(path, value, "true or false")
+    def typed(self, path: str, value: object, kind: type, expected: str) -> Any:
+        """``value`` if it is of ``kind``, else a complaint that ``expected`` was."""
+        if not isinstance(value, kind):
+            self.expect(path, value, expected)
         return value
+
+    def boolean(self, path: str, value: object) -> bool:
+        return self.typed(path, value, bool, "true or false")
 
     def integer(
         self, path: str, value: object, minimum: int, what: str, maximum: int = _INT64_MAX
@@ -132,14 +127,10 @@ class _Reader:
         return value
 
     def string(self, path: str, value: object) -> str:
-        if not isinstance(value, str):
-            self.expect(path, value, "a string")
-        return value
+        return self.typed(path, value, str, "a string")
 
     def array(self, path: str, value: object) -> list[Any]:
-        if not isinstance(value, list):
-            self.expect(path, value, "an array")
-        return value
+        return self.typed(path, value, list, "an array")
 
     def severity(self, path: str, value: object) -> int:
         allowed = "low, medium, high, critical or 1–4"
