@@ -552,52 +552,29 @@ class LiveDetector:
         hostname = socket.gethostname() or None
         # ECS observer.ingress.interface.name: an interface, never "standard input".
         capture_interface = getattr(self.sources[0], "iface", None)
+        # About the sensor, not a host: no source.* in ECS; observer.* says which sensor.
+        observer = {"observer_hostname": hostname, "observer_interface": capture_interface}
         for span in spans:
-            alerts.append(
-                Alert(
-                    rule_id=sensor.DROPS.rule_id,
-                    rule_name=sensor.DROPS.title,
-                    severity=sensor.DROPS.severity,
-                    start_ns=span.start_ns,
-                    end_ns=span.end_ns,
-                    source_ip="",  # about the sensor, not a host: no source.* in ECS
-                    text=(
-                        f"the sensor dropped {span.dropped:,} packets on {interface} (its ring "
-                        "was full): traffic in this window is under-counted; raise "
-                        "--block-count or --workers"
-                    ),
-                    evidence={"sensor_dropped_packets": span.dropped, "interface": interface},
-                    observer_hostname=hostname,
-                    observer_interface=capture_interface,
-                )
+            dropped = {"sensor_dropped_packets": span.dropped, "interface": interface}
+            text = (
+                f"the sensor dropped {span.dropped:,} packets on {interface} (its ring was full): "
+                "traffic in this window is under-counted; raise --block-count or --workers"
             )
+            alerts.append(sensor.DROPS.alert(sensor.DROPS.severity, span.start_ns, span.end_ns, "",
+                                             text, evidence=dropped, **observer))  # fmt: skip
             if not policy.isolated:
                 continue
             ends = np.array([span.start_ns, span.end_ns], dtype=np.int64)
             if bool(policy.is_business_time(ends).all()):
                 continue
-            alerts.append(
-                Alert(
-                    rule_id=sensor.BLIND.rule_id,
-                    rule_name=sensor.BLIND.title,
-                    severity=sensor.BLIND.severity,
-                    start_ns=span.start_ns,
-                    end_ns=span.end_ns,
-                    source_ip="",
-                    text=(
-                        f"the sensor dropped {span.dropped:,} packets on {interface} outside "
-                        f"business hours: it cannot vouch that the isolated networks "
-                        f"({policy.isolated}) sent nothing outside in that time"
-                    ),
-                    evidence={
-                        "sensor_dropped_packets": span.dropped,
-                        "interface": interface,
-                        "isolated_networks": policy.isolated.canonical(),
-                    },
-                    observer_hostname=hostname,
-                    observer_interface=capture_interface,
-                )
+            text = (
+                f"the sensor dropped {span.dropped:,} packets on {interface} outside business "
+                f"hours: it cannot vouch that the isolated networks ({policy.isolated}) sent "
+                "nothing outside in that time"
             )
+            evidence = {**dropped, "isolated_networks": policy.isolated.canonical()}
+            alerts.append(sensor.BLIND.alert(sensor.BLIND.severity, span.start_ns, span.end_ns, "",
+                                             text, evidence=evidence, **observer))  # fmt: skip
         return alerts
 
 
