@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..alerts.mask import json_text
 from ..alerts.record import Alert, to_ecs
 from ..capture import CaptureProblem, CaptureStats
 from ..errors import CaptureError, DetectorError
@@ -518,7 +519,8 @@ def _append_alerts(path: str, state: NightlyState, docs: list[dict[str, object]]
             with state.transaction() as db:
                 db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (path, committed))
         os.ftruncate(fd, committed)
-        data = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
+        # As scan and live write them: DEL and C1 escaped too, safe to print.
+        data = "".join(json_text(d) + "\n" for d in docs).encode()
         os.lseek(fd, committed, os.SEEK_SET)
         view = memoryview(data)
         while view:
