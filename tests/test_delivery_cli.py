@@ -99,3 +99,32 @@ def test_nightly_sends_new_alerts_and_the_next_run_delivers_what_waited(site, tm
     finally:
         collector.stop()
         receiver.stop()
+
+
+def test_scan_sends_its_alerts_to_tcp_syslog_and_the_webhook(tmp_path):
+    """scan takes --syslog and --webhook too: the same ECS documents as its JSON
+    lines, each once, on both."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    collector, receiver = Collector(), Receiver()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "detector", "scan", "-q", "--policy",
+             str(root / "captures" / "sample-policy.toml"), "--format", "jsonl",
+             "--syslog", f"tcp://127.0.0.1:{collector.port}", "--webhook", receiver.url,
+             "--spool-dir", str(tmp_path / "spool"),
+             str(root / "captures" / "sample-incident.pcap.gz")],
+            capture_output=True, text=True, timeout=300, cwd=root,
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        docs = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [d["rule"]["id"] for d in docs] == [
+            "isolated-egress", "offhours-bulk-egress", "isolated-egress"]  # fmt: skip
+        assert [body(m) for m in collector.wait_for(len(docs))] == docs
+        assert receiver.wait_taken(len(docs)) == docs
+    finally:
+        collector.stop()
+        receiver.stop()
+    assert proc.stderr == ""

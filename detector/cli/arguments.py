@@ -149,7 +149,7 @@ def add_quiet(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_delivery(parser: argparse.ArgumentParser, *, alerts: str, spool_dir: str) -> None:
-    """Where else alerts are sent as they are raised (live, nightly): --syslog
+    """Where else alerts are sent as they are raised (scan, live, nightly): --syslog
     and its TLS files, --webhook with its token file and spool. ``alerts``:
     which alerts ("alerts", "new alerts"); ``spool_dir``: --spool-dir's help."""
     parser.add_argument(

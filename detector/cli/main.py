@@ -9,19 +9,25 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import DetectorError
 from .arguments import (
     add_captures,
     add_command,
+    add_delivery,
     add_flow_timeouts,
     add_model_pin,
     add_output,
     add_quiet,
     add_reading_arguments,
+    delivery_problem,
     model_of,
     model_pin_alone,
+    syslog_of,
+    webhook_of,
+    webhook_token,
 )
 from .console import (
     ExitStatus,
@@ -33,6 +39,10 @@ from .console import (
     say_compiling,
     site_policy,
 )
+
+if TYPE_CHECKING:
+    from ..detect.model import EgressModel
+    from ..policy import Policy
 
 EXIT_CODES_HELP = """exit codes:
   0  done (no alerts)
@@ -205,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature window in minutes, aligned in site-local time; must divide a day "
         "(default: the policy's features.window_minutes, else 10)",
     )
+    add_delivery(
+        scan,
+        alerts="the alerts",
+        spool_dir="with --webhook: the directory where alerts wait until the receiver takes "
+        "them, sent first by the next run that uses it",
+    )
     add_reading_arguments(scan, parts="files and big pcap files cut into parts; ")
     add_quiet(
         scan, "no summary or progress on stderr (problems and policy warnings are still shown)"
@@ -296,16 +312,13 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
 
 
 def _run_scan(args: argparse.Namespace) -> ExitStatus:
-    from ..alerts.sinks import alert_format
-    from ..capture import CaptureStats
-    from ..pipelines.commands import scan_to_files
-    from ..units import human_bytes
+    from ..alerts.delivery import Deliveries
 
     policy = site_policy(args.policy or None)
     if args.window is not None and not (1 <= args.window <= 1440 and 1440 % args.window == 0):
         say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
         return ExitStatus.USAGE
-    if model_pin_alone(args):
+    if model_pin_alone(args) or delivery_problem(args, spool_needed=True):
         return ExitStatus.USAGE
     model = model_of(args, policy)
     if args.features_out and Path(args.features_out).suffix.lower() not in (
@@ -313,6 +326,31 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     ):  # fmt: skip
         say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
         return ExitStatus.USAGE
+    # Collectors are reached (a TLS certificate checked) before the captures are read.
+    syslog = syslog_of(args)
+    try:
+        webhook = webhook_of(args, webhook_token(args), args.spool_dir)
+    except BaseException:
+        if syslog is not None:
+            syslog.close()
+        raise
+    sender = Deliveries.of(syslog, webhook)
+    try:
+        return _scan_and_send(args, policy, model, sender)
+    finally:
+        if sender is not None:
+            sender.close()
+
+
+def _scan_and_send(
+    args: argparse.Namespace, policy: Policy, model: EgressModel | None, sender: Any
+) -> ExitStatus:
+    from ..alerts.record import to_ecs
+    from ..alerts.sinks import alert_format
+    from ..capture import CaptureStats
+    from ..pipelines.commands import scan_to_files
+    from ..units import human_bytes
+
     say_compiling(45, quiet=args.quiet)
     problems = Problems()
     stats: list[CaptureStats] = []
@@ -343,6 +381,8 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
             f"{hosts} internal hosts, {len(result.features):,} host windows "
             f"→ {len(result.alerts)} alert(s) in {elapsed:.2f} s"
         )
+    if sender is not None and result.alerts:
+        sender.send_all([(a, to_ecs(a, policy.zone, policy.site_name)) for a in result.alerts])
     if result.alerts:
         return ExitStatus.ALERTS
     return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
