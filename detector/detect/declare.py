@@ -67,11 +67,7 @@ class Kind:
         raise NotImplementedError
 
     def shown(self, value: Any) -> str:
-        """A default as written in TOML, for the docs."""
-        if value == ():
-            return "none"
-        if isinstance(value, tuple):
-            return "[" + ", ".join(self.shown(v) for v in value) + "]"
+        """A default as written in TOML, for the docs (lists: detect/docs.py)."""
         if isinstance(value, bool):
             return f"`{str(value).lower()}`"
         if isinstance(value, int):

@@ -135,28 +135,6 @@ ICMP4_COUNTERPART = fk.icmp_counterparts()[0]
 ICMP6_COUNTERPART = fk.icmp_counterparts()[1]
 
 
-def initiator_columns(rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Flow records (export rows) seen from the side that started each flow:
-    ``src_*``/``dst_*`` addresses, ``dst_port``, ``first_ns`` and ``sent`` (the
-    initiator's frame bytes). For rules that judge connections, not packets."""
-    u = rows.view(np.uint64)
-    init_a = rows[:, fk.C_INIT_IS_A] == 1
-    a_bytes = rows[:, fk.C_DIR + fk.D_BYTES]
-    b_bytes = rows[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
-    meta = u[:, fk.C_META]
-    a_port = (meta >> np.uint64(48)) & np.uint64(0xFFFF)
-    b_port = (meta >> np.uint64(32)) & np.uint64(0xFFFF)
-    return {
-        "src_hi": np.where(init_a, u[:, fk.C_A_HI], u[:, fk.C_B_HI]),
-        "src_lo": np.where(init_a, u[:, fk.C_A_LO], u[:, fk.C_B_LO]),
-        "dst_hi": np.where(init_a, u[:, fk.C_B_HI], u[:, fk.C_A_HI]),
-        "dst_lo": np.where(init_a, u[:, fk.C_B_LO], u[:, fk.C_A_LO]),
-        "dst_port": np.where(init_a, b_port, a_port).astype(np.int64),
-        "first_ns": rows[:, fk.C_FIRST],
-        "sent": np.where(init_a, a_bytes, b_bytes),
-    }
-
-
 def endpoint_columns(rows: np.ndarray) -> dict[str, np.ndarray]:
     """Flow records (export rows) by their two ends as the table keeps them: A,
     the end with the smaller (address, port), and B. ``a_hi``/``a_lo``/``b_hi``/
@@ -175,6 +153,26 @@ def endpoint_columns(rows: np.ndarray) -> dict[str, np.ndarray]:
         "a_bytes": rows[:, fk.C_DIR + fk.D_BYTES],
         "b_bytes": rows[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES],
         "a_started": rows[:, fk.C_INIT_IS_A],
+    }
+
+
+def initiator_columns(rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Flow records (export rows) seen from the side that started each flow:
+    ``src_*``/``dst_*`` addresses, ``dst_port``, ``first_ns`` and ``sent`` (the
+    initiator's frame bytes). For rules that judge connections, not packets."""
+    ends = endpoint_columns(rows)
+    init_a = ends["a_started"] == 1
+    meta = rows.view(np.uint64)[:, fk.C_META]
+    a_port = (meta >> np.uint64(48)) & np.uint64(0xFFFF)
+    b_port = (meta >> np.uint64(32)) & np.uint64(0xFFFF)
+    return {
+        "src_hi": np.where(init_a, ends["a_hi"], ends["b_hi"]),
+        "src_lo": np.where(init_a, ends["a_lo"], ends["b_lo"]),
+        "dst_hi": np.where(init_a, ends["b_hi"], ends["a_hi"]),
+        "dst_lo": np.where(init_a, ends["b_lo"], ends["a_lo"]),
+        "dst_port": np.where(init_a, b_port, a_port).astype(np.int64),
+        "first_ns": ends["first_ns"],
+        "sent": np.where(init_a, ends["a_bytes"], ends["b_bytes"]),
     }
 
 
