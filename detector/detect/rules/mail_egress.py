@@ -94,12 +94,12 @@ def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]
     dst = [address_text(int(h), int(lo)) for h, lo in zip(sizes["dst_hi"], sizes["dst_lo"],
                                                           strict=True)]  # fmt: skip
     table = sizes.assign(src=src, dst=dst)
+    ts = table["ts_ns"].to_numpy()
     noted = []
     for alert in alerts:
         noted.append(alert)
         if alert.rule_id != DETECTION.rule_id:
             continue
-        ts = table["ts_ns"].to_numpy()
         mine = table[
             (table["src"] == alert.source_ip).to_numpy()
             & (table["dst"] == alert.destination_ip).to_numpy()
