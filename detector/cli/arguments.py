@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .console import number, say, worker_count
 
 if TYPE_CHECKING:
+    from ..alerts.sending import AlertSender
     from ..alerts.stream import SyslogSender
     from ..alerts.webhook import WebhookSender
     from ..detect.model import EgressModel
@@ -262,3 +263,20 @@ def webhook_of(
     from ..alerts.webhook import open_webhook
 
     return open_webhook(args.webhook, spool_dir, token=token, max_bytes=int(args.spool_max * 2**20))
+
+
+def senders_of(args: argparse.Namespace, spool_dir: str | None) -> AlertSender | None:
+    """Where the command sends alerts besides its own output (scan, nightly):
+    the --syslog collector (reached, a TLS certificate checked, now) and the
+    --webhook on ``spool_dir``, as one sender; None for neither. (live opens
+    the two apart: its spool is opened after privileges are dropped.)"""
+    from ..alerts.delivery import Deliveries
+
+    syslog = syslog_of(args)
+    try:
+        webhook = webhook_of(args, webhook_token(args), spool_dir)
+    except BaseException:
+        if syslog is not None:
+            syslog.close()
+        raise
+    return Deliveries.of(syslog, webhook)

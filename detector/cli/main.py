@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import DetectorError
@@ -25,9 +25,7 @@ from .arguments import (
     delivery_problem,
     model_of,
     model_pin_alone,
-    syslog_of,
-    webhook_of,
-    webhook_token,
+    senders_of,
 )
 from .console import (
     ExitStatus,
@@ -41,6 +39,7 @@ from .console import (
 )
 
 if TYPE_CHECKING:
+    from ..alerts.sending import AlertSender
     from ..detect.model import EgressModel
     from ..policy import Policy
 
@@ -312,8 +311,6 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
 
 
 def _run_scan(args: argparse.Namespace) -> ExitStatus:
-    from ..alerts.delivery import Deliveries
-
     policy = site_policy(args.policy or None)
     if args.window is not None and not (1 <= args.window <= 1440 and 1440 % args.window == 0):
         say(f"--window {args.window}: must divide a day (1, 2, 5, 10, 15, 30, 60, ... 1440)")
@@ -327,14 +324,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
         say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
         return ExitStatus.USAGE
     # Collectors are reached (a TLS certificate checked) before the captures are read.
-    syslog = syslog_of(args)
-    try:
-        webhook = webhook_of(args, webhook_token(args), args.spool_dir)
-    except BaseException:
-        if syslog is not None:
-            syslog.close()
-        raise
-    sender = Deliveries.of(syslog, webhook)
+    sender = senders_of(args, args.spool_dir)
     try:
         return _scan_and_send(args, policy, model, sender)
     finally:
@@ -343,7 +333,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
 
 
 def _scan_and_send(
-    args: argparse.Namespace, policy: Policy, model: EgressModel | None, sender: Any
+    args: argparse.Namespace, policy: Policy, model: EgressModel | None, sender: AlertSender | None
 ) -> ExitStatus:
     from ..alerts.record import to_ecs
     from ..alerts.sinks import alert_format

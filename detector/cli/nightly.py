@@ -17,9 +17,7 @@ from .arguments import (
     delivery_problem,
     model_of,
     model_pin_alone,
-    syslog_of,
-    webhook_of,
-    webhook_token,
+    senders_of,
 )
 from .console import ExitStatus, Problems, number, progress, say, say_compiling, site_policy
 
@@ -163,7 +161,6 @@ _seconds = number(float, "seconds", lambda v: v >= 0, "be 0 or more")
 
 
 def run_nightly_command(args: argparse.Namespace) -> int:
-    from ..alerts.delivery import Deliveries
     from ..alerts.webhook import default_spool
     from ..nightly.run import NightlyOptions, NightlyResult, run_nightly
     from ..units import human_bytes
@@ -179,14 +176,7 @@ def run_nightly_command(args: argparse.Namespace) -> int:
     policy = site_policy(args.policy)
     model = model_of(args, policy)
     say_compiling(45, quiet=args.quiet)
-    syslog = syslog_of(args)
-    try:
-        webhook = webhook_of(args, webhook_token(args), args.spool_dir or default_spool(args.state))
-    except BaseException:
-        if syslog is not None:
-            syslog.close()
-        raise
-    sender = Deliveries.of(syslog, webhook)
+    sender = senders_of(args, args.spool_dir or default_spool(args.state))
 
     options = NightlyOptions(
         captures=args.captures,
