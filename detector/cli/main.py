@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..alerts.sending import AlertSender
     from ..detect.model import EgressModel
     from ..policy import Policy
+    from ..policy.suppress import Suppressed
 
 EXIT_CODES_HELP = """exit codes:
   0  done (no alerts)
@@ -261,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .nightly import add_nightly_parser
 
     add_nightly_parser(commands, EXIT_CODES_HELP)
+    from .carve import add_carve_parser
+
+    add_carve_parser(commands)
     return parser
 
 
@@ -335,7 +339,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
 def _scan_and_send(
     args: argparse.Namespace, policy: Policy, model: EgressModel | None, sender: AlertSender | None
 ) -> ExitStatus:
-    from ..alerts.record import to_ecs
+    from ..alerts.record import Observer, to_ecs
     from ..alerts.sinks import alert_format
     from ..capture import CaptureStats
     from ..pipelines.commands import scan_to_files
@@ -344,7 +348,9 @@ def _scan_and_send(
     say_compiling(45, quiet=args.quiet)
     problems = Problems()
     stats: list[CaptureStats] = []
+    held: list[Suppressed] = []
     started = time.perf_counter()
+    created = time.time_ns()  # ECS event.created, the same in the file and what is sent
     result = scan_to_files(
         args.captures,
         policy,
@@ -360,6 +366,8 @@ def _scan_and_send(
         on_problem=problems,
         stats_out=stats,
         progress=lambda b: progress(b, args.captures, not args.quiet),
+        created_ns=created,
+        suppressed_out=held,
     )
     if not args.quiet:
         elapsed = time.perf_counter() - started
@@ -369,10 +377,14 @@ def _scan_and_send(
         say(
             f"{len(stats)} file(s), {packets:,} packets ({human_bytes(wire)}), "
             f"{hosts} internal hosts, {len(result.features):,} host windows "
-            f"→ {len(result.alerts)} alert(s) in {elapsed:.2f} s"
+            f"→ {len(result.alerts)} alert(s)"
+            + (f" ({len(held)} more suppressed by the policy)" if held else "")
+            + f" in {elapsed:.2f} s"
         )
     if sender is not None and result.alerts:
-        sender.send_all([(a, to_ecs(a, policy.zone, policy.site_name)) for a in result.alerts])
+        observer = Observer(policy.sensor)
+        sender.send_all([(a, to_ecs(a, policy.zone, policy.site_name, created_ns=created,
+                                    observer=observer)) for a in result.alerts])  # fmt: skip
     if result.alerts:
         return ExitStatus.ALERTS
     return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
@@ -433,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .nightly import run_nightly_command
 
             return run_nightly_command(args)
+        if args.command == "carve":
+            from .carve import run_carve
+
+            return run_carve(args)
     except DetectorError as exc:
         if args.traceback:
             raise

@@ -1,0 +1,321 @@
+"""Carve: the packets behind an alert, as a capture file Wireshark opens.
+
+What is selected is always whole flows: every packet of each chosen flow, in
+both directions, later IP fragments with their first one, and nothing else,
+in capture order. A flow here is what the flow table counts (docs/flows.md):
+the packets of one 5-tuple (addresses, ports, protocol; ICMP by type pair),
+cut where the flow is silent for longer than the idle timeout. Which flows:
+
+- ``--community-id ID``: the flows whose Community ID v1 is ID;
+- ``--host IP`` (with ``--peer IP``): the flows of the host (with that other
+  side) that have a packet within ``--from``/``--to`` when given;
+- ``--event-id ID``: the alert's host and other side over its span (its
+  ``event.start``..``event.end``), read from a JSON-lines alert file.
+
+The reading keeps every candidate packet of the 5-tuples that may be chosen
+(the host's, the Community ID's) in a spill; the flows are cut and chosen once
+everything is read, then written (``detector.capture.carve``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
+from ..capture.carve import KeptPackets, RecordKeeper, write_capture
+from ..errors import DetectorError
+from ..flows.community_id import community_id_v1
+from ..networks import address_pair, address_text
+
+DEFAULT_IDLE_NS = 120 * 1_000_000_000  # the flow table's idle timeout (docs/flows.md)
+MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which flows to carve (module docstring). Times are ns since the epoch."""
+
+    community_id: str | None = None
+    host: str | None = None
+    peer: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    idle_ns: int = DEFAULT_IDLE_NS
+
+    def describe(self) -> str:
+        parts = []
+        if self.community_id:
+            parts.append(f"community id {self.community_id}")
+        if self.host:
+            parts.append(f"host {self.host}")
+        if self.peer:
+            parts.append(f"with {self.peer}")
+        return ", ".join(parts) or "every flow"
+
+
+@dataclass
+class CarveResult:
+    packets: int  # written
+    flows: int
+    candidates: int  # packets kept while reading (the 5-tuples that might be chosen)
+    format: str
+    stats: list[CaptureStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def selection_of_alert(path: str, event_id: str) -> Selection:
+    """The selection behind alert ``event_id`` in the JSON-lines file ``path``
+    (scan's ``--format jsonl``, the nightly's ``--jsonl``): its host, other
+    side and span. A bad line or a missing id is a one-line error."""
+    try:
+        stream = open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise DetectorError(f"--alerts {path}: cannot open: {exc.strerror}") from None
+    offset = 0
+    with stream:
+        for line in stream:
+            here = offset
+            offset += len(line.encode("utf-8"))
+            if not line.strip() or event_id not in line:
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DetectorError(
+                    f"--alerts {path}: byte offset {here}: not a JSON line ({exc.msg})"
+                ) from None
+            event = doc.get("event") if isinstance(doc, dict) else None
+            if not isinstance(event, dict) or event.get("id") != event_id:
+                continue
+            return selection_of_document(doc, f"--alerts {path}: byte offset {here}")
+    raise DetectorError(f"--alerts {path}: no alert has event.id {event_id}")
+
+
+def selection_of_document(doc: dict, where: str) -> Selection:
+    """An alert's ECS document → the flows of its host and other side in its span."""
+    try:
+        host = doc["source"]["ip"]
+        start = parse_time(doc["event"]["start"])
+        # ECS times are written to the millisecond: the span reaches to the
+        # end of the millisecond of its last packet.
+        end = parse_time(doc["event"]["end"]) + MS - 1
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DetectorError(
+            f"{where}: the alert lacks source.ip or event.start/end ({exc}): it concerns no "
+            "host (a sensor alert?); carve by --host and --from/--to instead"
+        ) from None
+    peer = (doc.get("destination") or {}).get("ip")
+    return Selection(host=host, peer=peer, start_ns=start, end_ns=end)
+
+
+def parse_time(text: str, zone: dt.tzinfo | None = None) -> int:
+    """ISO 8601 ('2026-02-04T02:13:40.127+08:00', '2026-02-04 02:13') → ns
+    since the epoch; a time without an offset is in ``zone`` (default: UTC)."""
+    moment = dt.datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone or dt.UTC)
+    whole = int(moment.replace(microsecond=0).timestamp())
+    return whole * 1_000_000_000 + moment.microsecond * 1000
+
+
+class _Chooser:
+    """Which packets to keep while reading: those of a 5-tuple that may be
+    chosen. Later fragments follow their first fragment (same addresses,
+    protocol and identification), as the flow table attributes them."""
+
+    def __init__(self, selection: Selection) -> None:
+        self.selection = selection
+        self.host = address_pair(selection.host) if selection.host else None
+        self.peer = address_pair(selection.peer) if selection.peer else None
+        self._ids: dict[tuple[int, ...], bool] = {}
+        self._first_fragments: set[tuple[int, ...]] = set()
+
+    def __call__(self, batch: PacketBatch) -> np.ndarray:
+        ip = batch.ip_version != 0
+        wanted = ip.copy()
+        if self.host is not None:
+            hi, lo = np.uint64(self.host[0]), np.uint64(self.host[1])
+            src = (batch.src_hi == hi) & (batch.src_lo == lo)
+            dst = (batch.dst_hi == hi) & (batch.dst_lo == lo)
+            if self.peer is not None:
+                phi, plo = np.uint64(self.peer[0]), np.uint64(self.peer[1])
+                psrc = (batch.src_hi == phi) & (batch.src_lo == plo)
+                pdst = (batch.dst_hi == phi) & (batch.dst_lo == plo)
+                wanted &= (src & pdst) | (dst & psrc)
+            else:
+                wanted &= src | dst
+        if self.selection.community_id is not None:
+            wanted &= self._community(batch, wanted)
+        return wanted
+
+    def _community(self, batch: PacketBatch, candidates: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(batch), dtype=bool)
+        later = candidates & (batch.frag == 1)
+        whole = np.flatnonzero(candidates & ~later)
+        if len(whole):
+            keys = np.stack(
+                [batch.src_hi[whole], batch.src_lo[whole], batch.dst_hi[whole],
+                 batch.dst_lo[whole], batch.sport[whole].astype(np.uint64),
+                 batch.dport[whole].astype(np.uint64), batch.proto[whole].astype(np.uint64)],
+                axis=1,
+            )  # fmt: skip
+            unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+            match = np.array([self._matches(tuple(int(x) for x in row)) for row in unique])
+            out[whole] = match[inverse.ravel()]
+        for i in np.flatnonzero(out & ((batch.frag & 2) != 0)).tolist():
+            self._first_fragments.add(_fragment_key(batch, i))
+        for i in np.flatnonzero(later).tolist():
+            out[i] = _fragment_key(batch, i) in self._first_fragments
+        return out
+
+    def _matches(self, key: tuple[int, ...]) -> bool:
+        known = self._ids.get(key)
+        if known is None:
+            s_hi, s_lo, d_hi, d_lo, sport, dport, proto = key
+            known = (
+                community_id_v1(_packed(s_hi, s_lo), _packed(d_hi, d_lo), proto, sport, dport)
+                == self.selection.community_id
+            )
+            self._ids[key] = known
+        return known
+
+
+def _fragment_key(batch: PacketBatch, i: int) -> tuple[int, ...]:
+    return (int(batch.src_hi[i]), int(batch.src_lo[i]), int(batch.dst_hi[i]),
+            int(batch.dst_lo[i]), int(batch.proto[i]), int(batch.frag_id[i]))  # fmt: skip
+
+
+def _packed(hi: int, lo: int) -> bytes:
+    """Packed address bytes (4 for IPv4, as Community ID hashes them)."""
+    return ipaddress.ip_address(address_text(hi, lo)).packed
+
+
+ICMP_PAIRS = {
+    1: {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17, 10: 9, 9: 10},
+    58: {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136, 136: 135,
+         139: 140, 140: 139, 144: 145, 145: 144},
+}  # fmt: skip
+
+
+def flow_numbers(rows: PacketBatch, idle_ns: int) -> np.ndarray:
+    """A flow number for each packet (rows in capture order): packets of one
+    5-tuple (the table's key: ICMP by type pair, later fragments by their first)
+    belong to one flow until a silence longer than ``idle_ns``."""
+    n = len(rows)
+    sport = rows.sport.astype(np.int64)
+    dport = rows.dport.astype(np.int64)
+    proto = rows.proto.astype(np.int64)
+    # Later fragments take their first fragment's ports.
+    ports: dict[tuple[int, ...], tuple[int, int]] = {}
+    for i in np.flatnonzero(rows.frag != 0).tolist():
+        key = _fragment_key(rows, i)
+        if rows.frag[i] & 2:
+            ports[key] = (int(sport[i]), int(dport[i]))
+        elif key in ports:
+            sport[i], dport[i] = ports[key]
+    for number, pairs in ICMP_PAIRS.items():
+        icmp = np.flatnonzero(proto == number)
+        for i in icmp.tolist():
+            counterpart = pairs.get(int(sport[i]))
+            if counterpart is not None:
+                dport[i] = counterpart
+    a_first = (rows.src_hi < rows.dst_hi) | (
+        (rows.src_hi == rows.dst_hi)
+        & ((rows.src_lo < rows.dst_lo) | ((rows.src_lo == rows.dst_lo) & (sport <= dport)))
+    )
+    a_hi = np.where(a_first, rows.src_hi, rows.dst_hi)
+    a_lo = np.where(a_first, rows.src_lo, rows.dst_lo)
+    b_hi = np.where(a_first, rows.dst_hi, rows.src_hi)
+    b_lo = np.where(a_first, rows.dst_lo, rows.src_lo)
+    meta = (np.where(a_first, sport, dport) << 48) | (np.where(a_first, dport, sport) << 32)
+    meta |= (proto << 16) | rows.vlan.astype(np.int64)
+    order = np.lexsort((rows.ts_ns, meta, b_lo, b_hi, a_lo, a_hi))
+    new_key = np.ones(n, dtype=bool)
+    if n > 1:
+        same = (
+            (a_hi[order][1:] == a_hi[order][:-1]) & (a_lo[order][1:] == a_lo[order][:-1])
+            & (b_hi[order][1:] == b_hi[order][:-1]) & (b_lo[order][1:] == b_lo[order][:-1])
+            & (meta[order][1:] == meta[order][:-1])
+        )  # fmt: skip
+        gap = np.diff(rows.ts_ns[order]) > idle_ns
+        new_key[1:] = ~same | gap
+    numbers = np.empty(n, dtype=np.int64)
+    numbers[order] = np.cumsum(new_key) - 1
+    return numbers
+
+
+def chosen_packets(kept: KeptPackets, selection: Selection) -> tuple[np.ndarray, int]:
+    """Indices of the kept packets that belong to a chosen flow (in capture
+    order), and how many flows."""
+    rows, *_ = kept.columns()
+    if not len(rows):
+        return np.empty(0, dtype=np.int64), 0
+    numbers = flow_numbers(rows, selection.idle_ns)
+    ts = rows.ts_ns
+    inside = np.ones(len(rows), dtype=bool)
+    if selection.start_ns is not None:
+        inside &= ts >= selection.start_ns
+    if selection.end_ns is not None:
+        inside &= ts <= selection.end_ns
+    flows = np.unique(numbers[inside])
+    chosen = np.flatnonzero(np.isin(numbers, flows))
+    return chosen, len(flows)
+
+
+def output_format(output: str, linktypes: np.ndarray) -> str:
+    """pcapng when the output is named so, or when the packets have several
+    link types; pcap otherwise."""
+    if output.lower().endswith((".pcapng", ".pcapng.tmp", ".ntar")):
+        return "pcapng"
+    return "pcap" if len(np.unique(linktypes)) <= 1 else "pcapng"
+
+
+def carve(
+    paths: Sequence[str | os.PathLike[str]],
+    selection: Selection,
+    output: str,
+    *,
+    headers_only: bool = False,
+    on_problem: Callable[[CaptureProblem], None] | None = None,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+) -> CarveResult:
+    """Read ``paths`` (one stream, in the order given) and write the packets of
+    the flows ``selection`` chooses to ``output`` (module docstring)."""
+    started = time.perf_counter()
+    keeper = RecordKeeper(_Chooser(selection), headers_only=headers_only)
+    stats: list[CaptureStats] = []
+    for index, path in enumerate(paths):
+        keeper.source = index
+        steps = _positions(read_packets([path], reuse_batch=True, inspector=keeper,
+                                        on_problem=on_problem, stats_out=stats), stats)  # fmt: skip
+        for _ in progress(steps) if progress is not None else steps:
+            pass
+    chosen, flows = chosen_packets(keeper.kept, selection)
+    _rows, _at, linktype, _source, _length = keeper.kept.columns()
+    fmt = output_format(output, linktype[chosen])
+    written = write_capture(output, keeper.kept, chosen, fmt=fmt)
+    return CarveResult(
+        packets=written,
+        flows=flows,
+        candidates=len(linktype),
+        format=fmt,
+        stats=stats,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _positions(batches: Iterable[PacketBatch], stats: list[CaptureStats]) -> Iterator[int]:
+    """Bytes of the file on disk read at each batch (for progress bars)."""
+    done = 0
+    for _batch in batches:
+        position = stats[-1].disk_position if stats else 0
+        yield position - done
+        done = position

@@ -1,0 +1,305 @@
+"""`egress-detector carve` against tshark: the carved file holds exactly the
+frames tshark selects for the chosen flows (their bytes, lengths and times),
+in capture order.
+
+The reference takes tshark's per-frame fields (IP reassembly off, so a first
+fragment shows its ports), gives each later fragment its first fragment's
+ports (same addresses, protocol and identification), cuts each 5-tuple's
+frames where they are silent for more than the idle timeout, and picks the
+flows; the expected frames are then read from the original file by frame
+number with tests/naive.py's record reader, independently of ours.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from detector.forensics.carve import parse_time
+
+from corpus import PCAPS, needs_corpus
+from naive import community_id as naive_community_id
+from naive import read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "captures" / "sample-incident.pcap.gz"
+GOLDEN = ROOT / "tests" / "golden" / "sample-incident.alerts.jsonl"
+IDLE_NS = 120 * 1_000_000_000
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+FIELDS = ["frame.number", "frame.time_epoch", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
+          "ip.proto", "ipv6.nxt", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport",
+          "icmp.type", "icmpv6.type", "icmp.code", "icmpv6.code", "ip.id", "ip.frag_offset",
+          "ip.flags.mf", "ipv6.fraghdr.ident", "ipv6.fraghdr.offset", "ipv6.fraghdr.more",
+          "ipv6.fraghdr.nxt"]  # fmt: skip
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "detector", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def tshark_frames(path: Path) -> list[dict]:
+    """One dict per IP frame: number, time (ns), the outer 5-tuple, fragment
+    fields. Tunnels and ICMP errors list several headers; the first is the outer."""
+    proc = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-o", "ip.defragment:FALSE",
+         "-o", "ipv6.defragment:FALSE", "-T", "fields", "-E", "separator=\t",
+         *[a for f in FIELDS for a in ("-e", f)]],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    frames = []
+    for line in proc.stdout.splitlines():
+        raw = dict(zip(FIELDS, line.split("\t"), strict=False))
+        first = {k: v.split(",")[0] for k, v in raw.items()}
+        src = first["ip.src"] or first["ipv6.src"]
+        if not src:
+            continue
+        v6 = not first["ip.src"]
+        if v6 and first["ipv6.fraghdr.nxt"]:
+            proto = int(first["ipv6.fraghdr.nxt"])
+        else:
+            proto = int(first["ip.proto"] or first["ipv6.nxt"] or 0)
+        sport = first["tcp.srcport"] or first["udp.srcport"] or first["icmp.type"] or first["icmpv6.type"]
+        dport = first["tcp.dstport"] or first["udp.dstport"] or first["icmp.code"] or first["icmpv6.code"]
+        if v6:
+            frag_id, offset, more = first["ipv6.fraghdr.ident"], first["ipv6.fraghdr.offset"], first["ipv6.fraghdr.more"]
+        else:
+            frag_id, offset, more = first["ip.id"], first["ip.frag_offset"], first["ip.flags.mf"]
+        offset_n = int(offset or 0)
+        more_b = more in ("1", "True")
+        frames.append({
+            "number": int(first["frame.number"]),
+            "ts": _epoch_ns(first["frame.time_epoch"]),
+            "src": src, "dst": first["ip.dst"] or first["ipv6.dst"], "proto": proto,
+            "sport": int(sport or 0), "dport": int(dport or 0),
+            "frag": "later" if offset_n else ("first" if more_b else ""),
+            "frag_key": (src, first["ip.dst"] or first["ipv6.dst"], proto, int(frag_id or "0", 0)),
+        })  # fmt: skip
+    return frames
+
+
+def community_id(src: str, dst: str, proto: int, sport: int, dport: int) -> str:
+    """tests/naive.py's Community ID of a flow seen from ``src``."""
+    a, b = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    return naive_community_id(int(a), int(b), a.version, proto, sport, dport)
+
+
+def _epoch_ns(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+ICMP_PAIRS = {1: {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17, 10: 9, 9: 10},
+              58: {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136,
+                   136: 135, 139: 140, 140: 139, 144: 145, 145: 144}}  # fmt: skip
+
+
+def reference_flows(frames: list[dict]) -> list[list[dict]]:
+    """tshark's frames as flows: later fragments take their first fragment's
+    ports; ICMP by type pair; one 5-tuple's frames cut at silences > 120 s."""
+    ports: dict[tuple, tuple[int, int]] = {}
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    for f in frames:
+        sport, dport = f["sport"], f["dport"]
+        if f["frag"] == "first":
+            ports[f["frag_key"]] = (sport, dport)
+        elif f["frag"] == "later" and f["frag_key"] in ports:
+            sport, dport = ports[f["frag_key"]]
+        if f["proto"] in ICMP_PAIRS and sport in ICMP_PAIRS[f["proto"]]:
+            dport = ICMP_PAIRS[f["proto"]][sport]
+        ends = sorted([(f["src"], sport), (f["dst"], dport)])
+        by_key[(f["proto"], *ends)].append(f)
+    flows = []
+    for group in by_key.values():
+        group.sort(key=lambda f: f["ts"])
+        current = [group[0]]
+        for f in group[1:]:
+            if f["ts"] - current[-1]["ts"] > IDLE_NS:
+                flows.append(current)
+                current = []
+            current.append(f)
+        flows.append(current)
+    return flows
+
+
+def expected_records(path: Path, numbers: set[int]) -> list[tuple[int, int, bytes]]:
+    """(time ns, wire length, bytes) of the frames ``numbers``, in file order."""
+    return [(r.ts_ns, r.wire_len, r.data) for i, r in enumerate(read_records(path), 1)
+            if i in numbers]  # fmt: skip
+
+
+def carved_records(path: Path) -> list[tuple[int, int, bytes]]:
+    return [(r.ts_ns, r.wire_len, r.data) for r in read_records(path)]
+
+
+@pytest.fixture(scope="module")
+def sample_frames() -> list[dict]:
+    return tshark_frames(SAMPLE)
+
+
+@needs_tshark
+def test_every_sample_alert_carves_exactly_what_tshark_selects(tmp_path, sample_frames):
+    """Each golden alert of the bundled sample, by event.id from a JSON-lines
+    file: the frames of every flow between its host and other side with a
+    frame in its span, and nothing else."""
+    docs = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
+    alerts = tmp_path / "alerts.jsonl"
+    with alerts.open("w") as out:
+        for i, doc in enumerate(docs):
+            doc["event"]["id"] = f"alert-{i}"
+            out.write(json.dumps(doc) + "\n")
+    flows = reference_flows(sample_frames)
+    assert len(docs) >= 3
+    for i, doc in enumerate(docs):
+        host, peer = doc["source"]["ip"], doc["destination"]["ip"]
+        start = parse_time(doc["event"]["start"])
+        end = parse_time(doc["event"]["end"]) + 999_999
+        numbers = {
+            f["number"]
+            for flow in flows
+            if {flow[0]["src"], flow[0]["dst"]} == {host, peer}
+            and any(start <= f["ts"] <= end for f in flow)
+            for f in flow
+        }
+        out = tmp_path / f"alert-{i}.pcap"
+        proc = run("carve", "--event-id", f"alert-{i}", "--alerts", str(alerts), "-o", str(out),
+                   str(SAMPLE))  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        want = expected_records(SAMPLE, numbers)
+        assert numbers and carved_records(out) == want, doc["message"]
+
+
+@needs_tshark
+def test_community_id_carves_the_upload(tmp_path, sample_frames):
+    """The 62.7 MB upload by its Community ID: 62,173 frames (41,447 sent,
+    20,726 received, as the golden alert counts them), bytes and times equal."""
+    cid = "1:LRmjWdENZLfImLuDXf0RUbRTxtk="
+    out = tmp_path / "upload.pcap"
+    proc = run("carve", "--community-id", cid, "-o", str(out), str(SAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    numbers = {
+        f["number"] for f in sample_frames
+        if f["proto"] == 6 and {(f["src"], f["sport"]), (f["dst"], f["dport"])}
+        == {("10.8.40.31", 55523), ("203.0.113.140", 443)}
+    }  # fmt: skip
+    assert len(numbers) == 41_447 + 20_726
+    assert carved_records(out) == expected_records(SAMPLE, numbers)
+    assert out.read_bytes()[:4] == bytes.fromhex("4d3cb2a1")  # pcap, nanosecond times
+
+
+def test_headers_only_and_pcapng_output(tmp_path):
+    """--headers-only keeps each TCP packet up to the end of its TCP header
+    (Ethernet 14 + IPv4 20 + TCP data offset), the wire length unchanged;
+    a .pcapng name writes pcapng with the same packets."""
+    cid = "1:LRmjWdENZLfImLuDXf0RUbRTxtk="
+    full, cut, ng = tmp_path / "full.pcap", tmp_path / "cut.pcap", tmp_path / "cut.pcapng"
+    assert run("carve", "--community-id", cid, "-o", str(full), str(SAMPLE)).returncode == 0
+    assert run("carve", "--community-id", cid, "--headers-only", "-o", str(cut),
+               str(SAMPLE)).returncode == 0  # fmt: skip
+    assert run("carve", "--community-id", cid, "--headers-only", "-o", str(ng),
+               str(SAMPLE)).returncode == 0  # fmt: skip
+    whole, headers = read_records(full), read_records(cut)
+    assert len(whole) == len(headers) == 62_173
+    for w, h in zip(whole, headers, strict=True):
+        ihl = (w.data[14] & 0x0F) * 4
+        tcp = (w.data[14 + ihl + 12] >> 4) * 4
+        assert h.data == w.data[: 14 + ihl + tcp]
+        assert (h.ts_ns, h.wire_len) == (w.ts_ns, w.wire_len)
+    assert ng.read_bytes()[:4] == bytes.fromhex("0a0d0d0a")
+    assert [(r.ts_ns, r.wire_len, r.data) for r in read_records(ng)] == [
+        (r.ts_ns, r.wire_len, r.data) for r in headers
+    ]
+
+
+def test_help_warns_of_personal_data():
+    proc = run("carve", "--help")
+    assert proc.returncode == 0
+    assert "personal data" in proc.stdout and "--headers-only" in proc.stdout
+
+
+def test_unknown_event_id_is_one_line(tmp_path):
+    alerts = tmp_path / "a.jsonl"
+    alerts.write_text('{"event": {"id": "x"}}\n')
+    proc = run("carve", "--event-id", "nope", "--alerts", str(alerts), "-o",
+               str(tmp_path / "o.pcap"), str(SAMPLE))  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"egress-detector: error: --alerts {alerts}: no alert has event.id nope"
+    ]
+
+
+CORPUS_CASES = [
+    "chrissanders__ip_frag_source.pcapng",
+    "chrissanders__ipv6_fragments.pcapng",
+    "chrissanders__http_ip4and6.pcapng",
+    "chrissanders__ek_to_cryptowall4.pcapng",
+    "dpkt__http.pcap",
+    "ndpi__bittorrent.pcap",
+]
+
+
+@needs_corpus
+@needs_tshark
+@pytest.mark.parametrize("name", CORPUS_CASES)
+def test_corpus_flows_by_community_id(tmp_path, name):
+    """On corpus captures (IPv4 and IPv6 fragments among them), each of the
+    three largest flows by its Community ID: exactly tshark's frames of it."""
+    path = PCAPS / name
+    flows = reference_flows(tshark_frames(path))
+    flows.sort(key=lambda flow: (-len(flow), flow[0]["number"]))
+    checked = 0
+    for flow in flows[:3]:
+        f = flow[0]
+        if f["frag"] == "later":
+            continue  # a fragment whose first was never seen: its own flow, ports unknown
+        sport, dport = f["sport"], f["dport"]
+        cid = community_id(f["src"], f["dst"], f["proto"], sport, dport)
+        # Every flow of that Community ID (a 5-tuple reused after a silence too).
+        numbers = {g["number"] for other in flows for g in other
+                   if community_id(other[0]["src"], other[0]["dst"], other[0]["proto"],
+                                   other[0]["sport"], other[0]["dport"]) == cid
+                   and other[0]["frag"] != "later"}  # fmt: skip
+        out = tmp_path / f"{checked}.pcapng"
+        proc = run("carve", "--community-id", cid, "-o", str(out), str(path))
+        assert proc.returncode == 0, proc.stderr
+        assert carved_records(out) == expected_records(path, numbers), (name, cid)
+        checked += 1
+    assert checked
+
+
+def test_gzip_and_several_files_keep_capture_order(tmp_path):
+    """The sample cut in two files (one gzip-compressed) carves to the same
+    packets as the whole file."""
+    records = read_records(SAMPLE)
+    raw = gzip.decompress(SAMPLE.read_bytes())
+    header = raw[:24]
+    # Cut between records: walk the record headers.
+    cut, at, count = None, 24, 0
+    while at < len(raw):
+        caplen = int.from_bytes(raw[at + 8 : at + 12], "little")
+        count += 1
+        at += 16 + caplen
+        if count == len(records) // 2:
+            cut = at
+            break
+    assert cut is not None
+    first, second = tmp_path / "a.pcap", tmp_path / "b.pcap.gz"
+    first.write_bytes(raw[:cut])
+    second.write_bytes(gzip.compress(header + raw[cut:]))
+    cid = "1:u9Lw0afMvbhDXYyrw4+OTbHuMLo="
+    whole, parts = tmp_path / "whole.pcap", tmp_path / "parts.pcap"
+    assert run("carve", "--community-id", cid, "-o", str(whole), str(SAMPLE)).returncode == 0
+    proc = run("carve", "--community-id", cid, "-o", str(parts), str(first), str(second))
+    assert proc.returncode == 0, proc.stderr
+    assert carved_records(parts) == carved_records(whole)
+    assert len(carved_records(whole)) > 100
