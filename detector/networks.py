@@ -282,5 +282,20 @@ LOCAL_SCOPE = NetworkSet(
         "ff00::/8",
     ]
 )
+# The stand-in for outside addresses a scan under a flood counts together
+# (detector/flows/fold.py): 100::, in RFC 6666's discard-only prefix 100::/64,
+# which no real traffic uses. Always outside, whatever the policy says.
+FOLDED_HI = 0x0100_0000_0000_0000
+FOLDED_LO = 0
+FOLDED_ADDRESS = "100::"
+
+
+def is_folded(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """True where (hi, lo) is the stand-in of folded outside addresses."""
+    return (np.asarray(hi, dtype=np.uint64) == np.uint64(FOLDED_HI)) & (
+        np.asarray(lo, dtype=np.uint64) == np.uint64(FOLDED_LO)
+    )
+
+
 # RFC 1918 private IPv4 and RFC 4193 unique local IPv6.
 DEFAULT_INTERNAL = NetworkSet(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"])

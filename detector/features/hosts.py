@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..networks import address_text
+from ..networks import address_text, is_folded
 from ..units import DAY_NS, HOUR_NS, MINUTE_NS
 
 if TYPE_CHECKING:
@@ -138,6 +138,12 @@ def host_traffic(
             [(int(h), int(low)) in pairs for h, low in zip(hi_of, lo_of, strict=True)], dtype=bool
         )
     local_scope = LOCAL_SCOPE.contains(hi_of, lo_of)
+    folded = is_folded(hi_of, lo_of)
+    if folded.any():  # outside addresses counted together under a flood: outside, whatever
+        internal &= ~folded  # the policy's networks say
+        external |= folded
+        for flags in (isolated, isolated_peer, allowlisted, local_scope):
+            flags &= ~folded
 
     def side(host_is_a: bool) -> dict[str, np.ndarray]:
         keep = internal[a_id] if host_is_a else internal[b_id]

@@ -44,6 +44,7 @@ import numpy as np
 
 from .._kernels import activity as ak
 from ..capture import PacketBatch, read_packets
+from .fold import Foldable, fold_rows
 
 if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (start-up time)
     import pandas as pd
@@ -51,6 +52,9 @@ if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (star
 NS = 1_000_000_000
 DEFAULT_BIN_SECONDS = 60
 DEFAULT_CAPACITY = 1 << 18  # 32 MiB of rows, 4 MiB of slots
+# Rows held before they are merged and, with a ``foldable``, folded: 96 MiB of
+# merged rows (96 bytes each; detector/flows/fold.py).
+DEFAULT_MAX_ROWS = 1 << 20
 # Slot entries keep row + 1 in their low 32 bits.
 MAX_CAPACITY = (1 << 31) - 1
 
@@ -103,7 +107,12 @@ class ActivityTable:
     """Packets and bytes per conversation per time bin (module docstring)."""
 
     def __init__(
-        self, *, bin_seconds: int = DEFAULT_BIN_SECONDS, capacity: int = DEFAULT_CAPACITY
+        self,
+        *,
+        bin_seconds: int = DEFAULT_BIN_SECONDS,
+        capacity: int = DEFAULT_CAPACITY,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        foldable: Foldable | None = None,
     ) -> None:
         if isinstance(bin_seconds, bool) or not isinstance(bin_seconds, int | np.integer):
             raise TypeError(f"bin_seconds must be a whole number of seconds (got {bin_seconds!r})")
@@ -122,6 +131,18 @@ class ActivityTable:
         self._chunks: list[np.ndarray] = []  # drained rows, (n, ak.USED_COLUMNS) each
         self._merged: np.ndarray | None = None  # cache of merged_columns()
         self.drains = 0  # times the full table was copied out and emptied
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer):
+            raise TypeError(f"max_rows must be a whole number of rows (got {max_rows!r})")
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1; got {max_rows}")
+        # Rows held in drained chunks, and the count at which they are merged
+        # (and folded, with ``foldable``: detector/flows/fold.py).
+        self.max_rows = int(max_rows)
+        self.foldable = foldable
+        self._held = 0
+        self._compact_at = self.max_rows
+        # Outside addresses folded, per bin: {bin: distinct addresses}.
+        self.folded_sources: dict[int, int] = {}
 
     @classmethod
     def combined(
@@ -189,6 +210,32 @@ class ActivityTable:
         self._slots.fill(0)
         self._state[ak.S_ROWS] = 0
         self.drains += 1
+        self._held += used
+        if self._held > self._compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Merge the drained chunks into one, folded first when they are over
+        the budget; the next merge waits until the rows held double (so a
+        capture of many real conversations costs a few sorts, not one per
+        drain)."""
+        rows = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        self._chunks = []
+        rows = self._folded(rows)
+        self._chunks = [_merge(np.ascontiguousarray(rows)).T]  # a view of the columns
+        del rows
+        self._held = self._chunks[0].shape[0]
+        self._compact_at = max(self.max_rows, 2 * self._held)
+
+    def _folded(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` folded (detector/flows/fold.py) when a ``foldable`` was given
+        and they are over half the budget; else ``rows`` as they are."""
+        if self.foldable is None or rows.shape[0] <= self.max_rows // 2:
+            return rows
+        folded, bins, sources = fold_rows(rows, self.foldable)
+        for b, k in zip(bins.tolist(), sources.tolist(), strict=True):
+            self.folded_sources[b] = self.folded_sources.get(b, 0) + k
+        return folded
 
     # -- output ------------------------------------------------------------------
     def merged_columns(self) -> np.ndarray:
@@ -198,18 +245,24 @@ class ActivityTable:
         counting afterwards; the array is the table's own, not to be modified."""
         if self._merged is None:
             live = self._rows[: int(self._state[ak.S_ROWS]), : ak.USED_COLUMNS]
-            if self._chunks:
+            drained = bool(self._chunks)
+            if drained:
                 # One array of every row drained and live, and an empty table:
                 # the state stays whole whatever happens next.
                 rows = np.concatenate([*self._chunks, live])
                 self._chunks = [rows]
                 self._slots.fill(0)
                 self._state[ak.S_ROWS] = 0
+                if rows.shape[0] > self.max_rows:
+                    self._chunks = []
+                    rows = self._folded(rows)
             else:
                 rows = np.ascontiguousarray(live)
-            merged = _merge(rows)
-            if self._chunks:
+            merged = _merge(np.ascontiguousarray(rows))
+            del rows
+            if drained:
                 self._chunks = [merged.T]  # never larger than the rows it merges
+            self._held = merged.shape[1] if drained else 0
             self._merged = merged
         return self._merged
 
@@ -223,6 +276,7 @@ class ActivityTable:
         dropped = int(keep.shape[0] - np.count_nonzero(keep))
         if dropped:
             self._chunks = [np.ascontiguousarray(cols[:, keep].T)]
+            self._held = int(np.count_nonzero(keep))
             self._slots.fill(0)
             self._state[ak.S_ROWS] = 0
             self._merged = None

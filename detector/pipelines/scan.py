@@ -13,12 +13,13 @@ from ..alerts.record import Alert
 from ..capture import CaptureProblem, CaptureStats
 from ..detect.context import ScanContext
 from ..detect.names import Names, name_alerts, names_from_facts
-from ..detect.rules import run_payload_rules, run_rules
+from ..detect.rules import run_payload_rules, run_rules, sensor
 from ..detect.rules.mail_egress import annotate_mail_sizes
 from ..features.hosts import HostTraffic, host_traffic, host_windows
-from ..flows.activity import ActivityTable
+from ..flows.activity import DEFAULT_CAPACITY, DEFAULT_MAX_ROWS, ActivityTable
 from ..flows.payload import PayloadInspector
 from ..flows.table import FlowTable, count_flows
+from ..units import MINUTE_NS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,10 +49,16 @@ def scan_captures(
     stats_out: list[CaptureStats] | None = None,
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     model: EgressModel | None = None,
+    activity_rows: int = DEFAULT_MAX_ROWS,
 ) -> ScanResult:
     """Scan captures (one stream, in the order given) against ``policy`` (and a
-    trained ``model``, whose verdicts join the rule alerts)."""
-    activity = ActivityTable(bin_seconds=60)
+    trained ``model``, whose verdicts join the rule alerts). ``activity_rows``:
+    the conversation-minutes held before few-packet outside addresses are
+    counted together (detector/flows/fold.py)."""
+    # Under a flood, few-packet outside addresses are counted together so
+    # memory stays bounded; sensor-flood says so.
+    activity = ActivityTable(bin_seconds=60, capacity=min(DEFAULT_CAPACITY, activity_rows),
+                             max_rows=activity_rows, foldable=foldable(policy))  # fmt: skip
     inspector = None
     if policy.inspect_max_packets > 0 and policy.inspect_max_bytes > 0:
         inspector = PayloadInspector(
@@ -109,9 +116,27 @@ def scan_activity(
         payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows)
         alerts.extend(run_payload_rules(payload))
         alerts = annotate_mail_sizes(alerts, facts)
+    alerts.extend(sensor.flood_alerts(activity.folded_sources, activity.bin_ns, traffic,
+                                      minutes * MINUTE_NS))  # fmt: skip
     alerts = name_alerts(alerts, names)
     alerts.sort(key=lambda a: a.sort_key)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names)
+
+
+def foldable(policy: Policy) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Which addresses a scan under a flood may count together
+    (detector/flows/fold.py): outside the site, and neither an allowlisted
+    destination nor an isolated network's sanctioned peer, whose rules need
+    each address by itself."""
+
+    def may_fold(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        return (
+            policy.is_external(hi, lo)
+            & ~policy.allowlist_destinations.contains(hi, lo)
+            & ~policy.isolated_peers.contains(hi, lo)
+        )
+
+    return may_fold
 
 
 FIRST_CONTACT_KEY = ["host_hi", "host_lo", "peer_hi", "peer_lo"]

@@ -45,6 +45,7 @@ DETECTIONS: tuple[Detection, ...] = (
     dns_tunnel.DETECTION,
     sensor.DROPS,
     sensor.BLIND,
+    sensor.FLOOD,
 )
 BY_ID: dict[str, Detection] = {d.rule_id: d for d in DETECTIONS}
 # The rules a site tunes under [rules.<id>], by id.

@@ -1,10 +1,24 @@
 """sensor-drops and sensor-blind: news about the live sensor itself, raised by the
-live engine (detector/pipelines/live.py) when its capture ring overflowed. Declared
+live engine (detector/pipelines/live.py) when its capture ring overflowed;
+sensor-flood: a scan or live sensor under a flood folded outside addresses. Declared
 like the rules so alerts, the report and the docs take their words from here."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...flows.fold import FOLD_PACKETS
+from ...networks import FOLDED_ADDRESS, is_folded
+from ...units import human_bytes
 from ..declare import SENSOR, Detection
+from .common import minute_runs
+
+if TYPE_CHECKING:
+    from ...alerts.record import Alert
+    from ...features.hosts import HostTraffic
 
 DROPS = Detection(
     rule_id="sensor-drops",
@@ -42,3 +56,80 @@ dropped packets is not wholly inside business hours, the sensor also raises
 this alert: it cannot vouch that the isolated networks sent nothing outside in
 that time (`egress.isolated_networks`).""",
 )
+
+FLOOD = Detection(
+    rule_id="sensor-flood",
+    title="Flood of few-packet outside addresses",
+    severity=2,
+    stage=SENSOR,
+    in_policy=False,
+    catches="a flood of outside addresses that sent a few packets each (spoofed sources)",
+    why_it_matters=(
+        "A flood of forged outside addresses is the cheapest way to blind a sensor before "
+        "an upload. The detector kept counting every byte, but in this span it counted "
+        "few-packet outside addresses together, so it cannot say which of them a host "
+        "talked to; look at the hosts it names and at what else they did in the span."
+    ),
+    description="""\
+Scans, nightly and live. When the per-minute traffic held passes its budget
+(a million conversation-minutes), the detector counts every outside address
+that carried at most four packets together as the one address `100::`
+(RFC 6666's discard-only prefix), so its memory stays bounded whatever the
+flood (docs/architecture.md, "Memory under a flood"). Packets and bytes are
+kept exactly per host and minute, so volume rules still see every byte a host
+sent, to `100::` among others; only the identity of those few-packet outside
+addresses is lost. Each span of minutes in which addresses were folded (gaps
+up to one feature window) raises one alert about the sensor, with no host:
+`egress.folded_sources` (outside addresses counted together),
+`egress.folded_packets` and `egress.folded_bytes` (their packets and bytes,
+both directions), and `egress.busiest_destinations` (the hosts they sent the
+most packets to).""",
+)
+
+
+def flood_alerts(
+    folded_sources: Mapping[int, int], bin_ns: int, traffic: HostTraffic, gap_ns: int
+) -> list[Alert]:
+    """One ``sensor-flood`` alert per span of bins in which the activity table
+    folded outside addresses (``folded_sources``: bin → addresses folded),
+    spans closer than ``gap_ns`` merged; figures from ``traffic``'s rows whose
+    peer is the folded stand-in."""
+    if not folded_sources:
+        return []
+    bins = np.array(sorted(folded_sources), dtype=np.int64)
+    counts = np.array([folded_sources[b] for b in bins.tolist()], dtype=np.int64)
+    starts = bins * np.int64(bin_ns)
+    runs = minute_runs(starts, gap_ns)
+    frame = traffic.frame
+    folded_ids = np.flatnonzero(is_folded(traffic.address_hi, traffic.address_lo))
+    rows = frame[np.isin(frame["peer_id"].to_numpy(), folded_ids)]
+    minute = rows["minute_ns"].to_numpy()
+    alerts: list[Alert] = []
+    for run in np.unique(runs).tolist():
+        inside = runs == run
+        start, end = int(starts[inside][0]), int(starts[inside][-1]) + bin_ns - 1
+        sources = int(counts[inside].sum())
+        span = rows[(minute >= start) & (minute <= end)]
+        packets = int(span["packets_in"].sum() + span["packets_out"].sum())
+        size = int(span["bytes_in"].sum() + span["bytes_out"].sum())
+        by_host = (span["packets_in"] + span["packets_out"]).groupby(span["host_id"]).sum()
+        by_host = by_host.sort_values(ascending=False, kind="stable").head(5)
+        busiest = [
+            {"ip": traffic.text(int(host)), "packets": int(n)} for host, n in by_host.items()
+        ]
+        named = ", ".join(f"{b['ip']} ({b['packets']:,} packets)" for b in busiest)
+        text = (
+            f"a flood: {sources:,} outside addresses sent or received at most "
+            f"{FOLD_PACKETS} packets each ({packets:,} packets, {human_bytes(size)}); the "
+            f"detector counted them together as {FOLDED_ADDRESS} to keep its memory "
+            f"bounded, so it cannot say which of them a host talked to in this span"
+            + (f"; busiest destinations: {named}" if named else "")
+        )
+        evidence = {
+            "folded_sources": sources,
+            "folded_packets": packets,
+            "folded_bytes": size,
+            "busiest_destinations": busiest,
+        }
+        alerts.append(FLOOD.alert(FLOOD.severity, start, end, "", text, evidence=evidence))
+    return alerts
