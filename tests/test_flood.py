@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from detector._kernels import activity as ak
+from detector.capture import read_packets
 from detector.flows.activity import ActivityTable, activity_from_captures
 from detector.flows.fold import FOLD_PACKETS, fold_rows
 from detector.networks import FOLDED_ADDRESS, FOLDED_HI, address_text
@@ -175,7 +176,7 @@ def test_flood_folded_keeps_every_byte(flood: Path) -> None:
     policy = load_policy(POLICY)
     whole = activity_from_captures([flood]).columns()
     table = ActivityTable(bin_seconds=60, capacity=2048, max_rows=6000, foldable=foldable(policy))
-    for batch in activity_from_captures.__globals__["read_packets"]([flood], reuse_batch=True):
+    for batch in read_packets([flood], reuse_batch=True):
         table.ingest(batch)
     folded = table.columns()
     assert len(folded["a_hi"]) < 6000 + 2048 < len(whole["a_hi"])
@@ -234,3 +235,18 @@ def test_scan_of_a_flood_raises_sensor_flood(flood: Path) -> None:
     assert sorted(got, key=lambda d: (-d["packets"], d["ip"])) == expected
     assert alert.source_ip == "" and alert.start_ns % MINUTE == 0
     assert f"{sum(folded.values()):,} outside addresses" in alert.message
+
+
+def test_forget_before_forgets_folded_minutes(flood: Path) -> None:
+    """A live sensor drops old minutes: their folded counts go with them."""
+    policy = load_policy(POLICY)
+    table = ActivityTable(bin_seconds=60, capacity=2048, max_rows=6000, foldable=foldable(policy))
+    for batch in read_packets([flood], reuse_batch=True):
+        table.ingest(batch)
+    table.merged_columns()
+    minutes = sorted(table.folded_sources)
+    assert len(minutes) >= 2
+    cut = minutes[-1] * MINUTE
+    kept = {m: k for m, k in table.folded_sources.items() if m >= minutes[-1]}
+    table.forget_before(cut)
+    assert table.folded_sources == kept

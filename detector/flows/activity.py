@@ -272,7 +272,9 @@ class ActivityTable:
         kept are exactly those a table fed only the later packets would
         hold. The table keeps counting afterwards."""
         cols = self.merged_columns()
-        keep = cols[ak.C_BIN] >= -(-int(start_ns) // self.bin_ns)  # the first whole bin
+        first = -(-int(start_ns) // self.bin_ns)  # the first whole bin
+        keep = cols[ak.C_BIN] >= first
+        self.folded_sources = {b: k for b, k in self.folded_sources.items() if b >= first}
         dropped = int(keep.shape[0] - np.count_nonzero(keep))
         if dropped:
             self._chunks = [np.ascontiguousarray(cols[:, keep].T)]

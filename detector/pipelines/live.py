@@ -50,7 +50,7 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
-from .scan import ScanResult, first_contacts, scan_activity
+from .scan import ScanResult, first_contacts, foldable, scan_activity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -173,7 +173,9 @@ class _Worker(threading.Thread):
         )
         self.flow_chunks: list[np.ndarray] = []
         self.flows.on_export = self._closed if options.keep_flows else _discard
-        self.activity = ActivityTable(bin_seconds=60)
+        # Under a flood, few-packet outside addresses are counted together
+        # (detector/flows/fold.py), under the policy in force at the time.
+        self.activity = ActivityTable(bin_seconds=60, foldable=self._foldable)
         policy = engine.policy
         self.inspector: PayloadInspector | None = None
         if policy.inspect_max_packets > 0 and policy.inspect_max_bytes > 0:
@@ -188,6 +190,9 @@ class _Worker(threading.Thread):
         self.packets = 0
         self.error: BaseException | None = None
         self.finished = False  # the source has no more packets (end of a stream)
+
+    def _foldable(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        return foldable(self.engine.policy)(hi, lo)
 
     def _closed(self, rows: np.ndarray) -> None:
         self.flow_chunks.append(rows)
@@ -445,11 +450,13 @@ class LiveDetector:
         facts found so far (None when the policy turns inspection off)."""
         parts = []
         facts = []
+        folded: list[dict[int, int]] = []  # each worker's outside addresses folded, per minute
         for worker in self.workers:
             worker.yielding = True
             with worker.lock:
                 worker.yielding = False
                 parts.append(worker.activity.merged_columns())
+                folded.append(dict(worker.activity.folded_sources))
                 if worker.inspector is not None:
                     facts.append(worker.inspector.frame())
         merged_facts = None
@@ -457,7 +464,11 @@ class LiveDetector:
             import pandas as pd
 
             merged_facts = facts[0] if len(facts) == 1 else pd.concat(facts, ignore_index=True)
-        return ActivityTable.combined(parts, bin_seconds=60), merged_facts
+        table = ActivityTable.combined(parts, bin_seconds=60)
+        for counts in folded:
+            for minute, sources in counts.items():
+                table.folded_sources[minute] = table.folded_sources.get(minute, 0) + sources
+        return table, merged_facts
 
     def _analyse(self, *, final: bool) -> ScanResult | None:
         activity, facts = self.snapshot()
