@@ -114,8 +114,10 @@ def flood_alerts(
         size = int(span["bytes_in"].sum() + span["bytes_out"].sum())
         by_host = (span["packets_in"] + span["packets_out"]).groupby(span["host_id"]).sum()
         by_host = by_host.sort_values(ascending=False, kind="stable").head(5)
+        hosts, counts_of = by_host.index.to_numpy(np.int64), by_host.to_numpy(np.int64)
         busiest = [
-            {"ip": traffic.text(int(host)), "packets": int(n)} for host, n in by_host.items()
+            {"ip": traffic.text(int(h)), "packets": int(n)}
+            for h, n in zip(hosts.tolist(), counts_of.tolist(), strict=True)
         ]
         named = ", ".join(f"{b['ip']} ({b['packets']:,} packets)" for b in busiest)
         text = (
