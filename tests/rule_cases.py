@@ -41,7 +41,7 @@ from typing import Any
 
 from gen_traffic import at
 from scapy.layers.dns import DNS, DNSQR
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 from test_payload import tw_id
 
@@ -240,10 +240,12 @@ def offhours_50mb_at_night(d: Path) -> list[Path]:
     return _pcap(d, "offhours_50mb_at_night", _upload(seg, NIGHT, EVERY_600MS, 50_000_000))
 
 
-@case("offhours-bulk-egress", NEAR_MISS)
+@case("offhours-bulk-egress", NEAR_MISS, others=("low-and-slow-egress",))
 def offhours_one_byte_under_at_night(d: Path) -> list[Path]:
     """The same night upload one byte short: 999 x 50,000 + 49,999 =
-    49,999,999 bytes. No alert."""
+    49,999,999 bytes. No alert of this rule; low-and-slow-egress reports it
+    (over 20 MB to one outside address in one night), so stepping just under
+    the threshold does not hide it."""
     seg = tcp4(PC, OUT, 49152, 443, "A")
     packets = _upload(seg, NIGHT, EVERY_600MS, 49_999_999)
     return _pcap(d, "offhours_one_byte_under_at_night", packets)
@@ -566,6 +568,221 @@ def dns_label_of_47(d: Path) -> list[Path]:
     """The same question with the label one character shorter (47). No alert."""
     question = _question(PC, f"{LABEL_48[:47]}.example.net")
     return _pcap(d, "dns_label_of_47", [(TUNNEL_AT, question, len(question))], snaplen=65535)
+
+
+# == low-and-slow-egress ===================================================================
+
+SLOW_FROM = _local("2026-02-04 00:00")
+HALF_HOUR = 1_800 * 10**9
+SLOW_OUT = "203.0.113.77"  # a new outside address
+
+
+def _slow(frame: bytes, last_transfer: int) -> list[Packet]:
+    """8 transfers from 10.8.10.44, one every 30 minutes from Wed 00:00:00 to
+    03:30:00, each 50 frames of 50,000 bytes (2,500,000 bytes) one every 0.6 s,
+    the last ``last_transfer`` bytes."""
+    packets: list[Packet] = []
+    for k in range(8):
+        total = 2_500_000 if k < 7 else last_transfer
+        packets += _upload(frame, SLOW_FROM + k * HALF_HOUR, EVERY_600MS, total)
+    return packets
+
+
+@case("low-and-slow-egress", FIRE, alerts=(
+    Expect("low-and-slow-egress", PC, SLOW_OUT, {
+        "source_bytes": 20_000_000, "source_packets": 400, "destination_port": 443,
+        "transport": "udp", "start_ns": SLOW_FROM,
+        "end_ns": SLOW_FROM + 7 * HALF_HOUR + 49 * EVERY_600MS, "severity": 3},
+        {"threshold_bytes": 20_000_000, "transfers": 8, "span_minutes": 210,
+         "largest_transfer_bytes": 2_500_000,
+         "transfer_starts": ["00:00", "00:30", "01:00", "01:30", "02:00", "02:30", "03:00",
+                             "03:30"]}),
+))  # fmt: skip
+def slow_udp443_through_the_night(d: Path) -> list[Path]:
+    """10.8.10.44 sends 8 x 2,500,000 = 20,000,000 bytes (exactly ``min_bytes``)
+    over UDP (QUIC's udp/443) to 203.0.113.77, one transfer of 50 frames every
+    30 minutes from Wed 00:00:00 to 03:30:29.4 (= 03:30 + 49 x 0.6 s). No 60
+    minutes hold more than 5,000,000 bytes (offhours-bulk-egress needs 50 MB);
+    no silence is 15 minutes or less, so there is no long connection either."""
+    frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
+    return _pcap(d, "slow_udp443_through_the_night", _slow(frame, 2_500_000))
+
+
+@case("low-and-slow-egress", NEAR_MISS)
+def slow_upload_one_byte_under(d: Path) -> list[Path]:
+    """The same night with the last transfer one byte short: 7 x 2,500,000 +
+    2,499,999 = 19,999,999 bytes. No alert."""
+    frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
+    return _pcap(d, "slow_upload_one_byte_under", _slow(frame, 2_499_999))
+
+
+@case("low-and-slow-egress", NEAR_MISS)
+def slow_upload_in_business_hours(d: Path) -> list[Path]:
+    """The same 20,000,000 bytes from Wed 09:00:00 to 12:30:29.4: business hours. No alert."""
+    frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
+    shift = _local("2026-02-04 09:00") - SLOW_FROM
+    packets = [(t + shift, f, w) for t, f, w in _slow(frame, 2_500_000)]
+    return _pcap(d, "slow_upload_in_business_hours", packets)
+
+
+# == spread-egress =========================================================================
+
+SPREAD_AT = _local("2026-02-04 11:00")
+SPREAD_TO = ["198.51.100.101", "198.51.100.102", "198.51.100.103", "198.51.100.104"]
+FIVE_MINUTES = 300 * 10**9
+
+
+def _spread(sizes: list[int]) -> list[Packet]:
+    """10.8.10.44 uploads ``sizes[k]`` bytes to 198.51.100.10(k+1):443, each
+    upload starting 5 minutes after the one before from Wed 11:00:00, in frames
+    of 50,000 bytes one every 0.6 s."""
+    packets: list[Packet] = []
+    for k, size in enumerate(sizes):
+        frame = tcp4(PC, SPREAD_TO[k], 40000 + k, 443, "A")
+        packets += _upload(frame, SPREAD_AT + k * FIVE_MINUTES, EVERY_600MS, size)
+    return packets
+
+
+@case("spread-egress", FIRE, alerts=(
+    Expect("spread-egress", PC, SPREAD_TO[0], {
+        "source_bytes": 10_000_000, "source_packets": 200, "severity": 3,
+        "start_ns": SPREAD_AT, "end_ns": SPREAD_AT + 3 * FIVE_MINUTES + 49 * EVERY_600MS},
+        {"threshold_bytes": 10_000_000, "span_minutes": 30, "destination_count": 4,
+         "networks": ["198.51.100.0/24"],
+         "destinations": [{"ip": ip, "bytes": 2_500_000} for ip in SPREAD_TO]}),
+))  # fmt: skip
+def spread_over_four_new_addresses(d: Path) -> list[Path]:
+    """10.8.10.44 sends 2,500,000 bytes (50 frames) to each of four addresses of
+    198.51.100.0/24 it never reached before, at 11:00, 11:05, 11:10 and 11:15
+    (the last ends 11:15:29.4): 10,000,000 bytes (exactly ``min_bytes``) to 4
+    destinations (``min_destinations``) within 30 minutes. Each is far under
+    bulk-upload-new-destination's 100 MB."""
+    return _pcap(d, "spread_over_four_new_addresses", _spread([2_500_000] * 4))
+
+
+@case("spread-egress", NEAR_MISS)
+def spread_over_three_new_addresses(d: Path) -> list[Path]:
+    """The same 10,000,000 bytes over three new addresses (3,350,000 + 3,350,000
+    + 3,300,000): one destination fewer than ``min_destinations``. No alert."""
+    return _pcap(d, "spread_over_three_new_addresses",
+                 _spread([3_350_000, 3_350_000, 3_300_000]))  # fmt: skip
+
+
+@case("spread-egress", NEAR_MISS)
+def spread_with_one_destination_under_500kb(d: Path) -> list[Path]:
+    """Four new addresses: the first three receive 3,333,334 bytes each
+    (10,000,002, over ``min_bytes``), the fourth 499,999, one byte under
+    ``min_bytes_each``: only three destinations count. No alert."""
+    return _pcap(d, "spread_with_one_destination_under_500kb",
+                 _spread([3_333_334, 3_333_334, 3_333_334, 499_999]))  # fmt: skip
+
+
+# == quiet-protocol-volume =================================================================
+
+ICMP_AT = _local("2026-02-04 04:00")
+ONE_SECOND = 10**9
+
+
+def _echoes(total: int) -> list[Packet]:
+    """ICMP echo requests of 1,000 bytes on the wire from 10.8.10.44 to
+    203.0.113.140, one a second from Wed 04:00:00, adding up to ``total``."""
+    frame = eth(IP(src=PC, dst=OUT) / ICMP(type=8, id=7, seq=1) / (b"x" * 32))
+    sizes = [1_000] * (total // 1_000) + ([total % 1_000] if total % 1_000 else [])
+    return [(ICMP_AT + k * ONE_SECOND, frame, w) for k, w in enumerate(sizes)]
+
+
+@case("quiet-protocol-volume", FIRE, alerts=(
+    Expect("quiet-protocol-volume", PC, OUT, {
+        "source_bytes": 1_000_000, "source_packets": 1_000, "transport": "icmp",
+        "start_ns": ICMP_AT, "end_ns": ICMP_AT + 999 * ONE_SECOND, "severity": 3},
+        {"protocol": "ICMP", "threshold_bytes": 1_000_000, "span_minutes": 60,
+         "protocol_bytes": 1_000_000, "protocol_packets": 1_000, "destination_count": 1}),
+))  # fmt: skip
+def icmp_echo_tunnel_1mb(d: Path) -> list[Path]:
+    """10.8.10.44 sends 1,000 ICMP echo requests of 1,000 bytes = 1,000,000 bytes
+    (exactly ``icmp_min_bytes``) to 203.0.113.140, one a second from Wed 04:00:00
+    to 04:16:39."""
+    return _pcap(d, "icmp_echo_tunnel_1mb", _echoes(1_000_000))
+
+
+@case("quiet-protocol-volume", NEAR_MISS)
+def icmp_echo_one_byte_under(d: Path) -> list[Path]:
+    """The same pings, the last one byte short: 999,999 bytes. No alert."""
+    return _pcap(d, "icmp_echo_one_byte_under", _echoes(999_999))
+
+
+# == pivot-chain ===========================================================================
+
+PIVOT_AT = _local("2026-02-04 02:00")
+PIVOT_OUT = "198.51.100.66"
+
+
+def _pivot(second_leg: int) -> list[Packet]:
+    """10.8.40.31 (isolated) sends 1,000,000 bytes (20 frames of 50,000, one every
+    0.6 s) to 10.8.10.44:445 from Wed 02:00:00; from 02:10:00 10.8.10.44 sends
+    ``second_leg`` bytes to 198.51.100.66:443 the same way."""
+    first = tcp4(ISO, PC, 49800, 445, "A")
+    second = tcp4(PC, PIVOT_OUT, 49900, 443, "A")
+    return [*_upload(first, PIVOT_AT, EVERY_600MS, 1_000_000),
+            *_upload(second, PIVOT_AT + 600 * 10**9, EVERY_600MS, second_leg)]  # fmt: skip
+
+
+@case("pivot-chain", FIRE, alerts=(
+    Expect("pivot-chain", ISO, PIVOT_OUT, {
+        "source_bytes": 1_000_000, "source_packets": 20, "destination_bytes": 500_000,
+        "destination_packets": 10, "start_ns": PIVOT_AT,
+        "end_ns": PIVOT_AT + 600 * 10**9 + 9 * EVERY_600MS, "severity": 4,
+        "direction": "egress"},
+        {"chain": [ISO, PC, PIVOT_OUT], "within_minutes": 60}),
+))  # fmt: skip
+def isolated_to_bridge_to_outside(d: Path) -> list[Path]:
+    """The isolated computer hands 1,000,000 bytes (exactly ``min_bytes``) to the
+    internet computer 10.8.10.44 over SMB, 02:00:00-02:00:11.4; ten minutes
+    later 10.8.10.44 sends 500,000 bytes (50 %, exactly ``min_percent``) to
+    198.51.100.66:443. One critical chain alert; the first leg's isolated-egress
+    alert is folded into it as a note."""
+    return _pcap(d, "isolated_to_bridge_to_outside", _pivot(500_000))
+
+
+@case("pivot-chain", NEAR_MISS, others=("isolated-egress",))
+def isolated_to_bridge_less_than_half_out(d: Path) -> list[Path]:
+    """The same, with the second leg one byte short of half: 499,999 bytes.
+    No chain; the first leg stays an isolated-egress alert of its own."""
+    return _pcap(d, "isolated_to_bridge_less_than_half_out", _pivot(499_999))
+
+
+# == long-connection =======================================================================
+
+HELD_FROM = _local("2026-02-04 00:00")
+
+
+def _held(every_minutes: int, count: int) -> list[Packet]:
+    """One connection 10.8.10.44:51000 -> 203.0.113.140:443: a 100-byte segment
+    every ``every_minutes`` from Wed 00:00:00, ``count`` of them."""
+    frame = tcp4(PC, OUT, 51000, 443, "PA", n=20)
+    return [(HELD_FROM + k * every_minutes * 60 * 10**9, frame, 100) for k in range(count)]
+
+
+@case("long-connection", FIRE, alerts=(
+    Expect("long-connection", PC, OUT, {
+        "source_bytes": 1_900, "source_packets": 19, "destination_port": 443,
+        "start_ns": HELD_FROM, "end_ns": HELD_FROM + 3 * 3_600 * 10**9, "severity": 1},
+        {"kind": "long", "longest_seconds": 10_800, "cumulative_seconds": 10_800,
+         "connections": 1, "max_idle_minutes": 15}),
+))  # fmt: skip
+def connection_held_three_hours(d: Path) -> list[Path]:
+    """A keep-alive every 10 minutes on one connection from Wed 00:00 to 03:00:
+    19 segments of 100 bytes, active exactly 3 hours (``min_hours``), never
+    silent for more than 15 minutes."""
+    return _pcap(d, "connection_held_three_hours", _held(10, 19))
+
+
+@case("long-connection", NEAR_MISS)
+def connection_silent_16_minutes_between(d: Path) -> list[Path]:
+    """The same connection with a segment every 16 minutes, 00:00 to 03:12 (13
+    segments): each silence is longer than ``max_idle_minutes``, so every
+    segment is a connection of its own, 0 s long. No alert."""
+    return _pcap(d, "connection_silent_16_minutes_between", _held(16, 13))
 
 
 # -- writing them all ------------------------------------------------------------------------

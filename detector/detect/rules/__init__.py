@@ -19,11 +19,16 @@ from . import (
     dns_tunnel,
     im_app,
     isolated_egress,
+    long_connection,
+    low_and_slow,
     mail_egress,
     model_anomaly,
     offhours_bulk_egress,
     p2p,
+    pivot_chain,
+    quiet_protocol,
     sensor,
+    spread_egress,
 )
 
 if TYPE_CHECKING:
@@ -34,7 +39,12 @@ if TYPE_CHECKING:
 DETECTIONS: tuple[Detection, ...] = (
     isolated_egress.DETECTION,
     offhours_bulk_egress.DETECTION,
+    low_and_slow.DETECTION,
     bulk_upload_new_destination.DETECTION,
+    spread_egress.DETECTION,
+    quiet_protocol.DETECTION,
+    pivot_chain.DETECTION,
+    long_connection.DETECTION,
     mail_egress.DETECTION,
     always_on.DETECTION,
     model_anomaly.DETECTION,
@@ -63,8 +73,9 @@ def _run(ctx: ScanContext, stage: str) -> list[Alert]:
 
 
 def run_rules(ctx: ScanContext) -> list[Alert]:
-    """Every enabled rule over host traffic, alerts worst first."""
-    alerts = _run(ctx, TRAFFIC)
+    """Every enabled rule over host traffic, alerts worst first (a chain's first
+    leg folded into the chain's alert: one incident, one alert)."""
+    alerts = pivot_chain.fold_first_legs(_run(ctx, TRAFFIC))
     alerts.sort(key=lambda a: a.sort_key)
     return alerts
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import pandas as pd
 from ...alerts.record import Alert
 from ...flows.community_id import community_id_v1
 from ...flows.records import TRANSPORT_NAMES
-from ...units import MINUTE_NS, human_bytes
+from ...units import DAY_NS, MINUTE_NS, human_bytes
 
 if TYPE_CHECKING:
     from ...policy import Policy
@@ -339,3 +339,61 @@ def internal_side(facts: pd.DataFrame, policy: Policy) -> tuple[np.ndarray, np.n
     src_in = policy.internal.contains(facts["src_hi"].to_numpy(), facts["src_lo"].to_numpy())
     dst_in = policy.internal.contains(facts["dst_hi"].to_numpy(), facts["dst_lo"].to_numpy())
     return src_in, dst_in
+
+
+def off_hours_periods(policy: Policy, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each UTC minute: whether it is off-hours, and the off-hours period it
+    belongs to (meaningful where off-hours), so a night, a weekend or a holiday
+    run is one period from the end of one business day to the start of the next.
+
+    The period is named by the local day number (days since 1970-01-01) of the
+    business day that ends it: Friday evening, the weekend and Monday morning
+    share Monday's number; a site with no business days is one period (0).
+    """
+    minutes = np.asarray(minutes, dtype=np.int64)
+    off = ~policy.is_business_time(minutes)
+    period = np.zeros(len(minutes), dtype=np.int64)
+    if not len(minutes) or not policy.business_days:
+        return off, period
+    local = minutes + policy.utc_offset_ns(minutes)
+    day = np.floor_divide(local, DAY_NS)
+    minute_of_day = (local - day * DAY_NS) // MINUTE_NS
+    holidays = {(d - date(1970, 1, 1)).days for d in policy.holidays}
+
+    def business(d: int) -> bool:  # 1970-01-01 was a Thursday (weekday 3)
+        return (d + 3) % 7 in policy.business_days and d not in holidays
+
+    def next_business(d: int) -> int:
+        while not business(d):
+            d += 1
+        return d
+
+    for d in np.unique(day).tolist():
+        on_day = day == d
+        if business(d):
+            before = on_day & (minute_of_day < policy.business_start)
+            period[before] = d
+            period[on_day & ~before] = next_business(d + 1)
+        else:
+            period[on_day] = next_business(d)
+    return off, period
+
+
+def new_destination_rows(ctx: ScanContext, rows: pd.DataFrame, new_for_ns: int) -> pd.DataFrame:
+    """The ``rows`` (host traffic with outside peers) in which the peer was still
+    new to the host: not in the model's baseline, and less than ``new_for_ns``
+    after the host first reached it (in this scan, or as recorded before),
+    with that first contact in a ``first_contact`` column."""
+    pair = ["host_id", "peer_id"]
+    if ctx.known_destinations is not None and len(ctx.known_destinations):
+        rows = rows[~pd.MultiIndex.from_frame(rows[pair]).isin(ctx.known_destinations)]
+    first_contact_of = rows.groupby(pair, sort=False)["first_ns"].transform("min").to_numpy()
+    if ctx.first_contacts is not None and len(ctx.first_contacts) and len(rows):
+        recorded = ctx.first_contacts.reindex(pd.MultiIndex.from_frame(rows[pair])).to_numpy()
+        known = ~np.isnan(recorded)
+        first_contact_of = first_contact_of.copy()
+        first_contact_of[known] = np.minimum(
+            first_contact_of[known], recorded[known].astype(np.int64)
+        )
+    rows = rows.assign(first_contact=first_contact_of)
+    return rows[rows["minute_ns"].to_numpy() < first_contact_of + new_for_ns]

@@ -1,0 +1,141 @@
+"""low-and-slow-egress: many small uploads to one outside address through a
+night, a weekend or a holiday, each too small for any hourly threshold
+(issue 20, behaviour 1: the insider who has read docs/rules.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...alerts.record import Alert
+from ...units import MINUTE_NS, human_bytes
+from ..declare import BYTES, Detection, Setting
+from . import offhours_bulk_egress
+from .common import (
+    conversation,
+    endpoint,
+    groups_reaching,
+    ids,
+    limit_per_host,
+    local_datetime,
+    minute_runs,
+    off_hours_periods,
+    threshold_text,
+)
+
+if TYPE_CHECKING:
+    from ..context import ScanContext
+
+
+def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
+    rule = DETECTION
+    settings = ctx.policy.rule(rule.rule_id)
+    threshold = int(settings["min_bytes"])
+    f = ctx.traffic.frame
+    sel = f[
+        f["peer_external"].to_numpy()
+        & ~f["peer_allowlisted"].to_numpy()
+        & (f["bytes_out"].to_numpy() > 0)
+    ]
+    if sel.empty:
+        return []
+    unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
+    off, period = off_hours_periods(ctx.policy, unique)
+    inverse = inverse.reshape(-1)
+    sel = sel[off[inverse]].assign(period=period[inverse][off[inverse]])
+    if sel.empty:
+        return []
+    key = ["host_id", "peer_id", "period"]
+    totals = sel.groupby(key, sort=False)["bytes_out"].transform("sum").to_numpy()
+    sel = sel[totals >= threshold]
+    bulk = ctx.policy.rule(offhours_bulk_egress.DETECTION.rule_id)
+    if bulk.enabled and not sel.empty:
+        # What offhours-bulk-egress reports already (this destination alone
+        # reaching its threshold) is not told twice.
+        loud = groups_reaching(
+            sel, key, "bytes_out", int(bulk["span_minutes"]) * MINUTE_NS, int(bulk["min_bytes"])
+        )
+        sel = sel.drop(index=loud.index)
+    alerts: list[Alert] = []
+    for group, rows in sel.groupby(key, sort=False):
+        host, peer, _ = ids(group)
+        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+        minutes = per_minute.index.to_numpy()
+        runs = minute_runs(minutes, ctx.gap_ns)
+        per_transfer = np.bincount(runs, weights=per_minute.to_numpy()).astype(np.int64)
+        starts = minutes[np.flatnonzero(np.diff(runs, prepend=-1))]
+        conv = conversation(ctx, host, peer, rows)
+        transfers = len(per_transfer)
+        span_minutes = int((conv.end_ns - conv.start_ns) // MINUTE_NS)
+        evidence = {
+            "threshold_bytes": threshold,
+            "transfers": transfers,
+            "span_minutes": span_minutes,
+            "largest_transfer_bytes": int(per_transfer.max()),
+            "transfer_starts": [
+                f"{local_datetime(int(t), ctx.policy):%H:%M}" for t in starts[:48].tolist()
+            ],
+        }
+        pieces = (
+            f"in {transfers:,} transfers (the largest {human_bytes(int(per_transfer.max()))})"
+            if transfers > 1
+            else "in one transfer"
+        )
+        text = (
+            f"{conv.source_ip} sent {human_bytes(conv.source_bytes)} to {endpoint(conv)} "
+            f"{pieces} {conv.when(ctx.policy)}, all outside business hours: "
+            f"{threshold_text(threshold)} or more to one outside address in one "
+            "night, weekend or holiday, however slowly"
+        )
+        alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
+    return limit_per_host(alerts, rule)
+
+
+DETECTION = Detection(
+    rule_id="low-and-slow-egress",
+    title="Upload accumulated over a night to one outside address",
+    severity=3,
+    catches="≥ 20 MB to one non-allowlisted outside address over one off-hours period "
+    "(a night, a weekend, a holiday), however slowly",
+    why_it_matters=(
+        "A computer kept sending to one outside address while nobody should be working, "
+        "in pieces small enough to pass an hourly threshold: the shape of a careful leak. "
+        "Check who uses the computer and what runs on it at night; a sanctioned backup "
+        "or sync service belongs in the allowlist."
+    ),
+    description="""\
+The careful insider who has read this page sends a few MB every half hour,
+never 50 MB within an hour. This rule adds up what each host sent to each
+**non-allowlisted outside** address over a whole **off-hours period**: from
+the end of one business day to the start of the next, so a night, a weekend
+(Friday evening to Monday morning) or a holiday run is one period. It fires
+when one destination received at least `min_bytes` (default 20 000 000) in
+one period, whatever the spacing and whatever the protocol (TCP, UDP such as
+QUIC on udp/443, ICMP: every protocol's bytes count).
+
+One alert per (host, destination, period), however many transfers: it gives
+the total, the span (start and end), the number of transfers (bursts more
+than one feature window apart), the largest and the local start of each
+(`egress.transfer_starts`, the first 48). When one destination alone also
+reaches `offhours-bulk-egress` (its bytes within its span), that rule's alert
+tells the incident and this one is not raised.""",
+    false_positives=(
+        "a cloud sync or backup client left running at night to an address not in "
+        "`allowlist.destinations`; a server that serves outside clients all night "
+        "(put its clients' networks in the allowlist, or raise `min_bytes`)."
+    ),
+    settings=(
+        Setting(
+            "min_bytes",
+            BYTES,
+            20_000_000,
+            "Bytes one host must send to one non-allowlisted outside address within "
+            "one off-hours period (night, weekend, holiday).",
+        ),
+    ),
+    policy_example="""\
+[rules.low-and-slow-egress]
+min_bytes = 10_000_000   # 10 MB to one outside address over a night""",
+    check=check_low_and_slow,
+)

@@ -1,0 +1,163 @@
+"""quiet-protocol-volume: a protocol that should carry little (ICMP, DNS, NTP)
+carrying a lot: data hidden in echo payloads, in queries or in time packets
+(issue 20, behaviour 3)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...alerts.record import Alert
+from ...networks import NetworkSet
+from ...units import MINUTE_NS, human_bytes
+from ..declare import BYTES, MINUTES, Detection, Networks, Setting
+from .common import (
+    conversation,
+    dense_spans,
+    groups_reaching,
+    ids,
+    limit_per_host,
+    threshold_phrase,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..context import ScanContext
+
+ICMP, ICMPV6, TCP, UDP = 1, 58, 6, 17
+DNS_PORT = 53  # RFC 1035
+NTP_PORT = 123  # RFC 5905
+
+# Each protocol: its name in alerts, and the setting holding its threshold.
+PROTOCOLS = {
+    0: ("ICMP", "icmp_min_bytes"),
+    1: ("DNS", "dns_min_bytes"),
+    2: ("NTP", "ntp_min_bytes"),
+}
+
+
+def _protocol_of(f: pd.DataFrame) -> np.ndarray:
+    """0 ICMP (to outside), 1 DNS (queries to any resolver, the site's own
+    included: a tunnel passes through it), 2 NTP (to outside), -1 anything else."""
+    proto = f["proto"].to_numpy()
+    peer_port = f["peer_port"].to_numpy()
+    external = f["peer_external"].to_numpy()
+    kind = np.full(len(f), -1, dtype=np.int64)
+    kind[external & ((proto == ICMP) | (proto == ICMPV6))] = 0
+    kind[((proto == UDP) | (proto == TCP)) & (peer_port == DNS_PORT)
+         & ~f["peer_local_scope"].to_numpy()] = 1  # fmt: skip
+    kind[external & (proto == UDP) & (peer_port == NTP_PORT)] = 2
+    return kind
+
+
+def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
+    rule = DETECTION
+    settings = ctx.policy.rule(rule.rule_id)
+    span_minutes = int(settings["span_minutes"])
+    span_ns = span_minutes * MINUTE_NS
+    exempt = NetworkSet(settings["exempt"])
+    f = ctx.traffic.frame
+    f = f[f["bytes_out"].to_numpy() > 0]
+    kind = _protocol_of(f)
+    sel = f[kind >= 0].assign(protocol=kind[kind >= 0])
+    alerts: list[Alert] = []
+    for code, (name, key) in PROTOCOLS.items():
+        threshold = int(settings[key])
+        rows_of = sel[sel["protocol"].to_numpy() == code]
+        rows_of = groups_reaching(rows_of, ["host_id"], "bytes_out", span_ns, threshold)
+        for host_key, rows in rows_of.groupby("host_id", sort=False):
+            host = ids([host_key])[0]
+            if exempt and exempt.contains_text(ctx.traffic.text(host)):
+                continue
+            per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+            minutes = per_minute.index.to_numpy()
+            for first, last in dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
+                                            ctx.gap_ns):  # fmt: skip
+                minute = rows["minute_ns"].to_numpy()
+                episode = rows[(minute >= minutes[first]) & (minute <= minutes[last])]
+                by_peer = (
+                    episode.groupby("peer_id", sort=False)["bytes_out"]
+                    .sum()
+                    .sort_values(ascending=False)
+                )
+                top = int(by_peer.index.to_numpy()[0])
+                top_rows = episode[episode["peer_id"].to_numpy() == top]
+                conv = conversation(ctx, host, top, top_rows)
+                sent = int(episode["bytes_out"].sum())
+                packets = int(episode["packets_out"].sum())
+                others = len(by_peer) - 1
+                to = (
+                    f"to {conv.destination_ip}"
+                    if not others
+                    else f"to {others + 1} addresses (most to {conv.destination_ip})"
+                )
+                text = (
+                    f"{conv.source_ip} sent {human_bytes(sent)} of {name} {to} in "
+                    f"{packets:,} packets (average {sent // max(packets, 1):,} bytes) "
+                    f"{conv.when_and_hours(ctx.policy)}; {name} should carry little "
+                    + threshold_phrase(threshold, span_minutes)
+                )
+                evidence = {
+                    "protocol": name,
+                    "threshold_bytes": threshold,
+                    "span_minutes": span_minutes,
+                    "protocol_bytes": sent,
+                    "protocol_packets": packets,
+                    "destination_count": len(by_peer),
+                }
+                alert = conv.alert(rule, settings.severity, text, "egress", evidence)
+                alerts.append(alert)
+    return limit_per_host(alerts, rule)
+
+
+DETECTION = Detection(
+    rule_id="quiet-protocol-volume",
+    title="Bulk data over ICMP, DNS or NTP",
+    severity=3,
+    catches="≥ 1 MB of ICMP or DNS, or ≥ 100 kB of NTP, sent by one host within 60 minutes",
+    why_it_matters=(
+        "ICMP, DNS and NTP carry a few small packets; a host sending megabytes over one "
+        "of them is almost always a tunnel that carries data past the firewall's rules "
+        "for web traffic. Find the program on the host that sends it."
+    ),
+    description="""\
+Pings, name look-ups and time queries are small: a busy computer sends a few
+hundred kB of DNS in an hour, and ICMP and NTP much less. Data smuggled in
+ICMP echo payloads, in DNS queries (encoded labels, TXT/NULL look-ups) or in
+NTP packets makes one of them carry a lot. Fires when a host sends, within any
+`span_minutes` (default 60):
+
+- at least `icmp_min_bytes` (default 1 000 000) of ICMP or ICMPv6 to outside
+  addresses (echo requests and replies alike: a reply can carry data too);
+- at least `dns_min_bytes` (default 1 000 000) to port 53 (UDP or TCP) of any
+  address, the site's resolver included: a DNS tunnel passes through it;
+- at least `ntp_min_bytes` (default 100 000) to udp/123 of outside addresses.
+
+The alert names the protocol (`egress.protocol`), the bytes and packets, the
+average packet size and the address that received most. Spans slide minute
+by minute as in `offhours-bulk-egress`; consecutive spans are one alert.
+`dns-tunnel` looks at the names themselves; this rule at the volume only, so
+a tunnel with short labels is still seen.""",
+    false_positives=(
+        "the site's own resolver forwarding everyone's look-ups, and a monitoring "
+        "server pinging many hosts: list them in `exempt`."
+    ),
+    settings=(
+        Setting("icmp_min_bytes", BYTES, 1_000_000,
+                "ICMP/ICMPv6 bytes a host must send to outside addresses …"),
+        Setting("dns_min_bytes", BYTES, 1_000_000,
+                "DNS bytes (to port 53 of any address) a host must send …"),
+        Setting("ntp_min_bytes", BYTES, 100_000,
+                "NTP bytes (to udp/123 of outside addresses) a host must send …"),
+        Setting("span_minutes", MINUTES, 60, "… within this many minutes."),
+        Setting("exempt", Networks(), (),
+                "Hosts whose job it is (resolvers, NTP servers, monitoring): never reported."),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.quiet-protocol-volume]
+dns_min_bytes = 2_000_000
+exempt = ["10.8.0.1/32"]   # the resolver forwards everyone's look-ups""",
+    check=check_quiet_protocol,
+)
