@@ -107,6 +107,14 @@ class AlertStream:
         if self.syslog is not None and pairs:
             self.syslog.send_all(pairs)  # together: a spool syncs the disk once
 
+    def reopen(self, stream: IO[str]) -> None:
+        """Write to ``stream`` from now on (the file at the path the old one
+        had, after logrotate renamed it); the old one is closed."""
+        old, self.stream = self.stream, stream
+        self._header_written = False  # a new table file starts with its header
+        if old is not None and old not in (sys.stdout, sys.stderr):
+            old.close()
+
     def close(self) -> None:
         if self.syslog is not None:
             self.syslog.close()

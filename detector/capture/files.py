@@ -247,7 +247,7 @@ class _GzipStream:
             try:
                 piece = self._inflate.decompress(data, size - have)
             except zlib.error as exc:
-                bad = _first_bad_byte(before, data)
+                bad = first_bad_byte(before, data)
                 # zlib's "Error -3 while decompressing data: invalid block type";
                 # ``data`` is always the last bytes read from the file.
                 reason = str(exc).split(": ", 1)[-1]
@@ -270,7 +270,7 @@ class _GzipStream:
         return b"".join(out)
 
 
-def _first_bad_byte(inflate: Any, data: bytes) -> int:
+def first_bad_byte(inflate: Any, data: bytes) -> int:
     """Where in ``data`` zlib, in the state ``inflate``, finds the damage: the
     shortest input that fails ends with it (zlib reads its input in order)."""
 
@@ -737,6 +737,26 @@ class CaptureReader:
                 "were ignored",
                 fatal=False,
             )
+
+
+def unreadable(path: str) -> str | None:
+    """Why the capture at ``path`` cannot be read at all (missing, a directory,
+    not a capture), in the words reading it would say; None when it starts as
+    a capture should (or is standard input). Commands check their inputs with
+    this before the kernels compile."""
+    if path == "-":
+        return None
+    reader = CaptureReader(path)
+    try:
+        raw, gz, head = reader._open()
+    except CaptureError as exc:
+        return str(exc)
+    try:
+        if head == PCAPNG_MAGIC or head in PCAP_MAGICS:
+            return None
+        return f"{path}: {reader._unknown_start(raw, gz, head)}"
+    finally:
+        raw.close()
 
 
 def index_pcapng(

@@ -24,9 +24,10 @@ import socket
 import struct
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from .._kernels.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from ..errors import CaptureError, DetectorError
 from .batch import PacketBatch
 from .files import (
+    GZIP_MAGIC,
     NOT_COUNTING,
     PCAP_HEADER_BYTES,
     PCAP_MAGICS,
@@ -43,6 +45,7 @@ from .files import (
     PayloadInspector,
     RecordBuffer,
     at_offset,
+    first_bad_byte,
     new_counters,
     pcap_header_problem,
     walk_problem,
@@ -142,6 +145,23 @@ def interface_linktype(iface: str) -> int:
             "(Ethernet, loopback and raw-IP interfaces are supported)"
         )
     return ARPHRD_LINKTYPES[hardware]
+
+
+CAPTURE_NEEDS = "needs root or CAP_NET_RAW"
+
+
+def check_capture_access(iface: str) -> None:
+    """Raise :class:`CaptureError` now if this process may not open a packet
+    socket (before the kernels compile, not a minute later)."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError:
+        raise CaptureError(
+            f"capturing on {iface} {CAPTURE_NEEDS} (run as root, optionally with --user to "
+            "drop privileges afterwards, or as a service: docs/live.md)"
+        ) from None
+    except OSError:  # no AF_PACKET here: the source says so when it opens
+        pass
 
 
 def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> bytes:
@@ -434,9 +454,11 @@ class RingSource:
 
 
 class StreamSource:
-    """A pcap or pcapng stream (``tcpdump -i eth1 -w - | egress-detector live -r -``):
-    whatever has arrived is decoded at once, without waiting for a full
-    buffer, so alerts follow the stream as they do a ring."""
+    """A pcap or pcapng stream (``tcpdump -i eth1 -w - | egress-detector live -r -``),
+    gzip-compressed or not (found from its first bytes): whatever has arrived
+    is decoded at once, without waiting for a full buffer, so alerts follow
+    the stream as they do a ring. Offsets in a gzip stream's problems count
+    its decompressed bytes."""
 
     name = "stream"
 
@@ -467,36 +489,126 @@ class StreamSource:
         self._delivered = 0
         self.latest_ns: int | None = None  # the stream's clock: its latest packet
         self._latest_at = time.monotonic()
+        self._sniffed = b""  # the stream's first byte, until a second says if it is gzip
+        self._inflater: Any = None  # a zlib decompressor once the stream is gzip
+        self._compressed = b""  # compressed bytes read, not yet decompressed
+        self._compressed_read = 0
+        self._sniffing = True  # until the first bytes say whether it is gzip
+        self._member_open = False  # inside a gzip member (its end not yet read)
+        self._gzip_cut = False  # the stream ended inside a gzip member
+        self._gzip_damage: str | None = None
 
     def fileno(self) -> int:
         return self._fd
 
+    @property
+    def gzip(self) -> bool:
+        return self._inflater is not None
+
+    def _at(self, offset: int) -> str:
+        return at_offset(offset, self.gzip)
+
+    def check_start(self, timeout: float) -> None:
+        """Read the stream's first bytes, waiting up to ``timeout`` seconds for
+        them, and raise :class:`CaptureError` at once when they are no capture
+        or the stream ends before its header; a stream that sends nothing in
+        that time is checked when it does."""
+        deadline = time.monotonic() + timeout
+        while not self._format and self.problem is None:
+            if self._header():
+                return
+            if self.eof:
+                self.close()
+                raise CaptureError(self.problem or "standard input: no pcap/pcapng header")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._fill(left)
+        if self._gzip_damage is not None and not self._format:
+            raise CaptureError(f"standard input: {self._gzip_damage}")
+
     def _fill(self, timeout: float) -> None:
         if self.eof:
             return
-        ready, _, _ = select.select([self._fd], [], [], max(timeout, 0.0))
-        if not ready:
-            return
+        if not self._compressed:
+            ready, _, _ = select.select([self._fd], [], [], max(timeout, 0.0))
+            if not ready:
+                return
         if self._start and self._start == self._end:
+            self._consumed += self._start  # (byte offsets after this were short of it)
             self._start = self._end = 0
         elif self._end == self._buf.shape[0]:
             keep = self._end - self._start
             self._buf[:keep] = self._buf[self._start : self._end]
             self._consumed += self._start
             self._start, self._end = 0, keep
-        try:
-            data = os.read(self._fd, self._buf.shape[0] - self._end)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
+        space = self._buf.shape[0] - self._end
+        if self._compressed:
+            data = self._inflate(b"", space)
+        else:
+            try:
+                data = os.read(self._fd, space if self._inflater is None else 1 << 20)
+            except BlockingIOError:
                 return
-            raise
-        if not data:
-            self.eof = True
-            return
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    return
+                raise
+            if not data:
+                self.eof = True
+                if self._sniffed:  # one byte in all: plain data, said by close()
+                    data, self._sniffed = self._sniffed, b""
+                else:
+                    self._gzip_cut = self._member_open
+                    return
+            elif self._sniffing:
+                # The first bytes: gzip (zcat's magic) or the capture itself.
+                data, self._sniffed = self._sniffed + data, b""
+                if len(data) < 2 and data == GZIP_MAGIC[:1]:
+                    self._sniffed = data
+                    return
+                self._sniffing = False
+                if data[:2] == GZIP_MAGIC:
+                    self._inflater = zlib.decompressobj(wbits=31)
+            if self._inflater is not None and not self.eof:
+                data = self._inflate(data, space)
         self._buf[self._end : self._end + len(data)] = np.frombuffer(data, dtype=np.uint8)
         self._end += len(data)
+
+    def _inflate(self, data: bytes, space: int) -> bytes:
+        """Decompress what was read (and what was left from before) into at
+        most ``space`` bytes; concatenated gzip members are read in turn."""
+        self._compressed_read += len(data)
+        data = self._compressed + data
+        out: list[bytes] = []
+        have = 0
+        while data and have < space:
+            before = self._inflater.copy()  # zlib drops a failed call's output
+            try:
+                piece = self._inflater.decompress(data, space - have)
+            except zlib.error as exc:
+                reason = str(exc).split(": ", 1)[-1]
+                bad = first_bad_byte(before, data)
+                # Everything before the damaged byte is read first; close() says it.
+                self._gzip_damage = (
+                    f"gzip data is corrupt ({reason}) at byte offset "
+                    f"{self._compressed_read - len(data) + bad:,} of the compressed stream"
+                )
+                self._inflater, data = before, data[:bad]
+                continue
+            out.append(piece)
+            have += len(piece)
+            self._member_open = not self._inflater.eof
+            if self._inflater.eof:
+                rest = self._inflater.unused_data
+                self._inflater = zlib.decompressobj(wbits=31)
+                data = rest if rest.strip(b"\x00") else b""  # zero padding after the last member
+            else:
+                data = self._inflater.unconsumed_tail
+        self._compressed = data
+        if self._gzip_damage is not None and not data:
+            self.eof = True
+        return b"".join(out)
 
     def _header(self) -> bool:
         have = self._end - self._start
@@ -508,9 +620,9 @@ class StreamSource:
             return True
         if head not in PCAP_MAGICS:
             raise CaptureError(
-                f"standard input: {at_offset(self._consumed + self._start)}: not a pcap or "
-                f"pcapng stream (it starts with {head.hex(' ')}); use tcpdump -w - (gzip is not "
-                "read live)"
+                f"standard input: {self._at(self._consumed + self._start)}: not a pcap or "
+                f"pcapng stream (it starts with {head.hex(' ')}); use tcpdump -w - "
+                "(gzip-compressed too)"
             )
         if have < PCAP_HEADER_BYTES:
             return False
@@ -522,7 +634,7 @@ class StreamSource:
         bad_version = pcap_header_problem(fields[1], fields[2])
         if bad_version is not None:
             raise CaptureError(
-                f"standard input: {at_offset(self._consumed + self._start + 4)}: {bad_version}"
+                f"standard input: {self._at(self._consumed + self._start + 4)}: {bad_version}"
             )
         self._snaplen = fields[5]
         self.linktype = fields[6] & 0xFFFF
@@ -543,6 +655,8 @@ class StreamSource:
 
     def wait(self, timeout: float) -> None:
         """Return when more of the stream may have come, or after ``timeout`` seconds."""
+        if self._compressed:  # decompressed bytes are waiting
+            return
         if self.eof or self.problem is not None:
             time.sleep(timeout)
             return
@@ -578,7 +692,7 @@ class StreamSource:
             # The file reader's words, for the same damage.
             packets = int(self.counters[rk.COUNT_PACKETS])
             self.problem = (
-                f"standard input: {at_offset(self._consumed + pos)}: "
+                f"standard input: {self._at(self._consumed + pos)}: "
                 f"{walk_problem(why, int(detail), packets)}"
             )
         if n:
@@ -604,17 +718,29 @@ class StreamSource:
         return SourceStats(delivered=self._delivered)
 
     def close(self) -> None:
-        where = at_offset(self._consumed + self._start)
-        if self.problem is None and not self._format:
+        where = self._at(self._consumed + self._start)
+        if self.problem is None and self._gzip_damage is not None:
+            self.problem = (
+                f"standard input: {self._gzip_damage}; "
+                f"{int(self.counters[rk.COUNT_PACKETS])} packets before it were read"
+            )
+        elif self.problem is None and not self._format:
             self.problem = (
                 f"standard input: {where}: the stream ended before its pcap/pcapng header "
-                f"({self._end - self._start} bytes arrived)"
+                f"({self._end - self._start} bytes arrived"
+                f"{'; the gzip stream ends early' if self._gzip_cut else ''})"
             )
         elif self.eof and self._start < self._end and self.problem is None:
             self.problem = (
                 f"standard input: {where}: the last record is cut short "
                 f"({self._end - self._start} bytes of it arrived); "
                 f"{int(self.counters[rk.COUNT_PACKETS])} packets before it were read"
+            )
+        elif self._gzip_cut and self.problem is None:
+            self.problem = (
+                f"standard input: the gzip stream ends early (after {self._compressed_read:,} "
+                f"compressed bytes); {int(self.counters[rk.COUNT_PACKETS])} packets before "
+                "the end were read"
             )
 
 

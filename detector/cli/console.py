@@ -34,16 +34,62 @@ def say(message: str) -> None:
     print(f"egress-detector: {message}", file=sys.stderr, flush=True)
 
 
-def say_compiling(seconds: int, *, quiet: bool = False) -> None:
-    """Say that the packet kernels are compiled first (about ``seconds``), when
-    their cache is cold (and not ``quiet``)."""
+def say_compiling(seconds: int, *, quiet: bool = False, what: str = "packet kernels") -> None:
+    """Say, when numba actually compiles a kernel (a cold or partly stale
+    cache: the first run after an install or an upgrade, another user's cache,
+    a kernel this command is the first to run), that it does and for about how
+    long; a run that only loads cached kernels says nothing. Call it once the
+    command's inputs are checked: the note comes at the first compile, however
+    late in the run that is, and once per process."""
+    _COMPILE_NOTE.arm(
+        None
+        if quiet
+        else f"compiling the {what} for this machine (the first run after an install or "
+        f"an upgrade; about {seconds} s, then cached in {_cache_place()})..."
+    )
+
+
+def _cache_place() -> str:
     from .. import _jit
 
-    if not quiet and not _jit.is_compiled_cache_warm():
-        say(
-            f"compiling the packet kernels for this machine (once, about {seconds} s; cached in "
-            f"{_jit.CACHE_DIR.parent})"
-        )
+    return str(_jit.CACHE_DIR.parent)
+
+
+class _CompileNote:
+    """A numba event listener (``numba:compile`` starts only on a cache miss,
+    never when a kernel is loaded from the cache) that says its note once."""
+
+    def __init__(self) -> None:
+        self.note: str | None = None
+        self.installed = False
+
+    def arm(self, note: str | None) -> None:
+        self.note = note
+        if self.installed:
+            return
+        from .. import _jit  # numba started its own way (without SciPy)
+
+        event = _jit.numba.core.event
+
+        listener = self
+
+        class Listener(event.Listener):  # type: ignore[misc,name-defined]
+            def on_start(self, _event: object) -> None:
+                listener.compiling()
+
+            def on_end(self, _event: object) -> None:
+                pass
+
+        event.register("numba:compile", Listener())
+        self.installed = True
+
+    def compiling(self) -> None:
+        note, self.note = self.note, None
+        if note is not None:
+            say(note)
+
+
+_COMPILE_NOTE = _CompileNote()
 
 
 class Problems:

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from .arguments import (
     add_command,
@@ -180,11 +180,52 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
         metavar="NAME",
         help="when run as root: switch to this user once the capture socket is open",
     )
+    live.add_argument(
+        "--status-every",
+        type=_minutes,
+        default=10.0,
+        metavar="MINUTES",
+        help="without a terminal (a service's journal), a status line on stderr every MINUTES: "
+        "packets, drops, open flows, alerts and memory (default: 10; 0: none)",
+    )
     add_quiet(live, "no status line or summary on stderr")
 
 
 _seconds = number(float, "seconds", lambda v: v > 0, "be more than 0")
 _count = number(whole, "a whole number", lambda v: v >= 1, "be at least 1")
+_minutes = number(float, "minutes", lambda v: v >= 0, "be 0 or more")
+# How long to wait for a stream's first bytes before compiling: tcpdump -w -
+# writes its header at once (a stream that is no capture is said before the
+# minute of compiling), a stream that says nothing yet is checked when it does.
+STREAM_START_WAIT_S = 2.0
+
+
+def _open_stream(path: str) -> BinaryIO:
+    from ..errors import CaptureError
+
+    try:
+        return open(path, "rb")  # noqa: SIM115  (read until the run ends)
+    except FileNotFoundError:
+        raise CaptureError(f"-r {path}: no such file") from None
+    except OSError as exc:
+        raise CaptureError(f"-r {path}: cannot open: {exc.strerror}") from None
+
+
+def _check_writable(path: str, option: str) -> None:
+    """An output file that cannot be written is said before the kernels
+    compile (a minute, maybe), not when the first alert comes."""
+    from ..errors import DetectorError
+
+    where = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise DetectorError(f"{option} {path}: is a directory")
+    if os.path.exists(path):
+        writable = os.access(path, os.W_OK)
+    else:
+        writable = os.path.isdir(where) and os.access(where, os.W_OK | os.X_OK)
+    if not writable:
+        raise DetectorError(f"{option} {path}: cannot be written (does {where} exist, and may "
+                            "this user write there?)")  # fmt: skip
 
 
 def _drop_privileges(user: str) -> None:
@@ -211,6 +252,7 @@ def run_live(args: argparse.Namespace) -> int:
         RingSource,
         ScapySource,
         StreamSource,
+        check_capture_access,
         compile_bpf,
         interface_linktype,
     )
@@ -220,6 +262,16 @@ def run_live(args: argparse.Namespace) -> int:
     from ..outputs import replacing
     from ..pipelines.live import LiveDetector, LiveOptions, LiveStatus, warm_up
     from ..policy import load_policy
+    from ..service import (
+        READY,
+        STOPPING,
+        Notifier,
+        SensorFigures,
+        StatusEvery,
+        Watchdog,
+        rss_bytes,
+    )
+    from ..service import status_line as status_text
 
     policy = site_policy(args.policy or None)
     if model_pin_alone(args) or delivery_problem(args, spool_needed=True):
@@ -241,22 +293,36 @@ def run_live(args: argparse.Namespace) -> int:
     if args.backend == "scapy" and args.workers != 1:
         say("--workers: the scapy backend has one worker")
         return ExitStatus.USAGE
-    if args.bpf and args.interface and args.backend == "ring":
-        compile_bpf(args.bpf, interface_linktype(args.interface))  # a bad filter: fail at once
-    say_compiling(75, quiet=args.quiet)
-    warm_up(policy)
-
     config = RingConfig(
         block_size=args.block_size,
         block_count=args.block_count,
         frame_size=args.frame_size,
         snaplen=args.snaplen,
     )
+    # Everything that can be checked is, before the kernels compile.
+    for path, option in ((args.output, "-o"), (args.jsonl, "--jsonl"),
+                         (args.flows_out, "--flows-out")):  # fmt: skip
+        if path:
+            _check_writable(path, option)
+    if args.interface:
+        linktype = interface_linktype(args.interface)
+        if args.backend == "ring":
+            config.check()
+            compile_bpf(args.bpf, linktype)  # a bad filter: fail at once
+            check_capture_access(args.interface)
+    notifier = Notifier.from_environment()
     sources: list[Any] = []
+    if args.read is not None:
+        stream = sys.stdin.buffer if args.read == "-" else _open_stream(args.read)
+        sources.append(StreamSource(stream))
+        # Its first bytes (if they come at once): not a capture is said now.
+        sources[0].check_start(STREAM_START_WAIT_S)
+    notifier.status("starting: loading (or compiling) the packet kernels")
+    say_compiling(75, quiet=args.quiet)
+    warm_up(policy)
+
     try:
         if args.read is not None:
-            stream = sys.stdin.buffer if args.read == "-" else open(args.read, "rb")  # noqa: SIM115
-            sources.append(StreamSource(stream))
             where = "standard input" if args.read == "-" else args.read
         elif args.backend == "scapy":
             sources.append(ScapySource(args.interface, bpf=args.bpf))
@@ -288,14 +354,27 @@ def run_live(args: argparse.Namespace) -> int:
         sinks.append(AlertStream("jsonl", also, policy.zone, policy.site_name))
 
     status_line = sys.stderr.isatty() and not args.quiet
+    # Without a terminal (a service's journal): a line every --status-every minutes.
+    every = StatusEvery(None if status_line or args.quiet else args.status_every * 60)
+    watchdog = Watchdog.from_environment(notifier)
 
     def show(status: LiveStatus) -> None:
-        sys.stderr.write(
-            f"\r{status.packets_per_second:>12,.0f} pkt/s  {status.packets:>14,} packets  "
-            f"{status.dropped:>10,} dropped  {status.live_flows:>9,} flows  "
-            f"{status.alerts:>5} alerts "
-        )
-        sys.stderr.flush()
+        # The watchdog is fed only while every capture worker goes round its
+        # loop: one stuck for half the watchdog's time leaves it unfed.
+        alive = watchdog.interval is None or status.worker_silence < watchdog.interval
+        watchdog.feed(alive)
+        figures = SensorFigures(status.packets, status.dropped, status.live_flows,
+                                status.alerts, rss_bytes())  # fmt: skip
+        notifier.status(f"capturing on {where}: {status_text(figures)}")
+        if every.due():
+            say(f"status: {status_text(figures)}")
+        if status_line:
+            sys.stderr.write(
+                f"\r{status.packets_per_second:>12,.0f} pkt/s  {status.packets:>14,} packets  "
+                f"{status.dropped:>10,} dropped  {status.live_flows:>9,} flows  "
+                f"{status.alerts:>5} alerts "
+            )
+            sys.stderr.flush()
 
     def emit(alerts: list[Any]) -> None:
         if status_line:
@@ -303,7 +382,25 @@ def run_live(args: argparse.Namespace) -> int:
         for each in sinks:
             each.write(alerts)
 
+    # logrotate renames the files, then SIGHUP: the next alerts go to new files
+    # at the old paths (docs/logrotate/egress-detector).
+    reopened = [(each, path) for each, path in ((sink, args.output), (sinks[-1], args.jsonl))
+                if path and each.stream is not None]  # fmt: skip
+
+    def reopen() -> None:
+        for each, path in reopened:
+            try:
+                fresh = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed with the sink)
+            except OSError as exc:
+                say(f"SIGHUP: {path} not reopened, alerts still go to the file it was: "
+                    f"{exc.strerror}")  # fmt: skip
+                continue
+            each.reopen(fresh)
+        if reopened:
+            say(f"SIGHUP: reopened {', '.join(path for _, path in reopened)}")
+
     def reload() -> Any:
+        reopen()
         if not args.policy:
             return None
         try:
@@ -337,18 +434,24 @@ def run_live(args: argparse.Namespace) -> int:
             interface=args.interface or "standard input",
         ),
         emit=emit,
-        status=show if status_line else None,
+        status=show,
         reload_policy=reload,
         model=model,
         reload_model=reload_model if args.model else None,
     )
-    previous = {
-        sig: signal.signal(sig, lambda *_: detector.stop())
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def stop(*_: Any) -> None:
+        notifier.send(STOPPING, "STATUS=stopping: flushing flows, the last alerts")
+        detector.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: detector.request_reload())
     if not args.quiet:
         say(f"capturing on {where}; policy: {policy.source or 'defaults'}")
+    # The ring (or stream) is open and privileges are dropped: started.
+    notifier.send(READY, f"STATUS=capturing on {where}")
+    if notifier.problem:
+        say(f"warning: {notifier.problem}")
     started = time.monotonic()
     try:
         result = detector.run()
@@ -357,6 +460,9 @@ def run_live(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         if status_line:
             sys.stderr.write("\r\x1b[K")
+        if not detector.stopped:  # a bound or the stream's end: stopping all the same
+            notifier.send(STOPPING)
+        notifier.close()
         for each in sinks:
             each.close()
     if args.flows_out and flows_fmt is not None:

@@ -277,6 +277,8 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     if fmt == "parquet" and not args.output:
         say("Parquet output needs a file: add -o FILE.parquet")
         return ExitStatus.USAGE
+    if _none_readable(args.captures):
+        return ExitStatus.UNREADABLE
     say_compiling(30, quiet=args.quiet)
     problems = Problems()
     done = export_flows(
@@ -327,6 +329,8 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     ):  # fmt: skip
         say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
         return ExitStatus.USAGE
+    if _none_readable(args.captures):
+        return ExitStatus.UNREADABLE
     # Collectors are reached (a TLS certificate checked) before the captures are read.
     sender = senders_of(args, args.spool_dir)
     try:
@@ -395,7 +399,10 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
     from ..pipelines.commands import baseline_captures, train_to_file
 
     policy = site_policy(args.policy or None)
-    say_compiling(45, quiet=args.quiet or not baseline_captures(args.baseline))
+    captures = baseline_captures(args.baseline)
+    if captures and len(captures) == len(args.baseline) and _none_readable(captures):
+        return ExitStatus.UNREADABLE
+    say_compiling(45, quiet=args.quiet or not captures)
     problems = Problems()
     started = time.perf_counter()
     training = train_to_file(
@@ -422,6 +429,20 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
             f"{file_sha256(args.output)}: pin it with --model-sha256)"
         )
     return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
+
+
+def _none_readable(captures: Sequence[str]) -> bool:
+    """When not one of ``captures`` can be read (missing, not a capture),
+    say why for each before anything compiles (a minute on a first run) and
+    return True; otherwise the reading says what it finds, file by file."""
+    from ..capture.files import unreadable
+
+    problems = [unreadable(path) for path in captures]
+    if not problems or any(problem is None for problem in problems):
+        return False
+    for problem in problems:
+        say(f"error: {problem}")
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,6 +115,9 @@ class LiveStatus:
     dropped: int
     live_flows: int
     alerts: int
+    # Seconds since the capture worker that went round its loop least recently
+    # last did (a stuck worker's grows; finished workers are left out).
+    worker_silence: float = 0.0
 
 
 @dataclass
@@ -190,6 +193,7 @@ class _Worker(threading.Thread):
         self.packets = 0
         self.error: BaseException | None = None
         self.finished = False  # the source has no more packets (end of a stream)
+        self.beat = time.monotonic()  # when the loop last went round (the watchdog's)
 
     def _foldable(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         return foldable(self.engine.policy)(hi, lo)
@@ -210,6 +214,7 @@ class _Worker(threading.Thread):
         batch = PacketBatch.empty(self.source.batch_rows)
         next_expiry = time.monotonic() + EXPIRE_EVERY_S
         while not engine.stopping.is_set():
+            self.beat = time.monotonic()
             while self.yielding:
                 time.sleep(0.001)
             with self.lock:
@@ -361,6 +366,7 @@ class LiveDetector:
                     self._analyse(final=False)
                 if self.status is not None and now - last_status >= 1.0:
                     packets = self.packets
+                    running = [now - w.beat for w in self.workers if not w.finished]
                     self.status(
                         LiveStatus(
                             packets,
@@ -368,6 +374,7 @@ class LiveDetector:
                             sum(self._dropped),
                             sum(w.flows.live_flows for w in self.workers),
                             len(self.emitted),
+                            max(running, default=0.0),
                         )
                     )
                     last_status, last_packets = now, packets

@@ -4,6 +4,7 @@ rule alerts about the same egress or raised as ``model-anomaly`` alerts."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from ...alerts.record import Alert
 from ...features.hosts import window_starts
 from ...units import MINUTE_NS, human_bytes
 from ..rules import model_anomaly
+from ..rules.common import when
 from .constants import ALLOWLISTED_SHARE
 from .frames import utc_ns, window_keys, window_minutes
 
@@ -74,6 +76,8 @@ def model_alerts(
     outside_of_host = (
         {} if outside is None else dict(tuple(outside.groupby("host", sort=False)))  # type: ignore[arg-type]
     )
+    attached: dict[int, str] = {}  # rule alert position -> the model note it carries
+    raised: list[Alert] = []  # model-anomaly alerts, in order of host and time
     for host, windows in flagged.sort_values(["host", "_start"]).groupby("host", sort=False):
         starts = windows["_start"].to_numpy()
         episode_of = np.concatenate([[0], np.cumsum(np.diff(starts) > gap)])
@@ -103,7 +107,8 @@ def model_alerts(
                            and alerts[k].start_ns < end and alerts[k].end_ns >= start]  # fmt: skip
             if overlapping:
                 for k in overlapping:  # one alert, both reasons
-                    alerts[k] = alerts[k].with_note(reason, model=verdict_doc)
+                    alerts[k], attached[k] = _attach(alerts[k], attached.get(k), reason,
+                                                     verdict_doc)  # fmt: skip
                 continue
             ext = (
                 None if outside is None else _between_ns(outside_of_host.get(str(host)), start, end)
@@ -115,11 +120,82 @@ def model_alerts(
                 sanctioned = sent[ext["peer_allowlisted"].to_numpy()].sum()
                 if sanctioned >= ALLOWLISTED_SHARE * max(int(sent.sum()), 1):
                     continue
-            alerts.append(
-                _anomaly_alert(str(host), episode, verdict_doc, reason, traffic, ext, start, end)
+            alert = _anomaly_alert(
+                str(host), episode, verdict_doc, reason, traffic, ext, start, end
             )
+            if raised and _same_incident(raised[-1], alert, policy):
+                raised[-1] = _grown(raised[-1], alert, policy)
+            else:
+                raised.append(alert)
+    alerts.extend(raised)
     alerts.sort(key=lambda a: a.sort_key)
     return alerts
+
+
+# Flagged episodes of one host to one outside address this close together,
+# or in one off-hours period, are one incident (issue 20, item 8): a transfer
+# every half hour through the night is one alert, not nineteen.
+SAME_INCIDENT_NS = 60 * MINUTE_NS
+
+
+def _same_incident(before: Alert, after: Alert, policy: Policy) -> bool:
+    if before.destination_ip is None or before.source_ip != after.source_ip:
+        return False
+    if before.destination_ip != after.destination_ip:
+        return False
+    if after.start_ns - before.end_ns <= SAME_INCIDENT_NS:
+        return True
+    # Off-hours all the way between them: one night (weekend, holiday), not two.
+    between = np.arange(before.end_ns, after.start_ns + 1, MINUTE_NS, dtype=np.int64)
+    return not policy.is_business_time(between).any()
+
+
+def _grown(before: Alert, after: Alert, policy: Policy) -> Alert:
+    """One model-anomaly alert for two episodes of one incident: the figures
+    added up, the span from the first to the last, the worse verdict kept."""
+    model = dict(before.evidence["model"])
+    later = after.evidence["model"]
+    transfers = int(model.get("transfers", 1)) + 1
+    worse = later if later["score"] > model["score"] else model
+    merged = {**worse, "windows": int(model["windows"]) + int(later["windows"]),
+              "transfers": transfers}  # fmt: skip
+    sent = before.source_bytes + after.source_bytes
+    start, end = min(before.start_ns, after.start_ns), max(before.end_ns, after.end_ns)
+    reason = (before.text if worse is model else after.text).split("; ", 1)[1]
+    text = (
+        f"{before.source_ip} sent {human_bytes(sent)} to {before.destination_ip} in "
+        f"{transfers} transfers ({merged['windows']} windows) {when(start, end, policy)}; "
+        f"{reason}"
+    )
+    return replace(
+        before,
+        start_ns=start,
+        end_ns=end,
+        text=text,
+        source_bytes=sent,
+        source_packets=before.source_packets + after.source_packets,
+        destination_bytes=before.destination_bytes + after.destination_bytes,
+        destination_packets=before.destination_packets + after.destination_packets,
+        evidence={**before.evidence, "model": merged},
+    )
+
+
+def _attach(
+    alert: Alert, note: str | None, reason: str, verdict_doc: dict[str, Any]
+) -> tuple[Alert, str]:
+    """The rule alert with the model's verdict: the first episode's as a note;
+    later episodes of the same alert (a night-long low-and-slow alert overlaps
+    many) count their windows in and keep the worse verdict, still one note."""
+    if note is None:
+        return alert.with_note(reason, model=verdict_doc), reason
+    model = alert.evidence["model"]
+    windows = int(model["windows"]) + int(verdict_doc["windows"])
+    if verdict_doc["score"] > model["score"]:
+        notes = tuple(reason if n == note else n for n in alert.notes)
+        doc = {**verdict_doc, "windows": windows}
+        return replace(alert, notes=notes, evidence={**alert.evidence, "model": doc}), reason
+    doc = {**model, "windows": windows}
+    return replace(alert, evidence={**alert.evidence, "model": doc}), note
 
 
 def _outside_of(traffic: HostTraffic, hosts: set[str], start: int, end: int) -> pd.DataFrame:

@@ -1,0 +1,116 @@
+"""Pieces of issue 20 ("the careful adversary") checked on hand-worked cases:
+off-hours periods, and one alert per incident when the model flags a night of
+transfers (detector/detect/model/alerts.py). The detections themselves have
+their regression captures in tests/rule_cases.py."""
+
+from __future__ import annotations
+
+import numpy as np
+from gen_traffic import at
+
+from detector.alerts.record import Alert
+from detector.detect.model.alerts import _attach, _grown, _same_incident
+from detector.detect.rules.common import off_hours_periods
+from detector.policy import parse_policy
+
+ZONE = "Asia/Taipei"
+POLICY = parse_policy(
+    """
+[site]
+timezone = "Asia/Taipei"
+
+[business_hours]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "08:30"
+end = "17:30"
+holidays = ["2026-02-16", "2026-02-17"]
+""",
+    "adversary.toml",
+)
+
+
+def _day_number(text: str) -> int:
+    return int(np.datetime64(text, "D").astype(np.int64))
+
+
+def test_off_hours_periods_run_from_one_business_day_to_the_next():
+    """Wed 2026-02-04 evening and Thu morning are one night (Thursday's number);
+    Fri 2026-02-13 evening to Wed 2026-02-18 morning (weekend, then the holidays
+    Mon 16 and Tue 17) is one period, named by Wed 18; business minutes are not
+    off-hours."""
+    times = [
+        "2026-02-04 17:30",  # Wed, first off-hours minute
+        "2026-02-05 08:29",  # Thu, last minute of the same night
+        "2026-02-05 08:30",  # Thu, business
+        "2026-02-05 17:29",  # Thu, business (last minute)
+        "2026-02-13 23:00",  # Fri night
+        "2026-02-15 12:00",  # Sun
+        "2026-02-17 12:00",  # Tue, a holiday
+        "2026-02-18 08:29",  # Wed morning
+        "2026-02-18 08:30",  # Wed, business
+    ]
+    minutes = np.array([at(t, ZONE) for t in times], dtype=np.int64)
+    off, period = off_hours_periods(POLICY, minutes)
+    assert off.tolist() == [True, True, False, False, True, True, True, True, False]
+    thu, wed18 = _day_number("2026-02-05"), _day_number("2026-02-18")
+    assert period[off].tolist() == [thu, thu, wed18, wed18, wed18, wed18]
+
+
+def _anomaly(start: str, end: str, sent: int, score: float, windows: int, to: str) -> Alert:
+    return Alert(
+        "model-anomaly",
+        "Unusual egress for this site (model)",
+        2,
+        at(start, ZONE),
+        at(end, ZONE),
+        "10.8.10.44",
+        f"10.8.10.44 sent {sent} B (most to {to}) in {windows} windows; the model finds "
+        f"this unusual (score {score})",
+        source_bytes=sent,
+        source_packets=sent // 1_000,
+        destination_ip=to,
+        direction="egress",
+        evidence={"model": {"score": score, "windows": windows, "explanation": "x"}},
+    )
+
+
+def test_transfers_of_one_night_to_one_address_are_one_incident():
+    """Episodes at 00:00-00:10 and 03:00-03:10 (Wed 2026-02-04) to one address
+    are one incident (off-hours all the way between); the same address at
+    Wed 00:00 and Wed 20:00 (business hours between) are not; a second address
+    never is."""
+    first = _anomaly("2026-02-04 00:00", "2026-02-04 00:10", 3_000_000, 0.7, 1, "203.0.113.9")
+    later = _anomaly("2026-02-04 03:00", "2026-02-04 03:10", 2_000_000, 0.8, 2, "203.0.113.9")
+    evening = _anomaly("2026-02-04 20:00", "2026-02-04 20:10", 1_000_000, 0.9, 1, "203.0.113.9")
+    other = _anomaly("2026-02-04 03:00", "2026-02-04 03:10", 2_000_000, 0.8, 1, "203.0.113.10")
+    assert _same_incident(first, later, POLICY)
+    assert not _same_incident(first, evening, POLICY)
+    assert not _same_incident(first, other, POLICY)
+    grown = _grown(first, later, POLICY)
+    assert (grown.start_ns, grown.end_ns) == (first.start_ns, later.end_ns)
+    assert grown.source_bytes == 5_000_000
+    assert grown.source_packets == 5_000
+    assert grown.evidence["model"] == {"score": 0.8, "windows": 3, "explanation": "x",
+                                       "transfers": 2}  # fmt: skip
+    assert grown.text.startswith("10.8.10.44 sent 5.0 MB to 203.0.113.9 in 2 transfers (3 windows)")
+    assert grown.text.endswith("the model finds this unusual (score 0.8)")
+    third = _grown(grown, _anomaly("2026-02-04 05:00", "2026-02-04 05:10", 1_000_000, 0.6, 1,
+                                   "203.0.113.9"), POLICY)  # fmt: skip
+    assert third.evidence["model"]["transfers"] == 3
+    assert third.evidence["model"]["windows"] == 4
+    assert third.source_bytes == 6_000_000
+
+
+def test_a_rule_alert_carries_one_model_note_however_many_episodes_overlap_it():
+    """A night-long rule alert overlapped by three flagged episodes (scores 0.6,
+    0.9, 0.7; 1, 2 and 1 windows): one note, the worst episode's reason; the
+    verdict in evidence is the worst's with all 4 windows."""
+    rule = Alert("low-and-slow-egress", "x", 3, 0, 10, "10.8.10.44", "slow upload",
+                 direction="egress")  # fmt: skip
+    note = None
+    for score, windows in [(0.6, 1), (0.9, 2), (0.7, 1)]:
+        doc = {"score": score, "windows": windows}
+        rule, note = _attach(rule, note, f"reason {score}", doc)
+    assert rule.notes == ("reason 0.9",)
+    assert rule.evidence["model"] == {"score": 0.9, "windows": 4}
+    assert rule.message == "slow upload; reason 0.9"
