@@ -8,12 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..capture import CaptureStats
 from ..outputs import replacing
 from . import write
-from .records import iter_flow_columns, largest_rows
+from .records import iter_flow_columns
 from .table import FlowTable, count_flows
 
 
@@ -42,14 +40,18 @@ def export_flows(
         started = time.perf_counter()
         table = count_flows(captures, stats_out=stats, **count_options)
         seconds = time.perf_counter() - started
-        rows = table.exported_rows()
-        _write_rows(rows, fmt, path, top)
-    return FlowExport(table, len(rows), seconds, stats)
+        try:
+            _write_table(table, fmt, path, top)
+        finally:
+            table.close()
+    return FlowExport(table, table.closed_flows, seconds, stats)
 
 
-def _write_rows(rows: np.ndarray, fmt: str, path: str | None, top: int | None) -> None:
-    if top is not None:
-        rows = largest_rows(rows, top)
+def _write_table(table: FlowTable, fmt: str, path: str | None, top: int | None) -> None:
     # Text straight into Arrow arrays for the Arrow-based writers.
-    slices = iter_flow_columns(rows, arrow_text=fmt in ("parquet", "csv"))
+    arrow_text = fmt in ("parquet", "csv")
+    if top is not None:
+        slices = iter_flow_columns(table.largest_rows(top), arrow_text=arrow_text)
+    else:
+        slices = table.column_slices(arrow_text=arrow_text)
     write.write_flows(slices, fmt, path, by_bytes=top is not None)

@@ -15,7 +15,8 @@ from .._kernels import flowtable as fk
 from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
 from ..capture.files import PayloadInspector
 from ..errors import DecodeError
-from .records import columns_to_frame, flow_columns, iter_flow_columns
+from . import spill as sp
+from .records import columns_to_frame, flow_columns, iter_flow_columns, row_slices
 
 if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (start-up time)
     import pandas as pd
@@ -43,6 +44,11 @@ class FlowTable:
     ...     table.ingest(batch)
     >>> table.flush()
     >>> flows = table.to_frame()
+
+    Closed flows beyond ``spill_rows`` (default 64 MiB of rows) are written
+    to a nameless file in ``spill_dir`` (default ``$TMPDIR``; see
+    ``detector.flows.spill``) and read back in order by ``column_slices``;
+    ``spill_rows=None`` keeps them all in memory.
     """
 
     def __init__(
@@ -51,6 +57,8 @@ class FlowTable:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         active_timeout: float = DEFAULT_ACTIVE_TIMEOUT,
         max_flows: int = DEFAULT_MAX_FLOWS,
+        spill_rows: int | None = sp.SPILL_ROWS,
+        spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if idle_timeout <= 0 or active_timeout <= 0:
             raise ValueError(
@@ -59,6 +67,8 @@ class FlowTable:
             )
         if max_flows < 16:
             raise ValueError(f"max_flows must be at least 16 (got {max_flows})")
+        if spill_rows is not None and spill_rows < 1:
+            raise ValueError(f"spill_rows must be at least 1, or None (got {spill_rows})")
         # round, not int: 1.001 s is 1001000000 ns, not 1000999999.
         self.idle_ns = round(idle_timeout * NS)
         self.active_ns = round(active_timeout * NS)
@@ -79,7 +89,11 @@ class FlowTable:
         self.export_buffer = np.empty((EXPORT_ROWS, fk.FLOW_COLUMNS), dtype=np.int64)
         self.n_export = 0
         self.kernel_params = np.array([self.idle_ns, self.active_ns, self.sweep_ns], dtype=np.int64)
-        self._done: list[np.ndarray] = []
+        self._done: list[np.ndarray] = []  # closed rows in memory, in the order closed
+        self._done_rows = 0
+        self.spill_rows = spill_rows
+        self.spill_dir = spill_dir
+        self._spill: sp.SpillFile | None = None  # closed rows before those of _done
         self.on_export: Callable[[np.ndarray], None] | None = None
 
     @staticmethod
@@ -137,6 +151,17 @@ class FlowTable:
     def memory_bytes(self) -> int:
         return int(self._flows.nbytes + self._slots.nbytes + self._free.nbytes)
 
+    @property
+    def closed_flows(self) -> int:
+        """Closed flow records kept (in memory and on disk), not counting
+        those still in the export buffer."""
+        return self._done_rows + (self._spill.rows if self._spill is not None else 0)
+
+    @property
+    def spilled_flows(self) -> int:
+        """Closed flow records written to disk."""
+        return self._spill.rows if self._spill is not None else 0
+
     # -- carrying state over ------------------------------------------------------
     def resume(self, rows: np.ndarray, latest_ns: int | None) -> None:
         """Take ``rows`` (flow rows closed as ``end`` by another table that read
@@ -144,7 +169,7 @@ class FlowTable:
         latest packet time seen (None: none): the table then counts on as the
         other one would have (detector/distributed: a part read after the parts
         before it)."""
-        if self.live_flows or self.n_export or self._done:
+        if self.live_flows or self.n_export or self.closed_flows:
             raise RuntimeError("resume: the table has already counted packets")
         n = len(rows)
         if n > self.max_flows:
@@ -169,6 +194,7 @@ class FlowTable:
         ``columns()``, ``to_frame()`` and writers work on it as usual)."""
         table = cls(**options)
         table._done = [np.ascontiguousarray(rows, dtype=np.int64)]
+        table._done_rows = len(rows)
         return table
 
     @classmethod
@@ -230,9 +256,18 @@ class FlowTable:
         if capacity < self.max_flows:
             self._grow(min(capacity * 2, self.max_flows))
             return
-        if self.export_buffer.shape[0] - self.n_export < max(capacity // 8, 1):
+        # An eighth a call, in one pass over the rows (evict_oldest), and an
+        # export buffer with room for all of it: a 3M-packet flood then takes 15
+        # calls, not 29 stopped half-way by the buffer.
+        share = max(capacity // 8, 1)
+        if self.export_buffer.shape[0] - self.n_export < share:
             self._drain()
-        self.n_export = fk.evict_oldest(self.kernel_table, self.export_buffer, self.n_export)
+            if self.export_buffer.shape[0] < share:
+                self.export_buffer = np.empty((share, fk.FLOW_COLUMNS), dtype=np.int64)
+        table = self.kernel_table
+        self.n_export = fk.evict_oldest(
+            table, fk.evict_cut(table), share, self.export_buffer, self.n_export
+        )
         self._drain()
 
     def _grow(self, capacity: int) -> None:
@@ -259,28 +294,150 @@ class FlowTable:
                 self.on_export(done)
             else:
                 self._done.append(done)
+                self._done_rows += len(done)
             self.n_export = 0
+            if self.spill_rows is not None and self._done_rows >= self.spill_rows:
+                self._write_out()
+
+    def _write_out(self) -> None:
+        """Write the closed rows in memory to the spill file as one run."""
+        if self._spill is None:
+            self._spill = sp.SpillFile(self.spill_dir)
+        rows = self._take_done()
+        self._spill.write_run(rows, self._spill.rows)
+
+    def _take_done(self) -> np.ndarray:
+        """The closed rows in memory as one array, in the order closed; the
+        chunks are let go as they are copied (np.concatenate would hold every
+        chunk and the result at once: twice the memory of the flows)."""
+        done, self._done, self._done_rows = self._done, [], 0
+        if len(done) == 1:
+            return done[0]
+        rows = np.empty((sum(len(chunk) for chunk in done), fk.FLOW_COLUMNS), dtype=np.int64)
+        at = 0
+        done.reverse()
+        while done:
+            chunk = done.pop()
+            rows[at : at + len(chunk)] = chunk
+            at += len(chunk)
+            del chunk
+        return rows
+
+    def close(self) -> None:
+        """Let go of the closed rows on disk (the file has no name: closing it,
+        or the end of the process, frees its space)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     # -- output ------------------------------------------------------------------
     def exported_rows(self) -> np.ndarray:
-        """Closed flows as raw rows (columns of ``detector._kernels.flowtable``)."""
+        """Closed flows as raw rows (columns of ``detector._kernels.flowtable``),
+        in the order they were closed, all in memory: for small uses and tests.
+        Readers of a whole capture's flows use ``row_chunks``, ``column_slices``
+        or ``largest_rows``, which hold a bounded part of them at a time."""
         self._drain()
+        if self._spill is not None:
+            rows = np.empty((self.closed_flows, fk.FLOW_COLUMNS), dtype=np.int64)
+            for index, chunk in self.indexed_row_chunks():
+                rows[index] = chunk
+            self.close()
+            self._done, self._done_rows = [rows], len(rows)
         if not self._done:
             return np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
         if len(self._done) > 1:
-            # Copy chunk by chunk, freeing each: np.concatenate would hold every
-            # chunk and the result at once (twice the memory of the flows).
-            total = sum(len(chunk) for chunk in self._done)
-            rows = np.empty((total, fk.FLOW_COLUMNS), dtype=np.int64)
-            at = 0
-            self._done.reverse()
-            while self._done:
-                chunk = self._done.pop()
-                rows[at : at + len(chunk)] = chunk
-                at += len(chunk)
-                del chunk
-            self._done = [rows]
+            rows = self._take_done()
+            self._done, self._done_rows = [rows], len(rows)
         return self._done[0]
+
+    def indexed_row_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Closed flows a bounded chunk at a time, in no particular order, each
+        with its export index (the row's place in ``exported_rows``)."""
+        self._drain()
+        at = 0
+        if self._spill is not None:
+            spill = self._spill
+            for run in spill.runs:
+                for rows, index in spill.blocks(run, sp.WRITE_ROWS):
+                    yield index, rows
+            at = spill.rows
+        for chunk in self._done:
+            yield np.arange(at, at + len(chunk), dtype=np.int64), chunk
+            at += len(chunk)
+
+    def row_chunks(self) -> Iterator[np.ndarray]:
+        """Closed flows as raw rows, a bounded chunk at a time, in no particular
+        order: for readers that keep only some (a rule's internal-to-outside
+        flows, a report's evidence)."""
+        for _, rows in self.indexed_row_chunks():
+            yield rows
+
+    def rows_where(self, keep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """The closed flows whose rows ``keep`` (rows → bool mask) selects, in
+        the order closed (as in ``exported_rows``), read a chunk at a time."""
+        kept = [(index[mask], rows[mask]) for index, rows in self.indexed_row_chunks()
+                if (mask := keep(rows)).any()]  # fmt: skip
+        if not kept:
+            return np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
+        index = np.concatenate([k[0] for k in kept])
+        rows = np.concatenate([k[1] for k in kept])
+        return rows[np.argsort(index, kind="stable")]
+
+    def count_where(self, keep: Callable[[np.ndarray], np.ndarray]) -> int:
+        """How many closed flows ``keep`` (rows → bool mask) selects."""
+        return sum(int(np.count_nonzero(keep(rows))) for rows in self.row_chunks())
+
+    def rows_with_ends(self, addresses: Iterable[tuple[int, int]]) -> np.ndarray:
+        """The closed flows with one of ``addresses`` ((hi, lo) pairs,
+        ``networks.address_pair``) at either end, in the order closed."""
+        wanted = sorted(set(addresses))
+        if not wanted:
+            return np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
+        pair = np.dtype([("hi", np.uint64), ("lo", np.uint64)])
+        targets = np.array(wanted, dtype=pair)
+
+        def either_end(rows: np.ndarray) -> np.ndarray:
+            u = rows.view(np.uint64)
+            found = np.zeros(len(rows), dtype=bool)
+            for hi_column, lo_column in ((fk.C_A_HI, fk.C_A_LO), (fk.C_B_HI, fk.C_B_LO)):
+                # By the low half first (cheap), then the pair.
+                at = np.flatnonzero(np.isin(u[:, lo_column], targets["lo"]))
+                ends = np.empty(len(at), dtype=pair)
+                ends["hi"], ends["lo"] = u[at, hi_column], u[at, lo_column]
+                found[at[np.isin(ends, targets)]] = True
+            return found
+
+        return self.rows_where(either_end)
+
+    def largest_rows(self, n: int) -> np.ndarray:
+        """The ``n`` closed flows with the most bytes (both directions), largest
+        first, ties in the order closed: ``records.largest_rows`` of
+        ``exported_rows``, kept as a running top ``n`` over the chunks."""
+        top_index = np.empty(0, dtype=np.int64)
+        top = np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
+        for index, rows in self.indexed_row_chunks():
+            index = np.concatenate([top_index, index])
+            rows = np.concatenate([top, rows])
+            size = rows[:, fk.C_DIR + fk.D_BYTES] + rows[:, fk.C_DIR + fk.DIR_WIDTH + fk.D_BYTES]
+            order = np.lexsort((index, -size))[: max(n, 0)]
+            top_index, top = index[order], rows[order]
+        return top
+
+    def sorted_row_blocks(self) -> Iterator[np.ndarray]:
+        """Closed flows as raw rows in order of first packet (ties: in the order
+        closed), a bounded block at a time."""
+        self._drain()
+        if self._spill is None:
+            rows = self.exported_rows()
+            yield rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")]
+            return
+        memory = None
+        if self._done:
+            rows = self._take_done()
+            self._done, self._done_rows = [rows], len(rows)
+            order = np.argsort(rows[:, fk.C_FIRST], kind="stable")
+            memory = (rows[order], order.astype(np.int64) + self._spill.rows)
+        yield from sp.merge(self._spill, self._spill.runs, memory)
 
     def columns(self, *, community_id: bool = True) -> dict[str, np.ndarray]:
         """Closed flows as numpy columns (``FLOW_COLUMNS_DOC``), in order of first
@@ -288,12 +445,24 @@ class FlowTable:
         return flow_columns(self.exported_rows(), community_id=community_id)
 
     def column_slices(
-        self, *, slice_flows: int = 1 << 17, community_id: bool = True
-    ) -> Iterator[dict[str, np.ndarray]]:
+        self, *, slice_flows: int = 1 << 17, community_id: bool = True, arrow_text: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """The same columns, in order of first packet, a slice at a time: what
-        writers use, so memory holds the flow rows plus one slice of columns."""
-        return iter_flow_columns(
-            self.exported_rows(), slice_flows=slice_flows, community_id=community_id
+        writers use, so memory holds the flow rows in memory (or a bounded part
+        of those on disk) plus one slice of columns. ``arrow_text``: text
+        columns as pyarrow arrays (``records.flow_columns``)."""
+        if self._spill is None:
+            return iter_flow_columns(
+                self.exported_rows(),
+                slice_flows=slice_flows,
+                community_id=community_id,
+                arrow_text=arrow_text,
+            )
+        return row_slices(
+            self.sorted_row_blocks(),
+            slice_flows=slice_flows,
+            community_id=community_id,
+            arrow_text=arrow_text,
         )
 
     def to_frame(self, *, community_id: bool = True) -> pd.DataFrame:
@@ -324,6 +493,8 @@ def count_flows(
     threads: int = 1,
     also: Sequence[BatchConsumer] = (),
     inspector: PayloadInspector | None = None,
+    spill_rows: int | None = sp.SPILL_ROWS,
+    spill_dir: str | os.PathLike[str] | None = None,
 ) -> FlowTable:
     """Read captures (one stream, in the order given) into a flow table and close
     every flow; ``table.columns()`` or ``table.to_frame()`` give the records.
@@ -335,9 +506,15 @@ def count_flows(
     ``also`` are more consumers (e.g. the per-minute activity table of a scan)
     fed every decoded batch after the flow table, so a capture is read once.
     ``inspector`` sees each batch's payload bytes as it is decoded (in the
-    decoding thread).
+    decoding thread). ``spill_rows``/``spill_dir``: as for :class:`FlowTable`.
     """
-    table = FlowTable(idle_timeout=idle_timeout, active_timeout=active_timeout, max_flows=max_flows)
+    table = FlowTable(
+        idle_timeout=idle_timeout,
+        active_timeout=active_timeout,
+        max_flows=max_flows,
+        spill_rows=spill_rows,
+        spill_dir=spill_dir,
+    )
     consumers: list[BatchConsumer] = [table, *also]
     reading = _Reading(paths, on_problem, stats_out if stats_out is not None else [], inspector)
     if threads >= 2:

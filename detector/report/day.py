@@ -27,6 +27,7 @@ from ..networks import address_pair
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..flows.table import FlowTable
     from ..pipelines.scan import ScanResult
     from ..policy import Policy
 
@@ -226,7 +227,9 @@ def build_day_report(
     alerts = [a for a in result.alerts if a.end_ns >= start_ns and a.start_ns < end_ns]
     alerts.sort(key=lambda a: a.sort_key)
     every_alert, alerts = alerts, alerts[:DETAILED_ALERTS]
-    rows = result.flows.exported_rows()
+    # The flows of these alerts' hosts only, read a chunk at a time (a flood's
+    # flows are on disk: detector/flows/spill.py).
+    rows = result.flows.rows_with_ends(address_pair(a.source_ip) for a in alerts)
     hosts = sorted({a.source_ip for a in alerts})
     hourly = _hourly_egress(external, result, hosts, start_ns, end_ns, policy)
     evidence = _evidence_flows(rows, alerts)
@@ -344,7 +347,7 @@ def build_day_report(
         top_uploaders=tuple(uploaders),
         new_hosts=tuple(new_hosts[:NEW_HOSTS_SHOWN]),
         new_hosts_total=len(new_hosts),
-        health=_health(files, rows, start_ns, end_ns, processing_seconds),
+        health=_health(files, result.flows, start_ns, end_ns, processing_seconds),
     )
 
 
@@ -552,7 +555,7 @@ def _business_hours_text(policy: Policy) -> str:
 
 def _health(
     files: Sequence[CaptureFile],
-    rows: np.ndarray,
+    table: FlowTable,
     start_ns: int,
     end_ns: int,
     processing_seconds: float,
@@ -574,10 +577,12 @@ def _health(
         gaps.append(CoverageGap(covered_until, end_ns, before, ""))
     missing = sum(min(g.end_ns, end_ns) - max(g.start_ns, start_ns) for g in gaps)
     recorded = [f.kernel_drops for f in ordered if f.kernel_drops is not None]
-    flows = 0
-    if len(rows):
+
+    def in_day(rows: np.ndarray) -> np.ndarray:
         ends = endpoint_columns(rows)
-        flows = int(np.count_nonzero((ends["first_ns"] < end_ns) & (ends["last_ns"] >= start_ns)))
+        return (ends["first_ns"] < end_ns) & (ends["last_ns"] >= start_ns)
+
+    flows = table.count_where(in_day)
     return SensorHealth(
         files=ordered,
         gaps=tuple(gaps),

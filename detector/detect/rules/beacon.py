@@ -56,19 +56,22 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
     if flows is None or ctx.facts is None:
         return []
     settings = policy.rule(DETECTION.rule_id)
-    rows = flows.exported_rows()
-    if len(rows) == 0:
-        return []
-    flow = initiator_columns(rows)
-    src_hi, src_lo, dst_hi, dst_lo = flow["src_hi"], flow["src_lo"], flow["dst_hi"], flow["dst_lo"]
-    dst_port, sent = flow["dst_port"], flow["sent"]
     ignored = np.array(sorted(settings["ignore_ports"]), dtype=np.int64)
-    keep = (policy.internal.contains(src_hi, src_lo) & policy.is_external(dst_hi, dst_lo)
-            & ~policy.allowlist_destinations.contains(dst_hi, dst_lo)
-            & ~np.isin(dst_port, ignored))  # fmt: skip
-    table = pd.DataFrame({"src_hi": src_hi[keep], "src_lo": src_lo[keep], "dst_hi": dst_hi[keep],
-                          "dst_lo": dst_lo[keep], "start": flow["first_ns"][keep],
-                          "sent": sent[keep]})  # fmt: skip
+
+    def outbound(rows: np.ndarray) -> np.ndarray:
+        flow = initiator_columns(rows)
+        dst_hi, dst_lo = flow["dst_hi"], flow["dst_lo"]
+        return (policy.internal.contains(flow["src_hi"], flow["src_lo"])
+                & policy.is_external(dst_hi, dst_lo)
+                & ~policy.allowlist_destinations.contains(dst_hi, dst_lo)
+                & ~np.isin(flow["dst_port"], ignored))  # fmt: skip
+
+    # Only internal-to-outside flows are kept, read a chunk at a time: the
+    # flows of a flood (on disk, detector/flows/spill.py) are never all in memory.
+    flow = initiator_columns(flows.rows_where(outbound))
+    table = pd.DataFrame({"src_hi": flow["src_hi"], "src_lo": flow["src_lo"],
+                          "dst_hi": flow["dst_hi"], "dst_lo": flow["dst_lo"],
+                          "start": flow["first_ns"], "sent": flow["sent"]})  # fmt: skip
     if table.empty:
         return []
     keys = ["src_hi", "src_lo", "dst_hi", "dst_lo"]
