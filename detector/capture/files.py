@@ -10,12 +10,13 @@ already been delivered.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mmap
 import os
 import stat
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
@@ -162,6 +163,8 @@ class PacketCounter(Protocol):
     def export_buffer(self) -> np.ndarray: ...
 
     def handle(self, why: int) -> None: ...
+
+    def ingest(self, batch: PacketBatch) -> None: ...
 
 
 # The table, parameters and export buffer a walker takes when it only decodes
@@ -475,7 +478,16 @@ class CaptureReader:
         keep_batches: bool = False,
         batch_supply: Callable[[], PacketBatch] | None = None,
         inspector: PayloadInspector | None = None,
+        bpf: str | None = None,
     ) -> None:
+        # A path may carry its filter (``bpf.FilteredPath``): every command's
+        # readers pass paths through unchanged.
+        bpf = bpf if bpf is not None else getattr(path, "bpf", None)
+        self.packet_filter = None
+        if bpf:
+            from .bpf import PacketFilter
+
+            self.packet_filter = PacketFilter(bpf)
         self.path = str(path)
         self.batch_supply = batch_supply
         self.inspector = inspector
@@ -564,8 +576,12 @@ class CaptureReader:
         section = np.zeros(rk.SEC_FIELDS, dtype=np.int64)
         interfaces = np.zeros((MAX_INTERFACES, rk.IF_COLUMNS), dtype=np.int64)
         counter = self.counter
-        counting = counter is not None
-        write_out = not counting or self.keep_batches
+        packet_filter = self.packet_filter
+        # With a filter, packets are decoded into a batch, filtered, and only
+        # then counted (the walker's fused counting would count them all).
+        counting = counter is not None and packet_filter is None
+        write_out = counter is None or self.keep_batches or packet_filter is not None
+        yield_batches = counter is None or self.keep_batches
         if not write_out:
             batch = PacketBatch.empty(1)  # counting alone writes no rows
         elif self.batch_supply is not None:
@@ -606,19 +622,35 @@ class CaptureReader:
                 self.position = base + pos
                 stats.disk_position = self.position if gz is None else gz.consumed
                 if write_out:
-                    if self.inspector is not None:
+                    records = RecordBuffer(
+                        buf, base, stats.format == "pcapng", linktype,
+                        interfaces[:, rk.IF_LINKTYPE],
+                    )  # fmt: skip
+                    kept = n
+                    if packet_filter is not None:
+                        # The packets that pass move to the front of the batch
+                        # (the batch itself is what a pool of batches gets back).
+                        passed = packet_filter.mask(records, batch.head(n))
+                        kept = int(np.count_nonzero(passed))
+                        if kept < n:
+                            for column in batch.arrays():
+                                column[:kept] = column[:n][passed]
+                    taken = batch.head(kept)
+                    if self.inspector is not None and kept:
                         # While the records are still in the buffer: payload
                         # bytes are not part of the batch.
-                        records = RecordBuffer(
-                            buf, base, stats.format == "pcapng", linktype,
-                            interfaces[:, rk.IF_LINKTYPE],
-                        )  # fmt: skip
-                        self.inspector.inspect(records, batch.head(n))
-                    yield batch.head(n)
-                    if self.batch_supply is not None:
-                        batch = self.batch_supply()
-                    elif not self.reuse_batch:
-                        batch = PacketBatch.empty(self.batch_packets)
+                        self.inspector.inspect(records, taken)
+                    if not yield_batches:
+                        if counter is not None and kept:
+                            counter.ingest(taken)
+                        yield stats.disk_position - done_on_disk
+                        done_on_disk = stats.disk_position
+                    elif kept:  # (none passed: the same batch is filled again)
+                        yield taken
+                        if self.batch_supply is not None:
+                            batch = self.batch_supply()
+                        elif not self.reuse_batch:
+                            batch = PacketBatch.empty(self.batch_packets)
                 else:
                     yield stats.disk_position - done_on_disk
                     done_on_disk = stats.disk_position
@@ -783,10 +815,12 @@ def read_packets(
     counter: PacketCounter | None = None,
     batch_supply: Callable[[], PacketBatch] | None = None,
     inspector: PayloadInspector | None = None,
+    bpf: str | None = None,
 ) -> Iterator[Any]:
     """Packets of several files, in the order given, as one stream of batches
     (with a ``counter``, counted into it, yielding bytes of input read; see
-    :class:`CaptureReader`).
+    :class:`CaptureReader`); with ``bpf`` (or paths that carry one,
+    ``bpf.FilteredPath``), only the packets that pass that pcap filter.
 
     Problems go to ``on_problem``; without one, the first fatal problem raises
     :class:`DecodeError` (after the good packets before it were yielded) and
@@ -801,6 +835,7 @@ def read_packets(
             counter=counter,
             batch_supply=batch_supply,
             inspector=inspector,
+            bpf=bpf,
         )
         if stats_out is not None:
             stats_out.append(reader.stats)
@@ -816,3 +851,164 @@ def read_packets(
                 on_problem(problem)
             elif problem.fatal:
                 raise DecodeError(str(problem))
+
+
+# -- many files ------------------------------------------------------------------
+
+FIRST_PACKETS = 64  # packets read to find where a file starts in time
+
+
+def capture_inputs(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    bpf: str | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> list[str]:
+    """The captures to read, as every command that reads files takes them:
+    directories expanded to the capture files under them (by content, hidden
+    names skipped), a file given twice (the same file, or the same bytes under
+    another name) kept once, with a warning, and the files put in order of
+    their first packet (as the nightly reads them), so that a flow cut across
+    two files given in reverse order is one flow. With ``bpf``, each path
+    carries that filter (``bpf.FilteredPath``). Standard input ("-") cannot
+    be looked into: with it, the files keep the order given."""
+    warn = on_warning or (lambda _message: None)
+    expanded: list[str] = []
+    empty: list[str] = []
+    for path in paths:
+        name = os.fspath(path)
+        if name != "-" and os.path.isdir(name):
+            found = list(_captures_under(name))
+            if not found:
+                empty.append(f"{name}: a directory with no capture file in it")
+            expanded.extend(found)
+        else:
+            expanded.append(name)
+    if empty and not expanded:
+        raise CaptureError(empty[0])
+    for line in empty:
+        warn(line)
+    unique = _without_repeats(expanded, warn)
+    if "-" not in unique:
+        starts = {p: _first_packet_ns(p) for p in unique}
+        ordered = sorted(
+            unique, key=lambda p: (starts[p] is None, starts[p] if starts[p] is not None else 0)
+        )
+        if ordered != unique:
+            warn(
+                "the captures are read in the order of their first packet, not as given: "
+                + ", ".join(ordered)
+            )
+        unique = ordered
+    if bpf:
+        from .bpf import FilteredPath, PacketFilter
+
+        PacketFilter(bpf)  # a bad expression is said before anything is read
+        return [FilteredPath(p, bpf) for p in unique]
+    return unique
+
+
+def overlap_warnings(stats: Sequence[CaptureStats]) -> list[str]:
+    """Files read one after the other whose packets overlap in time, and that
+    come from the same kind of interface (the same link types): the same
+    traffic captured twice, or two sensors' files mixed, would be counted
+    twice. One line each."""
+    out = []
+    previous: CaptureStats | None = None
+    for current in stats:
+        if current.first_ns is None or current.last_ns is None:
+            continue
+        if (
+            previous is not None
+            and previous.last_ns is not None
+            and current.first_ns < previous.last_ns
+            and current.linktypes == previous.linktypes
+        ):
+            overlap = (min(previous.last_ns, current.last_ns) - current.first_ns) / 1e9
+            out.append(
+                f"{previous.path} and {current.path} overlap in time by {overlap:.3f} s from "
+                "an interface of the same link type: the same traffic in both files would be "
+                "counted twice (give each file once, or each sensor's files to its own run)"
+            )
+        if previous is None or previous.last_ns is None or (current.last_ns > previous.last_ns):
+            previous = current
+    return out
+
+
+def _captures_under(directory: str) -> Iterator[str]:
+    """Capture files under ``directory`` (recursively, in name order; hidden
+    names skipped), recognised by their first bytes."""
+    for folder, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if not name.startswith(".") and os.path.isfile(path) and _looks_like_capture(path):
+                yield path
+
+
+def _looks_like_capture(path: str) -> bool:
+    try:
+        with open(path, "rb") as raw:
+            head = raw.read(4)
+            if head[:2] == GZIP_MAGIC:
+                raw.seek(0)
+                head = _GzipStream(raw).read(4)
+    except OSError:
+        return False
+    return head == PCAPNG_MAGIC or head in PCAP_MAGICS
+
+
+def _without_repeats(paths: list[str], warn: Callable[[str], None]) -> list[str]:
+    """``paths`` with each file once: the same file (device and inode) or the
+    same content (same size, same BLAKE2b of every byte) given again is left
+    out, with a warning."""
+    kept: list[str] = []
+    seen_files: dict[tuple[int, int], str] = {}
+    by_size: dict[int, list[str]] = {}
+    digests: dict[str, bytes] = {}
+    for path in paths:
+        try:
+            info = os.stat(path) if path != "-" else None
+        except OSError:
+            info = None  # the reader says what is wrong with it
+        if info is None or not stat.S_ISREG(info.st_mode):
+            kept.append(path)
+            continue
+        same = seen_files.get((info.st_dev, info.st_ino))
+        if same is None:
+            for other in by_size.get(info.st_size, []):
+                if _digest(other, digests) == _digest(path, digests):
+                    same = other
+                    break
+        if same is not None:
+            why = "the same file" if same == path else f"the same content as {same}"
+            warn(f"{path}: {why}, given again: read once")
+            continue
+        seen_files[(info.st_dev, info.st_ino)] = path
+        by_size.setdefault(info.st_size, []).append(path)
+        kept.append(path)
+    return kept
+
+
+def _digest(path: str, cache: dict[str, bytes]) -> bytes:
+    if path not in cache:
+        digest = hashlib.blake2b(digest_size=16)
+        try:
+            with open(path, "rb") as raw:
+                for block in iter(lambda: raw.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            digest.update(path.encode())  # unreadable: equal to nothing else
+        cache[path] = digest.digest()
+    return cache[path]
+
+
+def _first_packet_ns(path: str) -> int | None:
+    """The earliest time among the first packets of ``path`` (None: no packet,
+    or it cannot be read; the reader says why when it is read)."""
+    try:
+        for batch in CaptureReader(path, batch_packets=FIRST_PACKETS, buffer_bytes=1 << 20):
+            return int(batch.ts_ns.min()) if len(batch) else None
+    except (CaptureError, OSError):
+        return None
+    return None

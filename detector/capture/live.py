@@ -196,7 +196,7 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> byte
     out = bytearray()
     for i in range(program.bf_len):
         insn = program.bf_insns[i]
-        k = insn.k
+        k = insn.k & 0xFFFFFFFF  # scapy gives k signed: "ether broadcast" has -1
         if insn.code == BPF_RET_K and k != 0:
             k = min(k, keep) if snaplen else max(k, keep)
         out += struct.pack("HBBI", insn.code, insn.jt, insn.jf, k)

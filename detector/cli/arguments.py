@@ -112,9 +112,39 @@ def add_captures(parser: argparse.ArgumentParser) -> None:
         "captures",
         nargs="+",
         metavar="CAPTURE",
-        help="pcap or pcapng files, optionally gzip-compressed; rotated files in time "
-        "order; - reads a pcap stream from standard input",
+        help="pcap or pcapng files, optionally gzip-compressed, or directories of them; read "
+        "in order of their first packet, a file given twice once; - reads a pcap stream from "
+        "standard input",
     )
+
+
+def add_bpf(parser: argparse.ArgumentParser) -> None:
+    """--bpf EXPR for capture files (flows, scan, carve)."""
+    parser.add_argument(
+        "--bpf",
+        metavar="EXPR",
+        help="read only the packets that pass this pcap filter (tcpdump's syntax, e.g. "
+        "'not port 22' or 'host 10.8.40.31'; compiled by libpcap)",
+    )
+
+
+def read_in_order(args: argparse.Namespace) -> list[str]:
+    """The command's captures as they are read: directories expanded, a file
+    given twice read once, files in order of their first packet, each with the
+    --bpf filter (warnings said on stderr)."""
+    from ..capture import capture_inputs
+
+    return capture_inputs(
+        args.captures, bpf=getattr(args, "bpf", None), on_warning=lambda m: say(f"warning: {m}")
+    )
+
+
+def say_overlaps(stats: Sequence[Any]) -> None:
+    """A warning for each two files read that overlap in time."""
+    from ..capture import overlap_warnings
+
+    for line in overlap_warnings(stats):
+        say(f"warning: {line}")
 
 
 def add_output(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .arguments import add_command, add_quiet
+from .arguments import add_bpf, add_command, add_quiet, read_in_order, say_overlaps
 from .console import ExitStatus, Problems, progress, say, say_compiling
 
 CARVE_EPILOG = """examples:
@@ -31,7 +31,8 @@ What is carved is whole flows: every packet of each chosen flow, both
 directions, later IP fragments with their first one, in capture order, with
 their original times and link types (pcapng when the output is named .pcapng
 or the packets have several link types; pcap otherwise). Files are read in the
-order given (give rotated files in time order).
+order of their first packet, whatever the order given; with --bpf EXPR only
+the packets that pass the filter are read.
 
 exit codes:
   0  done (the file is written, even when no packet was chosen: it then holds none)
@@ -55,8 +56,10 @@ def add_carve_parser(commands: Any) -> None:
         "captures",
         nargs="+",
         metavar="CAPTURE",
-        help="pcap or pcapng files, optionally gzip-compressed (the same ones scan read)",
+        help="pcap or pcapng files, optionally gzip-compressed, or directories of them (the "
+        "same ones scan read); read in order of their first packet, a file given twice once",
     )
+    add_bpf(carve)
     which = carve.add_mutually_exclusive_group(required=True)
     which.add_argument("--community-id", metavar="ID", help="the flow(s) of this Community ID v1")
     which.add_argument(
@@ -146,16 +149,18 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
             except ValueError:
                 say(f"{name} {address!r}: not an IP address")
                 return ExitStatus.USAGE
+    captures = read_in_order(args)
     say_compiling(30, quiet=args.quiet)
     problems = Problems()
     done = carve(
-        args.captures,
+        captures,
         selection,
         args.output,
         headers_only=args.headers_only,
         on_problem=problems,
-        progress=lambda b: progress(b, args.captures, not args.quiet),
+        progress=lambda b: progress(b, captures, not args.quiet),
     )
+    say_overlaps(done.stats)
     if not args.quiet:
         packets = sum(s.packets for s in done.stats)
         say(

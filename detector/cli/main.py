@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import DetectorError
 from .arguments import (
+    add_bpf,
     add_captures,
     add_command,
     add_delivery,
@@ -25,6 +26,8 @@ from .arguments import (
     delivery_problem,
     model_of,
     model_pin_alone,
+    read_in_order,
+    say_overlaps,
     senders_of,
 )
 from .console import (
@@ -137,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=FLOWS_EPILOG,
     )
     add_captures(flows)
+    add_bpf(flows)
     add_output(
         flows,
         output="write to FILE; the format follows the extension (.parquet, .csv, .jsonl) unless "
@@ -176,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SCAN_EPILOG,
     )
     add_captures(scan)
+    add_bpf(scan)
     scan.add_argument(
         "--policy",
         metavar="FILE",
@@ -277,12 +282,13 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     if fmt == "parquet" and not args.output:
         say("Parquet output needs a file: add -o FILE.parquet")
         return ExitStatus.USAGE
+    args.captures = captures = read_in_order(args)
     if _none_readable(args.captures):
         return ExitStatus.UNREADABLE
     say_compiling(30, quiet=args.quiet)
     problems = Problems()
     done = export_flows(
-        args.captures,
+        captures,
         fmt,
         args.output,
         top=args.top,
@@ -293,8 +299,9 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         # measured (benchmarks/README.md), and keeps the second core free.
         threads=args.threads if args.threads is not None else 1,
         on_problem=problems,
-        progress=lambda b: progress(b, args.captures, not args.quiet),
+        progress=lambda b: progress(b, captures, not args.quiet),
     )
+    say_overlaps(done.stats)
     if not args.quiet:
         packets = sum(s.packets for s in done.stats)
         wire = sum(s.wire_bytes for s in done.stats)
@@ -306,7 +313,9 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
             f"({rate / 1e6:.2f} M packets/s)"
         )
         if skipped:
-            line += f"; {skipped:,} packets carried no IP and are in no flow"
+            line += f"; {skipped:,} packets carried no IP and are in no flow" + (
+                " (or did not pass --bpf)" if args.bpf else ""
+            )
         if done.table.evicted_flows:
             line += (
                 f"; {done.table.evicted_flows:,} flows closed early because the table was "
@@ -329,6 +338,10 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     ):  # fmt: skip
         say(f"--features-out {args.features_out}: use a .parquet (or .csv) file name")
         return ExitStatus.USAGE
+    if args.bpf and (args.workers or args.scheduler):
+        say("--bpf is not yet taken with --workers or --scheduler: count in this process")
+        return ExitStatus.USAGE
+    args.captures = read_in_order(args)
     if _none_readable(args.captures):
         return ExitStatus.UNREADABLE
     # Collectors are reached (a TLS certificate checked) before the captures are read.
@@ -349,6 +362,7 @@ def _scan_and_send(
     from ..pipelines.commands import scan_to_files
     from ..units import human_bytes
 
+    captures = args.captures
     say_compiling(45, quiet=args.quiet)
     problems = Problems()
     stats: list[CaptureStats] = []
@@ -356,7 +370,7 @@ def _scan_and_send(
     started = time.perf_counter()
     created = time.time_ns()  # ECS event.created, the same in the file and what is sent
     result = scan_to_files(
-        args.captures,
+        captures,
         policy,
         alerts_format=alert_format(args.format, args.output),
         alerts_out=args.output,
@@ -369,10 +383,11 @@ def _scan_and_send(
         model=model,
         on_problem=problems,
         stats_out=stats,
-        progress=lambda b: progress(b, args.captures, not args.quiet),
+        progress=lambda b: progress(b, captures, not args.quiet),
         created_ns=created,
         suppressed_out=held,
     )
+    say_overlaps(stats)
     if not args.quiet:
         elapsed = time.perf_counter() - started
         packets = sum(s.packets for s in stats)
