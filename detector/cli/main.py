@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .carve import add_carve_parser
 
     add_carve_parser(commands)
+    from .timeline import add_timeline_parser
+
+    add_timeline_parser(commands)
     return parser
 
 
@@ -485,6 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .carve import run_carve
 
             return run_carve(args)
+        if args.command == "timeline":
+            from .timeline import run_timeline
+
+            return run_timeline(args)
     except DetectorError as exc:
         if args.traceback:
             raise
