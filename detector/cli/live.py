@@ -42,7 +42,7 @@ LIVE_EPILOG = """examples:
   egress-detector live -i eth1 --policy site.toml --jsonl /var/log/egress/alerts.jsonl
       a table on stdout for the person watching, JSON lines for the SIEM
   tcpdump -i eth1 -w - | egress-detector live -r - --policy site.toml
-      a remote sensor's pcap stream on standard input (pcap or pcapng, not gzip)
+      a remote sensor's pcap stream on standard input (pcap or pcapng, gzip too)
 
 alerts are raised at the end of every feature window (policy
 features.window_minutes, aligned in local time; --report-every for another
@@ -51,10 +51,16 @@ clock, also when traffic stops. Every few seconds the kernel's drop counter is
 read: drops raise sensor-drops, and drops outside business hours when the policy
 has isolated networks raise sensor-blind (the sensor cannot vouch for that
 time). SIGINT/SIGTERM: finish (flush flows, final alerts) and exit 0; SIGHUP:
-reload the policy file and the --model file (one that fails to load, or with
---model-sha256 has another SHA-256, leaves the old one in place, said in one
-line). A bounded run (--duration, --max-packets, the end of a stream) exits as
-scan does: 1 when alerts were raised.
+reopen -o and --jsonl (after logrotate renamed them), then reload the policy
+file and the --model file (one that fails to load, or with --model-sha256 has
+another SHA-256, leaves the old one in place, said in one line). A bounded run
+(--duration, --max-packets, the end of a stream) exits as scan does: 1 when
+alerts were raised.
+
+as a service (docs/systemd/egress-detector-live.service, docs/live.md): under
+systemd's Type=notify it says READY once the ring is open and feeds the
+watchdog while capture goes round; without a terminal a status line goes to
+stderr (the journal) every --status-every minutes.
 
 backends: ring (default): AF_PACKET TPACKET_V3 memory-mapped ring, decoded in
 place, millions of packets/s. scapy: portable and SLOW (tens of thousands of
