@@ -148,6 +148,6 @@ connections (`egress.longest_seconds`, `egress.cumulative_seconds`,
             15,
             "A connection silent for longer than this has ended; the next packet starts another.",
         ),
-    ),  # fmt: skip
+    ),
     check=check_long_connection,
 )

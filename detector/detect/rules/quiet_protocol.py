@@ -145,16 +145,32 @@ a tunnel with short labels is still seen.""",
         "server pinging many hosts: list them in `exempt`."
     ),
     settings=(
-        Setting("icmp_min_bytes", BYTES, 1_000_000,
-                "ICMP/ICMPv6 bytes a host must send to outside addresses …"),
-        Setting("dns_min_bytes", BYTES, 1_000_000,
-                "DNS bytes (to port 53 of any address) a host must send …"),
-        Setting("ntp_min_bytes", BYTES, 100_000,
-                "NTP bytes (to udp/123 of outside addresses) a host must send …"),
+        Setting(
+            "icmp_min_bytes",
+            BYTES,
+            1_000_000,
+            "ICMP/ICMPv6 bytes a host must send to outside addresses …",
+        ),
+        Setting(
+            "dns_min_bytes",
+            BYTES,
+            1_000_000,
+            "DNS bytes (to port 53 of any address) a host must send …",
+        ),
+        Setting(
+            "ntp_min_bytes",
+            BYTES,
+            100_000,
+            "NTP bytes (to udp/123 of outside addresses) a host must send …",
+        ),
         Setting("span_minutes", MINUTES, 60, "… within this many minutes."),
-        Setting("exempt", Networks(), (),
-                "Hosts whose job it is (resolvers, NTP servers, monitoring): never reported."),
-    ),  # fmt: skip
+        Setting(
+            "exempt",
+            Networks(),
+            (),
+            "Hosts whose job it is (resolvers, NTP servers, monitoring): never reported.",
+        ),
+    ),
     policy_example="""\
 [rules.quiet-protocol-volume]
 dns_min_bytes = 2_000_000

@@ -115,8 +115,7 @@ DETECTION = Detection(
     rule_id="spread-egress",
     title="Upload spread over many new outside addresses",
     severity=3,
-    catches="≥ 10 MB to ≥ 4 outside addresses new to the host (≥ 500 kB each) within "
-    "30 minutes",
+    catches="≥ 10 MB to ≥ 4 outside addresses new to the host (≥ 500 kB each) within 30 minutes",
     why_it_matters=(
         "One upload was split over many outside addresses the computer had never used, "
         "so that no single destination looks large: someone avoiding per-destination "
@@ -143,16 +142,25 @@ addresses. Consecutive spans are one alert.""",
         "service belongs in `allowlist.domains` or `allowlist.destinations`."
     ),
     settings=(
-        Setting("min_bytes", BYTES, 10_000_000,
-                "Bytes a host must send in all to new outside addresses …"),
+        Setting(
+            "min_bytes",
+            BYTES,
+            10_000_000,
+            "Bytes a host must send in all to new outside addresses …",
+        ),
         Setting("min_destinations", COUNT, 4, "… spread over at least this many of them …"),
-        Setting("min_bytes_each", BYTES, 500_000,
-                "… each of which received at least this many bytes …"),
+        Setting(
+            "min_bytes_each", BYTES, 500_000, "… each of which received at least this many bytes …"
+        ),
         Setting("span_minutes", MINUTES, 30, "… within this many minutes."),
-        Setting("new_for_hours", HOURS, 24,
-                "An outside address is new to a host for this many hours after the first "
-                "packet between them."),
-    ),  # fmt: skip
+        Setting(
+            "new_for_hours",
+            HOURS,
+            24,
+            "An outside address is new to a host for this many hours after the first "
+            "packet between them.",
+        ),
+    ),
     policy_example="""\
 [rules.spread-egress]
 min_bytes = 5_000_000
