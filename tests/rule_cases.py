@@ -240,12 +240,10 @@ def offhours_50mb_at_night(d: Path) -> list[Path]:
     return _pcap(d, "offhours_50mb_at_night", _upload(seg, NIGHT, EVERY_600MS, 50_000_000))
 
 
-@case("offhours-bulk-egress", NEAR_MISS, others=("low-and-slow-egress",))
+@case("offhours-bulk-egress", NEAR_MISS)
 def offhours_one_byte_under_at_night(d: Path) -> list[Path]:
     """The same night upload one byte short: 999 x 50,000 + 49,999 =
-    49,999,999 bytes. No alert of this rule; low-and-slow-egress reports it
-    (over 20 MB to one outside address in one night), so stepping just under
-    the threshold does not hide it."""
+    49,999,999 bytes. No alert."""
     seg = tcp4(PC, OUT, 49152, 443, "A")
     packets = _upload(seg, NIGHT, EVERY_600MS, 49_999_999)
     return _pcap(d, "offhours_one_byte_under_at_night", packets)
@@ -579,50 +577,61 @@ SLOW_OUT = "203.0.113.77"  # a new outside address
 
 def _slow(frame: bytes, last_transfer: int) -> list[Packet]:
     """8 transfers from 10.8.10.44, one every 30 minutes from Wed 00:00:00 to
-    03:30:00, each 50 frames of 50,000 bytes (2,500,000 bytes) one every 0.6 s,
+    03:30:00, each 25 frames of 50,000 bytes (1,250,000 bytes) one every 0.6 s,
     the last ``last_transfer`` bytes."""
     packets: list[Packet] = []
     for k in range(8):
-        total = 2_500_000 if k < 7 else last_transfer
+        total = 1_250_000 if k < 7 else last_transfer
         packets += _upload(frame, SLOW_FROM + k * HALF_HOUR, EVERY_600MS, total)
     return packets
 
 
 @case("low-and-slow-egress", FIRE, alerts=(
     Expect("low-and-slow-egress", PC, SLOW_OUT, {
-        "source_bytes": 20_000_000, "source_packets": 400, "destination_port": 443,
+        "source_bytes": 10_000_000, "source_packets": 200, "destination_port": 443,
         "transport": "udp", "start_ns": SLOW_FROM,
-        "end_ns": SLOW_FROM + 7 * HALF_HOUR + 49 * EVERY_600MS, "severity": 3},
-        {"threshold_bytes": 20_000_000, "transfers": 8, "span_minutes": 210,
-         "largest_transfer_bytes": 2_500_000,
+        "end_ns": SLOW_FROM + 7 * HALF_HOUR + 24 * EVERY_600MS, "severity": 3},
+        {"threshold_bytes": 10_000_000, "transfers": 8, "span_minutes": 210,
+         "largest_transfer_bytes": 1_250_000,
          "transfer_starts": ["00:00", "00:30", "01:00", "01:30", "02:00", "02:30", "03:00",
                              "03:30"]}),
 ))  # fmt: skip
 def slow_udp443_through_the_night(d: Path) -> list[Path]:
-    """10.8.10.44 sends 8 x 2,500,000 = 20,000,000 bytes (exactly ``min_bytes``)
-    over UDP (QUIC's udp/443) to 203.0.113.77, one transfer of 50 frames every
-    30 minutes from Wed 00:00:00 to 03:30:29.4 (= 03:30 + 49 x 0.6 s). No 60
-    minutes hold more than 5,000,000 bytes (offhours-bulk-egress needs 50 MB);
-    no silence is 15 minutes or less, so there is no long connection either."""
+    """10.8.10.44 sends 8 x 1,250,000 = 10,000,000 bytes (exactly ``min_bytes``)
+    over UDP (QUIC's udp/443) to 203.0.113.77, one transfer of 25 frames every
+    30 minutes from Wed 00:00:00 to 03:30:14.4 (= 03:30 + 24 x 0.6 s): 8
+    transfers (``min_transfers`` 2), nothing received. No 60 minutes hold more
+    than 2,500,000 bytes (offhours-bulk-egress needs 50 MB); every silence is
+    longer than 15 minutes, so there is no long connection either."""
     frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
-    return _pcap(d, "slow_udp443_through_the_night", _slow(frame, 2_500_000))
+    return _pcap(d, "slow_udp443_through_the_night", _slow(frame, 1_250_000))
 
 
 @case("low-and-slow-egress", NEAR_MISS)
 def slow_upload_one_byte_under(d: Path) -> list[Path]:
-    """The same night with the last transfer one byte short: 7 x 2,500,000 +
-    2,499,999 = 19,999,999 bytes. No alert."""
+    """The same night with the last transfer one byte short: 7 x 1,250,000 +
+    1,249,999 = 9,999,999 bytes. No alert."""
     frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
-    return _pcap(d, "slow_upload_one_byte_under", _slow(frame, 2_499_999))
+    return _pcap(d, "slow_upload_one_byte_under", _slow(frame, 1_249_999))
 
 
 @case("low-and-slow-egress", NEAR_MISS)
 def slow_upload_in_business_hours(d: Path) -> list[Path]:
-    """The same 20,000,000 bytes from Wed 09:00:00 to 12:30:29.4: business hours. No alert."""
+    """The same 10,000,000 bytes from Wed 09:00:00 to 12:30:14.4: business hours. No alert."""
     frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
     shift = _local("2026-02-04 09:00") - SLOW_FROM
-    packets = [(t + shift, f, w) for t, f, w in _slow(frame, 2_500_000)]
+    packets = [(t + shift, f, w) for t, f, w in _slow(frame, 1_250_000)]
     return _pcap(d, "slow_upload_in_business_hours", packets)
+
+
+@case("low-and-slow-egress", NEAR_MISS)
+def slow_upload_in_one_transfer(d: Path) -> list[Path]:
+    """The same 10,000,000 bytes to 203.0.113.77 in one go, 200 frames one every
+    0.6 s from Wed 00:00:00 (to 00:01:59.4): one transfer, under
+    ``min_transfers`` (2), and under offhours-bulk-egress's 50 MB. No alert."""
+    frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
+    return _pcap(d, "slow_upload_in_one_transfer",
+                 _upload(frame, SLOW_FROM, EVERY_600MS, 10_000_000))  # fmt: skip
 
 
 # == spread-egress =========================================================================

@@ -72,6 +72,9 @@ def model_alerts(
     by_host: dict[str, list[int]] = {}  # positions in ``alerts``
     for position, alert in enumerate(alerts):
         by_host.setdefault(alert.source_ip, []).append(position)
+        chain = alert.evidence.get("chain")  # pivot-chain: the bridge's upload is its too
+        if isinstance(chain, list) and len(chain) == 3:
+            by_host.setdefault(str(chain[1]), []).append(position)
     gap = minutes * MINUTE_NS
     outside_of_host = (
         {} if outside is None else dict(tuple(outside.groupby("host", sort=False)))  # type: ignore[arg-type]

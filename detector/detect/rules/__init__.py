@@ -75,7 +75,7 @@ def _run(ctx: ScanContext, stage: str) -> list[Alert]:
 def run_rules(ctx: ScanContext) -> list[Alert]:
     """Every enabled rule over host traffic, alerts worst first (a chain's first
     leg folded into the chain's alert: one incident, one alert)."""
-    alerts = pivot_chain.fold_first_legs(_run(ctx, TRAFFIC))
+    alerts = pivot_chain.fold_legs(_run(ctx, TRAFFIC))
     alerts.sort(key=lambda a: a.sort_key)
     return alerts
 

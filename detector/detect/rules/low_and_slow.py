@@ -10,7 +10,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, Detection, Setting
+from ..declare import BYTES, COUNT, Detection, Setting
 from . import offhours_bulk_egress
 from .common import (
     conversation,
@@ -32,12 +32,9 @@ def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
     threshold = int(settings["min_bytes"])
+    min_transfers = int(settings["min_transfers"])
     f = ctx.traffic.frame
-    sel = f[
-        f["peer_external"].to_numpy()
-        & ~f["peer_allowlisted"].to_numpy()
-        & (f["bytes_out"].to_numpy() > 0)
-    ]
+    sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
     if sel.empty:
         return []
     unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
@@ -47,8 +44,12 @@ def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
     if sel.empty:
         return []
     key = ["host_id", "peer_id", "period"]
-    totals = sel.groupby(key, sort=False)["bytes_out"].transform("sum").to_numpy()
-    sel = sel[totals >= threshold]
+    grouped = sel.groupby(key, sort=False)
+    sent = grouped["bytes_out"].transform("sum").to_numpy()
+    received = grouped["bytes_in"].transform("sum").to_numpy()
+    # An upload: more out than in. A call or a remote desktop session moves
+    # as much each way and is not what this rule is about.
+    sel = sel[(sent >= threshold) & (sent > received) & (sel["bytes_out"].to_numpy() > 0)]
     bulk = ctx.policy.rule(offhours_bulk_egress.DETECTION.rule_id)
     if bulk.enabled and not sel.empty:
         # What offhours-bulk-egress reports already (this destination alone
@@ -65,8 +66,10 @@ def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
         runs = minute_runs(minutes, ctx.gap_ns)
         per_transfer = np.bincount(runs, weights=per_minute.to_numpy()).astype(np.int64)
         starts = minutes[np.flatnonzero(np.diff(runs, prepend=-1))]
-        conv = conversation(ctx, host, peer, rows)
         transfers = len(per_transfer)
+        if transfers < min_transfers:
+            continue
+        conv = conversation(ctx, host, peer, rows)
         span_minutes = int((conv.end_ns - conv.start_ns) // MINUTE_NS)
         evidence = {
             "threshold_bytes": threshold,
@@ -96,8 +99,8 @@ DETECTION = Detection(
     rule_id="low-and-slow-egress",
     title="Upload accumulated over a night to one outside address",
     severity=3,
-    catches="≥ 20 MB to one non-allowlisted outside address over one off-hours period "
-    "(a night, a weekend, a holiday), however slowly",
+    catches="≥ 10 MB in ≥ 2 transfers to one non-allowlisted outside address over one "
+    "off-hours period (a night, a weekend, a holiday), however slowly",
     why_it_matters=(
         "A computer kept sending to one outside address while nobody should be working, "
         "in pieces small enough to pass an hourly threshold: the shape of a careful leak. "
@@ -110,9 +113,13 @@ never 50 MB within an hour. This rule adds up what each host sent to each
 **non-allowlisted outside** address over a whole **off-hours period**: from
 the end of one business day to the start of the next, so a night, a weekend
 (Friday evening to Monday morning) or a holiday run is one period. It fires
-when one destination received at least `min_bytes` (default 20 000 000) in
-one period, whatever the spacing and whatever the protocol (TCP, UDP such as
-QUIC on udp/443, ICMP: every protocol's bytes count).
+when one destination received at least `min_bytes` (default 10 000 000) in
+one period, in at least `min_transfers` (default 2) transfers, and more than
+the host received from it (an upload; a call or a remote session moves as
+much each way), whatever the spacing and whatever the protocol (TCP, UDP
+such as QUIC on udp/443, ICMP: every protocol's bytes count). One upload
+below `offhours-bulk-egress`'s threshold is that rule's business, not this
+one's (`min_transfers = 1` makes it this one's too).
 
 One alert per (host, destination, period), however many transfers: it gives
 the total, the span (start and end), the number of transfers (bursts more
@@ -129,13 +136,21 @@ tells the incident and this one is not raised.""",
         Setting(
             "min_bytes",
             BYTES,
-            20_000_000,
+            10_000_000,
             "Bytes one host must send to one non-allowlisted outside address within "
-            "one off-hours period (night, weekend, holiday).",
+            "one off-hours period (night, weekend, holiday) …",
+        ),
+        Setting(
+            "min_transfers",
+            COUNT,
+            2,
+            "… in at least this many transfers (bursts more than one feature window "
+            "apart); `1` counts a single upload too.",
         ),
     ),
     policy_example="""\
 [rules.low-and-slow-egress]
-min_bytes = 10_000_000   # 10 MB to one outside address over a night""",
+min_bytes = 5_000_000   # 5 MB to one outside address over a night
+min_transfers = 1       # a single upload counts too""",
     check=check_low_and_slow,
 )

@@ -113,34 +113,43 @@ def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
     return limit_per_host(alerts, rule)
 
 
-def fold_first_legs(alerts: list[Alert]) -> list[Alert]:
-    """One incident, one alert: an ``isolated-egress`` alert about the first leg
-    of a chain (same isolated host and bridge, overlapping in time) becomes a
-    note on the chain's alert instead of an alert of its own."""
+def fold_legs(alerts: list[Alert]) -> list[Alert]:
+    """One incident, one alert: another rule's alert about a leg of a chain
+    (the isolated host and the bridge, as ``isolated-egress`` reports the
+    first leg; the bridge and an outside address of the second leg, as a
+    volume rule may report it), overlapping the chain in time, becomes a note
+    on the chain's alert instead of an alert of its own."""
     chains = [a for a in alerts if a.rule_id == DETECTION.rule_id]
     if not chains:
         return alerts
     kept: list[Alert] = []
     notes: dict[int, list[Alert]] = {}
     for alert in alerts:
-        if alert.rule_id == isolated_egress.DETECTION.rule_id:
-            for k, chain in enumerate(chains):
-                # isolated-egress names the side that opened the connection as source.
-                pair = {chain.source_ip, chain.evidence["chain"][1]}
-                overlaps = alert.start_ns <= chain.end_ns and alert.end_ns >= chain.start_ns
-                if {alert.source_ip, alert.destination_ip} == pair and overlaps:
-                    notes.setdefault(k, []).append(alert)
-                    break
-            else:
-                kept.append(alert)
-        elif alert.rule_id != DETECTION.rule_id:
+        if alert.rule_id == DETECTION.rule_id:
+            continue
+        for k, chain in enumerate(chains):
+            if _is_leg(alert, chain):
+                notes.setdefault(k, []).append(alert)
+                break
+        else:
             kept.append(alert)
     for k, chain in enumerate(chains):
         for leg in notes.get(k, []):
-            chain = chain.with_note(f"first leg, as isolated-egress: {leg.message}")
+            chain = chain.with_note(f"as {leg.rule_id}: {leg.message}")
             chain = replace(chain, severity=max(chain.severity, leg.severity))
         kept.append(chain)
     return kept
+
+
+def _is_leg(alert: Alert, chain: Alert) -> bool:
+    if alert.start_ns > chain.end_ns or alert.end_ns < chain.start_ns:
+        return False
+    isolated, bridge, _ = chain.evidence["chain"]
+    # isolated-egress names the side that opened the connection as source.
+    if {alert.source_ip, alert.destination_ip} == {isolated, bridge}:
+        return alert.rule_id == isolated_egress.DETECTION.rule_id
+    outside = {d["ip"] for d in chain.evidence["second_leg"]["destinations"]}
+    return alert.source_ip == bridge and alert.destination_ip in outside
 
 
 DETECTION = Detection(
@@ -168,8 +177,11 @@ One alert for the chain, from the isolated host (`source.ip`) to the outside
 address that received most (`destination.ip`), with both legs in
 `egress.chain` (isolated, bridge, outside), `egress.first_leg` and
 `egress.second_leg` (bytes, packets, local start and end, destinations). The
-first leg's `isolated-egress` alert is folded into it as a note (one
-incident, one alert); the chain takes the higher severity.""",
+first leg's `isolated-egress` alert, and any other rule's alert about the
+second leg (the bridge and one of those outside addresses, say
+`low-and-slow-egress`), are folded into it as notes (one incident, one
+alert); the chain takes the highest severity. With `scan --model`, the
+model's verdict on the bridge host's upload is attached to the chain.""",
     false_positives=(
         "an internal server that both serves the isolated segment (say, updates) and "
         "uploads to the internet at the same hours: allowlist its outside destination."
