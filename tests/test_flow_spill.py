@@ -113,11 +113,11 @@ def test_merge_orders_ties_by_the_order_closed(monkeypatch, tmp_path):
     spill = sp.SpillFile(tmp_path)
     cuts = [0, 1, 2, 300, 301, 900, 1400, 1990]
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        spill.write_run(rows[start:stop], start)
+        spill.write_run([rows[start:stop]], start, wait=start % 2 == 0)
     tail = rows[1990:]
     tail_order = np.argsort(tail[:, fk.C_FIRST], kind="stable")
     merged = np.concatenate(
-        list(sp.merge(spill, spill.runs, (tail[tail_order], tail_order + 1990)))
+        list(sp.merge(spill, spill.written_runs(), (tail[tail_order], tail_order + 1990)))
     )
     assert np.array_equal(merged, rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")])
     spill.close()

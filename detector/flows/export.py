@@ -40,11 +40,12 @@ def export_flows(
         started = time.perf_counter()
         table = count_flows(captures, stats_out=stats, **count_options)
         seconds = time.perf_counter() - started
+        flows = table.closed_flows
         try:
             _write_table(table, fmt, path, top)
         finally:
             table.close()
-    return FlowExport(table, table.closed_flows, seconds, stats)
+    return FlowExport(table, flows, seconds, stats)
 
 
 def _write_table(table: FlowTable, fmt: str, path: str | None, top: int | None) -> None:

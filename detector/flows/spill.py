@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,12 @@ class Run:
 
 class SpillFile:
     """Runs of closed flow rows in one nameless file in ``directory`` (default:
-    the system's temporary directory, ``$TMPDIR``)."""
+    the system's temporary directory, ``$TMPDIR``).
+
+    A run is sorted and written by a thread of its own while the table counts
+    on (writing 64 MiB took 0.2-0.3 s on the test machine's disk: a sixth of
+    counting a 3M-packet flood when done in line); one run at most is being
+    written while the next fills, and readers wait for it."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = os.fspath(directory) if directory is not None else tempfile.gettempdir()
@@ -61,7 +67,9 @@ class SpillFile:
             raise self._error("cannot make a file", exc) from None
         self.size = 0
         self.runs: list[Run] = []
-        self.rows = 0
+        self.rows = 0  # rows handed over (written, or being written)
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def _error(self, what: str, exc: OSError) -> DetectorError:
         return DetectorError(
@@ -69,9 +77,28 @@ class SpillFile:
             f"{exc.strerror or exc} (set TMPDIR to a directory with room)"
         )
 
-    def write_run(self, rows: np.ndarray, first_index: int) -> None:
-        """Write ``rows`` (closed in this order, export indexes from
-        ``first_index``) as a run sorted by output order."""
+    def write_run(self, chunks: list[np.ndarray], first_index: int, *, wait: bool = False) -> None:
+        """Write the rows of ``chunks`` (closed in this order, export indexes
+        from ``first_index``) as a run sorted by output order; in the
+        background unless ``wait``. The chunks are the file's to let go of."""
+        self.wait()
+        self.rows += sum(len(chunk) for chunk in chunks)
+        if wait:
+            self._write_run(chunks, first_index)
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="flow-spill")
+        self._pending = self._writer.submit(self._write_run, chunks, first_index)
+
+    def wait(self) -> None:
+        """Wait for the run being written; its error, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _write_run(self, chunks: list[np.ndarray], first_index: int) -> None:
+        rows = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        chunks.clear()
         order = np.argsort(rows[:, fk.C_FIRST], kind="stable")
         run = Run(self.size, len(rows))
         try:
@@ -81,7 +108,6 @@ class SpillFile:
         except OSError as exc:
             raise self._error("cannot write", exc) from None
         self.runs.append(run)
-        self.rows += run.n
 
     def _write(self, values: np.ndarray) -> None:
         view = np.ascontiguousarray(values).data.cast("B")
@@ -92,6 +118,7 @@ class SpillFile:
 
     def read(self, run: Run, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:stop`` of ``run`` and their export indexes."""
+        self.wait()
         n = stop - start
         rows = np.empty((n, fk.FLOW_COLUMNS), dtype=np.int64)
         index = np.empty(n, dtype=np.int64)
@@ -111,13 +138,23 @@ class SpillFile:
             offset += got
             view = view[got:]
 
+    def written_runs(self) -> list[Run]:
+        """Every run, once the one being written is done."""
+        self.wait()
+        return list(self.runs)
+
     def blocks(self, run: Run, block: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``run`` ``block`` rows at a time (rows, export indexes), in output order."""
         for start in range(0, run.n, block):
             yield self.read(run, start, min(start + block, run.n))
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+            self._file.close()
 
 
 class _Cursor:
@@ -169,6 +206,8 @@ def merge(
     Each step emits every row held that is no later than the earliest of the
     last rows held from runs with more to read: nothing not yet read can come
     before it, and that run's block is used up, so each step reads on."""
+    if spill is not None:
+        spill.wait()
     block = max(MERGE_BYTES // ROW_BYTES // max(len(runs), 1), MIN_BLOCK)
     cursors = [_Cursor(spill.blocks(run, block), last=False) for run in runs] if spill else []
     if memory is not None and len(memory[0]):

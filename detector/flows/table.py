@@ -250,6 +250,17 @@ class FlowTable:
             )
             self._drain()
         self._drain()
+        # Nothing is open: give back the table's memory (152 MB at the default
+        # cap) before the closed flows are written out.
+        capacity = min(INITIAL_FLOWS, self.max_flows)
+        if self._flows.shape[0] > capacity:
+            self._flows = self._new_rows(capacity)
+            self._slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
+            self._free = np.empty(capacity, dtype=np.int64)
+            self._state[fk.S_HIGH_WATER] = 0
+            self._state[fk.S_N_FREE] = 0
+        if len(self.export_buffer) > EXPORT_ROWS:
+            self.export_buffer = np.empty((EXPORT_ROWS, fk.FLOW_COLUMNS), dtype=np.int64)
 
     def _make_room(self) -> None:
         capacity = self._flows.shape[0]
@@ -303,8 +314,8 @@ class FlowTable:
         """Write the closed rows in memory to the spill file as one run."""
         if self._spill is None:
             self._spill = sp.SpillFile(self.spill_dir)
-        rows = self._take_done()
-        self._spill.write_run(rows, self._spill.rows)
+        done, self._done, self._done_rows = self._done, [], 0
+        self._spill.write_run(done, self._spill.rows)
 
     def _take_done(self) -> np.ndarray:
         """The closed rows in memory as one array, in the order closed; the
@@ -357,7 +368,7 @@ class FlowTable:
         at = 0
         if self._spill is not None:
             spill = self._spill
-            for run in spill.runs:
+            for run in spill.written_runs():
                 for rows, index in spill.blocks(run, sp.WRITE_ROWS):
                     yield index, rows
             at = spill.rows
@@ -437,7 +448,7 @@ class FlowTable:
             self._done, self._done_rows = [rows], len(rows)
             order = np.argsort(rows[:, fk.C_FIRST], kind="stable")
             memory = (rows[order], order.astype(np.int64) + self._spill.rows)
-        yield from sp.merge(self._spill, self._spill.runs, memory)
+        yield from sp.merge(self._spill, self._spill.written_runs(), memory)
 
     def columns(self, *, community_id: bool = True) -> dict[str, np.ndarray]:
         """Closed flows as numpy columns (``FLOW_COLUMNS_DOC``), in order of first
