@@ -113,6 +113,11 @@ class Watchdog:
     def from_environment(cls, notifier: Notifier) -> Watchdog:
         return cls(notifier, watchdog_interval() if notifier.enabled else None)
 
+    def capture_alive(self, silence: float) -> bool:
+        """Whether capture is going round: every worker went round its loop
+        within the last ``silence`` seconds, less than an interval ago."""
+        return self.interval is None or silence < self.interval
+
     def feed(self, alive: bool, now: float | None = None) -> bool:
         """Send ``WATCHDOG=1`` when one is due and the capture is ``alive``."""
         if self.interval is None or not alive:

@@ -367,3 +367,64 @@ def test_a_run_with_the_kernels_cached_says_nothing_of_compiling():
             for _ in range(2)]  # fmt: skip
     assert runs[1].returncode == 0, runs[1].stderr
     assert "compiling" not in runs[1].stderr  # the first run cached whatever it compiled
+
+
+# -- the watchdog's signal: a capture worker that stops going round ---------------------
+
+
+class StuckSource:
+    """A source whose read hangs (a kernel that never returns) once ``stuck`` is set."""
+
+    name = "stuck"
+    batch_rows = 64
+    finished = False
+
+    def __init__(self) -> None:
+        import threading
+
+        self.stuck = threading.Event()
+        self.release = threading.Event()
+
+    def read(self, batch, timeout, inspector=None) -> int:  # type: ignore[no-untyped-def]
+        if self.stuck.is_set():
+            self.release.wait(30)
+        return 0
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(min(timeout, 0.05))
+
+    def stats(self):  # type: ignore[no-untyped-def]
+        from detector.capture.live import SourceStats
+
+        return SourceStats()
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_a_stuck_capture_worker_shows_as_silence_the_watchdog_is_not_fed_through(tmp_path):
+    import threading
+
+    from detector.pipelines.live import LiveDetector, LiveOptions
+    from detector.policy import default_policy
+
+    source = StuckSource()
+    silences: list[tuple[bool, float]] = []
+    detector = LiveDetector(
+        [source], default_policy(), LiveOptions(duration=4.0), emit=lambda alerts: None,
+        status=lambda status: silences.append((source.stuck.is_set(), status.worker_silence)),
+    )  # fmt: skip
+    threading.Timer(1.5, source.stuck.set).start()
+    threading.Timer(3.9, source.release.set).start()
+    detector.run()
+    going = [s for stuck, s in silences if not stuck]
+    hung = [s for stuck, s in silences if stuck]
+    assert going and hung, silences
+    # Going round: a loop every 0.05 s. Hung: the silence grows with the hang
+    # (the status comes about once a second, the hang lasts 2.4 s).
+    assert max(going) < 0.5, silences
+    assert max(hung) >= 1.0, silences
+    # The watchdog (1 s between feeds here) takes the hung worker for dead.
+    dog = Watchdog(Notifier(None), interval=1.0)
+    assert all(dog.capture_alive(s) for s in going)
+    assert not dog.capture_alive(max(hung))

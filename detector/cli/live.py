@@ -367,8 +367,7 @@ def run_live(args: argparse.Namespace) -> int:
     def show(status: LiveStatus) -> None:
         # The watchdog is fed only while every capture worker goes round its
         # loop: one stuck for half the watchdog's time leaves it unfed.
-        alive = watchdog.interval is None or status.worker_silence < watchdog.interval
-        watchdog.feed(alive)
+        watchdog.feed(watchdog.capture_alive(status.worker_silence))
         figures = SensorFigures(status.packets, status.dropped, status.live_flows,
                                 status.alerts, rss_bytes())  # fmt: skip
         notifier.status(f"capturing on {where}: {status_text(figures)}")
