@@ -310,12 +310,10 @@ def run_live(args: argparse.Namespace) -> int:
                          (args.flows_out, "--flows-out")):  # fmt: skip
         if path:
             _check_writable(path, option)
-    if args.interface:
-        linktype = interface_linktype(args.interface)
-        if args.backend == "ring":
-            config.check()
-            compile_bpf(args.bpf, linktype)  # a bad filter: fail at once
-            check_capture_access(args.interface)
+    if args.interface and args.backend == "ring":  # (scapy finds its own interfaces)
+        config.check()
+        compile_bpf(args.bpf, interface_linktype(args.interface))  # a bad filter: fail at once
+        check_capture_access(args.interface)
     notifier = Notifier.from_environment()
     sources: list[Any] = []
     if args.read is not None:
