@@ -36,7 +36,13 @@ def incident(tmp_path: Path) -> Path:
 
 
 def keys(alerts):
-    return sorted((a.rule_id, a.source_ip, a.destination_ip, a.destination_port) for a in alerts)
+    """(rule, ECS source, destination, destination port) of each alert: the
+    source is the side that started the conversation (docs/alerts.md)."""
+    from detector.alerts.record import to_ecs
+
+    zone = load_policy(POLICY).zone
+    lines = [json.dumps(to_ecs(a, zone, "site")) for a in alerts]
+    return doc_keys(lines)
 
 
 def doc_keys(lines):
@@ -65,7 +71,7 @@ def test_a_piped_capture_raises_what_a_scan_raises(tmp_path):
     expected = keys(scan_captures([pcap], load_policy(POLICY)).alerts)
     assert doc_keys(out.splitlines()) == expected
     assert ("isolated-egress", ISO, OUT, 443) in expected
-    assert ("isolated-egress", ISO, PC, 49152) in expected  # the bridge (the PC's port)
+    assert ("isolated-egress", PC, ISO, 445) in expected  # the bridge: the PC reached ISO
 
 
 def test_sighup_reloads_the_policy_and_the_stream_goes_on(tmp_path):

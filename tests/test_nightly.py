@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -27,7 +28,7 @@ import pandas as pd
 import pytest
 from gen_traffic import Capture, at
 
-from detector.alerts.record import to_ecs
+from detector.alerts.record import Observer, to_ecs
 from detector.cli.main import main
 from detector.errors import CaptureError
 from detector.nightly.discover import capture_format, fingerprint
@@ -170,15 +171,35 @@ def expected_by_day(site: Path) -> dict[dt.date, list[dict]]:
     policy = load_policy(site / "policy.toml")
     result = scan_captures([site / "whole.pcap"], policy)
     out: dict[dt.date, list[dict]] = {DAY1: [], DAY2: []}
+
+    def day_of(alert) -> dt.date:
+        return dt.datetime.fromtimestamp(alert.start_ns // NS, tz=policy.zone).date()
+
+    # The days each (rule, host, other side) alerted on: one that alerted on an
+    # earlier day (within 30) is marked recurring by the nightly.
+    days: dict[tuple, set[dt.date]] = {}
     for alert in result.alerts:
-        day = dt.datetime.fromtimestamp(alert.start_ns // NS, tz=policy.zone).date()
-        out[day].append(to_ecs(alert, policy.zone, policy.site_name))
+        days.setdefault((alert.rule_id, alert.source_ip, alert.destination_ip), set()).add(
+            day_of(alert))  # fmt: skip
+    for alert in result.alerts:
+        day = day_of(alert)
+        earlier = [d for d in days[(alert.rule_id, alert.source_ip, alert.destination_ip)]
+                   if d < day]  # fmt: skip
+        if earlier:
+            alert = replace(alert, previously_seen=str(max(earlier)))
+        # The nightly names the sensor: --sensor, else this machine (docs/alerts.md).
+        observer = Observer(socket.gethostname())
+        out[day].append(without_id(to_ecs(alert, policy.zone, policy.site_name,
+                                          observer=observer)))  # fmt: skip
     return out
 
 
 def without_id(doc: dict) -> dict:
+    """``doc`` without event.created (the scan's is its run's time, the
+    nightly's its captures' mtime: docs/alerts.md); event.id stays, and is the
+    scan's."""
     doc = json.loads(json.dumps(doc))
-    doc["event"].pop("id")
+    doc["event"].pop("created")
     return doc
 
 
@@ -272,6 +293,10 @@ def test_nightly_alerts_equal_a_scan_of_the_whole_capture(site, uninterrupted, t
     expected = expected_by_day(site)
     assert [without_id(d) for d in docs] == expected[DAY1] + expected[DAY2]
     assert len({d["event"]["id"] for d in docs}) == len(docs)
+    # Day 2's alerts of an incident that alerted on day 1 too are recurring.
+    recurring = [(d["rule"]["id"], d["egress"]["previously_seen"]) for d in docs
+                 if d["egress"]["recurrence"] == "recurring"]  # fmt: skip
+    assert recurring and {seen for _, seen in recurring} == {str(DAY1)}
     # Hand-computed: the 60 MB flow of day 2 across the 01:30 file boundary is one alert.
     (upload,) = [d for d in docs if d["destination"]["ip"] == "203.0.113.7"]
     assert upload["source"]["bytes"] == 60 * MB

@@ -262,11 +262,11 @@ BAD = [
     (
         "[netwoks]\ninternal = []",
         "policy.toml: netwoks: unknown section (allowed: allowlist, business_hours, features, "
-        "inspection, model, networks, rules, site)",
+        "inspection, model, networks, report, rules, site, suppress)",
     ),
     (
         '[site]\nnmae = "x"',
-        "policy.toml: site: unknown key 'nmae' (allowed: name, timezone)",
+        "policy.toml: site: unknown key 'nmae' (allowed: name, timezone, sensor)",
     ),
     ('site = "x"', "policy.toml: site: expected a table, got string 'x'"),
     ("[rules]\nmail-egress = 5", "policy.toml: rules.mail-egress: expected a table, got integer 5"),

@@ -42,7 +42,42 @@ HOSTILE = {
                                "networks.isolated[0]: '10.8.40.31/24' has host bits set"),
     "control characters": ('[site]\nname = "a\\u001b]0;owned\\u0007"\n',
                            "site.name: must be one line of printable text"),
+    "sensor with control characters": ('[site]\nsensor = "span\\u001b[2J"\n',
+                                       "site.sensor: must be one line of printable text"),
+    "suppress as one table": ('[suppress]\nrule = "p2p"\n',
+                              "suppress: expected an array of tables ([[suppress]]), got table"),
+    "suppress without a reason": ('[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5"\n'
+                                  "until = 2026-03-31\n", "suppress[0]: 'reason' is missing"),
+    "suppress of an unknown rule": ('[[suppress]]\nrule = "p2pp"\nhost = "10.8.10.5"\n'
+                                    'until = 2026-03-31\nreason = "x"\n',
+                                    "suppress[0].rule: unknown rule 'p2pp' (known: "),
+    "suppress with a bad date": ('[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5"\n'
+                                 'until = "31/03/2026"\nreason = "x"\n',
+                                 "suppress[0].until: '31/03/2026' is not a date (use YYYY-MM-DD)"),
+    "suppress with host bits": ('[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5/24"\n'
+                                'until = 2026-03-31\nreason = "x"\n',
+                                "suppress[0].host: '10.8.10.5/24' has host bits set "
+                                "(did you mean 10.8.10.0/24?)"),
+    "suppress of a bad name": ('[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5"\n'
+                               'destination = "a b"\nuntil = 2026-03-31\nreason = "x"\n',
+                               "suppress[1].destination: 'a b' is not an address, a network or "
+                               "a DNS name"),
+    "suppress with an empty reason": ('[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5"\n'
+                                      'until = 2026-03-31\nreason = " "\n',
+                                      "suppress[0].reason: must say why"),
+    "report words of an unknown rule": ('[report.why]\nexfil = "x"\n',
+                                        "report.why.exfil: unknown rule (known: "),
+    "report words not text": ("[report.why]\np2p = 3\n",
+                              "report.why.p2p: expected a string, got integer 3"),
+    "report days zero": ("[report]\nrecurring_days = 0\n",
+                         "report.recurring_days: 0 is too small (at least 1 day)"),
 }  # fmt: skip
+# The bad name is the second suppression: the index names which one.
+HOSTILE["suppress of a bad name"] = (
+    '[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5"\nuntil = 2026-03-31\nreason = "ok"\n'
+    + HOSTILE["suppress of a bad name"][0],
+    HOSTILE["suppress of a bad name"][1],
+)
 
 
 def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> tuple[int, list[str]]:

@@ -157,9 +157,9 @@ def test_summary_counts_alerts_worst_first_with_local_times(day):
     lines = [re.sub(r"<[^>]+>", "", li) for li in re.findall(r"<li>(.*?)</li>", summary)]
     assert lines == [
         "critical02:13–02:19 Isolated host talked to a non-isolated address: 10.8.40.31 "
-        "(isolated) → 203.0.113.140:443, sent 62.0 MB",
+        "(isolated) → 203.0.113.140:443, sent 62.0 MB · new",
         "high02:13–02:19 Bulk upload outside business hours: 10.8.40.31 (isolated) → "
-        "203.0.113.140:443, sent 62.0 MB",
+        "203.0.113.140:443, sent 62.0 MB · new",
     ]
     # two hosts sent 62,000,000 + 3,000,000 + 200,000 bytes outside
     assert "2 internal hosts sent 65.2 MB to the outside in all." in summary
@@ -553,3 +553,146 @@ def test_the_console_check_sees_errors_and_refused_loads(tmp_path):
     _, console = chromium_dom(canary, tmp_path / "profile")
     assert any("canary-error" in line for line in console)
     assert any("192.0.2.1/x.png" in line for line in console)
+
+
+# -- alert lifecycle: the site's words, suppressed, new or recurring, links ---------------
+
+
+def test_the_sites_own_words_replace_the_rules_why(day):
+    """[report.why] words appear as "why it matters" for that rule, the rule's
+    own words for the others."""
+    policy, result, files = day
+    words = "Our isolated lab must never reach the outside (memo 2026-7)."
+    own = parse_policy(POLICY + f'\n[report.why]\nisolated-egress = "{words}"\n')
+    page = render_html(build_day_report(result, own, day=DAY, files=files,
+                                        processing_seconds=1.0))  # fmt: skip
+    from detector.detect.rules import BY_ID
+
+    found = re.findall(r"<dt>Why it matters</dt><dd>(.*?)</dd>", page)
+    whys = [html_lib.unescape(w) for w in found]
+    assert whys[0] == words  # the critical isolated-egress alert comes first
+    assert whys[1] == BY_ID["offhours-bulk-egress"].why_it_matters
+    assert BY_ID["isolated-egress"].why_it_matters not in whys
+
+
+def test_suppressed_alerts_are_listed_with_their_reason_not_alerted(day):
+    from detector.policy.suppress import split_suppressed
+
+    policy, result, files = day
+    own = parse_policy(POLICY + f"""
+[[suppress]]
+rule = "offhours-bulk-egress"
+host = "10.8.40.0/24"
+destination = "{OUT}"
+until = 2026-02-04
+reason = "night backup to the vendor, ticket 4711"
+""")
+    kept, held = split_suppressed(result.alerts, own.suppressions, own.zone)
+    assert [a.rule_id for a in held and [h.alert for h in held]] == ["offhours-bulk-egress"]
+    report = build_day_report(dataclasses.replace(result, alerts=kept), own, day=DAY,
+                              files=files, processing_seconds=1.0, suppressed=held)  # fmt: skip
+    page = render_html(report)
+    assert report.alerts_total == len(result.alerts) - 1
+    rows = re.findall(r"<tr>(.*?)</tr>", section(page, "suppressed"), re.S)
+    cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[1])]
+    assert cells == ["high", "offhours-bulk-egress", ISO, f"{OUT}:443", "02:13–02:19",
+                     "62.0 MB", "night backup to the vendor, ticket 4711", "2026-02-04"]  # fmt: skip
+    assert "Suppressed by the policy (1)" in page
+
+
+def test_a_suppression_holds_until_its_day_and_by_name_under_a_domain():
+    """Hand-made alerts: the last day is included (local time), the next is not;
+    a name matches itself and its subdomains, not a look-alike."""
+    from detector.alerts.record import Alert
+    from detector.policy.suppress import split_suppressed
+
+    policy = parse_policy(POLICY + """
+[[suppress]]
+rule = "p2p"
+host = "10.8.10.0/24"
+destination = "example.net"
+until = 2026-02-04
+reason = "approved"
+""")
+    # 2026-02-04 23:59:59 and 2026-02-05 00:00:00 in Taipei (UTC+8)
+    last, after = 1770220799 * NS, 1770220800 * NS
+
+    def alert(start: int, host: str = PC, name: str = "files.example.net") -> Alert:
+        return Alert("p2p", "P2P", 3, start, start + NS, host, "x",
+                     destination_ip=OUT, destination_domain=name)  # fmt: skip
+
+    cases = [alert(last), alert(after), alert(last, host="10.8.11.1"),
+             alert(last, name="example.net"), alert(last, name="badexample.net")]  # fmt: skip
+    kept, held = split_suppressed(cases, policy.suppressions, policy.zone)
+    assert [h.alert for h in held] == [cases[0], cases[3]]
+    assert kept == [cases[1], cases[2], cases[4]]
+
+
+def test_an_expired_suppression_warns():
+    policy = parse_policy(POLICY + """
+[[suppress]]
+rule = "p2p"
+host = "10.8.10.5"
+until = 2020-01-31
+reason = "trial"
+""")
+    assert policy.warnings == (
+        "policy.toml: suppress[0]: expired on 2020-01-31 (p2p for 10.8.10.5/32: trial): alerts "
+        "after it are raised again; renew or remove it",
+    )
+
+
+def test_new_and_recurring_alerts_are_told_apart(day):
+    policy, result, files = day
+    first, second = result.alerts[:2]
+    alerts = [dataclasses.replace(first, previously_seen="2026-02-02"), second]
+    page = render_html(build_day_report(dataclasses.replace(result, alerts=alerts), policy,
+                                        day=DAY, files=files, processing_seconds=1.0))  # fmt: skip
+    items = [re.sub(r"<[^>]+>", "", li) for li in re.findall(r"<li>(.*?)</li>", page)]
+    assert items[0].endswith("· recurring (last 2026-02-02)")
+    assert items[1].endswith("· new")
+    seen = re.findall(r"<dt>Seen before</dt><dd>(.*?)</dd>", page)
+    assert seen == [
+        "recurring: the same rule, host and other side alerted on 2026-02-02 (within 30 days)",
+        "new: not alerted in the 30 days before (for this rule, host and other side)",
+    ]
+
+
+def test_day_pages_link_to_their_neighbours_and_are_relinked(day, tmp_path):
+    from detector.report.html import relink
+
+    page = render_html(report_of(day), dt.date(2026, 2, 3), None)
+    nav = re.findall(r'<nav class="days">(.*?)</nav>', page)
+    assert nav == ['<a rel="prev" href="egress-report-2026-02-03.html">← 2026-02-03</a> · '
+                   '<a href="index.html">all days</a>']  # fmt: skip
+    path = tmp_path / "egress-report-2026-02-04.html"
+    path.write_text(page, encoding="utf-8")
+    assert relink(path, dt.date(2026, 2, 3), dt.date(2026, 2, 5))
+    again = path.read_text(encoding="utf-8")
+    assert re.findall(r'href="([^"]+)"', re.search(r"<nav.*?</nav>", again).group(0)) == [
+        "egress-report-2026-02-03.html", "index.html", "egress-report-2026-02-05.html"]  # fmt: skip
+    assert again.replace(re.search(r"<nav.*?</nav>", again).group(0), "") == page.replace(
+        re.search(r"<nav.*?</nav>", page).group(0), "")  # fmt: skip
+    assert not relink(tmp_path / "missing.html", None, None)
+
+
+def test_the_index_lists_thirty_days_with_counts_and_links():
+    from detector.report.index import DayLine, render_index
+
+    lines = [
+        DayLine(dt.date(2026, 2, 4), 3, 1, 2, "egress-report-2026-02-04.html"),
+        DayLine(dt.date(2026, 2, 2), 0, 0, 0, "egress-report-2026-02-02.html"),
+        DayLine(dt.date(2025, 12, 1), 9, 9, 0, "egress-report-2025-12-01.html"),  # too old
+    ]
+    page = render_index("taipei-mission", lines)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", page, re.S)[1:]
+    assert len(rows) == 30
+    cells = [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)]
+             for r in rows]  # fmt: skip
+    assert cells[0] == ["Wed 2026-02-04", "3", "1", "2", "egress-report-2026-02-04.html"]
+    assert cells[1] == ["Tue 2026-02-03", "—", "—", "—", "no report"]
+    assert cells[2] == ["Mon 2026-02-02", "0", "0", "0", "egress-report-2026-02-02.html"]
+    assert cells[29][0] == "Tue 2026-01-06"
+    assert "2025-12-01" not in page
+    assert "The 30 days to 2026-02-04: 3 alert(s)." in page
+    assert "<script" not in page and "http" not in page.replace('http-equiv', "")

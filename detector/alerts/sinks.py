@@ -16,14 +16,16 @@ import csv
 import io
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from ..units import human_bytes
 from .mask import csv_cell, json_text, printable
-from .record import SEVERITY_NAMES, Alert, local_time, to_ecs
+from .record import SEVERITY_NAMES, Alert, Observer, initiator_is_host, local_time, to_ecs
 
 ALERT_FORMATS = ("table", "jsonl", "csv")
 # An output file's format by its extension, when none is given.
@@ -51,6 +53,9 @@ CSV_COLUMNS = (
     "community_id",
     "site",
     "message",
+    "event_id",  # ECS event.id: the same incident has the same one in every output
+    "created",  # ECS event.created: when this file was written
+    "observer_hostname",
 )
 
 
@@ -69,32 +74,65 @@ def write_alerts(
     output: str | None,
     zone: ZoneInfo,
     site_name: str,
+    *,
+    created_ns: int | None = None,
+    observer: Observer | None = None,
 ) -> None:
-    """Write ``alerts`` as ``fmt`` to the file ``output`` (stdout when None)."""
+    """Write ``alerts`` as ``fmt`` to the file ``output`` (stdout when None).
+    ``created_ns`` and ``observer``: ECS ``event.created`` (now when None) and
+    ``observer.*`` (:func:`~detector.alerts.record.to_ecs`)."""
     if fmt not in ALERT_FORMATS:
         raise ValueError(f"unknown alert format {fmt!r} (one of {', '.join(ALERT_FORMATS)})")
+    created = time.time_ns() if created_ns is None else created_ns
+    sensor = observer or Observer()
     if output is None:
-        _write(alerts, fmt, sys.stdout, zone, site_name)
+        _write(alerts, fmt, sys.stdout, zone, site_name, created, sensor)
         sys.stdout.flush()
         return
     with open(output, "w", encoding="utf-8", newline="") as stream:
-        _write(alerts, fmt, stream, zone, site_name)
+        _write(alerts, fmt, stream, zone, site_name, created, sensor)
 
 
-def _write(alerts: Sequence[Alert], fmt: str, stream: IO[str], zone: ZoneInfo, site: str) -> None:
+def _write(
+    alerts: Sequence[Alert],
+    fmt: str,
+    stream: IO[str],
+    zone: ZoneInfo,
+    site: str,
+    created_ns: int,
+    observer: Observer,
+) -> None:
     if fmt == "jsonl":
         for alert in alerts:
-            stream.write(json_text(to_ecs(alert, zone, site)) + "\n")
+            doc = to_ecs(alert, zone, site, created_ns=created_ns, observer=observer)
+            stream.write(json_text(doc) + "\n")
     elif fmt == "csv":
         writer = csv.writer(stream)
         writer.writerow(CSV_COLUMNS)
         for alert in alerts:
-            writer.writerow([csv_cell(cell) for cell in _csv_row(alert, zone, site)])
+            row = _csv_row(alert, zone, site, created_ns, observer)
+            writer.writerow([csv_cell(cell) for cell in row])
     else:
         stream.write(format_table(alerts, zone, site))
 
 
-def _csv_row(alert: Alert, zone: ZoneInfo, site: str) -> list[Any]:
+def _csv_row(
+    alert: Alert, zone: ZoneInfo, site: str, created_ns: int, observer: Observer
+) -> list[Any]:
+    # source_* and destination_* as in ECS: source is the side that started
+    # the conversation (the other side, when the site's host was the server).
+    if alert.destination_ip and not initiator_is_host(alert):
+        alert = replace(
+            alert,
+            source_ip=alert.destination_ip,
+            source_bytes=alert.destination_bytes,
+            source_packets=alert.destination_packets,
+            source_port=alert.destination_port,
+            destination_ip=alert.source_ip,
+            destination_port=alert.source_port,
+            destination_bytes=alert.source_bytes,
+            destination_packets=alert.source_packets,
+        )
     return [
         local_time(alert.start_ns, zone),
         alert.severity,
@@ -117,6 +155,9 @@ def _csv_row(alert: Alert, zone: ZoneInfo, site: str) -> list[Any]:
         alert.community_id or "",
         site,
         alert.message,
+        alert.ecs_id,
+        local_time(created_ns, zone),
+        alert.observer_hostname or observer.hostname or "",
     ]
 
 
@@ -148,6 +189,7 @@ def format_table(alerts: Sequence[Alert], zone: ZoneInfo, site: str, width: int 
         )
         for line in textwrap.wrap(printable(alert.message), width=width - 4):
             out.write(f"    {line}\n")
+        out.write(f"    event.id {alert.ecs_id}\n")
     counts: dict[str, int] = {}
     for alert in alerts:
         name = SEVERITY_NAMES.get(alert.severity, "?")

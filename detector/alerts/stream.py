@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from ..errors import DetectorError
 from ..units import human_bytes
 from .mask import json_text, printable
-from .record import ALERT_UPDATED, SEVERITY_NAMES, Alert, local_time, to_ecs
+from .record import ALERT_UPDATED, SEVERITY_NAMES, Alert, Observer, local_time, to_ecs
 from .sending import AlertSender
 
 STREAM_FORMATS = ("table", "jsonl")
@@ -60,7 +60,7 @@ def table_line(alert: Alert, zone: ZoneInfo, width: int = 100) -> str:
         # The same incident, written again because it went on.
         message = f"update {alert.event_sequence} (figures so far): {message}"
     body = "".join(f"    {line}\n" for line in textwrap.wrap(message, width=width - 4))
-    return head.rstrip() + "\n" + body
+    return head.rstrip() + "\n" + body + f"    event.id {alert.ecs_id}\n"
 
 
 class AlertStream:
@@ -76,6 +76,7 @@ class AlertStream:
         site_name: str,
         *,
         syslog: AlertSender | None = None,
+        observer: Observer | None = None,
     ) -> None:
         if fmt not in STREAM_FORMATS:
             raise ValueError(f"unknown live alert format {fmt!r} (one of table, jsonl)")
@@ -84,12 +85,14 @@ class AlertStream:
         self.zone = zone
         self.site_name = site_name
         self.syslog = syslog
+        self.observer = observer  # ECS observer.*: the sensor's name and interface
         self._header_written = False
 
     def write(self, alerts: Sequence[Alert]) -> None:
         pairs = []
         for alert in alerts:
-            doc = to_ecs(alert, self.zone, self.site_name)
+            # event.created: now, when this document is written (an update too).
+            doc = to_ecs(alert, self.zone, self.site_name, observer=self.observer)
             if self.stream is not None:
                 if self.fmt == "jsonl":
                     self.stream.write(json_text(doc) + "\n")
@@ -220,7 +223,7 @@ class SyslogSender:
 
 # Fields fit_json never shortens: what identifies the alert and says when it was.
 _KEPT = frozenset(
-    {"@timestamp", "event", "id", "ip", "port", "community_id", "severity_name", "truncated",
+    {"@timestamp", "ecs", "event", "id", "ip", "port", "community_id", "severity_name", "truncated",
      "truncated_fields"}
 )  # fmt: skip
 

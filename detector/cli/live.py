@@ -251,7 +251,10 @@ def _drop_privileges(user: str) -> None:
 
 
 def run_live(args: argparse.Namespace) -> int:
+    import socket
+
     from ..alerts.delivery import Deliveries
+    from ..alerts.record import Observer
     from ..alerts.stream import AlertStream
     from ..capture.live import (
         RingConfig,
@@ -351,11 +354,13 @@ def run_live(args: argparse.Namespace) -> int:
         for source in sources:
             source.close()
         raise
+    # ECS observer.*: the policy's site.sensor, else this machine's name; the interface.
+    observer = Observer(policy.sensor or socket.gethostname() or None, args.interface)
     sink = AlertStream(fmt, out, policy.zone, policy.site_name,
-                       syslog=Deliveries.of(syslog, webhook))  # fmt: skip
+                       syslog=Deliveries.of(syslog, webhook), observer=observer)  # fmt: skip
     sinks = [sink]
     if also is not None:
-        sinks.append(AlertStream("jsonl", also, policy.zone, policy.site_name))
+        sinks.append(AlertStream("jsonl", also, policy.zone, policy.site_name, observer=observer))
 
     status_line = sys.stderr.isatty() and not args.quiet
     # Without a terminal (a service's journal): a line every --status-every minutes.
@@ -368,14 +373,16 @@ def run_live(args: argparse.Namespace) -> int:
         watchdog.feed(watchdog.capture_alive(status.worker_silence))
         figures = SensorFigures(status.packets, status.dropped, status.live_flows,
                                 status.alerts, rss_bytes())  # fmt: skip
-        notifier.status(f"capturing on {where}: {status_text(figures)}")
+        # Alerts a [[suppress]] of the policy held back: counted, never silently dropped.
+        held = f", {status.suppressed:,} suppressed" if status.suppressed else ""
+        notifier.status(f"capturing on {where}: {status_text(figures)}{held}")
         if every.due():
-            say(f"status: {status_text(figures)}")
+            say(f"status: {status_text(figures)}{held}")
         if status_line:
             sys.stderr.write(
                 f"\r{status.packets_per_second:>12,.0f} pkt/s  {status.packets:>14,} packets  "
                 f"{status.dropped:>10,} dropped  {status.live_flows:>9,} flows  "
-                f"{status.alerts:>5} alerts "
+                f"{status.alerts:>5} alerts {held}"
             )
             sys.stderr.flush()
 

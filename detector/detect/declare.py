@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from ..alerts.record import SEVERITY_NAMES, Alert
+from ..alerts.record import RULE_DESCRIPTIONS, SEVERITY_NAMES, Alert
 
 if TYPE_CHECKING:
     from ..networks import NetworkSet
@@ -234,6 +234,10 @@ class Detection:
     validate: Callable[[Reader, str, Mapping[str, Any]], None] | None = None
     # "Why it matters" for alerts of one network.direction (isolated-egress inside: a bridge).
     why_by_direction: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # ECS rule.description of this rule's alerts, in every output (alerts/record.py).
+        RULE_DESCRIPTIONS[self.rule_id] = self.catches
 
     def defaults(self) -> dict[str, Any]:
         """Every setting's default, ``enabled`` and ``severity`` first, in declared order."""

@@ -12,8 +12,9 @@ The order of work, and why a run killed anywhere can simply be run again:
    packet: flows continue across file boundaries and across midnight. Its
    alerts are those that start within the local day.
 3. The report is written to a temporary file and renamed into place.
-4. New alerts (by a stable id: a hash of the alert's ECS document) are
-   appended to the JSON-lines file, after cutting the file back to the end
+4. New alerts (by their ``event.id``, the incident's: rule, host, other side
+   and first second, as scan and live give it) are appended to the JSON-lines
+   file, after cutting the file back to the end
    committed by the last finished day (removing what a killed run wrote
    after it), and synced to disk.
 5. One transaction records the day as finished (not yet announced), its alert
@@ -27,8 +28,16 @@ The order of work, and why a run killed anywhere can simply be run again:
    to the next run that completes, so a monitor that watches exit codes hears
    of every alert; a kill between the summary and the mark announces them twice.
 
-Everything a day's outputs depend on is the captures and the state of earlier
-days, so redoing a day after a kill produces the same bytes.
+Everything a day's outputs depend on is the captures, the policy and the state
+of earlier days, so redoing a day after a kill produces the same bytes: even
+``event.created`` is the time the last capture file of the day was written
+(its mtime: when the alert could first be made), not the time of the run.
+
+Alerts a ``[[suppress]]`` table of the policy accepts are left out of the
+alerts file and syslog and counted (the summary, the report's list with the
+reasons); an alert whose rule, host and other side alerted on one of the
+``report.recurring_days`` days before is marked recurring (``egress.recurrence``,
+the report), from the state's record of earlier days' incidents.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,11 +57,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..alerts.mask import json_text
-from ..alerts.record import Alert, to_ecs
+from ..alerts.record import Alert, Observer, to_ecs
 from ..capture import CaptureProblem, CaptureStats
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
 from ..pipelines.scan import ScanResult, scan_captures
+from ..policy.suppress import split_suppressed
+from ..report.html import relink, report_name, write_report
 from ..units import HOUR_NS, SECOND_NS
 from .discover import CaptureFingerprint, find_captures, fingerprint, first_packet_ns
 from .state import FinishedDay, KnownFile, NightlyState
@@ -61,6 +73,7 @@ if TYPE_CHECKING:
     from ..detect.model import EgressModel
     from ..distributed import DaskSession
     from ..policy import Policy
+    from ..report.day import DayReport
 
 # Read this much before and after the day: a flow open at midnight, an upload
 # that began before it, the rules' 60-minute spans.
@@ -92,13 +105,15 @@ class NightlyOptions:
 @dataclass
 class DayDone:
     day: dt.date
-    alerts: list[Alert]  # the day's alerts, worst first
+    alerts: list[Alert]  # the day's alerts, worst first (suppressed ones left out)
     new_alerts: int  # of them, not written by an earlier run
     report: str
     files: int
     packets: int
     wire_bytes: int
     seconds: float
+    suppressed: int = 0  # alerts a [[suppress]] of the policy held back (in the report)
+    recurring: int = 0  # of ``alerts``, those seen on an earlier day (report.recurring_days)
 
 
 @dataclass
@@ -153,8 +168,8 @@ def day_bounds(day: dt.date, policy: Policy) -> tuple[int, int]:
 
 
 def alert_id(doc: dict[str, object]) -> str:
-    """A stable id: the same alert (same rule, host, other side, times, figures
-    and message) always gets the same one."""
+    """A hash of a whole ECS document (the nightly's alert id before event.id
+    became the incident's; kept for state files that hold such ids)."""
     text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -214,8 +229,9 @@ def run_nightly(
                 model = _learn(options, state, policy, model, [str(day)])
                 steps()
             result.days.append(done)
+            held = f", {done.suppressed} suppressed by the policy" if done.suppressed else ""
             say(
-                f"{day}: {len(done.alerts)} alert(s) ({done.new_alerts} new) from "
+                f"{day}: {len(done.alerts)} alert(s) ({done.new_alerts} new{held}) from "
                 f"{done.files} file(s), {done.packets:,} packets in {done.seconds:.1f} s "
                 f"→ {done.report}"
             )
@@ -384,7 +400,7 @@ def _finish_day(
     on_day: Callable[[dt.date, ScanResult], None] | None,
     dask: DaskSession | None = None,
 ) -> DayDone:
-    from ..report import CaptureFile, build_day_report, write_report
+    from ..report import CaptureFile, build_day_report
 
     started = time.perf_counter()
     start, end = day_bounds(day, policy)
@@ -415,7 +431,14 @@ def _finish_day(
         progress=(lambda b: progress(b, paths)) if progress is not None else None,
         model=model,
     )
-    alerts = [a for a in scan.alerts if start <= a.start_ns < end]
+    alerts, held = split_suppressed(
+        [a for a in scan.alerts if start <= a.start_ns < end], policy.suppressions, policy.zone
+    )
+    earlier = state.incidents_between(str(day - dt.timedelta(days=policy.recurring_days)), str(day))
+    alerts = [
+        replace(a, previously_seen=seen) if (seen := earlier.get(_incident(a))) else a
+        for a in alerts
+    ]
     if on_day is not None:
         on_day(day, scan)
     in_day = [f for f in files if _overlaps(f, start, end)]
@@ -437,16 +460,19 @@ def _finish_day(
         processing_seconds=time.perf_counter() - started,
         known_hosts=state.hosts_before(str(day)),
         sensor=options.sensor,
+        suppressed=held,
     )
-    report_path = os.path.join(options.report_dir, f"egress-report-{day}.html")
-    write_report(report, report_path)
+    report_path = os.path.join(options.report_dir, report_name(day))
+    _write_linked(report, report_path, day, options.report_dir, state)
     steps()
 
-    docs = []
-    for alert in alerts:
-        doc = to_ecs(alert, policy.zone, policy.site_name)
-        doc["event"]["id"] = alert_id(doc)
-        docs.append(doc)
+    # event.created: when the day's last capture was written (the same on a redo).
+    created = max((f.mtime_ns for f in files), default=end + CONTEXT_NS)
+    observer = Observer(options.sensor or policy.sensor or socket.gethostname() or None)
+    docs = [
+        to_ecs(alert, policy.zone, policy.site_name, created_ns=created, observer=observer)
+        for alert in alerts
+    ]
     ids = [str(d["event"]["id"]) for d in docs]
     written = state.written_alert_ids(ids)
     new = [d for d, i in zip(docs, ids, strict=True) if i not in written]
@@ -468,7 +494,11 @@ def _finish_day(
         output=options.alerts_path,
         output_bytes=output_bytes,
         now_ns=time.time_ns(),
+        incidents=sorted({_incident(a) for a in alerts}),
+        suppressed=len(held),
+        recurring=sum(1 for a in alerts if a.previously_seen),
     )
+    _write_index(options.report_dir, state, policy)
     steps()
     if options.syslog is not None:
         by_id = {str(d["event"]["id"]): a for d, a in zip(docs, alerts, strict=True)}
@@ -483,7 +513,54 @@ def _finish_day(
         packets=sum(s.packets for s in stats),
         wire_bytes=sum(s.wire_bytes for s in stats),
         seconds=time.perf_counter() - started,
+        suppressed=len(held),
+        recurring=sum(1 for a in alerts if a.previously_seen),
     )
+
+
+def _reported_days(report_dir: str, state: NightlyState, also: dt.date) -> list[dt.date]:
+    """Finished days (and ``also``) whose report is in ``report_dir``, in order."""
+    days = {dt.date.fromisoformat(d) for d in state.finished_days()} | {also}
+    return sorted(
+        d for d in days if d == also or os.path.exists(os.path.join(report_dir, report_name(d)))
+    )
+
+
+def _write_linked(
+    report: DayReport, path: str, day: dt.date, report_dir: str, state: NightlyState
+) -> None:
+    """Write the day's report linked to the reports before and after it, and
+    link those two to it (their previous/next links rewritten in place)."""
+    days = _reported_days(report_dir, state, day)
+    at = days.index(day)
+    before = days[at - 1] if at > 0 else None
+    after = days[at + 1] if at + 1 < len(days) else None
+    write_report(report, path, before, after)
+    if before is not None:
+        relink(os.path.join(report_dir, report_name(before)),
+               days[at - 2] if at > 1 else None, day)  # fmt: skip
+    if after is not None:
+        relink(os.path.join(report_dir, report_name(after)), day,
+               days[at + 2] if at + 2 < len(days) else None)  # fmt: skip
+
+
+def _write_index(report_dir: str, state: NightlyState, policy: Policy) -> None:
+    """index.html: the last 30 finished days, alerts per day, links."""
+    from ..report.index import DayLine, write_index
+
+    lines = []
+    for day, alerts, suppressed, recurring, report in state.day_counts():
+        name = os.path.basename(report)
+        here = os.path.exists(os.path.join(report_dir, name))
+        lines.append(DayLine(dt.date.fromisoformat(day), alerts, alerts - recurring, suppressed,
+                             name if here else ""))  # fmt: skip
+    write_index(report_dir, policy.site_name, lines)
+
+
+def _incident(alert: Alert) -> tuple[str, str, str]:
+    """What makes alerts of different days the same incident again: the rule,
+    the host and the other side ('' for none)."""
+    return (alert.rule_id, alert.source_ip, alert.destination_ip or "")
 
 
 def _overlaps(f: KnownFile, start: int, end: int) -> bool:

@@ -61,6 +61,21 @@ CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, day TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, committed_bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, first_day TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS learned (day TEXT PRIMARY KEY);
+-- What alerted on each finished day (rule, host, other side): new or recurring.
+-- Added without a schema change: a state file from before has none, and its
+-- next days' alerts are new.
+CREATE TABLE IF NOT EXISTS day_counts (
+    day TEXT PRIMARY KEY,
+    suppressed INTEGER NOT NULL,  -- alerts a [[suppress]] of the policy held back
+    recurring INTEGER NOT NULL  -- alerts whose incident alerted on an earlier day
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    rule TEXT NOT NULL,
+    host TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    day TEXT NOT NULL,
+    PRIMARY KEY (rule, host, destination, day)
+);
 """
 
 
@@ -245,6 +260,26 @@ class NightlyState:
             )
         return found
 
+    def incidents_between(self, first: str, before: str) -> dict[tuple[str, str, str], str]:
+        """(rule, host, other side) of each incident that alerted on a day from
+        ``first`` to the day before ``before``, with the last such day."""
+        rows = self.db.execute(
+            "SELECT rule, host, destination, max(day) FROM incidents WHERE day>=? AND day<? "
+            "GROUP BY rule, host, destination",
+            (first, before),
+        ).fetchall()
+        return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+    def day_counts(self) -> list[tuple[str, int, int, int, str]]:
+        """Each finished day: (day, alerts, suppressed, recurring, report path),
+        in order (suppressed and recurring 0 for days finished before they were
+        counted)."""
+        rows = self.db.execute(
+            "SELECT d.day, d.alerts, coalesce(c.suppressed, 0), coalesce(c.recurring, 0), "
+            "d.report FROM days d LEFT JOIN day_counts c ON c.day = d.day ORDER BY d.day"
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+
     def hosts_before(self, day: str) -> set[str]:
         """Internal hosts first seen on a day before ``day``."""
         return {
@@ -269,6 +304,9 @@ class NightlyState:
         output: str | None,
         output_bytes: int,
         now_ns: int,
+        incidents: Iterable[tuple[str, str, str]] = (),
+        suppressed: int = 0,
+        recurring: int = 0,
     ) -> None:
         """Everything a finished day changes, in one transaction."""
         with self.transaction() as db:
@@ -278,6 +316,14 @@ class NightlyState:
             )
             db.executemany(
                 "INSERT OR IGNORE INTO alerts VALUES (?, ?)", [(i, day) for i in alert_ids]
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO day_counts VALUES (?, ?, ?)", (day, suppressed, recurring)
+            )
+            db.execute("DELETE FROM incidents WHERE day=?", (day,))  # a --day redo
+            db.executemany(
+                "INSERT OR IGNORE INTO incidents VALUES (?, ?, ?, ?)",
+                [(*incident, day) for incident in incidents],
             )
             for host in hosts:
                 db.execute(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..capture import CaptureProblem, CaptureStats
     from ..detect.model import EgressModel
     from ..policy import Policy
+    from ..policy.suppress import Suppressed
     from .scan import ScanResult
     from .train import Training
 
@@ -37,14 +38,24 @@ def scan_to_files(
     on_problem: Callable[[CaptureProblem], None] | None = None,
     stats_out: list[CaptureStats] | None = None,
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+    created_ns: int | None = None,
+    suppressed_out: list[Suppressed] | None = None,
 ) -> ScanResult:
     """Scan ``captures`` (in this process, or on a Dask cluster given
     ``workers`` > 1 or a ``scheduler``) and write the alerts as
     ``alerts_format`` to ``alerts_out`` (stdout when None), the host-window
     features to ``features_out`` (CSV for a .csv name, else Parquet) and the
-    flows and features to the Parquet dataset at ``parquet_dir``."""
+    flows and features to the Parquet dataset at ``parquet_dir``.
+
+    Alerts the policy's ``[[suppress]]`` tables accept are not written: they
+    go to ``suppressed_out``, and the result's ``alerts`` are the others.
+    ``created_ns``: the documents' ECS ``event.created`` (now when None)."""
+    from dataclasses import replace
+
     from ..alerts import write_alerts
+    from ..alerts.record import Observer
     from ..flows.table import auto_threads
+    from ..policy.suppress import split_suppressed
     from .scan import scan_captures
 
     with (
@@ -68,7 +79,12 @@ def scan_to_files(
             progress=progress,
             model=model,
         )
-        write_alerts(result.alerts, alerts_format, alerts_path, policy.zone, policy.site_name)
+        kept, held = split_suppressed(result.alerts, policy.suppressions, policy.zone)
+        result = replace(result, alerts=kept)
+        if suppressed_out is not None:
+            suppressed_out.extend(held)
+        write_alerts(result.alerts, alerts_format, alerts_path, policy.zone, policy.site_name,
+                     created_ns=created_ns, observer=Observer(policy.sensor))  # fmt: skip
         if features_out and features_path:
             _write_features(result.features, features_path, csv=_is_csv(features_out))
     if parquet_dir:

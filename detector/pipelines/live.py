@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..alerts.record import ALERT_RAISED, ALERT_UPDATED, Alert
+from ..alerts.record import ALERT_RAISED, ALERT_UPDATED, Alert, incident_id
 from ..capture.batch import PacketBatch
 from ..detect.rules import sensor
 from ..features.hosts import MINUTE_NS
@@ -50,6 +50,7 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
+from ..policy.suppress import split_suppressed
 from .scan import ScanResult, first_contacts, foldable, scan_activity
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class LiveStatus:
     # Seconds since the capture worker that went round its loop least recently
     # last did (a stuck worker's grows; finished workers are left out).
     worker_silence: float = 0.0
+    suppressed: int = 0  # incidents a [[suppress]] of the policy held back (not written)
 
 
 @dataclass
@@ -140,11 +142,8 @@ def _figures(alert: Alert) -> tuple[int, ...]:
 
 def _event_id(alert: Alert) -> str:
     """A stable id for an alert's documents: rule, host, other side and first
-    packet (the same incident in the same traffic always gets the same one)."""
-    import hashlib
-
-    text = f"{alert.rule_id}|{alert.source_ip}|{alert.destination_ip}|{alert.start_ns}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    packet's second, as scan and nightly give it (alerts/record.py: incident_id)."""
+    return incident_id(alert.rule_id, alert.source_ip, alert.destination_ip, alert.start_ns)
 
 
 @dataclass
@@ -294,6 +293,8 @@ class LiveDetector:
         # span would not). 40 bytes per (host, outside address) pair.
         self.first_contacts: pd.DataFrame | None = None
         self.emitted: list[Alert] = []
+        # Incidents (event.id) a [[suppress]] of the policy held back: counted, not written.
+        self.suppressed: set[str] = set()
         self.updates: list[Alert] = []
         self.drop_spans: list[DropSpan] = []
         self._reported_drop_spans = 0
@@ -375,6 +376,7 @@ class LiveDetector:
                             sum(w.flows.live_flows for w in self.workers),
                             len(self.emitted),
                             max(running, default=0.0),
+                            len(self.suppressed),
                         )
                     )
                     last_status, last_packets = now, packets
@@ -485,7 +487,10 @@ class LiveDetector:
             first_contacts=self.first_contacts,
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
-        alerts = list(result.alerts) + self._sensor_alerts(policy)
+        alerts, held = split_suppressed(
+            list(result.alerts) + self._sensor_alerts(policy), policy.suppressions, policy.zone
+        )
+        self.suppressed.update(h.alert.ecs_id for h in held)
         new: list[Alert] = []
         grown: list[Alert] = []
         for alert in alerts:

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from ..alerts.record import SEVERITY_NAMES
 from ..detect.declare import DOMAIN_PATTERN
-from ..detect.rules import POLICY_RULES
+from ..detect.rules import BY_ID, POLICY_RULES
 from ..errors import PolicyError
 from ..networks import DEFAULT_INTERNAL, IPNetwork, NetworkSet, Triple, network_triple
 from ..units import MINUTES_PER_DAY, format_minutes
@@ -30,6 +30,7 @@ from .site import (
     DEFAULT_DAYS,
     DEFAULT_END,
     DEFAULT_PERCENTILE,
+    DEFAULT_RECURRING_DAYS,
     DEFAULT_SITE_NAME,
     DEFAULT_START,
     DEFAULT_WINDOW_MINUTES,
@@ -37,6 +38,7 @@ from .site import (
     Policy,
     rule_settings,
 )
+from .suppress import read_suppressions
 from .zones import load_zone, machine_timezone
 
 _SEVERITY_BY_NAME = {name: level for level, name in SEVERITY_NAMES.items()}
@@ -44,7 +46,7 @@ MAX_POLICY_BYTES = 256 << 20
 _INT64_MAX = (1 << 63) - 1  # TOML integers are 64-bit; rules compute in int64
 
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "site": ("name", "timezone"),
+    "site": ("name", "timezone", "sensor"),
     "business_hours": ("days", "start", "end", "holidays"),
     "networks": ("internal", "isolated", "isolated_peers"),
     "allowlist": ("destinations", "domains"),
@@ -52,6 +54,8 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "inspection": ("max_packets", "max_bytes"),
     "model": ("percentile",),
     "rules": RULE_IDS,
+    "report": ("why", "recurring_days"),
+    "suppress": (),  # an array of tables, read by policy/suppress.py
 }
 _TIME_PATTERN = re.compile(r"(\d\d):(\d\d)")
 
@@ -201,6 +205,10 @@ def _read_site(reader: _Reader, section: Mapping[str, Any]) -> tuple[str, str | 
         name = reader.string("site.name", section["name"]).strip()
         if not name or not name.isprintable():
             reader.fail("site.name", "must be one line of printable text, not empty")
+    if "sensor" in section:
+        sensor = reader.string("site.sensor", section["sensor"]).strip()
+        if not sensor or not sensor.isprintable():
+            reader.fail("site.sensor", "must be one line of printable text, not empty")
     timezone = None
     if "timezone" in section:
         timezone = reader.string("site.timezone", section["timezone"])
@@ -262,6 +270,24 @@ def _read_business_hours(
     return days, start, end, frozenset(holidays)
 
 
+def _read_report(reader: _Reader, section: Mapping[str, Any]) -> tuple[dict[str, str], int]:
+    """``[report]``: the site's own words for "why it matters" by rule id
+    (``[report.why]``), and how many days back an alert counts as recurring."""
+    why: dict[str, str] = {}
+    given = section.get("why", {})
+    for rule_id, text in reader.table("report.why", given, BY_ID, "rule").items():
+        words = reader.string(f"report.why.{rule_id}", text).strip()
+        if not words:
+            reader.fail(f"report.why.{rule_id}", "is empty (leave the key out for the rule's own "
+                        "words)")  # fmt: skip
+        why[rule_id] = words
+    days = DEFAULT_RECURRING_DAYS
+    if "recurring_days" in section:
+        days = reader.integer("report.recurring_days", section["recurring_days"], 1,
+                              "at least 1 day", 3660)  # fmt: skip
+    return why, days
+
+
 def _read_rule(reader: _Reader, rule_id: str, value: object) -> dict[str, Any]:
     detection = POLICY_RULES[rule_id]
     defaults = detection.defaults()
@@ -289,7 +315,8 @@ def _policy_from_document(
     for name, value in document.items():
         if name not in _SECTION_KEYS:
             reader.fail(name, f"unknown section (allowed: {', '.join(sorted(_SECTION_KEYS))})")
-        reader.table(name, value, _SECTION_KEYS[name], "rule" if name == "rules" else "key")
+        if name != "suppress":
+            reader.table(name, value, _SECTION_KEYS[name], "rule" if name == "rules" else "key")
 
     warnings: list[str] = []
     site_name, timezone = _read_site(reader, document.get("site", {}))
@@ -300,6 +327,12 @@ def _policy_from_document(
             f"{timezone} for business hours"
         )
     zone = load_zone(timezone) or zoneinfo.ZoneInfo("UTC")
+    sensor = str(document.get("site", {}).get("sensor", "")).strip() or None
+    today = dt.datetime.now(zone).date()
+    suppressions = read_suppressions(
+        reader, document.get("suppress", []), tuple(BY_ID), DOMAIN_PATTERN, today, warnings
+    )
+    report_why, recurring_days = _read_report(reader, document.get("report", {}))
     days, start, end, holidays = _read_business_hours(reader, document.get("business_hours", {}))
 
     networks = document.get("networks", {})
@@ -405,6 +438,10 @@ def _policy_from_document(
         allowlist_domains=tuple(domains),
         inspect_max_packets=max_packets,
         inspect_max_bytes=max_bytes,
+        sensor=sensor,
+        suppressions=suppressions,
+        report_why=MappingProxyType(report_why),
+        recurring_days=recurring_days,
     )
 
 

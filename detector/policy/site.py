@@ -13,7 +13,7 @@ import hashlib
 import json
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..alerts.record import SEVERITY_NAMES
 from ..detect.rules import POLICY_RULES
 from ..networks import DEFAULT_INTERNAL, LOCAL_SCOPE, NetworkSet
 from ..units import DAY_NS, MINUTE_NS, format_minutes
+from .suppress import Suppression
 from .zones import NAT, as_utc_ns, load_zone, machine_timezone, utc_offset_ns
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -40,6 +41,7 @@ DEFAULT_END = 18 * 60
 DEFAULT_WINDOW_MINUTES = 10
 DEFAULT_PERCENTILE = 99.5
 DEFAULT_SITE_NAME = "site"
+DEFAULT_RECURRING_DAYS = 30  # an alert seen again within this many days is recurring
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,13 @@ class Policy:
     allowlist_domains: tuple[str, ...] = ()
     inspect_max_packets: int = 8  # payload packets inspected per flow
     inspect_max_bytes: int = 2048  # bytes inspected per packet
+    # Not part of settings() (a model trained before a suppression or a report
+    # word was added stays valid): what the outputs say, not what is detected.
+    sensor: str | None = None  # [site] sensor: ECS observer.hostname
+    suppressions: tuple[Suppression, ...] = ()  # [[suppress]] (policy/suppress.py)
+    # [report.why]: rule id → the site's words for why it matters
+    report_why: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    recurring_days: int = DEFAULT_RECURRING_DAYS  # [report] recurring_days
 
     def rule(self, rule_id: str) -> RuleSettings:
         try:

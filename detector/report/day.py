@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..flows.table import FlowTable
     from ..pipelines.scan import ScanResult
     from ..policy import Policy
+    from ..policy.suppress import Suppressed
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
@@ -161,6 +162,22 @@ class RuleCount:
 
 
 @dataclass(frozen=True)
+class HeldAlert:
+    """An alert a ``[[suppress]]`` of the policy held back: listed, not alerted."""
+
+    rule_id: str
+    rule_name: str
+    severity_name: str
+    host: str
+    other_side: str
+    start_ns: int
+    end_ns: int
+    source_bytes: int
+    reason: str
+    until: dt.date
+
+
+@dataclass(frozen=True)
 class DayReport:
     site: str
     sensor: str
@@ -181,6 +198,8 @@ class DayReport:
     new_hosts: tuple[NewHost, ...]
     new_hosts_total: int
     health: SensorHealth
+    suppressed: tuple[HeldAlert, ...] = ()  # in order of start
+    recurring_days: int = 30  # the policy's report.recurring_days (what "recurring" means)
 
 
 def day_bounds(day: dt.date, policy: Policy) -> tuple[int, int]:
@@ -203,6 +222,7 @@ def build_day_report(
     processing_seconds: float,
     known_hosts: Collection[str] = (),
     sensor: str = "",
+    suppressed: Sequence[Suppressed] = (),
 ) -> DayReport:
     """The report of the local ``day`` from a scan of its captures.
 
@@ -240,7 +260,7 @@ def build_day_report(
             severity_name=SEVERITY_NAMES.get(a.severity, str(a.severity)),
             host_role=roles[a.source_ip],
             other_side=_other_side(a),
-            why=_why(a),
+            why=_why(a, policy),
             flows=flows,
             hours=hourly[a.source_ip],
         )
@@ -348,6 +368,22 @@ def build_day_report(
         new_hosts=tuple(new_hosts[:NEW_HOSTS_SHOWN]),
         new_hosts_total=len(new_hosts),
         health=_health(files, result.flows, start_ns, end_ns, processing_seconds),
+        suppressed=tuple(
+            HeldAlert(
+                rule_id=h.alert.rule_id,
+                rule_name=h.alert.rule_name,
+                severity_name=SEVERITY_NAMES.get(h.alert.severity, str(h.alert.severity)),
+                host=h.alert.source_ip,
+                other_side=_other_side(h.alert),
+                start_ns=h.alert.start_ns,
+                end_ns=h.alert.end_ns,
+                source_bytes=h.alert.source_bytes,
+                reason=h.suppression.reason,
+                until=h.suppression.until,
+            )
+            for h in sorted(suppressed, key=lambda h: (h.alert.start_ns, h.alert.rule_id))
+        ),
+        recurring_days=policy.recurring_days,
     )
 
 
@@ -373,8 +409,12 @@ def _rows(frame: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
     return zip((int(i) for i in frame.index.to_numpy()), records, strict=True)
 
 
-def _why(alert: Alert) -> str:
-    """Why the alert matters, in its detection's declared words."""
+def _why(alert: Alert, policy: Policy) -> str:
+    """Why the alert matters: the site's own words (the policy's
+    ``[report.why]``), else its detection's declared words."""
+    own = policy.report_why.get(alert.rule_id)
+    if own:
+        return own
     detection = detection_of(alert.rule_id)
     return detection.why(alert) if detection is not None else WHY_DEFAULT
 

@@ -22,6 +22,28 @@ from ..outputs import replacing
 from ..units import human_bytes
 from .day import NS, AlertEntry, DayReport, HourBar
 
+# The previous/next links of a day's page sit between these marks, so the
+# nightly can rewrite them when a neighbouring day's report appears (nav_html).
+NAV_START, NAV_END = "<!-- days -->", "<!-- /days -->"
+INDEX_NAME = "index.html"
+
+
+def report_name(day: dt.date) -> str:
+    """The file name of ``day``'s report in the report directory."""
+    return f"egress-report-{day.isoformat()}.html"
+
+
+def nav_html(previous: dt.date | None, following: dt.date | None) -> str:
+    """The links to the day before, the index and the day after (those that
+    have a report), between :data:`NAV_START` and :data:`NAV_END`."""
+    links = []
+    if previous is not None:
+        links.append(f'<a rel="prev" href="{report_name(previous)}">← {previous.isoformat()}</a>')
+    links.append(f'<a href="{INDEX_NAME}">all days</a>')
+    if following is not None:
+        links.append(f'<a rel="next" href="{report_name(following)}">{following.isoformat()} →</a>')
+    return f'{NAV_START}<nav class="days">{" · ".join(links)}</nav>{NAV_END}'
+
 
 def _text(value: object) -> str:
     """Data → safe HTML text: masked, then escaped (quotes too, for attributes).
@@ -103,6 +125,10 @@ svg .span { fill: none; stroke: #cf222e; stroke-width: 1.5; stroke-dasharray: 3 
 svg text { font: 10px system-ui, sans-serif; fill: #57606a; }
 svg .axis { stroke: #8c959f; stroke-width: 1; }
 footer { margin-top: 32px; color: #57606a; font-size: 12px; }
+nav.days { font-size: 13px; margin: 0 0 8px; }
+.recurring { color: #57606a; font-size: 12px; }
+.new { color: #8b0000; font-size: 12px; font-weight: 600; }
+svg .count { fill: #cf222e; }
 @media print { body { max-width: none; } }
 """.strip()
 
@@ -151,8 +177,11 @@ def _zone_label(report: DayReport) -> str:
     return f"{report.timezone}, {first} then {last}"
 
 
-def render_html(report: DayReport) -> str:
-    """The whole page as a string."""
+def render_html(
+    report: DayReport, previous: dt.date | None = None, following: dt.date | None = None
+) -> str:
+    """The whole page as a string; ``previous``/``following``: the days before
+    and after it that have a report (linked)."""
     title = f"Egress report {report.day.isoformat()} — {report.site}"
     parts = [
         "<!DOCTYPE html>",
@@ -166,10 +195,12 @@ def render_html(report: DayReport) -> str:
         f"<style>{STYLE}</style>",
         "</head>",
         "<body>",
+        nav_html(previous, following),
     ]
     parts += _header(report)
     parts += _summary(report)
     parts += _alerts(report)
+    parts += _suppressed(report)
     parts += _top_tables(report)
     parts += _new_hosts(report)
     parts += _health(report)
@@ -270,7 +301,7 @@ def _summary(report: DayReport) -> list[str]:
                 f'<a href="#alert-{i + 1}">{_text(when)}</a> '
                 f"{_text(a.rule_name)}: {_text(a.source_ip)} ({_text(entry.host_role)}){other}"
                 + (f", sent {human_bytes(a.source_bytes)}" if a.source_bytes else "")
-                + "</li>"
+                + f" · {_recurrence(report, entry)}</li>"
             )
         out.append("</ul>")
         if report.alerts_total > BY_RULE_FROM:
@@ -328,6 +359,7 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
         f"<dt>When</dt><dd>{_text(start)} to {_text(end)} local</dd>",
         f"<dt>How much</dt><dd>{how_much}</dd>",
         f"<dt>Why it matters</dt><dd>{_text(entry.why)}</dd>",
+        f"<dt>Seen before</dt><dd>{_seen_before(report, entry)}</dd>",
     ]
     if a.evidence:
         details = "; ".join(
@@ -369,6 +401,54 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
     else:
         out.append('<p class="muted">No flow records behind this alert.</p>')
     out.append("</article>")
+    return out
+
+
+def _recurrence(report: DayReport, entry: AlertEntry) -> str:
+    """'new' (what changed since yesterday) or 'recurring (last 2026-02-03)'."""
+    seen = entry.alert.previously_seen
+    if seen:
+        return f'<span class="recurring">recurring (last {_text(seen)})</span>'
+    return '<span class="new">new</span>'
+
+
+def _seen_before(report: DayReport, entry: AlertEntry) -> str:
+    seen = entry.alert.previously_seen
+    if seen:
+        return (f"recurring: the same rule, host and other side alerted on {_text(seen)} "
+                f"(within {report.recurring_days} days)")  # fmt: skip
+    return (f"new: not alerted in the {report.recurring_days} days before (for this rule, "
+            "host and other side)")  # fmt: skip
+
+
+def _suppressed(report: DayReport) -> list[str]:
+    """The alerts the policy's [[suppress]] tables held back: not alerted, but
+    listed, so what a suppression hides is seen every day it hides it."""
+    if not report.suppressed:
+        return []
+    out = [
+        '<section id="suppressed">',
+        f"<h2>Suppressed by the policy ({len(report.suppressed):,})</h2>",
+        '<p class="muted">Alerts a <span class="mono">[[suppress]]</span> table of the '
+        "policy accepts: not in the alerts file, not sent, not counted above.</p>",
+    ]
+    rows = [
+        [
+            f'<span class="badge sev-{_text(h.severity_name)}">{_text(h.severity_name)}</span>',
+            f'<span class="mono">{_text(h.rule_id)}</span>',
+            _text(h.host),
+            _wrap(h.other_side),
+            _text(_when(report, h.start_ns, h.end_ns)),
+            human_bytes(h.source_bytes) if h.source_bytes else "",
+            _text(h.reason),
+            _text(h.until.isoformat()),
+        ]
+        for h in report.suppressed
+    ]
+    out += _table([("severity", False), ("rule", False), ("host", False), ("other side", False),
+                   ("when (local)", False), ("sent", True), ("reason", False),
+                   ("until", False)], rows)  # fmt: skip
+    out.append("</section>")
     return out
 
 
@@ -612,9 +692,36 @@ def _health(report: DayReport) -> list[str]:
     return out
 
 
-def write_report(report: DayReport, path: str | os.PathLike[str]) -> None:
+def write_report(
+    report: DayReport,
+    path: str | os.PathLike[str],
+    previous: dt.date | None = None,
+    following: dt.date | None = None,
+) -> None:
     """Write the report's HTML to ``path`` atomically: a reader (or a crash)
     sees the old file or the new one, never half of one."""
-    text = render_html(report)
+    write_page(render_html(report, previous, following), path)
+
+
+def write_page(text: str, path: str | os.PathLike[str]) -> None:
     with replacing(path, mode=0o644) as partial, open(partial, "w", encoding="utf-8") as stream:
         stream.write(text)
+
+
+def relink(
+    path: str | os.PathLike[str], previous: dt.date | None, following: dt.date | None
+) -> bool:
+    """Rewrite the previous/next links of the report at ``path`` (atomically);
+    False when it has none to rewrite (missing, or from before the links)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError:
+        return False
+    start, end = text.find(NAV_START), text.find(NAV_END)
+    if start < 0 or end < start:
+        return False
+    updated = text[:start] + nav_html(previous, following) + text[end + len(NAV_END) :]
+    if updated != text:
+        write_page(updated, path)
+    return True

@@ -81,8 +81,11 @@ def run_rules(ctx: ScanContext) -> list[Alert]:
 
 
 def run_payload_rules(ctx: ScanContext) -> list[Alert]:
-    """Every enabled rule over payload facts, names and flow records (in scan order)."""
-    return _run(ctx, PAYLOAD)
+    """Every enabled rule over payload facts, names and flow records (in scan
+    order), with what each alert's two sides sent (detect/figures.py)."""
+    from ..figures import with_traffic_figures
+
+    return with_traffic_figures(_run(ctx, PAYLOAD), ctx.traffic)
 
 
 def detection_of(rule_id: str) -> Detection | None:
