@@ -353,22 +353,41 @@ def evict_cut(table):
     return np.sort(sample[:k])[max(k // 8, 1) - 1]
 
 
+EVICT_AHEAD = 32  # rows whose victims' slots are touched before any is removed
+
+
 @njit(**HOT_LOOP)
 def evict_oldest(table, cut, most, export, n_export):
     """Close the live flows last seen at or before ``cut`` (:func:`evict_cut`:
     about the least recently seen eighth), in row order, at most ``most`` of
-    them and while the export buffer has room; one pass over the rows."""
-    flows, state = table.flows, table.state
+    them and while the export buffer has room; one pass over the rows.
+
+    Returns ``(n_export, touched)``: ``touched`` is only there so that the
+    compiler keeps the look-ahead loads (ignore it). Removing a flow starts
+    with a cache miss on its slot; loading the slots of the next
+    EVICT_AHEAD rows' victims first lets those misses overlap (a quarter less
+    time per call, benchmarks/README.md)."""
+    flows, slots, state = table.flows, table.slots, table.state
     stop = min(n_export + most, export.shape[0])
-    for row in range(state[S_HIGH_WATER]):
+    high = state[S_HIGH_WATER]
+    touched = 0
+    for ahead in range(0, high, EVICT_AHEAD):
         if n_export >= stop:
             break
-        if flows[row, C_SLOT] >= 0 and flows[row, C_LAST] <= cut:
-            _export(flows, row, REASON_EVICTED, export, n_export)
-            n_export += 1
-            _remove(table, row)
-            state[S_EVICTED] += 1
-    return n_export
+        end = min(ahead + EVICT_AHEAD, high)
+        for row in range(ahead, end):
+            slot = flows[row, C_SLOT]
+            if slot >= 0 and flows[row, C_LAST] <= cut:
+                touched ^= slots[slot & SLOT_MASK]
+        for row in range(ahead, end):
+            if n_export >= stop:
+                break
+            if flows[row, C_SLOT] >= 0 and flows[row, C_LAST] <= cut:
+                _export(flows, row, REASON_EVICTED, export, n_export)
+                n_export += 1
+                _remove(table, row)
+                state[S_EVICTED] += 1
+    return n_export, touched
 
 
 COUNT_OK = 0

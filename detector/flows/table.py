@@ -276,7 +276,7 @@ class FlowTable:
             if self.export_buffer.shape[0] < share:
                 self.export_buffer = np.empty((share, fk.FLOW_COLUMNS), dtype=np.int64)
         table = self.kernel_table
-        self.n_export = fk.evict_oldest(
+        self.n_export, _ = fk.evict_oldest(
             table, fk.evict_cut(table), share, self.export_buffer, self.n_export
         )
         self._drain()
