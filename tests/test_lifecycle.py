@@ -1,0 +1,130 @@
+"""An alert's lifecycle through the commands: suppressed by the policy (held
+back, counted, listed), new or recurring across the nightly's days, and the
+report directory's index and day-to-day links."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+
+from gen_traffic import Capture, at
+
+from detector.cli.main import main
+from detector.nightly.run import NightlyOptions, run_nightly
+from detector.policy import parse_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "captures" / "sample-incident.pcap.gz"
+SAMPLE_POLICY = ROOT / "captures" / "sample-policy.toml"
+
+ISO, OUT, VENDOR = "10.8.40.31", "203.0.113.140", "198.51.100.20"
+DAY1, DAY2 = dt.date(2026, 2, 3), dt.date(2026, 2, 4)
+POLICY = f"""
+[site]
+name = "lifecycle"
+timezone = "UTC"
+[networks]
+internal = ["10.8.0.0/16"]
+isolated = ["10.8.40.0/24"]
+
+[[suppress]]
+rule = "isolated-egress"
+host = "10.8.40.0/24"
+destination = "{VENDOR}"
+until = 2026-02-03
+reason = "vendor's remote maintenance, ticket 4711"
+"""
+
+
+def test_scan_counts_what_the_policy_suppresses(tmp_path, capsys):
+    """The sample's offhours-bulk-egress alert suppressed: two alerts written,
+    the summary says one more was held back, and the exit status is still 1."""
+    policy = tmp_path / "site.toml"
+    policy.write_text(
+        SAMPLE_POLICY.read_text()
+        + """
+[[suppress]]
+rule = "offhours-bulk-egress"
+host = "10.8.40.31"
+destination = "203.0.113.0/24"
+until = 2026-02-04
+reason = "test"
+"""
+    )
+    out = tmp_path / "alerts.jsonl"
+    assert main(["scan", "--policy", str(policy), "-o", str(out), str(SAMPLE)]) == 1
+    err = capsys.readouterr().err
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(d["rule"]["id"] for d in docs) == ["isolated-egress", "isolated-egress"]
+    (summary,) = [line for line in err.splitlines() if "→" in line]
+    assert "→ 2 alert(s) (1 more suppressed by the policy) in " in summary
+
+
+def _day(path: Path, day: dt.date, *, vendor: bool) -> Path:
+    capture = Capture()
+    start = at(f"{day} 10:00", "UTC")
+    capture.transfer(ISO, OUT, start=start, seconds=60, bytes_out=300_000, bytes_in=20_000)
+    if vendor:
+        capture.transfer(ISO, VENDOR, start=start + 120 * 10**9, seconds=30,
+                         bytes_out=40_000, bytes_in=900_000, dport=22)  # fmt: skip
+    written = capture.write(path)
+    mtime = at(f"{day + dt.timedelta(days=1)} 00:05", "UTC")
+    os.utime(written, ns=(mtime, mtime))
+    return written
+
+
+def test_nightly_suppresses_marks_recurring_and_links_the_days(tmp_path):
+    """Day 1: ISO reaches OUT (an alert) and the vendor (suppressed). Day 2: ISO
+    reaches OUT again (recurring, last seen day 1) and the vendor (the
+    suppression ended on day 1: an alert, new)."""
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    _day(folder / "day1.pcap", DAY1, vendor=True)
+    _day(folder / "day2.pcap", DAY2, vendor=True)
+    reports = tmp_path / "reports"
+    options = NightlyOptions(captures=str(folder), state=str(tmp_path / "state.db"),
+                             report_dir=str(reports), alerts_path=str(tmp_path / "alerts.jsonl"),
+                             settle_seconds=0)  # fmt: skip
+    said: list[str] = []
+    policy = parse_policy(POLICY)
+    assert policy.warnings and "expired on 2026-02-03" in policy.warnings[0]
+    result = run_nightly(options, policy, now_ns=at("2026-02-06 00:00", "UTC"), say=said.append)
+    assert [(d.day, len(d.alerts), d.suppressed, d.recurring) for d in result.days] == [
+        (DAY1, 1, 1, 0), (DAY2, 2, 0, 1)]  # fmt: skip
+    assert said[0].startswith("2026-02-03: 1 alert(s) (1 new, 1 suppressed by the policy) from 1")
+
+    docs = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    shown = sorted((d["event"]["start"][:10], d["destination"]["ip"], d["egress"]["recurrence"],
+                    d["egress"].get("previously_seen")) for d in docs)  # fmt: skip
+    assert shown == [
+        ("2026-02-03", OUT, "new", None),
+        ("2026-02-04", VENDOR, "new", None),  # suppressed on day 1: never alerted before
+        ("2026-02-04", OUT, "recurring", "2026-02-03"),
+    ]
+
+    day1 = (reports / f"egress-report-{DAY1}.html").read_text()
+    held = re.search(r'<section id="suppressed">(.*?)</section>', day1, re.S).group(1)
+    assert "vendor&#x27;s remote maintenance, ticket 4711" in held and VENDOR in held
+    assert "Suppressed by the policy (1)" in held
+
+    def links(page: str) -> list[str]:
+        return re.findall(r'href="([^"]+)"', re.search(r"<nav.*?</nav>", page).group(0))
+
+    # Day 1 was written first (no next day then), and relinked when day 2 came.
+    assert links(day1) == ["index.html", f"egress-report-{DAY2}.html"]
+    day2 = (reports / f"egress-report-{DAY2}.html").read_text()
+    assert links(day2) == [f"egress-report-{DAY1}.html", "index.html"]
+
+    index = (reports / "index.html").read_text()
+    rows = {
+        m.group(1): [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>",
+                                                                  m.group(2))]
+        for m in re.finditer(r'<tr id="day-([0-9-]+)">(.*?)</tr>', index)
+    }  # fmt: skip
+    assert rows == {
+        "2026-02-04": ["Wed 2026-02-04", "2", "1", "0", f"egress-report-{DAY2}.html"],
+        "2026-02-03": ["Tue 2026-02-03", "1", "1", "1", f"egress-report-{DAY1}.html"],
+    }
