@@ -128,3 +128,44 @@ def test_nightly_suppresses_marks_recurring_and_links_the_days(tmp_path):
         "2026-02-04": ["Wed 2026-02-04", "2", "1", "0", f"egress-report-{DAY2}.html"],
         "2026-02-03": ["Tue 2026-02-03", "1", "1", "1", f"egress-report-{DAY1}.html"],
     }
+
+
+def test_scan_says_new_unless_given_history(tmp_path, capsys):
+    """The sample scanned alone: every alert new. Given yesterday's alerts of
+    the same rule and addresses (either way round), those recur; one of 31
+    days before does not (report.recurring_days is 30); a broken history file
+    is one line naming its byte offset."""
+    out = tmp_path / "alerts.jsonl"
+    args = ["scan", "-q", "--policy", str(SAMPLE_POLICY), "--format", "jsonl"]
+    assert main([*args, "-o", str(out), str(SAMPLE)]) == 1
+    alone = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {d["egress"]["recurrence"] for d in alone} == {"new"}
+
+    def earlier(rule: str, source: str, destination: str, day: str) -> str:
+        return json.dumps({"rule": {"id": rule}, "event": {"start": f"{day}T23:00:00.000+08:00"},
+                           "source": {"ip": source}, "destination": {"ip": destination}})  # fmt: skip
+
+    history = tmp_path / "history.jsonl"
+    history.write_text("\n".join([
+        earlier("isolated-egress", "10.8.40.31", "203.0.113.140", "2026-02-03"),  # yesterday
+        earlier("isolated-egress", "10.8.40.31", "10.8.10.44", "2026-01-04"),  # 31 days before
+        earlier("offhours-bulk-egress", "203.0.113.140", "10.8.40.31", "2026-01-05"),  # 30
+    ]) + "\n")  # fmt: skip
+    assert main([*args, "-o", str(out), "--history", str(history), str(SAMPLE)]) == 1
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    seen = sorted((d["rule"]["id"], d["source"]["ip"], d["egress"]["recurrence"],
+                   d["egress"].get("previously_seen")) for d in docs)  # fmt: skip
+    assert seen == [
+        ("isolated-egress", "10.8.10.44", "new", None),
+        ("isolated-egress", "10.8.40.31", "recurring", "2026-02-03"),
+        ("offhours-bulk-egress", "10.8.40.31", "recurring", "2026-01-05"),
+    ]
+    capsys.readouterr()
+    history.write_text(earlier("p2p", "10.8.10.5", "203.0.113.9", "2026-02-03") + "\n{oops\n")
+    assert main([*args, "--history", str(history), str(SAMPLE)]) == 2
+    offset = len(earlier("p2p", "10.8.10.5", "203.0.113.9", "2026-02-03")) + 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"egress-detector: error: --history {history}: byte offset {offset}: not an alert in "
+        "ECS JSON (one a line, with rule.id and event.start, as scan --format jsonl and "
+        "nightly write)"
+    ]

@@ -42,6 +42,7 @@ from .console import (
 )
 
 if TYPE_CHECKING:
+    from ..alerts.history import AlertHistory
     from ..alerts.sending import AlertSender
     from ..detect.model import EgressModel
     from ..policy import Policy
@@ -214,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_pin(scan)
     scan.add_argument(
+        "--history",
+        action="append",
+        metavar="FILE.jsonl",
+        help="earlier alerts as ECS JSON lines (nightly's --jsonl, an earlier scan's): an alert "
+        "of the same rule and addresses on one of the policy's report.recurring_days days "
+        "before is marked recurring (egress.recurrence); without it every alert is new; "
+        "may be repeated",
+    )
+    scan.add_argument(
         "--window",
         type=int,
         metavar="MINUTES",
@@ -347,17 +357,27 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
     args.captures = read_in_order(args)
     if _none_readable(args.captures):
         return ExitStatus.UNREADABLE
-    # Collectors are reached (a TLS certificate checked) before the captures are read.
+    # Earlier alerts read (a bad line: one error) and collectors reached (a TLS
+    # certificate checked) before the captures are read.
+    history = None
+    if args.history:
+        from ..alerts.history import AlertHistory
+
+        history = AlertHistory.from_jsonl(args.history)
     sender = senders_of(args, args.spool_dir)
     try:
-        return _scan_and_send(args, policy, model, sender)
+        return _scan_and_send(args, policy, model, sender, history)
     finally:
         if sender is not None:
             sender.close()
 
 
 def _scan_and_send(
-    args: argparse.Namespace, policy: Policy, model: EgressModel | None, sender: AlertSender | None
+    args: argparse.Namespace,
+    policy: Policy,
+    model: EgressModel | None,
+    sender: AlertSender | None,
+    history: AlertHistory | None = None,
 ) -> ExitStatus:
     from ..alerts.record import Observer, to_ecs
     from ..alerts.sinks import alert_format
@@ -389,6 +409,7 @@ def _scan_and_send(
         progress=lambda b: progress(b, captures, not args.quiet),
         created_ns=created,
         suppressed_out=held,
+        history=history,
     )
     say_overlaps(stats)
     if not args.quiet:

@@ -14,6 +14,7 @@ from ..outputs import replacing
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..alerts.history import AlertHistory
     from ..capture import CaptureProblem, CaptureStats
     from ..detect.model import EgressModel
     from ..policy import Policy
@@ -40,6 +41,7 @@ def scan_to_files(
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     created_ns: int | None = None,
     suppressed_out: list[Suppressed] | None = None,
+    history: AlertHistory | None = None,
 ) -> ScanResult:
     """Scan ``captures`` (in this process, or on a Dask cluster given
     ``workers`` > 1 or a ``scheduler``) and write the alerts as
@@ -49,7 +51,8 @@ def scan_to_files(
 
     Alerts the policy's ``[[suppress]]`` tables accept are not written: they
     go to ``suppressed_out``, and the result's ``alerts`` are the others.
-    ``created_ns``: the documents' ECS ``event.created`` (now when None)."""
+    ``created_ns``: the documents' ECS ``event.created`` (now when None).
+    ``history``: earlier alerts; those written that recur are marked so."""
     from dataclasses import replace
 
     from ..alerts import write_alerts
@@ -80,6 +83,8 @@ def scan_to_files(
             model=model,
         )
         kept, held = split_suppressed(result.alerts, policy.suppressions, policy.zone)
+        if history is not None:
+            kept = history.mark(kept, policy.zone, policy.recurring_days)
         result = replace(result, alerts=kept)
         if suppressed_out is not None:
             suppressed_out.extend(held)
