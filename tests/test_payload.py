@@ -457,3 +457,18 @@ def test_mail_egress_reports_the_declared_message_size(tmp_path):
     (alert,) = [a for a in result.alerts if a.rule_id == "mail-egress"]
     assert alert.evidence["declared_message_bytes"] == [4_200_000]
     assert "declared at 4.2 MB" in alert.message
+
+
+def test_im_app_by_range_needs_the_host_to_start_the_connection(tmp_path):
+    """A SYN forged from a Telegram address (and the server's SYN-ACK back) is
+    not the host using Telegram; the host's own SYN to the same address is."""
+    forged = [
+        E / IP(src="149.154.167.51", dst="10.0.0.6") / TCP(sport=40000, dport=443, flags="S"),
+        E / IP(src="10.0.0.6", dst="149.154.167.51") / TCP(sport=443, dport=40000, flags="SA"),
+    ]
+    forged[1].time = forged[0].time + 0.001
+    assert not [a for a in _scan(tmp_path, forged).alerts if a.rule_id == "im-app"]
+    own = E / IP(src="10.0.0.6", dst="149.154.167.51") / TCP(sport=50001, dport=443, flags="S")
+    own.time = forged[0].time + 1
+    alerts = [a for a in _scan(tmp_path, [*forged, own]).alerts if a.rule_id == "im-app"]
+    assert [(a.source_ip, a.evidence["seen"]) for a in alerts] == [("10.0.0.6", ["149.154.167.51"])]

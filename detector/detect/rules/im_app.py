@@ -14,6 +14,7 @@ import pandas as pd
 
 from ...alerts.record import Alert
 from ...flows.payload import DNS_IS_RESPONSE
+from ...flows.records import initiator_columns
 from ...networks import NetworkSet, address_text
 from ..declare import PAYLOAD, Choices, Detection, Domains, Networks, Setting
 from ..names import domain_matcher
@@ -88,12 +89,11 @@ def check_im_app(ctx: ScanContext) -> list[Alert]:
                 hits.append((int(s_hi), int(s_lo), app.app_id, int(ts), str(text)))
         if traffic is not None and app.networks and not traffic.frame.empty:
             frame = traffic.frame
+            ranges = NetworkSet(app.networks)
             peers = np.unique(frame["peer_id"].to_numpy())
-            inside = NetworkSet(app.networks).contains(
-                traffic.address_hi[peers], traffic.address_lo[peers]
-            )
-            wanted = peers[inside]
+            wanted = peers[ranges.contains(traffic.address_hi[peers], traffic.address_lo[peers])]
             rows = frame[np.isin(frame["peer_id"].to_numpy(), wanted)]
+            rows = rows[_started_by_host(ctx, rows, ranges)]
             for h, peer, ts in zip(rows["host_id"].to_numpy(), rows["peer_id"].to_numpy(),
                                    rows["first_ns"].to_numpy(), strict=True):  # fmt: skip
                 hits.append((int(traffic.address_hi[h]), int(traffic.address_lo[h]), app.app_id,
@@ -125,6 +125,33 @@ def check_im_app(ctx: ScanContext) -> list[Alert]:
     return alerts
 
 
+def _started_by_host(ctx: ScanContext, rows: pd.DataFrame, ranges: NetworkSet) -> np.ndarray:
+    """Which of ``rows`` (host traffic with an app's address) are of a (host,
+    address) pair where the host started a flow: a packet from a forged
+    source in the app's range (a spoofed flood) must not say the host uses the
+    app. Without flow records, where the host sent at least one packet."""
+    sent = rows["packets_out"].to_numpy() > 0
+    if ctx.flows is None or not len(rows):
+        return sent  # type: ignore[no-any-return]
+
+    def started_to_app(flow_rows: np.ndarray) -> np.ndarray:
+        flow = initiator_columns(flow_rows)
+        return ranges.contains(flow["dst_hi"], flow["dst_lo"])  # type: ignore[no-any-return]
+
+    started = initiator_columns(ctx.flows.rows_where(started_to_app))
+    pairs = pd.MultiIndex.from_arrays(
+        [started["src_hi"], started["src_lo"], started["dst_hi"], started["dst_lo"]]
+    )
+    traffic = ctx.traffic
+    host = rows["host_id"].to_numpy()
+    peer = rows["peer_id"].to_numpy()
+    mine = pd.MultiIndex.from_arrays(
+        [traffic.address_hi[host], traffic.address_lo[host],
+         traffic.address_hi[peer], traffic.address_lo[peer]]
+    )  # fmt: skip
+    return sent & mine.isin(pairs)  # type: ignore[no-any-return]
+
+
 DETECTION = Detection(
     rule_id="im-app",
     title="Messaging app on an internal host",
@@ -139,8 +166,10 @@ DETECTION = Detection(
     description="""\
 Bulletin No. 6: LINE, Facebook Messenger, WeChat are outside the agency's
 control. Fires for an internal host that asks DNS for, opens TLS to, or sends an
-HTTP request to a name of a messaging app, or talks to an address in an app's
-published range (Telegram connects to fixed addresses without DNS). The lists
+HTTP request to a name of a messaging app, or starts a connection to an address
+in an app's published range (Telegram connects to fixed addresses without
+DNS); packets that only come *from* such an address (a forged source in a
+flood) do not count. The lists
 ship in `detector/data/im_apps.toml` (dated; sources named there); a policy
 adds names or ranges, or leaves apps out. One alert per (host, app), severity
 medium. Known misses: an app whose connections carry no name and whose vendor
