@@ -661,7 +661,9 @@ def test_new_and_recurring_alerts_are_told_apart(day):
 def test_day_pages_link_to_their_neighbours_and_are_relinked(day, tmp_path):
     from detector.report.html import relink
 
-    page = render_html(report_of(day), dt.date(2026, 2, 3), None)
+    alone = render_html(report_of(day))  # scan's page, no report directory: no links
+    assert re.findall(r'<nav class="days">(.*?)</nav>', alone) == [""]
+    page = render_html(report_of(day), dt.date(2026, 2, 3), None, index=True)
     nav = re.findall(r'<nav class="days">(.*?)</nav>', page)
     assert nav == ['<a rel="prev" href="egress-report-2026-02-03.html">← 2026-02-03</a> · '
                    '<a href="index.html">all days</a>']  # fmt: skip

@@ -535,7 +535,7 @@ def _write_linked(
     at = days.index(day)
     before = days[at - 1] if at > 0 else None
     after = days[at + 1] if at + 1 < len(days) else None
-    write_report(report, path, before, after)
+    write_report(report, path, before, after, index=True)
     if before is not None:
         relink(os.path.join(report_dir, report_name(before)),
                days[at - 2] if at > 1 else None, day)  # fmt: skip

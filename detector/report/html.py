@@ -33,13 +33,15 @@ def report_name(day: dt.date) -> str:
     return f"egress-report-{day.isoformat()}.html"
 
 
-def nav_html(previous: dt.date | None, following: dt.date | None) -> str:
-    """The links to the day before, the index and the day after (those that
-    have a report), between :data:`NAV_START` and :data:`NAV_END`."""
+def nav_html(previous: dt.date | None, following: dt.date | None, index: bool = True) -> str:
+    """The links to the day before, the index (``index``: a report directory
+    has one) and the day after (those that have a report), between
+    :data:`NAV_START` and :data:`NAV_END`."""
     links = []
     if previous is not None:
         links.append(f'<a rel="prev" href="{report_name(previous)}">← {previous.isoformat()}</a>')
-    links.append(f'<a href="{INDEX_NAME}">all days</a>')
+    if index:
+        links.append(f'<a href="{INDEX_NAME}">all days</a>')
     if following is not None:
         links.append(f'<a rel="next" href="{report_name(following)}">{following.isoformat()} →</a>')
     return f'{NAV_START}<nav class="days">{" · ".join(links)}</nav>{NAV_END}'
@@ -178,10 +180,15 @@ def _zone_label(report: DayReport) -> str:
 
 
 def render_html(
-    report: DayReport, previous: dt.date | None = None, following: dt.date | None = None
+    report: DayReport,
+    previous: dt.date | None = None,
+    following: dt.date | None = None,
+    *,
+    index: bool = False,
 ) -> str:
     """The whole page as a string; ``previous``/``following``: the days before
-    and after it that have a report (linked)."""
+    and after it that have a report (linked); ``index``: link to the report
+    directory's index.html (the nightly writes one)."""
     title = f"Egress report {report.day.isoformat()} — {report.site}"
     parts = [
         "<!DOCTYPE html>",
@@ -195,7 +202,7 @@ def render_html(
         f"<style>{STYLE}</style>",
         "</head>",
         "<body>",
-        nav_html(previous, following),
+        nav_html(previous, following, index),
     ]
     parts += _header(report)
     parts += _summary(report)
@@ -697,10 +704,12 @@ def write_report(
     path: str | os.PathLike[str],
     previous: dt.date | None = None,
     following: dt.date | None = None,
+    *,
+    index: bool = False,
 ) -> None:
     """Write the report's HTML to ``path`` atomically: a reader (or a crash)
     sees the old file or the new one, never half of one."""
-    write_page(render_html(report, previous, following), path)
+    write_page(render_html(report, previous, following, index=index), path)
 
 
 def write_page(text: str, path: str | os.PathLike[str]) -> None:
