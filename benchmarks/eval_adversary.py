@@ -123,10 +123,10 @@ isolated_peers = ["10.8.40.5/32"]
 
 [allowlist]
 destinations = ["198.51.100.25/32"]
-
-[rules.quiet-protocol-volume]
-exempt = ["10.8.10.250/32"]   # the site's resolver forwards everyone's look-ups
 """
+# Rule settings (TOML values) on top of the defaults: the site's resolver
+# forwards everyone's look-ups, so a site lists it (docs/rules.md).
+RULE_SETTINGS = {"quiet-protocol-volume": {"exempt": '["10.8.10.250/32"]'}}
 
 
 # -- the benign office, with the noise of the night ---------------------------------------
@@ -336,7 +336,7 @@ def matches(a, inc: Incident) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--baseline-weeks", type=int, default=3)
+    ap.add_argument("--baseline-weeks", type=int, default=4)
     ap.add_argument("--test-weeks", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--show-false", action="store_true", help="print every false alert")
@@ -344,11 +344,15 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="RULE.KEY=VALUE",
                     help="a rule setting for this run, e.g. low-and-slow-egress.min_bytes=10000000")
     args = ap.parse_args()
-    extra = ""
+    settings = {rule: dict(keys) for rule, keys in RULE_SETTINGS.items()}
     for item in args.set:
         name, value = item.split("=", 1)
         rule, key = name.split(".", 1)
-        extra += f"\n[rules.{rule}]\n{key} = {value}\n"
+        settings.setdefault(rule, {})[key] = value
+    extra = "".join(
+        f"\n[rules.{rule}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+        for rule, keys in settings.items()
+    )
     policy = parse_policy(POLICY + extra, "eval-adversary.toml")
     site = Site(np.random.default_rng(args.seed))
     t0 = time.perf_counter()

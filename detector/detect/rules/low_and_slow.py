@@ -126,7 +126,15 @@ the total, the span (start and end), the number of transfers (bursts more
 than one feature window apart), the largest and the local start of each
 (`egress.transfer_starts`, the first 48). When one destination alone also
 reaches `offhours-bulk-egress` (its bytes within its span), that rule's alert
-tells the incident and this one is not raised.""",
+tells the incident and this one is not raised.
+
+Measured (`benchmarks/eval_adversary.py`, 16 test weeks, 1,317 benign
+host-days, 2026-12-06): transfers of 1 MB every 30 minutes for 8 hours
+(16 MB), 2 MB every 60 minutes (16 MB) and anything larger caught 16/16,
+one alert each; 0.5 MB every 30 or 60 minutes and 1 MB every 60 minutes
+(8 MB a night) are under `min_bytes` (the model caught them, 16/16). No
+false alert. The longest spacing caught is any spacing: the night is one
+period.""",
     false_positives=(
         "a cloud sync or backup client left running at night to an address not in "
         "`allowlist.destinations`; a server that serves outside clients all night "

@@ -181,7 +181,14 @@ first leg's `isolated-egress` alert, and any other rule's alert about the
 second leg (the bridge and one of those outside addresses, say
 `low-and-slow-egress`), are folded into it as notes (one incident, one
 alert); the chain takes the highest severity. With `scan --model`, the
-model's verdict on the bridge host's upload is attached to the chain.""",
+model's verdict on the bridge host's upload is attached to the chain.
+
+Measured (`benchmarks/eval_adversary.py`, 16 test weeks, 1,317 benign
+host-days, 2026-12-06): relays of 5 and 30 MB with the second leg 10–50
+minutes after the first and 80–110 % of its size: 16/16 each, one chain
+alert each (rules alone). At 1 MB, exactly `min_bytes`, some generated
+first legs fell a few bytes short: those were caught as the first leg's
+`isolated-egress` alert alone, the chain unseen. No false alert.""",
     false_positives=(
         "an internal server that both serves the isolated segment (say, updates) and "
         "uploads to the internet at the same hours: allowlist its outside destination."
