@@ -169,3 +169,27 @@ def test_scan_says_new_unless_given_history(tmp_path, capsys):
         "ECS JSON (one a line, with rule.id and event.start, as scan --format jsonl and "
         "nightly write)"
     ]
+
+
+def test_the_nightly_command_says_what_it_suppressed(tmp_path, capsys):
+    """The command's summary: the day line and the last line count the
+    suppressed alert; the policy's expired suppression is warned about; the
+    alerts carry the policy's sensor name."""
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    _day(folder / "day1.pcap", DAY1, vendor=True)
+    policy = tmp_path / "site.toml"
+    policy.write_text(POLICY.replace('name = "lifecycle"', 'name = "lifecycle"\nsensor = "span-7"'))
+    jsonl = tmp_path / "alerts.jsonl"
+    code = main(["nightly", "--captures", str(folder), "--policy", str(policy), "--state",
+                 str(tmp_path / "state.db"), "--report-dir", str(tmp_path / "reports"),
+                 "--jsonl", str(jsonl), "--settle", "0"])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert any("suppress[0]: expired on 2026-02-03" in line for line in err)
+    assert any(line.startswith("egress-detector: 2026-02-03: 1 alert(s) (1 new, 1 suppressed by "
+                               "the policy) from 1 file(s)") for line in err)  # fmt: skip
+    assert err[-1].endswith("1 day(s) finished, 1 new alert(s) (1 more suppressed by the policy)")
+    (doc,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert doc["observer"]["hostname"] == "span-7"
+    assert "sensor span-7" in (tmp_path / "reports" / f"egress-report-{DAY1}.html").read_text()

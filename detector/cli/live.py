@@ -194,6 +194,14 @@ def add_live_parser(commands: Any, exit_codes_help: str) -> None:
         help="without a terminal (a service's journal), a status line on stderr every MINUTES: "
         "packets, drops, open flows, alerts and memory (default: 10; 0: none)",
     )
+    live.add_argument(
+        "--status",
+        metavar="HOST:PORT",
+        help="serve what the sensor sees on HOST:PORT (e.g. 127.0.0.1:9090): a page at / "
+        "(packets/s, drops, open flows, top talkers to the outside, the last alerts; no "
+        "scripts, nothing loaded from elsewhere) and Prometheus metrics at /metrics. It shows "
+        "host addresses: keep it on loopback unless your monitoring must reach it",
+    )
     add_quiet(live, "no status line or summary on stderr")
 
 
@@ -281,6 +289,7 @@ def run_live(args: argparse.Namespace) -> int:
         rss_bytes,
     )
     from ..service import status_line as status_text
+    from ..status import Counters, StatusBoard, StatusServer, talkers_of
 
     policy = site_policy(args.policy or None)
     if model_pin_alone(args) or delivery_problem(args, spool_needed=True):
@@ -317,6 +326,13 @@ def run_live(args: argparse.Namespace) -> int:
         config.check()
         compile_bpf(args.bpf, interface_linktype(args.interface))  # a bad filter: fail at once
         check_capture_access(args.interface)
+    board = None
+    status_server = None
+    if args.status:  # the port is taken (or not) now, before the kernels compile
+        board = StatusBoard(policy.sensor or socket.gethostname() or "sensor",
+                            args.interface or ("standard input" if args.read == "-" else args.read
+                                               or ""), policy.zone)  # fmt: skip
+        status_server = StatusServer(board, args.status)
     notifier = Notifier.from_environment()
     sources: list[Any] = []
     if args.read is not None:
@@ -371,6 +387,9 @@ def run_live(args: argparse.Namespace) -> int:
         # The watchdog is fed only while every capture worker goes round its
         # loop: one stuck for half the watchdog's time leaves it unfed.
         watchdog.feed(watchdog.capture_alive(status.worker_silence))
+        if board is not None:
+            board.count(Counters(status.packets, status.packets_per_second, status.dropped,
+                                 status.live_flows, status.alerts))  # fmt: skip
         figures = SensorFigures(status.packets, status.dropped, status.live_flows,
                                 status.alerts, rss_bytes())  # fmt: skip
         # Alerts a [[suppress]] of the policy held back: counted, never silently dropped.
@@ -387,6 +406,8 @@ def run_live(args: argparse.Namespace) -> int:
             sys.stderr.flush()
 
     def emit(alerts: list[Any]) -> None:
+        if board is not None:
+            board.alerted(alerts)
         if status_line:
             sys.stderr.write("\r\x1b[K")
         for each in sinks:
@@ -445,6 +466,7 @@ def run_live(args: argparse.Namespace) -> int:
         ),
         emit=emit,
         status=show,
+        analysed=(lambda result: board.analysed(talkers_of(result.traffic))) if board else None,
         reload_policy=reload,
         model=model,
         reload_model=reload_model if args.model else None,
@@ -462,10 +484,17 @@ def run_live(args: argparse.Namespace) -> int:
     notifier.send(READY, f"STATUS=capturing on {where}")
     if notifier.problem:
         say(f"warning: {notifier.problem}")
+    if status_server is not None:
+        status_server.start()
+        if not args.quiet:
+            host, port = status_server.address[:2]
+            say(f"status page on http://{host}:{port}/ (metrics at /metrics)")
     started = time.monotonic()
     try:
         result = detector.run()
     finally:
+        if status_server is not None:
+            status_server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if status_line:
@@ -483,6 +512,8 @@ def run_live(args: argparse.Namespace) -> int:
     if not args.quiet:
         elapsed = time.monotonic() - started
         line = f"{result.packets:,} packets in {elapsed:.1f} s, {len(result.emitted)} alert(s)"
+        if detector.suppressed:
+            line += f" ({len(detector.suppressed):,} more suppressed by the policy)"
         if args.read is None:
             line += f"; kernel: {result.received:,} received, {result.dropped:,} dropped"
         if len(result.worker_packets) > 1:

@@ -150,7 +150,8 @@ def add_nightly_parser(commands: Any, exit_codes_help: str) -> None:
         "--sensor",
         metavar="NAME",
         default="",
-        help="the sensor's name in the report (default: none)",
+        help="the sensor's name in the report and in alerts (observer.hostname) (default: the "
+        "policy's site.sensor, else this machine's host name in alerts and none in the report)",
     )
     add_reading_arguments(nightly, inputs="days", captures="each day's captures")
     add_quiet(nightly, "no summary or progress on stderr (problems are still shown)")
@@ -212,6 +213,9 @@ def run_nightly_command(args: argparse.Namespace) -> int:
                 f"{len(result.taken)} new capture file(s) ({human_bytes(taken)}), "
                 f"{len(result.days)} day(s) finished, {result.new_alerts} new alert(s)"
             )
+            held = sum(d.suppressed for d in result.days)
+            if held:
+                line += f" ({held} more suppressed by the policy)"
             if result.earlier:
                 line += (
                     f"; and {len(result.earlier)} day(s) an earlier run finished: "

@@ -459,7 +459,7 @@ def _finish_day(
         ],
         processing_seconds=time.perf_counter() - started,
         known_hosts=state.hosts_before(str(day)),
-        sensor=options.sensor,
+        sensor=options.sensor or policy.sensor or "",
         suppressed=held,
     )
     report_path = os.path.join(options.report_dir, report_name(day))
