@@ -30,15 +30,11 @@ from .._kernels.decode import decode_frame
 from ..errors import OutputError
 from ..outputs import replacing
 from .batch import PacketBatch
+from .bpf import record_data
 from .files import RecordBuffer
 
 SPILL_IN_MEMORY = 64 << 20  # kept bytes held in memory before they go to a temporary file
-PCAP_RECORD_HEADER = 16
-PCAPNG_EPB_HEADER = 28  # block type, length, interface, time (2), captured, wire
-PCAPNG_SPB_HEADER = 12  # block type, length, wire length
 PCAPNG_EPB = 6
-PCAPNG_PB = 2  # obsolete Packet Block, laid out as an EPB
-PCAPNG_SPB = 3
 PCAP_NS_MAGIC = 0xA1B23C4D  # pcap with nanosecond times (libpcap, Wireshark read it)
 PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 IF_TSRESOL = 9  # pcapng option: interface time resolution
@@ -101,21 +97,7 @@ class RecordKeeper:
         if not len(wanted):
             return
         rows = PacketBatch(*(a[wanted] for a in batch.arrays()))
-        start = rows.offset - records.base
-        if records.pcapng:
-            # The block type's low byte is its first byte (little-endian
-            # sections) or its fourth (big-endian); every type we read is < 256.
-            kind = records.buf[start].astype(np.int64) | records.buf[start + 3].astype(np.int64)
-            data = start + np.where(kind == PCAPNG_SPB, PCAPNG_SPB_HEADER, PCAPNG_EPB_HEADER)
-            known = rows.interface.astype(np.int64) < len(records.if_linktypes)
-            linktype = np.where(
-                known,
-                records.if_linktypes[np.minimum(rows.interface, len(records.if_linktypes) - 1)],
-                -1,
-            ).astype(np.int64)
-        else:
-            data = start + PCAP_RECORD_HEADER
-            linktype = np.full(len(wanted), records.linktype, dtype=np.int64)
+        data, linktype = record_data(records, rows)
         length = rows.cap_len.astype(np.int64)
         if self.headers_only:
             length = self._headers(records.buf, data, length, linktype, rows)
@@ -196,26 +178,94 @@ def write_capture(
         if fmt == "pcap":
             lt = int(types[0]) if int(types[0]) >= 0 else 1
             out.write(struct.pack("<IHHiIII", PCAP_NS_MAGIC, 2, 4, 0, 0, MAX_SNAPLEN, lt))
+            interface = np.zeros(len(chosen), dtype=np.int64)
         else:
             out.write(_section_header())
-        ids: dict[tuple[int, int, int], int] = {}
-        for i in chosen.tolist():
-            kept.spill.seek(int(at[i]))
-            data = kept.spill.read(int(kept_len[i]))
-            ts = int(rows.ts_ns[i])
-            wire = max(int(rows.wire_len[i]), len(data))
-            if fmt == "pcap":
-                sec, ns = divmod(ts, 1_000_000_000)
-                out.write(struct.pack("<IIII", sec & 0xFFFFFFFF, ns, len(data), wire))
-                out.write(data)
-                continue
-            key = (int(source[i]), int(rows.interface[i]), int(linktype[i]))
-            if key not in ids:
-                ids[key] = len(ids)
-                name = (interface_names or {}).get(key, "")
-                out.write(_interface_block(int(linktype[i]), name))
-            out.write(_packet_block(ids[key], ts, data, wire))
+            # Every interface first (a packet block may only name one described
+            # before it): one per (input, interface, link type), in order of use.
+            keys = np.stack([source[chosen], rows.interface[chosen].astype(np.int64),
+                             linktype[chosen]], axis=1)  # fmt: skip
+            unique, first, interface = np.unique(
+                keys, axis=0, return_index=True, return_inverse=True
+            )
+            order = np.argsort(first, kind="stable")
+            renumber = np.empty(len(order), dtype=np.int64)
+            renumber[order] = np.arange(len(order))
+            interface = renumber[interface.ravel()]
+            for k in order.tolist():
+                key = (int(unique[k, 0]), int(unique[k, 1]), int(unique[k, 2]))
+                out.write(_interface_block(key[2], (interface_names or {}).get(key, "")))
+        # A chunk of packets at a time: read their bytes from the spill in one
+        # go (they are in capture order there too), write their records in one.
+        done = np.cumsum(kept_len[chosen])
+        at_chunk = 0
+        while at_chunk < len(chosen):
+            before = int(done[at_chunk - 1]) if at_chunk else 0
+            stop = max(int(np.searchsorted(done, before + WRITE_CHUNK_BYTES)), at_chunk + 1)
+            part = chosen[at_chunk:stop]
+            out.write(_records(kept, part, rows, at, kept_len, interface[at_chunk:stop], fmt))
+            at_chunk = stop
     return len(chosen)
+
+
+WRITE_CHUNK_BYTES = 32 << 20
+
+
+def _records(
+    kept: KeptPackets,
+    part: np.ndarray,
+    rows: PacketBatch,
+    at: np.ndarray,
+    kept_len: np.ndarray,
+    interface: np.ndarray,
+    fmt: str,
+) -> bytes:
+    """The records of the kept packets ``part`` (pcap record headers, or pcapng
+    Enhanced Packet Blocks on interfaces ``interface``), built column-wise."""
+    first, last = int(at[part[0]]), int(at[part[-1]] + kept_len[part[-1]])
+    kept.spill.seek(first)
+    spill = np.frombuffer(kept.spill.read(last - first), dtype=np.uint8)
+    length = kept_len[part]
+    ts = rows.ts_ns[part].astype(np.int64)
+    wire = np.maximum(rows.wire_len[part].astype(np.int64), length)
+    if fmt == "pcap":
+        head = np.zeros((len(part), 4), dtype="<u4")
+        head[:, 0] = (ts // 1_000_000_000) & 0xFFFFFFFF
+        head[:, 1] = ts % 1_000_000_000
+        head[:, 2] = length
+        head[:, 3] = wire
+        header_bytes, padding, trailer = 16, np.zeros(len(part), np.int64), 0
+    else:
+        padding = -length % 4
+        block = 32 + length + padding
+        stamp = ts.astype(np.uint64)
+        head = np.zeros((len(part), 7), dtype="<u4")
+        head[:, 0] = PCAPNG_EPB
+        head[:, 1] = block
+        head[:, 2] = interface
+        head[:, 3] = stamp >> np.uint64(32)
+        head[:, 4] = stamp & np.uint64(0xFFFFFFFF)
+        head[:, 5] = length
+        head[:, 6] = wire
+        header_bytes, trailer = 28, 4
+    record = header_bytes + length + padding + trailer
+    ends = np.cumsum(record)
+    starts = ends - record
+    out = np.zeros(int(ends[-1]), dtype=np.uint8)
+    # Headers: each record's first ``header_bytes`` bytes.
+    heads = head.view(np.uint8).reshape(len(part), header_bytes)
+    out[(starts[:, None] + np.arange(header_bytes)).ravel()] = heads.ravel()
+    # Data: the packet's kept bytes, from the spill.
+    total = int(length.sum())
+    if total:
+        source = np.repeat(at[part] - first - (np.cumsum(length) - length), length)
+        target = np.repeat(starts + header_bytes - (np.cumsum(length) - length), length)
+        step = np.arange(total)
+        out[target + step] = spill[source + step]
+    if trailer:
+        tail = np.frombuffer(block.astype("<u4").tobytes(), dtype=np.uint8).reshape(-1, 4)
+        out[(ends[:, None] - 4 + np.arange(4)).ravel()] = tail.ravel()
+    return out.tobytes()
 
 
 def _section_header() -> bytes:
@@ -236,12 +286,3 @@ def _interface_block(linktype: int, name: str) -> bytes:
     body = struct.pack("<HHI", max(linktype, 0) & 0xFFFF, 0, MAX_SNAPLEN) + options
     length = 12 + len(body)
     return struct.pack("<II", 1, length) + body + struct.pack("<I", length)
-
-
-def _packet_block(interface: int, ts_ns: int, data: bytes, wire: int) -> bytes:
-    pad = b"\x00" * (-len(data) % 4)
-    length = 32 + len(data) + len(pad)
-    ts = ts_ns & 0xFFFFFFFFFFFFFFFF
-    head = struct.pack("<IIIIIII", PCAPNG_EPB, length, interface, ts >> 32, ts & 0xFFFFFFFF,
-                       len(data), wire)  # fmt: skip
-    return head + data + pad + struct.pack("<I", length)

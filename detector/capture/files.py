@@ -643,6 +643,10 @@ class CaptureReader:
                     if not yield_batches:
                         if counter is not None and kept:
                             counter.ingest(taken)
+                            # The table moved on (exports, growth): the walker
+                            # is handed its state afresh.
+                            table, export = counter.kernel_table, counter.export_buffer
+                            n_export = counter.n_export
                         yield stats.disk_position - done_on_disk
                         done_on_disk = stats.disk_position
                     elif kept:  # (none passed: the same batch is filled again)

@@ -33,6 +33,7 @@ from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
 from ..capture.carve import KeptPackets, RecordKeeper, write_capture
 from ..errors import DetectorError
 from ..flows.community_id import community_id_v1
+from ..flows.records import _community_ids  # the flow records' bulk kernel
 from ..networks import address_pair, address_text
 
 DEFAULT_IDLE_NS = 120 * 1_000_000_000  # the flow table's idle timeout (docs/flows.md)
@@ -135,7 +136,8 @@ class _Chooser:
         self.selection = selection
         self.host = address_pair(selection.host) if selection.host else None
         self.peer = address_pair(selection.peer) if selection.peer else None
-        self._ids: dict[tuple[int, ...], bool] = {}
+        self._seen = np.empty(0, dtype=np.uint64)  # 5-tuple hashes whose ID is known
+        self._matching = np.empty(0, dtype=np.uint64)  # … of which the ID is the one wanted
         self._first_fragments: set[tuple[int, ...]] = set()
 
     def __call__(self, batch: PacketBatch) -> np.ndarray:
@@ -157,35 +159,83 @@ class _Chooser:
         return wanted
 
     def _community(self, batch: PacketBatch, candidates: np.ndarray) -> np.ndarray:
+        """Packets whose flow has the Community ID: each distinct 5-tuple's ID is
+        computed once (in bulk, by the flow records' kernel) and its verdict kept
+        by a 64-bit hash of the tuple; ``chosen_packets`` checks the chosen
+        flows' IDs again exactly, so a hash collision cannot add a flow."""
         out = np.zeros(len(batch), dtype=bool)
         later = candidates & (batch.frag == 1)
         whole = np.flatnonzero(candidates & ~later)
         if len(whole):
-            keys = np.stack(
-                [batch.src_hi[whole], batch.src_lo[whole], batch.dst_hi[whole],
-                 batch.dst_lo[whole], batch.sport[whole].astype(np.uint64),
-                 batch.dport[whole].astype(np.uint64), batch.proto[whole].astype(np.uint64)],
-                axis=1,
-            )  # fmt: skip
-            unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-            match = np.array([self._matches(tuple(int(x) for x in row)) for row in unique])
-            out[whole] = match[inverse.ravel()]
+            rows = PacketBatch(*(a[whole] for a in batch.arrays()))
+            sport, dport = _flow_ports(rows)
+            keys = _tuple_hashes(rows, sport, dport)
+            unique, first = np.unique(keys, return_index=True)
+            new = ~np.isin(unique, self._seen, assume_unique=True)
+            if new.any():
+                at = first[new]
+                ids = _community_ids(
+                    rows.src_hi[at], rows.src_lo[at], rows.dst_hi[at], rows.dst_lo[at],
+                    rows.proto[at].astype(np.int64), sport[at], dport[at],
+                    rows.ip_version[at] == 4,
+                )  # fmt: skip
+                hits = unique[new][ids == self.selection.community_id]
+                self._matching = np.union1d(self._matching, hits)
+                self._seen = np.union1d(self._seen, unique[new])
+            out[whole] = np.isin(keys, self._matching)
         for i in np.flatnonzero(out & ((batch.frag & 2) != 0)).tolist():
             self._first_fragments.add(_fragment_key(batch, i))
         for i in np.flatnonzero(later).tolist():
             out[i] = _fragment_key(batch, i) in self._first_fragments
         return out
 
-    def _matches(self, key: tuple[int, ...]) -> bool:
-        known = self._ids.get(key)
-        if known is None:
-            s_hi, s_lo, d_hi, d_lo, sport, dport, proto = key
-            known = (
-                community_id_v1(_packed(s_hi, s_lo), _packed(d_hi, d_lo), proto, sport, dport)
-                == self.selection.community_id
-            )
-            self._ids[key] = known
-        return known
+
+def _flow_ports(rows: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Ports as a flow has them: ICMP request/reply types as (type, counterpart
+    type), as Community ID v1 pairs them; other ICMP as (type, code)."""
+    sport = rows.sport.astype(np.int64)
+    dport = rows.dport.astype(np.int64)
+    for number, pairs in ICMP_COUNTERPART.items():
+        icmp = rows.proto == number
+        if icmp.any():
+            counterpart = pairs[sport[icmp] & 0xFF]
+            dport[icmp] = np.where(counterpart >= 0, counterpart, dport[icmp])
+    return sport, dport
+
+
+def flow_ports(rows: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Each packet's flow ports (rows in capture order): later fragments take
+    their first fragment's (same addresses, protocol and identification), as
+    the flow table attributes them; ICMP as :func:`_flow_ports`."""
+    sport = rows.sport.astype(np.int64)
+    dport = rows.dport.astype(np.int64)
+    ports: dict[tuple[int, ...], tuple[int, int]] = {}
+    for i in np.flatnonzero(rows.frag != 0).tolist():
+        key = _fragment_key(rows, i)
+        if rows.frag[i] & 2:
+            ports[key] = (int(sport[i]), int(dport[i]))
+        elif key in ports:
+            sport[i], dport[i] = ports[key]
+    fixed = PacketBatch(*rows.arrays())
+    fixed.sport, fixed.dport = sport, dport
+    return _flow_ports(fixed)
+
+
+def _tuple_hashes(rows: PacketBatch, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each packet's 5-tuple, the same in both directions."""
+    s = _mix(_mix(rows.src_hi) ^ rows.src_lo) ^ _mix(sport.astype(np.uint64) + np.uint64(1))
+    d = _mix(_mix(rows.dst_hi) ^ rows.dst_lo) ^ _mix(dport.astype(np.uint64) + np.uint64(1))
+    with np.errstate(over="ignore"):
+        return _mix((s + d) ^ (rows.proto.astype(np.uint64) << np.uint64(56)))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (wrapping arithmetic)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def _fragment_key(batch: PacketBatch, i: int) -> tuple[int, ...]:
@@ -203,6 +253,10 @@ ICMP_PAIRS = {
     58: {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136, 136: 135,
          139: 140, 140: 139, 144: 145, 145: 144},
 }  # fmt: skip
+ICMP_COUNTERPART = {
+    proto: np.array([pairs.get(t, -1) for t in range(256)], dtype=np.int64)
+    for proto, pairs in ICMP_PAIRS.items()
+}
 
 
 def flow_numbers(rows: PacketBatch, idle_ns: int) -> np.ndarray:
@@ -210,23 +264,8 @@ def flow_numbers(rows: PacketBatch, idle_ns: int) -> np.ndarray:
     5-tuple (the table's key: ICMP by type pair, later fragments by their first)
     belong to one flow until a silence longer than ``idle_ns``."""
     n = len(rows)
-    sport = rows.sport.astype(np.int64)
-    dport = rows.dport.astype(np.int64)
+    sport, dport = flow_ports(rows)
     proto = rows.proto.astype(np.int64)
-    # Later fragments take their first fragment's ports.
-    ports: dict[tuple[int, ...], tuple[int, int]] = {}
-    for i in np.flatnonzero(rows.frag != 0).tolist():
-        key = _fragment_key(rows, i)
-        if rows.frag[i] & 2:
-            ports[key] = (int(sport[i]), int(dport[i]))
-        elif key in ports:
-            sport[i], dport[i] = ports[key]
-    for number, pairs in ICMP_PAIRS.items():
-        icmp = np.flatnonzero(proto == number)
-        for i in icmp.tolist():
-            counterpart = pairs.get(int(sport[i]))
-            if counterpart is not None:
-                dport[i] = counterpart
     a_first = (rows.src_hi < rows.dst_hi) | (
         (rows.src_hi == rows.dst_hi)
         & ((rows.src_lo < rows.dst_lo) | ((rows.src_lo == rows.dst_lo) & (sport <= dport)))
@@ -266,6 +305,21 @@ def chosen_packets(kept: KeptPackets, selection: Selection) -> tuple[np.ndarray,
     if selection.end_ns is not None:
         inside &= ts <= selection.end_ns
     flows = np.unique(numbers[inside])
+    if selection.community_id is not None and len(flows):
+        # The reading matched 5-tuples by a hash of them: check each chosen
+        # flow's Community ID exactly, on its first packet with ports.
+        sport, dport = flow_ports(rows)
+        exact = []
+        for number in flows.tolist():
+            i = int(np.flatnonzero((numbers == number) & (rows.frag != 1))[:1].sum())
+            text = community_id_v1(
+                _packed(int(rows.src_hi[i]), int(rows.src_lo[i])),
+                _packed(int(rows.dst_hi[i]), int(rows.dst_lo[i])),
+                int(rows.proto[i]), int(sport[i]), int(dport[i]),
+            )  # fmt: skip
+            if text == selection.community_id:
+                exact.append(number)
+        flows = np.array(exact, dtype=np.int64)
     chosen = np.flatnonzero(np.isin(numbers, flows))
     return chosen, len(flows)
 
