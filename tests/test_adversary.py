@@ -6,6 +6,7 @@ their regression captures in tests/rule_cases.py."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from gen_traffic import at
 
 from detector.alerts.record import Alert
@@ -114,3 +115,80 @@ def test_a_rule_alert_carries_one_model_note_however_many_episodes_overlap_it():
     assert rule.notes == ("reason 0.9",)
     assert rule.evidence["model"] == {"score": 0.9, "windows": 4}
     assert rule.message == "slow upload; reason 0.9"
+
+
+# -- whole scans of generated captures ------------------------------------------------------
+
+SITE = """
+[site]
+timezone = "Asia/Taipei"
+
+[business_hours]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "08:30"
+end = "17:30"
+
+[networks]
+internal = ["10.0.0.0/8"]
+
+[allowlist]
+destinations = ["198.51.100.25/32"]
+"""
+PC, OUT, BACKUP_SERVICE = "10.8.10.44", "203.0.113.140", "198.51.100.25"
+
+
+def _scan(tmp_path, capture):
+    from detector.pipelines.scan import scan_captures
+
+    path = capture.write(tmp_path / "c.pcap")
+    return scan_captures([path], parse_policy(SITE, "site.toml")).alerts
+
+
+@pytest.mark.parametrize(("proto", "port", "name"), [(6, 443, "tcp"), (17, 443, "udp"),
+                                                     (1, 0, "icmp")])  # fmt: skip
+def test_volume_rules_count_every_protocols_bytes(tmp_path, proto, port, name):
+    """50,000,000 bytes on the wire from 10.8.10.44 to 203.0.113.140 in 10 minutes
+    from Wed 02:00 (off-hours), nothing back, over TCP, UDP or ICMP: each is an
+    offhours-bulk-egress of exactly 50,000,000 bytes; the ICMP one is also a
+    quiet-protocol-volume alert naming ICMP with the same bytes."""
+    from gen_traffic import Capture
+
+    start = at("2026-02-04 02:00", ZONE)
+    capture = Capture().transfer(PC, OUT, start=start, seconds=600, bytes_out=50_000_000,
+                                 dport=port, proto=proto)  # fmt: skip
+    alerts = _scan(tmp_path, capture)
+    bulk = [a for a in alerts if a.rule_id == "offhours-bulk-egress"]
+    assert [(a.source_ip, a.destination_ip, a.source_bytes, a.transport) for a in bulk] == [
+        (PC, OUT, 50_000_000, name)
+    ]
+    quiet = [a for a in alerts if a.rule_id == "quiet-protocol-volume"]
+    if name == "icmp":
+        assert [(a.evidence["protocol"], a.source_bytes) for a in quiet] == [("ICMP", 50_000_000)]
+    else:
+        assert quiet == []
+
+
+def test_an_allowlisted_backup_does_not_hide_a_slow_upload(tmp_path):
+    """The backup server 10.8.10.20 sends 100,000,000 bytes to the allowlisted
+    198.51.100.25 from Wed 01:00 for 40 minutes, and 6,000,000 bytes over
+    udp/443 to 203.0.113.140 at 01:10 and again at 01:50 (2 minutes each):
+    low-and-slow-egress reports exactly the 12,000,000 bytes to 203.0.113.140
+    in 2 transfers; the backup counts in no rule."""
+    from gen_traffic import Capture
+
+    server = "10.8.10.20"
+    one = at("2026-02-04 01:00", ZONE)
+    capture = (
+        Capture()
+        .transfer(server, BACKUP_SERVICE, start=one, seconds=2_400, bytes_out=100_000_000)
+        .transfer(server, OUT, start=one + 600 * 10**9, seconds=120, bytes_out=6_000_000,
+                  sport=50001, dport=443, proto=17)
+        .transfer(server, OUT, start=one + 3_000 * 10**9, seconds=120, bytes_out=6_000_000,
+                  sport=50001, dport=443, proto=17)
+    )  # fmt: skip
+    alerts = _scan(tmp_path, capture)
+    assert [(a.rule_id, a.source_ip, a.destination_ip, a.source_bytes) for a in alerts] == [
+        ("low-and-slow-egress", server, OUT, 12_000_000)
+    ]
+    assert alerts[0].evidence["transfers"] == 2
+    assert alerts[0].transport == "udp"
