@@ -520,5 +520,5 @@ def test_live_stream_header_and_end_problems_name_the_offset(tmp_path):
         stream_problem(path)
     assert str(info.value) == (
         "standard input: byte offset 0: not a pcap or pcapng stream (it starts with 68 65 6c "
-        "6c); use tcpdump -w - (gzip is not read live)"
+        "6c); use tcpdump -w - (gzip-compressed too)"
     )

@@ -428,3 +428,16 @@ def test_a_stuck_capture_worker_shows_as_silence_the_watchdog_is_not_fed_through
     dog = Watchdog(Notifier(None), interval=1.0)
     assert all(dog.capture_alive(s) for s in going)
     assert not dog.capture_alive(max(hung))
+
+
+def test_an_earlier_output_is_left_as_it_was_when_no_capture_can_be_read(tmp_path):
+    earlier = tmp_path / "flows.csv"
+    earlier.write_text("yesterday's flows\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector", "flows", str(tmp_path / "missing.pcap"), "-o",
+         str(earlier)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr == f"egress-detector: error: {tmp_path / 'missing.pcap'}: no such file\n"
+    assert earlier.read_text() == "yesterday's flows\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.csv"]  # no partial file left

@@ -296,7 +296,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         say("Parquet output needs a file: add -o FILE.parquet")
         return ExitStatus.USAGE
     args.captures = captures = read_in_order(args)
-    if _none_readable(args.captures):
+    if _none_readable(args.captures, args.output):
         return ExitStatus.UNREADABLE
     say_compiling(30, quiet=args.quiet)
     problems = Problems()
@@ -355,7 +355,7 @@ def _run_scan(args: argparse.Namespace) -> ExitStatus:
         say("--bpf is not yet taken with --workers or --scheduler: count in this process")
         return ExitStatus.USAGE
     args.captures = read_in_order(args)
-    if _none_readable(args.captures):
+    if _none_readable(args.captures, args.output, args.features_out):
         return ExitStatus.UNREADABLE
     # Earlier alerts read (a bad line: one error) and collectors reached (a TLS
     # certificate checked) before the captures are read.
@@ -439,7 +439,7 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
 
     policy = site_policy(args.policy or None)
     captures = baseline_captures(args.baseline)
-    if captures and len(captures) == len(args.baseline) and _none_readable(captures):
+    if captures and len(captures) == len(args.baseline) and _none_readable(captures, args.output):
         return ExitStatus.UNREADABLE
     say_compiling(45, quiet=args.quiet or not captures)
     problems = Problems()
@@ -470,11 +470,22 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
 
 
-def _none_readable(captures: Sequence[str]) -> bool:
+class _Probe(Exception):
+    """Leaves a ``replacing`` block at once: the output untouched."""
+
+
+def _none_readable(captures: Sequence[str], *outputs: str | None) -> bool:
     """When not one of ``captures`` can be read (missing, not a capture),
     say why for each before anything compiles (a minute on a first run) and
-    return True; otherwise the reading says what it finds, file by file."""
+    return True; otherwise the reading says what it finds, file by file.
+    An unwritable output (of ``outputs``) is the first error, as ever
+    (:class:`OutputError`, a usage error)."""
     from ..capture.files import unreadable
+    from ..outputs import replacing
+
+    for output in outputs:
+        with contextlib.suppress(_Probe), replacing(output, fsync=False):
+            raise _Probe
 
     problems = [unreadable(path) for path in captures]
     if not problems or any(problem is None for problem in problems):
