@@ -303,3 +303,53 @@ def test_gzip_and_several_files_keep_capture_order(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert carved_records(parts) == carved_records(whole)
     assert len(carved_records(whole)) > 100
+
+
+def test_nightly_state_reads_only_the_files_that_hold_the_alert(tmp_path, monkeypatch):
+    """A day in 24 files taken in by the nightly's state: carving the upload's
+    alert by event.id through --state opens only the files whose packets reach
+    within an hour of its span (and no other), and writes the same packets as
+    carving it from all 24."""
+    from test_many_files import split_sample
+
+    from detector.capture import files as capture_files
+    from detector.cli.main import main
+    from detector.nightly.discover import fingerprint
+    from detector.nightly.state import NightlyState
+
+    parts = split_sample(tmp_path, parts=24)
+    state_path = tmp_path / "nightly.db"
+    state = NightlyState(state_path)
+    for part in parts:
+        state.take_file(fingerprint(part), 0)
+    alerts = tmp_path / "nightly.jsonl"
+    docs = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
+    docs[0]["event"]["id"] = "upload"
+    alerts.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    with state.transaction() as db:
+        db.execute("INSERT INTO outputs VALUES (?, ?)", (str(alerts), alerts.stat().st_size))
+    spans = {str(f.path): (f.first_ns, f.last_ns) for f in state.files()}
+    state.close()
+
+    start = parse_time(docs[0]["event"]["start"]) - 3600 * 10**9
+    end = parse_time(docs[0]["event"]["end"]) + 3600 * 10**9
+    holding = {p for p, (first, last) in spans.items() if last >= start and first <= end}
+    assert 2 <= len(holding) < 24
+
+    opened: list[str] = []
+    real_open = capture_files.CaptureReader._open
+
+    def counting_open(self):  # type: ignore[no-untyped-def]
+        opened.append(self.path)
+        return real_open(self)
+
+    monkeypatch.setattr(capture_files.CaptureReader, "_open", counting_open)
+    by_state = tmp_path / "by-state.pcap"
+    assert main(["carve", "-q", "--event-id", "upload", "--state", str(state_path),
+                 "-o", str(by_state)]) == 0  # fmt: skip
+    assert set(opened) == holding
+    everything = tmp_path / "everything.pcap"
+    assert main(["carve", "-q", "--event-id", "upload", "--alerts", str(alerts),
+                 "-o", str(everything), *map(str, parts)]) == 0  # fmt: skip
+    assert carved_records(by_state) == carved_records(everything)
+    assert len(carved_records(by_state)) == 62_173

@@ -22,6 +22,10 @@ CARVE_EPILOG = """examples:
       every flow of a host with a packet between 02:00 and 03:00 local time
   egress-detector carve --host 10.8.40.31 --headers-only -o headers.pcap day.pcap
       headers only: each packet cut after its TCP/UDP/ICMP header
+  egress-detector carve --event-id 3f9c... --state /var/lib/egress-detector/nightly.db \\
+      -o old-alert.pcap
+      an alert of the nightly, months later: the alert from its --jsonl file, and
+      only the capture files whose packets reach within an hour of its span
 
 Carved files hold the packets as they were captured, payloads included: they
 may contain personal data (mail, documents, credentials, ID numbers). Keep them
@@ -54,7 +58,7 @@ def add_carve_parser(commands: Any) -> None:
     )
     carve.add_argument(
         "captures",
-        nargs="+",
+        nargs="*",
         metavar="CAPTURE",
         help="pcap or pcapng files, optionally gzip-compressed, or directories of them (the "
         "same ones scan read); read in order of their first packet, a file given twice once",
@@ -71,6 +75,13 @@ def add_carve_parser(commands: Any) -> None:
     which.add_argument("--host", metavar="IP", help="the flows of this host")
     carve.add_argument(
         "--alerts", metavar="FILE", help="with --event-id: the JSON-lines alerts (scan, nightly)"
+    )
+    carve.add_argument(
+        "--state",
+        metavar="STATE.db",
+        help="instead of captures: the nightly's state; only its files whose packets reach "
+        "within an hour of the span are read (with --event-id, the alert is looked up in "
+        "the nightly's --jsonl file unless --alerts is given)",
     )
     carve.add_argument("--peer", metavar="IP", help="with --host: only its flows with this address")
     carve.add_argument(
@@ -108,10 +119,20 @@ def add_carve_parser(commands: Any) -> None:
 
 
 def run_carve(args: argparse.Namespace) -> ExitStatus:
-    from ..forensics.carve import Selection, carve, parse_time, selection_of_alert
+    from ..forensics.carve import (
+        Selection,
+        carve,
+        files_from_state,
+        parse_time,
+        selection_of_alert,
+        selection_of_state_alert,
+    )
 
-    if args.event_id and not args.alerts:
+    if args.event_id and not (args.alerts or args.state):
         say("--event-id needs --alerts FILE (the JSON-lines alerts of scan or the nightly)")
+        return ExitStatus.USAGE
+    if bool(args.captures) == bool(args.state):
+        say("give the captures to read, or --state STATE.db for the nightly's (not both)")
         return ExitStatus.USAGE
     if args.peer and not args.host:
         say("--peer goes with --host")
@@ -130,8 +151,10 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
                 "2026-02-04T02:00:00+08:00")  # fmt: skip
             return ExitStatus.USAGE
     idle_ns = int(args.idle_timeout * 1e9)
-    if args.event_id:
+    if args.event_id and args.alerts:
         selection = selection_of_alert(args.alerts, args.event_id)
+    elif args.event_id:
+        selection = selection_of_state_alert(args.state, args.event_id)
     else:
         selection = Selection(
             community_id=args.community_id, host=args.host, peer=args.peer,
@@ -149,6 +172,11 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
             except ValueError:
                 say(f"{name} {address!r}: not an IP address")
                 return ExitStatus.USAGE
+    if args.state:
+        args.captures = files_from_state(args.state, selection)
+        if not args.captures:
+            say(f"--state {args.state}: no capture file of the nightly reaches the span")
+            return ExitStatus.OK
     captures = read_in_order(args)
     say_compiling(30, quiet=args.quiet)
     problems = Problems()

@@ -100,6 +100,65 @@ def selection_of_alert(path: str, event_id: str) -> Selection:
     raise DetectorError(f"--alerts {path}: no alert has event.id {event_id}")
 
 
+STATE_CONTEXT_NS = 3600 * 1_000_000_000  # read around a span, as the nightly reads a day
+
+
+def files_from_state(state_path: str, selection: Selection) -> list[str]:
+    """The nightly's capture files (``--state``) that can hold the selection's
+    flows: those whose packets reach within an hour of its span (the nightly
+    reads each day with an hour either side, so a flow it counted lies there),
+    in order of first packet; every file without a span."""
+    from ..nightly.state import NightlyState
+
+    if not os.path.exists(state_path):
+        raise DetectorError(f"--state {state_path}: no such file")
+    state = NightlyState(state_path)
+    try:
+        files = state.files()
+    finally:
+        state.close()
+    low = None if selection.start_ns is None else selection.start_ns - STATE_CONTEXT_NS
+    high = None if selection.end_ns is None else selection.end_ns + STATE_CONTEXT_NS
+    return [
+        f.path
+        for f in files
+        if f.first_ns is not None
+        and f.last_ns is not None
+        and (low is None or f.last_ns >= low)
+        and (high is None or f.first_ns <= high)
+    ]
+
+
+def alert_files_of_state(state_path: str) -> list[str]:
+    """The JSON-lines alert files the nightly of ``state_path`` writes (--jsonl)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT path FROM outputs").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise DetectorError(f"--state {state_path}: not a nightly state file ({exc})") from None
+    return [str(r[0]) for r in rows]
+
+
+def selection_of_state_alert(state_path: str, event_id: str) -> Selection:
+    """Alert ``event_id`` as the nightly of ``state_path`` wrote it (its --jsonl)."""
+    files = alert_files_of_state(state_path)
+    for path in files:
+        try:
+            return selection_of_alert(path, event_id)
+        except DetectorError as exc:
+            if "no alert has event.id" not in str(exc):
+                raise
+    raise DetectorError(
+        f"--state {state_path}: no alert has event.id {event_id} in its alert file(s) "
+        f"({', '.join(files) or 'none: the nightly ran without --jsonl; give --alerts FILE'})"
+    )
+
+
 def selection_of_document(doc: dict, where: str) -> Selection:
     """An alert's ECS document → the flows of its host and other side in its span."""
     try:
