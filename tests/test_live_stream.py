@@ -68,8 +68,12 @@ def test_a_piped_capture_raises_what_a_scan_raises(tmp_path):
         proc = live("--report-every", "1", stdin=stream)
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err  # the end of the stream: exits as scan does
-    expected = keys(scan_captures([pcap], load_policy(POLICY)).alerts)
+    scanned = scan_captures([pcap], load_policy(POLICY)).alerts
+    expected = keys(scanned)
     assert doc_keys(out.splitlines()) == expected
+    # The same incidents, the same event.id as the scan's (docs/alerts.md).
+    raised = [json.loads(line) for line in out.splitlines()]
+    assert sorted({d["event"]["id"] for d in raised}) == sorted(a.ecs_id for a in scanned)
     assert ("isolated-egress", ISO, OUT, 443) in expected
     assert ("isolated-egress", PC, ISO, 445) in expected  # the bridge: the PC reached ISO
 
