@@ -353,3 +353,24 @@ def test_nightly_state_reads_only_the_files_that_hold_the_alert(tmp_path, monkey
                  "-o", str(everything), *map(str, parts)]) == 0  # fmt: skip
     assert carved_records(by_state) == carved_records(everything)
     assert len(carved_records(by_state)) == 62_173
+
+
+def test_scan_table_prints_each_alerts_carve_command(tmp_path):
+    """scan's table gives every alert the carve command of its packets; the
+    critical upload's, run on the sample, writes its 62,173 packets."""
+    import shlex
+
+    proc = run("scan", "-q", "--policy", str(ROOT / "captures" / "sample-policy.toml"),
+               str(SAMPLE))  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    commands = [line.split("packets: ", 1)[1] for line in lines if line.startswith("    packets: ")]
+    alerts = [line for line in lines if line[:1].isupper() and not line.startswith("SEVERITY")]
+    assert len(commands) == len([a for a in alerts if "alert(s) for" not in a]) >= 3
+    words = shlex.split(commands[0])
+    assert words[:4] == ["egress-detector", "carve", "--host", "10.8.40.31"]
+    assert words[-1] == "CAPTURE..."
+    done = subprocess.run([sys.executable, "-m", "detector", *words[1:-1], str(SAMPLE)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(read_records(tmp_path / "isolated-egress-10.8.40.31.pcap")) == 62_173

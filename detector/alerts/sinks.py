@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 import sys
 import textwrap
 import time
@@ -161,6 +162,22 @@ def _csv_row(
     ]
 
 
+def carve_command(alert: Alert, zone: ZoneInfo, captures: Sequence[str] = ("CAPTURE...",)) -> str:
+    """The `egress-detector carve` command that writes the packets behind
+    ``alert``: every flow of its host (and other side) with a packet in its
+    span, from ``captures``."""
+    words = ["egress-detector", "carve", "--host", alert.source_ip]
+    if alert.destination_ip:
+        words += ["--peer", alert.destination_ip]
+    # Whole seconds: --to takes in the second of the last packet.
+    start = local_time(alert.start_ns, zone, digits=0)
+    end = local_time(alert.end_ns, zone, digits=0)
+    name = f"{alert.rule_id}-{alert.source_ip}".replace(":", "_") + ".pcap"
+    words += ["--from", start, "--to", end, "-o", name]
+    return shlex.join(words) + " " + " ".join(shlex.quote(c) if c != "CAPTURE..." else c
+                                              for c in captures)  # fmt: skip
+
+
 def format_table(alerts: Sequence[Alert], zone: ZoneInfo, site: str, width: int = 100) -> str:
     """Alerts for a person: worst first, local times, sizes in kB/MB/GB."""
     out = io.StringIO()
@@ -190,6 +207,8 @@ def format_table(alerts: Sequence[Alert], zone: ZoneInfo, site: str, width: int 
         for line in textwrap.wrap(printable(alert.message), width=width - 4):
             out.write(f"    {line}\n")
         out.write(f"    event.id {alert.ecs_id}\n")
+        if alert.source_ip:
+            out.write(f"    packets: {printable(carve_command(alert, zone))}\n")
     counts: dict[str, int] = {}
     for alert in alerts:
         name = SEVERITY_NAMES.get(alert.severity, "?")

@@ -92,7 +92,11 @@ def add_carve_parser(commands: Any) -> None:
         "or 2026-02-04T02:00+08:00; without an offset, in the policy's time zone)",
     )
     carve.add_argument(
-        "--to", dest="end", metavar="TIME", help="only flows with a packet at or before TIME"
+        "--to",
+        dest="end",
+        metavar="TIME",
+        help="only flows with a packet at or before TIME (to the end of the second, or minute, "
+        "it names)",
     )
     carve.add_argument(
         "--policy",
@@ -145,7 +149,7 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
     times: dict[str, int | None] = {}
     for name, text in (("--from", args.start), ("--to", args.end)):
         try:
-            times[name] = parse_time(text, zone) if text else None
+            times[name] = parse_time(text, zone, end=name == "--to") if text else None
         except ValueError:
             say(f"{name} {text!r}: expected a time such as '2026-02-04 02:00' or "
                 "2026-02-04T02:00:00+08:00")  # fmt: skip

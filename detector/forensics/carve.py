@@ -176,14 +176,28 @@ def selection_of_document(doc: dict, where: str) -> Selection:
     return Selection(host=host, peer=peer, start_ns=start, end_ns=end)
 
 
-def parse_time(text: str, zone: dt.tzinfo | None = None) -> int:
+def parse_time(text: str, zone: dt.tzinfo | None = None, *, end: bool = False) -> int:
     """ISO 8601 ('2026-02-04T02:13:40.127+08:00', '2026-02-04 02:13') → ns
-    since the epoch; a time without an offset is in ``zone`` (default: UTC)."""
-    moment = dt.datetime.fromisoformat(text.strip())
+    since the epoch; a time without an offset is in ``zone`` (default: UTC).
+    With ``end``, the last instant the text names: '02:19:15' reaches to
+    02:19:15.999999999, '02:19' to the minute's end, a date to the day's."""
+    text = text.strip()
+    moment = dt.datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone or dt.UTC)
     whole = int(moment.replace(microsecond=0).timestamp())
-    return whole * 1_000_000_000 + moment.microsecond * 1000
+    ns = whole * 1_000_000_000 + moment.microsecond * 1000
+    if end:
+        clock = text[10:].lstrip("T ").split("+")[0].split("-")[0].rstrip("Z")
+        if "." in clock:
+            ns += 999  # microseconds given: the rest of the microsecond
+        elif clock.count(":") >= 2:
+            ns += 1_000_000_000 - 1
+        elif clock.count(":") == 1:
+            ns += 60 * 1_000_000_000 - 1
+        else:
+            ns += 86_400 * 1_000_000_000 - 1
+    return ns
 
 
 class _Chooser:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..alerts.mask import mask_personal
 from ..alerts.record import SEVERITY_NAMES, Alert
+from ..alerts.sinks import carve_command
 from ..errors import DetectorError
 from ..networks import address_pair
 from ..units import MINUTE_NS, human_bytes
@@ -129,19 +129,6 @@ def local(ts_ns: int, policy: Policy, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return moment.strftime(fmt)
 
 
-def carve_command(alert: Alert, policy: Policy, captures: Sequence[str]) -> str:
-    """The carve command that writes this alert's packets (its host and other
-    side over its span, whole flows)."""
-    start = local(alert.start_ns, policy, "%Y-%m-%dT%H:%M:%S%z")
-    # The span's last second, whole: --to is inclusive.
-    end = local(alert.end_ns + 1_000_000_000 - 1, policy, "%Y-%m-%dT%H:%M:%S%z")
-    words = ["egress-detector", "carve", "--host", alert.source_ip]
-    if alert.destination_ip:
-        words += ["--peer", alert.destination_ip]
-    words += ["--from", start, "--to", end, "-o", f"{alert.rule_id}-{alert.source_ip}.pcap"]
-    return shlex.join([*words, *captures])
-
-
 def timeline_csv(timeline: Timeline, policy: Policy) -> str:
     """One line per minute with traffic: local minute, bytes and packets each way."""
     lines = ["minute_local,bytes_out,bytes_in,packets_out,packets_in,top_peer"]
@@ -189,7 +176,7 @@ def timeline_table(timeline: Timeline, policy: Policy, captures: Sequence[str] =
                    f"{alert.destination_ip or ''}")  # fmt: skip
         out.append(f"    {alert.message}")
         if captures:
-            out.append(f"    packets: {carve_command(alert, policy, captures)}")
+            out.append(f"    packets: {carve_command(alert, policy.zone, captures)}")
     return "\n".join(out) + "\n"
 
 
