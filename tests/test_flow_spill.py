@@ -20,6 +20,7 @@ from detector._kernels import flowtable as fk
 from detector.errors import DetectorError
 from detector.flows import count_flows
 from detector.flows import spill as sp
+from detector.flows import table as flow_table
 from detector.flows.export import export_flows
 from detector.flows.records import largest_rows
 
@@ -41,9 +42,28 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 COUNT = {"idle_timeout": 2.0, "max_flows": 64}
 
 
-def test_spilled_table_keeps_every_row_in_the_order_closed(capture, tmp_path):
+@pytest.mark.parametrize("export_rows", [flow_table.EXPORT_ROWS, 24])
+def test_spilled_table_keeps_every_row_in_the_order_closed(capture, tmp_path, monkeypatch,
+                                                           export_rows):  # fmt: skip
     whole = count_flows([capture], spill_rows=None, **COUNT)
-    spilled = count_flows([capture], spill_rows=7, spill_dir=tmp_path, **COUNT)
+    # 24-row export buffers: handed over when half full, written out, used again
+    monkeypatch.setattr(flow_table, "EXPORT_ROWS", export_rows)
+    given_back, taken = set(), set()
+    recycle, fresh = flow_table.FlowTable._recycle, flow_table.FlowTable._fresh_buffer
+
+    def recycle_seen(table: flow_table.FlowTable, chunk: np.ndarray) -> None:
+        recycle(table, chunk)
+        given_back.update(id(b) for b in table._spare)
+
+    def fresh_seen(table: flow_table.FlowTable) -> np.ndarray:
+        buffer = fresh(table)
+        taken.add(id(buffer))
+        return buffer
+
+    monkeypatch.setattr(flow_table.FlowTable, "_recycle", recycle_seen)
+    monkeypatch.setattr(flow_table.FlowTable, "_fresh_buffer", fresh_seen)
+    spilled = count_flows([capture], spill_rows=70, spill_dir=tmp_path, **COUNT)
+    assert bool(given_back & taken) == (export_rows == 24)
     assert spilled.evicted_flows == whole.evicted_flows > 0
     assert spilled.spilled_flows > 0.9 * spilled.closed_flows
     assert spilled.closed_flows == len(whole.exported_rows()) > 500

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,18 +77,26 @@ class SpillFile:
             f"{exc.strerror or exc} (set TMPDIR to a directory with room)"
         )
 
-    def write_run(self, chunks: list[np.ndarray], first_index: int, *, wait: bool = False) -> None:
+    def write_run(
+        self,
+        chunks: list[np.ndarray],
+        first_index: int,
+        *,
+        wait: bool = False,
+        recycle: Callable[[np.ndarray], None] | None = None,
+    ) -> None:
         """Write the rows of ``chunks`` (closed in this order, export indexes
         from ``first_index``) as a run sorted by output order; in the
-        background unless ``wait``. The chunks are the file's to let go of."""
+        background unless ``wait``. The chunks are the file's to let go of,
+        each handed to ``recycle`` once written."""
         self.wait()
         self.rows += sum(len(chunk) for chunk in chunks)
         if wait:
-            self._write_run(chunks, first_index)
+            self._write_run(chunks, first_index, recycle)
             return
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="flow-spill")
-        self._pending = self._writer.submit(self._write_run, chunks, first_index)
+        self._pending = self._writer.submit(self._write_run, chunks, first_index, recycle)
 
     def wait(self) -> None:
         """Wait for the run being written; its error, if any, is raised here."""
@@ -96,18 +104,37 @@ class SpillFile:
         if pending is not None:
             pending.result()
 
-    def _write_run(self, chunks: list[np.ndarray], first_index: int) -> None:
-        rows = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-        chunks.clear()
-        order = np.argsort(rows[:, fk.C_FIRST], kind="stable")
-        run = Run(self.size, len(rows))
+    def _write_run(
+        self,
+        chunks: list[np.ndarray],
+        first_index: int,
+        recycle: Callable[[np.ndarray], None] | None,
+    ) -> None:
+        # Sorted straight from the chunks, a piece at a time, not through one
+        # concatenated copy of them all (64 MiB more memory, and new pages).
+        starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
+        n = int(starts[-1])
+        firsts = np.concatenate([chunk[:, fk.C_FIRST] for chunk in chunks])
+        order = np.argsort(firsts, kind="stable")
+        piece = np.empty((min(WRITE_ROWS, n), fk.FLOW_COLUMNS), dtype=np.int64)
+        run = Run(self.size, n)
         try:
-            for start in range(0, len(order), WRITE_ROWS):
-                self._write(rows[order[start : start + WRITE_ROWS]])
+            for start in range(0, n, WRITE_ROWS):
+                wanted = order[start : start + WRITE_ROWS]
+                out = piece[: len(wanted)]
+                source = np.searchsorted(starts, wanted, side="right") - 1
+                for c, chunk in enumerate(chunks):
+                    mine = source == c
+                    out[mine] = chunk[wanted[mine] - starts[c]]
+                self._write(out)
             self._write(order.astype(np.int64) + first_index)
         except OSError as exc:
             raise self._error("cannot write", exc) from None
         self.runs.append(run)
+        if recycle is not None:
+            for chunk in chunks:
+                recycle(chunk)
+        chunks.clear()
 
     def _write(self, values: np.ndarray) -> None:
         view = np.ascontiguousarray(values).data.cast("B")

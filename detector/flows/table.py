@@ -94,6 +94,7 @@ class FlowTable:
         self.spill_rows = spill_rows
         self.spill_dir = spill_dir
         self._spill: sp.SpillFile | None = None  # closed rows before those of _done
+        self._spare: list[np.ndarray] = []  # export buffers written out, for reuse
         self.on_export: Callable[[np.ndarray], None] | None = None
 
     @staticmethod
@@ -298,7 +299,7 @@ class FlowTable:
                 # Mostly full (a big capture): hand the buffer over and take a
                 # new one, rather than copy 12 MB of rows and write them twice.
                 done = self.export_buffer[: self.n_export]
-                self.export_buffer = np.empty_like(self.export_buffer)
+                self.export_buffer = self._fresh_buffer()
             else:
                 done = self.export_buffer[: self.n_export].copy()
             if self.on_export is not None:
@@ -310,12 +311,33 @@ class FlowTable:
             if self.spill_rows is not None and self._done_rows >= self.spill_rows:
                 self._write_out()
 
+    def _fresh_buffer(self) -> np.ndarray:
+        """An export buffer like the current one: one the spill file has
+        written out and handed back, else a new one. New pages cost a fault
+        each: 10-20 ms for the 24 MB buffer of an eviction, as much as the
+        eviction itself."""
+        while self._spare:
+            try:
+                buffer = self._spare.pop()  # the spill file's thread appends
+            except IndexError:
+                break
+            if buffer.shape == self.export_buffer.shape:
+                return buffer
+        return np.empty_like(self.export_buffer)
+
+    def _recycle(self, chunk: np.ndarray) -> None:
+        """Take back a chunk of closed rows once written out: a whole export
+        buffer handed over by _drain is kept for reuse (two at most)."""
+        buffer = chunk.base if isinstance(chunk.base, np.ndarray) else chunk
+        if buffer.shape == self.export_buffer.shape and len(self._spare) < 2:
+            self._spare.append(buffer)
+
     def _write_out(self) -> None:
         """Write the closed rows in memory to the spill file as one run."""
         if self._spill is None:
             self._spill = sp.SpillFile(self.spill_dir)
         done, self._done, self._done_rows = self._done, [], 0
-        self._spill.write_run(done, self._spill.rows)
+        self._spill.write_run(done, self._spill.rows, recycle=self._recycle)
 
     def _take_done(self) -> np.ndarray:
         """The closed rows in memory as one array, in the order closed; the
