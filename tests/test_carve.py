@@ -374,3 +374,43 @@ def test_scan_table_prints_each_alerts_carve_command(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(read_records(tmp_path / "isolated-egress-10.8.40.31.pcap")) == 62_173
+
+
+def test_daily_report_command_carves_the_alert_through_the_state(tmp_path, monkeypatch):
+    """The daily report's command for an alert (carve --event-id ID --state
+    STATE.db) finds it by the event.id every output gives it (scan's and the
+    nightly's JSON lines) and writes its packets."""
+    import datetime as dt
+
+    from test_many_files import split_sample
+
+    from detector.alerts.record import to_ecs
+    from detector.cli.main import main
+    from detector.nightly.discover import fingerprint
+    from detector.nightly.state import NightlyState
+    from detector.pipelines.scan import scan_captures
+    from detector.policy import load_policy
+    from detector.report import build_day_report, render_html
+
+    policy = load_policy(str(ROOT / "captures" / "sample-policy.toml"))
+    result = scan_captures([SAMPLE], policy)
+    upload = next(a for a in result.alerts if a.destination_ip == "203.0.113.140")
+    page = render_html(build_day_report(result, policy, day=dt.date(2026, 2, 4), files=[],
+                                        processing_seconds=1.0))  # fmt: skip
+    command = f"egress-detector carve --event-id {upload.ecs_id} --state STATE.db"
+    assert command in page
+    parts = split_sample(tmp_path, parts=6)
+    state_path = tmp_path / "nightly.db"
+    state = NightlyState(state_path)
+    for part in parts:
+        state.take_file(fingerprint(part), 0)
+    alerts = tmp_path / "nightly.jsonl"
+    alerts.write_text("".join(json.dumps(to_ecs(a, policy.zone, policy.site_name)) + "\n"
+                              for a in result.alerts))  # fmt: skip
+    with state.transaction() as db:
+        db.execute("INSERT INTO outputs VALUES (?, ?)", (str(alerts), alerts.stat().st_size))
+    state.close()
+    out = tmp_path / "upload.pcap"
+    assert main(["carve", "-q", "--event-id", upload.ecs_id, "--state", str(state_path),
+                 "-o", str(out)]) == 0  # fmt: skip
+    assert len(read_records(out)) == 62_173

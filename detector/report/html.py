@@ -368,6 +368,14 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
         f"<dt>Why it matters</dt><dd>{_text(entry.why)}</dd>",
         f"<dt>Seen before</dt><dd>{_seen_before(report, entry)}</dd>",
     ]
+    if a.source_ip:
+        # The nightly's state knows which capture files reach the alert's span.
+        carve = (f"egress-detector carve --event-id {a.ecs_id} --state STATE.db "
+                 f"-o {a.ecs_id}.pcap")  # fmt: skip
+        out.append(
+            f'<dt>Packets</dt><dd><code>{_text(carve)}</code> <span class="muted">(STATE.db: '
+            "the nightly's --state file; the packets may contain personal data)</span></dd>"
+        )
     if a.evidence:
         details = "; ".join(
             f"{key.replace('_', ' ')}: {_evidence_value(value)}"
