@@ -414,3 +414,29 @@ def test_daily_report_command_carves_the_alert_through_the_state(tmp_path, monke
     assert main(["carve", "-q", "--event-id", upload.ecs_id, "--state", str(state_path),
                  "-o", str(out)]) == 0  # fmt: skip
     assert len(read_records(out)) == 62_173
+
+
+@needs_corpus
+@needs_tshark
+def test_several_interfaces_keep_their_own_interface_in_pcapng(tmp_path):
+    """A pcapng with two Ethernet interfaces: the host's flows on both, as
+    tshark selects them; a .pcapng output keeps the packets on two interfaces
+    (as the input had them), a .pcap output holds the same packets."""
+    path = PCAPS / "zeek__pcapng-multi-interface.pcapng"
+    host = "1.1.1.1"
+    flows = reference_flows(tshark_frames(path))
+    numbers = {f["number"] for flow in flows if host in (flow[0]["src"], flow[0]["dst"])
+               for f in flow}  # fmt: skip
+    want = expected_records(path, numbers)
+    original = read_records(path)
+    want_interfaces = [r.interface for i, r in enumerate(original, 1) if i in numbers]
+    assert len(set(want_interfaces)) == 2
+    ng, plain = tmp_path / "host.pcapng", tmp_path / "host.pcap"
+    for out in (ng, plain):
+        proc = run("carve", "--host", host, "-o", str(out), str(path))
+        assert proc.returncode == 0, proc.stderr
+        assert carved_records(out) == want
+    carved = read_records(ng)
+    # The same partition into interfaces (numbered in order of first use).
+    first_use = {i: n for n, i in enumerate(dict.fromkeys(want_interfaces))}
+    assert [r.interface for r in carved] == [first_use[i] for i in want_interfaces]
