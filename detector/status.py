@@ -261,6 +261,13 @@ class StatusServer:
             target=self.httpd.serve_forever, name="egress-detector-status", daemon=True
         )
 
+    @property
+    def url(self) -> str:
+        """Where the page is, e.g. ``http://127.0.0.1:9090/``."""
+        host, port = self.httpd.server_address[:2]
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://[{text}]:{port}/" if ":" in text else f"http://{text}:{port}/"
+
     def start(self) -> StatusServer:
         self.thread.start()
         return self

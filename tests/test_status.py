@@ -127,3 +127,78 @@ def test_page_in_chromium_runs_nothing_and_is_styled(server, tmp_path: Path):
     assert console == []  # nothing refused by the CSP: the style sheet's hash matches
     assert "<script" not in run.stdout and "4,242" in run.stdout
     assert HOSTILE in html_lib.unescape(run.stdout)
+
+
+def test_live_status_shows_the_streamed_packets_exactly(tmp_path: Path):
+    """live -r - --status: while the stream is open, /metrics and the page
+    count exactly the packets written so far (tshark-independent: the
+    capture's own record count), and the alerts raised appear on the page."""
+    import json
+    import socket
+    import sys
+    import time
+
+    from gen_traffic import Capture, at
+
+    root = Path(__file__).resolve().parents[1]
+    night = at("2026-02-04 02:13", "Asia/Taipei")
+    pcap = (
+        Capture()
+        .transfer(
+            "10.8.40.31",
+            "203.0.113.140",
+            dport=443,
+            start=night,
+            seconds=60,
+            bytes_out=3_000_000,
+            bytes_in=100_000,
+        )  # fmt: skip
+        .write(tmp_path / "upload.pcap")
+    ).read_bytes()
+    records, at_byte = 0, 24  # count the records of the classic pcap by hand
+    while at_byte < len(pcap):
+        records += 1
+        at_byte += 16 + int.from_bytes(pcap[at_byte + 8 : at_byte + 12], "little")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector", "live", "-r", "-", "--policy",
+         str(root / "captures" / "sample-policy.toml"), "--format", "jsonl",
+         "--report-every", "1", "--status", f"127.0.0.1:{port}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    try:
+        said = b""
+        while b"status page on http://127.0.0.1:" not in said:
+            assert (line := proc.stderr.readline()), said  # b"": it ended
+            said += line
+        proc.stdin.write(pcap)
+        proc.stdin.flush()  # the stream stays open: the sensor is running
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        counted = None
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
+                body = reply.read().decode()
+            values = {
+                s.name: s.value
+                for family in text_string_to_metric_families(body)
+                for s in family.samples
+            }
+            counted = values.get("egress_detector_packets_total")
+            alerts = [k for k in values if k == "egress_detector_alerts_total"]
+            if counted == records and alerts:
+                break
+            time.sleep(0.5)
+        assert counted == records
+        with urllib.request.urlopen(f"{url}/", timeout=10) as reply:
+            page = html_lib.unescape(reply.read().decode())
+        assert f"{records:,}" in page and "isolated-egress" in page and "10.8.40.31" in page
+    finally:
+        proc.stdin.close()
+        out = proc.stdout.read().decode()
+        proc.wait(timeout=120)
+    assert proc.returncode == 1
+    assert "isolated-egress" in {json.loads(line)["rule"]["id"] for line in out.splitlines()}

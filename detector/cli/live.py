@@ -487,8 +487,7 @@ def run_live(args: argparse.Namespace) -> int:
     if status_server is not None:
         status_server.start()
         if not args.quiet:
-            host, port = status_server.address[:2]
-            say(f"status page on http://{host}:{port}/ (metrics at /metrics)")
+            say(f"status page on {status_server.url} (metrics at /metrics)")
     started = time.monotonic()
     try:
         result = detector.run()

@@ -266,6 +266,7 @@ class LiveDetector:
         *,
         emit: Callable[[list[Alert]], None],
         status: Callable[[LiveStatus], None] | None = None,
+        analysed: Callable[[ScanResult], None] | None = None,
         reload_policy: Callable[[], Policy | None] | None = None,
         model: EgressModel | None = None,
         reload_model: Callable[[Policy], EgressModel | None] | None = None,
@@ -277,6 +278,7 @@ class LiveDetector:
         self.options = options
         self.emit = emit
         self.status = status
+        self.analysed = analysed  # each analysis's result (live --status: top talkers)
         self.reload_policy = reload_policy
         self.model = model
         self.reload_model = reload_model
@@ -487,6 +489,8 @@ class LiveDetector:
             first_contacts=self.first_contacts,
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
+        if self.analysed is not None:
+            self.analysed(result)
         alerts, held = split_suppressed(
             list(result.alerts) + self._sensor_alerts(policy), policy.suppressions, policy.zone
         )
