@@ -926,3 +926,41 @@ def test_machine_timezone_falls_back(monkeypatch, tz):
     monkeypatch.setenv("TZ", tz)
     name = machine_timezone()
     assert name != tz and zoneinfo.ZoneInfo(name) is not None
+
+
+def test_sensor_suppressions_and_report_words_are_read():
+    """[site] sensor, [[suppress]] (an address is one host; a name is lower-cased
+    without its final dot; a date as a string too) and [report]; none of them
+    changes the fingerprint (they change what outputs say, not what is detected)."""
+    base = '[site]\nname = "x"\ntimezone = "UTC"\n'
+    plain = parse_policy(base)
+    assert (plain.sensor, plain.suppressions, dict(plain.report_why), plain.recurring_days) == (
+        None, (), {}, 30)  # fmt: skip
+    policy = parse_policy(base.replace('name = "x"', 'name = "x"\nsensor = " span-1 "') + """
+[report]
+recurring_days = 7
+[report.why]
+p2p = "  Our words.  "
+[[suppress]]
+rule = "p2p"
+host = "10.8.10.5"
+destination = "Tracker.Example.NET."
+until = "2099-12-31"
+reason = " ticket 9 "
+[[suppress]]
+rule = "im-app"
+host = "10.8.20.0/24"
+destination = "2001:db8::/32"
+until = 2099-01-01
+reason = "approved"
+""")
+    assert policy.sensor == "span-1"
+    assert policy.recurring_days == 7 and dict(policy.report_why) == {"p2p": "Our words."}
+    first, second = policy.suppressions
+    assert (first.rule, str(first.host), first.destination_name, first.destination_network,
+            first.until, first.reason) == ("p2p", "10.8.10.5/32", "tracker.example.net", None,
+                                           dt.date(2099, 12, 31), "ticket 9")  # fmt: skip
+    assert (str(second.host), str(second.destination_network), second.destination) == (
+        "10.8.20.0/24", "2001:db8::/32", "2001:db8::/32")  # fmt: skip
+    assert policy.warnings == ()
+    assert policy.fingerprint() == parse_policy(base).fingerprint()
