@@ -45,6 +45,12 @@ of sizes and spacings (times drawn at random):
 * ``day-upload``: 10-60 MB in 10-30 minutes to a never-seen address in
   business hours (the model's job; below bulk-upload-new-destination's 100 MB).
 
+With ``--pcap DIR`` each test week is also written as a headers-only pcap
+(tests/gen_traffic.py; frames of up to 64,000 bytes on the wire, as segments
+a host with TCP segmentation offload hands its NIC) and scanned through the
+whole path, capture decoding and flow table included (``scan_captures``,
+with and without the model): the table is then that path's.
+
 An incident is caught when an alert names its host (for a pivot: either
 host) and overlaps one of its spans (+- one window). Every other alert is
 false (always-on is left out, as in eval_model.py: it fires on every
@@ -52,6 +58,7 @@ computer left on, by design).
 
     python benchmarks/eval_adversary.py                 # about 3 minutes
     python benchmarks/eval_adversary.py --test-weeks 16 --show-false
+    python benchmarks/eval_adversary.py --test-weeks 4 --pcap /tmp/adversary
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from eval_model import (  # noqa: E402
     BACKUP,
@@ -75,6 +83,7 @@ from eval_model import (  # noqa: E402
     MB,
     MIN,
     N_WORKSTATIONS,
+    NS,
     TZ_OFFSET_MIN,
     WSUS,
     Rows,
@@ -97,6 +106,7 @@ from detector.detect.model import (  # noqa: E402
 )
 from detector.detect.rules import ScanContext, run_rules  # noqa: E402
 from detector.features.hosts import host_traffic, host_windows  # noqa: E402
+from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import parse_policy  # noqa: E402
 
 RESOLVER = (10 << 24) | (8 << 16) | (10 << 8) | 250
@@ -202,6 +212,20 @@ class Incident:
     spacing: int  # minutes between transfers (0: one go)
     hosts: tuple[int, ...]  # ips an alert may name
     spans: list[tuple[int, int]]  # local minutes since the epoch Monday, [start, end)
+    peers: tuple[int, ...] = ()  # the other sides an alert about it may name
+
+
+class _Incidents(list[Incident]):
+    """Incidents in order; each takes the outside addresses drawn for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[int] = []
+
+    def append(self, incident: Incident) -> None:
+        incident.peers = (*incident.peers, *self.peers)
+        self.peers = []
+        super().append(incident)
 
 
 def _one_connection(rows: Rows, rng: np.random.Generator, host: int, peer: int,
@@ -216,7 +240,7 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int) -> 
     # neighbouring days (a night's incident runs into the next day), so each
     # alert can be told to belong to one incident.
     taken: set[tuple[int, int]] = set()
-    incidents: list[Incident] = []
+    incidents = _Incidents()
 
     def slot(weekday: bool = False) -> tuple[int, int]:
         days = 5 if weekday else 7
@@ -228,7 +252,9 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int) -> 
         raise RuntimeError("no free host-day left for an incident")
 
     def new_address() -> int:
-        return int(site.outside(1)[0])
+        address = int(site.outside(1)[0])
+        incidents.peers.append(address)
+        return address
 
     for size in (0.5, 1, 2, 3):
         for spacing in (30, 60):
@@ -249,9 +275,10 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int) -> 
             start = day * DAY_MIN + int(rng.uniform(60, 300) if night else rng.uniform(600, 960))
             span = int(rng.uniform(10, 20))
             one_net = rng.random() < 0.5
-            first = new_address() & ~0xFF
+            first = int(site.outside(1)[0]) & ~0xFF
             for k in range(count):
                 dest = first + 1 + k if one_net else new_address()
+                incidents.peers.append(dest)
                 t = start + int(k * span / count)
                 transfer(rows, rng, host_ip(h), dest, t, 2, total * MB / count)
             incidents.append(Incident("spread", f"{total} MB over {count} addresses", total, 0,
@@ -272,6 +299,7 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int) -> 
                  back_share=0.5)  # fmt: skip
         transfer(rows, rng, RESOLVER, UPSTREAM_DNS, start, minutes, total * MB, port=53,
                  proto=17, back_share=0.5)  # fmt: skip
+        incidents.peers += [RESOLVER, UPSTREAM_DNS]
         incidents.append(Incident("dns-volume", f"{total:g} MB", total, 0, (host_ip(h),),
                                   [(start, start + minutes)]))  # fmt: skip
     for k, total in enumerate((5, 10, 15, 30)):
@@ -312,7 +340,36 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int) -> 
         transfer(rows, rng, host_ip(h), new_address(), start, minutes, total * MB)
         incidents.append(Incident("day-upload", f"{total} MB", total, 0, (host_ip(h),),
                                   [(start, start + minutes)]))  # fmt: skip
-    return incidents
+    return list(incidents)
+
+
+# -- the same traffic as a capture -------------------------------------------------------
+
+
+def write_pcap(rows: Rows, path: Path) -> Path:
+    """Each conversation-minute of ``rows`` as frames spread over its minute
+    (from second 1 to 59, as the activity rows say), both directions."""
+    import gen_traffic
+
+    gen_traffic.MTU_FRAME = 64_000  # headers-only frames of large segments
+    cols = {k: np.concatenate([p[k] for p in rows.parts]) for k in rows.parts[0]}
+    texts: dict[int, str] = {}
+
+    def text(ip: int) -> str:
+        if ip not in texts:
+            texts[ip] = ip_text(ip)
+        return texts[ip]
+
+    capture = gen_traffic.Capture()
+    starts = (cols["minute"] - TZ_OFFSET_MIN) * MIN + EPOCH_NS + NS
+    for i in range(len(starts)):
+        capture.transfer(
+            text(int(cols["host"][i])), text(int(cols["peer"][i])), start=int(starts[i]),
+            seconds=58, bytes_out=int(cols["bytes_out"][i]), bytes_in=int(cols["bytes_in"][i]),
+            sport=int(cols["host_port"][i]), dport=int(cols["peer_port"][i]),
+            proto=int(cols["proto"][i]),
+        )  # fmt: skip
+    return capture.write(path)
 
 
 # -- scoring ------------------------------------------------------------------------------
@@ -326,9 +383,13 @@ def minutes_of_alert(a) -> tuple[int, int]:
 
 
 def matches(a, inc: Incident) -> bool:
-    if a.source_ip not in {ip_text(h) for h in inc.hosts} and a.destination_ip not in {
-        ip_text(h) for h in inc.hosts
-    }:
+    """An alert about the incident: it names one of its hosts, the other side
+    (if it names one) is one of the incident's, and the times overlap."""
+    hosts = {ip_text(h) for h in inc.hosts}
+    sides = hosts | {ip_text(p) for p in inc.peers}
+    if a.source_ip not in hosts and a.destination_ip not in hosts:
+        return False
+    if a.destination_ip is not None and a.destination_ip not in sides:
         return False
     s, e = minutes_of_alert(a)
     return any(s < b + 10 and e > lo - 10 for lo, b in inc.spans)
@@ -341,6 +402,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--show-false", action="store_true", help="print every false alert")
     ap.add_argument("--show-caught", action="store_true", help="print the alerts of incidents")
+    ap.add_argument("--pcap", metavar="DIR", type=Path,
+                    help="write each test week as a pcap here and scan it (the whole path)")
     ap.add_argument("--set", action="append", default=[], metavar="RULE.KEY=VALUE",
                     help="a rule setting for this run, e.g. low-and-slow-egress.min_bytes=10000000")
     args = ap.parse_args()
@@ -382,11 +445,21 @@ def main() -> None:
         bad = {(ip_text(h), (m // DAY_MIN) + d) for i in incidents for h in i.hosts
                for m, _ in i.spans for d in (0, 1)}  # fmt: skip
         benign_days += len(host_days - bad)
-        known = known_pairs(model, traffic)
-        rules = [a for a in run_rules(ScanContext(policy, traffic, 10, known_destinations=known))
-                 if a.rule_id != "always-on"]  # fmt: skip
-        verdict = score_scan(model, feats, traffic, policy, known)
-        both = model_alerts(model, verdict, traffic, policy, rules)
+        if args.pcap is not None:
+            args.pcap.mkdir(parents=True, exist_ok=True)
+            path = write_pcap(rows, args.pcap / f"week-{w}.pcap")
+            # scan_captures alone does not know the baseline's destinations: as
+            # `egress-detector scan` without --model.
+            rules = [a for a in scan_captures([path], policy).alerts if a.rule_id != "always-on"]
+            both = [a for a in scan_captures([path], policy, model=model).alerts
+                    if a.rule_id != "always-on"]  # fmt: skip
+        else:
+            known = known_pairs(model, traffic)
+            rules = [a for a in run_rules(ScanContext(policy, traffic, 10,
+                                                      known_destinations=known))
+                     if a.rule_id != "always-on"]  # fmt: skip
+            verdict = score_scan(model, feats, traffic, policy, known)
+            both = model_alerts(model, verdict, traffic, policy, rules)
         for name, alerts in (("rules", rules), ("rules + model", both)):
             used = [False] * len(alerts)
             for inc in incidents:

@@ -720,6 +720,43 @@ def icmp_echo_one_byte_under(d: Path) -> list[Path]:
     return _pcap(d, "icmp_echo_one_byte_under", _echoes(999_999))
 
 
+SLOW_ICMP_AT = _local("2026-02-04 00:00")
+HOUR = 3_600 * 10**9
+
+
+def _slow_echoes(last: int) -> list[Packet]:
+    """8 bursts of ICMP echo requests from 10.8.10.44 to 203.0.113.140, one an
+    hour from Wed 00:00:00 to 07:00:00, each 500 frames of 1,000 bytes one a
+    second (500,000 bytes, 00:00:00-00:08:19), the last burst ``last`` bytes."""
+    packets: list[Packet] = []
+    for k in range(8):
+        burst = _echoes(500_000 if k < 7 else last)
+        packets += [(t - ICMP_AT + SLOW_ICMP_AT + k * HOUR, f, w) for t, f, w in burst]
+    return packets
+
+
+@case("quiet-protocol-volume", FIRE, others=("always-on",), alerts=(
+    Expect("quiet-protocol-volume", PC, OUT, {
+        "source_bytes": 4_000_000, "source_packets": 4_000, "transport": "icmp",
+        "start_ns": SLOW_ICMP_AT, "end_ns": SLOW_ICMP_AT + 7 * HOUR + 499 * ONE_SECOND},
+        {"protocol": "ICMP", "threshold_bytes": 4_000_000, "off_hours_period": True,
+         "protocol_bytes": 4_000_000, "protocol_packets": 4_000}),
+))  # fmt: skip
+def icmp_half_a_megabyte_an_hour_all_night(d: Path) -> list[Path]:
+    """10.8.10.44 pings 203.0.113.140 with 500,000 bytes an hour for 8 hours, Wed
+    00:00-07:08:19 (before business hours at 08:30): no 60 minutes hold 1 MB, but
+    the night adds up to 4,000,000 bytes, ``off_hours_multiple`` (4) times
+    ``icmp_min_bytes``. Sending in every hour of 00:00-06:00, the host is also
+    an always-on."""
+    return _pcap(d, "icmp_half_a_megabyte_an_hour_all_night", _slow_echoes(500_000))
+
+
+@case("quiet-protocol-volume", NEAR_MISS, others=("always-on",))
+def icmp_all_night_one_byte_under(d: Path) -> list[Path]:
+    """The same night with the last burst one byte short: 3,999,999 bytes. No alert."""
+    return _pcap(d, "icmp_all_night_one_byte_under", _slow_echoes(499_999))
+
+
 # == pivot-chain ===========================================================================
 
 PIVOT_AT = _local("2026-02-04 02:00")

@@ -192,3 +192,35 @@ def test_an_allowlisted_backup_does_not_hide_a_slow_upload(tmp_path):
     ]
     assert alerts[0].evidence["transfers"] == 2
     assert alerts[0].transport == "udp"
+
+
+def test_a_model_alert_names_the_upload_beside_the_allowlisted_backup():
+    """A flagged window of the backup server: 60,000,000 bytes to the allowlisted
+    198.51.100.25 (peer 1) and 12,000,000 to 203.0.113.140 (peer 2). The alert
+    names 203.0.113.140, "most outside the allowlist", with what came back from
+    it (240,000 bytes in 200 packets); the bytes sent are the window's, 72 MB."""
+    import pandas as pd
+
+    from detector.detect.model.alerts import _anomaly_alert
+
+    class Traffic:
+        def text(self, address_id: int) -> str:
+            return {1: BACKUP_SERVICE, 2: OUT}[address_id]
+
+    start = at("2026-02-04 01:00", ZONE)
+    ext = pd.DataFrame({
+        "peer_id": [1, 2], "peer_allowlisted": [True, False],
+        "bytes_out": [60_000_000, 12_000_000], "bytes_in": [1_200_000, 240_000],
+        "packets_in": [1_000, 200], "first_ns": [start, start + 60 * 10**9],
+        "last_ns": [start + 540 * 10**9, start + 300 * 10**9],
+    })  # fmt: skip
+    episode = pd.DataFrame({"bytes_out": [72_000_000], "packets_out": [50_000]})
+    alert = _anomaly_alert("10.8.10.20", episode, {"score": 0.8}, "unusual", Traffic(),  # type: ignore[arg-type]
+                           ext, start, start + 600 * 10**9)  # fmt: skip
+    assert (alert.destination_ip, alert.destination_bytes, alert.destination_packets) == (
+        OUT, 240_000, 200)  # fmt: skip
+    assert alert.source_bytes == 72_000_000
+    assert alert.text == (
+        "10.8.10.20 sent 72.0 MB (most outside the allowlist to 203.0.113.140) in 1 window; "
+        "unusual"
+    )

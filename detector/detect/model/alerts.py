@@ -236,8 +236,15 @@ def _anomaly_alert(
     sent = int(episode["bytes_out"].sum())
     start_ns, end_ns = start, end - 1
     destination: dict[str, Any] = {}
+    beside = ""
     if traffic is not None and ext is not None and len(ext):
         start_ns, end_ns = int(ext["first_ns"].min()), int(ext["last_ns"].max())
+        # The news is not the sanctioned backup beside it (issue 20, item 7):
+        # name the destination that received most outside the allowlist.
+        allowlisted = ext["peer_allowlisted"].to_numpy()
+        unsanctioned = ext[~allowlisted]
+        if int(unsanctioned["bytes_out"].sum()) > 0 and int(ext["bytes_out"][allowlisted].sum()):
+            ext, beside = unsanctioned, " outside the allowlist"
         by_peer = ext.groupby("peer_id", sort=False)["bytes_out"].sum()
         top = int(by_peer.index.to_numpy()[int(np.argmax(by_peer.to_numpy()))])
         top_rows = ext[ext["peer_id"].to_numpy() == top]
@@ -248,7 +255,7 @@ def _anomaly_alert(
         }
     windows = len(episode)
     span = f"{windows} window{'s' if windows > 1 else ''}"
-    to = f" (most to {destination['destination_ip']})" if destination else ""
+    to = f" (most{beside} to {destination['destination_ip']})" if destination else ""
     return Alert(
         rule_id=RULE_ID,
         rule_name=RULE_NAME,

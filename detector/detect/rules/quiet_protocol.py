@@ -11,14 +11,16 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import NetworkSet
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, MINUTES, Detection, Networks, Setting
+from ..declare import BYTES, COUNT, MINUTES, Detection, Networks, Setting
 from .common import (
     conversation,
     dense_spans,
     groups_reaching,
     ids,
     limit_per_host,
+    off_hours_periods,
     threshold_phrase,
+    threshold_text,
 )
 
 if TYPE_CHECKING:
@@ -57,17 +59,24 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
     settings = ctx.policy.rule(rule.rule_id)
     span_minutes = int(settings["span_minutes"])
     span_ns = span_minutes * MINUTE_NS
+    multiple = int(settings["off_hours_multiple"])
     exempt = NetworkSet(settings["exempt"])
     f = ctx.traffic.frame
     f = f[f["bytes_out"].to_numpy() > 0]
     kind = _protocol_of(f)
     sel = f[kind >= 0].assign(protocol=kind[kind >= 0])
+    if not sel.empty:
+        unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
+        off, period = off_hours_periods(ctx.policy, unique)
+        inverse = inverse.reshape(-1)
+        sel = sel.assign(off=off[inverse], period=np.where(off[inverse], period[inverse], -1))
     alerts: list[Alert] = []
     for code, (name, key) in PROTOCOLS.items():
         threshold = int(settings[key])
-        rows_of = sel[sel["protocol"].to_numpy() == code]
-        rows_of = groups_reaching(rows_of, ["host_id"], "bytes_out", span_ns, threshold)
-        for host_key, rows in rows_of.groupby("host_id", sort=False):
+        of_protocol = sel[sel["protocol"].to_numpy() == code]
+        reported: set[tuple[int, int]] = set()  # (host, off-hours period) already told
+        fast = groups_reaching(of_protocol, ["host_id"], "bytes_out", span_ns, threshold)
+        for host_key, rows in fast.groupby("host_id", sort=False):
             host = ids([host_key])[0]
             if exempt and exempt.contains_text(ctx.traffic.text(host)):
                 continue
@@ -77,46 +86,74 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
                                             ctx.gap_ns):  # fmt: skip
                 minute = rows["minute_ns"].to_numpy()
                 episode = rows[(minute >= minutes[first]) & (minute <= minutes[last])]
-                by_peer = (
-                    episode.groupby("peer_id", sort=False)["bytes_out"]
-                    .sum()
-                    .sort_values(ascending=False)
-                )
-                top = int(by_peer.index.to_numpy()[0])
-                top_rows = episode[episode["peer_id"].to_numpy() == top]
-                conv = conversation(ctx, host, top, top_rows)
-                sent = int(episode["bytes_out"].sum())
-                packets = int(episode["packets_out"].sum())
-                others = len(by_peer) - 1
-                to = (
-                    f"to {conv.destination_ip}"
-                    if not others
-                    else f"to {others + 1} addresses (most to {conv.destination_ip})"
-                )
-                text = (
-                    f"{conv.source_ip} sent {human_bytes(sent)} of {name} {to} in "
-                    f"{packets:,} packets (average {sent // max(packets, 1):,} bytes) "
-                    f"{conv.when_and_hours(ctx.policy)}; {name} should carry little "
-                    + threshold_phrase(threshold, span_minutes)
-                )
-                evidence = {
-                    "protocol": name,
-                    "threshold_bytes": threshold,
-                    "span_minutes": span_minutes,
-                    "protocol_bytes": sent,
-                    "protocol_packets": packets,
-                    "destination_count": len(by_peer),
-                }
-                alert = conv.alert(rule, settings.severity, text, "egress", evidence)
-                alerts.append(alert)
+                reported.update((host, int(p)) for p in np.unique(episode["period"]) if p >= 0)
+                phrase = threshold_phrase(threshold, span_minutes)
+                alerts.append(_alert(ctx, host, name, episode, phrase, {
+                    "threshold_bytes": threshold, "span_minutes": span_minutes}))  # fmt: skip
+        # Slowly: the same protocol through a whole night (weekend, holiday)
+        # adding up to `off_hours_multiple` times the threshold.
+        slow = of_protocol[of_protocol["off"].to_numpy()] if len(of_protocol) else of_protocol
+        if slow.empty:
+            continue
+        totals = slow.groupby(["host_id", "period"], sort=False)["bytes_out"].sum()
+        for (host_key, period_key), total in totals.items():  # type: ignore[misc]
+            host, period_of = int(host_key), int(period_key)
+            if total < multiple * threshold or (host, period_of) in reported:
+                continue
+            if exempt and exempt.contains_text(ctx.traffic.text(host)):
+                continue
+            episode = slow[(slow["host_id"].to_numpy() == host)
+                           & (slow["period"].to_numpy() == period_of)]  # fmt: skip
+            phrase = (
+                f"(threshold {threshold_text(multiple * threshold)} in one night, weekend "
+                "or holiday)"
+            )
+            alerts.append(_alert(ctx, host, name, episode, phrase, {
+                "threshold_bytes": multiple * threshold, "off_hours_period": True}))  # fmt: skip
     return limit_per_host(alerts, rule)
+
+
+def _alert(
+    ctx: ScanContext,
+    host: int,
+    name: str,
+    episode: pd.DataFrame,
+    phrase: str,
+    evidence: dict[str, object],
+) -> Alert:
+    by_peer = episode.groupby("peer_id", sort=False)["bytes_out"].sum().sort_values(ascending=False)
+    top = int(by_peer.index.to_numpy()[0])
+    conv = conversation(ctx, host, top, episode[episode["peer_id"].to_numpy() == top])
+    sent = int(episode["bytes_out"].sum())
+    packets = int(episode["packets_out"].sum())
+    others = len(by_peer) - 1
+    to = (
+        f"to {conv.destination_ip}"
+        if not others
+        else f"to {others + 1} addresses (most to {conv.destination_ip})"
+    )
+    text = (
+        f"{conv.source_ip} sent {human_bytes(sent)} of {name} {to} in {packets:,} packets "
+        f"(average {sent // max(packets, 1):,} bytes) {conv.when_and_hours(ctx.policy)}; "
+        f"{name} should carry little {phrase}"
+    )
+    evidence = {
+        "protocol": name,
+        **evidence,
+        "protocol_bytes": sent,
+        "protocol_packets": packets,
+        "destination_count": len(by_peer),
+    }
+    settings = ctx.policy.rule(DETECTION.rule_id)
+    return conv.alert(DETECTION, settings.severity, text, "egress", evidence)
 
 
 DETECTION = Detection(
     rule_id="quiet-protocol-volume",
     title="Bulk data over ICMP, DNS or NTP",
     severity=3,
-    catches="≥ 1 MB of ICMP or DNS, or ≥ 100 kB of NTP, sent by one host within 60 minutes",
+    catches="≥ 1 MB of ICMP or DNS, or ≥ 100 kB of NTP, sent by one host within 60 minutes "
+    "(or 4 times that over one night)",
     why_it_matters=(
         "ICMP, DNS and NTP carry a few small packets; a host sending megabytes over one "
         "of them is almost always a tunnel that carries data past the firewall's rules "
@@ -134,6 +171,13 @@ NTP packets makes one of them carry a lot. Fires when a host sends, within any
 - at least `dns_min_bytes` (default 1 000 000) to port 53 (UDP or TCP) of any
   address, the site's resolver included: a DNS tunnel passes through it;
 - at least `ntp_min_bytes` (default 100 000) to udp/123 of outside addresses.
+
+It also fires, once per host, protocol and **off-hours period** (from the end
+of one business day to the start of the next: a night, a weekend, a
+holiday), when the host sent `off_hours_multiple` (default 4) times that
+threshold over the period however slowly (4 MB of ICMP in a night, at 0.5 MB
+an hour; `egress.off_hours_period` true), unless an alert within 60 minutes
+already told it.
 
 The alert names the protocol (`egress.protocol`), the bytes and packets, the
 average packet size and the address that received most. Spans slide minute
@@ -172,7 +216,14 @@ look-ups.""",
             100_000,
             "NTP bytes (to udp/123 of outside addresses) a host must send …",
         ),
-        Setting("span_minutes", MINUTES, 60, "… within this many minutes."),
+        Setting("span_minutes", MINUTES, 60, "… within this many minutes, …"),
+        Setting(
+            "off_hours_multiple",
+            COUNT,
+            4,
+            "… or this many times the threshold in all over one off-hours period (a "
+            "night, a weekend, a holiday), however slowly.",
+        ),
         Setting(
             "exempt",
             Networks(),
