@@ -21,11 +21,13 @@ from detector.alerts.record import ECS_VERSION, Alert, Observer, incident_id, to
 from detector.alerts.sinks import write_alerts
 from detector.capture import read_packets
 from detector.detect.rules import BY_ID, DETECTIONS
+from detector.errors import DetectorError
 from detector.nightly.run import NightlyOptions, run_nightly
 from detector.pipelines.live import LiveDetector, LiveOptions
 from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
 
+from corpus import CORPUS
 from naive import addr_int, naive_packets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,3 +354,27 @@ def test_the_id_does_not_depend_on_timestamp_precision(precision):
     assert incident_id("p2p", "10.8.10.5", "203.0.113.9", stamp) == incident_id(
         "p2p", "10.8.10.5", "203.0.113.9", start
     )
+
+
+@pytest.mark.skipif(not (CORPUS / "pcaps").is_dir(),
+                    reason=f"the shared capture corpus is not at {CORPUS}")  # fmt: skip
+def test_alerts_from_real_captures_are_valid_ecs():
+    """The corpus's captures (up to 1 MB each) under a policy that isolates all
+    of RFC 1918, so most traffic alerts: every document is ECS, and the names
+    real traffic brings reach destination.domain as text."""
+    policy = parse_policy('[site]\ntimezone = "UTC"\n[business_hours]\ndays = []\n'
+                          '[networks]\nisolated = ["10.0.0.0/8", "172.16.0.0/12", '
+                          '"192.168.0.0/16"]\n')  # fmt: skip
+    checked: dict[str, int] = {}
+    for path in sorted((CORPUS / "pcaps").iterdir()):
+        if path.stat().st_size > 1_000_000:
+            continue
+        try:
+            alerts = scan_captures([path], policy).alerts
+        except DetectorError:
+            continue  # damaged on purpose (the corpus holds some): test_capture_corpus's
+        for alert in alerts:
+            doc = to_ecs(alert, policy.zone, "corpus", observer=Observer("span-1"))
+            assert type_problems(doc) == [], (path.name, alert.rule_id)
+            checked[alert.rule_id] = checked.get(alert.rule_id, 0) + 1
+    assert {"isolated-egress", "p2p", "im-app"} <= set(checked), checked
