@@ -4,7 +4,8 @@
     python benchmarks/bench_carve.py [CAPTURE] [--runs 3]
 
 Rows (medians of --runs, after one warm-up each): ``flows`` (count_flows, what
-`egress-detector flows` does before writing), ``carve host`` (every flow of the
+`egress-detector flows` does before writing; then the command's whole work,
+counting and writing CSV), ``carve host`` (every flow of the
 busiest internal source), ``carve community-id`` (the flow with most bytes),
 ``carve --bpf`` (count_flows of the packets passing 'tcp'). Each prints
 seconds, input packets per second and how many packets were written; the
@@ -25,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from detector.capture.bpf import FilteredPath  # noqa: E402
+from detector.flows.export import export_flows  # noqa: E402
 from detector.flows.table import count_flows  # noqa: E402
 from detector.forensics.carve import Selection, carve  # noqa: E402
 
@@ -52,7 +54,11 @@ def main() -> int:
     seconds, table = timed(args.runs, lambda: count_flows([path]))
     flows = table.to_frame()
     packets = int(table.packets)
-    rows = [("flows", seconds, len(flows))]
+    rows = [("flows (count)", seconds, len(flows))]
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_out = str(Path(tmp) / "flows.csv")
+        seconds, _ = timed(args.runs, lambda: export_flows([path], "csv", csv_out))
+    rows.append(("flows command (count, write CSV)", seconds, len(flows)))
     busiest = flows["src_ip"].value_counts().index[0]
     biggest = flows.sort_values("bidirectional_bytes").iloc[-1]
     want_host = int(flows.loc[(flows.src_ip == busiest) | (flows.dst_ip == busiest),

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -211,6 +212,7 @@ class _Chooser:
         self.peer = address_pair(selection.peer) if selection.peer else None
         self._seen = np.empty(0, dtype=np.uint64)  # 5-tuple hashes whose ID is known
         self._matching = np.empty(0, dtype=np.uint64)  # … of which the ID is the one wanted
+        self._tuple: tuple[Any, ...] | None = None  # the wanted ID's 5-tuple, once met
         self._first_fragments: set[tuple[int, ...]] = set()
 
     def __call__(self, batch: PacketBatch) -> np.ndarray:
@@ -239,7 +241,18 @@ class _Chooser:
         out = np.zeros(len(batch), dtype=bool)
         later = candidates & (batch.frag == 1)
         whole = np.flatnonzero(candidates & ~later)
-        if len(whole):
+        if len(whole) and self._tuple is not None:
+            # The ID's 5-tuple is known (an ID names one tuple): compare with it.
+            rows = PacketBatch(*(a[whole] for a in batch.arrays()))
+            sport, dport = _flow_ports(rows)
+            s_hi, s_lo, d_hi, d_lo, sp, dp, proto = self._tuple
+            same_proto = rows.proto == proto
+            forward = (rows.src_hi == s_hi) & (rows.src_lo == s_lo) & (rows.dst_hi == d_hi)
+            forward &= (rows.dst_lo == d_lo) & (sport == sp) & (dport == dp)
+            backward = (rows.src_hi == d_hi) & (rows.src_lo == d_lo) & (rows.dst_hi == s_hi)
+            backward &= (rows.dst_lo == s_lo) & (sport == dp) & (dport == sp)
+            out[whole] = same_proto & (forward | backward)
+        elif len(whole):
             rows = PacketBatch(*(a[whole] for a in batch.arrays()))
             sport, dport = _flow_ports(rows)
             keys = _tuple_hashes(rows, sport, dport)
@@ -252,8 +265,12 @@ class _Chooser:
                     rows.proto[at].astype(np.int64), sport[at], dport[at],
                     rows.ip_version[at] == 4,
                 )  # fmt: skip
-                hits = unique[new][ids == self.selection.community_id]
-                self._matching = np.union1d(self._matching, hits)
+                found = ids == self.selection.community_id
+                if found.any():
+                    i = int(at[np.flatnonzero(found)[0]])
+                    self._tuple = (rows.src_hi[i], rows.src_lo[i], rows.dst_hi[i],
+                                   rows.dst_lo[i], sport[i], dport[i], rows.proto[i])  # fmt: skip
+                self._matching = np.union1d(self._matching, unique[new][found])
                 self._seen = np.union1d(self._seen, unique[new])
             out[whole] = np.isin(keys, self._matching)
         for i in np.flatnonzero(out & ((batch.frag & 2) != 0)).tolist():
