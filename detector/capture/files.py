@@ -969,7 +969,7 @@ def _without_repeats(paths: list[str], warn: Callable[[str], None]) -> list[str]
     kept: list[str] = []
     seen_files: dict[tuple[int, int], str] = {}
     by_size: dict[int, list[str]] = {}
-    digests: dict[str, bytes] = {}
+    digests: dict[tuple[str, int], bytes] = {}
     for path in paths:
         try:
             info = os.stat(path) if path != "-" else None
@@ -981,6 +981,10 @@ def _without_repeats(paths: list[str], warn: Callable[[str], None]) -> list[str]
         same = seen_files.get((info.st_dev, info.st_ino))
         if same is None:
             for other in by_size.get(info.st_size, []):
+                # Rotated captures often have the same size: their first 64 KiB
+                # tell them apart without reading them whole.
+                if _digest(other, digests, 1 << 16) != _digest(path, digests, 1 << 16):
+                    continue
                 if _digest(other, digests) == _digest(path, digests):
                     same = other
                     break
@@ -994,17 +998,21 @@ def _without_repeats(paths: list[str], warn: Callable[[str], None]) -> list[str]
     return kept
 
 
-def _digest(path: str, cache: dict[str, bytes]) -> bytes:
-    if path not in cache:
+def _digest(path: str, cache: dict[tuple[str, int], bytes], limit: int = -1) -> bytes:
+    """BLAKE2b of the file's first ``limit`` bytes (-1: all of them)."""
+    if (path, limit) not in cache:
         digest = hashlib.blake2b(digest_size=16)
         try:
             with open(path, "rb") as raw:
-                for block in iter(lambda: raw.read(1 << 20), b""):
-                    digest.update(block)
+                if limit >= 0:
+                    digest.update(raw.read(limit))
+                else:
+                    for block in iter(lambda: raw.read(1 << 20), b""):
+                        digest.update(block)
         except OSError:
             digest.update(path.encode())  # unreadable: equal to nothing else
-        cache[path] = digest.digest()
-    return cache[path]
+        cache[(path, limit)] = digest.digest()
+    return cache[(path, limit)]
 
 
 def _first_packet_ns(path: str) -> int | None:
