@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gen_traffic import Capture, at
 
+from detector.alerts.record import incident_id
 from detector.cli.main import main
 from detector.nightly.run import NightlyOptions, run_nightly
 from detector.policy import parse_policy
@@ -193,3 +194,27 @@ def test_the_nightly_command_says_what_it_suppressed(tmp_path, capsys):
     (doc,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert doc["observer"]["hostname"] == "span-7"
     assert "sensor span-7" in (tmp_path / "reports" / f"egress-report-{DAY1}.html").read_text()
+
+
+def test_live_holds_back_and_counts_a_suppressed_incident(tmp_path):
+    """A live sensor under the suppression: the vendor's incident is not
+    written, and counted once however many analyses see it again."""
+    from test_ecs import _Clock
+
+    from detector.capture import read_packets
+    from detector.pipelines.live import LiveDetector, LiveOptions
+
+    path = _day(tmp_path / "day1.pcap", DAY1, vendor=True)
+    source = _Clock()
+    written: list = []
+    live = LiveDetector([source], parse_policy(POLICY), LiveOptions(), emit=written.extend)
+    for batch in read_packets([path]):
+        live.workers[0].flows.ingest(batch)
+        live.workers[0].activity.ingest(batch)
+    source.now = at(f"{DAY1} 10:05", "UTC")
+    live._analyse(final=False)
+    live._analyse(final=True)
+    assert [(a.rule_id, a.destination_ip) for a in live.emitted] == [("isolated-egress", OUT)]
+    assert all(a.destination_ip != VENDOR for a in written)
+    start = at(f"{DAY1} 10:02", "UTC")  # the vendor transfer's first packet
+    assert live.suppressed == {incident_id("isolated-egress", ISO, VENDOR, start)}
