@@ -43,8 +43,6 @@ the report), from the state's record of earlier days' incidents.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import os
 import signal
 import socket
@@ -165,13 +163,6 @@ def day_bounds(day: dt.date, policy: Policy) -> tuple[int, int]:
     from ..report.day import day_bounds as bounds
 
     return bounds(day, policy)
-
-
-def alert_id(doc: dict[str, object]) -> str:
-    """A hash of a whole ECS document (the nightly's alert id before event.id
-    became the incident's; kept for state files that hold such ids)."""
-    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def run_nightly(
