@@ -67,9 +67,11 @@ def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
                 continue
             start = int(leg1["first_ns"].min())
             until = int(leg1["last_ns"].max()) + within_ns
-            minute = outward["minute_ns"].to_numpy()
+            # By packet times, not minute bins: both legs may fall in one minute.
             leg2 = outward[
-                (outward["host_id"].to_numpy() == bridge) & (minute >= start) & (minute <= until)
+                (outward["host_id"].to_numpy() == bridge)
+                & (outward["last_ns"].to_numpy() >= start)
+                & (outward["first_ns"].to_numpy() <= until)
             ]
             out = int(leg2["bytes_out"].sum())
             if out < share * handed:

@@ -46,6 +46,15 @@ def check_spread_egress(ctx: ScanContext) -> list[Alert]:
         & (f["bytes_out"].to_numpy() > 0)
     ]
     sel = new_destination_rows(ctx, sel, int(settings["new_for_hours"]) * HOUR_NS)
+    # Uploads only: a destination that sent back as much as it received is a
+    # call or a stream (a video meeting's servers are new to a host too).
+    pair = ["host_id", "peer_id"]
+    grouped = sel.groupby(pair, sort=False)
+    upload = (
+        grouped["bytes_out"].transform("sum").to_numpy()
+        > grouped["bytes_in"].transform("sum").to_numpy()
+    )
+    sel = sel[upload]
     sel = groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
     for host_key, rows in sel.groupby("host_id", sort=False):
@@ -127,9 +136,10 @@ volume to eight new addresses (or eight addresses of one provider's /24) in
 twenty minutes. Fires when a host sends, within any `span_minutes` (default
 30), at least `min_bytes` (default 10 000 000) in all to at least
 `min_destinations` (default 4) **non-allowlisted outside** addresses that are
-**new** to it and that each received at least `min_bytes_each` (default
-500 000). New means as in `bulk-upload-new-destination`: first reached less
-than `new_for_hours` (default 24) before, and, with `scan --model`, not in the
+**new** to it, that each received at least `min_bytes_each` (default
+500 000) and more than they sent back (uploads, not a video call's servers).
+New means as in `bulk-upload-new-destination`: first reached less than
+`new_for_hours` (default 24) before, and, with `scan --model`, not in the
 model's baseline.
 
 The alert gives the total, the destinations (`egress.destinations`, the ten
