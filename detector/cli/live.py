@@ -334,6 +334,10 @@ def run_live(args: argparse.Namespace) -> int:
                                                or ""), policy.zone)  # fmt: skip
         status_server = StatusServer(board, args.status)
     notifier = Notifier.from_environment()
+    # Collectors reached (a TLS certificate checked) and a token read before compiling too,
+    # and before the stream: a configuration error (exit 2) comes before an input's (3).
+    syslog = syslog_of(args)
+    token = webhook_token(args)
     sources: list[Any] = []
     if args.read is not None:
         stream = sys.stdin.buffer if args.read == "-" else _open_stream(args.read)
@@ -359,8 +363,6 @@ def run_live(args: argparse.Namespace) -> int:
         out: IO[str] | None = (
             open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
         )
-        syslog = syslog_of(args)
-        token = webhook_token(args)
         also = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
         if args.user:
             _drop_privileges(args.user)
@@ -369,6 +371,8 @@ def run_live(args: argparse.Namespace) -> int:
     except BaseException:
         for source in sources:
             source.close()
+        if syslog is not None:
+            syslog.close()
         raise
     # ECS observer.*: the policy's site.sensor, else this machine's name; the interface.
     observer = Observer(policy.sensor or socket.gethostname() or None, args.interface)
