@@ -129,7 +129,7 @@ The alert gives the longest connection, the total and the number of
 connections (`egress.longest_seconds`, `egress.cumulative_seconds`,
 `egress.connections`, `egress.kind` "long" or "cumulative").
 
-Measured (`benchmarks/eval_adversary.py`, 16 test weeks, 1,317 benign
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
 host-days with push channels held all night at a heartbeat every 25–30
 minutes, 2026-12-06): one connection with a keep-alive every 5 or 14 minutes
 for 4 or 8 hours at night 16/16, one alert each; 2 hours is under

@@ -128,7 +128,7 @@ than one feature window apart), the largest and the local start of each
 reaches `offhours-bulk-egress` (its bytes within its span), that rule's alert
 tells the incident and this one is not raised.
 
-Measured (`benchmarks/eval_adversary.py`, 16 test weeks, 1,317 benign
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
 host-days, 2026-12-06): transfers of 1 MB every 30 minutes for 8 hours
 (16 MB), 2 MB every 60 minutes (16 MB) and anything larger caught 16/16,
 one alert each; 0.5 MB every 30 or 60 minutes and 1 MB every 60 minutes

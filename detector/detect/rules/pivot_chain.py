@@ -185,7 +185,7 @@ second leg (the bridge and one of those outside addresses, say
 alert); the chain takes the highest severity. With `scan --model`, the
 model's verdict on the bridge host's upload is attached to the chain.
 
-Measured (`benchmarks/eval_adversary.py`, 16 test weeks, 1,317 benign
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
 host-days, 2026-12-06): relays of 5 and 30 MB with the second leg 10–50
 minutes after the first and 80–110 % of its size: 16/16 each, one chain
 alert each (rules alone). At 1 MB, exactly `min_bytes`, some generated

@@ -192,7 +192,7 @@ by minute as in `offhours-bulk-egress`; consecutive spans are one alert.
 `dns-tunnel` looks at the names themselves; this rule at the volume only, so
 a tunnel with short labels is still seen.
 
-Measured (`benchmarks/eval_adversary.py`, 16 test weeks, 1,317 benign
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
 host-days with DNS through the site's resolver and NTP all night,
 2026-12-06): ICMP tunnels of 1, 3 and 12 MB in 20–60 minutes 16/16; 0.5 MB
 is under the threshold. DNS at volume: 5 MB in 30–120 minutes 16/16, 1.5 MB

@@ -147,11 +147,12 @@ largest) and the networks they are in (`egress.networks`, /24 for IPv4, /48
 for IPv6): all in one network is the mark of one service behind many
 addresses. Consecutive spans are one alert.
 
-Measured (`benchmarks/eval_adversary.py`, 16 test weeks, 1,317 benign
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
 host-days, 2026-12-06): 10 MB and 20 MB over 4 or 8 new addresses in 10–20
-minutes, by day or by night, half of them in one /24: 16/16 each, one alert
-each; 5 MB is under `min_bytes` (the model caught 13–15 of 16). No false
-alert.""",
+minutes, by day or by night, half of them in one /24: 15 or 16 of 16 each,
+one alert each; 5 MB is under `min_bytes` (the model caught 10–16 of 16).
+One false alert: 13.4 MB to five cloud-storage addresses new to the host in
+20 minutes of a working day.""",
     false_positives=(
         "a first upload to a new cloud service whose servers rotate addresses (video "
         "calls, photo sync): after the first day the addresses are known; a sanctioned "
