@@ -111,3 +111,25 @@ def test_a_host_outside_the_site_is_one_line():
         "egress-detector: error: --host 203.0.113.140: no timeline: it is not in the policy's "
         "internal networks (timelines are of the site's own hosts)"
     ]
+
+
+def test_daily_report_has_each_alerted_hosts_minutes():
+    """The daily report's "Alerted hosts, minute by minute": 10.8.40.31 with
+    its chart (27 minutes it sent in, 3 alert spans) and its destinations."""
+    import re
+
+    from detector.pipelines.scan import scan_captures
+    from detector.policy import load_policy
+    from detector.report import build_day_report, render_html
+
+    policy = load_policy(str(POLICY))
+    result = scan_captures([SAMPLE], policy)
+    page = render_html(build_day_report(result, policy, day=dt.date(2026, 2, 4), files=[],
+                                        processing_seconds=1.0))  # fmt: skip
+    section = re.search(r'<section id="hosts-by-minute">.*?</section>', page, re.S).group(0)
+    hosts = re.findall(r"<h3>([^<]+)</h3>", section)
+    assert hosts[0] == HOST
+    first = section.split("<h3>")[1]
+    assert first.count('class="out"') == 27
+    assert first.count('class="alert"') == 3
+    assert "<td>203.0.113.140</td><td>tcp/443</td>" in first

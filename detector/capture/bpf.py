@@ -1,5 +1,5 @@
-"""``--bpf EXPR`` for capture files: the pcap filter, compiled by libpcap as
-live capture compiles it (``live.compile_bpf``), once per link type met, and
+"""``--bpf EXPR``: the pcap filter compiled by libpcap (``compile_bpf``, which
+live capture attaches to its socket); for capture files, once per link type met, and
 run over each record's captured bytes by a numba interpreter
 (``detector._kernels.bpf``), so a filtered file is read at the reader's pace.
 
@@ -10,18 +10,64 @@ read reaches the reader through all of them unchanged.
 
 from __future__ import annotations
 
+import struct
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .._kernels import bpf as bk
-from ..errors import DetectorError
+from ..errors import CaptureError, DetectorError
 from .batch import PacketBatch
-from .files import RecordBuffer
+
+if TYPE_CHECKING:
+    from .files import RecordBuffer
 
 PCAP_RECORD_HEADER = 16
 PCAPNG_EPB_HEADER = 28  # block type, length, interface, time (2), captured, wire
 PCAPNG_SPB_HEADER = 12  # block type, length, wire length
 PCAPNG_SPB = 3
+BPF_RET_K = 0x06  # BPF_RET | BPF_K: "accept k bytes of the packet"
+MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
 _INSN = np.dtype([("code", "<u2"), ("jt", "u1"), ("jf", "u1"), ("k", "<u4")])
+
+
+def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> bytes:
+    """Classic BPF instructions (8 bytes each) for a pcap filter ``expression``,
+    compiled by libpcap (through scapy), ready for ``SO_ATTACH_FILTER``.
+
+    A filter's "accept" returns say how many bytes of the packet to keep:
+    they are capped at ``snaplen`` when one is given, so the kernel copies no
+    more of each packet into the ring than we read. Without an expression and
+    with a snap length, the program is just "accept ``snaplen`` bytes".
+    A bad expression raises :class:`DetectorError` (a usage error) with
+    libpcap's reason.
+    """
+    keep = snaplen or MAX_SNAPLEN
+    if not expression:
+        return struct.pack("HBBI", BPF_RET_K, 0, 0, keep)
+    try:
+        from scapy.arch.common import compile_filter
+    except ImportError as exc:  # pragma: no cover - scapy is a dependency
+        raise CaptureError(f"--bpf needs scapy and libpcap: {exc}") from None
+    try:
+        program = compile_filter(expression, linktype=linktype)
+    except Exception as exc:  # noqa: BLE001  scapy raises Scapy_Exception, ImportError, OSError
+        if "libpcap is not available" in str(exc):
+            raise CaptureError(
+                f"--bpf {expression!r}: compiling a filter needs libpcap, which is not "
+                "installed here: install it (Debian/Ubuntu: apt-get install libpcap0.8; "
+                "Fedora/RHEL: dnf install libpcap) or run without --bpf"
+            ) from None
+        reason = str(exc).split("(", 1)[-1].rstrip(")") if "(" in str(exc) else str(exc)
+        raise DetectorError(f"--bpf {expression!r}: {reason}") from None
+    out = bytearray()
+    for i in range(program.bf_len):
+        insn = program.bf_insns[i]
+        k = insn.k & 0xFFFFFFFF  # scapy gives k signed: "ether broadcast" has -1
+        if insn.code == BPF_RET_K and k != 0:
+            k = min(k, keep) if snaplen else max(k, keep)
+        out += struct.pack("HBBI", insn.code, insn.jt, insn.jf, k)
+    return bytes(out)
 
 
 class FilteredPath(str):
@@ -64,15 +110,11 @@ class PacketFilter:
         self._index: dict[int, int] = {}
         self._programs: list[np.ndarray] = []
         self._mem = np.zeros(16, dtype=np.int64)
-        from .live import compile_bpf
-
         compile_bpf(expression, 1)  # a bad expression is said before any file is read
 
     def program(self, linktype: int) -> int:
         """The index of the program for ``linktype`` (compiled the first time)."""
         if linktype not in self._index:
-            from .live import compile_bpf
-
             try:
                 program = compile_bpf(self.expression, linktype)
             except DetectorError as exc:

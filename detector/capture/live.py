@@ -36,6 +36,7 @@ from .._kernels import ring as ringk
 from .._kernels.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from ..errors import CaptureError, DetectorError
 from .batch import PacketBatch
+from .bpf import BPF_RET_K, MAX_SNAPLEN, compile_bpf
 from .files import (
     GZIP_MAGIC,
     NOT_COUNTING,
@@ -73,8 +74,6 @@ PACKET_FANOUT_CBPF = 6
 PACKET_FANOUT_DATA = 22
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max
-BPF_RET_K = 0x06  # BPF_RET | BPF_K: "accept k bytes of the packet"
-MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
 
 # <linux/if_arp.h>: interface hardware type → the link type its frames start with
 ARPHRD_LINKTYPES = {
@@ -162,45 +161,6 @@ def check_capture_access(iface: str) -> None:
         ) from None
     except OSError:  # no AF_PACKET here: the source says so when it opens
         pass
-
-
-def compile_bpf(expression: str | None, linktype: int, snaplen: int = 0) -> bytes:
-    """Classic BPF instructions (8 bytes each) for a pcap filter ``expression``,
-    compiled by libpcap (through scapy), ready for ``SO_ATTACH_FILTER``.
-
-    A filter's "accept" returns say how many bytes of the packet to keep:
-    they are capped at ``snaplen`` when one is given, so the kernel copies no
-    more of each packet into the ring than we read. Without an expression and
-    with a snap length, the program is just "accept ``snaplen`` bytes".
-    A bad expression raises :class:`DetectorError` (a usage error) with
-    libpcap's reason.
-    """
-    keep = snaplen or MAX_SNAPLEN
-    if not expression:
-        return struct.pack("HBBI", BPF_RET_K, 0, 0, keep)
-    try:
-        from scapy.arch.common import compile_filter
-    except ImportError as exc:  # pragma: no cover - scapy is a dependency
-        raise CaptureError(f"--bpf needs scapy and libpcap: {exc}") from None
-    try:
-        program = compile_filter(expression, linktype=linktype)
-    except Exception as exc:  # noqa: BLE001  scapy raises Scapy_Exception, ImportError, OSError
-        if "libpcap is not available" in str(exc):
-            raise CaptureError(
-                f"--bpf {expression!r}: compiling a filter needs libpcap, which is not "
-                "installed here: install it (Debian/Ubuntu: apt-get install libpcap0.8; "
-                "Fedora/RHEL: dnf install libpcap) or run without --bpf"
-            ) from None
-        reason = str(exc).split("(", 1)[-1].rstrip(")") if "(" in str(exc) else str(exc)
-        raise DetectorError(f"--bpf {expression!r}: {reason}") from None
-    out = bytearray()
-    for i in range(program.bf_len):
-        insn = program.bf_insns[i]
-        k = insn.k & 0xFFFFFFFF  # scapy gives k signed: "ether broadcast" has -1
-        if insn.code == BPF_RET_K and k != 0:
-            k = min(k, keep) if snaplen else max(k, keep)
-        out += struct.pack("HBBI", insn.code, insn.jt, insn.jf, k)
-    return bytes(out)
 
 
 def _attach_filter(

@@ -91,11 +91,11 @@ def run_timeline(args: argparse.Namespace) -> ExitStatus:
     timeline = host_timeline(scan, args.host, policy)
     if args.output:
         with replacing(args.output) as path, open(path, "w", encoding="utf-8") as out:
-            out.write(timeline_svg(timeline, policy))
+            out.write(timeline_svg(timeline, policy.zone))
     if args.format == "csv":
-        sys.stdout.write(timeline_csv(timeline, policy))
+        sys.stdout.write(timeline_csv(timeline, policy.zone))
     else:
-        sys.stdout.write(timeline_table(timeline, policy, [str(c) for c in args.captures]))
+        sys.stdout.write(timeline_table(timeline, policy.zone, [str(c) for c in args.captures]))
     if not args.quiet and args.output:
         say(f"chart written to {args.output}")
     if timeline.alerts:

@@ -14,6 +14,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -62,8 +63,11 @@ class Timeline:
     alerts: list[Alert]  # earliest first
 
 
-def host_timeline(scan: ScanResult, host: str, policy: Policy) -> Timeline:
-    """The timeline of ``host`` (an internal address) in ``scan``."""
+def host_timeline(
+    scan: ScanResult, host: str, policy: Policy, span: tuple[int, int] | None = None
+) -> Timeline:
+    """The timeline of ``host`` (an internal address) in ``scan``; with
+    ``span`` (UTC ns, start included), only its minutes and alerts there."""
     traffic = scan.traffic
     hi, lo = address_pair(host)
     ids = np.flatnonzero(
@@ -71,6 +75,9 @@ def host_timeline(scan: ScanResult, host: str, policy: Policy) -> Timeline:
     )
     frame = traffic.frame
     rows = frame[frame["host_id"].to_numpy() == ids[0]] if len(ids) else frame.iloc[:0]
+    if span is not None and len(rows):
+        minute_ns = rows["minute_ns"].to_numpy(dtype=np.int64)
+        rows = rows[(minute_ns >= span[0]) & (minute_ns < span[1])]
     if not len(rows):
         internal = bool(
             policy.internal.contains(np.array([hi], np.uint64), np.array([lo], np.uint64))[0]
@@ -120,29 +127,35 @@ def host_timeline(scan: ScanResult, host: str, policy: Policy) -> Timeline:
             int(first[here].min()), int(last[here].max()), bool(external[here].any()),
         ))  # fmt: skip
     destinations.sort(key=lambda d: (-(d.bytes_out + d.bytes_in), d.address))
-    alerts = sorted((a for a in scan.alerts if a.source_ip == host), key=lambda a: a.start_ns)
+    alerts = sorted(
+        (a for a in scan.alerts if a.source_ip == host
+         and (span is None or (a.end_ns >= span[0] and a.start_ns < span[1]))),
+        key=lambda a: a.start_ns,
+    )  # fmt: skip
     return Timeline(host, minutes, destinations, alerts)
 
 
-def local(ts_ns: int, policy: Policy, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    moment = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.UTC).astimezone(policy.zone)
+def local(ts_ns: int, zone: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    moment = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.UTC).astimezone(zone)
     return moment.strftime(fmt)
 
 
-def timeline_csv(timeline: Timeline, policy: Policy) -> str:
+def timeline_csv(timeline: Timeline, zone: ZoneInfo) -> str:
     """One line per minute with traffic: local minute, bytes and packets each way."""
     lines = ["minute_local,bytes_out,bytes_in,packets_out,packets_in,top_peer"]
     for m in timeline.minutes:
-        lines.append(f"{local(m.minute_ns, policy)},{m.bytes_out},{m.bytes_in},"
+        lines.append(f"{local(m.minute_ns, zone)},{m.bytes_out},{m.bytes_in},"
                      f"{m.packets_out},{m.packets_in},{m.top_peer}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def timeline_table(timeline: Timeline, policy: Policy, captures: Sequence[str] = ()) -> str:
+def timeline_table(timeline: Timeline, zone: ZoneInfo, captures: Sequence[str] = ()) -> str:
     """The timeline for a terminal: minutes (quiet stretches folded), the
     destinations, the alerts with the command that carves each."""
-    zone = policy.timezone
-    out = [f"{timeline.host}: {len(timeline.minutes)} active minute(s), local time ({zone})", ""]
+    out = [
+        f"{timeline.host}: {len(timeline.minutes)} active minute(s), local time ({zone.key})",
+        "",
+    ]
     starts: dict[int, list[Alert]] = {}
     for alert in timeline.alerts:
         starts.setdefault(alert.start_ns - alert.start_ns % MINUTE_NS, []).append(alert)
@@ -154,7 +167,7 @@ def timeline_table(timeline: Timeline, policy: Policy, captures: Sequence[str] =
             quiet = (m.minute_ns - previous) // MINUTE_NS - 1
             out.append(f"{'':16}  … {quiet} quiet minute(s)")
         bar = "#" * max(1, round(20 * (m.bytes_out + m.bytes_in) / peak))
-        line = (f"{local(m.minute_ns, policy):16}  {human_bytes(m.bytes_out):>10}  "
+        line = (f"{local(m.minute_ns, zone):16}  {human_bytes(m.bytes_out):>10}  "
                 f"{human_bytes(m.bytes_in):>10}  {bar:20}  {m.top_peer}")  # fmt: skip
         for alert in starts.get(m.minute_ns, []):
             line += f"  <- {SEVERITY_NAMES.get(alert.severity, '?')} {alert.rule_id}"
@@ -165,18 +178,18 @@ def timeline_table(timeline: Timeline, policy: Policy, captures: Sequence[str] =
         shown = d.address + (f" ({', '.join(d.names[:NAMES_SHOWN])})" if d.names else "")
         where = "" if d.outside else " [internal]"
         out.append(f"{shown + where:40}  {d.services:20}  {human_bytes(d.bytes_out):>10}  "
-                   f"{human_bytes(d.bytes_in):>10}  {local(d.first_ns, policy, '%H:%M')} - "
-                   f"{local(d.last_ns, policy, '%H:%M')}")  # fmt: skip
+                   f"{human_bytes(d.bytes_in):>10}  {local(d.first_ns, zone, '%H:%M')} - "
+                   f"{local(d.last_ns, zone, '%H:%M')}")  # fmt: skip
     if len(timeline.destinations) > 30:
         out.append(f"… and {len(timeline.destinations) - 30} more")
     out += ["", f"ALERTS ({len(timeline.alerts)})"]
     for alert in timeline.alerts:
         out.append(f"{SEVERITY_NAMES.get(alert.severity, '?').upper():8} {alert.rule_id:28} "
-                   f"{local(alert.start_ns, policy)} - {local(alert.end_ns, policy, '%H:%M')}  "
+                   f"{local(alert.start_ns, zone)} - {local(alert.end_ns, zone, '%H:%M')}  "
                    f"{alert.destination_ip or ''}")  # fmt: skip
         out.append(f"    {alert.message}")
         if captures:
-            out.append(f"    packets: {carve_command(alert, policy.zone, captures)}")
+            out.append(f"    packets: {carve_command(alert, zone, captures)}")
     return "\n".join(out) + "\n"
 
 
@@ -185,7 +198,7 @@ PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 70, 940, 40, 320
 OUT_COLOUR, IN_COLOUR, ALERT_COLOUR = "#c0392b", "#2e86c1", "#f5b041"
 
 
-def timeline_svg(timeline: Timeline, policy: Policy) -> str:
+def timeline_svg(timeline: Timeline, zone: ZoneInfo) -> str:
     """The timeline as an SVG chart: bytes out per minute above the axis, in
     below, alert spans shaded behind, local hour ticks. Hand-written SVG 1.1."""
     minutes = timeline.minutes
@@ -206,8 +219,8 @@ def timeline_svg(timeline: Timeline, policy: Policy) -> str:
         return PLOT_LEFT + width * (ts - first) / span
 
     bar = max(width * MINUTE_NS / span - 0.5, 0.5)
-    title = (f"{timeline.host}: bytes per minute, {local(first, policy)} to "
-             f"{local(last, policy)} ({policy.timezone})")  # fmt: skip
+    title = (f"{timeline.host}: bytes per minute, {local(first, zone)} to "
+             f"{local(last, zone)} ({zone.key})")  # fmt: skip
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" '
@@ -228,7 +241,7 @@ def timeline_svg(timeline: Timeline, policy: Policy) -> str:
         up = half * m.bytes_out / peak
         down = half * m.bytes_in / peak
         at = x(m.minute_ns)
-        when = local(m.minute_ns, policy, "%H:%M")
+        when = local(m.minute_ns, zone, "%H:%M")
         if m.bytes_out:
             parts.append(
                 f'<rect class="out" x="{at:.1f}" y="{axis - up:.1f}" width="{bar:.1f}" '
@@ -246,13 +259,14 @@ def timeline_svg(timeline: Timeline, policy: Policy) -> str:
     )
     # Hour ticks in local time (every 10 minutes when the span is short).
     step = 3_600_000_000_000 if span > 3 * 3_600_000_000_000 else 600_000_000_000
-    offset = int(policy.utc_offset_ns(np.array([first], dtype=np.int64))[0])
+    shift = dt.datetime.fromtimestamp(first // 1_000_000_000, tz=zone).utcoffset()
+    offset = int(shift.total_seconds()) * 1_000_000_000 if shift else 0
     tick = first - (first + offset) % step + step
     while tick < last:
         parts.append(
             f'<line x1="{x(tick):.1f}" y1="{PLOT_BOTTOM}" x2="{x(tick):.1f}" '
             f'y2="{PLOT_BOTTOM + 5}" stroke="#333"/><text x="{x(tick):.1f}" '
-            f'y="{PLOT_BOTTOM + 18}" text-anchor="middle">{local(tick, policy, "%H:%M")}</text>'
+            f'y="{PLOT_BOTTOM + 18}" text-anchor="middle">{local(tick, zone, "%H:%M")}</text>'
         )
         tick += step
     left = PLOT_LEFT - 6

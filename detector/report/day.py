@@ -21,7 +21,9 @@ import numpy as np
 
 from ..alerts.record import SEVERITY_NAMES, Alert
 from ..detect.rules import detection_of
+from ..errors import DetectorError
 from ..flows.records import endpoint_columns, flow_columns
+from ..forensics.timeline import Timeline, host_timeline
 from ..networks import address_pair
 
 if TYPE_CHECKING:
@@ -200,6 +202,8 @@ class DayReport:
     health: SensorHealth
     suppressed: tuple[HeldAlert, ...] = ()  # in order of start
     recurring_days: int = 30  # the policy's report.recurring_days (what "recurring" means)
+    # Each alerted host's day minute by minute (detector/forensics/timeline.py).
+    host_timelines: tuple[Timeline, ...] = ()
 
 
 def day_bounds(day: dt.date, policy: Policy) -> tuple[int, int]:
@@ -384,7 +388,24 @@ def build_day_report(
             for h in sorted(suppressed, key=lambda h: (h.alert.start_ns, h.alert.rule_id))
         ),
         recurring_days=policy.recurring_days,
+        host_timelines=_host_timelines(result, alerts, policy, start_ns, end_ns),
     )
+
+
+TIMELINE_HOSTS = 10  # alerted hosts given a minute-by-minute section, worst first
+
+
+def _host_timelines(
+    result: ScanResult, alerts: Sequence[Alert], policy: Policy, start_ns: int, end_ns: int
+) -> tuple[Timeline, ...]:
+    hosts = [a.source_ip for a in sorted(alerts, key=lambda a: a.sort_key) if a.source_ip]
+    out = []
+    for host in list(dict.fromkeys(hosts))[:TIMELINE_HOSTS]:
+        try:
+            out.append(host_timeline(result, host, policy, span=(start_ns, end_ns)))
+        except DetectorError:
+            continue  # no traffic of its own that day (an alert about a server's peer)
+    return tuple(out)
 
 
 # -- pieces ---------------------------------------------------------------------------

@@ -207,6 +207,7 @@ def render_html(
     parts += _header(report)
     parts += _summary(report)
     parts += _alerts(report)
+    parts += _host_minutes(report)
     parts += _suppressed(report)
     parts += _top_tables(report)
     parts += _new_hosts(report)
@@ -416,6 +417,35 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
     else:
         out.append('<p class="muted">No flow records behind this alert.</p>')
     out.append("</article>")
+    return out
+
+
+def _host_minutes(report: DayReport) -> list[str]:
+    """Each alerted host's day minute by minute: the chart (bytes out above the
+    axis, in below, alerts shaded) and where its bytes went."""
+    if not report.host_timelines:
+        return []
+    from zoneinfo import ZoneInfo
+
+    from ..forensics.timeline import timeline_svg
+
+    zone = ZoneInfo(report.timezone)
+    out = ['<section id="hosts-by-minute">', "<h2>Alerted hosts, minute by minute</h2>"]
+    for timeline in report.host_timelines:
+        svg = timeline_svg(timeline, zone).split("\n", 1)[1]  # without the XML declaration
+        out += [f"<h3>{_text(timeline.host)}</h3>", f'<div class="chart">{svg}</div>', "<table>",
+                "<tr><th>other side</th><th>services</th><th class=\"num\">sent</th>"
+                '<th class="num">received</th><th>from</th><th>to</th></tr>']  # fmt: skip
+        for d in timeline.destinations[:8]:
+            names = f" ({', '.join(d.names[:3])})" if d.names else ""
+            out.append(
+                f"<tr><td>{_text(d.address + names)}</td><td>{_text(d.services)}</td>"
+                f'<td class="num">{_size(d.bytes_out)}</td><td class="num">{_size(d.bytes_in)}</td>'
+                f"<td>{_text(_local(report, d.first_ns, '%H:%M'))}</td>"
+                f"<td>{_text(_local(report, d.last_ns, '%H:%M'))}</td></tr>"
+            )
+        out.append("</table>")
+    out.append("</section>")
     return out
 
 
