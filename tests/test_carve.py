@@ -440,3 +440,15 @@ def test_several_interfaces_keep_their_own_interface_in_pcapng(tmp_path):
     # The same partition into interfaces (numbered in order of first use).
     first_use = {i: n for n, i in enumerate(dict.fromkeys(want_interfaces))}
     assert [r.interface for r in carved] == [first_use[i] for i in want_interfaces]
+
+
+def test_unwritable_output_is_said_before_reading(tmp_path):
+    """-o in a directory that does not exist: one line, exit 2, and no
+    capture is read (a missing capture would otherwise be said first)."""
+    out = tmp_path / "no-such-dir" / "x.pcap"
+    proc = run("carve", "--host", "10.8.40.31", "-o", str(out), str(SAMPLE))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"egress-detector: error: cannot write {out}: No such file or directory; "
+        "choose a writable path"
+    ]

@@ -18,6 +18,7 @@ go into one file that Wireshark and tshark open.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tempfile
 from collections.abc import Callable
@@ -159,9 +160,13 @@ def write_capture(
     *,
     fmt: str,
     interface_names: dict[tuple[int, int, int], str] | None = None,
+    into: str | None = None,
 ) -> int:
     """Write the kept packets ``chosen`` (indices, in capture order) to
-    ``output`` as ``fmt`` ('pcap' or 'pcapng'); returns how many. pcapng has
+    ``output`` as ``fmt`` ('pcap' or 'pcapng'); returns how many. ``into``:
+    the file to write (a partial file ``outputs.replacing`` gave for
+    ``output``, made before the reading); by default ``output`` is replaced
+    when the file is complete. pcapng has
     one interface per (input file, interface, link type) the packets came from,
     with its link type and nanosecond times; pcap needs one link type."""
     rows, at, linktype, source, kept_len = kept.columns()
@@ -174,7 +179,9 @@ def write_capture(
             "and a pcap file holds one: name the output .pcapng",
         )
     kept.spill.flush()
-    with replacing(output) as path, open(path, "wb") as out:
+    with contextlib.ExitStack() as stack:
+        path = into if into is not None else stack.enter_context(replacing(output))
+        out = stack.enter_context(open(path, "wb"))
         if fmt == "pcap":
             lt = int(types[0]) if int(types[0]) >= 0 else 1
             out.write(struct.pack("<IHHiIII", PCAP_NS_MAGIC, 2, 4, 0, 0, MAX_SNAPLEN, lt))

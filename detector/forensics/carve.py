@@ -36,6 +36,7 @@ from ..errors import DetectorError
 from ..flows.community_id import community_id_v1
 from ..flows.records import _community_ids  # the flow records' bulk kernel
 from ..networks import address_pair, address_text
+from ..outputs import replacing
 
 DEFAULT_IDLE_NS = 120 * 1_000_000_000  # the flow table's idle timeout (docs/flows.md)
 MS = 1_000_000
@@ -436,16 +437,19 @@ def carve(
     started = time.perf_counter()
     keeper = RecordKeeper(_Chooser(selection), headers_only=headers_only)
     stats: list[CaptureStats] = []
-    for index, path in enumerate(paths):
-        keeper.source = index
-        steps = _positions(read_packets([path], reuse_batch=True, inspector=keeper,
-                                        on_problem=on_problem, stats_out=stats), stats)  # fmt: skip
-        for _ in progress(steps) if progress is not None else steps:
-            pass
-    chosen, flows = chosen_packets(keeper.kept, selection)
-    _rows, _at, linktype, _source, _length = keeper.kept.columns()
-    fmt = output_format(output, linktype[chosen])
-    written = write_capture(output, keeper.kept, chosen, fmt=fmt)
+    # The output is made first: an unwritable path is said before the reading.
+    with replacing(output) as into:
+        for index, path in enumerate(paths):
+            keeper.source = index
+            steps = _positions(read_packets([path], reuse_batch=True, inspector=keeper,
+                                            on_problem=on_problem, stats_out=stats),
+                               stats)  # fmt: skip
+            for _ in progress(steps) if progress is not None else steps:
+                pass
+        chosen, flows = chosen_packets(keeper.kept, selection)
+        _rows, _at, linktype, _source, _length = keeper.kept.columns()
+        fmt = output_format(output, linktype[chosen])
+        written = write_capture(output, keeper.kept, chosen, fmt=fmt, into=into)
     return CarveResult(
         packets=written,
         flows=flows,
