@@ -248,3 +248,22 @@ def test_bpf_counting_keeps_every_closed_flow(tmp_path):
     theirs = count_flows([filtered], **how).to_frame()
     assert len(theirs) > 1000
     assert table.to_frame().equals(theirs)
+
+
+@needs_tcpdump
+def test_scan_takes_bpf(tmp_path):
+    """scan --bpf raises the alerts of tcpdump's filtered file: leaving out the
+    upload's address leaves out its alerts, and only those."""
+    expression = "not host 203.0.113.140"
+    filtered = tmp_path / "filtered.pcap"
+    tcpdump_filtered(SAMPLE, expression, filtered)
+    ours_out, theirs_out = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
+    proc = run("scan", "-q", "--policy", str(POLICY), "--bpf", expression, "-o", str(ours_out),
+               str(SAMPLE))  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    proc = run("scan", "-q", "--policy", str(POLICY), "-o", str(theirs_out), str(filtered))
+    assert proc.returncode == 1, proc.stderr
+    ours, theirs = alerts_of(ours_out), alerts_of(theirs_out)
+    assert ours == theirs
+    assert not any(a.get("destination", {}).get("ip") == "203.0.113.140" for a in ours)
+    assert ours
