@@ -224,3 +224,43 @@ def test_a_model_alert_names_the_upload_beside_the_allowlisted_backup():
         "10.8.10.20 sent 72.0 MB (most outside the allowlist to 203.0.113.140) in 1 window; "
         "unusual"
     )
+
+
+def test_a_slow_upload_is_compared_with_the_hosts_earlier_nights():
+    """A low-and-slow-egress alert of 10.8.10.44 from Wed 00:05 to 01:55 (local)
+    with a model whose baseline has this host sending at most 50,000 bytes per
+    10-minute window at 00:00-00:59 and 20,000 at 01:00-01:59 (95th
+    percentiles): 12 windows (00:00 ... 01:50) = 6 x 50,000 + 6 x 20,000 =
+    420,000 bytes; the 16,800,000-byte upload is 40.0 times that. A host not in
+    the baseline is compared with the site's (10,000 a window: 120,000)."""
+    from detector.detect.model.alerts import _with_history
+    from detector.detect.model.constants import COUNT_FEATURES
+    from detector.detect.model.history import History
+
+    NF = len(COUNT_FEATURES)  # noqa: N806
+
+    host_hour = np.zeros((1, 24, 4))
+    host_hour[0, 0] = (10_000, 50_000, 30, 60_000)
+    host_hour[0, 1] = (5_000, 20_000, 30, 30_000)
+    site_hour = np.zeros((24, 4))
+    site_hour[:, 1], site_hour[:, 2] = 10_000, 100
+    empty = np.zeros(0, dtype=np.uint64)
+    history = History(np.array(["10.8.10.44"]), np.zeros((1, NF, 3)), host_hour,
+                      np.zeros((NF, 3)), site_hour, empty, empty, empty, empty)  # fmt: skip
+
+    class Model:
+        history_ = history
+
+    def slow(host: str) -> Alert:
+        return Alert("low-and-slow-egress", "x", 3, at("2026-02-04 00:05", ZONE),
+                     at("2026-02-04 01:55", ZONE), host, "slow", source_bytes=16_800_000)  # fmt: skip
+
+    known, stranger = _with_history(Model(), [slow("10.8.10.44"), slow("10.8.10.99")], POLICY, 10)  # type: ignore[arg-type]
+    assert known.evidence["baseline_bytes"] == 420_000
+    assert known.notes == (
+        "in the same hours of earlier nights its baseline sent at most 420.0 kB to all "
+        "outside addresses (95th percentile of each 10-minute window); this upload alone "
+        "is 40.0 times that",
+    )
+    assert stranger.evidence["baseline_bytes"] == 120_000
+    assert "the site's baseline (a host not in it)" in stranger.notes[0]

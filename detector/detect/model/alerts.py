@@ -12,7 +12,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...features.hosts import window_starts
 from ...units import MINUTE_NS, human_bytes
-from ..rules import model_anomaly
+from ..rules import low_and_slow, model_anomaly
 from ..rules.common import when
 from .constants import ALLOWLISTED_SHARE
 from .frames import utc_ns, window_keys, window_minutes
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 RULE_ID = model_anomaly.DETECTION.rule_id
 RULE_NAME = model_anomaly.DETECTION.title
 SEVERITY = model_anomaly.DETECTION.severity
+LOW_AND_SLOW = low_and_slow.DETECTION.rule_id
 
 
 def model_alerts(
@@ -47,7 +48,7 @@ def model_alerts(
     of them (one alert, both reasons); otherwise it becomes one
     ``model-anomaly`` alert.
     """
-    alerts = list(rule_alerts)
+    alerts = _with_history(model, list(rule_alerts), policy, window_minutes(verdict.features))
     if not verdict.flagged.any():
         return alerts
     features = verdict.features
@@ -132,6 +133,41 @@ def model_alerts(
                 raised.append(alert)
     alerts.extend(raised)
     alerts.sort(key=lambda a: a.sort_key)
+    return alerts
+
+
+def _with_history(
+    model: EgressModel, alerts: list[Alert], policy: Policy, minutes: int
+) -> list[Alert]:
+    """Each ``low-and-slow-egress`` alert compared with the host's earlier
+    nights (issue 20, behaviour 1): what its baseline sent to all outside
+    addresses at most (95th percentile of each window) in the same hours of
+    the day, in ``egress.baseline_bytes`` and a note."""
+    history = getattr(model, "history_", None)
+    if history is None or not alerts:
+        return alerts
+    step = minutes * MINUTE_NS
+    for k, alert in enumerate(alerts):
+        if alert.rule_id != LOW_AND_SLOW:
+            continue
+        starts = np.arange(alert.start_ns - alert.start_ns % step, alert.end_ns + 1, step,
+                           dtype=np.int64)  # fmt: skip
+        local = starts + policy.utc_offset_ns(starts)
+        hours = (local // (60 * MINUTE_NS)) % 24
+        where = history.host_index(np.array([alert.source_ip]))
+        usual = history.usual("bytes_out", np.repeat(where, len(starts)), hours)
+        baseline = int(usual[:, 1].sum())
+        whose = "its baseline" if where[0] >= 0 else "the site's baseline (a host not in it)"
+        if baseline:
+            ratio = f"; this upload alone is {alert.source_bytes / baseline:,.1f} times that"
+        else:
+            ratio = ": it sent nothing then"
+        note = (
+            f"in the same hours of earlier nights {whose} sent at most "
+            f"{human_bytes(baseline)} to all outside addresses (95th percentile of each "
+            f"{minutes}-minute window){ratio}"
+        )
+        alerts[k] = alert.with_note(note, baseline_bytes=baseline)
     return alerts
 
 

@@ -126,7 +126,9 @@ the total, the span (start and end), the number of transfers (bursts more
 than one feature window apart), the largest and the local start of each
 (`egress.transfer_starts`, the first 48). When one destination alone also
 reaches `offhours-bulk-egress` (its bytes within its span), that rule's alert
-tells the incident and this one is not raised.
+tells the incident and this one is not raised. With `scan --model`, the
+alert also says what the host's baseline sent at most in the same hours of
+earlier nights (`egress.baseline_bytes`, docs/model.md).
 
 Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
 host-days, 2026-12-06): transfers of 1 MB every 30 minutes for 8 hours
