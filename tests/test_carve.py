@@ -151,7 +151,8 @@ def sample_frames() -> list[dict]:
 def test_every_sample_alert_carves_exactly_what_tshark_selects(tmp_path, sample_frames):
     """Each golden alert of the bundled sample, by event.id from a JSON-lines
     file: the frames of every flow between its host and other side with a
-    frame in its span, and nothing else."""
+    frame in its span, and nothing else; from the sample, and from the sample
+    cut into a day of 8 files (one gzip-compressed) given out of order."""
     docs = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
     alerts = tmp_path / "alerts.jsonl"
     with alerts.open("w") as out:
@@ -160,6 +161,10 @@ def test_every_sample_alert_carves_exactly_what_tshark_selects(tmp_path, sample_
             out.write(json.dumps(doc) + "\n")
     flows = reference_flows(sample_frames)
     assert len(docs) >= 3
+    from test_many_files import split_sample
+
+    parts = split_sample(tmp_path, parts=8)
+    day_files = [parts[i] for i in (5, 0, 7, 2, 1, 6, 3, 4)]
     for i, doc in enumerate(docs):
         host, peer = doc["source"]["ip"], doc["destination"]["ip"]
         start = parse_time(doc["event"]["start"])
@@ -171,12 +176,14 @@ def test_every_sample_alert_carves_exactly_what_tshark_selects(tmp_path, sample_
             and any(start <= f["ts"] <= end for f in flow)
             for f in flow
         }
-        out = tmp_path / f"alert-{i}.pcap"
-        proc = run("carve", "--event-id", f"alert-{i}", "--alerts", str(alerts), "-o", str(out),
-                   str(SAMPLE))  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
         want = expected_records(SAMPLE, numbers)
-        assert numbers and carved_records(out) == want, doc["message"]
+        # The sample as one file, and as a day of 8 files given out of order.
+        for inputs in ([SAMPLE], day_files):
+            out = tmp_path / f"alert-{i}-{len(inputs)}.pcap"
+            proc = run("carve", "--event-id", f"alert-{i}", "--alerts", str(alerts), "-o",
+                       str(out), *map(str, inputs))  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert numbers and carved_records(out) == want, (doc["message"], len(inputs))
 
 
 @needs_tshark
