@@ -64,7 +64,7 @@ FLOWS_EPILOG = (
   egress-detector flows incident.pcap
       print the flows of a capture as a table
   egress-detector flows /var/captures/20260204-*.pcap.gz -o flows.parquet
-      rotated hourly captures, given in time order, read as one stream: flows
+      rotated hourly captures, read in packet-time order as one stream: flows
       continue across files; Parquet for pandas, DuckDB or Spark
   egress-detector flows mirror.pcapng --idle-timeout 60 -o flows.csv
   tcpdump -i eth1 -w - | egress-detector flows - -o flows.parquet
