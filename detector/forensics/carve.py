@@ -15,6 +15,12 @@ cut where the flow is silent for longer than the idle timeout. Which flows:
 The reading keeps every candidate packet of the 5-tuples that may be chosen
 (the host's, the Community ID's) in a spill; the flows are cut and chosen once
 everything is read, then written (``detector.capture.carve``).
+
+With a nightly's state (``--state``) the files to read are those it took in
+whose packets reach within an hour of the span (:func:`files_from_state`);
+the alert of an ``--event-id`` is then looked up in the nightly's --jsonl file.
+A flow is whole when it lies within the files read: one that began more than
+an hour before the span (and so in a file not read) starts where they start.
 """
 
 from __future__ import annotations
