@@ -763,14 +763,14 @@ PIVOT_AT = _local("2026-02-04 02:00")
 PIVOT_OUT = "198.51.100.66"
 
 
-def _pivot(second_leg: int) -> list[Packet]:
+def _pivot(second_leg: int, after_ns: int = 600 * 10**9, at: int = PIVOT_AT) -> list[Packet]:
     """10.8.40.31 (isolated) sends 1,000,000 bytes (20 frames of 50,000, one every
-    0.6 s) to 10.8.10.44:445 from Wed 02:00:00; from 02:10:00 10.8.10.44 sends
-    ``second_leg`` bytes to 198.51.100.66:443 the same way."""
+    0.6 s) to 10.8.10.44:445 from ``at`` (Wed 02:00:00); ``after_ns`` later (10
+    minutes) 10.8.10.44 sends ``second_leg`` bytes to 198.51.100.66:443 the same way."""
     first = tcp4(ISO, PC, 49800, 445, "A")
     second = tcp4(PC, PIVOT_OUT, 49900, 443, "A")
-    return [*_upload(first, PIVOT_AT, EVERY_600MS, 1_000_000),
-            *_upload(second, PIVOT_AT + 600 * 10**9, EVERY_600MS, second_leg)]  # fmt: skip
+    return [*_upload(first, at, EVERY_600MS, 1_000_000),
+            *_upload(second, at + after_ns, EVERY_600MS, second_leg)]  # fmt: skip
 
 
 @case("pivot-chain", FIRE, alerts=(
@@ -788,6 +788,22 @@ def isolated_to_bridge_to_outside(d: Path) -> list[Path]:
     198.51.100.66:443. One critical chain alert; the first leg's isolated-egress
     alert is folded into it as a note."""
     return _pcap(d, "isolated_to_bridge_to_outside", _pivot(500_000))
+
+
+@case("pivot-chain", FIRE, alerts=(
+    Expect("pivot-chain", ISO, PIVOT_OUT, {
+        "source_bytes": 1_000_000, "destination_bytes": 500_000,
+        "start_ns": PIVOT_AT + 5 * 10**9, "end_ns": PIVOT_AT + 25 * 10**9 + 9 * EVERY_600MS,
+        "severity": 4},
+        {"chain": [ISO, PC, PIVOT_OUT]}),
+))  # fmt: skip
+def isolated_to_bridge_to_outside_in_one_minute(d: Path) -> list[Path]:
+    """The same chain within one minute: the first leg 02:00:05-02:00:16.4, the
+    second 20 s after it began (02:00:25-02:00:30.4). The minute bin of the
+    second leg (02:00:00) starts before the first leg: the second leg is found
+    by its packets' times, not its minute. One chain alert."""
+    return _pcap(d, "isolated_to_bridge_to_outside_in_one_minute",
+                 _pivot(500_000, after_ns=20 * 10**9, at=PIVOT_AT + 5 * 10**9))  # fmt: skip
 
 
 @case("pivot-chain", NEAR_MISS, others=("isolated-egress",))
