@@ -12,10 +12,14 @@ not double it); other days and sites are left alone.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from ..flows.records import columns_to_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,29 +41,48 @@ def write_dataset(result: ScanResult, policy: Policy, root: str | os.PathLike[st
     written (those with rows)."""
     site = site_label(policy.site_name)
     written = []
-    flows = result.flows.to_frame()
-    if len(flows):
-        days = flows["first_seen"].dt.tz_convert(policy.zone).dt.strftime("%Y-%m-%d")
-        _write(flows, site, days, os.path.join(root, "flows"))
+    # The flows a slice at a time, in order of first packet: a flood's millions
+    # of flows are never one frame (nor all in memory: detector/flows/spill.py).
+    flows = (
+        columns_to_frame(columns)
+        for columns in result.flows.column_slices()
+        if len(columns["first_seen"])
+    )
+    if _write(flows, "first_seen", site, policy, os.path.join(root, "flows")):
         written.append("flows")
     features = result.features
-    if len(features):
-        days = features["window_start"].dt.tz_convert(policy.zone).dt.strftime("%Y-%m-%d")
-        _write(features, site, days, os.path.join(root, "features"))
+    if _write(iter([features]), "window_start", site, policy, os.path.join(root, "features")):
         written.append("features")
     return written
 
 
-def _write(frame: pd.DataFrame, site: str, days: pd.Series, where: str) -> None:
+def _write(
+    frames: Iterator[pd.DataFrame], time_column: str, site: str, policy: Policy, where: str
+) -> bool:
+    """Write ``frames`` (one table, in parts) under ``where`` by site and the
+    local day of ``time_column``; False when there are no rows."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.append_column("site", pa.array([site] * len(frame), pa.string()))
-    table = table.append_column("day", pa.array(days.to_numpy(dtype=object), pa.string()))
+    def tables() -> Iterator[pa.Table]:
+        for frame in frames:
+            if not len(frame):
+                continue
+            days = frame[time_column].dt.tz_convert(policy.zone).dt.strftime("%Y-%m-%d")
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = table.append_column("site", pa.array([site] * len(frame), pa.string()))
+            yield table.append_column("day", pa.array(days.to_numpy(dtype=object), pa.string()))
+
+    parts = tables()
+    first = next(parts, None)
+    if first is None:
+        return False
+    batches = (batch for table in itertools.chain([first], parts) for batch in table.to_batches())
     ds.write_dataset(
-        table,
+        batches,
         where,
+        schema=first.schema,
+        preserve_order=True,
         format="parquet",
         partitioning=ds.partitioning(
             pa.schema([("site", pa.string()), ("day", pa.string())]), flavor="hive"
@@ -68,3 +91,4 @@ def _write(frame: pd.DataFrame, site: str, days: pd.Series, where: str) -> None:
         existing_data_behavior="delete_matching",
         file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
     )
+    return True
