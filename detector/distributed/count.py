@@ -159,9 +159,13 @@ def count_part(
         frame = inspector.frame()
         facts = {c: frame[c].to_numpy() for c in FACT_COLUMNS}
     stats = dataclasses.replace(reader.stats, problems=[])
+    rows = table.exported_rows()
+    table.close()  # the rows read back from disk, if any: the file is let go
+    if rows.base is not None:  # a view of an export buffer: only the rows, not the buffer
+        rows = rows.copy()
     return PartResult(
         part,
-        table.exported_rows().copy(),
+        rows,
         table.latest_ns,
         activity.merged_columns().copy(),
         facts,
