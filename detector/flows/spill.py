@@ -16,8 +16,10 @@ memory) in output order, holding a bounded block of each run at a time;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,7 +97,9 @@ class SpillFile:
             self._write_run(chunks, first_index, recycle)
             return
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="flow-spill")
+            self._writer = ThreadPoolExecutor(
+                1, thread_name_prefix="flow-spill", initializer=_yield_to_counting
+            )
         self._pending = self._writer.submit(self._write_run, chunks, first_index, recycle)
 
     def wait(self) -> None:
@@ -182,6 +186,14 @@ class SpillFile:
             if self._writer is not None:
                 self._writer.shutdown()
             self._file.close()
+
+
+def _yield_to_counting() -> None:
+    """The writer's thread gives way to the counting thread when both want a
+    core (Linux: a thread's own nice value); when it falls behind, counting
+    waits for it anyway."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class _Cursor:
