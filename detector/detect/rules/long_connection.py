@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
@@ -65,14 +66,28 @@ def check_long_connection(ctx: ScanContext) -> list[Alert]:
     last = sel.groupby("session", sort=True)["last_ns"].max().to_numpy()
     length = last - first
     sel = sel.assign(session_ns=length[session])
+    # Judged per (host, address, period) on one row a session, vectorised: a
+    # flood of spoofed addresses makes hundreds of thousands of pairs, and a
+    # Python loop over them took minutes; only the pairs that fire are looped.
+    starts = np.flatnonzero(new)
+    per_session = pd.DataFrame({
+        "host_id": cols["host_id"][starts], "peer_id": cols["peer_id"][starts],
+        "period": cols["period"][starts], "length": length,
+    })  # fmt: skip
+    pairs = per_session.groupby(["host_id", "peer_id", "period"], sort=False)["length"].agg(
+        ["max", "sum", "size"]
+    )
+    pairs = pairs[(pairs["max"].to_numpy() >= long_ns) | (pairs["sum"].to_numpy() >= cumulative_ns)]
+    if pairs.empty:
+        return []
+    keyed = pd.MultiIndex.from_frame(sel[["host_id", "peer_id", "period"]])
+    sel = sel[keyed.isin(pairs.index)]
     alerts: list[Alert] = []
     for key, rows in sel.groupby(["host_id", "peer_id", "period"], sort=False):
         host, peer, _ = ids(key)
         sessions = np.unique(rows["session"].to_numpy())
         lengths = length[sessions]
         longest, total = int(lengths.max()), int(lengths.sum())
-        if longest < long_ns and total < cumulative_ns:
-            continue
         conv = conversation(ctx, host, peer, rows)
         kind = "long" if longest >= long_ns else "cumulative"
         evidence = {
