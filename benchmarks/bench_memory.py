@@ -2,7 +2,7 @@
 """Peak memory against capture length, for an ordinary capture and a flood.
 
     python benchmarks/bench_memory.py [--packets 500000,1000000,2000000,3000000,6000000]
-        [--commands scan,flows] [--keep DIR]
+        [--commands scan,flows,live] [--keep DIR]
 
 For each length it writes two captures: an ordinary egress link
 (``gen_capture.py``: 20 packets a flow on average) and a spoofed-source SYN
@@ -49,6 +49,8 @@ def _run(command: str, capture: Path, directory: Path) -> tuple[float, float, in
     args = [sys.executable, "-m", "detector", command, "-q"]
     if command == "scan":
         args += ["--policy", str(POLICY), str(capture), "-o", str(directory / "alerts.jsonl")]
+    elif command == "live":  # the live engine replaying the capture as a stream
+        args += ["--policy", str(POLICY), "-r", str(capture), "-o", str(directory / "live.jsonl")]
     else:
         args += [str(capture), "-o", str(directory / "flows.parquet")]
     # Each run in its own child of a fresh helper, so ru_maxrss is this run's alone.
@@ -67,7 +69,7 @@ def _run(command: str, capture: Path, directory: Path) -> tuple[float, float, in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", default="500000,1000000,2000000,3000000,6000000")
-    parser.add_argument("--commands", default="scan,flows")
+    parser.add_argument("--commands", default="scan,flows,live")
     parser.add_argument("--keep", type=Path, default=None)
     args = parser.parse_args(argv)
     lengths = [int(n) for n in args.packets.split(",")]
