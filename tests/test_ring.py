@@ -357,8 +357,10 @@ def test_an_alert_that_goes_on_is_raised_once_then_updated():
                             emit=lambda alerts: None)  # fmt: skip
 
     def alert(start, end, rule="isolated-egress", dst="203.0.113.140", sent=10):
-        return Alert(rule, "r", 4, start, end, "10.8.40.31", "m", destination_ip=dst,
-                     source_bytes=sent)  # fmt: skip
+        # Times in seconds: event.id takes the incident's first whole second
+        # (docs/alerts.md), so incidents told apart here start seconds apart.
+        return Alert(rule, "r", 4, start * 10**9, end * 10**9, "10.8.40.31", "m",
+                     destination_ip=dst, source_bytes=sent)  # fmt: skip
 
     first = detector._as_written(alert(100, 200))
     assert first is not None and (first.event_action, first.event_sequence) == ("alert-raised", 0)
