@@ -38,6 +38,9 @@ class Listener(event.Listener):
 event.register("numba:compile", Listener())
 from detector import _jit
 from detector._kernels.timefmt import iso_utc
+from detector.cli.console import say_compiling
+
+say_compiling(5, what="test kernels")
 
 ns = np.array(json.loads(sys.argv[1]), dtype=np.int64)
 out = np.zeros((len(ns), 27), dtype=np.uint8)
@@ -71,7 +74,7 @@ def run(cache: Path, shipped: Path, *, build: bool = False, ship_into: Path | No
         argv.append(str(ship_into))
     proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.splitlines()[-1])
+    return {**json.loads(proc.stdout.splitlines()[-1]), "note": proc.stderr}
 
 
 def manifest_of(shipped: Path) -> dict:
@@ -91,7 +94,7 @@ def test_shipped_kernels_load_without_compiling_and_fall_back_when_foreign_or_da
     # A fresh user cache and the shipped one: loaded, nothing compiled.
     fresh = run(tmp_path / "user-cache", shipped)
     assert fresh == {"text": expected, "compiled": [], "cpu": "generic", "shipped": True,
-                     "reason": ""}  # fmt: skip
+                     "reason": "", "note": ""}  # fmt: skip
 
     # Another numba's cache: not used; compiled for this machine, same text.
     foreign = tmp_path / "foreign"
@@ -103,6 +106,9 @@ def test_shipped_kernels_load_without_compiling_and_fall_back_when_foreign_or_da
     assert other["text"] == expected and "iso_utc" in other["compiled"]
     assert other["shipped"] is False and other["cpu"] == ""
     assert "numba 0.0.1" in other["reason"], other["reason"]
+    assert other["note"].count("egress-detector: compiling the test kernels") == 1
+    assert "the kernels shipped with it are not used: the kernels shipped were compiled with " \
+        "numba 0.0.1" in other["note"], other["note"]  # fmt: skip
 
     # A damaged data file (its manifest unchanged): nothing copied, compiled, same text.
     damaged = tmp_path / "damaged"

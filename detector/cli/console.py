@@ -45,8 +45,17 @@ def say_compiling(seconds: int, *, quiet: bool = False, what: str = "packet kern
         None
         if quiet
         else f"compiling the {what} for this machine (the first run after an install or "
-        f"an upgrade; about {seconds} s, then cached in {_cache_place()})..."
+        f"an upgrade; about {seconds} s, then cached in {_cache_place()}){_unshipped()}..."
     )
+
+
+def _unshipped() -> str:
+    """Why the kernels shipped with this install are not used, when it has some."""
+    from .. import _jit
+
+    if _jit.SHIPPED is not None or not _jit.SHIPPED_DIR.is_dir():
+        return ""
+    return f"; the kernels shipped with it are not used: {_jit.SHIPPED_REASON}"
 
 
 def _cache_place() -> str:
