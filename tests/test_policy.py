@@ -188,9 +188,14 @@ def test_constants():
         "dns-tunnel",
         "im-app",
         "isolated-egress",
+        "long-connection",
+        "low-and-slow-egress",
         "mail-egress",
         "offhours-bulk-egress",
         "p2p",
+        "pivot-chain",
+        "quiet-protocol-volume",
+        "spread-egress",
     )
     assert SEVERITY_NAMES == {1: "low", 2: "medium", 3: "high", 4: "critical"}
     assert all(list(RULE_DEFAULTS[r])[:2] == ["enabled", "severity"] for r in RULE_IDS)
@@ -224,7 +229,8 @@ BAD = [
         "[rules.p2p-apps]\nenabled = true",
         "policy.toml: rules.p2p-apps: unknown rule (known: always-on, beacon, "
         "bulk-upload-new-destination, cleartext-pii, dns-tunnel, im-app, isolated-egress, "
-        "mail-egress, offhours-bulk-egress, p2p)",
+        "long-connection, low-and-slow-egress, mail-egress, offhours-bulk-egress, p2p, "
+        "pivot-chain, quiet-protocol-volume, spread-egress)",
     ),
     (
         '[networks]\ninternal = ["10.8.0.0/16"]\nisolated = ["10.8.40.1/24"]',
