@@ -86,14 +86,15 @@ def test_shipped_kernels_load_without_compiling_and_fall_back_when_foreign_or_da
     assert expected[2] == "2026-02-02T02:40:00.123456Z"  # by hand: 1,770,000,000 s after 1970
     shipped = tmp_path / "shipped"
     built = run(tmp_path / "build-cache", tmp_path / "none", build=True, ship_into=shipped)
-    assert built["text"] == expected and built["cpu"] == "generic"
+    portable = _jit.portable_cpu()[0]  # x86-64-v3 where this machine has AVX2 and BMI2
+    assert built["text"] == expected and built["cpu"] == portable
     manifest = manifest_of(shipped)
     assert manifest["numba"] == _jit.numba.__version__ and manifest["fingerprint"] == _jit.FINGERPRINT
     assert any(name.startswith("timefmt.iso_utc-") for name in manifest["files"])
 
     # A fresh user cache and the shipped one: loaded, nothing compiled.
     fresh = run(tmp_path / "user-cache", shipped)
-    assert fresh == {"text": expected, "compiled": [], "cpu": "generic", "shipped": True,
+    assert fresh == {"text": expected, "compiled": [], "cpu": portable, "shipped": True,
                      "reason": "", "note": ""}  # fmt: skip
 
     # Another numba's cache: not used; compiled for this machine, same text.
@@ -153,6 +154,10 @@ def test_shipped_fit_says_why_a_cache_does_not_fit(tmp_path):
         write_manifest(tmp_path / "c", {"a.nbi": b"x"}, **fields)
         manifest, why = _jit.shipped_fit(tmp_path / "c", _jit.FINGERPRINT, version)
         assert manifest is None and reason in why, (fields, why)
+    assert _jit.cpu_lacks("x86-64-v3", {"avx": True, "avx2": False, "sse3": True}) == [
+        "avx2", "bmi", "bmi2", "cx16", "f16c", "fma", "lzcnt", "movbe", "popcnt", "sahf",
+        "sse4.1", "sse4.2", "ssse3", "xsave"]  # fmt: skip
+    assert _jit.cpu_lacks("generic", {}) == [] and _jit.cpu_lacks("znver3", {}) == ["?"]
     write_manifest(tmp_path / "c", {"a.nbi": b"x"})
     manifest, why = _jit.shipped_fit(tmp_path / "c", _jit.FINGERPRINT, version)
     assert manifest is not None and why == ""
