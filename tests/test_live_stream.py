@@ -306,3 +306,47 @@ def test_syslog_local_is_the_local_daemons_socket(tmp_path, monkeypatch):
     monkeypatch.setattr(stream_mod, "SYSLOG_LOCAL", str(tmp_path / "absent"))
     with pytest.raises(DetectorError, match=r"^--syslog local: cannot reach the collector: "):
         stream_mod.SyslogSender("local")
+
+
+def test_isolated_egress_is_alerted_at_once_not_at_the_windows_end(tmp_path):
+    """An isolated host's first packet to the outside: the alert leaves while
+    the stream is still open, with the window analysis 10 minutes away
+    (--report-every 600). The latency from writing the packet to reading the
+    alert is printed (the bar, 2 s, is measured in benchmarks/)."""
+    night = at("2026-02-04 02:13", "Asia/Taipei")
+    before = Capture().transfer(PC, "198.51.100.25", dport=443, start=night, seconds=5,
+                                bytes_out=20_000).write(tmp_path / "before.pcap")  # fmt: skip
+    upload = Capture().transfer(ISO, OUT, dport=443, start=night + 10 * 10**9, seconds=2,
+                                bytes_out=30_000).write(tmp_path / "upload.pcap")  # fmt: skip
+    proc = live("--report-every", "600", stdin=subprocess.PIPE, text=False)
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    seen: list[bytes] = []
+    while b"capturing on" not in (line := proc.stderr.readline()):
+        assert line, b"".join(seen)
+        seen.append(line)
+    proc.stdin.write(before.read_bytes())  # header and an allowlisted upload
+    proc.stdin.flush()
+    time.sleep(1)
+    proc.stdin.write(upload.read_bytes()[24:])  # the isolated host's packets, no header
+    proc.stdin.flush()
+    written = time.monotonic()
+    docs = []
+    try:
+        while not any(d["rule"]["id"] == "isolated-egress" for d in docs):
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, "no alert within 60 s while the stream is open"
+            docs.append(json.loads(proc.stdout.readline()))
+        latency = time.monotonic() - written
+        print(f"isolated-egress alerted {latency:.2f} s after its packets were written")
+        assert proc.poll() is None  # still running: the stream is open
+    finally:
+        proc.stdin.close()
+        rest = proc.stdout.read().decode()
+        proc.wait(timeout=120)
+    alert = next(d for d in docs if d["rule"]["id"] == "isolated-egress")
+    assert (alert["source"]["ip"], alert["destination"]["ip"]) == (ISO, OUT)
+    assert alert["event"]["action"] == "alert-raised"
+    # The end of the stream analyses again: the same incident, not a second one.
+    later = [json.loads(x) for x in rest.splitlines()]
+    assert all(d["event"]["id"] == alert["event"]["id"] for d in later
+               if d["rule"]["id"] == "isolated-egress")  # fmt: skip

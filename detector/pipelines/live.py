@@ -40,7 +40,7 @@ import numpy as np
 
 from ..alerts.record import ALERT_RAISED, ALERT_UPDATED, Alert, incident_id
 from ..capture.batch import PacketBatch
-from ..detect.rules import sensor
+from ..detect.rules import isolated_egress, sensor
 from ..features.hosts import MINUTE_NS
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
@@ -50,6 +50,7 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
+from ..networks import LOCAL_SCOPE
 from ..policy.suppress import split_suppressed
 from .scan import ScanResult, first_contacts, foldable, scan_activity
 
@@ -226,6 +227,7 @@ class _Worker(threading.Thread):
                     self.flows.ingest(part)
                     self.activity.ingest(part)
                     self.packets += n
+                    engine.watch(part)
             if n:
                 if engine.packets_left == 0:
                     engine.wake.set()
@@ -302,9 +304,49 @@ class LiveDetector:
         self._reported_drop_spans = 0
         self._received = [0] * len(self.sources)
         self._dropped = [0] * len(self.sources)
+        # (isolated host, other side) pairs already sent for an analysis now
+        # (watch); bounded by the isolated hosts times what they reached.
+        self._watched: set[tuple[int, int, int, int]] = set()
+        self.urgent = False
         self.workers = [_Worker(source, self, i) for i, source in enumerate(self.sources)]
 
     # -- called from worker threads ----------------------------------------------
+    def watch(self, batch: PacketBatch) -> None:
+        """Look at a batch just counted for what must not wait for a window:
+        an isolated host exchanging a packet with an address it may not reach
+        (isolated-egress). A (host, other side) pair not seen before asks the
+        main loop for an analysis now, so the alert leaves within a second or
+        two of the packet (docs/live.md); the window's analysis then updates it."""
+        policy = self.policy
+        settings = policy.rule(isolated_egress.DETECTION.rule_id)
+        if not policy.isolated or not settings.enabled or not len(batch):
+            return
+        src = policy.isolated.contains(batch.src_hi, batch.src_lo)
+        dst = policy.isolated.contains(batch.dst_hi, batch.dst_lo)
+        either = (src ^ dst) & (batch.ip_version != 0)
+        if not either.any():
+            return
+        rows = np.flatnonzero(either)
+        other_hi = np.where(src[rows], batch.dst_hi[rows], batch.src_hi[rows])
+        other_lo = np.where(src[rows], batch.dst_lo[rows], batch.src_lo[rows])
+        allowed = policy.isolated_peers.contains(other_hi, other_lo)
+        if settings["ignore_local_scope"]:
+            allowed |= LOCAL_SCOPE.contains(other_hi, other_lo)
+        rows, other_hi, other_lo = rows[~allowed], other_hi[~allowed], other_lo[~allowed]
+        if not len(rows):
+            return
+        host_hi = np.where(src[rows], batch.src_hi[rows], batch.dst_hi[rows])
+        host_lo = np.where(src[rows], batch.src_lo[rows], batch.dst_lo[rows])
+        pairs = set(zip(host_hi.tolist(), host_lo.tolist(), other_hi.tolist(),
+                        other_lo.tolist(), strict=True))  # fmt: skip
+        with self._budget_lock:
+            fresh = pairs - self._watched
+            if fresh:
+                self._watched |= fresh
+                self.urgent = True
+        if fresh:
+            self.wake.set()
+
     def take_packets(self, n: int) -> int:
         """How many of ``n`` new packets to count (``--max-packets``)."""
         if self.packets_left is None:
@@ -364,8 +406,14 @@ class LiveDetector:
                 if now >= next_stats:
                     next_stats = now + self.options.stats_every
                     last_stats_ns = self._read_drops(last_stats_ns)
+                with self._budget_lock:  # taken and cleared at once: none is lost
+                    urgent, self.urgent = self.urgent, False
                 if time.time() >= next_report:
                     next_report = self._next_report(time.time())
+                    self._analyse(final=False)
+                elif urgent:
+                    # An isolated host reached something new: alert now, not at
+                    # the window's end (the window's analysis updates the alert).
                     self._analyse(final=False)
                 if self.status is not None and now - last_status >= 1.0:
                     packets = self.packets
