@@ -35,7 +35,12 @@ class BuildPyWithKernels(build_py):
         build_lib = Path(self.build_lib).resolve()
         target = build_lib / "detector" / "_jitcache"
         shutil.rmtree(target, ignore_errors=True)
-        env = dict(os.environ, PYTHONPATH=str(build_lib))
+        # The build's own modules first, then every path this process sees: pip's
+        # isolated build environment (where numba and the other build requirements
+        # are) is reached through sys.path, and replacing PYTHONPATH lost it (a fresh
+        # venv's install then shipped no kernels).
+        search = [str(build_lib), *(p for p in sys.path if p)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(search))
         for name in ("EGRESS_DETECTOR_CACHE_DIR", "NUMBA_CACHE_DIR", "EGRESS_DETECTOR_BOUNDSCHECK",
                      "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_DISABLE_JIT"):  # fmt: skip
             env.pop(name, None)
