@@ -290,6 +290,31 @@ FOLDED_LO = 0
 FOLDED_ADDRESS = "100::"
 
 
+def address_ids(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense ids for 128-bit addresses (ids in order of first appearance), and
+    each id's (hi, lo).
+
+    Hash factorisation (pandas) rather than np.unique on (hi, lo) records: the
+    latter sorts, 8 s for the 2.8 million addresses of a 20M-packet scan.
+    """
+    import pandas as pd
+
+    lo_codes, lo_values = pd.factorize(lo)
+    if not hi.any():  # IPv4 only (IPv4-mapped): the low half is the address
+        codes, hi_of, lo_of = lo_codes, np.zeros(len(lo_values), np.uint64), lo_values
+    else:
+        hi_codes, hi_values = pd.factorize(hi)
+        pair = hi_codes.astype(np.int64) * len(lo_values) + lo_codes
+        codes, pairs = pd.factorize(pair)
+        hi_of = hi_values[pairs // len(lo_values)]
+        lo_of = lo_values[pairs % len(lo_values)]
+    return (
+        codes.astype(np.int64),
+        np.asarray(hi_of, dtype=np.uint64),
+        np.asarray(lo_of, dtype=np.uint64),
+    )
+
+
 def is_folded(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """True where (hi, lo) is the stand-in of folded outside addresses."""
     return (np.asarray(hi, dtype=np.uint64) == np.uint64(FOLDED_HI)) & (

@@ -36,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._kernels import activity as ak
-from ..networks import FOLDED_ADDRESS, FOLDED_HI, FOLDED_LO, is_folded
+from ..networks import FOLDED_ADDRESS, FOLDED_HI, FOLDED_LO, address_ids, is_folded
 
 # A SYN, its SYN-ACK and up to two retransmissions: more is a conversation.
 FOLD_PACKETS = 4
@@ -55,27 +55,17 @@ def fold_rows(
     folded; not merged: rows that now share a key are the caller's to merge),
     and for each bin that had addresses folded, how many distinct addresses
     were folded in it (``bins`` ascending)."""
-    import pandas as pd  # hash factorisation: a sort of 16-byte keys is 10x slower
+    import pandas as pd
 
     n = rows.shape[0]
     empty = np.empty(0, dtype=np.int64)
     if n == 0:
         return rows, empty, empty
+    # Each distinct address once, its packets over every row it is in (hashing,
+    # not a sort of 16-byte keys: 10x faster).
     hi = np.concatenate([rows[:, ak.C_A_HI], rows[:, ak.C_B_HI]]).view(np.uint64)
     lo = np.concatenate([rows[:, ak.C_A_LO], rows[:, ak.C_B_LO]]).view(np.uint64)
-    # Each distinct address once: its packets over every row it is in.
-    lo_codes, lo_values = pd.factorize(lo)
-    if not hi.any():  # IPv4 only (IPv4-mapped): the low half is the address
-        codes = lo_codes.astype(np.int64)
-        u_hi = np.zeros(len(lo_values), dtype=np.uint64)
-        u_lo = np.asarray(lo_values, dtype=np.uint64)
-    else:
-        hi_codes, hi_values = pd.factorize(hi)
-        pair = hi_codes.astype(np.int64) * len(lo_values) + lo_codes
-        pair_codes, pairs = pd.factorize(pair)
-        codes = pair_codes.astype(np.int64)
-        u_hi = np.asarray(hi_values, dtype=np.uint64)[pairs // len(lo_values)]
-        u_lo = np.asarray(lo_values, dtype=np.uint64)[pairs % len(lo_values)]
+    codes, u_hi, u_lo = address_ids(hi, lo)
     del hi, lo
     packets = rows[:, ak.C_AB_PACKETS] + rows[:, ak.C_BA_PACKETS]
     total = np.bincount(codes[:n], weights=packets, minlength=len(u_lo))
