@@ -213,7 +213,8 @@ TRAFFIC, PAYLOAD, MODEL, SENSOR = "traffic", "payload", "model", "sensor"
 @dataclass(frozen=True)
 class Detection:
     """Everything about one rule. ``check`` takes the scan's context and returns
-    its alerts; detections with ``stage`` MODEL or SENSOR are raised by the model
+    its alerts (attached with ``@DETECTION.checks(over=...)``, which sets the
+    stage too); detections with ``stage`` MODEL or SENSOR are raised by the model
     and the live sensor, not by a check."""
 
     rule_id: str
@@ -238,6 +239,25 @@ class Detection:
     def __post_init__(self) -> None:
         # ECS rule.description of this rule's alerts, in every output (alerts/record.py).
         RULE_DESCRIPTIONS[self.rule_id] = self.catches
+
+    def checks(
+        self, over: str
+    ) -> Callable[[Callable[[ScanContext], list[Alert]]], Callable[[ScanContext], list[Alert]]]:
+        """Decorator: the function below is this detection's check, run ``over``
+        host traffic (TRAFFIC) or payload facts, names and flow records (PAYLOAD).
+        A rule module declares what the rule is first, how it decides below."""
+        if over not in (TRAFFIC, PAYLOAD):
+            raise ValueError(f"{self.rule_id}: a check runs over TRAFFIC or PAYLOAD, not {over!r}")
+
+        def attach(
+            function: Callable[[ScanContext], list[Alert]],
+        ) -> Callable[[ScanContext], list[Alert]]:
+            # Once, at import, before the catalogue reads it: still one record per rule.
+            object.__setattr__(self, "check", function)
+            object.__setattr__(self, "stage", over)
+            return function
+
+        return attach
 
     def defaults(self) -> dict[str, Any]:
         """Every setting's default, ``enabled`` and ``severity`` first, in declared order."""

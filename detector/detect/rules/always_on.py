@@ -11,7 +11,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import NetworkSet
 from ...units import HOUR_NS, minutes_of
-from ..declare import COUNT, Detection, Networks, Setting, TimeOfDay
+from ..declare import COUNT, TRAFFIC, Detection, Networks, Setting, TimeOfDay
 from .common import local_datetime
 
 if TYPE_CHECKING:
@@ -19,6 +19,73 @@ if TYPE_CHECKING:
 
     from ..context import ScanContext
     from ..declare import Reader
+
+
+def _night_has_a_length(reader: Reader, path: str, settings: Mapping[str, Any]) -> None:
+    night_start, night_end = settings["night_start"], settings["night_end"]
+    if minutes_of(night_start) % 1440 == minutes_of(night_end) % 1440:
+        reader.fail(
+            f"{path}.night_end",
+            f"{night_end} is the same time as night_start {night_start} (the night "
+            "must have a length; an end earlier than the start crosses midnight)",
+        )
+
+
+DETECTION = Detection(
+    rule_id="always-on",
+    title="Host active all night",
+    severity=1,
+    catches="a host sending in every hour of a whole night (00:00–06:00 local)",
+    why_it_matters=(
+        "Computers should not be left on all night (bulletin No. 3): an unattended "
+        "computer that keeps talking at night can be used without anyone noticing."
+    ),
+    description="""\
+Bulletin No. 3 lists computers left on 24 hours a day. Fires when a host sent at
+least `min_packets` (default 1) packets in **every** hour of a night from
+`night_start` to `night_end` (default 00:00–06:00 local; a night may cross
+midnight, e.g. 22:00–06:00). Only nights the capture saw whole are judged: the
+scan must hold traffic in every hour of the night. On a daylight-saving
+change night the night has its real length (5 or 7 hours for 6 on the clock).
+Consecutive nights are one alert.""",
+    false_positives=(
+        "servers (gateways, resolvers, file servers) are on all night by design: list "
+        "them in `exempt` (networks)."
+    ),
+    settings=(
+        Setting(
+            "night_start", TimeOfDay(), "00:00", "Start of the night, local time, `00:00`–`23:59`."
+        ),
+        # Earlier than night_start: the night crosses midnight.
+        Setting(
+            "night_end",
+            TimeOfDay(end=True),
+            "06:00",
+            "End of the night, local time, `00:00`–`24:00`. Earlier than `night_start` "
+            "means the night crosses midnight; the two may not be equal.",
+        ),
+        Setting(
+            "min_packets",
+            COUNT,
+            1,
+            'Packets a host must send in an hour for that hour to count as "on".',
+        ),
+        Setting(
+            "exempt",
+            Networks(),
+            (),
+            "Hosts meant to run all night (gateways, resolvers, servers): never "
+            "reported by this rule.",
+        ),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.always-on]
+night_start = "22:00"   # 22:00 to 06:00, crossing midnight
+night_end = "06:00"
+min_packets = 20        # a few stray packets an hour do not make a computer "on"
+exempt = ["10.8.0.1/32", "10.8.40.5/32"]   # the gateway and the isolated file server""",
+    validate=_night_has_a_length,
+)
 
 
 def _nights(ctx: ScanContext, start_ns: int, end_ns: int) -> list[tuple[date, list[int]]]:
@@ -54,6 +121,7 @@ def _instant_ns(local: datetime) -> int:
     return int(round(local.timestamp())) * 1_000_000_000
 
 
+@DETECTION.checks(over=TRAFFIC)
 def check_always_on(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -123,71 +191,3 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
                 )
             )
     return alerts
-
-
-def _night_has_a_length(reader: Reader, path: str, settings: Mapping[str, Any]) -> None:
-    night_start, night_end = settings["night_start"], settings["night_end"]
-    if minutes_of(night_start) % 1440 == minutes_of(night_end) % 1440:
-        reader.fail(
-            f"{path}.night_end",
-            f"{night_end} is the same time as night_start {night_start} (the night "
-            "must have a length; an end earlier than the start crosses midnight)",
-        )
-
-
-DETECTION = Detection(
-    rule_id="always-on",
-    title="Host active all night",
-    severity=1,
-    catches="a host sending in every hour of a whole night (00:00–06:00 local)",
-    why_it_matters=(
-        "Computers should not be left on all night (bulletin No. 3): an unattended "
-        "computer that keeps talking at night can be used without anyone noticing."
-    ),
-    description="""\
-Bulletin No. 3 lists computers left on 24 hours a day. Fires when a host sent at
-least `min_packets` (default 1) packets in **every** hour of a night from
-`night_start` to `night_end` (default 00:00–06:00 local; a night may cross
-midnight, e.g. 22:00–06:00). Only nights the capture saw whole are judged: the
-scan must hold traffic in every hour of the night. On a daylight-saving
-change night the night has its real length (5 or 7 hours for 6 on the clock).
-Consecutive nights are one alert.""",
-    false_positives=(
-        "servers (gateways, resolvers, file servers) are on all night by design: list "
-        "them in `exempt` (networks)."
-    ),
-    settings=(
-        Setting(
-            "night_start", TimeOfDay(), "00:00", "Start of the night, local time, `00:00`–`23:59`."
-        ),
-        # Earlier than night_start: the night crosses midnight.
-        Setting(
-            "night_end",
-            TimeOfDay(end=True),
-            "06:00",
-            "End of the night, local time, `00:00`–`24:00`. Earlier than `night_start` "
-            "means the night crosses midnight; the two may not be equal.",
-        ),
-        Setting(
-            "min_packets",
-            COUNT,
-            1,
-            'Packets a host must send in an hour for that hour to count as "on".',
-        ),
-        Setting(
-            "exempt",
-            Networks(),
-            (),
-            "Hosts meant to run all night (gateways, resolvers, servers): never "
-            "reported by this rule.",
-        ),
-    ),  # fmt: skip
-    policy_example="""\
-[rules.always-on]
-night_start = "22:00"   # 22:00 to 06:00, crossing midnight
-night_end = "06:00"
-min_packets = 20        # a few stray packets an hour do not make a computer "on"
-exempt = ["10.8.0.1/32", "10.8.40.5/32"]   # the gateway and the isolated file server""",
-    validate=_night_has_a_length,
-    check=check_always_on,
-)

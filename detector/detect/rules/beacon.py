@@ -19,6 +19,40 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="beacon",
+    title="Periodic connections to one outside address (a beacon)",
+    severity=2,
+    catches="regular connections to one outside address over an hour or more",
+    why_it_matters=(
+        "Connections at a regular beat to one outside address are how malware calls "
+        "home, or how a scheduled job sends data out. Find the program that makes them."
+    ),
+    description="""\
+Malware calling home, or a scheduled exfiltration, connects at regular
+intervals with similar sizes. For each (internal host, non-allowlisted outside
+address) with at least `min_connections` (20) connections spread over at least
+`min_hours` (1), the score is the mean of four regularity scores in the spirit
+of RITA's beacon analysis: the skew of the intervals and of the bytes sent
+(Bowley skew: 1 when symmetric), and their median absolute deviation against
+half the median (1 when every interval, or size, is the same). Fires at
+`min_score` (80%) and says it in plain words: "every 60 s ± 0.5 s, 120 times,
+3.0 kB each". DNS and NTP ports are left out (`ignore_ports`): they poll by
+design. Connections are flows (docs/flows.md): a beacon that reuses one
+connection, or one UDP port pair more often than the idle timeout (120 s), is
+one flow and not seen as a series.""",
+    settings=(
+        Setting("min_connections", COUNT, 20, "Connections from one host to one outside address."),
+        Setting("min_hours", HOURS, 1, "Hours from the first of them to the last."),
+        Setting(
+            "min_score", PERCENT, 80, "How regular intervals and sizes must be (docs/rules.md)."
+        ),
+        # Periodic by design: DNS (RFC 1035) and NTP (RFC 5905) clients poll.
+        Setting("ignore_ports", Ports(), (53, 123), "Services that poll by design (DNS, NTP)."),
+    ),  # fmt: skip
+)
+
+
 def _bowley_score(values: np.ndarray) -> float:
     """1 for a symmetric distribution, 0 for a fully skewed one (RITA's skew score)."""
     q1, q2, q3 = np.percentile(values, [25, 50, 75])
@@ -50,6 +84,7 @@ def beacon_score(starts_ns: np.ndarray, sizes: np.ndarray) -> tuple[float, float
     return score, median, madm
 
 
+@DETECTION.checks(over=PAYLOAD)
 def check_beacon(ctx: ScanContext) -> list[Alert]:
     """Regular connections from an internal host to one outside address over hours."""
     flows, policy = ctx.flows, ctx.policy
@@ -120,39 +155,3 @@ def _seconds(value: float) -> str:
     if value >= 120:
         return f"{value / 60:.0f} min"
     return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
-
-
-DETECTION = Detection(
-    rule_id="beacon",
-    title="Periodic connections to one outside address (a beacon)",
-    severity=2,
-    stage=PAYLOAD,
-    catches="regular connections to one outside address over an hour or more",
-    why_it_matters=(
-        "Connections at a regular beat to one outside address are how malware calls "
-        "home, or how a scheduled job sends data out. Find the program that makes them."
-    ),
-    description="""\
-Malware calling home, or a scheduled exfiltration, connects at regular
-intervals with similar sizes. For each (internal host, non-allowlisted outside
-address) with at least `min_connections` (20) connections spread over at least
-`min_hours` (1), the score is the mean of four regularity scores in the spirit
-of RITA's beacon analysis: the skew of the intervals and of the bytes sent
-(Bowley skew: 1 when symmetric), and their median absolute deviation against
-half the median (1 when every interval, or size, is the same). Fires at
-`min_score` (80%) and says it in plain words: "every 60 s ± 0.5 s, 120 times,
-3.0 kB each". DNS and NTP ports are left out (`ignore_ports`): they poll by
-design. Connections are flows (docs/flows.md): a beacon that reuses one
-connection, or one UDP port pair more often than the idle timeout (120 s), is
-one flow and not seen as a series.""",
-    settings=(
-        Setting("min_connections", COUNT, 20, "Connections from one host to one outside address."),
-        Setting("min_hours", HOURS, 1, "Hours from the first of them to the last."),
-        Setting(
-            "min_score", PERCENT, 80, "How regular intervals and sizes must be (docs/rules.md)."
-        ),
-        # Periodic by design: DNS (RFC 1035) and NTP (RFC 5905) clients poll.
-        Setting("ignore_ports", Ports(), (53, 123), "Services that poll by design (DNS, NTP)."),
-    ),  # fmt: skip
-    check=check_beacon,
-)

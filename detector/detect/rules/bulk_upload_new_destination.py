@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
-from ..declare import BYTES, HOURS, MINUTES, Detection, Setting
+from ..declare import BYTES, HOURS, MINUTES, TRAFFIC, Detection, Setting
 from .common import (
     conversation,
     dense_spans,
@@ -26,6 +26,41 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="bulk-upload-new-destination",
+    title="Large upload to a new destination",
+    severity=3,
+    catches="≥ 100 MB within 60 minutes to an outside address first reached < 24 h before",
+    why_it_matters=(
+        "A large upload went to an outside address the computer had not used before: "
+        "documents copied to a new cloud account or file-sharing site look like this."
+    ),
+    description="""\
+A large upload to somewhere the host had never used: fires when a host sends at
+least `min_bytes` (default 100 000 000) within `span_minutes` (default 60) to a
+non-allowlisted external address it first reached less than `new_for_hours`
+(default 24) before. Any hour, business hours included. "First reached" means
+first seen **in this scan** (with a trained model, in its baseline too): a
+destination already in use when the capture starts looks new, so scans of
+short captures can fire on a routine destination; allowlist it.""",
+    settings=(
+        Setting("min_bytes", BYTES, 100_000_000, "Bytes sent to one new external destination …"),
+        Setting("span_minutes", MINUTES, 60, "… within this many minutes, at any hour."),
+        Setting(
+            "new_for_hours",
+            HOURS,
+            24,
+            "How long after a host first reached a destination it still counts as new.",
+        ),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.bulk-upload-new-destination]
+min_bytes = 250_000_000   # 250 MB in an hour to a destination first used in the last 3 days
+new_for_hours = 72""",
+)
+
+
+@DETECTION.checks(over=TRAFFIC)
 def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -77,38 +112,3 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
             alert = conv.alert(rule, settings.severity, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, rule)
-
-
-DETECTION = Detection(
-    rule_id="bulk-upload-new-destination",
-    title="Large upload to a new destination",
-    severity=3,
-    catches="≥ 100 MB within 60 minutes to an outside address first reached < 24 h before",
-    why_it_matters=(
-        "A large upload went to an outside address the computer had not used before: "
-        "documents copied to a new cloud account or file-sharing site look like this."
-    ),
-    description="""\
-A large upload to somewhere the host had never used: fires when a host sends at
-least `min_bytes` (default 100 000 000) within `span_minutes` (default 60) to a
-non-allowlisted external address it first reached less than `new_for_hours`
-(default 24) before. Any hour, business hours included. "First reached" means
-first seen **in this scan** (with a trained model, in its baseline too): a
-destination already in use when the capture starts looks new, so scans of
-short captures can fire on a routine destination; allowlist it.""",
-    settings=(
-        Setting("min_bytes", BYTES, 100_000_000, "Bytes sent to one new external destination …"),
-        Setting("span_minutes", MINUTES, 60, "… within this many minutes, at any hour."),
-        Setting(
-            "new_for_hours",
-            HOURS,
-            24,
-            "How long after a host first reached a destination it still counts as new.",
-        ),
-    ),  # fmt: skip
-    policy_example="""\
-[rules.bulk-upload-new-destination]
-min_bytes = 250_000_000   # 250 MB in an hour to a destination first used in the last 3 days
-new_for_hours = 72""",
-    check=check_bulk_upload_new_destination,
-)

@@ -15,6 +15,34 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="cleartext-pii",
+    title="Personal ID numbers sent in the clear",
+    severity=3,
+    catches="Taiwan national ID / resident certificate numbers sent out unencrypted (shown masked)",
+    why_it_matters=(
+        "Personal ID numbers left the site unencrypted (bulletin No. 4): anyone on the "
+        "path can read them. The numbers are shown masked here."
+    ),
+    description="""\
+Bulletin No. 4: personal data must not leave in the clear. Fires when an
+internal host sends Taiwan national ID numbers (a letter, 1 or 2, eight digits,
+valid check digit) or resident certificate numbers (a letter, then A–D or 8–9,
+eight digits, valid check digit) to an outside address in unencrypted TCP
+payload (HTTP, SMTP, FTP, …) that starts as text. Numbers glued to other
+letters or digits do not count. **The detector never keeps or writes a full
+number**: alerts show `A12*****89` and a count of distinct numbers
+(`egress.pii_masked`, `egress.pii_count`). Only the first packets of each flow
+are read (`[inspection]`), so numbers deep in a long upload are not seen.""",
+    settings=(
+        Setting(
+            "min_count", COUNT, 1, "Distinct ID numbers one host must send to one outside address."
+        ),
+    ),  # fmt: skip
+)
+
+
+@DETECTION.checks(over=PAYLOAD)
 def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
     facts, policy = ctx.facts, ctx.policy
     if facts is None or facts.empty:
@@ -62,32 +90,3 @@ def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
             )
         )
     return alerts
-
-
-DETECTION = Detection(
-    rule_id="cleartext-pii",
-    title="Personal ID numbers sent in the clear",
-    severity=3,
-    stage=PAYLOAD,
-    catches="Taiwan national ID / resident certificate numbers sent out unencrypted (shown masked)",
-    why_it_matters=(
-        "Personal ID numbers left the site unencrypted (bulletin No. 4): anyone on the "
-        "path can read them. The numbers are shown masked here."
-    ),
-    description="""\
-Bulletin No. 4: personal data must not leave in the clear. Fires when an
-internal host sends Taiwan national ID numbers (a letter, 1 or 2, eight digits,
-valid check digit) or resident certificate numbers (a letter, then A–D or 8–9,
-eight digits, valid check digit) to an outside address in unencrypted TCP
-payload (HTTP, SMTP, FTP, …) that starts as text. Numbers glued to other
-letters or digits do not count. **The detector never keeps or writes a full
-number**: alerts show `A12*****89` and a count of distinct numbers
-(`egress.pii_masked`, `egress.pii_count`). Only the first packets of each flow
-are read (`[inspection]`), so numbers deep in a long upload are not seen.""",
-    settings=(
-        Setting(
-            "min_count", COUNT, 1, "Distinct ID numbers one host must send to one outside address."
-        ),
-    ),  # fmt: skip
-    check=check_cleartext_pii,
-)

@@ -18,6 +18,50 @@ if TYPE_CHECKING:
 _GENERIC_SECOND_LEVEL = ("com", "net", "org", "gov", "edu", "ac", "co", "or", "ne", "go")
 
 
+DETECTION = Detection(
+    rule_id="dns-tunnel",
+    title="Data carried in DNS names (a DNS tunnel)",
+    severity=3,
+    catches="data carried in DNS names (encoded labels, many long unique names, TXT/NULL volume)",
+    why_it_matters=(
+        "Data hidden in DNS questions passes most firewalls unseen; ordinary programs "
+        "do not ask for such names. This is a common way to smuggle data out."
+    ),
+    description="""\
+Data hidden in DNS questions (iodine, dnscat, dns2tcp over plain DNS). Per host:
+
+- a question whose name has a label of at least `min_label_length` (48)
+  characters, or several bytes no host name has (8-bit encodings): one such
+  question is already a finding;
+- at least `min_unique_subdomains` (100) unique names under one domain whose
+  distinct part is `min_mean_subdomain_length` (20) characters long on average;
+- at least `min_txt_null_queries` (50) TXT or NULL questions under one domain.
+
+Reverse look-ups (`in-addr.arpa`, `ip6.arpa`) are left out. One alert per host,
+naming the domains, the questions and an example (non-ASCII bytes escaped).
+Known misses: DNS over HTTPS or TLS (encrypted), tunnels slower than the
+thresholds within one scan.""",
+    settings=(
+        Setting(
+            "min_label_length",
+            COUNT,
+            48,
+            "One label this long in a question is encoded data (host names rarely exceed 30).",
+        ),
+        Setting(
+            "min_unique_subdomains", COUNT, 100, "Unique names under one domain from one host …"
+        ),
+        Setting("min_mean_subdomain_length", COUNT, 20, "… when they are this long on average."),
+        Setting(
+            "min_txt_null_queries",
+            COUNT,
+            50,
+            "TXT and NULL questions under one domain from one host.",
+        ),
+    ),  # fmt: skip
+)
+
+
 def _base_domain(labels: list[str]) -> int:
     """How many trailing labels make the registered domain: 2, or 3 under a
     two-letter country code with a generic second level (example.com.tw)."""
@@ -29,6 +73,7 @@ def _base_domain(labels: list[str]) -> int:
 _HOSTNAME_BYTES = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
+@DETECTION.checks(over=PAYLOAD)
 def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
     """DNS questions that carry data: one name with an encoded label, or many
     long unique names (or TXT/NULL questions) under one domain."""
@@ -124,49 +169,3 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
             )  # fmt: skip
         )
     return alerts
-
-
-DETECTION = Detection(
-    rule_id="dns-tunnel",
-    title="Data carried in DNS names (a DNS tunnel)",
-    severity=3,
-    stage=PAYLOAD,
-    catches="data carried in DNS names (encoded labels, many long unique names, TXT/NULL volume)",
-    why_it_matters=(
-        "Data hidden in DNS questions passes most firewalls unseen; ordinary programs "
-        "do not ask for such names. This is a common way to smuggle data out."
-    ),
-    description="""\
-Data hidden in DNS questions (iodine, dnscat, dns2tcp over plain DNS). Per host:
-
-- a question whose name has a label of at least `min_label_length` (48)
-  characters, or several bytes no host name has (8-bit encodings): one such
-  question is already a finding;
-- at least `min_unique_subdomains` (100) unique names under one domain whose
-  distinct part is `min_mean_subdomain_length` (20) characters long on average;
-- at least `min_txt_null_queries` (50) TXT or NULL questions under one domain.
-
-Reverse look-ups (`in-addr.arpa`, `ip6.arpa`) are left out. One alert per host,
-naming the domains, the questions and an example (non-ASCII bytes escaped).
-Known misses: DNS over HTTPS or TLS (encrypted), tunnels slower than the
-thresholds within one scan.""",
-    settings=(
-        Setting(
-            "min_label_length",
-            COUNT,
-            48,
-            "One label this long in a question is encoded data (host names rarely exceed 30).",
-        ),
-        Setting(
-            "min_unique_subdomains", COUNT, 100, "Unique names under one domain from one host …"
-        ),
-        Setting("min_mean_subdomain_length", COUNT, 20, "… when they are this long on average."),
-        Setting(
-            "min_txt_null_queries",
-            COUNT,
-            50,
-            "TXT and NULL questions under one domain from one host.",
-        ),
-    ),  # fmt: skip
-    check=check_dns_tunnel,
-)

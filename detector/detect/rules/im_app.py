@@ -37,6 +37,47 @@ def im_app_ids() -> tuple[str, ...]:
     return tuple(sorted(_shipped_apps()))
 
 
+DETECTION = Detection(
+    rule_id="im-app",
+    title="Messaging app on an internal host",
+    severity=2,
+    catches="LINE, WeChat, Messenger, WhatsApp, Telegram, Signal, by name or published "
+    "address range",
+    why_it_matters=(
+        "Commercial messaging apps are outside the agency's control (bulletin No. 6): "
+        "what is sent there cannot be recalled or audited."
+    ),
+    description="""\
+Bulletin No. 6: LINE, Facebook Messenger, WeChat are outside the agency's
+control. Fires for an internal host that asks DNS for, opens TLS to, or sends an
+HTTP request to a name of a messaging app, or starts a connection to an address
+in an app's published range (Telegram connects to fixed addresses without
+DNS); packets that only come *from* such an address (a forged source in a
+flood) do not count. The lists
+ship in `detector/data/im_apps.toml` (dated; sources named there); a policy
+adds names or ranges, or leaves apps out. One alert per (host, app), severity
+medium. Known misses: an app whose connections carry no name and whose vendor
+publishes no ranges (WhatsApp calls by address alone).""",
+    settings=(
+        Setting(
+            "domains",
+            Domains(),
+            (),
+            "More names to report as a messaging app (on top of the shipped list, "
+            "`detector/data/im_apps.toml`).",
+        ),
+        Setting("networks", Networks(), (), "More address ranges to report."),
+        Setting(
+            "ignore",
+            Choices(im_app_ids, "app", "array of app ids"),
+            (),
+            "Shipped apps to leave out: `line`, `messenger`, `signal`, `telegram`, "
+            "`wechat`, `whatsapp`.",
+        ),
+    ),  # fmt: skip
+)
+
+
 @dataclass(frozen=True)
 class App:
     app_id: str
@@ -61,6 +102,7 @@ def messaging_apps(policy: Policy) -> list[App]:
     return apps
 
 
+@DETECTION.checks(over=PAYLOAD)
 def check_im_app(ctx: ScanContext) -> list[Alert]:
     """A host that looked up, or connected by name or address to, a messaging app."""
     facts, traffic, policy = ctx.facts, ctx.traffic, ctx.policy
@@ -150,46 +192,3 @@ def _started_by_host(ctx: ScanContext, rows: pd.DataFrame, ranges: NetworkSet) -
          traffic.address_hi[peer], traffic.address_lo[peer]]
     )  # fmt: skip
     return sent & mine.isin(pairs)  # type: ignore[no-any-return]
-
-
-DETECTION = Detection(
-    rule_id="im-app",
-    title="Messaging app on an internal host",
-    severity=2,
-    stage=PAYLOAD,
-    catches="LINE, WeChat, Messenger, WhatsApp, Telegram, Signal, by name or published "
-    "address range",
-    why_it_matters=(
-        "Commercial messaging apps are outside the agency's control (bulletin No. 6): "
-        "what is sent there cannot be recalled or audited."
-    ),
-    description="""\
-Bulletin No. 6: LINE, Facebook Messenger, WeChat are outside the agency's
-control. Fires for an internal host that asks DNS for, opens TLS to, or sends an
-HTTP request to a name of a messaging app, or starts a connection to an address
-in an app's published range (Telegram connects to fixed addresses without
-DNS); packets that only come *from* such an address (a forged source in a
-flood) do not count. The lists
-ship in `detector/data/im_apps.toml` (dated; sources named there); a policy
-adds names or ranges, or leaves apps out. One alert per (host, app), severity
-medium. Known misses: an app whose connections carry no name and whose vendor
-publishes no ranges (WhatsApp calls by address alone).""",
-    settings=(
-        Setting(
-            "domains",
-            Domains(),
-            (),
-            "More names to report as a messaging app (on top of the shipped list, "
-            "`detector/data/im_apps.toml`).",
-        ),
-        Setting("networks", Networks(), (), "More address ranges to report."),
-        Setting(
-            "ignore",
-            Choices(im_app_ids, "app", "array of app ids"),
-            (),
-            "Shipped apps to leave out: `line`, `messenger`, `signal`, `telegram`, "
-            "`wechat`, `whatsapp`.",
-        ),
-    ),  # fmt: skip
-    check=check_im_app,
-)

@@ -9,64 +9,11 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...units import human_bytes
-from ..declare import Boolean, Detection, Setting, Severity
+from ..declare import TRAFFIC, Boolean, Detection, Setting, Severity
 from .common import conversation, limit_per_host, services_phrase
 
 if TYPE_CHECKING:
     from ..context import ScanContext
-
-
-def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
-    f = ctx.traffic.frame
-    mask = (
-        f["host_isolated"].to_numpy()
-        & ~f["peer_isolated"].to_numpy()
-        & ~f["peer_isolated_peer"].to_numpy()
-    )
-    if settings["ignore_local_scope"]:
-        mask &= ~f["peer_local_scope"].to_numpy()
-    alerts: list[Alert] = []
-    # Columns as numpy arrays sorted by (host, peer, minute), cut into episodes
-    # by index: a flood day has thousands, and pandas per episode took minutes.
-    sel = f[mask]
-    names = ["host_id", "peer_id", "minute_ns", "first_ns", "last_ns", "bytes_out",
-             "packets_out", "bytes_in", "packets_in", "peer_port", "host_port", "proto",
-             "peer_external"]  # fmt: skip
-    order = np.lexsort(
-        (sel["minute_ns"].to_numpy(), sel["peer_id"].to_numpy(), sel["host_id"].to_numpy())
-    )
-    cols = {name: sel[name].to_numpy()[order] for name in names}
-    host_ids, peer_ids, minutes = cols["host_id"], cols["peer_id"], cols["minute_ns"]
-    new_episode = np.ones(len(order), dtype=bool)
-    new_episode[1:] = (
-        (host_ids[1:] != host_ids[:-1])
-        | (peer_ids[1:] != peer_ids[:-1])
-        | (np.diff(minutes) > ctx.gap_ns)
-    )
-    starts = np.flatnonzero(new_episode)
-    stops = [*starts[1:].tolist(), len(order)] if len(order) else []
-    for start, stop in zip(starts.tolist(), stops, strict=True):
-        episode = {name: values[start:stop] for name, values in cols.items()}
-        host, peer = int(host_ids[start]), int(peer_ids[start])
-        external = bool(episode["peer_external"][0])
-        severity = settings.severity if external else settings["internal_severity"]
-        conv = conversation(ctx, host, peer, episode)
-        kind = "outside address" if external else "internal host (not isolated)"
-        text = (
-            f"{conv.source_ip} (isolated) exchanged packets with {kind} "
-            f"{conv.destination_ip}{services_phrase(episode)}: sent "
-            f"{human_bytes(conv.source_bytes)}, received "
-            f"{human_bytes(conv.destination_bytes)} "
-            f"{conv.when_and_hours(ctx.policy)}"
-        )
-        if not external:
-            text += "; a bridge between the isolated and the internet side?"
-        direction = "egress" if external else "internal"
-        alert = conv.alert(rule, severity, text, direction, {"host_role": "isolated"})
-        alerts.append(alert)
-    return limit_per_host(alerts, rule)
 
 
 DETECTION = Detection(
@@ -128,5 +75,58 @@ neighbour discovery stay on the wire they start on), so they do not fire.""",
     policy_example="""\
 [rules.isolated-egress]
 internal_severity = "critical"   # at this site an internal contact is as bad as an outside one""",
-    check=check_isolated_egress,
 )
+
+
+@DETECTION.checks(over=TRAFFIC)
+def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
+    rule = DETECTION
+    settings = ctx.policy.rule(rule.rule_id)
+    f = ctx.traffic.frame
+    mask = (
+        f["host_isolated"].to_numpy()
+        & ~f["peer_isolated"].to_numpy()
+        & ~f["peer_isolated_peer"].to_numpy()
+    )
+    if settings["ignore_local_scope"]:
+        mask &= ~f["peer_local_scope"].to_numpy()
+    alerts: list[Alert] = []
+    # Columns as numpy arrays sorted by (host, peer, minute), cut into episodes
+    # by index: a flood day has thousands, and pandas per episode took minutes.
+    sel = f[mask]
+    names = ["host_id", "peer_id", "minute_ns", "first_ns", "last_ns", "bytes_out",
+             "packets_out", "bytes_in", "packets_in", "peer_port", "host_port", "proto",
+             "peer_external"]  # fmt: skip
+    order = np.lexsort(
+        (sel["minute_ns"].to_numpy(), sel["peer_id"].to_numpy(), sel["host_id"].to_numpy())
+    )
+    cols = {name: sel[name].to_numpy()[order] for name in names}
+    host_ids, peer_ids, minutes = cols["host_id"], cols["peer_id"], cols["minute_ns"]
+    new_episode = np.ones(len(order), dtype=bool)
+    new_episode[1:] = (
+        (host_ids[1:] != host_ids[:-1])
+        | (peer_ids[1:] != peer_ids[:-1])
+        | (np.diff(minutes) > ctx.gap_ns)
+    )
+    starts = np.flatnonzero(new_episode)
+    stops = [*starts[1:].tolist(), len(order)] if len(order) else []
+    for start, stop in zip(starts.tolist(), stops, strict=True):
+        episode = {name: values[start:stop] for name, values in cols.items()}
+        host, peer = int(host_ids[start]), int(peer_ids[start])
+        external = bool(episode["peer_external"][0])
+        severity = settings.severity if external else settings["internal_severity"]
+        conv = conversation(ctx, host, peer, episode)
+        kind = "outside address" if external else "internal host (not isolated)"
+        text = (
+            f"{conv.source_ip} (isolated) exchanged packets with {kind} "
+            f"{conv.destination_ip}{services_phrase(episode)}: sent "
+            f"{human_bytes(conv.source_bytes)}, received "
+            f"{human_bytes(conv.destination_bytes)} "
+            f"{conv.when_and_hours(ctx.policy)}"
+        )
+        if not external:
+            text += "; a bridge between the isolated and the internet side?"
+        direction = "egress" if external else "internal"
+        alert = conv.alert(rule, severity, text, direction, {"host_role": "isolated"})
+        alerts.append(alert)
+    return limit_per_host(alerts, rule)

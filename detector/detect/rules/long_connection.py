@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
-from ..declare import HOURS, MINUTES, Detection, Setting
+from ..declare import HOURS, MINUTES, TRAFFIC, Detection, Setting
 from .common import conversation, endpoint, ids, limit_per_host, off_hours_periods
 
 if TYPE_CHECKING:
@@ -22,10 +22,73 @@ TCP, UDP = 6, 17
 QUIET_PORTS = (53, 123)  # DNS (RFC 1035), NTP (RFC 5905)
 
 
+DETECTION = Detection(
+    rule_id="long-connection",
+    title="Connection to one outside address held for hours at night",
+    severity=1,
+    catches="off-hours: one connection to a non-allowlisted outside address active for "
+    "≥ 3 h, or connections to one such address adding up to ≥ 6 h",
+    why_it_matters=(
+        "A computer kept a channel to one outside address open through the night: how "
+        "remote-control tools and command-and-control beacons that keep one connection "
+        "work. Check which program holds it; a sanctioned service belongs in the "
+        "allowlist."
+    ),
+    description="""\
+A beacon that keeps one connection open is not a series of connections, so
+`beacon` does not see it. This rule, after RITA's long and cumulative
+connections, looks at **off-hours** TCP and UDP traffic to **non-allowlisted
+outside** addresses, except DNS (port 53) and NTP (udp/123), which repeat all
+night by design (`quiet-protocol-volume` judges their volume). A connection
+(host, outside address, ports, protocol) is active from its first to its last
+packet as long as it is never silent for more than `max_idle_minutes`
+(default 15). Fires, once per (host, outside address,
+off-hours period), when
+
+- one connection stayed active for at least `min_hours` (default 3), or
+- the connections to that address add up to at least `cumulative_hours`
+  (default 6) in one off-hours period (parallel connections count each).
+
+The alert gives the longest connection, the total and the number of
+connections (`egress.longest_seconds`, `egress.cumulative_seconds`,
+`egress.connections`, `egress.kind` "long" or "cumulative").
+
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
+host-days with push channels held all night at a heartbeat every 25–30
+minutes, 2026-12-06): one connection with a keep-alive every 5 or 14 minutes
+for 4 or 8 hours at night 16/16, one alert each; 2 hours is under
+`min_hours`. No false alert. A keep-alive rarer than `max_idle_minutes` is
+not seen as one connection (`beacon` and `low-and-slow-egress` look at
+those).""",
+    false_positives=(
+        "VPN clients, remote-support tools and chat or push-notification channels that "
+        "send a keep-alive more often than `max_idle_minutes`: allowlist the service "
+        "or raise the hours. Low severity for that reason."
+    ),
+    settings=(
+        Setting("min_hours", HOURS, 3, "Hours one connection must stay active …"),
+        Setting(
+            "cumulative_hours",
+            HOURS,
+            6,
+            "… or hours the connections to one outside address must add up to in one "
+            "off-hours period.",
+        ),
+        Setting(
+            "max_idle_minutes",
+            MINUTES,
+            15,
+            "A connection silent for longer than this has ended; the next packet starts another.",
+        ),
+    ),
+)
+
+
 def _hours(ns: int) -> str:
     return f"{ns / HOUR_NS:.1f} h"
 
 
+@DETECTION.checks(over=TRAFFIC)
 def check_long_connection(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -111,66 +174,3 @@ def check_long_connection(ctx: ScanContext) -> list[Alert]:
         )
         alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
     return limit_per_host(alerts, rule)
-
-
-DETECTION = Detection(
-    rule_id="long-connection",
-    title="Connection to one outside address held for hours at night",
-    severity=1,
-    catches="off-hours: one connection to a non-allowlisted outside address active for "
-    "≥ 3 h, or connections to one such address adding up to ≥ 6 h",
-    why_it_matters=(
-        "A computer kept a channel to one outside address open through the night: how "
-        "remote-control tools and command-and-control beacons that keep one connection "
-        "work. Check which program holds it; a sanctioned service belongs in the "
-        "allowlist."
-    ),
-    description="""\
-A beacon that keeps one connection open is not a series of connections, so
-`beacon` does not see it. This rule, after RITA's long and cumulative
-connections, looks at **off-hours** TCP and UDP traffic to **non-allowlisted
-outside** addresses, except DNS (port 53) and NTP (udp/123), which repeat all
-night by design (`quiet-protocol-volume` judges their volume). A connection
-(host, outside address, ports, protocol) is active from its first to its last
-packet as long as it is never silent for more than `max_idle_minutes`
-(default 15). Fires, once per (host, outside address,
-off-hours period), when
-
-- one connection stayed active for at least `min_hours` (default 3), or
-- the connections to that address add up to at least `cumulative_hours`
-  (default 6) in one off-hours period (parallel connections count each).
-
-The alert gives the longest connection, the total and the number of
-connections (`egress.longest_seconds`, `egress.cumulative_seconds`,
-`egress.connections`, `egress.kind` "long" or "cumulative").
-
-Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
-host-days with push channels held all night at a heartbeat every 25–30
-minutes, 2026-12-06): one connection with a keep-alive every 5 or 14 minutes
-for 4 or 8 hours at night 16/16, one alert each; 2 hours is under
-`min_hours`. No false alert. A keep-alive rarer than `max_idle_minutes` is
-not seen as one connection (`beacon` and `low-and-slow-egress` look at
-those).""",
-    false_positives=(
-        "VPN clients, remote-support tools and chat or push-notification channels that "
-        "send a keep-alive more often than `max_idle_minutes`: allowlist the service "
-        "or raise the hours. Low severity for that reason."
-    ),
-    settings=(
-        Setting("min_hours", HOURS, 3, "Hours one connection must stay active …"),
-        Setting(
-            "cumulative_hours",
-            HOURS,
-            6,
-            "… or hours the connections to one outside address must add up to in one "
-            "off-hours period.",
-        ),
-        Setting(
-            "max_idle_minutes",
-            MINUTES,
-            15,
-            "A connection silent for longer than this has ended; the next packet starts another.",
-        ),
-    ),
-    check=check_long_connection,
-)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, COUNT, Detection, Setting
+from ..declare import BYTES, COUNT, TRAFFIC, Detection, Setting
 from . import offhours_bulk_egress
 from .common import (
     conversation,
@@ -26,73 +26,6 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..context import ScanContext
-
-
-def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
-    threshold = int(settings["min_bytes"])
-    min_transfers = int(settings["min_transfers"])
-    f = ctx.traffic.frame
-    sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
-    if sel.empty:
-        return []
-    unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
-    off, period = off_hours_periods(ctx.policy, unique)
-    inverse = inverse.reshape(-1)
-    sel = sel[off[inverse]].assign(period=period[inverse][off[inverse]])
-    if sel.empty:
-        return []
-    key = ["host_id", "peer_id", "period"]
-    grouped = sel.groupby(key, sort=False)
-    sent = grouped["bytes_out"].transform("sum").to_numpy()
-    received = grouped["bytes_in"].transform("sum").to_numpy()
-    # An upload: more out than in. A call or a remote desktop session moves
-    # as much each way and is not what this rule is about.
-    sel = sel[(sent >= threshold) & (sent > received) & (sel["bytes_out"].to_numpy() > 0)]
-    bulk = ctx.policy.rule(offhours_bulk_egress.DETECTION.rule_id)
-    if bulk.enabled and not sel.empty:
-        # What offhours-bulk-egress reports already (this destination alone
-        # reaching its threshold) is not told twice.
-        loud = groups_reaching(
-            sel, key, "bytes_out", int(bulk["span_minutes"]) * MINUTE_NS, int(bulk["min_bytes"])
-        )
-        sel = sel.drop(index=loud.index)
-    alerts: list[Alert] = []
-    for group, rows in sel.groupby(key, sort=False):
-        host, peer, _ = ids(group)
-        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
-        minutes = per_minute.index.to_numpy()
-        runs = minute_runs(minutes, ctx.gap_ns)
-        per_transfer = np.bincount(runs, weights=per_minute.to_numpy()).astype(np.int64)
-        starts = minutes[np.flatnonzero(np.diff(runs, prepend=-1))]
-        transfers = len(per_transfer)
-        if transfers < min_transfers:
-            continue
-        conv = conversation(ctx, host, peer, rows)
-        span_minutes = int((conv.end_ns - conv.start_ns) // MINUTE_NS)
-        evidence = {
-            "threshold_bytes": threshold,
-            "transfers": transfers,
-            "span_minutes": span_minutes,
-            "largest_transfer_bytes": int(per_transfer.max()),
-            "transfer_starts": [
-                f"{local_datetime(int(t), ctx.policy):%H:%M}" for t in starts[:48].tolist()
-            ],
-        }
-        pieces = (
-            f"in {transfers:,} transfers (the largest {human_bytes(int(per_transfer.max()))})"
-            if transfers > 1
-            else "in one transfer"
-        )
-        text = (
-            f"{conv.source_ip} sent {human_bytes(conv.source_bytes)} to {endpoint(conv)} "
-            f"{pieces} {conv.when(ctx.policy)}, all outside business hours: "
-            f"{threshold_text(threshold)} or more to one outside address in one "
-            "night, weekend or holiday, however slowly"
-        )
-        alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
-    return limit_per_host(alerts, rule)
 
 
 DETECTION = Detection(
@@ -162,5 +95,72 @@ period.""",
 [rules.low-and-slow-egress]
 min_bytes = 5_000_000   # 5 MB to one outside address over a night
 min_transfers = 1       # a single upload counts too""",
-    check=check_low_and_slow,
 )
+
+
+@DETECTION.checks(over=TRAFFIC)
+def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
+    rule = DETECTION
+    settings = ctx.policy.rule(rule.rule_id)
+    threshold = int(settings["min_bytes"])
+    min_transfers = int(settings["min_transfers"])
+    f = ctx.traffic.frame
+    sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
+    if sel.empty:
+        return []
+    unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
+    off, period = off_hours_periods(ctx.policy, unique)
+    inverse = inverse.reshape(-1)
+    sel = sel[off[inverse]].assign(period=period[inverse][off[inverse]])
+    if sel.empty:
+        return []
+    key = ["host_id", "peer_id", "period"]
+    grouped = sel.groupby(key, sort=False)
+    sent = grouped["bytes_out"].transform("sum").to_numpy()
+    received = grouped["bytes_in"].transform("sum").to_numpy()
+    # An upload: more out than in. A call or a remote desktop session moves
+    # as much each way and is not what this rule is about.
+    sel = sel[(sent >= threshold) & (sent > received) & (sel["bytes_out"].to_numpy() > 0)]
+    bulk = ctx.policy.rule(offhours_bulk_egress.DETECTION.rule_id)
+    if bulk.enabled and not sel.empty:
+        # What offhours-bulk-egress reports already (this destination alone
+        # reaching its threshold) is not told twice.
+        loud = groups_reaching(
+            sel, key, "bytes_out", int(bulk["span_minutes"]) * MINUTE_NS, int(bulk["min_bytes"])
+        )
+        sel = sel.drop(index=loud.index)
+    alerts: list[Alert] = []
+    for group, rows in sel.groupby(key, sort=False):
+        host, peer, _ = ids(group)
+        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+        minutes = per_minute.index.to_numpy()
+        runs = minute_runs(minutes, ctx.gap_ns)
+        per_transfer = np.bincount(runs, weights=per_minute.to_numpy()).astype(np.int64)
+        starts = minutes[np.flatnonzero(np.diff(runs, prepend=-1))]
+        transfers = len(per_transfer)
+        if transfers < min_transfers:
+            continue
+        conv = conversation(ctx, host, peer, rows)
+        span_minutes = int((conv.end_ns - conv.start_ns) // MINUTE_NS)
+        evidence = {
+            "threshold_bytes": threshold,
+            "transfers": transfers,
+            "span_minutes": span_minutes,
+            "largest_transfer_bytes": int(per_transfer.max()),
+            "transfer_starts": [
+                f"{local_datetime(int(t), ctx.policy):%H:%M}" for t in starts[:48].tolist()
+            ],
+        }
+        pieces = (
+            f"in {transfers:,} transfers (the largest {human_bytes(int(per_transfer.max()))})"
+            if transfers > 1
+            else "in one transfer"
+        )
+        text = (
+            f"{conv.source_ip} sent {human_bytes(conv.source_bytes)} to {endpoint(conv)} "
+            f"{pieces} {conv.when(ctx.policy)}, all outside business hours: "
+            f"{threshold_text(threshold)} or more to one outside address in one "
+            "night, weekend or holiday, however slowly"
+        )
+        alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
+    return limit_per_host(alerts, rule)

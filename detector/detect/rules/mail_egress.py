@@ -11,7 +11,7 @@ from ...alerts.record import Alert
 from ...flows.payload import SMTP_DECLARED_SIZE
 from ...networks import address_text
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, Detection, Ports, Setting, Severity
+from ..declare import BYTES, TRAFFIC, Detection, Ports, Setting, Severity
 from .common import conversation, endpoint, limit_per_host, minute_runs, threshold_text
 
 if TYPE_CHECKING:
@@ -20,6 +20,52 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="mail-egress",
+    title="Outbound mail from an isolated host, or large outbound mail",
+    severity=4,
+    severity_shown="critical / medium",
+    severity_meaning="Mail sent from an isolated computer, any size.",
+    catches="SMTP/submission from an isolated host; ≥ 10 MB of outbound mail from any host",
+    why_it_matters=(
+        "Sensitive papers must not be sent by e-mail over the internet (bulletin No. 2). "
+        "Mail from an isolated computer, or a large amount of outbound mail, may carry "
+        "documents out of the site."
+    ),
+    description="""\
+Bulletin No. 2: sensitive papers must not be sent by e-mail over the internet.
+A host is a mail client when it talks TCP to one of `ports` (default 25, 465,
+587) on the other side.
+
+- from an isolated host, any size: `severity` (default critical). Mail to an
+  isolated host or an isolated peer stays inside the isolated zone and does
+  not fire;
+- from any internal host to a non-allowlisted outside address, at least `min_bytes` (default
+  10 000 000) sent in one episode: `large_severity` (default medium).
+
+When the mail client declares the message size (ESMTP `SIZE=`, RFC 1870: the
+whole message, attachments included) in the first packets, the alert says so
+(`egress.declared_message_bytes`).""",
+    settings=(
+        Setting("large_severity", Severity(), 2, "Large outbound mail from any computer."),
+        Setting("min_bytes", BYTES, 10_000_000, 'What "large" means, in bytes sent.'),
+        # SMTP (RFC 5321), submissions over implicit TLS (RFC 8314), submission (RFC 6409)
+        Setting(
+            "ports",
+            Ports(),
+            (25, 465, 587),
+            "TCP ports that are mail: SMTP (25), submission over TLS (465), submission "
+            "(587). Each 1–65535, once.",
+        ),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.mail-egress]
+min_bytes = 5_000_000        # 5 MB of outbound mail is already large here
+ports = [25, 465, 587, 2525] # the provider also accepts mail on 2525""",
+)
+
+
+@DETECTION.checks(over=TRAFFIC)
 def check_mail_egress(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -115,49 +161,3 @@ def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]
             declared_message_bytes=declared,
         )
     return noted
-
-
-DETECTION = Detection(
-    rule_id="mail-egress",
-    title="Outbound mail from an isolated host, or large outbound mail",
-    severity=4,
-    severity_shown="critical / medium",
-    severity_meaning="Mail sent from an isolated computer, any size.",
-    catches="SMTP/submission from an isolated host; ≥ 10 MB of outbound mail from any host",
-    why_it_matters=(
-        "Sensitive papers must not be sent by e-mail over the internet (bulletin No. 2). "
-        "Mail from an isolated computer, or a large amount of outbound mail, may carry "
-        "documents out of the site."
-    ),
-    description="""\
-Bulletin No. 2: sensitive papers must not be sent by e-mail over the internet.
-A host is a mail client when it talks TCP to one of `ports` (default 25, 465,
-587) on the other side.
-
-- from an isolated host, any size: `severity` (default critical). Mail to an
-  isolated host or an isolated peer stays inside the isolated zone and does
-  not fire;
-- from any internal host to a non-allowlisted outside address, at least `min_bytes` (default
-  10 000 000) sent in one episode: `large_severity` (default medium).
-
-When the mail client declares the message size (ESMTP `SIZE=`, RFC 1870: the
-whole message, attachments included) in the first packets, the alert says so
-(`egress.declared_message_bytes`).""",
-    settings=(
-        Setting("large_severity", Severity(), 2, "Large outbound mail from any computer."),
-        Setting("min_bytes", BYTES, 10_000_000, 'What "large" means, in bytes sent.'),
-        # SMTP (RFC 5321), submissions over implicit TLS (RFC 8314), submission (RFC 6409)
-        Setting(
-            "ports",
-            Ports(),
-            (25, 465, 587),
-            "TCP ports that are mail: SMTP (25), submission over TLS (465), submission "
-            "(587). Each 1–65535, once.",
-        ),
-    ),  # fmt: skip
-    policy_example="""\
-[rules.mail-egress]
-min_bytes = 5_000_000        # 5 MB of outbound mail is already large here
-ports = [25, 465, 587, 2525] # the provider also accepts mail on 2525""",
-    check=check_mail_egress,
-)

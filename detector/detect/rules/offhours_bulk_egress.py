@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...alerts.record import Alert
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, MINUTES, Detection, Setting
+from ..declare import BYTES, MINUTES, TRAFFIC, Detection, Setting
 from .common import (
     conversation,
     dense_spans,
@@ -26,12 +26,58 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="offhours-bulk-egress",
+    title="Bulk upload outside business hours",
+    severity=3,
+    catches="≥ 50 MB to non-allowlisted outside addresses within any 60 minutes outside "
+    "business hours",
+    why_it_matters=(
+        "A large volume left the site while nobody should be working: the pattern of "
+        "the modelled leak (26 classified documents sent out at night). Check who "
+        "uses the computer and what it sent; a backup or update mirror belongs in "
+        "the allowlist."
+    ),
+    description="""\
+The modelled incident: outside working hours, a large volume of packets went
+to one outside address. Fires when a host sends at least `min_bytes` (default
+50 000 000) to **non-allowlisted external** addresses within any
+`span_minutes` (default 60) of off-hours minutes (outside
+`business_hours`, on a day not in `business_hours.days`, or on a holiday).
+
+Spans slide minute by minute, so neither window nor hour boundaries can split a
+transfer into harmless halves: 30 MB at 02:55–02:59 and 30 MB at 03:00–03:04
+are 60 MB within 60 minutes. A span counts whole minutes (a span ending at
+03:04 covers 02:05:00–03:04:59). The alert names the host, the outside address
+that received most (and, in `egress.destinations`, the top five), the total,
+and the local start and end.""",
+    false_positives=(
+        "nightly backups and update mirrors (put them in `allowlist.destinations`); "
+        "cloud sync clients left running."
+    ),
+    settings=(
+        Setting(
+            "min_bytes",
+            BYTES,
+            50_000_000,
+            "Bytes a host must send to non-allowlisted external addresses …",
+        ),
+        Setting("span_minutes", MINUTES, 60, "… within this many off-hours minutes."),
+    ),  # fmt: skip
+    policy_example="""\
+[rules.offhours-bulk-egress]
+min_bytes = 20_000_000   # 20 MB within 30 minutes outside business hours
+span_minutes = 30""",
+)
+
+
 def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
     minutes = rows["minute_ns"].to_numpy()
     unique, inverse = np.unique(minutes, return_inverse=True)
     return ~ctx.policy.is_business_time(unique)[inverse.reshape(-1)]
 
 
+@DETECTION.checks(over=TRAFFIC)
 def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -95,49 +141,3 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
             alert = conv.alert(rule, settings.severity, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, rule)
-
-
-DETECTION = Detection(
-    rule_id="offhours-bulk-egress",
-    title="Bulk upload outside business hours",
-    severity=3,
-    catches="≥ 50 MB to non-allowlisted outside addresses within any 60 minutes outside "
-    "business hours",
-    why_it_matters=(
-        "A large volume left the site while nobody should be working: the pattern of "
-        "the modelled leak (26 classified documents sent out at night). Check who "
-        "uses the computer and what it sent; a backup or update mirror belongs in "
-        "the allowlist."
-    ),
-    description="""\
-The modelled incident: outside working hours, a large volume of packets went
-to one outside address. Fires when a host sends at least `min_bytes` (default
-50 000 000) to **non-allowlisted external** addresses within any
-`span_minutes` (default 60) of off-hours minutes (outside
-`business_hours`, on a day not in `business_hours.days`, or on a holiday).
-
-Spans slide minute by minute, so neither window nor hour boundaries can split a
-transfer into harmless halves: 30 MB at 02:55–02:59 and 30 MB at 03:00–03:04
-are 60 MB within 60 minutes. A span counts whole minutes (a span ending at
-03:04 covers 02:05:00–03:04:59). The alert names the host, the outside address
-that received most (and, in `egress.destinations`, the top five), the total,
-and the local start and end.""",
-    false_positives=(
-        "nightly backups and update mirrors (put them in `allowlist.destinations`); "
-        "cloud sync clients left running."
-    ),
-    settings=(
-        Setting(
-            "min_bytes",
-            BYTES,
-            50_000_000,
-            "Bytes a host must send to non-allowlisted external addresses …",
-        ),
-        Setting("span_minutes", MINUTES, 60, "… within this many off-hours minutes."),
-    ),  # fmt: skip
-    policy_example="""\
-[rules.offhours-bulk-egress]
-min_bytes = 20_000_000   # 20 MB within 30 minutes outside business hours
-span_minutes = 30""",
-    check=check_offhours_bulk_egress,
-)

@@ -18,6 +18,28 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="p2p",
+    title="P2P client on an internal host",
+    severity=3,
+    catches="a P2P client on an internal host (BitTorrent, DHT, uTP, trackers, eDonkey, Gnutella)",
+    why_it_matters=(
+        "P2P software is banned (bulletin No. 3): it shares files with strangers and "
+        "can publish a whole folder of documents to the internet."
+    ),
+    description="""\
+Bulletin No. 3: no P2P software. Fires for an internal host that sends or
+receives a P2P signature, whoever the other side is (outside peers, or the LAN's
+multicast for local peer discovery): the BitTorrent handshake
+(`\\x13BitTorrent protocol`), DHT queries (bencoded `2:id20:`), a uTP SYN, a
+tracker announce (`info_hash=`, or the UDP tracker protocol id), local peer
+discovery (`BT-SEARCH *`), an eDonkey/eMule hello, a Gnutella handshake. One
+alert per host with the signatures and the number of peers. Known misses:
+BitTorrent over TLS or with protocol encryption, which has no signature.""",
+)
+
+
+@DETECTION.checks(over=PAYLOAD)
 def check_p2p(ctx: ScanContext) -> list[Alert]:
     facts, policy = ctx.facts, ctx.policy
     if facts is None or facts.empty:
@@ -65,26 +87,3 @@ def check_p2p(ctx: ScanContext) -> list[Alert]:
         )  # fmt: skip
         alerts.append(alert)
     return alerts
-
-
-DETECTION = Detection(
-    rule_id="p2p",
-    title="P2P client on an internal host",
-    severity=3,
-    stage=PAYLOAD,
-    catches="a P2P client on an internal host (BitTorrent, DHT, uTP, trackers, eDonkey, Gnutella)",
-    why_it_matters=(
-        "P2P software is banned (bulletin No. 3): it shares files with strangers and "
-        "can publish a whole folder of documents to the internet."
-    ),
-    description="""\
-Bulletin No. 3: no P2P software. Fires for an internal host that sends or
-receives a P2P signature, whoever the other side is (outside peers, or the LAN's
-multicast for local peer discovery): the BitTorrent handshake
-(`\\x13BitTorrent protocol`), DHT queries (bencoded `2:id20:`), a uTP SYN, a
-tracker announce (`info_hash=`, or the UDP tracker protocol id), local peer
-discovery (`BT-SEARCH *`), an eDonkey/eMule hello, a Gnutella handshake. One
-alert per host with the signatures and the number of peers. Known misses:
-BitTorrent over TLS or with protocol encryption, which has no signature.""",
-    check=check_p2p,
-)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, MINUTES, PERCENT, Detection, Setting
+from ..declare import BYTES, MINUTES, PERCENT, TRAFFIC, Detection, Setting
 from . import isolated_egress
 from .common import (
     Conversation,
@@ -26,6 +26,65 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="pivot-chain",
+    title="Isolated data relayed outside through an internal host",
+    severity=4,
+    catches="an isolated host sends ≥ 1 MB to an internal host that sends ≥ 50 % of it "
+    "outside within 60 minutes",
+    why_it_matters=(
+        "Data left the isolated segment for an ordinary computer, and that computer then "
+        "sent the like volume outside: the bridge of bulletin No. 3, the isolated "
+        "network's contents reaching the internet in two hops. Disconnect both "
+        "computers from the network and call security."
+    ),
+    description="""\
+A careful insider does not connect the isolated computer to the internet;
+they copy through a computer that has both. Fires when an **isolated** host
+sends at least `min_bytes` (default 1 000 000) to an **internal host outside
+the isolated zone** (the bridge; one episode: minutes closer than a feature
+window), and the bridge sends at least `min_percent` (default 50) % of that
+volume to **non-allowlisted outside** addresses between the first leg's start
+and `within_minutes` (default 60) after its end.
+
+One alert for the chain, from the isolated host (`source.ip`) to the outside
+address that received most (`destination.ip`), with both legs in
+`egress.chain` (isolated, bridge, outside), `egress.first_leg` and
+`egress.second_leg` (bytes, packets, local start and end, destinations). The
+first leg's `isolated-egress` alert, and any other rule's alert about the
+second leg (the bridge and one of those outside addresses, say
+`low-and-slow-egress`), are folded into it as notes (one incident, one
+alert); the chain takes the highest severity. With `scan --model`, the
+model's verdict on the bridge host's upload is attached to the chain.
+
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
+host-days, 2026-12-06): relays of 5 and 30 MB with the second leg 10–50
+minutes after the first and 80–110 % of its size: 16/16 each, one chain
+alert each (rules alone). At 1 MB, exactly `min_bytes`, some generated
+first legs fell a few bytes short: those were caught as the first leg's
+`isolated-egress` alert alone, the chain unseen. No false alert.""",
+    false_positives=(
+        "an internal server that both serves the isolated segment (say, updates) and "
+        "uploads to the internet at the same hours: allowlist its outside destination."
+    ),
+    settings=(
+        Setting(
+            "min_bytes",
+            BYTES,
+            1_000_000,
+            "Bytes the isolated host must send to the bridge host (first leg) …",
+        ),
+        Setting(
+            "min_percent",
+            PERCENT,
+            50,
+            "… of which the bridge must send at least this share outside …",
+        ),
+        Setting("within_minutes", MINUTES, 60, "… by this many minutes after the first leg ends."),
+    ),  # fmt: skip
+)
+
+
 def _leg(ctx: ScanContext, rows: Any) -> dict[str, Any]:
     return {
         "bytes": int(rows["bytes_out"].sum()),
@@ -35,6 +94,7 @@ def _leg(ctx: ScanContext, rows: Any) -> dict[str, Any]:
     }
 
 
+@DETECTION.checks(over=TRAFFIC)
 def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -152,63 +212,3 @@ def _is_leg(alert: Alert, chain: Alert) -> bool:
         return alert.rule_id == isolated_egress.DETECTION.rule_id
     outside = {d["ip"] for d in chain.evidence["second_leg"]["destinations"]}
     return alert.source_ip == bridge and alert.destination_ip in outside
-
-
-DETECTION = Detection(
-    rule_id="pivot-chain",
-    title="Isolated data relayed outside through an internal host",
-    severity=4,
-    catches="an isolated host sends ≥ 1 MB to an internal host that sends ≥ 50 % of it "
-    "outside within 60 minutes",
-    why_it_matters=(
-        "Data left the isolated segment for an ordinary computer, and that computer then "
-        "sent the like volume outside: the bridge of bulletin No. 3, the isolated "
-        "network's contents reaching the internet in two hops. Disconnect both "
-        "computers from the network and call security."
-    ),
-    description="""\
-A careful insider does not connect the isolated computer to the internet;
-they copy through a computer that has both. Fires when an **isolated** host
-sends at least `min_bytes` (default 1 000 000) to an **internal host outside
-the isolated zone** (the bridge; one episode: minutes closer than a feature
-window), and the bridge sends at least `min_percent` (default 50) % of that
-volume to **non-allowlisted outside** addresses between the first leg's start
-and `within_minutes` (default 60) after its end.
-
-One alert for the chain, from the isolated host (`source.ip`) to the outside
-address that received most (`destination.ip`), with both legs in
-`egress.chain` (isolated, bridge, outside), `egress.first_leg` and
-`egress.second_leg` (bytes, packets, local start and end, destinations). The
-first leg's `isolated-egress` alert, and any other rule's alert about the
-second leg (the bridge and one of those outside addresses, say
-`low-and-slow-egress`), are folded into it as notes (one incident, one
-alert); the chain takes the highest severity. With `scan --model`, the
-model's verdict on the bridge host's upload is attached to the chain.
-
-Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
-host-days, 2026-12-06): relays of 5 and 30 MB with the second leg 10–50
-minutes after the first and 80–110 % of its size: 16/16 each, one chain
-alert each (rules alone). At 1 MB, exactly `min_bytes`, some generated
-first legs fell a few bytes short: those were caught as the first leg's
-`isolated-egress` alert alone, the chain unseen. No false alert.""",
-    false_positives=(
-        "an internal server that both serves the isolated segment (say, updates) and "
-        "uploads to the internet at the same hours: allowlist its outside destination."
-    ),
-    settings=(
-        Setting(
-            "min_bytes",
-            BYTES,
-            1_000_000,
-            "Bytes the isolated host must send to the bridge host (first leg) …",
-        ),
-        Setting(
-            "min_percent",
-            PERCENT,
-            50,
-            "… of which the bridge must send at least this share outside …",
-        ),
-        Setting("within_minutes", MINUTES, 60, "… by this many minutes after the first leg ends."),
-    ),  # fmt: skip
-    check=check_pivot_chain,
-)

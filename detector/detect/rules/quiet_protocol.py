@@ -11,7 +11,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import NetworkSet
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, COUNT, MINUTES, Detection, Networks, Setting
+from ..declare import BYTES, COUNT, MINUTES, TRAFFIC, Detection, Networks, Setting
 from .common import (
     conversation,
     dense_spans,
@@ -42,6 +42,97 @@ PROTOCOLS = {
 }
 
 
+DETECTION = Detection(
+    rule_id="quiet-protocol-volume",
+    title="Bulk data over ICMP, DNS or NTP",
+    severity=3,
+    catches="≥ 1 MB of ICMP or DNS, or ≥ 100 kB of NTP, sent by one host within 60 minutes "
+    "(or 4 times that over one night)",
+    why_it_matters=(
+        "ICMP, DNS and NTP carry a few small packets; a host sending megabytes over one "
+        "of them is almost always a tunnel that carries data past the firewall's rules "
+        "for web traffic. Find the program on the host that sends it."
+    ),
+    description="""\
+Pings, name look-ups and time queries are small: a busy computer sends a few
+hundred kB of DNS in an hour, and ICMP and NTP much less. Data smuggled in
+ICMP echo payloads, in DNS queries (encoded labels, TXT/NULL look-ups) or in
+NTP packets makes one of them carry a lot. Fires when a host sends, within any
+`span_minutes` (default 60):
+
+- at least `icmp_min_bytes` (default 1 000 000) of ICMP or ICMPv6 to outside
+  addresses (echo requests and replies alike: a reply can carry data too);
+- at least `dns_min_bytes` (default 1 000 000) to port 53 (UDP or TCP) of any
+  address, the site's resolver included: a DNS tunnel passes through it;
+- at least `ntp_min_bytes` (default 100 000) to udp/123 of outside addresses.
+
+It also fires when, within any 12 hours of one **off-hours period** (from
+the end of one business day to the start of the next: a night, a weekend, a
+holiday), the host sent `off_hours_multiple` (default 4) times that
+threshold however slowly (4 MB of ICMP in a night, at 0.5 MB an hour;
+`egress.off_hours_period` true), unless a 60-minute alert in that period
+already told it. Twelve hours, not the whole period: a server's time queries
+add up over a 60-hour weekend without being a tunnel.
+
+The alert names the protocol (`egress.protocol`), the bytes and packets, the
+average packet size and the address that received most. Spans slide minute
+by minute as in `offhours-bulk-egress`; consecutive spans are one alert.
+`dns-tunnel` looks at the names themselves; this rule at the volume only, so
+a tunnel with short labels is still seen.
+
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
+host-days with DNS through the site's resolver and NTP all night,
+2026-12-06): ICMP tunnels of 1, 3 and 12 MB in 20–60 minutes 16/16; 0.5 MB
+is under the threshold. DNS at volume: 5 MB in 30–120 minutes 16/16, 1.5 MB
+13/16 (missed when spread over more than about 90 minutes: no 60 minutes
+held 1 MB). No false alert with the resolver in `exempt`; without it, the
+resolver's own alerts were the tunnels it forwarded, none on ordinary
+look-ups.""",
+    false_positives=(
+        "the site's own resolver forwarding everyone's look-ups, and a monitoring "
+        "server pinging many hosts: list them in `exempt`."
+    ),
+    settings=(
+        Setting(
+            "icmp_min_bytes",
+            BYTES,
+            1_000_000,
+            "ICMP/ICMPv6 bytes a host must send to outside addresses …",
+        ),
+        Setting(
+            "dns_min_bytes",
+            BYTES,
+            1_000_000,
+            "DNS bytes (to port 53 of any address) a host must send …",
+        ),
+        Setting(
+            "ntp_min_bytes",
+            BYTES,
+            100_000,
+            "NTP bytes (to udp/123 of outside addresses) a host must send …",
+        ),
+        Setting("span_minutes", MINUTES, 60, "… within this many minutes, …"),
+        Setting(
+            "off_hours_multiple",
+            COUNT,
+            4,
+            "… or this many times the threshold within any 12 hours of one off-hours "
+            "period (a night, a weekend, a holiday), however slowly.",
+        ),
+        Setting(
+            "exempt",
+            Networks(),
+            (),
+            "Hosts whose job it is (resolvers, NTP servers, monitoring): never reported.",
+        ),
+    ),
+    policy_example="""\
+[rules.quiet-protocol-volume]
+dns_min_bytes = 2_000_000
+exempt = ["10.8.0.1/32"]   # the resolver forwards everyone's look-ups""",
+)
+
+
 def _protocol_of(f: pd.DataFrame) -> np.ndarray:
     """0 ICMP (to outside), 1 DNS (queries to any resolver, the site's own
     included: a tunnel passes through it), 2 NTP (to outside), -1 anything else."""
@@ -56,6 +147,7 @@ def _protocol_of(f: pd.DataFrame) -> np.ndarray:
     return kind
 
 
+@DETECTION.checks(over=TRAFFIC)
 def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -152,95 +244,3 @@ def _alert(
     }
     settings = ctx.policy.rule(DETECTION.rule_id)
     return conv.alert(DETECTION, settings.severity, text, "egress", evidence)
-
-
-DETECTION = Detection(
-    rule_id="quiet-protocol-volume",
-    title="Bulk data over ICMP, DNS or NTP",
-    severity=3,
-    catches="≥ 1 MB of ICMP or DNS, or ≥ 100 kB of NTP, sent by one host within 60 minutes "
-    "(or 4 times that over one night)",
-    why_it_matters=(
-        "ICMP, DNS and NTP carry a few small packets; a host sending megabytes over one "
-        "of them is almost always a tunnel that carries data past the firewall's rules "
-        "for web traffic. Find the program on the host that sends it."
-    ),
-    description="""\
-Pings, name look-ups and time queries are small: a busy computer sends a few
-hundred kB of DNS in an hour, and ICMP and NTP much less. Data smuggled in
-ICMP echo payloads, in DNS queries (encoded labels, TXT/NULL look-ups) or in
-NTP packets makes one of them carry a lot. Fires when a host sends, within any
-`span_minutes` (default 60):
-
-- at least `icmp_min_bytes` (default 1 000 000) of ICMP or ICMPv6 to outside
-  addresses (echo requests and replies alike: a reply can carry data too);
-- at least `dns_min_bytes` (default 1 000 000) to port 53 (UDP or TCP) of any
-  address, the site's resolver included: a DNS tunnel passes through it;
-- at least `ntp_min_bytes` (default 100 000) to udp/123 of outside addresses.
-
-It also fires when, within any 12 hours of one **off-hours period** (from
-the end of one business day to the start of the next: a night, a weekend, a
-holiday), the host sent `off_hours_multiple` (default 4) times that
-threshold however slowly (4 MB of ICMP in a night, at 0.5 MB an hour;
-`egress.off_hours_period` true), unless a 60-minute alert in that period
-already told it. Twelve hours, not the whole period: a server's time queries
-add up over a 60-hour weekend without being a tunnel.
-
-The alert names the protocol (`egress.protocol`), the bytes and packets, the
-average packet size and the address that received most. Spans slide minute
-by minute as in `offhours-bulk-egress`; consecutive spans are one alert.
-`dns-tunnel` looks at the names themselves; this rule at the volume only, so
-a tunnel with short labels is still seen.
-
-Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
-host-days with DNS through the site's resolver and NTP all night,
-2026-12-06): ICMP tunnels of 1, 3 and 12 MB in 20–60 minutes 16/16; 0.5 MB
-is under the threshold. DNS at volume: 5 MB in 30–120 minutes 16/16, 1.5 MB
-13/16 (missed when spread over more than about 90 minutes: no 60 minutes
-held 1 MB). No false alert with the resolver in `exempt`; without it, the
-resolver's own alerts were the tunnels it forwarded, none on ordinary
-look-ups.""",
-    false_positives=(
-        "the site's own resolver forwarding everyone's look-ups, and a monitoring "
-        "server pinging many hosts: list them in `exempt`."
-    ),
-    settings=(
-        Setting(
-            "icmp_min_bytes",
-            BYTES,
-            1_000_000,
-            "ICMP/ICMPv6 bytes a host must send to outside addresses …",
-        ),
-        Setting(
-            "dns_min_bytes",
-            BYTES,
-            1_000_000,
-            "DNS bytes (to port 53 of any address) a host must send …",
-        ),
-        Setting(
-            "ntp_min_bytes",
-            BYTES,
-            100_000,
-            "NTP bytes (to udp/123 of outside addresses) a host must send …",
-        ),
-        Setting("span_minutes", MINUTES, 60, "… within this many minutes, …"),
-        Setting(
-            "off_hours_multiple",
-            COUNT,
-            4,
-            "… or this many times the threshold within any 12 hours of one off-hours "
-            "period (a night, a weekend, a holiday), however slowly.",
-        ),
-        Setting(
-            "exempt",
-            Networks(),
-            (),
-            "Hosts whose job it is (resolvers, NTP servers, monitoring): never reported.",
-        ),
-    ),
-    policy_example="""\
-[rules.quiet-protocol-volume]
-dns_min_bytes = 2_000_000
-exempt = ["10.8.0.1/32"]   # the resolver forwards everyone's look-ups""",
-    check=check_quiet_protocol,
-)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
-from ..declare import BYTES, COUNT, HOURS, MINUTES, Detection, Setting
+from ..declare import BYTES, COUNT, HOURS, MINUTES, TRAFFIC, Detection, Setting
 from .common import (
     Conversation,
     groups_reaching,
@@ -25,12 +25,78 @@ if TYPE_CHECKING:
     from ..context import ScanContext
 
 
+DETECTION = Detection(
+    rule_id="spread-egress",
+    title="Upload spread over many new outside addresses",
+    severity=3,
+    catches="≥ 10 MB to ≥ 4 outside addresses new to the host (≥ 500 kB each) within 30 minutes",
+    why_it_matters=(
+        "One upload was split over many outside addresses the computer had never used, "
+        "so that no single destination looks large: someone avoiding per-destination "
+        "thresholds. Check what the computer sent and to whom."
+    ),
+    description="""\
+Thresholds per destination are stepped around by sending to many: the same
+volume to eight new addresses (or eight addresses of one provider's /24) in
+twenty minutes. Fires when a host sends, within any `span_minutes` (default
+30), at least `min_bytes` (default 10 000 000) in all to at least
+`min_destinations` (default 4) **non-allowlisted outside** addresses that are
+**new** to it, that each received at least `min_bytes_each` (default
+500 000) and more than they sent back (uploads, not a video call's servers).
+New means as in `bulk-upload-new-destination`: first reached less than
+`new_for_hours` (default 24) before, and, with `scan --model`, not in the
+model's baseline.
+
+The alert gives the total, the destinations (`egress.destinations`, the ten
+largest) and the networks they are in (`egress.networks`, /24 for IPv4, /48
+for IPv6): all in one network is the mark of one service behind many
+addresses. Consecutive spans are one alert.
+
+Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
+host-days, 2026-12-06): 10 MB and 20 MB over 4 or 8 new addresses in 10–20
+minutes, by day or by night, half of them in one /24: 15 or 16 of 16 each,
+one alert each; 5 MB is under `min_bytes` (the model caught 10–16 of 16).
+One false alert: 13.4 MB to five cloud-storage addresses new to the host in
+20 minutes of a working day.""",
+    false_positives=(
+        "a first upload to a new cloud service whose servers rotate addresses (video "
+        "calls, photo sync): after the first day the addresses are known; a sanctioned "
+        "service belongs in `allowlist.domains` or `allowlist.destinations`."
+    ),
+    settings=(
+        Setting(
+            "min_bytes",
+            BYTES,
+            10_000_000,
+            "Bytes a host must send in all to new outside addresses …",
+        ),
+        Setting("min_destinations", COUNT, 4, "… spread over at least this many of them …"),
+        Setting(
+            "min_bytes_each", BYTES, 500_000, "… each of which received at least this many bytes …"
+        ),
+        Setting("span_minutes", MINUTES, 30, "… within this many minutes."),
+        Setting(
+            "new_for_hours",
+            HOURS,
+            24,
+            "An outside address is new to a host for this many hours after the first "
+            "packet between them.",
+        ),
+    ),
+    policy_example="""\
+[rules.spread-egress]
+min_bytes = 5_000_000
+min_destinations = 3""",
+)
+
+
 def _network_of(address: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) holding an address: one provider's block."""
     prefix = 48 if ":" in address else 24
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+@DETECTION.checks(over=TRAFFIC)
 def check_spread_egress(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
@@ -118,69 +184,3 @@ def check_spread_egress(ctx: ScanContext) -> list[Alert]:
             }
             alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
     return limit_per_host(alerts, rule)
-
-
-DETECTION = Detection(
-    rule_id="spread-egress",
-    title="Upload spread over many new outside addresses",
-    severity=3,
-    catches="≥ 10 MB to ≥ 4 outside addresses new to the host (≥ 500 kB each) within 30 minutes",
-    why_it_matters=(
-        "One upload was split over many outside addresses the computer had never used, "
-        "so that no single destination looks large: someone avoiding per-destination "
-        "thresholds. Check what the computer sent and to whom."
-    ),
-    description="""\
-Thresholds per destination are stepped around by sending to many: the same
-volume to eight new addresses (or eight addresses of one provider's /24) in
-twenty minutes. Fires when a host sends, within any `span_minutes` (default
-30), at least `min_bytes` (default 10 000 000) in all to at least
-`min_destinations` (default 4) **non-allowlisted outside** addresses that are
-**new** to it, that each received at least `min_bytes_each` (default
-500 000) and more than they sent back (uploads, not a video call's servers).
-New means as in `bulk-upload-new-destination`: first reached less than
-`new_for_hours` (default 24) before, and, with `scan --model`, not in the
-model's baseline.
-
-The alert gives the total, the destinations (`egress.destinations`, the ten
-largest) and the networks they are in (`egress.networks`, /24 for IPv4, /48
-for IPv6): all in one network is the mark of one service behind many
-addresses. Consecutive spans are one alert.
-
-Measured (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each, 2,644 benign
-host-days, 2026-12-06): 10 MB and 20 MB over 4 or 8 new addresses in 10–20
-minutes, by day or by night, half of them in one /24: 15 or 16 of 16 each,
-one alert each; 5 MB is under `min_bytes` (the model caught 10–16 of 16).
-One false alert: 13.4 MB to five cloud-storage addresses new to the host in
-20 minutes of a working day.""",
-    false_positives=(
-        "a first upload to a new cloud service whose servers rotate addresses (video "
-        "calls, photo sync): after the first day the addresses are known; a sanctioned "
-        "service belongs in `allowlist.domains` or `allowlist.destinations`."
-    ),
-    settings=(
-        Setting(
-            "min_bytes",
-            BYTES,
-            10_000_000,
-            "Bytes a host must send in all to new outside addresses …",
-        ),
-        Setting("min_destinations", COUNT, 4, "… spread over at least this many of them …"),
-        Setting(
-            "min_bytes_each", BYTES, 500_000, "… each of which received at least this many bytes …"
-        ),
-        Setting("span_minutes", MINUTES, 30, "… within this many minutes."),
-        Setting(
-            "new_for_hours",
-            HOURS,
-            24,
-            "An outside address is new to a host for this many hours after the first "
-            "packet between them.",
-        ),
-    ),
-    policy_example="""\
-[rules.spread-egress]
-min_bytes = 5_000_000
-min_destinations = 3""",
-    check=check_spread_egress,
-)
