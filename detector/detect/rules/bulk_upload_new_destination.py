@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
 from ..declare import BYTES, HOURS, MINUTES, TRAFFIC, Detection, Setting
 from .common import (
     conversation,
-    dense_spans,
     endpoint,
+    episodes,
     groups_reaching,
     ids,
     limit_per_host,
     local_datetime,
+    new_destination_rows,
     threshold_phrase,
 )
 
@@ -70,33 +68,13 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
     f = ctx.traffic.frame
     sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
     pair = ["host_id", "peer_id"]
-    if ctx.known_destinations is not None and len(ctx.known_destinations):
-        sel = sel[~pd.MultiIndex.from_frame(sel[pair]).isin(ctx.known_destinations)]
-    first_contact_of = sel.groupby(pair, sort=False)["first_ns"].transform("min").to_numpy()
-    if ctx.first_contacts is not None and len(ctx.first_contacts) and len(sel):
-        recorded = ctx.first_contacts.reindex(pd.MultiIndex.from_frame(sel[pair])).to_numpy()
-        known = ~np.isnan(recorded)
-        first_contact_of = first_contact_of.copy()
-        first_contact_of[known] = np.minimum(
-            first_contact_of[known], recorded[known].astype(np.int64)
-        )
-    sel = sel.assign(first_contact=first_contact_of)
-    sel = sel[sel["minute_ns"].to_numpy() < first_contact_of + new_for_ns]
+    sel = new_destination_rows(ctx, sel, new_for_ns)
     sel = groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
     for key, rows in sel.groupby(pair, sort=False):
         host, peer = ids(key)
         first_contact = int(rows["first_contact"].to_numpy()[0])
-        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
-        if int(per_minute.sum()) < threshold:
-            continue
-        minutes = per_minute.index.to_numpy()
-        for first, last in dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
-                                        ctx.gap_ns):  # fmt: skip
-            lo, hi = minutes[first], minutes[last]
-            episode = rows[
-                (rows["minute_ns"] >= lo).to_numpy() & (rows["minute_ns"] <= hi).to_numpy()
-            ]
+        for episode in episodes(rows, span_ns, threshold, ctx.gap_ns):
             conv = conversation(ctx, int(host), int(peer), episode)
             first_local = local_datetime(first_contact, ctx.policy)
             text = (

@@ -9,7 +9,7 @@ from ...alerts.record import Alert
 from ...flows.payload import PII_KIND
 from ...networks import address_text
 from ..declare import COUNT, PAYLOAD, Detection, Setting
-from .common import internal_side, when
+from .common import internal_side, payload_facts, when
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -44,13 +44,11 @@ are read (`[inspection]`), so numbers deep in a long upload are not seen.""",
 
 @DETECTION.checks(over=PAYLOAD)
 def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
-    facts, policy = ctx.facts, ctx.policy
-    if facts is None or facts.empty:
-        return []
-    settings = policy.rule(DETECTION.rule_id)
-    pii = facts[facts["kind"].to_numpy() == "pii"]
+    pii = payload_facts(ctx, "pii")
     if pii.empty:
         return []
+    policy = ctx.policy
+    settings = policy.rule(DETECTION.rule_id)
     src_in, _ = internal_side(pii, policy)
     outbound = policy.is_external(pii["dst_hi"].to_numpy(), pii["dst_lo"].to_numpy())
     sent = pii[src_in & outbound]

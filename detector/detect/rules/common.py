@@ -9,6 +9,7 @@ transfer is one alert, not a flood.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -334,6 +335,15 @@ def limit_per_host(alerts: list[Alert], rule: Detection) -> list[Alert]:
     return kept
 
 
+def payload_facts(ctx: ScanContext, kind: str) -> pd.DataFrame:
+    """What payload inspection found of one ``kind`` (``pii``, ``dns``,
+    ``p2p-signature``, ...): no rows when it found none or did not run."""
+    facts = ctx.facts
+    if facts is None or facts.empty:
+        return pd.DataFrame()
+    return facts[facts["kind"].to_numpy() == kind]
+
+
 def internal_side(facts: pd.DataFrame, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
     """Whether each fact's source, and its destination, is an internal address."""
     src_in = policy.internal.contains(facts["src_hi"].to_numpy(), facts["src_lo"].to_numpy())
@@ -377,6 +387,39 @@ def off_hours_periods(policy: Policy, minutes: np.ndarray) -> tuple[np.ndarray, 
         else:
             period[on_day] = next_business(d)
     return off, period
+
+
+def off_hours_rows(policy: Policy, rows: pd.DataFrame, keep_all: bool = False) -> pd.DataFrame:
+    """The off-hours ``rows`` (per-minute traffic) with their off-hours
+    ``period``; with ``keep_all``, every row, with an ``off`` column and period
+    -1 in business hours."""
+    if rows.empty:
+        return (
+            rows.assign(off=np.zeros(0, bool), period=np.zeros(0, np.int64)) if keep_all else rows
+        )
+    unique, inverse = np.unique(rows["minute_ns"].to_numpy(), return_inverse=True)
+    off, period = off_hours_periods(policy, unique)
+    inverse = inverse.reshape(-1)
+    off, period = off[inverse], period[inverse]
+    if keep_all:
+        return rows.assign(off=off, period=np.where(off, period, -1))
+    return rows[off].assign(period=period[off])
+
+
+def episodes(
+    rows: pd.DataFrame, span_ns: int, threshold: int, gap_ns: int
+) -> Iterator[pd.DataFrame]:
+    """The ``rows`` (per-minute traffic of one host, or one host and destination)
+    of each episode: a run of minutes that some ``span_ns`` with ``threshold``
+    bytes out covers, runs closer than ``gap_ns`` merged (``dense_spans``).
+    Each episode is one alert."""
+    per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
+    if int(per_minute.sum()) < threshold:
+        return
+    minutes = per_minute.index.to_numpy()
+    minute = rows["minute_ns"].to_numpy()
+    for first, last in dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold, gap_ns):
+        yield rows[(minute >= minutes[first]) & (minute <= minutes[last])]
 
 
 def new_destination_rows(ctx: ScanContext, rows: pd.DataFrame, new_for_ns: int) -> pd.DataFrame:

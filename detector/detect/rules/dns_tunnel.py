@@ -9,7 +9,7 @@ from ...alerts.record import Alert
 from ...flows.payload import DNS_IS_RESPONSE, DNS_QTYPE
 from ...networks import address_text
 from ..declare import COUNT, PAYLOAD, Detection, Setting
-from .common import when
+from .common import payload_facts, when
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -77,13 +77,12 @@ _HOSTNAME_BYTES = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
     """DNS questions that carry data: one name with an encoded label, or many
     long unique names (or TXT/NULL questions) under one domain."""
-    facts, policy = ctx.facts, ctx.policy
-    if facts is None or facts.empty:
-        return []
-    settings = policy.rule(DETECTION.rule_id)
-    queries = facts[((facts["kind"] == "dns") & (facts[DNS_IS_RESPONSE] == 0)).to_numpy()]
+    queries = payload_facts(ctx, "dns")
     if queries.empty:
         return []
+    queries = queries[queries[DNS_IS_RESPONSE].to_numpy() == 0]
+    policy = ctx.policy
+    settings = policy.rule(DETECTION.rule_id)
     src_in = policy.internal.contains(queries["src_hi"].to_numpy(), queries["src_lo"].to_numpy())
     queries = queries[src_in]
     groups: dict[tuple[int, int, str], dict[str, Any]] = {}

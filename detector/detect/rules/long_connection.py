@@ -12,7 +12,7 @@ import pandas as pd
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
 from ..declare import HOURS, MINUTES, TRAFFIC, Detection, Setting
-from .common import conversation, endpoint, ids, limit_per_host, off_hours_periods
+from .common import conversation, endpoint, ids, limit_per_host, off_hours_rows
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -108,10 +108,7 @@ def check_long_connection(ctx: ScanContext) -> list[Alert]:
     ]
     if sel.empty:
         return []
-    unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
-    off, period = off_hours_periods(ctx.policy, unique)
-    inverse = inverse.reshape(-1)
-    sel = sel[off[inverse]].assign(period=period[inverse][off[inverse]])
+    sel = off_hours_rows(ctx.policy, sel)
     if sel.empty:
         return []
     # Sessions: the rows of one connection (5-tuple) with no silence longer

@@ -20,7 +20,7 @@ from .common import (
     limit_per_host,
     local_datetime,
     minute_runs,
-    off_hours_periods,
+    off_hours_rows,
     threshold_text,
 )
 
@@ -108,10 +108,7 @@ def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
     sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
     if sel.empty:
         return []
-    unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
-    off, period = off_hours_periods(ctx.policy, unique)
-    inverse = inverse.reshape(-1)
-    sel = sel[off[inverse]].assign(period=period[inverse][off[inverse]])
+    sel = off_hours_rows(ctx.policy, sel)
     if sel.empty:
         return []
     key = ["host_id", "peer_id", "period"]

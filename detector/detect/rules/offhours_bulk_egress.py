@@ -14,8 +14,8 @@ from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, MINUTES, TRAFFIC, Detection, Setting
 from .common import (
     conversation,
-    dense_spans,
     endpoint,
+    episodes,
     groups_reaching,
     ids,
     limit_per_host,
@@ -93,14 +93,7 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
     sel = groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
     for host, rows in sel.groupby("host_id", sort=False):
-        per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
-        minutes = per_minute.index.to_numpy()
-        for first, last in dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
-                                        ctx.gap_ns):  # fmt: skip
-            lo, hi = minutes[first], minutes[last]
-            episode = rows[
-                (rows["minute_ns"] >= lo).to_numpy() & (rows["minute_ns"] <= hi).to_numpy()
-            ]
+        for episode in episodes(rows, span_ns, threshold, ctx.gap_ns):
             by_peer = (
                 episode.groupby("peer_id", sort=False)["bytes_out"]
                 .sum()
@@ -118,7 +111,7 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
             )
             destinations = [
                 {"ip": ctx.traffic.text(int(p)), "bytes": int(b)}
-                for p, b in by_peer.head(5).items()
+                for p, b in zip(by_peer.index[:5], by_peer.to_numpy()[:5], strict=True)
             ]
             evidence = {
                 "threshold_bytes": threshold,

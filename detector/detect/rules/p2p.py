@@ -12,7 +12,7 @@ from ...flows.payload import P2P_NAMES, P2P_SIGNATURE
 from ...flows.records import TRANSPORT_NAMES
 from ...networks import address_text
 from ..declare import PAYLOAD, Detection
-from .common import internal_side, when
+from .common import internal_side, payload_facts, when
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -41,13 +41,11 @@ BitTorrent over TLS or with protocol encryption, which has no signature.""",
 
 @DETECTION.checks(over=PAYLOAD)
 def check_p2p(ctx: ScanContext) -> list[Alert]:
-    facts, policy = ctx.facts, ctx.policy
-    if facts is None or facts.empty:
-        return []
-    settings = policy.rule(DETECTION.rule_id)
-    p2p = facts[facts["kind"].to_numpy() == "p2p-signature"]
+    p2p = payload_facts(ctx, "p2p-signature")
     if p2p.empty:
         return []
+    policy = ctx.policy
+    settings = policy.rule(DETECTION.rule_id)
     src_in, dst_in = internal_side(p2p, policy)
     alerts: list[Alert] = []
     # The host is the internal end; a packet between two internal hosts counts for both.

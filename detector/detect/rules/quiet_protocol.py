@@ -14,11 +14,11 @@ from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, COUNT, MINUTES, TRAFFIC, Detection, Networks, Setting
 from .common import (
     conversation,
-    dense_spans,
+    episodes,
     groups_reaching,
     ids,
     limit_per_host,
-    off_hours_periods,
+    off_hours_rows,
     threshold_phrase,
     threshold_text,
 )
@@ -159,11 +159,7 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
     f = f[f["bytes_out"].to_numpy() > 0]
     kind = _protocol_of(f)
     sel = f[kind >= 0].assign(protocol=kind[kind >= 0])
-    if not sel.empty:
-        unique, inverse = np.unique(sel["minute_ns"].to_numpy(), return_inverse=True)
-        off, period = off_hours_periods(ctx.policy, unique)
-        inverse = inverse.reshape(-1)
-        sel = sel.assign(off=off[inverse], period=np.where(off[inverse], period[inverse], -1))
+    sel = off_hours_rows(ctx.policy, sel, keep_all=True)
     alerts: list[Alert] = []
     for code, (name, key) in PROTOCOLS.items():
         threshold = int(settings[key])
@@ -174,12 +170,7 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
             host = ids([host_key])[0]
             if exempt and exempt.contains_text(ctx.traffic.text(host)):
                 continue
-            per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
-            minutes = per_minute.index.to_numpy()
-            for first, last in dense_spans(minutes, per_minute.to_numpy(), span_ns, threshold,
-                                            ctx.gap_ns):  # fmt: skip
-                minute = rows["minute_ns"].to_numpy()
-                episode = rows[(minute >= minutes[first]) & (minute <= minutes[last])]
+            for episode in episodes(rows, span_ns, threshold, ctx.gap_ns):
                 reported.update((host, int(p)) for p in np.unique(episode["period"]) if p >= 0)
                 phrase = threshold_phrase(threshold, span_minutes)
                 alerts.append(_alert(ctx, host, name, episode, phrase, {
@@ -199,12 +190,7 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
                 continue
             if exempt and exempt.contains_text(ctx.traffic.text(host)):
                 continue
-            per_minute = rows.groupby("minute_ns", sort=True)["bytes_out"].sum()
-            minutes = per_minute.index.to_numpy()
-            for first, last in dense_spans(minutes, per_minute.to_numpy(), NIGHT_NS, goal,
-                                            ctx.gap_ns):  # fmt: skip
-                minute = rows["minute_ns"].to_numpy()
-                episode = rows[(minute >= minutes[first]) & (minute <= minutes[last])]
+            for episode in episodes(rows, NIGHT_NS, goal, ctx.gap_ns):
                 phrase = f"(threshold {threshold_text(goal)} within {NIGHT_HOURS} off-hours hours)"
                 alerts.append(_alert(ctx, host, name, episode, phrase, {
                     "threshold_bytes": goal, "off_hours_period": True}))  # fmt: skip
