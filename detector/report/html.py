@@ -145,6 +145,24 @@ def _style_hash() -> str:
 CSP = f"default-src 'none'; style-src '{_style_hash()}'; base-uri 'none'; form-action 'none'"
 
 
+def page_head(title: str) -> list[str]:
+    """The start of every page, up to ``<body>``: no scripts, no outside resources
+    (the CSP forbids both), no referrer."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="referrer" content="no-referrer">',
+        f"<title>{_text(title)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
+    ]
+
+
 def _local(report: DayReport, ts_ns: int, fmt: str = "%H:%M") -> str:
     from zoneinfo import ZoneInfo
 
@@ -190,20 +208,7 @@ def render_html(
     and after it that have a report (linked); ``index``: link to the report
     directory's index.html (the nightly writes one)."""
     title = f"Egress report {report.day.isoformat()} — {report.site}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="referrer" content="no-referrer">',
-        f"<title>{_text(title)}</title>",
-        f"<style>{STYLE}</style>",
-        "</head>",
-        "<body>",
-        nav_html(previous, following, index),
-    ]
+    parts = [*page_head(title), nav_html(previous, following, index)]
     parts += _header(report)
     parts += _summary(report)
     parts += _alerts(report)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .html import CSP, INDEX_NAME, STYLE, _text, report_name, write_page
+from .html import INDEX_NAME, _text, page_head, report_name, write_page
 
 INDEX_DAYS = 30
 
@@ -39,21 +39,7 @@ def render_index(site: str, days: Sequence[DayLine], last: dt.date | None = None
     if last is None:
         last = max(by_day, default=None)
     shown = [last - dt.timedelta(days=i) for i in range(INDEX_DAYS)] if last else []
-    title = f"Egress reports — {site}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="referrer" content="no-referrer">',
-        f"<title>{_text(title)}</title>",
-        f"<style>{STYLE}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>Egress reports for {_text(site)}</h1>",
-    ]
+    parts = [*page_head(f"Egress reports — {site}"), f"<h1>Egress reports for {_text(site)}</h1>"]
     if last is None:
         parts.append('<p class="muted">No day is finished yet.</p>')
     else:
