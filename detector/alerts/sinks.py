@@ -125,15 +125,10 @@ def _csv_row(
     if alert.destination_ip and not initiator_is_host(alert):
         alert = replace(
             alert,
-            source_ip=alert.destination_ip,
-            source_bytes=alert.destination_bytes,
-            source_packets=alert.destination_packets,
-            source_port=alert.destination_port,
-            destination_ip=alert.source_ip,
-            destination_port=alert.source_port,
-            destination_bytes=alert.source_bytes,
-            destination_packets=alert.source_packets,
-        )
+            **{f"{side}_{part}": getattr(alert, f"{other}_{part}")
+               for side, other in (("source", "destination"), ("destination", "source"))
+               for part in ("ip", "port", "bytes", "packets")},
+        )  # fmt: skip
     return [
         local_time(alert.start_ns, zone),
         alert.severity,
