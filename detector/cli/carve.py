@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from .arguments import add_bpf, add_command, add_quiet, read_in_order, say_overlaps
-from .console import ExitStatus, Problems, progress, say, say_compiling
+from .console import ExitStatus, exit_codes_help, progress, reading_starts, say
 
 CARVE_EPILOG = """examples:
   egress-detector carve --event-id 3f9c... --alerts nightly.jsonl -o upload.pcap \\
@@ -38,12 +38,12 @@ or the packets have several link types; pcap otherwise). Files are read in the
 order of their first packet, whatever the order given; with --bpf EXPR only
 the packets that pass the filter are read.
 
-exit codes:
-  0  done (the file is written, even when no packet was chosen: it then holds none)
-  2  usage or configuration error
-  3  some input could not be read completely (what was read is carved)
-  4  internal error (a bug)
-"""
+""" + exit_codes_help(
+    (ExitStatus.OK, "done (the file is written, even when no packet was chosen: it then\n"
+     "holds none)"),
+    (ExitStatus.USAGE, "usage or configuration error"),
+    (ExitStatus.UNREADABLE, "some input could not be read completely (what was read is carved)"),
+)  # fmt: skip
 
 
 def add_carve_parser(commands: Any) -> None:
@@ -182,8 +182,7 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
             say(f"--state {args.state}: no capture file of the nightly reaches the span")
             return ExitStatus.OK
     captures = read_in_order(args)
-    say_compiling(30, quiet=args.quiet)
-    problems = Problems()
+    problems = reading_starts(30, quiet=args.quiet)
     done = carve(
         captures,
         selection,

@@ -30,6 +30,18 @@ class ExitStatus(enum.IntEnum):
     INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT): the shell's convention, 128 + 2
 
 
+def exit_codes_help(*codes: tuple[ExitStatus, str]) -> str:
+    """A command's "exit codes:" epilog: what its own codes mean for it, then
+    the two every command shares (a bug, Ctrl-C)."""
+    bug = "internal error (a bug): rerun with --traceback and report what it prints"
+    shared = [(ExitStatus.INTERNAL, bug), (ExitStatus.INTERRUPTED, "interrupted (Ctrl-C)")]
+    lines = ["exit codes:"]
+    for code, meaning in [*codes, *shared]:
+        first, *more = meaning.split("\n")
+        lines += [f"  {int(code)}  {first}", *(f"     {line}" for line in more)]
+    return "\n".join(lines) + "\n"
+
+
 def say(message: str) -> None:
     print(f"egress-detector: {message}", file=sys.stderr, flush=True)
 
@@ -111,6 +123,14 @@ class Problems:
     def __call__(self, problem: CaptureProblem) -> None:
         self.damaged = self.damaged or problem.fatal
         say(("error: " if problem.fatal else "warning: ") + str(problem))
+
+
+def reading_starts(compile_seconds: int, *, quiet: bool) -> Problems:
+    """Call once a command's inputs are checked, as it starts reading captures:
+    arms the compile notice (:func:`say_compiling`) and returns what says each
+    capture problem as it comes."""
+    say_compiling(compile_seconds, quiet=quiet)
+    return Problems()
 
 
 def site_policy(path: str | None) -> Policy:

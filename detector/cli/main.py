@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,12 +33,12 @@ from .arguments import (
 )
 from .console import (
     ExitStatus,
-    Problems,
+    exit_codes_help,
     positive_float,
     positive_int,
     progress,
+    reading_starts,
     say,
-    say_compiling,
     site_policy,
 )
 
@@ -48,16 +49,14 @@ if TYPE_CHECKING:
     from ..policy import Policy
     from ..policy.suppress import Suppressed
 
-EXIT_CODES_HELP = """exit codes:
-  0  done (no alerts)
-  1  done, alerts raised
-  2  usage, policy or configuration error
-  3  some input could not be read completely; everything read before the damage
-     is in the output, and each problem is reported on stderr with its byte offset
-     (a scan that also raised alerts exits 1: alerts come first)
-  4  internal error (a bug): rerun with --traceback and report what it prints
-  130  interrupted (Ctrl-C)
-"""
+EXIT_CODES_HELP = exit_codes_help(
+    (ExitStatus.OK, "done (no alerts)"),
+    (ExitStatus.ALERTS, "done, alerts raised"),
+    (ExitStatus.USAGE, "usage, policy or configuration error"),
+    (ExitStatus.UNREADABLE, "some input could not be read completely; everything read before the "
+     "damage\nis in the output, and each problem is reported on stderr with its byte offset\n"
+     "(a scan that also raised alerts exits 1: alerts come first)"),
+)  # fmt: skip
 
 FLOWS_EPILOG = (
     """examples:
@@ -298,8 +297,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     args.captures = captures = read_in_order(args)
     if _none_readable(args.captures, args.output):
         return ExitStatus.UNREADABLE
-    say_compiling(30, quiet=args.quiet)
-    problems = Problems()
+    problems = reading_starts(30, quiet=args.quiet)
     done = export_flows(
         captures,
         fmt,
@@ -386,8 +384,7 @@ def _scan_and_send(
     from ..units import human_bytes
 
     captures = args.captures
-    say_compiling(45, quiet=args.quiet)
-    problems = Problems()
+    problems = reading_starts(45, quiet=args.quiet)
     stats: list[CaptureStats] = []
     held: list[Suppressed] = []
     started = time.perf_counter()
@@ -441,8 +438,7 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
     captures = baseline_captures(args.baseline)
     if captures and len(captures) == len(args.baseline) and _none_readable(captures, args.output):
         return ExitStatus.UNREADABLE
-    say_compiling(45, quiet=args.quiet or not captures)
-    problems = Problems()
+    problems = reading_starts(45, quiet=args.quiet or not captures)
     started = time.perf_counter()
     training = train_to_file(
         args.baseline,
@@ -495,6 +491,27 @@ def _none_readable(captures: Sequence[str], *outputs: str | None) -> bool:
     return True
 
 
+# The commands that live in their own module, imported only when they run (a
+# quick --help; one command's failure to import cannot stop another).
+ELSEWHERE = {
+    "live": ("live", "run_live"),
+    "nightly": ("nightly", "run_nightly_command"),
+    "carve": ("carve", "run_carve"),
+    "timeline": ("timeline", "run_timeline"),
+}
+
+
+def _runner(command: str) -> Callable[[argparse.Namespace], int]:
+    here = {"flows": _run_flows, "scan": _run_scan, "train": _run_train}
+    if command in here:
+        return here[command]
+    module, name = ELSEWHERE[command]
+    run: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f".{module}", __package__), name
+    )
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -502,28 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return ExitStatus.USAGE
     try:
-        if args.command == "flows":
-            return _run_flows(args)
-        if args.command == "scan":
-            return _run_scan(args)
-        if args.command == "train":
-            return _run_train(args)
-        if args.command == "live":
-            from .live import run_live
-
-            return run_live(args)
-        if args.command == "nightly":
-            from .nightly import run_nightly_command
-
-            return run_nightly_command(args)
-        if args.command == "carve":
-            from .carve import run_carve
-
-            return run_carve(args)
-        if args.command == "timeline":
-            from .timeline import run_timeline
-
-            return run_timeline(args)
+        return _runner(args.command)(args)
     except DetectorError as exc:
         if args.traceback:
             raise
@@ -543,8 +539,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "and report what it prints)"
         )
         return ExitStatus.INTERNAL
-    parser.error(f"unknown command {args.command}")
-    return ExitStatus.USAGE
 
 
 def _is_input_error(exc: DetectorError) -> bool:

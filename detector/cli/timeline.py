@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .arguments import add_bpf, add_command, add_quiet, read_in_order, say_overlaps
-from .console import ExitStatus, Problems, progress, say, say_compiling, site_policy
+from .console import ExitStatus, exit_codes_help, progress, reading_starts, say, site_policy
 
 TIMELINE_EPILOG = """examples:
   egress-detector timeline --host 10.8.40.31 --policy site.toml day.pcap.gz
@@ -23,13 +23,12 @@ TIMELINE_EPILOG = """examples:
 The figures are the scan's own (frame bytes on the wire, per minute of the
 site's local time); the alerts are those scan raises on the same captures.
 
-exit codes:
-  0  done (the host raised no alert)
-  1  done, the host has alerts
-  2  usage or policy error, or the host is not one of the site's
-  3  some input could not be read completely
-  4  internal error (a bug)
-"""
+""" + exit_codes_help(
+    (ExitStatus.OK, "done (the host raised no alert)"),
+    (ExitStatus.ALERTS, "done, the host has alerts"),
+    (ExitStatus.USAGE, "usage or policy error, or the host is not one of the site's"),
+    (ExitStatus.UNREADABLE, "some input could not be read completely"),
+)  # fmt: skip
 
 
 def add_timeline_parser(commands: Any) -> None:
@@ -80,8 +79,7 @@ def run_timeline(args: argparse.Namespace) -> ExitStatus:
         return ExitStatus.USAGE
     policy = site_policy(args.policy or None)
     captures = read_in_order(args)
-    say_compiling(45, quiet=args.quiet)
-    problems = Problems()
+    problems = reading_starts(45, quiet=args.quiet)
     stats: list[Any] = []
     scan = scan_captures(
         captures, policy, on_problem=problems, stats_out=stats,
