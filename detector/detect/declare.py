@@ -20,7 +20,7 @@ the policy reader uses it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -29,6 +29,7 @@ from ..alerts.record import RULE_DESCRIPTIONS, SEVERITY_NAMES, Alert
 if TYPE_CHECKING:
     from ..networks import NetworkSet
     from .context import ScanContext
+    from .packets import PacketContext
 
 
 _INT64_MAX = (1 << 63) - 1  # TOML integers are 64-bit; rules compute in int64
@@ -235,6 +236,16 @@ class Detection:
     validate: Callable[[Reader, str, Mapping[str, Any]], None] | None = None
     # "Why it matters" for alerts of one network.direction (isolated-egress inside: a bridge).
     why_by_direction: Mapping[str, str] = field(default_factory=dict)
+    # A live sensor's look at each batch of packets it counts, for a rule whose alert
+    # must not wait for the window's end (attached with ``@DETECTION.watches``;
+    # detector/detect/packets.py): it returns sightings, and a new one asks for an
+    # analysis at once.
+    on_packets: Callable[[PacketContext], Iterable[Hashable]] | None = None
+    # What tells two of this rule's incidents of one host apart besides time, so
+    # that a live sensor updates the alert it raised rather than raising another:
+    # by default the other side (destination.ip); for a rule whose other side is
+    # the busiest of several, which can change as the incident goes on, less.
+    incident: Callable[[Alert], Hashable] | None = None
 
     def __post_init__(self) -> None:
         # ECS rule.description of this rule's alerts, in every output (alerts/record.py).
@@ -258,6 +269,20 @@ class Detection:
             return function
 
         return attach
+
+    def watches(
+        self, function: Callable[[PacketContext], Iterable[Hashable]]
+    ) -> Callable[[PacketContext], Iterable[Hashable]]:
+        """Decorator: the function below is this detection's look at each batch of
+        packets in a live sensor (``on_packets``, detector/detect/packets.py)."""
+        object.__setattr__(self, "on_packets", function)  # once, at import, as ``checks``
+        return function
+
+    def incident_key(self, alert: Alert) -> Hashable:
+        """Which incident of its host ``alert`` belongs to (``incident``)."""
+        if self.incident is None:
+            return alert.destination_ip
+        return self.incident(alert)
 
     def defaults(self) -> dict[str, Any]:
         """Every setting's default, ``enabled`` and ``severity`` first, in declared order."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,6 +102,9 @@ class PayloadInspector:
         )
         self._key = os.urandom(16)  # per run: hashes of ID numbers cannot be looked up
         self._chunks: list[dict[str, np.ndarray]] = []
+        # Called with each new chunk of facts (the columns of ``frame``) as it is
+        # found: a live sensor's rules look at them at once (detect/packets.py).
+        self.on_facts: Callable[[dict[str, np.ndarray]], None] | None = None
 
     @classmethod
     def warm_up(cls) -> PayloadInspector:
@@ -166,6 +170,8 @@ class PayloadInspector:
                 "secret": secrets,
             }
         )
+        if self.on_facts is not None:
+            self.on_facts(self._chunks[-1])
 
     def frame(self) -> pd.DataFrame:
         """Every fact so far, in the order seen."""

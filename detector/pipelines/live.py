@@ -40,7 +40,8 @@ import numpy as np
 
 from ..alerts.record import ALERT_RAISED, ALERT_UPDATED, Alert, incident_id
 from ..capture.batch import PacketBatch
-from ..detect.rules import isolated_egress, sensor
+from ..detect.packets import PacketContext, RunningTotals
+from ..detect.rules import BY_ID, DETECTIONS, sensor
 from ..features.hosts import MINUTE_NS
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
@@ -50,7 +51,6 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
-from ..networks import LOCAL_SCOPE
 from ..policy.suppress import split_suppressed
 from .scan import ScanResult, first_contacts, foldable, scan_activity
 
@@ -67,6 +67,10 @@ EXPIRE_EVERY_S = 1.0
 EXPIRE_SLACK_NS = 2 * 1_000_000_000  # > the ring's block retire time (50 ms) and a read
 STATS_EVERY_S = 2.0
 READ_TIMEOUT_S = 0.2  # how long a worker waits for packets before looking at the clock
+# An analysis asked for by a sighting (a rule's look on the packet) starts at least this
+# long after the last one ended: a host sweeping addresses (a sighting each) does not keep
+# the main thread analysing without a pause.
+URGENT_GAP_S = 0.5
 
 SENSOR_DROPS = sensor.DROPS.rule_id
 SENSOR_BLIND = sensor.BLIND.rule_id
@@ -141,6 +145,18 @@ def _figures(alert: Alert) -> tuple[int, ...]:
             alert.destination_packets, alert.end_ns)  # fmt: skip
 
 
+def _incident(alert: Alert) -> tuple[object, ...]:
+    """Which incident an alert is of: rule, host and what the rule's declaration
+    says tells two of that host's incidents apart (by default the other side)."""
+    detection = BY_ID.get(alert.rule_id)
+    other = detection.incident_key(alert) if detection is not None else alert.destination_ip
+    return (alert.rule_id, alert.source_ip, other)
+
+
+# The rules that look at packets as they are counted, in catalogue order.
+WATCHING = tuple(d for d in DETECTIONS if d.on_packets is not None)
+
+
 def _event_id(alert: Alert) -> str:
     """A stable id for an alert's documents: rule, host, other side and first
     packet's second, as scan and nightly give it (alerts/record.py: incident_id)."""
@@ -185,6 +201,8 @@ class _Worker(threading.Thread):
             self.inspector = PayloadInspector(
                 max_packets=policy.inspect_max_packets, max_bytes=policy.inspect_max_bytes
             )
+            self.inspector.on_facts = self._facts_found
+        self.new_facts: list[dict[str, np.ndarray]] = []  # of the batch being read
         # Held while the tables (and the inspector) change; ``yielding`` asks
         # the worker to let the main thread have it (a busy worker would
         # otherwise take it back at once).
@@ -200,6 +218,20 @@ class _Worker(threading.Thread):
 
     def _closed(self, rows: np.ndarray) -> None:
         self.flow_chunks.append(rows)
+
+    def _facts_found(self, chunk: dict[str, np.ndarray]) -> None:
+        self.new_facts.append(chunk)
+
+    def _take_facts(self) -> dict[str, np.ndarray] | None:
+        """The payload facts found in the batch just read (None without inspection)."""
+        if self.inspector is None:
+            return None
+        chunks, self.new_facts = self.new_facts, []
+        if len(chunks) == 1:
+            return chunks[0]
+        if not chunks:
+            return {"kind": np.empty(0, dtype=object)}
+        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     def run(self) -> None:
         try:
@@ -221,13 +253,14 @@ class _Worker(threading.Thread):
                 # Payloads are read while their packets are still in the
                 # source's buffer (the ring's blocks are held until then).
                 n = self.source.read(batch, 0.0, self.inspector)
+                facts = self._take_facts()
                 if n:
                     n = engine.take_packets(n)
                     part = batch.head(n)
                     self.flows.ingest(part)
                     self.activity.ingest(part)
                     self.packets += n
-                    engine.watch(part)
+                    engine.watch(part, facts)
             if n:
                 if engine.packets_left == 0:
                     engine.wake.set()
@@ -304,47 +337,49 @@ class LiveDetector:
         self._reported_drop_spans = 0
         self._received = [0] * len(self.sources)
         self._dropped = [0] * len(self.sources)
-        # (isolated host, other side) pairs already sent for an analysis now
-        # (watch); bounded by the isolated hosts times what they reached.
-        self._watched: set[tuple[int, int, int, int]] = set()
+        # Sightings of the rules' looks on the packet (watch) already sent for an
+        # analysis: (rule id, key); bounded by what the rules alert on (an isolated
+        # host's other sides, P2P and messaging hosts, threshold crossings).
+        self._watched: set[tuple[str, object]] = set()
+        self._watch_lock = threading.Lock()
+        self._totals = RunningTotals()  # the volume rules' running sums (detect/packets.py)
+        self._memo: dict[str, object] = {}  # what the looks build once per policy
+        self._memo_policy: Policy | None = None
         self.urgent = False
         self.workers = [_Worker(source, self, i) for i, source in enumerate(self.sources)]
 
     # -- called from worker threads ----------------------------------------------
-    def watch(self, batch: PacketBatch) -> None:
-        """Look at a batch just counted for what must not wait for a window:
-        an isolated host exchanging a packet with an address it may not reach
-        (isolated-egress). A (host, other side) pair not seen before asks the
-        main loop for an analysis now, so the alert leaves within a second or
-        two of the packet (docs/live.md); the window's analysis then updates it."""
+    def watch(self, batch: PacketBatch, facts: dict[str, np.ndarray] | None = None) -> None:
+        """Look at a batch just counted (and the payload facts found in it) for
+        what must not wait for a window: each enabled rule that declares a look
+        on the packet (``Detection.on_packets``: an isolated host's packet out,
+        mail from it, a P2P signature, a messaging app's name or address, an
+        upload crossing its threshold) returns its sightings. One not had before
+        asks the main loop for an analysis now, so the alert leaves within a
+        second or two of the packet (docs/live.md); the window's analysis then
+        updates it."""
+        if not len(batch) or not WATCHING:
+            return
         policy = self.policy
-        settings = policy.rule(isolated_egress.DETECTION.rule_id)
-        if not policy.isolated or not settings.enabled or not len(batch):
-            return
-        src = policy.isolated.contains(batch.src_hi, batch.src_lo)
-        dst = policy.isolated.contains(batch.dst_hi, batch.dst_lo)
-        either = (src ^ dst) & (batch.ip_version != 0)
-        if not either.any():
-            return
-        rows = np.flatnonzero(either)
-        other_hi = np.where(src[rows], batch.dst_hi[rows], batch.src_hi[rows])
-        other_lo = np.where(src[rows], batch.dst_lo[rows], batch.src_lo[rows])
-        allowed = policy.isolated_peers.contains(other_hi, other_lo)
-        if settings["ignore_local_scope"]:
-            allowed |= LOCAL_SCOPE.contains(other_hi, other_lo)
-        rows, other_hi, other_lo = rows[~allowed], other_hi[~allowed], other_lo[~allowed]
-        if not len(rows):
-            return
-        host_hi = np.where(src[rows], batch.src_hi[rows], batch.dst_hi[rows])
-        host_lo = np.where(src[rows], batch.src_lo[rows], batch.dst_lo[rows])
-        pairs = set(zip(host_hi.tolist(), host_lo.tolist(), other_hi.tolist(),
-                        other_lo.tolist(), strict=True))  # fmt: skip
-        with self._budget_lock:
-            fresh = pairs - self._watched
-            if fresh:
-                self._watched |= fresh
-                self.urgent = True
+        fresh: set[tuple[str, object]] = set()
+        # One look at a time: the running totals and the sightings are shared by
+        # the workers (a host's uploads can reach several of them).
+        with self._watch_lock:
+            if self._memo_policy is not policy:
+                self._memo, self._memo_policy = {}, policy
+            packets = PacketContext(policy, batch, facts, self._totals, self._memo)
+            for detection in WATCHING:
+                assert detection.on_packets is not None
+                if not policy.rule(detection.rule_id).enabled:
+                    continue
+                for key in detection.on_packets(packets):
+                    sighting = (detection.rule_id, key)
+                    if sighting not in self._watched:
+                        fresh.add(sighting)
+            self._watched |= fresh
         if fresh:
+            with self._budget_lock:
+                self.urgent = True
             self.wake.set()
 
     def take_packets(self, n: int) -> int:
@@ -386,6 +421,7 @@ class LiveDetector:
         last_stats_ns = time.time_ns()
         last_status = started
         last_packets = 0
+        analysed_at = 0.0  # when the last analysis ended (monotonic)
         for worker in self.workers:
             worker.start()
         try:
@@ -406,15 +442,19 @@ class LiveDetector:
                 if now >= next_stats:
                     next_stats = now + self.options.stats_every
                     last_stats_ns = self._read_drops(last_stats_ns)
-                with self._budget_lock:  # taken and cleared at once: none is lost
-                    urgent, self.urgent = self.urgent, False
                 if time.time() >= next_report:
                     next_report = self._next_report(time.time())
+                    with self._budget_lock:  # this analysis sees what was sighted
+                        self.urgent = False
                     self._analyse(final=False)
-                elif urgent:
-                    # An isolated host reached something new: alert now, not at
+                    analysed_at = time.monotonic()
+                elif self.urgent and now - analysed_at >= URGENT_GAP_S:
+                    with self._budget_lock:  # taken and cleared at once: none is lost
+                        self.urgent = False
+                    # A rule sighted something new on the packet: analyse now, not at
                     # the window's end (the window's analysis updates the alert).
                     self._analyse(final=False)
+                    analysed_at = time.monotonic()
                 if self.status is not None and now - last_status >= 1.0:
                     packets = self.packets
                     running = [now - w.beat for w in self.workers if not w.finished]
@@ -567,6 +607,10 @@ class LiveDetector:
             # Memory stays bounded: rows older than the history are dropped
             # (rules look back at most a day; docs/live.md).
             history = int(self.options.history_hours * 3600 * NS)
+            clock = self.clock_ns(self.workers[0].source)
+            if clock is not None:
+                with self._watch_lock:
+                    self._totals.forget_before(clock - history)
             for worker in self.workers:
                 clock = self.clock_ns(worker.source)  # a replayed stream's own time
                 if clock is None:
@@ -578,12 +622,11 @@ class LiveDetector:
         return result if final else None
 
     def _raised_before(self, alert: Alert) -> _Raised | None:
-        """The earlier alert of the same (rule, host, other side) that overlaps
+        """The earlier alert of the same incident (rule, host, other side or what
+        the rule's ``incident`` says) that overlaps
         this one in time, if one was written (its span is stretched to cover
         this one); else None, and this one is recorded as raised."""
-        records = self._raised.setdefault(
-            (alert.rule_id, alert.source_ip, alert.destination_ip), []
-        )
+        records = self._raised.setdefault(_incident(alert), [])
         for raised in records:
             if alert.start_ns <= raised.end_ns and alert.end_ns >= raised.start_ns:
                 raised.end_ns = max(raised.end_ns, alert.end_ns)

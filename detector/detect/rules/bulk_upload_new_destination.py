@@ -22,6 +22,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..context import ScanContext
+    from ..packets import PacketContext
 
 
 DETECTION = Detection(
@@ -90,3 +91,18 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
             alert = conv.alert(rule, settings.severity, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, rule)
+
+
+@DETECTION.watches
+def new_destination_uploads(packets: PacketContext) -> list[tuple[object, int]]:
+    """In a live sensor, as soon as it happens: a (host, outside address) pair
+    whose bytes reached ``min_bytes`` within ``span_minutes`` (with the minute it
+    did); whether the address is new the analysis then decides."""
+    settings = packets.policy.rule(DETECTION.rule_id)
+    rows = packets.sent_outside()
+    if not len(rows):
+        return []
+    keys, minutes, sent = packets.uploads(rows)
+    return packets.totals.crossed(DETECTION.rule_id, keys, minutes, sent,
+                                  int(settings["min_bytes"]),
+                                  span_minutes=int(settings["span_minutes"]))  # fmt: skip

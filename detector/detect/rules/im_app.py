@@ -23,6 +23,7 @@ from .common import when
 if TYPE_CHECKING:
     from ...policy import Policy
     from ..context import ScanContext
+    from ..packets import PacketContext
 
 
 @cache
@@ -75,6 +76,8 @@ publishes no ranges (WhatsApp calls by address alone).""",
             "`wechat`, `whatsapp`.",
         ),
     ),  # fmt: skip
+    # Two apps of one host are two incidents (the alert names no other side).
+    incident=lambda alert: alert.evidence.get("app"),
 )
 
 
@@ -192,3 +195,40 @@ def _started_by_host(ctx: ScanContext, rows: pd.DataFrame, ranges: NetworkSet) -
          traffic.address_hi[peer], traffic.address_lo[peer]]
     )  # fmt: skip
     return sent & mine.isin(pairs)  # type: ignore[no-any-return]
+
+
+@DETECTION.watches
+def app_packets(packets: PacketContext) -> set[tuple[int, int, str]]:
+    """In a live sensor, at once: (internal host, app) for a name of an app asked
+    for, opened over TLS or requested over HTTP by the host, or a packet the
+    host sent to an app's published range (the analysis then checks that the
+    host started the connection)."""
+    policy = packets.policy
+    apps = packets.remember(DETECTION.rule_id, lambda: [
+        (app.app_id, domain_matcher(app.domains), NetworkSet(app.networks) if app.networks
+         else None) for app in messaging_apps(policy)
+    ])  # fmt: skip
+    sightings: set[tuple[int, int, str]] = set()
+    facts = packets.facts
+    if facts is not None and len(facts["kind"]):
+        kind = facts["kind"]
+        asking = np.isin(kind, ["dns", "tls-sni", "http"]) & ~(
+            (kind == "dns") & (facts[DNS_IS_RESPONSE] == 1)
+        )
+        asking &= policy.internal.contains(facts["src_hi"], facts["src_lo"])
+        for s_hi, s_lo, text in zip(facts["src_hi"][asking].tolist(),
+                                    facts["src_lo"][asking].tolist(),
+                                    facts["text"][asking].tolist(), strict=True):  # fmt: skip
+            name = str(text).split(":")[0]
+            sightings |= {(s_hi, s_lo, app_id) for app_id, under, _ in apps if under(name)}
+    b = packets.batch
+    sent = np.flatnonzero(packets.src_internal)
+    for app_id, _, ranges in apps:
+        if ranges is None or not len(sent):
+            continue
+        rows = sent[ranges.contains(b.dst_hi[sent], b.dst_lo[sent])]
+        sightings |= {
+            (h, lo, app_id)
+            for h, lo in zip(b.src_hi[rows].tolist(), b.src_lo[rows].tolist(), strict=True)
+        }
+    return sightings

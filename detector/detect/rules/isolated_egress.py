@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...alerts.record import Alert
+from ...networks import LOCAL_SCOPE
 from ...units import human_bytes
 from ..declare import TRAFFIC, Boolean, Detection, Setting, Severity
 from .common import conversation, limit_per_host, services_phrase
 
 if TYPE_CHECKING:
     from ..context import ScanContext
+    from ..packets import PacketContext
 
 
 DETECTION = Detection(
@@ -130,3 +132,29 @@ def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
         alert = conv.alert(rule, severity, text, direction, {"host_role": "isolated"})
         alerts.append(alert)
     return limit_per_host(alerts, rule)
+
+
+@DETECTION.watches
+def isolated_packets(packets: PacketContext) -> set[tuple[int, int, int, int]]:
+    """In a live sensor, at once: (isolated host, other side) of each packet
+    between an isolated host and an address it may not reach (the check's own
+    condition, on the packet)."""
+    policy = packets.policy
+    if not policy.isolated:
+        return set()
+    b = packets.batch
+    src, dst = packets.src_isolated, packets.dst_isolated
+    either = src ^ dst
+    if not either.any():
+        return set()
+    rows = np.flatnonzero(either)
+    other_hi = np.where(src[rows], b.dst_hi[rows], b.src_hi[rows])
+    other_lo = np.where(src[rows], b.dst_lo[rows], b.src_lo[rows])
+    allowed = policy.isolated_peers.contains(other_hi, other_lo)
+    if policy.rule(DETECTION.rule_id)["ignore_local_scope"]:
+        allowed |= LOCAL_SCOPE.contains(other_hi, other_lo)
+    rows, other_hi, other_lo = rows[~allowed], other_hi[~allowed], other_lo[~allowed]
+    host_hi = np.where(src[rows], b.src_hi[rows], b.dst_hi[rows])
+    host_lo = np.where(src[rows], b.src_lo[rows], b.dst_lo[rows])
+    return set(zip(host_hi.tolist(), host_lo.tolist(), other_hi.tolist(), other_lo.tolist(),
+                   strict=True))  # fmt: skip

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..context import ScanContext
+    from ..packets import PacketContext
 
 
 DETECTION = Detection(
@@ -161,3 +162,41 @@ def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]
             declared_message_bytes=declared,
         )
     return noted
+
+
+@DETECTION.watches
+def mail_packets(packets: PacketContext) -> set[tuple[object, ...]]:
+    """In a live sensor, at once: an isolated host's packet to a mail port of an
+    address outside the isolated zone (host, other side, port); and, for the
+    volume half, a (host, outside address, port) whose episode of outbound mail
+    reached ``min_bytes`` (with the minute it did)."""
+    policy = packets.policy
+    settings = policy.rule(DETECTION.rule_id)
+    b = packets.batch
+    ports = np.array(sorted(int(p) for p in settings["ports"]), dtype=np.int64)
+    tcp = packets.ip & (b.proto == 6)
+    to_mail = tcp & np.isin(b.dport, ports)
+    sightings: set[tuple[object, ...]] = set()
+    if policy.isolated:
+        # The isolated host is the mail client: the mail port is on the other side.
+        for client, port, (h_hi, h_lo, o_hi, o_lo) in (
+            (packets.src_isolated & to_mail, b.dport, (b.src_hi, b.src_lo, b.dst_hi, b.dst_lo)),
+            (packets.dst_isolated & tcp & np.isin(b.sport, ports), b.sport,
+             (b.dst_hi, b.dst_lo, b.src_hi, b.src_lo)),
+        ):  # fmt: skip
+            rows = np.flatnonzero(client)
+            zone = policy.isolated.contains(o_hi[rows], o_lo[rows])
+            zone |= policy.isolated_peers.contains(o_hi[rows], o_lo[rows])
+            rows = rows[~zone]
+            columns = (h_hi[rows], h_lo[rows], o_hi[rows], o_lo[rows], port[rows])
+            sightings |= set(zip(*(c.tolist() for c in columns), strict=True))
+    rows = packets.sent_outside()
+    rows = rows[to_mail[rows]]
+    if len(rows):
+        keys, minutes, sent = packets.uploads(rows)
+        keys = [(*key, port) for key, port in zip(keys, b.dport[rows].tolist(), strict=True)]  # type: ignore[misc]
+        gap_ns = policy.window_minutes * MINUTE_NS  # ScanContext.gap_ns: an episode
+        crossed = packets.totals.crossed(DETECTION.rule_id, keys, minutes, sent,
+                                         int(settings["min_bytes"]), gap_ns=gap_ns)  # fmt: skip
+        sightings |= {("large", key, minute) for key, minute in crossed}
+    return sightings

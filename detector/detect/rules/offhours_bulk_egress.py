@@ -24,6 +24,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..context import ScanContext
+    from ..packets import PacketContext
 
 
 DETECTION = Detection(
@@ -68,6 +69,8 @@ and the local start and end.""",
 [rules.offhours-bulk-egress]
 min_bytes = 20_000_000   # 20 MB within 30 minutes outside business hours
 span_minutes = 30""",
+    # One incident per host: the address named is the busiest of its span, which can change.
+    incident=lambda alert: None,
 )
 
 
@@ -134,3 +137,22 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
             alert = conv.alert(rule, settings.severity, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, rule)
+
+
+@DETECTION.watches
+def offhours_uploads(packets: PacketContext) -> list[tuple[object, int]]:
+    """In a live sensor, as soon as it happens: a host whose bytes to
+    non-allowlisted outside addresses in off-hours minutes reached ``min_bytes``
+    within ``span_minutes`` (the host and the minute it did)."""
+    settings = packets.policy.rule(DETECTION.rule_id)
+    rows = packets.sent_outside()
+    if not len(rows):
+        return []
+    minutes = packets.minute_ns[rows]
+    unique, inverse = np.unique(minutes, return_inverse=True)
+    rows = rows[~packets.policy.is_business_time(unique)[inverse.reshape(-1)]]
+    keys, minutes, sent = packets.uploads(rows)
+    hosts = [key[:2] for key in keys]  # type: ignore[index]
+    return packets.totals.crossed(DETECTION.rule_id, hosts, minutes, sent,  # type: ignore[arg-type]
+                                  int(settings["min_bytes"]),
+                                  span_minutes=int(settings["span_minutes"]))  # fmt: skip

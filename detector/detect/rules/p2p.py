@@ -16,6 +16,7 @@ from .common import internal_side, payload_facts, when
 
 if TYPE_CHECKING:
     from ..context import ScanContext
+    from ..packets import PacketContext
 
 
 DETECTION = Detection(
@@ -36,6 +37,8 @@ tracker announce (`info_hash=`, or the UDP tracker protocol id), local peer
 discovery (`BT-SEARCH *`), an eDonkey/eMule hello, a Gnutella handshake. One
 alert per host with the signatures and the number of peers. Known misses:
 BitTorrent over TLS or with protocol encryption, which has no signature.""",
+    # One incident per host, whoever its busiest peer (that can change as the client runs).
+    incident=lambda alert: None,
 )
 
 
@@ -85,3 +88,19 @@ def check_p2p(ctx: ScanContext) -> list[Alert]:
         )  # fmt: skip
         alerts.append(alert)
     return alerts
+
+
+@DETECTION.watches
+def p2p_packets(packets: PacketContext) -> set[tuple[int, int]]:
+    """In a live sensor, at once: each internal host at either end of a packet
+    carrying a P2P signature."""
+    facts = packets.facts
+    if facts is None or not len(facts["kind"]):
+        return set()
+    found = facts["kind"] == "p2p-signature"
+    sightings: set[tuple[int, int]] = set()
+    for side in ("src", "dst"):
+        hi, lo = facts[f"{side}_hi"][found], facts[f"{side}_lo"][found]
+        inside = packets.policy.internal.contains(hi, lo)
+        sightings |= set(zip(hi[inside].tolist(), lo[inside].tolist(), strict=True))
+    return sightings
