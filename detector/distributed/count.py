@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from .._kernels import activity as ak
 from ..capture import CaptureProblem, CaptureReader, CaptureStats
 from ..errors import CaptureError
 from ..flows import layout
@@ -80,6 +81,36 @@ class PartResult:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     handed_over: str | None = None  # rows and activity in this file (count_part_handed_over)
+    # The flow and activity rows dealt into shares of hosts (detector/distributed/shares.py).
+    shares: list[tuple[np.ndarray, np.ndarray]] | None = None
+    # Of the activity: the earliest and latest packet (None: none), and rows.
+    activity_span: tuple[int | None, int | None] = (None, None)
+    facts_count: int = 0
+    nbytes: int = 0  # of the tables sent back or kept on the worker
+
+    def summary(self) -> PartResult:
+        """This result without its tables (what the client takes of a part
+        whose tables stay on the worker), with their size and span."""
+        first, last = (None, None)
+        if self.shares is not None:
+            spans = [a for _, a in self.shares if a.shape[1]]
+            if spans:
+                first = min(int(a[ak.C_FIRST].min()) for a in spans)
+                last = max(int(a[ak.C_LAST].max()) for a in spans)
+        nbytes = self.rows.nbytes + self.activity.nbytes
+        nbytes += sum(r.nbytes + a.nbytes for r, a in self.shares or ())
+        if self.facts is not None:
+            nbytes += sum(column.nbytes for column in self.facts.values())
+        return dataclasses.replace(
+            self,
+            rows=self.rows[:0],
+            activity=self.activity[:, :0],
+            facts=None,
+            shares=None,
+            activity_span=(first, last),
+            facts_count=0 if self.facts is None else len(self.facts["ts_ns"]),
+            nbytes=nbytes,
+        )
 
     def taken_over(self) -> PartResult:
         """The rows and activity read back from the file they were handed over

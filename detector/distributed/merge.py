@@ -175,9 +175,19 @@ class FlowFold:
         """Take the next part's rows; ``recount(open_rows, latest_ns)`` counts the
         part again from the open flows before it (when the rows cannot say);
         ``earliest_ns``: the part's earliest packet time."""
-        if result.latest_ns is None:
+        self.add_rows(result.rows, result.latest_ns, lambda o, t: recount(o, t).rows, earliest_ns)
+
+    def add_rows(
+        self,
+        rows: np.ndarray,
+        latest_ns: int | None,
+        recount: Callable[[np.ndarray, int | None], np.ndarray],
+        earliest_ns: int | None,
+    ) -> None:
+        """:meth:`add` of a part's ``rows`` and latest packet time ``latest_ns``
+        (None: no packet); ``recount`` gives the part's rows counted again."""
+        if latest_ns is None:
             return  # no packet: nothing changes
-        rows = result.rows
         unordered = (
             self.latest_ns is not None and earliest_ns is not None and earliest_ns < self.latest_ns
         )
@@ -187,12 +197,10 @@ class FlowFold:
             again = recount(self.open, self.latest_ns)
             self.recounted += 1
             self.open = np.empty((0, layout.FLOW_COLUMNS), np.int64)
-            self._take(again.rows)
+            self._take(again)
         elif not len(self.open):
             self._take(rows)
-        self.latest_ns = (
-            result.latest_ns if self.latest_ns is None else max(self.latest_ns, result.latest_ns)
-        )
+        self.latest_ns = latest_ns if self.latest_ns is None else max(self.latest_ns, latest_ns)
         self._retire_idle()
 
     def _merge(self, rows: np.ndarray) -> bool:

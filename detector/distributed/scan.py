@@ -1,14 +1,12 @@
-"""A scan spread over Dask workers: parts counted in parallel, merged in order,
-then the same analysis as a single-process scan (docs/distributed.md)."""
+"""A scan spread over Dask workers: parts counted in parallel, then each
+worker folds and analyses a share of the hosts with the single-process scan's
+own functions; the client combines alerts and features (docs/distributed.md)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
-import shutil
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +15,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..capture import CaptureProblem, CaptureStats
+from ..detect.names import Names
 from ..errors import DecodeError, DetectorError
+from ..flows import layout
 from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
 from ..pipelines.scan import ScanResult, scan_activity
-from .count import FACT_COLUMNS, PartResult, Settings, count_part, count_part_handed_over
-from .merge import FlowFold
+from .count import FACT_COLUMNS, PartResult, Settings
+from .merge import in_stream_order
 from .parts import Part, plan_parts
+from .shares import (
+    ShareResult,
+    analyse_share,
+    combined_alerts,
+    combined_features,
+    count_part_dealt,
+    no_facts,
+    piece_of,
+)
 
 if TYPE_CHECKING:
     from ..detect.model import EgressModel
@@ -145,23 +154,31 @@ def scan_captures_distributed(
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     model: EgressModel | None = None,
     phases: dict[str, float] | None = None,
+    tables: bool = True,
 ) -> ScanResult:
     """:func:`detector.pipelines.scan.scan_captures` on a Dask cluster: a local one
     of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
     an existing ``client``. Files (and ranges of big pcap files, about
     ``part_bytes`` each; default: the input shared into about 4 parts per
-    worker, 32–256 MB each) are counted in parallel; flows, features and alerts
-    are those of the single-process scan (docs/distributed.md says where
-    payload facts may differ). ``threads`` is accepted for the same call
-    signature; each task reads with one thread. ``phases``, if given, gets
-    where the time went: wall and CPU seconds of this process per phase
-    (``<phase>_s``, ``<phase>_cpu_s``: cluster (connecting to a scheduler),
-    plan, count, cluster_wait (for a local cluster still starting once this
-    process has counted what it could meanwhile), fold, recount, finish,
-    cluster_close, combine, analysis), the tasks' own wall and CPU seconds
-    where they ran (``tasks_s``, ``tasks_cpu_s``), how many parts, how many
-    of them counted here while the cluster started (``parts_here``), how many
-    recounts, and the bytes of partial tables sent back (``result_bytes``)."""
+    worker, 32–256 MB each) are counted in parallel, then each worker folds
+    the flows of a share of the internal hosts and analyses those hosts
+    (detector/distributed/shares.py); flows, features and alerts are those of
+    the single-process scan (docs/distributed.md says where payload facts may
+    differ). ``tables``: False leaves the flows, activity and host traffic on
+    the workers (the result's are then empty): the alerts and features are
+    all a scan without ``--parquet-dir`` writes. ``threads`` is accepted for
+    the same call signature; each task reads with one thread. ``phases``, if
+    given, gets where the time went: wall and CPU seconds of this process per
+    phase (``<phase>_s``, ``<phase>_cpu_s``: cluster (connecting to a
+    scheduler), plan, count, cluster_wait (for a local cluster still starting
+    once this process has counted what it could meanwhile), shares (waiting
+    for the share tasks), combine, analysis (here: only with a model or
+    payload facts), cluster_close), the tasks' own wall and CPU seconds where
+    they ran (``tasks_s``, ``tasks_cpu_s`` for counting, ``share_s``,
+    ``share_cpu_s``, ``share_fold_cpu_s``, ``share_analysis_cpu_s``), how many
+    parts, how many of them counted here while the cluster started
+    (``parts_here``), the shares, the recounts, and the bytes of partial
+    tables the counting made (``result_bytes``)."""
     del threads
     clock = _Phases(phases)
     path_list = [str(p) for p in paths]
@@ -176,8 +193,6 @@ def scan_captures_distributed(
     # and counts the first parts (an existing scheduler is connected to first).
     starting = None
     cluster = None
-    closing: threading.Thread | None = None
-    handover_dir: str | None = None
     if owned and not scheduler:
         starting = _Starting(workers, None)
     elif owned:
@@ -185,65 +200,16 @@ def scan_captures_distributed(
             client, cluster = _client(workers, scheduler)
     try:
         with clock("plan"):
+            n_workers = (
+                workers or os.cpu_count() or 1
+                if starting is not None
+                else max(len(client.scheduler_info()["workers"]), 1)
+            )
             if part_bytes is None:
-                n_workers = (
-                    workers or os.cpu_count() or 1
-                    if starting is not None
-                    else len(client.scheduler_info()["workers"])
-                )
                 part_bytes = _auto_part_bytes(path_list, n_workers)
             parts = plan_parts(path_list, part_bytes)
         clock.count("parts", len(parts))
-        fold = FlowFold(
-            round(settings.idle_timeout * 1e9),
-            round(settings.active_timeout * 1e9),
-            settings.max_flows,
-        )
-        problems: list[CaptureProblem] = []
-        damaged_files: set[int] = set()
-        unordered_files: set[int] = set()
-        packets_before: dict[int, int] = {}  # per file: packets of its parts taken so far
-        kept: list[PartResult] = []
-
-        def take(result: PartResult) -> None:
-            """Fold the next part in stream order (while later parts still count)."""
-            part = result.part
-            if part.file_index in damaged_files:
-                return  # a reader stops at a file's damage: so do the parts after it
-            before = packets_before.get(part.file_index, 0)
-            packets_before[part.file_index] = before + result.stats.packets
-            problems.extend(_counted_from_file_start(p, result, before) for p in result.problems)
-            if result.fatal:
-                damaged_files.add(part.file_index)
-            kept.append(result)
-            clock.count("tasks_s", result.wall_s)
-            clock.count("tasks_cpu_s", result.cpu_s)
-            clock.count("result_bytes", _nbytes(result))
-
-            def recount(open_rows: np.ndarray, latest: int | None) -> PartResult:
-                # Here, not on a worker: it waits on the parts before it anyway, and
-                # the open flows need not travel. (The client sees the files: it
-                # planned the cuts.)
-                with clock("recount"):
-                    clock.count("recounts", 1)
-                    return count_part(part, settings, open_rows, latest)
-
-            out_of_order = fold.out_of_order
-            with clock("fold"):
-                fold.add(result, recount, result.stats.first_ns)
-            result.rows = result.rows[:0]  # folded: only activity, facts and stats stay
-            if fold.out_of_order > out_of_order and part.file_index not in unordered_files:
-                unordered_files.add(part.file_index)  # said once per file
-                problems.append(
-                    CaptureProblem(
-                        part.path,
-                        None if part.whole else part.start,
-                        "packets earlier than the latest packet before them (input out of "
-                        "time order): flows may be split differently than by a single-process "
-                        "scan; give rotated files in time order",
-                        False,
-                    )
-                )
+        clock.count("shares", n_workers)
 
         def connect() -> Any:
             nonlocal client, cluster
@@ -252,61 +218,97 @@ def scan_captures_distributed(
                     client, cluster = starting.result()
             return client
 
-        def handover(client: Any) -> str | None:
-            """Workers on this machine hand their rows over in a RAM-backed
-            directory rather than through Dask's connection."""
-            nonlocal handover_dir
-            if starting is None and not _is_local(client):
-                return None
-            handover_dir = _handover_dir()
-            return handover_dir
-
         with clock("count"):
-            here = _count_parts(
-                connect, parts, settings, progress, take, starting.ready if starting else None,
-                handover,
+            counted = _count_parts(
+                connect, parts, settings, policy.internal, n_workers, progress,
+                starting.ready if starting else None,
             )  # fmt: skip
-        clock.count("parts_here", here)
-        if owned:
-            # Every part is in: our own cluster closes (its processes take
-            # seconds to exit) while this process merges and analyses.
-            closing = threading.Thread(
-                target=_close, args=(starting, client, cluster), name="dask-close"
-            )
-            closing.start()
-        with clock("finish"):
-            rows = fold.finish()
+        clock.count("parts_here", counted.here)
+        kept, problems = _in_stream_order(counted.summaries)
+        for s in kept:
+            clock.count("tasks_s", s.wall_s)
+            clock.count("tasks_cpu_s", s.cpu_s)
+            clock.count("result_bytes", s.nbytes)
+        span = _span(kept)
+        facts = None
+        analyse = model is None and not any(s.facts_count for s in kept)
+        if not analyse and settings.inspects:
+            with_facts = [counted.futures[s.part.index] for s in kept
+                          if s.part.index in counted.futures]  # fmt: skip
+            facts = _facts(client.gather([client.submit(_facts_of, f) for f in with_facts]))
+        with clock("shares"):
+            shares = _analysed_shares(
+                client, counted.futures, kept, n_workers, settings, policy, span,
+                window_minutes=window_minutes, analyse=analyse, tables=tables or not analyse,
+            )  # fmt: skip
+        for share in shares:
+            clock.count("share_s", share.wall_s)
+            clock.count("share_cpu_s", share.cpu_s)
+            clock.count("share_fold_cpu_s", share.fold_cpu_s)
+            clock.count("share_analysis_cpu_s", share.analysis_cpu_s)
+            clock.count("recounts", share.recounts)
     finally:
-        if handover_dir is not None:
-            shutil.rmtree(handover_dir, ignore_errors=True)  # a failed task's leftovers too
-        if owned and closing is None:
+        if owned:
             with clock("cluster_close"):
                 _close(starting, client, cluster)
-    try:
-        return _analysed(
-            rows, kept, problems, path_list, settings, policy, clock,
-            on_problem=on_problem, stats_out=stats_out, window_minutes=window_minutes,
-            model=model,
-        )  # fmt: skip
-    finally:
-        if closing is not None:
-            with clock("cluster_close"):
-                closing.join()
+    for problem in problems:
+        if on_problem is not None:
+            on_problem(problem)
+    if on_problem is None:
+        for problem in problems:
+            if problem.fatal:
+                raise DecodeError(str(problem))
+    if stats_out is not None:
+        stats_out.extend(_file_stats(path_list, kept))
+    return _result(shares, settings, policy, clock, span, facts, window_minutes=window_minutes,
+                   model=model, analysed=analyse, tables=tables)  # fmt: skip
 
 
-def _is_local(client: Any) -> bool:
-    """Whether the client's workers are this machine's (a local cluster)."""
-    try:
-        from dask.distributed import LocalCluster
-    except ImportError:
-        return False
-    return isinstance(getattr(client, "cluster", None), LocalCluster)
+def _result(
+    shares: list[ShareResult],
+    settings: Settings,
+    policy: Policy,
+    clock: _Phases,
+    span: tuple[int | None, int | None],
+    facts: Any,
+    *,
+    window_minutes: int | None,
+    model: EgressModel | None,
+    analysed: bool,
+    tables: bool,
+) -> ScanResult:
+    """The shares' alerts and features combined (or, with a model or payload
+    facts, the shares' flows and activity analysed here, as one process does)."""
+    from ..features.hosts import host_traffic
 
-
-def _handover_dir() -> str:
-    shm = "/dev/shm"
-    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="egress-detector-", dir=where)
+    with clock("combine"):
+        rows = np.empty((0, layout.FLOW_COLUMNS), dtype=np.int64)
+        activity = ActivityTable.combined([], bin_seconds=settings.bin_seconds)
+        if tables or not analysed:
+            rows = np.concatenate([s.rows for s in shares if s.rows is not None])
+            rows = rows[in_stream_order(rows)]
+            activity = ActivityTable.combined(
+                [s.activity for s in shares if s.activity is not None],
+                bin_seconds=settings.bin_seconds,
+            )
+        flows = FlowTable.of_rows(
+            rows,
+            idle_timeout=settings.idle_timeout,
+            active_timeout=settings.active_timeout,
+            max_flows=settings.max_flows,
+        )
+        if analysed:
+            minutes = window_minutes or policy.window_minutes
+            alerts = combined_alerts(shares, policy, minutes, span)
+            features = combined_features(shares)
+            facts = no_facts() if settings.inspects else None
+    if not analysed:
+        with clock("analysis"):
+            return scan_activity(activity, flows, policy, window_minutes=window_minutes,
+                                 model=model, facts=facts)  # fmt: skip
+    with clock("combine"):
+        traffic = host_traffic(activity.columns(), policy)
+    return ScanResult(alerts, features, traffic, flows, activity, facts, Names())
 
 
 def _close(starting: _Starting | None, client: Any, cluster: Any) -> None:
@@ -321,46 +323,217 @@ def _close(starting: _Starting | None, client: Any, cluster: Any) -> None:
         cluster.close()
 
 
-def _analysed(
-    rows: np.ndarray,
+@dataclasses.dataclass
+class _Counted:
+    summaries: list[PartResult]  # every part's, in stream order
+    futures: dict[int, Any]  # by part index: the counted tables, on the cluster
+    here: int  # parts counted in this process while the cluster started
+
+
+def _in_stream_order(
+    summaries: list[PartResult],
+) -> tuple[list[PartResult], list[CaptureProblem]]:
+    """The parts taken in stream order, as one reader reads them: a file's
+    parts after its damage are dropped; each problem is located in its file;
+    a part earlier than the latest packet before it is said once per file."""
+    problems: list[CaptureProblem] = []
+    damaged_files: set[int] = set()
+    unordered_files: set[int] = set()
+    packets_before: dict[int, int] = {}  # per file: packets of its parts taken so far
+    kept: list[PartResult] = []
+    latest: int | None = None
+    for result in summaries:
+        part = result.part
+        if part.file_index in damaged_files:
+            continue  # a reader stops at a file's damage: so do the parts after it
+        before = packets_before.get(part.file_index, 0)
+        packets_before[part.file_index] = before + result.stats.packets
+        problems.extend(_counted_from_file_start(p, result, before) for p in result.problems)
+        if result.fatal:
+            damaged_files.add(part.file_index)
+        kept.append(result)
+        if result.latest_ns is None:
+            continue
+        first = result.stats.first_ns
+        unordered = latest is not None and first is not None and first < latest
+        if unordered and part.file_index not in unordered_files:
+            unordered_files.add(part.file_index)  # said once per file
+            problems.append(
+                CaptureProblem(
+                    part.path,
+                    None if part.whole else part.start,
+                    "packets earlier than the latest packet before them (input out of "
+                    "time order): flows may be split differently than by a single-process "
+                    "scan; give rotated files in time order",
+                    False,
+                )
+            )
+        latest = result.latest_ns if latest is None else max(latest, result.latest_ns)
+    return kept, problems
+
+
+def _span(kept: list[PartResult]) -> tuple[int | None, int | None]:
+    """The first and last packet of the scan's activity (any host)."""
+    firsts = [s.activity_span[0] for s in kept if s.activity_span[0] is not None]
+    lasts = [s.activity_span[1] for s in kept if s.activity_span[1] is not None]
+    return (min(firsts) if firsts else None, max(lasts) if lasts else None)
+
+
+def _facts_of(result: PartResult) -> PartResult:
+    return dataclasses.replace(result, rows=result.rows[:0], activity=result.activity[:, :0],
+                               shares=None)  # fmt: skip
+
+
+def _analysed_shares(
+    client: Any,
+    futures: dict[int, Any],
     kept: list[PartResult],
-    problems: list[CaptureProblem],
-    path_list: list[str],
+    count: int,
     settings: Settings,
     policy: Policy,
-    clock: _Phases,
+    span: tuple[int | None, int | None],
     *,
-    on_problem: Callable[[CaptureProblem], None] | None,
-    stats_out: list[CaptureStats] | None,
     window_minutes: int | None,
-    model: EgressModel | None,
-) -> ScanResult:
-    """The merged flows and activity, analysed as a single-process scan's."""
-    for problem in problems:
-        if on_problem is not None:
-            on_problem(problem)
-    if on_problem is None:
-        for problem in problems:
-            if problem.fatal:
-                raise DecodeError(str(problem))
-    if stats_out is not None:
-        stats_out.extend(_file_stats(path_list, kept))
+    analyse: bool,
+    tables: bool,
+) -> list[ShareResult]:
+    """One task per share of hosts, each on its own worker where it can: its
+    rows of every part (taken where each part was counted), folded and analysed."""
+    addresses = sorted(client.scheduler_info()["workers"])
+    run = os.getpid(), id(kept)
+    shares = []
+    for k in range(count):
+        pieces = [
+            client.submit(piece_of, futures[s.part.index], k, key=f"piece-{k}-{s.part.index}-{run}")
+            for s in kept
+            if s.part.index in futures
+        ]
+        shares.append(
+            client.submit(
+                analyse_share,
+                k,
+                count,
+                pieces,
+                settings,
+                policy,
+                span,
+                window_minutes=window_minutes,
+                analyse=analyse,
+                tables=tables,
+                key=f"share-{k}-{run}",
+                pure=False,
+                retries=TASK_RETRIES,
+                workers=[addresses[k % len(addresses)]] if addresses else None,
+                allow_other_workers=True,
+            )  # fmt: skip
+        )
+    results: list[ShareResult] = client.gather(shares)
+    for future in futures.values():
+        future.release()
+    return results
 
-    with clock("combine"):
-        flows = FlowTable.of_rows(
-            rows,
-            idle_timeout=settings.idle_timeout,
-            active_timeout=settings.active_timeout,
-            max_flows=settings.max_flows,
-        )
-        activity = ActivityTable.combined(
-            [r.activity for r in kept], bin_seconds=settings.bin_seconds
-        )
-        facts = _facts(kept) if settings.inspects else None
-    with clock("analysis"):
-        return scan_activity(
-            activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
-        )
+
+def _auto_part_bytes(paths: list[str], workers: int) -> int:
+    total = 0
+    for path in paths:
+        # A file that cannot be sized is reported, located, by the task that reads it.
+        with contextlib.suppress(OSError):
+            total += os.path.getsize(path)
+    share = total // max(workers * PARTS_PER_WORKER, 1)
+    return min(max(share, MIN_AUTO_PART_BYTES), DEFAULT_PART_BYTES)
+
+
+def _count_parts(
+    connect: Callable[[], Any],
+    parts: list[Part],
+    settings: Settings,
+    internal: Any,
+    shares: int,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None,
+    ready: Callable[[], bool] | None = None,
+) -> _Counted:
+    """Count every part, its rows dealt into ``shares`` shares of hosts. A
+    part whose task failed for good comes as a failure naming the part and
+    the error. ``ready``: whether the cluster is up yet; until it is, parts
+    are counted here, from the front, and handed to the cluster once it is
+    (``connect`` gives the client, waiting for it if need be)."""
+    summaries: list[PartResult | None] = [None] * len(parts)
+    futures: dict[int, Any] = {}
+    here: list[PartResult] = []
+
+    def steps() -> Iterator[int]:
+        while ready is not None and len(here) < len(parts) and not ready():
+            part = parts[len(here)]
+            try:
+                result = count_part_dealt(part, settings, internal, shares)
+            except Exception as exc:  # noqa: BLE001  (reported as the part's problem, as a task's)
+                result = PartResult.failure(part, _failed(part, exc))
+            here.append(result)
+            summaries[part.index] = result.summary()
+            yield part.size
+        client = connect()
+        for result in here:
+            if not result.failed:
+                futures[result.part.index] = client.scatter(result, hash=False)
+        if len(here) < len(parts):
+            yield from _on_cluster(client, parts[len(here):], settings, internal, shares,
+                                   summaries, futures)  # fmt: skip
+
+    for _ in progress(steps()) if progress else steps():
+        pass
+    done = [s for s in summaries if s is not None]
+    return _Counted(done, futures, len(here))
+
+
+def _failed(part: Part, exc: BaseException) -> str:
+    return (
+        f"the task counting this part failed ({type(exc).__name__}: {exc}); the rest of "
+        f"the scan went on without {part.describe()}"
+    )
+
+
+def _on_cluster(
+    client: Any,
+    parts: list[Part],
+    settings: Settings,
+    internal: Any,
+    shares: int,
+    summaries: list[PartResult | None],
+    futures: dict[int, Any],
+) -> Iterator[int]:
+    from dask.distributed import as_completed
+
+    run = f"{os.getpid()}-{id(parts)}"
+    counting = {
+        part.index: client.submit(
+            count_part_dealt,
+            part,
+            settings,
+            internal,
+            shares,
+            key=f"count-part-{part.index}-{run}",
+            pure=False,
+            retries=TASK_RETRIES,
+        )  # fmt: skip
+        for part in parts
+    }
+    of_key = {}
+    waiting = []
+    for index, future in counting.items():
+        s = client.submit(PartResult.summary, future, key=f"summary-{index}-{run}")
+        of_key[s.key] = index
+        waiting.append(s)
+    by_index = {p.index: p for p in parts}
+    for done in as_completed(waiting):
+        index = of_key[done.key]
+        part = by_index[index]
+        try:
+            summaries[index] = done.result()
+            futures[index] = counting[index]
+        except Exception as exc:  # noqa: BLE001  (reported as the part's problem)
+            summaries[index] = PartResult.failure(part, _failed(part, exc))
+        done.release()
+        yield part.size
 
 
 class _Phases:
@@ -388,14 +561,6 @@ class _Phases:
             self.out[name] = self.out.get(name, 0) + value
 
 
-def _nbytes(result: PartResult) -> int:
-    """Bytes of a part's partial tables (what its task sent back)."""
-    n = result.rows.nbytes + result.activity.nbytes
-    if result.facts is not None:
-        n += sum(column.nbytes for column in result.facts.values())
-    return n
-
-
 def _counted_from_file_start(
     problem: CaptureProblem, result: PartResult, before: int
 ) -> CaptureProblem:
@@ -406,108 +571,6 @@ def _counted_from_file_start(
     part_count = f"{result.stats.packets} packets before it were read"
     file_count = f"{before + result.stats.packets} packets before it were read"
     return dataclasses.replace(problem, message=problem.message.replace(part_count, file_count))
-
-
-def _auto_part_bytes(paths: list[str], workers: int) -> int:
-    total = 0
-    for path in paths:
-        # A file that cannot be sized is reported, located, by the task that reads it.
-        with contextlib.suppress(OSError):
-            total += os.path.getsize(path)
-    share = total // max(workers * PARTS_PER_WORKER, 1)
-    return min(max(share, MIN_AUTO_PART_BYTES), DEFAULT_PART_BYTES)
-
-
-def _count_parts(
-    connect: Callable[[], Any],
-    parts: list[Part],
-    settings: Settings,
-    progress: Callable[[Iterator[int]], Iterator[int]] | None,
-    take: Callable[[PartResult], None],
-    ready: Callable[[], bool] | None = None,
-    handover: Callable[[Any], str | None] = lambda client: None,
-) -> int:
-    """Count every part; ``take`` gets each result in stream order as soon as
-    it and the ones before it are in. A part whose task failed for good comes
-    as a failure naming the part and the error. ``ready``: whether the
-    cluster is up yet; until it is, parts are counted here, from the front
-    (``connect`` gives the client, waiting for it if need be). ``handover``:
-    the directory a client's workers hand their rows over in, or None.
-    Returns how many were counted here."""
-
-    here = 0
-
-    def steps() -> Iterator[int]:
-        nonlocal here
-        while ready is not None and here < len(parts) and not ready():
-            part = parts[here]
-            take(_counted_here(part, settings))
-            here += 1
-            yield part.size
-        if here < len(parts):
-            client = connect()
-            yield from _on_cluster(client, parts[here:], settings, take, handover(client))
-
-    for _ in progress(steps()) if progress else steps():
-        pass
-    return here
-
-
-def _counted_here(part: Part, settings: Settings) -> PartResult:
-    try:
-        return count_part(part, settings)
-    except Exception as exc:  # noqa: BLE001  (reported as the part's problem, as a task's)
-        return PartResult.failure(part, _failed(part, exc))
-
-
-def _failed(part: Part, exc: BaseException) -> str:
-    return (
-        f"the task counting this part failed ({type(exc).__name__}: {exc}); the rest of "
-        f"the scan went on without {part.describe()}"
-    )
-
-
-def _on_cluster(
-    client: Any,
-    parts: list[Part],
-    settings: Settings,
-    take: Callable[[PartResult], None],
-    handover: str | None,
-) -> Iterator[int]:
-    from dask.distributed import as_completed
-
-    extra = () if handover is None else (handover,)
-    futures = [
-        client.submit(
-            count_part if handover is None else count_part_handed_over,
-            part,
-            settings,
-            *extra,
-            key=f"count-part-{part.index}-{os.getpid()}-{id(parts)}",
-            pure=False,
-            retries=TASK_RETRIES,
-        )  # fmt: skip
-        for part in parts
-    ]
-    where = {f.key: i for i, f in enumerate(futures)}
-    results: list[PartResult | None] = [None] * len(parts)
-    taken = 0
-    for future in as_completed(futures):
-        i = where[future.key]
-        part = parts[i]
-        try:
-            results[i] = future.result().taken_over()
-        except Exception as exc:  # noqa: BLE001  (reported as the part's problem)
-            results[i] = PartResult.failure(part, _failed(part, exc))
-        future.release()
-        while taken < len(parts):
-            done = results[taken]
-            if done is None:
-                break
-            results[taken] = None
-            take(done)
-            taken += 1
-        yield part.size
 
 
 def _file_stats(paths: list[str], results: list[PartResult]) -> list[CaptureStats]:

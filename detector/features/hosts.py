@@ -124,6 +124,14 @@ def host_traffic(
     last_ns = int(np.max(activity["last_ns"])) if n else None
 
     ids, hi_of, lo_of = address_ids(np.concatenate([a_hi, b_hi]), np.concatenate([a_lo, b_lo]))
+    # Ids in address order, not in order of first appearance: a scan spread
+    # over workers analyses each share of the hosts apart (detector/distributed),
+    # and any share's ids must order as the whole scan's do. (Sorting the
+    # distinct addresses: 134,302 in the 20M capture, about 10 ms.)
+    by_address = np.lexsort((lo_of, hi_of))
+    rank = np.empty(len(by_address), dtype=np.int64)
+    rank[by_address] = np.arange(len(by_address), dtype=np.int64)
+    ids, hi_of, lo_of = rank[ids], hi_of[by_address], lo_of[by_address]
     a_id, b_id = ids[:n], ids[n:]
     # Classify each distinct address once, not each row.
     internal = policy.internal.contains(hi_of, lo_of)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..detect.model import EgressModel
+    from ..distributed.shares import HostShare
     from ..policy import Policy
 
 
@@ -88,6 +89,7 @@ def scan_activity(
     model: EgressModel | None = None,
     facts: pd.DataFrame | None = None,
     first_contacts: pd.DataFrame | None = None,
+    hosts: HostShare | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
     (``facts``: what payload inspection found, if it ran; ``first_contacts``:
@@ -98,18 +100,21 @@ def scan_activity(
     names = names_from_facts(facts) if facts is not None else Names()
     sanctioned = names.matching(policy.allowlist_domains)
     traffic = host_traffic(activity.columns(), policy, also_allowlisted=sanctioned)
+    if hosts is not None:  # a share of the hosts, on a worker (detector/distributed/shares.py)
+        traffic = hosts.narrow(traffic)
     features = host_windows(traffic, policy, minutes)
     earlier = None
     if first_contacts is not None and len(first_contacts):
         earlier = _first_contacts_by_id(traffic, first_contacts)
+    rules = run_rules if hosts is None else hosts.run_rules
     if model is None:
-        alerts = run_rules(ScanContext(policy, traffic, minutes, first_contacts=earlier))
+        alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier))
     else:
         from ..detect.model import known_pairs, model_alerts, score_scan
 
         known = known_pairs(model, traffic)
-        alerts = run_rules(ScanContext(policy, traffic, minutes, known_destinations=known,
-                                       first_contacts=earlier))  # fmt: skip
+        alerts = rules(ScanContext(policy, traffic, minutes, known_destinations=known,
+                                   first_contacts=earlier))  # fmt: skip
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
@@ -119,8 +124,17 @@ def scan_activity(
     alerts.extend(sensor.flood_alerts(activity.folded_sources, activity.bin_ns, traffic,
                                       minutes * MINUTE_NS))  # fmt: skip
     alerts = name_alerts(alerts, names)
-    alerts.sort(key=lambda a: a.sort_key)
+    alerts.sort(key=alert_order)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names)
+
+
+def alert_order(alert: Alert) -> tuple[int, int, int, str, str, str, int, str]:
+    """The order a scan gives its alerts: worst, biggest, earliest first
+    (``Alert.sort_key``), ties by host, other side, end and text, so that a
+    scan analysed in one process and one analysed in shares of hosts on
+    workers (docs/distributed.md) give the same alerts in the same order."""
+    return (*alert.sort_key, alert.source_ip or "", alert.destination_ip or "", alert.end_ns,
+            alert.message)  # fmt: skip
 
 
 def foldable(policy: Policy) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
