@@ -35,28 +35,70 @@ if TYPE_CHECKING:
 
 
 # One list, one order: the model (and anything written against --features-out)
-# relies on it.
-FEATURE_DOC: dict[str, str] = {
-    "bytes_out": "bytes on the wire the host sent to external addresses",
-    "packets_out": "packets the host sent to external addresses",
-    "bytes_in": "bytes the host received from external addresses",
-    "packets_in": "packets the host received from external addresses",
-    "flows": "conversations with external addresses active in the window "
-    "(peer, ports, protocol and VLAN)",
-    "external_destinations": "distinct external addresses the host exchanged packets with",
-    "external_ports": "distinct (protocol, port) pairs on the external side",
-    "new_destinations": "external addresses the host reached for the first time "
-    "(first time in this scan)",
-    "largest_upload": "most bytes one conversation carried from the host to outside "
-    "within the window",
-    "upload_download_ratio": "bytes_out / bytes_in (bytes_in counted as at least 1)",
-    "internal_bytes": "bytes the host exchanged with internal and local-scope addresses, "
-    "both directions",
-    "internal_packets": "packets the host exchanged with internal and local-scope addresses",
-    "off_hours": "1 when the window starts outside business hours (site time zone, "
-    "weekends and holidays included), else 0",
-    "hour_of_week": "local hour of the window start counted from Monday 00:00 (0–167)",
+# relies on it. Each feature: the words the model's explanations use for it
+# ("" where they name the feature itself), and what it counts.
+FEATURES: dict[str, tuple[str, str]] = {
+    "bytes_out": (
+        "bytes out",
+        "bytes on the wire the host sent to external addresses",
+    ),
+    "packets_out": (
+        "packets out",
+        "packets the host sent to external addresses",
+    ),
+    "bytes_in": (
+        "received",
+        "bytes the host received from external addresses",
+    ),
+    "packets_in": (
+        "packets in",
+        "packets the host received from external addresses",
+    ),
+    "flows": (
+        "outside conversations",
+        "conversations with external addresses active in the window "
+        "(peer, ports, protocol and VLAN)",
+    ),
+    "external_destinations": (
+        "outside addresses",
+        "distinct external addresses the host exchanged packets with",
+    ),
+    "external_ports": (
+        "outside services",
+        "distinct (protocol, port) pairs on the external side",
+    ),
+    "new_destinations": (
+        "new outside addresses",
+        "external addresses the host reached for the first time (first time in this scan)",
+    ),
+    "largest_upload": (
+        "largest single upload",
+        "most bytes one conversation carried from the host to outside within the window",
+    ),
+    "upload_download_ratio": (
+        "",
+        "bytes_out / bytes_in (bytes_in counted as at least 1)",
+    ),
+    "internal_bytes": (
+        "internal traffic",
+        "bytes the host exchanged with internal and local-scope addresses, both directions",
+    ),
+    "internal_packets": (
+        "internal packets",
+        "packets the host exchanged with internal and local-scope addresses",
+    ),
+    "off_hours": (
+        "",
+        "1 when the window starts outside business hours (site time zone, "
+        "weekends and holidays included), else 0",
+    ),
+    "hour_of_week": (
+        "",
+        "local hour of the window start counted from Monday 00:00 (0–167)",
+    ),
 }
+FEATURE_DOC: dict[str, str] = {name: doc for name, (_, doc) in FEATURES.items()}
+FEATURE_LABELS: dict[str, str] = {name: label for name, (label, _) in FEATURES.items() if label}
 FEATURE_NAMES: list[str] = list(FEATURE_DOC)
 
 

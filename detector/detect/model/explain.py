@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...features.hosts import FEATURE_LABELS
 from ...units import human_bytes
 from .constants import (
     COUNT_FEATURES,
@@ -24,19 +25,9 @@ if TYPE_CHECKING:
     from .history import History
 
 LABELS: dict[str, str] = {
-    "bytes_out": "bytes out",
-    "packets_out": "packets out",
-    "bytes_in": "received",
-    "packets_in": "packets in",
-    "flows": "outside conversations",
-    "external_destinations": "outside addresses",
-    "external_ports": "outside services",
-    "new_destinations": "new outside addresses",
-    "largest_upload": "largest single upload",
+    **FEATURE_LABELS,
     NOVELTY_FEATURE: "sent to outside addresses it had never used",
     SITE_NOVELTY_FEATURE: "sent to outside addresses no host of the site had used",
-    "internal_bytes": "internal traffic",
-    "internal_packets": "internal packets",
 }
 BYTE_FEATURES = ("bytes_out", "bytes_in", "largest_upload", "internal_bytes", *NOVELTY_FEATURES)
 
