@@ -40,9 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from gen_traffic import at
+from scapy.compat import raw
+from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6ND_RA, IPv6
+from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
+from scapy.utils import mac2str
 from test_payload import tw_id
 
 from gen_cases import eth, tcp4, udp4, write_pcap
@@ -845,6 +850,199 @@ def connection_silent_16_minutes_between(d: Path) -> list[Path]:
     segments): each silence is longer than ``max_idle_minutes``, so every
     segment is a connection of its own, 0 s long. No alert."""
     return _pcap(d, "connection_silent_16_minutes_between", _held(16, 13))
+
+
+# == side channels on isolated segments (issue 20, item 9) ===================================
+# Link-layer cases: frames at their full length (DHCP options lie past a headers-only
+# snap length), Wed 2026-02-04 10:00 local; the isolated computer's card is ISO_MAC.
+
+ISO_MAC = "02:08:0a:08:28:1f"
+LAPTOP_MAC = "3c:22:fb:12:34:56"  # Apple's OUI: a laptop plugged into the isolated segment
+PI_MAC = "b8:27:eb:00:00:99"  # Raspberry Pi Foundation's: a small computer as a DHCP server
+GW_MAC = "02:08:0a:08:00:01"  # the site's gateway
+LAPTOP = "10.8.40.77"
+SIDE_AT = _local("2026-02-04 10:00")
+KNOWN_SITE = SITE + f'\n[rules.new-device-isolated]\nknown_devices = ["{ISO_MAC}", "{GW_MAC}"]\n'
+
+
+def _link(d: Path, name: str, frames: list[bytes]) -> list[Path]:
+    """``frames`` one second apart from SIDE_AT, captured whole."""
+    return _pcap(d, name, [(SIDE_AT + i * 1_000 * MS, f, len(f)) for i, f in enumerate(frames)],
+                 snaplen=65535)  # fmt: skip
+
+
+def _arp(src_mac: str, op: int, sender: str, target: str) -> bytes:
+    return raw(Ether(src=src_mac, dst="ff:ff:ff:ff:ff:ff")
+               / ARP(op=op, hwsrc=src_mac, psrc=sender, pdst=target))  # fmt: skip
+
+
+def _laptop_arrives() -> list[bytes]:
+    return [
+        eth(IP(src=ISO, dst=ISO_PEER) / TCP(sport=49152, dport=445, flags="S"), src=ISO_MAC),
+        eth(IP(src=LAPTOP, dst=ISO_PEER) / TCP(sport=50000, dport=445, flags="S"), src=LAPTOP_MAC),
+        _arp(LAPTOP_MAC, 1, LAPTOP, ISO_PEER),
+    ]
+
+
+@case("new-device-isolated", FIRE, policy=KNOWN_SITE, alerts=(
+    Expect("new-device-isolated", LAPTOP, None, {
+        "source_packets": 2, "start_ns": SIDE_AT + 1_000 * MS, "end_ns": SIDE_AT + 2_000 * MS,
+        "severity": 3}, {"mac": LAPTOP_MAC, "vendor": "Apple", "network": "10.8.40.0/24",
+                         "addresses": [LAPTOP], "frames": 2}),
+))  # fmt: skip
+def laptop_on_isolated_segment(d: Path) -> list[Path]:
+    """The isolated computer (a known card) opens SMB to its file server at
+    10:00:00; at 10:00:01 a card with Apple's OUI, 10.8.40.77, does the same
+    and at 10:00:02 asks in ARP for the file server: one alert for that card,
+    2 frames (its SYN and its ARP request), vendor Apple."""
+    return _link(d, "laptop_on_isolated_segment", _laptop_arrives())
+
+
+@case("new-device-isolated", NEAR_MISS,
+      policy=KNOWN_SITE.replace(f'"{GW_MAC}"]', f'"{GW_MAC}", "{LAPTOP_MAC.upper()}"]'))  # fmt: skip
+def laptop_listed_in_known_devices(d: Path) -> list[Path]:
+    """The same frames, with the laptop's card in ``known_devices`` (written in
+    capitals: MACs compare in any case). No alert."""
+    return _link(d, "laptop_listed_in_known_devices", _laptop_arrives())
+
+
+def _dhcp_reply(message: str, server: str, offered: str, client_mac: str, src_mac: str) -> bytes:
+    return raw(
+        Ether(src=src_mac, dst="ff:ff:ff:ff:ff:ff")
+        / IP(src=server, dst="255.255.255.255")
+        / UDP(sport=67, dport=68)
+        / BOOTP(op=2, yiaddr=offered, chaddr=mac2str(client_mac))
+        / DHCP(options=[("message-type", message), ("server_id", server), ("router", server),
+                        "end"])
+    )  # fmt: skip
+
+
+def _rogue_dhcp() -> list[bytes]:
+    return [
+        _dhcp_reply("offer", "10.8.40.99", "10.8.40.150", ISO_MAC, PI_MAC),
+        _dhcp_reply("ack", "10.8.40.99", "10.8.40.150", ISO_MAC, PI_MAC),
+    ]
+
+
+@case("rogue-dhcp-server", FIRE, alerts=(
+    Expect("rogue-dhcp-server", "10.8.40.99", None, {
+        "source_packets": 2, "start_ns": SIDE_AT, "end_ns": SIDE_AT + 1_000 * MS,
+        "severity": 4, "source_port": 67},
+        {"mac": PI_MAC, "vendor": "Raspberry Pi Foundation", "offered": ["10.8.40.150"],
+         "routers": ["10.8.40.99"], "clients": [ISO_MAC]}),
+))  # fmt: skip
+def dhcp_server_on_isolated_segment(d: Path) -> list[Path]:
+    """A Raspberry Pi (10.8.40.99) answers the isolated computer's DHCP request:
+    an OFFER at 10:00:00 and an ACK at 10:00:01 of 10.8.40.150, naming itself
+    as router. The policy names no DHCP server: one critical alert, 2 replies."""
+    return _link(d, "dhcp_server_on_isolated_segment", _rogue_dhcp())
+
+
+@case("rogue-dhcp-server", NEAR_MISS,
+      policy=SITE + '\n[rules.rogue-dhcp-server]\nservers = ["10.8.40.99"]\n')  # fmt: skip
+def dhcp_server_named_in_policy(d: Path) -> list[Path]:
+    """The same replies from the server the policy names in ``servers``. No alert."""
+    return _link(d, "dhcp_server_named_in_policy", _rogue_dhcp())
+
+
+@case("rogue-dhcp-server", NEAR_MISS)
+def dhcp_server_on_office_segment(d: Path) -> list[Path]:
+    """An OFFER and an ACK on the office segment (server 10.8.10.2, offering
+    10.8.10.150 to an office card): not an isolated segment. No alert."""
+    return _link(d, "dhcp_server_on_office_segment", [
+        _dhcp_reply("offer", "10.8.10.2", "10.8.10.150", "02:08:0a:08:0a:2c", PI_MAC),
+        _dhcp_reply("ack", "10.8.10.2", "10.8.10.150", "02:08:0a:08:0a:2c", PI_MAC),
+    ])  # fmt: skip
+
+
+def _advert(src_mac: str, lifetime: int) -> bytes:
+    return raw(Ether(src=src_mac, dst="33:33:00:00:00:01")
+               / IPv6(src="fe80::3e22:fbff:fe12:3456", dst="ff02::1")
+               / ICMPv6ND_RA(routerlifetime=lifetime))  # fmt: skip
+
+
+def _advert_and_claims() -> list[bytes]:
+    return [
+        eth(IP(src=ISO, dst=ISO_PEER) / TCP(sport=49152, dport=445, flags="S"), src=LAPTOP_MAC),
+        _advert(LAPTOP_MAC, 1800),
+        _arp(GW_MAC, 2, "10.8.40.1", ISO),
+        _arp(LAPTOP_MAC, 2, "10.8.40.1", ISO),
+    ]
+
+
+@case("rogue-router", FIRE, alerts=(
+    Expect("rogue-router", "fe80::3e22:fbff:fe12:3456", None, {
+        "source_packets": 1, "start_ns": SIDE_AT + 1_000 * MS, "severity": 4},
+        {"sign": "router-advertisement", "mac": LAPTOP_MAC, "vendor": "Apple",
+         "router_lifetime_s": 1800}),
+    Expect("rogue-router", "10.8.40.1", None, {
+        "source_packets": 2, "start_ns": SIDE_AT + 2_000 * MS, "end_ns": SIDE_AT + 3_000 * MS},
+        {"sign": "address-claimed-twice", "macs": [GW_MAC, LAPTOP_MAC],
+         "vendors": ["locally administered (random or virtual, no vendor)", "Apple"]}),
+))  # fmt: skip
+def router_advert_and_gateway_claimed_twice(d: Path) -> list[Path]:
+    """A laptop card (Apple) sends from an isolated address at 10:00:00 (so it
+    is on the segment), a router advertisement (lifetime 1,800 s) at 10:00:01,
+    and at 10:00:03 answers ARP for the gateway 10.8.40.1, which the gateway's
+    own card answered at 10:00:02: two alerts, the advertisement and the
+    address claimed by two cards."""
+    return _link(d, "router_advert_and_gateway_claimed_twice", _advert_and_claims())
+
+
+@case("rogue-router", FIRE, others=("isolated-egress",), alerts=(
+    Expect("rogue-router", OUT, None, {"start_ns": SIDE_AT + 1_000 * MS, "direction": "inbound"},
+           {"sign": "second-gateway", "mac": LAPTOP_MAC, "gateways": [GW_MAC, LAPTOP_MAC],
+            "sources": [OUT]}),
+))  # fmt: skip
+def second_gateway_into_isolated_segment(d: Path) -> list[Path]:
+    """203.0.113.140 answers the isolated computer through the gateway's card
+    at 10:00:00, then through the laptop's at 10:00:01: a second card delivers
+    traffic from beyond the segment (and isolated-egress fires for the
+    exchange itself). One alert, the laptop's card."""
+    synack = IP(src=OUT, dst=ISO) / TCP(sport=443, dport=49152, flags="SA")
+    return _link(d, "second_gateway_into_isolated_segment",
+                 [eth(synack, src=GW_MAC), eth(synack, src=LAPTOP_MAC)])  # fmt: skip
+
+
+@case("rogue-router", NEAR_MISS, others=("isolated-egress",),
+      policy=SITE + f'\n[rules.rogue-router]\nrouters = ["{LAPTOP_MAC}"]\n'
+      f'gateways = ["{GW_MAC}", "{LAPTOP_MAC}"]\n')  # fmt: skip
+def routers_named_in_policy(d: Path) -> list[Path]:
+    """The advertisement from a card named in ``routers``, the gateway's address
+    answered twice by its own card only, and traffic from outside delivered by
+    the two cards named in ``gateways``. No alert."""
+    synack = IP(src=OUT, dst=ISO) / TCP(sport=443, dport=49152, flags="SA")
+    return _link(d, "routers_named_in_policy", [
+        *_advert_and_claims()[:3], _arp(GW_MAC, 2, "10.8.40.1", ISO),
+        eth(synack, src=GW_MAC), eth(synack, src=LAPTOP_MAC),
+    ])  # fmt: skip
+
+
+@case("arp-outside-segment", FIRE, alerts=(
+    Expect("arp-outside-segment", ISO, "8.8.8.8", {
+        "source_packets": 4, "start_ns": SIDE_AT, "end_ns": SIDE_AT + 3_000 * MS, "severity": 3},
+        {"mac": ISO_MAC, "targets": ["8.8.8.8", PC], "requests": 4}),
+))  # fmt: skip
+def isolated_host_arps_beyond_segment(d: Path) -> list[Path]:
+    """The isolated computer asks in ARP for 8.8.8.8 at 10:00:00, 10:00:01 and
+    10:00:03, and for the office computer 10.8.10.44 at 10:00:02: one alert,
+    4 requests, 8.8.8.8 first."""
+    return _link(d, "isolated_host_arps_beyond_segment", [
+        _arp(ISO_MAC, 1, ISO, "8.8.8.8"), _arp(ISO_MAC, 1, ISO, "8.8.8.8"),
+        _arp(ISO_MAC, 1, ISO, PC), _arp(ISO_MAC, 1, ISO, "8.8.8.8"),
+    ])  # fmt: skip
+
+
+@case("arp-outside-segment", NEAR_MISS)
+def isolated_host_arps_on_segment(d: Path) -> list[Path]:
+    """The isolated computer asks for its file server and the gateway 10.8.40.1,
+    announces itself (sender and target its own address) and asks for a
+    link-local 169.254.1.1; an office computer asks for 8.8.8.8. No alert."""
+    return _link(d, "isolated_host_arps_on_segment", [
+        _arp(ISO_MAC, 1, ISO, ISO_PEER), _arp(ISO_MAC, 1, ISO, "10.8.40.1"),
+        _arp(ISO_MAC, 1, ISO, ISO), _arp(ISO_MAC, 1, ISO, "169.254.1.1"),
+        _arp("02:08:0a:08:0a:2c", 1, PC, "8.8.8.8"),
+    ])  # fmt: skip
 
 
 # -- writing them all ------------------------------------------------------------------------

@@ -182,6 +182,7 @@ def test_rule_overrides_and_severity_forms():
 def test_constants():
     assert RULE_IDS == (
         "always-on",
+        "arp-outside-segment",
         "beacon",
         "bulk-upload-new-destination",
         "cleartext-pii",
@@ -191,10 +192,13 @@ def test_constants():
         "long-connection",
         "low-and-slow-egress",
         "mail-egress",
+        "new-device-isolated",
         "offhours-bulk-egress",
         "p2p",
         "pivot-chain",
         "quiet-protocol-volume",
+        "rogue-dhcp-server",
+        "rogue-router",
         "spread-egress",
     )
     assert SEVERITY_NAMES == {1: "low", 2: "medium", 3: "high", 4: "critical"}
@@ -227,10 +231,25 @@ BAD = [
     ),
     (
         "[rules.p2p-apps]\nenabled = true",
-        "policy.toml: rules.p2p-apps: unknown rule (known: always-on, beacon, "
-        "bulk-upload-new-destination, cleartext-pii, dns-tunnel, im-app, isolated-egress, "
-        "long-connection, low-and-slow-egress, mail-egress, offhours-bulk-egress, p2p, "
-        "pivot-chain, quiet-protocol-volume, spread-egress)",
+        "policy.toml: rules.p2p-apps: unknown rule (known: always-on, arp-outside-segment, "
+        "beacon, bulk-upload-new-destination, cleartext-pii, dns-tunnel, im-app, "
+        "isolated-egress, long-connection, low-and-slow-egress, mail-egress, "
+        "new-device-isolated, offhours-bulk-egress, p2p, pivot-chain, quiet-protocol-volume, "
+        "rogue-dhcp-server, rogue-router, spread-egress)",
+    ),
+    (
+        '[rules.new-device-isolated]\nknown_devices = ["02:08:0a:08:28:1f", "02:08:0a:08:28"]',
+        "policy.toml: rules.new-device-isolated.known_devices[1]: '02:08:0a:08:28' is not "
+        "a MAC address (write it as 00:1b:21:3a:4f:10)",
+    ),
+    (
+        '[rules.rogue-router]\ngateways = ["02:08:0a:08:00:01", "02-08-0A-08-00-01"]',
+        "policy.toml: rules.rogue-router.gateways[1]: 02:08:0a:08:00:01 is listed twice",
+    ),
+    (
+        "[rules.rogue-dhcp-server]\nservers = [42]",
+        "policy.toml: rules.rogue-dhcp-server.servers[0]: expected a network as a string "
+        '("10.8.40.0/24"), got integer 42',
     ),
     (
         '[networks]\ninternal = ["10.8.0.0/16"]\nisolated = ["10.8.40.1/24"]',

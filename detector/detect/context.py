@@ -2,7 +2,8 @@
 
 Rules over per-minute traffic read ``traffic``; rules over payload read
 ``facts`` (what inspection found in the first packets of each flow), ``names``
-(what outside addresses are called) and ``flows`` (the flow records).
+(what outside addresses are called) and ``flows`` (the flow records); the
+side-channel rules read ``link`` (what the link layer of isolated segments showed).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class ScanContext:
     facts: pd.DataFrame | None = None  # payload facts (detector/flows/payload.py)
     names: Names | None = None
     flows: Any = None  # the FlowTable (its exported flow records)
+    # Link-layer facts of isolated segments (detector/flows/link.py): devices,
+    # gateways, ARP, DHCP replies, router advertisements; None when not looked at.
+    link: pd.DataFrame | None = None
 
     @property
     def gap_ns(self) -> int:

@@ -17,6 +17,7 @@ from ..detect.rules import run_payload_rules, run_rules, sensor
 from ..detect.rules.mail_egress import annotate_mail_sizes
 from ..features.hosts import HostTraffic, host_traffic, host_windows
 from ..flows.activity import DEFAULT_CAPACITY, DEFAULT_MAX_ROWS, ActivityTable
+from ..flows.link import Inspectors, LinkInspector
 from ..flows.payload import PayloadInspector
 from ..flows.table import FlowTable, count_flows
 from ..units import MINUTE_NS
@@ -38,6 +39,7 @@ class ScanResult:
     activity: ActivityTable
     facts: pd.DataFrame | None = None  # payload facts (detector/flows/payload.py)
     names: Names | None = None  # what outside addresses are called
+    link: pd.DataFrame | None = None  # link facts of isolated segments (flows/link.py)
 
 
 def scan_captures(
@@ -65,6 +67,9 @@ def scan_captures(
         inspector = PayloadInspector(
             max_packets=policy.inspect_max_packets, max_bytes=policy.inspect_max_bytes
         )
+    # The link layer of isolated segments (devices, gateways, ARP, DHCP, router
+    # advertisements), looked at only when there are isolated networks.
+    link = LinkInspector(policy.isolated) if policy.isolated else None
     flows = count_flows(
         paths,
         threads=threads,
@@ -72,12 +77,13 @@ def scan_captures(
         stats_out=stats_out,
         progress=progress,
         also=[activity],
-        inspector=inspector,
+        inspector=Inspectors(inspector, link) if link is not None else inspector,
     )
     facts = inspector.frame() if inspector is not None else None
     return scan_activity(
-        activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts
-    )
+        activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts,
+        link=link.frame() if link is not None else None,
+    )  # fmt: skip
 
 
 def scan_activity(
@@ -90,12 +96,13 @@ def scan_activity(
     facts: pd.DataFrame | None = None,
     first_contacts: pd.DataFrame | None = None,
     hosts: HostShare | None = None,
+    link: pd.DataFrame | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
     (``facts``: what payload inspection found, if it ran; ``first_contacts``:
     when each host first reached each outside address before, as
     :func:`first_contacts` records them, for traffic whose early minutes were
-    dropped)."""
+    dropped; ``link``: the link facts of isolated segments, if looked at)."""
     minutes = window_minutes or policy.window_minutes
     names = names_from_facts(facts) if facts is not None else Names()
     sanctioned = names.matching(policy.allowlist_domains)
@@ -108,13 +115,14 @@ def scan_activity(
         earlier = _first_contacts_by_id(traffic, first_contacts)
     rules = run_rules if hosts is None else hosts.run_rules
     if model is None:
-        alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier))
+        alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier,
+                                   link=link))  # fmt: skip
     else:
         from ..detect.model import known_pairs, model_alerts, score_scan
 
         known = known_pairs(model, traffic)
         alerts = rules(ScanContext(policy, traffic, minutes, known_destinations=known,
-                                   first_contacts=earlier))  # fmt: skip
+                                   first_contacts=earlier, link=link))  # fmt: skip
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
@@ -125,7 +133,7 @@ def scan_activity(
                                       minutes * MINUTE_NS))  # fmt: skip
     alerts = name_alerts(alerts, names)
     alerts.sort(key=alert_order)
-    return ScanResult(alerts, features, traffic, flows, activity, facts, names)
+    return ScanResult(alerts, features, traffic, flows, activity, facts, names, link)
 
 
 def alert_order(alert: Alert) -> tuple[int, int, int, str, str, str, int, str]:

@@ -303,22 +303,14 @@ def build_day_report(
         by_host = external.assign(off_bytes=np.where(off_row, external["bytes_out"], 0))
         by_host = by_host.groupby("host_id", sort=False).agg(
             bytes_out=("bytes_out", "sum"),
-            off_bytes=("off_bytes", "sum"),
+            off_hours_bytes=("off_bytes", "sum"),
             destinations=("peer_id", "nunique"),
         )
         by_host = by_host[by_host["bytes_out"] > 0]
         by_host = by_host.sort_values("bytes_out", ascending=False, kind="stable")
         for host_id, row in _rows(by_host.head(TOP_ROWS)):
             address = result.traffic.text(int(host_id))
-            uploaders.append(
-                Uploader(
-                    host=address,
-                    host_role=role(address),
-                    bytes_out=int(row["bytes_out"]),
-                    off_hours_bytes=int(row["off_bytes"]),
-                    destinations=int(row["destinations"]),
-                )
-            )
+            uploaders.append(Uploader(address, role(address), **_counts(row)))
 
     new_hosts: list[NewHost] = []
     host_count = 0
@@ -339,16 +331,7 @@ def build_day_report(
             address = result.traffic.text(int(host_id))
             if address in known:
                 continue
-            new_hosts.append(
-                NewHost(
-                    host=address,
-                    host_role=role(address),
-                    first_ns=int(row["first_ns"]),
-                    bytes_out=int(row["bytes_out"]),
-                    bytes_in=int(row["bytes_in"]),
-                    peers=int(row["peers"]),
-                )
-            )
+            new_hosts.append(NewHost(address, role(address), **_counts(row)))
 
     return DayReport(
         site=policy.site_name,
@@ -428,6 +411,12 @@ def _rows(frame: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index as int, row as a dict) of a frame indexed by address id."""
     records = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
     return zip((int(i) for i in frame.index.to_numpy()), records, strict=True)
+
+
+def _counts(row: dict[str, Any]) -> dict[str, int]:
+    """A row of sums and counts as the ints a report record holds (its keys are
+    the record's field names)."""
+    return {key: int(value) for key, value in row.items()}
 
 
 def _why(alert: Alert, policy: Policy) -> str:

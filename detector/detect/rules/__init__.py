@@ -13,6 +13,7 @@ from ..context import ScanContext
 from ..declare import PAYLOAD, TRAFFIC, Detection
 from . import (
     always_on,
+    arp_outside_segment,
     beacon,
     bulk_upload_new_destination,
     cleartext_pii,
@@ -23,10 +24,13 @@ from . import (
     low_and_slow,
     mail_egress,
     model_anomaly,
+    new_device_isolated,
     offhours_bulk_egress,
     p2p,
     pivot_chain,
     quiet_protocol,
+    rogue_dhcp_server,
+    rogue_router,
     sensor,
     spread_egress,
 )
@@ -47,6 +51,10 @@ DETECTIONS: tuple[Detection, ...] = (
     long_connection.DETECTION,
     mail_egress.DETECTION,
     always_on.DETECTION,
+    new_device_isolated.DETECTION,
+    rogue_dhcp_server.DETECTION,
+    rogue_router.DETECTION,
+    arp_outside_segment.DETECTION,
     model_anomaly.DETECTION,
     beacon.DETECTION,
     im_app.DETECTION,

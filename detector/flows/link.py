@@ -1,0 +1,142 @@
+"""LinkInspector: what the link layer of isolated segments shows (issue 20, item 9).
+
+Fed like the payload inspector, while a batch's records are still in the
+reader's buffer (``read_packets(..., inspector=...)``); the kernel is
+``detector._kernels.link.link_events``. It only looks at frames about the
+isolated networks it is given, ARP, DHCP replies and router advertisements,
+and keeps one row per distinct fact with when it was first and last seen and
+in how many frames:
+
+==============  ===============================================================
+column          meaning
+==============  ===============================================================
+kind            device, forwarder, arp, dhcp-server, dhcp6-server, router-advert
+mac             the frame's Ethernet source (48-bit integer)
+a_hi, a_lo      its source address (ARP: the sender's protocol address)
+b_hi, b_lo      ARP: the target address; DHCP: the server identifier (option 54)
+c_lo, d_lo      DHCP: the offered address and the router of option 3 (IPv4)
+code            ARP operation; DHCP message type; router lifetime in seconds
+other_mac       ARP: sender hardware address; DHCP: the client's
+vlan            802.1Q VLAN id (65535: none)
+first_ns ..     first and last frame's time, and the number of frames
+==============  ===============================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._kernels import link as lk
+from ..capture.batch import PacketBatch
+from ..capture.files import RecordBuffer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..networks import NetworkSet
+
+EVENT_ROWS = 1 << 14
+KEY = ["kind", "mac", "a_hi", "a_lo", "b_hi", "b_lo", "c_lo", "d_lo", "code", "other_mac", "vlan"]
+COLUMNS = [*KEY, "first_ns", "last_ns", "frames"]
+COMPACT_ROWS = 1 << 16  # raw rows held before they are merged into distinct facts
+
+
+def network_rows(networks: NetworkSet) -> np.ndarray:
+    """The kernel's form of ``networks``: rows of (hi, lo, mask_hi, mask_lo)."""
+    rows = []
+    for net in networks.networks:
+        if net.version == 4:
+            value = (0xFFFF << 32) | int(net.network_address)
+            mask = ((1 << 128) - 1) ^ ((1 << (32 - net.prefixlen)) - 1)
+        else:
+            value = int(net.network_address)
+            mask = ((1 << 128) - 1) ^ ((1 << (128 - net.prefixlen)) - 1)
+        rows.append((value >> 64, value & (2**64 - 1), mask >> 64, mask & (2**64 - 1)))
+    return np.array(rows, dtype=np.uint64).reshape(-1, 4)
+
+
+class LinkInspector:
+    """Collects link-layer facts about ``isolated`` networks from every batch."""
+
+    def __init__(self, isolated: NetworkSet) -> None:
+        self.nets = network_rows(isolated)
+        self._events = np.zeros((EVENT_ROWS, lk.EVENT_COLUMNS), dtype=np.int64)
+        self._last = np.zeros(4, dtype=np.int64)
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._held = 0
+
+    def inspect(self, records: RecordBuffer, batch: PacketBatch) -> None:
+        """Record the link facts of ``batch``'s frames, whose records lie in ``records``."""
+        n = len(batch)
+        start = 0
+        lts = np.ascontiguousarray(records.if_linktypes, dtype=np.int64)
+        self._last[:] = 0  # a run does not cross batches (their order is the reader's)
+        while start < n:
+            start, n_events = lk.link_events(
+                records.buf, records.base, batch.arrays(), start, n, records.pcapng,
+                records.linktype, lts, self.nets, self._events, self._last,
+            )  # fmt: skip
+            if n_events:
+                self._collect(batch, self._events[: int(n_events)])
+
+    def _collect(self, batch: PacketBatch, events: np.ndarray) -> None:
+        rows = events[:, lk.E_ROW]
+        ts = batch.ts_ns[rows].astype(np.int64)
+        chunk = {
+            "kind": events[:, lk.E_KIND].copy(),
+            "mac": events[:, lk.E_MAC].copy(),
+            "a_hi": events[:, lk.E_A_HI].view(np.uint64).copy(),
+            "a_lo": events[:, lk.E_A_LO].view(np.uint64).copy(),
+            "b_hi": events[:, lk.E_B_HI].view(np.uint64).copy(),
+            "b_lo": events[:, lk.E_B_LO].view(np.uint64).copy(),
+            "c_lo": events[:, lk.E_C_LO].view(np.uint64).copy(),
+            "d_lo": events[:, lk.E_D_LO].view(np.uint64).copy(),
+            "code": events[:, lk.E_CODE].copy(),
+            "other_mac": events[:, lk.E_OTHER_MAC].copy(),
+            "vlan": events[:, lk.E_VLAN].copy(),
+            "first_ns": ts,
+            "last_ns": ts.copy(),
+            "frames": np.ones(len(events), dtype=np.int64),
+        }
+        self._chunks.append(chunk)
+        self._held += len(events)
+        if self._held > COMPACT_ROWS:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Merge the rows held into one per distinct fact (bounded memory)."""
+        frame = self._merged()
+        self._chunks = [{c: frame[c].to_numpy() for c in COLUMNS}]
+        self._held = len(frame)
+
+    def _merged(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if not self._chunks:
+            return pd.DataFrame({c: np.array([], dtype=np.int64) for c in COLUMNS})
+        raw = pd.DataFrame({c: np.concatenate([chunk[c] for chunk in self._chunks])
+                            for c in COLUMNS})  # fmt: skip
+        merged = raw.groupby(KEY, sort=False, as_index=False).agg(
+            first_ns=("first_ns", "min"), last_ns=("last_ns", "max"), frames=("frames", "sum")
+        )
+        return merged.sort_values(["first_ns", *KEY], kind="stable", ignore_index=True)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per distinct fact, earliest first; ``kind`` as its name."""
+        self._compact()
+        frame = self._merged()
+        frame["kind"] = np.array(lk.KIND_NAMES, dtype=object)[frame["kind"].to_numpy()]
+        return frame
+
+
+class Inspectors:
+    """Several inspectors fed by one reader (the reader takes one)."""
+
+    def __init__(self, *inspectors: object) -> None:
+        self.inspectors = [i for i in inspectors if i is not None]
+
+    def inspect(self, records: RecordBuffer, batch: PacketBatch) -> None:
+        for inspector in self.inspectors:
+            inspector.inspect(records, batch)  # type: ignore[attr-defined]
