@@ -123,8 +123,7 @@ def _instant_ns(local: datetime) -> int:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_always_on(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     traffic = ctx.traffic
     f = traffic.frame
     if f.empty or traffic.first_ns is None or traffic.last_ns is None:
@@ -172,7 +171,7 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
                 else f"{len(run)} nights from {run[0][0]:%a %Y-%m-%d}"
             )
             alerts.append(
-                rule.alert(
+                DETECTION.alert(
                     settings.severity,
                     start,
                     end - 1,

@@ -61,8 +61,7 @@ new_for_hours = 72""",
 
 @DETECTION.checks(over=TRAFFIC)
 def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     span_ns = int(settings["span_minutes"]) * MINUTE_NS
     threshold = int(settings["min_bytes"])
     new_for_ns = int(round(float(settings["new_for_hours"]) * HOUR_NS))
@@ -88,9 +87,9 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
             )
             evidence = {"threshold_bytes": threshold, "span_minutes": int(settings["span_minutes"]),
                         "first_contact": first_contact}  # fmt: skip
-            alert = conv.alert(rule, settings.severity, text, "egress", evidence)
+            alert = conv.alert(DETECTION, settings.severity, text, "egress", evidence)
             alerts.append(alert)
-    return limit_per_host(alerts, rule)
+    return limit_per_host(alerts, DETECTION)
 
 
 @DETECTION.watches

@@ -82,8 +82,7 @@ internal_severity = "critical"   # at this site an internal contact is as bad as
 
 @DETECTION.checks(over=TRAFFIC)
 def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     f = ctx.traffic.frame
     mask = (
         f["host_isolated"].to_numpy()
@@ -129,9 +128,9 @@ def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
         if not external:
             text += "; a bridge between the isolated and the internet side?"
         direction = "egress" if external else "internal"
-        alert = conv.alert(rule, severity, text, direction, {"host_role": "isolated"})
+        alert = conv.alert(DETECTION, severity, text, direction, {"host_role": "isolated"})
         alerts.append(alert)
-    return limit_per_host(alerts, rule)
+    return limit_per_host(alerts, DETECTION)
 
 
 @DETECTION.watches

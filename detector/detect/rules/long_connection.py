@@ -90,8 +90,7 @@ def _hours(ns: int) -> str:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_long_connection(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     idle_ns = int(settings["max_idle_minutes"]) * MINUTE_NS
     long_ns = int(settings["min_hours"]) * HOUR_NS
     cumulative_ns = int(settings["cumulative_hours"]) * HOUR_NS
@@ -169,5 +168,5 @@ def check_long_connection(ctx: ScanContext) -> list[Alert]:
             f"{human_bytes(conv.destination_bytes)}: a channel kept open to one outside "
             "address, as remote-control software keeps it"
         )
-        alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
-    return limit_per_host(alerts, rule)
+        alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+    return limit_per_host(alerts, DETECTION)

@@ -100,8 +100,7 @@ min_transfers = 1       # a single upload counts too""",
 
 @DETECTION.checks(over=TRAFFIC)
 def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     threshold = int(settings["min_bytes"])
     min_transfers = int(settings["min_transfers"])
     f = ctx.traffic.frame
@@ -159,5 +158,5 @@ def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
             f"{threshold_text(threshold)} or more to one outside address in one "
             "night, weekend or holiday, however slowly"
         )
-        alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
-    return limit_per_host(alerts, rule)
+        alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+    return limit_per_host(alerts, DETECTION)

@@ -68,8 +68,7 @@ ports = [25, 465, 587, 2525] # the provider also accepts mail on 2525""",
 
 @DETECTION.checks(over=TRAFFIC)
 def check_mail_egress(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     ports = np.array(sorted(int(p) for p in settings["ports"]), dtype=np.int32)
     threshold = int(settings["min_bytes"])
     f = ctx.traffic.frame
@@ -125,9 +124,9 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
             evidence = {"threshold_bytes": threshold,
                         "host_role": "isolated" if isolated else "internal"}  # fmt: skip
             direction = "egress" if external else "internal"
-            alert = conv.alert(rule, severity, text, direction, evidence)
+            alert = conv.alert(DETECTION, severity, text, direction, evidence)
             alerts.append(alert)
-    return limit_per_host(alerts, rule)
+    return limit_per_host(alerts, DETECTION)
 
 
 def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]:

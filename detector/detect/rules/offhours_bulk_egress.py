@@ -82,8 +82,7 @@ def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     span_ns = int(settings["span_minutes"]) * MINUTE_NS
     threshold = int(settings["min_bytes"])
     f = ctx.traffic.frame
@@ -134,9 +133,9 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
                 + f" {conv.when(ctx.policy)}, outside business hours "
                 + threshold_phrase(threshold, settings["span_minutes"])
             )
-            alert = conv.alert(rule, settings.severity, text, "egress", evidence)
+            alert = conv.alert(DETECTION, settings.severity, text, "egress", evidence)
             alerts.append(alert)
-    return limit_per_host(alerts, rule)
+    return limit_per_host(alerts, DETECTION)
 
 
 @DETECTION.watches

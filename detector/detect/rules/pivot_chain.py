@@ -96,8 +96,7 @@ def _leg(ctx: ScanContext, rows: Any) -> dict[str, Any]:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     floor = int(settings["min_bytes"])
     within_ns = int(settings["within_minutes"]) * MINUTE_NS
     share = int(settings["min_percent"]) / 100
@@ -171,8 +170,8 @@ def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
                 f"{when(int(leg2['first_ns'].min()), conv.end_ns, ctx.policy)}: "
                 "the isolated computer's data may have left through the bridge host"
             )
-            alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
-    return limit_per_host(alerts, rule)
+            alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+    return limit_per_host(alerts, DETECTION)
 
 
 def fold_legs(alerts: list[Alert]) -> list[Alert]:

@@ -149,8 +149,7 @@ def _protocol_of(f: pd.DataFrame) -> np.ndarray:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     span_minutes = int(settings["span_minutes"])
     span_ns = span_minutes * MINUTE_NS
     multiple = int(settings["off_hours_multiple"])
@@ -194,7 +193,7 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
                 phrase = f"(threshold {threshold_text(goal)} within {NIGHT_HOURS} off-hours hours)"
                 alerts.append(_alert(ctx, host, name, episode, phrase, {
                     "threshold_bytes": goal, "off_hours_period": True}))  # fmt: skip
-    return limit_per_host(alerts, rule)
+    return limit_per_host(alerts, DETECTION)
 
 
 def _alert(

@@ -98,8 +98,7 @@ def _network_of(address: str) -> str:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_spread_egress(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+    settings = ctx.policy.rule(DETECTION.rule_id)
     span_minutes = int(settings["span_minutes"])
     span_ns = span_minutes * MINUTE_NS
     threshold = int(settings["min_bytes"])
@@ -182,5 +181,5 @@ def check_spread_egress(ctx: ScanContext) -> list[Alert]:
                     {"ip": t, "bytes": int(by_peer[i])} for t, i in zip(texts, chosen, strict=True)
                 ][:10],
             }
-            alerts.append(conv.alert(rule, settings.severity, text, "egress", evidence))
-    return limit_per_host(alerts, rule)
+            alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+    return limit_per_host(alerts, DETECTION)
