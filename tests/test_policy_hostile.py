@@ -57,7 +57,8 @@ HOSTILE = {
     "suppress with host bits": ('[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5/24"\n'
                                 'until = 2026-03-31\nreason = "x"\n',
                                 "suppress[0].host: '10.8.10.5/24' has host bits set "
-                                "(did you mean 10.8.10.0/24?)"),
+                                "(did you mean 10.8.10.0/24? use the network address, or /32 "
+                                "for one host)"),
     "suppress of a bad name": ('[[suppress]]\nrule = "p2p"\nhost = "10.8.10.5"\n'
                                'destination = "a b"\nuntil = 2026-03-31\nreason = "x"\n',
                                "suppress[1].destination: 'a b' is not an address, a network or "
