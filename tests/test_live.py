@@ -19,6 +19,7 @@ tests are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +68,10 @@ def _teardown() -> None:
         sh("ip", "netns", "del", ns, check=False)
 
 
-@pytest.fixture(scope="module")
-def lab():
+@contextlib.contextmanager
+def bridge_lab() -> Iterator[None]:
+    """The lab of the module docstring, torn down on leaving (benchmarks use it too:
+    bench_alert_latency.py)."""
     _teardown()
     try:
         for ns in (SRC, DST, MON):
@@ -100,6 +104,12 @@ def lab():
         yield
     finally:
         _teardown()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with bridge_lab():
+        yield
 
 
 def policy_text() -> str:

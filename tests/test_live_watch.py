@@ -166,7 +166,7 @@ def _feed_in_batches(frame: pd.DataFrame, seed: int):
         size = int(rng.integers(1, 12))
         chunk = pieces[at : at + size]
         at += size
-        yield ([p[0] for p in chunk], np.array([p[1] for p in chunk], dtype=np.int64),
+        yield ((np.array([p[0] for p in chunk]),), np.array([p[1] for p in chunk], dtype=np.int64),
                np.array([p[2] for p in chunk], dtype=np.int64))  # fmt: skip
 
 
@@ -181,7 +181,7 @@ def test_a_span_total_crosses_where_the_rules_first_span_reaches_the_threshold(s
     # The rule's own: which hosts have a span reaching the threshold, and where each
     # span of dense_spans ends first (a crossing is the first minute of a run of hits).
     reaching = groups_reaching(frame, ["host_id"], "bytes_out", span * MINUTE_NS, threshold)
-    assert {h for h, _ in crossings} == set(reaching["host_id"])
+    assert {h for (h,), _ in crossings} == set(reaching["host_id"])
     for host in set(reaching["host_id"]):
         per = frame[frame["host_id"] == host].groupby("minute_ns")["bytes_out"].sum()
         minutes, volume = per.index.to_numpy(), per.to_numpy()
@@ -191,7 +191,7 @@ def test_a_span_total_crosses_where_the_rules_first_span_reaches_the_threshold(s
         # A crossing at each minute whose span reaches the threshold with its own
         # bytes and not without them (the earlier minutes of the span fell short).
         first_hits = [int(m) for m in minutes[(sums >= threshold) & (sums - volume < threshold)]]
-        assert sorted(m for h, m in crossings if h == host) == first_hits
+        assert sorted(m for (h,), m in crossings if h == host) == first_hits
         assert dense_spans(minutes, volume, span * MINUTE_NS, threshold, 0)  # the rule fires
 
 
@@ -211,5 +211,5 @@ def test_an_episode_total_crosses_where_the_rules_episode_reaches_the_threshold(
         for run in np.unique(runs):
             sums = np.cumsum(volume[runs == run])
             if sums[-1] >= threshold:
-                expected.append((host, int(minutes[runs == run][np.argmax(sums >= threshold)])))
+                expected.append(((host,), int(minutes[runs == run][np.argmax(sums >= threshold)])))
     assert sorted(crossings) == sorted(expected)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..networks import LOCAL_SCOPE
+from ..networks import LOCAL_SCOPE, NetworkSet, address_ids
 from ..units import MINUTE_NS
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class RunningTotals:
     def crossed(
         self,
         name: str,
-        keys: list[Hashable],
+        keys: tuple[np.ndarray, ...],
         minute_ns: np.ndarray,
         amounts: np.ndarray,
         threshold: int,
@@ -65,40 +65,57 @@ class RunningTotals:
         span_minutes: int | None = None,
         gap_ns: int | None = None,
     ) -> list[tuple[Hashable, int]]:
-        """Add ``amounts`` (one per row, with its key and minute) to the totals of
-        ``name`` and return (key, minute) for each key whose total reached
-        ``threshold`` at that minute, having been under it just before. Exactly
-        one of ``span_minutes`` (a sliding span) or ``gap_ns`` (an episode)."""
+        """Add ``amounts`` (one per row, with its key, given as columns, and its
+        minute) to the totals of ``name`` and return (key, minute) for each key
+        whose total reached ``threshold`` at that minute, having been under it
+        just before; a key is the tuple of its columns' values. Exactly one of
+        ``span_minutes`` (a sliding span) or ``gap_ns`` (an episode)."""
         if (span_minutes is None) == (gap_ns is None):
             raise ValueError("crossed() takes exactly one of span_minutes and gap_ns")
-        # The batch's rows summed per (key, minute), in time order.
-        per: dict[tuple[Hashable, int], int] = {}
-        for key, minute, amount in zip(keys, minute_ns.tolist(), amounts.tolist(), strict=True):
-            per[(key, minute)] = per.get((key, minute), 0) + amount
+        if not len(minute_ns):
+            return []
+        # The batch's rows summed per (key, minute) in numpy (a batch holds
+        # thousands of packets of a few conversations), then in time order.
+        columns = [np.asarray(c, dtype=np.uint64) for c in keys]
+        columns.append(np.asarray(minute_ns, dtype=np.int64).astype(np.uint64))
+        table = np.empty(len(minute_ns), dtype=[(f"f{i}", np.uint64) for i in range(len(columns))])
+        for i, column in enumerate(columns):
+            table[f"f{i}"] = column
+        unique, inverse = np.unique(table, return_inverse=True)
+        sums = np.bincount(inverse.reshape(-1), weights=amounts, minlength=len(unique))
+        last = f"f{len(columns) - 1}"
+        order = np.argsort(unique[last], kind="stable")
         found: list[tuple[Hashable, int]] = []
-        if span_minutes is not None:
-            table = self._spans.setdefault(name, {})
-            width = span_minutes * MINUTE_NS
-            for (key, minute), amount in sorted(per.items(), key=lambda item: item[0][1]):
-                minutes = table.setdefault(key, {})
-                for old in [m for m in minutes if m <= minute - width]:
-                    del minutes[old]
-                before = sum(v for m, v in minutes.items() if m <= minute)
-                minutes[minute] = minutes.get(minute, 0) + amount
-                if before < threshold <= before + amount:
+        for row, amount in zip(unique[order].tolist(), sums[order].tolist(), strict=True):
+            key, minute, amount = tuple(row[:-1]), int(np.int64(np.uint64(row[-1]))), int(amount)
+            if span_minutes is not None:
+                if self._add_to_span(name, key, minute, amount, span_minutes * MINUTE_NS,
+                                     threshold):  # fmt: skip
                     found.append((key, minute))
-        else:
-            assert gap_ns is not None
-            episodes = self._episodes.setdefault(name, {})
-            for (key, minute), amount in sorted(per.items(), key=lambda item: item[0][1]):
-                last = episodes.get(key)
-                if last is None or minute - last[0] > gap_ns:
-                    last = episodes[key] = [minute, 0]
-                before = last[1]
-                last[0], last[1] = max(last[0], minute), before + amount
-                if before < threshold <= before + amount:
-                    found.append((key, minute))
+            elif self._add_to_episode(name, key, minute, amount, int(gap_ns or 0), threshold):
+                found.append((key, minute))
         return found
+
+    def _add_to_span(
+        self, name: str, key: Hashable, minute: int, amount: int, width: int, threshold: int
+    ) -> bool:
+        minutes = self._spans.setdefault(name, {}).setdefault(key, {})
+        for old in [m for m in minutes if m <= minute - width]:
+            del minutes[old]
+        before = sum(v for m, v in minutes.items() if m <= minute)
+        minutes[minute] = minutes.get(minute, 0) + amount
+        return before < threshold <= before + amount
+
+    def _add_to_episode(
+        self, name: str, key: Hashable, minute: int, amount: int, gap_ns: int, threshold: int
+    ) -> bool:
+        episodes = self._episodes.setdefault(name, {})
+        last = episodes.get(key)
+        if last is None or minute - last[0] > gap_ns:
+            last = episodes[key] = [minute, 0]
+        before = last[1]
+        last[0], last[1] = max(last[0], minute), before + amount
+        return before < threshold <= before + amount
 
     def forget_before(self, minute_ns: int) -> None:
         """Drop keys with nothing at or after ``minute_ns`` (a live sensor's
@@ -136,31 +153,50 @@ class PacketContext:
         return self.batch.ip_version != 0  # type: ignore[no-any-return]
 
     @cached_property
-    def src_internal(self) -> np.ndarray:
+    def _addresses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each packet's source and destination (sources first) as ids of the
+        batch's distinct addresses, and each id's (hi, lo): a batch of thousands
+        of packets has a few dozen addresses, so each is classified once."""
         b = self.batch
-        return self.ip & self.policy.internal.contains(b.src_hi, b.src_lo)  # type: ignore[no-any-return]
+        return address_ids(
+            np.concatenate([b.src_hi, b.dst_hi]), np.concatenate([b.src_lo, b.dst_lo])
+        )
+
+    def _in(self, networks: NetworkSet) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each packet's source, and its destination, is in ``networks``."""
+        ids, hi_of, lo_of = self._addresses
+        inside = networks.contains(hi_of, lo_of)[ids]
+        n = len(self.batch)
+        return inside[:n] & self.ip, inside[n:] & self.ip
 
     @cached_property
+    def _internal(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._in(self.policy.internal)
+
+    @cached_property
+    def _isolated(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._in(self.policy.isolated)
+
+    @property
+    def src_internal(self) -> np.ndarray:
+        return self._internal[0]
+
+    @property
     def dst_internal(self) -> np.ndarray:
-        b = self.batch
-        return self.ip & self.policy.internal.contains(b.dst_hi, b.dst_lo)  # type: ignore[no-any-return]
+        return self._internal[1]
 
     @cached_property
     def dst_external(self) -> np.ndarray:
         """Outside the internal networks and not local scope (Policy.is_external)."""
-        b = self.batch
-        local = LOCAL_SCOPE.contains(b.dst_hi, b.dst_lo)
-        return self.ip & ~self.dst_internal & ~local  # type: ignore[no-any-return]
+        return self.ip & ~self.dst_internal & ~self._in(LOCAL_SCOPE)[1]  # type: ignore[no-any-return]
 
-    @cached_property
+    @property
     def src_isolated(self) -> np.ndarray:
-        b = self.batch
-        return self.ip & self.policy.isolated.contains(b.src_hi, b.src_lo)  # type: ignore[no-any-return]
+        return self._isolated[0]
 
-    @cached_property
+    @property
     def dst_isolated(self) -> np.ndarray:
-        b = self.batch
-        return self.ip & self.policy.isolated.contains(b.dst_hi, b.dst_lo)  # type: ignore[no-any-return]
+        return self._isolated[1]
 
     @cached_property
     def minute_ns(self) -> np.ndarray:
@@ -168,25 +204,19 @@ class PacketContext:
         ts = self.batch.ts_ns
         return ts - np.mod(ts, MINUTE_NS)  # type: ignore[no-any-return]
 
-    def uploads(self, rows: np.ndarray) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
+    def uploads(self, rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
         """For packets ``rows`` (indices) sent by an internal host to an outside
-        address: each one's (host hi, host lo, peer hi, peer lo), minute and
-        bytes on the wire (the activity table's bytes)."""
+        address: the key columns (host hi, host lo, peer hi, peer lo), each
+        one's minute and its bytes on the wire (the activity table's bytes)."""
         b = self.batch
-        keys: list[Hashable] = list(
-            zip(b.src_hi[rows].tolist(), b.src_lo[rows].tolist(), b.dst_hi[rows].tolist(),
-                b.dst_lo[rows].tolist(), strict=True)
-        )  # fmt: skip
+        keys = (b.src_hi[rows], b.src_lo[rows], b.dst_hi[rows], b.dst_lo[rows])
         return keys, self.minute_ns[rows], b.wire_len[rows].astype(np.int64)
 
     def sent_outside(self) -> np.ndarray:
         """Indices of packets from an internal host to an outside address not in
         ``allowlist.destinations`` (a name allowlisted by ``allowlist.domains``
         is not known here: its bytes count, the analysis leaves them out)."""
-        b = self.batch
         mask = self.src_internal & self.dst_external
-        if mask.any():
-            rows = np.flatnonzero(mask)
-            allowed = self.policy.allowlist_destinations.contains(b.dst_hi[rows], b.dst_lo[rows])
-            return rows[~allowed]  # type: ignore[no-any-return]
+        if mask.any() and self.policy.allowlist_destinations:
+            mask &= ~self._in(self.policy.allowlist_destinations)[1]
         return np.flatnonzero(mask)

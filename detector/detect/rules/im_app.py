@@ -223,6 +223,11 @@ def app_packets(packets: PacketContext) -> set[tuple[int, int, str]]:
             sightings |= {(s_hi, s_lo, app_id) for app_id, under, _ in apps if under(name)}
     b = packets.batch
     sent = np.flatnonzero(packets.src_internal)
+    every_range = packets.remember(f"{DETECTION.rule_id} ranges", lambda: NetworkSet(
+        [network for app in messaging_apps(policy) for network in app.networks]
+    ))  # fmt: skip
+    if len(sent):  # one look-up of every packet, then each app's of the few that hit
+        sent = sent[every_range.contains(b.dst_hi[sent], b.dst_lo[sent])]
     for app_id, _, ranges in apps:
         if ranges is None or not len(sent):
             continue

@@ -173,27 +173,25 @@ def mail_packets(packets: PacketContext) -> set[tuple[object, ...]]:
     settings = policy.rule(DETECTION.rule_id)
     b = packets.batch
     ports = np.array(sorted(int(p) for p in settings["ports"]), dtype=np.int64)
-    tcp = packets.ip & (b.proto == 6)
-    to_mail = tcp & np.isin(b.dport, ports)
     sightings: set[tuple[object, ...]] = set()
     if policy.isolated:
         # The isolated host is the mail client: the mail port is on the other side.
-        for client, port, (h_hi, h_lo, o_hi, o_lo) in (
-            (packets.src_isolated & to_mail, b.dport, (b.src_hi, b.src_lo, b.dst_hi, b.dst_lo)),
-            (packets.dst_isolated & tcp & np.isin(b.sport, ports), b.sport,
-             (b.dst_hi, b.dst_lo, b.src_hi, b.src_lo)),
-        ):  # fmt: skip
-            rows = np.flatnonzero(client)
+        for isolated, port, (h_hi, h_lo, o_hi, o_lo) in (
+            (packets.src_isolated, b.dport, (b.src_hi, b.src_lo, b.dst_hi, b.dst_lo)),
+            (packets.dst_isolated, b.sport, (b.dst_hi, b.dst_lo, b.src_hi, b.src_lo)),
+        ):
+            rows = np.flatnonzero(isolated)  # few: the packets of isolated hosts
+            rows = rows[(b.proto[rows] == 6) & np.isin(port[rows], ports)]
             zone = policy.isolated.contains(o_hi[rows], o_lo[rows])
             zone |= policy.isolated_peers.contains(o_hi[rows], o_lo[rows])
             rows = rows[~zone]
             columns = (h_hi[rows], h_lo[rows], o_hi[rows], o_lo[rows], port[rows])
             sightings |= set(zip(*(c.tolist() for c in columns), strict=True))
     rows = packets.sent_outside()
-    rows = rows[to_mail[rows]]
+    rows = rows[(b.proto[rows] == 6) & np.isin(b.dport[rows], ports)]
     if len(rows):
         keys, minutes, sent = packets.uploads(rows)
-        keys = [(*key, port) for key, port in zip(keys, b.dport[rows].tolist(), strict=True)]  # type: ignore[misc]
+        keys = (*keys, b.dport[rows])
         gap_ns = policy.window_minutes * MINUTE_NS  # ScanContext.gap_ns: an episode
         crossed = packets.totals.crossed(DETECTION.rule_id, keys, minutes, sent,
                                          int(settings["min_bytes"]), gap_ns=gap_ns)  # fmt: skip

@@ -151,7 +151,6 @@ def offhours_uploads(packets: PacketContext) -> list[tuple[object, int]]:
     unique, inverse = np.unique(minutes, return_inverse=True)
     rows = rows[~packets.policy.is_business_time(unique)[inverse.reshape(-1)]]
     keys, minutes, sent = packets.uploads(rows)
-    hosts = [key[:2] for key in keys]  # type: ignore[index]
-    return packets.totals.crossed(DETECTION.rule_id, hosts, minutes, sent,  # type: ignore[arg-type]
+    return packets.totals.crossed(DETECTION.rule_id, keys[:2], minutes, sent,
                                   int(settings["min_bytes"]),
                                   span_minutes=int(settings["span_minutes"]))  # fmt: skip
