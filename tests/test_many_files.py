@@ -267,3 +267,27 @@ def test_scan_takes_bpf(tmp_path):
     assert ours == theirs
     assert not any(a.get("destination", {}).get("ip") == "203.0.113.140" for a in ours)
     assert ours
+
+
+def test_train_learns_reordered_and_repeated_parts_as_the_clean_baseline(tmp_path, parts):
+    """train reads its captures as every command does: the parts given last-first,
+    one twice, teach the model exactly what the whole sample teaches (given twice,
+    a file was learned as twice its traffic: every usual volume doubled)."""
+    import dataclasses
+
+    from detector.detect.model.file import load_model
+    from detector.policy import load_policy
+
+    clean, mixed = tmp_path / "clean.model", tmp_path / "mixed.model"
+    proc = run("train", "-q", "--policy", str(POLICY), "-o", str(clean), str(SAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    proc = run("train", "-q", "--policy", str(POLICY), "-o", str(mixed),
+               str(parts[2]), str(parts[0]), str(parts[1]), str(parts[0]))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"{parts[0]}: the same file, given again: read once" in proc.stderr
+    policy = load_policy(POLICY)
+    learned = [load_model(path, policy).history_ for path in (clean, mixed)]
+    for field in dataclasses.fields(learned[0]):
+        a, b = (np.asarray(getattr(h, field.name)) for h in learned)
+        assert np.array_equal(a, b), field.name
+    assert np.asarray(learned[0].host_quantiles).any()  # something was learned

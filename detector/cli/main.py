@@ -436,6 +436,13 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
 
     policy = site_policy(args.policy or None)
     captures = baseline_captures(args.baseline)
+    if captures:
+        # As every command reads captures: a file given twice is learned once (not
+        # as twice the traffic), directories expanded, in packet-time order.
+        features = [p for p in args.baseline if p not in captures]
+        args.captures = captures
+        args.baseline = [*read_in_order(args), *features]
+        captures = baseline_captures(args.baseline)
     if captures and len(captures) == len(args.baseline) and _none_readable(captures, args.output):
         return ExitStatus.UNREADABLE
     problems = reading_starts(45, quiet=args.quiet or not captures)
