@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""The distributed scan against the single-process scan: speed-up and overhead.
+"""The distributed scan against the single-process scan: CPU seconds per role, wall time.
 
     python benchmarks/bench_distributed.py [CAPTURE]   # default: benchmarks/data/cap20m.pcap
 
-The capture is scanned as one file and as 8 rotated files (cut on record
-boundaries, written once to split8-<name>/ beside the capture), each way:
-single-process (scan_captures, one thread), and on a local Dask cluster of 1
-and of 2 worker processes (scan_captures_distributed; the one file is cut into
-8 byte ranges). "warm": the cluster is started and warmed (kernels loaded in
-each worker) before timing, its start-up printed apart; "cold": the scan
-starts and stops its own cluster, as `scan --workers N` does (the one file).
-Wall time is the median of --runs; CPU seconds are this process's plus every
-worker's (resource.getrusage), because on a shared machine wall time alone
-says little. Every distributed result is checked against the single-process
-one (flows, features, alerts), and each row's phases say where the time went
-(scan_captures_distributed(phases=...)).
+The capture is scanned as one file (and with --files8 also as 8 rotated files,
+cut on record boundaries, written once to split8-<name>/ beside the capture):
+single-process (scan_captures, one thread; and two as `scan` does by itself on
+2 cores), and on local Dask clusters of 1 and 2 worker processes, as `scan
+--workers N` runs it (the analysis on the workers, flows and activity left
+there: tables=False): "warm" on a cluster started and warmed before timing,
+"pinned" with each worker process pinned to a core of its own
+(sched_setaffinity: two "machines" of one core each), "cold" (--cold) starting
+and stopping its own cluster. For every row: wall time (median of --runs), CPU
+seconds of the client (this process) and of each worker (resource.getrusage
+in each), and the client's share of the single process's CPU. Every
+distributed result is checked against the single-process one (alerts and
+features; flows and activity too, from one run with tables=True). The
+single-process reference counts every conversation-minute
+(activity_rows=4 M): under a flood (over 1 M conversation-minutes, which the
+20M capture is) it would fold few-packet outside addresses, which the
+distributed scan does not (docs/distributed.md). The last lines account for
+the CPU by role and say what more cores would give.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import numpy as np  # noqa: E402
 from dask.distributed import Client  # noqa: E402
 
 from detector.distributed import scan_captures_distributed  # noqa: E402
@@ -74,48 +81,66 @@ def cpu_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def cpu_workers(client: Client | None) -> float:
+def cpu_workers(client: Client | None) -> dict[str, float]:
     if client is None:
-        return 0.0
-    return sum(client.run(cpu_self).values())
+        return {}
+    return dict(client.run(cpu_self))
+
+
+def pin_workers(client: Client) -> list[str]:
+    """Each worker process on a core of its own (as many as there are cores)."""
+    cores = sorted(os.sched_getaffinity(0))
+    addresses = sorted(client.scheduler_info()["workers"])
+    for k, address in enumerate(addresses):
+        core = cores[k % len(cores)]
+        client.run(os.sched_setaffinity, 0, {core}, workers=[address])
+    return addresses
+
+
+def unpin_workers(client: Client) -> None:
+    client.run(os.sched_setaffinity, 0, set(os.sched_getaffinity(0)))
 
 
 class Timed:
-    """Medians of ``runs`` runs: wall, CPU (this process + workers), the
-    workers' share, and the median run's phases."""
+    """Medians of ``runs`` runs: wall, client CPU, each worker's CPU, and the
+    median run's phases."""
 
     def __init__(self, run, client: Client | None, runs: int, children: bool = False) -> None:
-        walls, cpus, workers, phases = [], [], [], []
+        walls, clients, workers, phases = [], [], [], []
         for _ in range(runs):
             c0, w0, k0 = cpu_self(), cpu_workers(client), cpu_children()
             ph: dict[str, float] = {}
             t0 = time.perf_counter()
             self.result = run(ph)
             walls.append(time.perf_counter() - t0)
-            w = cpu_workers(client) - w0 + (cpu_children() - k0 if children else 0.0)
-            cpus.append(cpu_self() - c0 + w)
-            workers.append(w)
+            w1 = cpu_workers(client)
+            each = {a: w1[a] - w0.get(a, 0.0) for a in w1}
+            if children:  # a cluster of its own, closed: its workers are ended children
+                each = {"workers": cpu_children() - k0}
+            clients.append(cpu_self() - c0)
+            workers.append(each)
             phases.append(ph)
         k = sorted(range(runs), key=walls.__getitem__)[runs // 2]
-        self.wall, self.cpu, self.workers_cpu, self.phases = (
-            walls[k],
-            cpus[k],
-            workers[k],
-            phases[k],
-        )
+        self.wall, self.client_cpu, self.worker_cpu, self.phases = (
+            walls[k], clients[k], workers[k], phases[k],
+        )  # fmt: skip
+        self.cpu = self.client_cpu + sum(self.worker_cpu.values())
 
 
-def same(a, b) -> bool:
+def same(a, b, tables: bool = True) -> bool:
+    ok = a.alerts == b.alerts and a.features.equals(b.features)
+    if not tables:
+        return ok
     fa, fb = a.flows.to_frame(), b.flows.to_frame()
     cols = list(fa.columns)
-    return (
-        len(fa) == len(fb)
-        and fa.sort_values(cols)
+    flows = len(fa) == len(fb) and (
+        fa.sort_values(cols)
         .reset_index(drop=True)
         .equals(fb.sort_values(cols).reset_index(drop=True))
-        and a.alerts == b.alerts
-        and a.features.equals(b.features)
     )
+    ca, cb = a.activity.columns(), b.activity.columns()
+    activity = all(np.array_equal(ca[k], cb[k]) for k in ca)
+    return ok and flows and activity
 
 
 def single_process(paths, policy, phases: dict[str, float], threads: int = 1):
@@ -134,37 +159,33 @@ def single_process(paths, policy, phases: dict[str, float], threads: int = 1):
 
     scan_module.scan_activity = timed_analysis
     try:
-        return scan_captures(paths, policy, threads=threads)
+        return scan_captures(paths, policy, threads=threads, activity_rows=UNFOLDED)
     finally:
         scan_module.scan_activity = analysis
 
 
-def phase_line(ph: dict[str, float], workers_cpu: float) -> str:
-    """Where the time went, this process's CPU seconds unless said."""
+def phase_line(t: Timed) -> str:
+    """Where the CPU went (seconds; the median run)."""
+    ph = t.phases
     if "parts" not in ph:
-        return f"analysis {ph.get('analysis_cpu_s', 0):.2f}"
-    counting = ph.get("count_cpu_s", 0) - ph.get("fold_cpu_s", 0)
-    fold = ph.get("fold_cpu_s", 0) - ph.get("recount_cpu_s", 0)
-    dask = workers_cpu - ph.get("tasks_cpu_s", 0) if workers_cpu else None
+        return f"analysis {ph.get('analysis_cpu_s', 0):.2f} (of {t.cpu:.2f})"
+    tasks = ph.get("tasks_cpu_s", 0) + ph.get("share_cpu_s", 0)
+    workers = sum(t.worker_cpu.values())
     out = [
-        f"parts {ph['parts']:.0f} ({ph.get('parts_here', 0):.0f} here)",
-        f"tasks {ph.get('tasks_cpu_s', 0):.2f}",
+        f"parts {ph['parts']:.0f} ({ph.get('parts_here', 0):.0f} here), "
+        f"shares {ph.get('shares', 0):.0f}",
+        f"workers: counting {ph.get('tasks_cpu_s', 0):.2f}",
+        f"share fold {ph.get('share_fold_cpu_s', 0):.2f} ({ph.get('recounts', 0):.0f} recounts)",
+        f"share analysis {ph.get('share_analysis_cpu_s', 0):.2f}",
+        f"Dask and the rest {workers - tasks:.2f}" if workers else "",
+        f"client: {t.client_cpu:.2f} (waiting for parts {ph.get('count_cpu_s', 0):.2f}, "
+        f"for shares {ph.get('shares_cpu_s', 0):.2f}, combine {ph.get('combine_cpu_s', 0):.2f})",
+        f"{ph.get('result_bytes', 0) / 1e6:.0f} MB of tables on the workers",
     ]
-    if dask is not None:
-        out.append(f"workers' Dask {dask:.2f}")
-    out += [
-        f"client: start {ph.get('cluster_wait_s', 0) + ph.get('cluster_s', 0):.2f} wall",
-        f"plan {ph.get('plan_cpu_s', 0):.2f}",
-        f"receive+here {counting:.2f}",
-        f"fold {fold:.2f}",
-        f"recount {ph.get('recount_cpu_s', 0):.2f} ({ph.get('recounts', 0):.0f})",
-        f"finish {ph.get('finish_cpu_s', 0):.2f}",
-        f"combine {ph.get('combine_cpu_s', 0):.2f}",
-        f"analysis {ph.get('analysis_cpu_s', 0):.2f}",
-        f"close {ph.get('cluster_close_s', 0):.2f} wall",
-        f"{ph.get('result_bytes', 0) / 1e6:.0f} MB back",
-    ]
-    return ", ".join(out)
+    return ", ".join(x for x in out if x)
+
+
+UNFOLDED = 1 << 22  # conversation-minutes a single-process scan holds before folding
 
 
 def main() -> None:
@@ -172,21 +193,26 @@ def main() -> None:
     ap.add_argument("capture", nargs="?", default=str(HERE / "data" / "cap20m.pcap"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", default="1,2", help="cluster sizes to measure")
-    ap.add_argument("--no-cold", action="store_true",
-                    help="skip the runs that start their own cluster (as scan --workers N)")  # fmt: skip
+    ap.add_argument("--files8", action="store_true", help="also the capture as 8 rotated files")
+    ap.add_argument("--cold", action="store_true",
+                    help="also runs that start their own cluster (as scan --workers N)")  # fmt: skip
     args = ap.parse_args()
     path = Path(args.capture)
     if not path.exists():
         sys.exit(f"{path}: missing (python benchmarks/gen_capture.py makes benchmark captures)")
     policy = default_policy()
-    inputs = {"1 file": [path], "8 files": split8(path)}
+    inputs = {"1 file": [path]}
+    if args.files8:
+        inputs["8 files"] = split8(path)
     size = path.stat().st_size
     part_bytes = max(size // 8 + 1, 1 << 16)  # the one file in 8 ranges, as the 8 files
     sizes = [int(x) for x in args.workers.split(",")]
     print(f"# {path} ({size / 1e9:.2f} GB), medians of {args.runs} runs; "
           f"{os.cpu_count()} cores, SHARED with other work: read CPU s beside wall s; "
           f"load before: {os.getloadavg()[0]:.1f}")  # fmt: skip
-    scan_captures([inputs["8 files"][0]], policy)  # load the kernels, warm the page cache
+    scan_captures(
+        [path.parent / "cap2m.pcap" if (path.parent / "cap2m.pcap").exists() else path], policy
+    )  # fmt: skip  (load the kernels)
     rows = []
     singles = {}
     for name, paths in inputs.items():
@@ -196,54 +222,80 @@ def main() -> None:
     # What `scan` does by itself on 2 cores: a second thread reads ahead.
     t = Timed(lambda ph: single_process(inputs["1 file"], policy, ph, 2), None, args.runs)
     rows.append(("1 file", "single, 2 threads", t, None, same(singles["1 file"].result, t.result)))
-    warm: dict[tuple[str, int], Timed] = {}
     for n in sizes:
         t0 = time.perf_counter()
         cluster = local_cluster(n)  # as the scan starts its own
         client = Client(cluster)
         scan_captures_distributed(
-            inputs["8 files"][:1], policy, client=client, part_bytes=part_bytes
-        )  # fmt: skip  (warm-up)
+            inputs["1 file"][:1], policy, client=client, part_bytes=part_bytes
+        )  # fmt: skip  (warm-up, and the whole result checked once: flows and activity too)
         start_up = time.perf_counter() - t0
-        print(f"# cluster of {n} worker(s): start-up and warm-up {start_up:.1f} s (apart)")
-        for name, paths in inputs.items():
-            t = Timed(
-                lambda ph, p=paths, c=client: scan_captures_distributed(
-                    p, policy, client=c, part_bytes=part_bytes, phases=ph
-                ),  # fmt: skip
-                client,
-                args.runs,
-            )
-            warm[(name, n)] = t
-            rows.append((name, f"dask, {n} warm", t, n, same(singles[name].result, t.result)))
+        whole = scan_captures_distributed(inputs["1 file"], policy, client=client,
+                                          part_bytes=part_bytes)  # fmt: skip
+        print(f"# cluster of {n} worker(s): start-up and warm-up {start_up:.1f} s (apart); "
+              f"flows, activity, features, alerts as one process: "
+              f"{same(singles['1 file'].result, whole)}")  # fmt: skip
+        del whole
+        for pinned in (False, True):
+            if pinned:
+                pin_workers(client)
+            for name, paths in inputs.items():
+                if pinned and name != "1 file":
+                    continue
+                t = Timed(
+                    lambda ph, p=paths, c=client: scan_captures_distributed(
+                        p, policy, client=c, part_bytes=part_bytes, phases=ph, tables=False
+                    ),  # fmt: skip
+                    client,
+                    args.runs,
+                )
+                how = f"dask, {n} {'pinned' if pinned else 'warm'}"
+                ok = same(singles[name].result, t.result, tables=False)
+                rows.append((name, how, t, n, ok))
+            if pinned:
+                unpin_workers(client)
         client.close()
         cluster.close()
-    if not args.no_cold:
+    if args.cold:
         for n in sizes:
             # As `scan --workers N`: the scan starts (and stops) its own cluster.
             t = Timed(
                 lambda ph, n=n: scan_captures_distributed(
-                    inputs["1 file"], policy, workers=n, part_bytes=part_bytes, phases=ph
+                    inputs["1 file"],
+                    policy,
+                    workers=n,
+                    part_bytes=part_bytes,
+                    phases=ph,
+                    tables=False,
                 ),  # fmt: skip
                 None,
                 args.runs,
                 children=True,
             )
-            warm[("1 file cold", n)] = t
             rows.append(("1 file", f"dask, {n} cold", t, n,
-                         same(singles["1 file"].result, t.result)))  # fmt: skip
-    print(f"{'input':8} {'how':17} {'wall s':>7} {'CPU s':>7} {'vs 1 worker':>11} "
-          f"{'vs single':>9}  same result")  # fmt: skip
+                         same(singles["1 file"].result, t.result, tables=False)))  # fmt: skip
+    base_cpu = singles["1 file"].cpu
+    print(f"{'input':8} {'how':17} {'wall s':>7} {'CPU s':>7} {'client':>7} {'client %':>8}  "
+          f"{'workers (each)':24} same result")  # fmt: skip
     for name, how, t, n, ok in rows:
-        base = singles[name].wall
-        key = (name + (" cold" if "cold" in how else ""), 1)
-        one = warm.get(key)
-        vs_one = f"{one.wall / t.wall:10.2f}x" if n and one is not None else f"{'-':>11}"
-        vs_single = f"{(t.wall - base) / base:+9.0%}" if n else f"{'-':>9}"
-        print(f"{name:8} {how:17} {t.wall:7.2f} {t.cpu:7.2f} {vs_one} {vs_single}  {ok}")
-    print("# where the time went (CPU s unless said; median run):")
+        each = "+".join(f"{v:.2f}" for v in t.worker_cpu.values()) if n else "-"
+        share = f"{t.client_cpu / base_cpu:8.1%}" if n else f"{'-':>8}"
+        client_cpu = f"{t.client_cpu:7.2f}" if n else f"{'-':>7}"
+        print(f"{name:8} {how:17} {t.wall:7.2f} {t.cpu:7.2f} {client_cpu} {share}  "
+              f"{each:24} {ok}")  # fmt: skip
+    print("# where the CPU went (seconds; median run):")
     for name, how, t, _n, _ok in rows:
-        print(f"#   {name:8} {how:17} {phase_line(t.phases, t.workers_cpu)}")
+        print(f"#   {name:8} {how:17} {phase_line(t)}")
+    # What more cores would give: the client's part is serial, the workers'
+    # shares with the cores (each share recounts the parts it needs itself).
+    for name, how, t, n, _ok in rows:
+        if n and n == max(sizes) and "warm" in how and name == "1 file":
+            workers = sum(t.worker_cpu.values())
+            print(f"# from '{how}': client {t.client_cpu:.2f} CPU s serial, workers {workers:.2f} "
+                  f"CPU s parallel; one worker per core (and one core for the client): "
+                  + ", ".join(f"{c} cores ~{t.client_cpu + workers / c:.1f} s"
+                              for c in (2, 4, 8, 16))
+                  + f"; single process {base_cpu:.2f} CPU s")  # fmt: skip
     print(f"# load after: {os.getloadavg()[0]:.1f}")
 
 

@@ -669,23 +669,3 @@ def test_open_flows_find_their_key_by_hash_and_collisions_are_no_match(monkeypat
     # One part key, an open key of another key with the same hash: no match.
     matched, at = merge._match_hashed(rows_of([(6, 0), (5, 0)]), rows_of([(5, 10), (5, 5)]))
     assert matched.tolist() == [False, True] and at.tolist() == [1]
-
-
-def test_rows_handed_over_in_a_file_come_back_whole_and_the_file_goes(tmp_path):
-    from detector.distributed.count import count_part_handed_over
-
-    whole, _ = day_of_traffic(tmp_path)
-    part = plan_parts([str(whole)], PART_BYTES)[3]
-    settings = Settings()
-    direct = count_part(part, settings)
-    (tmp_path / "over").mkdir()
-    handed = count_part_handed_over(part, settings, str(tmp_path / "over"))
-    assert handed.handed_over is not None and len(handed.rows) == 0  # only a name travels
-    taken = handed.taken_over()
-    np.testing.assert_array_equal(taken.rows, direct.rows)
-    np.testing.assert_array_equal(taken.activity, direct.activity)
-    assert list((tmp_path / "over").iterdir()) == []
-    # Nowhere to write (a full or missing directory): the rows travel with the result.
-    inline = count_part_handed_over(part, settings, str(tmp_path / "missing"))
-    assert inline.handed_over is None
-    np.testing.assert_array_equal(inline.taken_over().rows, direct.rows)

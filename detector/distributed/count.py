@@ -7,11 +7,9 @@ per flow, pickled cheaply between processes or machines.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -80,7 +78,6 @@ class PartResult:
     # breakdown (``phases``) sums them to tell work from overhead.
     wall_s: float = 0.0
     cpu_s: float = 0.0
-    handed_over: str | None = None  # rows and activity in this file (count_part_handed_over)
     # The flow and activity rows dealt into shares of hosts (detector/distributed/shares.py).
     shares: list[tuple[np.ndarray, np.ndarray]] | None = None
     # Of the activity: the earliest and latest packet (None: none), and rows.
@@ -111,18 +108,6 @@ class PartResult:
             facts_count=0 if self.facts is None else len(self.facts["ts_ns"]),
             nbytes=nbytes,
         )
-
-    def taken_over(self) -> PartResult:
-        """The rows and activity read back from the file they were handed over
-        in (which is then removed); the result itself when there is none."""
-        if self.handed_over is None:
-            return self
-        with open(self.handed_over, "rb") as f:
-            self.rows = np.load(f, allow_pickle=False)
-            self.activity = np.load(f, allow_pickle=False)
-        os.remove(self.handed_over)
-        self.handed_over = None
-        return self
 
     @property
     def fatal(self) -> bool:
@@ -206,30 +191,6 @@ def count_part(
         wall_s=time.perf_counter() - wall0,
         cpu_s=time.thread_time() - cpu0,
     )
-
-
-def count_part_handed_over(part: Part, settings: Settings, where: str) -> PartResult:
-    """:func:`count_part` on a worker of the client's own machine: the flow and
-    activity rows go back through a file in ``where`` (a RAM-backed directory
-    the client made: /dev/shm), not through Dask's connection, which costs
-    about 3 ms of CPU a MB on each side (1 s a side for the 20M capture's
-    301 MB); the result carries the file's name (:meth:`PartResult.taken_over`)."""
-    result = count_part(part, settings)
-    path = os.path.join(where, f"part-{part.index}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
-    rows, activity = result.rows, result.activity
-    try:
-        with open(path, "wb") as f:
-            # One file: the flow rows, then the activity columns, each an .npy record.
-            np.save(f, rows, allow_pickle=False)
-            np.save(f, activity, allow_pickle=False)
-    except OSError:  # full (a container's small /dev/shm) or gone: through Dask, then
-        with contextlib.suppress(OSError):
-            os.remove(path)
-        return result
-    result.rows = rows[:0]
-    result.activity = activity[:, :0]
-    result.handed_over = path
-    return result
 
 
 def _located(problem: CaptureProblem, part: Part) -> CaptureProblem:

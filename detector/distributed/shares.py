@@ -380,11 +380,11 @@ def combined_features(shares: list[ShareResult]) -> pd.DataFrame:
     """Every share's feature rows in the order of a single-process scan."""
     import pandas as pd
 
-    frames = [s.features for s in shares if s.features is not None]
-    keys = [s.feature_order for s in shares if s.feature_order is not None]
-    features = pd.concat(frames, ignore_index=True)
-    if not len(features):
-        return frames[0]
-    key = np.concatenate(keys)
+    given = [s for s in shares if s.features is not None and s.feature_order is not None]
+    rows = [s for s in given if len(s.features)]  # type: ignore[arg-type]
+    if len(rows) < 2:  # (an empty frame's columns have no values to give their types)
+        return (rows or given)[0].features.reset_index(drop=True)  # type: ignore[union-attr]
+    features = pd.concat([s.features for s in rows], ignore_index=True)
+    key = np.concatenate([s.feature_order for s in rows])  # type: ignore[misc]
     order = np.lexsort((key[:, 2], key[:, 1], key[:, 0].view(np.int64)))
     return features.iloc[order].reset_index(drop=True)

@@ -71,7 +71,9 @@ def scan_to_files(
 
             from ..distributed import scan_captures_distributed
 
-            scan = partial(scan_captures_distributed, workers=workers, scheduler=scheduler)
+            # Flows and activity stay on the workers unless the dataset needs them.
+            scan = partial(scan_captures_distributed, workers=workers, scheduler=scheduler,
+                           tables=bool(parquet_dir))  # fmt: skip
         result = scan(
             captures,
             policy,
