@@ -186,9 +186,11 @@ def add_delivery(parser: argparse.ArgumentParser, *, alerts: str, spool_dir: str
     parser.add_argument(
         "--syslog",
         metavar="TARGET",
+        action="append",
         help=f"also send {alerts} as RFC 5424 syslog: 'local' (/dev/log), a Unix socket "
         "path (/run/...), HOST[:PORT] (UDP), tcp://HOST[:PORT] (RFC 6587, octet counting) "
-        "or tls://HOST[:PORT] (RFC 5425; port 6514 by default)",
+        "or tls://HOST[:PORT] (RFC 5425; port 6514 by default); give it again for more "
+        "collectors (each gets every alert)",
     )
     parser.add_argument(
         "--syslog-ca",
@@ -246,9 +248,9 @@ def delivery_problem(args: argparse.Namespace, *, spool_needed: bool) -> bool:
     """A usage mistake in the delivery options, said: the command stops (exit 2).
     ``spool_needed``: --webhook needs --spool-dir (no default place)."""
     problem = None
-    if (args.syslog_ca or args.syslog_cert or args.syslog_key) and not (
-        args.syslog or ""
-    ).startswith("tls://"):
+    if (args.syslog_ca or args.syslog_cert or args.syslog_key) and not any(
+        target.startswith("tls://") for target in args.syslog or ()
+    ):
         problem = "--syslog-ca, --syslog-cert and --syslog-key are for --syslog tls://HOST[:PORT]"
     elif not args.webhook and (args.webhook_token_file or args.spool_dir):
         which = "--webhook-token-file" if args.webhook_token_file else "--spool-dir"
@@ -264,14 +266,26 @@ def delivery_problem(args: argparse.Namespace, *, spool_needed: bool) -> bool:
     return False
 
 
-def syslog_of(args: argparse.Namespace) -> SyslogSender | None:
-    """The --syslog sender (connected: a TLS collector's certificate is checked
-    now), or None."""
+def syslog_of(args: argparse.Namespace) -> AlertSender | None:
+    """The --syslog senders as one (each connected: a TLS collector's certificate
+    is checked now), or None. The TLS files are for every tls:// target."""
     if not args.syslog:
         return None
+    from ..alerts.delivery import Deliveries
     from ..alerts.stream import SyslogSender
 
-    return SyslogSender(args.syslog, ca=args.syslog_ca, cert=args.syslog_cert, key=args.syslog_key)
+    senders: list[SyslogSender] = []
+    try:
+        for target in args.syslog:
+            tls = target.startswith("tls://")
+            senders.append(SyslogSender(target, ca=args.syslog_ca if tls else None,
+                                        cert=args.syslog_cert if tls else None,
+                                        key=args.syslog_key if tls else None))  # fmt: skip
+    except BaseException:
+        for sender in senders:
+            sender.close()
+        raise
+    return Deliveries.of(*senders)
 
 
 def webhook_token(args: argparse.Namespace) -> str | None:
