@@ -127,19 +127,53 @@ def _put(events, n, row, kind, mac, a_hi, a_lo, b_hi, b_lo, c_lo, d_lo, code, ot
     return n + 1
 
 
+SEEN_SLOTS = 1 << 16  # remembered (fact, minute) pairs: a fact is one event per minute
+MINUTE_NS = 60_000_000_000
+
+
+@njit(**LEAF)
+def _mix(h, value):
+    """One step of a 64-bit multiplicative hash (splitmix64's finaliser)."""
+    h ^= np.uint64(value)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+@njit(**LEAF)
+def _first_this_minute(seen, seen_minute, kind, mac, a_hi, a_lo, b_lo, minute):
+    """Whether this (kind, MAC, addresses) is new in this minute; remembers it.
+    A frequent fact (a busy host's every packet) becomes one event a minute."""
+    h = _mix(np.uint64(kind), np.uint64(mac))
+    h = _mix(h, a_hi)
+    h = _mix(h, a_lo)
+    h = _mix(h, b_lo) | np.uint64(1)
+    slot = np.int64(h & np.uint64(seen.shape[0] - 1))
+    if seen[slot] == h and seen_minute[slot] == minute:
+        return False
+    seen[slot] = h
+    seen_minute[slot] = minute
+    return True
+
+
 @njit(**LEAF)
 def _v4(value):
     return IPV4_MAPPED | np.uint64(value)
 
 
 @njit(**HOT_LOOP)
-def link_events(buf, base, batch, start, n, pcapng, linktype, if_linktypes, nets, events, last):
+def link_events(buf, base, batch, start, n, pcapng, linktype, if_linktypes, nets, events, seen,
+                seen_minute):  # fmt: skip
     """Events of rows ``start``..``n`` of ``batch`` (``records.Batch`` arrays),
     whose records lie in ``buf`` (``buf[0]`` is byte ``base`` of the capture),
     into ``events`` (rows of EVENT_COLUMNS). ``nets``: the isolated networks
-    (rows N_HI..N_MASK_LO). ``last`` (4 int64: kind, MAC, address halves of the
-    last DEVICE/FORWARDER event) carries over between calls: a run of frames of
-    one MAC and address is one event. Returns ``(next_row, n_events)``; the
+    (rows N_HI..N_MASK_LO). ``seen``/``seen_minute`` (SEEN_SLOTS each, kept
+    between calls): DEVICE and FORWARDER facts already reported this minute,
+    which are not reported again (every packet of a busy isolated host is one).
+    ARP, DHCP and advertisements are reported frame by frame. Returns ``(next_row, n_events)``; the
     caller drains ``events`` and calls again while ``next_row < n``."""
     n_events = 0
     offsets = batch.offset
@@ -192,6 +226,7 @@ def link_events(buf, base, batch, start, n, pcapng, linktype, if_linktypes, nets
             continue
         mac = _mac(buf, data + 6)
         vlan = np.int64(batch.vlan[i])
+        minute = batch.ts_ns[i] // MINUTE_NS
         if version != 0:
             src_hi = batch.src_hi[i]
             src_lo = batch.src_lo[i]
@@ -202,16 +237,7 @@ def link_events(buf, base, batch, start, n, pcapng, linktype, if_linktypes, nets
                 special = (proto == IPPROTO_UDP and (sport == DHCP_SERVER_PORT
                                                      or sport == DHCP6_SERVER_PORT)) or (
                     proto == IPPROTO_ICMPV6 and sport == ICMPV6_ROUTER_ADVERTISEMENT)  # fmt: skip
-                if not (
-                    last[0] == kind
-                    and last[1] == mac
-                    and last[2] == np.int64(src_hi)
-                    and last[3] == np.int64(src_lo)
-                ):
-                    last[0] = kind
-                    last[1] = mac
-                    last[2] = np.int64(src_hi)
-                    last[3] = np.int64(src_lo)
+                if _first_this_minute(seen, seen_minute, kind, mac, src_hi, src_lo, zero, minute):
                     n_events = _put(events, n_events, i, kind, mac, src_hi, src_lo, zero, zero,
                                     zero, zero, 0, 0, vlan)  # fmt: skip
                 if not special:

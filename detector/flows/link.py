@@ -5,7 +5,7 @@ reader's buffer (``read_packets(..., inspector=...)``); the kernel is
 ``detector._kernels.link.link_events``. It only looks at frames about the
 isolated networks it is given, ARP, DHCP replies and router advertisements,
 and keeps one row per distinct fact with when it was first and last seen and
-in how many frames:
+how often:
 
 ==============  ===============================================================
 column          meaning
@@ -18,7 +18,10 @@ c_lo, d_lo      DHCP: the offered address and the router of option 3 (IPv4)
 code            ARP operation; DHCP message type; router lifetime in seconds
 other_mac       ARP: sender hardware address; DHCP: the client's
 vlan            802.1Q VLAN id (65535: none)
-first_ns ..     first and last frame's time, and the number of frames
+first_ns ..     first and last frame's time, and ``count``: frames (arp, dhcp,
+                router-advert), or minutes with frames (device, forwarder: every
+                packet of a busy host is one of these, so the kernel reports each
+                once a minute)
 ==============  ===============================================================
 """
 
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 EVENT_ROWS = 1 << 14
 KEY = ["kind", "mac", "a_hi", "a_lo", "b_hi", "b_lo", "c_lo", "d_lo", "code", "other_mac", "vlan"]
-COLUMNS = [*KEY, "first_ns", "last_ns", "frames"]
+COLUMNS = [*KEY, "first_ns", "last_ns", "count"]
 COMPACT_ROWS = 1 << 16  # raw rows held before they are merged into distinct facts
 
 
@@ -63,7 +66,8 @@ class LinkInspector:
     def __init__(self, isolated: NetworkSet) -> None:
         self.nets = network_rows(isolated)
         self._events = np.zeros((EVENT_ROWS, lk.EVENT_COLUMNS), dtype=np.int64)
-        self._last = np.zeros(4, dtype=np.int64)
+        self._seen = np.zeros(lk.SEEN_SLOTS, dtype=np.uint64)
+        self._seen_minute = np.zeros(lk.SEEN_SLOTS, dtype=np.int64)
         self._chunks: list[dict[str, np.ndarray]] = []
         self._held = 0
 
@@ -72,11 +76,10 @@ class LinkInspector:
         n = len(batch)
         start = 0
         lts = np.ascontiguousarray(records.if_linktypes, dtype=np.int64)
-        self._last[:] = 0  # a run does not cross batches (their order is the reader's)
         while start < n:
             start, n_events = lk.link_events(
                 records.buf, records.base, batch.arrays(), start, n, records.pcapng,
-                records.linktype, lts, self.nets, self._events, self._last,
+                records.linktype, lts, self.nets, self._events, self._seen, self._seen_minute,
             )  # fmt: skip
             if n_events:
                 self._collect(batch, self._events[: int(n_events)])
@@ -98,7 +101,7 @@ class LinkInspector:
             "vlan": events[:, lk.E_VLAN].copy(),
             "first_ns": ts,
             "last_ns": ts.copy(),
-            "frames": np.ones(len(events), dtype=np.int64),
+            "count": np.ones(len(events), dtype=np.int64),
         }
         self._chunks.append(chunk)
         self._held += len(events)
@@ -119,7 +122,7 @@ class LinkInspector:
         raw = pd.DataFrame({c: np.concatenate([chunk[c] for chunk in self._chunks])
                             for c in COLUMNS})  # fmt: skip
         merged = raw.groupby(KEY, sort=False, as_index=False).agg(
-            first_ns=("first_ns", "min"), last_ns=("last_ns", "max"), frames=("frames", "sum")
+            first_ns=("first_ns", "min"), last_ns=("last_ns", "max"), count=("count", "sum")
         )
         return merged.sort_values(["first_ns", *KEY], kind="stable", ignore_index=True)
 

@@ -89,7 +89,7 @@ def check_arp_outside_segment(ctx: ScanContext) -> list[Alert]:
         targets = list(dict.fromkeys(address(h, t) for h, t in zip(group["b_hi"], group["b_lo"],
                                                                    strict=True)))  # fmt: skip
         start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
-        requests = int(group["frames"].sum())
+        requests = int(group["count"].sum())
         shown = listed(targets, 5)
         text = (
             f"{host} (isolated), card {mac_phrase(int(mac))}, asked in ARP for {shown}, "

@@ -43,9 +43,8 @@ segment when it sends a frame from an address in `networks.isolated`, or
 claims or probes for one in ARP (RFC 826, RFC 5227). Each card not in
 `known_devices` is one alert, with its vendor from the IEEE OUI registry
 (a table shipped with the detector, built from Wireshark's `manuf` file:
-`python -m detector.oui`), the isolated addresses it used, when it was first
-and last seen and in how many frames (a run of consecutive frames of one card
-and address counts once). A locally administered address (a randomised
+`python -m detector.oui`), the isolated addresses it used, and when it was
+first and last seen (to the minute). A locally administered address (a randomised
 "private" address of a phone or laptop, a virtual machine) is named as such.
 
 The baseline is the list itself: with no `known_devices` the rule does not
@@ -100,7 +99,6 @@ def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
         "lo": rows["a_lo"].to_numpy(np.uint64),
         "first": rows["first_ns"].to_numpy(np.int64),
         "last": rows["last_ns"].to_numpy(np.int64),
-        "frames": rows["frames"].to_numpy(np.int64),
     }
     # ARP: a card claiming an isolated address (sender), or probing for one (RFC 5227:
     # sender 0.0.0.0, the address it wants as target).
@@ -121,7 +119,6 @@ def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
         "lo": np.where(use_target, arp["b_lo"], arp["a_lo"]).astype(np.uint64),
         "first": arp["first_ns"].to_numpy(np.int64),
         "last": arp["last_ns"].to_numpy(np.int64),
-        "frames": arp["frames"].to_numpy(np.int64),
     }
     both = {k: np.concatenate([device_rows[k], arp_rows[k]]) for k in device_rows}
     alerts: list[Alert] = []
@@ -134,21 +131,20 @@ def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
         ))  # fmt: skip
         start = int(both["first"][mine].min())
         end = int(both["last"][mine].max())
-        frames = int(both["frames"][mine].sum())
         network = network_of(policy, addresses[0])
         used = listed(addresses, 5)
         text = (
             f"a network card never seen before on the isolated segment {network}: MAC "
-            f"{mac_phrase(mac)}, using {used}, {when(start, end, policy)}, in {frames:,} "
-            f"frame{'s' if frames != 1 else ''}; not one of the segment's "
+            f"{mac_phrase(mac)}, using {used}, {when(start, end, policy)}; not one of the "
+            f"segment's "
             f"{len(known)} known device{'s' if len(known) != 1 else ''}"
         )
         alerts.append(
             rule.alert(
                 settings.severity, start, end, addresses[0], text,
-                source_packets=frames, direction="internal",
+                direction="internal",
                 evidence={"mac": mac_text(mac), "vendor": vendor(mac), "network": network,
-                          "addresses": addresses[:20], "frames": frames},
+                          "addresses": addresses[:20]},
             )
         )  # fmt: skip
     return alerts

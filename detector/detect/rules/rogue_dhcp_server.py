@@ -92,11 +92,11 @@ def check_rogue_dhcp_server(ctx: ScanContext) -> list[Alert]:
     for (mac, hi, lo), group in rows.groupby(["mac", "server_hi", "server_lo"], sort=True):
         server = address(hi, lo)
         start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
-        frames = int(group["frames"].sum())
+        frames = int(group["count"].sum())
         counts = []
         for kind, names in (("dhcp-server", DHCP_TYPE_NAMES), ("dhcp6-server", DHCP6_TYPE_NAMES)):
             for code, name in names.items():
-                n = int(group["frames"][(group["kind"] == kind) & (group["code"] == code)].sum())
+                n = int(group["count"][(group["kind"] == kind) & (group["code"] == code)].sum())
                 if n:
                     counts.append(f"{n:,} {name}{'s' if n != 1 else ''}")
         offered_lo = group["c_lo"].to_numpy(np.uint64)

@@ -87,7 +87,7 @@ def _advertisements(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> 
         first = group.iloc[int(np.argmin(group["first_ns"].to_numpy()))]
         source = address(first["a_hi"], first["a_lo"])
         start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
-        frames = int(group["frames"].sum())
+        frames = int(group["count"].sum())
         lifetime = int(group["code"].max())
         default = (
             f"as the default router for {lifetime:,} s"
@@ -160,7 +160,7 @@ def _claims(ctx: ScanContext, rows: pd.DataFrame) -> list[Alert]:
             "one of them may be impersonating the other (ARP spoofing)"
         )
         alerts.append(rule.alert(
-            settings.severity, start, end, claimed, text, source_packets=int(group["frames"].sum()),
+            settings.severity, start, end, claimed, text, source_packets=int(group["count"].sum()),
             direction="internal",
             evidence={"sign": "address-claimed-twice", "macs": [mac_text(m) for m in macs],
                       "vendors": [vendor(m) for m in macs]},
