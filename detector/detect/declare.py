@@ -238,9 +238,9 @@ class Detection:
     why_by_direction: Mapping[str, str] = field(default_factory=dict)
     # A live sensor's look at each batch of packets it counts, for a rule whose alert
     # must not wait for the window's end (attached with ``@DETECTION.watches``;
-    # detector/detect/packets.py): it returns sightings, and a new one asks for an
-    # analysis at once.
-    on_packets: Callable[[PacketContext], Iterable[Hashable]] | None = None
+    # detector/detect/packets.py): it returns sightings, tuples with the host's
+    # (hi, lo) first, and a new one asks for an analysis of that host at once.
+    on_packets: Callable[[PacketContext], Iterable[tuple[Any, ...]]] | None = None
     # What tells two of this rule's incidents of one host apart besides time, so
     # that a live sensor updates the alert it raised rather than raising another:
     # by default the other side (destination.ip); for a rule whose other side is
@@ -271,8 +271,8 @@ class Detection:
         return attach
 
     def watches(
-        self, function: Callable[[PacketContext], Iterable[Hashable]]
-    ) -> Callable[[PacketContext], Iterable[Hashable]]:
+        self, function: Callable[[PacketContext], Iterable[tuple[Any, ...]]]
+    ) -> Callable[[PacketContext], Iterable[tuple[Any, ...]]]:
         """Decorator: the function below is this detection's look at each batch of
         packets in a live sensor (``on_packets``, detector/detect/packets.py)."""
         object.__setattr__(self, "on_packets", function)  # once, at import, as ``checks``

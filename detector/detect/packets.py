@@ -5,12 +5,14 @@ whose alert must not wait that long (an isolated host's first packet out, a
 P2P handshake, an upload crossing its threshold) declares ``on_packets``
 beside its check (``Detection.on_packets``, detector/detect/declare.py). Each
 capture worker calls it on every batch it has just counted, with a
-:class:`PacketContext`; the function returns *sightings*: hashable keys naming
-what the rule may now alert on (a host, a host and its other side, a host and
-the minute its upload crossed the threshold). A sighting the sensor has not
-had before asks for an analysis at once; the analysis, the same as a window's,
-decides and raises the alert (so its figures and event.id are those of a
-scan), and the window's analysis later only updates it.
+:class:`PacketContext`; the function returns *sightings*: tuples naming what
+the rule may now alert on, the internal host's address (hi, lo) first, then
+what else tells it apart (the other side, an app, the minute an upload
+crossed the threshold). A sighting the sensor has not had before asks for an
+analysis at once, of that host's traffic (all of it the sensor keeps) and of
+that rule's alerts; the analysis is the window's own, so it decides and
+raises the alert with the figures and event.id of a scan, and the window's
+analysis later only updates it.
 
 A sighting is a necessary condition, cheaply checked: it may be had without the
 rule then firing (a destination allowlisted by name, a destination that is not
@@ -21,7 +23,7 @@ on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from ..capture.batch import PacketBatch
     from ..policy import Policy
 
-Sightings = Iterable[Hashable]
+Sighting = tuple[Any, ...]  # (host hi, host lo, what else tells it apart ...)
 
 
 class RunningTotals:
@@ -64,7 +66,7 @@ class RunningTotals:
         *,
         span_minutes: int | None = None,
         gap_ns: int | None = None,
-    ) -> list[tuple[Hashable, int]]:
+    ) -> list[tuple[tuple[Any, ...], int]]:
         """Add ``amounts`` (one per row, with its key, given as columns, and its
         minute) to the totals of ``name`` and return (key, minute) for each key
         whose total reached ``threshold`` at that minute, having been under it
@@ -85,7 +87,7 @@ class RunningTotals:
         sums = np.bincount(inverse.reshape(-1), weights=amounts, minlength=len(unique))
         last = f"f{len(columns) - 1}"
         order = np.argsort(unique[last], kind="stable")
-        found: list[tuple[Hashable, int]] = []
+        found: list[tuple[tuple[Any, ...], int]] = []
         for row, amount in zip(unique[order].tolist(), sums[order].tolist(), strict=True):
             key, minute, amount = tuple(row[:-1]), int(np.int64(np.uint64(row[-1]))), int(amount)
             if span_minutes is not None:

@@ -284,6 +284,20 @@ class ActivityTable:
             self._merged = None
         return dropped
 
+    def with_hosts(self, hosts: Sequence[tuple[int, int]]) -> ActivityTable:
+        """A table (for reading) of this one's rows with one of ``hosts`` ((hi,
+        lo) pairs) at either end, with its folded counts: what an analysis of a
+        few hosts reads (a live sensor's look on the packet, docs/live.md)."""
+        cols = self.merged_columns()
+        keep = np.zeros(cols.shape[1], dtype=bool)
+        for hi_row, lo_row in ((ak.C_A_HI, ak.C_A_LO), (ak.C_B_HI, ak.C_B_LO)):
+            his, los = cols[hi_row].view(np.uint64), cols[lo_row].view(np.uint64)
+            for hi, lo in hosts:  # a few: one pass each
+                keep |= (los == np.uint64(lo)) & (his == np.uint64(hi))
+        table = ActivityTable.combined([cols[:, keep]], bin_seconds=self.bin_seconds)
+        table.folded_sources = dict(self.folded_sources)
+        return table
+
     def columns(self) -> dict[str, np.ndarray]:
         """One array per name of ``ACTIVITY_COLUMNS`` (dtypes in
         ``ACTIVITY_COLUMNS_DOC``); one row per (A, B, A port, B port, protocol,

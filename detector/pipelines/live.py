@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from ..flows.table import (
     DEFAULT_MAX_FLOWS,
     FlowTable,
 )
+from ..networks import address_text
 from ..policy.suppress import split_suppressed
 from .scan import ScanResult, first_contacts, foldable, scan_activity
 
@@ -71,6 +72,11 @@ READ_TIMEOUT_S = 0.2  # how long a worker waits for packets before looking at th
 # long after the last one ended: a host sweeping addresses (a sighting each) does not keep
 # the main thread analysing without a pause.
 URGENT_GAP_S = 0.5
+# An analysis asked for by sightings reads only the sighted hosts' traffic (all of it
+# the sensor keeps) and writes only the sighted rules' alerts of them: over 26 hours of
+# a busy link, a whole analysis takes seconds (benchmarks/README.md). More hosts than
+# this at once (a sweep): the whole analysis.
+URGENT_MAX_HOSTS = 64
 
 SENSOR_DROPS = sensor.DROPS.rule_id
 SENSOR_BLIND = sensor.BLIND.rule_id
@@ -340,7 +346,9 @@ class LiveDetector:
         # Sightings of the rules' looks on the packet (watch) already sent for an
         # analysis: (rule id, key); bounded by what the rules alert on (an isolated
         # host's other sides, P2P and messaging hosts, threshold crossings).
-        self._watched: set[tuple[str, object]] = set()
+        self._watched: set[tuple[str, tuple[Any, ...]]] = set()
+        # What the next analysis is asked to look at: rule id → the sighted hosts (hi, lo).
+        self._sighted: dict[str, set[tuple[int, int]]] = {}
         self._watch_lock = threading.Lock()
         self._totals = RunningTotals()  # the volume rules' running sums (detect/packets.py)
         self._memo: dict[str, object] = {}  # what the looks build once per policy
@@ -361,7 +369,7 @@ class LiveDetector:
         if not len(batch) or not WATCHING:
             return
         policy = self.policy
-        fresh: set[tuple[str, object]] = set()
+        fresh: set[tuple[str, tuple[Any, ...]]] = set()
         # One look at a time: the running totals and the sightings are shared by
         # the workers (a host's uploads can reach several of them).
         with self._watch_lock:
@@ -379,6 +387,8 @@ class LiveDetector:
             self._watched |= fresh
         if fresh:
             with self._budget_lock:
+                for rule_id, key in fresh:
+                    self._sighted.setdefault(rule_id, set()).add((key[0], key[1]))
                 self.urgent = True
             self.wake.set()
 
@@ -445,15 +455,15 @@ class LiveDetector:
                 if time.time() >= next_report:
                     next_report = self._next_report(time.time())
                     with self._budget_lock:  # this analysis sees what was sighted
-                        self.urgent = False
+                        self.urgent, self._sighted = False, {}
                     self._analyse(final=False)
                     analysed_at = time.monotonic()
                 elif self.urgent and now - analysed_at >= URGENT_GAP_S:
                     with self._budget_lock:  # taken and cleared at once: none is lost
-                        self.urgent = False
+                        self.urgent, sighted, self._sighted = False, self._sighted, {}
                     # A rule sighted something new on the packet: analyse now, not at
                     # the window's end (the window's analysis updates the alert).
-                    self._analyse(final=False)
+                    self._analyse(final=False, sighted=sighted)
                     analysed_at = time.monotonic()
                 if self.status is not None and now - last_status >= 1.0:
                     packets = self.packets
@@ -569,18 +579,36 @@ class LiveDetector:
                 table.folded_sources[minute] = table.folded_sources.get(minute, 0) + sources
         return table, merged_facts
 
-    def _analyse(self, *, final: bool) -> ScanResult | None:
+    def _analyse(
+        self, *, final: bool, sighted: dict[str, set[tuple[int, int]]] | None = None
+    ) -> ScanResult | None:
+        """Analyse what the workers counted and write what is new. ``sighted``
+        (rule id → hosts, from the rules' looks on the packet): only those hosts'
+        traffic is read and only those rules' alerts of them written (the window's
+        analysis writes the rest; URGENT_MAX_HOSTS)."""
         activity, facts = self.snapshot()
         policy = self.policy
+        hosts = sorted(set().union(*sighted.values())) if sighted else []
+        if len(hosts) > URGENT_MAX_HOSTS:
+            sighted = None
+        if sighted:
+            activity = activity.with_hosts(hosts)
+            if facts is not None and len(facts):
+                facts = facts[_with_hosts(facts, hosts)]
         result = scan_activity(
             activity, self.workers[0].flows, policy, model=self.model, facts=facts,
             first_contacts=self.first_contacts,
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
-        if self.analysed is not None:
+        found = list(result.alerts)
+        if sighted:
+            wanted = {(rule_id, address_text(hi, lo)) for rule_id, of in sighted.items()
+                      for hi, lo in of}  # fmt: skip
+            found = [a for a in found if (a.rule_id, a.source_ip) in wanted]
+        elif self.analysed is not None:
             self.analysed(result)
         alerts, held = split_suppressed(
-            list(result.alerts) + self._sensor_alerts(policy), policy.suppressions, policy.zone
+            found + self._sensor_alerts(policy), policy.suppressions, policy.zone
         )
         self.suppressed.update(h.alert.ecs_id for h in held)
         new: list[Alert] = []
@@ -603,7 +631,7 @@ class LiveDetector:
         self.updates.extend(grown)
         if new or grown:
             self.emit(new + grown)
-        if not final and self.options.history_hours:
+        if not final and not sighted and self.options.history_hours:
             # Memory stays bounded: rows older than the history are dropped
             # (rules look back at most a day; docs/live.md).
             history = int(self.options.history_hours * 3600 * NS)
@@ -694,6 +722,17 @@ class LiveDetector:
             alerts.append(sensor.BLIND.alert(sensor.BLIND.severity, span.start_ns, span.end_ns, "",
                                              text, evidence=evidence, **observer))  # fmt: skip
         return alerts
+
+
+def _with_hosts(facts: pd.DataFrame, hosts: list[tuple[int, int]]) -> np.ndarray:
+    """Which payload facts have one of ``hosts`` at either end."""
+    keep = np.zeros(len(facts), dtype=bool)
+    for side in ("src", "dst"):
+        his = facts[f"{side}_hi"].to_numpy(dtype=np.uint64)
+        los = facts[f"{side}_lo"].to_numpy(dtype=np.uint64)
+        for hi, lo in hosts:
+            keep |= (los == np.uint64(lo)) & (his == np.uint64(hi))
+    return keep
 
 
 def warm_up(policy: Policy) -> None:

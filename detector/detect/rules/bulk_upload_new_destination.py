@@ -3,7 +3,7 @@ had not used before (documents copied to a new cloud account look like this)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
@@ -93,7 +93,7 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
 
 
 @DETECTION.watches
-def new_destination_uploads(packets: PacketContext) -> list[tuple[object, int]]:
+def new_destination_uploads(packets: PacketContext) -> list[tuple[Any, ...]]:
     """In a live sensor, as soon as it happens: a (host, outside address) pair
     whose bytes reached ``min_bytes`` within ``span_minutes`` (with the minute it
     did); whether the address is new the analysis then decides."""
@@ -102,6 +102,7 @@ def new_destination_uploads(packets: PacketContext) -> list[tuple[object, int]]:
     if not len(rows):
         return []
     keys, minutes, sent = packets.uploads(rows)
-    return packets.totals.crossed(DETECTION.rule_id, keys, minutes, sent,
-                                  int(settings["min_bytes"]),
-                                  span_minutes=int(settings["span_minutes"]))  # fmt: skip
+    crossed = packets.totals.crossed(DETECTION.rule_id, keys, minutes, sent,
+                                     int(settings["min_bytes"]),
+                                     span_minutes=int(settings["span_minutes"]))  # fmt: skip
+    return [(*pair, minute) for pair, minute in crossed]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]
 
 
 @DETECTION.watches
-def mail_packets(packets: PacketContext) -> set[tuple[object, ...]]:
+def mail_packets(packets: PacketContext) -> set[tuple[Any, ...]]:
     """In a live sensor, at once: an isolated host's packet to a mail port of an
     address outside the isolated zone (host, other side, port); and, for the
     volume half, a (host, outside address, port) whose episode of outbound mail
@@ -173,7 +173,7 @@ def mail_packets(packets: PacketContext) -> set[tuple[object, ...]]:
     settings = policy.rule(DETECTION.rule_id)
     b = packets.batch
     ports = np.array(sorted(int(p) for p in settings["ports"]), dtype=np.int64)
-    sightings: set[tuple[object, ...]] = set()
+    sightings: set[tuple[Any, ...]] = set()
     if policy.isolated:
         # The isolated host is the mail client: the mail port is on the other side.
         for isolated, port, (h_hi, h_lo, o_hi, o_lo) in (
@@ -195,5 +195,5 @@ def mail_packets(packets: PacketContext) -> set[tuple[object, ...]]:
         gap_ns = policy.window_minutes * MINUTE_NS  # ScanContext.gap_ns: an episode
         crossed = packets.totals.crossed(DETECTION.rule_id, keys, minutes, sent,
                                          int(settings["min_bytes"]), gap_ns=gap_ns)  # fmt: skip
-        sightings |= {("large", key, minute) for key, minute in crossed}
+        sightings |= {(*key[:2], "large", *key[2:], minute) for key, minute in crossed}
     return sightings

@@ -4,7 +4,7 @@ modelled incident: 26 classified documents sent out at night)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -139,7 +139,7 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
 
 
 @DETECTION.watches
-def offhours_uploads(packets: PacketContext) -> list[tuple[object, int]]:
+def offhours_uploads(packets: PacketContext) -> list[tuple[Any, ...]]:
     """In a live sensor, as soon as it happens: a host whose bytes to
     non-allowlisted outside addresses in off-hours minutes reached ``min_bytes``
     within ``span_minutes`` (the host and the minute it did)."""
@@ -151,6 +151,7 @@ def offhours_uploads(packets: PacketContext) -> list[tuple[object, int]]:
     unique, inverse = np.unique(minutes, return_inverse=True)
     rows = rows[~packets.policy.is_business_time(unique)[inverse.reshape(-1)]]
     keys, minutes, sent = packets.uploads(rows)
-    return packets.totals.crossed(DETECTION.rule_id, keys[:2], minutes, sent,
-                                  int(settings["min_bytes"]),
-                                  span_minutes=int(settings["span_minutes"]))  # fmt: skip
+    crossed = packets.totals.crossed(DETECTION.rule_id, keys[:2], minutes, sent,
+                                     int(settings["min_bytes"]),
+                                     span_minutes=int(settings["span_minutes"]))  # fmt: skip
+    return [(*host, minute) for host, minute in crossed]
