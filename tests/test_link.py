@@ -83,19 +83,29 @@ def test_hand_built_frames(tmp_path: Path) -> None:
         # 3 s: a DHCP reply with no options at all: type 0, no server id, no router.
         _offer(options=False),
         # 4 s: a router advertisement, lifetime 1800 s (the Pi again).
-        raw(Ether(src=PI_MAC, dst="33:33:00:00:00:01") / IPv6(src="fe80::1", dst="ff02::1")
-            / ICMPv6ND_RA(routerlifetime=1800)),  # fmt: skip
+        raw(
+            Ether(src=PI_MAC, dst="33:33:00:00:00:01")
+            / IPv6(src="fe80::1", dst="ff02::1")
+            / ICMPv6ND_RA(routerlifetime=1800)
+        ),  # fmt: skip
         # 5 s: a DHCPv6 ADVERTISE (type 2) from port 547 to 546.
-        raw(Ether(src=PI_MAC, dst="33:33:00:01:00:02") / IPv6(src="fe80::1", dst="fe80::2")
-            / UDP(sport=547, dport=546) / DHCP6_Advertise()),  # fmt: skip
+        raw(
+            Ether(src=PI_MAC, dst="33:33:00:01:00:02")
+            / IPv6(src="fe80::1", dst="fe80::2")
+            / UDP(sport=547, dport=546)
+            / DHCP6_Advertise()
+        ),  # fmt: skip
         # 6 s and 6.5 s: two SYNs of the isolated host: one device fact a minute.
         raw(Ether(src=ISO_MAC, dst=GW_MAC) / IP(src="10.8.40.31", dst="10.8.40.5") / TCP()),
         raw(Ether(src=ISO_MAC, dst=GW_MAC) / IP(src="10.8.40.31", dst="10.8.40.5") / TCP()),
         # 7 s: an answer from outside through the gateway's card: a forwarder.
         raw(Ether(src=GW_MAC, dst=ISO_MAC) / IP(src="203.0.113.5", dst="10.8.40.31") / TCP()),
         # 8 s: a gratuitous ARP reply (op 2) for 10.8.40.1, tagged VLAN 40.
-        raw(Ether(src=GW_MAC, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=40)
-            / ARP(op=2, hwsrc=GW_MAC, psrc="10.8.40.1", pdst="10.8.40.1")),  # fmt: skip
+        raw(
+            Ether(src=GW_MAC, dst="ff:ff:ff:ff:ff:ff")
+            / Dot1Q(vlan=40)
+            / ARP(op=2, hwsrc=GW_MAC, psrc="10.8.40.1", pdst="10.8.40.1")
+        ),  # fmt: skip
         # 9 s: ARP for another protocol (hardware size 8): not read.
         _arp(ISO_MAC, 1, "10.8.40.31", "10.8.40.2", hwlen=8),
         # 10 s: an ARP request cut to 30 bytes: not read.
