@@ -213,3 +213,31 @@ def test_an_episode_total_crosses_where_the_rules_episode_reaches_the_threshold(
             if sums[-1] >= threshold:
                 expected.append(((host,), int(minutes[runs == run][np.argmax(sums >= threshold)])))
     assert sorted(crossings) == sorted(expected)
+
+
+def test_one_hosts_rows_are_every_row_with_it_at_either_end(tmp_path):
+    """ActivityTable.with_hosts (what a sighting's analysis reads) against a
+    filter of every row by hand: the rows with the host as A or as B, whole."""
+    from gen_traffic import Capture, at
+
+    from detector.capture import read_packets
+    from detector.flows.activity import ActivityTable
+    from detector.networks import address_pair
+
+    start = at("2026-02-04 02:00", "UTC")
+    capture = Capture()
+    for i, (src, dst) in enumerate([("10.8.40.31", "203.0.113.140"), ("10.8.10.7", "10.8.40.31"),
+                                    ("10.8.10.7", "198.51.100.9"), ("10.8.10.8", "203.0.113.140")]):  # fmt: skip
+        capture.transfer(src, dst, start=start + i * 50 * 10**9, seconds=120, bytes_out=90_000)
+    table = ActivityTable(bin_seconds=60)
+    for batch in read_packets([capture.write(tmp_path / "four.pcap")]):
+        table.ingest(batch)
+    everything = pd.DataFrame(table.columns())
+    for hosts in (["10.8.40.31"], ["10.8.10.7", "10.8.10.8"], ["192.0.2.1"]):
+        pairs = [address_pair(h) for h in hosts]
+        mine = pd.DataFrame(table.with_hosts(pairs).columns())
+        ends_a = list(zip(everything["a_hi"], everything["a_lo"], strict=True))
+        ends_b = list(zip(everything["b_hi"], everything["b_lo"], strict=True))
+        wanted = everything[[a in pairs or b in pairs for a, b in zip(ends_a, ends_b, strict=True)]]
+        assert len(wanted) == len(mine) and (len(mine) > 0) == (hosts != ["192.0.2.1"])
+        pd.testing.assert_frame_equal(mine.reset_index(drop=True), wanted.reset_index(drop=True))
