@@ -21,7 +21,9 @@ from detector import _jit
 from detector.capture import CaptureReader
 from detector.errors import CaptureError
 from detector.flows import FlowTable
+from detector.flows.link import Inspectors, LinkInspector
 from detector.flows.payload import PayloadInspector
+from detector.networks import NetworkSet
 
 from corpus import PCAPS, corpus_files
 
@@ -56,6 +58,8 @@ SEEDS = [
             "smtp",
             "wechat",
             "line",
+            "dhcp",
+            "QinQ",
         )
     )
 ][:48]
@@ -103,10 +107,15 @@ def _read_both_ways(path):
     table = FlowTable(max_flows=16, idle_timeout=1.0, active_timeout=5.0)
     # Payload inspection on every packet, every byte: DNS, TLS, HTTP, P2P and ID
     # number parsers all meet the damaged bytes.
-    inspector = PayloadInspector(max_packets=255, max_bytes=65535)
+    payload = PayloadInspector(max_packets=255, max_bytes=65535)
+    # The link pass with every address isolated: device and forwarder facts from
+    # every packet, and ARP, DHCP and router advertisement parsers on damaged frames.
+    link = LinkInspector(NetworkSet(["0.0.0.0/0", "::/0"]))
+    inspector = Inspectors(payload, link)
     for batch in CaptureReader(path, batch_packets=7, inspector=inspector):  # many restarts
         table.ingest(batch)
-    inspector.frame()
+    payload.frame()
+    link.frame()
     table.flush()
     fused = FlowTable(max_flows=16, idle_timeout=1.0, active_timeout=5.0)
     for _ in CaptureReader(path, counter=fused, batch_packets=5):
