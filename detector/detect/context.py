@@ -39,6 +39,9 @@ class ScanContext:
     # Link-layer facts of isolated segments (detector/flows/link.py): devices,
     # gateways, ARP, DHCP replies, router advertisements; None when not looked at.
     link: pd.DataFrame | None = None
+    # Network cards (MAC addresses as text) seen on isolated segments before this
+    # traffic (the nightly's state): known to new-device-isolated like its list.
+    learned_devices: frozenset[str] = frozenset()
 
     @property
     def gap_ns(self) -> int:

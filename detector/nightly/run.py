@@ -49,6 +49,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,7 @@ from ..alerts.record import Alert, Observer, to_ecs
 from ..capture import CaptureProblem, CaptureStats
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
+from ..pipelines.devices import isolated_devices
 from ..pipelines.scan import ScanResult, scan_captures
 from ..policy.suppress import split_suppressed
 from ..report.html import relink, report_name, write_report
@@ -406,10 +408,9 @@ def _finish_day(
         files.append(f)
     paths = [f.path for f in files]
     stats: list[CaptureStats] = []
-    count = scan_captures
+    # The cards seen on isolated segments on earlier days: new-device-isolated's baseline.
+    count = partial(scan_captures, learned_devices=state.devices_before(str(day)))
     if dask is not None:
-        from functools import partial
-
         from ..distributed import scan_captures_distributed
 
         count = partial(scan_captures_distributed, client=dask.client())
@@ -482,6 +483,7 @@ def _finish_day(
         files=len(in_day),
         report=report_path,
         hosts=_hosts_of_day(scan, start, end),
+        devices=isolated_devices(scan.link, policy) if scan.link is not None else (),
         output=options.alerts_path,
         output_bytes=output_bytes,
         now_ns=time.time_ns(),

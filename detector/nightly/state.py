@@ -4,7 +4,8 @@ What it keeps: every capture file it has taken in (path, size, mtime, content
 hash, packet span and counts), files it left because they looked unfinished,
 the days it has finished (and so their alerts and report) and whether a run
 has announced them, the ids of the alerts it has written, how far the alerts
-file is committed, and the day each internal host was first seen. Each unit of
+file is committed, the day each internal host was first seen, and the day
+each network card was first seen on an isolated segment. Each unit of
 work commits in one transaction (``synchronous=FULL``, a rollback journal): a
 run killed at any point leaves the state of the last finished unit, and the
 next run redoes the rest.
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS days (
 CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, day TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, committed_bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, first_day TEXT NOT NULL);
+-- the network cards seen on isolated segments (new-device-isolated's learned baseline)
+CREATE TABLE IF NOT EXISTS devices (mac TEXT PRIMARY KEY, first_day TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS learned (day TEXT PRIMARY KEY);
 -- What alerted on each finished day (rule, host, other side): new or recurring.
 -- Added without a schema change: a state file from before has none, and its
@@ -286,6 +289,12 @@ class NightlyState:
             row[0] for row in self.db.execute("SELECT host FROM hosts WHERE first_day<?", (day,))
         }
 
+    def devices_before(self, day: str) -> frozenset[str]:
+        """Network cards (MAC addresses) first seen on an isolated segment before ``day``."""
+        return frozenset(
+            row[0] for row in self.db.execute("SELECT mac FROM devices WHERE first_day<?", (day,))
+        )
+
     def committed_bytes(self, output: str) -> int | None:
         row = self.db.execute(
             "SELECT committed_bytes FROM outputs WHERE path=?", (output,)
@@ -307,6 +316,7 @@ class NightlyState:
         incidents: Iterable[tuple[str, str, str]] = (),
         suppressed: int = 0,
         recurring: int = 0,
+        devices: Iterable[str] = (),
     ) -> None:
         """Everything a finished day changes, in one transaction."""
         with self.transaction() as db:
@@ -331,6 +341,11 @@ class NightlyState:
                     "first_day=min(first_day, excluded.first_day)",
                     (host, day),
                 )
+            db.executemany(
+                "INSERT INTO devices VALUES (?, ?) ON CONFLICT(mac) DO UPDATE SET "
+                "first_day=min(first_day, excluded.first_day)",
+                [(mac, day) for mac in devices],
+            )
             if output is not None:
                 db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (output, output_bytes))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,19 +21,17 @@ from ..detect.rules.segment import address
 from ..errors import DetectorError
 from ..flows.link import LinkInspector
 from ..flows.table import count_flows
-from ..oui import mac_text, vendor
+from ..oui import mac_text, parse_mac, vendor
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..policy import Policy
 
 
-def known_devices(paths: Sequence[str], policy_path: str) -> str:
-    """The TOML table of the cards seen on isolated segments in ``paths``."""
-    from ..policy import load_policy
-
-    policy = load_policy(policy_path)
-    if not policy.isolated:
-        raise DetectorError(f"{policy_path}: networks.isolated: none given (no isolated segment)")
-    link = LinkInspector(policy.isolated)
-    count_flows(paths, inspector=link)
-    facts = link.frame()
+def isolated_devices(facts: pd.DataFrame, policy: Policy) -> dict[str, list[str]]:
+    """The cards on isolated segments in link ``facts`` (detector/flows/link.py):
+    MAC address (text) -> the isolated addresses it sent from or claimed in ARP."""
     kinds = facts["kind"].to_numpy()
     arp = kinds == "arp"
     claims = arp & policy.isolated.contains(
@@ -46,9 +45,22 @@ def known_devices(paths: Sequence[str], policy_path: str) -> str:
         shown = address(hi, lo)
         if shown not in cards[int(mac)]:
             cards[int(mac)].append(shown)
+    return {mac_text(mac): cards[mac] for mac in sorted(cards)}
+
+
+def known_devices(paths: Sequence[str], policy_path: str) -> str:
+    """The TOML table of the cards seen on isolated segments in ``paths``."""
+    from ..policy import load_policy
+
+    policy = load_policy(policy_path)
+    if not policy.isolated:
+        raise DetectorError(f"{policy_path}: networks.isolated: none given (no isolated segment)")
+    link = LinkInspector(policy.isolated)
+    count_flows(paths, inspector=link)
     lines = ["[rules.new-device-isolated]", "known_devices = ["]
-    for mac in sorted(cards):
-        lines.append(f'  "{mac_text(mac)}",  # {vendor(mac)}: {", ".join(cards[mac][:4])}')
+    for mac, addresses in isolated_devices(link.frame(), policy).items():
+        shown = vendor(parse_mac(mac) or 0)
+        lines.append(f'  "{mac}",  # {shown}: {", ".join(addresses[:4])}')
     lines.append("]")
     return "\n".join(lines)
 

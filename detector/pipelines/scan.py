@@ -53,11 +53,14 @@ def scan_captures(
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     model: EgressModel | None = None,
     activity_rows: int = DEFAULT_MAX_ROWS,
+    learned_devices: frozenset[str] = frozenset(),
 ) -> ScanResult:
     """Scan captures (one stream, in the order given) against ``policy`` (and a
     trained ``model``, whose verdicts join the rule alerts). ``activity_rows``:
     the conversation-minutes held before few-packet outside addresses are
-    counted together (detector/flows/fold.py)."""
+    counted together (detector/flows/fold.py). ``learned_devices``: the network
+    cards seen on isolated segments before (the nightly's state), known to
+    new-device-isolated besides the policy's."""
     # Under a flood, few-packet outside addresses are counted together so
     # memory stays bounded; sensor-flood says so.
     activity = ActivityTable(bin_seconds=60, capacity=min(DEFAULT_CAPACITY, activity_rows),
@@ -82,7 +85,7 @@ def scan_captures(
     facts = inspector.frame() if inspector is not None else None
     return scan_activity(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts,
-        link=link.frame() if link is not None else None,
+        link=link.frame() if link is not None else None, learned_devices=learned_devices,
     )  # fmt: skip
 
 
@@ -97,6 +100,7 @@ def scan_activity(
     first_contacts: pd.DataFrame | None = None,
     hosts: HostShare | None = None,
     link: pd.DataFrame | None = None,
+    learned_devices: frozenset[str] = frozenset(),
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
     (``facts``: what payload inspection found, if it ran; ``first_contacts``:
@@ -116,13 +120,14 @@ def scan_activity(
     rules = run_rules if hosts is None else hosts.run_rules
     if model is None:
         alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier,
-                                   link=link))  # fmt: skip
+                                   link=link, learned_devices=learned_devices))  # fmt: skip
     else:
         from ..detect.model import known_pairs, model_alerts, score_scan
 
         known = known_pairs(model, traffic)
         alerts = rules(ScanContext(policy, traffic, minutes, known_destinations=known,
-                                   first_contacts=earlier, link=link))  # fmt: skip
+                                   first_contacts=earlier, link=link,
+                                   learned_devices=learned_devices))  # fmt: skip
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:

@@ -47,9 +47,12 @@ claims or probes for one in ARP (RFC 826, RFC 5227). Each card not in
 first and last seen (to the minute). A locally administered address (a randomised
 "private" address of a phone or laptop, a virtual machine) is named as such.
 
-The baseline is the list itself: with no `known_devices` the rule does not
-fire (every card would be new). List the segment's cards once from captures
-of normal days:
+The baseline is `known_devices` and, in `egress-detector nightly`, every card
+seen on an isolated segment on an earlier day (kept in its state file): a card
+is alerted on the first day it appears, and known from the next. With neither
+(a scan with no `known_devices`, the nightly's first day) the rule does not
+fire: every card would be new. List the segment's cards once from captures of
+normal days:
 
 ```sh
 python -m detector.pipelines.devices --policy site.toml monday.pcap tuesday.pcap
@@ -72,7 +75,8 @@ loopback captures).""",
             Macs(),
             (),
             "The MAC addresses of the cards that belong on the isolated segments (the "
-            "baseline). Empty: the rule does not fire.",
+            "baseline; the nightly adds the cards of earlier days). Empty, and no earlier "
+            "day: the rule does not fire.",
         ),
     ),
     policy_example="""\
@@ -85,7 +89,7 @@ known_devices = ["02:08:0a:08:28:1f", "02:08:0a:08:28:05", "02:08:0a:08:28:20"]"
 def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
     rule = DETECTION
     settings = ctx.policy.rule(rule.rule_id)
-    known = mac_values(settings["known_devices"])
+    known = mac_values(settings["known_devices"]) | mac_values(tuple(ctx.learned_devices))
     seen = segments(ctx)
     if seen is None or not known:
         return []
