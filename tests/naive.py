@@ -27,7 +27,8 @@ the code, marked ``CHOICE``):
     next-header value reached, ports are 0.  An extension header is followed
     when its first 2 bytes (all 8 for a fragment header) are captured, even if
     its length runs past the capture.  The IPv4 total length and IPv6 payload
-    length are never used (TSO / BIG TCP frames report 0).  A frame cut before
+    length are never used to decode (TSO / BIG TCP frames report 0), only for
+    the payload length (CHOICE 19).  A frame cut before
     the IP header could be found (link header, VLAN tag, MPLS label, PPPoE, PBB,
     VN-Tag, or an LLC/SNAP header whose captured bytes could still be
     AA AA 03 00 00 00/F8, not all captured) is status 3 too: "not IP" cannot be
@@ -105,6 +106,22 @@ the code, marked ``CHOICE``):
 18. A flow whose two end points are the same (address and port) cannot tell its
     directions apart: every packet goes the way the first one went (dst2src when
     that was a SYN+ACK, else src2dst).
+19. ``payload_len``: see ``_TRANSPORT_HEADER``.  ``tcp_seq``: the TCP sequence
+    number when its 4 bytes were captured, else 0.
+20. ``conn_state`` and ``history`` follow Zeek's TCP analyzer
+    (src/packet_analysis/protocol/tcp/TCPSessionAdapter.cc: update_history,
+    UpdateStateMachine; base/protocols/conn/main.zeek: conn_state), replayed
+    per packet with Zeek's relative sequence numbers (``_ZeekTcp``), with the
+    flow's initiator as Zeek's originator.  Not modelled: checksums (c),
+    content gaps (g), retransmissions (t), zero windows (w), Zeek's own
+    role flips (a "^" is written when the first packet was the responder's
+    SYN+ACK, as Zeek does once it flips such a connection), and sequence
+    wrap-around.  A repeated FIN or RST is told from the last one by its
+    sequence number as sent, where Zeek takes it relative to the side's start
+    (the two differ only when a side's first packet was a RST and it later
+    sent a SYN, which moves Zeek's start).  At most 32 letters are kept.  UDP: "D"/"d" for each side's first packet, SF or S0; other
+    protocols: no history, OTH.  A TCP flow closed ``idle`` or ``end`` says
+    ``rst`` when either side is reset, ``fin`` when both are closed.
 
 Flow dicts use the column names of docs/flows.md except that the timestamps are
 integer nanoseconds and are named ``first_ns``, ``last_ns``,
@@ -119,6 +136,7 @@ import base64
 import gzip
 import hashlib
 import ipaddress
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -361,6 +379,8 @@ class Packet:
     frag: int = 0
     frag_id: int = 0
     status: int = ST_OK
+    payload_len: int = 0  # transport payload bytes, from the IP length fields (CHOICE 19)
+    tcp_seq: int = 0
 
     # the packet-batch halves of docs/flows.md
     @property
@@ -519,7 +539,23 @@ def _shims(p: Packet, d: bytes, etype: int, off: int) -> tuple[int, int]:
     return etype, off
 
 
-def _transport(p: Packet, d: bytes, pos: int) -> None:
+# CHOICE 19: payload = what the IP length fields say follows the IP header
+# (IPv4 total length minus the header; IPv6 payload length minus the extension
+# headers walked), minus the transport header: TCP's data offset when its byte
+# was captured (the same 14 bytes as the flags), else 20; UDP and UDP-Lite 8,
+# SCTP 12, ICMP and ICMPv6 8, other protocols nothing. A length field below the
+# header (IPv4) or 0 (IPv6 jumbogram) counts the bytes captured instead. A later
+# fragment is all payload. Never below 0.
+_TRANSPORT_HEADER = {6: 20, 17: 8, 136: 8, 132: 12, 1: 8, 58: 8}
+
+
+def _transport(p: Packet, d: bytes, pos: int, ip_payload: int) -> None:
+    header = _TRANSPORT_HEADER.get(p.proto, 0)
+    if p.proto == 6 and pos + _TCP_FLAGS_BYTES <= len(d):
+        header = max(20, (d[pos + 12] >> 4) * 4)
+    if p.proto == 6 and pos + 8 <= len(d):
+        p.tcp_seq = struct.unpack(">I", d[pos + 4 : pos + 8])[0]
+    p.payload_len = max(0, ip_payload - header)
     need = _PORT_BYTES.get(p.proto)
     if need is not None and pos + need <= len(d):
         if need == 4:
@@ -545,9 +581,13 @@ def _ipv4(p: Packet, d: bytes, off: int) -> None:
     if more or frag_off > 0:
         p.frag = 1 if frag_off else 3
         p.frag_id = _u16(d, off + 4)
+    total = _u16(d, off + 2)
+    ip_payload = total - ihl if total >= ihl else len(d) - off - ihl
     if frag_off == 0:
         # options cut short: off + ihl lies past the captured bytes, so ports 0
-        _transport(p, d, off + ihl)
+        _transport(p, d, off + ihl, ip_payload)
+    else:
+        p.payload_len = max(0, ip_payload)
 
 
 def _ipv6(p: Packet, d: bytes, off: int) -> None:
@@ -559,6 +599,7 @@ def _ipv6(p: Packet, d: bytes, off: int) -> None:
     p.dst = int.from_bytes(d[off + 24 : off + 40], "big")
     nxt = d[off + 6]
     pos = off + 40
+    ip_payload = _u16(d, off + 4) or len(d) - off - 40
     # Extension headers (CHOICE 1): each needs its next-header and length bytes
     # (the whole 8 bytes for a fragment header); one cut before that ends the
     # chain with proto = its own type, status 0, ports 0.  A header whose length
@@ -567,12 +608,14 @@ def _ipv6(p: Packet, d: bytes, off: int) -> None:
         if nxt in IPV6_EXT_GENERIC or nxt == IPV6_EXT_AH:
             if pos + 2 > len(d):
                 p.proto = nxt
+                p.payload_len = max(0, ip_payload - (pos - off - 40))
                 return
             hlen = (d[pos + 1] + 2) * 4 if nxt == IPV6_EXT_AH else (d[pos + 1] + 1) * 8
             nxt, pos = d[pos], pos + hlen
         elif nxt == IPV6_EXT_FRAG:
             if pos + 8 > len(d):
                 p.proto = nxt
+                p.payload_len = max(0, ip_payload - (pos - off - 40))
                 return
             w = _u16(d, pos + 2)
             frag_off, more = w >> 3, w & 1
@@ -582,12 +625,13 @@ def _ipv6(p: Packet, d: bytes, off: int) -> None:
                 p.frag_id = struct.unpack(">I", d[pos + 4 : pos + 8])[0]
                 if frag_off:
                     p.proto = nxt  # what follows is the middle of the fragmentable part
+                    p.payload_len = max(0, ip_payload - (pos + 8 - off - 40))
                     return
             pos += 8
         else:
             break
     p.proto = nxt
-    _transport(p, d, pos)
+    _transport(p, d, pos, ip_payload - (pos - off - 40))
 
 
 def _fail(p: Packet, status: int) -> Packet:
@@ -596,6 +640,7 @@ def _fail(p: Packet, status: int) -> Packet:
     p.status = status
     p.ip_version = 0
     p.src = p.dst = p.sport = p.dport = p.proto = p.tcp_flags = p.frag = p.frag_id = 0
+    p.payload_len = p.tcp_seq = 0
     return p
 
 
@@ -636,6 +681,175 @@ def naive_packets(paths) -> list[Packet]:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     return [decode(r) for path in paths for r in read_records(path)]
+
+
+# --------------------------------------------------------------------------
+# Zeek's TCP connection model (CHOICE 20)
+# --------------------------------------------------------------------------
+
+INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
+HISTORY_LETTERS = 32  # letters kept (after a "^"); later ones are dropped
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+
+
+def _seq_delta(a: int, b: int) -> int:
+    """a - b in 32-bit sequence space, as a signed 32-bit number."""
+    d = (a - b) & 0xFFFFFFFF
+    return d - (1 << 32) if d >= 1 << 31 else d
+
+
+class _Endpoint:
+    def __init__(self, is_orig: bool):
+        self.is_orig = is_orig
+        self.state = INACTIVE
+        self.prev_state = INACTIVE
+        self.start_seq = 0
+        self.hist_last = {"S": 0, "F": 0, "R": 0}
+        self.seen: set[str] = set()
+
+    def set_state(self, new: int) -> None:
+        if new != self.state:
+            self.prev_state, self.state = self.state, new
+
+    def rel(self, seq: int) -> int:
+        # Zeek's get_relative_seq without wrap-around: a negative delta is
+        # kept as the unsigned 64-bit number it becomes there.
+        return _seq_delta(seq, self.start_seq) & 0xFFFFFFFFFFFFFFFF
+
+
+class _ZeekTcp:
+    """One TCP connection as Zeek's analyzer follows it."""
+
+    def __init__(self, flipped: bool):
+        self.orig = _Endpoint(True)
+        self.resp = _Endpoint(False)
+        self.history = "^" if flipped else ""
+
+    def _letter(self, ep: _Endpoint, code: str) -> None:
+        if len(self.history.lstrip("^")) < HISTORY_LETTERS:
+            self.history += code if ep.is_orig else code.lower()
+
+    def _check(self, ep: _Endpoint, kind: str, code: str) -> bool:
+        """Zeek's CheckHistory: add the letter the first time; True if seen before."""
+        if kind in ep.seen:
+            return True
+        ep.seen.add(kind)
+        self._letter(ep, code)
+        return False
+
+    def packet(self, is_orig: bool, flags: int, length: int, seq: int) -> None:
+        ep = self.orig if is_orig else self.resp
+        peer = self.resp if is_orig else self.orig
+        syn, fin, rst, ack = (
+            bool(flags & SYN),
+            bool(flags & FIN),
+            bool(flags & RST),
+            bool(flags & ACK),
+        )
+
+        # init_endpoint: where the relative sequence numbers start
+        if ep.state == INACTIVE:
+            ep.start_seq = seq if syn else seq - 1
+        elif syn and (
+            ep.state in (SYN_SENT, SYN_ACK_SENT, ESTABLISHED, PARTIAL)
+            or (ep.state == RESET and ep.prev_state == INACTIVE)
+        ):
+            ep.start_seq = seq
+        rel_seq = ep.rel(seq)
+
+        # update_history
+        bits = syn + fin + rst
+        if bits > 1:
+            if fin and rst:
+                self._check(ep, "I", "I")
+            else:
+                self._check(ep, "Q", "Q")
+        elif bits == 1:
+            if syn:
+                code = "H" if ack else "S"
+                if self._check(ep, "S", code) and rel_seq != ep.hist_last["S"]:
+                    self._letter(ep, code)
+                ep.hist_last["S"] = rel_seq
+            # FIN and RST numbers are compared as sent (see CHOICE 20)
+            if fin:
+                end = (seq + length) & 0xFFFFFFFF
+                if self._check(ep, "F", "F") and end != ep.hist_last["F"]:
+                    self._letter(ep, "F")
+                ep.hist_last["F"] = end
+            if rst:
+                if self._check(ep, "R", "R") and seq != ep.hist_last["R"]:
+                    self._letter(ep, "R")
+                ep.hist_last["R"] = seq
+        elif length:
+            self._check(ep, "D", "D")
+        elif ack:
+            self._check(ep, "A", "A")
+
+        # (init_peer, which starts an inactive peer's numbers from this ACK,
+        # is left out: the peer's first packet starts them again.)
+
+        # UpdateStateMachine
+        if ep.state == INACTIVE:
+            if syn:
+                if is_orig:
+                    ep.set_state(SYN_ACK_SENT if ack else SYN_SENT)
+                else:
+                    if peer.state == SYN_SENT:
+                        peer.set_state(ESTABLISHED)
+                    ep.set_state(ESTABLISHED)
+            if fin:
+                ep.set_state(CLOSED)
+            if rst:
+                ep.set_state(RESET)
+            if ep.state == INACTIVE:
+                if not is_orig and length == 0 and self.orig.state == SYN_SENT:
+                    pass
+                elif ack and peer.state == ESTABLISHED:
+                    ep.set_state(ESTABLISHED)
+                else:
+                    ep.set_state(PARTIAL)
+        elif ep.state in (SYN_SENT, SYN_ACK_SENT):
+            if fin:
+                ep.set_state(CLOSED)
+            if rst:
+                ep.set_state(RESET)
+        elif ep.state in (ESTABLISHED, PARTIAL):
+            if syn and ep.state == PARTIAL and peer.state == INACTIVE and not ack:
+                ep.set_state(SYN_SENT)
+            if fin and not rst:
+                ep.set_state(CLOSED)
+                if peer.state == RESET and peer.prev_state == CLOSED:
+                    peer.set_state(CLOSED)
+            if rst:
+                ep.set_state(RESET)
+        elif ep.state == CLOSED and rst and peer.state != CLOSED:
+            ep.set_state(RESET)
+
+    def conn_state(self, orig_size: int, resp_size: int) -> str:
+        os, rs = self.orig.state, self.resp.state
+        o_inactive = os in (INACTIVE, PARTIAL)
+        r_inactive = rs in (INACTIVE, PARTIAL)
+        if rs == RESET:
+            if os in (SYN_SENT, SYN_ACK_SENT) or (
+                os == RESET and orig_size == 0 and resp_size == 0
+            ):
+                return "REJ"
+            return "RSTRH" if o_inactive else "RSTR"
+        if os == RESET:
+            if r_inactive:
+                return "RSTOS0" if re.fullmatch(r"\^?S[^HAFGIQ]*R.*", self.history) else "OTH"
+            return "RSTO"
+        if rs == CLOSED and os == CLOSED:
+            return "SF"
+        if os == CLOSED:
+            return "SH" if r_inactive else "S2"
+        if rs == CLOSED:
+            return "SHR" if o_inactive else "S3"
+        if os == SYN_SENT and rs == INACTIVE:
+            return "S0"
+        if os == ESTABLISHED and rs == ESTABLISHED:
+            return "S1"
+        return "OTH"
 
 
 # --------------------------------------------------------------------------
@@ -753,10 +967,17 @@ class _Flow:
     f_first: list = field(default_factory=lambda: [None, None])
     f_last: list = field(default_factory=lambda: [None, None])
     flags: list = field(default_factory=lambda: [0, 0])
+    payload: list = field(default_factory=lambda: [0, 0])
+    tcp: _ZeekTcp | None = None
 
     def add(self, direction: int, p: Packet) -> None:
         self.n[direction] += 1
         self.b[direction] += p.wire_len
+        self.payload[direction] += p.payload_len
+        if self.proto == 6 and p.frag != 1:  # a later fragment has no TCP header
+            if self.tcp is None:
+                self.tcp = _ZeekTcp(flipped=self.first_dir == 1)
+            self.tcp.packet(direction == 0, p.tcp_flags, p.payload_len, p.tcp_seq)
         self.flags[direction] |= p.tcp_flags
         ff, fl = self.f_first[direction], self.f_last[direction]
         self.f_first[direction] = p.ts_ns if ff is None else min(ff, p.ts_ns)
@@ -764,9 +985,25 @@ class _Flow:
         self.first_ns = min(self.first_ns, p.ts_ns)
         self.last_ns = max(self.last_ns, p.ts_ns)
 
+    def zeek(self) -> tuple[str, str]:
+        """(conn_state, history)"""
+        if self.proto == 6:
+            tcp = self.tcp or _ZeekTcp(flipped=self.first_dir == 1)
+            return tcp.conn_state(self.payload[0], self.payload[1]), tcp.history
+        if self.proto == 17:
+            return ("SF", "Dd") if self.n[1] else ("S0", "D")
+        return "OTH", ""
+
     def row(self, reason: str) -> dict:
         src, sport = self.init
         dst, dport = self.resp
+        conn_state, history = self.zeek()
+        if self.proto == 6 and reason in ("idle", "end") and self.tcp is not None:
+            states = (self.tcp.orig.state, self.tcp.resp.state)
+            if RESET in states:
+                reason = "rst"
+            elif states == (CLOSED, CLOSED):
+                reason = "fin"
         return {
             "first_ns": self.first_ns,
             "last_ns": self.last_ns,
@@ -793,6 +1030,14 @@ class _Flow:
             "duration_ms": (self.last_ns - self.first_ns) / 1e6,
             "expiry_reason": reason,
             "community_id": community_id(src, dst, self.ip_version, self.proto, *self.cid_ports),
+            "src2dst_payload_bytes": self.payload[0],
+            "dst2src_payload_bytes": self.payload[1],
+            "conn_state": conn_state,
+            "history": history,
+            # payload facts are not modelled: the kernel's flows without an
+            # inspector leave these empty too
+            "service": "",
+            "server_name": "",
         }
 
 

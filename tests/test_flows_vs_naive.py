@@ -32,7 +32,7 @@ S = gc.NS
 
 def doc_columns() -> list[str]:
     """The column names of docs/flows.md's "Flow columns" table, in order."""
-    text = DOC.read_text().split("## Flow columns", 1)[1]
+    text = DOC.read_text().split("## Flow columns", 1)[1].split("\n#", 1)[0]  # to the next heading
     names = []
     for line in text.splitlines():
         if line.startswith("| `"):
@@ -54,11 +54,12 @@ TIME_COLUMNS = {
 }
 
 
-TEXT_COLUMNS = {"src_ip", "dst_ip", "transport", "expiry_reason", "community_id"}
+TEXT_COLUMNS = {"src_ip", "dst_ip", "transport", "expiry_reason", "community_id", "conn_state",
+                "history", "service", "server_name"}  # fmt: skip
 
 
 def test_doc_columns_are_all_there():
-    assert len(COLUMNS) == 25 and COLUMNS[0] == "first_seen" and COLUMNS[-1] == "community_id"
+    assert len(COLUMNS) == 31 and COLUMNS[0] == "first_seen" and COLUMNS[-1] == "server_name"
     assert set(TIME_COLUMNS) <= set(COLUMNS) and "transport" in COLUMNS
     assert sorted(COLUMNS) == sorted(FLOW_COLUMNS_DOC)
 
@@ -308,7 +309,7 @@ def test_small_table_evicts_without_losing_packets(tmp_path):
     assert sum(r["bidirectional_bytes"] for r in rows) == sum(p.wire_len for p in pk)
     evicted = sum(r["expiry_reason"] == "evicted" for r in rows)
     assert evicted > 0 and table.evicted_flows == evicted
-    assert {r["expiry_reason"] for r in rows} <= {"evicted", "end", "idle", "active"}
+    assert {r["expiry_reason"] for r in rows} <= {"evicted", "end", "idle", "active", "fin", "rst"}
 
     # eviction splits flows, never mixes them: per key the totals are naive's
     def totals(rs):

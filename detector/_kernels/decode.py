@@ -170,32 +170,55 @@ def _ppp_ethertype(ppp):
     return ETHERTYPE_NOT_IP
 
 
-# What decoding one frame finds: a batch row's header fields (docs/flows.md), and
+# What decoding one frame finds: a batch row's header fields (docs/flows.md),
 # where the transport header starts in the buffer (payload inspection needs it;
-# -1 when there is none: not IP, or a later fragment). Every field is an int64
-# but the addresses (uint64 halves), so every way out of the decoder, and a
-# packet read back from a batch (``packet_at``), has the one numba type.
+# -1 when there is none: not IP, or a later fragment), the transport payload's
+# length (from the IP length fields) and the TCP sequence number (Zeek's
+# history repeats a SYN, FIN or RST letter only for a new sequence number).
+# Every field is an int64 but the addresses (uint64 halves), so every way out
+# of the decoder, and a packet read back from a batch (``packet_at``), has the
+# one numba type.
 Packet = namedtuple(
     "Packet",
     ["status", "ip_version", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport",
-     "tcp_flags", "vlan", "frag", "frag_id", "transport_at"],
+     "tcp_flags", "vlan", "frag", "frag_id", "transport_at", "payload_len", "tcp_seq"],
 )  # fmt: skip
+
+# Transport header bytes before the payload (TCP's own length is in its header).
+UDP_HEADER = 8  # RFC 768; UDP-Lite's is the same size (RFC 3828)
+SCTP_COMMON_HEADER = 12  # RFC 9260 section 3.1
+ICMP_HEADER = 8  # type, code, checksum and the 4-byte rest of header (RFC 792, RFC 4443)
+TCP_MIN_HEADER = 20  # RFC 9293; used when the data offset was not captured
 
 
 @njit(**LEAF)
 def _no_ip(status, vlan):
     zero = np.uint64(0)
     z = np.int64(0)
-    return Packet(status, z, z, zero, zero, zero, zero, z, z, z, vlan, z, z, z - 1)
+    return Packet(status, z, z, zero, zero, zero, zero, z, z, z, vlan, z, z, z - 1, z, z)
 
 
 @njit(**LEAF)
-def _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id):
+def _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id, payload):
     """An IP packet whose transport header is not there (a later fragment) or
     cut short: addresses and protocol, ports and flags 0."""
     z = np.int64(0)
     return Packet(np.int64(STATUS_OK), ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, z, z, z,
-                  vlan, frag, frag_id, z - 1)  # fmt: skip
+                  vlan, frag, frag_id, z - 1, payload, z)  # fmt: skip
+
+
+@njit(**LEAF)
+def transport_header_len(proto):
+    """The fixed transport header length of ``proto`` (TCP: its minimum)."""
+    if proto == IPPROTO_TCP:
+        return TCP_MIN_HEADER
+    if proto == IPPROTO_UDP or proto == IPPROTO_UDPLITE:
+        return UDP_HEADER
+    if proto == IPPROTO_SCTP:
+        return SCTP_COMMON_HEADER
+    if proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+        return ICMP_HEADER
+    return 0
 
 
 @njit(**INLINE)
@@ -216,6 +239,8 @@ def packet_at(batch, i):
         np.int64(batch.frag[i]),
         np.int64(batch.frag_id[i]),
         np.int64(-1),
+        np.int64(batch.payload_len[i]),
+        np.int64(batch.tcp_seq[i]),
     )
 
 
@@ -399,6 +424,10 @@ def decode_frame(buf, off, caplen, linktype):
             return _no_ip(STATUS_MALFORMED, vlan)
         ip_version = 4
         proto = u8(buf, p + 9)
+        # The IP payload from the total length; a total length below the header
+        # (0 from TCP segmentation offload) falls back on the bytes captured.
+        total_len = u16be(buf, p + 2)
+        ip_payload = total_len - ihl if total_len >= ihl else end - (p + ihl)
         src_lo = IPV4_MAPPED_PREFIX | np.uint64(u32be(buf, p + 12))
         dst_lo = IPV4_MAPPED_PREFIX | np.uint64(u32be(buf, p + 16))
         frag_word = u16be(buf, p + 6)
@@ -416,11 +445,16 @@ def decode_frame(buf, off, caplen, linktype):
             return _no_ip(STATUS_MALFORMED, vlan)
         ip_version = 6
         proto = u8(buf, p + 6)
+        # Payload length 0: a jumbogram (RFC 2675) or offload; use the bytes captured.
+        ip_payload = u16be(buf, p + 4)
+        if ip_payload == 0:
+            ip_payload = end - (p + 40)
         src_hi = u64be(buf, p + 8)
         src_lo = u64be(buf, p + 16)
         dst_hi = u64be(buf, p + 24)
         dst_lo = u64be(buf, p + 32)
         p += 40
+        after_fixed = p
         for _ in range(MAX_EXT_HEADERS):
             fragment = proto == IPPROTO_FRAGMENT
             if not (
@@ -455,21 +489,32 @@ def decode_frame(buf, off, caplen, linktype):
             proto = nxt
             if no_transport:
                 break
+        ip_payload -= p - after_fixed  # the extension headers are not payload
     else:
         return _no_ip(STATUS_NOT_IP, vlan)
     if no_transport:
-        return _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id)
+        # A later fragment carries only payload; a cut-short header, its fixed size.
+        payload = (
+            ip_payload if frag & 1 and not frag & 2 else ip_payload - transport_header_len(proto)
+        )
+        return _no_ports(ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, vlan, frag, frag_id,
+                         max(payload, z))  # fmt: skip
 
     # ---- transport: ports when their bytes were captured, flags when theirs were
     sport = z
     dport = z
     flags = z
+    seq = z
+    header = transport_header_len(proto)
     if proto == IPPROTO_TCP:
         if p + 4 <= end:
             sport = u16be(buf, p)
             dport = u16be(buf, p + 2)
+            if p + 8 <= end:
+                seq = u32be(buf, p + 4)
             if p + 14 <= end:
                 flags = u16be(buf, p + 12) & 0x0FFF
+                header = max((u8(buf, p + 12) >> 4) * 4, TCP_MIN_HEADER)
     elif proto == IPPROTO_UDP or proto == IPPROTO_SCTP or proto == IPPROTO_UDPLITE:
         if p + 4 <= end:
             sport = u16be(buf, p)
@@ -478,7 +523,8 @@ def decode_frame(buf, off, caplen, linktype):
         if p + 2 <= end:
             sport = u8(buf, p)
             dport = u8(buf, p + 1)
+    payload = max(ip_payload - header, z)
     return Packet(
         np.int64(STATUS_OK), ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
-        flags, vlan, frag, frag_id, p,
+        flags, vlan, frag, frag_id, p, payload, seq,
     )  # fmt: skip

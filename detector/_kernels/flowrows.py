@@ -1,6 +1,6 @@
 """Flow-table export rows → the flow record's numeric columns, in one pass.
 
-The rows are row-major (24 int64 per flow, 192 bytes). Taking each column
+The rows are row-major (32 int64 per flow, 256 bytes). Taking each column
 with numpy reads the whole array once per column (every row's cache line for
 eight useful bytes), some thirty times for one set of records. One loop over
 the rows writes every column at once: for a million flows, the columns for
@@ -20,17 +20,36 @@ from .flowtable import (
     C_B_LO,
     C_DIR,
     C_FIRST,
+    C_HISTORY,
     C_INIT_IS_A,
     C_IP_VERSION,
     C_LAST,
     C_META,
+    C_PAYLOAD,
     C_REASON,
+    C_TCP,
     D_BYTES,
     D_FIRST,
     D_FLAGS,
     D_LAST,
     D_PACKETS,
     DIR_WIDTH,
+    HISTORY_MAX,
+    REASON_END,
+    REASON_FIN,
+    REASON_IDLE,
+    REASON_RST,
+    T_COUNT_MASK,
+    T_COUNT_SHIFT,
+    T_FLIPPED,
+    T_SIDE_BITS,
+    TCP_CLOSED,
+    TCP_ESTABLISHED,
+    TCP_INACTIVE,
+    TCP_PARTIAL,
+    TCP_RESET,
+    TCP_SYN_ACK_SENT,
+    TCP_SYN_SENT,
 )
 
 NAT = np.iinfo(np.int64).min  # numpy's "not a time": a direction without packets
@@ -49,11 +68,81 @@ N_FWD_LAST = 9
 N_REV_FIRST = 10
 N_REV_LAST = 11
 N_REASON = 12
-N_COLUMNS = 13
+N_FWD_PAYLOAD = 13
+N_REV_PAYLOAD = 14
+N_CONN_STATE = 15  # an index into CONN_STATE_NAMES
+N_COLUMNS = 16
+
+# Zeek's conn_state values (base/protocols/conn/main.zeek), in this order.
+CONN_STATE_NAMES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH",
+                    "SHR", "OTH")  # fmt: skip
+S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH = range(13)
+HISTORY_WIDTH = HISTORY_MAX + 1  # "^" and the letters
+# Zeek's letters by history code (flowtable.HIST_*), originator's (upper case).
+_LETTERS = np.frombuffer(b"SHADFRIQ", dtype=np.uint8)
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+CHAR_CARET = 94
+CHAR_S = 83
+CHAR_R = 82
+CHAR_D = 68
+LOWER = 32
 
 
 @njit(**KERNEL)
-def split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms):
+def _rstos0_history(text, n):
+    """Zeek's test for RSTOS0: the history matches ``^?S[^HAFGIQ]*R.*`` (the
+    originator's SYN, then its RST before any SYN+ACK, ACK, FIN or odd packet
+    of its own)."""
+    i = 0
+    if n > 0 and text[0] == CHAR_CARET:
+        i = 1
+    if i >= n or text[i] != CHAR_S:
+        return False
+    for j in range(i + 1, n):
+        c = text[j]
+        if c == CHAR_R:
+            return True
+        # H A F G I Q
+        if c == 72 or c == 65 or c == 70 or c == 71 or c == 73 or c == 81:
+            return False
+    return False
+
+
+@njit(**KERNEL)
+def _tcp_conn_state(os, rs, orig_payload, resp_payload, text, n):
+    """Zeek's conn_state() for TCP from the two endpoint states."""
+    o_inactive = os == TCP_INACTIVE or os == TCP_PARTIAL
+    r_inactive = rs == TCP_INACTIVE or rs == TCP_PARTIAL
+    if rs == TCP_RESET:
+        if (
+            os == TCP_SYN_SENT
+            or os == TCP_SYN_ACK_SENT
+            or (os == TCP_RESET and orig_payload == 0 and resp_payload == 0)
+        ):
+            return REJ
+        if o_inactive:
+            return RSTRH
+        return RSTR
+    if os == TCP_RESET:
+        if r_inactive:
+            return RSTOS0 if _rstos0_history(text, n) else OTH
+        return RSTO
+    if rs == TCP_CLOSED and os == TCP_CLOSED:
+        return SF
+    if os == TCP_CLOSED:
+        return SH if r_inactive else S2
+    if rs == TCP_CLOSED:
+        return SHR if o_inactive else S3
+    if os == TCP_SYN_SENT and rs == TCP_INACTIVE:
+        return S0
+    if os == TCP_ESTABLISHED and rs == TCP_ESTABLISHED:
+        return S1
+    return OTH
+
+
+@njit(**KERNEL)
+def split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms, history, history_len):
     """Fill, for each flow row ``i`` (src = the side that started the flow):
 
     * ``addresses[k, i]``: src hi, src lo, dst hi, dst lo (uint64);
@@ -62,7 +151,11 @@ def split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms):
     * ``vlan_id[i]``: the VLAN id, -1 for none (int32);
     * ``numeric[k, i]``: the ``N_*`` columns (int64; per-direction times NAT
       when that direction sent nothing);
-    * ``duration_ms[i]``: last minus first packet time in milliseconds.
+    * ``duration_ms[i]``: last minus first packet time in milliseconds;
+    * ``history[i, :history_len[i]]``: Zeek's history letters (ASCII).
+
+    A TCP flow closed ``idle`` or ``end`` whose connection was reset, or
+    closed by both sides, gets the reason ``rst`` or ``fin``.
 
     Column-major outputs: each ``[k]`` is a contiguous column.
     """
@@ -109,6 +202,47 @@ def split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms):
         numeric[N_FWD_LAST, i] = rows[i, fwd + D_LAST] if fwd_packets > 0 else NAT
         numeric[N_REV_FIRST, i] = rows[i, rev + D_FIRST] if rev_packets > 0 else NAT
         numeric[N_REV_LAST, i] = rows[i, rev + D_LAST] if rev_packets > 0 else NAT
-        numeric[N_REASON, i] = rows[i, C_REASON]
+        fwd_side = 0 if init_a else 1
+        fwd_payload = rows[i, C_PAYLOAD + fwd_side]
+        rev_payload = rows[i, C_PAYLOAD + 1 - fwd_side]
+        numeric[N_FWD_PAYLOAD, i] = fwd_payload
+        numeric[N_REV_PAYLOAD, i] = rev_payload
+        reason = rows[i, C_REASON]
+        proto = (meta >> 16) & 0xFF
+        n = 0
+        if proto == IPPROTO_TCP:
+            tcp = rows[i, C_TCP]
+            if tcp & T_FLIPPED:
+                history[i, 0] = CHAR_CARET
+                n = 1
+            count = min((tcp >> T_COUNT_SHIFT) & T_COUNT_MASK, HISTORY_MAX)
+            for k in range(count):
+                code = (rows[i, C_HISTORY + k // 16] >> (4 * (k % 16))) & 15
+                from_orig = ((code & 8) == 0) == init_a
+                history[i, n] = _LETTERS[code & 7] + (0 if from_orig else LOWER)
+                n += 1
+            os = (tcp >> (fwd_side * T_SIDE_BITS)) & 7
+            rs = (tcp >> ((1 - fwd_side) * T_SIDE_BITS)) & 7
+            state = _tcp_conn_state(os, rs, fwd_payload, rev_payload, history[i], n)
+            if reason == REASON_IDLE or reason == REASON_END:
+                if os == TCP_RESET or rs == TCP_RESET:
+                    reason = REASON_RST
+                elif os == TCP_CLOSED and rs == TCP_CLOSED:
+                    reason = REASON_FIN
+        elif proto == IPPROTO_UDP:
+            # Zeek's UDP: "D"/"d" for the first packet of each side; SF when
+            # both sides sent, S0 when only the originator did.
+            history[i, 0] = CHAR_D
+            n = 1
+            state = S0
+            if rev_packets > 0:
+                history[i, 1] = CHAR_D + LOWER
+                n = 2
+                state = SF
+        else:
+            state = OTH
+        history_len[i] = n
+        numeric[N_CONN_STATE, i] = state
+        numeric[N_REASON, i] = reason
         # As numpy computes it: the int64 difference as float64, over 1e6.
         duration_ms[i] = np.float64(last - first) / 1e6

@@ -9,6 +9,13 @@ touching the flow row. A closed flow is written out in the wider export row
 at most half full, deletion by backward shift (no tombstones, so probe chains
 never rot).
 
+Beside each live row, one line of ``EXTRA_COLUMNS`` in a second array holds
+what a packet seldom touches: each direction's first packet time, and for TCP
+Zeek's endpoint states, history letters and the sequence numbers of the last
+SYN, FIN and RST (docs/flows.md, "TCP state and history"). A TCP packet reads
+it only when it can change them: a SYN, FIN or RST, or the first pure ACK or
+data packet of its direction (bits in the live row say which were seen).
+
 Expiry follows docs/flows.md: a packet more than ``idle`` after its flow's last
 packet, or more than ``active`` after its first, closes the flow and opens a new
 one; periodic sweeps export idle flows to free memory; a full table evicts about
@@ -49,23 +56,86 @@ DIR_WIDTH = 8
 C_INIT_IS_A = 13  # 1 when A started the flow (live rows: INFO bit 0 in C_SLOT)
 C_IP_VERSION = 14  # live rows: INFO from bit 1 in C_SLOT
 C_REASON = 15  # why the flow was closed (export rows only)
-FLOW_COLUMNS = 24  # export rows
+C_PAYLOAD = 24  # transport payload bytes A→B; B→A at C_PAYLOAD + 1
+C_TCP = 26  # TCP endpoint states (T_* bits), history length; each side's H_* bits from 24, 32
+C_HISTORY = 27  # history letters, 4 bits each (HIST_*), 16 a word: C_HISTORY, C_HISTORY + 1
+C_SEQ_SYN = 29  # sequence number of A's last SYN (low 32 bits), B's (high 32)
+C_SEQ_FIN = 30  # ... of the last FIN, plus its payload (where Zeek places a FIN)
+C_SEQ_RST = 31  # ... of the last RST
+FLOW_COLUMNS = 32  # export rows
 
 # Live rows: line 0 as above (C_A_HI..C_SLOT); line 1 both directions, A→B from
-# column L_DIR, B→A from L_DIR + L_DIR_WIDTH. Packets and TCP flags share a word
-# (packets << 16 | flags: one add and one or, and 48 bits of packets).
-# Whether A started the flow and the IP version ride in C_SLOT's high bits:
-# both are set once, when the flow opens, and a packet never reads them.
+# column L_DIR, B→A from L_DIR + L_DIR_WIDTH. Packets, TCP history bits and TCP
+# flags share a word (packets << 24 | H_* bits << 12 | flags: one add and one
+# or, and 40 bits of packets). Whether A started the flow and the IP version
+# ride in C_SLOT's high bits: both are set once, when the flow opens, and a
+# packet never reads them.
 L_DIR = 8
 L_PKFL = 0
 L_BYTES = 1
-L_FIRST = 2
+L_PAYLOAD = 2
 L_LAST = 3
 L_DIR_WIDTH = 4
 LIVE_COLUMNS = 16  # 128 bytes per row, two cache lines
 ROW_ALIGN = 128  # a row never straddles a third line
-PKFL_SHIFT = 16
-FLAGS_MASK = 0xFFFF
+PKFL_SHIFT = 24
+FLAGS_MASK = 0xFFF  # tcp_flags: the 12 low bits of TCP's offset/flags word
+SEEN_SHIFT = 12
+
+# The extra line of each row (``FlowTableArrays.extra``, EXTRA_COLUMNS int64).
+X_FIRST = 0  # first packet A→B; B→A at X_FIRST + 1
+X_TCP = 2  # as C_TCP, without the H_* bits (those live in each side's PKFL word)
+X_HISTORY = 3  # as C_HISTORY (two words)
+X_SEQ_SYN = 5
+X_SEQ_FIN = 6
+X_SEQ_RST = 7
+EXTRA_COLUMNS = 8  # 64 bytes, one line
+
+# Zeek's TCP endpoint states (analyzer/protocol/tcp/TCP_Endpoint.h), 3 bits each.
+TCP_INACTIVE = 0
+TCP_SYN_SENT = 1
+TCP_SYN_ACK_SENT = 2
+TCP_PARTIAL = 3
+TCP_ESTABLISHED = 4
+TCP_CLOSED = 5
+TCP_RESET = 6
+# The C_TCP / X_TCP word: A's state (bits 0-2) and the state before it (3-5),
+# B's from bit 6; the number of history letters from bit 12; bit 18 when the
+# first packet was the responder's SYN+ACK (Zeek writes "^": roles flipped);
+# bit 19 when letters beyond HISTORY_MAX were dropped.
+T_SIDE_BITS = 6
+T_COUNT_SHIFT = 12
+T_COUNT_MASK = 0x3F
+T_FLIPPED = 1 << 18
+T_HISTORY_FULL = 1 << 19
+HISTORY_MAX = 32
+
+# What a side has shown, for Zeek's "record once" history letters (its
+# hist_seen bits: a SYN or SYN+ACK, FIN, RST, FIN+RST, data, pure ACK, SYN with
+# FIN or RST) and whether the side left TCP_INACTIVE. Kept in the side's PKFL
+# word from bit SEEN_SHIFT, so a packet that changes nothing is told so from the
+# line it writes anyway.
+H_SYN = 1
+H_FIN = 2
+H_RST = 4
+H_FIN_RST = 8
+H_DATA = 16
+H_ACK = 32
+H_MULTI = 64
+H_ACTIVE = 128
+H_BITS = 0xFF
+
+# History letters (4 bits): Zeek's letter (HISTORY_LETTERS) + HIST_FROM_B when B sent it.
+HIST_SYN = 0
+HIST_SYN_ACK = 1
+HIST_ACK = 2
+HIST_DATA = 3
+HIST_FIN = 4
+HIST_RST = 5
+HIST_FIN_RST = 6
+HIST_MULTI = 7
+HIST_FROM_B = 8
+HISTORY_LETTERS = "SHADFRIQ"
 SLOT_BITS = 40
 SLOT_MASK = (1 << SLOT_BITS) - 1
 INFO_INIT_IS_A = 1  # INFO bit 0; the IP version from bit 1
@@ -80,7 +150,11 @@ REASON_IDLE = 0
 REASON_ACTIVE = 1
 REASON_END = 2
 REASON_EVICTED = 3
-REASON_NAMES = ("idle", "active", "end", "evicted")
+# Set by the flow records (flowrows.split_rows), never by the table: a TCP flow
+# closed idle or at the end of input after a reset, or a close by both sides.
+REASON_FIN = 4
+REASON_RST = 5
+REASON_NAMES = ("idle", "active", "end", "evicted", "fin", "rst")
 
 # State scalars (an int64 array kept by the caller between calls).
 S_LIVE = 0  # live flows
@@ -97,13 +171,16 @@ S_FIELDS = 9
 # The table's arrays, as the counting kernels take them: ``flows`` the live rows,
 # ``slots`` the slot table, ``free`` the rows freed for reuse, ``state`` the
 # S_* scalars, ``frag_keys``/``frag_ports`` the recent first fragments' ports
-# (direct-mapped by hash), ``icmp_counterparts`` from :func:`icmp_counterparts`.
+# (direct-mapped by hash), ``icmp_counterparts`` from :func:`icmp_counterparts`,
+# ``extra`` each row's extra line (X_* columns).
 FlowTableArrays = namedtuple(
     "FlowTableArrays",
-    ["flows", "slots", "free", "state", "frag_keys", "frag_ports", "icmp_counterparts"],
+    ["flows", "slots", "free", "state", "frag_keys", "frag_ports", "icmp_counterparts", "extra"],
 )
 
+TCP_FIN = 0x01
 TCP_SYN = 0x02
+TCP_RST = 0x04
 TCP_ACK = 0x10
 IPPROTO_TCP = 6
 IPPROTO_ICMP = 1
@@ -214,47 +291,68 @@ def take_slot(rows, slots, j, tag, row, key):
 
 
 @njit(**INLINE)
-def _export(flows, row, reason, export, n_export):
+def _export(flows, extra, row, reason, export, n_export):
     """Write live ``row`` out as export row ``n_export``."""
     for c in range(C_SLOT):
         export[n_export, c] = flows[row, c]
     slot = flows[row, C_SLOT]
     info = slot >> SLOT_BITS
     export[n_export, C_SLOT] = slot & SLOT_MASK
+    tcp = extra[row, X_TCP]
     for d in range(2):
         live = L_DIR + d * L_DIR_WIDTH
         out = C_DIR + d * DIR_WIDTH
         pkfl = flows[row, live + L_PKFL]
         export[n_export, out + D_PACKETS] = pkfl >> PKFL_SHIFT
         export[n_export, out + D_BYTES] = flows[row, live + L_BYTES]
-        export[n_export, out + D_FIRST] = flows[row, live + L_FIRST]
+        export[n_export, out + D_FIRST] = extra[row, X_FIRST + d]
         export[n_export, out + D_LAST] = flows[row, live + L_LAST]
         export[n_export, out + D_FLAGS] = pkfl & FLAGS_MASK
         for c in range(out + D_FLAGS + 1, out + DIR_WIDTH):
             export[n_export, c] = 0
+        export[n_export, C_PAYLOAD + d] = flows[row, live + L_PAYLOAD]
+        tcp |= ((pkfl >> SEEN_SHIFT) & H_BITS) << (24 + 8 * d)
     export[n_export, C_INIT_IS_A] = info & INFO_INIT_IS_A
     export[n_export, C_IP_VERSION] = info >> 1
     export[n_export, C_REASON] = reason
+    export[n_export, C_TCP] = tcp
+    export[n_export, C_HISTORY] = extra[row, X_HISTORY]
+    export[n_export, C_HISTORY + 1] = extra[row, X_HISTORY + 1]
+    export[n_export, C_SEQ_SYN] = extra[row, X_SEQ_SYN]
+    export[n_export, C_SEQ_FIN] = extra[row, X_SEQ_FIN]
+    export[n_export, C_SEQ_RST] = extra[row, X_SEQ_RST]
 
 
 @njit(**KERNEL)
-def import_rows(rows, flows):
-    """Export rows back into live rows ``flows[:len(rows)]`` (a table taking
-    over another's open flows); their slots are set by rebuild_slots."""
+def import_rows(rows, flows, extra):
+    """Export rows back into live rows ``flows[:len(rows)]`` and their extra
+    lines (a table taking over another's open flows); their slots are set by
+    rebuild_slots."""
     for r in range(rows.shape[0]):
         for c in range(C_SLOT):
             flows[r, c] = rows[r, c]
         info = (rows[r, C_IP_VERSION] << 1) | (rows[r, C_INIT_IS_A] & INFO_INIT_IS_A)
         flows[r, C_SLOT] = info << SLOT_BITS
+        tcp = rows[r, C_TCP]
         for d in range(2):
             live = L_DIR + d * L_DIR_WIDTH
             out = C_DIR + d * DIR_WIDTH
-            flows[r, live + L_PKFL] = (rows[r, out + D_PACKETS] << PKFL_SHIFT) | (
-                rows[r, out + D_FLAGS] & FLAGS_MASK
+            seen = (tcp >> (24 + 8 * d)) & H_BITS
+            flows[r, live + L_PKFL] = (
+                (rows[r, out + D_PACKETS] << PKFL_SHIFT)
+                | (seen << SEEN_SHIFT)
+                | (rows[r, out + D_FLAGS] & FLAGS_MASK)
             )
             flows[r, live + L_BYTES] = rows[r, out + D_BYTES]
-            flows[r, live + L_FIRST] = rows[r, out + D_FIRST]
+            flows[r, live + L_PAYLOAD] = rows[r, C_PAYLOAD + d]
             flows[r, live + L_LAST] = rows[r, out + D_LAST]
+            extra[r, X_FIRST + d] = rows[r, out + D_FIRST]
+        extra[r, X_TCP] = tcp & ((np.int64(1) << 24) - 1)
+        extra[r, X_HISTORY] = rows[r, C_HISTORY]
+        extra[r, X_HISTORY + 1] = rows[r, C_HISTORY + 1]
+        extra[r, X_SEQ_SYN] = rows[r, C_SEQ_SYN]
+        extra[r, X_SEQ_FIN] = rows[r, C_SEQ_FIN]
+        extra[r, X_SEQ_RST] = rows[r, C_SEQ_RST]
 
 
 @njit(**INLINE)
@@ -301,7 +399,7 @@ def sweep_idle(table, now, idle_ns, export, n_export):
         if n_export >= export.shape[0]:
             break
         if flows[row, C_SLOT] >= 0 and now - flows[row, C_LAST] > idle_ns:
-            _export(flows, row, REASON_IDLE, export, n_export)
+            _export(flows, table.extra, row, REASON_IDLE, export, n_export)
             n_export += 1
             _remove(table, row)
     return n_export
@@ -321,7 +419,7 @@ def flush_all(table, idle_ns, export, n_export):
             break
         if flows[row, C_SLOT] >= 0:
             reason = REASON_IDLE if latest - flows[row, C_LAST] > idle_ns else REASON_END
-            _export(flows, row, reason, export, n_export)
+            _export(flows, table.extra, row, reason, export, n_export)
             n_export += 1
             _remove(table, row)
     return n_export
@@ -383,11 +481,162 @@ def evict_oldest(table, cut, most, export, n_export):
             if n_export >= stop:
                 break
             if flows[row, C_SLOT] >= 0 and flows[row, C_LAST] <= cut:
-                _export(flows, row, REASON_EVICTED, export, n_export)
+                _export(flows, table.extra, row, REASON_EVICTED, export, n_export)
                 n_export += 1
                 _remove(table, row)
                 state[S_EVICTED] += 1
     return n_export, touched
+
+
+@njit(**LEAF)
+def _set_state(tcp, side, new):
+    """``tcp`` with ``side``'s endpoint state set to ``new`` (the state it
+    leaves kept as its previous one, as TCP_Endpoint::SetState does)."""
+    shift = side * T_SIDE_BITS
+    old = (tcp >> shift) & 7
+    if new == old:
+        return tcp
+    tcp &= ~(np.int64(0x3F) << shift)
+    return tcp | ((new | (old << 3)) << shift)
+
+
+@njit(**LEAF)
+def _add_letter(extra, row, tcp, code):
+    """Append history letter ``code``; returns the new X_TCP word."""
+    n = (tcp >> T_COUNT_SHIFT) & T_COUNT_MASK
+    if n >= HISTORY_MAX:
+        return tcp | T_HISTORY_FULL
+    word = X_HISTORY + n // 16
+    extra[row, word] |= np.int64(code) << np.int64(4 * (n % 16))
+    return tcp + (np.int64(1) << T_COUNT_SHIFT)
+
+
+@njit(**LEAF)
+def _seq_of(word, side):
+    return (word >> (32 * side)) & LOW32
+
+
+@njit(**LEAF)
+def _with_seq(word, side, seq):
+    shift = 32 * side
+    return (word & ~(LOW32 << shift)) | ((seq & LOW32) << shift)
+
+
+@njit(**LEAF)
+def tcp_packet(flows, extra, row, side, is_orig, flags, payload, seq):
+    """Zeek's per-packet TCP bookkeeping for a packet ``side`` (0: A, 1: B)
+    sent: the history letters (TCPSessionAdapter.cc's update_history) and
+    both endpoints' states (UpdateStateMachine and the Update*State functions
+    it calls). Called only when the packet can change either (see
+    :func:`count_packet`); docs/flows.md says what is left out.
+    """
+    peer = 1 - side
+    pkfl_col = L_DIR + side * L_DIR_WIDTH + L_PKFL
+    seen = (flows[row, pkfl_col] >> SEEN_SHIFT) & H_BITS
+    tcp = extra[row, X_TCP]
+    state = (tcp >> (side * T_SIDE_BITS)) & 7
+    prev = (tcp >> (side * T_SIDE_BITS + 3)) & 7
+    from_b = HIST_FROM_B if side == 1 else 0
+    syn = (flags & TCP_SYN) != 0
+    fin = (flags & TCP_FIN) != 0
+    rst = (flags & TCP_RST) != 0
+    ack = (flags & TCP_ACK) != 0
+
+    # The history: a letter the first time a kind of packet is seen from this
+    # side; SYN, FIN and RST again when their sequence number moved.
+    n_bits = np.int64(syn) + np.int64(fin) + np.int64(rst)
+    if n_bits > 1:
+        kind, code = (H_FIN_RST, HIST_FIN_RST) if fin and rst else (H_MULTI, HIST_MULTI)
+        if not seen & kind:
+            seen |= kind
+            tcp = _add_letter(extra, row, tcp, code | from_b)
+    elif n_bits == 1:
+        if syn:
+            code = (HIST_SYN_ACK if ack else HIST_SYN) | from_b
+            last = extra[row, X_SEQ_SYN]
+            if not seen & H_SYN:
+                seen |= H_SYN
+                tcp = _add_letter(extra, row, tcp, code)
+            # Zeek numbers a SYN from the sequence number it restarts the side
+            # at (relative 0), except after the side closed or was reset.
+            elif (state == TCP_CLOSED or (state == TCP_RESET and prev != TCP_INACTIVE)) and (
+                seq & LOW32
+            ) != _seq_of(last, side):
+                tcp = _add_letter(extra, row, tcp, code)
+            extra[row, X_SEQ_SYN] = _with_seq(last, side, seq)
+        elif fin:
+            # A FIN's sequence number is after the data it carries.
+            last = extra[row, X_SEQ_FIN]
+            end = (seq + payload) & LOW32
+            if not seen & H_FIN:
+                seen |= H_FIN
+                tcp = _add_letter(extra, row, tcp, HIST_FIN | from_b)
+            elif end != _seq_of(last, side):
+                tcp = _add_letter(extra, row, tcp, HIST_FIN | from_b)
+            extra[row, X_SEQ_FIN] = _with_seq(last, side, end)
+        else:
+            last = extra[row, X_SEQ_RST]
+            if not seen & H_RST:
+                seen |= H_RST
+                tcp = _add_letter(extra, row, tcp, HIST_RST | from_b)
+            elif (seq & LOW32) != _seq_of(last, side):
+                tcp = _add_letter(extra, row, tcp, HIST_RST | from_b)
+            extra[row, X_SEQ_RST] = _with_seq(last, side, seq)
+    elif payload > 0:
+        if not seen & H_DATA:
+            seen |= H_DATA
+            tcp = _add_letter(extra, row, tcp, HIST_DATA | from_b)
+    elif ack:
+        if not seen & H_ACK:
+            seen |= H_ACK
+            tcp = _add_letter(extra, row, tcp, HIST_ACK | from_b)
+
+    # The endpoint state machine.
+    peer_state = (tcp >> (peer * T_SIDE_BITS)) & 7
+    peer_prev = (tcp >> (peer * T_SIDE_BITS + 3)) & 7
+    if state == TCP_INACTIVE:
+        if syn:
+            if is_orig:
+                tcp = _set_state(tcp, side, TCP_SYN_ACK_SENT if ack else TCP_SYN_SENT)
+            else:
+                if peer_state == TCP_SYN_SENT:
+                    tcp = _set_state(tcp, peer, TCP_ESTABLISHED)
+                tcp = _set_state(tcp, side, TCP_ESTABLISHED)
+        if fin:
+            tcp = _set_state(tcp, side, TCP_CLOSED)
+        if rst:
+            tcp = _set_state(tcp, side, TCP_RESET)
+        if ((tcp >> (side * T_SIDE_BITS)) & 7) == TCP_INACTIVE:
+            if not is_orig and payload == 0 and peer_state == TCP_SYN_SENT:
+                pass  # an ACK of the SYN before the SYN+ACK forms no partial connection
+            elif ack and peer_state == TCP_ESTABLISHED:
+                tcp = _set_state(tcp, side, TCP_ESTABLISHED)
+            else:
+                tcp = _set_state(tcp, side, TCP_PARTIAL)
+    elif state == TCP_SYN_SENT or state == TCP_SYN_ACK_SENT:
+        if fin:
+            tcp = _set_state(tcp, side, TCP_CLOSED)
+        if rst:
+            tcp = _set_state(tcp, side, TCP_RESET)
+    elif state == TCP_ESTABLISHED or state == TCP_PARTIAL:
+        if syn and state == TCP_PARTIAL and peer_state == TCP_INACTIVE and not ack:
+            tcp = _set_state(tcp, side, TCP_SYN_SENT)
+        if fin and not rst:
+            tcp = _set_state(tcp, side, TCP_CLOSED)
+            if peer_state == TCP_RESET and peer_prev == TCP_CLOSED:
+                tcp = _set_state(tcp, peer, TCP_CLOSED)  # FIN then RST: a normal close
+        if rst:
+            tcp = _set_state(tcp, side, TCP_RESET)
+    elif state == TCP_CLOSED:
+        if rst and peer_state != TCP_CLOSED:
+            tcp = _set_state(tcp, side, TCP_RESET)
+
+    if ((tcp >> (side * T_SIDE_BITS)) & 7) != TCP_INACTIVE:
+        seen |= H_ACTIVE
+    flows[row, pkfl_col] = (flows[row, pkfl_col] & ~(np.int64(H_BITS) << SEEN_SHIFT)) | (
+        seen << SEEN_SHIFT
+    )
+    extra[row, X_TCP] = tcp
 
 
 COUNT_OK = 0
@@ -466,7 +715,7 @@ def count_packet(t, packet, wire_len, table, params, export, n_export):
         elif t - flows[row, C_FIRST] > active_ns:
             reason = REASON_ACTIVE
         if reason >= 0:
-            _export(flows, row, reason, export, n_export)
+            _export(flows, table.extra, row, reason, export, n_export)
             n_export += 1
             _remove(table, row)
             row = -1
@@ -495,20 +744,45 @@ def count_packet(t, packet, wire_len, table, params, export, n_export):
         flows[row, C_SLOT] = (info << SLOT_BITS) | j
         for c in range(L_DIR, LIVE_COLUMNS):
             flows[row, c] = 0
+        extra = table.extra
+        for c in range(EXTRA_COLUMNS):
+            extra[row, c] = 0
+        if synack:
+            extra[row, X_TCP] = T_FLIPPED
 
     # min/max rather than first/last written: merged multi-interface captures
-    # are not always in time order.
+    # are not always in time order. The first time is on the extra line, read
+    # only for a packet earlier than the last.
     base = L_DIR + d * L_DIR_WIDTH
     pkfl = flows[row, base + L_PKFL]
     if pkfl == 0:
-        flows[row, base + L_FIRST] = t
+        table.extra[row, X_FIRST + d] = t
         flows[row, base + L_LAST] = t
-    elif t < flows[row, base + L_FIRST]:
-        flows[row, base + L_FIRST] = t
     elif t > flows[row, base + L_LAST]:
         flows[row, base + L_LAST] = t
+    elif t < flows[row, base + L_LAST] and t < table.extra[row, X_FIRST + d]:
+        table.extra[row, X_FIRST + d] = t
     flows[row, base + L_PKFL] = (pkfl + (np.int64(1) << PKFL_SHIFT)) | packet.tcp_flags
     flows[row, base + L_BYTES] += wire_len
+    flows[row, base + L_PAYLOAD] += packet.payload_len
+    # TCP: Zeek's history and endpoint states change only on a SYN, FIN or RST,
+    # or on the first pure ACK or data packet of a side (or one from a side
+    # still inactive); later fragments carry no TCP header.
+    if proto == IPPROTO_TCP and packet.frag != 1:
+        flags = packet.tcp_flags
+        if flags & (TCP_SYN | TCP_FIN | TCP_RST):
+            need = np.int64(-1)
+        elif packet.payload_len > 0:
+            need = np.int64(H_DATA | H_ACTIVE) << SEEN_SHIFT
+        elif flags & TCP_ACK:
+            need = np.int64(H_ACK | H_ACTIVE) << SEEN_SHIFT
+        else:
+            need = np.int64(H_ACTIVE) << SEEN_SHIFT
+        if (pkfl & need) != need:
+            init_is_a = ((flows[row, C_SLOT] >> SLOT_BITS) & INFO_INIT_IS_A) != 0
+            is_orig = (d == 0) == init_is_a
+            tcp_packet(flows, table.extra, row, d, is_orig, flags, packet.payload_len,
+                       packet.tcp_seq)  # fmt: skip
     if t > flows[row, C_LAST]:
         flows[row, C_LAST] = t
     elif t < flows[row, C_FIRST]:

@@ -26,7 +26,7 @@ Batch = namedtuple(
     "Batch",
     ["ts_ns", "interface", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
      "ip_version", "wire_len", "cap_len", "tcp_flags", "vlan", "frag", "frag_id", "offset",
-     "status"],
+     "status", "payload_len", "tcp_seq"],
 )  # fmt: skip
 
 # Why a walk stopped.
@@ -79,6 +79,8 @@ def write_row(batch, r, ts_ns, interface, packet, wire_len, cap_len, offset):
     batch.frag_id[r] = packet.frag_id
     batch.offset[r] = offset
     batch.status[r] = packet.status
+    batch.payload_len[r] = packet.payload_len
+    batch.tcp_seq[r] = packet.tcp_seq
 
 
 @njit(**INLINE)

@@ -31,6 +31,8 @@ BATCH_DTYPES: dict[str, type[np.generic]] = {
     "frag_id": np.uint32,
     "offset": np.int64,
     "status": np.uint8,
+    "payload_len": np.uint32,
+    "tcp_seq": np.uint32,
 }
 
 BYTES_PER_PACKET = sum(np.dtype(t).itemsize for t in BATCH_DTYPES.values())
@@ -59,6 +61,8 @@ class PacketBatch:
     frag_id: np.ndarray
     offset: np.ndarray
     status: np.ndarray
+    payload_len: np.ndarray
+    tcp_seq: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int) -> PacketBatch:

@@ -179,6 +179,7 @@ NOT_COUNTING = (
         np.zeros(2, dtype=np.uint64),
         np.zeros(2, dtype=np.int64),
         np.zeros((2, 256), dtype=np.int64),
+        np.zeros((1, fk.EXTRA_COLUMNS), dtype=np.int64),
     ),
     np.zeros(3, dtype=np.int64),
     np.zeros((1, fk.FLOW_COLUMNS), dtype=np.int64),

@@ -274,6 +274,7 @@ def run_live(args: argparse.Namespace) -> int:
         interface_linktype,
     )
     from ..errors import DetectorError, PolicyError
+    from ..flows.naming import FlowNames
     from ..flows.records import iter_flow_columns
     from ..flows.write import write_flows
     from ..outputs import replacing
@@ -509,7 +510,9 @@ def run_live(args: argparse.Namespace) -> int:
             each.close()
     if args.flows_out and flows_fmt is not None:
         with replacing(args.flows_out, fsync=False) as path:
-            write_flows(iter_flow_columns(result.flow_rows), flows_fmt, path)
+            facts = result.final.facts if result.final is not None else None
+            names = FlowNames(facts) if facts is not None else None  # service, server_name
+            write_flows(iter_flow_columns(result.flow_rows, flow_names=names), flows_fmt, path)
     for problem in result.problems:
         say(f"error: {problem}")
     if not args.quiet:

@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 (default): decode and count in one pass; 2: decode in a second thread while "
         "counting (the same flows; measured, it was no faster and took more CPU)",
     )
+    flows.add_argument(
+        "--no-payload",
+        action="store_true",
+        help="do not look into payloads (faster): service and server_name stay empty",
+    )
     add_quiet(flows, "no summary or progress on stderr (problems are still reported)")
 
     scan = add_command(
@@ -303,6 +308,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         fmt,
         args.output,
         top=args.top,
+        payload=not args.no_payload,
         idle_timeout=args.idle_timeout,
         active_timeout=args.active_timeout,
         max_flows=args.max_flows,

@@ -80,6 +80,7 @@ def continue_flows(earlier: np.ndarray, later: np.ndarray, reason: np.ndarray) -
             np.maximum(earlier[:, last], later[:, last]),
             np.where(e_has, earlier[:, last], later[:, last]),
         )
+    layout.continue_tcp(earlier, later, merged)  # payload bytes, TCP state and history
     merged[:, layout.C_REASON] = reason
     return merged
 

@@ -297,6 +297,7 @@ def _result(
             active_timeout=settings.active_timeout,
             max_flows=settings.max_flows,
         )
+        flows.facts = facts  # each flow's service and server name, as one process gives
         if analysed:
             minutes = window_minutes or policy.window_minutes
             alerts = combined_alerts(shares, policy, minutes, span)

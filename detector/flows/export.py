@@ -11,6 +11,7 @@ from typing import Any
 from ..capture import CaptureStats
 from ..outputs import replacing
 from . import write
+from .payload import PayloadInspector
 from .records import iter_flow_columns
 from .table import FlowTable, count_flows
 
@@ -29,13 +30,17 @@ def export_flows(
     output: str | None,
     *,
     top: int | None = None,
+    payload: bool = True,
     **count_options: Any,
 ) -> FlowExport:
     """Count the flows of ``captures`` (:func:`count_flows` with
     ``count_options``) and write them as ``fmt`` to ``output`` (stdout when
-    None); ``top``: only the ``top`` flows with the most bytes, largest first.
-    An unwritable ``output`` is reported before the captures are read."""
+    None); ``top``: only the ``top`` flows with the most bytes, largest first;
+    ``payload``: run the payload inspector, for each flow's service and server
+    name. An unwritable ``output`` is reported before the captures are read."""
     stats: list[CaptureStats] = []
+    if payload:
+        count_options.setdefault("inspector", PayloadInspector())
     with replacing(output, fsync=False) as path:  # checked now, in place when complete
         started = time.perf_counter()
         table = count_flows(captures, stats_out=stats, **count_options)

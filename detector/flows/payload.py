@@ -70,6 +70,11 @@ _WORDS = (
 )
 
 
+# The fact table's columns (see the module's docstring).
+FACT_NAMES = ["ts_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
+              "kind", "a", "b", "c", "d", "text", "secret"]  # fmt: skip
+
+
 def mask_id(number: str) -> str:
     """'A123456789' → 'A12*****89': enough for a reviewer to tell two apart."""
     return number[:3] + "*" * (len(number) - 5) + number[-2:]
@@ -177,10 +182,14 @@ class PayloadInspector:
         """Every fact so far, in the order seen."""
         import pandas as pd
 
-        columns = ["ts_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
-                   "kind", "a", "b", "c", "d", "text", "secret"]  # fmt: skip
         if not self._chunks:
-            return pd.DataFrame({c: [] for c in columns})
-        merged = {c: np.concatenate([chunk[c] for chunk in self._chunks]) for c in columns}
+            return pd.DataFrame({c: [] for c in FACT_NAMES})
+        return pd.DataFrame(self.fact_columns())
+
+    def fact_columns(self) -> dict[str, np.ndarray]:
+        """The columns of :meth:`frame` as numpy arrays (no pandas)."""
+        if not self._chunks:
+            return {c: np.array([]) for c in FACT_NAMES}
+        merged = {c: np.concatenate([chunk[c] for chunk in self._chunks]) for c in FACT_NAMES}
         self._chunks = [merged]
-        return pd.DataFrame(merged)
+        return merged

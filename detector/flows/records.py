@@ -16,6 +16,7 @@ from .._kernels import flowrows as fr
 from .._kernels import flowtable as fk
 from .._kernels import timefmt
 from .community_id import community_id_v1
+from .naming import FlowNames
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,8 +69,16 @@ FLOW_COLUMNS_DOC: dict[str, str] = {
     "src2dst_tcp_flags": "OR of TCP flags initiator → responder",
     "dst2src_tcp_flags": "OR of TCP flags responder → initiator",
     "duration_ms": "last_seen - first_seen in milliseconds",
-    "expiry_reason": "idle, active, end (input ended) or evicted (table full)",
+    "expiry_reason": "idle, active, end (input ended), evicted (table full); fin or rst for a "
+    "TCP connection closed by both sides or reset, closed idle or at the end",
     "community_id": "Community ID v1 hash (seed 0)",
+    "src2dst_payload_bytes": "transport payload bytes initiator → responder",
+    "dst2src_payload_bytes": "transport payload bytes responder → initiator",
+    "conn_state": "Zeek's conn_state (S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, "
+    "SHR, OTH)",
+    "history": "Zeek's history letters (upper case: initiator)",
+    "service": "protocols the payload showed (dns, http, tls, smtp, bittorrent, ...)",
+    "server_name": "TLS SNI, HTTP Host, DNS question, or the DNS name of the responder",
 }
 
 
@@ -77,7 +86,7 @@ TIMESTAMP_COLUMNS = [
     "first_seen", "last_seen", "src2dst_first_seen", "src2dst_last_seen",
     "dst2src_first_seen", "dst2src_last_seen",
 ]  # fmt: skip
-CATEGORY_COLUMNS = ["transport", "expiry_reason"]
+CATEGORY_COLUMNS = ["transport", "expiry_reason", "conn_state"]
 
 
 def _address_texts(hi: np.ndarray, lo: np.ndarray, is_v4: np.ndarray, arrow: bool = False) -> Any:
@@ -100,6 +109,17 @@ def _arrow_strings(fixed: np.ndarray, lengths: np.ndarray) -> Any:
     data = np.empty(max(int(lengths.sum()), 1), dtype=np.uint8)
     timefmt.pack_texts(fixed, lengths, offsets, data)
     return pa.StringArray.from_buffers(len(fixed), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _arrow_texts(values: np.ndarray) -> Any:
+    """A pyarrow string array of Python strings (``pa.array`` would import pandas)."""
+    import pyarrow as pa
+
+    encoded = [v.encode("utf-8") for v in values.tolist()]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    data = b"".join(encoded) or b"\0"
+    return pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _community_ids(
@@ -189,6 +209,7 @@ def iter_flow_columns(
     slice_flows: int = 1 << 17,
     community_id: bool = True,
     arrow_text: bool = False,
+    flow_names: FlowNames | None = None,
 ) -> Iterator[dict[str, Any]]:
     """``flow_columns`` of all rows in order of first packet, ``slice_flows`` flows
     at a time (a million flows as columns and strings take far more memory than
@@ -200,6 +221,7 @@ def iter_flow_columns(
             community_id=community_id,
             presorted=True,
             arrow_text=arrow_text,
+            flow_names=flow_names,
         )
 
 
@@ -209,6 +231,7 @@ def row_slices(
     slice_flows: int = 1 << 17,
     community_id: bool = True,
     arrow_text: bool = False,
+    flow_names: FlowNames | None = None,
 ) -> Iterator[dict[str, Any]]:
     """``flow_columns`` of rows that come in blocks already in order of first
     packet (``FlowTable.sorted_row_blocks``), cut into the same slices of
@@ -225,10 +248,11 @@ def row_slices(
             held, n_held = [rows[slice_flows:]], n_held - slice_flows
             made = True
             yield flow_columns(rows[:slice_flows], community_id=community_id, presorted=True,
-                               arrow_text=arrow_text)  # fmt: skip
+                               arrow_text=arrow_text, flow_names=flow_names)  # fmt: skip
     if n_held or not made:
         rows = np.concatenate(held) if held else np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
-        yield flow_columns(rows, community_id=community_id, presorted=True, arrow_text=arrow_text)
+        yield flow_columns(rows, community_id=community_id, presorted=True, arrow_text=arrow_text,
+                           flow_names=flow_names)  # fmt: skip
 
 
 def flow_columns(
@@ -237,12 +261,14 @@ def flow_columns(
     community_id: bool = True,
     presorted: bool = False,
     arrow_text: bool = False,
+    flow_names: FlowNames | None = None,
 ) -> dict[str, Any]:
     """Turn raw flow rows into the documented flow columns, ordered by first packet.
 
     Text columns (addresses, Community ID) are object arrays of ``str``, or
     pyarrow string arrays when ``arrow_text`` (for the Arrow-based writers: a
-    million flows then make no Python strings at all)."""
+    million flows then make no Python strings at all). ``flow_names``: the payload
+    facts' service and server name of each flow (empty without)."""
     if not presorted and len(rows):
         rows = rows[np.argsort(rows[:, fk.C_FIRST], kind="stable")]
     rows = np.ascontiguousarray(rows, dtype=np.int64)
@@ -253,7 +279,10 @@ def flow_columns(
     vlan_id = np.empty(n, dtype=np.int32)
     numeric = np.empty((fr.N_COLUMNS, n), dtype=np.int64)
     duration_ms = np.empty(n, dtype=np.float64)
-    fr.split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms)
+    history = np.zeros((n, fr.HISTORY_WIDTH), dtype=np.uint8)
+    history_len = np.empty(n, dtype=np.int64)
+    fr.split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms, history,
+                  history_len)  # fmt: skip
     src_hi, src_lo, dst_hi, dst_lo = addresses
     src_port, dst_port = ports[0], ports[1]
     protocol, ip_version = small[0], small[1]
@@ -305,6 +334,23 @@ def flow_columns(
         frame["community_id"] = _community_ids(
             src_hi, src_lo, dst_hi, dst_lo, protocol, src_port, dst_port, is_v4, arrow_text
         )
+    frame["src2dst_payload_bytes"] = numeric[fr.N_FWD_PAYLOAD]
+    frame["dst2src_payload_bytes"] = numeric[fr.N_REV_PAYLOAD]
+    state_codes = numeric[fr.N_CONN_STATE]
+    if arrow_text:
+        frame["conn_state"] = dictionary_array(state_codes, fr.CONN_STATE_NAMES, pa.int8())
+        frame["history"] = _arrow_strings(history, history_len)
+    else:
+        frame["conn_state"] = np.asarray(fr.CONN_STATE_NAMES, dtype=object)[state_codes]
+        frame["history"] = history.view(f"S{fr.HISTORY_WIDTH}").ravel().astype(str).astype(object)
+    if flow_names is not None:
+        service, server_name = flow_names.columns(rows)
+    else:
+        service = server_name = np.full(n, "", dtype=object)
+    if arrow_text:
+        service, server_name = _arrow_texts(service), _arrow_texts(server_name)
+    frame["service"] = service
+    frame["server_name"] = server_name
     return frame
 
 
@@ -318,4 +364,5 @@ def columns_to_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     for name in CATEGORY_COLUMNS:
         frame[name] = frame[name].astype("category")
     frame["expiry_reason"] = frame["expiry_reason"].cat.set_categories(list(fk.REASON_NAMES))
+    frame["conn_state"] = frame["conn_state"].cat.set_categories(list(fr.CONN_STATE_NAMES))
     return frame

@@ -29,10 +29,10 @@ import numpy as np
 from .._kernels import flowtable as fk
 from ..errors import DetectorError
 
-ROW_BYTES = fk.FLOW_COLUMNS * 8  # 192
+ROW_BYTES = fk.FLOW_COLUMNS * 8  # 256
 # Closed rows a table keeps in memory before it writes them out as a run.
 SPILL_BYTES = 64 << 20
-SPILL_ROWS = SPILL_BYTES // ROW_BYTES  # 349,525
+SPILL_ROWS = SPILL_BYTES // ROW_BYTES  # 262,144
 # Rows a merge holds over all its runs at once (a block of each run).
 MERGE_BYTES = 32 << 20
 MIN_BLOCK = 1024  # rows of a run read at once, however many runs there are

@@ -15,7 +15,9 @@ from .._kernels import flowtable as fk
 from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
 from ..capture.files import PayloadInspector
 from ..errors import DecodeError
+from . import payload as fp
 from . import spill as sp
+from .naming import FlowNames
 from .records import columns_to_frame, flow_columns, iter_flow_columns, row_slices
 
 if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (start-up time)
@@ -32,8 +34,9 @@ DEFAULT_MAX_FLOWS = 1_000_000
 INITIAL_FLOWS = 1 << 12
 EXPORT_ROWS = 1 << 16
 FRAG_SLOTS = 1 << 14  # recent first fragments remembered for their followers
-# One live row (128 B), two slots (16 B) and a free-list entry (8 B).
-BYTES_PER_FLOW = fk.LIVE_COLUMNS * 8 + 2 * 8 + 8
+# One live row (128 B), its extra line (64 B: first times, TCP state and
+# history), two slots (16 B) and a free-list entry (8 B).
+BYTES_PER_FLOW = fk.LIVE_COLUMNS * 8 + fk.EXTRA_COLUMNS * 8 + 2 * 8 + 8
 
 
 class FlowTable:
@@ -78,6 +81,7 @@ class FlowTable:
         self.max_flows = max_flows
         capacity = min(INITIAL_FLOWS, max_flows)
         self._flows = self._new_rows(capacity)
+        self._extra = self._new_extra(capacity)
         self._slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
         self._free = np.empty(capacity, dtype=np.int64)
         self._state = np.zeros(fk.S_FIELDS, dtype=np.int64)
@@ -96,6 +100,11 @@ class FlowTable:
         self._spill: sp.SpillFile | None = None  # closed rows before those of _done
         self._spare: list[np.ndarray] = []  # export buffers written out, for reuse
         self.on_export: Callable[[np.ndarray], None] | None = None
+        # The payload inspector that saw the same packets (count_flows sets it),
+        # or its facts (``PayloadInspector.frame()``, for rows counted
+        # elsewhere): flow records take their service and server name from them.
+        self.inspector: Any = None
+        self.facts: pd.DataFrame | None = None
 
     @staticmethod
     def _new_rows(capacity: int) -> np.ndarray:
@@ -106,6 +115,14 @@ class FlowTable:
         rows = raw[skip : skip + capacity * fk.LIVE_COLUMNS].reshape(capacity, fk.LIVE_COLUMNS)
         rows[:, fk.C_SLOT] = -1
         return rows
+
+    @staticmethod
+    def _new_extra(capacity: int) -> np.ndarray:
+        # One line each, on a line boundary (written when a flow opens).
+        spare = 64 // 8
+        raw = np.empty(capacity * fk.EXTRA_COLUMNS + spare, dtype=np.int64)
+        skip = (-raw.ctypes.data % 64) // 8
+        return raw[skip : skip + capacity * fk.EXTRA_COLUMNS].reshape(capacity, fk.EXTRA_COLUMNS)
 
     @property
     def kernel_table(self) -> tuple[np.ndarray, ...]:
@@ -118,6 +135,7 @@ class FlowTable:
             self._frag_keys,
             self._frag_ports,
             self._icmp,
+            self._extra,
         )
 
     @staticmethod
@@ -150,7 +168,7 @@ class FlowTable:
 
     @property
     def memory_bytes(self) -> int:
-        return int(self._flows.nbytes + self._slots.nbytes + self._free.nbytes)
+        return int(self._flows.nbytes + self._extra.nbytes + self._slots.nbytes + self._free.nbytes)
 
     @property
     def closed_flows(self) -> int:
@@ -180,9 +198,10 @@ class FlowTable:
             capacity = min(capacity * 2, self.max_flows)
         if capacity != self._flows.shape[0]:
             self._flows = self._new_rows(capacity)
+            self._extra = self._new_extra(capacity)
             self._free = np.empty(capacity, dtype=np.int64)
             self._slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
-        fk.import_rows(np.ascontiguousarray(rows, dtype=np.int64), self._flows)
+        fk.import_rows(np.ascontiguousarray(rows, dtype=np.int64), self._flows, self._extra)
         self._state[fk.S_HIGH_WATER] = n
         self._state[fk.S_LIVE] = n
         self._state[fk.S_N_FREE] = 0
@@ -251,11 +270,12 @@ class FlowTable:
             )
             self._drain()
         self._drain()
-        # Nothing is open: give back the table's memory (152 MB at the default
+        # Nothing is open: give back the table's memory (216 MB at the default
         # cap) before the closed flows are written out.
         capacity = min(INITIAL_FLOWS, self.max_flows)
         if self._flows.shape[0] > capacity:
             self._flows = self._new_rows(capacity)
+            self._extra = self._new_extra(capacity)
             self._slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
             self._free = np.empty(capacity, dtype=np.int64)
             self._state[fk.S_HIGH_WATER] = 0
@@ -286,12 +306,14 @@ class FlowTable:
         rows = self._new_rows(capacity)
         high = int(self._state[fk.S_HIGH_WATER])
         rows[:high] = self._flows[:high]
+        extra = self._new_extra(capacity)
+        extra[:high] = self._extra[:high]
         free = np.empty(capacity, dtype=np.int64)
         n_free = int(self._state[fk.S_N_FREE])
         free[:n_free] = self._free[:n_free]
         slots = np.zeros(self._slot_count(capacity), dtype=np.int64)
         fk.rebuild_slots(rows, high, slots)
-        self._flows, self._free, self._slots = rows, free, slots
+        self._flows, self._extra, self._free, self._slots = rows, extra, free, slots
 
     def _drain(self) -> None:
         if self.n_export:
@@ -472,10 +494,23 @@ class FlowTable:
             memory = (rows[order], order.astype(np.int64) + self._spill.rows)
         yield from sp.merge(self._spill, self._spill.written_runs(), memory)
 
+    def flow_names(self) -> FlowNames | None:
+        """Service and server names from ``facts``, or the facts of
+        ``inspector`` (None without either)."""
+        if self.facts is not None:
+            return FlowNames(self.facts)
+        inspectors = getattr(self.inspector, "inspectors", [self.inspector])
+        for inspector in inspectors:
+            if isinstance(inspector, fp.PayloadInspector):
+                return FlowNames(inspector.fact_columns())
+        return None
+
     def columns(self, *, community_id: bool = True) -> dict[str, np.ndarray]:
         """Closed flows as numpy columns (``FLOW_COLUMNS_DOC``), in order of first
         packet; timestamps are ``datetime64[ns]`` in UTC, NaT where none."""
-        return flow_columns(self.exported_rows(), community_id=community_id)
+        return flow_columns(
+            self.exported_rows(), community_id=community_id, flow_names=self.flow_names()
+        )
 
     def column_slices(
         self, *, slice_flows: int = 1 << 17, community_id: bool = True, arrow_text: bool = False
@@ -484,18 +519,21 @@ class FlowTable:
         writers use, so memory holds the flow rows in memory (or a bounded part
         of those on disk) plus one slice of columns. ``arrow_text``: text
         columns as pyarrow arrays (``records.flow_columns``)."""
+        names = self.flow_names()
         if self._spill is None:
             return iter_flow_columns(
                 self.exported_rows(),
                 slice_flows=slice_flows,
                 community_id=community_id,
                 arrow_text=arrow_text,
+                flow_names=names,
             )
         return row_slices(
             self.sorted_row_blocks(),
             slice_flows=slice_flows,
             community_id=community_id,
             arrow_text=arrow_text,
+            flow_names=names,
         )
 
     def to_frame(self, *, community_id: bool = True) -> pd.DataFrame:
@@ -548,6 +586,7 @@ def count_flows(
         spill_rows=spill_rows,
         spill_dir=spill_dir,
     )
+    table.inspector = inspector
     consumers: list[BatchConsumer] = [table, *also]
     reading = _Reading(paths, on_problem, stats_out if stats_out is not None else [], inspector)
     if threads >= 2:

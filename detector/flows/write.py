@@ -208,7 +208,11 @@ def _write_parquet(slices: Iterable[dict[str, np.ndarray]], path: str) -> None:
     try:
         for columns in _ahead(slices):
             table = pa.table({name: arrow_column(values) for name, values in columns.items()})
-            for name, index_type in (("transport", pa.int16()), ("expiry_reason", pa.int8())):
+            for name, index_type in (
+                ("transport", pa.int16()),
+                ("expiry_reason", pa.int8()),
+                ("conn_state", pa.int8()),
+            ):
                 index = table.schema.get_field_index(name)
                 if not pa.types.is_dictionary(table.schema.field(index).type):
                     table = table.set_column(
@@ -224,7 +228,14 @@ def _write_parquet(slices: Iterable[dict[str, np.ndarray]], path: str) -> None:
                     path,
                     table.schema,
                     compression="zstd",
-                    use_dictionary=["src_ip", "dst_ip", "transport", "expiry_reason"],
+                    use_dictionary=[
+                        "src_ip",
+                        "dst_ip",
+                        "transport",
+                        "expiry_reason",
+                        "conn_state",
+                        "history",
+                    ],  # fmt: skip
                 )
             writer.write_table(table)  # one row group per slice
     finally:

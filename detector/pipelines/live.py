@@ -44,6 +44,7 @@ from ..detect.packets import PacketContext, RunningTotals
 from ..detect.rules import BY_ID, DETECTIONS, sensor
 from ..features.hosts import MINUTE_NS
 from ..flows.activity import ActivityTable
+from ..flows.layout import FLOW_COLUMNS
 from ..flows.payload import PayloadInspector
 from ..flows.table import (
     DEFAULT_ACTIVE_TIMEOUT,
@@ -490,7 +491,7 @@ class LiveDetector:
             worker.flows.flush()
         final = self._analyse(final=True)
         rows = [chunk for w in self.workers for chunk in w.flow_chunks]
-        flow_rows = np.concatenate(rows) if rows else np.empty((0, 24), dtype=np.int64)
+        flow_rows = np.concatenate(rows) if rows else np.empty((0, FLOW_COLUMNS), dtype=np.int64)
         for source in self.sources:
             source.close()  # a stream cut short says so on closing
         problems = [p for s in self.sources if (p := getattr(s, "problem", None))]
