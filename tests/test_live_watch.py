@@ -241,3 +241,40 @@ def test_one_hosts_rows_are_every_row_with_it_at_either_end(tmp_path):
         wanted = everything[[a in pairs or b in pairs for a, b in zip(ends_a, ends_b, strict=True)]]
         assert len(wanted) == len(mine) and (len(mine) > 0) == (hosts != ["192.0.2.1"])
         pd.testing.assert_frame_equal(mine.reset_index(drop=True), wanted.reset_index(drop=True))
+
+
+def test_an_upload_alerted_early_whose_busiest_destination_changes_is_updated_not_raised_again(
+    tmp_path,
+):
+    """offhours-bulk-egress names the address that received most. Raised at
+    once when 10.8.10.44's 3 MB to 203.0.113.140 cross the (site's) 3 MB
+    threshold at night; then 10 MB to 198.51.100.77 make that one the busiest.
+    The end's analysis writes the same incident (the declaration's
+    ``incident``: the host alone), as an update naming the new address, with
+    the first document's event.id: one incident, one alert."""
+    from gen_traffic import Capture, at
+
+    night = at("2026-02-04 02:00", "Asia/Taipei")
+    first = Capture().transfer("10.8.10.44", "203.0.113.140", start=night, seconds=20,
+                               bytes_out=3_000_000).write(tmp_path / "first.pcap")  # fmt: skip
+    then = Capture().transfer("10.8.10.44", "198.51.100.77", start=night + 30 * 10**9,
+                              seconds=60, bytes_out=10_000_000).write(tmp_path / "then.pcap")  # fmt: skip
+    policy = CASES["offhours-bulk-egress"][FIRE][0].policy
+    policy += "\n[rules.offhours-bulk-egress]\nmin_bytes = 3_000_000\n"
+    live = Streamed(policy)
+    try:
+        live.write(first.read_bytes())
+        early = live.wait_for("offhours-bulk-egress", 1)
+        assert [(a.destination_ip, a.event_action) for a in early] == [
+            ("203.0.113.140", ALERT_RAISED)
+        ]
+        live.write(then.read_bytes()[24:])  # the same stream: no second header
+    finally:
+        live.close()
+    assert live.result is not None
+    raised = [a for a in live.result.emitted if a.rule_id == "offhours-bulk-egress"]
+    updates = [a for a in live.result.updates if a.rule_id == "offhours-bulk-egress"]
+    assert len(raised) == 1 and updates
+    assert {a.event_id for a in updates} == {raised[0].event_id}
+    assert updates[-1].destination_ip == "198.51.100.77"
+    assert updates[-1].source_bytes == 13_000_000
