@@ -779,10 +779,19 @@ def count_packet(t, packet, wire_len, table, params, export, n_export):
         else:
             need = np.int64(H_ACTIVE) << SEEN_SHIFT
         if (pkfl & need) != need:
-            init_is_a = ((flows[row, C_SLOT] >> SLOT_BITS) & INFO_INIT_IS_A) != 0
-            is_orig = (d == 0) == init_is_a
-            tcp_packet(flows, table.extra, row, d, is_orig, flags, packet.payload_len,
-                       packet.tcp_seq)  # fmt: skip
+            if need > 0 and (pkfl >> SEEN_SHIFT) & H_ACTIVE:
+                # A side already active shows its first pure ACK or data: one
+                # letter, no state to change.
+                kind = need >> SEEN_SHIFT & ~H_ACTIVE
+                code = (HIST_DATA if kind == H_DATA else HIST_ACK) | (HIST_FROM_B if d == 1 else 0)
+                extra = table.extra
+                extra[row, X_TCP] = _add_letter(extra, row, extra[row, X_TCP], code)
+                flows[row, base + L_PKFL] |= np.int64(kind) << SEEN_SHIFT
+            else:
+                init_is_a = ((flows[row, C_SLOT] >> SLOT_BITS) & INFO_INIT_IS_A) != 0
+                is_orig = (d == 0) == init_is_a
+                tcp_packet(flows, table.extra, row, d, is_orig, flags, packet.payload_len,
+                           packet.tcp_seq)  # fmt: skip
     if t > flows[row, C_LAST]:
         flows[row, C_LAST] = t
     elif t < flows[row, C_FIRST]:
