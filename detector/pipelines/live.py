@@ -555,9 +555,13 @@ class LiveDetector:
         return now_ns
 
     # -- analysis ------------------------------------------------------------------
-    def snapshot(self) -> tuple[ActivityTable, pd.DataFrame | None]:
+    def snapshot(
+        self, hosts: Sequence[tuple[int, int]] | None = None
+    ) -> tuple[ActivityTable, pd.DataFrame | None]:
         """One activity table with every worker's rows so far, and the payload
-        facts found so far (None when the policy turns inspection off)."""
+        facts found so far (None when the policy turns inspection off); with
+        ``hosts`` ((hi, lo) pairs), only the rows and facts with one of them at
+        either end, picked from each worker's table before they are merged."""
         parts = []
         facts = []
         folded: list[dict[int, int]] = []  # each worker's outside addresses folded, per minute
@@ -565,7 +569,10 @@ class LiveDetector:
             worker.yielding = True
             with worker.lock:
                 worker.yielding = False
-                parts.append(worker.activity.merged_columns())
+                if hosts:
+                    parts.append(worker.activity.with_hosts(hosts).merged_columns())
+                else:
+                    parts.append(worker.activity.merged_columns())
                 folded.append(dict(worker.activity.folded_sources))
                 if worker.inspector is not None:
                     facts.append(worker.inspector.frame())
@@ -574,6 +581,8 @@ class LiveDetector:
             import pandas as pd
 
             merged_facts = facts[0] if len(facts) == 1 else pd.concat(facts, ignore_index=True)
+            if hosts and len(merged_facts):
+                merged_facts = merged_facts[_with_hosts(merged_facts, hosts)]
         table = ActivityTable.combined(parts, bin_seconds=60)
         for counts in folded:
             for minute, sources in counts.items():
@@ -587,15 +596,11 @@ class LiveDetector:
         (rule id → hosts, from the rules' looks on the packet): only those hosts'
         traffic is read and only those rules' alerts of them written (the window's
         analysis writes the rest; URGENT_MAX_HOSTS)."""
-        activity, facts = self.snapshot()
-        policy = self.policy
         hosts = sorted(set().union(*sighted.values())) if sighted else []
         if len(hosts) > URGENT_MAX_HOSTS:
-            sighted = None
-        if sighted:
-            activity = activity.with_hosts(hosts)
-            if facts is not None and len(facts):
-                facts = facts[_with_hosts(facts, hosts)]
+            sighted, hosts = None, []
+        activity, facts = self.snapshot(hosts)
+        policy = self.policy
         result = scan_activity(
             activity, self.workers[0].flows, policy, model=self.model, facts=facts,
             first_contacts=self.first_contacts,
@@ -725,7 +730,7 @@ class LiveDetector:
         return alerts
 
 
-def _with_hosts(facts: pd.DataFrame, hosts: list[tuple[int, int]]) -> np.ndarray:
+def _with_hosts(facts: pd.DataFrame, hosts: Sequence[tuple[int, int]]) -> np.ndarray:
     """Which payload facts have one of ``hosts`` at either end."""
     keep = np.zeros(len(facts), dtype=bool)
     for side in ("src", "dst"):
