@@ -8,12 +8,15 @@ cut on record boundaries, written once to split8-<name>/ beside the capture):
 single-process (scan_captures, one thread; and two as `scan` does by itself on
 2 cores), and on local Dask clusters of 1 and 2 worker processes, as `scan
 --workers N` runs it (the analysis on the workers, flows and activity left
-there: tables=False): "warm" on a cluster started and warmed before timing,
-"pinned" with each worker process pinned to a core of its own
-(sched_setaffinity: two "machines" of one core each), "cold" (--cold) starting
+there: tables=False): "warm" on a local cluster started and warmed before
+timing (its scheduler runs in this process, as `scan --workers N`'s does);
+"machines": a scheduler and N workers started as processes of their own,
+worker k pinned to core k with taskset (N one-core machines; the scheduler
+shares the first core), as on a cluster of machines; "cold" (--cold) starting
 and stopping its own cluster. For every row: wall time (median of --runs), CPU
-seconds of the client (this process) and of each worker (resource.getrusage
-in each), and the client's share of the single process's CPU. Every
+seconds of the client (this process), of the scheduler (when it is a process
+of its own) and of each worker (resource.getrusage in each), and the
+client's share of the single process's CPU. Every
 distributed result is checked against the single-process one (alerts and
 features; flows and activity too, from one run with tables=True). The
 single-process reference counts every conversation-minute
@@ -28,6 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,24 +86,54 @@ def cpu_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def cpu_scheduler(client: Client | None) -> float:
+    """CPU of the scheduler's process, when it is not this one."""
+    if client is None or getattr(client, "cluster", None) is not None:
+        return 0.0  # none, or a LocalCluster's scheduler: in this process
+    return float(client.run_on_scheduler(cpu_self))
+
+
 def cpu_workers(client: Client | None) -> dict[str, float]:
     if client is None:
         return {}
     return dict(client.run(cpu_self))
 
 
-def pin_workers(client: Client) -> list[str]:
-    """Each worker process on a core of its own (as many as there are cores)."""
-    cores = sorted(os.sched_getaffinity(0))
-    addresses = sorted(client.scheduler_info()["workers"])
-    for k, address in enumerate(addresses):
-        core = cores[k % len(cores)]
-        client.run(os.sched_setaffinity, 0, {core}, workers=[address])
-    return addresses
+class Machines:
+    """A scheduler and ``n`` workers as processes of their own, worker k pinned
+    to core k (``taskset``): ``n`` one-core "machines" (the scheduler shares
+    the first), as on a cluster, where the scheduler is not in the client's
+    process. ``client`` connects to them; ``close`` ends them."""
 
+    def __init__(self, n: int) -> None:
+        cores = sorted(os.sched_getaffinity(0))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+               "PYTHONPATH": str(HERE.parent)}  # fmt: skip
+        address = f"tcp://127.0.0.1:{port}"
 
-def unpin_workers(client: Client) -> None:
-    client.run(os.sched_setaffinity, 0, set(os.sched_getaffinity(0)))
+        def pinned(core: int, *args: str) -> subprocess.Popen:
+            return subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-m", *args],
+                                    env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)  # fmt: skip
+
+        self.processes = [pinned(cores[0], "distributed.cli.dask_scheduler", "--host",
+                                 "127.0.0.1", "--port", str(port), "--no-dashboard")]  # fmt: skip
+        for k in range(n):
+            self.processes.append(pinned(cores[k % len(cores)], "distributed.cli.dask_worker",
+                                         address, "--nworkers", "1", "--nthreads", "1",
+                                         "--no-dashboard", "--name", f"machine-{k}"))  # fmt: skip
+        self.client = Client(address, timeout="60s")
+        self.client.wait_for_workers(n, timeout=120)
+
+    def close(self) -> None:
+        self.client.close()
+        for p in reversed(self.processes):
+            p.terminate()
+        for p in self.processes:
+            p.wait(timeout=30)
 
 
 class Timed:
@@ -106,9 +141,10 @@ class Timed:
     median run's phases."""
 
     def __init__(self, run, client: Client | None, runs: int, children: bool = False) -> None:
-        walls, clients, workers, phases = [], [], [], []
+        walls, clients, workers, phases, schedulers = [], [], [], [], []
         for _ in range(runs):
             c0, w0, k0 = cpu_self(), cpu_workers(client), cpu_children()
+            s0 = cpu_scheduler(client)
             ph: dict[str, float] = {}
             t0 = time.perf_counter()
             self.result = run(ph)
@@ -118,29 +154,41 @@ class Timed:
             if children:  # a cluster of its own, closed: its workers are ended children
                 each = {"workers": cpu_children() - k0}
             clients.append(cpu_self() - c0)
+            schedulers.append(cpu_scheduler(client) - s0)
             workers.append(each)
             phases.append(ph)
         k = sorted(range(runs), key=walls.__getitem__)[runs // 2]
         self.wall, self.client_cpu, self.worker_cpu, self.phases = (
             walls[k], clients[k], workers[k], phases[k],
         )  # fmt: skip
-        self.cpu = self.client_cpu + sum(self.worker_cpu.values())
+        self.scheduler_cpu = schedulers[k]
+        self.cpu = self.client_cpu + sum(self.worker_cpu.values()) + self.scheduler_cpu
+
+
+def differs(a, b, tables: bool = True) -> list[str]:
+    """What of two scan results differs (alerts, features; flows, activity)."""
+    out = [n for n, ok in (("alerts", a.alerts == b.alerts),
+                           ("features", a.features.equals(b.features))) if not ok]  # fmt: skip
+    if not tables:
+        return out
+    fa, fb = a.flows.to_frame(), b.flows.to_frame()
+    cols = list(fa.columns)
+    fa, fb = (
+        fa.sort_values(cols).reset_index(drop=True),
+        fb.sort_values(cols).reset_index(drop=True),
+    )
+    if len(fa) != len(fb):
+        out.append(f"flows ({len(fa):,} against {len(fb):,})")
+    else:
+        out += [f"flows.{c}" for c in cols if not fa[c].equals(fb[c])]
+    ca, cb = a.activity.columns(), b.activity.columns()
+    if not all(np.array_equal(ca[k], cb[k]) for k in ca):
+        out.append("activity")
+    return out
 
 
 def same(a, b, tables: bool = True) -> bool:
-    ok = a.alerts == b.alerts and a.features.equals(b.features)
-    if not tables:
-        return ok
-    fa, fb = a.flows.to_frame(), b.flows.to_frame()
-    cols = list(fa.columns)
-    flows = len(fa) == len(fb) and (
-        fa.sort_values(cols)
-        .reset_index(drop=True)
-        .equals(fb.sort_values(cols).reset_index(drop=True))
-    )
-    ca, cb = a.activity.columns(), b.activity.columns()
-    activity = all(np.array_equal(ca[k], cb[k]) for k in ca)
-    return ok and flows and activity
+    return not differs(a, b, tables)
 
 
 def single_process(paths, policy, phases: dict[str, float], threads: int = 1):
@@ -233,29 +281,44 @@ def main() -> None:
         whole = scan_captures_distributed(inputs["1 file"], policy, client=client,
                                           part_bytes=part_bytes)  # fmt: skip
         print(f"# cluster of {n} worker(s): start-up and warm-up {start_up:.1f} s (apart); "
-              f"flows, activity, features, alerts as one process: "
-              f"{same(singles['1 file'].result, whole)}")  # fmt: skip
+              f"flows, activity, features, alerts as one process but: "
+              f"{differs(singles['1 file'].result, whole) or 'nothing'}")  # fmt: skip
         del whole
-        for pinned in (False, True):
-            if pinned:
-                pin_workers(client)
-            for name, paths in inputs.items():
-                if pinned and name != "1 file":
-                    continue
-                t = Timed(
-                    lambda ph, p=paths, c=client: scan_captures_distributed(
-                        p, policy, client=c, part_bytes=part_bytes, phases=ph, tables=False
-                    ),  # fmt: skip
-                    client,
-                    args.runs,
-                )
-                how = f"dask, {n} {'pinned' if pinned else 'warm'}"
-                ok = same(singles[name].result, t.result, tables=False)
-                rows.append((name, how, t, n, ok))
-            if pinned:
-                unpin_workers(client)
+        for name, paths in inputs.items():
+            t = Timed(
+                lambda ph, p=paths, c=client: scan_captures_distributed(
+                    p, policy, client=c, part_bytes=part_bytes, phases=ph, tables=False
+                ),  # fmt: skip
+                client,
+                args.runs,
+            )
+            ok = same(singles[name].result, t.result, tables=False)
+            rows.append((name, f"dask, {n} warm", t, n, ok))
         client.close()
         cluster.close()
+    for n in sizes:
+        machines = Machines(n)
+        try:
+            client = machines.client
+            scan_captures_distributed(
+                inputs["1 file"][:1], policy, client=client, part_bytes=part_bytes, tables=False
+            )  # fmt: skip  (warm-up)
+            t = Timed(
+                lambda ph, c=client: scan_captures_distributed(
+                    inputs["1 file"],
+                    policy,
+                    client=c,
+                    part_bytes=part_bytes,
+                    phases=ph,
+                    tables=False,
+                ),  # fmt: skip
+                client,
+                args.runs,
+            )
+            ok = same(singles["1 file"].result, t.result, tables=False)
+            rows.append(("1 file", f"dask, {n} machines", t, n, ok))
+        finally:
+            machines.close()
     if args.cold:
         for n in sizes:
             # As `scan --workers N`: the scan starts (and stops) its own cluster.
@@ -275,13 +338,14 @@ def main() -> None:
             rows.append(("1 file", f"dask, {n} cold", t, n,
                          same(singles["1 file"].result, t.result, tables=False)))  # fmt: skip
     base_cpu = singles["1 file"].cpu
-    print(f"{'input':8} {'how':17} {'wall s':>7} {'CPU s':>7} {'client':>7} {'client %':>8}  "
-          f"{'workers (each)':24} same result")  # fmt: skip
+    print(f"{'input':8} {'how':17} {'wall s':>7} {'CPU s':>7} {'client':>7} {'client %':>8} "
+          f"{'sched.':>6}  {'workers (each)':24} same result")  # fmt: skip
     for name, how, t, n, ok in rows:
         each = "+".join(f"{v:.2f}" for v in t.worker_cpu.values()) if n else "-"
         share = f"{t.client_cpu / base_cpu:8.1%}" if n else f"{'-':>8}"
         client_cpu = f"{t.client_cpu:7.2f}" if n else f"{'-':>7}"
-        print(f"{name:8} {how:17} {t.wall:7.2f} {t.cpu:7.2f} {client_cpu} {share}  "
+        sched = f"{t.scheduler_cpu:6.2f}" if n and "machines" in how else f"{'-':>6}"
+        print(f"{name:8} {how:17} {t.wall:7.2f} {t.cpu:7.2f} {client_cpu} {share} {sched}  "
               f"{each:24} {ok}")  # fmt: skip
     print("# where the CPU went (seconds; median run):")
     for name, how, t, _n, _ok in rows:
@@ -289,7 +353,7 @@ def main() -> None:
     # What more cores would give: the client's part is serial, the workers'
     # shares with the cores (each share recounts the parts it needs itself).
     for name, how, t, n, _ok in rows:
-        if n and n == max(sizes) and "warm" in how and name == "1 file":
+        if n and n == max(sizes) and "machines" in how and name == "1 file":
             workers = sum(t.worker_cpu.values())
             print(f"# from '{how}': client {t.client_cpu:.2f} CPU s serial, workers {workers:.2f} "
                   f"CPU s parallel; one worker per core (and one core for the client): "
