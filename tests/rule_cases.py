@@ -975,7 +975,7 @@ def _advert_and_claims() -> list[bytes]:
         {"sign": "router-advertisement", "mac": LAPTOP_MAC, "vendor": "Apple",
          "router_lifetime_s": 1800}),
     Expect("rogue-router", "10.8.40.1", None, {
-        "source_packets": 2, "start_ns": SIDE_AT + 2_000 * MS, "end_ns": SIDE_AT + 3_000 * MS},
+        "source_packets": 2, "start_ns": SIDE_AT + 3_000 * MS, "end_ns": SIDE_AT + 3_000 * MS},
         {"sign": "address-claimed-twice", "macs": [GW_MAC, LAPTOP_MAC],
          "vendors": ["locally administered (random or virtual, no vendor)", "Apple"]}),
 ))  # fmt: skip
@@ -984,7 +984,7 @@ def router_advert_and_gateway_claimed_twice(d: Path) -> list[Path]:
     is on the segment), a router advertisement (lifetime 1,800 s) at 10:00:01,
     and at 10:00:03 answers ARP for the gateway 10.8.40.1, which the gateway's
     own card answered at 10:00:02: two alerts, the advertisement and the
-    address claimed by two cards."""
+    address claimed by two cards from 10:00:03 (the second card's claim)."""
     return _link(d, "router_advert_and_gateway_claimed_twice", _advert_and_claims())
 
 
@@ -1015,6 +1015,18 @@ def routers_named_in_policy(d: Path) -> list[Path]:
         *_advert_and_claims()[:3], _arp(GW_MAC, 2, "10.8.40.1", ISO),
         eth(synack, src=GW_MAC), eth(synack, src=LAPTOP_MAC),
     ])  # fmt: skip
+
+
+@case("rogue-router", NEAR_MISS)
+def address_handed_to_another_card_later(d: Path) -> list[Path]:
+    """10.8.40.60 claimed in ARP by one card at 10:00 and by another at 11:01
+    (61 minutes later, past ``claim_minutes``: a lease handed to another
+    computer), neither of them a gateway. No alert."""
+    first = _arp(ISO_MAC, 1, "10.8.40.60", ISO_PEER)
+    later = _arp(LAPTOP_MAC, 1, "10.8.40.60", ISO_PEER)
+    return _pcap(d, "address_handed_to_another_card_later",
+                 [(SIDE_AT, first, len(first)), (SIDE_AT + 61 * 60_000 * MS, later, len(later))],
+                 snaplen=65535)  # fmt: skip
 
 
 @case("arp-outside-segment", FIRE, alerts=(

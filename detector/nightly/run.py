@@ -483,7 +483,7 @@ def _finish_day(
         files=len(in_day),
         report=report_path,
         hosts=_hosts_of_day(scan, start, end),
-        devices=isolated_devices(scan.link, policy) if scan.link is not None else (),
+        devices=_devices_of_day(scan, policy, end),
         output=options.alerts_path,
         output_bytes=output_bytes,
         now_ns=time.time_ns(),
@@ -560,6 +560,15 @@ def _overlaps(f: KnownFile, start: int, end: int) -> bool:
     return (
         f.first_ns is not None and f.last_ns is not None and f.first_ns < end and f.last_ns >= start
     )
+
+
+def _devices_of_day(scan: ScanResult, policy: Policy, end: int) -> list[str]:
+    """The cards seen on isolated segments up to the day's end (not those of the
+    next day's capture the scan read for context: they are new on their day)."""
+    if scan.link is None:
+        return []
+    facts = scan.link[scan.link["first_ns"].to_numpy() < end]
+    return list(isolated_devices(facts, policy))
 
 
 def _hosts_of_day(scan: ScanResult, start: int, end: int) -> list[str]:

@@ -10,7 +10,8 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...oui import mac_text, vendor
-from ..declare import TRAFFIC, Detection, Setting
+from ...units import MINUTE_NS
+from ..declare import MINUTES, TRAFFIC, Detection, Setting
 from .common import when
 from .segment import ARP_REPLY, ARP_REQUEST, Macs, address, listed, mac_phrase, mac_values, segments
 
@@ -40,15 +41,22 @@ decides what is on one):
 - **router advertisement** (ICMPv6 type 134, RFC 4861) from a card not in
   `routers`: IPv6 hosts take it as a default route at once, even on a segment
   that has no IPv6 of its own;
-- **second gateway**: frames addressed to isolated computers from outside
-  addresses (external: beyond `networks.internal`) are delivered by the
-  gateway's card; more than
-  one card doing so, or (with `gateways` given) any card not in `gateways`, is
-  a new gateway. With neither `gateways` nor a second card, one gateway is
-  taken as the site's;
-- **address claimed by two cards**: two or more cards answering ARP for the
-  same isolated address (RFC 826 replies and gratuitous announcements), the
-  way an impostor takes over the gateway's address (ARP spoofing).""",
+- **second gateway**: a card that delivers to isolated computers traffic
+  from outside addresses (beyond `networks.internal`), from
+  `networks.isolated_peers`, or from two or more other internal addresses is
+  a gateway into the segment (a computer on the same wire sending its own
+  traffic is `isolated-egress`'s). A gateway not in `gateways` and not a card
+  the nightly saw on the segment on an earlier day is new; with neither, the
+  first card seen is taken as the site's gateway and any other is new;
+- **address claimed by two cards**: two or more cards giving one isolated
+  address as their own in ARP (the sender of a request, a reply or a
+  gratuitous announcement: RFC 826 receivers learn from each) within
+  `claim_minutes` of each other, or at any time of the scan when one of them
+  is a gateway's card (a card of `gateways`, or one delivering traffic from
+  beyond the segment) or when a card the nightly knows from earlier days
+  and one it has never seen claim it: the way an impostor takes over the
+  gateway's address (ARP spoofing), even at night when the gateway is
+  silent.""",
     false_positives=(
         "a second router or a redundant gateway pair (VRRP, HSRP) of the site: list their "
         "cards in `gateways` (and `routers` for IPv6); a computer that changed its "
@@ -59,8 +67,16 @@ decides what is on one):
             "gateways",
             Macs(),
             (),
-            "The cards (MAC addresses) that may deliver traffic from outside addresses to "
-            "isolated computers. Empty: the first card seen doing so, and only one.",
+            "The cards (MAC addresses) that may deliver traffic from beyond the segment to "
+            "isolated computers (besides the cards the nightly saw on earlier days). "
+            "Empty, and no earlier day: the first card seen doing so, and only one.",
+        ),
+        Setting(
+            "claim_minutes",
+            MINUTES,
+            60,
+            "Two cards claiming one isolated address within this many minutes of each "
+            "other conflict (further apart: the address was handed to another card).",
         ),
         Setting(
             "routers",
@@ -125,14 +141,12 @@ def _gateways(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> list[A
                                                                      strict=True)))  # fmt: skip
         others = [mac_text(m) for m in macs if m != mac]
         besides = (
-            f"besides {', '.join(others[:3])}"
-            if others
-            else f"not one of the {len(allowed)} gateway card(s) the policy names"
+            f"besides {', '.join(others[:3])}" if others else "not a card known on the segment"
         )
         shown = listed(sources, 3)
         text = (
-            f"a second gateway into an isolated segment: MAC {mac_phrase(mac)} delivered "
-            f"traffic from outside ({shown}) to isolated computers "
+            f"a new gateway into an isolated segment: MAC {mac_phrase(mac)} delivered "
+            f"traffic from {shown} (beyond the segment) to isolated computers "
             f"{when(start, end, policy)}, {besides}"
         )
         alerts.append(rule.alert(
@@ -143,17 +157,43 @@ def _gateways(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> list[A
     return alerts
 
 
-def _claims(ctx: ScanContext, rows: pd.DataFrame) -> list[Alert]:
+def _claims(
+    ctx: ScanContext, rows: pd.DataFrame, gateways: set[int], known: set[int]
+) -> list[Alert]:
     rule, policy = DETECTION, ctx.policy
     settings = policy.rule(rule.rule_id)
+    window = settings["claim_minutes"] * MINUTE_NS
     alerts: list[Alert] = []
     for (hi, lo), group in rows.groupby(["a_hi", "a_lo"], sort=True):
-        firsts = group.groupby("other_mac", sort=False)["first_ns"].min().sort_values(kind="stable")
-        if len(firsts) < 2:
+        spans = (
+            group.groupby("other_mac", sort=False)
+            .agg(first_ns=("first_ns", "min"), last_ns=("last_ns", "max"))
+            .sort_values("first_ns", kind="stable")
+        )
+        if len(spans) < 2:
+            continue
+        # Cards whose claims come within the window of another card's: an address
+        # handed to another card later (a DHCP lease) is no conflict.
+        firsts, lasts = spans["first_ns"].to_numpy(), spans["last_ns"].to_numpy()
+        near = (firsts[:, None] <= lasts[None, :] + window) & (
+            firsts[None, :] <= lasts[:, None] + window
+        )
+        np.fill_diagonal(near, False)
+        conflicting = near.any(axis=1)
+        cards = spans.index.to_numpy(np.int64)
+        was_known = np.isin(cards, list(known))
+        if np.isin(cards, list(gateways)).any() or (was_known.any() and not was_known.all()):
+            # A gateway's address, or a known card's taken by a card never seen
+            # before: at any distance in time, the newcomer is an impostor.
+            conflicting[:] = True
+        if not conflicting.any():
             continue
         claimed = address(hi, lo)
-        macs = firsts.index.to_numpy(np.int64).tolist()
-        start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
+        macs = spans.index.to_numpy(np.int64)[conflicting].tolist()
+        group = group[np.isin(group["other_mac"].to_numpy(np.int64), macs)]
+        # From the moment a second card claimed it (the first card's is the address's own).
+        start = int(spans["first_ns"].to_numpy()[conflicting][1])
+        end = int(group["last_ns"].max())
         text = (
             f"{len(macs)} network cards claimed the isolated address {claimed} in ARP "
             f"{when(start, end, policy)}: {', '.join(mac_phrase(m) for m in macs[:4])}; "
@@ -179,22 +219,30 @@ def check_rogue_router(ctx: ScanContext) -> list[Alert]:
     kinds = facts["kind"].to_numpy()
     adverts = facts[kinds == "router-advert"]
     adverts = adverts[seen.on_segment(policy, adverts)]
+    # Every ARP frame binds its sender's address to its sender's card (RFC 826).
     arp = facts[kinds == "arp"]
     codes = arp["code"].to_numpy(np.int64)
-    announce = (codes == ARP_REPLY) | (
-        (codes == ARP_REQUEST)
-        & (arp["a_lo"].to_numpy(np.uint64) == arp["b_lo"].to_numpy(np.uint64))
-    )
-    arp = arp[announce]
-    arp = arp[policy.isolated.contains(arp["a_hi"].to_numpy(np.uint64),
-                                       arp["a_lo"].to_numpy(np.uint64))]  # fmt: skip
-    # Traffic from outside the site: an internal computer reaching an isolated one
-    # is isolated-egress's (direction internal), and may come from its own card.
-    forwarded = facts[kinds == "forwarder"]
-    forwarded = forwarded[ctx.policy.is_external(
-        forwarded["a_hi"].to_numpy(np.uint64), forwarded["a_lo"].to_numpy(np.uint64))]  # fmt: skip
+    arp = arp[((codes == ARP_REQUEST) | (codes == ARP_REPLY)) & policy.isolated.contains(
+        arp["a_hi"].to_numpy(np.uint64), arp["a_lo"].to_numpy(np.uint64))]  # fmt: skip
+    known = mac_values(settings["gateways"]) | mac_values(tuple(ctx.learned_devices))
+    routing = _gateway_rows(ctx, facts[kinds == "forwarder"])
+    gateways = set(routing["mac"].to_numpy(np.int64).tolist()) | mac_values(settings["gateways"])
     return [
         *_advertisements(ctx, adverts, mac_values(settings["routers"])),
-        *_gateways(ctx, forwarded, mac_values(settings["gateways"])),
-        *_claims(ctx, arp),
+        *_gateways(ctx, routing, known),
+        *_claims(ctx, arp, gateways, known),
     ]
+
+
+def _gateway_rows(ctx: ScanContext, rows: pd.DataFrame) -> pd.DataFrame:
+    """The forwarder facts of cards that act as gateways: traffic from outside,
+    from an isolated peer, or from two or more other internal addresses. A card
+    delivering only one internal address's traffic is that computer itself on
+    the isolated wire (a bridge isolated-egress reports, direction internal)."""
+    policy = ctx.policy
+    hi, lo = rows["a_hi"].to_numpy(np.uint64), rows["a_lo"].to_numpy(np.uint64)
+    routed = policy.is_external(hi, lo) | policy.isolated_peers.contains(hi, lo)
+    macs = rows["mac"].to_numpy(np.int64)
+    sources = rows.drop_duplicates(["mac", "a_hi", "a_lo"]).groupby("mac").size()
+    many = np.isin(macs, sources.index[sources.to_numpy() >= 2].to_numpy(np.int64))
+    return rows[routed | many]
