@@ -155,7 +155,15 @@ def fin_rst():
     return handshake() + [o("FR", O_ISN + 1)], "RSTO", "ShAI", (0, 0), "rst"
 
 
-CASES = [s0, s1, sf, rej, s2, s3, rsto, rstr, rstos0, rstrh, sh, shr, oth, repeats, fin_rst]
+def flipped_s1():
+    """The capture starts at R's SYN+ACK ("^h", R ESTABLISHED); O's ACK finds
+    its peer ESTABLISHED and establishes O too -> S1; "^hA" (Zeek writes the
+    same once that ACK makes it flip the connection)."""
+    return [r("SA", R_ISN, O_ISN + 1), o("A", O_ISN + 1, R_ISN + 1)], "S1", "^hA", (0, 0), "end"
+
+
+CASES = [s0, s1, sf, rej, s2, s3, rsto, rstr, rstos0, rstrh, sh, shr, oth, repeats, fin_rst,
+         flipped_s1]  # fmt: skip
 
 
 def write(path: Path, packets) -> Path:
@@ -256,3 +264,37 @@ def test_service_and_server_name(tmp_path: Path) -> None:
     # Without the inspector the columns are there, empty.
     bare = count_flows([str(path)]).columns(community_id=False)
     assert set(bare["service"].tolist()) == {""} and set(bare["server_name"].tolist()) == {""}
+
+
+def test_server_name_from_the_latest_answer_before(tmp_path: Path) -> None:
+    """203.0.113.9 is answered "old.example", later "new.example": a connection
+    between the two answers takes old.example, one after both new.example. A
+    connection to 203.0.113.10 before its only answer ("later.example") takes
+    that one."""
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+
+    from detector.flows.payload import PayloadInspector
+
+    def answer(qid: int, name: str, address: str, sport: int):
+        dns = DNS(id=qid, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, rdata=address))
+        return Ether() / IP(src="198.51.100.53", dst=O_IP) / UDP(sport=53, dport=sport) / dns
+
+    def syn(address: str, sport: int):
+        return Ether() / IP(src=O_IP, dst=address) / TCP(sport=sport, dport=443, flags="S")
+
+    packets = [
+        syn("203.0.113.10", 41003),
+        answer(1, "old.example", "203.0.113.9", 6001),
+        syn("203.0.113.9", 41001),
+        answer(2, "new.example", "203.0.113.9", 6002),
+        syn("203.0.113.9", 41002),
+        answer(3, "later.example", "203.0.113.10", 6003),
+    ]
+    path = write(tmp_path / "answers.pcap", packets)
+    columns = count_flows([str(path)], inspector=PayloadInspector()).columns(community_id=False)
+    got = {
+        int(port): str(name)
+        for port, name in zip(columns["src_port"], columns["server_name"], strict=True)
+        if int(port) > 40000
+    }
+    assert got == {41001: "old.example", 41002: "new.example", 41003: "later.example"}

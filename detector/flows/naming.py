@@ -169,9 +169,20 @@ class FlowNames:
             resp_key = _address_hash(resp_hi, resp_lo)
             lo = np.searchsorted(self._answer_key, resp_key, "left")
             hi = np.searchsorted(self._answer_key, resp_key, "right")
-            for i in np.flatnonzero((hi > lo) & (names == "")).tolist():
-                times = self._answer_ts[lo[i] : hi[i]]
-                before = int(np.searchsorted(times, first[i], "right"))
-                j = lo[i] + (before - 1 if before > 0 else 0)
-                names[i] = self._mask(str(self._answer_text[j]))
+            wanted = np.flatnonzero((hi > lo) & (names == ""))
+            # The last answer of the address at or before the flow's first
+            # packet: answers are sorted by (address, time); number the times
+            # densely so that (address rank, time rank) is one sortable int64.
+            times, ranks = np.unique(
+                np.concatenate([self._answer_ts, first[wanted]]), return_inverse=True
+            )
+            span = len(times) + 1
+            answer_rank = np.searchsorted(np.unique(self._answer_key), self._answer_key)
+            flow_rank = answer_rank[lo[wanted]]
+            answer_order = answer_rank * span + ranks[: len(self._answer_ts)]
+            flow_order = flow_rank * span + ranks[len(self._answer_ts) :]
+            pick = np.searchsorted(answer_order, flow_order, "right") - 1
+            pick = np.where(pick >= lo[wanted], pick, lo[wanted])  # none before: the first after
+            for i, k in zip(wanted.tolist(), pick.tolist(), strict=True):
+                names[i] = self._mask(str(self._answer_text[k]))
         return service, names
