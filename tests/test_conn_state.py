@@ -298,3 +298,30 @@ def test_server_name_from_the_latest_answer_before(tmp_path: Path) -> None:
         if int(port) > 40000
     }
     assert got == {41001: "old.example", 41002: "new.example", 41003: "later.example"}
+
+
+def test_flows_command_writes_the_columns(tmp_path: Path) -> None:
+    """egress-detector flows -o FILE.csv: the new columns follow the old ones,
+    filled for the SF case (hand-derived in ``sf``); service http from the
+    payload inspector (the request has no Host, so no name), empty with
+    --no-payload."""
+    import csv
+
+    from detector.cli.main import main
+
+    packets, state, history, payload, reason = sf()
+    path = write(tmp_path / "sf.pcap", packets)
+    for extra, service, name in (([], "http", ""), (["--no-payload"], "", "")):
+        out = tmp_path / "flows.csv"
+        assert main(["flows", str(path), "-q", "-o", str(out), *extra]) == 0
+        with open(out, newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        assert len(rows) == 1
+        header = list(rows[0])
+        assert header[-8:] == ["expiry_reason", "community_id", "src2dst_payload_bytes",
+                               "dst2src_payload_bytes", "conn_state", "history", "service",
+                               "server_name"]  # fmt: skip
+        row = rows[0]
+        assert (row["conn_state"], row["history"], row["expiry_reason"]) == (state, history, reason)
+        assert (int(row["src2dst_payload_bytes"]), int(row["dst2src_payload_bytes"])) == payload
+        assert (row["service"], row["server_name"]) == (service, name)
