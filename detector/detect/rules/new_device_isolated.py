@@ -63,7 +63,16 @@ isolated segments (vendor and addresses as comments): check each, paste it
 into the policy, and add a card when one is installed.
 
 Only Ethernet captures carry MAC addresses (not raw IP, Linux cooked or
-loopback captures).""",
+loopback captures).
+
+Measured (`benchmarks/eval_sidechannels.py`, 2026-12-06, seeds 1 and 2 through the
+nightly: 56 baseline days and 811 isolated host-days of boots (RFC 5227
+probes, DHCP from the segment's server), ARP refreshes, file-server work,
+computers left on, server restarts, with an office VLAN beside it (its own
+DHCP server, IPv6 router advertisements every 200 s)):
+16 of 16 laptops caught (Apple, Intel or random
+addresses, present 2–120 minutes; the shortest showed only its boot and one
+SMB connection), no false alert.""",
     false_positives=(
         "a replaced network card or a new computer installed on the segment: add its "
         "MAC to `known_devices`; a computer whose system randomises its MAC per "
