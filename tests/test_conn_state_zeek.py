@@ -1,4 +1,5 @@
-"""conn_state and history against Zeek's own conn.log for captures of the corpus.
+"""conn_state and history against Zeek's own conn.log for captures of the
+corpus, and payload bytes against tshark's.
 
 The expected rows are copied from Zeek's test baselines (github.com/zeek/zeek,
 testing/btest/Baseline/<test>/conn.log, the tests that read these traces):
@@ -12,6 +13,8 @@ quiet for two minutes stays one flow as in Zeek.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -75,3 +78,47 @@ def test_as_zeek_logs_it(capture: str) -> None:
         if orig_pkts is not None:
             assert (packets_out, packets_in) == (orig_pkts, resp_pkts)
         assert (got_state, got_history) == (state, UNTRACKED.sub("", history))
+
+
+# Plain TCP and UDP captures (no tunnels, no fragments): tshark's tcp.len and
+# udp.length - 8 per packet, summed per direction, are the payload bytes.
+TSHARK_CAPTURES = ["zeek__smtp.pcap", "chrissanders__dns_axfr.pcapng", "zeek__irc-dcc-send.pcapng",
+                   "ndpi__443-chrome.pcap", "zeek__mixed-vlan-mpls.pcap"]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+@pytest.mark.parametrize("capture", TSHARK_CAPTURES)
+def test_payload_bytes_as_tshark_counts_them(capture: str) -> None:
+    path = corpus.PCAPS / capture
+    fields = ["ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "tcp.srcport", "tcp.dstport",
+              "udp.srcport", "udp.dstport", "tcp.len", "udp.length"]  # fmt: skip
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=/t"]
+        + [a for f in fields for a in ("-e", f)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    want: dict[tuple, int] = {}
+    for line in out.splitlines():
+        src4, src6, dst4, dst6, tsp, tdp, usp, udp_, tlen, ulen = (line.split("\t") + [""] * 10)[
+            :10
+        ]
+        if tlen:
+            key = (src4 or src6, int(tsp), dst4 or dst6, int(tdp), "tcp")
+            want[key] = want.get(key, 0) + int(tlen)
+        elif ulen:
+            key = (src4 or src6, int(usp), dst4 or dst6, int(udp_), "udp")
+            want[key] = want.get(key, 0) + int(ulen) - 8
+    columns = count_flows([str(path)]).columns(community_id=False)
+    got: dict[tuple, int] = {}
+    for src, sp, dst, dp, tr, out_bytes, in_bytes in zip(
+        columns["src_ip"], columns["src_port"], columns["dst_ip"], columns["dst_port"],
+        columns["transport"], columns["src2dst_payload_bytes"], columns["dst2src_payload_bytes"],
+        strict=True,
+    ):  # fmt: skip
+        if tr not in ("tcp", "udp"):
+            continue
+        for key, n in (((src, int(sp), dst, int(dp), tr), int(out_bytes)),
+                       ((dst, int(dp), src, int(sp), tr), int(in_bytes))):  # fmt: skip
+            got[key] = got.get(key, 0) + n
+    got = {k: v for k, v in got.items() if v or k in want}
+    assert got == want
