@@ -29,8 +29,9 @@ latency from the crossing). Needs root and ``ip netns``. Run:
 What the looks cost a worker (``--look-cost CAPTURE``, no root): every rule's
 look on the packet over a capture's packets in batches of the ring's size
 (32,768 rows, what a busy link fills) and of 4,096, with the bundled sample
-policy (isolated networks, so every look runs); CPU seconds per rule and
-packets per CPU-second of all of them:
+policy (isolated networks, so every look runs) and the generated clients
+inside; CPU seconds per rule, packets per CPU-second of all of them, and
+what the running totals hold at the end:
 
     python benchmarks/bench_alert_latency.py --look-cost benchmarks/data/cap2m.pcap
 
@@ -219,19 +220,30 @@ def _start_seconds(doc: dict) -> float:
     return dt.datetime.fromisoformat(doc["event"]["start"]).timestamp()
 
 
-def look_cost(capture: Path, limit: int = 2_000_000) -> None:
+def busy_policy():  # noqa: ANN201
+    """The bundled sample's policy with the generator's clients inside (10/8 and
+    the ULA they use): every conversation has an internal host, as on a busy
+    site's egress link."""
+    from detector.policy import parse_policy
+
+    text = (ROOT / "captures" / "sample-policy.toml").read_text()
+    text = text.replace('internal = ["10.8.0.0/16"]', 'internal = ["10.0.0.0/8", "fc00::/7"]')
+    assert "10.0.0.0/8" in text
+    return parse_policy(text, "sample-policy.toml (clients in 10/8)")
+
+
+def look_cost(capture: Path, limit: int | None = None) -> None:
     from detector.capture import read_packets
     from detector.capture.batch import PacketBatch
     from detector.detect.packets import PacketContext, RunningTotals
     from detector.pipelines.live import WATCHING
-    from detector.policy import load_policy
 
-    policy = load_policy(ROOT / "captures" / "sample-policy.toml")
+    policy = busy_policy()
     batches, packets = [], 0
     for batch in read_packets([capture]):
         batches.append(batch.copy())
         packets += len(batch)
-        if packets >= limit:
+        if limit is not None and packets >= limit:
             break
     for rows in (32_768, 4_096):
         cut = [PacketBatch(*(a[i : i + rows] for a in b.arrays()))
@@ -246,6 +258,9 @@ def look_cost(capture: Path, limit: int = 2_000_000) -> None:
                 list(detection.on_packets(packets_seen))
                 cost[detection.rule_id] += time.process_time() - began
         total = sum(cost.values())
+        held = ", ".join(f"{name} {count:,}" for name, count in totals.keys_held().items())
+        size = totals.memory_bytes()
+        print(f"  running totals at the end: {held} keys, about {size / 2**20:.1f} MiB")
         each = ", ".join(f"{rule} {seconds:.3f}" for rule, seconds in cost.items())
         print(f"batches of {rows:,}: {packets:,} packets, {total:.2f} CPU-s, "
               f"{packets / total / 1e6:.2f} M packets per CPU-second ({each})")  # fmt: skip
@@ -274,14 +289,7 @@ def analysis_cost(capture: Path) -> None:
         def close(self) -> None:
             pass
 
-    from detector.policy import parse_policy
-
-    # The bundled sample's policy with the generator's clients inside (10/8 and the
-    # ULA they use): every conversation has an internal host, as at a busy site.
-    text = (ROOT / "captures" / "sample-policy.toml").read_text()
-    text = text.replace('internal = ["10.8.0.0/16"]', 'internal = ["10.0.0.0/8", "fc00::/7"]')
-    assert "10.0.0.0/8" in text
-    policy = parse_policy(text, "sample-policy.toml (clients in 10/8)")
+    policy = busy_policy()
     clock = Clock()
     engine = LiveDetector([clock], policy, LiveOptions(), emit=lambda alerts: None)
     worker, packets = engine.workers[0], 0

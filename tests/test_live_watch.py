@@ -171,9 +171,15 @@ def _feed_in_batches(frame: pd.DataFrame, seed: int):
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_a_span_total_crosses_where_the_rules_first_span_reaches_the_threshold(seed):
+@pytest.mark.parametrize("threshold", [25_000_000, 3_000_000, 2**40])
+def test_a_span_total_crosses_where_the_rules_first_span_reaches_the_threshold(seed, threshold):
+    """Thresholds a span reaches over many minutes, that one minute can reach
+    alone (the ring keeps a minute's amount up to the threshold), and one above
+    32 bits (the ring in 64 bits)."""
     frame = _random_uploads(seed)
-    span, threshold = 20, 25_000_000
+    if threshold == 2**40:  # uploads big enough to reach it
+        frame["bytes_out"] *= 2**20
+    span = 20
     totals = RunningTotals()
     crossings: list[tuple[object, int]] = []
     for hosts, minutes, amounts in _feed_in_batches(frame, seed):
