@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from .._kernels import activity as ak
 from ..capture import CaptureProblem, CaptureReader, CaptureStats
 from ..errors import CaptureError
+from ..flows import activity as activity_rows
 from ..flows import layout
 from ..flows.activity import ActivityTable
 from ..flows.payload import PayloadInspector
@@ -92,8 +92,8 @@ class PartResult:
         if self.shares is not None:
             spans = [a for _, a in self.shares if a.shape[1]]
             if spans:
-                first = min(int(a[ak.C_FIRST].min()) for a in spans)
-                last = max(int(a[ak.C_LAST].max()) for a in spans)
+                first = min(int(a[activity_rows.C_FIRST].min()) for a in spans)
+                last = max(int(a[activity_rows.C_LAST].max()) for a in spans)
         nbytes = self.rows.nbytes + self.activity.nbytes
         nbytes += sum(r.nbytes + a.nbytes for r, a in self.shares or ())
         if self.facts is not None:

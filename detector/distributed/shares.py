@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._kernels import activity as ak
 from ..alerts.record import Alert
 from ..detect.declare import TRAFFIC
 from ..detect.rules import DETECTIONS, _run, pivot_chain
+from ..flows import activity as activity_rows
 from ..flows import layout
 from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
@@ -114,8 +114,10 @@ def _flow_shares(rows: np.ndarray, internal: NetworkSet, count: int) -> tuple[np
 
 
 def _activity_shares(cols: np.ndarray, internal: NetworkSet, count: int) -> tuple[np.ndarray, ...]:
-    return end_shares(cols[ak.C_A_HI], cols[ak.C_A_LO], cols[ak.C_B_HI], cols[ak.C_B_LO],
-                      internal, count)  # fmt: skip
+    a_hi, a_lo = cols[activity_rows.C_A_HI], cols[activity_rows.C_A_LO]
+    return end_shares(
+        a_hi, a_lo, cols[activity_rows.C_B_HI], cols[activity_rows.C_B_LO], internal, count
+    )
 
 
 def deal(result: PartResult, internal: NetworkSet, count: int) -> PartResult:

@@ -46,6 +46,12 @@ from .._kernels import activity as ak
 from ..capture import PacketBatch, read_packets
 from .fold import Foldable, fold_rows
 
+# The columns of the rows this table hands out (``drained``, ``columns``), for
+# code that works on the rows themselves (a distributed scan's shares): the
+# kernel's layout, named here so that nothing outside flows/ reads the kernels.
+C_A_HI, C_A_LO, C_B_HI, C_B_LO = ak.C_A_HI, ak.C_A_LO, ak.C_B_HI, ak.C_B_LO
+C_FIRST, C_LAST = ak.C_FIRST, ak.C_LAST
+
 if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (start-up time)
     import pandas as pd
 
