@@ -34,6 +34,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,8 +111,11 @@ class Machines:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-               "PYTHONPATH": str(HERE.parent)}  # fmt: skip
+        # As docs/distributed.md tells a cluster's operators: no profiler, and
+        # glibc's own memory trimming (not the nanny's MALLOC_TRIM_THRESHOLD_).
+        self.config = tempfile.TemporaryDirectory(prefix="bench-dask-")
+        Path(self.config.name, "egress-detector.yaml").write_text(DASK_YAML)
+        env = {**os.environ, "DASK_CONFIG": self.config.name, "PYTHONPATH": str(HERE.parent)}
         address = f"tcp://127.0.0.1:{port}"
 
         def pinned(core: int, *args: str) -> subprocess.Popen:
@@ -134,6 +138,18 @@ class Machines:
             p.terminate()
         for p in self.processes:
             p.wait(timeout=30)
+        self.config.cleanup()
+
+
+DASK_YAML = """\
+distributed:
+  worker:
+    profile:
+      enabled: false
+  nanny:
+    pre-spawn-environ:
+      MALLOC_TRIM_THRESHOLD_: null
+"""
 
 
 class Timed:
