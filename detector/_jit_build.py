@@ -76,14 +76,22 @@ def exercise(work: Path) -> None:
     write_pcap(pcap, items)
     write_pcap(gz, items, compress=True)
     write_pcapng(ng, items)
+    # With isolated networks, scan and live also run the link-layer pass.
+    policy = work / "isolated.toml"
+    policy.write_text('[site]\ntimezone = "UTC"\n[networks]\ninternal = ["10.0.0.0/8"]\n'
+                      'isolated = ["10.0.0.0/24"]\n')  # fmt: skip
     runs = [
         ["scan", "-q", str(pcap), str(gz), str(ng), "--format", "jsonl", "-o", str(work / "s")],
+        ["scan", "-q", "--policy", str(policy), str(pcap), str(gz), str(ng), "--format", "jsonl",
+         "-o", str(work / "i")],
         ["flows", "-q", str(pcap), "-o", str(work / "f.parquet")],
         ["flows", "-q", str(ng), "--format", "csv", "-o", str(work / "f.csv")],
         ["flows", "-q", "--bpf", "tcp port 443", str(pcap), "-o", str(work / "b.parquet")],
         ["train", "-q", str(pcap), "-o", str(work / "m.model")],
         ["live", "-q", "-r", str(pcap), "--format", "jsonl", "-o", str(work / "l.jsonl")],
         ["live", "-q", "-r", str(ng), "--format", "jsonl", "-o", str(work / "n.jsonl")],
+        ["live", "-q", "--policy", str(policy), "-r", str(pcap), "--format", "jsonl", "-o",
+         str(work / "li.jsonl")],
         ["carve", "-q", "--host", "10.0.0.5", "-o", str(work / "c.pcap"), str(pcap)],
     ]  # fmt: skip
     for argv in runs:

@@ -282,3 +282,32 @@ def test_corpus_link_facts_match_tshark() -> None:
     # 437 ARP frames and 5 DHCP replies; no router advertisement (the hand-built
     # frames above have them).
     assert kinds["arp"] >= 100 and kinds["dhcp-server"] >= 1, kinds
+
+
+# -- a live sensor reads the link layer too ----------------------------------------------
+
+
+def test_live_replay_raises_what_a_scan_raises(tmp_path: Path) -> None:
+    """``live -r`` over a capture of a DHCP OFFER and an ARP request beyond the
+    segment raises the scan's side-channel alerts (rule, host)."""
+    import json
+    import sys
+
+    from detector.pipelines.scan import scan_captures
+    from detector.policy import parse_policy
+
+    policy_text = '[site]\ntimezone = "UTC"\n[networks]\ninternal = ["10.0.0.0/8"]\n' \
+        'isolated = ["10.8.40.0/24"]\n'  # fmt: skip
+    (tmp_path / "p.toml").write_text(policy_text)
+    frames = [(S, _offer()), (2 * S, _arp(ISO_MAC, 1, "10.8.40.31", "198.51.100.7"))]
+    path = write_pcap(tmp_path / "side.pcap", 1, frames)
+    out = subprocess.run(
+        [sys.executable, "-m", "detector", "live", "-q", "-r", str(path), "--policy",
+         str(tmp_path / "p.toml"), "--format", "jsonl"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    raised = sorted((d["rule"]["id"], d["source"]["ip"])
+                    for d in map(json.loads, out.stdout.splitlines()))  # fmt: skip
+    scanned = scan_captures([path], parse_policy(policy_text)).alerts
+    assert raised == sorted((a.rule_id, a.source_ip) for a in scanned), out.stderr
+    assert raised == [("arp-outside-segment", "10.8.40.31"), ("rogue-dhcp-server", "10.8.40.99")]

@@ -71,6 +71,19 @@ class LinkInspector:
         self._chunks: list[dict[str, np.ndarray]] = []
         self._held = 0
 
+    @classmethod
+    def warm_up(cls, isolated: NetworkSet) -> LinkInspector:
+        """Compile the kernel on a few made-up packets, for both kinds of buffer
+        the readers hand it (a file's read-only records, a capture ring's)."""
+        from ..capture.live import sample_records
+
+        records, batch = sample_records(40)
+        inspector = cls(isolated)
+        inspector.inspect(records, batch)
+        inspector.inspect(records._replace(buf=records.buf.copy()), batch)
+        inspector.frame()
+        return cls(isolated)
+
     def inspect(self, records: RecordBuffer, batch: PacketBatch) -> None:
         """Record the link facts of ``batch``'s frames, whose records lie in ``records``."""
         n = len(batch)
@@ -132,6 +145,20 @@ class LinkInspector:
         frame = self._merged()
         frame["kind"] = np.array(lk.KIND_NAMES, dtype=object)[frame["kind"].to_numpy()]
         return frame
+
+
+def merge_link_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Several inspectors' :meth:`LinkInspector.frame` as one (a fact seen by two
+    workers is one row)."""
+    import pandas as pd
+
+    if len(frames) == 1:
+        return frames[0]
+    both = pd.concat(frames, ignore_index=True)
+    merged = both.groupby(KEY, sort=False, as_index=False).agg(
+        first_ns=("first_ns", "min"), last_ns=("last_ns", "max"), count=("count", "sum")
+    )
+    return merged.sort_values(["first_ns", *KEY], kind="stable", ignore_index=True)
 
 
 class Inspectors:

@@ -45,6 +45,7 @@ from ..detect.rules import BY_ID, DETECTIONS, sensor
 from ..features.hosts import MINUTE_NS
 from ..flows.activity import ActivityTable
 from ..flows.layout import FLOW_COLUMNS
+from ..flows.link import Inspectors, LinkInspector, merge_link_frames
 from ..flows.payload import PayloadInspector
 from ..flows.table import (
     DEFAULT_ACTIVE_TIMEOUT,
@@ -209,6 +210,9 @@ class _Worker(threading.Thread):
                 max_packets=policy.inspect_max_packets, max_bytes=policy.inspect_max_bytes
             )
             self.inspector.on_facts = self._facts_found
+        # The link layer of isolated segments (the isolated networks at start).
+        self.link = LinkInspector(policy.isolated) if policy.isolated else None
+        self.reading: Any = Inspectors(self.inspector, self.link) if self.link else self.inspector
         self.new_facts: list[dict[str, np.ndarray]] = []  # of the batch being read
         # Held while the tables (and the inspector) change; ``yielding`` asks
         # the worker to let the main thread have it (a busy worker would
@@ -259,7 +263,7 @@ class _Worker(threading.Thread):
             with self.lock:
                 # Payloads are read while their packets are still in the
                 # source's buffer (the ring's blocks are held until then).
-                n = self.source.read(batch, 0.0, self.inspector)
+                n = self.source.read(batch, 0.0, self.reading)
                 facts = self._take_facts()
                 if n:
                     n = engine.take_packets(n)
@@ -589,6 +593,19 @@ class LiveDetector:
                 table.folded_sources[minute] = table.folded_sources.get(minute, 0) + sources
         return table, merged_facts
 
+    def link_facts(self) -> pd.DataFrame | None:
+        """The link facts of isolated segments every worker found so far (None
+        without isolated networks)."""
+        frames = []
+        for worker in self.workers:
+            if worker.link is None:
+                continue
+            worker.yielding = True
+            with worker.lock:
+                worker.yielding = False
+                frames.append(worker.link.frame())
+        return merge_link_frames(frames) if frames else None
+
     def _analyse(
         self, *, final: bool, sighted: dict[str, set[tuple[int, int]]] | None = None
     ) -> ScanResult | None:
@@ -603,7 +620,7 @@ class LiveDetector:
         policy = self.policy
         result = scan_activity(
             activity, self.workers[0].flows, policy, model=self.model, facts=facts,
-            first_contacts=self.first_contacts,
+            first_contacts=self.first_contacts, link=None if sighted else self.link_facts(),
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
         found = list(result.alerts)
@@ -754,5 +771,6 @@ def warm_up(policy: Policy) -> None:
     flows = FlowTable.warm_up()
     activity = ActivityTable.warm_up()
     inspector = PayloadInspector.warm_up()
+    link = LinkInspector.warm_up(policy.isolated).frame() if policy.isolated else None
     scan_activity(ActivityTable.combined([activity.merged_columns()]), flows, policy,
-                  facts=inspector.frame())  # fmt: skip
+                  facts=inspector.frame(), link=link)  # fmt: skip
