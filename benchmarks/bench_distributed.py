@@ -366,16 +366,21 @@ def main() -> None:
     print("# where the CPU went (seconds; median run):")
     for name, how, t, _n, _ok in rows:
         print(f"#   {name:8} {how:17} {phase_line(t)}")
-    # What more cores would give: the client's part is serial, the workers'
-    # shares with the cores (each share recounts the parts it needs itself).
+    # What more cores would give, from the CPU accounting: the client's part is
+    # serial; counting, analysis and Dask's work share out over the cores; each
+    # share's fold recounts the parts it needs itself, so that does not shrink.
     for name, how, t, n, _ok in rows:
         if n and n == max(sizes) and "machines" in how and name == "1 file":
-            workers = sum(t.worker_cpu.values())
-            print(f"# from '{how}': client {t.client_cpu:.2f} CPU s serial, workers {workers:.2f} "
-                  f"CPU s parallel; one worker per core (and one core for the client): "
-                  + ", ".join(f"{c} cores ~{t.client_cpu + workers / c:.1f} s"
-                              for c in (2, 4, 8, 16))
-                  + f"; single process {base_cpu:.2f} CPU s")  # fmt: skip
+            ph = t.phases
+            shares = max(ph.get("shares", 1), 1)
+            fold = ph.get("share_fold_cpu_s", 0) / shares
+            spread = sum(t.worker_cpu.values()) + t.scheduler_cpu - fold * shares
+            guess = ", ".join(f"{c} cores ~{t.client_cpu + fold + spread / c:.1f} s"
+                              for c in (2, 4, 8, 16))  # fmt: skip
+            print(f"# from '{how}': client {t.client_cpu:.2f} CPU s serial; each share's fold "
+                  f"{fold:.2f} (its recounts: does not shrink); the rest {spread:.2f} CPU s "
+                  f"shared out. One worker per core: {guess}; single process "
+                  f"{base_cpu:.2f} CPU s, {singles['1 file'].wall:.2f} s")  # fmt: skip
     print(f"# load after: {os.getloadavg()[0]:.1f}")
 
 
