@@ -60,6 +60,7 @@ from ..alerts.record import Alert, Observer, to_ecs
 from ..capture import CaptureProblem, CaptureStats
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
+from ..oui import mac_text
 from ..pipelines.devices import isolated_devices
 from ..pipelines.scan import ScanResult, scan_captures
 from ..policy.suppress import split_suppressed
@@ -564,11 +565,15 @@ def _overlaps(f: KnownFile, start: int, end: int) -> bool:
 
 def _devices_of_day(scan: ScanResult, policy: Policy, end: int) -> list[str]:
     """The cards seen on isolated segments up to the day's end (not those of the
-    next day's capture the scan read for context: they are new on their day)."""
+    next day's capture the scan read for context: they are new on their day):
+    those with an isolated address, and those delivering traffic from beyond
+    the segment (a gateway that never shows an isolated address of its own)."""
     if scan.link is None:
         return []
     facts = scan.link[scan.link["first_ns"].to_numpy() < end]
-    return list(isolated_devices(facts, policy))
+    forwarders = facts["mac"][facts["kind"].to_numpy() == "forwarder"].to_numpy(np.int64)
+    cards = set(isolated_devices(facts, policy)) | {mac_text(int(m)) for m in forwarders}
+    return sorted(cards)
 
 
 def _hosts_of_day(scan: ScanResult, start: int, end: int) -> list[str]:
