@@ -669,3 +669,16 @@ def test_open_flows_find_their_key_by_hash_and_collisions_are_no_match(monkeypat
     # One part key, an open key of another key with the same hash: no match.
     matched, at = merge._match_hashed(rows_of([(6, 0), (5, 0)]), rows_of([(5, 10), (5, 5)]))
     assert matched.tolist() == [False, True] and at.tolist() == [1]
+
+
+def test_a_run_of_zero_bytes_is_no_record_start(tmp_path):
+    # Records of 600 zero bytes from 1970 on (as a capture of a clock at zero): 16
+    # "records" of 16 zero bytes each would chain, were a packet 0 bytes on the wire.
+    path = tmp_path / "zeros.pcap"
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    records = b"".join(struct.pack("<IIII", 1 + k, 0, 600, 600) + bytes(600) for k in range(500))
+    path.write_bytes(header + records)
+    parts = plan_parts([str(path)], 1 << 16)
+    assert len(parts) >= 3
+    starts = set(record_offsets(path))
+    assert all(p.start in starts for p in parts[1:])

@@ -222,6 +222,7 @@ def _chains(
         seconds, fraction, captured, wire = record.unpack_from(window, pos)
         if (
             fraction >= units
+            or wire == 0  # no packet is 0 bytes on the wire; runs of zero bytes chain so
             or captured > MAX_RECORD_BYTES
             or captured > wire
             or wire > MAX_RECORD_BYTES * 4
