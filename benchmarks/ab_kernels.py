@@ -11,6 +11,13 @@ machine slows every version alike; medians are compared.
     python benchmarks/ab_kernels.py base=. x=/tmp/try-x --rounds 25
     python benchmarks/ab_kernels.py base=. x=/tmp/try-x --mode whole
 
+On a loaded machine use ``--clock cpu`` (kernel mode): each run's thread CPU time,
+which leaves out the time other processes held the core; wall-clock medians then
+moved by 20-40 % between runs minutes apart, CPU-time medians by 2-3 %. Each
+version's line also gives ``paired``, the median of its per-round ratios to the
+base. Version names pick the folders in data/ab-kernels/, shared by everyone
+on the machine: choose names of your own.
+
 ``--mode kernel`` (default) times the fused decode + count kernel over an
 in-memory copy of the capture (no file reading, no flow records);
 ``--mode whole`` times ``count_flows`` over the file, as the in-process row of
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import mmap
+import os
 import shutil
 import statistics
 import sys
@@ -52,6 +60,11 @@ def load(name: str, tree: Path, into: Path) -> dict[str, Any]:
     }
 
 
+# --clock: wall (perf_counter) or this thread's CPU time (thread_time), which
+# leaves out the time other processes held the core (kernel mode runs on one thread).
+CLOCK = time.perf_counter
+
+
 def kernel_run(mod: dict[str, Any], data: np.ndarray) -> float:
     rk = mod["records"]
     table = mod["table"].FlowTable(idle_timeout=120, active_timeout=1800)
@@ -60,7 +73,7 @@ def kernel_run(mod: dict[str, Any], data: np.ndarray) -> float:
     counters[rk.COUNT_FIRST_TS] = np.iinfo(np.int64).max
     counters[rk.COUNT_LAST_TS] = np.iinfo(np.int64).min
     pos = 24
-    start = time.perf_counter()
+    start = CLOCK()
     while True:
         _n, pos, why, detail, table.n_export = rk.walk_pcap(
             data, pos, len(data), False, False, 1, 0, 0, 1 << 40, counters, batch.arrays(),
@@ -71,7 +84,7 @@ def kernel_run(mod: dict[str, Any], data: np.ndarray) -> float:
             table.handle(int(detail))
             continue
         break
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def whole_run(mod: dict[str, Any], capture: Path) -> float:
@@ -115,7 +128,17 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=25)
     ap.add_argument("--mode", choices=("kernel", "whole", "decode", "payload"), default="kernel")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="kernel mode: cpu times the thread's CPU time, not counting the time "
+        "other processes held the core (a loaded machine)",
+    )
     args = ap.parse_args()  # fmt: skip
+    global CLOCK
+    if args.clock == "cpu":
+        CLOCK = time.thread_time
 
     # A fixed place per version name, so numba's cache (keyed by file path and
     # the kernels' sources) is reused by the next comparison.
@@ -159,12 +182,18 @@ def main() -> None:
         for name in names if r % 2 == 0 else names[::-1]:
             times[name].append(run(name))
     base = statistics.median(times[names[0]])
-    print(f"# {args.capture.name}, mode {args.mode}, {args.rounds} interleaved rounds")
+    load_average = os.getloadavg()[0]
+    print(f"# {args.capture.name}, mode {args.mode}, {args.rounds} interleaved rounds, "
+          f"clock {args.clock if args.mode == 'kernel' else 'wall'}, "
+          f"load average {load_average:.1f}")  # fmt: skip
     for name in names:
         values = sorted(times[name])
         med = statistics.median(values)
+        # Each round's time over the base's in the same round: the machine's
+        # load drifts over seconds, and a pair timed back to back shares it.
+        paired = statistics.median(t / b for t, b in zip(times[name], times[names[0]], strict=True))
         print(f"{name:12s} median {med * 1e3:8.1f} ms  fastest {values[0] * 1e3:8.1f} ms  "
-              f"median vs {names[0]}: {med / base:.3f}")  # fmt: skip
+              f"median vs {names[0]}: {med / base:.3f}  paired: {paired:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
