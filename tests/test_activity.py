@@ -143,6 +143,8 @@ def make_batch(packets: list[dict]) -> PacketBatch:
         frag_id=0,
         offset=0,
         status=0,
+        payload_len=0,
+        tcp_seq=0,
     )
     for name, values in vars(batch).items():
         values[:] = [p.get(name, defaults[name]) for p in packets]
