@@ -408,9 +408,19 @@ def test_csv_cells_show_control_characters_and_never_start_a_formula(written):
         for row in rows:
             for column, cell in row.items():
                 assert not cell.startswith(("=", "+", "-", "@")), (name, column, cell)
-    # Flows, features: numbers, addresses and fixed words only, no text from traffic.
+    # Features: numbers, addresses and fixed words only. Flows carry one text from
+    # the traffic, the server name: shown escaped, never a formula.
     for name in ("flows.csv", "features.csv", "live-flows.csv"):
         assert not RAW_CONTROL.search((out / name).read_text(encoding="utf-8")), name
+    for name in ("flows.csv", "live-flows.csv"):
+        rows = list(csv.DictReader(io.StringIO((out / name).read_text(encoding="utf-8"))))
+        names = {r["dst_ip"]: r["server_name"] for r in rows if r["dst_port"] == "443"}
+        assert names["203.0.113.66"] == TERMINAL_SHOWN, name
+        for address, formula in FORMULAS.items():
+            assert names[address] == "'" + formula, (name, address)
+        for row in rows:
+            for column, cell in row.items():
+                assert not cell.startswith(("=", "+", "@")), (name, column, cell)
 
 
 def test_json_lines_carry_the_same_names_json_escaped(written):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._kernels import flowtable as fk
-from ..alerts.mask import mask_personal
+from ..alerts.mask import mask_personal, printable
 from .payload import ANSWER_HI, ANSWER_LO, P2P_SIGNATURE
 
 if TYPE_CHECKING:
@@ -122,7 +122,10 @@ class FlowNames:
     def _mask(self, name: str) -> str:
         masked = self._masked.get(name)
         if masked is None:
-            masked = self._masked[name] = mask_personal(name)
+            # Names come from the traffic: ID numbers masked as in alerts, and
+            # control characters written as \xNN (ESC ]0; would retitle the
+            # terminal of whoever prints the flows).
+            masked = self._masked[name] = printable(mask_personal(name))
         return masked
 
     def columns(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

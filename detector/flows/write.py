@@ -154,7 +154,21 @@ def _text_table(columns: dict[str, Any]):  # type: ignore[no-untyped-def]
             )
         else:
             arrays[name] = arrow_column(values)
+    if "server_name" in arrays:
+        arrays["server_name"] = _not_a_formula(arrays["server_name"])
     return pa.table(arrays)
+
+
+def _not_a_formula(texts: Any) -> Any:
+    """A name from the traffic as a CSV cell: a leading ``'`` where it starts with
+    ``=``, ``+``, ``-`` or ``@``, so a spreadsheet shows it rather than runs it
+    (alerts' CSV does the same: alerts.mask.csv_cell)."""
+    import pyarrow.compute as pc
+
+    formula = pc.fill_null(pc.match_substring_regex(texts, r"^[=+\-@]"), False)
+    if not pc.any(formula).as_py():
+        return texts
+    return pc.if_else(formula, pc.binary_join_element_wise("'", texts, ""), texts)
 
 
 def _write_csv(slices: Iterable[dict[str, np.ndarray]], stream: IO[bytes]) -> None:
