@@ -1,6 +1,8 @@
-"""Suite-wide hooks."""
+"""Suite-wide hooks and fixtures."""
 
 from __future__ import annotations
+
+import pytest
 
 FUZZ_TEST = "test_kernels_never_read_out_of_bounds_on_mutated_captures"
 
@@ -20,3 +22,17 @@ def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     fuzz = sys.modules.get("test_fuzz")
     if fuzz is not None:
         fuzz.stop_fuzz_child()
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A local Dask cluster of two in-process workers, one per test module that
+    asks for it (tests/test_distributed*.py)."""
+    distributed = pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c

@@ -57,17 +57,6 @@ PART_BYTES = 1 << 16  # the smallest cut: a 2.8 MB capture makes ~45 parts
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
 @pytest.fixture
 def policy(tmp_path):
     (tmp_path / "policy.toml").write_text(POLICY)

@@ -13,7 +13,6 @@ import pytest
 
 pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra (Dask)")
 
-from dask.distributed import Client, LocalCluster  # noqa: E402
 from gen_traffic import Capture, at  # noqa: E402
 
 from detector.distributed import scan_captures_distributed  # noqa: E402
@@ -40,17 +39,6 @@ isolated = ["10.8.40.0/24"]
 """
 PART_BYTES = 1 << 16
 OUTSIDE = "203.0.113.50"
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 @pytest.fixture
