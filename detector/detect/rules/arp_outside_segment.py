@@ -76,9 +76,7 @@ def check_arp_outside_segment(ctx: ScanContext) -> list[Alert]:
     seen = segments(ctx)
     if seen is None:
         return []
-    facts = seen.facts
-    rows = facts[(facts["kind"].to_numpy() == "arp")
-                 & (facts["code"].to_numpy(np.int64) == ARP_REQUEST)]  # fmt: skip
+    rows = seen.of("arp", (ARP_REQUEST,))
     s_hi, s_lo = rows["a_hi"].to_numpy(np.uint64), rows["a_lo"].to_numpy(np.uint64)
     t_hi, t_lo = rows["b_hi"].to_numpy(np.uint64), rows["b_lo"].to_numpy(np.uint64)
     allowed = NetworkSet(settings["allowed_targets"])

@@ -103,9 +103,7 @@ def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
     if seen is None or not known:
         return []
     policy = ctx.policy
-    facts = seen.facts
-    kinds = facts["kind"].to_numpy()
-    rows = facts[kinds == "device"]
+    rows = seen.of("device")
     device_rows = {
         "mac": rows["mac"].to_numpy(np.int64),
         "hi": rows["a_hi"].to_numpy(np.uint64),
@@ -115,14 +113,12 @@ def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
     }
     # ARP: a card claiming an isolated address (sender), or probing for one (RFC 5227:
     # sender 0.0.0.0, the address it wants as target).
-    arp = facts[kinds == "arp"]
-    sender_in = policy.isolated.contains(arp["a_hi"].to_numpy(np.uint64),
-                                         arp["a_lo"].to_numpy(np.uint64))  # fmt: skip
+    arp = seen.of("arp")
+    sender_in = seen.isolated_at(policy, arp, "a")
     probe = (arp["a_lo"].to_numpy(np.uint64) == np.uint64(0xFFFF_0000_0000)) & (
         arp["code"].to_numpy(np.int64) == ARP_REQUEST
     )
-    target_in = policy.isolated.contains(arp["b_hi"].to_numpy(np.uint64),
-                                         arp["b_lo"].to_numpy(np.uint64))  # fmt: skip
+    target_in = seen.isolated_at(policy, arp, "b")
     claim = sender_in | (probe & target_in)
     arp = arp[claim]
     use_target = ~sender_in[claim]

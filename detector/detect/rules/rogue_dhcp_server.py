@@ -83,12 +83,8 @@ def check_rogue_dhcp_server(ctx: ScanContext) -> list[Alert]:
     if seen is None:
         return []
     policy = ctx.policy
-    facts = seen.facts
-    kinds = facts["kind"].to_numpy()
-    codes = facts["code"].to_numpy(np.int64)
-    v4_reply = (kinds == "dhcp-server") & np.isin(codes, list(DHCP_TYPE_NAMES))
-    v6_reply = (kinds == "dhcp6-server") & np.isin(codes, list(DHCP6_TYPE_NAMES))
-    rows = facts[v4_reply | v6_reply]
+    v4_reply = seen.kind_is("dhcp-server", DHCP_TYPE_NAMES)
+    rows = seen.facts[v4_reply | seen.kind_is("dhcp6-server", DHCP6_TYPE_NAMES)]
     rows = rows[seen.on_segment(policy, rows)]
     if not len(rows):
         return []

@@ -225,17 +225,13 @@ def check_rogue_router(ctx: ScanContext) -> list[Alert]:
     if seen is None:
         return []
     policy = ctx.policy
-    facts = seen.facts
-    kinds = facts["kind"].to_numpy()
-    adverts = facts[kinds == "router-advert"]
+    adverts = seen.of("router-advert")
     adverts = adverts[seen.on_segment(policy, adverts)]
     # Every ARP frame binds its sender's address to its sender's card (RFC 826).
-    arp = facts[kinds == "arp"]
-    codes = arp["code"].to_numpy(np.int64)
-    arp = arp[((codes == ARP_REQUEST) | (codes == ARP_REPLY)) & policy.isolated.contains(
-        arp["a_hi"].to_numpy(np.uint64), arp["a_lo"].to_numpy(np.uint64))]  # fmt: skip
+    arp = seen.of("arp", (ARP_REQUEST, ARP_REPLY))
+    arp = arp[seen.isolated_at(policy, arp, "a")]
     known = mac_values(settings["gateways"]) | mac_values(tuple(ctx.learned_devices))
-    routing = _gateway_rows(ctx, facts[kinds == "forwarder"])
+    routing = _gateway_rows(ctx, seen.of("forwarder"))
     gateways = set(routing["mac"].to_numpy(np.int64).tolist()) | mac_values(settings["gateways"])
     return [
         *_advertisements(ctx, adverts, mac_values(settings["routers"])),

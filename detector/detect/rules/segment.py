@@ -92,6 +92,22 @@ class Segments:
     def isolated(self, policy: Policy, hi: Any, lo: Any) -> np.ndarray:
         return policy.isolated.contains(np.asarray(hi, np.uint64), np.asarray(lo, np.uint64))
 
+    def isolated_at(self, policy: Policy, rows: pd.DataFrame, side: str) -> np.ndarray:
+        """Which of ``rows`` have their ``side`` address ("a": source or ARP
+        sender, "b": ARP target or DHCP server identifier) in an isolated network."""
+        return self.isolated(policy, rows[f"{side}_hi"].to_numpy(), rows[f"{side}_lo"].to_numpy())
+
+    def kind_is(self, kind: str, codes: Any = None) -> np.ndarray:
+        """Which facts are of one kind ("arp", "device", "dhcp-server", …), with
+        one of ``codes`` (ARP opcode, DHCP message type) when given."""
+        chosen = self.facts["kind"].to_numpy() == kind
+        if codes is not None:
+            chosen &= np.isin(self.facts["code"].to_numpy(np.int64), list(codes))
+        return np.asarray(chosen, dtype=bool)
+
+    def of(self, kind: str, codes: Any = None) -> pd.DataFrame:
+        return self.facts[self.kind_is(kind, codes)]
+
     def on_segment(self, policy: Policy, rows: pd.DataFrame) -> np.ndarray:
         """Which of ``rows`` (link facts) happened on an isolated segment."""
         inside = self.isolated(policy, rows["a_hi"], rows["a_lo"])
@@ -143,5 +159,5 @@ def network_of(policy: Policy, text: str) -> str:
     return str(best) if best is not None else "an isolated network"
 
 
-def in_networks(networks: NetworkSet, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+def in_networks(networks: NetworkSet, hi: Any, lo: Any) -> np.ndarray:
     return networks.contains(np.asarray(hi, np.uint64), np.asarray(lo, np.uint64))
