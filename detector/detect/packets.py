@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +38,14 @@ if TYPE_CHECKING:
     from ..policy import Policy
 
 Sighting = tuple[Any, ...]  # (host hi, host lo, what else tells it apart ...)
+
+
+class Sides(NamedTuple):
+    """Per packet of a batch: whether its source, and its destination, is in a
+    set of networks (the internal ones, the isolated ones)."""
+
+    src: np.ndarray
+    dst: np.ndarray
 
 
 class _Spans:
@@ -296,41 +304,25 @@ class PacketContext:
             np.concatenate([b.src_hi, b.dst_hi]), np.concatenate([b.src_lo, b.dst_lo])
         )
 
-    def _in(self, networks: NetworkSet) -> tuple[np.ndarray, np.ndarray]:
+    def _in(self, networks: NetworkSet) -> Sides:
         """Whether each packet's source, and its destination, is in ``networks``."""
         ids, hi_of, lo_of = self._addresses
         inside = networks.contains(hi_of, lo_of)[ids]
         n = len(self.batch)
-        return inside[:n] & self.ip, inside[n:] & self.ip
+        return Sides(inside[:n] & self.ip, inside[n:] & self.ip)
 
     @cached_property
-    def _internal(self) -> tuple[np.ndarray, np.ndarray]:
+    def internal(self) -> Sides:
         return self._in(self.policy.internal)
 
     @cached_property
-    def _isolated(self) -> tuple[np.ndarray, np.ndarray]:
+    def isolated(self) -> Sides:
         return self._in(self.policy.isolated)
-
-    @property
-    def src_internal(self) -> np.ndarray:
-        return self._internal[0]
-
-    @property
-    def dst_internal(self) -> np.ndarray:
-        return self._internal[1]
 
     @cached_property
     def dst_external(self) -> np.ndarray:
         """Outside the internal networks and not local scope (Policy.is_external)."""
-        return self.ip & ~self.dst_internal & ~self._in(LOCAL_SCOPE)[1]  # type: ignore[no-any-return]
-
-    @property
-    def src_isolated(self) -> np.ndarray:
-        return self._isolated[0]
-
-    @property
-    def dst_isolated(self) -> np.ndarray:
-        return self._isolated[1]
+        return self.ip & ~self.internal.dst & ~self._in(LOCAL_SCOPE).dst  # type: ignore[no-any-return]
 
     @cached_property
     def minute_ns(self) -> np.ndarray:
@@ -350,7 +342,7 @@ class PacketContext:
         """Indices of packets from an internal host to an outside address not in
         ``allowlist.destinations`` (a name allowlisted by ``allowlist.domains``
         is not known here: its bytes count, the analysis leaves them out)."""
-        mask = self.src_internal & self.dst_external
+        mask = self.internal.src & self.dst_external
         if mask.any() and self.policy.allowlist_destinations:
             mask &= ~self._in(self.policy.allowlist_destinations)[1]
         return np.flatnonzero(mask)

@@ -13,7 +13,7 @@ from ...networks import NetworkSet
 from ...oui import mac_text, vendor
 from ..declare import TRAFFIC, Detection, Networks, Setting
 from .common import when
-from .segment import ARP_REQUEST, address, listed, mac_phrase, network_of, segments
+from .segment import ARP_REQUEST, address, addresses, listed, mac_phrase, network_of, segments, span
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -93,9 +93,8 @@ def check_arp_outside_segment(ctx: ScanContext) -> list[Alert]:
     for (hi, lo, mac), group in rows.groupby(["a_hi", "a_lo", "other_mac"], sort=True):
         host = address(hi, lo)
         group = group.sort_values("first_ns", kind="stable")
-        targets = list(dict.fromkeys(address(h, t) for h, t in zip(group["b_hi"], group["b_lo"],
-                                                                   strict=True)))  # fmt: skip
-        start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
+        targets = addresses(group, "b")
+        start, end = span(group)
         requests = int(group["count"].sum())
         shown = listed(targets, 5)
         text = (

@@ -222,7 +222,7 @@ def app_packets(packets: PacketContext) -> set[tuple[int, int, str]]:
             name = str(text).split(":")[0]
             sightings |= {(s_hi, s_lo, app_id) for app_id, under, _ in apps if under(name)}
     b = packets.batch
-    sent = np.flatnonzero(packets.src_internal)
+    sent = np.flatnonzero(packets.internal.src)
     every_range = packets.remember(f"{DETECTION.rule_id} ranges", lambda: NetworkSet(
         [network for app in messaging_apps(policy) for network in app.networks]
     ))  # fmt: skip

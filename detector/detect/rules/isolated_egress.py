@@ -142,7 +142,7 @@ def isolated_packets(packets: PacketContext) -> set[tuple[int, int, int, int]]:
     if not policy.isolated:
         return set()
     b = packets.batch
-    src, dst = packets.src_isolated, packets.dst_isolated
+    src, dst = packets.isolated
     either = src ^ dst
     if not either.any():
         return set()

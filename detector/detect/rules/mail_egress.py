@@ -177,8 +177,8 @@ def mail_packets(packets: PacketContext) -> set[tuple[Any, ...]]:
     if policy.isolated:
         # The isolated host is the mail client: the mail port is on the other side.
         for isolated, port, (h_hi, h_lo, o_hi, o_lo) in (
-            (packets.src_isolated, b.dport, (b.src_hi, b.src_lo, b.dst_hi, b.dst_lo)),
-            (packets.dst_isolated, b.sport, (b.dst_hi, b.dst_lo, b.src_hi, b.src_lo)),
+            (packets.isolated.src, b.dport, (b.src_hi, b.src_lo, b.dst_hi, b.dst_lo)),
+            (packets.isolated.dst, b.sport, (b.dst_hi, b.dst_lo, b.src_hi, b.src_lo)),
         ):
             rows = np.flatnonzero(isolated)  # few: the packets of isolated hosts
             rows = rows[(b.proto[rows] == 6) & np.isin(port[rows], ports)]

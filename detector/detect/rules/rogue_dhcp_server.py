@@ -21,6 +21,7 @@ from .segment import (
     mac_phrase,
     network_of,
     segments,
+    span,
     v4,
 )
 
@@ -100,7 +101,7 @@ def check_rogue_dhcp_server(ctx: ScanContext) -> list[Alert]:
     alerts: list[Alert] = []
     for (mac, hi, lo), group in rows.groupby(["mac", "server_hi", "server_lo"], sort=True):
         server = address(hi, lo)
-        start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
+        start, end = span(group)
         frames = int(group["count"].sum())
         counts = []
         for kind, names in (("dhcp-server", DHCP_TYPE_NAMES), ("dhcp6-server", DHCP6_TYPE_NAMES)):

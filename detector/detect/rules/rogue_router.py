@@ -13,7 +13,18 @@ from ...oui import mac_text, vendor
 from ...units import MINUTE_NS
 from ..declare import MINUTES, TRAFFIC, Detection, Setting
 from .common import when
-from .segment import ARP_REPLY, ARP_REQUEST, Macs, address, listed, mac_phrase, mac_values, segments
+from .segment import (
+    ARP_REPLY,
+    ARP_REQUEST,
+    Macs,
+    address,
+    addresses,
+    listed,
+    mac_phrase,
+    mac_values,
+    segments,
+    span,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,7 +123,7 @@ def _advertisements(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> 
         group = rows[macs == mac]
         first = group.iloc[int(np.argmin(group["first_ns"].to_numpy()))]
         source = address(first["a_hi"], first["a_lo"])
-        start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
+        start, end = span(group)
         frames = int(group["count"].sum())
         lifetime = int(group["code"].max())
         default = (
@@ -146,9 +157,8 @@ def _gateways(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> list[A
     alerts: list[Alert] = []
     for mac in new:
         group = rows[rows["mac"].to_numpy(np.int64) == mac]
-        start, end = int(group["first_ns"].min()), int(group["last_ns"].max())
-        sources = list(dict.fromkeys(address(h, lo) for h, lo in zip(group["a_hi"], group["a_lo"],
-                                                                     strict=True)))  # fmt: skip
+        start, end = span(group)
+        sources = addresses(group, "a")
         others = [mac_text(m) for m in macs if m != mac]
         besides = (
             f"besides {', '.join(others[:3])}" if others else "not a card known on the segment"

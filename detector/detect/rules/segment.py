@@ -75,6 +75,17 @@ def address(hi: Any, lo: Any) -> str:
     return address_text(int(hi), int(lo))
 
 
+def addresses(rows: pd.DataFrame, side: str) -> list[str]:
+    """The distinct ``side`` addresses of ``rows`` ("a" or "b"), in row order."""
+    pairs = zip(rows[f"{side}_hi"], rows[f"{side}_lo"], strict=True)
+    return list(dict.fromkeys(address(hi, lo) for hi, lo in pairs))
+
+
+def span(rows: pd.DataFrame) -> tuple[int, int]:
+    """The first and last sighting of ``rows`` (link facts), UTC ns."""
+    return int(rows["first_ns"].min()), int(rows["last_ns"].max())
+
+
 def v4(lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """IPv4 low halves (the kernel's) as (hi, lo) arrays; 0 stays 0.0.0.0."""
     lo = np.asarray(lo, dtype=np.uint64)
