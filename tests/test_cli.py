@@ -76,6 +76,23 @@ def test_flows_to_parquet_and_csv_do_not_import_pandas(tmp_path):
     assert table.num_rows == 6 and table.column("dst_ip").to_pylist() == ["198.51.100.7"] * 6
 
 
+def test_flows_does_not_import_scipy_linalg(tmp_path):
+    """numba checks for BLAS by importing scipy.linalg (0.3-0.45 s) unless
+    detector._jit starts it first with SciPy hidden: every kernel module is
+    imported after it (detector/_kernels/__init__.py)."""
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(3))
+    script = (
+        "import sys\n"
+        "from detector.cli.main import main\n"
+        f"assert main(['flows', {str(capture)!r}, '-q', '-o', {str(tmp_path / 'f.parquet')!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith('scipy.linalg')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == b"[]"
+
+
 def test_unwritable_output_fails_before_reading(tmp_path):
     """An -o path that cannot be written is reported first, not after reading a
     capture that may take minutes; the message names the path."""
