@@ -6,6 +6,8 @@
     python benchmarks/bench_core.py --quick              # 200 k packets, 1 run, small prefix
     python benchmarks/bench_core.py --threads 1,2        # our rows at 1 and 2 threads
     python benchmarks/bench_core.py --skip-ours          # peers only (API not ready)
+    python benchmarks/bench_core.py CAP.pcap --rows cmd,nfstream \
+        --peers-python /work/peersvenv/bin/python --peer-runs 1   # nfstream from its own venv
 
 Rows (see benchmarks/README.md): floor (cat), floor (numba record walk), our
 decode, our decode + flow table, our whole `egress-detector flows` command,
@@ -669,6 +671,21 @@ def print_table(rows: list[Row], capture: Path, truth: dict[str, Any] | None, ar
         print()
     for r in cmd_rows:
         print(f"# peak RSS of {r.label.split(': ', 1)[1]}: {r.maxrss_mib:,.0f} MiB")
+    nf_row = next((r for r in rows if r.key == "nfstream" and r.seconds and not r.error), None)
+    for r in rows:
+        if nf_row is None or r.key not in ("cmd", "scan") or not r.seconds or r.error:
+            continue
+        assert nf_row.seconds is not None
+        cpu = ""
+        if r.cpu_seconds and nf_row.cpu_seconds and nf_row.cpu_seconds == nf_row.cpu_seconds:
+            cpu = (
+                f", CPU {nf_row.cpu_seconds:,.1f} / {r.cpu_seconds:.2f} s ="
+                f" {nf_row.cpu_seconds / r.cpu_seconds:.1f}x"
+            )
+        print(
+            f"# {r.label.split(': ', 1)[1]} against nfstream in this run: wall"
+            f" {nf_row.seconds:,.1f} / {r.seconds:.2f} s = {nf_row.seconds / r.seconds:.1f}x{cpu}"
+        )
 
 
 # --------------------------------------------------------------------------- main
@@ -713,6 +730,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scapy-prefix", type=int, default=20_000)
     ap.add_argument("--nfstream-meters", type=int, default=None, help="default: nfstream's")
     ap.add_argument("--cmd", default=None, help="our command (default: egress-detector)")
+    ap.add_argument(
+        "--peers-python",
+        default=None,
+        help="interpreter for nfstream and dpkt, e.g. a venv of their own "
+        "(default: $BENCH_PEERS_PYTHON, else this one)",
+    )
+    ap.add_argument(
+        "--peer-runs",
+        type=int,
+        default=None,
+        help="runs of the nfstream, dpkt, scapy and tshark rows (default: --runs; "
+        "nfstream takes about 5 minutes on the 20M capture)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write results here")
     args = ap.parse_args(argv)
     if args.quick:
@@ -730,6 +760,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import peers
+
+    peers.set_peers_python(args.peers_python)
     # Before numba is imported anywhere in this process (see the note at the top).
     os.environ["NUMBA_NUM_THREADS"] = str(max(args.thread_list))
     wanted = set(args.rows.split(","))
@@ -752,8 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     peer_names = [n for n in ("nfstream", "dpkt", "scapy", "tshark") if n in wanted]
     rows += measure_peers(
-        capture, truth, peer_names, args.runs, args.scapy_prefix, args.nfstream_meters
-    )
+        capture, truth, peer_names, args.peer_runs or args.runs, args.scapy_prefix,
+        args.nfstream_meters,
+    )  # fmt: skip
     print_table(rows, capture, truth, args)
     probe_after = compute_probe()
     print(

@@ -22,6 +22,12 @@ Two kinds of measurement, named in `PEERS[name].mode`:
 Run standalone to try peers on a file:
 
     python benchmarks/peers.py CAPTURE.pcap [--peers dpkt,nfstream] [--scapy-prefix N]
+
+The Python peers (nfstream, dpkt) run in a child process of the interpreter named by
+`--peers-python` or `$BENCH_PEERS_PYTHON` (default: this one), so a peer can live in
+a venv of its own (nfstream 6.6 pins other numpy and pandas than ours):
+
+    BENCH_PEERS_PYTHON=/work/peersvenv/bin/python python benchmarks/peers.py CAPTURE.pcap
 """
 
 from __future__ import annotations
@@ -45,6 +51,18 @@ import numpy as np
 
 HERE = Path(__file__).resolve()
 TSHARK = "/usr/bin/tshark"
+# The interpreter the Python peers run in (set_peers_python; numpy is all this file
+# needs there besides the peer itself).
+PEERS_PYTHON = os.environ.get("BENCH_PEERS_PYTHON") or sys.executable
+
+
+def set_peers_python(python: str | None) -> None:
+    """Run the Python peers (nfstream, dpkt) with ``python`` (None: keep the default)."""
+    global PEERS_PYTHON
+    if python:
+        PEERS_PYTHON = python
+
+
 GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 
 
@@ -128,7 +146,7 @@ def run_timed(
 
 def _child(name: str, path: Path, env: dict[str, str] | None = None, **kwargs: Any) -> PeerRun:
     """Run `peers.py --child NAME PATH` as a fresh process and time all of it."""
-    cmd = [sys.executable, str(HERE), "--child", name, str(path)]
+    cmd = [PEERS_PYTHON, str(HERE), "--child", name, str(path)]
     for k, v in kwargs.items():
         if v is not None:
             cmd += [f"--{k.replace('_', '-')}", str(v)]
@@ -429,7 +447,13 @@ def available(name: str) -> str | None:
         "walk": "numba",
         "walk-populate": "numba",
     }
-    if name in modules:
+    if name in ("nfstream", "dpkt"):  # run by PEERS_PYTHON
+        probe = subprocess.run(
+            [PEERS_PYTHON, "-c", f"import {modules[name]}, numpy"], capture_output=True
+        )
+        if probe.returncode != 0:
+            return f"python module {modules[name]} not importable by {PEERS_PYTHON}"
+    elif name in modules:
         import importlib.util
 
         if importlib.util.find_spec(modules[name]) is None:
@@ -460,7 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-meters", type=int, default=None, help="nfstream meters (default auto)")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset")
     ap.add_argument("--scapy-prefix", type=int, default=20_000)
+    ap.add_argument(
+        "--peers-python",
+        default=None,
+        help="interpreter for nfstream and dpkt (default: $BENCH_PEERS_PYTHON or this one)",
+    )
     args = ap.parse_args(argv)
+    set_peers_python(args.peers_python)
     if args.child:
         return _child_main(args)
     for name in args.peers.split(","):
