@@ -5,6 +5,7 @@ record walk; the merge against hand-computed flows."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pickle
@@ -17,20 +18,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pandas import testing as pd_testing
 
 pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra (Dask)")
 
 from dask.distributed import Client, LocalCluster, WorkerPlugin  # noqa: E402
 from gen_traffic import Capture, at  # noqa: E402
 from scapy.compat import raw  # noqa: E402
+from scapy.layers.dhcp import BOOTP, DHCP  # noqa: E402
 from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
+from scapy.layers.inet6 import ICMPv6ND_RA, IPv6  # noqa: E402
+from scapy.layers.l2 import ARP, Ether  # noqa: E402
+from scapy.utils import mac2str  # noqa: E402
 
 from detector._kernels import flowtable as fk  # noqa: E402
 from detector.capture import CaptureProblem  # noqa: E402
+from detector.detect.rules import DETECTIONS  # noqa: E402
 from detector.distributed import DistributedUnavailable, scan_captures_distributed  # noqa: E402
 from detector.distributed.count import Settings, count_part  # noqa: E402
 from detector.distributed.merge import FlowFold, in_stream_order  # noqa: E402
 from detector.distributed.parts import Part, plan_parts  # noqa: E402
+from detector.distributed.shares import LINK_RULES  # noqa: E402
 from detector.flows.activity import ActivityTable, _merged_in_time_order  # noqa: E402
 from detector.flows.table import count_flows  # noqa: E402
 from detector.pipelines.scan import scan_captures  # noqa: E402
@@ -150,6 +158,96 @@ def test_same_flows_features_and_alerts_across_cuts_and_files(tmp_path, client, 
     assert ntp["src2dst_packets"].tolist() == [3, 2]
     assert ntp["expiry_reason"].tolist() == ["idle", "idle"]  # idle too at the end of input
     assert [a.rule_id for a in dist.alerts] == ["isolated-egress", "offhours-bulk-egress"]
+
+
+ISO_MACS = {f"10.8.40.{10 + k}": f"00:1b:21:00:40:{10 + k:02x}" for k in range(1, 4)}
+GW, GW_MAC = "10.8.40.1", "00:1b:17:00:40:01"
+LAPTOP, LAPTOP_MAC = "10.8.40.77", "3c:22:fb:12:34:56"  # Apple's OUI
+SIDE_POLICY = POLICY + f"""
+[rules.new-device-isolated]
+known_devices = {json.dumps([*ISO_MACS.values(), GW_MAC])}
+"""
+
+
+def side_channel_hour(tmp_path: Path) -> tuple[Path, int]:
+    """An hour of an isolated segment: three known computers each sending a
+    frame to the next every second (so each device fact has frames in the
+    minutes on both sides of every cut), and the signs of a rogue laptop:
+    its own traffic (minutes 10-13), a DHCP offer and ack (20), a router
+    advertisement (30), ARP for an outside address (40, three times),
+    outside traffic delivered through the gateway's card, then its (45), the gateway's address
+    claimed (the gateway's own claim at 49, the laptop's at 50)."""
+    t = at("2026-02-04 21:00", "Asia/Taipei")
+    frames: list[tuple[int, bytes]] = []
+    hosts = list(ISO_MACS.items())
+    chatter = [raw(Ether(src=mac, dst=GW_MAC) / IP(src=ip, dst=hosts[(k + 1) % 3][0])
+                   / TCP(sport=49152 + k, dport=445, flags="A"))
+               for k, (ip, mac) in enumerate(hosts)]  # fmt: skip
+    frames += [(t + s * NS + k * 1000, chatter[k]) for s in range(3600) for k in range(3)]
+    for s in range(600, 800, 7):
+        syn = IP(src=LAPTOP, dst="10.8.40.11") / TCP(sport=50000, dport=445, flags="A")
+        frames.append((t + s * NS + 500, raw(Ether(src=LAPTOP_MAC, dst=GW_MAC) / syn)))
+    for k, kind in enumerate(("offer", "ack")):
+        reply = (Ether(src=LAPTOP_MAC, dst="ff:ff:ff:ff:ff:ff")
+                 / IP(src="10.8.40.99", dst="255.255.255.255") / UDP(sport=67, dport=68)
+                 / BOOTP(op=2, yiaddr="10.8.40.150", chaddr=mac2str(hosts[0][1]))
+                 / DHCP(options=[("message-type", kind), ("server_id", "10.8.40.99"),
+                                 ("router", "10.8.40.99"), "end"]))  # fmt: skip
+        frames.append((t + (1200 + k) * NS + 500, raw(reply)))
+    advert = (Ether(src=LAPTOP_MAC, dst="33:33:00:00:00:01")
+              / IPv6(src="fe80::3e22:fbff:fe12:3456", dst="ff02::1")
+              / ICMPv6ND_RA(routerlifetime=1800))  # fmt: skip
+    frames.append((t + 1800 * NS + 500, raw(advert)))
+    for k in range(3):
+        ask = ARP(op=1, hwsrc=hosts[1][1], psrc=hosts[1][0], pdst="198.51.100.7")
+        frames.append((t + (2400 + k) * NS + 500,
+                       raw(Ether(src=hosts[1][1], dst="ff:ff:ff:ff:ff:ff") / ask)))  # fmt: skip
+    ack = IP(src="203.0.113.140", dst=hosts[2][0]) / TCP(sport=443, dport=49152, flags="SA")
+    for k, mac in enumerate((GW_MAC, LAPTOP_MAC, LAPTOP_MAC, LAPTOP_MAC)):
+        frames.append((t + (2700 + k) * NS + 500, raw(Ether(src=mac, dst=hosts[2][1]) / ack)))
+    for when, mac in ((2940, GW_MAC), (3000, LAPTOP_MAC)):
+        claim = ARP(op=2, hwsrc=mac, psrc=GW, pdst=GW)
+        frames.append((t + when * NS + 500, raw(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / claim)))
+    frames.sort(key=lambda f: f[0])
+    return write_pcap(tmp_path / "segment.pcap", 1, frames), t
+
+
+@pytest.mark.parametrize("inspect", [True, False], ids=["inspecting", "not-inspecting"])
+def test_side_channel_alerts_across_cuts_are_one_process_s(tmp_path, client, inspect):
+    (tmp_path / "policy.toml").write_text(SIDE_POLICY)
+    policy = load_policy(tmp_path / "policy.toml")
+    if not inspect:  # no payload facts: the shares analyse their hosts, the client the link
+        policy = dataclasses.replace(policy, inspect_max_packets=0)
+    path, t = side_channel_hour(tmp_path)
+    single = scan_captures([path], policy)
+    dist = scan_captures_distributed([path], policy, client=client, part_bytes=PART_BYTES)
+    assert len(plan_parts([str(path)], PART_BYTES)) > 8
+    assert single.link is not None and dist.link is not None
+    pd_testing.assert_frame_equal(dist.link, single.link)
+    assert dist.alerts == single.alerts
+    side = [(a.rule_id, a.source_ip or a.destination_ip) for a in dist.alerts
+            if a.rule_id in {r.rule_id for r in LINK_RULES}]  # fmt: skip
+    assert sorted(side) == sorted([
+        ("new-device-isolated", LAPTOP), ("rogue-dhcp-server", "10.8.40.99"),
+        ("rogue-router", "fe80::3e22:fbff:fe12:3456"), ("rogue-router", "203.0.113.140"),
+        ("rogue-router", GW), ("arp-outside-segment", hosts_first := "10.8.40.12"),
+    ])  # fmt: skip
+    assert hosts_first == list(ISO_MACS)[1]
+    dhcp = next(a for a in dist.alerts if a.rule_id == "rogue-dhcp-server")
+    assert dhcp.source_packets == 2  # the offer and the ack, counted in one part or two
+    # Each known computer's device fact: 60 minutes with frames, though cuts
+    # fall inside minutes in which it sent on both sides.
+    devices = dist.link[(dist.link["kind"] == "device").to_numpy()]
+    mine = devices[devices["mac"].isin([int(m.replace(":", ""), 16) for m in ISO_MACS.values()])]
+    assert mine["count"].tolist() == [60, 60, 60]
+
+
+def test_the_link_rules_run_by_the_client_are_every_rule_over_link_facts():
+    # A side-channel rule the client did not run would be silent in every
+    # distributed scan (the shares have no link facts).
+    over_link = {d.rule_id for d in DETECTIONS
+                 if d.check is not None and "segments" in d.check.__globals__}  # fmt: skip
+    assert over_link == {r.rule_id for r in LINK_RULES}
 
 
 def test_fold_recounts_a_part_when_the_active_timeout_falls_inside_it(tmp_path):

@@ -20,11 +20,15 @@ from ..errors import CaptureError
 from ..flows import activity as activity_rows
 from ..flows import layout
 from ..flows.activity import ActivityTable
+from ..flows.link import Inspectors, LinkInspector
 from ..flows.payload import PayloadInspector
 from ..flows.table import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, FlowTable
 from .parts import Part
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..networks import NetworkSet
     from ..policy import Policy
 
 FACT_COLUMNS = ("ts_ns", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
@@ -44,6 +48,9 @@ class Settings:
     # The key of the ID-number hashes: one per scan, shared by its tasks, so a
     # number seen in two parts hashes the same (distinct counts stay right).
     secret_key: bytes = b""
+    # The isolated networks, whose link layer each task looks at as one
+    # process does (detector/flows/link.py); None: none, not looked at.
+    isolated: NetworkSet | None = None
 
     @classmethod
     def for_policy(cls, policy: Policy) -> Settings:
@@ -51,6 +58,7 @@ class Settings:
             inspect_max_packets=policy.inspect_max_packets,
             inspect_max_bytes=policy.inspect_max_bytes,
             secret_key=os.urandom(16),
+            isolated=policy.isolated if policy.isolated else None,
         )
 
     @property
@@ -84,6 +92,9 @@ class PartResult:
     activity_span: tuple[int | None, int | None] = (None, None)
     facts_count: int = 0
     nbytes: int = 0  # of the tables sent back or kept on the worker
+    # The part's link facts of isolated segments (LinkInspector.frame(); None:
+    # not looked at): one row per distinct fact, few, so the summary keeps them.
+    link: pd.DataFrame | None = None
 
     def summary(self) -> PartResult:
         """This result without its tables (what the client takes of a part
@@ -98,6 +109,8 @@ class PartResult:
         nbytes += sum(r.nbytes + a.nbytes for r, a in self.shares or ())
         if self.facts is not None:
             nbytes += sum(column.nbytes for column in self.facts.values())
+        if self.link is not None:
+            nbytes += int(self.link.memory_usage(index=False).sum())
         return dataclasses.replace(
             self,
             rows=self.rows[:0],
@@ -136,9 +149,10 @@ def count_part(
     seed_latest_ns: int | None = None,
 ) -> PartResult:
     """Count ``part`` into a fresh flow table, activity table and payload
-    inspector. ``seed``: flows open before this part (and the latest packet
-    time before it), to count on from exactly where a single reader would be;
-    only the flows are counted then (the rest does not depend on the seed)."""
+    inspector (and link inspector, with isolated networks). ``seed``: flows
+    open before this part (and the latest packet time before it), to count on
+    from exactly where a single reader would be; only the flows are counted
+    then (the rest does not depend on the seed)."""
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     table = FlowTable(
         idle_timeout=settings.idle_timeout,
@@ -154,10 +168,14 @@ def count_part(
             max_packets=settings.inspect_max_packets, max_bytes=settings.inspect_max_bytes
         )
         inspector._key = settings.secret_key
+    link = None
+    if settings.isolated is not None and seed is None:
+        link = LinkInspector(settings.isolated)
+    both = Inspectors(inspector, link) if link is not None else inspector
     reader: CaptureReader = (
-        CaptureReader(part.path, reuse_batch=True, inspector=inspector)
+        CaptureReader(part.path, reuse_batch=True, inspector=both)
         if part.whole
-        else _RangeReader(part, inspector)
+        else _RangeReader(part, both)
     )
     problems: list[CaptureProblem] = []
     try:
@@ -190,6 +208,7 @@ def count_part(
         table.evicted_flows,
         wall_s=time.perf_counter() - wall0,
         cpu_s=time.thread_time() - cpu0,
+        link=link.frame() if link is not None else None,
     )
 
 

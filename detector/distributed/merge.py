@@ -36,12 +36,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..flows import layout
+from ..flows.link import KEY, merge_link_frames
 from ..flows.table import DEFAULT_MAX_FLOWS
+from ..units import MINUTE_NS
 from .count import PartResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY_COLUMNS = (layout.C_A_HI, layout.C_A_LO, layout.C_B_HI, layout.C_B_LO, layout.C_META)
 KEY_BYTES = 8 * len(KEY_COLUMNS)
@@ -288,3 +294,47 @@ def in_stream_order(rows: np.ndarray) -> np.ndarray:
         by_time = np.argsort(first[sub][by_key], kind="stable")
         order[at] = sub[by_key[by_time]]
     return order
+
+
+# Link facts counted once a minute, not once a frame (detector/flows/link.py).
+PER_MINUTE_KINDS = ("device", "forwarder")
+
+
+def link_in_stream_order(parts: list[PartResult]) -> pd.DataFrame | None:
+    """The link facts of ``parts`` (in stream order) as one reader's
+    :class:`~detector.flows.link.LinkInspector` gives them: a fact seen in
+    several parts is one row (earliest first, latest last, counts summed),
+    except that a device or forwarder fact counts minutes with frames, and a
+    minute the fact had frames in on both sides of a cut was counted by both
+    parts: once per such cut is taken off. None: the link layer was not
+    looked at."""
+    import pandas as pd
+
+    frames = [p.link for p in parts if p.link is not None]
+    if not frames:
+        return None
+    seen = [f for f in frames if len(f)]
+    if not seen:
+        return frames[0]
+    merged = merge_link_frames(seen)
+    if len(seen) == 1:
+        return merged
+    tagged = pd.concat([f.assign(part=k) for k, f in enumerate(seen)], ignore_index=True)
+    tagged = tagged[tagged["kind"].isin(PER_MINUTE_KINDS).to_numpy()]
+    tagged = tagged.sort_values([*KEY, "part"], kind="stable", ignore_index=True)
+    same_key = np.ones(len(tagged), dtype=bool)
+    for column in KEY:
+        values = tagged[column].to_numpy()
+        same_key[1:] &= values[1:] == values[:-1]
+    same_key[0] = False
+    minute_first = tagged["first_ns"].to_numpy(np.int64) // MINUTE_NS
+    minute_last = tagged["last_ns"].to_numpy(np.int64) // MINUTE_NS
+    twice = same_key.copy()
+    twice[1:] &= minute_first[1:] == minute_last[:-1]
+    if not twice.any():
+        return merged
+    extra = tagged[twice].groupby(KEY, sort=False, as_index=False).size()
+    both = merged.merge(extra, on=KEY, how="left", sort=False)
+    taken = both["size"].fillna(0).to_numpy(np.int64)
+    merged["count"] = merged["count"].to_numpy(np.int64) - taken
+    return merged

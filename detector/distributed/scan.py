@@ -22,7 +22,7 @@ from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
 from ..pipelines.scan import ScanResult, scan_activity
 from .count import FACT_COLUMNS, PartResult, Settings
-from .merge import in_stream_order
+from .merge import in_stream_order, link_in_stream_order
 from .parts import Part, plan_parts
 from .shares import (
     ShareResult,
@@ -163,6 +163,7 @@ def scan_captures_distributed(
     model: EgressModel | None = None,
     phases: dict[str, float] | None = None,
     tables: bool = True,
+    learned_devices: frozenset[str] = frozenset(),
 ) -> ScanResult:
     """:func:`detector.pipelines.scan.scan_captures` on a Dask cluster: a local one
     of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
@@ -172,9 +173,12 @@ def scan_captures_distributed(
     the flows of a share of the internal hosts and analyses those hosts
     (detector/distributed/shares.py); flows, features and alerts are those of
     the single-process scan (docs/distributed.md says where payload facts may
-    differ). ``tables``: False leaves the flows, activity and host traffic on
-    the workers (the result's are then empty): the alerts and features are
-    all a scan without ``--parquet-dir`` writes. ``threads`` is accepted for
+    differ; the link layer of isolated segments is looked at where the parts
+    are counted, its facts merged here, and the side-channel rules run here
+    over them: ``learned_devices`` as for one process). ``tables``: False
+    leaves the flows, activity and host traffic on the workers (the result's
+    are then empty): the alerts and features are all a scan without
+    ``--parquet-dir`` writes. ``threads`` is accepted for
     the same call signature; each task reads with one thread. ``phases``, if
     given, gets where the time went: wall and CPU seconds of this process per
     phase (``<phase>_s``, ``<phase>_cpu_s``: cluster (connecting to a
@@ -268,8 +272,10 @@ def scan_captures_distributed(
                 raise DecodeError(str(problem))
     if stats_out is not None:
         stats_out.extend(_file_stats(path_list, kept))
+    link = link_in_stream_order(kept)
     return _result(shares, settings, policy, clock, span, facts, window_minutes=window_minutes,
-                   model=model, analysed=analyse, tables=tables)  # fmt: skip
+                   model=model, analysed=analyse, tables=tables, link=link,
+                   learned_devices=learned_devices)  # fmt: skip
 
 
 def _result(
@@ -284,9 +290,12 @@ def _result(
     model: EgressModel | None,
     analysed: bool,
     tables: bool,
+    link: Any,
+    learned_devices: frozenset[str],
 ) -> ScanResult:
-    """The shares' alerts and features combined (or, with a model or payload
-    facts, the shares' flows and activity analysed here, as one process does)."""
+    """The shares' alerts and features combined, with the side-channel rules'
+    over ``link`` (or, with a model or payload facts, the shares' flows and
+    activity analysed here, as one process does)."""
     from ..features.hosts import host_traffic
 
     with clock("combine"):
@@ -306,18 +315,18 @@ def _result(
             max_flows=settings.max_flows,
         )
         flows.facts = facts  # each flow's service and server name, as one process gives
-        if analysed:
-            minutes = window_minutes or policy.window_minutes
-            alerts = combined_alerts(shares, policy, minutes, span)
-            features = combined_features(shares)
-            facts = no_facts() if settings.inspects else None
     if not analysed:
         with clock("analysis"):
             return scan_activity(activity, flows, policy, window_minutes=window_minutes,
-                                 model=model, facts=facts)  # fmt: skip
+                                 model=model, facts=facts, link=link,
+                                 learned_devices=learned_devices)  # fmt: skip
     with clock("combine"):
         traffic = host_traffic(activity.columns(), policy)
-    return ScanResult(alerts, features, traffic, flows, activity, facts, Names())
+        minutes = window_minutes or policy.window_minutes
+        alerts = combined_alerts(shares, policy, minutes, span, traffic, link, learned_devices)
+        features = combined_features(shares)
+        facts = no_facts() if settings.inspects else None
+    return ScanResult(alerts, features, traffic, flows, activity, facts, Names(), link)
 
 
 def _close(starting: _Starting | None, client: Any, cluster: Any) -> None:

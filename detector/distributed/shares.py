@@ -21,7 +21,11 @@ worker:
   two hosts needs (``pivot-chain``: what isolated hosts sent to internal
   hosts, and what those internal hosts sent outside).
 
-The client then runs ``pivot-chain`` on those rows, folds the chain's legs
+The side-channel rules (``LINK_RULES``) read no host's traffic but the link
+facts of isolated segments, which each counting task collects for its part:
+the client merges them (:func:`~detector.distributed.merge.link_in_stream_order`)
+and runs those rules itself. The client then runs ``pivot-chain`` on the
+shares' rows, folds the chain's legs
 and orders alerts and feature rows as one process does: alert ids, like the
 feature order, follow the addresses (``detector.features.hosts``), so any
 share orders its hosts and peers as the whole scan would.
@@ -40,7 +44,15 @@ import numpy as np
 
 from ..alerts.record import Alert
 from ..detect.declare import TRAFFIC
-from ..detect.rules import DETECTIONS, _run, pivot_chain
+from ..detect.rules import (
+    DETECTIONS,
+    _run,
+    arp_outside_segment,
+    new_device_isolated,
+    pivot_chain,
+    rogue_dhcp_server,
+    rogue_router,
+)
 from ..flows import activity as activity_rows
 from ..flows import layout
 from ..flows.activity import ActivityTable
@@ -76,6 +88,10 @@ copyreg.pickle(types.MappingProxyType, _mapping_proxy)  # type: ignore[arg-type]
 copyreg.pickle(NetworkSet, _network_set)
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+# The rules over the link facts of isolated segments only (detect/rules/segment.py):
+# the shares have no link facts (they return nothing there); the client runs them.
+LINK_RULES = (new_device_isolated.DETECTION, rogue_dhcp_server.DETECTION,
+              rogue_router.DETECTION, arp_outside_segment.DETECTION)  # fmt: skip
 PIVOT_COLUMNS = ("minute_ns", "bytes_out", "packets_out", "bytes_in", "packets_in", "first_ns",
                  "last_ns", "host_isolated", "peer_external", "peer_allowlisted", "peer_isolated",
                  "peer_isolated_peer", "peer_local_scope")  # fmt: skip
@@ -358,9 +374,14 @@ def combined_alerts(
     policy: Policy,
     window_minutes: int,
     span: tuple[int | None, int | None],
+    traffic: HostTraffic,
+    link: pd.DataFrame | None = None,
+    learned_devices: frozenset[str] = frozenset(),
 ) -> list[Alert]:
-    """Every share's alerts, with ``pivot-chain`` over the shares' rows and a
-    chain's legs folded, in the order of a single-process scan."""
+    """Every share's alerts, with ``pivot-chain`` over the shares' rows, the
+    side-channel rules over the scan's ``link`` facts (``traffic``: what the
+    client has of the scan's, which they do not read) and a chain's legs
+    folded, in the order of a single-process scan."""
     from ..detect.context import ScanContext
     from ..pipelines.scan import alert_order
 
@@ -370,6 +391,12 @@ def combined_alerts(
     chain = pivot_chain.DETECTION
     if pivots and policy.rule(chain.rule_id).enabled and chain.check is not None:
         raw.extend(chain.check(ScanContext(policy, pivot_traffic(pivots, span), window_minutes)))
+    if link is not None:
+        sides = ScanContext(policy, traffic, window_minutes, link=link,
+                            learned_devices=learned_devices)  # fmt: skip
+        for rule in LINK_RULES:
+            if policy.rule(rule.rule_id).enabled and rule.check is not None:
+                raw.extend(rule.check(sides))
     # As one process runs them: rule after rule (a share's alerts of a rule in its order).
     raw.sort(key=lambda a: rank.get(a.rule_id, len(rank)))
     alerts = pivot_chain.fold_legs(raw)

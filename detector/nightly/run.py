@@ -410,11 +410,12 @@ def _finish_day(
     paths = [f.path for f in files]
     stats: list[CaptureStats] = []
     # The cards seen on isolated segments on earlier days: new-device-isolated's baseline.
-    count = partial(scan_captures, learned_devices=state.devices_before(str(day)))
+    learned = state.devices_before(str(day))
+    count = partial(scan_captures, learned_devices=learned)
     if dask is not None:
         from ..distributed import scan_captures_distributed
 
-        count = partial(scan_captures_distributed, client=dask.client())
+        count = partial(scan_captures_distributed, client=dask.client(), learned_devices=learned)
     scan = count(
         paths,
         policy,
