@@ -43,7 +43,11 @@ of sizes and spacings (times drawn at random):
 * ``long-connection``: one connection to an outside address with a small
   keep-alive every 5 or 14 minutes for 2-8 hours at night;
 * ``day-upload``: 10-60 MB in 10-30 minutes to a never-seen address in
-  business hours (the model's job; below bulk-upload-new-destination's 100 MB).
+  business hours (the model's job; below bulk-upload-new-destination's 100 MB);
+* ``echo-upload``: a call's disguise: 60 MB at night, 120 or 300 MB by day in
+  20-50 minutes over udp/3478 to a new address that sends 100-150 % of it
+  back (the volume rules leave out two-way conversations only with an
+  address other hosts of the site use: this one no other host uses).
 
 With ``--pcap DIR`` each test week is also written as a headers-only pcap
 (tests/gen_traffic.py; frames of up to 64,000 bytes on the wire, as segments
@@ -98,6 +102,7 @@ from eval_model import (  # noqa: E402
 
 from detector.detect.model import (  # noqa: E402
     EgressModel,
+    baseline_users,
     destinations_of,
     known_pairs,
     model_alerts,
@@ -340,6 +345,15 @@ def inject(rows: Rows, site: Site, rng: np.random.Generator, first_day: int) -> 
         transfer(rows, rng, host_ip(h), new_address(), start, minutes, total * MB)
         incidents.append(Incident("day-upload", f"{total} MB", total, 0, (host_ip(h),),
                                   [(start, start + minutes)]))  # fmt: skip
+    # Last, so the draws of everything above stay as they were.
+    for total, night in ((60, True), (120, False), (300, False)):
+        h, day = slot(weekday=not night)
+        start = day * DAY_MIN + int(rng.uniform(60, 240) if night else rng.uniform(600, 900))
+        minutes = int(rng.uniform(20, 50))
+        transfer(rows, rng, host_ip(h), new_address(), start, minutes, total * MB, port=3478,
+                 proto=17, back_share=rng.uniform(1.0, 1.5))  # fmt: skip
+        incidents.append(Incident("echo-upload", f"{total} MB {'at night' if night else 'by day'}",
+                                  total, 0, (host_ip(h),), [(start, start + minutes)]))  # fmt: skip
     return list(incidents)
 
 
@@ -456,7 +470,8 @@ def main() -> None:
         else:
             known = known_pairs(model, traffic)
             rules = [a for a in run_rules(ScanContext(policy, traffic, 10,
-                                                      known_destinations=known))
+                                                      known_destinations=known,
+                                                      baseline_users=baseline_users(model, traffic)))
                      if a.rule_id != "always-on"]  # fmt: skip
             verdict = score_scan(model, feats, traffic, policy, known)
             both = model_alerts(model, verdict, traffic, policy, rules)

@@ -45,6 +45,7 @@ import pandas as pd
 from detector.detect.model import (
     EgressModel,
     ModelVerdict,
+    baseline_users,
     destinations_of,
     known_pairs,
     model_alerts,
@@ -659,7 +660,8 @@ def main() -> None:
         known = known_pairs(model, traffic)
         rules = [
             a
-            for a in run_rules(ScanContext(policy, traffic, 10, known_destinations=known))
+            for a in run_rules(ScanContext(policy, traffic, 10, known_destinations=known,
+                                           baseline_users=baseline_users(model, traffic)))
             if a.rule_id != "always-on"
         ]
         verdict = score_scan(model, feats, traffic, policy, known)

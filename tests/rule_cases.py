@@ -262,6 +262,18 @@ def offhours_50mb_in_business_hours(d: Path) -> list[Path]:
                  _upload(seg, OFFICE, EVERY_600MS, 50_000_000))  # fmt: skip
 
 
+@case("offhours-bulk-egress", NEAR_MISS)
+def offhours_call_to_a_meeting_server_three_others_use(d: Path) -> list[Path]:
+    """A video call in the evening: 10.8.10.44 sends 1,000 frames of 50,000
+    bytes = 50,000,000 bytes over udp/3478 to 198.51.100.77 from Wed 19:00:00
+    to 19:09:59.4 and gets each back 0.3 s later; three other hosts
+    (10.8.10.45-47) used the address at 10:00 (``shared_by_hosts`` 3). No
+    alert (and 50 MB < bulk-upload-new-destination's 100 MB)."""
+    evening = _local("2026-02-04 19:00")
+    return _pcap(d, "offhours_call_to_a_meeting_server_three_others_use",
+                 _call(evening, 50_000_000, CALLERS))  # fmt: skip
+
+
 # == bulk-upload-new-destination ===========================================================
 
 UPLOAD = _local("2026-02-04 11:00")
@@ -301,6 +313,60 @@ def upload_100mb_to_destination_known_for_24h(d: Path) -> list[Path]:
     seg = tcp4(PC, NEW_OUT, 49152, 443, "A")
     packets = [(DAY_BEFORE, syn, 60), *_upload(seg, UPLOAD, EVERY_600MS, 100_000_000)]
     return _pcap(d, "upload_100mb_to_destination_known_for_24h", packets)
+
+
+# A video call is as large as an upload and goes to a meeting server new to a
+# host that never called; what tells it from an upload whose server echoes the
+# data back is that other hosts of the site use the same server.
+CALLERS = ["10.8.10.45", "10.8.10.46", "10.8.10.47"]  # other hosts of the office
+CALL_AT = _local("2026-02-04 10:00")
+ECHO_AFTER = 300 * MS
+
+
+def _call(start: int, total: int, callers: list[str]) -> list[Packet]:
+    """10.8.10.44 sends ``total`` bytes over udp/3478 to 198.51.100.77 in frames
+    of 50,000 bytes, one every 0.6 s from ``start``, and 198.51.100.77 sends each
+    one back 0.3 s later (as much received as sent); before, at Wed 10:00:00,
+    each of ``callers`` sends one 60-byte frame to 198.51.100.77:3478 and gets
+    one back 0.3 s later."""
+    out = udp4(PC, NEW_OUT, 50000, 3478, n=32)
+    back = udp4(NEW_OUT, PC, 3478, 50000, n=32)
+    packets = _upload(out, start, EVERY_600MS, total)
+    packets += [(t + ECHO_AFTER, back, w) for t, _, w in packets]
+    for k, caller in enumerate(callers):
+        t = CALL_AT + k * ONE_SECOND
+        packets += [(t, udp4(caller, NEW_OUT, 50000, 3478, n=32), 60),
+                    (t + ECHO_AFTER, udp4(NEW_OUT, caller, 3478, 50000, n=32), 60)]  # fmt: skip
+    return packets
+
+
+@case("bulk-upload-new-destination", FIRE, alerts=(
+    Expect("bulk-upload-new-destination", PC, NEW_OUT, {
+        "source_bytes": 100_000_000, "source_packets": 2_000, "destination_port": 3478,
+        "destination_bytes": 100_000_000, "destination_packets": 2_000, "transport": "udp",
+        "start_ns": UPLOAD, "end_ns": UPLOAD + 1_999 * EVERY_600MS + ECHO_AFTER},
+        {"threshold_bytes": 100_000_000, "first_contact": UPLOAD}),
+))  # fmt: skip
+def upload_100mb_echoed_by_a_server_two_others_use(d: Path) -> list[Path]:
+    """The echo dodge: 10.8.10.44 uploads 2,000 frames of 50,000 bytes =
+    100,000,000 bytes over udp/3478 to 198.51.100.77 (first reached by the
+    upload, Wed 11:00:00 to 11:19:59.4) and the server sends every frame back
+    (100,000,000 bytes, 2,000 frames, the last at 11:19:59.7): two-way like a
+    call, but only two other hosts (10.8.10.45 and .46, one frame each way at
+    10:00:00 and 10:00:01) used the address, one fewer than ``shared_by_hosts``
+    (3). The upload counts."""
+    return _pcap(d, "upload_100mb_echoed_by_a_server_two_others_use",
+                 _call(UPLOAD, 100_000_000, CALLERS[:2]))  # fmt: skip
+
+
+@case("bulk-upload-new-destination", NEAR_MISS)
+def call_100mb_to_a_meeting_server_three_others_use(d: Path) -> list[Path]:
+    """The same two-way 100,000,000 bytes each way, with a third other host
+    (10.8.10.47, at 10:00:02) using 198.51.100.77: a call to a meeting server
+    the office shares (``shared_by_hosts`` 3; the host got back 100 % of what
+    it sent, ``two_way_percent`` 50). No alert."""
+    return _pcap(d, "call_100mb_to_a_meeting_server_three_others_use",
+                 _call(UPLOAD, 100_000_000, CALLERS))  # fmt: skip
 
 
 # == mail-egress ===========================================================================

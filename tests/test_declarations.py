@@ -52,6 +52,7 @@ def test_catalogue():
     assert set(RULE_IDS) == set(POLICY_RULES) == {d.rule_id for d in DETECTIONS if d.in_policy}
     assert RULE_DEFAULTS["offhours-bulk-egress"] == {
         "enabled": True, "severity": 3, "min_bytes": 50_000_000, "span_minutes": 60,
+        "two_way_percent": 50, "shared_by_hosts": 3,
     }  # fmt: skip
     assert BY_ID["sensor-blind"].severity == 3
 

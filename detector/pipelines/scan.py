@@ -122,11 +122,12 @@ def scan_activity(
         alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier,
                                    link=link, learned_devices=learned_devices))  # fmt: skip
     else:
-        from ..detect.model import known_pairs, model_alerts, score_scan
+        from ..detect.model import baseline_users, known_pairs, model_alerts, score_scan
 
         known = known_pairs(model, traffic)
         alerts = rules(ScanContext(policy, traffic, minutes, known_destinations=known,
                                    first_contacts=earlier, link=link,
+                                   baseline_users=baseline_users(model, traffic),
                                    learned_devices=learned_devices))  # fmt: skip
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)

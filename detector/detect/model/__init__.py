@@ -61,7 +61,7 @@ from .file import MAX_FILE_BYTES, MEMBER_BYTES, MEMBERS, TRUSTED_TYPES, load_mod
 from .frames import local_day
 from .history import History, build_history, destinations_of
 from .meta import MODEL_FORMAT, MODEL_KIND, MODEL_POLICY_SECTIONS
-from .novelty import known_pairs, known_peers, with_novelty
+from .novelty import baseline_users, known_pairs, known_peers, with_novelty
 from .transform import model_matrix, one_way, sends_outside
 from .verdict import ModelVerdict, score_scan
 
@@ -95,6 +95,7 @@ __all__ = [
     "History",
     "ModelVerdict",
     "above_usual",
+    "baseline_users",
     "build_history",
     "destinations_of",
     "egress_candidate",

@@ -55,6 +55,27 @@ def known_peers(model: EgressModel, traffic: HostTraffic) -> np.ndarray:
     return peers[scan.isin(known)]
 
 
+def baseline_users(model: EgressModel, traffic: HostTraffic) -> pd.DataFrame:
+    """Which hosts of the baseline used each outside address of this scan:
+    (``host_hi``, ``host_lo``, ``peer_id``) rows, the address as this scan's id.
+    How many hosts of the site use an address (RITA's "prevalence") tells a
+    meeting service the office shares from a server one host alone reaches."""
+    import pandas as pd
+
+    model._check_fitted()
+    history = model.history_
+    f = traffic.frame
+    peers = np.unique(f["peer_id"].to_numpy(dtype=np.int64)[f["peer_external"].to_numpy()])
+    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": traffic.address_lo[peers],
+                         "peer_id": peers})  # fmt: skip
+    known = pd.DataFrame({
+        "host_hi": history.known_host_hi, "host_lo": history.known_host_lo,
+        "peer_hi": history.known_peer_hi, "peer_lo": history.known_peer_lo,
+    })  # fmt: skip
+    both = known.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
+    return both[["host_hi", "host_lo", "peer_id"]]
+
+
 def with_novelty(
     features: pd.DataFrame,
     traffic: HostTraffic,

@@ -21,6 +21,7 @@ from ...alerts.record import Alert
 from ...flows.community_id import community_id_v1
 from ...flows.records import TRANSPORT_NAMES
 from ...units import DAY_NS, MINUTE_NS, human_bytes
+from ..declare import PERCENT, Integer, Setting
 
 if TYPE_CHECKING:
     from ...policy import Policy
@@ -440,3 +441,71 @@ def new_destination_rows(ctx: ScanContext, rows: pd.DataFrame, new_for_ns: int) 
         )
     rows = rows.assign(first_contact=first_contact_of)
     return rows[rows["minute_ns"].to_numpy() < first_contact_of + new_for_ns]
+
+
+# The settings of the volume rules that leave out calls to a shared service
+# (issue 20: video calls to meeting servers new to the host were their false alerts).
+SHARED_CALL_SETTINGS = (
+    Setting(
+        "two_way_percent",
+        PERCENT,
+        50,
+        "A conversation in which the host got back at least this share of what it sent "
+        "(a call) is not counted …",
+    ),
+    Setting(
+        "shared_by_hosts",
+        Integer(0, "must be 0 or more"),
+        3,
+        "… when at least this many other hosts exchanged packets with the same outside "
+        "address in the scan or, with `scan --model`, in the model's baseline (a meeting "
+        "service the site uses); `0` counts every call.",
+    ),
+)
+
+
+def without_shared_calls(ctx: ScanContext, rows: pd.DataFrame, settings: Any) -> pd.DataFrame:
+    """``rows`` (per-minute traffic with outside peers) without the calls to a
+    service the site uses: conversations (a host and an address, minutes
+    closer than a feature window) in which the host got back at least
+    ``two_way_percent`` % of what it sent, with an address that at least
+    ``shared_by_hosts`` other hosts exchanged packets with, in this traffic
+    or in a trained model's baseline (the rule's ``settings``,
+    ``SHARED_CALL_SETTINGS``).
+
+    A video call moves as much each way, to a meeting server the office
+    shares. Either condition alone is cheap to fake: an exfiltration can have
+    its server echo the data back, or go to a popular cloud service; both
+    together need the echo from an address many hosts of the site use
+    (RITA's "prevalence"). ``shared_by_hosts`` 0: no call is left out."""
+    two_way_percent = int(settings["two_way_percent"])
+    shared_by_hosts = int(settings["shared_by_hosts"])
+    if shared_by_hosts <= 0 or rows.empty:
+        return rows
+    traffic = ctx.traffic
+    f = traffic.frame
+    peer = rows["peer_id"].to_numpy(dtype=np.int64)
+    candidates = np.unique(peer)
+    used = np.isin(f["peer_id"].to_numpy(dtype=np.int64), candidates)
+    host = f["host_id"].to_numpy(dtype=np.int64)[used]
+    users = pd.DataFrame({"host_hi": traffic.address_hi[host], "host_lo": traffic.address_lo[host],
+                          "peer_id": f["peer_id"].to_numpy(dtype=np.int64)[used]})  # fmt: skip
+    if ctx.baseline_users is not None and len(ctx.baseline_users):
+        users = pd.concat([users, ctx.baseline_users], ignore_index=True)
+    hosts_per_peer = users.drop_duplicates().groupby("peer_id", sort=False).size()
+    # The host itself is one of the address's users.
+    shared_peers = hosts_per_peer.index.to_numpy()[hosts_per_peer.to_numpy() > shared_by_hosts]
+    shared = np.isin(peer, shared_peers)
+    if not shared.any():
+        return rows
+    calls = rows[shared].sort_values(["host_id", "peer_id", "minute_ns"], kind="stable")
+    host = calls["host_id"].to_numpy(dtype=np.int64)
+    other = calls["peer_id"].to_numpy(dtype=np.int64)
+    minute = calls["minute_ns"].to_numpy(dtype=np.int64)
+    new = np.ones(len(calls), dtype=bool)
+    new[1:] = (host[1:] != host[:-1]) | (other[1:] != other[:-1]) | (np.diff(minute) > ctx.gap_ns)
+    run = np.cumsum(new) - 1
+    sent = np.bincount(run, weights=calls["bytes_out"].to_numpy(dtype=np.float64))
+    received = np.bincount(run, weights=calls["bytes_in"].to_numpy(dtype=np.float64))
+    two_way = 100 * received >= two_way_percent * sent
+    return rows.drop(index=calls.index[two_way[run]])
