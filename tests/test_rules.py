@@ -383,6 +383,41 @@ def test_beacon_every_minute_and_not_random_browsing(tmp_path):
     assert "3.0 kB each" in alert.message
 
 
+def _beacon_capture():
+    start = at("2026-02-04 23:00", "Asia/Taipei")
+    cap = Capture()
+    for i in range(40):  # a heartbeat every 25 minutes, 200 bytes each
+        cap.transfer(PC, "203.0.113.50", start=start + i * 1500 * 10**9, seconds=0.1,
+                     bytes_out=200, bytes_in=300, sport=20000 + i)  # fmt: skip
+        cap.transfer("10.8.10.45", "203.0.113.51", start=start + i * 1500 * 10**9, seconds=0.1,
+                     bytes_out=200, bytes_in=300, sport=30000 + i)  # fmt: skip
+    return cap
+
+
+@pytest.mark.parametrize("habits", [True, False])
+def test_beacon_leaves_out_a_hosts_habit_known_to_the_models_baseline(tmp_path, habits):
+    # The model's baseline knows (PC, 203.0.113.50), as train records a push
+    # channel held every night; (10.8.10.45, 203.0.113.51) is new to it.
+    import numpy as np
+    import pandas as pd
+
+    from detector.detect.context import ScanContext
+    from detector.detect.rules.beacon import DETECTION
+
+    extra = "" if habits else "\n[rules.beacon]\nhabits = false\n"
+    result = scan(tmp_path, _beacon_capture(), extra=extra)
+    both = sorted((a.source_ip, a.destination_ip) for a in fired(result, "beacon"))
+    assert both == [(PC, "203.0.113.50"), ("10.8.10.45", "203.0.113.51")]
+    traffic = result.traffic
+    ids = {traffic.text(i): i for i in range(len(traffic.address_hi))}
+    known = pd.MultiIndex.from_arrays([np.array([ids[PC]]), np.array([ids["203.0.113.50"]])])
+    policy = load_policy(tmp_path / "policy.toml")
+    ctx = ScanContext(policy, traffic, 10, facts=result.facts, flows=result.flows,
+                      known_destinations=known)  # fmt: skip
+    left = sorted((a.source_ip, a.destination_ip) for a in DETECTION.check(ctx))
+    assert left == (both[1:] if habits else both)
+
+
 def test_groups_are_numbered_from_the_level_codes_in_order():
     # (host, peer, minute) sorted by host and peer: groups (1, 7), (1, 9), (2, 7).
     import pandas as pd

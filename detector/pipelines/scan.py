@@ -118,6 +118,7 @@ def scan_activity(
     if first_contacts is not None and len(first_contacts):
         earlier = _first_contacts_by_id(traffic, first_contacts)
     rules = run_rules if hosts is None else hosts.run_rules
+    known = None  # (host, address) pairs of the model's baseline
     if model is None:
         alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier,
                                    link=link, learned_devices=learned_devices))  # fmt: skip
@@ -132,7 +133,8 @@ def scan_activity(
         verdict = score_scan(model, features, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
-        payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows)
+        payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows,
+                              known_destinations=known)  # fmt: skip
         alerts.extend(run_payload_rules(payload))
         alerts = annotate_mail_sizes(alerts, facts)
     alerts.extend(sensor.flood_alerts(activity.folded_sources, activity.bin_ns, traffic,

@@ -12,7 +12,7 @@ from ...alerts.record import Alert
 from ...flows.records import initiator_columns
 from ...networks import address_text
 from ...units import human_bytes
-from ..declare import COUNT, HOURS, PAYLOAD, PERCENT, Detection, Ports, Setting
+from ..declare import COUNT, HOURS, PAYLOAD, PERCENT, Boolean, Detection, Ports, Setting
 from .common import ids, when
 
 if TYPE_CHECKING:
@@ -40,7 +40,11 @@ half the median (1 when every interval, or size, is the same). Fires at
 3.0 kB each". DNS and NTP ports are left out (`ignore_ports`): they poll by
 design. Connections are flows (docs/flows.md): a beacon that reuses one
 connection, or one UDP port pair more often than the idle timeout (120 s), is
-one flow and not seen as a series.""",
+one flow and not seen as a series. With `scan --model`, a host's beat to an
+address the model's baseline saw that host use (`habits`) is its habit, not
+reported: a push or update channel held every night, which the idle timeout
+cuts into a flow per heartbeat. A beacon to an address new to the host is
+still reported, however common the beat.""",
     settings=(
         Setting("min_connections", COUNT, 20, "Connections from one host to one outside address."),
         Setting("min_hours", HOURS, 1, "Hours from the first of them to the last."),
@@ -49,6 +53,12 @@ one flow and not seen as a series.""",
         ),
         # Periodic by design: DNS (RFC 1035) and NTP (RFC 5905) clients poll.
         Setting("ignore_ports", Ports(), (53, 123), "Services that poll by design (DNS, NTP)."),
+        Setting(
+            "habits",
+            Boolean(),
+            True,
+            "With a trained model: leave out a host's beats to addresses it used in the baseline.",
+        ),
     ),  # fmt: skip
 )
 
@@ -110,6 +120,8 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
     if table.empty:
         return []
     keys = ["src_hi", "src_lo", "dst_hi", "dst_lo"]
+    if settings["habits"]:
+        table = table[~_habitual(ctx, table, keys)]
     counts = table.groupby(keys, sort=False)["start"].transform("size").to_numpy()
     table = table[counts >= int(settings["min_connections"])]
     alerts: list[Alert] = []
@@ -149,6 +161,22 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
             )  # fmt: skip
         )
     return alerts
+
+
+def _habitual(ctx: ScanContext, table: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """Which rows' (host, address) pairs a trained model's baseline knows."""
+    known = ctx.known_destinations
+    if known is None or not len(known):
+        return np.zeros(len(table), dtype=bool)
+    traffic = ctx.traffic
+    host = known.get_level_values(0).to_numpy(dtype=np.int64)
+    peer = known.get_level_values(1).to_numpy(dtype=np.int64)
+    pairs = pd.MultiIndex.from_arrays(
+        [traffic.address_hi[host], traffic.address_lo[host], traffic.address_hi[peer],
+         traffic.address_lo[peer]]
+    )  # fmt: skip
+    rows = pd.MultiIndex.from_arrays([table[key].to_numpy(dtype=np.uint64) for key in keys])
+    return np.asarray(rows.isin(pairs), dtype=bool)
 
 
 def _seconds(value: float) -> str:
