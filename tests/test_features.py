@@ -102,6 +102,30 @@ def test_hand_computed_windows_in_a_quarter_hour_zone(tmp_path):
     assert (server["internal_bytes"], server["bytes_out"], server["flows"]) == (5000, 0, 0)
 
 
+def test_host_counts_without_the_features(tmp_path):
+    """A scan's summary counts hosts and host windows from the per-minute
+    traffic, without making the features (they are made when first asked for):
+    the hand-computed case above has 10.1.1.1 in two windows and its file
+    server in one."""
+    zone = "Asia/Kathmandu"
+    cap = (
+        Capture()
+        .transfer("10.1.1.1", "203.0.113.1", start=at("2026-02-04 10:07", zone), seconds=60,
+                  bytes_out=3000, bytes_in=1000, sport=40000, dport=443)
+        .transfer("10.1.1.1", "10.1.1.2", start=at("2026-02-04 10:08", zone), seconds=10,
+                  bytes_out=5000, sport=40002, dport=445)
+        .transfer("10.1.1.1", "203.0.113.1", start=at("2026-02-04 10:12", zone), seconds=1,
+                  bytes_out=1514, sport=40003, dport=443)
+    )  # fmt: skip
+    (tmp_path / "p.toml").write_text(KATHMANDU)
+    result = scan_captures([cap.write(tmp_path / "c.pcap")], load_policy(tmp_path / "p.toml"))
+    assert callable(result._features)  # not made yet
+    assert result.host_counts() == (2, 3)
+    f = result.features
+    assert (f["host"].nunique(), len(f)) == (2, 3)
+    assert result.host_counts() == (2, 3)  # from the features, now made
+
+
 def test_off_hours_and_hour_of_week_on_a_sunday_night(tmp_path):
     zone = "Asia/Kathmandu"
     cap = Capture().packet("10.1.1.1", "203.0.113.1", at_ns=at("2026-02-08 23:55", zone))
@@ -113,7 +137,10 @@ def test_off_hours_and_hour_of_week_on_a_sunday_night(tmp_path):
 @pytest.mark.skipif(not SAMPLE.exists(), reason="the bundled sample capture is missing")
 def test_sample_totals_per_host_equal_the_flow_tables():
     policy = load_policy(SAMPLE_POLICY)
-    features = scan_captures([SAMPLE], policy).features
+    result = scan_captures([SAMPLE], policy)
+    hosts, windows = result.host_counts()
+    features = result.features
+    assert (hosts, windows) == (features["host"].nunique(), len(features))
     per_host = features.groupby("host")[["bytes_out", "bytes_in", "internal_bytes"]].sum()
     from_windows = per_host["bytes_out"] + per_host["bytes_in"] + per_host["internal_bytes"]
 

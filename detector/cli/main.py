@@ -419,10 +419,10 @@ def _scan_and_send(
         elapsed = time.perf_counter() - started
         packets = sum(s.packets for s in stats)
         wire = sum(s.wire_bytes for s in stats)
-        hosts = result.features["host"].nunique() if len(result.features) else 0
+        hosts, windows = result.host_counts()  # without making the features
         say(
             f"{len(stats)} file(s), {packets:,} packets ({human_bytes(wire)}), "
-            f"{hosts} internal hosts, {len(result.features):,} host windows "
+            f"{hosts} internal hosts, {windows:,} host windows "
             f"→ {len(result.alerts)} alert(s)"
             + (f" ({len(held)} more suppressed by the policy)" if held else "")
             + f" in {elapsed:.2f} s"

@@ -253,6 +253,23 @@ def hour_of_week(ts_ns: np.ndarray, policy: Policy) -> np.ndarray:
     return (weekday * 24 + np.floor_divide(np.mod(local, DAY_NS), HOUR_NS)).astype(np.int64)
 
 
+def host_window_counts(
+    traffic: HostTraffic, policy: Policy, window_minutes: int | None = None
+) -> tuple[int, int]:
+    """The internal hosts and the rows :func:`host_windows` would give (a row
+    per host and window in which it sent or received anything), without
+    making the features: what a scan's summary line says."""
+    f = traffic.frame
+    if f.empty:
+        return 0, 0
+    minutes = window_minutes or policy.window_minutes
+    windows = window_starts(f["minute_ns"].to_numpy(), policy, minutes)
+    _, window_code = np.unique(windows, return_inverse=True)
+    hosts = f["host_id"].to_numpy(dtype=np.int64)
+    pairs = np.unique(hosts * (int(window_code.max()) + 1) + window_code.reshape(-1))
+    return len(np.unique(hosts)), len(pairs)
+
+
 def host_windows(
     traffic: HostTraffic, policy: Policy, window_minutes: int | None = None
 ) -> pd.DataFrame:

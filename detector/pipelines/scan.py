@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,7 @@ from ..detect.context import ScanContext
 from ..detect.names import Names, name_alerts, names_from_facts
 from ..detect.rules import run_payload_rules, run_rules, sensor
 from ..detect.rules.mail_egress import annotate_mail_sizes
-from ..features.hosts import HostTraffic, host_traffic, host_windows
+from ..features.hosts import HostTraffic, host_traffic, host_window_counts, host_windows
 from ..flows.activity import DEFAULT_CAPACITY, DEFAULT_MAX_ROWS, ActivityTable
 from ..flows.link import Inspectors, LinkInspector
 from ..flows.payload import PayloadInspector
@@ -33,13 +34,32 @@ if TYPE_CHECKING:
 @dataclass
 class ScanResult:
     alerts: list[Alert]
-    features: pd.DataFrame
+    # The features (host_windows), or what makes them when first asked for.
+    _features: pd.DataFrame | Callable[[], pd.DataFrame]
     traffic: HostTraffic
     flows: FlowTable
     activity: ActivityTable
     facts: pd.DataFrame | None = None  # payload facts (detector/flows/payload.py)
     names: Names | None = None  # what outside addresses are called
     link: pd.DataFrame | None = None  # link facts of isolated segments (flows/link.py)
+
+    @property
+    def features(self) -> pd.DataFrame:
+        """One row per (internal host, window) with traffic (``host_windows``),
+        made when first asked for: a scan without a model that writes only its
+        alerts never needs them (about 1 CPU second of the 20M-packet scan)."""
+        if callable(self._features):
+            self._features = self._features()
+        return self._features
+
+    def host_counts(self) -> tuple[int, int]:
+        """Internal hosts with traffic and their host windows: the distinct
+        hosts and the rows of ``features``, without making the features."""
+        make = self._features
+        if isinstance(make, partial) and make.func is host_windows:
+            return host_window_counts(*make.args)
+        f = self.features
+        return (int(f["host"].nunique()) if len(f) else 0), len(f)
 
 
 def scan_captures(
@@ -113,7 +133,10 @@ def scan_activity(
     traffic = host_traffic(activity.columns(), policy, also_allowlisted=sanctioned)
     if hosts is not None:  # a share of the hosts, on a worker (detector/distributed/shares.py)
         traffic = hosts.narrow(traffic)
-    features = host_windows(traffic, policy, minutes)
+    # Made when first asked for (ScanResult.features), unless the model needs them.
+    features: pd.DataFrame | Callable[[], pd.DataFrame] = partial(
+        host_windows, traffic, policy, minutes
+    )
     earlier = None
     if first_contacts is not None and len(first_contacts):
         earlier = _first_contacts_by_id(traffic, first_contacts)
@@ -130,7 +153,8 @@ def scan_activity(
                                    first_contacts=earlier, link=link,
                                    baseline_users=baseline_users(model, traffic),
                                    learned_devices=learned_devices))  # fmt: skip
-        verdict = score_scan(model, features, traffic, policy, known)
+        features = frame = host_windows(traffic, policy, minutes)
+        verdict = score_scan(model, frame, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
         payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows,
