@@ -4,10 +4,11 @@
 Each case breaks one thing: a forest array (a child or feature index out of
 range, a cycle, a NaN threshold, a node count short of the nodes), meta.json (an
 unknown key or parameter, a missing key, deep nesting, a list where a mapping
-belongs, wrong types, NaN), history.npz (wrong shapes, types, a missing array)
-or the zip itself (decompression bombs, an extra, duplicated or oversized
-member, another compression method, a lying size). Edits to history.npz and
-forest.skops come with their checksum in meta.json updated, as anyone who
+belongs, wrong types, NaN), history.npz (wrong shapes, types, a missing array),
+devices.npz (wrong type, shape, order, range, count, an extra array, missing
+from a format 6 file) or the zip itself (decompression bombs, an extra, duplicated or oversized
+member, another compression method, a lying size). Edits to history.npz,
+devices.npz and forest.skops come with their checksum in meta.json updated, as anyone who
 edits the file would do (with_meta_hash): the checksums are not what refuses
 them.
 
@@ -39,6 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_POLICY = ROOT / "captures" / "sample-policy.toml"
 ZONE = "Asia/Taipei"
 GIB = 1 << 30
+# The cards the bundled sample shows on its isolated segment: the good model's
+# device baseline (a scan of the sample with it finds no new device).
+SAMPLE_CARDS = ("02:08:0a:08:28:05", "02:08:0a:08:28:1f", "02:08:0a:08:28:20")
 
 Members = dict[str, bytes]
 
@@ -87,7 +91,7 @@ def good_model(path: Path, policy_file: Path = SAMPLE_POLICY) -> Path:
         "peer_lo": np.tile(np.array([0xC6336419, 0xCB00710A], dtype=np.uint64), 4),
     })  # fmt: skip
     model = EgressModel(n_estimators=10, max_samples=256, random_state=1)
-    model.fit(windows(), destinations=pairs)
+    model.fit(windows(), destinations=pairs, devices=SAMPLE_CARDS)
     save_model(model, path, load_policy(policy_file))
     return path
 
@@ -198,6 +202,28 @@ def edit_history(change: Callable[[dict[str, np.ndarray]], object]) -> Callable[
         return with_meta_hash(members, "history.npz", buffer.getvalue())
 
     return craft
+
+
+def edit_devices(change: Callable[[dict[str, np.ndarray]], object]) -> Callable[[Members], Members]:
+    def craft(members: Members) -> Members:
+        with np.load(io.BytesIO(members["devices.npz"])) as arrays:
+            devices = {key: arrays[key] for key in arrays.files}
+        change(devices)
+        buffer = io.BytesIO()
+        np.savez(buffer, **devices)  # type: ignore[arg-type]
+        return with_meta_hash(members, "devices.npz", buffer.getvalue())
+
+    return craft
+
+
+def as_format_5(members: Members) -> Members:
+    """A model file as format 5 wrote it (before the device baseline): no
+    devices.npz, no ``training.devices`` or its checksum in meta.json."""
+    meta = json.loads(members["meta.json"])
+    meta["format"] = 5
+    del meta["training"]["devices"], meta["sha256"]["devices.npz"]
+    kept = {n: d for n, d in members.items() if n != "devices.npz"}
+    return {**kept, "meta.json": json.dumps(meta, indent=1).encode()}
 
 
 def _forest(members: Members) -> Any:
@@ -329,6 +355,16 @@ def _extra_member(members: Members) -> Members:
     return {**members, "run.py": b"import os\nos.system('id')\n"}
 
 
+def _devices_bomb(members: Members) -> bytes:
+    """devices.npz: 64 MiB of zeros (at most 1 MiB is a device list), sized honestly."""
+    return zip_bytes([deflated(n, d) for n, d in members.items() if n != "devices.npz"]
+                     + [zeros_deflated("devices.npz", 64 << 20)])  # fmt: skip
+
+
+def _devices_unordered(devices: dict[str, np.ndarray]) -> None:
+    devices["macs"] = devices["macs"][::-1].copy()
+
+
 def _hosts_as_numbers(history: dict[str, np.ndarray]) -> None:
     history["hosts"] = np.arange(len(history["hosts"]), dtype=np.int64)
 
@@ -336,12 +372,16 @@ def _hosts_as_numbers(history: dict[str, np.ndarray]) -> None:
 # Raw zips: what zipfile would never write.
 
 
+def _devices_entry(members: Members) -> Entry:
+    return deflated("devices.npz", members["devices.npz"])
+
+
 def _bomb(members: Members) -> bytes:
     """forest.skops: 1 GiB of zeros in about 1 MB, its size written honestly and
     within the old limit (1 GiB): the old loader read all of it (2.3 GB peak)."""
     return zip_bytes([deflated("meta.json", members["meta.json"]),
                       deflated("history.npz", members["history.npz"]),
-                      zeros_deflated("forest.skops", GIB)])  # fmt: skip
+                      zeros_deflated("forest.skops", GIB), _devices_entry(members)])  # fmt: skip
 
 
 def _bomb_at_the_cap(members: Members) -> bytes:
@@ -357,7 +397,7 @@ def _bomb_at_the_cap(members: Members) -> bytes:
     meta["sha256"]["forest.skops"] = digest.hexdigest()
     return zip_bytes([deflated("meta.json", json.dumps(meta, indent=1).encode()),
                       deflated("history.npz", members["history.npz"]),
-                      zeros_deflated("forest.skops", size)])  # fmt: skip
+                      zeros_deflated("forest.skops", size), _devices_entry(members)])  # fmt: skip
 
 
 def _lying_size(members: Members) -> bytes:
@@ -365,7 +405,8 @@ def _lying_size(members: Members) -> bytes:
     bomb = zeros_deflated("forest.skops", GIB)
     bomb.size = 200_000
     return zip_bytes([deflated("meta.json", members["meta.json"]),
-                      deflated("history.npz", members["history.npz"]), bomb])  # fmt: skip
+                      deflated("history.npz", members["history.npz"]), bomb,
+                      _devices_entry(members)])  # fmt: skip
 
 
 def _bomb_inside_history(members: Members) -> bytes:
@@ -381,7 +422,8 @@ def _bomb_inside_history(members: Members) -> bytes:
     members = with_meta_hash(members, "history.npz", history)
     return zip_bytes([deflated("meta.json", members["meta.json"]),
                       stored("history.npz", history),
-                      deflated("forest.skops", members["forest.skops"])])  # fmt: skip
+                      deflated("forest.skops", members["forest.skops"]),
+                      _devices_entry(members)])  # fmt: skip
 
 
 def _bomb_inside_forest(members: Members) -> bytes:
@@ -396,7 +438,7 @@ def _bomb_inside_forest(members: Members) -> bytes:
     members = with_meta_hash(members, "forest.skops", forest)
     return zip_bytes([deflated("meta.json", members["meta.json"]),
                       deflated("history.npz", members["history.npz"]),
-                      stored("forest.skops", forest)])  # fmt: skip
+                      stored("forest.skops", forest), _devices_entry(members)])  # fmt: skip
 
 
 def _bzip2_member(members: Members) -> bytes:
@@ -405,14 +447,15 @@ def _bzip2_member(members: Members) -> bytes:
     data = members["history.npz"]
     entry = Entry("history.npz", bz2.compress(data), zipfile.ZIP_BZIP2, zlib.crc32(data), len(data))
     return zip_bytes([deflated("meta.json", members["meta.json"]), entry,
-                      deflated("forest.skops", members["forest.skops"])])  # fmt: skip
+                      deflated("forest.skops", members["forest.skops"]),
+                      _devices_entry(members)])  # fmt: skip
 
 
 def _duplicate_member(members: Members) -> bytes:
     return zip_bytes([deflated("meta.json", members["meta.json"]),
                       deflated("history.npz", members["history.npz"]),
                       deflated("forest.skops", members["forest.skops"]),
-                      deflated("meta.json", members["meta.json"])])  # fmt: skip
+                      _devices_entry(members), deflated("meta.json", members["meta.json"])])  # fmt: skip
 
 
 def _many_members(members: Members) -> bytes:
@@ -486,6 +529,22 @@ CASES: dict[str, Case] = {
     "history-types": Case(edit_history(_hosts_as_numbers), "history.npz", "hosts as numbers"),
     "history-lengths": Case(edit_history(lambda h: h.update(known_peer_lo=h["known_peer_lo"][:1])),
                             "history.npz", "known pairs of unequal lengths"),
+    # devices.npz: the device baseline (format 6)
+    "devices-type": Case(edit_devices(lambda d: d.update(macs=d["macs"].astype(np.int64))),
+                         "devices.npz", "MAC addresses as int64"),
+    "devices-shape": Case(edit_devices(lambda d: d.update(macs=d["macs"].reshape(1, -1))),
+                          "devices.npz", "a 1 × 3 array of MAC addresses"),
+    "devices-order": Case(edit_devices(_devices_unordered), "devices.npz",
+                          "MAC addresses out of order"),
+    "devices-range": Case(edit_devices(lambda d: d.update(macs=d["macs"] | np.uint64(1 << 60))),
+                          "devices.npz", "MAC addresses of 61 bits"),
+    "devices-extra": Case(edit_devices(lambda d: d.update(run=np.zeros(1))), "devices.npz",
+                          "an array besides macs"),
+    "devices-count": Case(_meta(_set(("training", "devices"), 2)), "devices.npz",
+                          "meta.json counts 2 devices, devices.npz holds 3"),
+    "devices-missing": Case(lambda m: {n: d for n, d in m.items() if n != "devices.npz"},
+                            "devices.npz", "a format 6 file without devices.npz"),
+    "devices-bomb": Case(_devices_bomb, "devices.npz", "64 MiB of zeros, sized honestly"),
     # the zip
     "bomb": Case(_bomb, "forest.skops", "1 GiB of zeros in 1 MB, sized honestly"),
     "bomb-at-cap": Case(_bomb_at_the_cap, "forest.skops",
@@ -494,9 +553,9 @@ CASES: dict[str, Case] = {
     "bomb-in-history": Case(_bomb_inside_history, "history.npz", "a 1 GiB array inside"),
     "bomb-in-forest": Case(_bomb_inside_forest, "forest.skops", "a 1 GiB array inside"),
     "oversized-member": Case(_oversized_meta, "meta.json", "5 MiB of meta.json"),
-    "extra-member": Case(_extra_member, "run.py", "a fourth member"),
+    "extra-member": Case(_extra_member, "run.py", "a fifth member"),
     "duplicate-member": Case(_duplicate_member, "meta.json", "meta.json twice"),
-    "many-members": Case(_many_members, "5,003 members", "5,003 members"),
+    "many-members": Case(_many_members, "5,004 members", "5,004 members"),
     "bzip2-member": Case(_bzip2_member, "history.npz", "compressed with bzip2"),
 }
 

@@ -276,7 +276,10 @@ def test_save_and_load_round_trip(tmp_path, baseline, fitted, policy):
 
     assert meta["sklearn_version"] == sklearn.__version__
     with zipfile.ZipFile(path) as archive:
-        assert sorted(archive.namelist()) == ["forest.skops", "history.npz", "meta.json"]
+        assert sorted(archive.namelist()) == [
+            "devices.npz", "forest.skops", "history.npz", "meta.json"
+        ]  # fmt: skip
+    assert len(loaded.devices_) == meta["training"]["devices"] == 0  # fitted without cards
 
 
 def _rewrite(path: Path, member: str, data: bytes, *, fix_hash: bool) -> None:
@@ -682,16 +685,79 @@ def test_the_forest_threshold_decides_among_candidates(baseline, fitted):
     assert fitted.predict(windows, percentile=low).tolist() == [True, True]
 
 
-def test_a_model_file_of_the_previous_format_says_retrain(tmp_path, fitted, policy):
+def test_a_model_file_of_an_older_format_says_retrain(tmp_path, fitted, policy):
     path = tmp_path / "site.model"
     save_model(fitted, path, policy)
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("meta.json"))
-    assert meta["format"] == MODEL_FORMAT == 5
+    assert meta["format"] == MODEL_FORMAT == 6
     meta["format"] = 4
     _rewrite(path, "meta.json", json.dumps(meta).encode(), fix_hash=False)
     with pytest.raises(ModelError) as caught:
         load_model(path, policy)
     message = str(caught.value)
-    assert "file format 4, this version reads format 5" in message
+    assert "file format 4, this version reads formats 5 and 6" in message
     assert "retrain: egress-detector train" in message and "\n" not in message
+
+
+# -- the device baseline (format 6) ------------------------------------------------------
+
+ISOLATED_POLICY = POLICY + 'isolated = ["10.8.40.0/24"]\n'
+CARDS = {"10.8.40.11": "00:1b:21:00:40:11", "10.8.40.12": "00:1b:21:00:40:12"}
+GATEWAY_CARD = "00:1b:17:00:40:01"  # delivers outside traffic to the segment
+LAPTOP_CARD = "3c:22:fb:12:34:56"  # Apple's OUI
+
+
+def _segment(path: Path, day: int, cards: dict[str, str]) -> Path:
+    """A morning of the isolated segment 10.8.40.0/24 on 2026-02-``day``: each
+    card sends SMB to the file server 10.8.40.5 at 09:00 + k minutes, and an
+    outside address answers 10.8.40.11 through the gateway's card."""
+    from scapy.compat import raw
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from gen_cases import write_pcap
+
+    t = at(f"2026-02-{day:02d} 09:00", ZONE)
+    frames = [(t + k * 60_000_000_000, raw(Ether(src=mac, dst="00:25:90:00:40:05")
+               / IP(src=ip, dst="10.8.40.5") / TCP(sport=49152, dport=445, flags="S")))
+              for k, (ip, mac) in enumerate(cards.items())]  # fmt: skip
+    answer = IP(src="198.51.100.7", dst="10.8.40.11") / TCP(sport=443, dport=49153, flags="SA")
+    frames.append((t + 30_000_000_000, raw(Ether(src=GATEWAY_CARD, dst=CARDS["10.8.40.11"])
+                                            / answer)))  # fmt: skip
+    return write_pcap(path, 1, sorted(frames, key=lambda f: f[0]))
+
+
+def test_train_stores_the_cards_of_isolated_segments_and_scan_knows_them(tmp_path):
+    from gen_models import as_format_5, read_members, write_members
+
+    from detector.pipelines.train import train_model
+
+    policy = parse_policy(ISOLATED_POLICY, "site.toml")
+    segment = _segment(tmp_path / "segment.pcap", 1, CARDS)
+    office = _office_capture(range(2, 5), seed=1).write(tmp_path / "office.pcap")
+    model = train_model([segment, office], policy,
+                        model=EgressModel(n_estimators=10, max_samples=256)).model  # fmt: skip
+    # The two computers' cards and the gateway's (known from its delivering
+    # traffic from beyond the segment), as the nightly learns them.
+    assert model.known_devices() == {*CARDS.values(), GATEWAY_CARD}
+    path = tmp_path / "site.model"
+    save_model(model, path, policy)
+    loaded = load_model(path, policy)
+    assert loaded.devices_.tolist() == [0x001B170040_01, 0x001B21004011, 0x001B21004012]
+    assert loaded.meta_["training"]["devices"] == 3
+    # A later day: the same cards, and a laptop's on the segment. With the
+    # model, new-device-isolated knows the segment's cards: the laptop alone.
+    day = _segment(tmp_path / "day.pcap", 12, {**CARDS, "10.8.40.77": LAPTOP_CARD})
+    result = scan_captures([day], policy, model=loaded)
+    new = [a for a in result.alerts if a.rule_id == "new-device-isolated"]
+    assert [(a.source_ip, a.evidence["mac"]) for a in new] == [("10.8.40.77", LAPTOP_CARD)]
+    # The format-5 file of the same model (no device baseline) still loads;
+    # with no known card the rule does not fire (every card would be new).
+    old = tmp_path / "format5.model"
+    write_members(old, as_format_5(read_members(path)))
+    older = load_model(old, policy)
+    assert older.meta_["format"] == 5 and len(older.devices_) == 0
+    assert older.threshold_ == loaded.threshold_
+    result = scan_captures([day], policy, model=older)
+    assert [a for a in result.alerts if a.rule_id == "new-device-isolated"] == []

@@ -129,7 +129,10 @@ def refit(
     # In one order whatever model the refit started from (a redone refit starts
     # from the model it wrote before it was killed, which knows the same pairs).
     pairs = pairs.sort_values(list(pairs.columns), ignore_index=True)
-    fresh = EgressModel(**model.get_params()).fit(features, destinations=pairs)
+    # The cards of the model's baseline stay known (the nightly's own are in its state).
+    fresh = EgressModel(**model.get_params()).fit(
+        features, destinations=pairs, devices=model.known_devices()
+    )
     save_model(fresh, path, policy)
     return fresh
 

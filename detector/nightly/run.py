@@ -60,8 +60,7 @@ from ..alerts.record import Alert, Observer, to_ecs
 from ..capture import CaptureProblem, CaptureStats
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
-from ..oui import mac_text
-from ..pipelines.devices import isolated_devices
+from ..pipelines.devices import learned_cards
 from ..pipelines.scan import ScanResult, scan_captures
 from ..policy.suppress import split_suppressed
 from ..report.html import relink, report_name, write_report
@@ -571,10 +570,7 @@ def _devices_of_day(scan: ScanResult, policy: Policy, end: int) -> list[str]:
     the segment (a gateway that never shows an isolated address of its own)."""
     if scan.link is None:
         return []
-    facts = scan.link[scan.link["first_ns"].to_numpy() < end]
-    forwarders = facts["mac"][facts["kind"].to_numpy() == "forwarder"].to_numpy(np.int64)
-    cards = set(isolated_devices(facts, policy)) | {mac_text(int(m)) for m in forwarders}
-    return sorted(cards)
+    return learned_cards(scan.link[scan.link["first_ns"].to_numpy() < end], policy)
 
 
 def _hosts_of_day(scan: ScanResult, start: int, end: int) -> list[str]:

@@ -48,6 +48,15 @@ def isolated_devices(facts: pd.DataFrame, policy: Policy) -> dict[str, list[str]
     return {mac_text(mac): cards[mac] for mac in sorted(cards)}
 
 
+def learned_cards(facts: pd.DataFrame, policy: Policy) -> list[str]:
+    """The cards a baseline (the nightly's earlier days, train's captures)
+    teaches the side-channel rules, as MAC text: those on isolated segments
+    (:func:`isolated_devices`) and those delivering traffic from beyond the
+    segment (a gateway that never shows an isolated address of its own)."""
+    forwarders = facts["mac"][facts["kind"].to_numpy() == "forwarder"].to_numpy(np.int64)
+    return sorted(set(isolated_devices(facts, policy)) | {mac_text(int(m)) for m in forwarders})
+
+
 def known_devices(paths: Sequence[str], policy_path: str) -> str:
     """The TOML table of the cards seen on isolated segments in ``paths``."""
     from ..policy import load_policy

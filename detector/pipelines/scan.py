@@ -149,6 +149,8 @@ def scan_activity(
         from ..detect.model import baseline_users, known_pairs, model_alerts, score_scan
 
         known = known_pairs(model, traffic)
+        # The cards the model's baseline saw on isolated segments (train stores them).
+        learned_devices = learned_devices | model.known_devices()
         alerts = rules(ScanContext(policy, traffic, minutes, known_destinations=known,
                                    first_contacts=earlier, link=link,
                                    baseline_users=baseline_users(model, traffic),

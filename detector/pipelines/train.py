@@ -61,9 +61,11 @@ def train_model(
 ) -> Training:
     """Fit ``model`` (default: ``EgressModel(percentile=policy.model_percentile)``)
     on baseline captures, read as one stream in the order given, and feature files.
-    Destinations the baseline's hosts used are learned from captures only."""
+    Destinations the baseline's hosts used, and the network cards it saw on
+    isolated segments (the model's device baseline), are learned from captures only."""
     import pandas as pd
 
+    from .devices import learned_cards
     from .scan import scan_captures
 
     names = [os.fspath(p) for p in paths]
@@ -71,6 +73,7 @@ def train_model(
     captures = [n for n in names if n not in feature_files]
     parts: list[pd.DataFrame] = []
     destinations = None
+    devices: list[str] = []
     notes: list[str] = []
     if captures:
         result = scan_captures(captures, policy, threads=threads, on_problem=on_problem)
@@ -81,6 +84,8 @@ def train_model(
             )
         )
         destinations = destinations_of(result.traffic)
+        if result.link is not None:
+            devices = learned_cards(result.link, policy)
     parts += [read_features(n, policy) for n in feature_files]
     if feature_files and not captures:
         notes.append(
@@ -95,7 +100,7 @@ def train_model(
         )
     if model is None:
         model = EgressModel(percentile=policy.model_percentile)
-    model.fit(features, destinations=destinations)
+    model.fit(features, destinations=destinations, devices=devices)
     days = model.n_host_days_ / max(model.n_hosts_, 1)
     if days < 7:
         notes.append(

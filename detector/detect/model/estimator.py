@@ -4,6 +4,7 @@ history that explains its verdicts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from ...features.hosts import FEATURE_NAMES
 from .candidates import above_usual, egress_candidate
 from .constants import QUANTILE_GRID
+from .devices import device_names, device_values
 from .explain import explain_windows
 from .frames import complete_features, local_days, utc_ns, window_minutes
 from .history import History, build_history
@@ -30,7 +32,8 @@ class EgressModel:
     ``threshold_`` (the score at ``percentile``), ``n_calibration_days_``
     (baseline host-days with a window above usual), ``n_windows_``,
     ``n_hosts_``, ``n_host_days_``, ``span_`` (first and last window start,
-    UTC ns).
+    UTC ns), ``devices_`` (the network cards the baseline saw on isolated
+    segments, sorted 48-bit MACs: :mod:`.devices`).
     """
 
     forest_: Any
@@ -43,6 +46,7 @@ class EgressModel:
     n_host_days_: int
     span_: tuple[int, int]
     window_minutes_: int
+    devices_: np.ndarray
     meta_: dict[str, Any]  # only on a model read from a file
 
     def __init__(
@@ -78,12 +82,18 @@ class EgressModel:
             raise ValueError(f"percentile must be above 0 and at most 100, got {self.percentile!r}")
 
     def fit(
-        self, features: pd.DataFrame, *, destinations: pd.DataFrame | None = None
+        self,
+        features: pd.DataFrame,
+        *,
+        destinations: pd.DataFrame | None = None,
+        devices: Iterable[str | int] = (),
     ) -> EgressModel:
         """Learn from baseline ``features`` (host_windows rows: host,
         window_start, window_end and FEATURE_NAMES) and, optionally, the baseline's
-        (host, destination) pairs (:func:`destinations_of`)."""
+        (host, destination) pairs (:func:`destinations_of`) and the network
+        cards it saw on isolated segments (MAC addresses)."""
         self._check_params()
+        self.devices_ = device_values(devices)
         missing = [c for c in ("host", "window_start", *FEATURE_NAMES) if c not in features]
         if missing:
             raise ValueError(f"features lack the columns {', '.join(missing)}")
@@ -173,6 +183,11 @@ class EgressModel:
     def _check_fitted(self) -> None:
         if not hasattr(self, "forest_"):
             raise ValueError("this EgressModel is not fitted yet: call fit(features) first")
+
+    def known_devices(self) -> frozenset[str]:
+        """The network cards the baseline saw on isolated segments, as MAC text
+        (what ``new-device-isolated`` and ``rogue-router`` know besides the policy's)."""
+        return device_names(getattr(self, "devices_", np.empty(0, dtype="<u8")))
 
     def threshold_at(self, percentile: float) -> float:
         """The score beyond ``percentile`` % of the highest window scores of

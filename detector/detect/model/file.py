@@ -1,10 +1,11 @@
-"""The model file: a zip of ``meta.json``, ``history.npz`` (plain arrays) and
-``forest.skops`` (skops, no pickle), written and read without running code
-from it, and read as something an attacker may have written: sizes capped
-before decompression (archive), meta.json against its schema (meta), the
-history's arrays and the forest's trees checked before they are used
-(history, forest). Every refusal is one ModelError line naming the file and
-the member."""
+"""The model file: a zip of ``meta.json``, ``history.npz`` (plain arrays),
+``forest.skops`` (skops, no pickle) and ``devices.npz`` (plain arrays; from
+format 6), written and read without running code from it, and read as
+something an attacker may have written: sizes capped before decompression
+(archive), meta.json against its schema (meta), the history's and the
+devices' arrays and the forest's trees checked before they are used
+(history, devices, forest). Every refusal is one ModelError line naming the
+file and the member."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .archive import (
     size_text,
 )
 from .constants import MODEL_COLUMNS
+from .devices import DEVICE_ARRAYS, device_arrays, devices_from_arrays
 from .estimator import EgressModel
 from .forest import check_forest
 from .history import History
@@ -40,6 +42,7 @@ from .meta import (
     MODEL_FORMAT,
     MODEL_KIND,
     MODEL_POLICY_SECTIONS,
+    READ_FORMATS,
     check_meta,
     json_shape,
     parse_meta,
@@ -50,17 +53,22 @@ if TYPE_CHECKING:
 
 # Skops may rebuild only these types beyond its own safe defaults.
 TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
-MEMBERS = ("meta.json", "history.npz", "forest.skops")
+MEMBERS = ("meta.json", "history.npz", "forest.skops", "devices.npz")
+# The members of each format this version reads (format 5: no device baseline).
+FORMAT_MEMBERS: dict[int, tuple[str, ...]] = {5: MEMBERS[:3], 6: MEMBERS}
 # The most each member may hold uncompressed, so that refusing a member (read
 # in full and found wrong) stays within about 600 MB of memory: meta.json is
 # about 250 kB; the forest of train's 200 trees of 2,048 samples about 13 MB
 # (its trees average about 540 nodes; 4,095 each, impossible in practice,
 # would be 72 MB); the history 32 bytes per known (host, destination) pair,
-# so 128 MiB is some 4 million pairs. A larger member is refused unread.
+# so 128 MiB is some 4 million pairs; the device baseline 8 bytes per card,
+# so 1 MiB is some 130,000 cards on isolated segments (a site's isolated
+# segments hold tens to hundreds). A larger member is refused unread.
 MEMBER_BYTES: dict[str, int] = {
     "meta.json": 4 << 20,
     "history.npz": 128 << 20,
     "forest.skops": 64 << 20,
+    "devices.npz": 1 << 20,
 }
 MAX_FILE_BYTES = sum(MEMBER_BYTES.values()) + (1 << 20)
 # skops writes 6 arrays per tree, and a schema.json of about 15 kB and 350
@@ -104,10 +112,11 @@ def save_model(model: EgressModel, path: str | os.PathLike[str], policy: Policy)
 def write_model(
     model: EgressModel, path: str | os.PathLike[str], policy: Policy, *, name: str | None = None
 ) -> None:
-    """Write ``model`` as a zip of ``meta.json``, ``history.npz`` (plain arrays)
-    and ``forest.skops`` (skops, no pickle), with each member's sha256 in the
-    meta, to ``path`` itself: a file being made (:func:`save_model` makes one),
-    whose ``name`` the error messages give (default: ``path``)."""
+    """Write ``model`` as a zip of ``meta.json``, ``history.npz`` (plain arrays),
+    ``forest.skops`` (skops, no pickle) and ``devices.npz`` (plain arrays),
+    with each member's sha256 in the meta, to ``path`` itself: a file being
+    made (:func:`save_model` makes one), whose ``name`` the error messages
+    give (default: ``path``)."""
     import sklearn
     import skops.io as sio
 
@@ -116,9 +125,13 @@ def write_model(
     model._check_fitted()
     history_bytes = io.BytesIO()
     np.savez(history_bytes, **model.history_.arrays())  # type: ignore[arg-type]
+    devices = getattr(model, "devices_", np.empty(0, dtype="<u8"))
+    devices_bytes = io.BytesIO()
+    np.savez(devices_bytes, **device_arrays(devices))  # type: ignore[arg-type]
     members = {
         "history.npz": history_bytes.getvalue(),
         "forest.skops": sio.dumps(model.forest_),
+        "devices.npz": devices_bytes.getvalue(),
     }
     meta = {
         "kind": MODEL_KIND,
@@ -140,6 +153,7 @@ def write_model(
             "host_days": model.n_host_days_,
             "known_destinations": len(model.history_.known_peer_lo),
             "window_minutes": model.window_minutes_,
+            "devices": len(devices),
         },
         "threshold": model.threshold_,
         "calibration_host_days": model.n_calibration_days_,
@@ -228,7 +242,7 @@ def _load(name: str, policy: Policy | None, pinned: str | None) -> EgressModel:
 def _read(name: str, archive: zipfile.ZipFile, policy: Policy | None) -> EgressModel:
     infos = archive.infolist()
     held = sorted(info.filename for info in infos)
-    if held != sorted(MEMBERS):
+    if not any(held == sorted(members) for members in FORMAT_MEMBERS.values()):
         extra = next((n for n in held if n not in MEMBERS or held.count(n) > 1), None)
         raise ModelError(
             f"model {name}: not an egress-detector model file (holds "
@@ -240,26 +254,36 @@ def _read(name: str, archive: zipfile.ZipFile, policy: Policy | None) -> EgressM
             )
         )
     info = {i.filename: i for i in infos}
-    for member in MEMBERS:  # none read before every size is known to be sane
+    for member in held:  # none read before every size is known to be sane
         check_entry(info[member], member, MEMBER_BYTES[member])
     raw, _ = read_entry(archive, info["meta.json"], "meta.json", MEMBER_BYTES["meta.json"])
     meta = parse_meta(raw)
     if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
         raise ModelError(f"model {name}: meta.json is not an egress-detector model description")
-    if meta.get("format") != MODEL_FORMAT:
-        shown = repr(meta.get("format"))
+    file_format = meta.get("format")
+    if isinstance(file_format, bool) or file_format not in READ_FORMATS:
+        shown = repr(file_format)
         shown = shown if len(shown) <= 20 else shown[:17] + "..."
         raise ModelError(
-            f"model {name}: file format {shown}, this version "
-            f"reads format {MODEL_FORMAT}; {_retrain(name)}"
+            f"model {name}: file format {shown}, this version reads formats "
+            f"{', '.join(map(str, READ_FORMATS[:-1]))} and {READ_FORMATS[-1]}; {_retrain(name)}"
+        )
+    if held != sorted(FORMAT_MEMBERS[file_format]):
+        raise ModelError(
+            f"model {name}: not an egress-detector model file (a format {file_format} "
+            f"file holds {', '.join(FORMAT_MEMBERS[file_format])}, this one "
+            f"{', '.join(held)})"
         )
     check_meta(meta)
     _check_schema(name, meta)
     if policy is not None:
         _check_policy(name, meta, policy)
     history = _history(name, archive, info["history.npz"], meta)
-    forest = _forest(name, archive, info["forest.skops"], meta)
-    return _rebuild(meta, history, forest)
+    devices = np.empty(0, dtype="<u8")  # format 5: no device baseline
+    if "devices.npz" in info:
+        devices = _devices(name, archive, info["devices.npz"], meta)
+    forest = _forest(name, archive, info["forest.skops"], meta)  # the costliest, last
+    return _rebuild(meta, history, forest, devices)
 
 
 def _member(
@@ -301,6 +325,23 @@ def _history(
             f"meta.json says {training['known_destinations']:,}",
         )
     return history
+
+
+def _devices(
+    name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: Mapping[str, Any]
+) -> np.ndarray:
+    data = _member(name, archive, info, meta)
+    arrays = read_npz(data, "devices.npz", DEVICE_ARRAYS, MEMBER_BYTES["devices.npz"])
+    try:
+        devices = devices_from_arrays(arrays)
+    except Exception as exc:  # ValueError says what; anything else is a surprise
+        raise Refusal("devices.npz", str(exc)[:200]) from None
+    if len(devices) != meta["training"]["devices"]:
+        raise Refusal(
+            "devices.npz",
+            f"{len(devices):,} devices; meta.json says {meta['training']['devices']:,}",
+        )
+    return devices
 
 
 def _check_skops(data: bytearray, trees: int) -> None:
@@ -433,11 +474,14 @@ def _check_policy(name: str, meta: Mapping[str, Any], policy: Policy) -> None:
         )
 
 
-def _rebuild(meta: Mapping[str, Any], history: History, forest: Any) -> EgressModel:
+def _rebuild(
+    meta: Mapping[str, Any], history: History, forest: Any, devices: np.ndarray
+) -> EgressModel:
     """The model of a file every check passed."""
     model = EgressModel(**meta["params"])
     model.forest_ = forest
     model.history_ = history
+    model.devices_ = devices
     model.baseline_quantiles_ = np.asarray(meta["baseline_quantiles"], dtype=np.float64)
     model.n_calibration_days_ = int(meta["calibration_host_days"])
     model.threshold_ = float(meta["threshold"])

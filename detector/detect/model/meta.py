@@ -17,8 +17,11 @@ import numpy as np
 from .archive import Refusal
 from .constants import QUANTILE_GRID
 
-# The file format this version writes and reads; each change and why: docs/model.md.
-MODEL_FORMAT = 5
+# The file format this version writes, and those it reads; each change and
+# why: docs/model.md. Format 6 added devices.npz (the device baseline); a
+# format 5 file is read as a model that knows no devices.
+MODEL_FORMAT = 6
+READ_FORMATS = (5, 6)
 MODEL_KIND = "egress-detector-model"
 # Policy settings the features and the model depend on: a model trained under
 # different ones is refused. Rule thresholds and the model percentile (the
@@ -220,49 +223,61 @@ def window_minutes(value: Any, at: str) -> None:
 COUNT = integer(0, 10**12)
 NS = integer(-(2**63), 2**63 - 1)
 
-META = mapping(
-    {
-        "kind": text(None, 64),
-        "format": integer(0, 10**6),
-        "features": listing(text(_NAME), 256),
-        "model_columns": listing(text(_NAME), 256),
-        "egress_detector_version": text(_VERSION),
-        "sklearn_version": text(_VERSION),
-        "numpy_version": text(_VERSION),
-        "policy_fingerprint": text(_HEX),
-        "policy_site": text(None, 1000),
-        "policy_settings": mapping({key: anything for key in MODEL_POLICY_SECTIONS}),
-        "params": mapping(
-            {
-                "n_estimators": integer(1, 500),
-                "max_samples": integer(1, 10**9),
-                "percentile": number(0.0, 100.0, above_low=True),
-                "random_state": optional(integer(0, 2**32 - 1)),
-            }
-        ),
-        "training": mapping(
-            {
-                "first_window_utc_ns": NS,
-                "last_window_utc_ns": NS,
-                "windows": COUNT,
-                "hosts": COUNT,
-                "host_days": COUNT,
-                "known_destinations": COUNT,
-                "window_minutes": window_minutes,
-            }
-        ),
-        "threshold": number(0.0, 1.0),
-        "calibration_host_days": COUNT,
-        "baseline_quantiles": quantiles,
-        "sha256": mapping({"history.npz": text(_SHA256), "forest.skops": text(_SHA256)}),
+
+def _schema(file_format: int) -> Check:
+    """meta.json's schema in ``file_format``."""
+    devices = file_format >= 6
+    training: dict[str, Check] = {
+        "first_window_utc_ns": NS,
+        "last_window_utc_ns": NS,
+        "windows": COUNT,
+        "hosts": COUNT,
+        "host_days": COUNT,
+        "known_destinations": COUNT,
+        "window_minutes": window_minutes,
     }
-)
+    sums = {"history.npz": text(_SHA256), "forest.skops": text(_SHA256)}
+    if devices:
+        training["devices"] = COUNT
+        sums["devices.npz"] = text(_SHA256)
+    return mapping(
+        {
+            "kind": text(None, 64),
+            "format": integer(0, 10**6),
+            "features": listing(text(_NAME), 256),
+            "model_columns": listing(text(_NAME), 256),
+            "egress_detector_version": text(_VERSION),
+            "sklearn_version": text(_VERSION),
+            "numpy_version": text(_VERSION),
+            "policy_fingerprint": text(_HEX),
+            "policy_site": text(None, 1000),
+            "policy_settings": mapping({key: anything for key in MODEL_POLICY_SECTIONS}),
+            "params": mapping(
+                {
+                    "n_estimators": integer(1, 500),
+                    "max_samples": integer(1, 10**9),
+                    "percentile": number(0.0, 100.0, above_low=True),
+                    "random_state": optional(integer(0, 2**32 - 1)),
+                }
+            ),
+            "training": mapping(training),
+            "threshold": number(0.0, 1.0),
+            "calibration_host_days": COUNT,
+            "baseline_quantiles": quantiles,
+            "sha256": mapping(sums),
+        }
+    )
+
+
+SCHEMAS = {file_format: _schema(file_format) for file_format in READ_FORMATS}
+META = SCHEMAS[MODEL_FORMAT]
 
 
 def check_meta(meta: Any) -> None:
-    """Every key this version writes, no other, each of its type and range; a
-    Refusal naming the first that is not."""
-    META(meta, "")
+    """Every key this version writes in the file's format (one of
+    ``READ_FORMATS``: its ``format`` is checked first), no other, each of its
+    type and range; a Refusal naming the first that is not."""
+    SCHEMAS[meta["format"]](meta, "")
     training = meta["training"]
     if training["first_window_utc_ns"] > training["last_window_utc_ns"]:
         raise Refusal(MEMBER, "training.first_window_utc_ns is after last_window_utc_ns")
