@@ -107,19 +107,23 @@ the code, marked ``CHOICE``):
     directions apart: every packet goes the way the first one went (dst2src when
     that was a SYN+ACK, else src2dst).
 19. ``payload_len``: see ``_TRANSPORT_HEADER``.  ``tcp_seq``: the TCP sequence
-    number when its 4 bytes were captured, else 0.
+    number when its 4 bytes were captured, else 0.  ``tcp_zero_window``: 1
+    when the TCP window's 2 bytes were captured and are 0.
 20. ``conn_state`` and ``history`` follow Zeek's TCP analyzer
     (src/packet_analysis/protocol/tcp/TCPSessionAdapter.cc: update_history,
     UpdateStateMachine; base/protocols/conn/main.zeek: conn_state), replayed
     per packet with Zeek's relative sequence numbers (``_ZeekTcp``), with the
-    flow's initiator as Zeek's originator.  Not modelled: checksums (c),
-    content gaps (g), retransmissions (t), zero windows (w), Zeek's own
+    flow's initiator as Zeek's originator.  Zero windows (w) as Zeek's
+    update_window has them, repeated at the 10th, 100th ... (its
+    ScaledHistoryEntry); retransmissions (t) as update_last_seq has them, but
+    only with TRACK_RETRANSMISSIONS (the kernel leaves them out).  Not
+    modelled: checksums (c), content gaps (g), Zeek's own
     role flips (a "^" is written when the first packet was the responder's
     SYN+ACK, as Zeek does once it flips such a connection), and sequence
     wrap-around.  A repeated FIN or RST is told from the last one by its
     sequence number as sent, where Zeek takes it relative to the side's start
     (the two differ only when a side's first packet was a RST and it later
-    sent a SYN, which moves Zeek's start).  At most 32 letters are kept.  UDP: "D"/"d" for each side's first packet, SF or S0; other
+    sent a SYN, which moves Zeek's start).  At most 24 letters are kept.  UDP: "D"/"d" for each side's first packet, SF or S0; other
     protocols: no history, OTH.  A TCP flow closed ``idle`` or ``end`` says
     ``rst`` when either side is reset, ``fin`` when both are closed.
 
@@ -381,6 +385,7 @@ class Packet:
     status: int = ST_OK
     payload_len: int = 0  # transport payload bytes, from the IP length fields (CHOICE 19)
     tcp_seq: int = 0
+    tcp_zero_window: int = 0  # 1 when the TCP window's 2 bytes were captured and are 0
 
     # the packet-batch halves of docs/flows.md
     @property
@@ -555,6 +560,8 @@ def _transport(p: Packet, d: bytes, pos: int, ip_payload: int) -> None:
         header = max(20, (d[pos + 12] >> 4) * 4)
     if p.proto == 6 and pos + 8 <= len(d):
         p.tcp_seq = struct.unpack(">I", d[pos + 4 : pos + 8])[0]
+    if p.proto == 6 and pos + 16 <= len(d):
+        p.tcp_zero_window = int(_u16(d, pos + 14) == 0)
     p.payload_len = max(0, ip_payload - header)
     need = _PORT_BYTES.get(p.proto)
     if need is not None and pos + need <= len(d):
@@ -641,6 +648,7 @@ def _fail(p: Packet, status: int) -> Packet:
     p.ip_version = 0
     p.src = p.dst = p.sport = p.dport = p.proto = p.tcp_flags = p.frag = p.frag_id = 0
     p.payload_len = p.tcp_seq = 0
+    p.tcp_zero_window = 0
     return p
 
 
@@ -688,7 +696,10 @@ def naive_packets(paths) -> list[Packet]:
 # --------------------------------------------------------------------------
 
 INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
-HISTORY_LETTERS = 32  # letters kept (after a "^"); later ones are dropped
+HISTORY_LETTERS = 24  # letters kept (after a "^"); later ones are dropped
+# "t" (retransmissions) is left out by the kernel (docs/flows.md: it would cost
+# the counting kernel about 20 %); the reference knows how, for tests that ask.
+TRACK_RETRANSMISSIONS = False
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
 
@@ -704,8 +715,12 @@ class _Endpoint:
         self.state = INACTIVE
         self.prev_state = INACTIVE
         self.start_seq = 0
+        self.last_seq = 0  # after the last byte sent (32-bit)
         self.hist_last = {"S": 0, "F": 0, "R": 0}
         self.seen: set[str] = set()
+        # Zeek's ScaledHistoryEntry counters and thresholds: "T" retransmissions, "W" zero windows
+        self.count = {"T": 0, "W": 0}
+        self.threshold = {"T": 1, "W": 1}
 
     def set_state(self, new: int) -> None:
         if new != self.state:
@@ -737,7 +752,14 @@ class _ZeekTcp:
         self._letter(ep, code)
         return False
 
-    def packet(self, is_orig: bool, flags: int, length: int, seq: int) -> None:
+    def _scaled(self, ep: _Endpoint, code: str) -> None:
+        """Zeek's ScaledHistoryEntry: the letter at the 1st, 10th, 100th ... event."""
+        ep.count[code] += 1
+        if ep.count[code] == ep.threshold[code]:
+            self._letter(ep, code)
+            ep.threshold[code] *= 10
+
+    def packet(self, is_orig: bool, flags: int, length: int, seq: int, window: int = 0xFFFF) -> None:
         ep = self.orig if is_orig else self.resp
         peer = self.resp if is_orig else self.orig
         syn, fin, rst, ack = (
@@ -747,14 +769,21 @@ class _ZeekTcp:
             bool(flags & ACK),
         )
 
+        # get_segment_len: a RST's payload takes no sequence space; SYN and FIN one each
+        seg_len = (0 if rst else length) + syn + fin
+        last = (seq + seg_len) & 0xFFFFFFFF
+
         # init_endpoint: where the relative sequence numbers start
         if ep.state == INACTIVE:
             ep.start_seq = seq if syn else seq - 1
+            ep.last_seq = last if syn else seq
         elif syn and (
-            ep.state in (SYN_SENT, SYN_ACK_SENT, ESTABLISHED, PARTIAL)
+            (ep.state in (SYN_SENT, SYN_ACK_SENT) and seq != ep.start_seq)
+            or ep.state in (ESTABLISHED, PARTIAL)
             or (ep.state == RESET and ep.prev_state == INACTIVE)
         ):
             ep.start_seq = seq
+            ep.last_seq = last
         rel_seq = ep.rel(seq)
 
         # update_history
@@ -787,6 +816,25 @@ class _ZeekTcp:
 
         # (init_peer, which starts an inactive peer's numbers from this ACK,
         # is left out: the peer's first packet starts them again.)
+
+        # update_window: a zero window, unless with or after a RST of this
+        # side, or after the peer's FIN
+        if window == 0 and not rst and peer.state != CLOSED and ep.state != RESET:
+            self._scaled(ep, "W")
+
+        # update_last_seq: payload that ends no later than the side's last
+        # sequence number is a retransmission
+        delta = _seq_delta(last, ep.last_seq)
+        if (syn or rst) and abs(delta) > 1048576:  # TOO_LARGE_SEQ_DELTA
+            pass
+        elif fin and ep.last_seq == (ep.start_seq + 1) & 0xFFFFFFFF:
+            ep.last_seq = last
+        elif ep.state == RESET:
+            pass
+        elif delta > 0:
+            ep.last_seq = last
+        elif length > 0 and TRACK_RETRANSMISSIONS:
+            self._scaled(ep, "T")
 
         # UpdateStateMachine
         if ep.state == INACTIVE:
@@ -977,7 +1025,7 @@ class _Flow:
         if self.proto == 6 and p.frag != 1:  # a later fragment has no TCP header
             if self.tcp is None:
                 self.tcp = _ZeekTcp(flipped=self.first_dir == 1)
-            self.tcp.packet(direction == 0, p.tcp_flags, p.payload_len, p.tcp_seq)
+            self.tcp.packet(direction == 0, p.tcp_flags, p.payload_len, p.tcp_seq, 0 if p.tcp_zero_window else 0xFFFF)
         self.flags[direction] |= p.tcp_flags
         ff, fl = self.f_first[direction], self.f_last[direction]
         self.f_first[direction] = p.ts_ns if ff is None else min(ff, p.ts_ns)

@@ -145,6 +145,7 @@ def make_batch(packets: list[dict]) -> PacketBatch:
         status=0,
         payload_len=0,
         tcp_seq=0,
+        tcp_zero_window=0,
     )
     for name, values in vars(batch).items():
         values[:] = [p.get(name, defaults[name]) for p in packets]

@@ -31,14 +31,14 @@ O_ISN, R_ISN = 1000, 5000
 T0 = 1_700_000_000.0
 
 
-def o(flags: str, seq: int, ack: int = 0, data: bytes = b""):
+def o(flags: str, seq: int, ack: int = 0, data: bytes = b"", window: int = 8192):
     return Ether() / IP(src=O_IP, dst=R_IP) / TCP(sport=O_PORT, dport=R_PORT, flags=flags,
-                                                  seq=seq, ack=ack) / data  # fmt: skip
+                                                  seq=seq, ack=ack, window=window) / data  # fmt: skip
 
 
-def r(flags: str, seq: int, ack: int = 0, data: bytes = b""):
+def r(flags: str, seq: int, ack: int = 0, data: bytes = b"", window: int = 8192):
     return Ether() / IP(src=R_IP, dst=O_IP) / TCP(sport=R_PORT, dport=O_PORT, flags=flags,
-                                                  seq=seq, ack=ack) / data  # fmt: skip
+                                                  seq=seq, ack=ack, window=window) / data  # fmt: skip
 
 
 def handshake():
@@ -162,8 +162,37 @@ def flipped_s1():
     return [r("SA", R_ISN, O_ISN + 1), o("A", O_ISN + 1, R_ISN + 1)], "S1", "^hA", (0, 0), "end"
 
 
+def zero_windows():
+    """O's request "D", then R's pure ACK advertising a zero window, 10 times,
+    and O's too: "a" for R's first ACK, then "w" at the 1st and 10th zero
+    window (Zeek's ScaledHistoryEntry; again at the 100th); O's first zero
+    window "W" (its ACK was seen, no new "A"). Still established both ways
+    -> S1; "ShADawwW". (O's request sent again 10 times would be
+    retransmissions, "T" at the 1st and 10th in Zeek: not tracked, see
+    test_retransmissions_in_the_reference.)"""
+    packets = (
+        handshake()
+        + [o("PA", O_ISN + 1, R_ISN + 1, REQUEST)]
+        + [r("A", R_ISN + 1, O_ISN + 19, window=0)] * 10
+        + [o("A", O_ISN + 19, R_ISN + 1, window=0)]
+    )
+    return packets, "S1", "ShADawwW", (18, 0), "end"
+
+
+def zero_window_after_fin():
+    """After O's FIN (O CLOSED), R's zero window is not written (Zeek's
+    update_window: not after the peer's FIN); R's RST with a zero window
+    neither (not with a RST). "ShAFar", RSTR."""
+    packets = handshake() + [
+        o("FA", O_ISN + 1, R_ISN + 1),
+        r("A", R_ISN + 1, O_ISN + 2, window=0),
+        r("R", R_ISN + 1, window=0),
+    ]
+    return packets, "RSTR", "ShAFar", (0, 0), "rst"
+
+
 CASES = [s0, s1, sf, rej, s2, s3, rsto, rstr, rstos0, rstrh, sh, shr, oth, repeats, fin_rst,
-         flipped_s1]  # fmt: skip
+         flipped_s1, zero_windows, zero_window_after_fin]  # fmt: skip
 
 
 def write(path: Path, packets) -> Path:
@@ -192,6 +221,31 @@ def test_state_and_history(tmp_path: Path, case) -> None:
         assert str(flow["history"]) == history
         assert (int(flow["src2dst_payload_bytes"]), int(flow["dst2src_payload_bytes"])) == payload
         assert str(flow["expiry_reason"]) == reason
+
+
+def test_retransmissions_in_the_reference(tmp_path: Path, monkeypatch) -> None:
+    """Zeek's "t" as tests/naive.py has it (the kernel leaves it out,
+    docs/flows.md), on hand-derived cases. After the handshake O's request
+    moves its last sequence number to 1019; the same 18 bytes 10 times more
+    end there, not beyond: retransmissions, "T" at the 1st and 10th. A side
+    first seen midstream starts its numbering at its first packet: R's pure
+    ACK at 5006, then R's 5 bytes from 5001 end at 5006: "t"."""
+    monkeypatch.setattr(naive, "TRACK_RETRANSMISSIONS", True)
+    packets = handshake() + [o("PA", O_ISN + 1, R_ISN + 1, REQUEST)] * 11
+    (flow,) = naive.naive_flows(write(tmp_path / "t.pcap", packets))
+    assert str(flow["history"]) == "ShADTT"
+    packets = [
+        o("PA", O_ISN + 1, R_ISN + 1, REQUEST),
+        r("A", R_ISN + 6, O_ISN + 19),
+        o("PA", O_ISN + 1, R_ISN + 6, REQUEST),
+        r("PA", R_ISN + 1, O_ISN + 19, REPLY),
+    ]
+    (flow,) = naive.naive_flows(write(tmp_path / "mid.pcap", packets))
+    assert (str(flow["conn_state"]), str(flow["history"])) == ("OTH", "DaTdt")
+    # Without it, the reference writes what the kernel writes.
+    monkeypatch.setattr(naive, "TRACK_RETRANSMISSIONS", False)
+    (flow,) = naive.naive_flows(write(tmp_path / "mid.pcap", packets))
+    assert str(flow["history"]) == "Dad"
 
 
 def test_every_zeek_state_has_a_case() -> None:

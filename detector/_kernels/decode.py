@@ -175,6 +175,8 @@ def _ppp_ethertype(ppp):
 # -1 when there is none: not IP, or a later fragment), the transport payload's
 # length (from the IP length fields) and the TCP sequence number (Zeek's
 # history repeats a SYN, FIN or RST letter only for a new sequence number).
+# ``tcp_flags`` carries TCP_ZERO_WINDOW beside the 12 flag bits when the TCP
+# window is 0 (Zeek's "w"): a bit the flow table tests with SYN, FIN and RST.
 # Every field is an int64 but the addresses (uint64 halves), so every way out
 # of the decoder, and a packet read back from a batch (``packet_at``), has the
 # one numba type.
@@ -183,6 +185,11 @@ Packet = namedtuple(
     ["status", "ip_version", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport",
      "tcp_flags", "vlan", "frag", "frag_id", "transport_at", "payload_len", "tcp_seq"],
 )  # fmt: skip
+
+# Not a TCP flag: set in a Packet's tcp_flags when its TCP window (2 bytes at
+# offset 14, captured) is 0. A batch keeps it in ``tcp_zero_window``.
+TCP_ZERO_WINDOW = 0x8000
+ZERO_WINDOW_SHIFT = 15
 
 # Transport header bytes before the payload (TCP's own length is in its header).
 UDP_HEADER = 8  # RFC 768; UDP-Lite's is the same size (RFC 3828)
@@ -234,7 +241,7 @@ def packet_at(batch, i):
         batch.dst_lo[i],
         np.int64(batch.sport[i]),
         np.int64(batch.dport[i]),
-        np.int64(batch.tcp_flags[i]),
+        np.int64(batch.tcp_flags[i]) | (np.int64(batch.tcp_zero_window[i]) << ZERO_WINDOW_SHIFT),
         np.int64(batch.vlan[i]),
         np.int64(batch.frag[i]),
         np.int64(batch.frag_id[i]),
@@ -515,6 +522,8 @@ def decode_frame(buf, off, caplen, linktype):
             if p + 14 <= end:
                 flags = u16be(buf, p + 12) & 0x0FFF
                 header = max((u8(buf, p + 12) >> 4) * 4, TCP_MIN_HEADER)
+                if p + 16 <= end and u16be(buf, p + 14) == 0:
+                    flags |= TCP_ZERO_WINDOW
     elif proto == IPPROTO_UDP or proto == IPPROTO_SCTP or proto == IPPROTO_UDPLITE:
         if p + 4 <= end:
             sport = u16be(buf, p)

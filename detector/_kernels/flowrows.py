@@ -34,7 +34,12 @@ from .flowtable import (
     D_LAST,
     D_PACKETS,
     DIR_WIDTH,
+    HIST_FROM_B,
+    HIST_KIND,
+    HISTORY_LETTERS,
     HISTORY_MAX,
+    LETTER_BITS,
+    LETTERS_PER_WORD,
     REASON_END,
     REASON_FIN,
     REASON_IDLE,
@@ -79,7 +84,8 @@ CONN_STATE_NAMES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0
 S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH = range(13)
 HISTORY_WIDTH = HISTORY_MAX + 1  # "^" and the letters
 # Zeek's letters by history code (flowtable.HIST_*), originator's (upper case).
-_LETTERS = np.frombuffer(b"SHADFRIQ", dtype=np.uint8)
+# One entry per 4-bit letter kind; the kinds no letter has show as "?".
+_LETTERS = np.frombuffer(HISTORY_LETTERS.ljust(HIST_KIND + 1, "?").encode(), dtype=np.uint8)
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 CHAR_CARET = 94
@@ -217,9 +223,10 @@ def split_rows(rows, addresses, ports, small, vlan_id, numeric, duration_ms, his
                 n = 1
             count = min((tcp >> T_COUNT_SHIFT) & T_COUNT_MASK, HISTORY_MAX)
             for k in range(count):
-                code = (rows[i, C_HISTORY + k // 16] >> (4 * (k % 16))) & 15
-                from_orig = ((code & 8) == 0) == init_a
-                history[i, n] = _LETTERS[code & 7] + (0 if from_orig else LOWER)
+                word = rows[i, C_HISTORY + k // LETTERS_PER_WORD]
+                code = (word >> (LETTER_BITS * (k % LETTERS_PER_WORD))) & (2 * HIST_FROM_B - 1)
+                from_orig = ((code & HIST_FROM_B) == 0) == init_a
+                history[i, n] = _LETTERS[code & HIST_KIND] + (0 if from_orig else LOWER)
                 n += 1
             os = (tcp >> (fwd_side * T_SIDE_BITS)) & 7
             rs = (tcp >> ((1 - fwd_side) * T_SIDE_BITS)) & 7

@@ -13,8 +13,9 @@ Beside each live row, one line of ``EXTRA_COLUMNS`` in a second array holds
 what a packet seldom touches: each direction's first packet time, and for TCP
 Zeek's endpoint states, history letters and the sequence numbers of the last
 SYN, FIN and RST (docs/flows.md, "TCP state and history"). A TCP packet reads
-it only when it can change them: a SYN, FIN or RST, or the first pure ACK or
-data packet of its direction (bits in the live row say which were seen).
+it only when it can change them: a SYN, FIN or RST, a zero window, or the
+first pure ACK or data packet of its direction (bits in the live row say
+which were seen).
 
 Expiry follows docs/flows.md: a packet more than ``idle`` after its flow's last
 packet, or more than ``active`` after its first, closes the flow and opens a new
@@ -30,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, INLINE, KERNEL, LEAF
-from .decode import packet_at
+from .decode import TCP_ZERO_WINDOW, packet_at
 
 # The meta column packs the rest of the key: a_port << 48 | b_port << 32 | proto << 16 | vlan
 
@@ -56,9 +57,10 @@ DIR_WIDTH = 8
 C_INIT_IS_A = 13  # 1 when A started the flow (live rows: INFO bit 0 in C_SLOT)
 C_IP_VERSION = 14  # live rows: INFO from bit 1 in C_SLOT
 C_REASON = 15  # why the flow was closed (export rows only)
+C_ZERO_WINDOW = 21  # zero windows A advertised (low 32 bits), B (high 32): Zeek's "w" counter
 C_PAYLOAD = 24  # transport payload bytes A→B; B→A at C_PAYLOAD + 1
 C_TCP = 26  # TCP endpoint states (T_* bits), history length; each side's H_* bits from 24, 32
-C_HISTORY = 27  # history letters, 4 bits each (HIST_*), 16 a word: C_HISTORY, C_HISTORY + 1
+C_HISTORY = 27  # history letters, LETTER_BITS each (HIST_*): C_HISTORY, C_HISTORY + 1
 C_SEQ_SYN = 29  # sequence number of A's last SYN (low 32 bits), B's (high 32)
 C_SEQ_FIN = 30  # ... of the last FIN, plus its payload (where Zeek places a FIN)
 C_SEQ_RST = 31  # ... of the last RST
@@ -84,7 +86,8 @@ SEEN_SHIFT = 12
 
 # The extra line of each row (``FlowTableArrays.extra``, EXTRA_COLUMNS int64).
 X_FIRST = 0  # first packet A→B; B→A at X_FIRST + 1
-X_TCP = 2  # as C_TCP, without the H_* bits (those live in each side's PKFL word)
+X_TCP = 2  # as C_TCP, without the H_* bits (those live in each side's PKFL word); the
+# zero windows each side advertised from bit W_COUNT_SHIFT (W_COUNT_BITS each)
 X_HISTORY = 3  # as C_HISTORY (two words)
 X_SEQ_SYN = 5
 X_SEQ_FIN = 6
@@ -108,7 +111,15 @@ T_COUNT_SHIFT = 12
 T_COUNT_MASK = 0x3F
 T_FLIPPED = 1 << 18
 T_HISTORY_FULL = 1 << 19
-HISTORY_MAX = 32
+# X_TCP only: each side's count of zero windows (A from bit 20, B from 40),
+# which stops at W_COUNT_MAX (Zeek would write a 7th "w" at 10,000,000).
+W_COUNT_SHIFT = 20
+W_COUNT_BITS = 20
+W_COUNT_MAX = (1 << W_COUNT_BITS) - 1
+LETTER_BITS = 5
+LETTERS_PER_WORD = 12
+HISTORY_WORDS = 2
+HISTORY_MAX = HISTORY_WORDS * LETTERS_PER_WORD
 
 # What a side has shown, for Zeek's "record once" history letters (its
 # hist_seen bits: a SYN or SYN+ACK, FIN, RST, FIN+RST, data, pure ACK, SYN with
@@ -125,7 +136,7 @@ H_MULTI = 64
 H_ACTIVE = 128
 H_BITS = 0xFF
 
-# History letters (4 bits): Zeek's letter (HISTORY_LETTERS) + HIST_FROM_B when B sent it.
+# History letters (LETTER_BITS): Zeek's letter (HISTORY_LETTERS) + HIST_FROM_B when B sent it.
 HIST_SYN = 0
 HIST_SYN_ACK = 1
 HIST_ACK = 2
@@ -134,8 +145,10 @@ HIST_FIN = 4
 HIST_RST = 5
 HIST_FIN_RST = 6
 HIST_MULTI = 7
-HIST_FROM_B = 8
-HISTORY_LETTERS = "SHADFRIQ"
+HIST_ZERO_WINDOW = 8  # "w": a zero window advertised (again at the 10th, 100th, ...)
+HIST_FROM_B = 16
+HIST_KIND = 15
+HISTORY_LETTERS = "SHADFRIQW"
 SLOT_BITS = 40
 SLOT_MASK = (1 << SLOT_BITS) - 1
 INFO_INIT_IS_A = 1  # INFO bit 0; the IP version from bit 1
@@ -299,6 +312,9 @@ def _export(flows, extra, row, reason, export, n_export):
     info = slot >> SLOT_BITS
     export[n_export, C_SLOT] = slot & SLOT_MASK
     tcp = extra[row, X_TCP]
+    zero_windows = (tcp >> W_COUNT_SHIFT) & W_COUNT_MAX
+    zero_windows |= ((tcp >> (W_COUNT_SHIFT + W_COUNT_BITS)) & W_COUNT_MAX) << 32
+    tcp &= (np.int64(1) << W_COUNT_SHIFT) - 1
     for d in range(2):
         live = L_DIR + d * L_DIR_WIDTH
         out = C_DIR + d * DIR_WIDTH
@@ -316,6 +332,7 @@ def _export(flows, extra, row, reason, export, n_export):
     export[n_export, C_IP_VERSION] = info >> 1
     export[n_export, C_REASON] = reason
     export[n_export, C_TCP] = tcp
+    export[n_export, C_ZERO_WINDOW] = zero_windows
     export[n_export, C_HISTORY] = extra[row, X_HISTORY]
     export[n_export, C_HISTORY + 1] = extra[row, X_HISTORY + 1]
     export[n_export, C_SEQ_SYN] = extra[row, X_SEQ_SYN]
@@ -347,7 +364,12 @@ def import_rows(rows, flows, extra):
             flows[r, live + L_PAYLOAD] = rows[r, C_PAYLOAD + d]
             flows[r, live + L_LAST] = rows[r, out + D_LAST]
             extra[r, X_FIRST + d] = rows[r, out + D_FIRST]
-        extra[r, X_TCP] = tcp & ((np.int64(1) << 24) - 1)
+        zero_windows = rows[r, C_ZERO_WINDOW]
+        extra[r, X_TCP] = (
+            (tcp & ((np.int64(1) << W_COUNT_SHIFT) - 1))
+            | (min(zero_windows & LOW32, W_COUNT_MAX) << W_COUNT_SHIFT)
+            | (min((zero_windows >> 32) & LOW32, W_COUNT_MAX) << (W_COUNT_SHIFT + W_COUNT_BITS))
+        )
         extra[r, X_HISTORY] = rows[r, C_HISTORY]
         extra[r, X_HISTORY + 1] = rows[r, C_HISTORY + 1]
         extra[r, X_SEQ_SYN] = rows[r, C_SEQ_SYN]
@@ -506,9 +528,28 @@ def _add_letter(extra, row, tcp, code):
     n = (tcp >> T_COUNT_SHIFT) & T_COUNT_MASK
     if n >= HISTORY_MAX:
         return tcp | T_HISTORY_FULL
-    word = X_HISTORY + n // 16
-    extra[row, word] |= np.int64(code) << np.int64(4 * (n % 16))
+    word = X_HISTORY + n // LETTERS_PER_WORD
+    extra[row, word] |= np.int64(code) << np.int64(LETTER_BITS * (n % LETTERS_PER_WORD))
     return tcp + (np.int64(1) << T_COUNT_SHIFT)
+
+
+@njit(**LEAF)
+def _zero_window(extra, row, side, tcp):
+    """One more zero window from ``side``, its "w" written at the 1st, 10th,
+    100th ... one: Zeek's ScaledHistoryEntry (Session.cc, base 10), the count
+    stopping at W_COUNT_MAX. Returns the new X_TCP word."""
+    shift = W_COUNT_SHIFT + side * W_COUNT_BITS
+    n = (tcp >> shift) & W_COUNT_MAX
+    if n == W_COUNT_MAX:
+        return tcp
+    n += 1
+    tcp += np.int64(1) << shift
+    power = np.int64(1)
+    while power < n:
+        power *= 10
+    if power == n:
+        tcp = _add_letter(extra, row, tcp, HIST_ZERO_WINDOW | (HIST_FROM_B if side == 1 else 0))
+    return tcp
 
 
 @njit(**LEAF)
@@ -591,9 +632,15 @@ def tcp_packet(flows, extra, row, side, is_orig, flags, payload, seq):
             seen |= H_ACK
             tcp = _add_letter(extra, row, tcp, HIST_ACK | from_b)
 
-    # The endpoint state machine.
+    # Zeek's update_window: a zero window, but not with a RST, after this
+    # side's RST or after the peer's FIN.
     peer_state = (tcp >> (peer * T_SIDE_BITS)) & 7
     peer_prev = (tcp >> (peer * T_SIDE_BITS + 3)) & 7
+    zero_window = (flags & TCP_ZERO_WINDOW) != 0
+    if zero_window and not rst and state != TCP_RESET and peer_state != TCP_CLOSED:
+        tcp = _zero_window(extra, row, side, tcp)
+
+    # The endpoint state machine.
     if state == TCP_INACTIVE:
         if syn:
             if is_orig:
@@ -762,15 +809,17 @@ def count_packet(t, packet, wire_len, table, params, export, n_export):
         flows[row, base + L_LAST] = t
     elif t < flows[row, base + L_LAST] and t < table.extra[row, X_FIRST + d]:
         table.extra[row, X_FIRST + d] = t
-    flows[row, base + L_PKFL] = (pkfl + (np.int64(1) << PKFL_SHIFT)) | packet.tcp_flags
+    flows[row, base + L_PKFL] = (pkfl + (np.int64(1) << PKFL_SHIFT)) | (
+        packet.tcp_flags & FLAGS_MASK
+    )
     flows[row, base + L_BYTES] += wire_len
     flows[row, base + L_PAYLOAD] += packet.payload_len
     # TCP: Zeek's history and endpoint states change only on a SYN, FIN or RST,
-    # or on the first pure ACK or data packet of a side (or one from a side
+    # a zero window, or on the first pure ACK or data packet of a side (or one from a side
     # still inactive); later fragments carry no TCP header.
     if proto == IPPROTO_TCP and packet.frag != 1:
         flags = packet.tcp_flags
-        if flags & (TCP_SYN | TCP_FIN | TCP_RST):
+        if flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_ZERO_WINDOW):
             need = np.int64(-1)
         elif packet.payload_len > 0:
             need = np.int64(H_DATA | H_ACTIVE) << SEEN_SHIFT

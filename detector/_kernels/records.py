@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import HOT_LOOP, INLINE, LEAF
-from .decode import decode_frame, u8, u16be, u16le, u32be, u32le
+from .decode import ZERO_WINDOW_SHIFT, decode_frame, u8, u16be, u16le, u32be, u32le
 from .flowtable import COUNT_OK, S_LATEST, count_packet
 
 # A batch's arrays, one row per packet, in the kernels' argument order
@@ -26,7 +26,7 @@ Batch = namedtuple(
     "Batch",
     ["ts_ns", "interface", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "proto",
      "ip_version", "wire_len", "cap_len", "tcp_flags", "vlan", "frag", "frag_id", "offset",
-     "status", "payload_len", "tcp_seq"],
+     "status", "payload_len", "tcp_seq", "tcp_zero_window"],
 )  # fmt: skip
 
 # Why a walk stopped.
@@ -73,7 +73,8 @@ def write_row(batch, r, ts_ns, interface, packet, wire_len, cap_len, offset):
     batch.ip_version[r] = packet.ip_version
     batch.wire_len[r] = wire_len
     batch.cap_len[r] = cap_len
-    batch.tcp_flags[r] = packet.tcp_flags
+    batch.tcp_flags[r] = packet.tcp_flags & 0xFFF
+    batch.tcp_zero_window[r] = packet.tcp_flags >> ZERO_WINDOW_SHIFT
     batch.vlan[r] = packet.vlan
     batch.frag[r] = packet.frag
     batch.frag_id[r] = packet.frag_id

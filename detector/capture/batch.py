@@ -33,6 +33,7 @@ BATCH_DTYPES: dict[str, type[np.generic]] = {
     "status": np.uint8,
     "payload_len": np.uint32,
     "tcp_seq": np.uint32,
+    "tcp_zero_window": np.uint8,
 }
 
 BYTES_PER_PACKET = sum(np.dtype(t).itemsize for t in BATCH_DTYPES.values())
@@ -63,6 +64,7 @@ class PacketBatch:
     status: np.ndarray
     payload_len: np.ndarray
     tcp_seq: np.ndarray
+    tcp_zero_window: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int) -> PacketBatch:

@@ -54,7 +54,7 @@ def continue_tcp(earlier: np.ndarray, later: np.ndarray, merged: np.ndarray) -> 
         codes = _codes(earlier[i], tcp_e)
         written = set(codes)
         for code in _codes(later[i], tcp_l):
-            if (code & 7) in _ONCE_CODES and code in written:
+            if (code & _table.HIST_KIND) in _ONCE_CODES and code in written:
                 continue
             written.add(code)
             codes.append(code)
@@ -66,14 +66,23 @@ def continue_tcp(earlier: np.ndarray, later: np.ndarray, merged: np.ndarray) -> 
                 tcp = (tcp & ~(0x3F << shift)) | (tcp_l & (0x3F << shift))
             tcp |= tcp_l & (0xFF << (24 + 8 * side))  # the letters each side showed
         codes = codes[: _table.HISTORY_MAX]
-        words = [0, 0]
+        words = [0] * _table.HISTORY_WORDS
         for k, code in enumerate(codes):
-            words[k // 16] |= code << (4 * (k % 16))
+            words[k // _PER_WORD] |= code << (_table.LETTER_BITS * (k % _PER_WORD))
         merged[i, C_TCP] = tcp | (len(codes) << _table.T_COUNT_SHIFT)
-        merged[i, C_HISTORY : C_HISTORY + 2] = np.array(words, dtype=np.uint64).view(np.int64)
+        merged[i, C_HISTORY : C_HISTORY + _table.HISTORY_WORDS] = np.array(
+            words, dtype=np.uint64
+        ).view(np.int64)
+
+
+_PER_WORD = _table.LETTERS_PER_WORD
 
 
 def _codes(row: np.ndarray, tcp: int) -> list[int]:
     count = min((tcp >> _table.T_COUNT_SHIFT) & _table.T_COUNT_MASK, _table.HISTORY_MAX)
-    words = row[C_HISTORY : C_HISTORY + 2].view(np.uint64)
-    return [int(words[k // 16] >> np.uint64(4 * (k % 16))) & 15 for k in range(count)]
+    words = row[C_HISTORY : C_HISTORY + _table.HISTORY_WORDS].view(np.uint64)
+    mask = 2 * _table.HIST_FROM_B - 1
+    return [
+        int(words[k // _PER_WORD] >> np.uint64(_table.LETTER_BITS * (k % _PER_WORD))) & mask
+        for k in range(count)
+    ]
