@@ -457,6 +457,7 @@ def _p2p(buf, p, end, proto, sport, dport, words):
 
 
 AHEAD = 8  # packets of look-ahead: enough to hide a memory read behind the work on others
+RING = 16  # a power of two above AHEAD: the keys hashed ahead, by packet
 
 
 @njit(**LEAF)
@@ -472,9 +473,10 @@ def _budget_key(packet):
 # The inspector's arrays, as ``inspect_packets`` takes them: ``seen`` the budget
 # slots, ``params`` the P_* limits, ``words`` the byte strings looked for (a tuple
 # of uint8 arrays, in the order of ``flows/payload.py``'s list), ``letters``
-# from :func:`letter_codes`, ``facts`` the fact rows, ``arena`` the names' bytes.
+# from :func:`letter_codes`, ``facts`` the fact rows, ``arena`` the names' bytes,
+# ``keys`` RING uint64 of scratch (the kernels allocate nothing).
 InspectorArrays = namedtuple(
-    "InspectorArrays", ["seen", "params", "words", "letters", "facts", "arena"]
+    "InspectorArrays", ["seen", "params", "words", "letters", "facts", "arena", "keys"]
 )
 
 
@@ -493,6 +495,9 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
     max_bytes = inspector.params[P_MAX_BYTES]
     offsets = batch.offset
     mask = seen.shape[0] - 1
+    # The budget key of packet k, hashed when k was AHEAD packets off (for the
+    # prefetch) and kept for its turn: one hash a packet, not two.
+    keys = inspector.keys
     for i in range(start, n):
         if n_facts + PACKET_FACTS > facts.shape[0] or n_arena + PACKET_ARENA > arena.shape[0]:
             return i, n_facts, n_arena, INSPECT_FULL
@@ -508,6 +513,7 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
                 if rec + 64 < buf.shape[0]:
                     prefetch(buf, rec + 64)
             ahead = _budget_key(packet_at(batch, k))
+            keys[k & (RING - 1)] = ahead
             prefetch(seen, np.int64(ahead & np.uint64(mask)))
         if batch.ip_version[i] == 0 or batch.status[i] != 0:
             continue
@@ -519,7 +525,7 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
             continue  # a bare TCP segment (54 bytes, padded to 60): no payload to read
         sp = packet.sport
         dp = packet.dport
-        key = _budget_key(packet)
+        key = keys[i & (RING - 1)] if i >= start + AHEAD else _budget_key(packet)
         # One word per slot: the hash's upper 56 bits, then the packets
         # inspected so far (one cache miss per packet, not two).
         slot = np.int64(key & np.uint64(mask))

@@ -104,6 +104,7 @@ class PayloadInspector:
             letters=pk.letter_codes(),
             facts=self._facts,
             arena=self._arena,
+            keys=np.zeros(pk.RING, dtype=np.uint64),
         )
         self._key = os.urandom(16)  # per run: hashes of ID numbers cannot be looked up
         self._chunks: list[dict[str, np.ndarray]] = []
