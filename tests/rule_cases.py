@@ -245,10 +245,11 @@ def offhours_50mb_at_night(d: Path) -> list[Path]:
     return _pcap(d, "offhours_50mb_at_night", _upload(seg, NIGHT, EVERY_600MS, 50_000_000))
 
 
-@case("offhours-bulk-egress", NEAR_MISS)
+@case("offhours-bulk-egress", NEAR_MISS, others=("low-and-slow-egress",))
 def offhours_one_byte_under_at_night(d: Path) -> list[Path]:
     """The same night upload one byte short: 999 x 50,000 + 49,999 =
-    49,999,999 bytes. No alert."""
+    49,999,999 bytes. No alert of this rule; low-and-slow-egress tells it (one
+    transfer of 10 MB or more to an address new to the site)."""
     seg = tcp4(PC, OUT, 49152, 443, "A")
     packets = _upload(seg, NIGHT, EVERY_600MS, 49_999_999)
     return _pcap(d, "offhours_one_byte_under_at_night", packets)
@@ -698,10 +699,30 @@ def slow_upload_in_business_hours(d: Path) -> list[Path]:
 @case("low-and-slow-egress", NEAR_MISS)
 def slow_upload_in_one_transfer(d: Path) -> list[Path]:
     """The same 10,000,000 bytes to 203.0.113.77 in one go, 200 frames one every
-    0.6 s from Wed 00:00:00 (to 00:01:59.4): one transfer, under
-    ``min_transfers`` (2), and under offhours-bulk-egress's 50 MB. No alert."""
+    0.6 s from Wed 00:00:00 (to 00:01:59.4), to an address 10.8.10.44 first
+    reached exactly 24 hours before (one 60-byte frame, Tue 00:00:00: no longer
+    new, ``new_for_hours`` 24): one transfer, under ``min_transfers`` (2), and
+    under offhours-bulk-egress's 50 MB. No alert."""
     frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
+    first = (SLOW_FROM - 24 * 3_600 * 10**9, udp4(PC, SLOW_OUT, 50001, 443, n=18), 60)
     return _pcap(d, "slow_upload_in_one_transfer",
+                 [first, *_upload(frame, SLOW_FROM, EVERY_600MS, 10_000_000)])  # fmt: skip
+
+
+@case("low-and-slow-egress", FIRE, alerts=(
+    Expect("low-and-slow-egress", PC, SLOW_OUT, {
+        "source_bytes": 10_000_000, "source_packets": 200, "destination_port": 443,
+        "transport": "udp", "start_ns": SLOW_FROM, "end_ns": SLOW_FROM + 199 * EVERY_600MS},
+        {"threshold_bytes": 10_000_000, "transfers": 1, "largest_transfer_bytes": 10_000_000,
+         "transfer_starts": ["00:00"]}),
+))  # fmt: skip
+def one_upload_to_an_address_new_to_the_site(d: Path) -> list[Path]:
+    """The same 10,000,000 bytes in one go (Wed 00:00:00 to 00:01:59.4) to
+    203.0.113.77, which 10.8.10.44 first reached with this upload and no other
+    host used: one transfer is enough to an address new to the site (issue 20,
+    item 7: the udp/443 upload beside a nightly backup)."""
+    frame = udp4(PC, SLOW_OUT, 50000, 443, n=32)
+    return _pcap(d, "one_upload_to_an_address_new_to_the_site",
                  _upload(frame, SLOW_FROM, EVERY_600MS, 10_000_000))  # fmt: skip
 
 

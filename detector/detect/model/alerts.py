@@ -14,6 +14,7 @@ from ...features.hosts import window_starts
 from ...units import MINUTE_NS, human_bytes
 from ..rules import low_and_slow, model_anomaly
 from ..rules.common import when
+from .candidates import unseen_record
 from .constants import ALLOWLISTED_SHARE
 from .frames import utc_ns, window_keys, window_minutes
 
@@ -122,7 +123,11 @@ def model_alerts(
                 # anomaly to report, however unusual its timing.
                 sent = ext["bytes_out"].to_numpy()
                 sanctioned = sent[ext["peer_allowlisted"].to_numpy()].sum()
-                if sanctioned >= ALLOWLISTED_SHARE * max(int(sent.sum()), 1):
+                # Unless an upload to a never-seen address beside it made a
+                # window a candidate (issue 20, item 7).
+                if sanctioned >= ALLOWLISTED_SHARE * max(int(sent.sum()), 1) and not (
+                    unseen_record(episode, model.history_).any()
+                ):
                     continue
             alert = _anomaly_alert(
                 str(host), episode, verdict_doc, reason, traffic, ext, start, end

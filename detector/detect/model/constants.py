@@ -41,7 +41,11 @@ EGRESS_GATE = float(np.log(2.0))
 NIGHT_HOURS: tuple[int, int] = (22, 6)
 # By day, a never-seen address is a candidate only if it got back under half what it was sent.
 ONE_WAY_FACTOR = 2.0
-# An episode whose bytes out went this much to allowlisted destinations raises no alert.
+# An episode whose bytes out went this much to allowlisted destinations raises no alert
+# (unless an upload to a never-seen address beside them made it a candidate).
 ALLOWLISTED_SHARE = 0.9
+# Bytes a window sent to allowlisted destinations (from the traffic, not a model column):
+# a sanctioned backup must not hide an upload beside it (issue 20, item 7).
+SANCTIONED_BYTES = "allowlisted_bytes_out"
 # The baseline scores kept at these quantiles: any percentile's threshold without retraining.
 QUANTILE_GRID = np.linspace(0.0, 1.0, 10_001)

@@ -11,7 +11,12 @@ import numpy as np
 from ...features.hosts import window_starts
 from ...units import MINUTE_NS
 from ..rules import bulk_upload_new_destination
-from .constants import SITE_NOVELTY_FEATURE, SITE_NOVELTY_RECEIVED, TRAFFIC_FEATURES
+from .constants import (
+    SANCTIONED_BYTES,
+    SITE_NOVELTY_FEATURE,
+    SITE_NOVELTY_RECEIVED,
+    TRAFFIC_FEATURES,
+)
 from .frames import window_keys, window_minutes
 
 if TYPE_CHECKING:
@@ -107,7 +112,9 @@ def with_novelty(
     import pandas as pd
 
     if features.empty:
-        return features.assign(**{n: np.zeros(0, dtype=np.int64) for n in TRAFFIC_FEATURES})
+        return features.assign(
+            **{n: np.zeros(0, dtype=np.int64) for n in (*TRAFFIC_FEATURES, SANCTIONED_BYTES)}
+        )
     minutes = window_minutes(features)
     new_for_ns = (
         int(policy.rule(bulk_upload_new_destination.DETECTION.rule_id)["new_for_hours"])
@@ -154,6 +161,8 @@ def with_novelty(
         unseen &= ~np.isin(ext["peer_id"].to_numpy(dtype=np.int64), known_site)
     minute = ext["minute_ns"].to_numpy(dtype=np.int64)
     unseen &= minute < site_first + new_for_ns
+    # A destination the site sanctioned (allowlist) is no leak's server, new or not.
+    unseen &= ~ext["peer_allowlisted"].to_numpy()
     rows = ext[unseen]
     # What the host has sent to one such address so far, in the windows it
     # sends to it: a 20 MB upload spread over three windows is 20 MB to a
@@ -174,4 +183,16 @@ def with_novelty(
     top = per.loc[per.groupby(["host", "window"])["sent"].idxmax()].set_index(["host", "window"])
     out[SITE_NOVELTY_FEATURE] = top["sent"].reindex(at).fillna(0).to_numpy(dtype=np.int64)
     out[SITE_NOVELTY_RECEIVED] = top["received"].reindex(at).fillna(0).to_numpy(dtype=np.int64)
+    # What went to sanctioned destinations (the nightly backup): not what the
+    # window "sent" when an upload to a never-seen address is weighed.
+    sanctioned = ext[ext["peer_allowlisted"].to_numpy()]
+    by_window = (
+        pd.Series(sanctioned["bytes_out"].to_numpy())
+        .groupby([
+            np.asarray(traffic.texts(sanctioned["host_id"].to_numpy()), dtype=str),
+            window_starts(sanctioned["minute_ns"].to_numpy(dtype=np.int64), policy, minutes),
+        ])
+        .sum()
+    )  # fmt: skip
+    out[SANCTIONED_BYTES] = by_window.reindex(at).fillna(0).to_numpy(dtype=np.int64)
     return out

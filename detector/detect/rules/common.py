@@ -464,6 +464,21 @@ SHARED_CALL_SETTINGS = (
 )
 
 
+def site_users(ctx: ScanContext, peers: np.ndarray) -> pd.Series:
+    """How many hosts of the site exchanged packets with each of ``peers``
+    (outside address ids), in this traffic or in a trained model's baseline
+    (``ctx.baseline_users``), indexed by peer id."""
+    traffic = ctx.traffic
+    f = traffic.frame
+    used = np.isin(f["peer_id"].to_numpy(dtype=np.int64), np.unique(peers))
+    host = f["host_id"].to_numpy(dtype=np.int64)[used]
+    users = pd.DataFrame({"host_hi": traffic.address_hi[host], "host_lo": traffic.address_lo[host],
+                          "peer_id": f["peer_id"].to_numpy(dtype=np.int64)[used]})  # fmt: skip
+    if ctx.baseline_users is not None and len(ctx.baseline_users):
+        users = pd.concat([users, ctx.baseline_users], ignore_index=True)
+    return users.drop_duplicates().groupby("peer_id", sort=False).size()
+
+
 def without_shared_calls(ctx: ScanContext, rows: pd.DataFrame, settings: Any) -> pd.DataFrame:
     """``rows`` (per-minute traffic with outside peers) without the calls to a
     service the site uses: conversations (a host and an address, minutes
@@ -482,17 +497,8 @@ def without_shared_calls(ctx: ScanContext, rows: pd.DataFrame, settings: Any) ->
     shared_by_hosts = int(settings["shared_by_hosts"])
     if shared_by_hosts <= 0 or rows.empty:
         return rows
-    traffic = ctx.traffic
-    f = traffic.frame
     peer = rows["peer_id"].to_numpy(dtype=np.int64)
-    candidates = np.unique(peer)
-    used = np.isin(f["peer_id"].to_numpy(dtype=np.int64), candidates)
-    host = f["host_id"].to_numpy(dtype=np.int64)[used]
-    users = pd.DataFrame({"host_hi": traffic.address_hi[host], "host_lo": traffic.address_lo[host],
-                          "peer_id": f["peer_id"].to_numpy(dtype=np.int64)[used]})  # fmt: skip
-    if ctx.baseline_users is not None and len(ctx.baseline_users):
-        users = pd.concat([users, ctx.baseline_users], ignore_index=True)
-    hosts_per_peer = users.drop_duplicates().groupby("peer_id", sort=False).size()
+    hosts_per_peer = site_users(ctx, peer)
     # The host itself is one of the address's users.
     shared_peers = hosts_per_peer.index.to_numpy()[hosts_per_peer.to_numpy() > shared_by_hosts]
     shared = np.isin(peer, shared_peers)
