@@ -14,6 +14,10 @@ What is found becomes a *fact* row:
 * HTTP/1.x requests: method, Host, Content-Length (RFC 9112);
 * P2P signatures (BitTorrent handshake, DHT, uTP SYN, trackers, local peer
   discovery, eDonkey, Gnutella);
+* SSH: the identification string ``SSH-2.0-``, ``SSH-1.99-`` or ``SSH-1.``
+  that either side sends first (RFC 4253 §4.2), on TCP;
+* QUIC: a long-header packet (header form and fixed bits set, RFC 9000 §17.2)
+  of version 1 (RFC 9000), 2 (RFC 9369) or an IETF draft (0xff0000xx), on UDP;
 * Taiwan national ID and resident certificate numbers with a valid check digit,
   in TCP payloads that are not TLS records.
 
@@ -51,10 +55,14 @@ KIND_HTTP = 5  # A method, B Content-Length (-1: none); arena: Host
 KIND_P2P = 6  # A signature
 KIND_PII = 7  # A 1 national ID, 2 resident certificate; arena: the 10 characters
 KIND_SMTP_SIZE = 8  # A the message size a mail client declares (RFC 1870 SIZE=)
+KIND_SSH = 9  # A the SSH protocol major version (2 for "2.0" and "1.99", 1 for "1.x")
+KIND_QUIC = 10  # A the QUIC version of a long-header packet
 KIND_NAMES = (
     "", "dns", "dns-answer", "tls-sni", "tls-alpn", "http", "p2p-signature", "pii", "smtp-size",
+    "ssh", "quic",
 )  # fmt: skip
-WORD_METHODS = 11  # index of the first HTTP method in ``words``
+WORD_SSH = 11  # index of "SSH-" in ``words``
+WORD_METHODS = 12  # index of the first HTTP method in ``words``
 
 P2P_BITTORRENT = 1
 P2P_DHT = 2
@@ -75,6 +83,12 @@ P2P_NAMES = (
 )
 
 HTTP_METHODS = ("GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "CONNECT")
+
+QUIC_V1 = 0x00000001  # RFC 9000
+QUIC_V2 = 0x6B3343CF  # RFC 9369
+QUIC_DRAFT = 0xFF0000  # draft-ietf-quic-transport-NN: 0xff0000NN
+QUIC_LONG_FIXED = 0xC0  # header form (long) and fixed bit, RFC 9000 §17.2
+QUIC_MAX_CID = 20  # connection ID length limit of versions 1 and 2
 
 # params
 P_MAX_PACKETS = 0
@@ -426,6 +440,41 @@ def _looks_like_text(buf, p, end):
 
 
 @njit(**LEAF)
+def _ssh_version(buf, p, end, words):
+    """2 for an SSH-2 identification string at p ("SSH-2.0-" or "SSH-1.99-",
+    RFC 4253 §4.2 and §5.1), 1 for "SSH-1.", 0 if none."""
+    if not _starts(buf, p, end, words[WORD_SSH], False) or p + 6 > end:
+        return 0
+    v = p + 4
+    if u8(buf, v) == 50 and u8(buf, v + 1) == 46 and v + 4 <= end and u8(buf, v + 2) == 48:
+        return 2 if u8(buf, v + 3) == 45 else 0  # "2.0-"
+    if u8(buf, v) == 49 and u8(buf, v + 1) == 46:  # "1."
+        if v + 5 <= end and u8(buf, v + 2) == 57 and u8(buf, v + 3) == 57 and u8(buf, v + 4) == 45:
+            return 2  # "1.99-": a server that speaks both, taken as 2
+        return 1
+    return 0
+
+
+@njit(**LEAF)
+def _quic_version(buf, p, end):
+    """The version of a QUIC long-header packet at p (RFC 9000 §17.2: first
+    byte with the header form and fixed bits, a 4-byte version, then the
+    destination and source connection ID lengths), 0 if it is not one of a
+    known version."""
+    if p + 7 > end or (u8(buf, p) & QUIC_LONG_FIXED) != QUIC_LONG_FIXED:
+        return 0
+    version = u32be(buf, p + 1)
+    if version == QUIC_V1 or version == QUIC_V2:
+        dcid = u8(buf, p + 5)
+        if dcid > QUIC_MAX_CID or p + 7 + dcid > end or u8(buf, p + 6 + dcid) > QUIC_MAX_CID:
+            return 0
+        return version
+    if (version >> 8) == QUIC_DRAFT:
+        return version  # early drafts coded the lengths otherwise: not checked
+    return 0
+
+
+@njit(**LEAF)
 def _p2p(buf, p, end, proto, sport, dport, words):
     """A P2P signature id at the start of this payload, 0 if none.
     words: 4 "\\x13BitTorrent protocol", 5 "2:id20:", 6 "BT-SEARCH * ",
@@ -578,6 +627,16 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
             n_facts, n_arena = _dns(buf, dns_at, end, i, facts, n_facts, arena, n_arena)
             continue
         b0 = u8(buf, payload)
+        if pr == IPPROTO_UDP and b0 >= QUIC_LONG_FIXED:
+            version = _quic_version(buf, payload, end)
+            if version:
+                n_facts = _put(facts, n_facts, i, KIND_QUIC, version, 0, 0, 0, 0, 0)
+                continue
+        if pr == IPPROTO_TCP and b0 == 83:  # "S"
+            ssh = _ssh_version(buf, payload, end, words)
+            if ssh:
+                n_facts = _put(facts, n_facts, i, KIND_SSH, ssh, 0, 0, 0, 0, 0)
+                continue
         if pr == IPPROTO_TCP and b0 == 0x16 and payload + 6 <= end and u8(buf, payload + 1) == 3:
             if u8(buf, payload + 5) == 1:
                 n_facts, n_arena = _tls_client_hello(buf, payload, end, i, facts, n_facts,

@@ -6,9 +6,10 @@ record takes those of its packets:
 * ``service``: the protocols found in the flow, comma-separated and sorted, as
   Zeek's conn.log writes its ``service`` set: ``dns`` (a DNS message on port
   53), ``http`` (an HTTP/1.x request), ``tls`` (a TLS ClientHello; Zeek says
-  ``ssl``), ``smtp`` (a MAIL FROM with SIZE=), ``bittorrent`` (handshake, DHT,
-  uTP, tracker, local peer discovery), ``edonkey``, ``gnutella``; empty when
-  nothing was recognised.
+  ``ssl``), ``smtp`` (a MAIL FROM with SIZE=), ``ssh`` (an SSH identification
+  string from either side), ``quic`` (a QUIC long-header packet of version 1,
+  2 or a draft), ``bittorrent`` (handshake, DHT, uTP, tracker, local peer
+  discovery), ``edonkey``, ``gnutella``; empty when nothing was recognised.
 * ``server_name``: the TLS server name (SNI) of the flow, else its HTTP Host
   (without a port), else for a DNS flow its first question name, else the
   name a DNS answer gave the responder's address (the latest answer before the
@@ -35,15 +36,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Service bits, in the order their names are written.
-SERVICES = ("bittorrent", "dns", "edonkey", "gnutella", "http", "smtp", "tls")
+SERVICES = ("bittorrent", "dns", "edonkey", "gnutella", "http", "quic", "smtp", "ssh", "tls")
 _BIT = {name: 1 << i for i, name in enumerate(SERVICES)}
 _KIND_SERVICE = {"dns": "dns", "tls-sni": "tls", "tls-alpn": "tls", "http": "http",
-                 "smtp-size": "smtp"}  # fmt: skip
+                 "smtp-size": "smtp", "ssh": "ssh", "quic": "quic"}  # fmt: skip
 # P2P signature numbers (flows/payload.py P2P_NAMES) → service.
 _P2P_SERVICE = {1: "bittorrent", 2: "bittorrent", 3: "bittorrent", 4: "bittorrent",
                 5: "bittorrent", 6: "edonkey", 7: "gnutella"}  # fmt: skip
 _SERVICE_TEXT = np.array(
-    [",".join(n for i, n in enumerate(SERVICES) if bits >> i & 1) for bits in range(1 << 7)],
+    [
+        ",".join(n for i, n in enumerate(SERVICES) if bits >> i & 1)
+        for bits in range(1 << len(SERVICES))
+    ],
     dtype=object,
 )
 # Which name a flow shows when it has several: lower is better.

@@ -66,6 +66,7 @@ _WORDS = (
     b"\x00\x00\x04\x17\x27\x10\x19\x80",  # BEP 15 UDP tracker protocol id
     b"mail from:",  # SMTP (RFC 5321) ...
     b" size=",  # ... with the ESMTP SIZE parameter (RFC 1870)
+    b"SSH-",  # the SSH identification string (RFC 4253 §4.2): payload.WORD_SSH
     *(m.encode() + b" " for m in pk.HTTP_METHODS),
 )
 
