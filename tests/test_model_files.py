@@ -9,10 +9,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gen_models import CASES, write_all
+from warm_cli import WarmCli
 
 from detector.detect.model import file_sha256, load_model
 from detector.detect.model.meta import nesting_depth, parse_meta
@@ -69,10 +71,29 @@ BY_COMMAND = sorted(c for c in CASES if not c.startswith("devices-"))
 IN_PROCESS = sorted(c for c in CASES if c.startswith("devices-"))
 
 
+@pytest.fixture(scope="module")
+def warm() -> Iterator[WarmCli]:
+    """The scan command in forks of one process that has imported it and
+    scikit-learn and skops (tests/warm_cli.py): each run costs the refusal, not
+    2 to 4 s of start-up. The copy's peak memory is its own, as the command's.
+    test_the_good_model_scans_and_can_be_pinned starts scan for real."""
+    with WarmCli(("detector.pipelines.scan", "detector.detect.model.file", "skops.io",
+                  "sklearn.ensemble", "sklearn.tree")) as cli:  # fmt: skip
+        yield cli
+
+
+def warm_run(warm: WarmCli, args: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    """As run(), in a fork of the warm process: the result and the peak memory in MB."""
+    ran = warm.run(args)
+    proc = subprocess.CompletedProcess(args, ran.returncode, ran.stdout.decode(),
+                                       ran.stderr.decode())  # fmt: skip
+    return proc, ran.peak_mb
+
+
 @pytest.mark.parametrize("case", BY_COMMAND)
-def test_scan_refuses_a_hostile_model_file(models, case, tmp_path):
+def test_scan_refuses_a_hostile_model_file(models, case, warm):
     path = models[case]
-    proc, peak = run(["scan", "--policy", POLICY, "--model", str(path), SAMPLE], tmp_path)
+    proc, peak = warm_run(warm, ["scan", "--policy", POLICY, "--model", str(path), SAMPLE])
     line = refused(proc, path, CASES[case].member)
     assert line.startswith("egress-detector: error: model ")
     assert peak < PEAK_MB, f"{case}: {peak:.0f} MB while refusing"
@@ -87,7 +108,7 @@ def test_a_hostile_device_baseline_is_refused_in_one_line(models, case):
     assert "\n" not in line and f"model {path}" in line and CASES[case].member in line, line
 
 
-def test_the_good_model_scans_and_can_be_pinned(models, tmp_path):
+def test_the_good_model_scans_and_can_be_pinned(models, tmp_path, warm):
     good = models["good"]
     digest = file_sha256(good)
     proc, _ = run(["scan", "--policy", POLICY, "--model", str(good), "--model-sha256",
@@ -96,14 +117,14 @@ def test_the_good_model_scans_and_can_be_pinned(models, tmp_path):
     assert '"model"' in proc.stdout  # the model's verdict joined the rule alerts
     # Another file where the pinned one was: refused before it is parsed.
     other = models["unknown-key"]
-    proc, _ = run(["scan", "--policy", POLICY, "--model", str(other), "--model-sha256", digest,
-                   SAMPLE], tmp_path)  # fmt: skip
+    proc, _ = warm_run(warm, ["scan", "--policy", POLICY, "--model", str(other), "--model-sha256",
+                              digest, SAMPLE])  # fmt: skip
     line = refused(proc, other, "SHA-256")
     assert f"not the pinned {digest} (--model-sha256)" in line
     # Not a SHA-256; a pin without a model: usage errors.
-    proc, _ = run(["scan", "--model", str(good), "--model-sha256", "abc", SAMPLE], tmp_path)
+    proc, _ = warm_run(warm, ["scan", "--model", str(good), "--model-sha256", "abc", SAMPLE])
     assert proc.returncode == 2 and "is not a SHA-256 (64 hexadecimal digits)" in proc.stderr
-    proc, _ = run(["scan", "--model-sha256", digest, SAMPLE], tmp_path)
+    proc, _ = warm_run(warm, ["scan", "--model-sha256", digest, SAMPLE])
     assert proc.returncode == 2 and "give it with --model FILE" in proc.stderr
 
 
