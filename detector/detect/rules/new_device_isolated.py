@@ -49,9 +49,11 @@ first and last seen (to the minute). A locally administered address (a randomise
 
 The baseline is `known_devices` and, in `egress-detector nightly`, every card
 seen on an isolated segment on an earlier day (kept in its state file): a card
-is alerted on the first day it appears, and known from the next. With neither
-(a scan with no `known_devices`, the nightly's first day) the rule does not
-fire: every card would be new. List the segment's cards once from captures of
+is alerted on the first day it appears, and known from the next. With `scan
+--model` (and `live`, `nightly` with a model), the cards of the model's
+baseline are known too (`train` stores them: docs/model.md). With none of
+these (a scan with no `known_devices` and no model, the nightly's first day)
+the rule does not fire: every card would be new. List the segment's cards once from captures of
 normal days:
 
 ```sh
