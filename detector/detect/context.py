@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from ..units import MINUTE_NS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
     import pandas as pd
 
     from ..features.hosts import HostTraffic
@@ -33,10 +36,10 @@ class ScanContext:
     # sensor forgets old minutes but not when a host first reached an
     # address): first_ns by (host_id, peer_id); the earlier time wins.
     first_contacts: pd.Series | None = None
-    # Which hosts of a trained model's baseline used each outside address of
-    # this traffic (host_hi, host_lo, peer_id): with this traffic's own users,
-    # how many hosts of the site share an address (a meeting service).
-    baseline_users: pd.DataFrame | None = None
+    # Which hosts of a trained model's baseline used given outside addresses of
+    # this traffic: peer ids -> (host_hi, host_lo, peer_id) rows. With this
+    # traffic's own users, how many hosts of the site share an address.
+    baseline_users: Callable[[np.ndarray], pd.DataFrame] | None = None
     facts: pd.DataFrame | None = None  # payload facts (detector/flows/payload.py)
     names: Names | None = None
     flows: Any = None  # the FlowTable (its exported flow records)

@@ -4,6 +4,8 @@ addresses no host of the site had used."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from ...features.hosts import HostTraffic
     from ...policy import Policy
     from .estimator import EgressModel
+    from .history import History
 
 
 def known_pairs(model: EgressModel, traffic: HostTraffic) -> pd.MultiIndex:
@@ -60,22 +63,29 @@ def known_peers(model: EgressModel, traffic: HostTraffic) -> np.ndarray:
     return peers[scan.isin(known)]
 
 
-def baseline_users(model: EgressModel, traffic: HostTraffic) -> pd.DataFrame:
-    """Which hosts of the baseline used each outside address of this scan:
-    (``host_hi``, ``host_lo``, ``peer_id``) rows, the address as this scan's id.
-    How many hosts of the site use an address (RITA's "prevalence") tells a
-    meeting service the office shares from a server one host alone reaches."""
+def baseline_users(
+    model: EgressModel, traffic: HostTraffic
+) -> Callable[[np.ndarray], pd.DataFrame]:
+    """Which hosts of the baseline used given outside addresses of this scan:
+    a function of peer ids (this scan's) giving (``host_hi``, ``host_lo``,
+    ``peer_id``) rows. How many hosts of the site use an address (RITA's
+    "prevalence") tells a meeting service the office shares from a server
+    one host alone reaches. A function, so that only the few addresses a rule
+    asks about are looked up (the history holds millions of pairs)."""
+    model._check_fitted()
+    return partial(_baseline_users_of, model.history_, traffic)
+
+
+def _baseline_users_of(history: History, traffic: HostTraffic, peers: np.ndarray) -> pd.DataFrame:
     import pandas as pd
 
-    model._check_fitted()
-    history = model.history_
-    f = traffic.frame
-    peers = np.unique(f["peer_id"].to_numpy(dtype=np.int64)[f["peer_external"].to_numpy()])
-    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": traffic.address_lo[peers],
-                         "peer_id": peers})  # fmt: skip
+    peers = np.unique(np.asarray(peers, dtype=np.int64))
+    lo = traffic.address_lo[peers]
+    near = np.isin(history.known_peer_lo, lo)
+    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": lo, "peer_id": peers})
     known = pd.DataFrame({
-        "host_hi": history.known_host_hi, "host_lo": history.known_host_lo,
-        "peer_hi": history.known_peer_hi, "peer_lo": history.known_peer_lo,
+        "host_hi": history.known_host_hi[near], "host_lo": history.known_host_lo[near],
+        "peer_hi": history.known_peer_hi[near], "peer_lo": history.known_peer_lo[near],
     })  # fmt: skip
     both = known.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
     return both[["host_hi", "host_lo", "peer_id"]]

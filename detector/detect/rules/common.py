@@ -474,8 +474,8 @@ def site_users(ctx: ScanContext, peers: np.ndarray) -> pd.Series:
     host = f["host_id"].to_numpy(dtype=np.int64)[used]
     users = pd.DataFrame({"host_hi": traffic.address_hi[host], "host_lo": traffic.address_lo[host],
                           "peer_id": f["peer_id"].to_numpy(dtype=np.int64)[used]})  # fmt: skip
-    if ctx.baseline_users is not None and len(ctx.baseline_users):
-        users = pd.concat([users, ctx.baseline_users], ignore_index=True)
+    if ctx.baseline_users is not None:
+        users = pd.concat([users, ctx.baseline_users(peers)], ignore_index=True)
     return users.drop_duplicates().groupby("peer_id", sort=False).size()
 
 
