@@ -3,7 +3,7 @@ behaviours replayed between network namespaces, recorded by tcpdump on a
 mirror port and scanned. The rules must see what the kernel really sent.
 
 The lab (built per module, torn down after), all on one bridge in
-``ea-mon-PID``: the isolated computer 10.8.40.31 (``ea-iso-PID``), the
+``ea-mon-PID`` (tests/netlab.py): the isolated computer 10.8.40.31 (``ea-iso-PID``), the
 internet computer 10.8.10.44 it hands data to (``ea-pc-PID``), another
 internet computer 10.8.10.45 (``ea-pc2-PID``) and the outside host
 203.0.113.140 with 203.0.113.141-144 (``ea-out-PID``). Every frame entering
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from netlab import bridge_lab, in_ns, missing_tools, recording, sh
 
 from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
@@ -40,59 +38,14 @@ ISO, PC, PC2, OUT = "10.8.40.31", "10.8.10.44", "10.8.10.45", "203.0.113.140"
 SPREAD_TO = [f"203.0.113.{i}" for i in range(141, 145)]
 HOSTS = {ISO_NS: ISO, PC_NS: PC, PC2_NS: PC2, OUT_NS: OUT}
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="namespace replays need root (CI runs as root)"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="namespace replays need `ip netns`"),
-    pytest.mark.skipif(shutil.which("tcpdump") is None, reason="namespace replays need tcpdump"),
-]
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=120)
-
-
-def in_ns(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *args]
-
-
-def _teardown() -> None:
-    for ns in (*HOSTS, MON):
-        sh("ip", "netns", "del", ns, check=False)
+pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))
 
 
 @pytest.fixture(scope="module")
 def lab():
-    _teardown()
-    try:
-        for ns in (*HOSTS, MON):
-            sh("ip", "netns", "add", ns)
-            for key in ("all", "default"):  # no IPv6 chatter at random times
-                sh(*in_ns(ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1"))
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", MON, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", MON, "link", "add", "span0", "type", "veth", "peer", "name", "span1")
-        for dev in ("br0", "span0", "span1"):
-            sh("ip", "-n", MON, "link", "set", dev, "up")
-        for k, (ns, address) in enumerate(HOSTS.items()):
-            port = f"p{k}"
-            sh("ip", "-n", MON, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-               "netns", ns)  # fmt: skip
-            sh("ip", "-n", MON, "link", "set", port, "master", "br0", "up")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{address}/8", "dev", "eth0")
-            # Each frame enters the bridge through one port: mirrored once.
-            sh("tc", "-n", MON, "qdisc", "add", "dev", port, "clsact")
-            sh("tc", "-n", MON, "filter", "add", "dev", port, "ingress", "protocol", "all", "u32",
-               "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "span0")  # fmt: skip
-        for address in SPREAD_TO:
-            sh("ip", "-n", OUT_NS, "addr", "add", f"{address}/8", "dev", "eth0")
-        # One /8 on the wire for the lab: every host reaches every other directly.
-        for ns in HOSTS:
-            sh("ip", "-n", ns, "route", "add", "203.0.113.0/24", "dev", "eth0")
-            sh("ip", "-n", ns, "route", "add", "10.8.0.0/16", "dev", "eth0")
+    addresses = {ns: [a] + (SPREAD_TO if ns == OUT_NS else []) for ns, a in HOSTS.items()}
+    with bridge_lab(addresses, MON, ["203.0.113.0/24", "10.8.0.0/16"]):
         yield
-    finally:
-        _teardown()
 
 
 def policy_text() -> str:
@@ -218,25 +171,12 @@ def test_the_careful_adversary_on_real_stacks(lab, tmp_path):
     203.0.113.140 among its new destinations), with the bytes scapy counts in
     the capture."""
     pcap = tmp_path / "mirror.pcap"
-    tcpdump = subprocess.Popen(
-        in_ns(MON, "tcpdump", "-i", "span1", "-n", "-U", "-s", "128", "-B", "65536",
-              "--time-stamp-precision", "nano", "-w", str(pcap), "ip"),
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert tcpdump.stderr is not None
-        deadline = time.monotonic() + 30
-        while "listening on" not in tcpdump.stderr.readline():
-            assert time.monotonic() < deadline, "tcpdump did not start"
+    with recording(MON, pcap):
         upload(ISO_NS, [PC], 445, 2_000_000)
         upload(PC_NS, [OUT], 443, 1_500_000)
         sh(*in_ns(PC2_NS, sys.executable, "-c", PING, OUT, "800"))
         sh(*in_ns(PC2_NS, sys.executable, "-c", DATAGRAMS, OUT, "5000"))
         upload(PC2_NS, SPREAD_TO, 8443, 3_000_000)
-        time.sleep(1)
-    finally:
-        tcpdump.send_signal(signal.SIGINT)
-        tcpdump.wait(timeout=10)
     alerts = scan_captures([pcap], parse_policy(policy_text(), "lab.toml")).alerts
     found = sorted((a.rule_id, a.source_ip, a.destination_ip) for a in alerts)
     assert found == [
