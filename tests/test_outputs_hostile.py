@@ -24,12 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -42,8 +39,8 @@ from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
 from scapy.layers.tls.handshake import TLSClientHello
 from scapy.layers.tls.record import TLS
 from test_payload import tw_id
+from warm_cli import WarmCli
 
-ROOT = Path(__file__).resolve().parents[1]
 ZONE = "Asia/Taipei"
 NS = 1_000_000_000
 POLICY = """
@@ -170,11 +167,15 @@ def hostile_packets() -> list:
 # -- every command, every output ------------------------------------------------------
 
 
-def _run(args: list[str], stdin: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    """The command as a user runs it; bytes, as written."""
-    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as source:
-        return subprocess.run([sys.executable, "-m", "detector", *args], stdin=source,
-                              capture_output=True, timeout=300, cwd=ROOT)  # fmt: skip
+# Every command runs as `python -m detector ARGS` does, in a fork of one process
+# that has imported what the sixteen runs import (tests/warm_cli.py): each run
+# is then the command's work, not 2 to 4 s of start-up. The bytes on fds 1 and 2 and in the
+# files are the command's own; the start-up of each command is tested by
+# starting it for real elsewhere (test_cli, test_scan_cli, test_live_stream,
+# test_nightly, test_model_files).
+WARM = ("detector.pipelines.scan", "detector.pipelines.train", "detector.cli.live",
+        "detector.cli.nightly", "detector.detect.model.file", "skops.io", "sklearn.ensemble",
+        "sklearn.tree", "pyarrow.parquet")  # fmt: skip
 
 
 class Syslog:
@@ -259,9 +260,10 @@ def written(tmp_path_factory):
     }  # fmt: skip
     streams = {}
     try:
-        for label, args in runs.items():
-            proc = _run(args, stdin=capture if args[0] == "live" else None)
-            streams[label] = (proc.returncode, proc.stdout, proc.stderr, syslog.drain())
+        with WarmCli(WARM) as cli:
+            for label, args in runs.items():
+                ran = cli.run(args, stdin=capture if args[0] == "live" else None)
+                streams[label] = (ran.returncode, ran.stdout, ran.stderr, syslog.drain())
     finally:
         syslog.close()
     return streams, out
