@@ -430,3 +430,29 @@ def test_groups_are_numbered_from_the_level_codes_in_order():
     )
     assert _run_ids(index).tolist() == [0, 0, 1, 2, 2]
     assert _run_ids(index[:0]).tolist() == []
+
+
+@pytest.mark.parametrize(("callers", "fires"), [(3, False), (2, True)])
+def test_a_call_to_an_address_others_reached_before_is_no_upload(tmp_path, callers, fires):
+    """bulk-upload-new-destination on 100,000,000 bytes over udp/3478 from
+    10.8.10.44 to 198.51.100.77, each frame echoed back (tests/rule_cases.py,
+    ``_call``), with no other host in the capture: the users of the address
+    come from the first-contact record of earlier traffic (a live sensor's
+    look at one host, a scan after a nightly), where ``callers`` other hosts
+    reached it. Three (``shared_by_hosts``) make it a call; two do not."""
+    from rule_cases import CALLERS, SITE, UPLOAD, _call, _pcap
+
+    from detector.pipelines.scan import first_contacts, scan_activity
+    from detector.policy import parse_policy
+
+    policy = parse_policy(SITE, "site.toml")
+    before = scan_captures(_pcap(tmp_path, "before", _call(UPLOAD, 0, CALLERS[:callers])), policy)
+    record = first_contacts(before.traffic)
+    assert len(record) == callers
+    now = scan_captures(_pcap(tmp_path, "now", _call(UPLOAD, 100_000_000, [])), policy)
+    rule = "bulk-upload-new-destination"
+    assert [(a.rule_id, a.source_bytes, a.destination_bytes) for a in now.alerts] == [
+        (rule, 100_000_000, 100_000_000)
+    ]
+    again = scan_activity(now.activity, now.flows, policy, first_contacts=record)
+    assert [a.rule_id for a in again.alerts] == ([rule] if fires else [])

@@ -138,12 +138,17 @@ def scan_activity(
         host_windows, traffic, policy, minutes
     )
     earlier = None
+    recorded: Callable[[np.ndarray], pd.DataFrame] | None = None
     if first_contacts is not None and len(first_contacts):
         earlier = _first_contacts_by_id(traffic, first_contacts)
+        # Who else reached an address before (a live sensor's urgent look reads
+        # only the hosts it watches): how many hosts share it.
+        recorded = partial(_earlier_users, first_contacts, traffic)
     rules = run_rules if hosts is None else hosts.run_rules
     known = None  # (host, address) pairs of the model's baseline
     if model is None:
         alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier,
+                                   baseline_users=recorded,
                                    link=link, learned_devices=learned_devices))  # fmt: skip
     else:
         from ..detect.model import baseline_users, known_pairs, model_alerts, score_scan
@@ -153,7 +158,8 @@ def scan_activity(
         learned_devices = learned_devices | model.known_devices()
         alerts = rules(ScanContext(policy, traffic, minutes, known_destinations=known,
                                    first_contacts=earlier, link=link,
-                                   baseline_users=baseline_users(model, traffic),
+                                   baseline_users=_either(baseline_users(model, traffic),
+                                                          recorded),
                                    learned_devices=learned_devices))  # fmt: skip
         features = frame = host_windows(traffic, policy, minutes)
         verdict = score_scan(model, frame, traffic, policy, known)
@@ -221,6 +227,31 @@ def first_contacts(traffic: HostTraffic, before: pd.DataFrame | None = None) -> 
     return both.groupby(FIRST_CONTACT_KEY, sort=False, as_index=False).agg(
         first_ns=("first_ns", "min")
     )
+
+
+def _earlier_users(record: pd.DataFrame, traffic: HostTraffic, peers: np.ndarray) -> pd.DataFrame:
+    """The hosts that ``record`` (:func:`first_contacts`) says reached given
+    outside addresses (this traffic's peer ids): (host_hi, host_lo, peer_id)."""
+    import pandas as pd
+
+    peers = np.unique(np.asarray(peers, dtype=np.int64))
+    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": traffic.address_lo[peers],
+                         "peer_id": peers})  # fmt: skip
+    near = record[np.isin(record["peer_lo"].to_numpy(), scan["peer_lo"].to_numpy())]
+    both = near.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
+    return both[["host_hi", "host_lo", "peer_id"]]
+
+
+def _either(
+    *sources: Callable[[np.ndarray], pd.DataFrame] | None,
+) -> Callable[[np.ndarray], pd.DataFrame] | None:
+    """One look-up of an address's users from several (None where absent)."""
+    import pandas as pd
+
+    found = [source for source in sources if source is not None]
+    if len(found) < 2:
+        return found[0] if found else None
+    return lambda peers: pd.concat([source(peers) for source in found], ignore_index=True)
 
 
 def _first_contacts_by_id(traffic: HostTraffic, record: pd.DataFrame) -> pd.Series:
