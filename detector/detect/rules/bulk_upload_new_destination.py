@@ -49,7 +49,8 @@ A call is not an upload: a conversation (minutes closer than a feature
 window) in which the host got back at least `two_way_percent` (default 50) %
 of what it sent, with an address that at least `shared_by_hosts` (default 3)
 other hosts used in the scan (with `scan --model`, in the model's baseline
-too), is not counted: a video call to the meeting service the office shares.
+too; in a live sensor, in what it saw before), is not counted: a video call
+to the meeting service the office shares.
 Both, because either alone is cheap to fake: a server can echo an upload
 back, and a popular cloud service takes uploads one way; an upload echoed by
 a server the rest of the site does not use still fires.

@@ -458,16 +458,18 @@ SHARED_CALL_SETTINGS = (
         Integer(0, "must be 0 or more"),
         3,
         "… when at least this many other hosts exchanged packets with the same outside "
-        "address in the scan or, with `scan --model`, in the model's baseline (a meeting "
-        "service the site uses); `0` counts every call.",
+        "address in the scan or before it (the model's baseline with `scan --model`, what "
+        "a live sensor saw earlier) (a meeting service the site uses); `0` counts every "
+        "call.",
     ),
 )
 
 
 def site_users(ctx: ScanContext, peers: np.ndarray) -> pd.Series:
     """How many hosts of the site exchanged packets with each of ``peers``
-    (outside address ids), in this traffic or in a trained model's baseline
-    (``ctx.baseline_users``), indexed by peer id."""
+    (outside address ids), in this traffic or before it (a trained model's
+    baseline, the first-contact record: ``ctx.baseline_users``), indexed by
+    peer id."""
     traffic = ctx.traffic
     f = traffic.frame
     used = np.isin(f["peer_id"].to_numpy(dtype=np.int64), np.unique(peers))
@@ -485,7 +487,7 @@ def without_shared_calls(ctx: ScanContext, rows: pd.DataFrame, settings: Any) ->
     closer than a feature window) in which the host got back at least
     ``two_way_percent`` % of what it sent, with an address that at least
     ``shared_by_hosts`` other hosts exchanged packets with, in this traffic
-    or in a trained model's baseline (the rule's ``settings``,
+    or before it (:func:`site_users`; the rule's ``settings``,
     ``SHARED_CALL_SETTINGS``).
 
     A video call moves as much each way, to a meeting server the office
