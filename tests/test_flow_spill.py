@@ -22,7 +22,7 @@ from detector.flows import count_flows
 from detector.flows import spill as sp
 from detector.flows import table as flow_table
 from detector.flows.export import export_flows
-from detector.flows.records import largest_rows
+from detector.flows.records import initiator_columns, largest_rows
 
 import corpus
 import gen_cases as gc
@@ -91,6 +91,16 @@ def test_readers_of_a_spilled_table_see_what_the_whole_table_gives(capture, tmp_
         return ((r[:, fk.C_META] >> 16) & 0xFF) == 17
 
     assert np.array_equal(spilled.rows_where(udp), rows[udp(rows)])
+    assert np.array_equal(whole.rows_where(udp), rows[udp(rows)])
+    # The same flows' columns, without copying their rows (beacon's read).
+    for table in (spilled, whole):
+        picked = table.columns_where(initiator_columns, lambda c: c["dst_port"] % 2 == 0)
+        expected = initiator_columns(rows[initiator_columns(rows)["dst_port"] % 2 == 0])
+        assert picked.keys() == expected.keys() and len(picked["sent"]) > 0
+        for name in expected:
+            assert np.array_equal(picked[name], expected[name]), name
+    nothing = spilled.columns_where(initiator_columns, lambda c: c["sent"] < 0)
+    assert {name: len(v) for name, v in nothing.items()} == dict.fromkeys(expected, 0)
     for ours, theirs in zip(
         spilled.column_slices(slice_flows=100), whole.column_slices(slice_flows=100), strict=True
     ):

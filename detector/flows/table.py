@@ -436,7 +436,33 @@ class FlowTable:
             return np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
         index = np.concatenate([k[0] for k in kept])
         rows = np.concatenate([k[1] for k in kept])
-        return rows[np.argsort(index, kind="stable")]
+        return rows if _ascending(index) else rows[np.argsort(index, kind="stable")]
+
+    def columns_where(
+        self,
+        columns: Callable[[np.ndarray], dict[str, np.ndarray]],
+        keep: Callable[[dict[str, np.ndarray]], np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """``columns`` (rows -> named columns, e.g. ``records.initiator_columns``)
+        of the closed flows that ``keep`` (columns -> bool mask) selects, in the
+        order closed, a chunk at a time: a rule that reads a few columns of a
+        million flows copies those, not the flows' whole rows (``rows_where``
+        copied 256 bytes a flow three times: 6 of beacon's 9 s on cap20m)."""
+        indexes: list[np.ndarray] = []
+        parts: list[dict[str, np.ndarray]] = []
+        for index, rows in self.indexed_row_chunks():
+            chunk = columns(rows)
+            mask = keep(chunk)
+            if mask.any():
+                indexes.append(index[mask])
+                parts.append({name: values[mask] for name, values in chunk.items()})
+        if not parts:
+            empty = columns(np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64))
+            return {name: values.copy() for name, values in empty.items()}
+        index = np.concatenate(indexes)
+        order = None if _ascending(index) else np.argsort(index, kind="stable")
+        joined = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return joined if order is None else {name: v[order] for name, v in joined.items()}
 
     def count_where(self, keep: Callable[[np.ndarray], np.ndarray]) -> int:
         """How many closed flows ``keep`` (rows → bool mask) selects."""
@@ -738,3 +764,8 @@ def _report(problem: CaptureProblem, on_problem: Callable[[CaptureProblem], None
         on_problem(problem)
     elif problem.fatal:
         raise DecodeError(str(problem))
+
+
+def _ascending(index: np.ndarray) -> bool:
+    """Whether export indexes are already in the order closed (no spill)."""
+    return bool(len(index) < 2 or (index[1:] > index[:-1]).all())

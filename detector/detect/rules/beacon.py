@@ -103,8 +103,7 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
     settings = policy.rule(DETECTION.rule_id)
     ignored = np.array(sorted(settings["ignore_ports"]), dtype=np.int64)
 
-    def outbound(rows: np.ndarray) -> np.ndarray:
-        flow = initiator_columns(rows)
+    def outbound(flow: dict[str, np.ndarray]) -> np.ndarray:
         dst_hi, dst_lo = flow["dst_hi"], flow["dst_lo"]
         return (policy.internal.contains(flow["src_hi"], flow["src_lo"])
                 & policy.is_external(dst_hi, dst_lo)
@@ -113,7 +112,7 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
 
     # Only internal-to-outside flows are kept, read a chunk at a time: the
     # flows of a flood (on disk, detector/flows/spill.py) are never all in memory.
-    flow = initiator_columns(flows.rows_where(outbound))
+    flow = flows.columns_where(initiator_columns, outbound)
     table = pd.DataFrame({"src_hi": flow["src_hi"], "src_lo": flow["src_lo"],
                           "dst_hi": flow["dst_hi"], "dst_lo": flow["dst_lo"],
                           "start": flow["first_ns"], "sent": flow["sent"]})  # fmt: skip
