@@ -9,11 +9,12 @@ import gzip
 import json
 import shutil
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from warm_cli import WarmCli
 
 from detector.capture import CaptureReader, capture_inputs
 from detector.errors import DetectorError
@@ -28,9 +29,23 @@ POLICY = ROOT / "captures" / "sample-policy.toml"
 needs_tcpdump = pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
 
 
+# The commands run as `python -m detector ARGS` does, in forks of one process
+# that has imported them (tests/warm_cli.py): what is tested here is how they
+# read many files, not their start-up (test_cli and test_scan_cli start them).
+_warm: list[WarmCli] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_commands() -> Iterator[None]:
+    with WarmCli(("detector.pipelines.scan", "detector.pipelines.train",
+                  "detector.cli.carve")) as cli:  # fmt: skip
+        _warm.append(cli)
+        yield
+        _warm.clear()
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "detector", *args], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return _warm[0].completed(list(args), cwd=None)
 
 
 def split_sample(directory: Path, parts: int = 3) -> list[Path]:

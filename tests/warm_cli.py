@@ -164,6 +164,13 @@ class WarmCli:
         err.unlink()
         return result
 
+    def completed(self, args: list[str], *, stdin: Path | None = None, cwd: Path | None = ROOT,
+                  timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """:meth:`run` as ``subprocess.run(..., capture_output=True, text=True)`` gives it."""
+        ran = self.run(args, stdin=stdin, cwd=cwd, timeout=timeout)
+        return subprocess.CompletedProcess(args, ran.returncode, ran.stdout.decode(),
+                                           ran.stderr.decode())  # fmt: skip
+
     def close(self) -> None:
         os.close(self._requests)
         try:
