@@ -315,8 +315,9 @@ def test_gzip_and_several_files_keep_capture_order(tmp_path):
 def test_nightly_state_reads_only_the_files_that_hold_the_alert(tmp_path, monkeypatch):
     """A day in 24 files taken in by the nightly's state: carving the upload's
     alert by event.id through --state opens only the files whose packets reach
-    within an hour of its span (and no other), and writes the same packets as
-    carving it from all 24."""
+    within an hour of its span (and no other: the gzip one whole, the others
+    as the byte ranges of their index, tests/test_carve_index.py), and writes
+    the same packets as carving it from all 24."""
     from test_many_files import split_sample
 
     from detector.capture import files as capture_files
@@ -351,6 +352,13 @@ def test_nightly_state_reads_only_the_files_that_hold_the_alert(tmp_path, monkey
         return real_open(self)
 
     monkeypatch.setattr(capture_files.CaptureReader, "_open", counting_open)
+    from detector.forensics import carve as carve_module
+
+    def counting_range_open(path, mode):  # type: ignore[no-untyped-def]
+        opened.append(path)
+        return open(path, mode)
+
+    monkeypatch.setattr(carve_module, "open_capture", counting_range_open)
     by_state = tmp_path / "by-state.pcap"
     assert main(["carve", "-q", "--event-id", "upload", "--state", str(state_path),
                  "-o", str(by_state)]) == 0  # fmt: skip

@@ -4,6 +4,7 @@ detector.forensics.carve."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from .arguments import add_bpf, add_command, add_quiet, read_in_order, say_overlaps
@@ -126,8 +127,8 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
     from ..forensics.carve import (
         Selection,
         carve,
-        files_from_state,
         parse_time,
+        parts_from_state,
         selection_of_alert,
         selection_of_state_alert,
     )
@@ -177,14 +178,20 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
                 say(f"{name} {address!r}: not an IP address")
                 return ExitStatus.USAGE
     if args.state:
-        args.captures = files_from_state(args.state, selection)
-        if not args.captures:
+        # The nightly's files in order of first packet: indexed ones as the
+        # byte ranges that reach the span (forensics/carve.py).
+        parts = parts_from_state(
+            args.state, selection, getattr(args, "bpf", None), event_id=args.event_id
+        )
+        if not parts:
             say(f"--state {args.state}: no capture file of the nightly reaches the span")
             return ExitStatus.OK
-    captures = read_in_order(args)
+    else:
+        parts = list(read_in_order(args))
+    captures = [os.fspath(p) for p in parts]  # the files (for the progress bar)
     problems = reading_starts(30, quiet=args.quiet)
     done = carve(
-        captures,
+        parts,
         selection,
         args.output,
         headers_only=args.headers_only,

@@ -16,11 +16,15 @@ The reading keeps every candidate packet of the 5-tuples that may be chosen
 (the host's, the Community ID's) in a spill; the flows are cut and chosen once
 everything is read, then written (``detector.capture.carve``).
 
-With a nightly's state (``--state``) the files to read are those it took in
-whose packets reach within an hour of the span (:func:`files_from_state`);
-the alert of an ``--event-id`` is then looked up in the nightly's --jsonl file.
-A flow is whole when it lies within the files read: one that began more than
-an hour before the span (and so in a file not read) starts where they start.
+With a nightly's state (``--state``) what is read is the stretch of its
+files whose packets reach within an hour of the span (:func:`parts_from_state`):
+for an uncompressed file the nightly indexed, only the byte ranges its index
+(per MiB: packet times) says reach there, after the file's header (pcapng:
+the section header and interface descriptions in force); a gzip file, or one
+taken in before the index existed, whole. The alert of an ``--event-id`` is
+then looked up in the nightly's --jsonl file. A flow is whole when it lies
+within what is read: one that began more than an hour before the span starts
+where the reading starts.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
 from ..capture.carve import KeptPackets, RecordKeeper, write_capture
+from ..capture.files import CaptureReader
 from ..errors import DetectorError
 from ..flows.community_id import community_id_v1
 from ..flows.records import _community_ids  # the flow records' bulk kernel
@@ -135,6 +140,161 @@ def files_from_state(state_path: str, selection: Selection) -> list[str]:
         and (low is None or f.last_ns >= low)
         and (high is None or f.first_ns <= high)
     ]
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes ``start``..``end`` of the capture ``path``, read as a file of
+    their own after ``header`` (the file's header; for pcapng the section
+    header and interface descriptions in force at ``start``). A path to
+    whatever takes paths (``os.fspath``)."""
+
+    path: str
+    start: int
+    end: int
+    header: bytes
+    bpf: str | None = None  # the pcap filter its packets pass through
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+# Carve opens the ranges' files through this (tests count what is read).
+open_capture = open
+
+PCAP_HEADER_BYTES = 24
+PCAPNG_SHB = 0x0A0D0D0A
+
+
+def parts_from_state(
+    state_path: str, selection: Selection, bpf: str | None = None, event_id: str | None = None
+) -> list[str | FileRange]:
+    """What to read of the nightly's files (``--state``) for ``selection``
+    (module docstring): those whose packets reach within an hour of its span,
+    or, for the nightly's alert ``event_id``, within the first and last packet
+    of its flows as the nightly counted them; in order of first packet; of each
+    indexed file only the byte ranges that do, else the whole file; with
+    ``bpf``, through that pcap filter."""
+    from ..capture.bpf import FilteredPath
+    from ..nightly.state import NightlyState
+
+    if not os.path.exists(state_path):
+        raise DetectorError(f"--state {state_path}: no such file")
+    low = None if selection.start_ns is None else selection.start_ns - STATE_CONTEXT_NS
+    high = None if selection.end_ns is None else selection.end_ns + STATE_CONTEXT_NS
+    state = NightlyState(state_path)
+    parts: list[str | FileRange] = []
+    try:
+        span = state.alert_span(event_id) if event_id else None
+        if span is not None and selection.idle_ns == DEFAULT_IDLE_NS:
+            low, high = span
+        for f in state.files():
+            if f.first_ns is None or f.last_ns is None:
+                continue
+            if (low is not None and f.last_ns < low) or (high is not None and f.first_ns > high):
+                continue
+            ranges = state.file_ranges(f.content_hash, low, high, f.size)
+            if ranges is None or (low is None and high is None):
+                parts.append(f.path)
+            else:
+                parts.extend(_ranges_of(f.path, ranges, state.file_headers(f.content_hash)))
+    finally:
+        state.close()
+    if bpf:
+        parts = [
+            replace(p, bpf=bpf) if isinstance(p, FileRange) else FilteredPath(p, bpf) for p in parts
+        ]
+    return parts
+
+
+def _ranges_of(
+    path: str, ranges: list[tuple[int, int]], headers: list[tuple[int, int, int]]
+) -> list[str | FileRange]:
+    """FileRanges of ``path`` with the header each needs: a pcap file's 24
+    bytes, or a pcapng file's section header in force and the interface
+    descriptions after it (read by seeking to each)."""
+    out: list[str | FileRange] = []
+    try:
+        with open_capture(path, "rb") as stream:
+            if not headers:
+                head = stream.read(PCAP_HEADER_BYTES)
+            for start, end in ranges:
+                if headers:
+                    before = [h for h in headers if h[0] < start]
+                    sections = [i for i, h in enumerate(before) if h[2] == PCAPNG_SHB]
+                    if not sections:
+                        return [path]  # not as indexed: read it whole
+                    pieces = []
+                    for offset, length, _type in before[sections[-1] :]:
+                        stream.seek(offset)
+                        pieces.append(stream.read(length))
+                    head = b"".join(pieces)
+                out.append(FileRange(path, start, end, head))
+    except OSError:
+        return [path]  # the reading says what is wrong, located
+    return out
+
+
+def alert_flow_spans(
+    docs: Iterable[dict[str, Any]], table: Any, idle_ns: int = DEFAULT_IDLE_NS
+) -> dict[str, tuple[int, int]]:
+    """For each alert document that concerns a host (its ``event.id``): the
+    first and last packet of the flows carve chooses for it, from the flow
+    table that raised it (``FlowTable``): its host's flows (with its other
+    side), the table's flows of one 5-tuple chained where they are apart by
+    ``idle_ns`` or less (carve cuts flows by silence alone), those whose
+    first..last meets the alert's span."""
+    from ..flows import layout
+
+    selections: dict[str, Selection] = {}
+    for doc in docs:
+        try:
+            selection = selection_of_document(doc, "")
+            address_pair(selection.host or "")
+            if selection.peer:
+                address_pair(selection.peer)
+        except (DetectorError, ValueError):
+            continue  # no host (a sensor's alert): carve reads an hour either side
+        selections[str(doc["event"]["id"])] = selection
+    if not selections:
+        return {}
+    hosts = {address_pair(s.host) for s in selections.values() if s.host}
+    rows = table.rows_with_ends(hosts)
+    u = rows.view(np.uint64)
+    spans: dict[str, tuple[int, int]] = {}
+    for event_id, selection in selections.items():
+        hi, lo = (np.uint64(x) for x in address_pair(selection.host or ""))
+        a = (u[:, layout.C_A_HI] == hi) & (u[:, layout.C_A_LO] == lo)
+        b = (u[:, layout.C_B_HI] == hi) & (u[:, layout.C_B_LO] == lo)
+        if selection.peer:
+            phi, plo = (np.uint64(x) for x in address_pair(selection.peer))
+            a &= (u[:, layout.C_B_HI] == phi) & (u[:, layout.C_B_LO] == plo)
+            b &= (u[:, layout.C_A_HI] == phi) & (u[:, layout.C_A_LO] == plo)
+        mine = rows[a | b]
+        if not len(mine):
+            continue
+        key = [mine[:, c] for c in (layout.C_META, layout.C_B_LO, layout.C_B_HI,
+                                    layout.C_A_LO, layout.C_A_HI)]  # fmt: skip
+        order = np.lexsort([mine[:, layout.C_FIRST], *key])
+        chained: list[list[int]] = []  # [first, last] of each chain
+        previous = None
+        for row in mine[order].tolist():
+            key_of_row = tuple(row[: layout.C_META + 1])
+            first, last = row[layout.C_FIRST], row[layout.C_LAST]
+            if key_of_row != previous or first - chained[-1][1] > idle_ns:
+                chained.append([first, last])
+            else:
+                chained[-1][1] = max(chained[-1][1], last)
+            previous = key_of_row
+        meets = [
+            (first, last)
+            for first, last in chained
+            if (selection.start_ns is None or last >= selection.start_ns)
+            and (selection.end_ns is None or first <= selection.end_ns)
+        ]
+        if meets:
+            spans[event_id] = (min(f for f, _ in meets), max(la for _, la in meets))
+    return spans
 
 
 def alert_files_of_state(state_path: str) -> list[str]:
@@ -447,9 +607,13 @@ def carve(
     with replacing(output) as into:
         for index, path in enumerate(paths):
             keeper.source = index
-            steps = _positions(read_packets([path], reuse_batch=True, inspector=keeper,
-                                            on_problem=on_problem, stats_out=stats),
-                               stats)  # fmt: skip
+            batches = (
+                _read_range(path, keeper, on_problem, stats)
+                if isinstance(path, FileRange)
+                else read_packets([path], reuse_batch=True, inspector=keeper,
+                                  on_problem=on_problem, stats_out=stats)
+            )  # fmt: skip
+            steps = _positions(batches, stats)
             for _ in progress(steps) if progress is not None else steps:
                 pass
         chosen, flows = chosen_packets(keeper.kept, selection)
@@ -464,6 +628,71 @@ def carve(
         stats=stats,
         seconds=time.perf_counter() - started,
     )
+
+
+def _read_range(
+    part: FileRange,
+    keeper: RecordKeeper,
+    on_problem: Callable[[CaptureProblem], None] | None,
+    stats: list[CaptureStats],
+) -> Iterator[PacketBatch]:
+    """The batches of a byte range (as ``read_packets`` gives a file's); a
+    problem's offset is in the whole file."""
+    reader = _RangeReader(part, keeper)
+    stats.append(reader.stats)
+    try:
+        yield from reader
+    except DetectorError as exc:
+        if on_problem is None:
+            raise
+        on_problem(CaptureProblem(part.path, None, str(exc).removeprefix(f"{part.path}: "), True))
+
+
+class _RangeReader(CaptureReader):
+    """A FileRange read as if it were a capture file of its own."""
+
+    def __init__(self, part: FileRange, inspector: Any) -> None:
+        super().__init__(part.path, reuse_batch=True, inspector=inspector, bpf=part.bpf)
+        self.part = part
+
+    def _open(self) -> tuple[Any, None, bytes]:
+        try:
+            raw = _RangeFile(self.part)
+        except OSError as exc:
+            raise DetectorError(f"{self.path}: cannot open: {exc.strerror}") from None
+        return raw, None, raw.read(4)
+
+
+class _RangeFile:
+    """``header``, then bytes ``start``..``end`` of the file, as a stream
+    (no ``fileno``: the reader copies it through a buffer, never maps it)."""
+
+    def __init__(self, part: FileRange) -> None:
+        self._file = open_capture(part.path, "rb")
+        self._file.seek(part.start)
+        self._head = part.header
+        self._left = part.end - part.start
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        got = self.readinto(memoryview(buf))
+        return bytes(buf[:got])
+
+    def readinto(self, view: memoryview) -> int:
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        want = min(len(view), self._left)
+        if want <= 0:
+            return 0
+        got = self._file.readinto(view[:want])
+        self._left -= got
+        return int(got)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _positions(batches: Iterable[PacketBatch], stats: list[CaptureStats]) -> Iterator[int]:

@@ -7,6 +7,14 @@ decoder (no flow table): first and last packet time, packets, bytes on the
 wire, whether the last record is cut short, and a content hash that does not
 change when the file is renamed or gzip-compressed after rotation
 (``tcpdump -z gzip``), so the same packets are never counted twice.
+
+For an uncompressed file the same reading makes carve's index (``carve
+--state``, docs/carve.md): for each stretch of ``INDEX_BLOCK_BYTES`` of the
+file, where its first record starts and the earliest and latest packet time
+of the records that start in it; for pcapng also where each section header
+and interface description block lies (the blocks a byte range read alone
+needs before it). A carve then reads only the stretches whose times reach the
+alert's, not whole files.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..capture import CaptureProblem, read_packets
 from ..capture.files import GZIP_MAGIC, PCAP_MAGICS, PCAPNG_MAGIC
 from ..errors import CaptureError
@@ -30,6 +40,9 @@ ISB_IFDROP = 5  # packets the interface dropped (lack of resources)
 ISB_OSDROP = 7  # packets the OS dropped (capture buffer full)
 TAIL_BLOCKS = 64  # blocks walked back from the end of a pcapng file looking for ISBs
 CUT_SHORT_MARKS = ("the last record is cut short", "the gzip stream ends early")
+INDEX_BLOCK_SHIFT = 20
+INDEX_BLOCK_BYTES = 1 << INDEX_BLOCK_SHIFT  # carve's index: one row per MiB of file
+MAX_HEADER_BLOCKS = 4096  # pcapng section headers and interface descriptions indexed
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,11 @@ class CaptureFingerprint:
     kernel_drops: int | None  # from pcapng interface statistics, where the file has them
     cut_short: bool  # last record or gzip stream incomplete: still being written?
     problems: tuple[CaptureProblem, ...] = field(default=())
+    # carve's index (module docstring), uncompressed files only: rows of (first
+    # record offset, earliest, latest packet time) per INDEX_BLOCK_BYTES, and for
+    # pcapng rows of (offset, length, block type) of its SHBs and IDBs.
+    index_blocks: np.ndarray | None = None
+    index_headers: np.ndarray | None = None
 
     @property
     def damaged(self) -> bool:
@@ -103,9 +121,11 @@ def fingerprint(path: str | os.PathLike[str]) -> CaptureFingerprint:
     fmt, compressed = sniffed
     problems: list[CaptureProblem] = []
     stats_out: list = []
-    for _ in read_packets([name], reuse_batch=True, on_problem=problems.append,
-                          stats_out=stats_out):  # fmt: skip
-        pass
+    blocks = _BlockIndex()
+    for batch in read_packets([name], reuse_batch=True, on_problem=problems.append,
+                              stats_out=stats_out):  # fmt: skip
+        if not compressed:
+            blocks.add(batch.offset, batch.ts_ns)
     stats = stats_out[0]
     cut_short = any(any(m in p.message for m in CUT_SHORT_MARKS) for p in problems)
     digest = hashlib.blake2b(digest_size=16)
@@ -136,7 +156,60 @@ def fingerprint(path: str | os.PathLike[str]) -> CaptureFingerprint:
         kernel_drops=drops,
         cut_short=cut_short,
         problems=tuple(problems),
+        index_blocks=None if compressed else blocks.rows(),
+        index_headers=_pcapng_headers(name, info.st_size)
+        if fmt == "pcapng" and not compressed
+        else None,
     )
+
+
+class _BlockIndex:
+    """Per INDEX_BLOCK_BYTES of a file (records in file order): the first
+    record's offset and the earliest and latest packet time of the records
+    that start there."""
+
+    def __init__(self) -> None:
+        self._rows: list[np.ndarray] = []
+
+    def add(self, offsets: np.ndarray, ts_ns: np.ndarray) -> None:
+        if not len(offsets):
+            return
+        offsets = offsets.astype(np.int64)
+        block = offsets >> INDEX_BLOCK_SHIFT
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(block)) + 1))
+        rows = np.empty((len(starts), 4), dtype=np.int64)
+        rows[:, 0] = block[starts]
+        rows[:, 1] = offsets[starts]
+        rows[:, 2] = np.minimum.reduceat(ts_ns, starts)
+        rows[:, 3] = np.maximum.reduceat(ts_ns, starts)
+        if self._rows and self._rows[-1][-1, 0] == rows[0, 0]:
+            last = self._rows[-1][-1]  # the block goes on from the batch before
+            rows[0, 1] = last[1]
+            rows[0, 2] = min(last[2], rows[0, 2])
+            rows[0, 3] = max(last[3], rows[0, 3])
+            self._rows[-1] = self._rows[-1][:-1]
+        self._rows.append(rows)
+
+    def rows(self) -> np.ndarray:
+        """(first record offset, earliest, latest packet time) per block."""
+        if not self._rows:
+            return np.empty((0, 3), dtype=np.int64)
+        return np.concatenate(self._rows)[:, 1:].copy()
+
+
+def _pcapng_headers(path: str, size: int) -> np.ndarray | None:
+    """(offset, length, type) of each section header and interface description
+    block of a pcapng file, from one pass over its block headers."""
+    from ..capture.files import index_pcapng
+
+    try:
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError):
+        return None
+    _cuts, marks = index_pcapng(data, np.array([size], dtype=np.int64), MAX_HEADER_BLOCKS)
+    if len(marks) >= MAX_HEADER_BLOCKS:
+        return None  # more than indexed: carve reads such a file whole
+    return marks.copy()
 
 
 def first_packet_ns(path: str | os.PathLike[str]) -> int | None:

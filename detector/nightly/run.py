@@ -477,6 +477,10 @@ def _finish_day(
     if options.alerts_path is not None:
         output_bytes = _append_alerts(options.alerts_path, state, new)
         steps()
+    # carve --state's index: where each alert's flows lie in time.
+    from ..forensics.carve import alert_flow_spans
+
+    state.record_alert_spans(alert_flow_spans(docs, scan.flows))
     state.finish_day(
         str(day),
         alert_ids=ids,

@@ -72,6 +72,31 @@ CREATE TABLE IF NOT EXISTS day_counts (
     suppressed INTEGER NOT NULL,  -- alerts a [[suppress]] of the policy held back
     recurring INTEGER NOT NULL  -- alerts whose incident alerted on an earlier day
 );
+-- carve's index (nightly/discover.py): per MiB of each uncompressed file taken
+-- in, where its first record starts and its packets' time span; for pcapng the
+-- section header and interface description blocks. Added without a schema
+-- change: a file taken in before has none, and carve reads it whole.
+CREATE TABLE IF NOT EXISTS file_blocks (
+    content_hash TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS file_blocks_by_hash ON file_blocks (content_hash, start);
+CREATE TABLE IF NOT EXISTS file_headers (
+    content_hash TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    type INTEGER NOT NULL
+);
+-- For each alert written: the first and last packet of the flows carve would
+-- choose for it (forensics/carve.py alert_flow_spans), so carve --state reads
+-- only that stretch of the files.
+CREATE TABLE IF NOT EXISTS alert_spans (
+    id TEXT PRIMARY KEY,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS incidents (
     rule TEXT NOT NULL,
     host TEXT NOT NULL,
@@ -172,7 +197,25 @@ class NightlyState:
         """Record a file; a file of the same path taken in before has changed
         since (it grew): its old row goes, so no packet is counted twice."""
         with self.transaction() as db:
+            for (old,) in db.execute(
+                "SELECT content_hash FROM files WHERE path=?", (found.path,)
+            ).fetchall():
+                db.execute("DELETE FROM file_blocks WHERE content_hash=?", (old,))
+                db.execute("DELETE FROM file_headers WHERE content_hash=?", (old,))
             db.execute("DELETE FROM files WHERE path=?", (found.path,))
+            if found.index_blocks is not None and (
+                found.format == "pcap" or found.index_headers is not None
+            ):
+                db.executemany(
+                    "INSERT INTO file_blocks VALUES (?,?,?,?)",
+                    [(found.content_hash, *map(int, r)) for r in found.index_blocks],
+                )
+                db.executemany(
+                    "INSERT INTO file_headers VALUES (?,?,?,?)",
+                    [(found.content_hash, *map(int, r)) for r in found.index_headers]
+                    if found.index_headers is not None
+                    else [],
+                )
             db.execute(
                 "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -199,7 +242,60 @@ class NightlyState:
                 "UPDATE files SET path=?, size=?, mtime_ns=? WHERE content_hash=?",
                 (found.path, found.size, found.mtime_ns, content_hash),
             )
+            if found.compressed:  # carve's index was of the uncompressed bytes
+                db.execute("DELETE FROM file_blocks WHERE content_hash=?", (content_hash,))
+                db.execute("DELETE FROM file_headers WHERE content_hash=?", (content_hash,))
             db.execute("DELETE FROM waiting WHERE path=?", (found.path,))
+
+    def file_ranges(self, content_hash: str, low_ns: int | None, high_ns: int | None,
+                    size: int) -> list[tuple[int, int]] | None:  # fmt: skip
+        """The byte ranges (start, end) of a file that hold every packet of
+        time ``low_ns``..``high_ns`` (None: no bound), from carve's index,
+        adjacent blocks joined; None when the file has no index."""
+        rows = self.db.execute(
+            "SELECT start, first_ns, last_ns FROM file_blocks WHERE content_hash=? ORDER BY start",
+            (content_hash,),
+        ).fetchall()
+        if not rows:
+            return None
+        ranges: list[tuple[int, int]] = []
+        for i, (start, first_ns, last_ns) in enumerate(rows):
+            end = rows[i + 1][0] if i + 1 < len(rows) else size
+            if (low_ns is not None and last_ns < low_ns) or (
+                high_ns is not None and first_ns > high_ns
+            ):
+                continue
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((start, end))
+        return ranges
+
+    def file_headers(self, content_hash: str) -> list[tuple[int, int, int]]:
+        """(offset, length, type) of a pcapng file's section headers and
+        interface descriptions, in file order (carve's index)."""
+        return [
+            (int(o), int(n), int(t))
+            for o, n, t in self.db.execute(
+                "SELECT offset, length, type FROM file_headers WHERE content_hash=? "
+                "ORDER BY offset",
+                (content_hash,),
+            ).fetchall()
+        ]
+
+    def record_alert_spans(self, spans: dict[str, tuple[int, int]]) -> None:
+        """The first and last packet of each alert's flows (carve's index)."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO alert_spans VALUES (?,?,?)",
+                [(i, int(a), int(b)) for i, (a, b) in spans.items()],
+            )
+
+    def alert_span(self, alert_id: str) -> tuple[int, int] | None:
+        row = self.db.execute(
+            "SELECT first_ns, last_ns FROM alert_spans WHERE id=?", (alert_id,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
 
     def files(self) -> list[KnownFile]:
         """Every file taken in, in order of first packet."""
