@@ -7,8 +7,10 @@ import gzip
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
+from warm_cli import WarmCli
 
 from detector.capture import CaptureReader, concat, read_packets
 from detector.errors import CaptureError, DecodeError
@@ -188,17 +190,22 @@ def test_pcapng_packet_of_undescribed_interface_is_counted_not_decoded(tmp_path)
     assert "2 packets name an interface the file never described" in str(problem)
 
 
+@pytest.fixture(scope="module")
+def warm() -> Iterator[WarmCli]:
+    """flows in forks of one process that has imported it (tests/warm_cli.py):
+    each file costs its reading, not 2 s of start-up. The flows command's own
+    start-up and exit code 3 are tested by starting it:
+    test_cli_reports_damage_and_keeps_output."""
+    with WarmCli(("detector.pipelines.scan",)) as cli:
+        yield cli
+
+
 @pytest.mark.skipif(not UNREADABLE.is_dir(), reason=f"corpus not at {CORPUS}")
 @pytest.mark.parametrize(
     "path", sorted(UNREADABLE.glob("*")) if UNREADABLE.is_dir() else [], ids=lambda p: p.name
 )
-def test_files_tshark_refuses_give_one_clear_line(path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "detector", "flows", str(path), "-q"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_files_tshark_refuses_give_one_clear_line(path, warm):
+    proc = warm.completed(["flows", str(path), "-q"], cwd=None, timeout=120)
     assert "Traceback" not in proc.stderr
     # Either refused with one error line (exit 3) or read (DLT 281 is just an
     # unknown link type to us: counted and skipped, exit 0).
