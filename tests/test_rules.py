@@ -456,3 +456,38 @@ def test_a_call_to_an_address_others_reached_before_is_no_upload(tmp_path, calle
     ]
     again = scan_activity(now.activity, now.flows, policy, first_contacts=record)
     assert [a.rule_id for a in again.alerts] == ([rule] if fires else [])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_groups_reaching_keeps_exactly_the_groups_a_naive_loop_finds(seed):
+    # Two keys, one with huge and negative values (group_codes renumbers them),
+    # against a plain loop over each group's minutes.
+    import numpy as np
+    import pandas as pd
+
+    from detector.detect.rules.common import group_codes, groups_reaching
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    frame = pd.DataFrame({
+        "host_id": rng.integers(0, 40, n),
+        "period": rng.choice([-5, 7, 2**40, 2**61], n),
+        "minute_ns": rng.integers(0, 60, n) * 60 * 10**9,
+        "bytes_out": rng.integers(0, 400_000, n) * rng.integers(0, 2, n),
+    })  # fmt: skip
+    frame.loc[frame["host_id"] % 3 == 0, "bytes_out"] //= 20  # whole groups under the threshold
+    span_ns, threshold = 20 * 60 * 10**9, 1_200_000
+    keys = ["host_id", "period"]
+    expected = set()
+    for key, rows in frame.groupby(keys):
+        per = rows.groupby("minute_ns")["bytes_out"].sum()
+        for end in per.index:
+            if per[(per.index > end - span_ns) & (per.index <= end)].sum() >= threshold:
+                expected.add(key)
+    got = groups_reaching(frame, keys, "bytes_out", span_ns, threshold)
+    assert 0 < len(expected) < frame.groupby(keys).ngroups
+    assert set(map(tuple, got[keys].to_numpy().tolist())) == expected
+    assert got.index.tolist() == [i for i, k in enumerate(zip(frame["host_id"], frame["period"],
+                                                              strict=True)) if k in expected]  # fmt: skip
+    codes = group_codes(frame, keys)
+    assert (pd.factorize(codes)[0] == frame.groupby(keys, sort=False).ngroup().to_numpy()).all()

@@ -83,6 +83,13 @@ def groups_reaching(
     """
     if rows.empty:
         return rows
+    # A group whose whole volume is under the threshold has no span that
+    # reaches it: only the others are grouped by minute (on a busy day, few).
+    codes = group_codes(rows, keys)
+    totals = np.bincount(codes, weights=rows[volume].to_numpy(dtype=np.float64))
+    rows = rows[totals[codes] >= threshold]
+    if rows.empty:
+        return rows
     per = rows.groupby([*keys, "minute_ns"], sort=True)[volume].sum()
     per = per[per.to_numpy() > 0]
     if per.empty:
@@ -104,6 +111,26 @@ def groups_reaching(
     wanted = group[np.isin(group_id, firing)].unique()
     index = pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else pd.Index(rows[keys[0]])
     return rows[index.isin(wanted)]
+
+
+def group_codes(rows: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """One int64 per row, equal where the rows' ``keys`` (non-negative integer
+    columns: ids, periods) are equal, and small enough to count with
+    ``np.bincount``: a group-by without pandas' factorizing."""
+    codes = np.zeros(len(rows), dtype=np.int64)
+    for key in keys:
+        values = rows[key].to_numpy().astype(np.int64, copy=False)
+        if len(values) == 0:
+            break
+        if values.min() < 0:
+            values = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        width = int(values.max()) + 1
+        if int(codes.max()) >= (1 << 62) // width:  # keep the product in 63 bits
+            codes = np.unique(codes, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        codes = codes * width + values
+    if len(codes) and int(codes.max()) >= 4 * len(codes):  # sparse: renumber densely
+        codes = np.unique(codes, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return codes
 
 
 def run_ids(index: pd.Index) -> np.ndarray:
