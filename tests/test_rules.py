@@ -491,3 +491,37 @@ def test_groups_reaching_keeps_exactly_the_groups_a_naive_loop_finds(seed):
                                                               strict=True)) if k in expected]  # fmt: skip
     codes = group_codes(frame, keys)
     assert (pd.factorize(codes)[0] == frame.groupby(keys, sort=False).ngroup().to_numpy()).all()
+
+
+def test_long_connection_leaves_out_only_pairs_that_cannot_reach_its_bars(tmp_path, monkeypatch):
+    # Held connections of spread spacing and length, parallel ones to one address
+    # (the cumulative bar), and a night of one-minute flows: the alerts are the
+    # same when every (host, address, night) is sorted into sessions.
+    import numpy as np
+
+    from detector.detect.context import ScanContext
+    from detector.detect.rules import long_connection
+
+    rng = np.random.default_rng(3)
+    night = at("2026-02-04 00:10", "Asia/Taipei")
+    cap = Capture()
+    for k in range(14):
+        every, count = int(rng.integers(4, 20)), int(rng.integers(2, 50))
+        for i in range(count):
+            cap.transfer(f"10.8.10.{60 + k}", f"203.0.113.{60 + k}", start=night + i * every * 60 * 10**9,
+                         seconds=0.1, bytes_out=100, bytes_in=60, sport=40000 + k)  # fmt: skip
+    for port in range(8):  # eight one-hour connections side by side: 8 hours in all
+        for i in range(7):
+            cap.transfer(PC, OUT, start=night + (port * 5 + i * 10) * 60 * 10**9, seconds=0.1,
+                         bytes_out=100, sport=41000 + port)  # fmt: skip
+    for i in range(300):
+        cap.transfer("10.8.10.45", f"198.51.100.{i % 200}", start=night + i * 60 * 10**9,
+                     seconds=0.1, bytes_out=500, sport=42000 + i)  # fmt: skip
+    result = scan(tmp_path, cap)
+    ctx = ScanContext(load_policy(tmp_path / "policy.toml"), result.traffic, 10)
+    kept = long_connection.DETECTION.check(ctx)
+    monkeypatch.setattr(long_connection, "group_codes", lambda rows, keys: np.zeros(len(rows), int))
+    every_pair = long_connection.DETECTION.check(ctx)
+    assert kept == every_pair
+    kinds = {a.evidence["kind"] for a in kept}
+    assert len(kept) >= 3 and kinds >= {"long", "cumulative"}

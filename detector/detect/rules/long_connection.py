@@ -12,7 +12,7 @@ import pandas as pd
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
 from ..declare import HOURS, MINUTES, TRAFFIC, Detection, Setting
-from .common import conversation, endpoint, ids, limit_per_host, off_hours_rows
+from .common import conversation, endpoint, group_codes, ids, limit_per_host, off_hours_rows
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -108,6 +108,15 @@ def check_long_connection(ctx: ScanContext) -> list[Alert]:
     if sel.empty:
         return []
     sel = off_hours_rows(ctx.policy, sel)
+    if sel.empty:
+        return []
+    # A session of k minute rows lasts at most (k - 1) idle gaps and a minute, so a
+    # (host, address, period) with n rows has sessions of n * (idle + 1 min) at
+    # most in all: the pairs that cannot reach either bar are not sorted (most of
+    # a busy day's, which meet an address for a minute or two).
+    pair = group_codes(sel, ["host_id", "peer_id", "period"])
+    rows_of_pair = np.bincount(pair)
+    sel = sel[rows_of_pair[pair] * (idle_ns + MINUTE_NS) >= min(long_ns, cumulative_ns)]
     if sel.empty:
         return []
     # Sessions: the rows of one connection (5-tuple) with no silence longer
