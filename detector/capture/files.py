@@ -16,7 +16,7 @@ import os
 import stat
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
@@ -810,6 +810,22 @@ def index_pcapng(
     return cuts, marks[:n_marks]
 
 
+def read_reporting(
+    reader: CaptureReader, on_problem: Callable[[CaptureProblem], None] | None
+) -> Generator[PacketBatch, None, bool]:
+    """``reader``'s batches; False when damage stopped it, said to ``on_problem``
+    in one line naming the file (raised without one). What was read is kept."""
+    try:
+        yield from reader
+    except CaptureError as exc:
+        if on_problem is None:
+            raise
+        path = reader.path
+        on_problem(CaptureProblem(str(path), None, str(exc).removeprefix(f"{path}: "), True))
+        return False
+    return True
+
+
 def read_packets(
     paths: Iterable[str | os.PathLike[str]],
     *,
@@ -844,12 +860,7 @@ def read_packets(
         )
         if stats_out is not None:
             stats_out.append(reader.stats)
-        try:
-            yield from reader
-        except CaptureError as exc:
-            if on_problem is None:
-                raise
-            on_problem(CaptureProblem(str(path), None, str(exc).removeprefix(f"{path}: "), True))
+        if not (yield from read_reporting(reader, on_problem)):
             continue
         for problem in reader.stats.problems:
             if on_problem is not None:

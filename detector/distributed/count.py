@@ -11,11 +11,12 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..capture import CaptureProblem, CaptureReader, CaptureStats
+from ..capture.ranges import RangeReader
 from ..errors import CaptureError
 from ..flows import activity as activity_rows
 from ..flows import layout
@@ -175,7 +176,7 @@ def count_part(
     reader: CaptureReader = (
         CaptureReader(part.path, reuse_batch=True, inspector=both)
         if part.whole
-        else _RangeReader(part, both)
+        else RangeReader(part.path, part.start, part.end, part.header, inspector=both)
     )
     problems: list[CaptureProblem] = []
     try:
@@ -220,51 +221,3 @@ def _located(problem: CaptureProblem, part: Part) -> CaptureProblem:
     if offset >= len(part.header):
         offset = offset - len(part.header) + part.start
     return dataclasses.replace(problem, offset=offset)
-
-
-class _RangeReader(CaptureReader):
-    """Reads a byte range of a classic pcap file as if it were a file of its
-    own: the file's header, then the range."""
-
-    def __init__(self, part: Part, inspector: Any) -> None:
-        super().__init__(part.path, reuse_batch=True, inspector=inspector)
-        self.part = part
-
-    def _open(self) -> tuple[BinaryIO, Any, bytes]:
-        try:
-            raw = _RangeFile(self.part)
-        except OSError as exc:
-            raise CaptureError(f"{self.path}: cannot open: {exc.strerror}") from None
-        return raw, None, raw.read(4)  # type: ignore[return-value]
-
-
-class _RangeFile:
-    """``header`` then bytes ``start``–``end`` of a file, as a readable stream."""
-
-    def __init__(self, part: Part) -> None:
-        self._file = open(part.path, "rb")  # noqa: SIM115  (closed with the reader)
-        self._file.seek(part.start)
-        self._head = part.header
-        self._left = None if part.end is None else part.end - part.start
-
-    def read(self, n: int) -> bytes:
-        buf = bytearray(n)
-        got = self.readinto(memoryview(buf))
-        return bytes(buf[:got])
-
-    def readinto(self, view: memoryview) -> int:
-        if self._head:
-            n = min(len(view), len(self._head))
-            view[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        want = len(view) if self._left is None else min(len(view), self._left)
-        if want <= 0:
-            return 0
-        got = self._file.readinto(view[:want])
-        if self._left is not None:
-            self._left -= got
-        return got
-
-    def close(self) -> None:
-        self._file.close()
