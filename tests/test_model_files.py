@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,10 +155,9 @@ def test_live_refuses_a_hostile_model_at_start(models, tmp_path):
 def test_nesting_is_measured_without_recursion_and_strings_do_not_count():
     assert nesting_depth(b'{"a": [1, {"b": "[[[[{{"}], "c": "\\"]"}') == 3
     assert nesting_depth(b"[" * 1_000_000) == 1_000_000
-    # An unclosed string runs to the end; escaped quotes in it do not restart it.
-    started = time.perf_counter()
+    # An unclosed string runs to the end; escaped quotes in it do not restart it
+    # (2 MB of them: a quadratic scan would show in --durations, not a timed assert).
     assert nesting_depth(b'["' + b'\\"' * 1_000_000) == 1
-    assert time.perf_counter() - started < 2  # linear, not quadratic
     with pytest.raises(Exception, match="nested 40 levels deep"):
         parse_meta(b"[" * 40 + b"]" * 40)
     with pytest.raises(Exception, match="key 'a' twice"):
