@@ -222,7 +222,7 @@ BAD = [
     (
         "[rules.offhours-bulk-egress]\nmin_byte = 5",
         "policy.toml: rules.offhours-bulk-egress: unknown key 'min_byte' "
-        "(allowed: enabled, severity, min_bytes, span_minutes)",
+        "(allowed: enabled, severity, min_bytes, span_minutes, two_way_percent, shared_by_hosts)",
     ),
     (
         '[site]\ntimezone = "Asia/Taipe"',

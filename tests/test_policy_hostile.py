@@ -25,7 +25,7 @@ HOSTILE = {
                    "rules.offhours-bulk-egress.min_bytes: expected an integer, got string '50 MB'"),
     "unknown key": ("[rules.beacon]\nmin_conections = 3\n",
                     "rules.beacon: unknown key 'min_conections' (allowed: enabled, severity, "
-                    "min_connections, min_hours, min_score, ignore_ports)"),
+                    "min_connections, min_hours, min_score, ignore_ports, habits)"),
     "unknown rule": ("[rules.exfil]\nenabled = true\n", "rules.exfil: unknown rule (known: "),
     "unknown section": ("[sites]\nname = 'x'\n", "sites: unknown section"),
     "list for a table": ("rules = [1, 2]\n", "rules: expected a table, got array"),

@@ -593,6 +593,25 @@ class LiveDetector:
                 table.folded_sources[minute] = table.folded_sources.get(minute, 0) + sources
         return table, merged_facts
 
+    def users_of(self, peer_hi: np.ndarray, peer_lo: np.ndarray) -> pd.DataFrame:
+        """The internal hosts that exchanged packets with outside addresses
+        (``peer_hi``, ``peer_lo``) in every worker's traffic so far: (host_hi,
+        host_lo, peer_hi, peer_lo). An analysis asked for by sightings reads only
+        the sighted hosts; whether others use an address too (a meeting server
+        the office shares: the bulk rules' call exemption) needs theirs."""
+        from ..features.hosts import host_traffic
+
+        peers = list(zip(peer_hi.tolist(), peer_lo.tolist(), strict=True))
+        parts = []
+        for worker in self.workers:
+            worker.yielding = True
+            with worker.lock:
+                worker.yielding = False
+                parts.append(worker.activity.with_hosts(peers).merged_columns())
+        table = ActivityTable.combined(parts, bin_seconds=60)
+        pairs = host_traffic(table.columns(), self.policy).external_pairs()
+        return pairs[["host_hi", "host_lo", "peer_hi", "peer_lo"]]
+
     def link_facts(self) -> pd.DataFrame | None:
         """The link facts of isolated segments every worker found so far (None
         without isolated networks)."""
@@ -621,6 +640,7 @@ class LiveDetector:
         result = scan_activity(
             activity, self.workers[0].flows, policy, model=self.model, facts=facts,
             first_contacts=self.first_contacts, link=None if sighted else self.link_facts(),
+            other_users=self.users_of if sighted else None,
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
         found = list(result.alerts)

@@ -121,12 +121,16 @@ def scan_activity(
     hosts: HostShare | None = None,
     link: pd.DataFrame | None = None,
     learned_devices: frozenset[str] = frozenset(),
+    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
     (``facts``: what payload inspection found, if it ran; ``first_contacts``:
     when each host first reached each outside address before, as
     :func:`first_contacts` records them, for traffic whose early minutes were
-    dropped; ``link``: the link facts of isolated segments, if looked at)."""
+    dropped; ``link``: the link facts of isolated segments, if looked at;
+    ``other_users``: (peer_hi, peer_lo) -> the (host_hi, host_lo, peer_hi,
+    peer_lo) of hosts that reached those outside addresses in traffic not given
+    here, as a live sensor's look at a few hosts has the others')."""
     minutes = window_minutes or policy.window_minutes
     names = names_from_facts(facts) if facts is not None else Names()
     sanctioned = names.matching(policy.allowlist_domains)
@@ -144,6 +148,8 @@ def scan_activity(
         # Who else reached an address before (a live sensor's urgent look reads
         # only the hosts it watches): how many hosts share it.
         recorded = partial(_earlier_users, first_contacts, traffic)
+    if other_users is not None:
+        recorded = _either(recorded, partial(_users_elsewhere, other_users, traffic))
     rules = run_rules if hosts is None else hosts.run_rules
     known = None  # (host, address) pairs of the model's baseline
     if model is None:
@@ -239,6 +245,23 @@ def _earlier_users(record: pd.DataFrame, traffic: HostTraffic, peers: np.ndarray
                          "peer_id": peers})  # fmt: skip
     near = record[np.isin(record["peer_lo"].to_numpy(), scan["peer_lo"].to_numpy())]
     both = near.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
+    return both[["host_hi", "host_lo", "peer_id"]]
+
+
+def _users_elsewhere(
+    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame],
+    traffic: HostTraffic,
+    peers: np.ndarray,
+) -> pd.DataFrame:
+    """``other_users`` of given outside addresses (this traffic's peer ids), as
+    (host_hi, host_lo, peer_id)."""
+    import pandas as pd
+
+    peers = np.unique(np.asarray(peers, dtype=np.int64))
+    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": traffic.address_lo[peers],
+                         "peer_id": peers})  # fmt: skip
+    found = other_users(scan["peer_hi"].to_numpy(), scan["peer_lo"].to_numpy())
+    both = found.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
     return both[["host_hi", "host_lo", "peer_id"]]
 
 
