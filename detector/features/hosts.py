@@ -19,7 +19,7 @@ minutes are also local minutes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,6 +127,23 @@ class HostTraffic:
         unique, inverse = np.unique(np.asarray(address_ids, dtype=np.int64), return_inverse=True)
         names = np.array([self.text(int(i)) for i in unique], dtype=object)
         return names[inverse.reshape(-1)]
+
+    def users_of(
+        self, lookup: Callable[[np.ndarray, np.ndarray], pd.DataFrame], peers: np.ndarray
+    ) -> pd.DataFrame:
+        """Who used given outside addresses of this traffic (``peers``, ids)
+        according to ``lookup`` ((peer_hi, peer_lo) arrays -> rows with
+        ``host_hi``, ``host_lo``, ``peer_hi``, ``peer_lo``: a model's baseline,
+        a first-contact record, a live sensor's other hosts), as (``host_hi``,
+        ``host_lo``, ``peer_id``) rows with this traffic's peer ids."""
+        import pandas as pd
+
+        peers = np.unique(np.asarray(peers, dtype=np.int64))
+        scan = pd.DataFrame({"peer_hi": self.address_hi[peers], "peer_lo": self.address_lo[peers],
+                             "peer_id": peers})  # fmt: skip
+        found = lookup(scan["peer_hi"].to_numpy(), scan["peer_lo"].to_numpy())
+        both = found.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
+        return both[["host_hi", "host_lo", "peer_id"]]
 
     def external_pairs(self) -> pd.DataFrame:
         """Each (host, outside peer) pair once: ``host_id``, ``peer_id`` and their

@@ -147,9 +147,9 @@ def scan_activity(
         earlier = _first_contacts_by_id(traffic, first_contacts)
         # Who else reached an address before (a live sensor's urgent look reads
         # only the hosts it watches): how many hosts share it.
-        recorded = partial(_earlier_users, first_contacts, traffic)
+        recorded = partial(traffic.users_of, partial(_recorded_users, first_contacts))
     if other_users is not None:
-        recorded = _either(recorded, partial(_users_elsewhere, other_users, traffic))
+        recorded = _either(recorded, partial(traffic.users_of, other_users))
     rules = run_rules if hosts is None else hosts.run_rules
     known = None  # (host, address) pairs of the model's baseline
     if model is None:
@@ -235,34 +235,10 @@ def first_contacts(traffic: HostTraffic, before: pd.DataFrame | None = None) -> 
     )
 
 
-def _earlier_users(record: pd.DataFrame, traffic: HostTraffic, peers: np.ndarray) -> pd.DataFrame:
-    """The hosts that ``record`` (:func:`first_contacts`) says reached given
-    outside addresses (this traffic's peer ids): (host_hi, host_lo, peer_id)."""
-    import pandas as pd
-
-    peers = np.unique(np.asarray(peers, dtype=np.int64))
-    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": traffic.address_lo[peers],
-                         "peer_id": peers})  # fmt: skip
-    near = record[np.isin(record["peer_lo"].to_numpy(), scan["peer_lo"].to_numpy())]
-    both = near.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
-    return both[["host_hi", "host_lo", "peer_id"]]
-
-
-def _users_elsewhere(
-    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame],
-    traffic: HostTraffic,
-    peers: np.ndarray,
-) -> pd.DataFrame:
-    """``other_users`` of given outside addresses (this traffic's peer ids), as
-    (host_hi, host_lo, peer_id)."""
-    import pandas as pd
-
-    peers = np.unique(np.asarray(peers, dtype=np.int64))
-    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": traffic.address_lo[peers],
-                         "peer_id": peers})  # fmt: skip
-    found = other_users(scan["peer_hi"].to_numpy(), scan["peer_lo"].to_numpy())
-    both = found.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
-    return both[["host_hi", "host_lo", "peer_id"]]
+def _recorded_users(record: pd.DataFrame, peer_hi: np.ndarray, peer_lo: np.ndarray) -> pd.DataFrame:
+    """The rows of ``record`` (:func:`first_contacts`) near given outside
+    addresses (by their low halves: the exact match is the caller's merge)."""
+    return record[np.isin(record["peer_lo"].to_numpy(), peer_lo)]
 
 
 def _either(

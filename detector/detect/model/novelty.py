@@ -73,22 +73,19 @@ def baseline_users(
     one host alone reaches. A function, so that only the few addresses a rule
     asks about are looked up (the history holds millions of pairs)."""
     model._check_fitted()
-    return partial(_baseline_users_of, model.history_, traffic)
+    return partial(traffic.users_of, partial(_baseline_users_of, model.history_))
 
 
-def _baseline_users_of(history: History, traffic: HostTraffic, peers: np.ndarray) -> pd.DataFrame:
+def _baseline_users_of(history: History, peer_hi: np.ndarray, peer_lo: np.ndarray) -> pd.DataFrame:
+    """The baseline's (host, outside address) pairs near given addresses (by
+    their low halves: the exact match is the caller's merge)."""
     import pandas as pd
 
-    peers = np.unique(np.asarray(peers, dtype=np.int64))
-    lo = traffic.address_lo[peers]
-    near = np.isin(history.known_peer_lo, lo)
-    scan = pd.DataFrame({"peer_hi": traffic.address_hi[peers], "peer_lo": lo, "peer_id": peers})
-    known = pd.DataFrame({
+    near = np.isin(history.known_peer_lo, peer_lo)
+    return pd.DataFrame({
         "host_hi": history.known_host_hi[near], "host_lo": history.known_host_lo[near],
         "peer_hi": history.known_peer_hi[near], "peer_lo": history.known_peer_lo[near],
     })  # fmt: skip
-    both = known.merge(scan, on=["peer_hi", "peer_lo"], how="inner")
-    return both[["host_hi", "host_lo", "peer_id"]]
 
 
 def with_novelty(
