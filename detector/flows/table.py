@@ -430,13 +430,7 @@ class FlowTable:
     def rows_where(self, keep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """The closed flows whose rows ``keep`` (rows → bool mask) selects, in
         the order closed (as in ``exported_rows``), read a chunk at a time."""
-        kept = [(index[mask], rows[mask]) for index, rows in self.indexed_row_chunks()
-                if (mask := keep(rows)).any()]  # fmt: skip
-        if not kept:
-            return np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
-        index = np.concatenate([k[0] for k in kept])
-        rows = np.concatenate([k[1] for k in kept])
-        return rows if _ascending(index) else rows[np.argsort(index, kind="stable")]
+        return self.columns_where(lambda rows: {"rows": rows}, lambda c: keep(c["rows"]))["rows"]
 
     def columns_where(
         self,
