@@ -414,7 +414,7 @@ def test_beacon_leaves_out_a_hosts_habit_known_to_the_models_baseline(tmp_path, 
     policy = load_policy(tmp_path / "policy.toml")
     ctx = ScanContext(policy, traffic, 10, facts=result.facts, flows=result.flows,
                       known_destinations=known)  # fmt: skip
-    left = sorted((a.source_ip, a.destination_ip) for a in DETECTION.check(ctx))
+    left = sorted((a.source_ip, a.destination_ip) for a in DETECTION.run(ctx))
     assert left == (both[1:] if habits else both)
 
 
@@ -519,9 +519,9 @@ def test_long_connection_leaves_out_only_pairs_that_cannot_reach_its_bars(tmp_pa
                      seconds=0.1, bytes_out=500, sport=42000 + i)  # fmt: skip
     result = scan(tmp_path, cap)
     ctx = ScanContext(load_policy(tmp_path / "policy.toml"), result.traffic, 10)
-    kept = long_connection.DETECTION.check(ctx)
+    kept = long_connection.DETECTION.run(ctx)
     monkeypatch.setattr(long_connection, "group_codes", lambda rows, keys: np.zeros(len(rows), int))
-    every_pair = long_connection.DETECTION.check(ctx)
+    every_pair = long_connection.DETECTION.run(ctx)
     assert kept == every_pair
     kinds = {a.evidence["kind"] for a in kept}
     assert len(kept) >= 3 and kinds >= {"long", "cumulative"}

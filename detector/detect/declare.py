@@ -211,11 +211,16 @@ ENABLED = Setting("enabled", Boolean(), True, "`false` turns the rule off.")
 TRAFFIC, PAYLOAD, MODEL, SENSOR = "traffic", "payload", "model", "sensor"
 
 
+# A check: the scan's context and the rule with the site's settings -> its alerts.
+Check = Callable[["ScanContext", "Rule"], list[Alert]]
+
+
 @dataclass(frozen=True)
 class Detection:
-    """Everything about one rule. ``check`` takes the scan's context and returns
-    its alerts (attached with ``@DETECTION.checks(over=...)``, which sets the
-    stage too); detections with ``stage`` MODEL or SENSOR are raised by the model
+    """Everything about one rule. ``check`` takes the scan's context and the
+    rule with the site's settings (:class:`Rule`) and returns its alerts
+    (attached with ``@DETECTION.checks(over=...)``, which sets the stage
+    too); detections with ``stage`` MODEL or SENSOR are raised by the model
     and the live sensor, not by a check."""
 
     rule_id: str
@@ -226,7 +231,7 @@ class Detection:
     description: str  # docs/rules.md: how it decides, in full (Markdown)
     false_positives: str = ""  # docs/rules.md: what fires it without an incident
     settings: tuple[Setting, ...] = ()  # the rule's own keys (enabled and severity are implied)
-    check: Callable[[ScanContext], list[Alert]] | None = None
+    check: Check | None = None
     stage: str = TRAFFIC
     in_policy: bool = True  # False: no [rules.<id>] table (the model's and the sensor's)
     severity_shown: str = ""  # the rule table's words when one severity does not say it all
@@ -251,18 +256,14 @@ class Detection:
         # ECS rule.description of this rule's alerts, in every output (alerts/record.py).
         RULE_DESCRIPTIONS[self.rule_id] = self.catches
 
-    def checks(
-        self, over: str
-    ) -> Callable[[Callable[[ScanContext], list[Alert]]], Callable[[ScanContext], list[Alert]]]:
+    def checks(self, over: str) -> Callable[[Check], Check]:
         """Decorator: the function below is this detection's check, run ``over``
         host traffic (TRAFFIC) or payload facts, names and flow records (PAYLOAD).
         A rule module declares what the rule is first, how it decides below."""
         if over not in (TRAFFIC, PAYLOAD):
             raise ValueError(f"{self.rule_id}: a check runs over TRAFFIC or PAYLOAD, not {over!r}")
 
-        def attach(
-            function: Callable[[ScanContext], list[Alert]],
-        ) -> Callable[[ScanContext], list[Alert]]:
+        def attach(function: Check) -> Check:
             # Once, at import, before the catalogue reads it: still one record per rule.
             object.__setattr__(self, "check", function)
             object.__setattr__(self, "stage", over)
@@ -277,6 +278,14 @@ class Detection:
         packets in a live sensor (``on_packets``, detector/detect/packets.py)."""
         object.__setattr__(self, "on_packets", function)  # once, at import, as ``checks``
         return function
+
+    def run(self, ctx: ScanContext) -> list[Alert]:
+        """This rule's alerts over ``ctx`` with the site's settings for it (none
+        when the site turned it off, or it is raised elsewhere than by a check)."""
+        settings = ctx.policy.rule(self.rule_id)
+        if self.check is None or not settings.enabled:
+            return []
+        return self.check(ctx, Rule(self, settings))
 
     def incident_key(self, alert: Alert) -> Hashable:
         """Which incident of its host ``alert`` belongs to (``incident``)."""
@@ -312,3 +321,43 @@ class Detection:
 
     def why(self, alert: Alert) -> str:
         return self.why_by_direction.get(alert.direction or "", self.why_it_matters)
+
+
+class SiteSettings(Protocol):
+    """A rule's settings as the site's policy sets them (detector/policy/site.py)."""
+
+    @property
+    def severity(self) -> int: ...
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A detection with the site's settings for it: what a check is given. It
+    reads a setting as ``rule["min_bytes"]`` and makes its alerts with
+    :meth:`alert`, at the severity the site chose for the rule."""
+
+    detection: Detection
+    settings: SiteSettings
+
+    def __getitem__(self, key: str) -> Any:
+        return self.settings[key]
+
+    @property
+    def rule_id(self) -> str:
+        return self.detection.rule_id
+
+    def alert(
+        self,
+        start_ns: int,
+        end_ns: int,
+        source_ip: str,
+        text: str,
+        severity: int | None = None,
+        **fields: Any,
+    ) -> Alert:
+        """An alert of this rule at the site's severity (``severity``: a rule
+        whose severity depends on what it found, as isolated-egress's)."""
+        level = self.settings.severity if severity is None else severity
+        return self.detection.alert(level, start_ns, end_ns, source_ip, text, **fields)

@@ -389,14 +389,13 @@ def combined_alerts(
     raw = [a for s in shares for a in s.traffic_alerts]
     pivots = [s.pivot_rows for s in shares if s.pivot_rows is not None and len(s.pivot_rows)]
     chain = pivot_chain.DETECTION
-    if pivots and policy.rule(chain.rule_id).enabled and chain.check is not None:
-        raw.extend(chain.check(ScanContext(policy, pivot_traffic(pivots, span), window_minutes)))
+    if pivots:
+        raw.extend(chain.run(ScanContext(policy, pivot_traffic(pivots, span), window_minutes)))
     if link is not None:
         sides = ScanContext(policy, traffic, window_minutes, link=link,
                             learned_devices=learned_devices)  # fmt: skip
         for rule in LINK_RULES:
-            if policy.rule(rule.rule_id).enabled and rule.check is not None:
-                raw.extend(rule.check(sides))
+            raw.extend(rule.run(sides))
     # As one process runs them: rule after rule (a share's alerts of a rule in its order).
     raw.sort(key=lambda a: rank.get(a.rule_id, len(rank)))
     alerts = pivot_chain.fold_legs(raw)

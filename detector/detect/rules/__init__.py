@@ -73,10 +73,8 @@ POLICY_RULES: dict[str, Detection] = {d.rule_id: d for d in DETECTIONS if d.in_p
 def _run(ctx: ScanContext, stage: str) -> list[Alert]:
     alerts: list[Alert] = []
     for detection in DETECTIONS:
-        if detection.stage != stage or detection.check is None:
-            continue
-        if ctx.policy.rule(detection.rule_id).enabled:
-            alerts.extend(detection.check(ctx))
+        if detection.stage == stage:
+            alerts.extend(detection.run(ctx))
     return alerts
 
 

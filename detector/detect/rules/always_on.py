@@ -11,7 +11,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import NetworkSet
 from ...units import HOUR_NS, minutes_of
-from ..declare import COUNT, TRAFFIC, Detection, Networks, Setting, TimeOfDay
+from ..declare import COUNT, TRAFFIC, Detection, Networks, Rule, Setting, TimeOfDay
 from .common import local_datetime
 
 if TYPE_CHECKING:
@@ -122,14 +122,13 @@ def _instant_ns(local: datetime) -> int:
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_always_on(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
+def check_always_on(ctx: ScanContext, rule: Rule) -> list[Alert]:
     traffic = ctx.traffic
     f = traffic.frame
     if f.empty or traffic.first_ns is None or traffic.last_ns is None:
         return []
-    min_packets = int(settings["min_packets"])
-    exempt = NetworkSet(settings["exempt"])
+    min_packets = int(rule["min_packets"])
+    exempt = NetworkSet(rule["exempt"])
     seen_minutes = np.unique(f["minute_ns"].to_numpy())
     sent = f[f["packets_out"].to_numpy() > 0]
     per_minute = sent.groupby(["host_id", "minute_ns"], sort=True)["packets_out"].sum()
@@ -171,21 +170,20 @@ def check_always_on(ctx: ScanContext) -> list[Alert]:
                 else f"{len(run)} nights from {run[0][0]:%a %Y-%m-%d}"
             )
             alerts.append(
-                DETECTION.alert(
-                    settings.severity,
+                rule.alert(
                     start,
                     end - 1,
                     traffic.text(host),
                     source_packets=packets,
                     text=(
                         f"{traffic.text(host)} was active in every hour of {label} "
-                        f"({settings['night_start']}–{settings['night_end']} local time, "
+                        f"({rule['night_start']}–{rule['night_end']} local time, "
                         f"{packets:,} packets sent); computers should not stay on all night"
                     ),
                     evidence={
                         "nights": len(run),
-                        "night_start": settings["night_start"],
-                        "night_end": settings["night_end"],
+                        "night_start": rule["night_start"],
+                        "night_end": rule["night_end"],
                     },  # fmt: skip
                 )
             )

@@ -11,7 +11,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import NetworkSet
 from ...oui import mac_text, vendor
-from ..declare import TRAFFIC, Detection, Networks, Setting
+from ..declare import TRAFFIC, Detection, Networks, Rule, Setting
 from .common import when
 from .segment import ARP_REQUEST, address, addresses, listed, mac_phrase, network_of, segments, span
 
@@ -69,17 +69,15 @@ allowed_targets = ["10.8.40.254/32"]   # the old gateway address the images stil
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_arp_outside_segment(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
+def check_arp_outside_segment(ctx: ScanContext, rule: Rule) -> list[Alert]:
     policy = ctx.policy
-    settings = policy.rule(rule.rule_id)
     seen = segments(ctx)
     if seen is None:
         return []
     rows = seen.of("arp", (ARP_REQUEST,))
     s_hi, s_lo = rows["a_hi"].to_numpy(np.uint64), rows["a_lo"].to_numpy(np.uint64)
     t_hi, t_lo = rows["b_hi"].to_numpy(np.uint64), rows["b_lo"].to_numpy(np.uint64)
-    allowed = NetworkSet(settings["allowed_targets"])
+    allowed = NetworkSet(rule["allowed_targets"])
     outside = (
         policy.isolated.contains(s_hi, s_lo)
         & (s_lo != t_lo)
@@ -103,7 +101,7 @@ def check_arp_outside_segment(ctx: ScanContext) -> list[Alert]:
             f"{requests:,} request{'s' if requests != 1 else ''} {when(start, end, policy)}"
         )
         alerts.append(rule.alert(
-            settings.severity, start, end, host, text, source_packets=requests,
+            start, end, host, text, source_packets=requests,
             destination_ip=targets[0], direction="internal",
             evidence={"mac": mac_text(int(mac)), "vendor": vendor(int(mac)),
                       "targets": targets[:20], "requests": requests},

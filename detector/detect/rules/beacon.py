@@ -12,7 +12,7 @@ from ...alerts.record import Alert
 from ...flows.records import initiator_columns
 from ...networks import address_text
 from ...units import human_bytes
-from ..declare import COUNT, HOURS, PAYLOAD, PERCENT, Boolean, Detection, Ports, Setting
+from ..declare import COUNT, HOURS, PAYLOAD, PERCENT, Boolean, Detection, Ports, Rule, Setting
 from .common import ids, when
 
 if TYPE_CHECKING:
@@ -95,13 +95,12 @@ def beacon_score(starts_ns: np.ndarray, sizes: np.ndarray) -> tuple[float, float
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_beacon(ctx: ScanContext) -> list[Alert]:
+def check_beacon(ctx: ScanContext, rule: Rule) -> list[Alert]:
     """Regular connections from an internal host to one outside address over hours."""
     flows, policy = ctx.flows, ctx.policy
     if flows is None or ctx.facts is None:
         return []
-    settings = policy.rule(DETECTION.rule_id)
-    ignored = np.array(sorted(settings["ignore_ports"]), dtype=np.int64)
+    ignored = np.array(sorted(rule["ignore_ports"]), dtype=np.int64)
 
     def outbound(flow: dict[str, np.ndarray]) -> np.ndarray:
         dst_hi, dst_lo = flow["dst_hi"], flow["dst_lo"]
@@ -119,27 +118,26 @@ def check_beacon(ctx: ScanContext) -> list[Alert]:
     if table.empty:
         return []
     keys = ["src_hi", "src_lo", "dst_hi", "dst_lo"]
-    if settings["habits"]:
+    if rule["habits"]:
         table = table[~_habitual(ctx, table, keys)]
     counts = table.groupby(keys, sort=False)["start"].transform("size").to_numpy()
-    table = table[counts >= int(settings["min_connections"])]
+    table = table[counts >= int(rule["min_connections"])]
     alerts: list[Alert] = []
-    min_span = float(settings["min_hours"]) * 3600e9
+    min_span = float(rule["min_hours"]) * 3600e9
     for key, group in table.groupby(keys, sort=True):
         s_hi, s_lo, d_hi, d_lo = ids(key)
         starts = np.sort(group["start"].to_numpy())
         if starts[-1] - starts[0] < min_span:
             continue
         score, period, jitter = beacon_score(starts, group["sent"].to_numpy())
-        if score * 100 < float(settings["min_score"]):
+        if score * 100 < float(rule["min_score"]):
             continue
         host = address_text(s_hi, s_lo)
         peer = address_text(d_hi, d_lo)
         size = float(np.median(group["sent"].to_numpy()))
         first, last = int(starts[0]), int(starts[-1])
         alerts.append(
-            DETECTION.alert(
-                settings.severity,
+            rule.alert(
                 first,
                 last,
                 host,

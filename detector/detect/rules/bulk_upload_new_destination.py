@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
-from ..declare import BYTES, HOURS, MINUTES, TRAFFIC, Detection, Setting
+from ..declare import BYTES, HOURS, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import (
     SHARED_CALL_SETTINGS,
     conversation,
@@ -88,11 +88,10 @@ new_for_hours = 72""",
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    span_ns = int(settings["span_minutes"]) * MINUTE_NS
-    threshold = int(settings["min_bytes"])
-    new_for_ns = int(round(float(settings["new_for_hours"]) * HOUR_NS))
+def check_bulk_upload_new_destination(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    span_ns = int(rule["span_minutes"]) * MINUTE_NS
+    threshold = int(rule["min_bytes"])
+    new_for_ns = int(round(float(rule["new_for_hours"]) * HOUR_NS))
     f = ctx.traffic.frame
     sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
     pair = ["host_id", "peer_id"]
@@ -100,7 +99,7 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
     sel = groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
     # Calls to a meeting service the office uses are new to a host that never
     # called, not an upload (the few groups that fire only: it looks at the scan).
-    sel = without_shared_calls(ctx, sel, settings)
+    sel = without_shared_calls(ctx, sel, rule)
     sel = groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
     for key, rows in sel.groupby(pair, sort=False):
@@ -115,11 +114,11 @@ def check_bulk_upload_new_destination(ctx: ScanContext) -> list[Alert]:
                 f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan"
                 f"{'' if ctx.known_destinations is None else ' (not in the model baseline)'}, "
                 f"{conv.when_and_hours(ctx.policy)} "
-                + threshold_phrase(threshold, settings["span_minutes"])
+                + threshold_phrase(threshold, rule["span_minutes"])
             )
-            evidence = {"threshold_bytes": threshold, "span_minutes": int(settings["span_minutes"]),
+            evidence = {"threshold_bytes": threshold, "span_minutes": int(rule["span_minutes"]),
                         "first_contact": first_contact}  # fmt: skip
-            alert = conv.alert(DETECTION, settings.severity, text, "egress", evidence)
+            alert = conv.alert(rule, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, DETECTION)
 

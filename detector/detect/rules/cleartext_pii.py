@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ...alerts.record import Alert
 from ...flows.payload import PII_KIND
 from ...networks import address_text
-from ..declare import COUNT, PAYLOAD, Detection, Setting
+from ..declare import COUNT, PAYLOAD, Detection, Rule, Setting
 from .common import internal_side, payload_facts, when
 
 if TYPE_CHECKING:
@@ -43,12 +43,11 @@ are read (`[inspection]`), so numbers deep in a long upload are not seen.""",
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
+def check_cleartext_pii(ctx: ScanContext, rule: Rule) -> list[Alert]:
     pii = payload_facts(ctx, "pii")
     if pii.empty:
         return []
     policy = ctx.policy
-    settings = policy.rule(DETECTION.rule_id)
     src_in, _ = internal_side(pii, policy)
     outbound = policy.is_external(pii["dst_hi"].to_numpy(), pii["dst_lo"].to_numpy())
     sent = pii[src_in & outbound]
@@ -56,7 +55,7 @@ def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
     keys = ["src_hi", "src_lo", "dst_hi", "dst_lo"]
     for (s_hi, s_lo, d_hi, d_lo), rows in sent.groupby(keys, sort=True):
         distinct = rows.drop_duplicates("secret")
-        if len(distinct) < int(settings["min_count"]):
+        if len(distinct) < int(rule["min_count"]):
             continue
         host = address_text(int(s_hi), int(s_lo))  # type: ignore[call-overload]
         peer = address_text(int(d_hi), int(d_lo))  # type: ignore[call-overload]
@@ -68,8 +67,7 @@ def check_cleartext_pii(ctx: ScanContext) -> list[Alert]:
             label for k, label in ((1, "national ID"), (2, "resident certificate")) if k in kinds
         )
         alerts.append(
-            DETECTION.alert(
-                settings.severity,
+            rule.alert(
                 start,
                 end,
                 host,

@@ -26,7 +26,7 @@ from ..declare import PERCENT, Integer, Setting
 if TYPE_CHECKING:
     from ...policy import Policy
     from ..context import ScanContext
-    from ..declare import Detection
+    from ..declare import Detection, Rule
 
 
 # Beyond this many destinations for one (rule, host), the rest are summed into
@@ -246,16 +246,18 @@ class Conversation:
 
     def alert(
         self,
-        rule: Detection,
-        severity: int,
+        rule: Rule,
         text: str,
         direction: str | None,
         evidence: dict[str, Any],
+        severity: int | None = None,
     ) -> Alert:
+        """The alert: these figures, ``text``, at the site's severity for the
+        rule unless ``severity`` says otherwise."""
         own = {f.name: getattr(self, f.name) for f in fields(self)}
         start, end, host = own.pop("start_ns"), own.pop("end_ns"), own.pop("source_ip")
         return rule.alert(
-            severity, start, end, host, text, direction=direction, evidence=evidence, **own
+            start, end, host, text, severity, direction=direction, evidence=evidence, **own
         )
 
 

@@ -8,7 +8,7 @@ from ...alerts.mask import mask_personal
 from ...alerts.record import Alert
 from ...flows.payload import DNS_IS_RESPONSE, DNS_QTYPE
 from ...networks import address_text
-from ..declare import COUNT, PAYLOAD, Detection, Setting
+from ..declare import COUNT, PAYLOAD, Detection, Rule, Setting
 from .common import payload_facts, when
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ _HOSTNAME_BYTES = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
+def check_dns_tunnel(ctx: ScanContext, rule: Rule) -> list[Alert]:
     """DNS questions that carry data: one name with an encoded label, or many
     long unique names (or TXT/NULL questions) under one domain."""
     queries = payload_facts(ctx, "dns")
@@ -82,7 +82,6 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
         return []
     queries = queries[queries[DNS_IS_RESPONSE].to_numpy() == 0]
     policy = ctx.policy
-    settings = policy.rule(DETECTION.rule_id)
     src_in = policy.internal.contains(queries["src_hi"].to_numpy(), queries["src_lo"].to_numpy())
     queries = queries[src_in]
     groups: dict[tuple[int, int, str], dict[str, Any]] = {}
@@ -111,7 +110,7 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
         longest = max((len(label) for label in labels[:-keep]), default=0)
         # 8-bit labels (iodine's base128): several bytes no host name has.
         binary = sum(c not in _HOSTNAME_BYTES for c in name) >= 4
-        if longest >= int(settings["min_label_length"]) or binary:
+        if longest >= int(rule["min_label_length"]) or binary:
             g["encoded"].append(name)
     # One alert per host: a tunnel tool without a domain of its own (dnscat
     # straight to a resolver) makes every name look like a new domain.
@@ -122,10 +121,10 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
         reasons = []
         if g["encoded"]:
             reasons.append(f"{len(g['encoded'])} name(s) carrying encoded data")
-        if (len(subs) >= int(settings["min_unique_subdomains"])
-                and mean >= int(settings["min_mean_subdomain_length"])):  # fmt: skip
+        if (len(subs) >= int(rule["min_unique_subdomains"])
+                and mean >= int(rule["min_mean_subdomain_length"])):  # fmt: skip
             reasons.append(f"{len(subs):,} unique subdomains of {mean:.0f} characters on average")
-        if g["txt_null"] >= int(settings["min_txt_null_queries"]):
+        if g["txt_null"] >= int(rule["min_txt_null_queries"]):
             reasons.append(f"{g['txt_null']:,} TXT/NULL questions")
         if reasons:
             g["unique"] = len(subs)
@@ -146,8 +145,7 @@ def check_dns_tunnel(ctx: ScanContext) -> list[Alert]:
             f"under {base}" if len(found) == 1 else f"under {len(found):,} domains (most: {base})"
         )
         alerts.append(
-            DETECTION.alert(
-                settings.severity,
+            rule.alert(
                 first,
                 last,
                 host,

@@ -16,7 +16,7 @@ from ...alerts.record import Alert
 from ...flows.payload import DNS_IS_RESPONSE
 from ...flows.records import initiator_columns
 from ...networks import NetworkSet, address_text
-from ..declare import PAYLOAD, Choices, Detection, Domains, Networks, Setting
+from ..declare import PAYLOAD, Choices, Detection, Domains, Networks, Rule, Setting
 from ..names import domain_matcher
 from .common import when
 
@@ -106,12 +106,11 @@ def messaging_apps(policy: Policy) -> list[App]:
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_im_app(ctx: ScanContext) -> list[Alert]:
+def check_im_app(ctx: ScanContext, rule: Rule) -> list[Alert]:
     """A host that looked up, or connected by name or address to, a messaging app."""
     facts, traffic, policy = ctx.facts, ctx.traffic, ctx.policy
     if facts is None:
         return []
-    settings = policy.rule(DETECTION.rule_id)
     hits = []  # (host hi, host lo, app id, ts, evidence)
     named = facts[facts["kind"].isin(["dns", "tls-sni", "http"]).to_numpy()]
     if not named.empty:
@@ -153,8 +152,7 @@ def check_im_app(ctx: ScanContext) -> list[Alert]:
         seen = sorted(set(rows["evidence"]))
         start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
         alerts.append(
-            DETECTION.alert(
-                settings.severity,
+            rule.alert(
                 start,
                 end,
                 host,

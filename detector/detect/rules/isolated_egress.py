@@ -10,7 +10,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import LOCAL_SCOPE
 from ...units import human_bytes
-from ..declare import TRAFFIC, Boolean, Detection, Setting, Severity
+from ..declare import TRAFFIC, Boolean, Detection, Rule, Setting, Severity
 from .common import conversation, limit_per_host, services_phrase
 
 if TYPE_CHECKING:
@@ -81,15 +81,14 @@ internal_severity = "critical"   # at this site an internal contact is as bad as
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
+def check_isolated_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
     f = ctx.traffic.frame
     mask = (
         f["host_isolated"].to_numpy()
         & ~f["peer_isolated"].to_numpy()
         & ~f["peer_isolated_peer"].to_numpy()
     )
-    if settings["ignore_local_scope"]:
+    if rule["ignore_local_scope"]:
         mask &= ~f["peer_local_scope"].to_numpy()
     alerts: list[Alert] = []
     # Columns as numpy arrays sorted by (host, peer, minute), cut into episodes
@@ -115,7 +114,7 @@ def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
         episode = {name: values[start:stop] for name, values in cols.items()}
         host, peer = int(host_ids[start]), int(peer_ids[start])
         external = bool(episode["peer_external"][0])
-        severity = settings.severity if external else settings["internal_severity"]
+        severity = rule.settings.severity if external else rule["internal_severity"]
         conv = conversation(ctx, host, peer, episode)
         kind = "outside address" if external else "internal host (not isolated)"
         text = (
@@ -128,7 +127,7 @@ def check_isolated_egress(ctx: ScanContext) -> list[Alert]:
         if not external:
             text += "; a bridge between the isolated and the internet side?"
         direction = "egress" if external else "internal"
-        alert = conv.alert(DETECTION, severity, text, direction, {"host_role": "isolated"})
+        alert = conv.alert(rule, text, direction, {"host_role": "isolated"}, severity)
         alerts.append(alert)
     return limit_per_host(alerts, DETECTION)
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
-from ..declare import HOURS, MINUTES, TRAFFIC, Detection, Setting
+from ..declare import HOURS, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import conversation, endpoint, group_codes, ids, limit_per_host, off_hours_rows
 
 if TYPE_CHECKING:
@@ -89,11 +89,10 @@ def _hours(ns: int) -> str:
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_long_connection(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    idle_ns = int(settings["max_idle_minutes"]) * MINUTE_NS
-    long_ns = int(settings["min_hours"]) * HOUR_NS
-    cumulative_ns = int(settings["cumulative_hours"]) * HOUR_NS
+def check_long_connection(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    idle_ns = int(rule["max_idle_minutes"]) * MINUTE_NS
+    long_ns = int(rule["min_hours"]) * HOUR_NS
+    cumulative_ns = int(rule["cumulative_hours"]) * HOUR_NS
     f = ctx.traffic.frame
     proto, peer_port = f["proto"].to_numpy(), f["peer_port"].to_numpy()
     sel = f[
@@ -163,7 +162,7 @@ def check_long_connection(ctx: ScanContext) -> list[Alert]:
             "longest_seconds": longest // 10**9,
             "cumulative_seconds": total // 10**9,
             "connections": len(sessions),
-            "max_idle_minutes": int(settings["max_idle_minutes"]),
+            "max_idle_minutes": int(rule["max_idle_minutes"]),
         }
         what = (
             f"kept one connection to {endpoint(conv)} open for {_hours(longest)}"
@@ -177,5 +176,5 @@ def check_long_connection(ctx: ScanContext) -> list[Alert]:
             f"{human_bytes(conv.destination_bytes)}: a channel kept open to one outside "
             "address, as remote-control software keeps it"
         )
-        alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+        alerts.append(conv.alert(rule, text, "egress", evidence))
     return limit_per_host(alerts, DETECTION)

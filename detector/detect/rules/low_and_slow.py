@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
-from ..declare import BYTES, COUNT, HOURS, TRAFFIC, Detection, Setting
+from ..declare import BYTES, COUNT, HOURS, TRAFFIC, Detection, Rule, Setting
 from . import offhours_bulk_egress
 from .common import (
     conversation,
@@ -142,10 +142,9 @@ def _new_to_the_site(
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    threshold = int(settings["min_bytes"])
-    min_transfers = int(settings["min_transfers"])
+def check_low_and_slow(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    threshold = int(rule["min_bytes"])
+    min_transfers = int(rule["min_transfers"])
     f = ctx.traffic.frame
     outside = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
     if outside.empty:
@@ -171,7 +170,7 @@ def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
     # One transfer is enough to an address new to the host that no other host
     # of the site uses (issue 20, item 7); a first upload to the cloud service
     # the office uses, at 17:40, is not.
-    fresh = _new_to_the_site(ctx, outside, sel, int(settings["new_for_hours"]) * HOUR_NS)
+    fresh = _new_to_the_site(ctx, outside, sel, int(rule["new_for_hours"]) * HOUR_NS)
     alerts: list[Alert] = []
     for group, rows in sel.groupby(key, sort=False):
         host, peer, _ = ids(group)
@@ -205,5 +204,5 @@ def check_low_and_slow(ctx: ScanContext) -> list[Alert]:
             f"{threshold_text(threshold)} or more to one outside address in one "
             "night, weekend or holiday, however slowly"
         )
-        alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+        alerts.append(conv.alert(rule, text, "egress", evidence))
     return limit_per_host(alerts, DETECTION)

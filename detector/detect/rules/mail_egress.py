@@ -11,7 +11,7 @@ from ...alerts.record import Alert
 from ...flows.payload import SMTP_DECLARED_SIZE
 from ...networks import address_text
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, TRAFFIC, Detection, Ports, Setting, Severity
+from ..declare import BYTES, TRAFFIC, Detection, Ports, Rule, Setting, Severity
 from .common import conversation, endpoint, limit_per_host, minute_runs, threshold_text
 
 if TYPE_CHECKING:
@@ -67,10 +67,9 @@ ports = [25, 465, 587, 2525] # the provider also accepts mail on 2525""",
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_mail_egress(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    ports = np.array(sorted(int(p) for p in settings["ports"]), dtype=np.int32)
-    threshold = int(settings["min_bytes"])
+def check_mail_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    ports = np.array(sorted(int(p) for p in rule["ports"]), dtype=np.int32)
+    threshold = int(rule["min_bytes"])
     f = ctx.traffic.frame
     # The host is the mail client: the well-known port is on the other side.
     # Mail that stays within the isolated zone (to an isolated host or an
@@ -109,7 +108,7 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
             sent = int(episode["bytes_out"].sum())
             if not isolated and sent < threshold:
                 continue
-            severity = settings.severity if isolated else settings["large_severity"]
+            severity = rule.settings.severity if isolated else rule["large_severity"]
             conv = conversation(ctx, int(host), int(peer), episode)
             who = f"{conv.source_ip} (isolated)" if isolated else conv.source_ip
             why = (
@@ -124,7 +123,7 @@ def check_mail_egress(ctx: ScanContext) -> list[Alert]:
             evidence = {"threshold_bytes": threshold,
                         "host_role": "isolated" if isolated else "internal"}  # fmt: skip
             direction = "egress" if external else "internal"
-            alert = conv.alert(DETECTION, severity, text, direction, evidence)
+            alert = conv.alert(rule, text, direction, evidence, severity)
             alerts.append(alert)
     return limit_per_host(alerts, DETECTION)
 

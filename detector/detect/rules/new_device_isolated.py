@@ -9,7 +9,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...oui import mac_text, vendor
-from ..declare import TRAFFIC, Detection, Setting
+from ..declare import TRAFFIC, Detection, Rule, Setting
 from .common import when
 from .segment import (
     ARP_REQUEST,
@@ -97,10 +97,8 @@ known_devices = ["02:08:0a:08:28:1f", "02:08:0a:08:28:05", "02:08:0a:08:28:20"]"
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
-    known = mac_values(settings["known_devices"]) | mac_values(tuple(ctx.learned_devices))
+def check_new_device_isolated(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    known = mac_values(rule["known_devices"]) | mac_values(tuple(ctx.learned_devices))
     seen = segments(ctx)
     if seen is None or not known:
         return []
@@ -152,7 +150,7 @@ def check_new_device_isolated(ctx: ScanContext) -> list[Alert]:
         )
         alerts.append(
             rule.alert(
-                settings.severity, start, end, addresses[0], text,
+                start, end, addresses[0], text,
                 direction="internal",
                 evidence={"mac": mac_text(mac), "vendor": vendor(mac), "network": network,
                           "addresses": addresses[:20]},

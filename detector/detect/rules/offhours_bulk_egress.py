@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...alerts.record import Alert
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, MINUTES, TRAFFIC, Detection, Setting
+from ..declare import BYTES, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import (
     SHARED_CALL_SETTINGS,
     conversation,
@@ -95,10 +95,9 @@ def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    span_ns = int(settings["span_minutes"]) * MINUTE_NS
-    threshold = int(settings["min_bytes"])
+def check_offhours_bulk_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    span_ns = int(rule["span_minutes"]) * MINUTE_NS
+    threshold = int(rule["min_bytes"])
     f = ctx.traffic.frame
     sel = f[
         f["peer_external"].to_numpy()
@@ -108,7 +107,7 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
     sel = sel[_off_hours_rows(ctx, sel)]
     sel = groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
     # An evening or weekend video call to the office's meeting service is not bulk egress.
-    sel = without_shared_calls(ctx, sel, settings)
+    sel = without_shared_calls(ctx, sel, rule)
     sel = groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
     for host, rows in sel.groupby("host_id", sort=False):
@@ -134,7 +133,7 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
             ]
             evidence = {
                 "threshold_bytes": threshold,
-                "span_minutes": int(settings["span_minutes"]),
+                "span_minutes": int(rule["span_minutes"]),
                 "destinations": destinations,
                 "destination_count": len(by_peer),
             }
@@ -148,9 +147,9 @@ def check_offhours_bulk_egress(ctx: ScanContext) -> list[Alert]:
                     f"{human_bytes(int(by_peer.iloc[0]))})"
                 )  # fmt: skip
                 + f" {conv.when(ctx.policy)}, outside business hours "
-                + threshold_phrase(threshold, settings["span_minutes"])
+                + threshold_phrase(threshold, rule["span_minutes"])
             )
-            alert = conv.alert(DETECTION, settings.severity, text, "egress", evidence)
+            alert = conv.alert(rule, text, "egress", evidence)
             alerts.append(alert)
     return limit_per_host(alerts, DETECTION)
 

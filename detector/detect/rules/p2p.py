@@ -11,7 +11,7 @@ from ...alerts.record import Alert
 from ...flows.payload import P2P_NAMES, P2P_SIGNATURE
 from ...flows.records import TRANSPORT_NAMES
 from ...networks import address_text
-from ..declare import PAYLOAD, Detection
+from ..declare import PAYLOAD, Detection, Rule
 from .common import internal_side, payload_facts, when
 
 if TYPE_CHECKING:
@@ -43,12 +43,11 @@ BitTorrent over TLS or with protocol encryption, which has no signature.""",
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_p2p(ctx: ScanContext) -> list[Alert]:
+def check_p2p(ctx: ScanContext, rule: Rule) -> list[Alert]:
     p2p = payload_facts(ctx, "p2p-signature")
     if p2p.empty:
         return []
     policy = ctx.policy
-    settings = policy.rule(DETECTION.rule_id)
     src_in, dst_in = internal_side(p2p, policy)
     alerts: list[Alert] = []
     # The host is the internal end; a packet between two internal hosts counts for both.
@@ -70,8 +69,8 @@ def check_p2p(ctx: ScanContext) -> list[Alert]:
         top_hi, top_lo = peers.index[0]
         top = address_text(int(top_hi), int(top_lo))
         start, end = int(rows["ts_ns"].min()), int(rows["ts_ns"].max())
-        alert = DETECTION.alert(
-            settings.severity, start, end, host,
+        alert = rule.alert(
+            start, end, host,
             source_packets=len(rows),
             destination_ip=top,
             transport=TRANSPORT_NAMES.get(int(rows["proto"].iloc[0]), None),

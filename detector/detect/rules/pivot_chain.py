@@ -11,7 +11,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, MINUTES, PERCENT, TRAFFIC, Detection, Setting
+from ..declare import BYTES, MINUTES, PERCENT, TRAFFIC, Detection, Rule, Setting
 from . import isolated_egress
 from .common import (
     Conversation,
@@ -95,11 +95,10 @@ def _leg(ctx: ScanContext, rows: Any) -> dict[str, Any]:
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    floor = int(settings["min_bytes"])
-    within_ns = int(settings["within_minutes"]) * MINUTE_NS
-    share = int(settings["min_percent"]) / 100
+def check_pivot_chain(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    floor = int(rule["min_bytes"])
+    within_ns = int(rule["within_minutes"]) * MINUTE_NS
+    share = int(rule["min_percent"]) / 100
     f = ctx.traffic.frame
     sent = f["bytes_out"].to_numpy() > 0
     # Leg 1: isolated host -> internal host outside the isolated zone.
@@ -158,7 +157,7 @@ def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
                 "chain": [iso, hop, outside],
                 "first_leg": _leg(ctx, leg1),
                 "second_leg": second,
-                "within_minutes": int(settings["within_minutes"]),
+                "within_minutes": int(rule["within_minutes"]),
             }
             others = len(by_peer) - 1
             more = f" and {others} more outside addresses" if others else ""
@@ -170,7 +169,7 @@ def check_pivot_chain(ctx: ScanContext) -> list[Alert]:
                 f"{when(int(leg2['first_ns'].min()), conv.end_ns, ctx.policy)}: "
                 "the isolated computer's data may have left through the bridge host"
             )
-            alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+            alerts.append(conv.alert(rule, text, "egress", evidence))
     return limit_per_host(alerts, DETECTION)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import NetworkSet
 from ...units import MINUTE_NS, human_bytes
-from ..declare import BYTES, COUNT, MINUTES, TRAFFIC, Detection, Networks, Setting
+from ..declare import BYTES, COUNT, MINUTES, TRAFFIC, Detection, Networks, Rule, Setting
 from .common import (
     conversation,
     episodes,
@@ -148,12 +148,11 @@ def _protocol_of(f: pd.DataFrame) -> np.ndarray:
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    span_minutes = int(settings["span_minutes"])
+def check_quiet_protocol(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    span_minutes = int(rule["span_minutes"])
     span_ns = span_minutes * MINUTE_NS
-    multiple = int(settings["off_hours_multiple"])
-    exempt = NetworkSet(settings["exempt"])
+    multiple = int(rule["off_hours_multiple"])
+    exempt = NetworkSet(rule["exempt"])
     f = ctx.traffic.frame
     f = f[f["bytes_out"].to_numpy() > 0]
     kind = _protocol_of(f)
@@ -161,7 +160,7 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
     sel = off_hours_rows(ctx.policy, sel, keep_all=True)
     alerts: list[Alert] = []
     for code, (name, key) in PROTOCOLS.items():
-        threshold = int(settings[key])
+        threshold = int(rule[key])
         of_protocol = sel[sel["protocol"].to_numpy() == code]
         reported: set[tuple[int, int]] = set()  # (host, off-hours period) already told
         fast = groups_reaching(of_protocol, ["host_id"], "bytes_out", span_ns, threshold)
@@ -172,7 +171,7 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
             for episode in episodes(rows, span_ns, threshold, ctx.gap_ns):
                 reported.update((host, int(p)) for p in np.unique(episode["period"]) if p >= 0)
                 phrase = threshold_phrase(threshold, span_minutes)
-                alerts.append(_alert(ctx, host, name, episode, phrase, {
+                alerts.append(_alert(ctx, rule, host, name, episode, phrase, {
                     "threshold_bytes": threshold, "span_minutes": span_minutes}))  # fmt: skip
         # Slowly: the same protocol through a night adding up to
         # `off_hours_multiple` times the threshold within NIGHT_HOURS of
@@ -191,13 +190,14 @@ def check_quiet_protocol(ctx: ScanContext) -> list[Alert]:
                 continue
             for episode in episodes(rows, NIGHT_NS, goal, ctx.gap_ns):
                 phrase = f"(threshold {threshold_text(goal)} within {NIGHT_HOURS} off-hours hours)"
-                alerts.append(_alert(ctx, host, name, episode, phrase, {
+                alerts.append(_alert(ctx, rule, host, name, episode, phrase, {
                     "threshold_bytes": goal, "off_hours_period": True}))  # fmt: skip
     return limit_per_host(alerts, DETECTION)
 
 
 def _alert(
     ctx: ScanContext,
+    rule: Rule,
     host: int,
     name: str,
     episode: pd.DataFrame,
@@ -227,5 +227,4 @@ def _alert(
         "protocol_packets": packets,
         "destination_count": len(by_peer),
     }
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    return conv.alert(DETECTION, settings.severity, text, "egress", evidence)
+    return conv.alert(rule, text, "egress", evidence)

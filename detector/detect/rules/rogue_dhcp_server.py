@@ -11,7 +11,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...networks import NetworkSet
 from ...oui import mac_text, vendor
-from ..declare import TRAFFIC, Detection, Networks, Setting
+from ..declare import TRAFFIC, Detection, Networks, Rule, Setting
 from .common import when
 from .segment import (
     DHCP6_TYPE_NAMES,
@@ -77,9 +77,7 @@ servers = ["10.8.40.2"]   # the isolated segment's own DHCP server""",
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_rogue_dhcp_server(ctx: ScanContext) -> list[Alert]:
-    rule = DETECTION
-    settings = ctx.policy.rule(rule.rule_id)
+def check_rogue_dhcp_server(ctx: ScanContext, rule: Rule) -> list[Alert]:
     seen = segments(ctx)
     if seen is None:
         return []
@@ -93,7 +91,7 @@ def check_rogue_dhcp_server(ctx: ScanContext) -> list[Alert]:
     has_id = rows["b_lo"].to_numpy(np.uint64) != 0
     server_hi = np.where(has_id, rows["b_hi"], rows["a_hi"]).astype(np.uint64)
     server_lo = np.where(has_id, rows["b_lo"], rows["a_lo"]).astype(np.uint64)
-    allowed = NetworkSet(settings["servers"])
+    allowed = NetworkSet(rule["servers"])
     sanctioned = in_networks(allowed, server_hi, server_lo) | in_networks(
         allowed, rows["a_hi"], rows["a_lo"]
     )
@@ -126,7 +124,7 @@ def check_rogue_dhcp_server(ctx: ScanContext) -> list[Alert]:
         )
         alerts.append(
             rule.alert(
-                settings.severity, start, end, server, text, source_packets=frames,
+                start, end, server, text, source_packets=frames,
                 transport="udp", source_port=67 if (group["kind"] == "dhcp-server").any() else 547,
                 direction="internal",
                 evidence={"mac": mac_text(int(mac)), "vendor": vendor(int(mac)),

@@ -11,7 +11,7 @@ import numpy as np
 from ...alerts.record import Alert
 from ...oui import mac_text, vendor
 from ...units import MINUTE_NS
-from ..declare import MINUTES, TRAFFIC, Detection, Setting
+from ..declare import MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import when
 from .segment import (
     ARP_REPLY,
@@ -112,9 +112,10 @@ gateways = ["02:08:0a:08:00:01"]   # the segment's firewall""",
 )
 
 
-def _advertisements(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> list[Alert]:
-    rule, policy = DETECTION, ctx.policy
-    settings = policy.rule(rule.rule_id)
+def _advertisements(
+    ctx: ScanContext, rule: Rule, rows: pd.DataFrame, allowed: set[int]
+) -> list[Alert]:
+    policy = ctx.policy
     alerts: list[Alert] = []
     macs = rows["mac"].to_numpy(np.int64)
     for mac in np.unique(macs).tolist():
@@ -137,7 +138,7 @@ def _advertisements(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> 
             f"advertisement{'s' if frames != 1 else ''} {when(start, end, policy)}"
         )
         alerts.append(rule.alert(
-            settings.severity, start, end, source, text, source_packets=frames,
+            start, end, source, text, source_packets=frames,
             transport="ipv6-icmp", direction="internal",
             evidence={"sign": "router-advertisement", "mac": mac_text(mac),
                       "vendor": vendor(mac), "router_lifetime_s": lifetime},
@@ -145,9 +146,8 @@ def _advertisements(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> 
     return alerts
 
 
-def _gateways(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> list[Alert]:
-    rule, policy = DETECTION, ctx.policy
-    settings = policy.rule(rule.rule_id)
+def _gateways(ctx: ScanContext, rule: Rule, rows: pd.DataFrame, allowed: set[int]) -> list[Alert]:
+    policy = ctx.policy
     if not len(rows):
         return []
     firsts = rows.groupby("mac", sort=False)["first_ns"].min().sort_values(kind="stable")
@@ -170,7 +170,7 @@ def _gateways(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> list[A
             f"{when(start, end, policy)}, {besides}"
         )
         alerts.append(rule.alert(
-            settings.severity, start, end, sources[0], text, direction="inbound",
+            start, end, sources[0], text, direction="inbound",
             evidence={"sign": "second-gateway", "mac": mac_text(mac), "vendor": vendor(mac),
                       "gateways": [mac_text(m) for m in macs], "sources": sources[:20]},
         ))  # fmt: skip
@@ -178,11 +178,10 @@ def _gateways(ctx: ScanContext, rows: pd.DataFrame, allowed: set[int]) -> list[A
 
 
 def _claims(
-    ctx: ScanContext, rows: pd.DataFrame, gateways: set[int], known: set[int]
+    ctx: ScanContext, rule: Rule, rows: pd.DataFrame, gateways: set[int], known: set[int]
 ) -> list[Alert]:
-    rule, policy = DETECTION, ctx.policy
-    settings = policy.rule(rule.rule_id)
-    window = settings["claim_minutes"] * MINUTE_NS
+    policy = ctx.policy
+    window = rule["claim_minutes"] * MINUTE_NS
     alerts: list[Alert] = []
     for (hi, lo), group in rows.groupby(["a_hi", "a_lo"], sort=True):
         spans = (
@@ -220,7 +219,7 @@ def _claims(
             "one of them may be impersonating the other (ARP spoofing)"
         )
         alerts.append(rule.alert(
-            settings.severity, start, end, claimed, text, source_packets=int(group["count"].sum()),
+            start, end, claimed, text, source_packets=int(group["count"].sum()),
             direction="internal",
             evidence={"sign": "address-claimed-twice", "macs": [mac_text(m) for m in macs],
                       "vendors": [vendor(m) for m in macs]},
@@ -229,8 +228,7 @@ def _claims(
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_rogue_router(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
+def check_rogue_router(ctx: ScanContext, rule: Rule) -> list[Alert]:
     seen = segments(ctx)
     if seen is None:
         return []
@@ -240,13 +238,13 @@ def check_rogue_router(ctx: ScanContext) -> list[Alert]:
     # Every ARP frame binds its sender's address to its sender's card (RFC 826).
     arp = seen.of("arp", (ARP_REQUEST, ARP_REPLY))
     arp = arp[seen.isolated_at(policy, arp, "a")]
-    known = mac_values(settings["gateways"]) | mac_values(tuple(ctx.learned_devices))
+    known = mac_values(rule["gateways"]) | mac_values(tuple(ctx.learned_devices))
     routing = _gateway_rows(ctx, seen.of("forwarder"))
-    gateways = set(routing["mac"].to_numpy(np.int64).tolist()) | mac_values(settings["gateways"])
+    gateways = set(routing["mac"].to_numpy(np.int64).tolist()) | mac_values(rule["gateways"])
     return [
-        *_advertisements(ctx, adverts, mac_values(settings["routers"])),
-        *_gateways(ctx, routing, known),
-        *_claims(ctx, arp, gateways, known),
+        *_advertisements(ctx, rule, adverts, mac_values(rule["routers"])),
+        *_gateways(ctx, rule, routing, known),
+        *_claims(ctx, rule, arp, gateways, known),
     ]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
-from ..declare import BYTES, COUNT, HOURS, MINUTES, TRAFFIC, Detection, Setting
+from ..declare import BYTES, COUNT, HOURS, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import (
     Conversation,
     groups_reaching,
@@ -97,20 +97,19 @@ def _network_of(address: str) -> str:
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_spread_egress(ctx: ScanContext) -> list[Alert]:
-    settings = ctx.policy.rule(DETECTION.rule_id)
-    span_minutes = int(settings["span_minutes"])
+def check_spread_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
+    span_minutes = int(rule["span_minutes"])
     span_ns = span_minutes * MINUTE_NS
-    threshold = int(settings["min_bytes"])
-    each = int(settings["min_bytes_each"])
-    wanted = int(settings["min_destinations"])
+    threshold = int(rule["min_bytes"])
+    each = int(rule["min_bytes_each"])
+    wanted = int(rule["min_destinations"])
     f = ctx.traffic.frame
     sel = f[
         f["peer_external"].to_numpy()
         & ~f["peer_allowlisted"].to_numpy()
         & (f["bytes_out"].to_numpy() > 0)
     ]
-    sel = new_destination_rows(ctx, sel, int(settings["new_for_hours"]) * HOUR_NS)
+    sel = new_destination_rows(ctx, sel, int(rule["new_for_hours"]) * HOUR_NS)
     # Uploads only: a destination that sent back as much as it received is a
     # call or a stream (a video meeting's servers are new to a host too).
     pair = ["host_id", "peer_id"]
@@ -181,5 +180,5 @@ def check_spread_egress(ctx: ScanContext) -> list[Alert]:
                     {"ip": t, "bytes": int(by_peer[i])} for t, i in zip(texts, chosen, strict=True)
                 ][:10],
             }
-            alerts.append(conv.alert(DETECTION, settings.severity, text, "egress", evidence))
+            alerts.append(conv.alert(rule, text, "egress", evidence))
     return limit_per_host(alerts, DETECTION)
