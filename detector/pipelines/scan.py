@@ -74,13 +74,18 @@ def scan_captures(
     model: EgressModel | None = None,
     activity_rows: int = DEFAULT_MAX_ROWS,
     learned_devices: frozenset[str] = frozenset(),
+    first_contacts: pd.DataFrame | None = None,
+    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+    habits: pd.DataFrame | None = None,
 ) -> ScanResult:
     """Scan captures (one stream, in the order given) against ``policy`` (and a
     trained ``model``, whose verdicts join the rule alerts). ``activity_rows``:
     the conversation-minutes held before few-packet outside addresses are
     counted together (detector/flows/fold.py). ``learned_devices``: the network
     cards seen on isolated segments before (the nightly's state), known to
-    new-device-isolated besides the policy's."""
+    new-device-isolated besides the policy's. ``first_contacts``,
+    ``other_users``, ``habits``: what days before taught (the nightly's state),
+    as :func:`scan_activity` takes them."""
     # Under a flood, few-packet outside addresses are counted together so
     # memory stays bounded; sensor-flood says so.
     activity = ActivityTable(bin_seconds=60, capacity=min(DEFAULT_CAPACITY, activity_rows),
@@ -106,6 +111,7 @@ def scan_captures(
     return scan_activity(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts,
         link=link.frame() if link is not None else None, learned_devices=learned_devices,
+        first_contacts=first_contacts, other_users=other_users, habits=habits,
     )  # fmt: skip
 
 
@@ -122,6 +128,7 @@ def scan_activity(
     link: pd.DataFrame | None = None,
     learned_devices: frozenset[str] = frozenset(),
     other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+    habits: pd.DataFrame | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
     (``facts``: what payload inspection found, if it ran; ``first_contacts``:
@@ -130,7 +137,9 @@ def scan_activity(
     dropped; ``link``: the link facts of isolated segments, if looked at;
     ``other_users``: (peer_hi, peer_lo) -> the (host_hi, host_lo, peer_hi,
     peer_lo) of hosts that reached those outside addresses in traffic not given
-    here, as a live sensor's look at a few hosts has the others')."""
+    here, as a live sensor's look at a few hosts has the others'; ``habits``:
+    (host_hi, host_lo, peer_hi, peer_lo) pairs a host beat to on earlier days,
+    the nightly's record: beacon's habits, as the model's baseline pairs are)."""
     minutes = window_minutes or policy.window_minutes
     names = names_from_facts(facts) if facts is not None else Names()
     sanctioned = names.matching(policy.allowlist_domains)
@@ -171,8 +180,11 @@ def scan_activity(
         verdict = score_scan(model, frame, traffic, policy, known)
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
+        beats = known
+        if habits is not None and len(habits):  # beacon's habits only, not "not new"
+            beats = _pairs_by_id(traffic, habits, known)
         payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows,
-                              known_destinations=known)  # fmt: skip
+                              known_destinations=beats)  # fmt: skip
         alerts.extend(run_payload_rules(payload))
         alerts = annotate_mail_sizes(alerts, facts)
     alerts.extend(sensor.flood_alerts(activity.folded_sources, activity.bin_ns, traffic,
@@ -263,3 +275,16 @@ def _first_contacts_by_id(traffic: HostTraffic, record: pd.DataFrame) -> pd.Seri
         [both["host_id"].to_numpy(), both["peer_id"].to_numpy()], names=["host_id", "peer_id"]
     )
     return pd.Series(both["first_ns"].to_numpy(dtype=np.int64), index=index)
+
+
+def _pairs_by_id(
+    traffic: HostTraffic, pairs: pd.DataFrame, also: pd.MultiIndex | None
+) -> pd.MultiIndex:
+    """``pairs`` (by address) of this traffic as (host_id, peer_id), with ``also``."""
+    import pandas as pd
+
+    both = traffic.external_pairs().merge(pairs, on=FIRST_CONTACT_KEY, how="inner")
+    found = pd.MultiIndex.from_arrays(
+        [both["host_id"].to_numpy(), both["peer_id"].to_numpy()], names=["host_id", "peer_id"]
+    )
+    return found if also is None or not len(also) else found.union(also)
