@@ -6,20 +6,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...alerts.record import Alert
-from ...units import HOUR_NS, MINUTE_NS, human_bytes
+from ...units import HOUR_NS, human_bytes
 from ..declare import BYTES, HOURS, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import (
     SHARED_CALL_SETTINGS,
     conversation,
     endpoint,
-    episodes,
-    groups_reaching,
-    ids,
     limit_per_host,
     local_datetime,
     new_destination_rows,
     threshold_phrase,
-    without_shared_calls,
+    upload_episodes,
 )
 
 if TYPE_CHECKING:
@@ -89,37 +86,27 @@ new_for_hours = 72""",
 
 @DETECTION.checks(over=TRAFFIC)
 def check_bulk_upload_new_destination(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    span_ns = int(rule["span_minutes"]) * MINUTE_NS
     threshold = int(rule["min_bytes"])
     new_for_ns = int(round(float(rule["new_for_hours"]) * HOUR_NS))
     f = ctx.traffic.frame
     sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
-    pair = ["host_id", "peer_id"]
     sel = new_destination_rows(ctx, sel, new_for_ns)
-    sel = groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
-    # Calls to a meeting service the office uses are new to a host that never
-    # called, not an upload (the few groups that fire only: it looks at the scan).
-    sel = without_shared_calls(ctx, sel, rule)
-    sel = groups_reaching(sel, pair, "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
-    for key, rows in sel.groupby(pair, sort=False):
-        host, peer = ids(key)
-        first_contact = int(rows["first_contact"].to_numpy()[0])
-        for episode in episodes(rows, span_ns, threshold, ctx.gap_ns):
-            conv = conversation(ctx, int(host), int(peer), episode)
-            first_local = local_datetime(first_contact, ctx.policy)
-            text = (
-                f"{conv.source_ip} uploaded {human_bytes(conv.source_bytes)} to "
-                f"{endpoint(conv)}, a destination it first reached at "
-                f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan"
-                f"{'' if ctx.known_destinations is None else ' (not in the model baseline)'}, "
-                f"{conv.when_and_hours(ctx.policy)} "
-                + threshold_phrase(threshold, rule["span_minutes"])
-            )
-            evidence = {"threshold_bytes": threshold, "span_minutes": int(rule["span_minutes"]),
-                        "first_contact": first_contact}  # fmt: skip
-            alert = conv.alert(rule, text, "egress", evidence)
-            alerts.append(alert)
+    for (host, peer), episode in upload_episodes(ctx, rule, sel, ["host_id", "peer_id"]):
+        first_contact = int(episode["first_contact"].to_numpy()[0])
+        conv = conversation(ctx, host, peer, episode)
+        first_local = local_datetime(first_contact, ctx.policy)
+        text = (
+            f"{conv.source_ip} uploaded {human_bytes(conv.source_bytes)} to "
+            f"{endpoint(conv)}, a destination it first reached at "
+            f"{first_local:%H:%M} local time ({first_local:%a %Y-%m-%d}) in this scan"
+            f"{'' if ctx.known_destinations is None else ' (not in the model baseline)'}, "
+            f"{conv.when_and_hours(ctx.policy)} "
+            + threshold_phrase(threshold, rule["span_minutes"])
+        )
+        evidence = {"threshold_bytes": threshold, "span_minutes": int(rule["span_minutes"]),
+                    "first_contact": first_contact}  # fmt: skip
+        alerts.append(conv.alert(rule, text, "egress", evidence))
     return limit_per_host(alerts, DETECTION)
 
 

@@ -452,6 +452,26 @@ def episodes(
         yield rows[(minute >= minutes[first]) & (minute <= minutes[last])]
 
 
+def upload_episodes(
+    ctx: ScanContext, rule: Rule, rows: pd.DataFrame, key: list[str]
+) -> Iterator[tuple[tuple[int, ...], pd.DataFrame]]:
+    """The bulk rules' uploads: each episode in which a host (``key``
+    ``["host_id"]``) or a host and an outside address (``["host_id",
+    "peer_id"]``) sent at least the rule's ``min_bytes`` within its
+    ``span_minutes`` in ``rows``, calls to a service the site shares left out
+    (:func:`without_shared_calls`), with the group's ids."""
+    span_ns = int(rule["span_minutes"]) * MINUTE_NS
+    threshold = int(rule["min_bytes"])
+    rows = groups_reaching(rows, key, "bytes_out", span_ns, threshold)
+    # A call to the office's meeting service is not an upload; the look-up of
+    # who else used an address reads only the groups that could fire.
+    rows = without_shared_calls(ctx, rows, rule)
+    rows = groups_reaching(rows, key, "bytes_out", span_ns, threshold)
+    for group, group_rows in rows.groupby(key, sort=False):
+        for episode in episodes(group_rows, span_ns, threshold, ctx.gap_ns):
+            yield ids(group), episode
+
+
 def new_destination_rows(ctx: ScanContext, rows: pd.DataFrame, new_for_ns: int) -> pd.DataFrame:
     """The ``rows`` (host traffic with outside peers) in which the peer was still
     new to the host: not in the model's baseline, and less than ``new_for_ns``
@@ -497,8 +517,8 @@ SHARED_CALL_SETTINGS = (
 def site_users(ctx: ScanContext, peers: np.ndarray) -> pd.Series:
     """How many hosts of the site exchanged packets with each of ``peers``
     (outside address ids), in this traffic or before it (a trained model's
-    baseline, the first-contact record: ``ctx.baseline_users``), indexed by
-    peer id."""
+    baseline, the first-contact record: ``ctx.baseline_users``; on a worker,
+    the other shares' hosts: ``ctx.users_elsewhere``), indexed by peer id."""
     traffic = ctx.traffic
     f = traffic.frame
     used = np.isin(f["peer_id"].to_numpy(dtype=np.int64), np.unique(peers))
@@ -507,7 +527,10 @@ def site_users(ctx: ScanContext, peers: np.ndarray) -> pd.Series:
                           "peer_id": f["peer_id"].to_numpy(dtype=np.int64)[used]})  # fmt: skip
     if ctx.baseline_users is not None:
         users = pd.concat([users, ctx.baseline_users(peers)], ignore_index=True)
-    return users.drop_duplicates().groupby("peer_id", sort=False).size()
+    counts = users.drop_duplicates().groupby("peer_id", sort=False).size()
+    if ctx.users_elsewhere is not None:
+        counts = counts.add(ctx.users_elsewhere(peers), fill_value=0).astype(np.int64)
+    return counts
 
 
 def without_shared_calls(ctx: ScanContext, rows: pd.DataFrame, settings: Any) -> pd.DataFrame:

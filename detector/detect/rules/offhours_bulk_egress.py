@@ -10,18 +10,15 @@ import numpy as np
 import pandas as pd
 
 from ...alerts.record import Alert
-from ...units import MINUTE_NS, human_bytes
+from ...units import human_bytes
 from ..declare import BYTES, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import (
     SHARED_CALL_SETTINGS,
     conversation,
     endpoint,
-    episodes,
-    groups_reaching,
-    ids,
     limit_per_host,
     threshold_phrase,
-    without_shared_calls,
+    upload_episodes,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +93,6 @@ def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_offhours_bulk_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    span_ns = int(rule["span_minutes"]) * MINUTE_NS
     threshold = int(rule["min_bytes"])
     f = ctx.traffic.frame
     sel = f[
@@ -105,52 +101,46 @@ def check_offhours_bulk_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
         & (f["bytes_out"].to_numpy() > 0)
     ]
     sel = sel[_off_hours_rows(ctx, sel)]
-    sel = groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
-    # An evening or weekend video call to the office's meeting service is not bulk egress.
-    sel = without_shared_calls(ctx, sel, rule)
-    sel = groups_reaching(sel, ["host_id"], "bytes_out", span_ns, threshold)
     alerts: list[Alert] = []
-    for host, rows in sel.groupby("host_id", sort=False):
-        for episode in episodes(rows, span_ns, threshold, ctx.gap_ns):
-            by_peer = (
-                episode.groupby("peer_id", sort=False)["bytes_out"]
-                .sum()
-                .sort_values(ascending=False)
-            )
-            top = int(by_peer.index.to_numpy()[0])
-            top_rows = episode[episode["peer_id"].to_numpy() == top]
-            # The rule is about everything the host sent out in the span.
-            conv = replace(
-                conversation(ctx, ids([host])[0], top, top_rows),
-                start_ns=int(episode["first_ns"].min()),
-                end_ns=int(episode["last_ns"].max()),
-                source_bytes=int(episode["bytes_out"].sum()),
-                source_packets=int(episode["packets_out"].sum()),
-            )
-            destinations = [
-                {"ip": ctx.traffic.text(int(p)), "bytes": int(b)}
-                for p, b in zip(by_peer.index[:5], by_peer.to_numpy()[:5], strict=True)
-            ]
-            evidence = {
-                "threshold_bytes": threshold,
-                "span_minutes": int(rule["span_minutes"]),
-                "destinations": destinations,
-                "destination_count": len(by_peer),
-            }
-            others = len(by_peer) - 1
-            text = (
-                f"{conv.source_ip} sent {human_bytes(conv.source_bytes)} to "
-                + (
-                    f"{endpoint(conv)}"
-                    if not others
-                    else f"{others + 1:,} outside addresses (most to {endpoint(conv)}, "
-                    f"{human_bytes(int(by_peer.iloc[0]))})"
-                )  # fmt: skip
-                + f" {conv.when(ctx.policy)}, outside business hours "
-                + threshold_phrase(threshold, rule["span_minutes"])
-            )
-            alert = conv.alert(rule, text, "egress", evidence)
-            alerts.append(alert)
+    # An evening or weekend video call to the office's meeting service is not bulk egress.
+    for (host,), episode in upload_episodes(ctx, rule, sel, ["host_id"]):
+        by_peer = (
+            episode.groupby("peer_id", sort=False)["bytes_out"].sum().sort_values(ascending=False)
+        )
+        top = int(by_peer.index.to_numpy()[0])
+        top_rows = episode[episode["peer_id"].to_numpy() == top]
+        # The rule is about everything the host sent out in the span.
+        conv = replace(
+            conversation(ctx, host, top, top_rows),
+            start_ns=int(episode["first_ns"].min()),
+            end_ns=int(episode["last_ns"].max()),
+            source_bytes=int(episode["bytes_out"].sum()),
+            source_packets=int(episode["packets_out"].sum()),
+        )
+        destinations = [
+            {"ip": ctx.traffic.text(int(p)), "bytes": int(b)}
+            for p, b in zip(by_peer.index[:5], by_peer.to_numpy()[:5], strict=True)
+        ]
+        evidence = {
+            "threshold_bytes": threshold,
+            "span_minutes": int(rule["span_minutes"]),
+            "destinations": destinations,
+            "destination_count": len(by_peer),
+        }
+        others = len(by_peer) - 1
+        text = (
+            f"{conv.source_ip} sent {human_bytes(conv.source_bytes)} to "
+            + (
+                f"{endpoint(conv)}"
+                if not others
+                else f"{others + 1:,} outside addresses (most to {endpoint(conv)}, "
+                f"{human_bytes(int(by_peer.iloc[0]))})"
+            )  # fmt: skip
+            + f" {conv.when(ctx.policy)}, outside business hours "
+            + threshold_phrase(threshold, rule["span_minutes"])
+        )
+        alert = conv.alert(rule, text, "egress", evidence)
+        alerts.append(alert)
     return limit_per_host(alerts, DETECTION)
 
 
