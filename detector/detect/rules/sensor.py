@@ -6,6 +6,7 @@ like the rules so alerts, the report and the docs take their words from here."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,12 +21,14 @@ if TYPE_CHECKING:
     from ...alerts.record import Alert
     from ...features.hosts import HostTraffic
 
-DROPS = Detection(
+# About the sensor itself: raised by the live sensor or a scan, not by a check,
+# and with no [rules.<id>] table in the policy.
+about_the_sensor = partial(Detection, stage=SENSOR, in_policy=False)
+
+DROPS = about_the_sensor(
     rule_id="sensor-drops",
     title="Sensor dropped packets",
     severity=2,
-    stage=SENSOR,
-    in_policy=False,
     catches="live only: the capture ring overflowed and packets were lost",
     why_it_matters=(
         "The sensor could not keep up and lost packets: traffic in this span is "
@@ -39,12 +42,10 @@ sensor, `egress.sensor_dropped_packets` how many packets were lost. Alerts
 overlapping the span carry the count too. Raise `--block-count` or `--workers`.""",
 )
 
-BLIND = Detection(
+BLIND = about_the_sensor(
     rule_id="sensor-blind",
     title="Sensor blind outside business hours",
     severity=3,
-    stage=SENSOR,
-    in_policy=False,
     catches="live only: packets dropped outside business hours while isolated networks are watched",
     why_it_matters=(
         "The sensor lost packets while nobody was working and it was watching isolated "
@@ -57,12 +58,10 @@ this alert: it cannot vouch that the isolated networks sent nothing outside in
 that time (`egress.isolated_networks`).""",
 )
 
-FLOOD = Detection(
+FLOOD = about_the_sensor(
     rule_id="sensor-flood",
     title="Flood of few-packet outside addresses",
     severity=2,
-    stage=SENSOR,
-    in_policy=False,
     catches="a flood of outside addresses that sent a few packets each (spoofed sources)",
     why_it_matters=(
         "A flood of forged outside addresses is the cheapest way to blind a sensor before "
