@@ -66,6 +66,7 @@ from ..policy.suppress import split_suppressed
 from ..report.html import relink, report_name, write_report
 from ..units import HOUR_NS, SECOND_NS
 from .discover import CaptureFingerprint, find_captures, fingerprint, first_packet_ns
+from .history import day_contacts
 from .state import FinishedDay, KnownFile, NightlyState
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ class NightlyOptions:
     learn: str | None = None  # the model file to refit from clean days (--learn)
     workers: int | None = None  # count on a local Dask cluster of this many processes
     scheduler: str | None = None  # or on the cluster at tcp://HOST:8786 (docs/distributed.md)
+    # Give each day's scan what the days before taught (calls, beats, uploads:
+    # nightly/history.py); False scans each day alone (the record is kept).
+    history: bool = True
 
 
 @dataclass
@@ -411,6 +415,13 @@ def _finish_day(
     # The cards seen on isolated segments on earlier days: new-device-isolated's baseline.
     learned = state.devices_before(str(day))
     count = partial(scan_captures, learned_devices=learned)
+    if options.history:
+        # What the days before taught (nightly/history.py): the hosts that
+        # called an address, each host's beats and uploads.
+        history = state.history_before(str(day))
+        if not history.empty:
+            count = partial(count, first_contacts=history.uploads, other_users=history.users_of,
+                            habits=history.beats)  # fmt: skip
     if dask is not None:
         from ..distributed import scan_captures_distributed
 
@@ -489,6 +500,7 @@ def _finish_day(
         report=report_path,
         hosts=_hosts_of_day(scan, start, end),
         devices=_devices_of_day(scan, policy, end),
+        contacts=day_contacts(scan, policy, start, end),
         output=options.alerts_path,
         output_bytes=output_bytes,
         now_ns=time.time_ns(),

@@ -5,7 +5,11 @@ hash, packet span and counts), files it left because they looked unfinished,
 the days it has finished (and so their alerts and report) and whether a run
 has announced them, the ids of the alerts it has written, how far the alerts
 file is committed, the day each internal host was first seen, and the day
-each network card was first seen on an isolated segment. Each unit of
+each network card was first seen on an isolated segment, and for each
+(internal host, outside address) pair its first contact and the days of its
+calls, beats and uploads (``contacts``: what the days before teach a day's
+scan, detector/nightly/history.py; bounded by ``HISTORY_DAYS`` and
+``MAX_CONTACTS``). Each unit of
 work commits in one transaction (``synchronous=FULL``, a rollback journal): a
 run killed at any point leaves the state of the last finished unit, and the
 next run redoes the rest.
@@ -13,14 +17,20 @@ next run redoes the rest.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import DetectorError
 from .discover import CaptureFingerprint
+from .history import HISTORY_DAYS, MAX_CONTACTS, History, history_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # 2: days.announced (schema 1's days were all announced by the runs that finished them)
 SCHEMA_VERSION = 2
@@ -97,6 +107,27 @@ CREATE TABLE IF NOT EXISTS alert_spans (
     first_ns INTEGER NOT NULL,
     last_ns INTEGER NOT NULL
 );
+-- What the days before teach a day's scan (nightly/history.py): one row per
+-- (internal host, outside address) used within HISTORY_DAYS, with the first
+-- and last day of each kind of habit (NULL: never). Added without a schema
+-- change: a state file from before learns from its next days.
+CREATE TABLE IF NOT EXISTS contacts (
+    host TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    first_ns INTEGER NOT NULL,  -- the host's first packet to it
+    first_day TEXT NOT NULL,
+    last_day TEXT NOT NULL,
+    bytes_out INTEGER NOT NULL,  -- over its days, first to last
+    bytes_in INTEGER NOT NULL,
+    call_first TEXT,
+    call_last TEXT,
+    beat_first TEXT,
+    beat_last TEXT,
+    upload_first TEXT,
+    upload_last TEXT,
+    PRIMARY KEY (host, peer)
+);
+-- (its index is made once its columns are checked: NightlyState._check_contacts)
 CREATE TABLE IF NOT EXISTS incidents (
     rule TEXT NOT NULL,
     host TEXT NOT NULL,
@@ -144,6 +175,7 @@ class NightlyState:
             self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.executescript(SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            self._check_contacts()
         except sqlite3.DatabaseError as exc:
             raise DetectorError(
                 f"--state {self.path}: not a usable SQLite state file ({exc}); give a new "
@@ -165,6 +197,30 @@ class NightlyState:
 
     def close(self) -> None:
         self.db.close()
+
+    def _refuse_contacts(self, why: str) -> DetectorError:
+        return DetectorError(
+            f"--state {self.path}: table contacts {why}; it is not the nightly's: "
+            f"drop it (sqlite3 {self.path} 'DROP TABLE contacts') and the nightly "
+            "rebuilds it, learning calls, beats and uploads from its next days"
+        )
+
+    def _check_contacts(self) -> None:
+        """The contacts table is the nightly's: its columns, and no more rows
+        than the nightly keeps (it trims to ``MAX_CONTACTS`` each day)."""
+        columns = [
+            (str(r[1]), str(r[2]).upper(), int(r[3]), int(r[5]))
+            for r in self.db.execute("PRAGMA table_info(contacts)")
+        ]
+        if columns != _CONTACT_COLUMNS:
+            names = ", ".join(c[0] for c in columns)
+            raise self._refuse_contacts(f"has other columns ({names})")
+        (rows,) = self.db.execute("SELECT count(*) FROM contacts").fetchone()
+        if rows > MAX_CONTACTS:
+            raise self._refuse_contacts(
+                f"has {rows:,} rows, more than the {MAX_CONTACTS:,} it keeps"
+            )
+        self.db.execute("CREATE INDEX IF NOT EXISTS contacts_by_last_day ON contacts (last_day)")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -391,6 +447,34 @@ class NightlyState:
             row[0] for row in self.db.execute("SELECT mac FROM devices WHERE first_day<?", (day,))
         )
 
+    def history_before(self, day: str) -> History:
+        """What the ``HISTORY_DAYS`` days before ``day`` teach its scan
+        (nightly/history.py): the pairs with a call, a beat or an upload on
+        one of them. A ``--day`` redo of an older day counts a habit whose
+        first day is before it and whose last is within ``HISTORY_DAYS``
+        before it or after."""
+        since = str(dt.date.fromisoformat(day) - dt.timedelta(days=HISTORY_DAYS))
+
+        def pairs(kind: str, extra: str = "") -> list[tuple]:  # type: ignore[type-arg]
+            return self.db.execute(
+                f"SELECT host, peer{extra} FROM contacts WHERE {kind}_first<? AND {kind}_last>=? "
+                "ORDER BY host, peer",
+                (day, since),
+            ).fetchall()
+
+        try:
+            return History(
+                calls=history_frame(pairs("call")),
+                beats=history_frame(pairs("beat")),
+                uploads=history_frame(pairs("upload", ", first_ns")),
+            )
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise self._refuse_contacts(f"holds a row that is no address pair ({exc})") from None
+
+    def contact_rows(self) -> list[tuple]:  # type: ignore[type-arg]
+        """Every row of ``contacts``, in order of host and address (tests, docs)."""
+        return self.db.execute("SELECT * FROM contacts ORDER BY host, peer").fetchall()
+
     def committed_bytes(self, output: str) -> int | None:
         row = self.db.execute(
             "SELECT committed_bytes FROM outputs WHERE path=?", (output,)
@@ -413,8 +497,10 @@ class NightlyState:
         suppressed: int = 0,
         recurring: int = 0,
         devices: Iterable[str] = (),
+        contacts: pd.DataFrame | None = None,
     ) -> None:
-        """Everything a finished day changes, in one transaction."""
+        """Everything a finished day changes, in one transaction. ``contacts``:
+        the day's (host, outside address) pairs (``history.day_contacts``)."""
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?,0)",  # not announced yet
@@ -442,8 +528,81 @@ class NightlyState:
                 "first_day=min(first_day, excluded.first_day)",
                 [(mac, day) for mac in devices],
             )
+            if contacts is not None:
+                _record_contacts(db, day, contacts)
             if output is not None:
                 db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (output, output_bytes))
+
+
+def _record_contacts(db: sqlite3.Connection, day: str, contacts: pd.DataFrame) -> None:
+    """Merge a day's pairs into ``contacts`` (a redo of a day does not count
+    its bytes twice), forget rows unused for ``HISTORY_DAYS``, and keep at
+    most ``MAX_CONTACTS`` rows (plain contacts of the oldest days go first)."""
+
+    def on(flags: object) -> list[str | None]:
+        return [day if f else None for f in flags]  # type: ignore[attr-defined]
+
+    calls, beats, uploads = on(contacts["call"]), on(contacts["beat"]), on(contacts["upload"])
+    db.executemany(
+        _UPSERT_CONTACT,
+        [
+            (h, p, int(f), day, day, int(o), int(i), c, c, b, b, u, u)
+            for h, p, f, o, i, c, b, u in zip(
+                contacts["host"], contacts["peer"], contacts["first_ns"],
+                contacts["bytes_out"], contacts["bytes_in"], calls, beats, uploads, strict=True,
+            )
+        ],
+    )  # fmt: skip
+    since = str(dt.date.fromisoformat(day) - dt.timedelta(days=HISTORY_DAYS))
+    db.execute("DELETE FROM contacts WHERE last_day<?", (since,))
+    (rows,) = db.execute("SELECT count(*) FROM contacts").fetchone()
+    if rows > MAX_CONTACTS:
+        db.execute(
+            "DELETE FROM contacts WHERE rowid IN (SELECT rowid FROM contacts ORDER BY "
+            "(call_last IS NULL AND beat_last IS NULL AND upload_last IS NULL) DESC, last_day, "
+            "bytes_out + bytes_in LIMIT ?)",
+            (rows - MAX_CONTACTS,),
+        )
+
+
+def _merge_first(column: str) -> str:
+    """The earlier of two days, either of which may be NULL."""
+    new = f"excluded.{column}"
+    return f"{column}=min(coalesce({column}, {new}), coalesce({new}, {column}))"
+
+
+def _merge_last(column: str) -> str:
+    """The later of two days, either of which may be NULL."""
+    new = f"excluded.{column}"
+    return f"{column}=max(coalesce({column}, {new}), coalesce({new}, {column}))"
+
+
+# SET expressions read the row as it was (SQLite evaluates them all before assigning).
+_UPSERT_CONTACT = (
+    "INSERT INTO contacts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(host, peer) DO UPDATE SET "
+    "first_ns=min(first_ns, excluded.first_ns), first_day=min(first_day, excluded.first_day), "
+    "bytes_out=bytes_out + CASE WHEN excluded.last_day>last_day THEN excluded.bytes_out "
+    "ELSE 0 END, "
+    "bytes_in=bytes_in + CASE WHEN excluded.last_day>last_day THEN excluded.bytes_in ELSE 0 END, "
+    "last_day=max(last_day, excluded.last_day), "
+    + ", ".join(
+        merge(f"{kind}_{end}")
+        for kind in ("call", "beat", "upload")
+        for end, merge in (("first", _merge_first), ("last", _merge_last))
+    )
+)
+# (name, type, not null, primary key position) of each column of contacts.
+_CONTACT_COLUMNS = [
+    ("host", "TEXT", 1, 1),
+    ("peer", "TEXT", 1, 2),
+    ("first_ns", "INTEGER", 1, 0),
+    ("first_day", "TEXT", 1, 0),
+    ("last_day", "TEXT", 1, 0),
+    ("bytes_out", "INTEGER", 1, 0),
+    ("bytes_in", "INTEGER", 1, 0),
+    *[(f"{kind}_{end}", "TEXT", 0, 0) for kind in ("call", "beat", "upload")
+      for end in ("first", "last")],
+]  # fmt: skip
 
 
 _FILE_FIELDS = (
