@@ -6,6 +6,7 @@ order, the policy sent to the workers."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import pickle
 
 import numpy as np
@@ -15,9 +16,15 @@ pytest.importorskip("dask.distributed", reason="needs the 'distributed' extra (D
 
 from gen_traffic import Capture, at  # noqa: E402
 
+from detector._kernels import activity as ak  # noqa: E402
 from detector.distributed import scan_captures_distributed  # noqa: E402
-from detector.distributed.shares import address_shares  # noqa: E402
-from detector.networks import address_pair  # noqa: E402
+from detector.distributed.shares import (  # noqa: E402
+    address_shares,
+    merge_users,
+    share_users,
+)
+from detector.flows import activity as activity_rows  # noqa: E402
+from detector.networks import NetworkSet, address_pair, address_text  # noqa: E402
 from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 
@@ -144,3 +151,157 @@ def test_the_policy_travels_to_the_workers(policy):
     again = pickle.loads(pickle.dumps(policy))
     assert again == policy
     assert again.isolated.contains(*map(np.array, zip(address_pair("10.8.40.9"), strict=True)))
+
+
+MEETING, SMALL_MEETING, DROP = "203.0.113.60", "203.0.113.61", "198.51.100.20"
+# The volume rules' thresholds a tenth of their defaults: a capture a tenth the size.
+SMALL_VOLUMES = """
+[rules.offhours-bulk-egress]
+min_bytes = 5_000_000
+
+[rules.bulk-upload-new-destination]
+min_bytes = 10_000_000
+
+[rules.low-and-slow-egress]
+min_bytes = 1_000_000
+"""
+
+
+def in_share(share: int, prefix: str, skip: int = 0) -> list[str]:
+    """Addresses ``prefix``.1, .2, … of one of two shares, after the first ``skip``."""
+    found = [f"{prefix}.{k}" for k in range(1, 255) if share_of(f"{prefix}.{k}") == share]
+    return found[skip:]
+
+
+def users_across_shares(tmp_path) -> tuple:
+    """Calls and uploads whose exemption hangs on how many hosts of the site
+    used the address, those hosts dealt into both of two shares: one process
+    counts them all, a share (today: before issue 20's fix) only its own.
+
+    Thresholds as ``SMALL_VOLUMES``:
+
+    * ``caller`` (share 0) calls MEETING off hours, 6 MB each way: a bulk
+      volume, left out as a call by offhours-bulk-egress because the caller
+      and ``shared_by_hosts`` (3) other hosts used MEETING: three of the
+      day's callers, one of share 0 and two of share 1.
+    * ``day_caller`` (share 0) calls MEETING by day, 12 MB each way: left out
+      by bulk-upload-new-destination the same way (the night's caller is
+      one more user).
+    * ``small_caller`` (share 0) calls SMALL_MEETING off hours, 6 MB each way;
+      two other hosts used it (one of each share): not the 3 others an
+      exemption needs, so it alerts.
+    * ``uploader`` (share 1) sends 1.2 MB to DROP once at night; a host of
+      share 0 also used DROP, so low-and-slow-egress's single upload to an
+      address no other host used does not apply (it needs two transfers).
+    """
+    zero, one = in_share(0, "10.8.10"), in_share(1, "10.8.10")
+    caller, day_caller, small_caller, meeting_mate, drop_mate = zero[:5]
+    meeting_others, small_mate, uploader = one[:2], one[2], one[3]
+    night = at("2026-02-04 22:00", "Asia/Taipei")
+    day = at("2026-02-04 10:00", "Asia/Taipei")
+    cap = Capture()
+    for host in (meeting_mate, *meeting_others):  # the meeting server's other users
+        cap.transfer(host, MEETING, start=day - 1800 * NS, seconds=60, bytes_out=200_000,
+                     bytes_in=300_000, sport=50001)  # fmt: skip
+    for host in (small_mate, drop_mate):
+        cap.transfer(host, SMALL_MEETING if host == small_mate else DROP, start=day - 900 * NS,
+                     seconds=60, bytes_out=100_000, bytes_in=100_000, sport=50002)  # fmt: skip
+    cap.transfer(small_mate, SMALL_MEETING, start=day - 600 * NS, seconds=60,
+                 bytes_out=100_000, bytes_in=100_000, sport=50003)  # fmt: skip
+    cap.transfer(meeting_mate, SMALL_MEETING, start=day - 600 * NS, seconds=60,
+                 bytes_out=100_000, bytes_in=100_000, sport=50004)  # fmt: skip
+    cap.transfer(day_caller, MEETING, start=day, seconds=1800, bytes_out=12 * MB,
+                 bytes_in=12 * MB)  # fmt: skip
+    cap.transfer(caller, MEETING, start=night, seconds=1200, bytes_out=6 * MB, bytes_in=6 * MB)
+    cap.transfer(small_caller, SMALL_MEETING, start=night, seconds=1200, bytes_out=6 * MB,
+                 bytes_in=6 * MB)  # fmt: skip
+    cap.transfer(uploader, DROP, start=night + 1800 * NS, seconds=300, bytes_out=1_200_000)
+    hosts = {"caller": caller, "day_caller": day_caller, "small_caller": small_caller,
+             "uploader": uploader}  # fmt: skip
+    return cap.write(tmp_path / "calls.pcap"), hosts
+
+
+def test_an_address_s_users_are_counted_across_shares(tmp_path, client):
+    (tmp_path / "policy.toml").write_text(POLICY + SMALL_VOLUMES)
+    policy = load_policy(tmp_path / "policy.toml")
+    path, hosts = users_across_shares(tmp_path)
+    single = scan_captures([path], policy)
+    # Hand-counted: only the call to the server three hosts use alerts.
+    assert [(a.rule_id, a.source_ip, a.destination_ip) for a in single.alerts] == [
+        ("offhours-bulk-egress", hosts["small_caller"], SMALL_MEETING)
+    ]
+    phases: dict[str, float] = {}
+    dist = scan_captures_distributed([path], policy, client=client, part_bytes=PART_BYTES,
+                                     phases=phases)  # fmt: skip
+    assert phases["shares"] == 2 and "analysis_s" not in phases  # analysed in the shares
+    assert_same(single, dist)
+    # What moved: each share's count of its 3 addresses (20 bytes each) to the
+    # merges, and back the other share's count of the same 3 (both shares used each).
+    assert phases["users_elsewhere"] == 6
+    assert phases["users_bytes"] == (3 + 3 + 3 + 3) * 20
+
+
+def test_scan_workers_counts_an_address_s_users_across_shares(tmp_path):
+    # The command line, its own local cluster of two processes: the same alert
+    # lines as one process writes.
+    from detector.cli.main import ExitStatus, main
+
+    (tmp_path / "policy.toml").write_text(POLICY + SMALL_VOLUMES)
+    path, hosts = users_across_shares(tmp_path)
+    outputs = []
+    for extra in ([], ["--workers", "2"]):
+        out = tmp_path / f"alerts{len(extra)}.jsonl"
+        argv = ["scan", "-q", "--policy", str(tmp_path / "policy.toml"), *extra, "-o", str(out),
+                str(path)]  # fmt: skip
+        assert main(argv) == ExitStatus.ALERTS
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        for line in lines:
+            del line["event"]["created"]  # when the line was written
+        outputs.append(lines)
+    assert outputs[1] == outputs[0]
+    assert [(a["rule"]["id"], a["source"]["ip"]) for a in outputs[0]] == [
+        ("offhours-bulk-egress", hosts["small_caller"])
+    ]
+
+
+def test_each_share_learns_the_other_shares_users_of_its_addresses():
+    # share_users and merge_users against a plain count over random activity
+    # rows: three shares; inside and outside addresses at either end.
+    rng = np.random.default_rng(20)
+    inside = [f"10.1.0.{k}" for k in range(1, 40)]
+    outside = [f"203.0.113.{k}" for k in range(1, 30)] + ["2001:db8::5", "10.1.0.3"]
+    rows = 600
+    a = rng.choice(inside + outside, rows)
+    b = rng.choice(outside + inside, rows)
+    cols = np.zeros((ak.USED_COLUMNS, rows), dtype=np.int64)
+    for (hi_row, lo_row), ends in (((activity_rows.C_A_HI, activity_rows.C_A_LO), a),
+                                   ((activity_rows.C_B_HI, activity_rows.C_B_LO), b)):  # fmt: skip
+        pairs = np.array([address_pair(str(x)) for x in ends], dtype=np.uint64)
+        cols[hi_row], cols[lo_row] = pairs[:, 0].view(np.int64), pairs[:, 1].view(np.int64)
+    internal = NetworkSet(["10.0.0.0/8"])
+
+    def share(address: str) -> int:
+        hi, lo = address_pair(address)
+        return int(address_shares(np.array([hi], np.uint64), np.array([lo], np.uint64), 3)[0])
+
+    # Plainly: the hosts (internal ends) of each address, per share.
+    users: dict[str, list[set[str]]] = {}
+    for x, y in zip(a, b, strict=True):
+        for host, peer in ((x, y), (y, x)):
+            if ipaddress.ip_address(host) in ipaddress.ip_network("10.0.0.0/8"):
+                users.setdefault(peer, [set(), set(), set()])[share(host)].add(host)
+    expected = [
+        {peer: sum(len(s) for s in per) - len(per[k]) for peer, per in users.items()
+         if per[k] and sum(1 for s in per if s) > 1}
+        for k in range(3)
+    ]  # fmt: skip
+    tables = [share_users(cols, internal, k, 3) for k in range(3)]
+    merged = [merge_users([tables[k][bucket] for k in range(3)]) for bucket in range(3)]
+    for k in range(3):
+        got = {}
+        for bucket in range(3):
+            t = merged[bucket][k]
+            for hi, lo, n in zip(t.hi, t.lo, t.hosts, strict=True):
+                got[address_text(int(hi), int(lo))] = int(n)
+        assert got == expected[k]
+    assert all(expected)  # every share has addresses the others used too

@@ -40,6 +40,10 @@ class ScanContext:
     # this traffic: peer ids -> (host_hi, host_lo, peer_id) rows. With this
     # traffic's own users, how many hosts of the site share an address.
     baseline_users: Callable[[np.ndarray], pd.DataFrame] | None = None
+    # How many hosts not in this traffic used given outside addresses (a share
+    # of the hosts analysed on a worker: the other shares' hosts, which none of
+    # this traffic's are): peer ids -> counts by peer id, added to the above.
+    users_elsewhere: Callable[[np.ndarray], pd.Series] | None = None
     facts: pd.DataFrame | None = None  # payload facts (detector/flows/payload.py)
     names: Names | None = None
     flows: Any = None  # the FlowTable (its exported flow records)

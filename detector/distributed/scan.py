@@ -26,12 +26,16 @@ from .merge import in_stream_order, link_in_stream_order
 from .parts import Part, plan_parts
 from .shares import (
     ShareResult,
-    analyse_share,
     combined_alerts,
     combined_features,
     count_part_dealt,
+    finish_share,
+    fold_share,
+    merge_users,
     no_facts,
+    pick,
     piece_of,
+    users_bucket,
 )
 
 if TYPE_CHECKING:
@@ -189,8 +193,12 @@ def scan_captures_distributed(
     they ran (``tasks_s``, ``tasks_cpu_s`` for counting, ``share_s``,
     ``share_cpu_s``, ``share_fold_cpu_s``, ``share_analysis_cpu_s``), how many
     parts, how many of them counted here while the cluster started
-    (``parts_here``), the shares, the recounts, and the bytes of partial
-    tables the counting made (``result_bytes``)."""
+    (``parts_here``), the shares, the recounts, the bytes of partial
+    tables the counting made (``result_bytes``), and what counting each
+    address's users across shares cost: the shares' count (``users_cpu_s``),
+    the merges (``users_merge_cpu_s``), the bytes of counts sent to the
+    merges and back (``users_bytes``) and the addresses given back
+    (``users_elsewhere``)."""
     del threads
     clock = _Phases(phases)
     path_list = [str(p) for p in paths]
@@ -259,6 +267,10 @@ def scan_captures_distributed(
             clock.count("share_fold_cpu_s", share.fold_cpu_s)
             clock.count("share_analysis_cpu_s", share.analysis_cpu_s)
             clock.count("recounts", share.recounts)
+            clock.count("users_cpu_s", share.users_cpu_s)
+            clock.count("users_merge_cpu_s", share.users_merge_cpu_s)
+            clock.count("users_bytes", share.users_sent_bytes + share.users_got_bytes)
+            clock.count("users_elsewhere", share.users_elsewhere)
     finally:
         if owned:
             with clock("cluster_close"):
@@ -416,35 +428,61 @@ def _analysed_shares(
     tables: bool,
 ) -> list[ShareResult]:
     """One task per share of hosts, each on its own worker where it can: its
-    rows of every part (taken where each part was counted), folded and analysed."""
+    rows of every part (taken where each part was counted), folded and analysed.
+
+    Analysed in two phases, for the rules that count an address's users
+    across hosts (``site_users``: a call to a meeting server whose other
+    callers are in other shares): phase 1 folds each share and counts its
+    hosts of each address, dealt by the address into one bucket per share;
+    one merge per bucket (on that share's worker) sums the shares' counts of
+    its addresses and gives each share the other shares' count of the
+    addresses it used too; phase 2 analyses each share with them. Only those
+    counts move: 20 bytes an address, and only addresses of several shares
+    come back."""
     addresses = sorted(client.scheduler_info()["workers"])
     run = os.getpid(), id(kept)
-    shares = []
+    exchange = analyse and count > 1  # one share has no one else to count
+
+    def where(k: int) -> dict[str, Any]:
+        return {"workers": [addresses[k % len(addresses)]] if addresses else None,
+                "allow_other_workers": True}  # fmt: skip
+
+    folded = []
     for k in range(count):
         pieces = [
             client.submit(piece_of, futures[s.part.index], k, key=f"piece-{k}-{s.part.index}-{run}")
             for s in kept
             if s.part.index in futures
         ]
-        shares.append(
-            client.submit(
-                analyse_share,
-                k,
-                count,
-                pieces,
-                settings,
-                policy,
-                span,
-                window_minutes=window_minutes,
-                analyse=analyse,
-                tables=tables,
-                key=f"share-{k}-{run}",
-                pure=False,
-                retries=TASK_RETRIES,
-                workers=[addresses[k % len(addresses)]] if addresses else None,
-                allow_other_workers=True,
-            )  # fmt: skip
-        )
+        folded.append(client.submit(fold_share, k, count, pieces, settings, policy,
+                                    users=exchange, key=f"fold-{k}-{run}", pure=False,
+                                    retries=TASK_RETRIES, **where(k)))  # fmt: skip
+    elsewhere: list[list[Any]] = [[] for _ in range(count)]
+    if exchange:
+        for b in range(count):
+            buckets = [client.submit(users_bucket, folded[k], b, key=f"users-{k}-{b}-{run}")
+                       for k in range(count)]  # fmt: skip
+            merged = client.submit(merge_users, buckets, key=f"merge-users-{b}-{run}",
+                                   retries=TASK_RETRIES, **where(b))  # fmt: skip
+            for k in range(count):
+                elsewhere[k].append(client.submit(pick, merged, k, key=f"elsewhere-{b}-{k}-{run}"))
+    shares = [
+        client.submit(
+            finish_share,
+            folded[k],
+            elsewhere[k],
+            settings,
+            policy,
+            span,
+            window_minutes=window_minutes,
+            analyse=analyse,
+            tables=tables,
+            key=f"share-{k}-{run}",
+            pure=False,
+            retries=TASK_RETRIES,
+        )  # fmt: skip
+        for k in range(count)
+    ]
     results: list[ShareResult] = client.gather(shares)
     for future in futures.values():
         future.release()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import functools
 import time
 import types
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ from ..flows import activity as activity_rows
 from ..flows import layout
 from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
-from ..networks import NetworkSet, address_ids, address_pair
+from ..networks import NetworkSet, address_ids, address_pair, is_folded
 from .count import FACT_COLUMNS, PartResult, Settings, count_part
 from .merge import FlowFold
 from .parts import Part
@@ -187,12 +188,22 @@ class HostShare:
     (the scan's first and last packet stay the whole scan's), ``run_rules``
     runs the rules over traffic but ``pivot-chain`` (it needs two hosts, which
     may be in two shares: the client runs it) and keeps their alerts in rule
-    order (``traffic_alerts``), before the client folds a chain's legs."""
+    order (``traffic_alerts``), before the client folds a chain's legs.
+    ``elsewhere``: how many hosts of the other shares used each address
+    (:func:`merge_users`), which the rules that count an address's users
+    (``site_users``) add to the share's own."""
 
-    def __init__(self, index: int, count: int, span: tuple[int | None, int | None]) -> None:
+    def __init__(
+        self,
+        index: int,
+        count: int,
+        span: tuple[int | None, int | None],
+        elsewhere: PeerUsers | None = None,
+    ) -> None:
         self.index = index
         self.count = count
         self.span = span
+        self.elsewhere = elsewhere
         self.traffic_alerts: list[Alert] = []
 
     def narrow(self, traffic: HostTraffic) -> HostTraffic:
@@ -204,10 +215,124 @@ class HostShare:
 
     def run_rules(self, ctx: ScanContext) -> list[Alert]:
         chain = pivot_chain.DETECTION.rule_id
+        if self.elsewhere is not None and len(self.elsewhere):
+            ctx = dataclasses.replace(
+                ctx, users_elsewhere=functools.partial(self.elsewhere.of_ids, ctx.traffic)
+            )
         self.traffic_alerts = [a for a in _run(ctx, TRAFFIC) if a.rule_id != chain]
         alerts = pivot_chain.fold_legs(list(self.traffic_alerts))  # no chain: as they are
         alerts.sort(key=lambda a: a.sort_key)
         return alerts
+
+
+@dataclass
+class PeerUsers:
+    """How many hosts used each address (``hi``, ``lo``: its halves; ``hosts``:
+    how many), one row per address: what the shares tell each other of who
+    used an outside address (20 bytes an address)."""
+
+    hi: np.ndarray
+    lo: np.ndarray
+    hosts: np.ndarray
+    cpu_s: float = 0.0  # to make it (a merge's, shared out over its tables)
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.hi.nbytes + self.lo.nbytes + self.hosts.nbytes)
+
+    def subset(self, keep: np.ndarray) -> PeerUsers:
+        return PeerUsers(self.hi[keep], self.lo[keep], self.hosts[keep])
+
+    @classmethod
+    def concatenated(cls, tables: list[PeerUsers]) -> PeerUsers:
+        if not tables:
+            return cls(np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.int32))
+        return cls(np.concatenate([t.hi for t in tables]), np.concatenate([t.lo for t in tables]),
+                   np.concatenate([t.hosts for t in tables]))  # fmt: skip
+
+    def of_ids(self, traffic: HostTraffic, peers: np.ndarray) -> pd.Series:
+        """The hosts counted here of given addresses of ``traffic`` (``peers``:
+        its ids), by peer id (addresses not here: none)."""
+        import pandas as pd
+
+        peers = np.unique(np.asarray(peers, dtype=np.int64))
+        asked = pd.DataFrame({"hi": traffic.address_hi[peers], "lo": traffic.address_lo[peers],
+                              "peer_id": peers})  # fmt: skip
+        known = pd.DataFrame({"hi": self.hi, "lo": self.lo, "hosts": self.hosts})
+        both = asked.merge(known, on=["hi", "lo"], how="inner")
+        return pd.Series(both["hosts"].to_numpy(np.int64), index=both["peer_id"].to_numpy())
+
+
+def share_users(cols: np.ndarray, internal: NetworkSet, index: int, count: int) -> list[PeerUsers]:
+    """How many of share ``index``'s hosts used each address, from the
+    share's activity rows (``cols``: ``ActivityTable.merged_columns``), dealt
+    by the address into ``count`` buckets (bucket k: the addresses of share
+    k, which merges them: :func:`merge_users`). A host is an internal end of
+    a row in this share, as ``host_traffic`` and ``HostShare.narrow`` have
+    it; every address it exchanged a row with is one it used."""
+    a_hi, a_lo = (
+        cols[activity_rows.C_A_HI].view(np.uint64),
+        cols[activity_rows.C_A_LO].view(np.uint64),
+    )
+    b_hi, b_lo = (
+        cols[activity_rows.C_B_HI].view(np.uint64),
+        cols[activity_rows.C_B_LO].view(np.uint64),
+    )
+
+    def mine(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        inside = internal.contains(hi, lo) & ~is_folded(hi, lo)
+        return inside & (address_shares(hi, lo, count) == index)
+
+    a_host, b_host = mine(a_hi, a_lo), mine(b_hi, b_lo)
+    h_hi = np.concatenate([a_hi[a_host], b_hi[b_host]])
+    h_lo = np.concatenate([a_lo[a_host], b_lo[b_host]])
+    p_hi = np.concatenate([b_hi[a_host], a_hi[b_host]])
+    p_lo = np.concatenate([b_lo[a_host], a_lo[b_host]])
+    n = len(h_hi)
+    ids, hi_of, lo_of = address_ids(np.concatenate([h_hi, p_hi]), np.concatenate([h_lo, p_lo]))
+    # Each (host, address) pair once, then the hosts of each address.
+    pairs = np.unique(ids[:n] * np.int64(max(len(hi_of), 1)) + ids[n:])
+    peer = pairs % np.int64(max(len(hi_of), 1))
+    hosts = np.bincount(peer, minlength=len(hi_of))
+    used = np.flatnonzero(hosts)
+    table = PeerUsers(hi_of[used], lo_of[used], hosts[used].astype(np.int32))
+    bucket = address_shares(table.hi, table.lo, count)
+    return [table.subset(bucket == k) for k in range(count)]
+
+
+def merge_users(tables: list[PeerUsers]) -> list[PeerUsers]:
+    """Each share's table of one bucket of addresses (``tables[k]``: share k's)
+    merged: for each share, its addresses that hosts of other shares used
+    too, with how many of those (a host is in one share only, so the counts
+    add). Addresses used in one share only are no one else's concern and go
+    nowhere."""
+    cpu0 = time.thread_time()
+    count = len(tables)
+    every = PeerUsers.concatenated(tables)
+    share = np.repeat(np.arange(count), [len(t) for t in tables])
+    order = np.lexsort((every.lo, every.hi))
+    hi, lo, hosts, share = every.hi[order], every.lo[order], every.hosts[order], share[order]
+    start = np.ones(len(hi), dtype=bool)
+    start[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    group = np.cumsum(start) - 1
+    total = np.bincount(group, weights=hosts).astype(np.int64)
+    shares_of = np.bincount(group)
+    others = (total[group] - hosts).astype(np.int32)
+    shared = shares_of[group] > 1
+    out = [PeerUsers(hi[mine], lo[mine], others[mine])
+           for mine in (shared & (share == k) for k in range(count))]  # fmt: skip
+    cpu = (time.thread_time() - cpu0) / max(count, 1)
+    for table in out:
+        table.cpu_s = cpu
+    return out
+
+
+def pick(tables: list[PeerUsers], k: int) -> PeerUsers:
+    """A task run where ``tables`` are: the one of share (or bucket) ``k``."""
+    return tables[k]
 
 
 @dataclass
@@ -227,25 +352,42 @@ class ShareResult:
     cpu_s: float = 0.0
     fold_cpu_s: float = 0.0
     analysis_cpu_s: float = 0.0
+    # Who used an address, across shares (merge_users): the share's count
+    # (users_cpu_s), the bytes of its tables sent to the merges and of the
+    # merges' tables it got, and its part of the merges' CPU.
+    users_cpu_s: float = 0.0
+    users_sent_bytes: int = 0
+    users_got_bytes: int = 0
+    users_merge_cpu_s: float = 0.0
+    users_elsewhere: int = 0  # addresses of the share other shares' hosts used too
 
 
-def analyse_share(
+@dataclass
+class FoldedShare:
+    """A share's flows folded over the parts and its activity (phase 1 of a
+    share task; it stays on its worker), with its hosts' count of each
+    address's users dealt into buckets by address (``users``)."""
+
+    index: int
+    count: int
+    rows: np.ndarray
+    activity: ActivityTable
+    out: ShareResult
+    users: list[PeerUsers] | None = None
+
+
+def fold_share(
     index: int,
     count: int,
     pieces: list[Piece],
     settings: Settings,
     policy: Policy,
-    span: tuple[int | None, int | None],
     *,
-    window_minutes: int | None,
-    analyse: bool = True,
-    tables: bool = False,
-) -> ShareResult:
-    """A share task: fold the share's flows over ``pieces`` (the parts in
-    stream order), then (``analyse``) analyse its hosts; ``tables``: send its
-    own flows and activity back too (each row once over all shares)."""
-    from ..pipelines.scan import scan_activity
-
+    users: bool = False,
+) -> FoldedShare:
+    """Phase 1 of a share task: fold the share's flows over ``pieces`` (the
+    parts in stream order) and combine its activity; ``users``: count each
+    address's users among the share's hosts too (:func:`share_users`)."""
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     out = ShareResult(index)
     fold = FlowFold(
@@ -269,6 +411,43 @@ def analyse_share(
     activity = ActivityTable.combined(
         [p.activity for p in pieces], bin_seconds=settings.bin_seconds
     )
+    folded = FoldedShare(index, count, rows, activity, out)
+    if users:
+        cpu1 = time.thread_time()
+        folded.users = share_users(activity.merged_columns(), policy.internal, index, count)
+        out.users_cpu_s = time.thread_time() - cpu1
+        out.users_sent_bytes = sum(t.nbytes for t in folded.users)
+    out.wall_s = time.perf_counter() - wall0
+    out.cpu_s = time.thread_time() - cpu0
+    return folded
+
+
+def users_bucket(folded: FoldedShare, bucket: int) -> PeerUsers:
+    """A task run where ``folded`` is: its count of the addresses of ``bucket``."""
+    assert folded.users is not None
+    return folded.users[bucket]
+
+
+def finish_share(
+    folded: FoldedShare,
+    elsewhere: list[PeerUsers],
+    settings: Settings,
+    policy: Policy,
+    span: tuple[int | None, int | None],
+    *,
+    window_minutes: int | None,
+    analyse: bool = True,
+    tables: bool = False,
+) -> ShareResult:
+    """Phase 2 of a share task, where ``folded`` is: (``analyse``) analyse the
+    share's hosts, with ``elsewhere`` (from every bucket's :func:`merge_users`)
+    the other shares' users of its addresses; ``tables``: send its own flows
+    and activity back too (each row once over all shares)."""
+    from ..pipelines.scan import scan_activity
+
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    index, count, rows, activity = folded.index, folded.count, folded.rows, folded.activity
+    out = dataclasses.replace(folded.out)  # (a task does not change what it is given)
     if tables:
         a, b = _flow_shares(rows, policy.internal, count)
         out.rows = rows[np.where(a >= 0, a, b) == index]
@@ -283,7 +462,11 @@ def analyse_share(
             active_timeout=settings.active_timeout,
             max_flows=settings.max_flows,
         )
-        share = HostShare(index, count, span)
+        others = PeerUsers.concatenated(elsewhere)
+        out.users_got_bytes = sum(t.nbytes for t in elsewhere)
+        out.users_merge_cpu_s = sum(t.cpu_s for t in elsewhere)
+        out.users_elsewhere = len(others)
+        share = HostShare(index, count, span, others)
         facts = no_facts() if settings.inspects else None
         result = scan_activity(activity, flows, policy, window_minutes=window_minutes, facts=facts,
                                hosts=share)  # fmt: skip
@@ -293,9 +476,31 @@ def analyse_share(
         out.features, out.feature_order = result.features, _feature_order(result.features)
         out.pivot_rows = _pivot_rows(result.traffic, policy)
         out.analysis_cpu_s = time.thread_time() - cpu1
-    out.wall_s = time.perf_counter() - wall0
-    out.cpu_s = time.thread_time() - cpu0
+    out.wall_s += time.perf_counter() - wall0
+    out.cpu_s += time.thread_time() - cpu0
     return out
+
+
+def analyse_share(
+    index: int,
+    count: int,
+    pieces: list[Piece],
+    settings: Settings,
+    policy: Policy,
+    span: tuple[int | None, int | None],
+    *,
+    window_minutes: int | None,
+    analyse: bool = True,
+    tables: bool = False,
+    elsewhere: list[PeerUsers] | None = None,
+) -> ShareResult:
+    """Both phases of a share task in one: fold the share's flows over
+    ``pieces``, then (``analyse``) analyse its hosts, with ``elsewhere`` the
+    other shares' users of its addresses (none given: the share's own count,
+    as when it is the only share)."""
+    folded = fold_share(index, count, pieces, settings, policy)
+    return finish_share(folded, elsewhere or [], settings, policy, span,
+                        window_minutes=window_minutes, analyse=analyse, tables=tables)  # fmt: skip
 
 
 def no_facts() -> pd.DataFrame:
