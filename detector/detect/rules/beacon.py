@@ -43,8 +43,12 @@ connection, or one UDP port pair more often than the idle timeout (120 s), is
 one flow and not seen as a series. With `scan --model`, a host's beat to an
 address the model's baseline saw that host use (`habits`) is its habit, not
 reported: a push or update channel held every night, which the idle timeout
-cuts into a flow per heartbeat. A beacon to an address new to the host is
-still reported, however common the beat.""",
+cuts into a flow per heartbeat. In the nightly (docs/nightly.md), a beat to
+an address the host beat to (by these thresholds) on one of the 28 days
+before is its habit: the first day of a beat is reported, the days after are
+not; days of other traffic to the address (a few connections, an upload)
+make no habit. A beacon to an address new to the host is still reported,
+however common the beat.""",
     settings=(
         Setting("min_connections", COUNT, 20, "Connections from one host to one outside address."),
         Setting("min_hours", HOURS, 1, "Hours from the first of them to the last."),
@@ -57,7 +61,8 @@ still reported, however common the beat.""",
             "habits",
             Boolean(),
             True,
-            "With a trained model: leave out a host's beats to addresses it used in the baseline.",
+            "Leave out a host's beats to addresses it used in a trained model's baseline, "
+            "or beat to on the nightly's earlier days.",
         ),
     ),  # fmt: skip
 )

@@ -38,16 +38,20 @@ A large upload to somewhere the host had never used: fires when a host sends at
 least `min_bytes` (default 100 000 000) within `span_minutes` (default 60) to a
 non-allowlisted external address it first reached less than `new_for_hours`
 (default 24) before. Any hour, business hours included. "First reached" means
-first seen **in this scan** (with a trained model, in its baseline too): a
-destination already in use when the capture starts looks new, so scans of
-short captures can fire on a routine destination; allowlist it.
+first seen **in this scan** (with a trained model, in its baseline too; in
+the nightly, an address the host sent `min_bytes` to within `span_minutes` on
+one of the 28 days before is not new either): a destination already in use
+when the capture starts looks new, so scans of short captures can fire on a
+routine destination; allowlist it.
 
 A call is not an upload: a conversation (minutes closer than a feature
 window) in which the host got back at least `two_way_percent` (default 50) %
 of what it sent, with an address that at least `shared_by_hosts` (default 3)
 other hosts used in the scan (with `scan --model`, in the model's baseline
-too; in a live sensor, in what it saw before), is not counted: a video call
-to the meeting service the office shares.
+too; in a live sensor, in what it saw before; in the nightly, the hosts that
+called it, two-way with at least 1 MB sent, on the 28 days before: see
+docs/nightly.md), is not counted: a video call to the meeting service the
+office shares.
 Both, because either alone is cheap to fake: a server can echo an upload
 back, and a popular cloud service takes uploads one way; an upload echoed by
 a server the rest of the site does not use still fires.
@@ -60,7 +64,13 @@ address: 16/16 each. `benchmarks/eval_model.py` (seeds 1 and 2, 16 test weeks):
 false alerts of the rules 94 and 107 → 0, every 100 and 200 MB upload still
 caught. Without a model a weekly scan knows fewer of a meeting service's
 users: counting only the week's callers, 20 false alerts on seed 1 (servers
-fewer than three other hosts called that week).""",
+fewer than three other hosts called that week). The nightly remembers who
+called (`eval_adversary.py --test-weeks 4 --nightly DIR`, seed 1, each day
+its own pcap after four baseline weeks, 301 benign host-days, 2026-12-06):
+41 false alerts of this rule with each day scanned alone, 0 with the days
+before; the echoed uploads of 120 and 300 MB still 4/4 each. Days of a few
+kB to a server (a planted "habit") make no call and no upload: its first big
+upload is still new and fires.""",
     settings=(
         Setting("min_bytes", BYTES, 100_000_000, "Bytes sent to one new external destination …"),
         Setting("span_minutes", MINUTES, 60, "… within this many minutes, at any hour."),

@@ -56,11 +56,15 @@ An evening or weekend video call is not bulk egress: as in
 `bulk-upload-new-destination`, a conversation in which the host got back at
 least `two_way_percent` (default 50) % of what it sent, with an address at
 least `shared_by_hosts` (default 3) other hosts used (in the scan, or with
-`scan --model` in the model's baseline), is not counted. An upload echoed
+`scan --model` in the model's baseline; in the nightly, the hosts that called
+it on the 28 days before: docs/nightly.md), is not counted. An upload echoed
 back by a server no other host uses still counts. Measured
 (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each,
 2026-12-06): the 13 and 14 false alerts on calls after 17:30 and on weekends
-are gone; 60 MB at night echoed back by a new address: 16/16.""",
+are gone; 60 MB at night echoed back by a new address: 16/16. The nightly
+without a model (`--nightly`, seed 1, 4 test weeks, 2026-12-06): 3 false
+alerts on calls with each day alone, 0 with the days before; 60 MB echoed
+at night still 4/4.""",
     false_positives=(
         "nightly backups and update mirrors (put them in `allowlist.destinations`); "
         "cloud sync clients left running; a call to a meeting server fewer than "
