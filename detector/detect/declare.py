@@ -13,8 +13,8 @@ scan runs the checks in catalogue order (``detector/detect/rules/__init__.py``).
 Like a Zeek notice or a Sigma rule, but executable and typed: a setting's kind
 both checks the policy's value and documents it, so the two cannot drift.
 
-This module imports the standard library and the alert's severity names only:
-the policy reader uses it.
+This module imports the standard library, the alert's severity names and the
+units only: the policy reader uses it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ..alerts.record import RULE_DESCRIPTIONS, SEVERITY_NAMES, Alert
+from ..units import HOUR_NS, MINUTE_NS
 
 if TYPE_CHECKING:
     from ..networks import NetworkSet
@@ -347,6 +348,11 @@ class Rule:
     @property
     def rule_id(self) -> str:
         return self.detection.rule_id
+
+    def ns(self, key: str) -> int:
+        """A ``…_minutes`` or ``…_hours`` setting as nanoseconds (how rules count time)."""
+        unit = {"minutes": MINUTE_NS, "hours": HOUR_NS}[key.rsplit("_", 1)[-1]]
+        return int(self.settings[key]) * unit
 
     def alert(
         self,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...alerts.record import Alert
-from ...units import HOUR_NS, human_bytes
+from ...units import human_bytes
 from ..declare import BYTES, HOURS, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import (
     SHARED_CALL_SETTINGS,
@@ -15,6 +15,7 @@ from .common import (
     limit_per_host,
     local_datetime,
     new_destination_rows,
+    outside_rows,
     threshold_phrase,
     upload_episodes,
 )
@@ -97,10 +98,8 @@ new_for_hours = 72""",
 @DETECTION.checks(over=TRAFFIC)
 def check_bulk_upload_new_destination(ctx: ScanContext, rule: Rule) -> list[Alert]:
     threshold = int(rule["min_bytes"])
-    new_for_ns = int(round(float(rule["new_for_hours"]) * HOUR_NS))
-    f = ctx.traffic.frame
-    sel = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
-    sel = new_destination_rows(ctx, sel, new_for_ns)
+    new_for_ns = rule.ns("new_for_hours")
+    sel = new_destination_rows(ctx, outside_rows(ctx), new_for_ns)
     alerts: list[Alert] = []
     for (host, peer), episode in upload_episodes(ctx, rule, sel, ["host_id", "peer_id"]):
         first_contact = int(episode["first_contact"].to_numpy()[0])

@@ -452,6 +452,17 @@ def episodes(
         yield rows[(minute >= minutes[first]) & (minute <= minutes[last])]
 
 
+def outside_rows(ctx: ScanContext, sending: bool = False) -> pd.DataFrame:
+    """The host traffic with outside addresses the site has not allowlisted
+    (``sending``: only the minutes in which the host sent them something):
+    what the volume rules count."""
+    f = ctx.traffic.frame
+    keep = f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()
+    if sending:
+        keep &= f["bytes_out"].to_numpy() > 0
+    return f[keep]
+
+
 def upload_episodes(
     ctx: ScanContext, rule: Rule, rows: pd.DataFrame, key: list[str]
 ) -> Iterator[tuple[tuple[int, ...], pd.DataFrame]]:
@@ -460,7 +471,7 @@ def upload_episodes(
     "peer_id"]``) sent at least the rule's ``min_bytes`` within its
     ``span_minutes`` in ``rows``, calls to a service the site shares left out
     (:func:`without_shared_calls`), with the group's ids."""
-    span_ns = int(rule["span_minutes"]) * MINUTE_NS
+    span_ns = rule.ns("span_minutes")
     threshold = int(rule["min_bytes"])
     rows = groups_reaching(rows, key, "bytes_out", span_ns, threshold)
     # A call to the office's meeting service is not an upload; the look-up of

@@ -12,7 +12,15 @@ import pandas as pd
 from ...alerts.record import Alert
 from ...units import HOUR_NS, MINUTE_NS, human_bytes
 from ..declare import HOURS, MINUTES, TRAFFIC, Detection, Rule, Setting
-from .common import conversation, endpoint, group_codes, ids, limit_per_host, off_hours_rows
+from .common import (
+    conversation,
+    endpoint,
+    group_codes,
+    ids,
+    limit_per_host,
+    off_hours_rows,
+    outside_rows,
+)
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -90,15 +98,13 @@ def _hours(ns: int) -> str:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_long_connection(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    idle_ns = int(rule["max_idle_minutes"]) * MINUTE_NS
-    long_ns = int(rule["min_hours"]) * HOUR_NS
-    cumulative_ns = int(rule["cumulative_hours"]) * HOUR_NS
-    f = ctx.traffic.frame
-    proto, peer_port = f["proto"].to_numpy(), f["peer_port"].to_numpy()
-    sel = f[
-        f["peer_external"].to_numpy()
-        & ~f["peer_allowlisted"].to_numpy()
-        & ((proto == TCP) | (proto == UDP))
+    idle_ns = rule.ns("max_idle_minutes")
+    long_ns = rule.ns("min_hours")
+    cumulative_ns = rule.ns("cumulative_hours")
+    sel = outside_rows(ctx)
+    proto, peer_port = sel["proto"].to_numpy(), sel["peer_port"].to_numpy()
+    sel = sel[
+        ((proto == TCP) | (proto == UDP))
         # Time and name queries repeat all night by design (NTP's 123-to-123
         # "connection" lasts as long as the host is on); quiet-protocol-volume
         # judges what they carry.

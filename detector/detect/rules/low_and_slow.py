@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ...alerts.record import Alert
-from ...units import HOUR_NS, MINUTE_NS, human_bytes
+from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, COUNT, HOURS, TRAFFIC, Detection, Rule, Setting
 from . import offhours_bulk_egress
 from .common import (
@@ -23,6 +23,7 @@ from .common import (
     minute_runs,
     new_destination_rows,
     off_hours_rows,
+    outside_rows,
     site_users,
     threshold_text,
 )
@@ -145,8 +146,7 @@ def _new_to_the_site(
 def check_low_and_slow(ctx: ScanContext, rule: Rule) -> list[Alert]:
     threshold = int(rule["min_bytes"])
     min_transfers = int(rule["min_transfers"])
-    f = ctx.traffic.frame
-    outside = f[f["peer_external"].to_numpy() & ~f["peer_allowlisted"].to_numpy()]
+    outside = outside_rows(ctx)
     if outside.empty:
         return []
     sel = off_hours_rows(ctx.policy, outside)
@@ -170,7 +170,7 @@ def check_low_and_slow(ctx: ScanContext, rule: Rule) -> list[Alert]:
     # One transfer is enough to an address new to the host that no other host
     # of the site uses (issue 20, item 7); a first upload to the cloud service
     # the office uses, at 17:40, is not.
-    fresh = _new_to_the_site(ctx, outside, sel, int(rule["new_for_hours"]) * HOUR_NS)
+    fresh = _new_to_the_site(ctx, outside, sel, rule.ns("new_for_hours"))
     alerts: list[Alert] = []
     for group, rows in sel.groupby(key, sort=False):
         host, peer, _ = ids(group)

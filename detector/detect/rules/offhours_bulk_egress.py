@@ -17,6 +17,7 @@ from .common import (
     conversation,
     endpoint,
     limit_per_host,
+    outside_rows,
     threshold_phrase,
     upload_episodes,
 )
@@ -98,12 +99,7 @@ def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
 @DETECTION.checks(over=TRAFFIC)
 def check_offhours_bulk_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
     threshold = int(rule["min_bytes"])
-    f = ctx.traffic.frame
-    sel = f[
-        f["peer_external"].to_numpy()
-        & ~f["peer_allowlisted"].to_numpy()
-        & (f["bytes_out"].to_numpy() > 0)
-    ]
+    sel = outside_rows(ctx, sending=True)
     sel = sel[_off_hours_rows(ctx, sel)]
     alerts: list[Alert] = []
     # An evening or weekend video call to the office's meeting service is not bulk egress.

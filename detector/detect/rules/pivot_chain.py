@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...alerts.record import Alert
-from ...units import MINUTE_NS, human_bytes
+from ...units import human_bytes
 from ..declare import BYTES, MINUTES, PERCENT, TRAFFIC, Detection, Rule, Setting
 from . import isolated_egress
 from .common import (
@@ -97,7 +97,7 @@ def _leg(ctx: ScanContext, rows: Any) -> dict[str, Any]:
 @DETECTION.checks(over=TRAFFIC)
 def check_pivot_chain(ctx: ScanContext, rule: Rule) -> list[Alert]:
     floor = int(rule["min_bytes"])
-    within_ns = int(rule["within_minutes"]) * MINUTE_NS
+    within_ns = rule.ns("within_minutes")
     share = int(rule["min_percent"]) / 100
     f = ctx.traffic.frame
     sent = f["bytes_out"].to_numpy() > 0

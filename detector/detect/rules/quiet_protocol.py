@@ -149,8 +149,7 @@ def _protocol_of(f: pd.DataFrame) -> np.ndarray:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_quiet_protocol(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    span_minutes = int(rule["span_minutes"])
-    span_ns = span_minutes * MINUTE_NS
+    span_minutes, span_ns = int(rule["span_minutes"]), rule.ns("span_minutes")
     multiple = int(rule["off_hours_multiple"])
     exempt = NetworkSet(rule["exempt"])
     f = ctx.traffic.frame

@@ -10,7 +10,6 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...oui import mac_text, vendor
-from ...units import MINUTE_NS
 from ..declare import MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import when
 from .segment import (
@@ -181,7 +180,7 @@ def _claims(
     ctx: ScanContext, rule: Rule, rows: pd.DataFrame, gateways: set[int], known: set[int]
 ) -> list[Alert]:
     policy = ctx.policy
-    window = rule["claim_minutes"] * MINUTE_NS
+    window = rule.ns("claim_minutes")
     alerts: list[Alert] = []
     for (hi, lo), group in rows.groupby(["a_hi", "a_lo"], sort=True):
         spans = (
@@ -198,7 +197,7 @@ def _claims(
             firsts[None, :] <= lasts[:, None] + window
         )
         np.fill_diagonal(near, False)
-        conflicting = near.any(axis=1)
+        conflicting = np.asarray(near.any(axis=1))
         cards = spans.index.to_numpy(np.int64)
         was_known = np.isin(cards, list(known))
         if np.isin(cards, list(gateways)).any() or (was_known.any() and not was_known.all()):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...alerts.record import Alert
-from ...units import HOUR_NS, MINUTE_NS, human_bytes
+from ...units import human_bytes
 from ..declare import BYTES, COUNT, HOURS, MINUTES, TRAFFIC, Detection, Rule, Setting
 from .common import (
     Conversation,
@@ -18,6 +18,7 @@ from .common import (
     ids,
     limit_per_host,
     new_destination_rows,
+    outside_rows,
     threshold_phrase,
 )
 
@@ -98,18 +99,11 @@ def _network_of(address: str) -> str:
 
 @DETECTION.checks(over=TRAFFIC)
 def check_spread_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    span_minutes = int(rule["span_minutes"])
-    span_ns = span_minutes * MINUTE_NS
+    span_minutes, span_ns = int(rule["span_minutes"]), rule.ns("span_minutes")
     threshold = int(rule["min_bytes"])
     each = int(rule["min_bytes_each"])
     wanted = int(rule["min_destinations"])
-    f = ctx.traffic.frame
-    sel = f[
-        f["peer_external"].to_numpy()
-        & ~f["peer_allowlisted"].to_numpy()
-        & (f["bytes_out"].to_numpy() > 0)
-    ]
-    sel = new_destination_rows(ctx, sel, int(rule["new_for_hours"]) * HOUR_NS)
+    sel = new_destination_rows(ctx, outside_rows(ctx, sending=True), rule.ns("new_for_hours"))
     # Uploads only: a destination that sent back as much as it received is a
     # call or a stream (a video meeting's servers are new to a host too).
     pair = ["host_id", "peer_id"]
