@@ -305,3 +305,49 @@ def test_each_share_learns_the_other_shares_users_of_its_addresses():
                 got[address_text(int(hi), int(lo))] = int(n)
         assert got == expected[k]
     assert all(expected)  # every share has addresses the others used too
+
+
+def test_users_recorded_before_are_counted_once_across_shares(tmp_path, client):
+    # The nightly's history (hosts that called an address on earlier days, a
+    # first-contact record) beside today's users in two shares: a host both
+    # recorded and seen today in the other share is one user, not two.
+    from detector.nightly.history import History, history_frame
+
+    (tmp_path / "policy.toml").write_text(POLICY + SMALL_VOLUMES)
+    policy = load_policy(tmp_path / "policy.toml")
+    meet_a, meet_b = "203.0.113.70", "203.0.113.71"
+    zero, one = in_share(0, "10.8.20"), in_share(1, "10.8.20")
+    caller_a, caller_b, recorded_a = zero[:3]
+    seen_a, seen_b, recorded_b, first_b = one[:4]
+    night = at("2026-02-04 22:00", "Asia/Taipei")
+    day = at("2026-02-04 10:00", "Asia/Taipei")
+    cap = Capture()
+    for host, server in ((seen_a, meet_a), (seen_b, meet_b)):  # today, in the other share
+        cap.transfer(host, server, start=day, seconds=60, bytes_out=200_000, bytes_in=200_000)
+    for host, server in ((caller_a, meet_a), (caller_b, meet_b)):
+        cap.transfer(host, server, start=night, seconds=1200, bytes_out=6 * MB, bytes_in=6 * MB)
+    path = cap.write(tmp_path / "history.pcap")
+    # meet_a: seen_a (also today) and recorded_a called it before: with the
+    # caller 3 hosts, not more than shared_by_hosts (3): the call alerts.
+    # meet_b: recorded_b called it, first_b first reached it: with the caller
+    # and seen_b 4 hosts: the call is left out.
+    t0 = day - 86_400 * NS
+    history = History(
+        calls=history_frame([(seen_a, meet_a), (recorded_a, meet_a), (recorded_b, meet_b)]),
+        beats=history_frame([]),
+        uploads=history_frame([(first_b, meet_b, t0)]),
+    )
+    before = {"first_contacts": history.uploads, "other_users": history.users_of,
+              "habits": history.beats}  # fmt: skip
+    single = scan_captures([path], policy, **before)
+    assert [(a.rule_id, a.source_ip, a.destination_ip) for a in single.alerts] == [
+        ("offhours-bulk-egress", caller_a, meet_a)
+    ]
+    phases: dict[str, float] = {}
+    dist = scan_captures_distributed([path], policy, client=client, part_bytes=PART_BYTES,
+                                     phases=phases, **before)  # fmt: skip
+    assert "analysis_s" not in phases  # analysed in the shares
+    assert_same(single, dist)
+    # Given back: meet_b to both shares (caller_b and seen_b, neither
+    # recorded); meet_a to neither: seen_a is recorded, so share 1 counts no one.
+    assert phases["users_elsewhere"] == 2

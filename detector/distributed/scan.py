@@ -25,6 +25,7 @@ from .count import FACT_COLUMNS, PartResult, Settings
 from .merge import in_stream_order, link_in_stream_order
 from .parts import Part, plan_parts
 from .shares import (
+    Before,
     ShareResult,
     combined_alerts,
     combined_features,
@@ -39,6 +40,8 @@ from .shares import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..detect.model import EgressModel
     from ..policy import Policy
 
@@ -168,6 +171,9 @@ def scan_captures_distributed(
     phases: dict[str, float] | None = None,
     tables: bool = True,
     learned_devices: frozenset[str] = frozenset(),
+    first_contacts: pd.DataFrame | None = None,
+    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+    habits: pd.DataFrame | None = None,
 ) -> ScanResult:
     """:func:`detector.pipelines.scan.scan_captures` on a Dask cluster: a local one
     of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
@@ -182,7 +188,11 @@ def scan_captures_distributed(
     over them: ``learned_devices`` as for one process). ``tables``: False
     leaves the flows, activity and host traffic on the workers (the result's
     are then empty): the alerts and features are all a scan without
-    ``--parquet-dir`` writes. ``threads`` is accepted for
+    ``--parquet-dir`` writes. ``first_contacts``, ``other_users``, ``habits``:
+    what days before taught (the nightly's history), as for one process:
+    sent once to the cluster, every share's analysis reads them (and the
+    count of an address's users across shares leaves out the hosts they
+    already name). ``threads`` is accepted for
     the same call signature; each task reads with one thread. ``phases``, if
     given, gets where the time went: wall and CPU seconds of this process per
     phase (``<phase>_s``, ``<phase>_cpu_s``: cluster (connecting to a
@@ -208,6 +218,7 @@ def scan_captures_distributed(
             "--workers or --scheduler"
         )
     settings = Settings.for_policy(policy)
+    before = Before(first_contacts, other_users, habits)
     owned = client is None
     # Our own local cluster starts in the background while this process plans
     # and counts the first parts (an existing scheduler is connected to first).
@@ -260,6 +271,7 @@ def scan_captures_distributed(
             shares = _analysed_shares(
                 client, counted.futures, kept, n_workers, settings, policy, span,
                 window_minutes=window_minutes, analyse=analyse, tables=tables or not analyse,
+                before=before,
             )  # fmt: skip
         for share in shares:
             clock.count("share_s", share.wall_s)
@@ -287,7 +299,7 @@ def scan_captures_distributed(
     link = link_in_stream_order(kept)
     return _result(shares, settings, policy, clock, span, facts, window_minutes=window_minutes,
                    model=model, analysed=analyse, tables=tables, link=link,
-                   learned_devices=learned_devices)  # fmt: skip
+                   learned_devices=learned_devices, before=before)  # fmt: skip
 
 
 def _result(
@@ -304,6 +316,7 @@ def _result(
     tables: bool,
     link: Any,
     learned_devices: frozenset[str],
+    before: Before,
 ) -> ScanResult:
     """The shares' alerts and features combined, with the side-channel rules'
     over ``link`` (or, with a model or payload facts, the shares' flows and
@@ -331,7 +344,7 @@ def _result(
         with clock("analysis"):
             return scan_activity(activity, flows, policy, window_minutes=window_minutes,
                                  model=model, facts=facts, link=link,
-                                 learned_devices=learned_devices)  # fmt: skip
+                                 learned_devices=learned_devices, **before.kwargs())  # fmt: skip
     with clock("combine"):
         traffic = host_traffic(activity.columns(), policy)
         minutes = window_minutes or policy.window_minutes
@@ -426,6 +439,7 @@ def _analysed_shares(
     window_minutes: int | None,
     analyse: bool,
     tables: bool,
+    before: Before,
 ) -> list[ShareResult]:
     """One task per share of hosts, each on its own worker where it can: its
     rows of every part (taken where each part was counted), folded and analysed.
@@ -442,6 +456,8 @@ def _analysed_shares(
     addresses = sorted(client.scheduler_info()["workers"])
     run = os.getpid(), id(kept)
     exchange = analyse and count > 1  # one share has no one else to count
+    # What days before taught: once to the cluster, not once a task.
+    recorded = client.scatter(before, broadcast=True, hash=False) if analyse and before else None
 
     def where(k: int) -> dict[str, Any]:
         return {"workers": [addresses[k % len(addresses)]] if addresses else None,
@@ -455,7 +471,8 @@ def _analysed_shares(
             if s.part.index in futures
         ]
         folded.append(client.submit(fold_share, k, count, pieces, settings, policy,
-                                    users=exchange, key=f"fold-{k}-{run}", pure=False,
+                                    users=exchange, before=recorded, key=f"fold-{k}-{run}",
+                                    pure=False,
                                     retries=TASK_RETRIES, **where(k)))  # fmt: skip
     elsewhere: list[list[Any]] = [[] for _ in range(count)]
     if exchange:
@@ -477,6 +494,7 @@ def _analysed_shares(
             window_minutes=window_minutes,
             analyse=analyse,
             tables=tables,
+            before=recorded,
             key=f"share-{k}-{run}",
             pure=False,
             retries=TASK_RETRIES,

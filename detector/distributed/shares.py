@@ -64,6 +64,8 @@ from .merge import FlowFold
 from .parts import Part
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from ..detect.context import ScanContext
@@ -266,13 +268,57 @@ class PeerUsers:
         return pd.Series(both["hosts"].to_numpy(np.int64), index=both["peer_id"].to_numpy())
 
 
-def share_users(cols: np.ndarray, internal: NetworkSet, index: int, count: int) -> list[PeerUsers]:
+@dataclass
+class Before:
+    """What days before the scan taught (the nightly's history), as
+    :func:`detector.pipelines.scan.scan_activity` takes it: sent once to the
+    cluster, given to every share's analysis (and to the client's, with a
+    model or payload facts)."""
+
+    first_contacts: pd.DataFrame | None = None
+    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None
+    habits: pd.DataFrame | None = None
+
+    def __bool__(self) -> bool:
+        return any(x is not None for x in (self.first_contacts, self.other_users, self.habits))
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"first_contacts": self.first_contacts, "other_users": self.other_users,
+                "habits": self.habits}  # fmt: skip
+
+    def users(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """The (host, address) ``pairs`` (``FIRST_CONTACT_KEY`` columns) that
+        were recorded before: hosts every share's analysis counts as the
+        address's users already, whatever share they are in (``scan_activity``
+        counts the first-contact record's hosts and ``other_users``')."""
+        import pandas as pd
+
+        from ..pipelines.scan import FIRST_CONTACT_KEY
+
+        peers = pairs[["peer_hi", "peer_lo"]].drop_duplicates()
+        found = []
+        if self.first_contacts is not None and len(self.first_contacts):
+            found.append(self.first_contacts[FIRST_CONTACT_KEY])
+        if self.other_users is not None:
+            rows = self.other_users(peers["peer_hi"].to_numpy(), peers["peer_lo"].to_numpy())
+            found.append(rows[FIRST_CONTACT_KEY])
+        if not found:
+            return pairs[:0]
+        recorded = pd.concat(found, ignore_index=True).astype(np.uint64).drop_duplicates()
+        return pairs.merge(recorded, on=FIRST_CONTACT_KEY, how="inner")
+
+
+def share_users(
+    cols: np.ndarray, internal: NetworkSet, index: int, count: int, before: Before | None = None
+) -> list[PeerUsers]:
     """How many of share ``index``'s hosts used each address, from the
     share's activity rows (``cols``: ``ActivityTable.merged_columns``), dealt
     by the address into ``count`` buckets (bucket k: the addresses of share
     k, which merges them: :func:`merge_users`). A host is an internal end of
     a row in this share, as ``host_traffic`` and ``HostShare.narrow`` have
-    it; every address it exchanged a row with is one it used."""
+    it; every address it exchanged a row with is one it used. A host that
+    ``before`` records as a user of the address is left out: every share's
+    analysis counts it already."""
     a_hi, a_lo = (
         cols[activity_rows.C_A_HI].view(np.uint64),
         cols[activity_rows.C_A_LO].view(np.uint64),
@@ -296,11 +342,29 @@ def share_users(cols: np.ndarray, internal: NetworkSet, index: int, count: int) 
     # Each (host, address) pair once, then the hosts of each address.
     pairs = np.unique(ids[:n] * np.int64(max(len(hi_of), 1)) + ids[n:])
     peer = pairs % np.int64(max(len(hi_of), 1))
+    if before and len(pairs):
+        peer = _not_recorded(pairs, peer, hi_of, lo_of, before)
     hosts = np.bincount(peer, minlength=len(hi_of))
     used = np.flatnonzero(hosts)
     table = PeerUsers(hi_of[used], lo_of[used], hosts[used].astype(np.int32))
     bucket = address_shares(table.hi, table.lo, count)
     return [table.subset(bucket == k) for k in range(count)]
+
+
+def _not_recorded(
+    pairs: np.ndarray, peer: np.ndarray, hi_of: np.ndarray, lo_of: np.ndarray, before: Before
+) -> np.ndarray:
+    """The peers of the (host, address) ``pairs`` (codes: host id * ids + peer
+    id) that ``before`` does not record."""
+    import pandas as pd
+
+    host = pairs // np.int64(max(len(hi_of), 1))
+    frame = pd.DataFrame({"host_hi": hi_of[host], "host_lo": lo_of[host], "peer_hi": hi_of[peer],
+                          "peer_lo": lo_of[peer], "row": np.arange(len(pairs))})  # fmt: skip
+    recorded = before.users(frame)["row"].to_numpy()
+    keep = np.ones(len(pairs), dtype=bool)
+    keep[recorded] = False
+    return peer[keep]
 
 
 def merge_users(tables: list[PeerUsers]) -> list[PeerUsers]:
@@ -384,10 +448,12 @@ def fold_share(
     policy: Policy,
     *,
     users: bool = False,
+    before: Before | None = None,
 ) -> FoldedShare:
     """Phase 1 of a share task: fold the share's flows over ``pieces`` (the
     parts in stream order) and combine its activity; ``users``: count each
-    address's users among the share's hosts too (:func:`share_users`)."""
+    address's users among the share's hosts too (:func:`share_users`; those
+    ``before`` records left out)."""
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     out = ShareResult(index)
     fold = FlowFold(
@@ -414,7 +480,8 @@ def fold_share(
     folded = FoldedShare(index, count, rows, activity, out)
     if users:
         cpu1 = time.thread_time()
-        folded.users = share_users(activity.merged_columns(), policy.internal, index, count)
+        folded.users = share_users(activity.merged_columns(), policy.internal, index, count,
+                                   before)  # fmt: skip
         out.users_cpu_s = time.thread_time() - cpu1
         out.users_sent_bytes = sum(t.nbytes for t in folded.users)
     out.wall_s = time.perf_counter() - wall0
@@ -438,11 +505,13 @@ def finish_share(
     window_minutes: int | None,
     analyse: bool = True,
     tables: bool = False,
+    before: Before | None = None,
 ) -> ShareResult:
     """Phase 2 of a share task, where ``folded`` is: (``analyse``) analyse the
     share's hosts, with ``elsewhere`` (from every bucket's :func:`merge_users`)
-    the other shares' users of its addresses; ``tables``: send its own flows
-    and activity back too (each row once over all shares)."""
+    the other shares' users of its addresses and ``before`` what days before
+    taught; ``tables``: send its own flows and activity back too (each row
+    once over all shares)."""
     from ..pipelines.scan import scan_activity
 
     wall0, cpu0 = time.perf_counter(), time.thread_time()
@@ -469,7 +538,7 @@ def finish_share(
         share = HostShare(index, count, span, others)
         facts = no_facts() if settings.inspects else None
         result = scan_activity(activity, flows, policy, window_minutes=window_minutes, facts=facts,
-                               hosts=share)  # fmt: skip
+                               hosts=share, **(before or Before()).kwargs())  # fmt: skip
         raw = {id(a) for a in share.traffic_alerts}
         out.traffic_alerts = share.traffic_alerts
         out.other_alerts = [a for a in result.alerts if id(a) not in raw]
@@ -493,6 +562,7 @@ def analyse_share(
     analyse: bool = True,
     tables: bool = False,
     elsewhere: list[PeerUsers] | None = None,
+    before: Before | None = None,
 ) -> ShareResult:
     """Both phases of a share task in one: fold the share's flows over
     ``pieces``, then (``analyse``) analyse its hosts, with ``elsewhere`` the
@@ -500,7 +570,8 @@ def analyse_share(
     as when it is the only share)."""
     folded = fold_share(index, count, pieces, settings, policy)
     return finish_share(folded, elsewhere or [], settings, policy, span,
-                        window_minutes=window_minutes, analyse=analyse, tables=tables)  # fmt: skip
+                        window_minutes=window_minutes, analyse=analyse, tables=tables,
+                        before=before)  # fmt: skip
 
 
 def no_facts() -> pd.DataFrame:

@@ -415,17 +415,17 @@ def _finish_day(
     # The cards seen on isolated segments on earlier days: new-device-isolated's baseline.
     learned = state.devices_before(str(day))
     count = partial(scan_captures, learned_devices=learned)
-    if options.history:
-        # What the days before taught (nightly/history.py): the hosts that
-        # called an address, each host's beats and uploads.
-        history = state.history_before(str(day))
-        if not history.empty:
-            count = partial(count, first_contacts=history.uploads, other_users=history.users_of,
-                            habits=history.beats)  # fmt: skip
     if dask is not None:
         from ..distributed import scan_captures_distributed
 
         count = partial(scan_captures_distributed, client=dask.client(), learned_devices=learned)
+    if options.history:
+        # What the days before taught (nightly/history.py): the hosts that
+        # called an address, each host's beats and uploads (on workers too).
+        history = state.history_before(str(day))
+        if not history.empty:
+            count = partial(count, first_contacts=history.uploads, other_users=history.users_of,
+                            habits=history.beats)  # fmt: skip
     scan = count(
         paths,
         policy,
