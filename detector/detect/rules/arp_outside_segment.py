@@ -13,7 +13,17 @@ from ...networks import NetworkSet
 from ...oui import mac_text, vendor
 from ..declare import TRAFFIC, Detection, Networks, Rule, Setting
 from .common import when
-from .segment import ARP_REQUEST, address, addresses, listed, mac_phrase, network_of, segments, span
+from .segment import (
+    ARP_REQUEST,
+    Segments,
+    address,
+    addresses,
+    listed,
+    mac_phrase,
+    network_of,
+    over_segments,
+    span,
+)
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -69,11 +79,9 @@ allowed_targets = ["10.8.40.254/32"]   # the old gateway address the images stil
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_arp_outside_segment(ctx: ScanContext, rule: Rule) -> list[Alert]:
+@over_segments
+def check_arp_outside_segment(ctx: ScanContext, rule: Rule, seen: Segments) -> list[Alert]:
     policy = ctx.policy
-    seen = segments(ctx)
-    if seen is None:
-        return []
     rows = seen.of("arp", (ARP_REQUEST,))
     s_hi, s_lo = rows["a_hi"].to_numpy(np.uint64), rows["a_lo"].to_numpy(np.uint64)
     t_hi, t_lo = rows["b_hi"].to_numpy(np.uint64), rows["b_lo"].to_numpy(np.uint64)

@@ -14,12 +14,13 @@ from .common import when
 from .segment import (
     ARP_REQUEST,
     Macs,
+    Segments,
     address,
     listed,
     mac_phrase,
     mac_values,
     network_of,
-    segments,
+    over_segments,
 )
 
 if TYPE_CHECKING:
@@ -97,10 +98,10 @@ known_devices = ["02:08:0a:08:28:1f", "02:08:0a:08:28:05", "02:08:0a:08:28:20"]"
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_new_device_isolated(ctx: ScanContext, rule: Rule) -> list[Alert]:
+@over_segments
+def check_new_device_isolated(ctx: ScanContext, rule: Rule, seen: Segments) -> list[Alert]:
     known = mac_values(rule["known_devices"]) | mac_values(tuple(ctx.learned_devices))
-    seen = segments(ctx)
-    if seen is None or not known:
+    if not known:
         return []
     policy = ctx.policy
     rows = seen.of("device")

@@ -16,11 +16,12 @@ from .common import when
 from .segment import (
     DHCP6_TYPE_NAMES,
     DHCP_TYPE_NAMES,
+    Segments,
     address,
     in_networks,
     mac_phrase,
     network_of,
-    segments,
+    over_segments,
     span,
     v4,
 )
@@ -77,10 +78,8 @@ servers = ["10.8.40.2"]   # the isolated segment's own DHCP server""",
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_rogue_dhcp_server(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    seen = segments(ctx)
-    if seen is None:
-        return []
+@over_segments
+def check_rogue_dhcp_server(ctx: ScanContext, rule: Rule, seen: Segments) -> list[Alert]:
     policy = ctx.policy
     v4_reply = seen.kind_is("dhcp-server", DHCP_TYPE_NAMES)
     rows = seen.facts[v4_reply | seen.kind_is("dhcp6-server", DHCP6_TYPE_NAMES)]

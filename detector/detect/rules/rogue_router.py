@@ -16,12 +16,13 @@ from .segment import (
     ARP_REPLY,
     ARP_REQUEST,
     Macs,
+    Segments,
     address,
     addresses,
     listed,
     mac_phrase,
     mac_values,
-    segments,
+    over_segments,
     span,
 )
 
@@ -227,10 +228,8 @@ def _claims(
 
 
 @DETECTION.checks(over=TRAFFIC)
-def check_rogue_router(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    seen = segments(ctx)
-    if seen is None:
-        return []
+@over_segments
+def check_rogue_router(ctx: ScanContext, rule: Rule, seen: Segments) -> list[Alert]:
     policy = ctx.policy
     adverts = seen.of("router-advert")
     adverts = adverts[seen.on_segment(policy, adverts)]

@@ -12,6 +12,7 @@ devices were seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,12 @@ import numpy as np
 
 from ...networks import NetworkSet, address_text
 from ...oui import mac_text, parse_mac, vendor
-from ..declare import Kind, Reader
+from ..declare import Kind, Reader, Rule
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ...alerts.record import Alert
     from ...policy import Policy
     from ..context import ScanContext
 
@@ -132,6 +134,19 @@ class Segments:
         vlans = np.array(sorted(self.vlans), dtype=np.int64)
         inside |= np.isin(rows["vlan"].to_numpy(np.int64), vlans)
         return np.asarray(inside, dtype=bool)
+
+
+def over_segments(
+    check: Callable[[ScanContext, Rule, Segments], list[Alert]],
+) -> Callable[[ScanContext, Rule], list[Alert]]:
+    """Decorator for a side-channel check: it is given the scan's isolated
+    segments too, and runs only when the scan looked at their link layer."""
+
+    def run(ctx: ScanContext, rule: Rule) -> list[Alert]:
+        seen = segments(ctx)
+        return [] if seen is None else check(ctx, rule, seen)
+
+    return run
 
 
 def segments(ctx: ScanContext, known: tuple[str, ...] = ()) -> Segments | None:
