@@ -9,9 +9,11 @@ from ...alerts.record import Alert
 from ...flows.payload import PII_KIND
 from ...networks import address_text
 from ..declare import COUNT, PAYLOAD, Detection, Rule, Setting
-from .common import internal_side, payload_facts, when
+from .common import internal_side, over_facts, when
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..context import ScanContext
 
 
@@ -43,10 +45,8 @@ are read (`[inspection]`), so numbers deep in a long upload are not seen.""",
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_cleartext_pii(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    pii = payload_facts(ctx, "pii")
-    if pii.empty:
-        return []
+@over_facts("pii")
+def check_cleartext_pii(ctx: ScanContext, rule: Rule, pii: pd.DataFrame) -> list[Alert]:
     policy = ctx.policy
     src_in, _ = internal_side(pii, policy)
     outbound = policy.is_external(pii["dst_hi"].to_numpy(), pii["dst_lo"].to_numpy())

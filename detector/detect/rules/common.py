@@ -9,7 +9,7 @@ transfer is one alert, not a flood.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from ..declare import PERCENT, Integer, Setting
 if TYPE_CHECKING:
     from ...policy import Policy
     from ..context import ScanContext
-    from ..declare import Detection, Rule
+    from ..declare import Check, Detection, Rule
 
 
 # Beyond this many destinations for one (rule, host), the rest are summed into
@@ -365,13 +365,24 @@ def limit_per_host(alerts: list[Alert], rule: Detection) -> list[Alert]:
     return kept
 
 
-def payload_facts(ctx: ScanContext, kind: str) -> pd.DataFrame:
-    """What payload inspection found of one ``kind`` (``pii``, ``dns``,
-    ``p2p-signature``, ...): no rows when it found none or did not run."""
-    facts = ctx.facts
-    if facts is None or facts.empty:
-        return pd.DataFrame()
-    return facts[facts["kind"].to_numpy() == kind]
+def over_facts(
+    kind: str,
+) -> Callable[[Callable[[ScanContext, Rule, pd.DataFrame], list[Alert]]], Check]:
+    """Decorator for a check over what payload inspection found of one ``kind``
+    (``pii``, ``dns``, ``p2p-signature``, ...): it is given those facts too, and
+    runs only when inspection ran and found some."""
+
+    def attach(check: Callable[[ScanContext, Rule, pd.DataFrame], list[Alert]]) -> Check:
+        def run(ctx: ScanContext, rule: Rule) -> list[Alert]:
+            facts = ctx.facts
+            if facts is None or facts.empty:
+                return []
+            found = facts[facts["kind"].to_numpy() == kind]
+            return check(ctx, rule, found) if len(found) else []
+
+        return run
+
+    return attach
 
 
 def internal_side(facts: pd.DataFrame, policy: Policy) -> tuple[np.ndarray, np.ndarray]:

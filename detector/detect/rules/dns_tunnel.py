@@ -9,9 +9,11 @@ from ...alerts.record import Alert
 from ...flows.payload import DNS_IS_RESPONSE, DNS_QTYPE
 from ...networks import address_text
 from ..declare import COUNT, PAYLOAD, Detection, Rule, Setting
-from .common import payload_facts, when
+from .common import over_facts, when
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..context import ScanContext
 
 
@@ -74,12 +76,10 @@ _HOSTNAME_BYTES = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_dns_tunnel(ctx: ScanContext, rule: Rule) -> list[Alert]:
+@over_facts("dns")
+def check_dns_tunnel(ctx: ScanContext, rule: Rule, queries: pd.DataFrame) -> list[Alert]:
     """DNS questions that carry data: one name with an encoded label, or many
     long unique names (or TXT/NULL questions) under one domain."""
-    queries = payload_facts(ctx, "dns")
-    if queries.empty:
-        return []
     queries = queries[queries[DNS_IS_RESPONSE].to_numpy() == 0]
     policy = ctx.policy
     src_in = policy.internal.contains(queries["src_hi"].to_numpy(), queries["src_lo"].to_numpy())

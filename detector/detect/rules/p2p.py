@@ -12,7 +12,7 @@ from ...flows.payload import P2P_NAMES, P2P_SIGNATURE
 from ...flows.records import TRANSPORT_NAMES
 from ...networks import address_text
 from ..declare import PAYLOAD, Detection, Rule
-from .common import internal_side, payload_facts, when
+from .common import internal_side, over_facts, when
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -43,10 +43,8 @@ BitTorrent over TLS or with protocol encryption, which has no signature.""",
 
 
 @DETECTION.checks(over=PAYLOAD)
-def check_p2p(ctx: ScanContext, rule: Rule) -> list[Alert]:
-    p2p = payload_facts(ctx, "p2p-signature")
-    if p2p.empty:
-        return []
+@over_facts("p2p-signature")
+def check_p2p(ctx: ScanContext, rule: Rule, p2p: pd.DataFrame) -> list[Alert]:
     policy = ctx.policy
     src_in, dst_in = internal_side(p2p, policy)
     alerts: list[Alert] = []
