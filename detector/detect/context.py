@@ -53,6 +53,11 @@ class ScanContext:
     # Network cards (MAC addresses as text) seen on isolated segments before this
     # traffic (the nightly's state): known to new-device-isolated like its list.
     learned_devices: frozenset[str] = frozenset()
+    # Which hosts exchanged any packet with given outside addresses on earlier
+    # days (the nightly's record): peer ids -> (host_hi, host_lo, peer_id) rows.
+    # Only for "no other host of the site used it" (low-and-slow-egress's one
+    # upload), never for the call exemption, which counts callers.
+    earlier_contacts: Callable[[np.ndarray], pd.DataFrame] | None = None
 
     @property
     def gap_ns(self) -> int:

@@ -77,6 +77,7 @@ def scan_captures(
     first_contacts: pd.DataFrame | None = None,
     other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
     habits: pd.DataFrame | None = None,
+    earlier_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
 ) -> ScanResult:
     """Scan captures (one stream, in the order given) against ``policy`` (and a
     trained ``model``, whose verdicts join the rule alerts). ``activity_rows``:
@@ -84,7 +85,7 @@ def scan_captures(
     counted together (detector/flows/fold.py). ``learned_devices``: the network
     cards seen on isolated segments before (the nightly's state), known to
     new-device-isolated besides the policy's. ``first_contacts``,
-    ``other_users``, ``habits``: what days before taught (the nightly's state),
+    ``other_users``, ``habits``, ``earlier_users``: what days before taught (the nightly's state),
     as :func:`scan_activity` takes them."""
     # Under a flood, few-packet outside addresses are counted together so
     # memory stays bounded; sensor-flood says so.
@@ -112,6 +113,7 @@ def scan_captures(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts,
         link=link.frame() if link is not None else None, learned_devices=learned_devices,
         first_contacts=first_contacts, other_users=other_users, habits=habits,
+        earlier_users=earlier_users,
     )  # fmt: skip
 
 
@@ -129,6 +131,7 @@ def scan_activity(
     learned_devices: frozenset[str] = frozenset(),
     other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
     habits: pd.DataFrame | None = None,
+    earlier_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
     (``facts``: what payload inspection found, if it ran; ``first_contacts``:
@@ -139,7 +142,10 @@ def scan_activity(
     peer_lo) of hosts that reached those outside addresses in traffic not given
     here, as a live sensor's look at a few hosts has the others'; ``habits``:
     (host_hi, host_lo, peer_hi, peer_lo) pairs a host beat to on earlier days,
-    the nightly's record: beacon's habits, as the model's baseline pairs are)."""
+    the nightly's record: beacon's habits, as the model's baseline pairs are;
+    ``earlier_users``: as ``other_users``, the hosts that used the addresses
+    at all on earlier days, for "no other host used it" only, not the call
+    exemption)."""
     minutes = window_minutes or policy.window_minutes
     names = names_from_facts(facts) if facts is not None else Names()
     sanctioned = names.matching(policy.allowlist_domains)
@@ -160,10 +166,11 @@ def scan_activity(
     if other_users is not None:
         recorded = _either(recorded, partial(traffic.users_of, other_users))
     rules = run_rules if hosts is None else hosts.run_rules
+    contacts = None if earlier_users is None else partial(traffic.users_of, earlier_users)
     known = None  # (host, address) pairs of the model's baseline
     if model is None:
         alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier,
-                                   baseline_users=recorded,
+                                   baseline_users=recorded, earlier_contacts=contacts,
                                    link=link, learned_devices=learned_devices))  # fmt: skip
     else:
         from ..detect.model import baseline_users, known_pairs, model_alerts, score_scan
@@ -172,7 +179,7 @@ def scan_activity(
         # The cards the model's baseline saw on isolated segments (train stores them).
         learned_devices = learned_devices | model.known_devices()
         alerts = rules(ScanContext(policy, traffic, minutes, known_destinations=known,
-                                   first_contacts=earlier, link=link,
+                                   first_contacts=earlier, link=link, earlier_contacts=contacts,
                                    baseline_users=_either(baseline_users(model, traffic),
                                                           recorded),
                                    learned_devices=learned_devices))  # fmt: skip

@@ -135,6 +135,18 @@ def _new_to_the_site(
     peers = sel["peer_id"].to_numpy(dtype=np.int64)
     users = site_users(ctx, peers)
     alone = users.index.to_numpy()[users.to_numpy() == 1]
+    if ctx.earlier_contacts is not None and len(alone):
+        # The nightly: another host that used the address on an earlier day.
+        traffic = ctx.traffic
+        mine = sel[np.isin(peers, alone)].drop_duplicates("peer_id")
+        host = mine["host_id"].to_numpy(dtype=np.int64)
+        user = pd.DataFrame({"peer_id": mine["peer_id"].to_numpy(dtype=np.int64),
+                             "hi": traffic.address_hi[host],
+                             "lo": traffic.address_lo[host]})  # fmt: skip
+        earlier = ctx.earlier_contacts(alone).merge(user, on="peer_id")
+        other = (earlier["host_hi"].to_numpy() != earlier["hi"].to_numpy()) | (
+            earlier["host_lo"].to_numpy() != earlier["lo"].to_numpy())  # fmt: skip
+        alone = np.setdiff1d(alone, earlier["peer_id"].to_numpy(dtype=np.int64)[other])
     # Every row of those pairs, business hours included: the first contact may be there.
     theirs = outside[np.isin(outside["peer_id"].to_numpy(dtype=np.int64), alone)]
     theirs = theirs[pd.MultiIndex.from_frame(theirs[pair]).isin(
