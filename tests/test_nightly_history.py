@@ -9,10 +9,13 @@ from the code):
   20 min each); a host beats to a push server (24 connections, 300 B each, every
   30 min from 08:00); the future uploader and the three callers fetch a small
   page from a server no one calls (the plant: a few kB make no habit).
+* Tue, also: a host fetches a page from a cloud address.
 * Wed 2026-02-04: a fourth host calls the meeting server (120 MB out, 150 MB
   back in 30 min: over bulk-upload-new-destination's 100 MB); the uploader
   sends 120 MB in 30 min to the planted server, which echoes 150 MB back (a
-  call's disguise); the push channel beats again.
+  call's disguise); the push channel beats again; at 18:06 another host
+  sends 35 MB in one transfer to the cloud address (low-and-slow-egress's
+  one upload to an address no other host of the site used).
 * Fri 2026-03-06 (30 days later): the fourth host sends one packet to the
   meeting server; everything else is older than the 28 days kept.
 """
@@ -51,8 +54,8 @@ end = "17:30"
 internal = ["10.0.0.0/8"]
 """
 CALLERS = ["10.8.10.11", "10.8.10.12", "10.8.10.13"]
-CALLER4, UPLOADER, PUSHER = "10.8.10.14", "10.8.10.21", "10.8.10.31"
-MEET, PLANTED, PUSH = "203.0.113.50", "198.51.100.77", "192.0.2.200"
+CALLER4, UPLOADER, PUSHER, SYNC = "10.8.10.14", "10.8.10.21", "10.8.10.31", "10.8.10.41"
+MEET, PLANTED, PUSH, CLOUD = "203.0.113.50", "198.51.100.77", "192.0.2.200", "203.0.113.90"
 DAY1, DAY2, DAY3 = "2026-02-03", "2026-02-04", "2026-03-06"
 MB = 1_000_000
 
@@ -77,12 +80,16 @@ def day_captures() -> dict[str, Capture]:
                      bytes_in=20_000, sport=51000 + k)  # fmt: skip
     one.transfer(UPLOADER, PLANTED, start=t(f"{DAY1} 14:00"), seconds=5, bytes_out=5_000,
                  bytes_in=50_000, sport=52000)  # fmt: skip
+    one.transfer(CALLERS[0], CLOUD, start=t(f"{DAY1} 16:00"), seconds=2, bytes_out=2_000,
+                 bytes_in=20_000, sport=53000)  # fmt: skip
     _beats(one, DAY1)
     two.transfer(CALLER4, MEET, start=t(f"{DAY2} 10:00"), seconds=1800, bytes_out=120 * MB,
                  bytes_in=150 * MB, sport=50010, dport=3478, proto=17)  # fmt: skip
     two.transfer(UPLOADER, PLANTED, start=t(f"{DAY2} 14:00"), seconds=1800, bytes_out=120 * MB,
                  bytes_in=150 * MB, sport=52001)  # fmt: skip
     _beats(two, DAY2)
+    two.transfer(SYNC, CLOUD, start=t(f"{DAY2} 18:06"), seconds=120, bytes_out=35 * MB,
+                 bytes_in=MB // 2, sport=53001)  # fmt: skip
     three.packet(CALLER4, MEET, at_ns=t(f"{DAY3} 10:00"), wire=100, sport=50011, dport=3478)
     return {DAY1: one, DAY2: two, DAY3: three}
 
@@ -146,6 +153,11 @@ def test_the_state_keeps_each_pair_with_the_days_of_its_calls_beats_and_uploads(
 
     expected = [
         *caller(0, CALLERS[0]), *caller(1, CALLERS[1]), *caller(2, CALLERS[2]),
+        (CALLERS[0], CLOUD, t(f"{DAY1} 16:00"), DAY1, DAY1, 2_000, 20_000, None, None, None,
+         None, None, None),
+        # 35 MB, 0.5 MB back: no call; under 100 MB: no upload habit.
+        (SYNC, CLOUD, t(f"{DAY2} 18:06"), DAY2, DAY2, 35 * MB, MB // 2, None, None, None, None,
+         None, None),
         # 120 MB in 30 min, 150 MB back: a call and an upload (over 100 MB in 60 min).
         (CALLER4, MEET, t(f"{DAY2} 10:00"), DAY2, DAY2, 120 * MB, 150 * MB, DAY2, DAY2, None,
          None, DAY2, DAY2),
@@ -176,11 +188,13 @@ def test_day_ones_calls_and_beats_quiet_day_two_but_a_first_upload_still_fires(
     assert with_history[DAY1] == alone[DAY1] == [beacon]
     # Day 2 alone: the fourth host's call is an upload to a server new to it
     # that no other host used that day, and the beat is a beacon again.
-    assert alone[DAY2] == sorted([upload, ("bulk-upload-new-destination", CALLER4, MEET), beacon])
+    assert alone[DAY2] == sorted([upload, ("bulk-upload-new-destination", CALLER4, MEET), beacon,
+                                  ("low-and-slow-egress", SYNC, CLOUD)])  # fmt: skip
     # With day 1: three other hosts called the meeting server (more than
     # shared_by_hosts 3 with the caller), the push channel is the host's habit;
     # the upload echoed back by the planted server (a few kB of pages on day 1,
-    # no call) still fires.
+    # no call) still fires; the cloud address another host used on day 1 is
+    # not one no other host of the site used.
     assert with_history[DAY2] == [upload]
 
 

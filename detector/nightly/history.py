@@ -28,7 +28,7 @@ new. A habit is learnt from traffic that was itself reported on its first day
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,6 +67,9 @@ class History:
     calls: pd.DataFrame
     beats: pd.DataFrame
     uploads: pd.DataFrame
+    # Every pair used on those days, whatever the kind: for "no other host of
+    # the site used it" (low-and-slow-egress's one upload), not for calls.
+    contacts: pd.DataFrame = field(default_factory=lambda: history_frame([]))
 
     def users_of(self, peer_hi: np.ndarray, peer_lo: np.ndarray) -> pd.DataFrame:
         """The hosts that called given outside addresses before (by their low
@@ -74,15 +77,27 @@ class History:
         ``other_users``)."""
         return self.calls[np.isin(self.calls["peer_lo"].to_numpy(), peer_lo)]
 
+    def contacts_of(self, peer_hi: np.ndarray, peer_lo: np.ndarray) -> pd.DataFrame:
+        """The hosts that used given outside addresses before at all
+        (``scan_activity``'s ``earlier_users``)."""
+        return self.contacts[np.isin(self.contacts["peer_lo"].to_numpy(), peer_lo)]
+
     @property
     def empty(self) -> bool:
-        return not (len(self.calls) or len(self.beats) or len(self.uploads))
+        return not (len(self.calls) or len(self.beats) or len(self.uploads) or len(self.contacts))
 
 
 def history_frame(rows: list[tuple[str, str]] | list[tuple[str, str, int]]) -> pd.DataFrame:
     """State rows (host text, address text[, first_ns]) as ``ADDRESS_COLUMNS``
     (uint64; and ``first_ns``). Raises ValueError for text that is no address."""
-    pairs = [(*address_pair(r[0]), *address_pair(r[1])) for r in rows]
+    parsed: dict[str, tuple[int, int]] = {}
+
+    def pair(text: str) -> tuple[int, int]:
+        if text not in parsed:
+            parsed[text] = address_pair(text)
+        return parsed[text]
+
+    pairs = [(*pair(r[0]), *pair(r[1])) for r in rows]
     frame = pd.DataFrame(np.array(pairs, dtype=np.uint64).reshape(-1, 4), columns=ADDRESS_COLUMNS)
     if rows and len(rows[0]) == 3:
         frame["first_ns"] = np.array([int(r[2]) for r in rows], dtype=np.int64)  # type: ignore[misc]

@@ -426,6 +426,8 @@ def _finish_day(
         if not history.empty:
             count = partial(count, first_contacts=history.uploads, other_users=history.users_of,
                             habits=history.beats)  # fmt: skip
+            if dask is None:  # (the distributed scan does not take it yet)
+                count = partial(count, earlier_users=history.contacts_of)
     scan = count(
         paths,
         policy,

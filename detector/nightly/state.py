@@ -450,23 +450,25 @@ class NightlyState:
     def history_before(self, day: str) -> History:
         """What the ``HISTORY_DAYS`` days before ``day`` teach its scan
         (nightly/history.py): the pairs with a call, a beat or an upload on
-        one of them. A ``--day`` redo of an older day counts a habit whose
-        first day is before it and whose last is within ``HISTORY_DAYS``
-        before it or after."""
+        one of them, and every pair used on them. A ``--day`` redo of an older
+        day counts a habit whose first day is before it and whose last is
+        within ``HISTORY_DAYS`` before it or after."""
         since = str(dt.date.fromisoformat(day) - dt.timedelta(days=HISTORY_DAYS))
 
-        def pairs(kind: str, extra: str = "") -> list[tuple]:  # type: ignore[type-arg]
+        def pairs(first: str, last: str, extra: str = "") -> list[tuple]:  # type: ignore[type-arg]
+            """The pairs whose days ``first``..``last`` reach the days before ``day``."""
             return self.db.execute(
-                f"SELECT host, peer{extra} FROM contacts WHERE {kind}_first<? AND {kind}_last>=? "
+                f"SELECT host, peer{extra} FROM contacts WHERE {first}<? AND {last}>=? "
                 "ORDER BY host, peer",
                 (day, since),
             ).fetchall()
 
         try:
             return History(
-                calls=history_frame(pairs("call")),
-                beats=history_frame(pairs("beat")),
-                uploads=history_frame(pairs("upload", ", first_ns")),
+                calls=history_frame(pairs("call_first", "call_last")),
+                beats=history_frame(pairs("beat_first", "beat_last")),
+                uploads=history_frame(pairs("upload_first", "upload_last", ", first_ns")),
+                contacts=history_frame(pairs("first_day", "last_day")),
             )
         except (ValueError, TypeError, OverflowError) as exc:
             raise self._refuse_contacts(f"holds a row that is no address pair ({exc})") from None
