@@ -93,6 +93,10 @@ X_SEQ_SYN = 5
 X_SEQ_FIN = 6
 X_SEQ_RST = 7
 EXTRA_COLUMNS = 8  # 64 bytes, one line
+# The words an export row and the extra line hold alike, in the same order: the
+# history (two words), then the last SYN's, FIN's and RST's sequence numbers.
+KEPT_WORDS = 5
+assert C_SEQ_RST - C_HISTORY == X_SEQ_RST - X_HISTORY == KEPT_WORDS - 1
 
 # Zeek's TCP endpoint states (analyzer/protocol/tcp/TCP_Endpoint.h), 3 bits each.
 TCP_INACTIVE = 0
@@ -333,11 +337,8 @@ def _export(flows, extra, row, reason, export, n_export):
     export[n_export, C_REASON] = reason
     export[n_export, C_TCP] = tcp
     export[n_export, C_ZERO_WINDOW] = zero_windows
-    export[n_export, C_HISTORY] = extra[row, X_HISTORY]
-    export[n_export, C_HISTORY + 1] = extra[row, X_HISTORY + 1]
-    export[n_export, C_SEQ_SYN] = extra[row, X_SEQ_SYN]
-    export[n_export, C_SEQ_FIN] = extra[row, X_SEQ_FIN]
-    export[n_export, C_SEQ_RST] = extra[row, X_SEQ_RST]
+    for k in range(KEPT_WORDS):
+        export[n_export, C_HISTORY + k] = extra[row, X_HISTORY + k]
 
 
 @njit(**KERNEL)
@@ -370,11 +371,8 @@ def import_rows(rows, flows, extra):
             | (min(zero_windows & LOW32, W_COUNT_MAX) << W_COUNT_SHIFT)
             | (min((zero_windows >> 32) & LOW32, W_COUNT_MAX) << (W_COUNT_SHIFT + W_COUNT_BITS))
         )
-        extra[r, X_HISTORY] = rows[r, C_HISTORY]
-        extra[r, X_HISTORY + 1] = rows[r, C_HISTORY + 1]
-        extra[r, X_SEQ_SYN] = rows[r, C_SEQ_SYN]
-        extra[r, X_SEQ_FIN] = rows[r, C_SEQ_FIN]
-        extra[r, X_SEQ_RST] = rows[r, C_SEQ_RST]
+        for k in range(KEPT_WORDS):
+            extra[r, X_HISTORY + k] = rows[r, C_HISTORY + k]
 
 
 @njit(**INLINE)

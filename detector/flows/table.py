@@ -539,22 +539,16 @@ class FlowTable:
         writers use, so memory holds the flow rows in memory (or a bounded part
         of those on disk) plus one slice of columns. ``arrow_text``: text
         columns as pyarrow arrays (``records.flow_columns``)."""
-        names = self.flow_names()
+        options: dict[str, Any] = {
+            "slice_flows": slice_flows,
+            "community_id": community_id,
+            "arrow_text": arrow_text,
+            "flow_names": self.flow_names(),
+        }
         if self._spill is None:
-            return iter_flow_columns(
-                self.exported_rows(),
-                slice_flows=slice_flows,
-                community_id=community_id,
-                arrow_text=arrow_text,
-                flow_names=names,
-            )
-        return row_slices(
-            self.sorted_row_blocks(),
-            slice_flows=slice_flows,
-            community_id=community_id,
-            arrow_text=arrow_text,
-            flow_names=names,
-        )
+            # Sorted a slice at a time: no sorted copy of every row beside them.
+            return iter_flow_columns(self.exported_rows(), **options)
+        return row_slices(self.sorted_row_blocks(), **options)
 
     def to_frame(self, *, community_id: bool = True) -> pd.DataFrame:
         """Closed flows as a pandas DataFrame (``FLOW_COLUMNS_DOC``), in order of
