@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from .arguments import add_bpf, add_command, add_quiet, read_in_order, say_overlaps
-from .console import ExitStatus, exit_codes_help, progress, reading_starts, say
+from .console import ExitStatus, exit_codes_help, reading_starts, say
 
 CARVE_EPILOG = """examples:
   egress-detector carve --event-id 3f9c... --alerts nightly.jsonl -o upload.pcap \\
@@ -189,14 +189,14 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
     else:
         parts = list(read_in_order(args))
     captures = [os.fspath(p) for p in parts]  # the files (for the progress bar)
-    problems = reading_starts(30, quiet=args.quiet)
+    problems = reading_starts(30, captures, quiet=args.quiet)
     done = carve(
         parts,
         selection,
         args.output,
         headers_only=args.headers_only,
         on_problem=problems,
-        progress=lambda b: progress(b, captures, not args.quiet),
+        progress=problems.progress,
     )
     say_overlaps(done.stats)
     if not args.quiet:

@@ -115,22 +115,28 @@ _COMPILE_NOTE = _CompileNote()
 
 class Problems:
     """Says each capture problem as it comes (``error:`` when the rest of a
-    file was lost, else ``warning:``); ``damaged`` once one was an error."""
+    file was lost, else ``warning:``); ``damaged`` once one was an error.
+    ``progress``: a progress bar over ``captures``, shown unless ``quiet``."""
 
-    def __init__(self) -> None:
+    def __init__(self, captures: Sequence[str] = (), quiet: bool = True) -> None:
         self.damaged = False
+        self.captures = captures
+        self.quiet = quiet
 
     def __call__(self, problem: CaptureProblem) -> None:
         self.damaged = self.damaged or problem.fatal
         say(("error: " if problem.fatal else "warning: ") + str(problem))
 
+    def progress(self, steps: Iterator[int]) -> Iterator[int]:
+        return progress(steps, self.captures, not self.quiet)
 
-def reading_starts(compile_seconds: int, *, quiet: bool) -> Problems:
-    """Call once a command's inputs are checked, as it starts reading captures:
-    arms the compile notice (:func:`say_compiling`) and returns what says each
-    capture problem as it comes."""
+
+def reading_starts(compile_seconds: int, captures: Sequence[str] = (), *, quiet: bool) -> Problems:
+    """Call once a command's inputs are checked, as it starts reading
+    ``captures``: arms the compile notice (:func:`say_compiling`) and returns
+    what says each capture problem as it comes and shows the reading's progress."""
     say_compiling(compile_seconds, quiet=quiet)
-    return Problems()
+    return Problems(captures, quiet)
 
 
 def site_policy(path: str | None) -> Policy:

@@ -36,7 +36,6 @@ from .console import (
     exit_codes_help,
     positive_float,
     positive_int,
-    progress,
     reading_starts,
     say,
     site_policy,
@@ -302,7 +301,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
     args.captures = captures = read_in_order(args)
     if _none_readable(args.captures, args.output):
         return ExitStatus.UNREADABLE
-    problems = reading_starts(30, quiet=args.quiet)
+    problems = reading_starts(30, captures, quiet=args.quiet)
     done = export_flows(
         captures,
         fmt,
@@ -316,7 +315,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         # measured (benchmarks/README.md), and keeps the second core free.
         threads=args.threads if args.threads is not None else 1,
         on_problem=problems,
-        progress=lambda b: progress(b, captures, not args.quiet),
+        progress=problems.progress,
     )
     say_overlaps(done.stats)
     if not args.quiet:
@@ -390,7 +389,7 @@ def _scan_and_send(
     from ..units import human_bytes
 
     captures = args.captures
-    problems = reading_starts(45, quiet=args.quiet)
+    problems = reading_starts(45, captures, quiet=args.quiet)
     stats: list[CaptureStats] = []
     held: list[Suppressed] = []
     started = time.perf_counter()
@@ -409,7 +408,7 @@ def _scan_and_send(
         model=model,
         on_problem=problems,
         stats_out=stats,
-        progress=lambda b: progress(b, captures, not args.quiet),
+        progress=problems.progress,
         created_ns=created,
         suppressed_out=held,
         history=history,

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .arguments import add_bpf, add_command, add_quiet, read_in_order, say_overlaps
-from .console import ExitStatus, exit_codes_help, progress, reading_starts, say, site_policy
+from .console import ExitStatus, exit_codes_help, reading_starts, say, site_policy
 
 TIMELINE_EPILOG = """examples:
   egress-detector timeline --host 10.8.40.31 --policy site.toml day.pcap.gz
@@ -79,11 +79,11 @@ def run_timeline(args: argparse.Namespace) -> ExitStatus:
         return ExitStatus.USAGE
     policy = site_policy(args.policy or None)
     captures = read_in_order(args)
-    problems = reading_starts(45, quiet=args.quiet)
+    problems = reading_starts(45, captures, quiet=args.quiet)
     stats: list[Any] = []
     scan = scan_captures(
         captures, policy, on_problem=problems, stats_out=stats,
-        progress=lambda b: progress(b, captures, not args.quiet),
+        progress=problems.progress,
     )  # fmt: skip
     say_overlaps(stats)
     timeline = host_timeline(scan, args.host, policy)
