@@ -59,7 +59,8 @@ such as QUIC on udp/443, ICMP: every protocol's bytes count). One upload
 below `offhours-bulk-egress`'s threshold counts too when it went to an
 address new to the host (first reached less than `new_for_hours`, default
 24, before; with `scan --model`, not in the model's baseline) that no other
-host of the site used (in the scan, or in the model's baseline): a server
+host of the site used (in the scan, or in the model's baseline; in the
+nightly, on the 28 days before: docs/nightly.md): a server
 that uploads its sanctioned backup every night and, beside it, 10 MB over
 udp/443 to an address it never used (issue 20, item 7; `min_transfers = 1`
 makes every single upload count).
