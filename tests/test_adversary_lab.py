@@ -131,28 +131,41 @@ def upload(src_ns: str, to: list[str], port: int, size: int) -> None:
     server.wait(timeout=60)
 
 
-def sent_by(pcap: Path, src: str, dst: str | None = None, proto: int | None = None,
-            dport: int | None = None) -> tuple[int, int]:  # fmt: skip
-    """Frame bytes and frames ``src`` sent (to ``dst``, over ``proto``, to
-    ``dport``) in ``pcap``, as scapy reads tcpdump's capture."""
+def frames_of(pcap: Path) -> list[tuple[str, str, int, int | None, int]]:
+    """(source, destination, IP protocol, TCP or UDP destination port, frame
+    bytes) of each IPv4 frame in ``pcap``, as scapy reads tcpdump's capture: one
+    pass (each is seconds of scapy's dissection), that every sum below reads."""
     from scapy.all import IP, TCP, UDP, PcapReader
 
-    total = frames = 0
+    frames = []
     with PcapReader(str(pcap)) as packets:
         for packet in packets:
-            if IP not in packet or packet[IP].src != src:
+            if IP not in packet:
                 continue
-            if dst is not None and packet[IP].dst != dst:
-                continue
-            if proto is not None and packet[IP].proto != proto:
-                continue
-            if dport is not None:
-                layer = TCP if TCP in packet else UDP if UDP in packet else None
-                if layer is None or packet[layer].dport != dport:
-                    continue
-            total += packet.wirelen
-            frames += 1
-    return total, frames
+            layer = TCP if TCP in packet else UDP if UDP in packet else None
+            dport = packet[layer].dport if layer is not None else None
+            frames.append((packet[IP].src, packet[IP].dst, packet[IP].proto, dport,
+                           packet.wirelen))  # fmt: skip
+    return frames
+
+
+def sent_by(frames: list[tuple[str, str, int, int | None, int]], src: str, dst: str | None = None,
+            proto: int | None = None, dport: int | None = None) -> tuple[int, int]:  # fmt: skip
+    """Frame bytes and frames ``src`` sent (to ``dst``, over ``proto``, to
+    ``dport``) among ``frames`` (frames_of)."""
+    total = count = 0
+    for frame_src, frame_dst, frame_proto, frame_dport, wirelen in frames:
+        if frame_src != src:
+            continue
+        if dst is not None and frame_dst != dst:
+            continue
+        if proto is not None and frame_proto != proto:
+            continue
+        if dport is not None and frame_dport != dport:
+            continue
+        total += wirelen
+        count += 1
+    return total, count
 
 
 def test_the_careful_adversary_on_real_stacks(lab, tmp_path):
@@ -186,26 +199,27 @@ def test_the_careful_adversary_on_real_stacks(lab, tmp_path):
         ("spread-egress", PC2, OUT),
     ], "\n".join(a.message for a in alerts)
     by_rule = {a.rule_id: a for a in alerts}
+    frames = frames_of(pcap)
 
     chain = by_rule["pivot-chain"]
     assert chain.evidence["chain"] == [ISO, PC, OUT]
-    assert chain.source_bytes == sent_by(pcap, ISO, PC)[0]
-    assert chain.destination_bytes == sent_by(pcap, PC, OUT)[0]
+    assert chain.source_bytes == sent_by(frames, ISO, PC)[0]
+    assert chain.destination_bytes == sent_by(frames, PC, OUT)[0]
     assert any(note.startswith("as isolated-egress:") for note in chain.notes)
 
-    icmp_bytes, icmp_frames = sent_by(pcap, PC2, OUT, proto=1)
+    icmp_bytes, icmp_frames = sent_by(frames, PC2, OUT, proto=1)
     assert (icmp_frames, icmp_bytes) == (800, 800 * 1442)
     quiet = by_rule["quiet-protocol-volume"]
     assert quiet.evidence["protocol"] == "ICMP"
     assert (quiet.evidence["protocol_bytes"], quiet.evidence["protocol_packets"]) == (
         icmp_bytes, icmp_frames)  # fmt: skip
 
-    udp_bytes, udp_frames = sent_by(pcap, PC2, OUT, proto=17, dport=443)
+    udp_bytes, udp_frames = sent_by(frames, PC2, OUT, proto=17, dport=443)
     assert (udp_frames, udp_bytes) == (5000, 5000 * 1242)
     # Every protocol's bytes to the address count: the datagrams and the echoes;
     # the conversation named is the one that carried most, udp/443.
     slow = by_rule["low-and-slow-egress"]
-    assert slow.source_bytes == udp_bytes + icmp_bytes == sent_by(pcap, PC2, OUT)[0]
+    assert slow.source_bytes == udp_bytes + icmp_bytes == sent_by(frames, PC2, OUT)[0]
     assert (slow.transport, slow.destination_port) == ("udp", 443)
 
     # 203.0.113.140 is new to 10.8.10.45 too, and got more than it sent back
@@ -213,4 +227,4 @@ def test_the_careful_adversary_on_real_stacks(lab, tmp_path):
     spread = by_rule["spread-egress"]
     assert spread.evidence["destination_count"] == 5
     assert spread.evidence["networks"] == ["203.0.113.0/24"]
-    assert spread.source_bytes == sum(sent_by(pcap, PC2, to)[0] for to in [OUT, *SPREAD_TO])
+    assert spread.source_bytes == sum(sent_by(frames, PC2, to)[0] for to in [OUT, *SPREAD_TO])
