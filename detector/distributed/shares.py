@@ -340,7 +340,7 @@ def share_users(
     n = len(h_hi)
     ids, hi_of, lo_of = address_ids(np.concatenate([h_hi, p_hi]), np.concatenate([h_lo, p_lo]))
     # Each (host, address) pair once, then the hosts of each address.
-    pairs = np.unique(ids[:n] * np.int64(max(len(hi_of), 1)) + ids[n:])
+    pairs = _distinct(ids[:n] * np.int64(max(len(hi_of), 1)) + ids[n:])
     peer = pairs % np.int64(max(len(hi_of), 1))
     if before and len(pairs):
         peer = _not_recorded(pairs, peer, hi_of, lo_of, before)
@@ -349,6 +349,15 @@ def share_users(
     table = PeerUsers(hi_of[used], lo_of[used], hosts[used].astype(np.int32))
     bucket = address_shares(table.hi, table.lo, count)
     return [table.subset(bucket == k) for k in range(count)]
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by a sort: numpy 2.4's ``np.unique`` without
+    ``return_*`` hashes, 1.2 s for a million distinct int64 against 0.02 s."""
+    ordered = np.sort(values)
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return ordered[first]
 
 
 def _not_recorded(
