@@ -194,6 +194,11 @@ class Ports(Kind):
 # -- settings and detections -----------------------------------------------------------
 
 
+# Beyond this many destinations for one (rule, host), the rest are summed into
+# one more alert: a host sweeping the internet must not bury the console.
+MAX_ALERTS_PER_HOST = 20
+
+
 @dataclass(frozen=True)
 class Setting:
     """One key of ``[rules.<id>]``: its kind, default and what it means."""
@@ -252,15 +257,20 @@ class Detection:
     # by default the other side (destination.ip); for a rule whose other side is
     # the busiest of several, which can change as the incident goes on, less.
     incident: Callable[[Alert], Hashable] | None = None
+    # At most MAX_ALERTS_PER_HOST alerts of one host, the rest summed in one more
+    # (detect/rules/common.py): a host sweeping the internet must not bury the
+    # console (set with ``checks``, by the rules that alert per destination).
+    capped_per_host: bool = False
 
     def __post_init__(self) -> None:
         # ECS rule.description of this rule's alerts, in every output (alerts/record.py).
         RULE_DESCRIPTIONS[self.rule_id] = self.catches
 
-    def checks(self, over: str) -> Callable[[Check], Check]:
+    def checks(self, over: str, capped_per_host: bool = False) -> Callable[[Check], Check]:
         """Decorator: the function below is this detection's check, run ``over``
-        host traffic (TRAFFIC) or payload facts, names and flow records (PAYLOAD).
-        A rule module declares what the rule is first, how it decides below."""
+        host traffic (TRAFFIC) or payload facts, names and flow records (PAYLOAD);
+        ``capped_per_host``: its alerts are capped per host (``capped_per_host``
+        below). A rule module declares what the rule is first, how it decides below."""
         if over not in (TRAFFIC, PAYLOAD):
             raise ValueError(f"{self.rule_id}: a check runs over TRAFFIC or PAYLOAD, not {over!r}")
 
@@ -268,6 +278,7 @@ class Detection:
             # Once, at import, before the catalogue reads it: still one record per rule.
             object.__setattr__(self, "check", function)
             object.__setattr__(self, "stage", over)
+            object.__setattr__(self, "capped_per_host", capped_per_host)
             return function
 
         return attach
@@ -286,7 +297,10 @@ class Detection:
         settings = ctx.policy.rule(self.rule_id)
         if self.check is None or not settings.enabled:
             return []
-        return self.check(ctx, Rule(self, settings))
+        alerts = self.check(ctx, Rule(self, settings))
+        if self.capped_per_host:
+            alerts = limit_per_host(alerts, self)
+        return alerts
 
     def incident_key(self, alert: Alert) -> Hashable:
         """Which incident of its host ``alert`` belongs to (``incident``)."""
@@ -367,3 +381,33 @@ class Rule:
         whose severity depends on what it found, as isolated-egress's)."""
         level = self.settings.severity if severity is None else severity
         return self.detection.alert(level, start_ns, end_ns, source_ip, text, **fields)
+
+
+def limit_per_host(alerts: list[Alert], rule: Detection) -> list[Alert]:
+    """At most ``MAX_ALERTS_PER_HOST`` of each host's ``alerts``, the largest;
+    the rest summed in one more alert."""
+    by_host: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        by_host.setdefault(alert.source_ip, []).append(alert)
+    kept: list[Alert] = []
+    for host, group in by_host.items():
+        group.sort(key=lambda a: a.sort_key)
+        kept.extend(group[:MAX_ALERTS_PER_HOST])
+        rest = group[MAX_ALERTS_PER_HOST:]
+        if rest:
+            peers = sorted({a.destination_ip or "" for a in rest})
+            kept.append(
+                rule.alert(
+                    max(a.severity for a in rest),
+                    min(a.start_ns for a in rest),
+                    max(a.end_ns for a in rest),
+                    host,
+                    text=f"{host}: {len(rest)} more {rule.rule_id} findings with "
+                    f"{len(peers)} more destinations (the {MAX_ALERTS_PER_HOST} largest are "
+                    "separate alerts)",
+                    source_bytes=sum(a.source_bytes for a in rest),
+                    source_packets=sum(a.source_packets for a in rest),
+                    evidence={"more_destinations": len(peers), "examples": peers[:10]},
+                )
+            )
+    return kept

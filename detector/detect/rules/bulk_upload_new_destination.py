@@ -12,7 +12,6 @@ from .common import (
     SHARED_CALL_SETTINGS,
     conversation,
     endpoint,
-    limit_per_host,
     local_datetime,
     new_destination_rows,
     outside_rows,
@@ -95,7 +94,7 @@ new_for_hours = 72""",
 )
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_bulk_upload_new_destination(ctx: ScanContext, rule: Rule) -> list[Alert]:
     threshold = int(rule["min_bytes"])
     new_for_ns = rule.ns("new_for_hours")
@@ -116,7 +115,7 @@ def check_bulk_upload_new_destination(ctx: ScanContext, rule: Rule) -> list[Aler
         evidence = {"threshold_bytes": threshold, "span_minutes": int(rule["span_minutes"]),
                     "first_contact": first_contact}  # fmt: skip
         alerts.append(conv.alert(rule, text, "egress", evidence))
-    return limit_per_host(alerts, DETECTION)
+    return alerts
 
 
 @DETECTION.watches

@@ -26,12 +26,7 @@ from ..declare import PERCENT, Integer, Setting
 if TYPE_CHECKING:
     from ...policy import Policy
     from ..context import ScanContext
-    from ..declare import Check, Detection, Rule
-
-
-# Beyond this many destinations for one (rule, host), the rest are summed into
-# one more alert: a host sweeping the internet must not bury the console.
-MAX_ALERTS_PER_HOST = 20
+    from ..declare import Check, Rule
 
 
 def minute_runs(minutes: np.ndarray, gap_ns: int) -> np.ndarray:
@@ -335,34 +330,6 @@ def services_phrase(rows: Any) -> str:
     ]
     more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
     return " over " + ", ".join(dict.fromkeys(names)) + more
-
-
-def limit_per_host(alerts: list[Alert], rule: Detection) -> list[Alert]:
-    by_host: dict[str, list[Alert]] = {}
-    for alert in alerts:
-        by_host.setdefault(alert.source_ip, []).append(alert)
-    kept: list[Alert] = []
-    for host, group in by_host.items():
-        group.sort(key=lambda a: a.sort_key)
-        kept.extend(group[:MAX_ALERTS_PER_HOST])
-        rest = group[MAX_ALERTS_PER_HOST:]
-        if rest:
-            peers = sorted({a.destination_ip or "" for a in rest})
-            kept.append(
-                rule.alert(
-                    max(a.severity for a in rest),
-                    min(a.start_ns for a in rest),
-                    max(a.end_ns for a in rest),
-                    host,
-                    text=f"{host}: {len(rest)} more {rule.rule_id} findings with "
-                    f"{len(peers)} more destinations (the {MAX_ALERTS_PER_HOST} largest are "
-                    "separate alerts)",
-                    source_bytes=sum(a.source_bytes for a in rest),
-                    source_packets=sum(a.source_packets for a in rest),
-                    evidence={"more_destinations": len(peers), "examples": peers[:10]},
-                )
-            )
-    return kept
 
 
 def over_facts(

@@ -11,7 +11,7 @@ from ...alerts.record import Alert
 from ...networks import LOCAL_SCOPE
 from ...units import human_bytes
 from ..declare import TRAFFIC, Boolean, Detection, Rule, Setting, Severity
-from .common import conversation, limit_per_host, services_phrase
+from .common import conversation, services_phrase
 
 if TYPE_CHECKING:
     from ..context import ScanContext
@@ -80,7 +80,7 @@ internal_severity = "critical"   # at this site an internal contact is as bad as
 )
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_isolated_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
     f = ctx.traffic.frame
     mask = (
@@ -129,7 +129,7 @@ def check_isolated_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
         direction = "egress" if external else "internal"
         alert = conv.alert(rule, text, direction, {"host_role": "isolated"}, severity)
         alerts.append(alert)
-    return limit_per_host(alerts, DETECTION)
+    return alerts
 
 
 @DETECTION.watches

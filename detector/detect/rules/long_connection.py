@@ -17,7 +17,6 @@ from .common import (
     endpoint,
     group_codes,
     ids,
-    limit_per_host,
     off_hours_rows,
     outside_rows,
 )
@@ -96,7 +95,7 @@ def _hours(ns: int) -> str:
     return f"{ns / HOUR_NS:.1f} h"
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_long_connection(ctx: ScanContext, rule: Rule) -> list[Alert]:
     idle_ns = rule.ns("max_idle_minutes")
     long_ns = rule.ns("min_hours")
@@ -183,4 +182,4 @@ def check_long_connection(ctx: ScanContext, rule: Rule) -> list[Alert]:
             "address, as remote-control software keeps it"
         )
         alerts.append(conv.alert(rule, text, "egress", evidence))
-    return limit_per_host(alerts, DETECTION)
+    return alerts

@@ -18,7 +18,6 @@ from .common import (
     endpoint,
     groups_reaching,
     ids,
-    limit_per_host,
     local_datetime,
     minute_runs,
     new_destination_rows,
@@ -155,7 +154,7 @@ def _new_to_the_site(
     return new_destination_rows(ctx, theirs, new_for_ns).index.intersection(sel.index)
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_low_and_slow(ctx: ScanContext, rule: Rule) -> list[Alert]:
     threshold = int(rule["min_bytes"])
     min_transfers = int(rule["min_transfers"])
@@ -218,4 +217,4 @@ def check_low_and_slow(ctx: ScanContext, rule: Rule) -> list[Alert]:
             "night, weekend or holiday, however slowly"
         )
         alerts.append(conv.alert(rule, text, "egress", evidence))
-    return limit_per_host(alerts, DETECTION)
+    return alerts

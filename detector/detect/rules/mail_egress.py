@@ -12,7 +12,7 @@ from ...flows.payload import SMTP_DECLARED_SIZE
 from ...networks import address_text
 from ...units import MINUTE_NS, human_bytes
 from ..declare import BYTES, TRAFFIC, Detection, Ports, Rule, Setting, Severity
-from .common import conversation, endpoint, limit_per_host, minute_runs, threshold_text
+from .common import conversation, endpoint, minute_runs, threshold_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +66,7 @@ ports = [25, 465, 587, 2525] # the provider also accepts mail on 2525""",
 )
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_mail_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
     ports = np.array(sorted(int(p) for p in rule["ports"]), dtype=np.int32)
     threshold = int(rule["min_bytes"])
@@ -125,7 +125,7 @@ def check_mail_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
             direction = "egress" if external else "internal"
             alert = conv.alert(rule, text, direction, evidence, severity)
             alerts.append(alert)
-    return limit_per_host(alerts, DETECTION)
+    return alerts
 
 
 def annotate_mail_sizes(alerts: list[Alert], facts: pd.DataFrame) -> list[Alert]:

@@ -16,7 +16,6 @@ from .common import (
     SHARED_CALL_SETTINGS,
     conversation,
     endpoint,
-    limit_per_host,
     outside_rows,
     threshold_phrase,
     upload_episodes,
@@ -96,7 +95,7 @@ def _off_hours_rows(ctx: ScanContext, rows: pd.DataFrame) -> np.ndarray:
     return ~ctx.policy.is_business_time(unique)[inverse.reshape(-1)]
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_offhours_bulk_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
     threshold = int(rule["min_bytes"])
     sel = outside_rows(ctx, sending=True)
@@ -141,7 +140,7 @@ def check_offhours_bulk_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
         )
         alert = conv.alert(rule, text, "egress", evidence)
         alerts.append(alert)
-    return limit_per_host(alerts, DETECTION)
+    return alerts
 
 
 @DETECTION.watches

@@ -16,7 +16,6 @@ from . import isolated_egress
 from .common import (
     Conversation,
     endpoint,
-    limit_per_host,
     local_datetime,
     minute_runs,
     when,
@@ -94,7 +93,7 @@ def _leg(ctx: ScanContext, rows: Any) -> dict[str, Any]:
     }
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_pivot_chain(ctx: ScanContext, rule: Rule) -> list[Alert]:
     floor = int(rule["min_bytes"])
     within_ns = rule.ns("within_minutes")
@@ -170,7 +169,7 @@ def check_pivot_chain(ctx: ScanContext, rule: Rule) -> list[Alert]:
                 "the isolated computer's data may have left through the bridge host"
             )
             alerts.append(conv.alert(rule, text, "egress", evidence))
-    return limit_per_host(alerts, DETECTION)
+    return alerts
 
 
 def fold_legs(alerts: list[Alert]) -> list[Alert]:

@@ -17,7 +17,6 @@ from .common import (
     episodes,
     groups_reaching,
     ids,
-    limit_per_host,
     off_hours_rows,
     threshold_phrase,
     threshold_text,
@@ -147,7 +146,7 @@ def _protocol_of(f: pd.DataFrame) -> np.ndarray:
     return kind
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_quiet_protocol(ctx: ScanContext, rule: Rule) -> list[Alert]:
     span_minutes, span_ns = int(rule["span_minutes"]), rule.ns("span_minutes")
     multiple = int(rule["off_hours_multiple"])
@@ -191,7 +190,7 @@ def check_quiet_protocol(ctx: ScanContext, rule: Rule) -> list[Alert]:
                 phrase = f"(threshold {threshold_text(goal)} within {NIGHT_HOURS} off-hours hours)"
                 alerts.append(_alert(ctx, rule, host, name, episode, phrase, {
                     "threshold_bytes": goal, "off_hours_period": True}))  # fmt: skip
-    return limit_per_host(alerts, DETECTION)
+    return alerts
 
 
 def _alert(

@@ -16,7 +16,6 @@ from .common import (
     Conversation,
     groups_reaching,
     ids,
-    limit_per_host,
     new_destination_rows,
     outside_rows,
     threshold_phrase,
@@ -97,7 +96,7 @@ def _network_of(address: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
-@DETECTION.checks(over=TRAFFIC)
+@DETECTION.checks(over=TRAFFIC, capped_per_host=True)
 def check_spread_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
     span_minutes, span_ns = int(rule["span_minutes"]), rule.ns("span_minutes")
     threshold = int(rule["min_bytes"])
@@ -175,4 +174,4 @@ def check_spread_egress(ctx: ScanContext, rule: Rule) -> list[Alert]:
                 ][:10],
             }
             alerts.append(conv.alert(rule, text, "egress", evidence))
-    return limit_per_host(alerts, DETECTION)
+    return alerts
