@@ -55,6 +55,14 @@ a host with TCP segmentation offload hands its NIC) and scanned through the
 whole path, capture decoding and flow table included (``scan_captures``,
 with and without the model): the table is then that path's.
 
+With ``--nightly DIR`` the baseline and test weeks are written as one pcap
+per local day and run through ``egress-detector nightly``'s code
+(``run_nightly``, rules only): each day is scanned from its file and the hour
+either side, with the state of the days before. It runs twice: with the
+state's history (who called each outside address, each host's beats and
+uploads: detector/nightly/history.py) and without (each day alone). The
+baseline weeks fill the state; only the test weeks are scored.
+
 An incident is caught when an alert names its host (for a pivot: either
 host) and overlaps one of its spans (+- one window). Every other alert is
 false (always-on is left out, as in eval_model.py: it fires on every
@@ -63,11 +71,14 @@ computer left on, by design).
     python benchmarks/eval_adversary.py                 # about 3 minutes
     python benchmarks/eval_adversary.py --test-weeks 16 --show-false
     python benchmarks/eval_adversary.py --test-weeks 4 --pcap /tmp/adversary
+    python benchmarks/eval_adversary.py --test-weeks 4 --nightly /tmp/adversary-nightly
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -111,6 +122,7 @@ from detector.detect.model import (  # noqa: E402
 )
 from detector.detect.rules import ScanContext, run_rules  # noqa: E402
 from detector.features.hosts import host_traffic, host_windows  # noqa: E402
+from detector.nightly.run import NightlyOptions, run_nightly  # noqa: E402
 from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import parse_policy  # noqa: E402
 
@@ -386,6 +398,65 @@ def write_pcap(rows: Rows, path: Path) -> Path:
     return capture.write(path)
 
 
+def write_day_pcaps(all_rows: list[Rows], folder: Path) -> int:
+    """The conversation-minutes of ``all_rows`` as one pcap per local day
+    (``day-NNN.pcap``, NNN the day since the epoch Monday), each file's mtime
+    an hour after its day ends (as a rotated capture's); the last day's end."""
+    import gen_traffic
+
+    gen_traffic.MTU_FRAME = 64_000
+    cols = {k: np.concatenate([p[k] for r in all_rows for p in r.parts])
+            for k in all_rows[0].parts[0]}  # fmt: skip
+    day_of = cols["minute"] // DAY_MIN
+    folder.mkdir(parents=True, exist_ok=True)
+    texts: dict[int, str] = {}
+
+    def text(ip: int) -> str:
+        if ip not in texts:
+            texts[ip] = ip_text(ip)
+        return texts[ip]
+
+    last_end = 0
+    for day in np.unique(day_of).tolist():
+        at = np.flatnonzero(day_of == day)
+        capture = gen_traffic.Capture()
+        starts = (cols["minute"][at] - TZ_OFFSET_MIN) * MIN + EPOCH_NS + NS
+        for k, i in enumerate(at.tolist()):
+            capture.transfer(
+                text(int(cols["host"][i])), text(int(cols["peer"][i])), start=int(starts[k]),
+                seconds=58, bytes_out=int(cols["bytes_out"][i]), bytes_in=int(cols["bytes_in"][i]),
+                sport=int(cols["host_port"][i]), dport=int(cols["peer_port"][i]),
+                proto=int(cols["proto"][i]),
+            )  # fmt: skip
+        path = capture.write(folder / f"day-{day:03d}.pcap")
+        end = EPOCH_NS + ((day + 1) * DAY_MIN - TZ_OFFSET_MIN) * MIN
+        written = end + 60 * MIN
+        os.utime(path, ns=(written, written))
+        last_end = max(last_end, end)
+    return last_end
+
+
+def nightly_alerts(folder: Path, policy, last_end: int, history: bool, work: Path) -> dict:
+    """Each local day's alerts (day since the epoch Monday -> alerts) of a
+    nightly run over ``folder`` from a fresh state, rules only."""
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    options = NightlyOptions(captures=str(folder), state=str(work / "state.db"),
+                             report_dir=str(work / "reports"), history=history)  # fmt: skip
+    t0 = time.perf_counter()
+    result = run_nightly(options, policy, now_ns=last_end + 3 * 60 * MIN)
+    print(f"nightly ({'with' if history else 'without'} history): {len(result.days)} days in "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)  # fmt: skip
+    epoch_day = (EPOCH_NS // NS + TZ_OFFSET_MIN * 60) // 86_400
+    out = {}
+    for done in result.days:
+        index = (done.day - dt.date(1970, 1, 1)).days - epoch_day
+        out[index] = [a for a in done.alerts if a.rule_id != "always-on"]
+    return out
+
+
 # -- scoring ------------------------------------------------------------------------------
 
 
@@ -418,6 +489,9 @@ def main() -> None:
     ap.add_argument("--show-caught", action="store_true", help="print the alerts of incidents")
     ap.add_argument("--pcap", metavar="DIR", type=Path,
                     help="write each test week as a pcap here and scan it (the whole path)")
+    ap.add_argument("--nightly", metavar="DIR", type=Path,
+                    help="write every day (baseline and test weeks) as a pcap here and run the "
+                    "nightly over them, rules only, with and without its history")
     ap.add_argument("--set", action="append", default=[], metavar="RULE.KEY=VALUE",
                     help="a rule setting for this run, e.g. low-and-slow-egress.min_bytes=10000000")
     args = ap.parse_args()
@@ -434,6 +508,8 @@ def main() -> None:
     site = Site(np.random.default_rng(args.seed))
     t0 = time.perf_counter()
     base = office(site, args.seed * 1000, 0, 7 * args.baseline_weeks)
+    if args.nightly is not None:  # rules only: no model to train
+        return nightly_main(args, policy, site, base)
     traffic = host_traffic(base.activity(), policy)
     features = with_novelty(
         host_windows(traffic, policy), traffic, policy, settle_ns=DAY_MIN * MIN, baseline=True
@@ -509,6 +585,74 @@ def main() -> None:
         total = sum(false[name].values())
         print(f"\nfalse alerts, {name}: {total} ({1000 * total / benign_days:.2f} per 1,000 "
               f"benign host-days) {dict(false[name])}")  # fmt: skip
+
+
+def nightly_main(args: argparse.Namespace, policy, site: Site, base: Rows) -> None:
+    """--nightly: the test weeks as the nightly finishes them, day by day,
+    with the state of the days before (history) and without."""
+    weeks, all_incidents, benign_days = [base], [], 0
+    first_test_day = 7 * args.baseline_weeks
+    for w in range(args.test_weeks):
+        first_day = 7 * (args.baseline_weeks + w)
+        rng = np.random.default_rng(args.seed * 1000 + 1 + w)
+        rows = office(site, args.seed * 1000 + 500 + w, first_day, 7)
+        incidents = inject(rows, site, rng, first_day)
+        traffic = host_traffic(rows.activity(), policy)
+        feats = host_windows(traffic, policy)
+        days = local_minutes(feats["window_start"]) // DAY_MIN
+        host_days = set(zip(feats["host"], days, strict=True))
+        bad = {(ip_text(h), (m // DAY_MIN) + d) for i in incidents for h in i.hosts
+               for m, _ in i.spans for d in (0, 1)}  # fmt: skip
+        benign_days += len(host_days - bad)
+        weeks.append(rows)
+        all_incidents += incidents
+    t0 = time.perf_counter()
+    last_end = write_day_pcaps(weeks, args.nightly / "captures")
+    print(f"{7 * (args.baseline_weeks + args.test_weeks)} day files written in "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)  # fmt: skip
+    names = ("day alone", "with history")
+    found: dict[str, dict[tuple[str, str], list[tuple[int, int, frozenset[str]]]]] = {
+        n: defaultdict(list) for n in names}  # fmt: skip
+    false: dict[str, Counter[str]] = {n: Counter() for n in names}
+    learning: dict[str, int] = {}
+    for name in names:
+        by_day = nightly_alerts(args.nightly / "captures", policy, last_end,
+                                name == "with history", args.nightly / name.replace(" ", "-"))  # fmt: skip
+        learning[name] = sum(len(a) for d, a in by_day.items() if d < first_test_day)
+        alerts = [a for d, a in sorted(by_day.items()) if d >= first_test_day for a in a]
+        used = [False] * len(alerts)
+        for inc in all_incidents:
+            hit = [k for k, a in enumerate(alerts) if matches(a, inc)]
+            for k in hit:
+                used[k] = True
+                if args.show_caught:
+                    print(f"{inc.kind} {inc.label} ({name}): {alerts[k].rule_id}: "
+                          f"{alerts[k].message}", file=sys.stderr)  # fmt: skip
+            found[name][(inc.kind, inc.label)].append(
+                (1 if hit else 0, len(hit), frozenset(alerts[k].rule_id for k in hit)))
+        for a, u in zip(alerts, used, strict=True):
+            if not u:
+                false[name][a.rule_id] += 1
+                if args.show_false:
+                    print(f"false ({name}): {a.rule_id}: {a.message}", file=sys.stderr)
+    print(f"\nnightly, rules only, {args.test_weeks} test weeks after {args.baseline_weeks} "
+          f"baseline weeks, {benign_days:,} benign host-days; caught / injected (alerts per "
+          "caught incident; rules that caught it)\n")  # fmt: skip
+    print(f"{'behaviour':<22}{'parameters':<26}{names[0]:>28}   {names[1]}")
+    for key in found[names[0]]:
+        cells = []
+        for name in names:
+            v = found[name][key]
+            caught = [x for x in v if x[0]]
+            per = f"{np.mean([x[1] for x in caught]):.1f}" if caught else "-"
+            ids = ",".join(sorted(set().union(*[x[2] for x in caught]))) if caught else ""
+            cells.append(f"{sum(x[0] for x in v)}/{len(v)} ({per}) {ids}")
+        print(f"{key[0]:<22}{key[1]:<26}{cells[0]:>28}   {cells[1]}")
+    for name in names:
+        total = sum(false[name].values())
+        print(f"\nfalse alerts, nightly {name}: {total} ({1000 * total / benign_days:.2f} per "
+              f"1,000 benign host-days) {dict(false[name])}; in the baseline weeks "
+              f"{learning[name]}")  # fmt: skip
 
 
 if __name__ == "__main__":
