@@ -10,7 +10,6 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...networks import NetworkSet
-from ...oui import mac_text, vendor
 from ..declare import TRAFFIC, Detection, Networks, Rule, Setting
 from .common import when
 from .segment import (
@@ -18,6 +17,7 @@ from .segment import (
     Segments,
     address,
     addresses,
+    card,
     listed,
     mac_phrase,
     network_of,
@@ -111,7 +111,7 @@ def check_arp_outside_segment(ctx: ScanContext, rule: Rule, seen: Segments) -> l
         alerts.append(rule.alert(
             start, end, host, text, source_packets=requests,
             destination_ip=targets[0], direction="internal",
-            evidence={"mac": mac_text(int(mac)), "vendor": vendor(int(mac)),
+            evidence={**card(int(mac)),
                       "targets": targets[:20], "requests": requests},
         ))  # fmt: skip
     return alerts

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...alerts.record import Alert
-from ...oui import mac_text, vendor
 from ..declare import TRAFFIC, Detection, Rule, Setting
 from .common import when
 from .segment import (
@@ -16,6 +15,7 @@ from .segment import (
     Macs,
     Segments,
     address,
+    card,
     listed,
     mac_phrase,
     mac_values,
@@ -153,7 +153,7 @@ def check_new_device_isolated(ctx: ScanContext, rule: Rule, seen: Segments) -> l
             rule.alert(
                 start, end, addresses[0], text,
                 direction="internal",
-                evidence={"mac": mac_text(mac), "vendor": vendor(mac), "network": network,
+                evidence={**card(mac), "network": network,
                           "addresses": addresses[:20]},
             )
         )  # fmt: skip

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...alerts.record import Alert
 from ...networks import NetworkSet
-from ...oui import mac_text, vendor
+from ...oui import mac_text
 from ..declare import TRAFFIC, Detection, Networks, Rule, Setting
 from .common import when
 from .segment import (
@@ -18,6 +18,7 @@ from .segment import (
     DHCP_TYPE_NAMES,
     Segments,
     address,
+    card,
     in_networks,
     mac_phrase,
     network_of,
@@ -126,7 +127,7 @@ def check_rogue_dhcp_server(ctx: ScanContext, rule: Rule, seen: Segments) -> lis
                 start, end, server, text, source_packets=frames,
                 transport="udp", source_port=67 if (group["kind"] == "dhcp-server").any() else 547,
                 direction="internal",
-                evidence={"mac": mac_text(int(mac)), "vendor": vendor(int(mac)),
+                evidence={**card(int(mac)),
                           "offered": offered[:20], "routers": routers, "clients": clients[:20]},
             )
         )  # fmt: skip

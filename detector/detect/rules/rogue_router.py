@@ -19,6 +19,7 @@ from .segment import (
     Segments,
     address,
     addresses,
+    card,
     listed,
     mac_phrase,
     mac_values,
@@ -140,8 +141,7 @@ def _advertisements(
         alerts.append(rule.alert(
             start, end, source, text, source_packets=frames,
             transport="ipv6-icmp", direction="internal",
-            evidence={"sign": "router-advertisement", "mac": mac_text(mac),
-                      "vendor": vendor(mac), "router_lifetime_s": lifetime},
+            evidence={"sign": "router-advertisement", **card(mac), "router_lifetime_s": lifetime},
         ))  # fmt: skip
     return alerts
 
@@ -171,7 +171,7 @@ def _gateways(ctx: ScanContext, rule: Rule, rows: pd.DataFrame, allowed: set[int
         )
         alerts.append(rule.alert(
             start, end, sources[0], text, direction="inbound",
-            evidence={"sign": "second-gateway", "mac": mac_text(mac), "vendor": vendor(mac),
+            evidence={"sign": "second-gateway", **card(mac),
                       "gateways": [mac_text(m) for m in macs], "sources": sources[:20]},
         ))  # fmt: skip
     return alerts

@@ -136,6 +136,11 @@ class Segments:
         return np.asarray(inside, dtype=bool)
 
 
+def card(mac: int) -> dict[str, str]:
+    """A network card as alerts' evidence names it: its MAC and the vendor its OUI gives."""
+    return {"mac": mac_text(mac), "vendor": vendor(mac)}
+
+
 def over_segments(
     check: Callable[[ScanContext, Rule, Segments], list[Alert]],
 ) -> Callable[[ScanContext, Rule], list[Alert]]:
