@@ -274,3 +274,30 @@ def test_the_table_is_trimmed_to_its_bound_habits_last(tmp_path, monkeypatch):
         assert [r[0] for r in state.contact_rows()] == ["10.8.10.1", "10.8.10.3", "10.8.10.4"]
     finally:
         state.close()
+
+
+def test_a_redone_day_does_not_count_its_bytes_twice(tmp_path):
+    import pandas as pd
+
+    def day(sent: int, call: bool) -> pd.DataFrame:
+        return pd.DataFrame({"host": ["10.8.10.1"], "peer": ["203.0.113.1"], "first_ns": [sent],
+                             "bytes_out": [sent], "bytes_in": [2 * sent], "call": [call],
+                             "beat": [False], "upload": [False]})  # fmt: skip
+
+    state = NightlyState(tmp_path / "state.db")
+    try:
+        for when, contacts in (("2026-02-03", day(10, False)), ("2026-02-04", day(100, True)),
+                               ("2026-02-04", day(100, True)),  # --day 2026-02-04 again
+                               ("2026-02-03", day(10, False))):  # fmt: skip
+            state.finish_day(when, alert_ids=[], new_alerts=0, files=1, report="r", hosts=[],
+                             output=None, output_bytes=0, now_ns=0, contacts=contacts)  # fmt: skip
+        # 10 + 100 sent, each day once; the first packet the earlier; the call on day 2 only.
+        assert state.contact_rows() == [
+            ("10.8.10.1", "203.0.113.1", 10, "2026-02-03", "2026-02-04", 110, 220,
+             "2026-02-04", "2026-02-04", None, None, None, None),
+        ]  # fmt: skip
+        # Day 2 is given nothing of itself; day 3 its call.
+        assert state.history_before("2026-02-04").calls.empty
+        assert len(state.history_before("2026-02-05").calls) == 1
+    finally:
+        state.close()
