@@ -65,10 +65,11 @@ false alerts of the rules 94 and 107 → 0, every 100 and 200 MB upload still
 caught. Without a model a weekly scan knows fewer of a meeting service's
 users: counting only the week's callers, 20 false alerts on seed 1 (servers
 fewer than three other hosts called that week). The nightly remembers who
-called (`eval_adversary.py --test-weeks 4 --nightly DIR`, seed 1, each day
-its own pcap after four baseline weeks, 301 benign host-days, 2026-12-06):
-41 false alerts of this rule with each day scanned alone, 0 with the days
-before; the echoed uploads of 120 and 300 MB still 4/4 each. Days of a few
+called (`eval_adversary.py --test-weeks 4 --nightly DIR`, seeds 1 and 2,
+each day its own pcap after four baseline weeks, 301 and 319 benign
+host-days, 2026-12-06): 41 and 38 false alerts of this rule with each day
+scanned alone, 0 and 0 with the days before; the echoed uploads of 120 and
+300 MB still 4/4 each. Days of a few
 kB to a server (a planted "habit") make no call and no upload: its first big
 upload is still new and fires.""",
     settings=(

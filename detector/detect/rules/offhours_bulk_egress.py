@@ -62,9 +62,9 @@ back by a server no other host uses still counts. Measured
 (`benchmarks/eval_adversary.py`, seeds 1 and 2, 16 test weeks each,
 2026-12-06): the 13 and 14 false alerts on calls after 17:30 and on weekends
 are gone; 60 MB at night echoed back by a new address: 16/16. The nightly
-without a model (`--nightly`, seed 1, 4 test weeks, 2026-12-06): 3 false
-alerts on calls with each day alone, 0 with the days before; 60 MB echoed
-at night still 4/4.""",
+without a model (`--nightly`, seeds 1 and 2, 4 test weeks, 2026-12-06): 3
+and 3 false alerts on calls with each day alone, 0 and 0 with the days
+before; 60 MB echoed at night still 4/4.""",
     false_positives=(
         "nightly backups and update mirrors (put them in `allowlist.destinations`); "
         "cloud sync clients left running; a call to a meeting server fewer than "
