@@ -37,9 +37,8 @@ from .decode import (
     u8,
     u16be,
     u32be,
-    u32le,
 )
-from .records import PCAPNG_EPB, PCAPNG_SPB
+from .records import frame_start
 
 ETHERTYPE_ARP = 0x0806  # RFC 826
 ETHERTYPE_8021Q = 0x8100  # IEEE 802.1Q
@@ -205,20 +204,9 @@ def link_events(buf, base, batch, start, n, pcapng, linktype, if_linktypes, nets
                 kind = KIND_ROUTER_ADVERT
             else:
                 continue
-        # Where the record's bytes start in buf, and its link type.
-        rec = offsets[i] - base
-        if rec < 0 or rec + 16 > buf.shape[0]:
-            continue
-        if pcapng:
-            block = u32le(buf, rec)
-            if block != PCAPNG_EPB and block != PCAPNG_SPB:
-                block = u32be(buf, rec)
-            data = rec + (12 if block == PCAPNG_SPB else 28)
-            lt = if_linktypes[min(max(np.int64(batch.interface[i]), 0), if_linktypes.shape[0] - 1)]
-        else:
-            data = rec + 16
-            lt = linktype
-        if lt != LINKTYPE_ETHERNET:
+        data, lt = frame_start(buf, offsets[i] - base, pcapng, linktype, if_linktypes,
+                               batch.interface[i])  # fmt: skip
+        if data < 0 or lt != LINKTYPE_ETHERNET:
             continue
         caplen = np.int64(batch.cap_len[i])
         end = data + caplen

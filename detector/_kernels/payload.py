@@ -35,6 +35,7 @@ from .._jit import HOT_LOOP, LEAF
 from .cpu import prefetch
 from .decode import decode_frame, packet_at, u8, u16be, u32be, u32le
 from .flowtable import canonical_key, flow_hash
+from .records import frame_start
 
 # Fact columns.
 F_ROW = 0
@@ -103,8 +104,6 @@ INSPECT_FULL = 1  # facts or arena full: drain, call again from the returned row
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
-PCAPNG_EPB = 6
-PCAPNG_SPB = 3
 MAX_NAME = 255
 MAX_ANSWERS = 32
 # Room one packet can need: a DNS name per answer is shared, so a name, a SNI,
@@ -589,19 +588,10 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
         if count >= max_packets and not dns:
             seen[slot] = entry
             continue
-        # Where the record's bytes start in buf.
-        rec = offsets[i] - base
-        if rec < 0 or rec + 16 > buf.shape[0]:
+        data, lt = frame_start(buf, offsets[i] - base, pcapng, linktype, if_linktypes,
+                               batch.interface[i])  # fmt: skip
+        if data < 0:
             continue
-        if pcapng:
-            block = u32le(buf, rec)
-            if block != PCAPNG_EPB and block != PCAPNG_SPB:
-                block = u32be(buf, rec)
-            data = rec + (12 if block == PCAPNG_SPB else 28)
-            lt = if_linktypes[min(max(np.int64(batch.interface[i]), 0), if_linktypes.shape[0] - 1)]
-        else:
-            data = rec + 16
-            lt = linktype
         caplen = np.int64(batch.cap_len[i])
         if data + caplen > buf.shape[0]:
             continue

@@ -101,6 +101,31 @@ PCAPNG_PB = 0x00000002  # obsolete Packet Block
 PCAPNG_SPB = 0x00000003
 PCAPNG_EPB = 0x00000006
 PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+# The bytes before a frame: a classic record header (time, captured and wire
+# lengths), a pcapng Simple Packet Block's and an Enhanced Packet Block's headers.
+PCAP_RECORD_HEADER = 16
+PCAPNG_SPB_HEADER = 12
+PCAPNG_EPB_HEADER = 28
+
+
+@njit(**LEAF)
+def frame_start(buf, rec, pcapng, linktype, if_linktypes, interface):
+    """Where the frame of the record at ``buf[rec]`` starts, and its link type
+    (pcapng: the one of ``interface``, clamped to ``if_linktypes``); -1 when the
+    record's header is not in ``buf``. A batch's ``offset`` less the buffer's
+    base is such a ``rec``; a pcapng block type is read in either byte order."""
+    if rec < 0 or rec + PCAP_RECORD_HEADER > buf.shape[0]:
+        return np.int64(-1), np.int64(linktype)
+    if not pcapng:
+        return np.int64(rec + PCAP_RECORD_HEADER), np.int64(linktype)
+    block = u32le(buf, rec)
+    if block != PCAPNG_EPB and block != PCAPNG_SPB:
+        block = u32be(buf, rec)
+    data = rec + (PCAPNG_SPB_HEADER if block == PCAPNG_SPB else PCAPNG_EPB_HEADER)
+    at = min(max(np.int64(interface), 0), if_linktypes.shape[0] - 1)
+    return np.int64(data), np.int64(if_linktypes[at])
+
+
 OPT_IF_TSRESOL = 9
 OPT_IF_TSOFFSET = 14
 
