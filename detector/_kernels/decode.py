@@ -170,6 +170,52 @@ def _ppp_ethertype(ppp):
     return ETHERTYPE_NOT_IP
 
 
+# Headers of a fixed length that hold the ethertype of what follows: link
+# layers (where the ethertype sits) and tags (all end in it).
+ETHERNET_HEADER = 14  # destination, source, ethertype
+SLL_HEADER = 16  # Linux cooked v1: the protocol in its last two bytes
+SLL2_HEADER = 20  # Linux cooked v2: the protocol in its first two bytes
+C_HDLC_HEADER = 4  # address, control, ethertype
+VLAN_TAG = 4  # IEEE 802.1Q: tag control, ethertype
+PPPOE_SESSION_HEADER = 8  # RFC 2516: version/type, code, session, length; then PPP's protocol
+PBB_TAG = 18  # IEEE 802.1ah: I-tag, customer destination and source, ethertype
+VNTAG_TAG = 6
+LLC_SNAP_HEADER = 8  # AA AA 03, OUI, ethertype (RFC 1042)
+
+
+@njit(**LEAF)
+def _link_header(linktype):
+    """The header length of a link type whose header has a fixed length and
+    holds the ethertype, and where the ethertype sits in it; (0, 0) for others.
+    A function of the capture's link type only: the compiler takes it out of
+    the per-packet loops."""
+    if linktype == LINKTYPE_ETHERNET:
+        return ETHERNET_HEADER, ETHERNET_HEADER - 2
+    if linktype == LINKTYPE_LINUX_SLL:
+        return SLL_HEADER, SLL_HEADER - 2
+    if linktype == LINKTYPE_LINUX_SLL2:
+        return SLL2_HEADER, 0
+    if linktype == LINKTYPE_C_HDLC:
+        return C_HDLC_HEADER, C_HDLC_HEADER - 2
+    return 0, 0
+
+
+@njit(**LEAF)
+def _tag_length(et):
+    """The length of the tag or shim of ethertype ``et`` when it has a fixed
+    length and ends in the next ethertype (PPPoE: in PPP's protocol number); 0
+    for any other ethertype."""
+    if et == ETHERTYPE_8021Q or et == ETHERTYPE_8021AD or et == ETHERTYPE_QINQ_OLD:
+        return VLAN_TAG
+    if et == ETHERTYPE_PPPOE_SESSION:
+        return PPPOE_SESSION_HEADER
+    if et == ETHERTYPE_PBB:
+        return PBB_TAG
+    if et == ETHERTYPE_VNTAG:
+        return VNTAG_TAG
+    return 0
+
+
 # What decoding one frame finds: a batch row's header fields (docs/flows.md),
 # where the transport header starts in the buffer (payload inspection needs it;
 # -1 when there is none: not IP, or a later fragment), the transport payload's
@@ -269,21 +315,12 @@ def decode_frame(buf, off, caplen, linktype):
     z = np.int64(0)
 
     # ---- link layer: find where the network layer starts and its ethertype
-    if linktype == LINKTYPE_ETHERNET:
-        if p + 14 > end:
+    header, ethertype_at = _link_header(linktype)
+    if header:
+        if p + header > end:
             return _no_ip(STATUS_TRUNCATED, vlan)
-        et = u16be(buf, p + 12)
-        p += 14
-    elif linktype == LINKTYPE_LINUX_SLL:
-        if p + 16 > end:
-            return _no_ip(STATUS_TRUNCATED, vlan)
-        et = u16be(buf, p + 14)
-        p += 16
-    elif linktype == LINKTYPE_LINUX_SLL2:
-        if p + 20 > end:
-            return _no_ip(STATUS_TRUNCATED, vlan)
-        et = u16be(buf, p)
-        p += 20
+        et = u16be(buf, p + ethertype_at)
+        p += header
     elif (
         linktype == LINKTYPE_RAW or linktype == LINKTYPE_RAW_BSD_A or linktype == LINKTYPE_RAW_BSD_B
     ):
@@ -304,11 +341,6 @@ def decode_frame(buf, off, caplen, linktype):
                 return _no_ip(STATUS_TRUNCATED, vlan)
             et = _ppp_ethertype(u16be(buf, p))
             p += 2
-    elif linktype == LINKTYPE_C_HDLC:
-        if p + 4 > end:
-            return _no_ip(STATUS_TRUNCATED, vlan)
-        et = u16be(buf, p + 2)
-        p += 4
     elif linktype == LINKTYPE_NFLOG:
         # 4-byte header, then TLVs whose length and type are in the capturing
         # host's byte order (little-endian on every Linux seen in practice).
@@ -346,42 +378,8 @@ def decode_frame(buf, off, caplen, linktype):
 
     # ---- tags and shims between link and network layer, bounded in count
     for _ in range(MAX_TAGS):
-        if et == ETHERTYPE_8021Q or et == ETHERTYPE_8021AD or et == ETHERTYPE_QINQ_OLD:
-            if p + 4 > end:
-                return _no_ip(STATUS_TRUNCATED, vlan)
-            if vlan == NO_VLAN:
-                vlan = u16be(buf, p) & 0x0FFF
-            et = u16be(buf, p + 2)
-            p += 4
-        elif et == ETHERTYPE_MPLS or et == ETHERTYPE_MPLS_MCAST:
-            bottom = False
-            for _label in range(MAX_TAGS):
-                if p + 4 > end:
-                    return _no_ip(STATUS_TRUNCATED, vlan)
-                bottom = (u8(buf, p + 2) & 1) == 1
-                p += 4
-                if bottom:
-                    break
-            if not bottom:
-                return _no_ip(STATUS_MALFORMED, vlan)
-            et = ETHERTYPE_UNKNOWN_VERSION
-            after_mpls = True
-        elif et == ETHERTYPE_PPPOE_SESSION:
-            if p + 8 > end:
-                return _no_ip(STATUS_TRUNCATED, vlan)
-            et = _ppp_ethertype(u16be(buf, p + 6))
-            p += 8
-        elif et == ETHERTYPE_PBB:
-            if p + 18 > end:
-                return _no_ip(STATUS_TRUNCATED, vlan)
-            et = u16be(buf, p + 16)
-            p += 18
-        elif et == ETHERTYPE_VNTAG:
-            if p + 6 > end:
-                return _no_ip(STATUS_TRUNCATED, vlan)
-            et = u16be(buf, p + 4)
-            p += 6
-        elif 0 <= et < 0x0600:
+        tag = _tag_length(et)
+        if tag == 0 and 0 <= et < 0x0600:
             # IEEE 802.3 length field: only LLC/SNAP (AA AA 03) with an
             # encapsulated-Ethernet OUI (00-00-00, or 00-00-F8 for 802.1H)
             # carries an ethertype.
@@ -399,10 +397,28 @@ def decode_frame(buf, off, caplen, linktype):
                 or (p + 5 < end and u8(buf, p + 5) != 0 and u8(buf, p + 5) != 0xF8)
             ):
                 return _no_ip(STATUS_NOT_IP, vlan)
-            if p + 8 > end:
+            tag = LLC_SNAP_HEADER
+        if tag:
+            if p + tag > end:
                 return _no_ip(STATUS_TRUNCATED, vlan)
-            et = u16be(buf, p + 6)
-            p += 8
+            if tag == VLAN_TAG and vlan == NO_VLAN:
+                vlan = u16be(buf, p) & 0x0FFF
+            inner = u16be(buf, p + tag - 2)
+            et = _ppp_ethertype(inner) if et == ETHERTYPE_PPPOE_SESSION else inner
+            p += tag
+        elif et == ETHERTYPE_MPLS or et == ETHERTYPE_MPLS_MCAST:
+            bottom = False
+            for _label in range(MAX_TAGS):
+                if p + 4 > end:
+                    return _no_ip(STATUS_TRUNCATED, vlan)
+                bottom = (u8(buf, p + 2) & 1) == 1
+                p += 4
+                if bottom:
+                    break
+            if not bottom:
+                return _no_ip(STATUS_MALFORMED, vlan)
+            et = ETHERTYPE_UNKNOWN_VERSION
+            after_mpls = True
         else:
             break
 
