@@ -25,6 +25,7 @@ from detector.distributed.shares import (  # noqa: E402
 )
 from detector.flows import activity as activity_rows  # noqa: E402
 from detector.networks import NetworkSet, address_pair, address_text  # noqa: E402
+from detector.pipelines.before import Before  # noqa: E402
 from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 
@@ -337,15 +338,15 @@ def test_users_recorded_before_are_counted_once_across_shares(tmp_path, client):
         beats=history_frame([]),
         uploads=history_frame([(first_b, meet_b, t0)]),
     )
-    before = {"first_contacts": history.uploads, "other_users": history.users_of,
-              "habits": history.beats}  # fmt: skip
-    single = scan_captures([path], policy, **before)
+    before = Before(first_contacts=history.uploads, other_users=history.users_of,
+                    habits=history.beats)  # fmt: skip
+    single = scan_captures([path], policy, before=before)
     assert [(a.rule_id, a.source_ip, a.destination_ip) for a in single.alerts] == [
         ("offhours-bulk-egress", caller_a, meet_a)
     ]
     phases: dict[str, float] = {}
     dist = scan_captures_distributed([path], policy, client=client, part_bytes=PART_BYTES,
-                                     phases=phases, **before)  # fmt: skip
+                                     phases=phases, before=before)  # fmt: skip
     assert "analysis_s" not in phases  # analysed in the shares
     assert_same(single, dist)
     # Given back: meet_b to both shares (caller_b and seen_b, neither

@@ -14,6 +14,7 @@ import pytest
 from gen_traffic import Capture, at
 
 from detector.alerts.record import to_ecs
+from detector.pipelines.before import Before
 from detector.pipelines.scan import scan_captures
 from detector.policy import load_policy
 
@@ -454,7 +455,7 @@ def test_a_call_to_an_address_others_reached_before_is_no_upload(tmp_path, calle
     assert [(a.rule_id, a.source_bytes, a.destination_bytes) for a in now.alerts] == [
         (rule, 100_000_000, 100_000_000)
     ]
-    again = scan_activity(now.activity, now.flows, policy, first_contacts=record)
+    again = scan_activity(now.activity, now.flows, policy, before=Before(first_contacts=record))
     assert [a.rule_id for a in again.alerts] == ([rule] if fires else [])
 
 

@@ -20,12 +20,12 @@ from ..errors import DecodeError, DetectorError
 from ..flows import layout
 from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
+from ..pipelines.before import NOTHING_BEFORE, Before
 from ..pipelines.scan import ScanResult, scan_activity
 from .count import FACT_COLUMNS, PartResult, Settings
 from .merge import in_stream_order, link_in_stream_order
 from .parts import Part, plan_parts
 from .shares import (
-    Before,
     ShareResult,
     combined_alerts,
     combined_features,
@@ -40,8 +40,6 @@ from .shares import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ..detect.model import EgressModel
     from ..policy import Policy
 
@@ -170,10 +168,7 @@ def scan_captures_distributed(
     model: EgressModel | None = None,
     phases: dict[str, float] | None = None,
     tables: bool = True,
-    learned_devices: frozenset[str] = frozenset(),
-    first_contacts: pd.DataFrame | None = None,
-    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
-    habits: pd.DataFrame | None = None,
+    before: Before = NOTHING_BEFORE,
 ) -> ScanResult:
     """:func:`detector.pipelines.scan.scan_captures` on a Dask cluster: a local one
     of ``workers`` processes, the one at ``scheduler`` (``tcp://host:8786``), or
@@ -185,14 +180,13 @@ def scan_captures_distributed(
     the single-process scan (docs/distributed.md says where payload facts may
     differ; the link layer of isolated segments is looked at where the parts
     are counted, its facts merged here, and the side-channel rules run here
-    over them: ``learned_devices`` as for one process). ``tables``: False
+    over them: ``before.learned_devices`` as for one process). ``tables``: False
     leaves the flows, activity and host traffic on the workers (the result's
     are then empty): the alerts and features are all a scan without
-    ``--parquet-dir`` writes. ``first_contacts``, ``other_users``, ``habits``:
-    what days before taught (the nightly's history), as for one process:
-    sent once to the cluster, every share's analysis reads them (and the
-    count of an address's users across shares leaves out the hosts they
-    already name). ``threads`` is accepted for
+    ``--parquet-dir`` writes. ``before``: what days before taught (the
+    nightly's history), as for one process: sent once to the cluster, every
+    share's analysis reads it (and the count of an address's users across
+    shares leaves out the hosts it already names). ``threads`` is accepted for
     the same call signature; each task reads with one thread. ``phases``, if
     given, gets where the time went: wall and CPU seconds of this process per
     phase (``<phase>_s``, ``<phase>_cpu_s``: cluster (connecting to a
@@ -218,7 +212,6 @@ def scan_captures_distributed(
             "--workers or --scheduler"
         )
     settings = Settings.for_policy(policy)
-    before = Before(first_contacts, other_users, habits)
     owned = client is None
     # Our own local cluster starts in the background while this process plans
     # and counts the first parts (an existing scheduler is connected to first).
@@ -299,7 +292,7 @@ def scan_captures_distributed(
     link = link_in_stream_order(kept)
     return _result(shares, settings, policy, clock, span, facts, window_minutes=window_minutes,
                    model=model, analysed=analyse, tables=tables, link=link,
-                   learned_devices=learned_devices, before=before)  # fmt: skip
+                   before=before)  # fmt: skip
 
 
 def _result(
@@ -315,7 +308,6 @@ def _result(
     analysed: bool,
     tables: bool,
     link: Any,
-    learned_devices: frozenset[str],
     before: Before,
 ) -> ScanResult:
     """The shares' alerts and features combined, with the side-channel rules'
@@ -343,12 +335,12 @@ def _result(
     if not analysed:
         with clock("analysis"):
             return scan_activity(activity, flows, policy, window_minutes=window_minutes,
-                                 model=model, facts=facts, link=link,
-                                 learned_devices=learned_devices, **before.kwargs())  # fmt: skip
+                                 model=model, facts=facts, link=link, before=before)  # fmt: skip
     with clock("combine"):
         traffic = host_traffic(activity.columns(), policy)
         minutes = window_minutes or policy.window_minutes
-        alerts = combined_alerts(shares, policy, minutes, span, traffic, link, learned_devices)
+        alerts = combined_alerts(shares, policy, minutes, span, traffic, link,
+                                 before.learned_devices)  # fmt: skip
         features = combined_features(shares)
         facts = no_facts() if settings.inspects else None
     return ScanResult(alerts, features, traffic, flows, activity, facts, Names(), link)

@@ -59,13 +59,12 @@ from ..flows import layout
 from ..flows.activity import ActivityTable
 from ..flows.table import FlowTable
 from ..networks import NetworkSet, address_ids, address_pair, is_folded
+from ..pipelines.before import NOTHING_BEFORE, Before
 from .count import FACT_COLUMNS, PartResult, Settings, count_part
 from .merge import FlowFold
 from .parts import Part
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import pandas as pd
 
     from ..detect.context import ScanContext
@@ -266,46 +265,6 @@ class PeerUsers:
         known = pd.DataFrame({"hi": self.hi, "lo": self.lo, "hosts": self.hosts})
         both = asked.merge(known, on=["hi", "lo"], how="inner")
         return pd.Series(both["hosts"].to_numpy(np.int64), index=both["peer_id"].to_numpy())
-
-
-@dataclass
-class Before:
-    """What days before the scan taught (the nightly's history), as
-    :func:`detector.pipelines.scan.scan_activity` takes it: sent once to the
-    cluster, given to every share's analysis (and to the client's, with a
-    model or payload facts)."""
-
-    first_contacts: pd.DataFrame | None = None
-    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None
-    habits: pd.DataFrame | None = None
-
-    def __bool__(self) -> bool:
-        return any(x is not None for x in (self.first_contacts, self.other_users, self.habits))
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"first_contacts": self.first_contacts, "other_users": self.other_users,
-                "habits": self.habits}  # fmt: skip
-
-    def users(self, pairs: pd.DataFrame) -> pd.DataFrame:
-        """The (host, address) ``pairs`` (``FIRST_CONTACT_KEY`` columns) that
-        were recorded before: hosts every share's analysis counts as the
-        address's users already, whatever share they are in (``scan_activity``
-        counts the first-contact record's hosts and ``other_users``')."""
-        import pandas as pd
-
-        from ..pipelines.scan import FIRST_CONTACT_KEY
-
-        peers = pairs[["peer_hi", "peer_lo"]].drop_duplicates()
-        found = []
-        if self.first_contacts is not None and len(self.first_contacts):
-            found.append(self.first_contacts[FIRST_CONTACT_KEY])
-        if self.other_users is not None:
-            rows = self.other_users(peers["peer_hi"].to_numpy(), peers["peer_lo"].to_numpy())
-            found.append(rows[FIRST_CONTACT_KEY])
-        if not found:
-            return pairs[:0]
-        recorded = pd.concat(found, ignore_index=True).astype(np.uint64).drop_duplicates()
-        return pairs.merge(recorded, on=FIRST_CONTACT_KEY, how="inner")
 
 
 def share_users(
@@ -547,7 +506,7 @@ def finish_share(
         share = HostShare(index, count, span, others)
         facts = no_facts() if settings.inspects else None
         result = scan_activity(activity, flows, policy, window_minutes=window_minutes, facts=facts,
-                               hosts=share, **(before or Before()).kwargs())  # fmt: skip
+                               hosts=share, before=before or NOTHING_BEFORE)  # fmt: skip
         raw = {id(a) for a in share.traffic_alerts}
         out.traffic_alerts = share.traffic_alerts
         out.other_alerts = [a for a in result.alerts if id(a) not in raw]

@@ -60,6 +60,7 @@ from ..alerts.record import Alert, Observer, to_ecs
 from ..capture import CaptureProblem, CaptureStats
 from ..errors import CaptureError, DetectorError
 from ..flows.table import auto_threads
+from ..pipelines.before import Before
 from ..pipelines.devices import learned_cards
 from ..pipelines.scan import ScanResult, scan_captures
 from ..policy.suppress import split_suppressed
@@ -412,22 +413,22 @@ def _finish_day(
         files.append(f)
     paths = [f.path for f in files]
     stats: list[CaptureStats] = []
-    # The cards seen on isolated segments on earlier days: new-device-isolated's baseline.
-    learned = state.devices_before(str(day))
-    count = partial(scan_captures, learned_devices=learned)
+    # The cards seen on isolated segments on earlier days: new-device-isolated's
+    # baseline; with the history, what else the days before taught
+    # (nightly/history.py): the hosts that called an address, each host's beats
+    # and uploads, who used an address at all (on workers too).
+    before = Before(learned_devices=state.devices_before(str(day)))
+    if options.history:
+        history = state.history_before(str(day))
+        if not history.empty:
+            before = replace(before, first_contacts=history.uploads,
+                             other_users=history.users_of, habits=history.beats,
+                             earlier_users=history.contacts_of)  # fmt: skip
+    count = partial(scan_captures, before=before)
     if dask is not None:
         from ..distributed import scan_captures_distributed
 
-        count = partial(scan_captures_distributed, client=dask.client(), learned_devices=learned)
-    if options.history:
-        # What the days before taught (nightly/history.py): the hosts that
-        # called an address, each host's beats and uploads (on workers too).
-        history = state.history_before(str(day))
-        if not history.empty:
-            count = partial(count, first_contacts=history.uploads, other_users=history.users_of,
-                            habits=history.beats)  # fmt: skip
-            if dask is None:  # (the distributed scan does not take it yet)
-                count = partial(count, earlier_users=history.contacts_of)
+        count = partial(scan_captures_distributed, client=dask.client(), before=before)
     scan = count(
         paths,
         policy,

@@ -55,6 +55,7 @@ from ..flows.table import (
 )
 from ..networks import address_text
 from ..policy.suppress import split_suppressed
+from .before import Before
 from .scan import ScanResult, first_contacts, foldable, scan_activity
 
 if TYPE_CHECKING:
@@ -639,8 +640,9 @@ class LiveDetector:
         policy = self.policy
         result = scan_activity(
             activity, self.workers[0].flows, policy, model=self.model, facts=facts,
-            first_contacts=self.first_contacts, link=None if sighted else self.link_facts(),
-            other_users=self.users_of if sighted else None,
+            link=None if sighted else self.link_facts(),
+            before=Before(first_contacts=self.first_contacts,
+                          other_users=self.users_of if sighted else None),
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
         found = list(result.alerts)

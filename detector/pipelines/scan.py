@@ -22,6 +22,7 @@ from ..flows.link import Inspectors, LinkInspector
 from ..flows.payload import PayloadInspector
 from ..flows.table import FlowTable, count_flows
 from ..units import MINUTE_NS
+from .before import FIRST_CONTACT_KEY, NOTHING_BEFORE, Before
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,20 +74,13 @@ def scan_captures(
     progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     model: EgressModel | None = None,
     activity_rows: int = DEFAULT_MAX_ROWS,
-    learned_devices: frozenset[str] = frozenset(),
-    first_contacts: pd.DataFrame | None = None,
-    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
-    habits: pd.DataFrame | None = None,
-    earlier_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+    before: Before = NOTHING_BEFORE,
 ) -> ScanResult:
     """Scan captures (one stream, in the order given) against ``policy`` (and a
     trained ``model``, whose verdicts join the rule alerts). ``activity_rows``:
     the conversation-minutes held before few-packet outside addresses are
-    counted together (detector/flows/fold.py). ``learned_devices``: the network
-    cards seen on isolated segments before (the nightly's state), known to
-    new-device-isolated besides the policy's. ``first_contacts``,
-    ``other_users``, ``habits``, ``earlier_users``: what days before taught (the nightly's state),
-    as :func:`scan_activity` takes them."""
+    counted together (detector/flows/fold.py). ``before``: what the days
+    before taught (the nightly's state)."""
     # Under a flood, few-packet outside addresses are counted together so
     # memory stays bounded; sensor-flood says so.
     activity = ActivityTable(bin_seconds=60, capacity=min(DEFAULT_CAPACITY, activity_rows),
@@ -111,9 +105,7 @@ def scan_captures(
     facts = inspector.frame() if inspector is not None else None
     return scan_activity(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts,
-        link=link.frame() if link is not None else None, learned_devices=learned_devices,
-        first_contacts=first_contacts, other_users=other_users, habits=habits,
-        earlier_users=earlier_users,
+        link=link.frame() if link is not None else None, before=before,
     )  # fmt: skip
 
 
@@ -125,27 +117,16 @@ def scan_activity(
     window_minutes: int | None = None,
     model: EgressModel | None = None,
     facts: pd.DataFrame | None = None,
-    first_contacts: pd.DataFrame | None = None,
     hosts: HostShare | None = None,
     link: pd.DataFrame | None = None,
-    learned_devices: frozenset[str] = frozenset(),
-    other_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
-    habits: pd.DataFrame | None = None,
-    earlier_users: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+    before: Before = NOTHING_BEFORE,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
-    (``facts``: what payload inspection found, if it ran; ``first_contacts``:
-    when each host first reached each outside address before, as
-    :func:`first_contacts` records them, for traffic whose early minutes were
-    dropped; ``link``: the link facts of isolated segments, if looked at;
-    ``other_users``: (peer_hi, peer_lo) -> the (host_hi, host_lo, peer_hi,
-    peer_lo) of hosts that reached those outside addresses in traffic not given
-    here, as a live sensor's look at a few hosts has the others'; ``habits``:
-    (host_hi, host_lo, peer_hi, peer_lo) pairs a host beat to on earlier days,
-    the nightly's record: beacon's habits, as the model's baseline pairs are;
-    ``earlier_users``: as ``other_users``, the hosts that used the addresses
-    at all on earlier days, for "no other host used it" only, not the call
-    exemption)."""
+    (``facts``: what payload inspection found, if it ran; ``link``: the link
+    facts of isolated segments, if looked at; ``before``: what the days before
+    taught, or a live sensor saw before)."""
+    first_contacts, other_users = before.first_contacts, before.other_users
+    learned_devices = before.learned_devices
     minutes = window_minutes or policy.window_minutes
     names = names_from_facts(facts) if facts is not None else Names()
     sanctioned = names.matching(policy.allowlist_domains)
@@ -166,7 +147,8 @@ def scan_activity(
     if other_users is not None:
         recorded = _either(recorded, partial(traffic.users_of, other_users))
     rules = run_rules if hosts is None else hosts.run_rules
-    contacts = None if earlier_users is None else partial(traffic.users_of, earlier_users)
+    contacts = None if before.earlier_users is None else partial(traffic.users_of,
+                                                                  before.earlier_users)  # fmt: skip
     known = None  # (host, address) pairs of the model's baseline
     if model is None:
         alerts = rules(ScanContext(policy, traffic, minutes, first_contacts=earlier,
@@ -188,6 +170,7 @@ def scan_activity(
         alerts = model_alerts(model, verdict, traffic, policy, alerts)
     if facts is not None:
         beats = known
+        habits = before.habits
         if habits is not None and len(habits):  # beacon's habits only, not "not new"
             beats = _pairs_by_id(traffic, habits, known)
         payload = ScanContext(policy, traffic, minutes, facts=facts, names=names, flows=flows,
@@ -224,9 +207,6 @@ def foldable(policy: Policy) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         )
 
     return may_fold
-
-
-FIRST_CONTACT_KEY = ["host_hi", "host_lo", "peer_hi", "peer_lo"]
 
 
 def first_contacts(traffic: HostTraffic, before: pd.DataFrame | None = None) -> pd.DataFrame:
