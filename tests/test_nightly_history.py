@@ -301,3 +301,16 @@ def test_a_redone_day_does_not_count_its_bytes_twice(tmp_path):
         assert len(state.history_before("2026-02-05").calls) == 1
     finally:
         state.close()
+
+
+def test_addresses_read_back_as_the_one_by_one_parser_reads_them():
+    from detector.networks import address_pair
+    from detector.nightly.history import addresses
+
+    texts = ["10.8.10.1", "2001:db8::1", "203.0.113.50", "10.8.10.1", "255.255.255.255",
+             "0.0.0.0", "::ffff:198.51.100.7", "fe80::1", "192.0.2.200"]  # fmt: skip
+    hi, lo = addresses(texts)
+    assert list(zip(hi.tolist(), lo.tolist(), strict=True)) == [address_pair(t) for t in texts]
+    for bad in (["10.8.10.256"], ["203.0.113"], ["host.example"], [None], [7]):
+        with pytest.raises(ValueError):
+            addresses(bad)
