@@ -18,7 +18,9 @@ habits of the same kind only (:class:`History`):
   address it beat to before is its habit (beacon's ``habits``);
 * **uploads** (at least bulk-upload-new-destination's ``min_bytes`` within its
   ``span_minutes``): an address the host uploaded that much to before is not
-  new to it (its first contact is given to the scan).
+  new to it (its first contact is given to the scan);
+* **any use**: read by one clause only, low-and-slow-egress's single upload
+  to "an address no other host of the site used".
 
 Small traffic teaches nothing: days of a few kB to a future exfiltration
 server make no call, no beat and no upload, and its first big upload is still
