@@ -245,6 +245,11 @@ def phase_line(t: Timed) -> str:
         f"client: {t.client_cpu:.2f} (waiting for parts {ph.get('count_cpu_s', 0):.2f}, "
         f"for shares {ph.get('shares_cpu_s', 0):.2f}, combine {ph.get('combine_cpu_s', 0):.2f})",
         f"{ph.get('result_bytes', 0) / 1e6:.0f} MB of tables on the workers",
+        f"users across shares: counting {ph.get('users_cpu_s', 0):.2f}, merges "
+        f"{ph.get('users_merge_cpu_s', 0):.2f}, {ph.get('users_bytes', 0) / 1e6:.2f} MB "
+        f"moved, {ph.get('users_elsewhere', 0):.0f} addresses given back"
+        if "users_bytes" in ph
+        else "",
     ]
     return ", ".join(x for x in out if x)
 
