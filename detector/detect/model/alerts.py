@@ -297,20 +297,15 @@ def _anomaly_alert(
     windows = len(episode)
     span = f"{windows} window{'s' if windows > 1 else ''}"
     to = f" (most{beside} to {destination['destination_ip']})" if destination else ""
-    return Alert(
-        rule_id=RULE_ID,
-        rule_name=RULE_NAME,
-        severity=SEVERITY,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        source_ip=host,
-        text=f"{host} sent {human_bytes(sent)}{to} in {span}; {reason}",
+    text = f"{host} sent {human_bytes(sent)}{to} in {span}; {reason}"
+    return model_anomaly.DETECTION.alert(
+        SEVERITY, start_ns, end_ns, host, text,
         source_bytes=sent,
         source_packets=int(episode["packets_out"].sum()),
         direction="egress",
         evidence={"model": verdict_doc},
         **destination,
-    )
+    )  # fmt: skip
 
 
 def _upload_minutes(
