@@ -177,23 +177,21 @@ def in_share(share: int, prefix: str, skip: int = 0) -> list[str]:
 def users_across_shares(tmp_path) -> tuple:
     """Calls and uploads whose exemption hangs on how many hosts of the site
     used the address, those hosts dealt into both of two shares: one process
-    counts them all, a share (today: before issue 20's fix) only its own.
+    counts them all; a share alone would count only its own (as before issue
+    20's fix, when this scan's shares raised three alerts more). Thresholds
+    as ``SMALL_VOLUMES``:
 
-    Thresholds as ``SMALL_VOLUMES``:
-
-    * ``caller`` (share 0) calls MEETING off hours, 6 MB each way: a bulk
-      volume, left out as a call by offhours-bulk-egress because the caller
-      and ``shared_by_hosts`` (3) other hosts used MEETING: three of the
-      day's callers, one of share 0 and two of share 1.
-    * ``day_caller`` (share 0) calls MEETING by day, 12 MB each way: left out
-      by bulk-upload-new-destination the same way (the night's caller is
-      one more user).
-    * ``small_caller`` (share 0) calls SMALL_MEETING off hours, 6 MB each way;
-      two other hosts used it (one of each share): not the 3 others an
-      exemption needs, so it alerts.
-    * ``uploader`` (share 1) sends 1.2 MB to DROP once at night; a host of
-      share 0 also used DROP, so low-and-slow-egress's single upload to an
-      address no other host used does not apply (it needs two transfers).
+    * MEETING's users: ``caller``, ``day_caller`` and a mate in share 0, two
+      hosts in share 1: five, so ``caller``'s off-hours call (6 MB each way)
+      and ``day_caller``'s daytime call (12 MB each way) are left out by
+      offhours-bulk-egress and bulk-upload-new-destination (more than
+      ``shared_by_hosts``, 3, other users). Share 0 alone counts three.
+    * SMALL_MEETING's users: ``small_caller`` and the mate in share 0, one host
+      in share 1: three, too few: ``small_caller``'s off-hours call alerts.
+    * DROP's users: ``uploader`` in share 1 and a host in share 0, so
+      low-and-slow-egress's single upload (1.2 MB at night) to an address no
+      other host used does not apply (it needs two transfers). Share 1 alone
+      counts one.
     """
     zero, one = in_share(0, "10.8.10"), in_share(1, "10.8.10")
     caller, day_caller, small_caller, meeting_mate, drop_mate = zero[:5]
