@@ -44,6 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 from dask.distributed import Client  # noqa: E402
 
+from detector.capture.reading import Reading  # noqa: E402
 from detector.distributed import scan_captures_distributed  # noqa: E402
 from detector.distributed.parts import plan_parts  # noqa: E402
 from detector.distributed.scan import local_cluster  # noqa: E402
@@ -223,7 +224,7 @@ def single_process(paths, policy, phases: dict[str, float], threads: int = 1):
 
     scan_module.scan_activity = timed_analysis
     try:
-        return scan_captures(paths, policy, threads=threads, activity_rows=UNFOLDED)
+        return scan_captures(paths, policy, reading=Reading(threads), activity_rows=UNFOLDED)
     finally:
         scan_module.scan_activity = analysis
 

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from detector.capture import read_packets
+from detector.capture.reading import Reading
 from detector.flows.link import Inspectors, LinkInspector
 from detector.flows.payload import PayloadInspector
 from detector.networks import NetworkSet
@@ -64,7 +65,7 @@ def scan(capture: Path, isolated: NetworkSet, link_pass: bool) -> tuple[float, i
     scanning.LinkInspector = LinkInspector if link_pass else (lambda _networks: None)  # type: ignore[assignment]
     stats: list = []
     start = time.perf_counter()
-    result = scanning.scan_captures([capture], policy, stats_out=stats)
+    result = scanning.scan_captures([capture], policy, reading=Reading(stats_out=stats))
     elapsed = time.perf_counter() - start
     scanning.LinkInspector = LinkInspector
     return elapsed, sum(s.packets for s in stats) if result.link is None else len(result.link)

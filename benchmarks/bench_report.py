@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from detector.capture import CaptureStats  # noqa: E402
+from detector.capture.reading import Reading  # noqa: E402
 from detector.pipelines.scan import scan_captures  # noqa: E402
 from detector.policy import parse_policy  # noqa: E402
 from detector.report import CaptureFile, build_day_report, render_html  # noqa: E402
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = parse_policy(POLICY)
     stats: list[CaptureStats] = []
     began = time.perf_counter()
-    result = scan_captures([args.capture], policy, stats_out=stats)
+    result = scan_captures([args.capture], policy, reading=Reading(stats_out=stats))
     scan_s = time.perf_counter() - began
     s = stats[0]
     first, last = int(s.first_ns or 0), int(s.last_ns or 0)

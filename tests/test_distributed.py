@@ -33,6 +33,7 @@ from scapy.utils import mac2str  # noqa: E402
 
 from detector._kernels import flowtable as fk  # noqa: E402
 from detector.capture import CaptureProblem  # noqa: E402
+from detector.capture.reading import Reading  # noqa: E402
 from detector.detect.rules import DETECTIONS  # noqa: E402
 from detector.distributed import DistributedUnavailable, scan_captures_distributed  # noqa: E402
 from detector.distributed.count import Settings, count_part  # noqa: E402
@@ -140,7 +141,7 @@ def test_same_flows_features_and_alerts_across_cuts_and_files(tmp_path, client, 
     single = scan_captures([whole], policy)
     problems: list[CaptureProblem] = []
     dist = scan_captures_distributed(rotated, policy, client=client, part_bytes=PART_BYTES,
-                                     on_problem=problems.append)  # fmt: skip
+                                     reading=Reading(on_problem=problems.append))  # fmt: skip
     assert problems == []
     assert_same_scan(single, dist)
     flows = dist.flows.to_frame()
@@ -301,9 +302,9 @@ def test_a_damaged_file_fails_its_own_parts_and_the_rest_completes(tmp_path, cli
     rotated[1].write_bytes(bytes(data))
     seen_1: list[CaptureProblem] = []
     seen_2: list[CaptureProblem] = []
-    single = scan_captures(rotated, policy, on_problem=seen_1.append)
+    single = scan_captures(rotated, policy, reading=Reading(on_problem=seen_1.append))
     dist = scan_captures_distributed(rotated, policy, client=client, part_bytes=PART_BYTES,
-                                     on_problem=seen_2.append)  # fmt: skip
+                                     reading=Reading(on_problem=seen_2.append))  # fmt: skip
     assert [(p.path, p.offset, p.fatal) for p in seen_2] == [(str(rotated[1]), bad_at, True)]
     assert "record length 16777216" in seen_2[0].message
     assert [str(p) for p in seen_1] == [str(p) for p in seen_2]  # the same words
@@ -542,9 +543,9 @@ def test_damaged_pcapng_cut_before_the_damage_only(tmp_path, client, policy):
     assert parts[-1].start < at and parts[-1].end is None  # no cut past the damage
     seen_1: list[CaptureProblem] = []
     seen_2: list[CaptureProblem] = []
-    single = scan_captures([path], policy, on_problem=seen_1.append)
+    single = scan_captures([path], policy, reading=Reading(on_problem=seen_1.append))
     dist = scan_captures_distributed([path], policy, client=client, part_bytes=PART_BYTES,
-                                     on_problem=seen_2.append)  # fmt: skip
+                                     reading=Reading(on_problem=seen_2.append))  # fmt: skip
     assert [(p.offset, p.fatal) for p in seen_2] == [(at, True)]
     assert [str(p) for p in seen_1] == [str(p) for p in seen_2]
     assert_same_scan(single, dist)

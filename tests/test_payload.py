@@ -19,6 +19,7 @@ from scapy.layers.tls.handshake import TLSClientHello
 from scapy.layers.tls.record import TLS
 
 from detector.capture import read_packets
+from detector.capture.reading import Reading
 from detector.flows.payload import PayloadInspector, mask_id
 from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
@@ -429,7 +430,7 @@ def test_corpus_app_rules_fire_on_their_captures_only():
     fired: dict[str, dict[str, set[str]]] = {}
     for path in sorted((CORPUS / "pcaps").iterdir()):
         try:
-            result = scan_captures([path], policy, on_problem=lambda p: None)
+            result = scan_captures([path], policy, reading=Reading(on_problem=lambda p: None))
         except Exception:  # unreadable captures are test_bad_input's business
             continue
         for alert in result.alerts:

@@ -28,6 +28,7 @@ import pytest
 from gen_traffic import MTU_FRAME, Capture, at
 
 from detector.capture import CaptureStats
+from detector.capture.reading import Reading
 from detector.detect.names import Names
 from detector.pipelines.scan import scan_captures
 from detector.policy import parse_policy
@@ -116,7 +117,7 @@ def day(tmp_path_factory):
     paths = [night().write(where / "night.pcap"), morning().write(where / "morning.pcap")]
     policy = parse_policy(POLICY)
     stats: list[CaptureStats] = []
-    result = scan_captures(paths, policy, stats_out=stats)
+    result = scan_captures(paths, policy, reading=Reading(stats_out=stats))
     files = [as_file(stats[0], 7), as_file(stats[1], None)]
     return policy, result, files
 
@@ -315,7 +316,7 @@ def test_empty_day_is_calm(tmp_path):
     path = morning().write(tmp_path / "morning.pcap")
     policy = parse_policy(POLICY)
     stats: list[CaptureStats] = []
-    result = scan_captures([path], policy, stats_out=stats)
+    result = scan_captures([path], policy, reading=Reading(stats_out=stats))
     report = build_day_report(result, policy, day=DAY, files=[as_file(stats[0], 0)],
                               processing_seconds=0.4, known_hosts={PC})  # fmt: skip
     page = render_html(report)
@@ -486,7 +487,7 @@ def test_daylight_saving_day_has_23_hours(tmp_path):
         .write(tmp_path / "dst.pcap")
     )
     stats: list[CaptureStats] = []
-    result = scan_captures([path], policy, stats_out=stats)
+    result = scan_captures([path], policy, reading=Reading(stats_out=stats))
     day = dt.date(2026, 3, 29)
     report = build_day_report(result, policy, day=day, files=[as_file(stats[0], None)],
                               processing_seconds=1.0)  # fmt: skip

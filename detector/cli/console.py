@@ -12,8 +12,10 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from ..capture.reading import Reading
+
 if TYPE_CHECKING:
-    from ..capture import CaptureProblem
+    from ..capture import CaptureProblem, CaptureStats
     from ..policy import Policy
 
 T = TypeVar("T")
@@ -129,6 +131,13 @@ class Problems:
 
     def progress(self, steps: Iterator[int]) -> Iterator[int]:
         return progress(steps, self.captures, not self.quiet)
+
+    def reading(
+        self, threads: int | None = None, stats_out: list[CaptureStats] | None = None
+    ) -> Reading:
+        """How the command reads its captures: with these problems said and this
+        progress shown (``threads`` None: as many as the inputs are worth)."""
+        return Reading(threads, self, stats_out, self.progress)
 
 
 def reading_starts(compile_seconds: int, captures: Sequence[str] = (), *, quiet: bool) -> Problems:

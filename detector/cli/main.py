@@ -401,14 +401,11 @@ def _scan_and_send(
         alerts_out=args.output,
         features_out=args.features_out,
         parquet_dir=args.parquet_dir,
+        reading=problems.reading(args.threads, stats),
         window_minutes=args.window,
-        threads=args.threads,
         workers=args.workers,
         scheduler=args.scheduler,
         model=model,
-        on_problem=problems,
-        stats_out=stats,
-        progress=problems.progress,
         created_ns=created,
         suppressed_out=held,
         history=history,
@@ -436,6 +433,7 @@ def _scan_and_send(
 
 
 def _run_train(args: argparse.Namespace) -> ExitStatus:
+    from ..capture.reading import Reading
     from ..detect.model import file_sha256, local_day
     from ..pipelines.commands import baseline_captures, train_to_file
 
@@ -457,8 +455,7 @@ def _run_train(args: argparse.Namespace) -> ExitStatus:
         args.output,
         policy,
         seed=args.seed,
-        threads=args.threads,
-        on_problem=problems,
+        reading=Reading(args.threads, problems),  # (no progress bar: train says its steps)
     )
     model = training.model
     for note in training.notes:

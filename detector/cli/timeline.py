@@ -81,10 +81,7 @@ def run_timeline(args: argparse.Namespace) -> ExitStatus:
     captures = read_in_order(args)
     problems = reading_starts(45, captures, quiet=args.quiet)
     stats: list[Any] = []
-    scan = scan_captures(
-        captures, policy, on_problem=problems, stats_out=stats,
-        progress=problems.progress,
-    )  # fmt: skip
+    scan = scan_captures(captures, policy, reading=problems.reading(stats_out=stats))
     say_overlaps(stats)
     timeline = host_timeline(scan, args.host, policy)
     if args.output:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..capture import CaptureProblem, CaptureStats
+from ..capture.reading import ONE_THREAD, Reading
 from ..detect.names import Names
 from ..errors import DecodeError, DetectorError
 from ..flows import layout
@@ -160,11 +161,8 @@ def scan_captures_distributed(
     scheduler: str | None = None,
     client: Any = None,
     part_bytes: int | None = None,
+    reading: Reading = ONE_THREAD,
     window_minutes: int | None = None,
-    threads: int = 1,
-    on_problem: Callable[[CaptureProblem], None] | None = None,
-    stats_out: list[CaptureStats] | None = None,
-    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     model: EgressModel | None = None,
     phases: dict[str, float] | None = None,
     tables: bool = True,
@@ -186,8 +184,8 @@ def scan_captures_distributed(
     ``--parquet-dir`` writes. ``before``: what days before taught (the
     nightly's history), as for one process: sent once to the cluster, every
     share's analysis reads it (and the count of an address's users across
-    shares leaves out the hosts it already names). ``threads`` is accepted for
-    the same call signature; each task reads with one thread. ``phases``, if
+    shares leaves out the hosts it already names). ``reading.threads`` is
+    not used: each task reads with one thread. ``phases``, if
     given, gets where the time went: wall and CPU seconds of this process per
     phase (``<phase>_s``, ``<phase>_cpu_s``: cluster (connecting to a
     scheduler), plan, count, cluster_wait (for a local cluster still starting
@@ -203,7 +201,7 @@ def scan_captures_distributed(
     the merges (``users_merge_cpu_s``), the bytes of counts sent to the
     merges and back (``users_bytes``) and the addresses given back
     (``users_elsewhere``)."""
-    del threads
+    on_problem, stats_out, progress = reading.on_problem, reading.stats_out, reading.progress
     clock = _Phases(phases)
     path_list = [str(p) for p in paths]
     if "-" in path_list:

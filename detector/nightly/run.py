@@ -58,8 +58,8 @@ import numpy as np
 from ..alerts.mask import json_text
 from ..alerts.record import Alert, Observer, to_ecs
 from ..capture import CaptureProblem, CaptureStats
+from ..capture.reading import Reading
 from ..errors import CaptureError, DetectorError
-from ..flows.table import auto_threads
 from ..pipelines.before import Before
 from ..pipelines.devices import learned_cards
 from ..pipelines.scan import ScanResult, scan_captures
@@ -432,10 +432,12 @@ def _finish_day(
     scan = count(
         paths,
         policy,
-        threads=options.threads if options.threads is not None else auto_threads(paths),
-        on_problem=problem,
-        stats_out=stats,
-        progress=(lambda b: progress(b, paths)) if progress is not None else None,
+        reading=Reading(
+            options.threads,
+            problem,
+            stats,
+            (lambda b: progress(b, paths)) if progress is not None else None,
+        ),
         model=model,
     )
     alerts, held = split_suppressed(

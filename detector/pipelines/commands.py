@@ -5,17 +5,17 @@ an earlier file only when complete (detector.outputs)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..capture.reading import AS_FIT, Reading
 from ..outputs import replacing
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..alerts.history import AlertHistory
-    from ..capture import CaptureProblem, CaptureStats
     from ..detect.model import EgressModel
     from ..policy import Policy
     from ..policy.suppress import Suppressed
@@ -31,19 +31,16 @@ def scan_to_files(
     alerts_out: str | None,
     features_out: str | None = None,
     parquet_dir: str | None = None,
+    reading: Reading = AS_FIT,
     window_minutes: int | None = None,
-    threads: int | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     model: EgressModel | None = None,
-    on_problem: Callable[[CaptureProblem], None] | None = None,
-    stats_out: list[CaptureStats] | None = None,
-    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     created_ns: int | None = None,
     suppressed_out: list[Suppressed] | None = None,
     history: AlertHistory | None = None,
 ) -> ScanResult:
-    """Scan ``captures`` (in this process, or on a Dask cluster given
+    """Scan ``captures`` (read as ``reading`` says, in this process, or on a Dask cluster given
     ``workers`` > 1 or a ``scheduler``) and write the alerts as
     ``alerts_format`` to ``alerts_out`` (stdout when None), the host-window
     features to ``features_out`` (CSV for a .csv name, else Parquet) and the
@@ -57,7 +54,6 @@ def scan_to_files(
 
     from ..alerts import write_alerts
     from ..alerts.record import Observer
-    from ..flows.table import auto_threads
     from ..policy.suppress import split_suppressed
     from .scan import scan_captures
 
@@ -74,16 +70,7 @@ def scan_to_files(
             # Flows and activity stay on the workers unless the dataset needs them.
             scan = partial(scan_captures_distributed, workers=workers, scheduler=scheduler,
                            tables=bool(parquet_dir))  # fmt: skip
-        result = scan(
-            captures,
-            policy,
-            window_minutes=window_minutes,
-            threads=threads if threads is not None else auto_threads(captures),
-            on_problem=on_problem,
-            stats_out=stats_out,
-            progress=progress,
-            model=model,
-        )
+        result = scan(captures, policy, reading=reading, window_minutes=window_minutes, model=model)
         kept, held = split_suppressed(result.alerts, policy.suppressions, policy.zone)
         if history is not None:
             kept = history.mark(kept, policy.zone, policy.recurring_days)
@@ -125,15 +112,13 @@ def train_to_file(
     policy: Policy,
     *,
     seed: int = 0,
-    threads: int | None = None,
-    on_problem: Callable[[CaptureProblem], None] | None = None,
+    reading: Reading = AS_FIT,
 ) -> Training:
     """Learn the site's normal egress from ``baseline`` (captures and feature
     files: :func:`detector.pipelines.train.train_model`) into a forest seeded with
     ``seed``, and write the model to ``output``."""
     from ..detect.model import EgressModel
     from ..detect.model.file import write_model
-    from ..flows.table import auto_threads
     from .train import train_model
 
     with replacing(output) as path:  # checked before training
@@ -141,8 +126,7 @@ def train_to_file(
             baseline,
             policy,
             model=EgressModel(percentile=policy.model_percentile, random_state=seed),
-            threads=threads if threads is not None else auto_threads(baseline_captures(baseline)),
-            on_problem=on_problem,
+            reading=reading,
         )
         write_model(training.model, path, policy, name=os.fspath(output))
     return training

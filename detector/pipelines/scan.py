@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..alerts.record import Alert
-from ..capture import CaptureProblem, CaptureStats
+from ..capture.reading import ONE_THREAD, Reading
 from ..detect.context import ScanContext
 from ..detect.names import Names, name_alerts, names_from_facts
 from ..detect.rules import run_payload_rules, run_rules, sensor
@@ -67,17 +67,15 @@ def scan_captures(
     paths: Iterable[str | os.PathLike[str]],
     policy: Policy,
     *,
+    reading: Reading = ONE_THREAD,
     window_minutes: int | None = None,
-    threads: int = 1,
-    on_problem: Callable[[CaptureProblem], None] | None = None,
-    stats_out: list[CaptureStats] | None = None,
-    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
     model: EgressModel | None = None,
     activity_rows: int = DEFAULT_MAX_ROWS,
     before: Before = NOTHING_BEFORE,
 ) -> ScanResult:
-    """Scan captures (one stream, in the order given) against ``policy`` (and a
-    trained ``model``, whose verdicts join the rule alerts). ``activity_rows``:
+    """Scan captures (one stream, in the order given, read as ``reading``
+    says) against ``policy`` (and a trained ``model``, whose verdicts join the
+    rule alerts). ``activity_rows``:
     the conversation-minutes held before few-packet outside addresses are
     counted together (detector/flows/fold.py). ``before``: what the days
     before taught (the nightly's state)."""
@@ -93,12 +91,10 @@ def scan_captures(
     # The link layer of isolated segments (devices, gateways, ARP, DHCP, router
     # advertisements), looked at only when there are isolated networks.
     link = LinkInspector(policy.isolated) if policy.isolated else None
+    names = [os.fspath(p) for p in paths]
     flows = count_flows(
-        paths,
-        threads=threads,
-        on_problem=on_problem,
-        stats_out=stats_out,
-        progress=progress,
+        names,
+        **reading.counting(names),
         also=[activity],
         inspector=Inspectors(inspector, link) if link is not None else inspector,
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..capture.reading import ONE_THREAD, Reading
 from ..detect.model import EgressModel, destinations_of, with_novelty
 from ..errors import ModelError
 from ..features.hosts import FEATURE_NAMES
@@ -16,7 +17,6 @@ from ..units import HOUR_NS
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..capture import CaptureProblem
     from ..policy import Policy
 
 FEATURE_SUFFIXES = (".parquet", ".pq", ".csv")
@@ -56,8 +56,7 @@ def train_model(
     policy: Policy,
     *,
     model: EgressModel | None = None,
-    threads: int = 1,
-    on_problem: Callable[[CaptureProblem], None] | None = None,
+    reading: Reading = ONE_THREAD,
 ) -> Training:
     """Fit ``model`` (default: ``EgressModel(percentile=policy.model_percentile)``)
     on baseline captures, read as one stream in the order given, and feature files.
@@ -76,7 +75,7 @@ def train_model(
     devices: list[str] = []
     notes: list[str] = []
     if captures:
-        result = scan_captures(captures, policy, threads=threads, on_problem=on_problem)
+        result = scan_captures(captures, policy, reading=reading)
         # A baseline's first day meets every destination for the first time.
         parts.append(
             with_novelty(
