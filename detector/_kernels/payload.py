@@ -566,13 +566,13 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
         if batch.ip_version[i] == 0 or batch.status[i] != 0:
             continue
         packet = packet_at(batch, i)
-        pr = packet.proto
-        if pr != IPPROTO_TCP and pr != IPPROTO_UDP:
+        proto = packet.proto
+        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
             continue
-        if batch.cap_len[i] <= 60 and pr == IPPROTO_TCP:
+        if batch.cap_len[i] <= 60 and proto == IPPROTO_TCP:
             continue  # a bare TCP segment (54 bytes, padded to 60): no payload to read
-        sp = packet.sport
-        dp = packet.dport
+        sport = packet.sport
+        dport = packet.dport
         key = keys[i & (RING - 1)] if i >= start + AHEAD else _budget_key(packet)
         # One word per slot: the hash's upper 56 bits, then the packets
         # inspected so far (one cache miss per packet, not two).
@@ -584,7 +584,7 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
         count = np.int64(entry & COUNT_MASK)
         # DNS is always read: it is small, and a tunnel must not hide behind
         # one long-lived source port.
-        dns = sp == 53 or dp == 53
+        dns = sport == 53 or dport == 53
         if count >= max_packets and not dns:
             seen[slot] = entry
             continue
@@ -599,7 +599,7 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
         end = data + caplen
         if at < 0 or at >= end:
             continue
-        if pr == IPPROTO_TCP:
+        if proto == IPPROTO_TCP:
             if at + 13 > end:
                 continue
             payload = at + (u8(buf, at + 12) >> 4) * 4
@@ -613,51 +613,54 @@ def inspect_packets(buf, base, batch, start, n, pcapng, linktype, if_linktypes, 
         seen[slot] = entry + np.uint64(1) if count < max_packets else entry
         end = min(end, payload + max_bytes)
         if dns:
-            dns_at = payload + 2 if pr == IPPROTO_TCP else payload
+            dns_at = payload + 2 if proto == IPPROTO_TCP else payload
             n_facts, n_arena = _dns(buf, dns_at, end, i, facts, n_facts, arena, n_arena)
             continue
         b0 = u8(buf, payload)
-        if pr == IPPROTO_UDP and b0 >= QUIC_LONG_FIXED:
+        if proto == IPPROTO_UDP and b0 >= QUIC_LONG_FIXED:
             version = _quic_version(buf, payload, end)
             if version:
                 n_facts = _put(facts, n_facts, i, KIND_QUIC, version, 0, 0, 0, 0, 0)
                 continue
-        if pr == IPPROTO_TCP and b0 == 83:  # "S"
+        if proto == IPPROTO_TCP and b0 == 83:  # "S"
             ssh = _ssh_version(buf, payload, end, words)
             if ssh:
                 n_facts = _put(facts, n_facts, i, KIND_SSH, ssh, 0, 0, 0, 0, 0)
                 continue
-        if pr == IPPROTO_TCP and b0 == 0x16 and payload + 6 <= end and u8(buf, payload + 1) == 3:
+        if proto == IPPROTO_TCP and b0 == 0x16 and payload + 6 <= end and u8(buf, payload + 1) == 3:
             if u8(buf, payload + 5) == 1:
                 n_facts, n_arena = _tls_client_hello(buf, payload, end, i, facts, n_facts,
                                                      arena, n_arena)  # fmt: skip
             continue
         if (
-            pr == IPPROTO_TCP
+            proto == IPPROTO_TCP
             and 20 <= b0 <= 23
             and payload + 2 <= end
             and u8(buf, payload + 1) == 3
         ):
             continue  # a TLS record: encrypted, nothing more to see
-        if pr == IPPROTO_TCP and (b0 == 77 or b0 == 109) and _starts(buf, payload, end, words[9],
-                                                                      True):  # fmt: skip
+        if (
+            proto == IPPROTO_TCP
+            and (b0 == 77 or b0 == 109)
+            and _starts(buf, payload, end, words[9], True)
+        ):
             # "MAIL FROM:<a@b> SIZE=123456": the size of the message to come
             at_size = _find(buf, payload, min(end, payload + 512), words[10], True)
             if at_size >= 0:
                 value, digits = _number(buf, at_size + words[10].shape[0], end, 15)
                 if digits:
                     n_facts = _put(facts, n_facts, i, KIND_SMTP_SIZE, value, 0, 0, 0, 0, 0)
-        if pr == IPPROTO_TCP and 65 <= b0 <= 90:
+        if proto == IPPROTO_TCP and 65 <= b0 <= 90:
             for m in range(len(words) - WORD_METHODS):
                 method = words[WORD_METHODS + m]
                 if _starts(buf, payload, end, method, False):
                     n_facts, n_arena = _http_request(buf, payload, end, m + 1, i, words,
                                                      facts, n_facts, arena, n_arena)  # fmt: skip
                     break
-        sig = _p2p(buf, payload, end, pr, sp, dp, words)
+        sig = _p2p(buf, payload, end, proto, sport, dport, words)
         if sig:
             n_facts = _put(facts, n_facts, i, KIND_P2P, sig, 0, 0, 0, 0, 0)
-        if pr == IPPROTO_TCP and _looks_like_text(buf, payload, end):
+        if proto == IPPROTO_TCP and _looks_like_text(buf, payload, end):
             room = min(n_facts + 32, facts.shape[0])
             n_facts, n_arena = _pii(buf, payload, end, i, letters, facts, n_facts, arena,
                                     n_arena, room)  # fmt: skip
