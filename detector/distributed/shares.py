@@ -518,30 +518,6 @@ def finish_share(
     return out
 
 
-def analyse_share(
-    index: int,
-    count: int,
-    pieces: list[Piece],
-    settings: Settings,
-    policy: Policy,
-    span: tuple[int | None, int | None],
-    *,
-    window_minutes: int | None,
-    analyse: bool = True,
-    tables: bool = False,
-    elsewhere: list[PeerUsers] | None = None,
-    before: Before | None = None,
-) -> ShareResult:
-    """Both phases of a share task in one: fold the share's flows over
-    ``pieces``, then (``analyse``) analyse its hosts, with ``elsewhere`` the
-    other shares' users of its addresses (none given: the share's own count,
-    as when it is the only share)."""
-    folded = fold_share(index, count, pieces, settings, policy)
-    return finish_share(folded, elsewhere or [], settings, policy, span,
-                        window_minutes=window_minutes, analyse=analyse, tables=tables,
-                        before=before)  # fmt: skip
-
-
 def no_facts() -> pd.DataFrame:
     """Payload facts when inspection ran and found nothing."""
     import pandas as pd
