@@ -240,6 +240,30 @@ def test_an_address_s_users_are_counted_across_shares(tmp_path, client):
     assert phases["users_bytes"] == (3 + 3 + 3 + 3) * 20
 
 
+def test_three_shares_count_an_address_s_users_as_one_process(tmp_path):
+    # The same scan dealt into three shares (a bucket of addresses each to
+    # merge); a share alone raised two alerts more here (the two MEETING calls).
+    from dask.distributed import Client, LocalCluster
+
+    (tmp_path / "policy.toml").write_text(POLICY + SMALL_VOLUMES)
+    policy = load_policy(tmp_path / "policy.toml")
+    path, hosts = users_across_shares(tmp_path)
+    single = scan_captures([path], policy)
+    phases: dict[str, float] = {}
+    with (
+        LocalCluster(n_workers=3, processes=False, threads_per_worker=1,
+                     dashboard_address=":0") as cluster,
+        Client(cluster) as three,
+    ):  # fmt: skip
+        dist = scan_captures_distributed([path], policy, client=three, part_bytes=PART_BYTES,
+                                         phases=phases)  # fmt: skip
+    assert phases["shares"] == 3 and "analysis_s" not in phases
+    assert_same(single, dist)
+    assert [(a.rule_id, a.source_ip) for a in dist.alerts] == [
+        ("offhours-bulk-egress", hosts["small_caller"])
+    ]
+
+
 def test_scan_workers_counts_an_address_s_users_across_shares(tmp_path):
     # The command line, its own local cluster of two processes: the same alert
     # lines as one process writes.
