@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from detector._kernels import flowtable as fk
+from detector.capture.reading import Reading
 from detector.errors import DetectorError
 from detector.flows import count_flows
 from detector.flows import spill as sp
@@ -187,7 +188,7 @@ def test_spilled_outputs_match_on_the_corpus(tmp_path):
     for path in picked:
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
-        quiet = {"on_problem": lambda p: None}
+        quiet = {"reading": Reading(on_problem=lambda p: None)}
         whole = _exports(path, tmp_path / "a", spill_rows=None, **quiet)
         spilled = _exports(path, tmp_path / "b", spill_rows=11, spill_dir=tmp_path, **quiet)
         for name, data in whole.items():

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,10 +12,24 @@ if TYPE_CHECKING:
     from .files import CaptureProblem, CaptureStats
 
 
+def auto_threads(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Two threads pay off on big inputs and a machine with two cores; below
+    64 MB starting the pipeline costs more than it saves."""
+    if (os.cpu_count() or 1) < 2:
+        return 1
+    size = 0
+    for path in paths:
+        try:
+            size += os.path.getsize(path)
+        except OSError:  # "-" (a stream) or a file that will fail with a clear error
+            return 2 if str(path) == "-" else 1
+    return 2 if size > 64 << 20 else 1
+
+
 @dataclass(frozen=True)
 class Reading:
     """``threads``: how many threads decode and count (None: as many as the
-    inputs are worth, :func:`detector.flows.table.auto_threads`); ``on_problem``: says each problem of
+    inputs are worth, :func:`auto_threads`); ``on_problem``: says each problem of
     a capture as it comes; ``stats_out``: gets each file's figures;
     ``progress``: wraps the iterator of bytes read (a progress bar)."""
 
@@ -25,8 +40,6 @@ class Reading:
 
     def counting(self, paths: list[str]) -> dict[str, Any]:
         """The options of ``count_flows`` for reading ``paths`` this way."""
-        from ..flows.table import auto_threads
-
         threads = self.threads if self.threads is not None else auto_threads(paths)
         return {"threads": threads, "on_problem": self.on_problem,
                 "stats_out": self.stats_out, "progress": self.progress}  # fmt: skip

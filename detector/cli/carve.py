@@ -190,14 +190,8 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
         parts = list(read_in_order(args))
     captures = [os.fspath(p) for p in parts]  # the files (for the progress bar)
     problems = reading_starts(30, captures, quiet=args.quiet)
-    done = carve(
-        parts,
-        selection,
-        args.output,
-        headers_only=args.headers_only,
-        on_problem=problems,
-        progress=problems.progress,
-    )
+    reading = problems.reading()
+    done = carve(parts, selection, args.output, headers_only=args.headers_only, reading=reading)
     say_overlaps(done.stats)
     if not args.quiet:
         packets = sum(s.packets for s in done.stats)

@@ -313,9 +313,7 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
         max_flows=args.max_flows,
         # One pass: the fused kernel beat the two-thread pipeline on every input
         # measured (benchmarks/README.md), and keeps the second core free.
-        threads=args.threads if args.threads is not None else 1,
-        on_problem=problems,
-        progress=problems.progress,
+        reading=problems.reading(args.threads if args.threads is not None else 1),
     )
     say_overlaps(done.stats)
     if not args.quiet:

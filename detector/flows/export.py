@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..capture import CaptureStats
+from ..capture.reading import ONE_THREAD, Reading
 from ..outputs import replacing
 from . import write
 from .payload import PayloadInspector
@@ -31,19 +32,22 @@ def export_flows(
     *,
     top: int | None = None,
     payload: bool = True,
+    reading: Reading = ONE_THREAD,
     **count_options: Any,
 ) -> FlowExport:
-    """Count the flows of ``captures`` (:func:`count_flows` with
-    ``count_options``) and write them as ``fmt`` to ``output`` (stdout when
-    None); ``top``: only the ``top`` flows with the most bytes, largest first;
-    ``payload``: run the payload inspector, for each flow's service and server
-    name. An unwritable ``output`` is reported before the captures are read."""
+    """Count the flows of ``captures`` (read as ``reading`` says, with
+    :func:`count_flows`'s other ``count_options``) and write them as ``fmt``
+    to ``output`` (stdout when None); ``top``: only the ``top`` flows with the
+    most bytes, largest first; ``payload``: run the payload inspector, for
+    each flow's service and server name. An unwritable ``output`` is reported
+    before the captures are read."""
     stats: list[CaptureStats] = []
     if payload:
         count_options.setdefault("inspector", PayloadInspector())
+    counting = replace(reading, stats_out=stats).counting(list(captures))
     with replacing(output, fsync=False) as path:  # checked now, in place when complete
         started = time.perf_counter()
-        table = count_flows(captures, stats_out=stats, **count_options)
+        table = count_flows(captures, **counting, **count_options)
         seconds = time.perf_counter() - started
         flows = table.closed_flows
         try:

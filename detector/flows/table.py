@@ -616,20 +616,6 @@ def count_flows(
     return table
 
 
-def auto_threads(paths: Iterable[str | os.PathLike[str]]) -> int:
-    """Two threads pay off on big inputs and a machine with two cores; below
-    64 MB starting the pipeline costs more than it saves."""
-    if (os.cpu_count() or 1) < 2:
-        return 1
-    size = 0
-    for path in paths:
-        try:
-            size += os.path.getsize(path)
-        except OSError:  # "-" (a stream) or a file that will fail with a clear error
-            return 2 if str(path) == "-" else 1
-    return 2 if size > 64 << 20 else 1
-
-
 PIPELINE_BATCH = 1 << 15  # packets per batch between the two threads: fits in L2
 PIPELINE_DEPTH = 4  # batches in flight
 

@@ -44,6 +44,7 @@ from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
 from ..capture.carve import KeptPackets, RecordKeeper, write_capture
 from ..capture.files import read_reporting
 from ..capture.ranges import RangeReader
+from ..capture.reading import ONE_THREAD, Reading
 from ..errors import DetectorError
 from ..flows.community_id import community_id_v1
 from ..flows.records import _community_ids  # the flow records' bulk kernel
@@ -596,11 +597,12 @@ def carve(
     output: str,
     *,
     headers_only: bool = False,
-    on_problem: Callable[[CaptureProblem], None] | None = None,
-    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+    reading: Reading = ONE_THREAD,
 ) -> CarveResult:
-    """Read ``paths`` (one stream, in the order given) and write the packets of
-    the flows ``selection`` chooses to ``output`` (module docstring)."""
+    """Read ``paths`` (one stream, in the order given; ``reading``: what says
+    each problem and shows progress) and write the packets of the flows
+    ``selection`` chooses to ``output`` (module docstring)."""
+    on_problem, progress = reading.on_problem, reading.progress
     started = time.perf_counter()
     keeper = RecordKeeper(_Chooser(selection), headers_only=headers_only)
     stats: list[CaptureStats] = []
