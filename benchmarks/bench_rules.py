@@ -54,7 +54,7 @@ def main() -> int:
         best = float("inf")
         for _ in range(args.runs):
             t = time.process_time()
-            detection.check(ctx)
+            detection.run(ctx)  # the check with the site's settings, as a scan runs it
             best = min(best, time.process_time() - t)
         rows.append((best, detection.rule_id))
     print(f"{'rule':32s} {'CPU s':>7s}")
