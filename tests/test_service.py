@@ -327,12 +327,13 @@ def test_a_gzip_stream_on_standard_input_is_read(tmp_path):
     ],
 )  # fmt: skip
 def test_bad_inputs_are_said_before_anything_compiles(tmp_path, command, stdin, message):
-    # An empty kernel cache: anything compiled would land in it.
+    # An empty kernel cache: anything compiled would land in it. No shipped cache
+    # (conftest.py may name an installed package's): its files would be copied in.
     cache = tmp_path / "cache"
-    proc = subprocess.run(
-        [sys.executable, "-m", "detector", *command], input=stdin, capture_output=True,
-        cwd=ROOT, timeout=120, env={**os.environ, "EGRESS_DETECTOR_CACHE_DIR": str(cache)},
-    )  # fmt: skip
+    env = {**os.environ, "EGRESS_DETECTOR_CACHE_DIR": str(cache)}
+    env.pop("EGRESS_DETECTOR_SHIPPED_CACHE", None)
+    proc = subprocess.run([sys.executable, "-m", "detector", *command], input=stdin,
+                          capture_output=True, cwd=ROOT, timeout=120, env=env)  # fmt: skip
     err = proc.stderr.decode()
     assert message in err and "Traceback" not in err, err
     assert proc.returncode in (2, 3), err
