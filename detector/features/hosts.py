@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..arrays import sorted_unique
 from ..networks import address_ids, address_text, is_folded
 from ..units import DAY_NS, HOUR_NS, MINUTE_NS
 
@@ -138,7 +139,7 @@ class HostTraffic:
         ``host_lo``, ``peer_id``) rows with this traffic's peer ids."""
         import pandas as pd
 
-        peers = np.unique(np.asarray(peers, dtype=np.int64))
+        peers = sorted_unique(np.asarray(peers, dtype=np.int64))
         scan = pd.DataFrame({"peer_hi": self.address_hi[peers], "peer_lo": self.address_lo[peers],
                              "peer_id": peers})  # fmt: skip
         found = lookup(scan["peer_hi"].to_numpy(), scan["peer_lo"].to_numpy())
@@ -283,8 +284,8 @@ def host_window_counts(
     windows = window_starts(f["minute_ns"].to_numpy(), policy, minutes)
     _, window_code = np.unique(windows, return_inverse=True)
     hosts = f["host_id"].to_numpy(dtype=np.int64)
-    pairs = np.unique(hosts * (int(window_code.max()) + 1) + window_code.reshape(-1))
-    return len(np.unique(hosts)), len(pairs)
+    pairs = sorted_unique(hosts * (int(window_code.max()) + 1) + window_code.reshape(-1))
+    return len(sorted_unique(hosts)), len(pairs)
 
 
 def host_windows(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...arrays import sorted_unique
 from ...features.hosts import window_starts
 from ...units import MINUTE_NS
 from ..rules import bulk_upload_new_destination
@@ -53,7 +54,7 @@ def known_peers(model: EgressModel, traffic: HostTraffic) -> np.ndarray:
     model._check_fitted()
     history = model.history_
     f = traffic.frame
-    peers = np.unique(f["peer_id"].to_numpy(dtype=np.int64)[f["peer_external"].to_numpy()])
+    peers = sorted_unique(f["peer_id"].to_numpy(dtype=np.int64)[f["peer_external"].to_numpy()])
     if len(peers) == 0 or len(history.known_peer_lo) == 0:
         return np.zeros(0, dtype=np.int64)
     import pandas as pd

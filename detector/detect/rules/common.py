@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ...alerts.record import Alert
+from ...arrays import sorted_unique
 from ...flows.community_id import community_id_v1
 from ...flows.records import TRANSPORT_NAMES
 from ...units import DAY_NS, MINUTE_NS, human_bytes
@@ -100,7 +101,7 @@ def groups_reaching(
     starts = np.searchsorted(composite, lowest, side="left")
     total = np.concatenate([[0], np.cumsum(per.to_numpy(), dtype=np.int64)])
     sums = total[1:] - total[starts]
-    firing = np.unique(group_id[sums >= threshold])
+    firing = sorted_unique(group_id[sums >= threshold])
     if len(firing) == 0:
         return rows.iloc[:0]
     wanted = group[np.isin(group_id, firing)].unique()
@@ -510,7 +511,7 @@ def site_users(ctx: ScanContext, peers: np.ndarray) -> pd.Series:
     the other shares' hosts: ``ctx.users_elsewhere``), indexed by peer id."""
     traffic = ctx.traffic
     f = traffic.frame
-    used = np.isin(f["peer_id"].to_numpy(dtype=np.int64), np.unique(peers))
+    used = np.isin(f["peer_id"].to_numpy(dtype=np.int64), sorted_unique(peers))
     host = f["host_id"].to_numpy(dtype=np.int64)[used]
     users = pd.DataFrame({"host_hi": traffic.address_hi[host], "host_lo": traffic.address_lo[host],
                           "peer_id": f["peer_id"].to_numpy(dtype=np.int64)[used]})  # fmt: skip

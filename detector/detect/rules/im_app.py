@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ...alerts.record import Alert
+from ...arrays import sorted_unique
 from ...flows.payload import DNS_IS_RESPONSE
 from ...flows.records import initiator_columns
 from ...networks import NetworkSet, address_text
@@ -134,7 +135,7 @@ def check_im_app(ctx: ScanContext, rule: Rule) -> list[Alert]:
         if traffic is not None and app.networks and not traffic.frame.empty:
             frame = traffic.frame
             ranges = NetworkSet(app.networks)
-            peers = np.unique(frame["peer_id"].to_numpy())
+            peers = sorted_unique(frame["peer_id"].to_numpy())
             wanted = peers[ranges.contains(traffic.address_hi[peers], traffic.address_lo[peers])]
             rows = frame[np.isin(frame["peer_id"].to_numpy(), wanted)]
             rows = rows[_started_by_host(ctx, rows, ranges)]
