@@ -29,15 +29,21 @@ O_IP, R_IP = "192.0.2.10", "198.51.100.20"
 O_PORT, R_PORT = 40000, 80
 O_ISN, R_ISN = 1000, 5000
 T0 = 1_700_000_000.0
+# Link addresses given, not looked up: a bare Ether() makes scapy find the
+# destination's MAC address, and 192.0.2.10 is on CI's own segment (eth0
+# 192.0.2.2/24): each frame to O sent ARP requests out of the machine and
+# waited 1.5 s for no answer (zero_windows: 22 s).
+O_ETH = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:14")
+R_ETH = Ether(src="02:00:00:00:00:14", dst="02:00:00:00:00:0a")
 
 
 def o(flags: str, seq: int, ack: int = 0, data: bytes = b"", window: int = 8192):
-    return Ether() / IP(src=O_IP, dst=R_IP) / TCP(sport=O_PORT, dport=R_PORT, flags=flags,
+    return O_ETH / IP(src=O_IP, dst=R_IP) / TCP(sport=O_PORT, dport=R_PORT, flags=flags,
                                                   seq=seq, ack=ack, window=window) / data  # fmt: skip
 
 
 def r(flags: str, seq: int, ack: int = 0, data: bytes = b"", window: int = 8192):
-    return Ether() / IP(src=R_IP, dst=O_IP) / TCP(sport=R_PORT, dport=O_PORT, flags=flags,
+    return R_ETH / IP(src=R_IP, dst=O_IP) / TCP(sport=R_PORT, dport=O_PORT, flags=flags,
                                                   seq=seq, ack=ack, window=window) / data  # fmt: skip
 
 
@@ -259,10 +265,10 @@ def test_udp_and_icmp(tmp_path: Path) -> None:
     SF when both sent, S0 when only the originator did (payload: the UDP data).
     ICMP: no history, OTH (Zeek's conn_state for neither TCP nor UDP)."""
     packets = [
-        Ether() / IP(src=O_IP, dst=R_IP) / UDP(sport=5353, dport=53) / (b"q" * 30),
-        Ether() / IP(src=R_IP, dst=O_IP) / UDP(sport=53, dport=5353) / (b"a" * 70),
-        Ether() / IP(src=O_IP, dst=R_IP) / UDP(sport=5354, dport=53) / (b"q" * 12),
-        Ether() / IP(src=O_IP, dst=R_IP) / ICMP(type=8) / (b"p" * 56),
+        O_ETH / IP(src=O_IP, dst=R_IP) / UDP(sport=5353, dport=53) / (b"q" * 30),
+        R_ETH / IP(src=R_IP, dst=O_IP) / UDP(sport=53, dport=5353) / (b"a" * 70),
+        O_ETH / IP(src=O_IP, dst=R_IP) / UDP(sport=5354, dport=53) / (b"q" * 12),
+        O_ETH / IP(src=O_IP, dst=R_IP) / ICMP(type=8) / (b"p" * 56),
     ]
     path = write(tmp_path / "udp.pcap", packets)
     want = {
@@ -296,10 +302,10 @@ def test_service_and_server_name(tmp_path: Path) -> None:
     answer = DNS(id=7, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, rdata="203.0.113.7"))
     get = b"GET / HTTP/1.1\r\nHost: files.example.net:8080\r\n\r\n"
     packets = [
-        Ether() / IP(src=O_IP, dst="198.51.100.53") / UDP(sport=5353, dport=53) / query,
-        Ether() / IP(src="198.51.100.53", dst=O_IP) / UDP(sport=53, dport=5353) / answer,
-        Ether() / IP(src=O_IP, dst="203.0.113.7") / TCP(sport=41000, dport=443, flags="S"),
-        Ether() / IP(src=O_IP, dst=R_IP) / TCP(sport=42000, dport=80, flags="PA") / get,
+        O_ETH / IP(src=O_IP, dst="198.51.100.53") / UDP(sport=5353, dport=53) / query,
+        R_ETH / IP(src="198.51.100.53", dst=O_IP) / UDP(sport=53, dport=5353) / answer,
+        O_ETH / IP(src=O_IP, dst="203.0.113.7") / TCP(sport=41000, dport=443, flags="S"),
+        O_ETH / IP(src=O_IP, dst=R_IP) / TCP(sport=42000, dport=80, flags="PA") / get,
     ]
     path = write(tmp_path / "names.pcap", packets)
     table = count_flows([str(path)], inspector=PayloadInspector())
@@ -331,10 +337,10 @@ def test_server_name_from_the_latest_answer_before(tmp_path: Path) -> None:
 
     def answer(qid: int, name: str, address: str, sport: int):
         dns = DNS(id=qid, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, rdata=address))
-        return Ether() / IP(src="198.51.100.53", dst=O_IP) / UDP(sport=53, dport=sport) / dns
+        return R_ETH / IP(src="198.51.100.53", dst=O_IP) / UDP(sport=53, dport=sport) / dns
 
     def syn(address: str, sport: int):
-        return Ether() / IP(src=O_IP, dst=address) / TCP(sport=sport, dport=443, flags="S")
+        return O_ETH / IP(src=O_IP, dst=address) / TCP(sport=sport, dport=443, flags="S")
 
     packets = [
         syn("203.0.113.10", 41003),
