@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 
-from test_live_stream import incident, live
+import pytest
+from test_live_stream import POLICY, incident, live
 from test_nightly import nightly, site  # noqa: F401 - the nightly's module fixture
 from test_syslog_stream import Collector, body, server_context
 from test_webhook import TOKEN, Receiver
 from tls_certs import issue, make_ca
+from warm_cli import WarmCli
+
+
+@pytest.fixture(scope="module")
+def warm() -> Iterator[WarmCli]:
+    """live in forks of one process that imported it (tests/warm_cli.py), for the
+    usage mistakes: what is checked is what the command says, not its start-up
+    (the other live tests here start it for real)."""
+    with WarmCli(("detector.pipelines.live",)) as cli:
+        yield cli
 
 
 def test_live_sends_every_alert_to_tcp_syslog_and_the_webhook(tmp_path):
@@ -57,7 +69,7 @@ def test_live_refuses_a_collector_the_ca_does_not_vouch_for_in_one_line(tmp_path
     ]
 
 
-def test_usage_mistakes_are_said_before_anything_starts(tmp_path):
+def test_usage_mistakes_are_said_before_anything_starts(tmp_path, warm):
     token = tmp_path / "token"
     token.write_text(TOKEN)
     for args, said in [
@@ -68,8 +80,9 @@ def test_usage_mistakes_are_said_before_anything_starts(tmp_path):
          "--syslog-ca, --syslog-cert and --syslog-key are for --syslog tls://"),
         (["--webhook-token", TOKEN], "--webhook-token: not on the command line"),
     ]:  # fmt: skip
-        proc = live(*args, "-q", stdin=subprocess.DEVNULL)
-        _, err = proc.communicate(timeout=120)
+        proc = warm.completed(["live", "-r", "-", "--policy", str(POLICY), "--format", "jsonl",
+                               *args, "-q"], timeout=120)  # fmt: skip
+        err = proc.stderr
         assert proc.returncode == 2 and said in err, (args, err)
         assert TOKEN not in err
 
