@@ -22,6 +22,12 @@ from detector.flows.payload import PayloadInspector
 import corpus
 
 CLIENT, SERVER = "192.0.2.10", "203.0.113.5"
+# Link addresses given, not looked up: a bare Ether() makes scapy find the
+# destination's MAC address, and 192.0.2.10 is on CI's own segment (eth0
+# 192.0.2.2/24): each frame to the client sent ARP requests out of the machine
+# and waited for no answer (test_hand_built_frames: 7 s).
+TO_SERVER = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:05")
+TO_CLIENT = Ether(src="02:00:00:00:00:05", dst="02:00:00:00:00:0a")
 T0 = 1_700_000_000.0
 
 
@@ -31,18 +37,22 @@ def quic(sport: int, first: int, version: int, dcid: int = 8, scid: int = 0, pad
     header = bytes([first]) + version.to_bytes(4, "big") + bytes([dcid]) + b"\x11" * dcid
     header += bytes([scid]) + b"\x22" * scid
     return (
-        Ether() / IP(src=CLIENT, dst=SERVER) / UDP(sport=sport, dport=443) / (header + b"\0" * pad)
+        TO_SERVER
+        / IP(src=CLIENT, dst=SERVER)
+        / UDP(sport=sport, dport=443)
+        / (header + b"\0" * pad)
     )
 
 
 def udp(sport: int, dport: int, data: bytes):
-    return Ether() / IP(src=CLIENT, dst=SERVER) / UDP(sport=sport, dport=dport) / data
+    return TO_SERVER / IP(src=CLIENT, dst=SERVER) / UDP(sport=sport, dport=dport) / data
 
 
 def tcp(sport: int, dport: int, data: bytes, from_server: bool = False):
     src, dst = (SERVER, CLIENT) if from_server else (CLIENT, SERVER)
     sp, dp = (dport, sport) if from_server else (sport, dport)
-    return Ether() / IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags="PA") / data
+    link = TO_CLIENT if from_server else TO_SERVER
+    return link / IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags="PA") / data
 
 
 # (packet, flow's client port, service): what each frame makes of its flow.
@@ -76,7 +86,7 @@ def test_hand_built_frames(tmp_path: Path) -> None:
         packet.time = T0 + i
         packets.append(packet)
     # IPv6: the same QUIC v1 long header.
-    v6 = Ether() / IPv6(src="2001:db8::10", dst="2001:db8::20") / UDP(sport=50100, dport=443)
+    v6 = TO_SERVER / IPv6(src="2001:db8::10", dst="2001:db8::20") / UDP(sport=50100, dport=443)
     v6 = v6 / bytes(quic(1, 0xC3, 1)[UDP].payload)
     v6.time = T0 + len(CASES)
     packets.append(v6)
