@@ -225,8 +225,8 @@ def test_a_dns_tunnel_example_is_masked_before_it_is_cut(tmp_path):
         number = NATIONAL.lower()
         name = "a" * 60 + "." + "b" * (18 - cut_at) + "-" + number + ".t.example.com"
         assert name.index(number) == 80 - cut_at
-        packet = (
-            Ether()
+        packet = (  # link addresses given: a bare Ether() would ARP for them on this machine
+            Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
             / IP(src="10.0.0.5", dst="10.0.0.53")
             / UDP(sport=5000, dport=53)
             / DNS(rd=1, qd=DNSQR(qname=name))
