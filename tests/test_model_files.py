@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gen_models import CASES, write_all
+from gen_models import CASES, crc32_combine, crc32_of_zeros, write_all
 from warm_cli import WarmCli
 
 from detector.detect.model import file_sha256, load_model
@@ -162,6 +162,19 @@ def test_nesting_is_measured_without_recursion_and_strings_do_not_count():
         parse_meta(b"[" * 40 + b"]" * 40)
     with pytest.raises(Exception, match="key 'a' twice"):
         parse_meta(b'{"a": 1, "a": 2}')
+
+
+def test_the_bombs_checksums_are_zlibs():
+    """The zip bombs' CRC-32s are worked out, not read off the zeros
+    (gen_models.crc32_of_zeros): zlib's own over the bytes for lengths short of,
+    at and past the 16 MiB piece, and after a prefix."""
+    import zlib
+
+    for zeros, crc in [(0, 0), (1, 0), (5, 123), (1 << 24, 7), ((1 << 24) + 3, 0xFFFFFFFF),
+                       ((5 << 24) + 12_345, zlib.crc32(b"\x93NUMPY"))]:  # fmt: skip
+        assert crc32_of_zeros(zeros, crc) == zlib.crc32(bytes(zeros), crc), (zeros, crc)
+    for a, b in [(b"", b"x"), (b"hello", b" world"), (b"x" * 1000, bytes(range(256)) * 300)]:
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
 def test_a_refusal_is_one_line_whatever_the_file_says(models, tmp_path):
