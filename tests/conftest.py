@@ -34,7 +34,7 @@ def _installed_kernels() -> Path | None:
         return None
     import site
 
-    for packages in site.getsitepackages():
+    for packages in [*site.getsitepackages(), site.getusersitepackages()]:
         shipped = Path(packages) / "detector" / "_jitcache"
         if (shipped / "manifest.json").is_file():
             return shipped
