@@ -376,3 +376,28 @@ def test_an_alert_that_goes_on_is_raised_once_then_updated():
         written = detector._as_written(other)  # a new one: after a gap, elsewhere, another rule
         assert written is not None and written.event_action == "alert-raised"
         assert written.event_id != first.event_id
+
+
+
+def test_an_alert_raised_before_its_name_was_read_is_updated_with_it():
+    from detector.alerts.record import Alert
+
+    detector = LiveDetector([FakeSource([])], parse_policy(ISOLATED_NIGHT), LiveOptions(),
+                            emit=lambda alerts: None)  # fmt: skip
+
+    def alert(domain=None, sent=10):
+        return Alert("isolated-egress", "r", 4, 100 * 10**9, 200 * 10**9, "10.8.40.31", "m",
+                     destination_ip="203.0.113.140", source_bytes=sent,
+                     destination_domain=domain)  # fmt: skip
+
+    first = detector._as_written(alert())  # on the connection's first packets: no name yet
+    assert first is not None and first.destination_domain is None
+    named = detector._as_written(alert("exfil.example.net"))  # same figures, the TLS name read
+    assert named is not None
+    assert (named.event_id, named.event_action, named.event_sequence) == (
+        first.event_id, "alert-updated", 1)  # fmt: skip
+    assert named.destination_domain == "exfil.example.net"
+    assert detector._as_written(alert("exfil.example.net")) is None  # nothing new: not again
+    assert detector._as_written(alert()) is None  # a later look without the name: no update
+    grown = detector._as_written(alert(sent=20))  # it went on: updated, whatever the look named
+    assert grown is not None and grown.event_sequence == 2

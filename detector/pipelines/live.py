@@ -138,14 +138,15 @@ class LiveStatus:
 
 @dataclass
 class _Raised:
-    """An alert written before: its span so far, its id and the figures it
-    was last written with."""
+    """An alert written before: its span so far, its id, the figures it was
+    last written with, and whether it named the other side's domain."""
 
     start_ns: int
     end_ns: int
     event_id: str
     figures: tuple[int, ...]
     updates: int = 0
+    named: bool = False
 
 
 def _figures(alert: Alert) -> tuple[int, ...]:
@@ -704,7 +705,8 @@ class LiveDetector:
             if alert.start_ns <= raised.end_ns and alert.end_ns >= raised.start_ns:
                 raised.end_ns = max(raised.end_ns, alert.end_ns)
                 return raised
-        records.append(_Raised(alert.start_ns, alert.end_ns, _event_id(alert), _figures(alert)))
+        records.append(_Raised(alert.start_ns, alert.end_ns, _event_id(alert), _figures(alert),
+                               named=alert.destination_domain is not None))  # fmt: skip
         return None
 
     def _as_written(self, alert: Alert) -> Alert | None:
@@ -724,14 +726,18 @@ class LiveDetector:
     def _grown(alert: Alert, raised: _Raised) -> bool:
         """Whether ``alert`` is an update of ``raised`` worth writing: the same
         incident with grown figures (a transfer that went on), to be written
-        with the first document's id. One whose first minutes left the history
-        (a later start, smaller sums) is not: its figures would be too low."""
+        with the first document's id, or one that names the other side's domain
+        the first did not (an alert raised on a connection's first packets,
+        before its TLS or HTTP name was read). One whose first minutes left the
+        history (a later start, smaller sums) is not: its figures would be too low."""
         figures = _figures(alert)
-        if alert.start_ns > raised.start_ns or figures == raised.figures:
+        named = alert.destination_domain is not None and not raised.named
+        if alert.start_ns > raised.start_ns or (figures == raised.figures and not named):
             return False
         if any(now < before for now, before in zip(figures, raised.figures, strict=True)):
             return False
         raised.figures = figures
+        raised.named = raised.named or alert.destination_domain is not None
         raised.updates += 1
         return True
 
