@@ -524,17 +524,8 @@ def main() -> None:
     false: dict[str, Counter[str]] = {"rules": Counter(), "rules + model": Counter()}
     benign_days = 0
     for w in range(args.test_weeks):
-        first_day = 7 * (args.baseline_weeks + w)
-        rng = np.random.default_rng(args.seed * 1000 + 1 + w)
-        rows = office(site, args.seed * 1000 + 500 + w, first_day, 7)
-        incidents = inject(rows, site, rng, first_day)
-        traffic = host_traffic(rows.activity(), policy)
-        feats = host_windows(traffic, policy)
-        days = local_minutes(feats["window_start"]) // DAY_MIN
-        host_days = set(zip(feats["host"], days, strict=True))
-        bad = {(ip_text(h), (m // DAY_MIN) + d) for i in incidents for h in i.hosts
-               for m, _ in i.spans for d in (0, 1)}  # fmt: skip
-        benign_days += len(host_days - bad)
+        rows, incidents, traffic, feats, benign = test_week(args, site, policy, w)
+        benign_days += benign
         if args.pcap is not None:
             args.pcap.mkdir(parents=True, exist_ok=True)
             path = write_pcap(rows, args.pcap / f"week-{w}.pcap")
@@ -587,23 +578,31 @@ def main() -> None:
               f"benign host-days) {dict(false[name])}")  # fmt: skip
 
 
+def test_week(args: argparse.Namespace, site: Site, policy, w: int) -> tuple:
+    """Test week ``w``: its office rows with the incidents injected, the
+    incidents, its host traffic and host windows, and its benign host-days (host-days without an
+    incident, nor the day after one)."""
+    first_day = 7 * (args.baseline_weeks + w)
+    rng = np.random.default_rng(args.seed * 1000 + 1 + w)
+    rows = office(site, args.seed * 1000 + 500 + w, first_day, 7)
+    incidents = inject(rows, site, rng, first_day)
+    traffic = host_traffic(rows.activity(), policy)
+    feats = host_windows(traffic, policy)
+    days = local_minutes(feats["window_start"]) // DAY_MIN
+    host_days = set(zip(feats["host"], days, strict=True))
+    bad = {(ip_text(h), (m // DAY_MIN) + d) for i in incidents for h in i.hosts
+           for m, _ in i.spans for d in (0, 1)}  # fmt: skip
+    return rows, incidents, traffic, feats, len(host_days - bad)
+
+
 def nightly_main(args: argparse.Namespace, policy, site: Site, base: Rows) -> None:
     """--nightly: the test weeks as the nightly finishes them, day by day,
     with the state of the days before (history) and without."""
     weeks, all_incidents, benign_days = [base], [], 0
     first_test_day = 7 * args.baseline_weeks
     for w in range(args.test_weeks):
-        first_day = 7 * (args.baseline_weeks + w)
-        rng = np.random.default_rng(args.seed * 1000 + 1 + w)
-        rows = office(site, args.seed * 1000 + 500 + w, first_day, 7)
-        incidents = inject(rows, site, rng, first_day)
-        traffic = host_traffic(rows.activity(), policy)
-        feats = host_windows(traffic, policy)
-        days = local_minutes(feats["window_start"]) // DAY_MIN
-        host_days = set(zip(feats["host"], days, strict=True))
-        bad = {(ip_text(h), (m // DAY_MIN) + d) for i in incidents for h in i.hosts
-               for m, _ in i.spans for d in (0, 1)}  # fmt: skip
-        benign_days += len(host_days - bad)
+        rows, incidents, _traffic, _feats, benign = test_week(args, site, policy, w)
+        benign_days += benign
         weeks.append(rows)
         all_incidents += incidents
     t0 = time.perf_counter()
