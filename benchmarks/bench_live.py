@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Live capture speed: replay a capture at top speed into a veth and count what
-each capturer took and what the kernel dropped.
+each capturer took and what the kernel dropped (and, for ours, its peak memory:
+a spoofed-source flood from ``gen_flood.py`` shows the live sensor's bound).
 
 A namespace ``ed-bench`` holds a veth pair; ``tcpreplay --topspeed`` sends the
 capture out of ``rp0`` and the capturer listens on ``rp1``. For each capturer
@@ -110,6 +111,7 @@ def run_ours(capture: Path, workers: int, extra: list[str]) -> dict[str, float]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     _wait_line(live, "capturing on")
+    peak = _PeakMemory(live.pid)
     time.sleep(0.5)
     cpu_before = _cpu_seconds(live.pid)
     rep = replay(capture)
@@ -119,6 +121,7 @@ def run_ours(capture: Path, workers: int, extra: list[str]) -> dict[str, float]:
     live.send_signal(signal.SIGINT)
     _out, err = live.communicate(timeout=600)
     shutdown = time.monotonic() - stopping
+    peak.stop()
     summary = re.search(r"([\d,]+) packets in .*kernel: ([\d,]+) received, ([\d,]+) dropped", err)
     if not summary:
         raise SystemExit(f"no summary from egress-detector live:\n{err}")
@@ -130,7 +133,35 @@ def run_ours(capture: Path, workers: int, extra: list[str]) -> dict[str, float]:
         "cpu_seconds": cpu,
         "cpu_capacity_pps": processed / cpu if cpu > 0 else 0.0,
         "shutdown_seconds": shutdown,
+        "peak_rss_mib": peak.mib,
     }
+
+
+class _PeakMemory:
+    """The sensor's peak resident memory (VmHWM, which the kernel keeps), read
+    every 0.1 s until it exits: the last reading is the peak up to its last
+    0.1 s, the end-of-capture analysis included."""
+
+    def __init__(self, pid: int) -> None:
+        self.mib = 0.0
+        self._status = Path(f"/proc/{pid}/status")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        while not self._done.wait(0.1):
+            try:
+                text = self._status.read_text()
+            except OSError:
+                return
+            found = re.search(r"VmHWM:\s+(\d+) kB", text)
+            if found:
+                self.mib = max(self.mib, int(found.group(1)) / 1024)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -210,8 +241,8 @@ def main() -> None:
         teardown()
     print(f"\n{args.capture.name}: medians of {args.runs} run(s)\n")
     print("| capturer | tcpreplay offered (pps) | processed | dropped | drop rate "
-          "| processed packets/s | packets per CPU-second |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| processed packets/s | packets per CPU-second | peak memory MiB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row, runs in results.items():
 
         def med(key: str, runs: list[dict[str, float]] = runs) -> float:
@@ -219,9 +250,10 @@ def main() -> None:
 
         sent = med("sent")
         capacity = f"{med('cpu_capacity_pps'):,.0f}" if "cpu_capacity_pps" in runs[0] else "–"
+        memory = f"{med('peak_rss_mib'):,.0f}" if "peak_rss_mib" in runs[0] else "–"
         print(f"| {row} | {med('offered_pps'):,.0f} | {med('processed'):,.0f} | "
               f"{med('dropped'):,.0f} | {med('dropped') / sent:.2%} | "
-              f"{med('processed_pps'):,.0f} | {capacity} |")  # fmt: skip
+              f"{med('processed_pps'):,.0f} | {capacity} | {memory} |")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

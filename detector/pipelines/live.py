@@ -43,7 +43,7 @@ from ..capture.batch import PacketBatch
 from ..detect.packets import PacketContext, RunningTotals
 from ..detect.rules import BY_ID, DETECTIONS, sensor
 from ..features.hosts import MINUTE_NS
-from ..flows.activity import ActivityTable
+from ..flows.activity import DEFAULT_MAX_ROWS, ActivityTable
 from ..flows.layout import FLOW_COLUMNS
 from ..flows.link import Inspectors, LinkInspector, merge_link_frames
 from ..flows.payload import PayloadInspector
@@ -188,9 +188,16 @@ class LiveResult:
 
 
 class _Worker(threading.Thread):
-    """Reads one source and counts its packets into its own tables."""
+    """Reads one source and counts its packets into its own tables.
 
-    def __init__(self, source: PacketSource, engine: LiveDetector, index: int) -> None:
+    The sensor's memory budget is the sensor's, whatever the number of
+    workers: each of ``shares`` workers gets that share of the open flows and
+    of the activity rows held before folding (the fanout spreads flows
+    evenly), so a flood costs two workers what it costs one."""
+
+    def __init__(
+        self, source: PacketSource, engine: LiveDetector, index: int, shares: int = 1
+    ) -> None:
         super().__init__(name=f"egress-detector-capture-{index}", daemon=True)
         self.source = source
         self.engine = engine
@@ -198,13 +205,15 @@ class _Worker(threading.Thread):
         self.flows = FlowTable(
             idle_timeout=options.idle_timeout,
             active_timeout=options.active_timeout,
-            max_flows=options.max_flows,
+            max_flows=max(options.max_flows // shares, 16),
         )
         self.flow_chunks: list[np.ndarray] = []
         self.flows.on_export = self._closed if options.keep_flows else _discard
         # Under a flood, few-packet outside addresses are counted together
         # (detector/flows/fold.py), under the policy in force at the time.
-        self.activity = ActivityTable(bin_seconds=60, foldable=self._foldable)
+        self.activity = ActivityTable(
+            bin_seconds=60, foldable=self._foldable, max_rows=max(DEFAULT_MAX_ROWS // shares, 1)
+        )
         policy = engine.policy
         self.inspector: PayloadInspector | None = None
         if policy.inspect_max_packets > 0 and policy.inspect_max_bytes > 0:
@@ -361,7 +370,8 @@ class LiveDetector:
         self._memo: dict[str, object] = {}  # what the looks build once per policy
         self._memo_policy: Policy | None = None
         self.urgent = False
-        self.workers = [_Worker(source, self, i) for i, source in enumerate(self.sources)]
+        shares = len(self.sources)
+        self.workers = [_Worker(s, self, i, shares) for i, s in enumerate(self.sources)]
 
     # -- called from worker threads ----------------------------------------------
     def watch(self, batch: PacketBatch, facts: dict[str, np.ndarray] | None = None) -> None:
