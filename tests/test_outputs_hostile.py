@@ -8,8 +8,10 @@ whoever reads the output: terminal control sequences (retitle the window with
 formulas (``=``, ``+``, ``-``, ``@``). Every command then runs over it in every
 output format: scan (table, JSON lines, CSV, ``--features-out``,
 ``--parquet-dir``, ``--model``), flows (table, Parquet, CSV, JSON lines), train,
-nightly (its SQLite state, JSON lines, syslog, HTML report) and live on the
-capture as a stream (table, JSON lines, syslog, ``--flows-out``).
+nightly (its SQLite state, JSON lines, syslog, HTML report), live on the
+capture as a stream (table, JSON lines, syslog, ``--flows-out``), timeline
+(table, CSV, SVG) and carve (``--headers-only``: carved packets are the
+evidence as captured).
 
 * No byte written anywhere (stdout, stderr, every file, the state database, the
   syslog datagrams) holds a full number, in either case; the masked forms are
@@ -30,6 +32,7 @@ import sqlite3
 import threading
 import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pandas as pd
 import pytest
@@ -257,6 +260,11 @@ def written(tmp_path_factory):
                        "--format", "jsonl", "--flows-out", f"{o}/live-flows.parquet"],
         "live table file": ["live", "-r", "-", "--policy", p, "-o", f"{o}/live-table.txt",
                             "--flows-out", f"{o}/live-flows.jsonl"],
+        "timeline table": ["timeline", "--host", ISO, "--policy", p, "-o", f"{o}/timeline.svg", c],
+        "timeline csv": ["timeline", "--host", ISO, "--policy", p, "--format", "csv", c],
+        # Carved packets are the evidence, as captured (carve --help says they may
+        # hold personal data); with --headers-only they hold no payload.
+        "carve": ["carve", "--host", ISO, "--headers-only", "-o", f"{o}/carved.pcap", c],
     }  # fmt: skip
     streams = {}
     try:
@@ -269,7 +277,7 @@ def written(tmp_path_factory):
     return streams, out
 
 
-EXPECTED_CODES = {"flows": 0, "train": 0}  # the others raise alerts: 1
+EXPECTED_CODES = {"flows": 0, "train": 0, "carve": 0}  # the others raise alerts: 1
 
 
 def test_every_command_ran_and_wrote_its_outputs(written):
@@ -281,7 +289,7 @@ def test_every_command_ran_and_wrote_its_outputs(written):
                  "flows.parquet", "flows.csv", "flows.jsonl", "site.model", "model-alerts.csv",
                  "state.db", "reports/egress-report-2026-02-04.html", "nightly.jsonl",
                  "live-also.jsonl", "live-flows.csv", "live-flows.parquet", "live-table.txt",
-                 "live-flows.jsonl"):  # fmt: skip
+                 "live-flows.jsonl", "timeline.svg", "carved.pcap"):  # fmt: skip
         assert name in files, sorted(files)
     assert any(f.startswith("dataset/flows/") for f in files)
     assert any(f.startswith("dataset/features/") for f in files)
@@ -387,7 +395,8 @@ def test_tables_show_control_characters_escaped(written):
     streams, out = written
     for where, data in (("scan", streams["scan table"][1]), ("-o", (out / "alerts.txt").read_bytes()),
                         ("live", streams["live table"][1]),
-                        ("live -o", (out / "live-table.txt").read_bytes())):  # fmt: skip
+                        ("live -o", (out / "live-table.txt").read_bytes()),
+                        ("timeline", streams["timeline table"][1])):  # fmt: skip
         text = data.decode("utf-8")
         assert not RAW_CONTROL.search(text), (where, RAW_CONTROL.findall(text))
         assert f"203.0.113.66\n    ({TERMINAL_SHOWN})" in text or f"({TERMINAL_SHOWN})" in text, (
@@ -395,6 +404,19 @@ def test_tables_show_control_characters_escaped(written):
         )
         assert "\\x1b]0;owned\\x07\\x08\\x08host.example" in text, where  # the HTTP Host
         assert "\\x1b[2jsni\\x1b]0;owned\\x07.example.org" in text, where  # the TLS server name
+
+
+def test_the_timeline_chart_is_valid_xml_with_control_characters_shown(written):
+    """XML 1.0 allows no C0 control, not even as a character reference: one raw
+    in the SVG and a viewer refuses the whole chart."""
+    _streams, out = written
+    data = (out / "timeline.svg").read_bytes()
+    text = data.decode("utf-8")
+    assert not RAW_CONTROL.search(text), RAW_CONTROL.findall(text)
+    root = ElementTree.fromstring(data)
+    titles = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title"))
+    assert f"({TERMINAL_SHOWN})" in titles
+    assert f"({masked(ID['dns']).lower()}.leak.example.com)" in titles
 
 
 def test_csv_cells_show_control_characters_and_never_start_a_formula(written):

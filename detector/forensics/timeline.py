@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..alerts.mask import mask_personal
+from ..alerts.mask import mask_personal, printable
 from ..alerts.record import SEVERITY_NAMES, Alert
 from ..alerts.sinks import carve_command
 from ..errors import DetectorError
@@ -190,7 +190,16 @@ def timeline_table(timeline: Timeline, zone: ZoneInfo, captures: Sequence[str] =
         out.append(f"    {alert.message}")
         if captures:
             out.append(f"    packets: {carve_command(alert, zone, captures)}")
-    return "\n".join(out) + "\n"
+    # Names and messages come from the traffic: a control sequence in one
+    # (ESC ]0; retitles the window, ESC [2J clears it) is shown, not run.
+    return "\n".join(printable(line) for line in out) + "\n"
+
+
+def _svg_text(text: str) -> str:
+    """Text from the traffic for the SVG: control characters written as
+    ``\\x1b`` (XML 1.0 allows none of them, not even as references, so a
+    viewer would refuse the whole chart), then escaped as XML."""
+    return html.escape(printable(text))
 
 
 SVG_WIDTH, SVG_HEIGHT = 960, 360
@@ -225,9 +234,9 @@ def timeline_svg(timeline: Timeline, zone: ZoneInfo) -> str:
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" '
         f'viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" font-family="sans-serif" font-size="11">',
-        f"<title>{html.escape(title)}</title>",
+        f"<title>{_svg_text(title)}</title>",
         f'<rect width="{SVG_WIDTH}" height="{SVG_HEIGHT}" fill="white"/>',
-        f'<text x="{PLOT_LEFT}" y="20" font-size="13">{html.escape(title)}</text>',
+        f'<text x="{PLOT_LEFT}" y="20" font-size="13">{_svg_text(title)}</text>',
     ]
     for alert in timeline.alerts:
         left, right = x(alert.start_ns - alert.start_ns % MINUTE_NS), x(alert.end_ns)
@@ -235,7 +244,7 @@ def timeline_svg(timeline: Timeline, zone: ZoneInfo) -> str:
         parts.append(
             f'<rect class="alert" x="{left:.1f}" y="{PLOT_TOP}" width="{max(right - left, 1):.1f}" '
             f'height="{PLOT_BOTTOM - PLOT_TOP}" fill="{ALERT_COLOUR}" fill-opacity="0.25">'
-            f"<title>{html.escape(label + ': ' + alert.message)}</title></rect>"
+            f"<title>{_svg_text(label + ': ' + alert.message)}</title></rect>"
         )
     for m in minutes:
         up = half * m.bytes_out / peak
@@ -246,7 +255,7 @@ def timeline_svg(timeline: Timeline, zone: ZoneInfo) -> str:
             parts.append(
                 f'<rect class="out" x="{at:.1f}" y="{axis - up:.1f}" width="{bar:.1f}" '
                 f'height="{up:.1f}" fill="{OUT_COLOUR}"><title>{when} sent '
-                f"{human_bytes(m.bytes_out)} (top: {html.escape(m.top_peer)})</title></rect>"
+                f"{human_bytes(m.bytes_out)} (top: {_svg_text(m.top_peer)})</title></rect>"
             )
         if m.bytes_in:
             parts.append(
