@@ -166,6 +166,13 @@ def test_scan_says_new_unless_given_history(tmp_path, capsys):
     assert main([*args, "--history", str(history), str(SAMPLE)]) == 2
     offset = len(earlier("p2p", "10.8.10.5", "203.0.113.9", "2026-02-03")) + 1
     assert capsys.readouterr().err.splitlines() == [
+        f"egress-detector: error: --history {history}: byte offset {offset}: not a JSON line "
+        "(Expecting property name enclosed in double quotes) (one a line, with rule.id and "
+        "event.start, as scan --format jsonl and nightly write)"
+    ]
+    history.write_text(earlier("p2p", "10.8.10.5", "203.0.113.9", "2026-02-03") + '\n{"a": 1}\n')
+    assert main([*args, "--history", str(history), str(SAMPLE)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
         f"egress-detector: error: --history {history}: byte offset {offset}: not an alert in "
         "ECS JSON (one a line, with rule.id and event.start, as scan --format jsonl and "
         "nightly write)"

@@ -12,15 +12,19 @@ before the alert's own.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..errors import DetectorError
+from .lines import json_lines
 from .record import Alert
 
 Key = tuple[str, frozenset[str]]
+NOT_AN_ALERT = (
+    " (one a line, with rule.id and event.start, as scan --format jsonl and nightly write)"
+)
 
 
 def _key(rule: str, a: str | None, b: str | None) -> Key:
@@ -39,29 +43,19 @@ class AlertHistory:
         file and its byte offset."""
         history = cls()
         for path in paths:
-            try:
-                with open(path, "rb") as stream:
-                    offset = 0
-                    for raw in stream:
-                        history._take(path, offset, raw)
-                        offset += len(raw)
-            except OSError as exc:
-                raise DetectorError(f"--history {path}: cannot read: {exc.strerror}") from None
+            for offset, doc in json_lines(path, "--history", hint=NOT_AN_ALERT):
+                history._take(path, offset, doc)
         return history
 
-    def _take(self, path: str, offset: int, raw: bytes) -> None:
-        if not raw.strip():
-            return
+    def _take(self, path: str, offset: int, doc: Any) -> None:
         try:
-            doc = json.loads(raw)
             rule = str(doc["rule"]["id"])
             start = dt.datetime.fromisoformat(str(doc["event"]["start"]))
             a = doc.get("source", {}).get("ip")
             b = doc.get("destination", {}).get("ip")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise DetectorError(
-                f"--history {path}: byte offset {offset}: not an alert in ECS JSON (one a line, "
-                "with rule.id and event.start, as scan --format jsonl and nightly write)"
+                f"--history {path}: byte offset {offset}: not an alert in ECS JSON{NOT_AN_ALERT}"
             ) from None
         # The day as the document wrote it: in the site's offset of its time.
         self.days.setdefault(_key(rule, a, b), set()).add(start.date())

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..alerts.lines import json_lines
 from ..capture import CaptureProblem, CaptureStats, PacketBatch, read_packets
 from ..capture.carve import KeptPackets, RecordKeeper, write_capture
 from ..capture.files import read_reporting
@@ -91,27 +91,11 @@ def selection_of_alert(path: str, event_id: str) -> Selection:
     """The selection behind alert ``event_id`` in the JSON-lines file ``path``
     (scan's ``--format jsonl``, the nightly's ``--jsonl``): its host, other
     side and span. A bad line or a missing id is a one-line error."""
-    try:
-        stream = open(path, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        raise DetectorError(f"--alerts {path}: cannot open: {exc.strerror}") from None
-    offset = 0
-    with stream:
-        for line in stream:
-            here = offset
-            offset += len(line.encode("utf-8"))
-            if not line.strip() or event_id not in line:
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DetectorError(
-                    f"--alerts {path}: byte offset {here}: not a JSON line ({exc.msg})"
-                ) from None
-            event = doc.get("event") if isinstance(doc, dict) else None
-            if not isinstance(event, dict) or event.get("id") != event_id:
-                continue
-            return selection_of_document(doc, f"--alerts {path}: byte offset {here}")
+    for here, doc in json_lines(path, "--alerts", holding=event_id.encode("utf-8")):
+        event = doc.get("event") if isinstance(doc, dict) else None
+        if not isinstance(event, dict) or event.get("id") != event_id:
+            continue
+        return selection_of_document(doc, f"--alerts {path}: byte offset {here}")
     raise DetectorError(f"--alerts {path}: no alert has event.id {event_id}")
 
 
