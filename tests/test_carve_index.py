@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import sqlite3
 import struct
 from pathlib import Path
 
@@ -321,3 +322,75 @@ def parse_ms(text: str) -> int:
     from detector.forensics.carve import parse_time
 
     return parse_time(text) // 10**6
+
+
+def _indexed_day(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """One pcap of the generated day, taken in by a nightly state (16 KiB blocks)."""
+    monkeypatch.setattr(discover, "INDEX_BLOCK_SHIFT", BLOCK_SHIFT)
+    path = tmp_path / "day.pcap"
+    write_pcap(path, day_packets())
+    state_path = tmp_path / "nightly.db"
+    state = NightlyState(state_path)
+    state.take_file(fingerprint(path), 0)
+    state.close()
+    return path, state_path
+
+
+WINDOW = ["--host", HOST, "--peer", PEER, "--from", "2026-02-04T09:00:00+00:00",
+          "--to", "2026-02-04T09:10:00+00:00"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "tamper, warning",
+    [
+        ("UPDATE file_blocks SET start = start + 1000000000000",
+         "the index of {path} is not usable (its blocks start from byte"),
+        ("UPDATE file_blocks SET start = -5 WHERE start = (SELECT MIN(start) FROM file_blocks)",
+         "the index of {path} is not usable (its blocks start from byte -5"),
+        ("UPDATE file_blocks SET first_ns = 'abc'",
+         "the index of {path} is not usable (its blocks are not numbers in order): read whole"),
+        ("UPDATE files SET size = 10",
+         "{path} changed since the nightly read it (10 bytes then, {size:,} now): read whole"),
+    ],
+)  # fmt: skip
+def test_an_index_that_does_not_fit_its_file_is_not_used(tmp_path, monkeypatch, capsys,
+                                                         tamper, warning):  # fmt: skip
+    """The state is a file on disk like any input: a tampered or stale index
+    (blocks outside the file, not numbers, a file that changed since) is said
+    in one warning, and carve reads the file whole: the same packets as
+    without the state, never none and silence."""
+    path, state_path = _indexed_day(tmp_path, monkeypatch)
+    whole, by_state = tmp_path / "whole.pcap", tmp_path / "by-state.pcap"
+    assert main(["carve", "-q", *WINDOW, "-o", str(whole), str(path)]) == 0
+    db = sqlite3.connect(state_path)
+    db.executescript(tamper)
+    db.commit()
+    db.close()
+    capsys.readouterr()
+    assert main(["carve", "-q", *WINDOW, "--state", str(state_path), "-o", str(by_state)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    shown = warning.format(path=path, size=path.stat().st_size)
+    assert len(err) == 1 and err[0].startswith(
+        f"egress-detector: warning: --state {state_path}: {shown}"
+    ), err
+    assert len(carved_records(whole)) > 100
+    assert carved_records(by_state) == carved_records(whole)
+
+
+def test_a_range_problem_is_located_in_the_file(tmp_path, monkeypatch, capsys):
+    """A block whose start is off by a few bytes (the file rewritten in place
+    with other records) reads damage: said with its byte offset in the file,
+    where the range starts, not in the range read as a file of its own."""
+    path, state_path = _indexed_day(tmp_path, monkeypatch)
+    db = sqlite3.connect(state_path)
+    starts = [s for (s,) in db.execute("SELECT start FROM file_blocks ORDER BY start")]
+    db.execute("UPDATE file_blocks SET start = start + 6")
+    db.commit()
+    db.close()
+    out = tmp_path / "out.pcap"
+    code = main(["carve", "-q", *WINDOW, "--state", str(state_path), "-o", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    assert err, "a range read from the middle of a record says so"
+    located = [int(line.split("byte offset ")[1].split(":")[0]) for line in err]
+    assert all(offset - 6 in starts for offset in located), (located, starts[:5])
+    assert code in (0, 3)

@@ -72,6 +72,16 @@ class RangeReader(CaptureReader):
         self._range = (os.fspath(path), start, end, header)
         self._opener = opener
 
+    def _problem(
+        self, offset: int | None, message: str, *, fatal: bool, on_disk: bool = False
+    ) -> None:
+        """As the whole file's reader says it: an offset in the range's records
+        is given in the file (the header before them is the file's own)."""
+        _path, start, _end, header = self._range
+        if offset is not None and offset >= len(header):
+            offset = offset - len(header) + start
+        super()._problem(offset, message, fatal=fatal, on_disk=on_disk)
+
     def _open(self) -> tuple[Any, None, bytes]:
         path, start, end, header = self._range
         try:

@@ -181,7 +181,11 @@ def run_carve(args: argparse.Namespace) -> ExitStatus:
         # The nightly's files in order of first packet: indexed ones as the
         # byte ranges that reach the span (forensics/carve.py).
         parts = parts_from_state(
-            args.state, selection, getattr(args, "bpf", None), event_id=args.event_id
+            args.state,
+            selection,
+            getattr(args, "bpf", None),
+            event_id=args.event_id,
+            on_note=lambda line: say("warning: " + line),
         )
         if not parts:
             say(f"--state {args.state}: no capture file of the nightly reaches the span")

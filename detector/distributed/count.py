@@ -187,7 +187,7 @@ def count_part(
     except CaptureError as exc:
         message = str(exc).removeprefix(f"{part.path}: ")
         problems.append(CaptureProblem(part.path, None, message, True))
-    problems.extend(_located(p, part) for p in reader.stats.problems)
+    problems.extend(reader.stats.problems)  # a range's reader gives offsets in the file
     table.flush()
     facts = None
     if inspector is not None:
@@ -211,13 +211,3 @@ def count_part(
         cpu_s=time.thread_time() - cpu0,
         link=link.frame() if link is not None else None,
     )
-
-
-def _located(problem: CaptureProblem, part: Part) -> CaptureProblem:
-    """A problem of a range, with its offset in the whole file."""
-    if part.whole or problem.offset is None:
-        return problem
-    offset = problem.offset
-    if offset >= len(part.header):
-        offset = offset - len(part.header) + part.start
-    return dataclasses.replace(problem, offset=offset)

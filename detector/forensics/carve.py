@@ -45,7 +45,7 @@ from ..capture.carve import KeptPackets, RecordKeeper, write_capture
 from ..capture.files import read_reporting
 from ..capture.ranges import RangeReader
 from ..capture.reading import ONE_THREAD, Reading
-from ..errors import DetectorError
+from ..errors import DecodeError, DetectorError
 from ..flows.community_id import community_id_v1
 from ..flows.records import _community_ids  # the flow records' bulk kernel
 from ..networks import address_pair, address_text
@@ -153,16 +153,24 @@ PCAPNG_SHB = 0x0A0D0D0A
 
 
 def parts_from_state(
-    state_path: str, selection: Selection, bpf: str | None = None, event_id: str | None = None
+    state_path: str,
+    selection: Selection,
+    bpf: str | None = None,
+    event_id: str | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[str | FileRange]:
     """What to read of the nightly's files (``--state``) for ``selection``
     (module docstring): those whose packets reach within an hour of its span,
     or, for the nightly's alert ``event_id``, within the first and last packet
     of its flows as the nightly counted them; in order of first packet; of each
     indexed file only the byte ranges that do, else the whole file; with
-    ``bpf``, through that pcap filter."""
+    ``bpf``, through that pcap filter. A file that changed since the nightly
+    indexed it, or whose index is not usable, is read whole, said to
+    ``on_note``."""
     from ..capture.bpf import FilteredPath
-    from ..nightly.state import NightlyState
+    from ..nightly.state import NightlyState, UnusableIndex
+
+    note = on_note or (lambda _line: None)
 
     if not os.path.exists(state_path):
         raise DetectorError(f"--state {state_path}: no such file")
@@ -179,8 +187,27 @@ def parts_from_state(
                 continue
             if (low is not None and f.last_ns < low) or (high is not None and f.first_ns > high):
                 continue
-            ranges = state.file_ranges(f.content_hash, low, high, f.size)
-            if ranges is None or (low is None and high is None):
+            if low is None and high is None:
+                parts.append(f.path)
+                continue
+            try:
+                now = os.stat(f.path)
+            except OSError:
+                parts.append(f.path)  # the reading says what is wrong
+                continue
+            if (now.st_size, now.st_mtime_ns) != (f.size, f.mtime_ns):
+                note(f"--state {state_path}: {f.path} changed since the nightly read it "
+                     f"({f.size:,} bytes then, {now.st_size:,} now): read whole, "
+                     "not through its index")  # fmt: skip
+                parts.append(f.path)
+                continue
+            try:
+                ranges = state.file_ranges(f.content_hash, low, high, f.size)
+            except UnusableIndex as exc:
+                note(f"--state {state_path}: the index of {f.path} is not usable ({exc}): "
+                     "read whole")  # fmt: skip
+                ranges = None
+            if ranges is None:
                 parts.append(f.path)
             else:
                 parts.extend(_ranges_of(f.path, ranges, state.file_headers(f.content_hash)))
@@ -629,7 +656,13 @@ def _read_range(
     reader = RangeReader(part.path, part.start, part.end, part.header, inspector=keeper,
                          bpf=part.bpf, opener=open_capture)  # fmt: skip
     stats.append(reader.stats)
-    yield from read_reporting(reader, on_problem)
+    if not (yield from read_reporting(reader, on_problem)):
+        return
+    for problem in reader.stats.problems:  # as read_packets says a file's
+        if on_problem is not None:
+            on_problem(problem)
+        elif problem.fatal:
+            raise DecodeError(str(problem))
 
 
 def _positions(batches: Iterable[PacketBatch], stats: list[CaptureStats]) -> Iterator[int]:

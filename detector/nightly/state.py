@@ -149,6 +149,15 @@ class FinishedDay:
     report: str
 
 
+# No record of a capture starts before this byte: a pcap file's header is 24
+# bytes, a pcapng file's section header at least 28.
+MIN_BLOCK_START = 24
+
+
+class UnusableIndex(ValueError):
+    """Carve's index of a file cannot be trusted: read the file whole."""
+
+
 @dataclass(frozen=True)
 class KnownFile:
     """A capture file the nightly has taken in (a row of ``files``)."""
@@ -312,13 +321,27 @@ class NightlyState:
                     size: int) -> list[tuple[int, int]] | None:  # fmt: skip
         """The byte ranges (start, end) of a file that hold every packet of
         time ``low_ns``..``high_ns`` (None: no bound), from carve's index,
-        adjacent blocks joined; None when the file has no index."""
+        adjacent blocks joined; None when the file has no index.
+        UnusableIndex when the index is not one the nightly could have written."""
         rows = self.db.execute(
             "SELECT start, first_ns, last_ns FROM file_blocks WHERE content_hash=? ORDER BY start",
             (content_hash,),
         ).fetchall()
         if not rows:
             return None
+        # The state is a file on disk like any other input: an index whose
+        # blocks are not whole numbers inside the file, in order, is not used.
+        if not all(
+            type(start) is int and type(first) is int and type(last) is int and first <= last
+            for start, first, last in rows
+        ):
+            raise UnusableIndex("its blocks are not numbers in order")
+        starts = [row[0] for row in rows]
+        if starts[0] < MIN_BLOCK_START or starts[-1] >= size or starts != sorted(set(starts)):
+            raise UnusableIndex(
+                f"its blocks start from byte {starts[0]:,} to {starts[-1]:,}, not inside "
+                f"the file's {size:,} bytes after its header"
+            )
         ranges: list[tuple[int, int]] = []
         for i, (start, first_ns, last_ns) in enumerate(rows):
             end = rows[i + 1][0] if i + 1 < len(rows) else size
