@@ -2,12 +2,13 @@
 """Peak memory against capture length, for an ordinary capture and a flood.
 
     python benchmarks/bench_memory.py [--packets 500000,1000000,2000000,3000000,6000000]
-        [--commands scan,flows,live] [--keep DIR]
+        [--commands scan,flows,live] [--kinds ordinary,flood,names] [--keep DIR]
 
-For each length it writes two captures: an ordinary egress link
-(``gen_capture.py``: 20 packets a flow on average) and a spoofed-source SYN
-flood (``gen_flood.py``: every packet a new flow and a new outside address),
-then runs each command in a fresh process and prints its peak resident memory
+For each length it writes three captures: an ordinary egress link
+(``gen_capture.py``: 20 packets a flow on average), a spoofed-source SYN
+flood (``gen_flood.py``: every packet a new flow and a new outside address)
+and a flood of names (``gen_flood.py --kind dns``: every packet a DNS question
+for a name never asked before, from four internal hosts), then runs each command in a fresh process and prints its peak resident memory
 (``ru_maxrss`` of the child) and its time. The bound the detector must hold is
 a curve that flattens: the same peak whatever the length once the tables are
 full. Captures are made once per length in --keep (default: a temporary
@@ -34,8 +35,9 @@ def _make(kind: str, packets: int, directory: Path) -> Path:
     path = directory / f"{kind}-{packets}.pcap"
     if path.exists():
         return path
-    if kind == "flood":
-        cmd = [sys.executable, str(HERE / "gen_flood.py"), str(path), "--packets", str(packets)]
+    if kind in ("flood", "names"):
+        cmd = [sys.executable, str(HERE / "gen_flood.py"), str(path), "--packets", str(packets),
+               "--kind", "syn" if kind == "flood" else "dns"]  # fmt: skip
     else:
         flows = max(packets // 20, 1)
         cmd = [sys.executable, str(HERE / "gen_capture.py"), str(path), "--packets", str(packets),
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", default="500000,1000000,2000000,3000000,6000000")
     parser.add_argument("--commands", default="scan,flows,live")
     parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--kinds", default="ordinary,flood,names",
+                        help="captures: ordinary, flood (spoofed SYNs), names (DNS questions for "
+                        "new names, gen_flood.py --kind dns)")  # fmt: skip
     args = parser.parse_args(argv)
     lengths = [int(n) for n in args.packets.split(",")]
     commands = args.commands.split(",")
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'capture':>8} {'packets':>10} "
             + " ".join(f"{c + ' MiB':>10} {c + ' s':>8}" for c in commands)
         )
-        for kind in ("ordinary", "flood"):
+        for kind in args.kinds.split(","):
             for packets in lengths:
                 capture = _make(kind, packets, directory)
                 cells = []

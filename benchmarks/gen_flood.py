@@ -12,6 +12,11 @@ new outside address, the worst case for anything kept per flow or per address.
 ``--background`` of the packets are an ordinary upload from 10.8.40.31 to
 203.0.113.140:443 (full-size frames) that the detector must still see.
 
+``--kind dns``: each flood packet is instead a DNS query for a name never
+asked before (``<32 hex digits>.flood.example``) from one of the internal
+hosts (random source port) to an outside resolver, 198.51.100.53: a DNS
+tunnel at full speed, the worst case for anything kept per name.
+
 Built with numpy in blocks, never per packet in Python: 6 M packets in a few
 seconds. Timestamps start at 2026-02-04 02:00 local time in Asia/Taipei
 (2026-02-03 18:00 UTC), outside business hours.
@@ -65,8 +70,45 @@ def _frames(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarr
     return out
 
 
+DNS_SUFFIX = b"\x05flood\x07example\x00"
+DNS_NAME = 1 + 32 + len(DNS_SUFFIX)
+DNS_FRAME = 14 + 20 + 8 + 12 + DNS_NAME + 4
+HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _dns_queries(src: np.ndarray, dst: np.ndarray, sport: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Ethernet/IPv4/UDP/DNS queries (DNS_FRAME bytes a row), each for a new name."""
+    n = len(src)
+    out = np.zeros((n, DNS_FRAME), dtype=np.uint8)
+    out[:, 0:6] = [0x02, 0, 0, 0, 0, 0x0B]
+    out[:, 6:12] = [0x02, 0, 0, 0, 0, 0x0A]
+    out[:, 12:14] = [0x08, 0x00]
+    ip = np.zeros((n, 10), dtype=">u2")
+    ip[:, 0] = 0x4500
+    ip[:, 1] = DNS_FRAME - 14
+    ip[:, 4] = (64 << 8) | 17  # TTL 64, UDP
+    ip[:, 6], ip[:, 7] = src >> 16, src & 0xFFFF
+    ip[:, 8], ip[:, 9] = dst >> 16, dst & 0xFFFF
+    ip[:, 5] = _checksum(ip.astype(np.uint16))
+    out[:, 14:34] = ip.view(np.uint8).reshape(n, 20)
+    udp = np.zeros((n, 4), dtype=">u2")  # checksum 0: none (IPv4 allows it)
+    udp[:, 0], udp[:, 1], udp[:, 2] = sport, 53, DNS_FRAME - 34
+    out[:, 34:42] = udp.view(np.uint8).reshape(n, 8)
+    dns = np.zeros((n, 6), dtype=">u2")
+    dns[:, 0] = rng.integers(0, 65536, n)  # id
+    dns[:, 1] = 0x0100  # a query, recursion desired
+    dns[:, 2] = 1  # one question
+    out[:, 42:54] = dns.view(np.uint8).reshape(n, 12)
+    out[:, 54] = 32
+    out[:, 55:87] = HEX[rng.integers(0, 16, (n, 32))]
+    out[:, 87 : 87 + len(DNS_SUFFIX)] = np.frombuffer(DNS_SUFFIX, dtype=np.uint8)
+    out[:, -4:] = [0, 1, 0, 1]  # type A, class IN
+    return out
+
+
 def write_flood(path: Path, packets: int, seconds: float, targets: int, background: float,
-                seed: int) -> None:  # fmt: skip
+                seed: int, kind: str = "syn") -> None:  # fmt: skip
     rng = np.random.default_rng(seed)
     step = seconds * 1e9 / max(packets, 1)
     with open(path, "wb") as out:
@@ -81,20 +123,38 @@ def write_flood(path: Path, packets: int, seconds: float, targets: int, backgrou
             dport = np.full(n, 443, dtype=np.uint32)
             src[upload], dst[upload] = 0x0A08_281F, 0xCB00_718C  # 10.8.40.31 -> 203.0.113.140
             sport[upload] = 51000
-            wire = np.where(upload, UPLOAD_FRAME, FRAME).astype(np.uint32)
-            frames = _frames(src, dst, sport, dport, 0x02, FRAME)
+            if kind == "dns":
+                # The internal hosts ask an outside resolver; the upload as before.
+                src = np.where(upload, src, dst).astype(np.uint32)
+                dst = np.where(upload, dst, 0xC633_6435).astype(np.uint32)  # 198.51.100.53
+                size = DNS_FRAME
+                frames = np.zeros((n, size), dtype=np.uint8)
+                flood = ~upload
+                frames[flood] = _dns_queries(src[flood], dst[flood], sport[flood], rng)
+            else:
+                size = FRAME
+                frames = _frames(src, dst, sport, dport, 0x02, FRAME)
+            wire = np.where(upload, UPLOAD_FRAME, size).astype(np.uint32)
             if upload.any():  # a full-size ACK/PSH data frame, captured headers only
-                frames[upload] = _frames(src[upload], dst[upload], sport[upload], dport[upload],
-                                         0x18, UPLOAD_FRAME)  # fmt: skip
-            records = np.zeros((n, 16 + FRAME), dtype=np.uint8)
+                frames[upload, :FRAME] = _frames(src[upload], dst[upload], sport[upload],
+                                                 dport[upload], 0x18, UPLOAD_FRAME)  # fmt: skip
+            caplen = np.where(upload, FRAME, size).astype(np.uint32)
             header = np.zeros((n, 4), dtype="<u4")
             header[:, 0] = ts // 1_000_000_000
             header[:, 1] = ts % 1_000_000_000
-            header[:, 2] = FRAME
+            header[:, 2] = caplen
             header[:, 3] = wire
-            records[:, :16] = header.view(np.uint8).reshape(n, 16)
-            records[:, 16:] = frames
-            out.write(records.tobytes())
+            if kind != "dns":
+                records = np.zeros((n, 16 + FRAME), dtype=np.uint8)
+                records[:, :16] = header.view(np.uint8).reshape(n, 16)
+                records[:, 16:] = frames
+                out.write(records.tobytes())
+                continue
+            # Records of two lengths: written in order, each its own length.
+            heads = header.view(np.uint8).reshape(n, 16)
+            for i in range(n):
+                out.write(heads[i].tobytes())
+                out.write(frames[i, : caplen[i]].tobytes())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, default=4)
     parser.add_argument("--background", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kind", choices=["syn", "dns"], default="syn",
+                        help="spoofed SYNs (default), or DNS queries for new names")  # fmt: skip
     args = parser.parse_args(argv)
-    write_flood(args.output, args.packets, args.seconds, args.targets, args.background, args.seed)
+    write_flood(args.output, args.packets, args.seconds, args.targets, args.background, args.seed,
+                args.kind)  # fmt: skip
     print(f"wrote {args.output} ({args.output.stat().st_size:,} bytes, {args.packets:,} packets)")
     return 0
 

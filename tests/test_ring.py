@@ -378,7 +378,6 @@ def test_an_alert_that_goes_on_is_raised_once_then_updated():
         assert written.event_id != first.event_id
 
 
-
 def test_an_alert_raised_before_its_name_was_read_is_updated_with_it():
     from detector.alerts.record import Alert
 
@@ -405,16 +404,19 @@ def test_an_alert_raised_before_its_name_was_read_is_updated_with_it():
 
 def test_workers_share_the_sensors_memory_budget():
     """Two workers hold what one does under a flood: each gets its share of the
-    open flows and of the activity rows held before folding (bench_live.py on a
+    open flows, of the activity rows held before folding and of the payload
+    facts (bench_live.py on a
     6M-packet flood: two workers 1,754 MiB before, 1,386 MiB after)."""
     from detector.flows.activity import DEFAULT_MAX_ROWS
+    from detector.flows.payload import FACT_BUDGET
 
     def workers(n: int) -> list:
         detector = LiveDetector([FakeSource([]) for _ in range(n)], parse_policy(ISOLATED_NIGHT),
                                 LiveOptions(max_flows=900_000), emit=lambda alerts: None)  # fmt: skip
         return detector.workers
 
-    assert [(w.flows.max_flows, w.activity.max_rows) for w in workers(1)] == [
-        (900_000, DEFAULT_MAX_ROWS)]  # fmt: skip
-    assert [(w.flows.max_flows, w.activity.max_rows) for w in workers(3)] == [
-        (300_000, DEFAULT_MAX_ROWS // 3)] * 3  # fmt: skip
+    def budgets(ws: list) -> list:
+        return [(w.flows.max_flows, w.activity.max_rows, w.inspector.budget) for w in ws]
+
+    assert budgets(workers(1)) == [(900_000, DEFAULT_MAX_ROWS, FACT_BUDGET)]
+    assert budgets(workers(3)) == [(300_000, DEFAULT_MAX_ROWS // 3, FACT_BUDGET // 3)] * 3

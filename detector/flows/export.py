@@ -43,7 +43,9 @@ def export_flows(
     before the captures are read."""
     stats: list[CaptureStats] = []
     if payload:
-        count_options.setdefault("inspector", PayloadInspector())
+        # Every flow's own facts are kept (its service and server name): no
+        # fold, which drops a name's repeats on other flows.
+        count_options.setdefault("inspector", PayloadInspector(fold=False))
     counting = replace(reading, stats_out=stats).counting(list(captures))
     with replacing(output, fsync=False) as path:  # checked now, in place when complete
         started = time.perf_counter()

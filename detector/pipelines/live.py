@@ -46,7 +46,7 @@ from ..features.hosts import MINUTE_NS
 from ..flows.activity import DEFAULT_MAX_ROWS, ActivityTable
 from ..flows.layout import FLOW_COLUMNS
 from ..flows.link import Inspectors, LinkInspector, merge_link_frames
-from ..flows.payload import PayloadInspector
+from ..flows.payload import FactOverflow, PayloadInspector
 from ..flows.table import (
     DEFAULT_ACTIVE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -221,6 +221,8 @@ class _Worker(threading.Thread):
                 max_packets=policy.inspect_max_packets, max_bytes=policy.inspect_max_bytes
             )
             self.inspector.on_facts = self._facts_found
+            if self.inspector.budget is not None:  # the sensor's budget, shared
+                self.inspector.budget = max(self.inspector.budget // shares, 1)
         # The link layer of isolated segments (the isolated networks at start).
         self.link = LinkInspector(policy.isolated) if policy.isolated else None
         self.reading: Any = Inspectors(self.inspector, self.link) if self.link else self.inspector
@@ -624,6 +626,20 @@ class LiveDetector:
         pairs = host_traffic(table.columns(), self.policy).external_pairs()
         return pairs[["host_hi", "host_lo", "peer_hi", "peer_lo"]]
 
+    def fact_overflow(self) -> FactOverflow | None:
+        """What the workers' payload inspectors counted past their budget (a
+        flood of names) within the history; None without inspection."""
+        total = None
+        for worker in self.workers:
+            if worker.inspector is None:
+                continue
+            worker.yielding = True
+            with worker.lock:
+                worker.yielding = False
+                mine = worker.inspector.overflow
+            total = mine if total is None else total.plus(mine)
+        return total
+
     def link_facts(self) -> pd.DataFrame | None:
         """The link facts of isolated segments every worker found so far (None
         without isolated networks)."""
@@ -654,6 +670,7 @@ class LiveDetector:
             link=None if sighted else self.link_facts(),
             before=Before(first_contacts=self.first_contacts,
                           other_users=self.users_of if sighted else None),
+            fact_overflow=None if sighted else self.fact_overflow(),
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
         found = list(result.alerts)
@@ -703,6 +720,8 @@ class LiveDetector:
                 with worker.lock:
                     worker.yielding = False
                     worker.activity.forget_before(clock - history)
+                    if worker.inspector is not None:  # the facts too: a sensor runs for months
+                        worker.inspector.forget_before(clock - history)
         return result if final else None
 
     def _raised_before(self, alert: Alert) -> _Raised | None:

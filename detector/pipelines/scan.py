@@ -19,7 +19,7 @@ from ..detect.rules.mail_egress import annotate_mail_sizes
 from ..features.hosts import HostTraffic, host_traffic, host_window_counts, host_windows
 from ..flows.activity import DEFAULT_CAPACITY, DEFAULT_MAX_ROWS, ActivityTable
 from ..flows.link import Inspectors, LinkInspector
-from ..flows.payload import PayloadInspector
+from ..flows.payload import FactOverflow, PayloadInspector
 from ..flows.table import FlowTable, count_flows
 from ..units import MINUTE_NS
 from .before import FIRST_CONTACT_KEY, NOTHING_BEFORE, Before
@@ -102,6 +102,7 @@ def scan_captures(
     return scan_activity(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts,
         link=link.frame() if link is not None else None, before=before,
+        fact_overflow=inspector.overflow if inspector is not None else None,
     )  # fmt: skip
 
 
@@ -116,9 +117,11 @@ def scan_activity(
     hosts: HostShare | None = None,
     link: pd.DataFrame | None = None,
     before: Before = NOTHING_BEFORE,
+    fact_overflow: FactOverflow | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
-    (``facts``: what payload inspection found, if it ran; ``link``: the link
+    (``facts``: what payload inspection found, if it ran, and
+    ``fact_overflow`` what it counted past its budget; ``link``: the link
     facts of isolated segments, if looked at; ``before``: what the days before
     taught, or a live sensor saw before)."""
     first_contacts, other_users = before.first_contacts, before.other_users
@@ -175,6 +178,7 @@ def scan_activity(
         alerts = annotate_mail_sizes(alerts, facts)
     alerts.extend(sensor.flood_alerts(activity.folded_sources, activity.bin_ns, traffic,
                                       minutes * MINUTE_NS))  # fmt: skip
+    alerts.extend(sensor.fact_flood_alerts(fact_overflow))
     alerts = name_alerts(alerts, names)
     alerts.sort(key=alert_order)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names, link)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...flows.fold import FOLD_PACKETS
-from ...networks import FOLDED_ADDRESS, is_folded
+from ...networks import FOLDED_ADDRESS, address_text, is_folded
 from ...units import human_bytes
 from ..declare import SENSOR, Detection
 from .common import minute_runs
@@ -20,6 +20,7 @@ from .common import minute_runs
 if TYPE_CHECKING:
     from ...alerts.record import Alert
     from ...features.hosts import HostTraffic
+    from ...flows.payload import FactOverflow
 
 # About the sensor itself: raised by the live sensor or a scan, not by a check,
 # and with no [rules.<id>] table in the policy.
@@ -62,7 +63,10 @@ FLOOD = about_the_sensor(
     rule_id="sensor-flood",
     title="Flood of few-packet outside addresses",
     severity=2,
-    catches="a flood of outside addresses that sent a few packets each (spoofed sources)",
+    catches=(
+        "a flood of outside addresses that sent a few packets each (spoofed sources), "
+        "or of names past payload inspection's budget"
+    ),
     why_it_matters=(
         "A flood of forged outside addresses is the cheapest way to blind a sensor before "
         "an upload. The detector kept counting every byte, but in this span it counted "
@@ -82,7 +86,17 @@ up to one feature window) raises one alert about the sensor, with no host:
 `egress.folded_sources` (outside addresses counted together),
 `egress.folded_packets` and `egress.folded_bytes` (their packets and bytes,
 both directions), and `egress.busiest_destinations` (the hosts they sent the
-most packets to).""",
+most packets to).
+
+Payload inspection holds its facts (DNS questions and answers, TLS server
+names, HTTP Hosts, ...) up to a budget of about 500,000. Past it, repeats of a
+name are dropped and each host keeps at most an equal share of the rest, its
+earliest; a host that floods names (a DNS tunnel at full speed, forged
+answers) loses its later ones. One more alert about the sensor then says so:
+`egress.folded_facts` (facts counted, not kept), `egress.folded_fact_kinds`
+(by kind) and `egress.busiest_sources` (the hosts with the most). The name
+rules (`dns-tunnel`, `im-app`, the names in alerts) did not see those facts;
+the flooding host's earliest names are kept, so its tunnel is still found.""",
 )
 
 
@@ -134,3 +148,37 @@ def flood_alerts(
         }
         alerts.append(FLOOD.alert(FLOOD.severity, start, end, "", text, evidence=evidence))
     return alerts
+
+
+def fact_flood_alerts(overflow: FactOverflow | None) -> list[Alert]:
+    """One ``sensor-flood`` alert when payload inspection counted facts past
+    its budget without keeping them (``FactOverflow``), naming the hosts with
+    the most."""
+    if overflow is None or not len(overflow):
+        return []
+    total = overflow.total
+    kinds: dict[str, int] = {}
+    hosts: dict[tuple[int, int], int] = {}
+    rows = zip(overflow.hi.tolist(), overflow.lo.tolist(), overflow.kind.tolist(),
+               overflow.facts.tolist(), strict=True)  # fmt: skip
+    for hi, lo, kind, n in rows:
+        kinds[str(kind)] = kinds.get(str(kind), 0) + int(n)
+        hosts[(hi, lo)] = hosts.get((hi, lo), 0) + int(n)
+    busiest = [
+        {"ip": address_text(hi, lo) if (hi, lo) != (0, 0) else "other hosts", "facts": n}
+        for (hi, lo), n in sorted(hosts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    ]
+    by_kind = ", ".join(f"{k}: {n:,}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    named = ", ".join(f"{b['ip']} ({b['facts']:,})" for b in busiest)
+    text = (
+        f"a flood of names: payload inspection counted {total:,} facts ({by_kind}) past its "
+        f"budget without keeping them, so the name rules (dns-tunnel, im-app, the names in "
+        f"alerts) did not see them; each host kept its earliest; busiest: {named}"
+    )
+    evidence = {
+        "folded_facts": total,
+        "folded_fact_kinds": dict(sorted(kinds.items())),
+        "busiest_sources": busiest,
+    }
+    start, end = int(overflow.first_ns.min()), int(overflow.last_ns.max())
+    return [FLOOD.alert(FLOOD.severity, start, end, "", text, evidence=evidence)]
