@@ -8,6 +8,7 @@ what was not kept."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -214,11 +215,50 @@ def test_a_flood_of_names_hides_no_tunnel(tmp_path, monkeypatch, capsys):
     assert 0 < inspector_kept < 600
 
 
-@pytest.mark.parametrize("fold", [True, False])
-def test_flows_keep_every_flows_own_name(fold, monkeypatch):
-    """flows' inspector never folds (each flow shows its own server name);
-    with folding on, a repeat on another flow is dropped."""
-    monkeypatch.setattr(payload, "FACT_BUDGET", 10)
-    inspector = PayloadInspector(fold=fold)
+@pytest.mark.parametrize("drop_repeats", [True, False])
+def test_repeats_are_kept_for_readers_of_each_flows_name(drop_repeats, monkeypatch):
+    """flows' inspector keeps each flow's own facts (drop_repeats=False): only
+    the hosts' shares are cut; a scan's drops a name's repeat on another flow."""
+    monkeypatch.setattr(payload, "FACT_BUDGET", 30)
+    inspector = PayloadInspector(drop_repeats=drop_repeats)
     inspector.take(chunk([(t, 5, 200, "tls-sni", 0, 0, "same.example") for t in range(20)]))
-    assert inspector.held == (20 if fold is False else 1)
+    inspector.take(chunk([(t, 6, 200, "tls-sni", 0, 0, "same.example") for t in range(20)]))
+    # 40 facts over a budget of 30: the room is 15, two hosts keep 7 each.
+    assert inspector.held == (2 if drop_repeats else 14)
+    assert inspector.overflow.total == (0 if drop_repeats else 26)
+
+
+def test_flows_under_a_flood_of_names_name_every_other_flow(tmp_path, monkeypatch, capsys):
+    """flows with a budget of 2 x 300 facts: the flooder's later flows lose
+    their name, every other flow keeps it, and the command says so."""
+    from detector.cli.main import main
+
+    monkeypatch.setattr(payload, "FACT_BUDGET", 300)
+    start = 1_770_141_600.0
+    packets = [_question("10.1.1.66", start + i * 0.01, f"{i:032x}.flood.example", 1024 + i)
+               for i in range(2000)]  # fmt: skip
+    packets += [_question("10.1.1.5", start + 30 + i, f"host{i}.example.com", 3000 + i)
+                for i in range(50)]  # fmt: skip
+    capture = tmp_path / "names.pcap"
+    wrpcap(str(capture), packets)
+    out = tmp_path / "flows.csv"
+    assert main(["flows", "-q", "-o", str(out), str(capture)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "egress-detector: warning: payload inspection's budget: "
+    ), err
+    rows = list(csv.DictReader(out.open()))
+    named = {r["src_ip"]: 0 for r in rows}
+    for r in rows:
+        named[r["src_ip"]] += bool(r["server_name"])
+    assert named["10.1.1.5"] == 50  # all of the quiet host's
+    flooded = [r for r in rows if r["src_ip"] == "10.1.1.66"]
+    assert len(flooded) == 2000
+    # The flooder keeps its earliest: the first named flows are named, in order.
+    kept = named["10.1.1.66"]
+    assert 0 < kept < 600
+    first = sorted(flooded, key=lambda r: r["first_seen"])
+    assert all(r["server_name"] for r in first[:kept])
+    assert not any(r["server_name"] for r in first[kept:])
+    assert err[0].startswith(f"egress-detector: warning: payload inspection's budget: "
+                             f"{2000 - kept:,} facts")  # fmt: skip

@@ -336,6 +336,12 @@ def _run_flows(args: argparse.Namespace) -> ExitStatus:
                 "full (raise --max-flows)"
             )
         say(line)
+    if done.names_not_kept is not None:
+        cut = done.names_not_kept
+        say(f"warning: payload inspection's budget: {cut.total:,} facts (names, services) of "
+            f"{len({(h, lo) for h, lo in zip(cut.hi.tolist(), cut.lo.tolist(), strict=True)}):,} "
+            "host(s) with the most were counted, not kept, to keep memory bounded (a flood of "
+            "names?): their later flows show no service or server_name")  # fmt: skip
     return ExitStatus.UNREADABLE if problems.damaged else ExitStatus.OK
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from ..capture import CaptureStats
 from ..capture.reading import ONE_THREAD, Reading
 from ..outputs import replacing
+from . import payload as inspection
 from . import write
-from .payload import PayloadInspector
+from .payload import FactOverflow, PayloadInspector
 from .records import iter_flow_columns
 from .table import FlowTable, count_flows
 
@@ -23,6 +24,9 @@ class FlowExport:
     flows: int  # flows counted (all of them, also with ``top``)
     seconds: float  # reading and counting, not writing
     stats: list[CaptureStats] = field(default_factory=list)  # one per capture file read
+    # Payload facts counted past the inspector's budget, not kept: those flows
+    # show no service or server name (None: nothing was cut).
+    names_not_kept: FactOverflow | None = None
 
 
 def export_flows(
@@ -43,9 +47,14 @@ def export_flows(
     before the captures are read."""
     stats: list[CaptureStats] = []
     if payload:
-        # Every flow's own facts are kept (its service and server name): no
-        # fold, which drops a name's repeats on other flows.
-        count_options.setdefault("inspector", PayloadInspector(fold=False))
+        # Each flow's service and server name come from its own facts: none is
+        # dropped as a repeat of another flow's, and the budget is twice a
+        # scan's (a million facts, about 200 MB); past it, the hosts with the
+        # most facts keep their earliest (a flood of names), and the command
+        # says how many flows went unnamed.
+        count_options.setdefault(
+            "inspector", PayloadInspector(budget=2 * inspection.FACT_BUDGET, drop_repeats=False)
+        )
     counting = replace(reading, stats_out=stats).counting(list(captures))
     with replacing(output, fsync=False) as path:  # checked now, in place when complete
         started = time.perf_counter()
@@ -56,7 +65,9 @@ def export_flows(
             _write_table(table, fmt, path, top)
         finally:
             table.close()
-    return FlowExport(table, flows, seconds, stats)
+    inspector = count_options.get("inspector")
+    cut = getattr(inspector, "overflow", None)
+    return FlowExport(table, flows, seconds, stats, cut if cut is not None and len(cut) else None)
 
 
 def _write_table(table: FlowTable, fmt: str, path: str | None, top: int | None) -> None:

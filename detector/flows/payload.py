@@ -189,9 +189,10 @@ def mask_id(number: str) -> str:
 
 class PayloadInspector:
     """Looks at the first ``max_packets`` payload packets of each flow, at most
-    ``max_bytes`` bytes of each; holds what it found up to ``FACT_BUDGET``
-    facts, then folds them (module docstring; ``fold=False``: never, for
-    readers that need every flow's own facts)."""
+    ``max_bytes`` bytes of each; holds what it found up to ``budget`` facts
+    (default ``FACT_BUDGET``), then folds them (module docstring; ``fold=False``:
+    never; ``drop_repeats=False``: only the hosts' shares are cut, for readers
+    that need every flow's own facts)."""
 
     def __init__(
         self,
@@ -199,6 +200,8 @@ class PayloadInspector:
         max_packets: int = DEFAULT_MAX_PACKETS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         fold: bool = True,
+        budget: int | None = None,
+        drop_repeats: bool = True,
     ) -> None:
         if not 0 <= max_packets <= pk.MAX_BUDGET or max_bytes < 0:
             raise ValueError(
@@ -223,7 +226,8 @@ class PayloadInspector:
         self._chunks: list[dict[str, np.ndarray]] = []
         # Facts held, and the budget past which they are folded (None: never).
         self._held = 0
-        self.budget: int | None = FACT_BUDGET if fold else None
+        self.budget: int | None = (budget or FACT_BUDGET) if fold else None
+        self.drop_repeats = drop_repeats
         self.overflow = FactOverflow.none()  # counted past the budget, not kept
         self.repeats_dropped = 0  # name facts dropped as repeats of one held
         # Called with each new chunk of facts (the columns of ``frame``) as it is
@@ -317,7 +321,7 @@ class PayloadInspector:
         n = len(cols["ts_ns"])
         keep = np.ones(n, dtype=bool)
         named = np.flatnonzero(pd.Series(cols["kind"]).isin(NAME_KINDS).to_numpy())
-        if len(named):
+        if len(named) and self.drop_repeats:
             fields = ("kind", "src_hi", "src_lo", "dst_hi", "dst_lo", "a", "text")
             key = pd.DataFrame({c: cols[c][named] for c in fields})
             repeats = named[key.duplicated().to_numpy()]
