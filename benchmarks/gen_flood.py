@@ -17,6 +17,10 @@ asked before (``<32 hex digits>.flood.example``) from one of the internal
 hosts (random source port) to an outside resolver, 198.51.100.53: a DNS
 tunnel at full speed, the worst case for anything kept per name.
 
+``--kind mac``: each flood packet is a SYN from a random Ethernet address and a
+random address of the isolated segment 10.8.40.0/24 to 10.8.40.1 (what macof
+sends to fill a switch's table): the worst case for anything kept per card.
+
 Built with numpy in blocks, never per packet in Python: 6 M packets in a few
 seconds. Timestamps start at 2026-02-04 02:00 local time in Asia/Taipei
 (2026-02-03 18:00 UTC), outside business hours.
@@ -133,7 +137,15 @@ def write_flood(path: Path, packets: int, seconds: float, targets: int, backgrou
                 frames[flood] = _dns_queries(src[flood], dst[flood], sport[flood], rng)
             else:
                 size = FRAME
+                if kind == "mac":  # forged cards on the isolated segment
+                    flood = ~upload
+                    src[flood] = 0x0A08_2800 + rng.integers(2, 255, int(flood.sum()))
+                    dst[flood] = 0x0A08_2801
                 frames = _frames(src, dst, sport, dport, 0x02, FRAME)
+                if kind == "mac":
+                    macs = rng.integers(0, 1 << 48, n, dtype=np.uint64) & ~np.uint64(1 << 40)
+                    card = ((macs[:, None] >> np.arange(40, -8, -8, dtype=np.uint64)) & 0xFF)
+                    frames[~upload, 6:12] = card[~upload].astype(np.uint8)
             wire = np.where(upload, UPLOAD_FRAME, size).astype(np.uint32)
             if upload.any():  # a full-size ACK/PSH data frame, captured headers only
                 frames[upload, :FRAME] = _frames(src[upload], dst[upload], sport[upload],
@@ -165,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, default=4)
     parser.add_argument("--background", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kind", choices=["syn", "dns"], default="syn",
-                        help="spoofed SYNs (default), or DNS queries for new names")  # fmt: skip
+    parser.add_argument("--kind", choices=["syn", "dns", "mac"], default="syn",
+                        help="spoofed SYNs (default), DNS queries for new names, or SYNs from "
+                        "forged cards on the isolated segment")  # fmt: skip
     args = parser.parse_args(argv)
     write_flood(args.output, args.packets, args.seconds, args.targets, args.background, args.seed,
                 args.kind)  # fmt: skip

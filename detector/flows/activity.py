@@ -44,7 +44,7 @@ import numpy as np
 
 from .._kernels import activity as ak
 from ..capture import PacketBatch, read_packets
-from .fold import Foldable, fold_rows
+from .fold import Foldable, fold_ports, fold_rows
 
 # The columns of the rows this table hands out (``drained``, ``columns``), for
 # code that works on the rows themselves (a distributed scan's shares): the
@@ -147,8 +147,10 @@ class ActivityTable:
         self.foldable = foldable
         self._held = 0
         self._compact_at = self.max_rows
-        # Outside addresses folded, per bin: {bin: distinct addresses}.
+        # Outside addresses folded, per bin: {bin: distinct addresses}; and
+        # few-packet conversation-minutes whose ports were dropped, per bin.
         self.folded_sources: dict[int, int] = {}
+        self.folded_conversations: dict[int, int] = {}
 
     @classmethod
     def combined(
@@ -228,8 +230,10 @@ class ActivityTable:
         rows = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
         self._chunks = []
         rows = self._folded(rows)
-        self._chunks = [_merge(np.ascontiguousarray(rows)).T]  # a view of the columns
+        merged = _merge(np.ascontiguousarray(rows))
         del rows
+        merged = self._ports_folded(merged)
+        self._chunks = [merged.T]  # a view of the columns
         self._held = self._chunks[0].shape[0]
         self._compact_at = max(self.max_rows, 2 * self._held)
 
@@ -242,6 +246,19 @@ class ActivityTable:
         for b, k in zip(bins.tolist(), sources.tolist(), strict=True):
             self.folded_sources[b] = self.folded_sources.get(b, 0) + k
         return folded
+
+    def _ports_folded(self, merged: np.ndarray) -> np.ndarray:
+        """Merged columns ``merged``, their few-packet conversations' ports
+        dropped and merged again (detector/flows/fold.py) when a ``foldable``
+        was given and they are still over the budget."""
+        if self.foldable is None or merged.shape[1] <= self.max_rows:
+            return merged
+        bins, counts = fold_ports(merged)  # in place: the columns are the table's own
+        if not len(bins):
+            return merged
+        for b, k in zip(bins.tolist(), counts.tolist(), strict=True):
+            self.folded_conversations[b] = self.folded_conversations.get(b, 0) + k
+        return _merge(np.ascontiguousarray(merged.T))
 
     # -- output ------------------------------------------------------------------
     def merged_columns(self) -> np.ndarray:
@@ -267,6 +284,8 @@ class ActivityTable:
             merged = _merge(np.ascontiguousarray(rows))
             del rows
             if drained:
+                merged = self._ports_folded(merged)
+            if drained:
                 self._chunks = [merged.T]  # never larger than the rows it merges
             self._held = merged.shape[1] if drained else 0
             self._merged = merged
@@ -281,6 +300,9 @@ class ActivityTable:
         first = -(-int(start_ns) // self.bin_ns)  # the first whole bin
         keep = cols[ak.C_BIN] >= first
         self.folded_sources = {b: k for b, k in self.folded_sources.items() if b >= first}
+        self.folded_conversations = {
+            b: k for b, k in self.folded_conversations.items() if b >= first
+        }
         dropped = int(keep.shape[0] - np.count_nonzero(keep))
         if dropped:
             self._chunks = [np.ascontiguousarray(cols[:, keep].T)]
@@ -302,6 +324,7 @@ class ActivityTable:
                 keep |= (los == np.uint64(lo)) & (his == np.uint64(hi))
         table = ActivityTable.combined([cols[:, keep]], bin_seconds=self.bin_seconds)
         table.folded_sources = dict(self.folded_sources)
+        table.folded_conversations = dict(self.folded_conversations)
         return table
 
     def columns(self) -> dict[str, np.ndarray]:

@@ -27,6 +27,16 @@ real traffic uses), with port 0; rows that then share a key are merged. So:
 Folding happens only under pressure (more than the budget's rows, a million
 by default: far above an ordinary day of a site's conversation-minutes), so an
 ordinary scan's results do not depend on it.
+
+A flood inside the site (a host on an isolated segment sending from a new port
+a packet: forged cards, a SYN scan of a neighbour) folds no address, since
+every address is the site's. If the rows are still over the budget once
+merged, :func:`fold_ports` drops the ports of every conversation of at most
+``FOLD_PACKETS`` packets in all the rows held (protocol and VLAN kept), so the
+rows of one pair of addresses in one minute merge into one: what is lost is
+which ports those few-packet conversations used. A conversation of more
+packets keeps its ports in every minute, also one that had just begun. The
+table counts them per minute (``folded_conversations``) for ``sensor-flood``.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from ..networks import FOLDED_ADDRESS, FOLDED_HI, FOLDED_LO, address_ids, is_fol
 # A SYN, its SYN-ACK and up to two retransmissions: more is a conversation.
 FOLD_PACKETS = 4
 
-__all__ = ["FOLDED_ADDRESS", "FOLD_PACKETS", "Foldable", "fold_rows", "is_folded"]
+__all__ = ["FOLDED_ADDRESS", "FOLD_PACKETS", "Foldable", "fold_ports", "fold_rows", "is_folded"]
 
 Foldable = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (hi, lo) uint64 → bool
 
@@ -120,3 +130,41 @@ def fold_rows(
         first, second = out[swap, ab], out[swap, ba]
         out[swap, ab], out[swap, ba] = second, first
     return out, bins.astype(np.int64), sources.astype(np.int64)
+
+
+def fold_ports(
+    cols: np.ndarray, *, max_packets: int = FOLD_PACKETS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop, in place, the ports of every conversation of at most
+    ``max_packets`` packets in all of ``cols`` (merged activity columns,
+    (≥ ``USED_COLUMNS``, n), as ``ActivityTable.merged_columns`` holds them;
+    module docstring). Returns (bins, conversations): for each bin
+    (ascending) how many rows lost their ports; the caller merges the rows
+    that now share a key. A and B keep their order: zero ports on both ends
+    order them by address alone, as they were unless the two addresses are
+    the same (then either order is the same row)."""
+    import pandas as pd
+
+    empty = np.empty(0, dtype=np.int64)
+    packets = cols[ak.C_AB_PACKETS] + cols[ak.C_BA_PACKETS]
+    meta = cols[ak.C_META].view(np.uint64)
+    # Each conversation once, by a 64-bit hash of its key (one column to
+    # factorise, not five: a third of the memory; two keys of the ~million
+    # held share a hash with odds of about 1 in 10^7).
+    with np.errstate(over="ignore"):
+        h = cols[ak.C_A_LO].view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= cols[ak.C_B_LO].view(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        h ^= cols[ak.C_A_HI].view(np.uint64) * np.uint64(0x165667B19E3779F9)
+        h ^= cols[ak.C_B_HI].view(np.uint64) * np.uint64(0xD6E8FEB86659FD93)
+        h ^= meta * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(29)
+    codes, _ = pd.factorize(h)
+    del h
+    total = np.bincount(codes, weights=packets)[codes]
+    del codes
+    fold = (total <= max_packets) & ((meta >> np.uint64(32)) != 0)
+    if not fold.any():
+        return empty, empty
+    meta[fold] &= np.uint64(0xFFFF_FFFF)
+    bins, counts = np.unique(cols[ak.C_BIN][fold], return_counts=True)
+    return bins.astype(np.int64), counts.astype(np.int64)

@@ -23,6 +23,15 @@ first_ns ..     first and last frame's time, and ``count``: frames (arp, dhcp,
                 packet of a busy host is one of these, so the kernel reports each
                 once a minute)
 ==============  ===============================================================
+
+Memory: distinct facts are held up to ``LINK_BUDGET``. A flood of forged cards
+(macof fills a switch's table with a random source address a frame) makes
+every frame a new fact; past the budget, the facts of *fleeting cards* (every
+fact of the card within one minute) are dropped and counted per minute
+(``folded_cards``), first those that say nothing a rule needs (a device, an
+ARP inside the isolated networks), then, if still over, all of them.
+``sensor-flood`` reports the count. Real devices talk over minutes and keep
+their facts; folding happens only under pressure.
 """
 
 from __future__ import annotations
@@ -44,6 +53,9 @@ EVENT_ROWS = 1 << 14
 KEY = ["kind", "mac", "a_hi", "a_lo", "b_hi", "b_lo", "c_lo", "d_lo", "code", "other_mac", "vlan"]
 COLUMNS = [*KEY, "first_ns", "last_ns", "count"]
 COMPACT_ROWS = 1 << 16  # raw rows held before they are merged into distinct facts
+# Distinct facts held before fleeting cards are folded (module docstring).
+LINK_BUDGET = 1 << 18
+MINUTE_NS = 60_000_000_000
 
 
 def network_rows(networks: NetworkSet) -> np.ndarray:
@@ -70,6 +82,8 @@ class LinkInspector:
         self._seen_minute = np.zeros(lk.SEEN_SLOTS, dtype=np.int64)
         self._chunks: list[dict[str, np.ndarray]] = []
         self._held = 0
+        self._compact_at = COMPACT_ROWS  # raw rows held before the next merge
+        self.folded_cards: dict[int, int] = {}  # minute (ns) → fleeting cards folded
 
     @classmethod
     def warm_up(cls, isolated: NetworkSet) -> LinkInspector:
@@ -118,14 +132,44 @@ class LinkInspector:
         }
         self._chunks.append(chunk)
         self._held += len(events)
-        if self._held > COMPACT_ROWS:
+        if self._held > self._compact_at:
             self._compact()
 
     def _compact(self) -> None:
-        """Merge the rows held into one per distinct fact (bounded memory)."""
+        """Merge the rows held into one per distinct fact, and past the budget
+        fold fleeting cards (bounded memory). The next merge waits until the
+        rows held double, so a table of many distinct facts is not merged again
+        at every batch."""
         frame = self._merged()
+        if len(frame) > LINK_BUDGET:
+            frame = self._fold(frame)
         self._chunks = [{c: frame[c].to_numpy() for c in COLUMNS}]
         self._held = len(frame)
+        self._compact_at = max(COMPACT_ROWS, 2 * self._held)
+
+    def _fold(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` without the facts of fleeting cards (module docstring),
+        counted in ``folded_cards``."""
+        mac = frame["mac"].to_numpy(np.int64)
+        by_card = frame.groupby("mac", sort=False).agg(first=("first_ns", "min"),
+                                                       last=("last_ns", "max"))  # fmt: skip
+        fleeting = by_card.index[(by_card["last"] - by_card["first"]) < MINUTE_NS].to_numpy()
+        of_fleeting = np.isin(mac, fleeting)
+        kind = frame["kind"].to_numpy()
+        quiet = kind == lk.KIND_NAMES.index("device")
+        arp = kind == lk.KIND_NAMES.index("arp")
+        if arp.any():  # an ARP inside the isolated networks is no rule's evidence
+            quiet |= arp & _inside(self.nets, frame["b_hi"].to_numpy(np.uint64),
+                                   frame["b_lo"].to_numpy(np.uint64))  # fmt: skip
+        drop = of_fleeting & quiet
+        if len(frame) - int(drop.sum()) > LINK_BUDGET // 2:
+            drop = of_fleeting
+        gone = frame[drop]
+        cards = gone.groupby("mac", sort=False)["first_ns"].min()
+        minutes = cards.to_numpy(np.int64) // MINUTE_NS * MINUTE_NS
+        for minute, n in zip(*np.unique(minutes, return_counts=True), strict=True):
+            self.folded_cards[int(minute)] = self.folded_cards.get(int(minute), 0) + int(n)
+        return frame[~drop].reset_index(drop=True)
 
     def _merged(self) -> pd.DataFrame:
         import pandas as pd
@@ -138,6 +182,11 @@ class LinkInspector:
             first_ns=("first_ns", "min"), last_ns=("last_ns", "max"), count=("count", "sum")
         )
         return merged.sort_values(["first_ns", *KEY], kind="stable", ignore_index=True)
+
+    def forget_folded_before(self, ts_ns: int) -> None:
+        """Drop the counts of cards folded in minutes before ``ts_ns`` (a live
+        sensor's history)."""
+        self.folded_cards = {m: n for m, n in self.folded_cards.items() if m >= ts_ns}
 
     def frame(self) -> pd.DataFrame:
         """One row per distinct fact, earliest first; ``kind`` as its name."""
@@ -170,3 +219,13 @@ class Inspectors:
     def inspect(self, records: RecordBuffer, batch: PacketBatch) -> None:
         for inspector in self.inspectors:
             inspector.inspect(records, batch)  # type: ignore[attr-defined]
+
+
+def _inside(nets: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Which (hi, lo) addresses lie in ``nets`` (network_rows)."""
+    inside = np.zeros(len(hi), dtype=bool)
+    for net_hi, net_lo, mask_hi, mask_lo in nets.tolist():
+        inside |= ((hi & np.uint64(mask_hi)) == np.uint64(net_hi)) & (
+            (lo & np.uint64(mask_lo)) == np.uint64(net_lo)
+        )
+    return inside

@@ -583,6 +583,7 @@ class LiveDetector:
         parts = []
         facts = []
         folded: list[dict[int, int]] = []  # each worker's outside addresses folded, per minute
+        ports: list[dict[int, int]] = []  # ... and its conversation-minutes without ports
         for worker in self.workers:
             worker.yielding = True
             with worker.lock:
@@ -592,6 +593,7 @@ class LiveDetector:
                 else:
                     parts.append(worker.activity.merged_columns())
                 folded.append(dict(worker.activity.folded_sources))
+                ports.append(dict(worker.activity.folded_conversations))
                 if worker.inspector is not None:
                     facts.append(worker.inspector.frame())
         merged_facts = None
@@ -605,6 +607,9 @@ class LiveDetector:
         for counts in folded:
             for minute, sources in counts.items():
                 table.folded_sources[minute] = table.folded_sources.get(minute, 0) + sources
+        for counts in ports:
+            for minute, n in counts.items():
+                table.folded_conversations[minute] = table.folded_conversations.get(minute, 0) + n
         return table, merged_facts
 
     def users_of(self, peer_hi: np.ndarray, peer_lo: np.ndarray) -> pd.DataFrame:
@@ -640,6 +645,20 @@ class LiveDetector:
             total = mine if total is None else total.plus(mine)
         return total
 
+    def folded_cards(self) -> dict[int, int]:
+        """Minute → fleeting cards the workers' link inspectors dropped (a flood
+        of forged cards), within the history."""
+        total: dict[int, int] = {}
+        for worker in self.workers:
+            if worker.link is None:
+                continue
+            worker.yielding = True
+            with worker.lock:
+                worker.yielding = False
+                for minute, cards in worker.link.folded_cards.items():
+                    total[minute] = total.get(minute, 0) + cards
+        return total
+
     def link_facts(self) -> pd.DataFrame | None:
         """The link facts of isolated segments every worker found so far (None
         without isolated networks)."""
@@ -671,6 +690,7 @@ class LiveDetector:
             before=Before(first_contacts=self.first_contacts,
                           other_users=self.users_of if sighted else None),
             fact_overflow=None if sighted else self.fact_overflow(),
+            folded_cards=None if sighted else self.folded_cards(),
         )  # fmt: skip
         self.first_contacts = first_contacts(result.traffic, self.first_contacts)
         found = list(result.alerts)
@@ -722,6 +742,8 @@ class LiveDetector:
                     worker.activity.forget_before(clock - history)
                     if worker.inspector is not None:  # the facts too: a sensor runs for months
                         worker.inspector.forget_before(clock - history)
+                    if worker.link is not None:
+                        worker.link.forget_folded_before(clock - history)
         return result if final else None
 
     def _raised_before(self, alert: Alert) -> _Raised | None:

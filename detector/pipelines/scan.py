@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -103,6 +103,7 @@ def scan_captures(
         activity, flows, policy, window_minutes=window_minutes, model=model, facts=facts,
         link=link.frame() if link is not None else None, before=before,
         fact_overflow=inspector.overflow if inspector is not None else None,
+        folded_cards=link.folded_cards if link is not None else None,
     )  # fmt: skip
 
 
@@ -118,10 +119,12 @@ def scan_activity(
     link: pd.DataFrame | None = None,
     before: Before = NOTHING_BEFORE,
     fact_overflow: FactOverflow | None = None,
+    folded_cards: Mapping[int, int] | None = None,
 ) -> ScanResult:
     """The analysis half of a scan, once the captures have been counted
     (``facts``: what payload inspection found, if it ran, and
-    ``fact_overflow`` what it counted past its budget; ``link``: the link
+    ``fact_overflow`` what it counted past its budget; ``folded_cards``: the
+    fleeting cards the link inspector counted past its; ``link``: the link
     facts of isolated segments, if looked at; ``before``: what the days before
     taught, or a live sensor saw before)."""
     first_contacts, other_users = before.first_contacts, before.other_users
@@ -178,7 +181,10 @@ def scan_activity(
         alerts = annotate_mail_sizes(alerts, facts)
     alerts.extend(sensor.flood_alerts(activity.folded_sources, activity.bin_ns, traffic,
                                       minutes * MINUTE_NS))  # fmt: skip
+    alerts.extend(sensor.port_flood_alerts(activity.folded_conversations, activity.bin_ns,
+                                           minutes * MINUTE_NS))  # fmt: skip
     alerts.extend(sensor.fact_flood_alerts(fact_overflow))
+    alerts.extend(sensor.card_flood_alerts(folded_cards, minutes * MINUTE_NS))
     alerts = name_alerts(alerts, names)
     alerts.sort(key=alert_order)
     return ScanResult(alerts, features, traffic, flows, activity, facts, names, link)

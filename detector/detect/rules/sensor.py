@@ -96,7 +96,20 @@ answers) loses its later ones. One more alert about the sensor then says so:
 `egress.folded_facts` (facts counted, not kept), `egress.folded_fact_kinds`
 (by kind) and `egress.busiest_sources` (the hosts with the most). The name
 rules (`dns-tunnel`, `im-app`, the names in alerts) did not see those facts;
-the flooding host's earliest names are kept, so its tunnel is still found.""",
+the flooding host's earliest names are kept, so its tunnel is still found.
+
+A flood inside the site (a new port a packet between the site's own
+addresses) folds no address; when the rows are still over the budget, the
+ports of every conversation-minute of at most four packets are dropped, so
+one pair of addresses in one minute is one row. One alert per span says how
+many lost their ports: `egress.folded_conversations`.
+
+The link layer of isolated segments is held up to about 260,000 distinct
+facts. A flood of forged network cards (macof fills a switch's table with a
+new source address a frame) passes that; the facts of cards seen within one
+minute only are then dropped and counted, and one alert (high: someone is
+forging cards on an isolated segment) says how many per span:
+`egress.folded_cards`. Cards that talk over minutes keep their facts.""",
 )
 
 
@@ -182,3 +195,55 @@ def fact_flood_alerts(overflow: FactOverflow | None) -> list[Alert]:
     }
     start, end = int(overflow.first_ns.min()), int(overflow.last_ns.max())
     return [FLOOD.alert(FLOOD.severity, start, end, "", text, evidence=evidence)]
+
+
+def card_flood_alerts(folded_cards: Mapping[int, int] | None, gap_ns: int) -> list[Alert]:
+    """One ``sensor-flood`` alert (high) per span of minutes in which the link
+    inspector dropped the facts of fleeting cards (``folded_cards``: minute →
+    cards), spans closer than ``gap_ns`` merged."""
+    if not folded_cards:
+        return []
+    starts = np.array(sorted(folded_cards), dtype=np.int64)
+    counts = np.array([folded_cards[m] for m in starts.tolist()], dtype=np.int64)
+    runs = minute_runs(starts, gap_ns)
+    alerts: list[Alert] = []
+    for run in np.unique(runs).tolist():
+        inside = runs == run
+        start, end = int(starts[inside][0]), int(starts[inside][-1]) + 60_000_000_000 - 1
+        cards = int(counts[inside].sum())
+        text = (
+            f"a flood of network cards on isolated segments: {cards:,} Ethernet addresses "
+            "each seen within one minute (forged, as macof sends to fill a switch's table) "
+            "were counted, not kept, to keep memory bounded; new-device-isolated and the "
+            "ARP rules did not see them: look for the port they came in on"
+        )
+        alerts.append(FLOOD.alert(3, start, end, "", text, evidence={"folded_cards": cards}))
+    return alerts
+
+
+def port_flood_alerts(
+    folded_conversations: Mapping[int, int] | None, bin_ns: int, gap_ns: int
+) -> list[Alert]:
+    """One ``sensor-flood`` alert per span of bins in which the activity table
+    dropped the ports of few-packet conversations (``folded_conversations``:
+    bin → conversation-minutes), spans closer than ``gap_ns`` merged."""
+    if not folded_conversations:
+        return []
+    bins = np.array(sorted(folded_conversations), dtype=np.int64)
+    counts = np.array([folded_conversations[b] for b in bins.tolist()], dtype=np.int64)
+    starts = bins * np.int64(bin_ns)
+    runs = minute_runs(starts, gap_ns)
+    alerts: list[Alert] = []
+    for run in np.unique(runs).tolist():
+        inside = runs == run
+        start, end = int(starts[inside][0]), int(starts[inside][-1]) + bin_ns - 1
+        conversations = int(counts[inside].sum())
+        text = (
+            f"a flood of conversations: {conversations:,} conversation-minutes of at most "
+            f"{FOLD_PACKETS} packets each were counted per pair of addresses without their "
+            "ports, to keep memory bounded (packets and bytes are exact; which ports those "
+            "conversations used is lost): a scan or a flood from a new port a packet"
+        )
+        evidence = {"folded_conversations": conversations}
+        alerts.append(FLOOD.alert(FLOOD.severity, start, end, "", text, evidence=evidence))
+    return alerts
