@@ -2,13 +2,15 @@
 """Peak memory against capture length, for an ordinary capture and a flood.
 
     python benchmarks/bench_memory.py [--packets 500000,1000000,2000000,3000000,6000000]
-        [--commands scan,flows,live] [--kinds ordinary,flood,names] [--keep DIR]
+        [--commands scan,flows,live] [--kinds ordinary,flood,names,cards] [--keep DIR]
 
-For each length it writes three captures: an ordinary egress link
+For each length it writes four captures: an ordinary egress link
 (``gen_capture.py``: 20 packets a flow on average), a spoofed-source SYN
 flood (``gen_flood.py``: every packet a new flow and a new outside address)
 and a flood of names (``gen_flood.py --kind dns``: every packet a DNS question
-for a name never asked before, from four internal hosts), then runs each command in a fresh process and prints its peak resident memory
+for a name never asked before, from four internal hosts) and a flood of forged
+cards on the isolated segment (``--kind mac``: a new Ethernet source address
+and a new port a frame, as macof sends), then runs each command in a fresh process and prints its peak resident memory
 (``ru_maxrss`` of the child) and its time. The bound the detector must hold is
 a curve that flattens: the same peak whatever the length once the tables are
 full. Captures are made once per length in --keep (default: a temporary
@@ -29,15 +31,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 POLICY = ROOT / "captures" / "sample-policy.toml"
+# The floods, by gen_flood.py's --kind.
+FLOODS = {"flood": "syn", "names": "dns", "cards": "mac"}
 
 
 def _make(kind: str, packets: int, directory: Path) -> Path:
     path = directory / f"{kind}-{packets}.pcap"
     if path.exists():
         return path
-    if kind in ("flood", "names"):
+    if kind in FLOODS:
         cmd = [sys.executable, str(HERE / "gen_flood.py"), str(path), "--packets", str(packets),
-               "--kind", "syn" if kind == "flood" else "dns"]  # fmt: skip
+               "--kind", FLOODS[kind]]  # fmt: skip
     else:
         flows = max(packets // 20, 1)
         cmd = [sys.executable, str(HERE / "gen_capture.py"), str(path), "--packets", str(packets),
@@ -73,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", default="500000,1000000,2000000,3000000,6000000")
     parser.add_argument("--commands", default="scan,flows,live")
     parser.add_argument("--keep", type=Path, default=None)
-    parser.add_argument("--kinds", default="ordinary,flood,names",
+    parser.add_argument("--kinds", default="ordinary,flood,names,cards",
                         help="captures: ordinary, flood (spoofed SYNs), names (DNS questions for "
-                        "new names, gen_flood.py --kind dns)")  # fmt: skip
+                        "new names, gen_flood.py --kind dns), cards (forged cards on the isolated "
+                        "segment, --kind mac)")  # fmt: skip
     args = parser.parse_args(argv)
     lengths = [int(n) for n in args.packets.split(",")]
     commands = args.commands.split(",")
