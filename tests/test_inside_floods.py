@@ -91,6 +91,7 @@ def test_fold_ports_against_a_naive_reading():
     rows = np.zeros((n, ak.USED_COLUMNS), dtype=np.int64)
     rows[:, ak.C_A_LO] = rng.integers(1, 4, n)
     rows[:, ak.C_B_LO] = 10
+    rows[:7, ak.C_B_LO] = rows[:7, ak.C_A_LO]  # a host talking to itself
     ports = rng.integers(1, 65536, (n, 2)).astype(np.uint64)
     meta = (ports[:, 0] << np.uint64(48)) | (ports[:, 1] << np.uint64(32)) | np.uint64(6 << 16)
     meta[:20] = np.uint64(1 << 16)  # ICMP-like: no ports already
@@ -110,9 +111,12 @@ def test_fold_ports_against_a_naive_reading():
     want = {}
     for i in range(n):
         conv = tuple(int(rows[i, c]) for c in (ak.C_A_LO, ak.C_B_LO, ak.C_META))
-        has_ports = (int(meta[i]) >> 32) != 0
-        folded = total[conv] <= FOLD_PACKETS and has_ports
-        expect = int(meta[i]) & 0xFFFF_FFFF if folded else int(meta[i])
+        a_port, b_port = int(meta[i]) >> 48, (int(meta[i]) >> 32) & 0xFFFF
+        itself = rows[i, ak.C_A_LO] == rows[i, ak.C_B_LO]
+        folded = total[conv] <= FOLD_PACKETS and a_port != b_port and not itself
+        expect = int(meta[i])
+        if folded:  # the client's port, the higher, goes
+            expect &= ~((0xFFFF << 48) if a_port > b_port else (0xFFFF << 32))
         assert int(out[i, ak.C_META]) & (2**64 - 1) == expect
         if folded:
             want[int(rows[i, ak.C_BIN])] = want.get(int(rows[i, ak.C_BIN]), 0) + 1
@@ -125,7 +129,7 @@ def test_a_flood_between_the_sites_own_addresses_stays_bounded(tmp_path):
     """10.8.40.66 sends 20,000 SYNs to 10.8.40.1, each from a new port, over
     two minutes, beside a 300-packet transfer: with a budget of 2,000 rows
     the table holds a handful, packets and bytes per pair and minute are
-    exact, and the transfer keeps its ports."""
+    exact, the SYNs keep their service port and the transfer both ports."""
     syn = [(i * 120 * S // 20_000, raw(Ether(src=REAL) / IP(src="10.8.40.66", dst="10.8.40.1")
                                         / TCP(sport=1024 + i % 60_000, dport=80)))
            for i in range(20_000)]  # fmt: skip
@@ -160,3 +164,9 @@ def test_a_flood_between_the_sites_own_addresses_stays_bounded(tmp_path):
     assert sum(table.folded_conversations.values()) > 10_000
     transfer = (cols["a_port"] == 445) | (cols["b_port"] == 445)
     assert int((cols["packets_ab"] + cols["packets_ba"])[transfer].sum()) == 300
+    assert set(cols["a_port"][transfer].tolist()) | set(cols["b_port"][transfer].tolist()) == {
+        445,
+        5000,
+    }
+    syns = ~transfer
+    assert set(cols["a_port"][syns].tolist()) | set(cols["b_port"][syns].tolist()) >= {0, 80}

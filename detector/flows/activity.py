@@ -248,10 +248,11 @@ class ActivityTable:
         return folded
 
     def _ports_folded(self, merged: np.ndarray) -> np.ndarray:
-        """Merged columns ``merged``, their few-packet conversations' ports
-        dropped and merged again (detector/flows/fold.py) when a ``foldable``
-        was given and they are still over the budget."""
-        if self.foldable is None or merged.shape[1] <= self.max_rows:
+        """Merged columns ``merged``, their few-packet conversations' client
+        ports dropped and merged again (detector/flows/fold.py) when a
+        ``foldable`` was given and they are still over half the budget (as
+        addresses are folded: the next merge then starts from few rows)."""
+        if self.foldable is None or merged.shape[1] <= self.max_rows // 2:
             return merged
         bins, counts = fold_ports(merged)  # in place: the columns are the table's own
         if not len(bins):

@@ -30,11 +30,12 @@ ordinary scan's results do not depend on it.
 
 A flood inside the site (a host on an isolated segment sending from a new port
 a packet: forged cards, a SYN scan of a neighbour) folds no address, since
-every address is the site's. If the rows are still over the budget once
-merged, :func:`fold_ports` drops the ports of every conversation of at most
-``FOLD_PACKETS`` packets in all the rows held (protocol and VLAN kept), so the
-rows of one pair of addresses in one minute merge into one: what is lost is
-which ports those few-packet conversations used. A conversation of more
+every address is the site's. If the rows are still over half the budget once
+merged, :func:`fold_ports` drops the higher port (the client's; a service's
+is the lower, 53 or 443) of every conversation of at most ``FOLD_PACKETS``
+packets in all the rows held, so the rows of one pair of addresses and one
+service in one minute merge into one: what is lost is which client ports
+those few-packet conversations used. A conversation of more
 packets keeps its ports in every minute, also one that had just begun. The
 table counts them per minute (``folded_conversations``) for ``sensor-flood``.
 """
@@ -135,14 +136,13 @@ def fold_rows(
 def fold_ports(
     cols: np.ndarray, *, max_packets: int = FOLD_PACKETS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Drop, in place, the ports of every conversation of at most
-    ``max_packets`` packets in all of ``cols`` (merged activity columns,
-    (≥ ``USED_COLUMNS``, n), as ``ActivityTable.merged_columns`` holds them;
-    module docstring). Returns (bins, conversations): for each bin
-    (ascending) how many rows lost their ports; the caller merges the rows
-    that now share a key. A and B keep their order: zero ports on both ends
-    order them by address alone, as they were unless the two addresses are
-    the same (then either order is the same row)."""
+    """Drop, in place, the higher port (the client's) of every conversation
+    of at most ``max_packets`` packets in all of ``cols`` (merged activity
+    columns, (≥ ``USED_COLUMNS``, n), as ``ActivityTable.merged_columns``
+    holds them; module docstring). Returns (bins, conversations): for each
+    bin (ascending) how many rows lost a port; the caller merges the rows that
+    now share a key. A and B keep their order, which is by address (a host
+    talking to itself, ordered by port, keeps its ports)."""
     import pandas as pd
 
     empty = np.empty(0, dtype=np.int64)
@@ -162,9 +162,17 @@ def fold_ports(
     del h
     total = np.bincount(codes, weights=packets)[codes]
     del codes
-    fold = (total <= max_packets) & ((meta >> np.uint64(32)) != 0)
+    a_port = meta >> np.uint64(48)
+    b_port = (meta >> np.uint64(32)) & np.uint64(0xFFFF)
+    # The higher port is the one dropped: the client's (a service's is the
+    # lower, as a rule: 53, 443). A host talking to itself keeps both (the
+    # order of its ends is by port).
+    itself = (cols[ak.C_A_LO] == cols[ak.C_B_LO]) & (cols[ak.C_A_HI] == cols[ak.C_B_HI])
+    fold = (total <= max_packets) & (a_port != b_port) & ~itself
     if not fold.any():
         return empty, empty
-    meta[fold] &= np.uint64(0xFFFF_FFFF)
+    higher = np.where(a_port > b_port, np.uint64(0xFFFF) << np.uint64(48),
+                      np.uint64(0xFFFF) << np.uint64(32))  # fmt: skip
+    meta[fold] &= ~higher[fold]
     bins, counts = np.unique(cols[ak.C_BIN][fold], return_counts=True)
     return bins.astype(np.int64), counts.astype(np.int64)

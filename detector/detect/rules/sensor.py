@@ -100,9 +100,9 @@ the flooding host's earliest names are kept, so its tunnel is still found.
 
 A flood inside the site (a new port a packet between the site's own
 addresses) folds no address; when the rows are still over the budget, the
-ports of every conversation-minute of at most four packets are dropped, so
-one pair of addresses in one minute is one row. One alert per span says how
-many lost their ports: `egress.folded_conversations`.
+client's port (the higher) of every conversation of at most four packets is
+dropped, so one pair of addresses and one service in one minute is one row.
+One alert per span says how many: `egress.folded_conversations`.
 
 The link layer of isolated segments is held up to about 260,000 distinct
 facts. A flood of forged network cards (macof fills a switch's table with a
@@ -240,9 +240,9 @@ def port_flood_alerts(
         conversations = int(counts[inside].sum())
         text = (
             f"a flood of conversations: {conversations:,} conversation-minutes of at most "
-            f"{FOLD_PACKETS} packets each were counted per pair of addresses without their "
-            "ports, to keep memory bounded (packets and bytes are exact; which ports those "
-            "conversations used is lost): a scan or a flood from a new port a packet"
+            f"{FOLD_PACKETS} packets each were counted per pair of addresses and service, "
+            "without their client port, to keep memory bounded (packets and bytes are exact; "
+            "which client ports they used is lost): a flood from a new port a packet"
         )
         evidence = {"folded_conversations": conversations}
         alerts.append(FLOOD.alert(FLOOD.severity, start, end, "", text, evidence=evidence))
