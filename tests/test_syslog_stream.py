@@ -235,6 +235,16 @@ def test_targets_and_options_are_checked():
         SyslogSender("http://x")
     with pytest.raises(DetectorError, match=r"^--syslog tcp://x:y: the port must be a number"):
         SyslogSender("tcp://x:y")
+    # A malformed target is a usage error now, not a collector that never answers.
+    for target, why in [("tcp://host:99999", "the port must be a number from 1 to 65535"),
+                        ("tls://:514", "no host"),
+                        ("tcp://[::1", r"an IPv6 address in \[ \] lacks its \]"),
+                        ("tcp://[::1]x", r"give \[IPv6\]:PORT"),
+                        ("tcp://::1:514", r"an IPv6 address goes in \[ \]"),
+                        ("tcp://a b:514", "'a b' is not a host name or address"),
+                        ("tcp://\x1b]0;x\x07:514", r"'\\x1b\]0;x\\x07' is not a host")]:  # fmt: skip
+        with pytest.raises(DetectorError, match=why):
+            SyslogSender(target)
     with pytest.raises(DetectorError, match=r"^--syslog-ca, --syslog-cert and --syslog-key are "
                        r"for --syslog tls://"):  # fmt: skip
         SyslogSender("tcp://127.0.0.1:1", ca="ca.pem")

@@ -336,10 +336,17 @@ def test_the_token_comes_from_a_file_and_urls_are_checked(tmp_path, capsys):
         read_token(str(path))
     with pytest.raises(DetectorError, match="cannot read it: No such file"):
         read_token(str(tmp_path / "absent"))
+    path.write_bytes(b"x" * (65 << 10))  # not read whole: a token is a few hundred bytes
+    with pytest.raises(DetectorError, match="over 64 KiB: not a token"):
+        read_token(str(path))
+    path.write_bytes(b"\xcc\xcd")
+    with pytest.raises(DetectorError, match="cannot read it: not UTF-8 text"):
+        read_token(str(path))
     spool = Spool(str(tmp_path / "spool"))
     for url, why in [("ftp://host/x", "give an http:// or https:// URL"),
                      ("https://user:pw@host/x", "no user or password in the URL"),
-                     ("http://host:port/x", "the port must be a number")]:  # fmt: skip
+                     ("http://host:port/x", "the port must be a number"),
+                     ("http://[::1/x?key=pw", r"not a URL \(Invalid IPv6 URL\)")]:  # fmt: skip
         with pytest.raises(DetectorError, match=why) as refused:
             WebhookSender(url, spool)
         assert "pw" not in str(refused.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import socket
 import sys
 import textwrap
@@ -366,18 +367,32 @@ def _leave_out(doc: dict[str, Any], limit: int) -> str:
 def _host_port(
     target: str, whole: str | None = None, default: int = SYSLOG_PORT
 ) -> tuple[str, int]:
-    whole = whole or target
+    """(host, port) of HOST[:PORT] or [IPv6][:PORT]; a malformed one is a
+    usage error now, not a collector that never answers later."""
+    whole = printable(whole or target)
     if target.startswith("["):  # [2001:db8::1]:514
-        host, _, rest = target[1:].partition("]")
-        port = rest.lstrip(":") or str(default)
-        if not port.isdigit():
-            raise DetectorError(f"--syslog {whole}: the port must be a number")
-        return host, int(port)
-    if target.count(":") == 1:
+        host, bracket, rest = target[1:].partition("]")
+        if not bracket:
+            raise DetectorError(f"--syslog {whole}: an IPv6 address in [ ] lacks its ]")
+        if rest and not rest.startswith(":"):
+            raise DetectorError(f"--syslog {whole}: give [IPv6]:PORT")
+        port = rest[1:] or str(default)
+    elif target.count(":") == 1:
         host, port = target.split(":")
-        if not port.isdigit():
-            raise DetectorError(f"--syslog {whole}: the port must be a number")
-        return host, int(port)
-    if not target:
+    elif ":" in target:
+        raise DetectorError(f"--syslog {whole}: an IPv6 address goes in [ ]: [2001:db8::1]:514")
+    else:
+        host, port = target, str(default)
+    if not host:
         raise DetectorError(f"--syslog {whole}: no host")
-    return target, default
+    if not _HOST.fullmatch(host) and not (target.startswith("[") and _IPV6.fullmatch(host)):
+        raise DetectorError(f"--syslog {whole}: '{printable(host)}' is not a host name or address")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise DetectorError(f"--syslog {whole}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+# A host name (RFC 1123 labels; '_' tolerated) or an IPv4 address; an IPv6
+# address in [ ]: hex digits, colons, dots (an embedded IPv4), a %zone.
+_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)*\.?")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")

@@ -33,7 +33,7 @@ from typing import Any
 from .. import __version__
 from ..errors import DetectorError
 from .delivery import Backoff, _reason, pause
-from .mask import json_text
+from .mask import json_text, printable
 from .record import Alert
 from .sending import warn
 from .spool import MAX_BYTES, Batch, Spool
@@ -43,12 +43,22 @@ CLOSE_SECONDS = 10.0
 BATCH_BYTES = 1 << 20
 
 
+# A bearer token is a few hundred bytes; a file this long is not one.
+TOKEN_FILE_BYTES = 64 << 10
+
+
 def read_token(path: str) -> str:
     """The bearer token in ``path`` (surrounding white space ignored)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
-            token = f.read().strip()
+            data = f.read(TOKEN_FILE_BYTES + 1)
+        if len(data) > TOKEN_FILE_BYTES:
+            raise DetectorError(
+                f"--webhook-token-file {path}: over {TOKEN_FILE_BYTES >> 10} KiB: not a token "
+                "(give a file holding the token alone)"
+            )
+        token = data.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise DetectorError(f"--webhook-token-file {path}: cannot read it: {why}") from None
@@ -85,7 +95,12 @@ class WebhookSender:
         context: ssl.SSLContext | None = None,
         say: Callable[[str], None] = warn,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as exc:  # "Invalid IPv6 URL" and the like
+            raise DetectorError(
+                f"--webhook {_shown(url)}: not a URL ({exc}); give an http:// or https:// URL"
+            ) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DetectorError(f"--webhook {_shown(url)}: give an http:// or https:// URL")
         if parts.username is not None or parts.password is not None:
@@ -291,7 +306,11 @@ def open_webhook(
 
 def _shown(url: str) -> str:
     """``url`` as messages name it: no query (it may hold a key), no password."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # not a URL: its first part, printable, up to a query or a user
+        cut = min((url.find(c) for c in "?@" if c in url), default=len(url))
+        return printable(url[:cut][:200])
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
