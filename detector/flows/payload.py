@@ -190,16 +190,15 @@ def mask_id(number: str) -> str:
 class PayloadInspector:
     """Looks at the first ``max_packets`` payload packets of each flow, at most
     ``max_bytes`` bytes of each; holds what it found up to ``budget`` facts
-    (default ``FACT_BUDGET``), then folds them (module docstring; ``fold=False``:
-    never; ``drop_repeats=False``: only the hosts' shares are cut, for readers
-    that need every flow's own facts)."""
+    (default ``FACT_BUDGET``), then folds them (module docstring;
+    ``drop_repeats=False``: only the hosts' shares are cut, for readers that
+    need every flow's own facts)."""
 
     def __init__(
         self,
         *,
         max_packets: int = DEFAULT_MAX_PACKETS,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        fold: bool = True,
         budget: int | None = None,
         drop_repeats: bool = True,
     ) -> None:
@@ -226,7 +225,7 @@ class PayloadInspector:
         self._chunks: list[dict[str, np.ndarray]] = []
         # Facts held, and the budget past which they are folded (None: never).
         self._held = 0
-        self.budget: int | None = (budget or FACT_BUDGET) if fold else None
+        self.budget: int | None = budget or FACT_BUDGET
         self.drop_repeats = drop_repeats
         self.overflow = FactOverflow.none()  # counted past the budget, not kept
         self.repeats_dropped = 0  # name facts dropped as repeats of one held

@@ -32,7 +32,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -582,20 +582,17 @@ class LiveDetector:
         either end, picked from each worker's table before they are merged."""
         parts = []
         facts = []
-        folded: list[dict[int, int]] = []  # each worker's outside addresses folded, per minute
-        ports: list[dict[int, int]] = []  # ... and its conversation-minutes without ports
-        for worker in self.workers:
-            worker.yielding = True
-            with worker.lock:
-                worker.yielding = False
-                if hosts:
-                    parts.append(worker.activity.with_hosts(hosts).merged_columns())
-                else:
-                    parts.append(worker.activity.merged_columns())
-                folded.append(dict(worker.activity.folded_sources))
-                ports.append(dict(worker.activity.folded_conversations))
-                if worker.inspector is not None:
-                    facts.append(worker.inspector.frame())
+        folded: dict[int, int] = {}  # the workers' outside addresses folded, per minute
+        ports: dict[int, int] = {}  # ... and their conversation-minutes without a port
+        for worker in self._each_worker_held():
+            if hosts:
+                parts.append(worker.activity.with_hosts(hosts).merged_columns())
+            else:
+                parts.append(worker.activity.merged_columns())
+            _add_counts(folded, worker.activity.folded_sources)
+            _add_counts(ports, worker.activity.folded_conversations)
+            if worker.inspector is not None:
+                facts.append(worker.inspector.frame())
         merged_facts = None
         if facts:
             import pandas as pd
@@ -604,13 +601,17 @@ class LiveDetector:
             if hosts and len(merged_facts):
                 merged_facts = merged_facts[_with_hosts(merged_facts, hosts)]
         table = ActivityTable.combined(parts, bin_seconds=60)
-        for counts in folded:
-            for minute, sources in counts.items():
-                table.folded_sources[minute] = table.folded_sources.get(minute, 0) + sources
-        for counts in ports:
-            for minute, n in counts.items():
-                table.folded_conversations[minute] = table.folded_conversations.get(minute, 0) + n
+        table.folded_sources, table.folded_conversations = folded, ports
         return table, merged_facts
+
+    def _each_worker_held(self) -> Iterator[_Worker]:
+        """Each worker in turn, its lock held while the caller's loop body runs
+        (asked for with ``yielding``: a busy worker would take it back at once)."""
+        for worker in self.workers:
+            worker.yielding = True
+            with worker.lock:
+                worker.yielding = False
+                yield worker
 
     def users_of(self, peer_hi: np.ndarray, peer_lo: np.ndarray) -> pd.DataFrame:
         """The internal hosts that exchanged packets with outside addresses
@@ -621,12 +622,7 @@ class LiveDetector:
         from ..features.hosts import host_traffic
 
         peers = list(zip(peer_hi.tolist(), peer_lo.tolist(), strict=True))
-        parts = []
-        for worker in self.workers:
-            worker.yielding = True
-            with worker.lock:
-                worker.yielding = False
-                parts.append(worker.activity.with_hosts(peers).merged_columns())
+        parts = [w.activity.with_hosts(peers).merged_columns() for w in self._each_worker_held()]
         table = ActivityTable.combined(parts, bin_seconds=60)
         pairs = host_traffic(table.columns(), self.policy).external_pairs()
         return pairs[["host_hi", "host_lo", "peer_hi", "peer_lo"]]
@@ -635,41 +631,25 @@ class LiveDetector:
         """What the workers' payload inspectors counted past their budget (a
         flood of names) within the history; None without inspection."""
         total = None
-        for worker in self.workers:
-            if worker.inspector is None:
-                continue
-            worker.yielding = True
-            with worker.lock:
-                worker.yielding = False
+        for worker in self._each_worker_held():
+            if worker.inspector is not None:
                 mine = worker.inspector.overflow
-            total = mine if total is None else total.plus(mine)
+                total = mine if total is None else total.plus(mine)
         return total
 
     def folded_cards(self) -> dict[int, int]:
         """Minute → fleeting cards the workers' link inspectors dropped (a flood
         of forged cards), within the history."""
         total: dict[int, int] = {}
-        for worker in self.workers:
-            if worker.link is None:
-                continue
-            worker.yielding = True
-            with worker.lock:
-                worker.yielding = False
-                for minute, cards in worker.link.folded_cards.items():
-                    total[minute] = total.get(minute, 0) + cards
+        for worker in self._each_worker_held():
+            if worker.link is not None:
+                _add_counts(total, worker.link.folded_cards)
         return total
 
     def link_facts(self) -> pd.DataFrame | None:
         """The link facts of isolated segments every worker found so far (None
         without isolated networks)."""
-        frames = []
-        for worker in self.workers:
-            if worker.link is None:
-                continue
-            worker.yielding = True
-            with worker.lock:
-                worker.yielding = False
-                frames.append(worker.link.frame())
+        frames = [w.link.frame() for w in self._each_worker_held() if w.link is not None]
         return merge_link_frames(frames) if frames else None
 
     def _analyse(
@@ -853,3 +833,9 @@ def warm_up(policy: Policy) -> None:
     link = LinkInspector.warm_up(policy.isolated).frame() if policy.isolated else None
     scan_activity(ActivityTable.combined([activity.merged_columns()]), flows, policy,
                   facts=inspector.frame(), link=link)  # fmt: skip
+
+
+def _add_counts(total: dict[int, int], counts: Mapping[int, int]) -> None:
+    """Add ``counts`` (minute → how many) into ``total``."""
+    for minute, n in counts.items():
+        total[minute] = total.get(minute, 0) + n

@@ -5,7 +5,7 @@ like the rules so alerts, the report and the docs take their words from here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -113,6 +113,24 @@ forging cards on an isolated segment) says how many per span:
 )
 
 
+def spans_of(
+    per_bin: Mapping[int, int], bin_ns: int, gap_ns: int
+) -> Iterator[tuple[int, int, int]]:
+    """(first ns, last ns, total) of each span of the bins of ``per_bin``
+    (bin → how many), bins closer than ``gap_ns`` in one span."""
+    bins = np.array(sorted(per_bin), dtype=np.int64)
+    counts = np.array([per_bin[b] for b in bins.tolist()], dtype=np.int64)
+    starts = bins * np.int64(bin_ns)
+    runs = minute_runs(starts, gap_ns)
+    for run in np.unique(runs).tolist():
+        inside = runs == run
+        yield (
+            int(starts[inside][0]),
+            int(starts[inside][-1]) + bin_ns - 1,
+            int(counts[inside].sum()),
+        )
+
+
 def flood_alerts(
     folded_sources: Mapping[int, int], bin_ns: int, traffic: HostTraffic, gap_ns: int
 ) -> list[Alert]:
@@ -122,19 +140,12 @@ def flood_alerts(
     peer is the folded stand-in."""
     if not folded_sources:
         return []
-    bins = np.array(sorted(folded_sources), dtype=np.int64)
-    counts = np.array([folded_sources[b] for b in bins.tolist()], dtype=np.int64)
-    starts = bins * np.int64(bin_ns)
-    runs = minute_runs(starts, gap_ns)
     frame = traffic.frame
     folded_ids = np.flatnonzero(is_folded(traffic.address_hi, traffic.address_lo))
     rows = frame[np.isin(frame["peer_id"].to_numpy(), folded_ids)]
     minute = rows["minute_ns"].to_numpy()
     alerts: list[Alert] = []
-    for run in np.unique(runs).tolist():
-        inside = runs == run
-        start, end = int(starts[inside][0]), int(starts[inside][-1]) + bin_ns - 1
-        sources = int(counts[inside].sum())
+    for start, end, sources in spans_of(folded_sources, bin_ns, gap_ns):
         span = rows[(minute >= start) & (minute <= end)]
         packets = int(span["packets_in"].sum() + span["packets_out"].sum())
         size = int(span["bytes_in"].sum() + span["bytes_out"].sum())
@@ -201,16 +212,10 @@ def card_flood_alerts(folded_cards: Mapping[int, int] | None, gap_ns: int) -> li
     """One ``sensor-flood`` alert (high) per span of minutes in which the link
     inspector dropped the facts of fleeting cards (``folded_cards``: minute →
     cards), spans closer than ``gap_ns`` merged."""
-    if not folded_cards:
-        return []
-    starts = np.array(sorted(folded_cards), dtype=np.int64)
-    counts = np.array([folded_cards[m] for m in starts.tolist()], dtype=np.int64)
-    runs = minute_runs(starts, gap_ns)
     alerts: list[Alert] = []
-    for run in np.unique(runs).tolist():
-        inside = runs == run
-        start, end = int(starts[inside][0]), int(starts[inside][-1]) + 60_000_000_000 - 1
-        cards = int(counts[inside].sum())
+    # folded_cards is by minute start (ns): bins of 1 ns, spans to their minute's end.
+    for start, last, cards in spans_of(folded_cards or {}, 1, gap_ns):
+        end = last + 60_000_000_000 - 1
         text = (
             f"a flood of network cards on isolated segments: {cards:,} Ethernet addresses "
             "each seen within one minute (forged, as macof sends to fill a switch's table) "
@@ -227,17 +232,8 @@ def port_flood_alerts(
     """One ``sensor-flood`` alert per span of bins in which the activity table
     dropped the ports of few-packet conversations (``folded_conversations``:
     bin → conversation-minutes), spans closer than ``gap_ns`` merged."""
-    if not folded_conversations:
-        return []
-    bins = np.array(sorted(folded_conversations), dtype=np.int64)
-    counts = np.array([folded_conversations[b] for b in bins.tolist()], dtype=np.int64)
-    starts = bins * np.int64(bin_ns)
-    runs = minute_runs(starts, gap_ns)
     alerts: list[Alert] = []
-    for run in np.unique(runs).tolist():
-        inside = runs == run
-        start, end = int(starts[inside][0]), int(starts[inside][-1]) + bin_ns - 1
-        conversations = int(counts[inside].sum())
+    for start, end, conversations in spans_of(folded_conversations or {}, bin_ns, gap_ns):
         text = (
             f"a flood of conversations: {conversations:,} conversation-minutes of at most "
             f"{FOLD_PACKETS} packets each were counted per pair of addresses and service, "
