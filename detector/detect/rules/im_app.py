@@ -18,7 +18,7 @@ from ...flows.payload import DNS_IS_RESPONSE
 from ...flows.records import initiator_columns
 from ...networks import NetworkSet, address_text
 from ..declare import PAYLOAD, Choices, Detection, Domains, Networks, Rule, Setting
-from ..names import domain_matcher
+from ..names import domain_matcher, domain_owners
 from .common import when
 
 if TYPE_CHECKING:
@@ -121,13 +121,17 @@ def check_im_app(ctx: ScanContext, rule: Rule) -> list[Alert]:
         src_in = policy.internal.contains(named["src_hi"].to_numpy(), named["src_lo"].to_numpy())
         named = named[src_in]
     apps = messaging_apps(policy)
-    for app in apps:
-        if not named.empty and app.domains:
-            # Each distinct name once, against all the app's domains at once.
-            codes, asked = pd.factorize(named["text"].str.split(":").str[0])
-            under = domain_matcher(app.domains)
-            hit = np.fromiter((under(str(name)) for name in asked), dtype=bool, count=len(asked))
-            found = named[(codes >= 0) & hit[np.maximum(codes, 0)]] if len(asked) else named[:0]
+    # Each distinct name once (an HTTP Host without its port), against every
+    # app's domains at once.
+    codes, asked = np.empty(0, dtype=np.int64), []
+    if not named.empty:
+        codes, distinct = pd.factorize(named["text"].str.split(":").str[0])
+        asked = [str(name) for name in distinct]
+    owned = domain_owners(asked, [app.domains for app in apps])
+    for k, app in enumerate(apps):
+        if asked and app.domains:
+            hit = owned[:, k]
+            found = named[(codes >= 0) & hit[np.maximum(codes, 0)]]
             for s_hi, s_lo, ts, text in zip(found["src_hi"].to_numpy(), found["src_lo"].to_numpy(),
                                             found["ts_ns"].to_numpy(), found["text"].to_numpy(),
                                             strict=True):  # fmt: skip
