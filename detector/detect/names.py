@@ -35,28 +35,41 @@ class Names:
         return [address for address, names in self.by_address.items() if any(map(under, names))]
 
 
-def domain_owners(names: Sequence[str], owners: Sequence[Iterable[str]]) -> np.ndarray:
-    """Which of ``owners`` (each a list of domains) each name is equal to or
-    under: a (names, owners) bool array. One walk up each name's labels for
-    all the owners at once, as :func:`domain_matcher` walks for one."""
-    whose: dict[str, list[int]] = {}
-    for k, domains in enumerate(owners):
-        for domain in domains:
-            whose.setdefault(domain, []).append(k)
-    out = np.zeros((len(names), len(owners)), dtype=bool)
-    if not whose:
+class DomainOwners:
+    """Which of ``owners`` (each a list of domains) names are equal to or
+    under: one walk up each name's labels for all the owners at once, as
+    :func:`domain_matcher` walks for one. Built once, asked many times (a
+    live sensor's look at every chunk of facts)."""
+
+    def __init__(self, owners: Sequence[Iterable[str]]) -> None:
+        self.count = len(owners)
+        self._whose: dict[str, list[int]] = {}
+        for k, domains in enumerate(owners):
+            for domain in domains:
+                self._whose.setdefault(domain, []).append(k)
+
+    def __call__(self, names: Sequence[str]) -> np.ndarray:
+        """A (names, owners) bool array."""
+        out = np.zeros((len(names), self.count), dtype=bool)
+        whose = self._whose
+        if not whose:
+            return out
+        for i, name in enumerate(names):
+            name = str(name)
+            while True:
+                found = whose.get(name)
+                if found is not None:
+                    out[i, found] = True
+                dot = name.find(".")
+                if dot < 0:
+                    break
+                name = name[dot + 1 :]
         return out
-    for i, name in enumerate(names):
-        name = str(name)
-        while True:
-            found = whose.get(name)
-            if found is not None:
-                out[i, found] = True
-            dot = name.find(".")
-            if dot < 0:
-                break
-            name = name[dot + 1 :]
-    return out
+
+
+def domain_owners(names: Sequence[str], owners: Sequence[Iterable[str]]) -> np.ndarray:
+    """:class:`DomainOwners` of ``owners``, asked once about ``names``."""
+    return DomainOwners(owners)(names)
 
 
 def domain_matcher(domains: Iterable[str]) -> Callable[[str], bool]:

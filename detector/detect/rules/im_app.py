@@ -18,7 +18,7 @@ from ...flows.payload import DNS_IS_RESPONSE
 from ...flows.records import initiator_columns
 from ...networks import NetworkSet, address_text
 from ..declare import PAYLOAD, Choices, Detection, Domains, Networks, Rule, Setting
-from ..names import domain_matcher, domain_owners
+from ..names import DomainOwners, domain_owners
 from .common import when
 
 if TYPE_CHECKING:
@@ -208,9 +208,11 @@ def app_packets(packets: PacketContext) -> set[tuple[int, int, str]]:
     host started the connection)."""
     policy = packets.policy
     apps = packets.remember(DETECTION.rule_id, lambda: [
-        (app.app_id, domain_matcher(app.domains), NetworkSet(app.networks) if app.networks
-         else None) for app in messaging_apps(policy)
+        (app.app_id, NetworkSet(app.networks) if app.networks else None)
+        for app in messaging_apps(policy)
     ])  # fmt: skip
+    owners = packets.remember(f"{DETECTION.rule_id} domains", lambda: DomainOwners(
+        [app.domains for app in messaging_apps(policy)]))  # fmt: skip
     sightings: set[tuple[int, int, str]] = set()
     facts = packets.facts
     if facts is not None and len(facts["kind"]):
@@ -219,11 +221,11 @@ def app_packets(packets: PacketContext) -> set[tuple[int, int, str]]:
             (kind == "dns") & (facts[DNS_IS_RESPONSE] == 1)
         )
         asking &= policy.internal.contains(facts["src_hi"], facts["src_lo"])
-        for s_hi, s_lo, text in zip(facts["src_hi"][asking].tolist(),
-                                    facts["src_lo"][asking].tolist(),
-                                    facts["text"][asking].tolist(), strict=True):  # fmt: skip
-            name = str(text).split(":")[0]
-            sightings |= {(s_hi, s_lo, app_id) for app_id, under, _ in apps if under(name)}
+        names = [str(text).split(":")[0] for text in facts["text"][asking].tolist()]
+        rows, which = np.nonzero(owners(names))
+        s_hi, s_lo = facts["src_hi"][asking], facts["src_lo"][asking]
+        sightings |= {(int(s_hi[r]), int(s_lo[r]), apps[k][0])
+                      for r, k in zip(rows.tolist(), which.tolist(), strict=True)}  # fmt: skip
     b = packets.batch
     sent = np.flatnonzero(packets.internal.src)
     every_range = packets.remember(f"{DETECTION.rule_id} ranges", lambda: NetworkSet(
@@ -231,7 +233,7 @@ def app_packets(packets: PacketContext) -> set[tuple[int, int, str]]:
     ))  # fmt: skip
     if len(sent):  # one look-up of every packet, then each app's of the few that hit
         sent = sent[every_range.contains(b.dst_hi[sent], b.dst_lo[sent])]
-    for app_id, _, ranges in apps:
+    for app_id, ranges in apps:
         if ranges is None or not len(sent):
             continue
         rows = sent[ranges.contains(b.dst_hi[sent], b.dst_lo[sent])]
