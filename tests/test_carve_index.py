@@ -20,6 +20,7 @@ import sqlite3
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import test_nightly
 from test_carve import (
@@ -33,6 +34,7 @@ from test_carve import (
 from detector.capture import files as capture_files
 from detector.cli.main import main
 from detector.forensics import carve as carve_module
+from detector.networks import address_pair
 from detector.nightly import discover
 from detector.nightly.discover import fingerprint
 from detector.nightly.state import NightlyState
@@ -254,7 +256,7 @@ def _walk(path: Path, fmt: str) -> tuple[list[tuple[int, int]], list[tuple[int, 
     return records, headers
 
 
-def test_alert_flow_span_is_its_flows_first_and_last_packet(tmp_path):
+def test_alert_flow_span_is_its_flows_first_and_last_packet(tmp_path, monkeypatch):
     """alert_flow_spans (what the nightly records for each alert): the first and
     last packet of the alerted connection (09:00:00 and 09:09:59, hand-counted
     from day_packets: 300 packets each way, 2 s apart), not the hour around;
@@ -274,6 +276,17 @@ def test_alert_flow_span_is_its_flows_first_and_last_packet(tmp_path):
         {"event": {"id": "sensor", "start": start.isoformat(), "end": start.isoformat()}},
     ]  # fmt: skip
     t = int(start.timestamp()) * NS
+    assert alert_flow_spans(docs, table) == {"x1": (t, t + 599 * NS)}
+    # A host with more flows than the nightly reads for spans (a flood's target)
+    # gets none: carve then reads an hour either side.
+    hi, lo = (np.uint64(v) for v in address_pair(HOST))
+    flows_of_host = table.count_where(lambda rows: (
+        (rows.view(np.uint64)[:, 0] == hi) & (rows.view(np.uint64)[:, 1] == lo))
+        | ((rows.view(np.uint64)[:, 2] == hi) & (rows.view(np.uint64)[:, 3] == lo)))  # fmt: skip
+    assert flows_of_host >= 1
+    monkeypatch.setattr(carve_module, "SPAN_FLOWS", flows_of_host - 1)
+    assert alert_flow_spans(docs, table) == {}
+    monkeypatch.setattr(carve_module, "SPAN_FLOWS", flows_of_host)
     assert alert_flow_spans(docs, table) == {"x1": (t, t + 599 * NS)}
 
 

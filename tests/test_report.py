@@ -580,14 +580,17 @@ def test_suppressed_alerts_are_listed_with_their_reason_not_alerted(day):
     from detector.policy.suppress import split_suppressed
 
     policy, result, files = day
-    own = parse_policy(POLICY + f"""
+    own = parse_policy(
+        POLICY
+        + f"""
 [[suppress]]
 rule = "offhours-bulk-egress"
 host = "10.8.40.0/24"
 destination = "{OUT}"
 until = 2026-02-04
 reason = "night backup to the vendor, ticket 4711"
-""")
+"""
+    )
     kept, held = split_suppressed(result.alerts, own.suppressions, own.zone)
     assert [a.rule_id for a in held and [h.alert for h in held]] == ["offhours-bulk-egress"]
     report = build_day_report(dataclasses.replace(result, alerts=kept), own, day=DAY,
@@ -607,14 +610,17 @@ def test_a_suppression_holds_until_its_day_and_by_name_under_a_domain():
     from detector.alerts.record import Alert
     from detector.policy.suppress import split_suppressed
 
-    policy = parse_policy(POLICY + """
+    policy = parse_policy(
+        POLICY
+        + """
 [[suppress]]
 rule = "p2p"
 host = "10.8.10.0/24"
 destination = "example.net"
 until = 2026-02-04
 reason = "approved"
-""")
+"""
+    )
     # 2026-02-04 23:59:59 and 2026-02-05 00:00:00 in Taipei (UTC+8)
     last, after = 1770220799 * NS, 1770220800 * NS
 
@@ -630,13 +636,16 @@ reason = "approved"
 
 
 def test_an_expired_suppression_warns():
-    policy = parse_policy(POLICY + """
+    policy = parse_policy(
+        POLICY
+        + """
 [[suppress]]
 rule = "p2p"
 host = "10.8.10.5"
 until = 2020-01-31
 reason = "trial"
-""")
+"""
+    )
     assert policy.warnings == (
         "policy.toml: suppress[0]: expired on 2020-01-31 (p2p for 10.8.10.5/32: trial): alerts "
         "after it are raised again; renew or remove it",
@@ -698,4 +707,33 @@ def test_the_index_lists_thirty_days_with_counts_and_links():
     assert cells[29][0] == "Tue 2026-01-06"
     assert "2025-12-01" not in page
     assert "The 30 days to 2026-02-04: 3 alert(s)." in page
-    assert "<script" not in page and "http" not in page.replace('http-equiv', "")
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+
+
+def test_an_alert_about_the_sensor_and_a_floods_target(day, monkeypatch):
+    """A day under a flood: a sensor-flood alert has no host (the report ended
+    in ValueError on its empty source.ip, and the nightly with it), and a
+    host with more flows than the report reads (REPORT_FLOWS) says how to
+    carve them instead of listing them."""
+    from dataclasses import replace
+
+    from detector.detect.rules.sensor import FLOOD
+    from detector.report import day as day_module
+
+    policy, result, files = day
+    flood = FLOOD.alert(FLOOD.severity, result.alerts[0].start_ns, result.alerts[0].end_ns, "",
+                        "a flood: 5 outside addresses", evidence={"folded_sources": 5})  # fmt: skip
+    flooded = replace(result, alerts=[*result.alerts, flood])
+    monkeypatch.setattr(day_module, "REPORT_FLOWS", 0)  # every host has too many
+    report = build_day_report(flooded, policy, day=DAY, files=files, processing_seconds=1.0)
+    (entry,) = [e for e in report.alerts if e.alert.rule_id == "sensor-flood"]
+    assert (entry.host_role, entry.flows, entry.hours) == ("the sensor", (), ())
+    page = render_html(report)
+    assert "sensor-flood</span></h3>" in page and "<dt>Who</dt><dd>the sensor</dd>" in page
+    upload = [e for e in report.alerts if e.alert.source_ip == ISO][0]
+    assert upload.too_many_flows and upload.flows == ()
+    assert "too many flows today to list here" in page
+    monkeypatch.setattr(day_module, "REPORT_FLOWS", 1_000_000)
+    again = build_day_report(flooded, policy, day=DAY, files=files, processing_seconds=1.0)
+    upload = [e for e in again.alerts if e.alert.source_ip == ISO][0]
+    assert not upload.too_many_flows and len(upload.flows) >= 1

@@ -462,27 +462,42 @@ class FlowTable:
         """How many closed flows ``keep`` (rows → bool mask) selects."""
         return sum(int(np.count_nonzero(keep(rows))) for rows in self.row_chunks())
 
-    def rows_with_ends(self, addresses: Iterable[tuple[int, int]]) -> np.ndarray:
+    def rows_with_ends(
+        self, addresses: Iterable[tuple[int, int]], *, most: int | None = None
+    ) -> np.ndarray:
         """The closed flows with one of ``addresses`` ((hi, lo) pairs,
-        ``networks.address_pair``) at either end, in the order closed."""
+        ``networks.address_pair``) at either end, in the order closed. With
+        ``most``, the addresses are taken fewest flows first while their flows
+        come to at most ``most`` (a flood's target has millions): see
+        :meth:`ends_within`."""
         wanted = sorted(set(addresses))
+        if most is not None:
+            wanted = sorted(self.ends_within(wanted, most))
         if not wanted:
             return np.empty((0, fk.FLOW_COLUMNS), dtype=np.int64)
-        pair = np.dtype([("hi", np.uint64), ("lo", np.uint64)])
-        targets = np.array(wanted, dtype=pair)
+        targets = np.array(wanted, dtype=_PAIR)
+        return self.rows_where(lambda rows: _end_index(rows, targets)[0] >= 0)
 
-        def either_end(rows: np.ndarray) -> np.ndarray:
-            u = rows.view(np.uint64)
-            found = np.zeros(len(rows), dtype=bool)
-            for hi_column, lo_column in ((fk.C_A_HI, fk.C_A_LO), (fk.C_B_HI, fk.C_B_LO)):
-                # By the low half first (cheap), then the pair.
-                at = np.flatnonzero(np.isin(u[:, lo_column], targets["lo"]))
-                ends = np.empty(len(at), dtype=pair)
-                ends["hi"], ends["lo"] = u[at, hi_column], u[at, lo_column]
-                found[at[np.isin(ends, targets)]] = True
-            return found
-
-        return self.rows_where(either_end)
+    def ends_within(self, addresses: Iterable[tuple[int, int]], most: int) -> set[tuple[int, int]]:
+        """Of ``addresses``, those whose closed flows (counted a chunk at a
+        time) come to at most ``most`` in all, taken fewest flows first: what a
+        reader of their whole rows can hold."""
+        wanted = sorted(set(addresses))
+        if not wanted:
+            return set()
+        targets = np.array(wanted, dtype=_PAIR)
+        counts = np.zeros(len(wanted), dtype=np.int64)
+        for rows in self.row_chunks():
+            for at in _end_index(rows, targets)[1]:
+                counts += np.bincount(at, minlength=len(wanted))
+        kept: set[tuple[int, int]] = set()
+        total = 0
+        for k in np.argsort(counts, kind="stable").tolist():
+            total += int(counts[k])
+            if total > most:
+                break
+            kept.add(wanted[k])
+        return kept
 
     def largest_rows(self, n: int) -> np.ndarray:
         """The ``n`` closed flows with the most bytes (both directions), largest
@@ -738,6 +753,28 @@ def _report(problem: CaptureProblem, on_problem: Callable[[CaptureProblem], None
         on_problem(problem)
     elif problem.fatal:
         raise DecodeError(str(problem))
+
+
+_PAIR = np.dtype([("hi", np.uint64), ("lo", np.uint64)])
+
+
+def _end_index(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """For each row, the index in ``targets`` (sorted (hi, lo) pairs) of an
+    address at one of its ends (-1: none); and for each end, the indexes of
+    the targets found there."""
+    u = rows.view(np.uint64)
+    found = np.full(len(rows), -1, dtype=np.int64)
+    per_end = []
+    for hi_column, lo_column in ((fk.C_A_HI, fk.C_A_LO), (fk.C_B_HI, fk.C_B_LO)):
+        # By the low half first (cheap), then the pair.
+        at = np.flatnonzero(np.isin(u[:, lo_column], targets["lo"]))
+        ends = np.empty(len(at), dtype=_PAIR)
+        ends["hi"], ends["lo"] = u[at, hi_column], u[at, lo_column]
+        where = np.minimum(np.searchsorted(targets, ends), len(targets) - 1)
+        hit = targets[where] == ends
+        found[at[hit]] = where[hit]
+        per_end.append(where[hit])
+    return found, per_end
 
 
 def _ascending(index: np.ndarray) -> bool:

@@ -99,7 +99,9 @@ def selection_of_alert(path: str, event_id: str) -> Selection:
     raise DetectorError(f"--alerts {path}: no alert has event.id {event_id}")
 
 
-STATE_CONTEXT_NS = 3600 * 1_000_000_000  # read around a span, as the nightly reads a day
+STATE_CONTEXT_NS = 3600 * 1_000_000_000
+# Flows of the alerts' hosts read to record the alerts' spans (256 bytes each).
+SPAN_FLOWS = 1_000_000  # read around a span, as the nightly reads a day
 
 
 def files_from_state(state_path: str, selection: Selection) -> list[str]:
@@ -272,7 +274,9 @@ def alert_flow_spans(
     if not selections:
         return {}
     hosts = {address_pair(s.host) for s in selections.values() if s.host}
-    rows = table.rows_with_ends(hosts)
+    # A flood's target has millions of flows: its alerts get no span (carve
+    # then reads an hour either side), and memory stays bounded.
+    rows = table.rows_with_ends(hosts, most=SPAN_FLOWS)
     u = rows.view(np.uint64)
     spans: dict[str, tuple[int, int]] = {}
     for event_id, selection in selections.items():

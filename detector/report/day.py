@@ -99,6 +99,7 @@ class AlertEntry:
     why: str
     flows: tuple[EvidenceFlow, ...]
     hours: tuple[HourBar, ...]
+    too_many_flows: bool = False  # the host's flows were too many to read (a flood's target)
 
 
 @dataclass(frozen=True)
@@ -252,23 +253,31 @@ def build_day_report(
     alerts.sort(key=lambda a: a.sort_key)
     every_alert, alerts = alerts, alerts[:DETAILED_ALERTS]
     # The flows of these alerts' hosts only, read a chunk at a time (a flood's
-    # flows are on disk: detector/flows/spill.py).
-    rows = result.flows.rows_with_ends(address_pair(a.source_ip) for a in alerts)
-    hosts = sorted({a.source_ip for a in alerts})
+    # flows are on disk: detector/flows/spill.py). An alert about the sensor
+    # itself (sensor-flood: a day under a flood) has no host, so no flows.
+    of_hosts = [a for a in alerts if a.source_ip]
+    # A flood's target has millions of flows: hosts are taken fewest flows
+    # first up to REPORT_FLOWS, the rest say how to carve theirs.
+    listed = result.flows.ends_within({address_pair(a.source_ip) for a in of_hosts},
+                                      REPORT_FLOWS)  # fmt: skip
+    rows = result.flows.rows_with_ends(listed)
+    too_many = {a.source_ip for a in of_hosts if address_pair(a.source_ip) not in listed}
+    hosts = sorted({a.source_ip for a in of_hosts})
     hourly = _hourly_egress(external, result, hosts, start_ns, end_ns, policy)
-    evidence = _evidence_flows(rows, alerts)
+    evidence = dict(zip(map(id, of_hosts), _evidence_flows(rows, of_hosts), strict=True))
     roles = {host: role(host) for host in hosts}
     entries = tuple(
         AlertEntry(
             alert=replace(a, evidence=dict(a.evidence)),
             severity_name=SEVERITY_NAMES.get(a.severity, str(a.severity)),
-            host_role=roles[a.source_ip],
+            host_role=roles.get(a.source_ip, SENSOR_ROLE),
             other_side=_other_side(a),
             why=_why(a, policy),
-            flows=flows,
-            hours=hourly[a.source_ip],
+            flows=evidence.get(id(a), ()),
+            hours=hourly.get(a.source_ip, ()),
+            too_many_flows=a.source_ip in too_many,
         )
-        for a, flows in zip(alerts, evidence, strict=True)
+        for a in alerts
     )
     counts: dict[str, int] = {}
     for a in every_alert:
@@ -459,6 +468,12 @@ def _other_side(alert: Alert) -> str:
     if alert.destination_domain:
         text += f" ({alert.destination_domain})"
     return text
+
+
+# What a report says in place of a host for an alert about the sensor itself.
+SENSOR_ROLE = "the sensor"
+# Flows of the alerts' hosts read for their evidence (256 bytes each).
+REPORT_FLOWS = 1_000_000
 
 
 def _evidence_flows(rows: np.ndarray, alerts: Sequence[Alert]) -> list[tuple[EvidenceFlow, ...]]:

@@ -312,7 +312,7 @@ def _summary(report: DayReport) -> list[str]:
                 f'<li><span class="badge sev-{_text(entry.severity_name)}">'
                 f"{_text(entry.severity_name)}</span>"
                 f'<a href="#alert-{i + 1}">{_text(when)}</a> '
-                f"{_text(a.rule_name)}: {_text(a.source_ip)} ({_text(entry.host_role)}){other}"
+                f"{_text(a.rule_name)}: {_who(a.source_ip, entry.host_role)}{other}"
                 + (f", sent {human_bytes(a.source_bytes)}" if a.source_bytes else "")
                 + f" · {_recurrence(report, entry)}</li>"
             )
@@ -350,6 +350,12 @@ def _alerts(report: DayReport) -> list[str]:
     return out
 
 
+def _who(host: str, role: str, suffix: str = "") -> str:
+    """The host an alert is about and its role; an alert about the sensor
+    itself has no host."""
+    return _text(f"{host} ({role}{suffix})" if host else role)
+
+
 def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
     a = entry.alert
     sev = _text(entry.severity_name)
@@ -364,7 +370,7 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
         f'<span class="muted mono">{_text(a.rule_id)}</span></h3>',
         f"<p>{_text(a.message)}</p>",
         '<dl class="facts">',
-        f"<dt>Who</dt><dd>{_text(a.source_ip)} ({_text(entry.host_role)} host)</dd>",
+        f"<dt>Who</dt><dd>{_who(a.source_ip, entry.host_role, ' host')}</dd>",
     ]
     if entry.other_side:
         out.append(f"<dt>Other side</dt><dd>{_text(entry.other_side)}</dd>")
@@ -389,6 +395,9 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
         )
         out.append(f"<dt>Details</dt><dd>{_text(_clip(details, 600))}</dd>")
     out.append("</dl>")
+    if not a.source_ip:  # about the sensor: no host, no hours of its own
+        out.append("</article>")
+        return out
     out.append(_timeline(report, entry))
     if any(h.bytes_out for h in entry.hours):
         out.append(
@@ -419,6 +428,11 @@ def _alert(report: DayReport, number: int, entry: AlertEntry) -> list[str]:
                 f'<td class="mono">{_text(f.community_id)}</td></tr>'
             )
         out.append("</table>")
+    elif entry.too_many_flows:
+        out.append(
+            '<p class="muted">This host has too many flows today to list here (the '
+            "target of a flood?): carve them with the command above.</p>"
+        )
     else:
         out.append('<p class="muted">No flow records behind this alert.</p>')
     out.append("</article>")
