@@ -92,7 +92,10 @@ def test_fold_ports_against_a_naive_reading():
     rows[:, ak.C_A_LO] = rng.integers(1, 4, n)
     rows[:, ak.C_B_LO] = 10
     rows[:7, ak.C_B_LO] = rows[:7, ak.C_A_LO]  # a host talking to itself
-    ports = rng.integers(1, 65536, (n, 2)).astype(np.uint64)
+    ports = rng.integers(1024, 65536, (n, 2)).astype(np.uint64)
+    ports[:, 1] = rng.choice([80, 443, 53], n)  # services, each reached by many clients
+    ports[30:36, 1] = 22  # ... and one by a handful: under MANY, kept as they are
+    ports[40:45] = ports[40:45, ::-1]  # the service on A's side
     meta = (ports[:, 0] << np.uint64(48)) | (ports[:, 1] << np.uint64(32)) | np.uint64(6 << 16)
     meta[:20] = np.uint64(1 << 16)  # ICMP-like: no ports already
     rows[:, ak.C_META] = meta.view(np.int64)
@@ -103,24 +106,39 @@ def test_fold_ports_against_a_naive_reading():
     meta = rows[:, ak.C_META].view(np.uint64).copy()
     out = rows.copy()
     cols = out.T  # the columns, as the table holds them: folded in place
-    bins, counts = fold_ports(cols)
+    many = 20
+    bins, counts = fold_ports(cols, many=many)
     total: dict[tuple, int] = {}
     for i in range(n):
         conv = tuple(int(rows[i, c]) for c in (ak.C_A_LO, ak.C_B_LO, ak.C_META))
         total[conv] = total.get(conv, 0) + int(rows[i, ak.C_AB_PACKETS] + rows[i, ak.C_BA_PACKETS])
-    want = {}
-    for i in range(n):
+
+    def dropped(i: int) -> int | None:
+        """Row i's meta with its client port dropped, if it is a candidate."""
         conv = tuple(int(rows[i, c]) for c in (ak.C_A_LO, ak.C_B_LO, ak.C_META))
         a_port, b_port = int(meta[i]) >> 48, (int(meta[i]) >> 32) & 0xFFFF
         itself = rows[i, ak.C_A_LO] == rows[i, ak.C_B_LO]
-        folded = total[conv] <= FOLD_PACKETS and a_port != b_port and not itself
-        expect = int(meta[i])
-        if folded:  # the client's port, the higher, goes
-            expect &= ~((0xFFFF << 48) if a_port > b_port else (0xFFFF << 32))
+        if total[conv] > FOLD_PACKETS or a_port == b_port or itself:
+            return None
+        return int(meta[i]) & ~((0xFFFF << 48) if a_port > b_port else (0xFFFF << 32))
+
+    reach: dict[tuple, set] = {}  # (pair, service) -> the conversations that would merge there
+    for i in range(n):
+        if dropped(i) is not None:
+            key = (int(rows[i, ak.C_A_LO]), int(rows[i, ak.C_B_LO]), dropped(i))
+            reach.setdefault(key, set()).add(int(meta[i]))
+    want = {}
+    for i in range(n):
+        new = dropped(i)
+        folded = new is not None and len(reach[(int(rows[i, ak.C_A_LO]),
+                                                int(rows[i, ak.C_B_LO]), new)]) >= many  # fmt: skip
+        expect = new if folded else int(meta[i])
         assert int(out[i, ak.C_META]) & (2**64 - 1) == expect
         if folded:
             want[int(rows[i, ak.C_BIN])] = want.get(int(rows[i, ak.C_BIN]), 0) + 1
     assert dict(zip(bins.tolist(), counts.tolist(), strict=True)) == want
+    assert 0 < sum(want.values()) < n  # some folded, some under MANY or with more packets
+    assert not any((int(out[i, ak.C_META]) >> 32) & 0xFFFF == 0 for i in range(30, 36))
     others = [c for c in range(ak.USED_COLUMNS) if c != ak.C_META]
     assert np.array_equal(out[:, others], rows[:, others])
 

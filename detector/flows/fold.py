@@ -33,9 +33,10 @@ a packet: forged cards, a SYN scan of a neighbour) folds no address, since
 every address is the site's. If the rows are still over half the budget once
 merged, :func:`fold_ports` drops the higher port (the client's; a service's
 is the lower, 53 or 443) of every conversation of at most ``FOLD_PACKETS``
-packets in all the rows held, so the rows of one pair of addresses and one
-service in one minute merge into one: what is lost is which client ports
-those few-packet conversations used. A conversation of more
+packets in all the rows held, where ``MANY_CONVERSATIONS`` such conversations
+or more reach one pair of addresses and one service (a scan or a flood, not a
+browser's dozen connections), so their rows in one minute merge into one:
+what is lost is which client ports those few-packet conversations used. A conversation of more
 packets keeps its ports in every minute, also one that had just begun. The
 table counts them per minute (``folded_conversations``) for ``sensor-flood``.
 """
@@ -51,6 +52,10 @@ from ..networks import FOLDED_ADDRESS, FOLDED_HI, FOLDED_LO, address_ids, is_fol
 
 # A SYN, its SYN-ACK and up to two retransmissions: more is a conversation.
 FOLD_PACKETS = 4
+# Few-packet conversations to one pair of addresses and one service in the rows
+# held from which their client ports are dropped: a scan or a flood, not a
+# browser's dozen connections to a server.
+MANY_CONVERSATIONS = 100
 
 __all__ = ["FOLDED_ADDRESS", "FOLD_PACKETS", "Foldable", "fold_ports", "fold_rows", "is_folded"]
 
@@ -133,16 +138,36 @@ def fold_rows(
     return out, bins.astype(np.int64), sources.astype(np.int64)
 
 
+def _key_hash(cols: np.ndarray, meta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """A 64-bit hash of the conversation key (addresses and ``meta``) of
+    ``rows`` of ``cols`` (all of them when None)."""
+
+    def column(c: int) -> np.ndarray:
+        values = cols[c].view(np.uint64)
+        return values if rows is None else values[rows]
+
+    with np.errstate(over="ignore"):
+        h = column(ak.C_A_LO) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= column(ak.C_B_LO) * np.uint64(0xC2B2AE3D27D4EB4F)
+        h ^= column(ak.C_A_HI) * np.uint64(0x165667B19E3779F9)
+        h ^= column(ak.C_B_HI) * np.uint64(0xD6E8FEB86659FD93)
+        h ^= meta * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(29)
+    return h  # type: ignore[no-any-return]
+
+
 def fold_ports(
-    cols: np.ndarray, *, max_packets: int = FOLD_PACKETS
+    cols: np.ndarray, *, max_packets: int = FOLD_PACKETS, many: int = MANY_CONVERSATIONS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drop, in place, the higher port (the client's) of every conversation
     of at most ``max_packets`` packets in all of ``cols`` (merged activity
     columns, (≥ ``USED_COLUMNS``, n), as ``ActivityTable.merged_columns``
-    holds them; module docstring). Returns (bins, conversations): for each
-    bin (ascending) how many rows lost a port; the caller merges the rows that
-    now share a key. A and B keep their order, which is by address (a host
-    talking to itself, ordered by port, keeps its ports)."""
+    holds them; module docstring) to a pair of addresses and a service that
+    ``many`` such conversations or more reach: a flood's, not a busy host's
+    few. Returns (bins, conversations): for each bin (ascending) how many rows
+    lost a port; the caller merges the rows that now share a key. A and B
+    keep their order, which is by address (a host talking to itself, ordered
+    by port, keeps its ports)."""
     import pandas as pd
 
     empty = np.empty(0, dtype=np.int64)
@@ -151,28 +176,29 @@ def fold_ports(
     # Each conversation once, by a 64-bit hash of its key (one column to
     # factorise, not five: a third of the memory; two keys of the ~million
     # held share a hash with odds of about 1 in 10^7).
-    with np.errstate(over="ignore"):
-        h = cols[ak.C_A_LO].view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        h ^= cols[ak.C_B_LO].view(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
-        h ^= cols[ak.C_A_HI].view(np.uint64) * np.uint64(0x165667B19E3779F9)
-        h ^= cols[ak.C_B_HI].view(np.uint64) * np.uint64(0xD6E8FEB86659FD93)
-        h ^= meta * np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(29)
-    codes, _ = pd.factorize(h)
-    del h
+    codes, _ = pd.factorize(_key_hash(cols, meta))
     total = np.bincount(codes, weights=packets)[codes]
-    del codes
     a_port = meta >> np.uint64(48)
     b_port = (meta >> np.uint64(32)) & np.uint64(0xFFFF)
     # The higher port is the one dropped: the client's (a service's is the
     # lower, as a rule: 53, 443). A host talking to itself keeps both (the
     # order of its ends is by port).
     itself = (cols[ak.C_A_LO] == cols[ak.C_B_LO]) & (cols[ak.C_A_HI] == cols[ak.C_B_HI])
-    fold = (total <= max_packets) & (a_port != b_port) & ~itself
-    if not fold.any():
+    few = np.flatnonzero((total <= max_packets) & (a_port != b_port) & ~itself)
+    if not len(few):
         return empty, empty
-    higher = np.where(a_port > b_port, np.uint64(0xFFFF) << np.uint64(48),
+    higher = np.where(a_port[few] > b_port[few], np.uint64(0xFFFF) << np.uint64(48),
                       np.uint64(0xFFFF) << np.uint64(32))  # fmt: skip
-    meta[fold] &= ~higher[fold]
-    bins, counts = np.unique(cols[ak.C_BIN][fold], return_counts=True)
+    folded_meta = meta[few] & ~higher
+    # How many distinct conversations reach each (pair, service) they would merge into.
+    group, _ = pd.factorize(_key_hash(cols, folded_meta, few))
+    span = np.int64(codes.max()) + 1
+    distinct = pd.unique(group.astype(np.int64) * span + codes[few])
+    per_group = np.bincount(distinct // span, minlength=int(group.max()) + 1)
+    chosen = per_group[group] >= many
+    if not chosen.any():
+        return empty, empty
+    rows = few[chosen]
+    meta[rows] = folded_meta[chosen]
+    bins, counts = np.unique(cols[ak.C_BIN][rows], return_counts=True)
     return bins.astype(np.int64), counts.astype(np.int64)

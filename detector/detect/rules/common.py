@@ -319,7 +319,11 @@ def endpoint(alert: Alert | Conversation) -> str:
 def services_phrase(rows: Any) -> str:
     """' over tcp/445, tcp/3389' — each conversation's service port, most bytes first."""
     total = (np.asarray(rows["bytes_out"]) + np.asarray(rows["bytes_in"])).astype(np.float64)
-    service = np.minimum(np.asarray(rows["host_port"]), np.asarray(rows["peer_port"]))
+    host_port, peer_port = np.asarray(rows["host_port"]), np.asarray(rows["peer_port"])
+    # The lower port is the service's; a row whose client port a flood's fold
+    # dropped (flows/fold.py) has only the service's.
+    service = np.where((host_port == 0) | (peer_port == 0), np.maximum(host_port, peer_port),
+                       np.minimum(host_port, peer_port))  # fmt: skip
     proto = np.asarray(rows["proto"]).astype(np.int64)
     keys, sums = sums_by_key((proto << 16) | service.astype(np.int64), total)
     keys = keys[np.argsort(-sums, kind="stable")]

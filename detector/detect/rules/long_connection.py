@@ -108,6 +108,11 @@ def check_long_connection(ctx: ScanContext, rule: Rule) -> list[Alert]:
         # "connection" lasts as long as the host is on); quiet-protocol-volume
         # judges what they carry.
         & ~np.isin(peer_port, QUIET_PORTS)
+        # Under a flood the client port of few-packet conversations is dropped
+        # (flows/fold.py, fold_ports): such a row is many short connections to
+        # a service, not one that lasts.
+        & (sel["host_port"].to_numpy() != 0)
+        & (peer_port != 0)
     ]
     if sel.empty:
         return []

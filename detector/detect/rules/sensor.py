@@ -101,7 +101,9 @@ the flooding host's earliest names are kept, so its tunnel is still found.
 A flood inside the site (a new port a packet between the site's own
 addresses) folds no address; when the rows are still over the budget, the
 client's port (the higher) of every conversation of at most four packets is
-dropped, so one pair of addresses and one service in one minute is one row.
+dropped where a hundred such conversations or more reach one pair of
+addresses and one service (a scan or a flood, not a browser's dozen), so
+their rows of one minute are one.
 One alert per span says how many: `egress.folded_conversations`.
 
 The link layer of isolated segments is held up to about 260,000 distinct
