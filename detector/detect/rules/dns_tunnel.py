@@ -97,12 +97,15 @@ def check_dns_tunnel(ctx: ScanContext, rule: Rule, queries: pd.DataFrame) -> lis
         keep = _base_domain(labels)
         base = ".".join(labels[-keep:])
         sub = ".".join(labels[:-keep])
+        # subs: a dict, not a set, so the names keep the order they were
+        # asked in: the alert's example is then the same on every run (a
+        # set's order follows str hashes, which differ from run to run).
         g = groups.setdefault((int(s_hi), int(s_lo), base), {
-            "subs": set(), "txt_null": 0, "queries": 0, "encoded": [], "first": ts,
+            "subs": {}, "txt_null": 0, "queries": 0, "encoded": [], "first": ts,
             "last": ts, "bytes": 0})  # fmt: skip
         g["queries"] += 1
         g["bytes"] += len(name)
-        g["subs"].add(sub)
+        g["subs"].setdefault(sub, None)
         g["first"] = min(g["first"], ts)
         g["last"] = max(g["last"], ts)
         if int(qtype) in (16, 10):  # TXT, NULL
@@ -137,6 +140,7 @@ def check_dns_tunnel(ctx: ScanContext, rule: Rule, queries: pd.DataFrame) -> lis
         first = min(int(item[1]["first"]) for item in found)
         last = max(int(item[1]["last"]) for item in found)
         total = sum(int(item[1]["queries"]) for item in found)
+        # The first asked of the longest names (sorted is stable).
         example = (g["encoded"] or sorted(g["subs"], key=len, reverse=True) or [base])[0]
         # Masked before it is cut: a cut can leave 9 of an ID number's 10
         # characters, which the alert could no longer tell from other text.
