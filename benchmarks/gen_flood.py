@@ -49,23 +49,33 @@ def _checksum(words: np.ndarray) -> np.ndarray:
     return (~total & 0xFFFF).astype(np.uint16)
 
 
-def _frames(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray,
-            flags: int, length: int) -> np.ndarray:  # fmt: skip
-    """Ethernet/IPv4/TCP headers (54 bytes a row) for each packet."""
+def _ethernet_ipv4(src: np.ndarray, dst: np.ndarray, size: int, length: int, proto: int,
+                   flags: int) -> np.ndarray:  # fmt: skip
+    """Rows of ``size`` bytes, each with its Ethernet and IPv4 headers (34
+    bytes: an IPv4 total length of ``length - 14``, protocol ``proto``, the
+    fragment word ``flags``) filled in; the rest zeros."""
     n = len(src)
-    out = np.zeros((n, FRAME), dtype=np.uint8)
+    out = np.zeros((n, size), dtype=np.uint8)
     out[:, 0:6] = [0x02, 0, 0, 0, 0, 0x0B]
     out[:, 6:12] = [0x02, 0, 0, 0, 0, 0x0A]
     out[:, 12:14] = [0x08, 0x00]
     ip = np.zeros((n, 10), dtype=">u2")
     ip[:, 0] = 0x4500
     ip[:, 1] = length - 14
-    ip[:, 3] = 0x4000  # don't fragment
-    ip[:, 4] = (64 << 8) | 6  # TTL 64, TCP
+    ip[:, 3] = flags
+    ip[:, 4] = (64 << 8) | proto  # TTL 64
     ip[:, 6], ip[:, 7] = src >> 16, src & 0xFFFF
     ip[:, 8], ip[:, 9] = dst >> 16, dst & 0xFFFF
     ip[:, 5] = _checksum(ip.astype(np.uint16))
     out[:, 14:34] = ip.view(np.uint8).reshape(n, 20)
+    return out
+
+
+def _frames(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray,
+            flags: int, length: int) -> np.ndarray:  # fmt: skip
+    """Ethernet/IPv4/TCP headers (54 bytes a row) for each packet."""
+    n = len(src)
+    out = _ethernet_ipv4(src, dst, FRAME, length, 6, 0x4000)  # TCP, don't fragment
     tcp = np.zeros((n, 10), dtype=">u2")
     tcp[:, 0], tcp[:, 1] = sport, dport
     tcp[:, 6] = (5 << 12) | flags
@@ -84,18 +94,7 @@ def _dns_queries(src: np.ndarray, dst: np.ndarray, sport: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:  # fmt: skip
     """Ethernet/IPv4/UDP/DNS queries (DNS_FRAME bytes a row), each for a new name."""
     n = len(src)
-    out = np.zeros((n, DNS_FRAME), dtype=np.uint8)
-    out[:, 0:6] = [0x02, 0, 0, 0, 0, 0x0B]
-    out[:, 6:12] = [0x02, 0, 0, 0, 0, 0x0A]
-    out[:, 12:14] = [0x08, 0x00]
-    ip = np.zeros((n, 10), dtype=">u2")
-    ip[:, 0] = 0x4500
-    ip[:, 1] = DNS_FRAME - 14
-    ip[:, 4] = (64 << 8) | 17  # TTL 64, UDP
-    ip[:, 6], ip[:, 7] = src >> 16, src & 0xFFFF
-    ip[:, 8], ip[:, 9] = dst >> 16, dst & 0xFFFF
-    ip[:, 5] = _checksum(ip.astype(np.uint16))
-    out[:, 14:34] = ip.view(np.uint8).reshape(n, 20)
+    out = _ethernet_ipv4(src, dst, DNS_FRAME, DNS_FRAME, 17, 0)  # UDP
     udp = np.zeros((n, 4), dtype=">u2")  # checksum 0: none (IPv4 allows it)
     udp[:, 0], udp[:, 1], udp[:, 2] = sport, 53, DNS_FRAME - 34
     out[:, 34:42] = udp.view(np.uint8).reshape(n, 8)
@@ -144,7 +143,7 @@ def write_flood(path: Path, packets: int, seconds: float, targets: int, backgrou
                 frames = _frames(src, dst, sport, dport, 0x02, FRAME)
                 if kind == "mac":
                     macs = rng.integers(0, 1 << 48, n, dtype=np.uint64) & ~np.uint64(1 << 40)
-                    card = ((macs[:, None] >> np.arange(40, -8, -8, dtype=np.uint64)) & 0xFF)
+                    card = (macs[:, None] >> np.arange(40, -8, -8, dtype=np.uint64)) & 0xFF
                     frames[~upload, 6:12] = card[~upload].astype(np.uint8)
             wire = np.where(upload, UPLOAD_FRAME, size).astype(np.uint32)
             if upload.any():  # a full-size ACK/PSH data frame, captured headers only
