@@ -151,22 +151,14 @@ def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
     crc2 is added. Checked against zlib.crc32 in tests/test_model_files.py."""
     if length2 <= 0:
         return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit (reflected polynomial)
-    even = [_gf2_times(odd, c) for c in odd]  # two zero bits
-    odd = [_gf2_times(even, c) for c in even]  # four
-    while True:  # one zero byte, then each round twice the last
-        even = [_gf2_times(odd, c) for c in odd]
+    zeros = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit (reflected polynomial)
+    for _ in range(2):  # two zero bits, then four
+        zeros = [_gf2_times(zeros, c) for c in zeros]
+    while length2:  # one zero byte, then each round twice the last
+        zeros = [_gf2_times(zeros, c) for c in zeros]
         if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(zeros, crc1)
         length2 >>= 1
-        if not length2:
-            break
-        odd = [_gf2_times(even, c) for c in even]
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
     return crc1 ^ crc2
 
 
